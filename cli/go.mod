@@ -1,0 +1,23 @@
+module github.com/strata-build/strata/cli
+
+go 1.26.0
+
+require (
+	github.com/spf13/cobra v1.10.2
+	github.com/strata-build/strata/lib v0.0.0
+	google.golang.org/grpc v1.85.0
+)
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+replace github.com/strata-build/strata/gen => ../gen
+
+replace github.com/strata-build/strata/lib => ../lib

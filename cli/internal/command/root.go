@@ -1,0 +1,135 @@
+// Package command holds the strata command tree (cobra, in the shape of
+// Docker's CLI): one file per command group.
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/grpcclient"
+	"github.com/strata-build/strata/lib/requestid"
+)
+
+// CLI holds what every command needs: the I/O streams and the connection
+// settings from the global flags.
+type CLI struct {
+	In       io.Reader
+	Out, Err io.Writer
+
+	BuilderAddr, MetadataAddr, BlobstoreAddr string
+	Conn                                     grpcclient.Config
+	TokenFile                                string
+
+	conns map[string]*grpc.ClientConn
+}
+
+// Dial returns a connection to addr, made once per command run.
+func (c *CLI) Dial(addr string) (*grpc.ClientConn, error) {
+	if conn, ok := c.conns[addr]; ok {
+		return conn, nil
+	}
+	cfg := c.Conn
+	if c.TokenFile != "" && cfg.Token == "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --token-file: %w", err)
+		}
+		cfg.Token = string(trimSpace(b))
+	}
+	conn, err := grpcclient.Dial(addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if c.conns == nil {
+		c.conns = map[string]*grpc.ClientConn{}
+	}
+	c.conns[addr] = conn
+	return conn, nil
+}
+
+func (c *CLI) close() {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// NewRoot returns the strata command tree.
+func NewRoot(c *CLI) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "strata",
+		Short:         "Build, store and serve OCI images with Strata",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Example:       "  strata version\n  strata --metadata strata.internal:50052 images",
+	}
+	root.SetIn(c.In)
+	root.SetOut(c.Out)
+	root.SetErr(c.Err)
+	f := root.PersistentFlags()
+	f.StringVar(&c.BuilderAddr, "builder", envOr(grpcclient.BuilderAddrEnv, grpcclient.DefaultBuilderAddr), "builder service address (env "+grpcclient.BuilderAddrEnv+")")
+	f.StringVar(&c.MetadataAddr, "metadata", envOr(grpcclient.MetadataAddrEnv, grpcclient.DefaultMetadataAddr), "metadata service address (env "+grpcclient.MetadataAddrEnv+")")
+	f.StringVar(&c.BlobstoreAddr, "blobstore", envOr(grpcclient.BlobstoreAddrEnv, grpcclient.DefaultBlobstoreAddr), "blobstore service address (env "+grpcclient.BlobstoreAddrEnv+")")
+	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("STRATA_TLS") != "", "use TLS (env STRATA_TLS)")
+	f.StringVar(&c.Conn.CAFile, "tlscacert", os.Getenv("STRATA_TLS_CA"), "trust certificates signed by this CA (env STRATA_TLS_CA)")
+	f.StringVar(&c.Conn.CertFile, "tlscert", os.Getenv("STRATA_TLS_CERT"), "client certificate for mutual TLS (env STRATA_TLS_CERT)")
+	f.StringVar(&c.Conn.KeyFile, "tlskey", os.Getenv("STRATA_TLS_KEY"), "client key for mutual TLS (env STRATA_TLS_KEY)")
+	f.StringVar(&c.Conn.Token, "token", os.Getenv("STRATA_TOKEN"), "bearer token (env STRATA_TOKEN)")
+	f.StringVar(&c.TokenFile, "token-file", os.Getenv("STRATA_TOKEN_FILE"), "file holding the bearer token (env STRATA_TOKEN_FILE)")
+
+	root.AddCommand(newVersionCommand(c))
+	return root
+}
+
+// Execute runs the CLI with args and returns the exit code. Errors print the
+// service's message without stack noise.
+func Execute(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
+	c := &CLI{In: in, Out: out, Err: errOut}
+	defer c.close()
+	root := NewRoot(c)
+	root.SetArgs(args)
+	ctx = requestid.With(ctx, requestid.New())
+	if err := root.ExecuteContext(ctx); err != nil {
+		var st statusError
+		if errors.As(err, &st) {
+			return st.code
+		}
+		fmt.Fprintf(errOut, "Error: %v\n", describe(err))
+		return 1
+	}
+	return 0
+}
+
+// statusError ends a command with a chosen exit code and no message.
+type statusError struct{ code int }
+
+func (e statusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// describe makes service errors read well: the message, and a hint when a
+// service cannot be reached.
+func describe(err error) string {
+	if errdefs.IsUnavailable(err) {
+		return err.Error() + " (is the service running? check --builder, --metadata, --blobstore or STRATA_*_ADDR)"
+	}
+	return err.Error()
+}

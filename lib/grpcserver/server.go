@@ -1,0 +1,214 @@
+// Package grpcserver is the platform every Strata service runs on: one gRPC
+// server with health and reflection, request IDs, structured logs,
+// Prometheus metrics, panic recovery, error mapping, TLS, mutual TLS and
+// bearer-token auth, message-size and keepalive limits, and a graceful stop.
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/strata-build/strata/lib/auth"
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+// Server is a gRPC server with Strata's platform around it. Register the
+// service implementations on GRPC, then call Run or Serve.
+type Server struct {
+	// GRPC is the underlying server.
+	GRPC *grpc.Server
+	// Metrics is the server's Prometheus registry; services add their own
+	// collectors to it.
+	Metrics *prometheus.Registry
+
+	cfg     Config
+	log     *slog.Logger
+	health  *health.Server
+	grpcMet *grpcprom.ServerMetrics
+}
+
+// healthMethods need no token, so that probes work with auth on.
+var healthMethods = []string{
+	"/grpc.health.v1.Health/Check",
+	"/grpc.health.v1.Health/Watch",
+	"/grpc.health.v1.Health/List",
+}
+
+// New builds a server from a validated cfg.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	met := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	reg.MustRegister(met)
+
+	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return errdefs.ToGRPC(errdefs.Internal("internal error: %v", p))
+	})
+
+	unary := []grpc.UnaryServerInterceptor{
+		unaryHeaders,
+		met.UnaryServerInterceptor(),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(interceptorLogger(log), logOpts...), notHealth),
+		unaryErrors,
+	}
+	stream := []grpc.StreamServerInterceptor{
+		streamHeaders,
+		met.StreamServerInterceptor(),
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(interceptorLogger(log), logOpts...), notHealth),
+		streamErrors,
+	}
+
+	tokens, err := auth.ReadTokens(cfg.AuthToken, cfg.AuthTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	if len(tokens) > 0 {
+		checker := auth.NewTokenChecker(tokens, healthMethods...)
+		unary = append(unary, checker.UnaryInterceptor())
+		stream = append(stream, checker.StreamInterceptor())
+	}
+	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpt))
+	stream = append(stream, recovery.StreamServerInterceptor(recoverOpt))
+
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    2 * time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+	}
+	if cfg.TLSCert != "" {
+		tlsCfg, err := auth.ServerTLS(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+
+	s := &Server{
+		GRPC:    grpc.NewServer(opts...),
+		Metrics: reg,
+		cfg:     cfg,
+		log:     log,
+		health:  health.NewServer(),
+		grpcMet: met,
+	}
+	healthpb.RegisterHealthServer(s.GRPC, s.health)
+	if err := registerReflection(s.GRPC); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run listens on the configured addresses and serves until ctx is done, then
+// stops gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	lis, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.cfg.Listen, err)
+	}
+	var metricsLis net.Listener
+	if s.cfg.MetricsAddr != "" {
+		metricsLis, err = net.Listen("tcp", s.cfg.MetricsAddr)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listening on %s for metrics: %w", s.cfg.MetricsAddr, err)
+		}
+	}
+	return s.Serve(ctx, lis, metricsLis)
+}
+
+// Serve serves gRPC on lis and, when metricsLis is not nil, metrics on it,
+// until ctx is done. Then it stops taking new calls, marks itself NOT_SERVING
+// and waits for running calls up to the shutdown timeout before cutting
+// them off.
+func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Listener) error {
+	s.grpcMet.InitializeMetrics(s.GRPC)
+	for name := range s.GRPC.GetServiceInfo() {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	var metricsSrv *http.Server
+	if metricsLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{Registry: s.Metrics}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics server stopped", "error", err)
+			}
+		}()
+		s.log.Info("serving metrics", "addr", metricsLis.Addr().String())
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.GRPC.Serve(lis) }()
+	s.log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
+
+	var err error
+	select {
+	case err = <-serveErr:
+		// Serve failed on its own; nothing to drain.
+	case <-ctx.Done():
+		s.log.Info("stopping gracefully", "timeout", s.cfg.ShutdownTimeout.String())
+		s.health.Shutdown()
+		stopped := make(chan struct{})
+		go func() { s.GRPC.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(s.cfg.ShutdownTimeout):
+			s.log.Warn("graceful stop timed out; cutting off running calls")
+			s.GRPC.Stop()
+		}
+		err = <-serveErr
+	}
+	if metricsSrv != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = metricsSrv.Shutdown(shutdownCtx)
+	}
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+// interceptorLogger adapts slog to the logging interceptor.
+func interceptorLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}

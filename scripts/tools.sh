@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the pinned code generators and test peers into .tools/bin, once per
+# version: a re-run costs nothing when they are already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$PWD/.tools/bin
+mkdir -p "$bin"
+tools=(
+  github.com/bufbuild/buf/cmd/buf@v1.75.0
+  google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+  google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+  github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+  github.com/versity/versitygw/cmd/versitygw@v1.8.0
+  github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+  github.com/google/go-containerregistry/cmd/crane@v0.22.1
+)
+for t in "${tools[@]}"; do
+  name=$(basename "${t%@*}")
+  stamp="$bin/.$name@${t#*@}"
+  [ -x "$bin/$name" ] && [ -f "$stamp" ] && continue
+  echo "installing $t"
+  # Outside the workspace, so that the tools' dependencies do not mix with ours.
+  (cd /tmp && GOWORK=off GOFLAGS= GOBIN="$bin" go install "$t")
+  rm -f "$bin/.$name@"*
+  touch "$stamp"
+done
