@@ -268,17 +268,24 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
-func TestGracefulStopFinishesStreamsAndRefusesNewCalls(t *testing.T) {
+// stopDuringRead starts a server with cfg, opens a Read stream whose handler
+// blocks until svc.release is closed, and then asks the server to stop.
+func stopDuringRead(t *testing.T, cfg Config) (*testServer, *echoBlobs, grpc.ServerStreamingClient[blobv1.ReadResponse]) {
+	t.Helper()
 	svc := &echoBlobs{started: make(chan struct{}), release: make(chan struct{})}
-	ts := startServer(t, Config{}, svc)
+	ts := startServer(t, cfg, svc)
 	client := blobv1.NewBlobServiceClient(dial(t, ts.addr, grpcclient.Config{}))
-
 	stream, err := client.Read(context.Background(), &blobv1.ReadRequest{Digest: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-svc.started
 	ts.cancel()
+	return ts, svc, stream
+}
+
+func TestGracefulStopFinishesStreamsAndRefusesNewCalls(t *testing.T) {
+	ts, svc, stream := stopDuringRead(t, Config{})
 
 	// New calls are refused while the stream drains.
 	waitUntil(t, func() bool {
@@ -308,16 +315,8 @@ func TestGracefulStopFinishesStreamsAndRefusesNewCalls(t *testing.T) {
 }
 
 func TestGracefulStopCutsOffAfterTimeout(t *testing.T) {
-	svc := &echoBlobs{started: make(chan struct{}), release: make(chan struct{})}
+	ts, svc, stream := stopDuringRead(t, Config{ShutdownTimeout: 100 * time.Millisecond})
 	defer close(svc.release)
-	ts := startServer(t, Config{ShutdownTimeout: 100 * time.Millisecond}, svc)
-	client := blobv1.NewBlobServiceClient(dial(t, ts.addr, grpcclient.Config{}))
-	stream, err := client.Read(context.Background(), &blobv1.ReadRequest{Digest: "x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-svc.started
-	ts.cancel()
 	if err := <-ts.done; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
