@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -26,6 +27,11 @@ type CLI struct {
 	BuilderAddr, MetadataAddr, BlobstoreAddr string
 	Conn                                     grpcclient.Config
 	TokenFile                                string
+
+	// Now is the clock ages are shown against; time.Now when nil.
+	Now func() time.Time
+	// OutTerminal, when set, overrides whether Out is taken for a terminal.
+	OutTerminal *bool
 
 	conns map[string]*grpc.ClientConn
 }
@@ -86,6 +92,9 @@ func NewRoot(c *CLI) *cobra.Command {
 	root.SetIn(c.In)
 	root.SetOut(c.Out)
 	root.SetErr(c.Err)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return statusError{code: 125, msg: fmt.Sprintf("%v\nSee '%s --help'.", err, cmd.CommandPath())}
+	})
 	f := root.PersistentFlags()
 	f.StringVar(&c.BuilderAddr, "builder", envOr(grpcclient.BuilderAddrEnv, grpcclient.DefaultBuilderAddr), "builder service address (env "+grpcclient.BuilderAddrEnv+")")
 	f.StringVar(&c.MetadataAddr, "metadata", envOr(grpcclient.MetadataAddrEnv, grpcclient.DefaultMetadataAddr), "metadata service address (env "+grpcclient.MetadataAddrEnv+")")
@@ -97,8 +106,42 @@ func NewRoot(c *CLI) *cobra.Command {
 	f.StringVar(&c.Conn.Token, "token", os.Getenv("STRATA_TOKEN"), "bearer token (env STRATA_TOKEN)")
 	f.StringVar(&c.TokenFile, "token-file", os.Getenv("STRATA_TOKEN_FILE"), "file holding the bearer token (env STRATA_TOKEN_FILE)")
 
-	root.AddCommand(newVersionCommand(c))
+	image := newImageCommand()
+	addImageCommands(c, root, image,
+		newHistoryCommand,
+		newImportCommand,
+		newInspectCommand,
+		newLoadCommand,
+		newListCommand,
+		newPruneCommand,
+		newPullCommand,
+		newPushCommand,
+		newRemoveCommand,
+		newSaveCommand,
+		newTagCommand,
+		// Engineer "build" adds newBuildCommand here: `strata build` and `strata image build`.
+	)
+	root.AddCommand(
+		image,
+		newSystemCommand(c),
+		newVersionCommand(c),
+		newCompletionCommand(root),
+		// Engineer "blob" adds newBlobCommand(c) here: `strata blob …`.
+	)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetHelpCommand(newHelpCommand(root))
+	root.InitDefaultHelpCmd()
+	// Use lines spell out [OPTIONS] as Docker's do.
+	walk(root, func(cmd *cobra.Command) { cmd.DisableFlagsInUseLine = true })
 	return root
+}
+
+// walk calls fn on cmd and every command below it.
+func walk(cmd *cobra.Command, fn func(*cobra.Command)) {
+	fn(cmd)
+	for _, sub := range cmd.Commands() {
+		walk(sub, fn)
+	}
 }
 
 // Execute runs the CLI with args and returns the exit code. Errors print the
@@ -110,8 +153,15 @@ func Execute(ctx context.Context, args []string, in io.Reader, out, errOut io.Wr
 	root.SetArgs(args)
 	ctx = requestid.With(ctx, requestid.New())
 	if err := root.ExecuteContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Ctrl-C: the calls in flight were canceled with the context.
+			return 130
+		}
 		var st statusError
 		if errors.As(err, &st) {
+			if st.msg != "" {
+				fmt.Fprintf(errOut, "Error: %s\n", st.msg)
+			}
 			return st.code
 		}
 		fmt.Fprintf(errOut, "Error: %v\n", describe(err))
@@ -120,10 +170,19 @@ func Execute(ctx context.Context, args []string, in io.Reader, out, errOut io.Wr
 	return 0
 }
 
-// statusError ends a command with a chosen exit code and no message.
-type statusError struct{ code int }
+// statusError ends a command with a chosen exit code and, when msg is set,
+// a message.
+type statusError struct {
+	code int
+	msg  string
+}
 
-func (e statusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+func (e statusError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}
 
 // describe makes service errors read well: the message, and a hint when a
 // service cannot be reached.

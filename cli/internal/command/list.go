@@ -1,0 +1,59 @@
+package command
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/strata-build/strata/cli/internal/formatter"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+)
+
+func newListCommand(c *CLI) *cobra.Command {
+	var (
+		quiet, all, noTrunc, digests bool
+		format                       string
+		filters                      filterFlag
+	)
+	cmd := &cobra.Command{
+		Use:     "ls [OPTIONS] [REPOSITORY[:TAG]]",
+		Aliases: []string{"list"},
+		Short:   "List images",
+		Args:    maxArgs(1),
+		Example: "  strata image ls\n" +
+			"  strata image ls my-nginx\n" +
+			"  strata image ls --digests --no-trunc\n" +
+			"  strata image ls --filter dangling=true -q\n" +
+			"  strata image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}'",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &metadatav1.ListImagesRequest{All: all, Filters: filters.filters}
+			if len(args) > 0 {
+				req.Filters = append(req.Filters, &metadatav1.Filter{Key: "reference", Value: args[0]})
+			}
+			images, err := c.images()
+			if err != nil {
+				return err
+			}
+			var list []*metadatav1.ImageSummary
+			for {
+				resp, err := images.ListImages(cmd.Context(), req)
+				if err != nil {
+					return err
+				}
+				list = append(list, resp.GetImages()...)
+				if resp.GetNextPageToken() == "" {
+					break
+				}
+				req.PageToken = resp.GetNextPageToken()
+			}
+			ctx := c.formatContext(formatter.NewImageFormat(format, quiet, digests), !noTrunc)
+			return formatter.WriteImages(ctx, list, digests)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&quiet, "quiet", "q", false, "Only show image IDs")
+	f.BoolVarP(&all, "all", "a", false, "Show all images (default hides intermediate images)")
+	f.BoolVar(&noTrunc, "no-trunc", false, "Don't truncate output")
+	f.BoolVar(&digests, "digests", false, "Show digests")
+	f.StringVar(&format, "format", "", formatHelp)
+	f.VarP(&filters, "filter", "f", "Filter output based on conditions provided")
+	return cmd
+}

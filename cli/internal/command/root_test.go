@@ -1,0 +1,77 @@
+package command
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+// Every command, as Docker's, documents itself with an example.
+func TestEveryCommandHasAnExample(t *testing.T) {
+	root := NewRoot(&CLI{})
+	walk(root, func(cmd *cobra.Command) {
+		if cmd.Example == "" {
+			t.Errorf("%q has no example", cmd.CommandPath())
+		}
+		if cmd.Short == "" {
+			t.Errorf("%q has no short description", cmd.CommandPath())
+		}
+	})
+}
+
+// The image commands exist at the top level and under `strata image`, with
+// Docker's names.
+func TestCommandTreeMatchesDocker(t *testing.T) {
+	root := NewRoot(&CLI{})
+	for _, path := range []string{
+		"history", "inspect", "tag", "images", "rmi", "import", "load", "save", "pull", "push",
+		"image history", "image inspect", "image tag", "image ls", "image list", "image rm", "image rmi",
+		"image remove", "image prune", "image import", "image load", "image save", "image pull", "image push",
+		"system df", "version", "completion", "help",
+	} {
+		cmd, rest, err := root.Find(strings.Fields(path))
+		if err != nil || len(rest) != 0 || cmd == root {
+			t.Errorf("strata %s: not a command (found %q, rest %q, err %v)", path, cmd.CommandPath(), rest, err)
+		}
+	}
+	if cmd, _, _ := root.Find([]string{"prune"}); cmd != root {
+		t.Errorf("strata prune exists (%q); Docker has only `image prune`", cmd.CommandPath())
+	}
+}
+
+func TestCompletionScripts(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		var out, errOut bytes.Buffer
+		code := Execute(context.Background(), []string{"completion", shell}, strings.NewReader(""), &out, &errOut)
+		if code != 0 || !strings.Contains(out.String(), "strata") {
+			t.Errorf("strata completion %s: exit %d, %d bytes, stderr %q", shell, code, out.Len(), errOut.String())
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := Execute(context.Background(), []string{"completion", "tcsh"}, strings.NewReader(""), &out, &errOut); code == 0 {
+		t.Errorf("strata completion tcsh succeeded; want an error naming the shell")
+	}
+}
+
+// Usage mistakes print Docker's messages and exit as Docker does.
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{[]string{"history"}, 1, "Error: \"strata history\" requires exactly 1 argument.\nSee 'strata history --help'.\n\nUsage:  strata history [OPTIONS] IMAGE\n"},
+		{[]string{"image", "ls", "a", "b"}, 1, "Error: \"strata image ls\" requires at most 1 argument."},
+		{[]string{"images", "--bogus"}, 125, "Error: unknown flag: --bogus\nSee 'strata images --help'.\n"},
+		{[]string{"images", "--filter", "dangling"}, 125, "bad format of filter (expected name=value)"},
+	} {
+		var out, errOut bytes.Buffer
+		code := Execute(context.Background(), tc.args, strings.NewReader(""), &out, &errOut)
+		if code != tc.wantCode || !strings.Contains(errOut.String(), tc.wantErr) {
+			t.Errorf("strata %v: exit %d, stderr %q; want exit %d, stderr containing %q", tc.args, code, errOut.String(), tc.wantCode, tc.wantErr)
+		}
+	}
+}

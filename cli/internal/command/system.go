@@ -1,0 +1,43 @@
+package command
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/strata-build/strata/cli/internal/formatter"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+func newSystemCommand(c *CLI) *cobra.Command {
+	system := &cobra.Command{
+		Use:     "system",
+		Short:   "Manage Strata",
+		Args:    noArgs,
+		Example: "  strata system df",
+		RunE:    func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var format string
+	df := &cobra.Command{
+		Use:   "df [OPTIONS]",
+		Short: "Show disk usage",
+		Args:  noArgs,
+		Example: "  strata system df\n" +
+			"  strata system df --format json",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			images, err := c.images()
+			if err != nil {
+				return err
+			}
+			resp, err := images.GetDiskUsage(cmd.Context(), &metadatav1.GetDiskUsageRequest{})
+			if err != nil {
+				return err
+			}
+			return formatter.WriteDiskUsage(c.formatContext(formatter.NewDiskUsageFormat(format), true), resp)
+		},
+	}
+	df.Flags().StringVar(&format, "format", "", formatHelp)
+	system.AddCommand(df)
+	return system
+}
+
+func isNotFound(err error) bool { return errdefs.IsNotFound(err) }

@@ -1,0 +1,494 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/distribution/reference"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+
+	"github.com/strata-build/strata/cli/internal/dockerconfig"
+	"github.com/strata-build/strata/cli/internal/progress"
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+)
+
+// chunkSize is how many bytes of a tarball or archive one message carries,
+// well under the 16 MiB message limit.
+const chunkSize = 1 << 20
+
+func newImportCommand(c *CLI) *cobra.Command {
+	var (
+		changes           []string
+		message, platform string
+	)
+	cmd := &cobra.Command{
+		Use:   "import [OPTIONS] file|- [REPOSITORY[:TAG]]",
+		Short: "Import the contents from a tarball to create a filesystem image",
+		Args:  rangeArgs(1, 2),
+		Example: "  strata image import rootfs.tar busybox:latest\n" +
+			"  cat rootfs.tar.gz | strata image import - busybox\n" +
+			"  strata image import --change 'CMD [\"sh\"]' --change 'ENV A=1' -m 'base' rootfs.tar base:1",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, closeSrc, err := c.openSource(args[0])
+			if err != nil {
+				return err
+			}
+			defer closeSrc()
+			opts := &builderv1.ImportOptions{Changes: changes, Message: message, Platform: platform}
+			if len(args) > 1 {
+				opts.Reference = args[1]
+			}
+			builder, err := c.builder()
+			if err != nil {
+				return err
+			}
+			stream, err := builder.Import(cmd.Context())
+			if err != nil {
+				return err
+			}
+			display := progress.New(c.Out, true, progress.ImportWords)
+			var result *builderv1.ImportResult
+			err = upload(stream,
+				&builderv1.ImportRequest{Request: &builderv1.ImportRequest_Options{Options: opts}},
+				src,
+				func(b []byte) *builderv1.ImportRequest {
+					return &builderv1.ImportRequest{Request: &builderv1.ImportRequest_Data{Data: b}}
+				},
+				func(resp *builderv1.ImportResponse) {
+					if p := resp.GetProgress(); p != nil && c.outIsTerminal() {
+						display.Update(p)
+					}
+					if r := resp.GetResult(); r != nil {
+						result = r
+					}
+				})
+			if err != nil {
+				return err
+			}
+			if result == nil {
+				return errors.New("the builder ended the import without a result")
+			}
+			fmt.Fprintln(c.Out, result.GetImageId())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&changes, "change", "c", nil, "Apply Dockerfile instruction to the created image")
+	f.StringVarP(&message, "message", "m", "", "Set commit message for imported image")
+	f.StringVar(&platform, "platform", os.Getenv("DOCKER_DEFAULT_PLATFORM"), "Set platform if server is multi-platform capable")
+	return cmd
+}
+
+// openSource opens an import's tarball: a file, or standard input for "-".
+func (c *CLI) openSource(name string) (io.Reader, func(), error) {
+	if name == "-" {
+		return c.In, func() {}, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+func newLoadCommand(c *CLI) *cobra.Command {
+	var (
+		input string
+		quiet bool
+	)
+	cmd := &cobra.Command{
+		Use:   "load [OPTIONS]",
+		Short: "Load an image from a tar archive or STDIN",
+		Args:  noArgs,
+		Example: "  strata image load -i busybox.tar\n" +
+			"  docker save busybox | strata image load",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var src io.Reader = c.In
+			if input == "" {
+				if isTerminal(c.In) {
+					return errors.New("requested load from stdin, but stdin is empty")
+				}
+			} else {
+				f, err := os.Open(input)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				src = f
+			}
+			builder, err := c.builder()
+			if err != nil {
+				return err
+			}
+			stream, err := builder.Load(cmd.Context())
+			if err != nil {
+				return err
+			}
+			live := !quiet && c.outIsTerminal()
+			display := progress.New(c.Out, true, progress.LoadWords)
+			var result *builderv1.LoadResult
+			err = upload(stream,
+				&builderv1.LoadRequest{Request: &builderv1.LoadRequest_Options{Options: &builderv1.LoadOptions{Quiet: !live}}},
+				src,
+				func(b []byte) *builderv1.LoadRequest {
+					return &builderv1.LoadRequest{Request: &builderv1.LoadRequest_Data{Data: b}}
+				},
+				func(resp *builderv1.LoadResponse) {
+					if p := resp.GetProgress(); p != nil && live {
+						display.Update(p)
+					}
+					if r := resp.GetResult(); r != nil {
+						result = r
+					}
+				})
+			if err != nil {
+				return err
+			}
+			for _, img := range result.GetImages() {
+				if len(img.GetTags()) == 0 {
+					fmt.Fprintln(c.Out, "Loaded image ID:", img.GetImageId())
+				}
+				for _, tag := range img.GetTags() {
+					fmt.Fprintln(c.Out, "Loaded image:", tag)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&input, "input", "i", "", "Read from tar archive file, instead of STDIN")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "Suppress the load output")
+	return cmd
+}
+
+// upload runs a client-streaming transfer: first, then src in chunks, sent
+// while the server's answers are read, so that neither side blocks the
+// other. It returns when the server ends the stream.
+func upload[Req, Resp any](stream grpc.BidiStreamingClient[Req, Resp], first *Req, src io.Reader, chunk func([]byte) *Req, onResp func(*Resp)) error {
+	sendErr := make(chan error, 1)
+	go func() {
+		sendErr <- func() error {
+			if err := stream.Send(first); err != nil {
+				return err
+			}
+			buf := make([]byte, chunkSize)
+			for {
+				n, err := io.ReadFull(src, buf)
+				if n > 0 {
+					if err := stream.Send(chunk(append([]byte(nil), buf[:n]...))); err != nil {
+						return err
+					}
+				}
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					return stream.CloseSend()
+				}
+				if err != nil {
+					return readError{err}
+				}
+			}
+		}()
+	}()
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		onResp(resp)
+	}
+	// A send that failed because the server ended the stream reports
+	// io.EOF; the server's error, if any, came from Recv.
+	if err := <-sendErr; err != nil && err != io.EOF {
+		var re readError
+		if errors.As(err, &re) {
+			return re.err
+		}
+		return err
+	}
+	return nil
+}
+
+// readError is a failure reading the local input, not the stream's.
+type readError struct{ err error }
+
+func (e readError) Error() string { return e.err.Error() }
+
+func newSaveCommand(c *CLI) *cobra.Command {
+	var (
+		output string
+		oci    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "save [OPTIONS] IMAGE [IMAGE...]",
+		Short: "Save one or more images to a tar archive (streamed to STDOUT by default)",
+		Args:  minArgs(1),
+		Example: "  strata image save -o my-nginx.tar my-nginx\n" +
+			"  strata image save my-nginx busybox | docker load\n" +
+			"  strata image save --oci -o layout.tar my-nginx",
+		ValidArgsFunction: c.completeImageNames,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output == "" && c.outIsTerminal() {
+				return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+			}
+			builder, err := c.builder()
+			if err != nil {
+				return err
+			}
+			format := builderv1.SaveFormat_SAVE_FORMAT_DOCKER
+			if oci {
+				format = builderv1.SaveFormat_SAVE_FORMAT_OCI
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			stream, err := builder.Save(ctx, &builderv1.SaveRequest{References: args, Format: format})
+			if err != nil {
+				return err
+			}
+			if output == "" {
+				return copyArchive(c.Out, stream)
+			}
+			return writeFileAtomically(output, func(w io.Writer) error { return copyArchive(w, stream) })
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "Write to a file, instead of STDOUT")
+	cmd.Flags().BoolVar(&oci, "oci", false, "Write an OCI image layout instead of a docker-archive")
+	return cmd
+}
+
+func copyArchive(w io.Writer, stream grpc.ServerStreamingClient[builderv1.SaveResponse]) error {
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(resp.GetData()); err != nil {
+			return err
+		}
+	}
+}
+
+// writeFileAtomically writes path through a temporary file beside it, so
+// that a failed or interrupted save leaves no partial archive.
+func writeFileAtomically(path string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("failed to save image: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := write(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func newPullCommand(c *CLI) *cobra.Command {
+	var (
+		platform        string
+		quiet, insecure bool
+	)
+	cmd := &cobra.Command{
+		Use:   "pull [OPTIONS] NAME[:TAG|@DIGEST]",
+		Short: "Download an image from a registry",
+		Args:  exactArgs(1),
+		Example: "  strata image pull nginx:1.27\n" +
+			"  strata image pull localhost:5000/team/app@sha256:3ac2395f119b…\n" +
+			"  strata image pull --platform linux/arm64 busybox",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			named, err := reference.ParseNormalizedNamed(args[0])
+			if err != nil {
+				return err
+			}
+			if !quiet && reference.IsNameOnly(named) {
+				fmt.Fprintln(c.Out, "Using default tag: latest")
+			}
+			named = reference.TagNameOnly(named)
+			auth, err := registryAuth(named)
+			if err != nil {
+				return err
+			}
+			builder, err := c.builder()
+			if err != nil {
+				return err
+			}
+			stream, err := builder.Pull(cmd.Context(), &builderv1.PullRequest{
+				Reference: reference.FamiliarString(named), Platform: platform, Auth: auth, Insecure: insecure,
+			})
+			if err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Fprintf(c.Out, "%s: Pulling from %s\n", tagOrDigest(named), reference.Path(named))
+			}
+			display := progress.New(c.Out, c.outIsTerminal(), progress.PullWords)
+			var result *builderv1.PullResult
+			allExisted := true
+			for {
+				resp, err := stream.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				if p := resp.GetProgress(); p != nil {
+					if p.GetAction() != builderv1.TransferAction_TRANSFER_ACTION_EXISTS {
+						allExisted = false
+					}
+					if !quiet {
+						display.Update(p)
+					}
+				}
+				if r := resp.GetResult(); r != nil {
+					result = r
+				}
+			}
+			if result == nil {
+				return errors.New("the builder ended the pull without a result")
+			}
+			if !quiet {
+				fmt.Fprintln(c.Out, "Digest:", result.GetManifestDigest())
+				if allExisted && result.GetBytesFetched() == 0 {
+					fmt.Fprintln(c.Out, "Status: Image is up to date for", reference.FamiliarString(named))
+				} else {
+					fmt.Fprintln(c.Out, "Status: Downloaded newer image for", reference.FamiliarString(named))
+				}
+			}
+			fmt.Fprintln(c.Out, named.String())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&platform, "platform", os.Getenv("DOCKER_DEFAULT_PLATFORM"), "Set platform if server is multi-platform capable")
+	f.BoolVarP(&quiet, "quiet", "q", false, "Suppress verbose output")
+	f.BoolVar(&insecure, "insecure", false, "Use plain HTTP to reach the registry (always so for localhost)")
+	return cmd
+}
+
+func newPushCommand(c *CLI) *cobra.Command {
+	var quiet, insecure bool
+	cmd := &cobra.Command{
+		Use:   "push [OPTIONS] NAME[:TAG]",
+		Short: "Upload an image to a registry",
+		Args:  exactArgs(1),
+		Example: "  strata image tag my-nginx localhost:5000/team/nginx:1.17\n" +
+			"  strata image push localhost:5000/team/nginx:1.17",
+		ValidArgsFunction: c.completeImageNames,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			named, err := reference.ParseNormalizedNamed(args[0])
+			if err != nil {
+				return err
+			}
+			if !quiet && reference.IsNameOnly(named) {
+				fmt.Fprintln(c.Out, "Using default tag: latest")
+			}
+			named = reference.TagNameOnly(named)
+			auth, err := registryAuth(named)
+			if err != nil {
+				return err
+			}
+			builder, err := c.builder()
+			if err != nil {
+				return err
+			}
+			stream, err := builder.Push(cmd.Context(), &builderv1.PushRequest{
+				Reference: reference.FamiliarString(named), Auth: auth, Insecure: insecure,
+			})
+			if err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Fprintf(c.Out, "The push refers to repository [%s]\n", named.Name())
+			}
+			display := progress.New(c.Out, c.outIsTerminal(), progress.PushWords)
+			var result *builderv1.PushResult
+			for {
+				resp, err := stream.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				if p := resp.GetProgress(); p != nil && !quiet {
+					display.Update(p)
+				}
+				if r := resp.GetResult(); r != nil {
+					result = r
+				}
+			}
+			if result == nil {
+				return errors.New("the builder ended the push without a result")
+			}
+			if quiet {
+				fmt.Fprintln(c.Out, named.String())
+				return nil
+			}
+			fmt.Fprintf(c.Out, "%s: digest: %s size: %d\n", tagOrDigest(named), result.GetManifestDigest(), result.GetManifestSize())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "Suppress verbose output")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "Use plain HTTP to reach the registry (always so for localhost)")
+	return cmd
+}
+
+func tagOrDigest(named reference.Named) string {
+	if d, ok := named.(reference.Digested); ok {
+		return d.Digest().String()
+	}
+	if t, ok := named.(reference.Tagged); ok {
+		return t.Tag()
+	}
+	return "latest"
+}
+
+// registryAuth reads the credentials `docker login` stored for the
+// reference's registry.
+func registryAuth(named reference.Named) (*builderv1.RegistryAuth, error) {
+	path, err := dockerconfig.Path()
+	if err != nil {
+		return nil, nil //nolint:nilerr // no home directory: anonymous, as Docker
+	}
+	creds, err := dockerconfig.Lookup(path, reference.Domain(named))
+	if err != nil {
+		return nil, err
+	}
+	if creds == (dockerconfig.Credentials{}) {
+		return nil, nil
+	}
+	return &builderv1.RegistryAuth{
+		Username: creds.Username, Password: creds.Password,
+		IdentityToken: creds.IdentityToken, RegistryToken: creds.RegistryToken,
+	}, nil
+}
+
+// isTerminal reports whether a stream of the CLI is a terminal.
+func isTerminal(stream any) bool {
+	f, ok := stream.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (c *CLI) outIsTerminal() bool {
+	if c.OutTerminal != nil {
+		return *c.OutTerminal
+	}
+	return isTerminal(c.Out)
+}

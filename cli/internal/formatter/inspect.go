@@ -1,0 +1,185 @@
+package formatter
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/template"
+	"time"
+)
+
+// Inspector renders `inspect` as Docker does: with no format an indented
+// JSON array of the elements, with "json" the same array compacted, and
+// with a template one line per element.
+type Inspector struct {
+	out  io.Writer
+	tmpl *template.Template // nil for the JSON forms
+	// indent is the JSON array's indentation; "" compacts it.
+	indent string
+	raws   [][]byte
+	lines  bytes.Buffer
+}
+
+// NewInspector returns an inspector for a --format value. A template that
+// does not parse is an error.
+func NewInspector(out io.Writer, format string) (*Inspector, error) {
+	switch format {
+	case "":
+		return &Inspector{out: out, indent: "    "}, nil
+	case JSONFormatKey:
+		return &Inspector{out: out}, nil
+	}
+	tmpl, err := parse(format)
+	if err != nil {
+		return nil, err
+	}
+	return &Inspector{out: out, tmpl: tmpl}, nil
+}
+
+// Inspect adds one element, given as Docker's JSON object.
+func (i *Inspector) Inspect(dockerJSON []byte) error {
+	if i.tmpl == nil {
+		i.raws = append(i.raws, dockerJSON)
+		return nil
+	}
+	// As Docker: the template runs over the typed object first, so that
+	// fields print as Docker's types print; over the raw JSON when that
+	// fails (a field Strata's type lacks), where a missing key is an error.
+	var typed ImageInspect
+	var buf bytes.Buffer
+	if err := json.Unmarshal(dockerJSON, &typed); err == nil {
+		if err := i.tmpl.Execute(&buf, &typed); err == nil {
+			i.lines.Write(buf.Bytes())
+			i.lines.WriteByte('\n')
+			return nil
+		}
+	}
+	var raw any
+	dec := json.NewDecoder(bytes.NewReader(dockerJSON))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("unable to read inspect data: %w", err)
+	}
+	buf.Reset()
+	if err := i.tmpl.Option("missingkey=error").Execute(&buf, raw); err != nil {
+		return fmt.Errorf("template parsing error: %w", err)
+	}
+	i.lines.Write(buf.Bytes())
+	i.lines.WriteByte('\n')
+	return nil
+}
+
+// Flush writes what was inspected.
+func (i *Inspector) Flush() error {
+	if i.tmpl != nil {
+		if i.lines.Len() == 0 {
+			_, err := io.WriteString(i.out, "\n")
+			return err
+		}
+		_, err := i.lines.WriteTo(i.out)
+		return err
+	}
+	if len(i.raws) == 0 {
+		_, err := io.WriteString(i.out, "[]\n")
+		return err
+	}
+	array := append([]byte("["), bytes.Join(i.raws, []byte(","))...)
+	array = append(array, ']')
+	var out bytes.Buffer
+	var err error
+	if i.indent == "" {
+		err = json.Compact(&out, array)
+	} else {
+		err = json.Indent(&out, array, "", i.indent)
+	}
+	if err != nil {
+		return fmt.Errorf("reading inspect data: %w", err)
+	}
+	out.WriteByte('\n')
+	_, err = out.WriteTo(i.out)
+	return err
+}
+
+// ImageInspect mirrors the Go type Docker decodes `image inspect` into, so
+// that templates print fields as Docker prints them (a time as a time, a
+// port set as a map).
+type ImageInspect struct {
+	ID              string `json:"Id"`
+	RepoTags        []string
+	RepoDigests     []string
+	Parent          string
+	Comment         string
+	Created         string
+	Container       string           `json:",omitempty"`
+	ContainerConfig *ContainerConfig `json:",omitempty"`
+	DockerVersion   string
+	Author          string
+	Config          *ContainerConfig
+	Architecture    string
+	Variant         string `json:",omitempty"`
+	Os              string
+	OsVersion       string `json:",omitempty"`
+	Size            int64
+	VirtualSize     int64 `json:",omitempty"`
+	GraphDriver     GraphDriver
+	RootFS          RootFS
+	Metadata        ImageMetadata
+}
+
+// ContainerConfig mirrors Docker's container.Config.
+type ContainerConfig struct {
+	Hostname        string
+	Domainname      string
+	User            string
+	AttachStdin     bool
+	AttachStdout    bool
+	AttachStderr    bool
+	ExposedPorts    map[string]struct{} `json:",omitempty"`
+	Tty             bool
+	OpenStdin       bool
+	StdinOnce       bool
+	Env             []string
+	Cmd             []string
+	Healthcheck     *HealthConfig `json:",omitempty"`
+	ArgsEscaped     bool          `json:",omitempty"`
+	Image           string
+	Volumes         map[string]struct{}
+	WorkingDir      string
+	Entrypoint      []string
+	NetworkDisabled bool   `json:",omitempty"`
+	MacAddress      string `json:",omitempty"`
+	OnBuild         []string
+	Labels          map[string]string
+	StopSignal      string   `json:",omitempty"`
+	StopTimeout     *int     `json:",omitempty"`
+	Shell           []string `json:",omitempty"`
+}
+
+// HealthConfig mirrors Docker's container.HealthConfig.
+type HealthConfig struct {
+	Test          []string      `json:",omitempty"`
+	Interval      time.Duration `json:",omitempty"`
+	Timeout       time.Duration `json:",omitempty"`
+	StartPeriod   time.Duration `json:",omitempty"`
+	StartInterval time.Duration `json:",omitempty"`
+	Retries       int           `json:",omitempty"`
+}
+
+// GraphDriver mirrors Docker's storage driver data.
+type GraphDriver struct {
+	Data map[string]string
+	Name string
+}
+
+// RootFS mirrors Docker's image RootFS.
+type RootFS struct {
+	Type      string
+	Layers    []string `json:",omitempty"`
+	BaseLayer string   `json:",omitempty"`
+}
+
+// ImageMetadata mirrors Docker's image Metadata.
+type ImageMetadata struct {
+	LastTagTime time.Time `json:",omitempty"`
+}
