@@ -1,0 +1,216 @@
+// Package dockerfile reads Dockerfiles with BuildKit's reference grammar
+// (github.com/moby/buildkit/frontend/dockerfile/{parser,instructions,shell})
+// and holds the semantics of Docker's classic builder on top of it: which
+// stages a target needs, how build arguments are scoped, how each
+// instruction expands its variables and changes the image config, and the
+// history text Docker writes for it.
+//
+// Every error this package returns for bad input matches
+// errdefs.ErrInvalidArgument and, when it concerns a line, starts with
+// "Dockerfile:LINE: ".
+package dockerfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+// MaxSize is the largest Dockerfile Parse reads. Real Dockerfiles are a few
+// kilobytes; the bound keeps a hostile one from costing the builder memory
+// and time before any step runs.
+const MaxSize = 1 << 20
+
+// Dockerfile is a parsed Dockerfile.
+type Dockerfile struct {
+	// Stages are the build stages in file order.
+	Stages []Stage
+	// MetaArgs are the ARG instructions before the first FROM.
+	MetaArgs []instructions.ArgCommand
+	// EscapeToken is the escape character (the `# escape=` directive).
+	EscapeToken rune
+	// Warnings are the parser's warnings, such as empty continuation lines.
+	Warnings []Warning
+}
+
+// Stage is one build stage: a FROM and the instructions after it.
+type Stage struct {
+	instructions.Stage
+	// Index is the stage's position in the Dockerfile, from 0.
+	Index int
+	// Line is the line of its FROM instruction.
+	Line int
+}
+
+// Warning is a non-fatal remark about the Dockerfile.
+type Warning struct {
+	Line    int
+	Message string
+}
+
+// Parse parses a Dockerfile. Errors name the line at fault.
+func Parse(b []byte) (*Dockerfile, error) {
+	if len(b) > MaxSize {
+		return nil, errdefs.InvalidArgument("Dockerfile is %d bytes; the limit is %d", len(b), MaxSize)
+	}
+	if line := longLine(b); line > 0 {
+		return nil, errdefs.InvalidArgument("Dockerfile:%d: line longer than %d bytes", line, maxLineLength)
+	}
+	res, err := parser.Parse(bytes.NewReader(b))
+	if err != nil {
+		return nil, lineError(err)
+	}
+	df := &Dockerfile{EscapeToken: res.EscapeToken}
+	for _, w := range res.Warnings {
+		line := 0
+		if w.Location != nil {
+			line = w.Location.Start.Line
+		}
+		df.Warnings = append(df.Warnings, Warning{Line: line, Message: w.Short})
+	}
+	stages, metaArgs, err := instructions.Parse(res.AST, nil)
+	if err != nil {
+		return nil, lineError(err)
+	}
+	if len(stages) == 0 {
+		return nil, errdefs.InvalidArgument("Dockerfile has no FROM instruction: a build needs a base image (or FROM scratch)")
+	}
+	df.MetaArgs = metaArgs
+	for i, s := range stages {
+		st := Stage{Stage: s, Index: i}
+		if len(s.Location) > 0 {
+			st.Line = s.Location[0].Start.Line
+		}
+		for _, cmd := range s.Commands {
+			if err := checkCommand(cmd); err != nil {
+				return nil, err
+			}
+		}
+		df.Stages = append(df.Stages, st)
+	}
+	for i, s := range df.Stages {
+		if s.Name == "" {
+			continue
+		}
+		for _, prev := range df.Stages[:i] {
+			if strings.EqualFold(prev.Name, s.Name) {
+				return nil, errdefs.InvalidArgument("Dockerfile:%d: duplicate stage name %q", s.Line, s.Name)
+			}
+		}
+		if _, err := strconv.Atoi(s.Name); err == nil {
+			return nil, errdefs.InvalidArgument("Dockerfile:%d: stage name %q cannot be a number", s.Line, s.Name)
+		}
+	}
+	return df, nil
+}
+
+// maxLineLength bounds one logical line; BuildKit's scanner would otherwise
+// grow its buffer to whatever a one-line file holds.
+const maxLineLength = 256 << 10
+
+func longLine(b []byte) int {
+	line := 1
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			i = len(b)
+		}
+		if i > maxLineLength {
+			return line
+		}
+		line++
+		if i == len(b) {
+			break
+		}
+		b = b[i+1:]
+	}
+	return 0
+}
+
+// checkCommand refuses what the classic builder refuses and BuildKit's
+// grammar accepts for its own features: flags Strata does not implement are
+// errors, never silently ignored.
+func checkCommand(cmd instructions.Command) error {
+	switch c := cmd.(type) {
+	case *instructions.RunCommand:
+		for _, f := range c.FlagsUsed {
+			return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+		}
+	case *instructions.CopyCommand:
+		if c.Link {
+			return Errorf(cmd, "COPY --link is not supported by this builder")
+		}
+		if c.Parents {
+			return Errorf(cmd, "COPY --parents is not supported by this builder")
+		}
+		if len(c.ExcludePatterns) > 0 {
+			return Errorf(cmd, "COPY --exclude is not supported by this builder")
+		}
+	case *instructions.AddCommand:
+		if c.Link {
+			return Errorf(cmd, "ADD --link is not supported by this builder")
+		}
+		if len(c.ExcludePatterns) > 0 {
+			return Errorf(cmd, "ADD --exclude is not supported by this builder")
+		}
+		if c.KeepGitDir != nil {
+			return Errorf(cmd, "ADD --keep-git-dir is not supported by this builder")
+		}
+	}
+	return nil
+}
+
+// Line returns the first line of an instruction, or 0.
+func Line(cmd instructions.Command) int {
+	if loc := cmd.Location(); len(loc) > 0 {
+		return loc[0].Start.Line
+	}
+	return 0
+}
+
+// Errorf returns an INVALID_ARGUMENT error about an instruction, naming its
+// line.
+func Errorf(cmd instructions.Command, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if line := Line(cmd); line > 0 {
+		return errdefs.InvalidArgument("Dockerfile:%d: %s", line, msg)
+	}
+	return errdefs.InvalidArgument("%s", msg)
+}
+
+// lineError turns a BuildKit parse error into an INVALID_ARGUMENT error that
+// starts with the line it concerns.
+func lineError(err error) error {
+	msg := rootMessage(err)
+	var le *parser.LocationError
+	if errors.As(err, &le) && len(le.Locations) > 0 && len(le.Locations[0]) > 0 {
+		line := le.Locations[0][0].Start.Line
+		if line > 0 {
+			return errdefs.InvalidArgument("Dockerfile:%d: %s", line, msg)
+		}
+	}
+	var ue *instructions.UnknownInstructionError
+	if errors.As(err, &ue) {
+		return errdefs.InvalidArgument("Dockerfile:%d: %s", ue.Line, msg)
+	}
+	return errdefs.InvalidArgument("Dockerfile: %s", msg)
+}
+
+// rootMessage drops the wrapping BuildKit adds ("dockerfile parse error on
+// line 3: …") since the line is reported separately.
+func rootMessage(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "dockerfile parse error on line "); i >= 0 {
+		if j := strings.Index(msg[i:], ": "); j >= 0 {
+			msg = msg[:i] + msg[i+j+2:]
+		}
+	}
+	return msg
+}

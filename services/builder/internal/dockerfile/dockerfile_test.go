@@ -1,0 +1,140 @@
+package dockerfile
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// describe dispatches every stage of a Dockerfile from an empty base with
+// the build args "V=9", and writes what the classic builder would record:
+// each step's history text and, at the end of each stage, the config.
+func describe(src []byte) string {
+	df, err := Parse(src)
+	if err != nil {
+		return "error: " + err.Error() + "\n"
+	}
+	var b strings.Builder
+	args := NewBuildArgs(map[string]string{"V": "9"})
+	if err := df.DeclareMetaArgs(args); err != nil {
+		return "error: " + err.Error() + "\n"
+	}
+	for i, s := range df.Stages {
+		base, err := df.BaseName(i, args)
+		if err != nil {
+			return b.String() + "error: " + err.Error() + "\n"
+		}
+		fmt.Fprintf(&b, "stage %d %q from %s\n", i, s.Name, base)
+		st := NewState(nil, args.ForStage(), df.EscapeToken)
+		for _, cmd := range s.Commands {
+			if err := st.Expand(cmd); err != nil {
+				return b.String() + "error: " + err.Error() + "\n"
+			}
+			var c Commit
+			switch x := cmd.(type) {
+			case *instructions.RunCommand:
+				r, err := st.Run(x)
+				if err != nil {
+					return b.String() + "error: " + err.Error() + "\n"
+				}
+				c = r.Commit
+			case *instructions.WorkdirCommand:
+				c, err = st.Workdir(x)
+			case *instructions.CopyCommand, *instructions.AddCommand:
+				fmt.Fprintf(&b, "  %s\n", cmd)
+				continue
+			default:
+				c, err = st.Apply(cmd)
+			}
+			if err != nil {
+				return b.String() + "error: " + err.Error() + "\n"
+			}
+			fmt.Fprintf(&b, "  %s\n", c.CreatedBy())
+		}
+		cfg, _ := json.Marshal(st.Config)
+		fmt.Fprintf(&b, "  config %s\n", cfg)
+	}
+	return b.String()
+}
+
+func TestGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.Dockerfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := describe(src)
+			golden := strings.TrimSuffix(f, ".Dockerfile") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", f, diff)
+			}
+		})
+	}
+}
+
+func TestParseErrorsAreInvalidArgument(t *testing.T) {
+	for name, src := range map[string]string{
+		"unknown instruction": "FROM busybox\nFOO bar\n",
+		"unknown flag":        "FROM busybox\nCOPY --bogus=1 a b\n",
+		"no FROM":             "RUN echo\n",
+		"unterminated heredoc": "FROM busybox\nRUN <<EOF\necho\n",
+		"empty":               "",
+		"10 MB one line":      "FROM busybox\nRUN " + strings.Repeat("x", 10<<20),
+		"long line":           "FROM busybox\nRUN " + strings.Repeat("x", 512<<10),
+	} {
+		_, err := Parse([]byte(src))
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: Parse = %v, want an INVALID_ARGUMENT error", name, err)
+		}
+	}
+}
+
+func TestArgBlowUpIsRefused(t *testing.T) {
+	var src strings.Builder
+	src.WriteString("FROM busybox\nARG A0=xxxxxxxxxxxxxxxx\n")
+	for i := 1; i < 64; i++ {
+		fmt.Fprintf(&src, "ARG A%d=${A%d}${A%d}${A%d}${A%d}\n", i, i-1, i-1, i-1, i-1)
+	}
+	df, err := Parse([]byte(src.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewState(nil, NewBuildArgs(nil), df.EscapeToken)
+	for _, cmd := range df.Stages[0].Commands {
+		if err = st.Expand(cmd); err != nil {
+			break
+		}
+		if _, err = st.Apply(cmd); err != nil {
+			break
+		}
+	}
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("expanding a doubling ARG chain: err = %v, want INVALID_ARGUMENT naming the limit", err)
+	}
+}

@@ -1,0 +1,2 @@
+FROM busybox
+COPY --bogus=1 a b
