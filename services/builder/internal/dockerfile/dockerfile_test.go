@@ -100,13 +100,13 @@ func TestGolden(t *testing.T) {
 
 func TestParseErrorsAreInvalidArgument(t *testing.T) {
 	for name, src := range map[string]string{
-		"unknown instruction": "FROM busybox\nFOO bar\n",
-		"unknown flag":        "FROM busybox\nCOPY --bogus=1 a b\n",
-		"no FROM":             "RUN echo\n",
+		"unknown instruction":  "FROM busybox\nFOO bar\n",
+		"unknown flag":         "FROM busybox\nCOPY --bogus=1 a b\n",
+		"no FROM":              "RUN echo\n",
 		"unterminated heredoc": "FROM busybox\nRUN <<EOF\necho\n",
-		"empty":               "",
-		"10 MB one line":      "FROM busybox\nRUN " + strings.Repeat("x", 10<<20),
-		"long line":           "FROM busybox\nRUN " + strings.Repeat("x", 512<<10),
+		"empty":                "",
+		"10 MB one line":       "FROM busybox\nRUN " + strings.Repeat("x", 10<<20),
+		"long line":            "FROM busybox\nRUN " + strings.Repeat("x", 512<<10),
 	} {
 		_, err := Parse([]byte(src))
 		if !errdefs.IsInvalidArgument(err) {
