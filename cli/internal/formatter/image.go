@@ -45,11 +45,8 @@ func NewImageFormat(source string, quiet, digest bool) Format {
 			return defaultImageTableFormat
 		}
 	}
-	f := Format(source)
-	if f.IsTable() && digest && !f.Contains("{{.Digest}}") {
-		f += "\t{{.Digest}}"
-	}
-	return f
+	// Docker 28 no longer adds a DIGEST column to a custom table format.
+	return Format(source)
 }
 
 // WriteImages renders images as `docker images` does: one row per tag (per

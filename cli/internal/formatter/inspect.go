@@ -101,21 +101,22 @@ func (i *Inspector) Flush() error {
 	return err
 }
 
-// ImageInspect mirrors the Go type Docker decodes `image inspect` into, so
-// that templates print fields as Docker prints them (a time as a time, a
-// port set as a map).
+// ImageInspect mirrors the Go type Docker's CLI decodes `image inspect`
+// into (Docker 28's image.InspectResponse), so that templates print fields
+// as Docker prints them: a time as a time, a port set as a map, and
+// `{{json .Config}}` with the OCI config's fields only.
 type ImageInspect struct {
 	ID              string `json:"Id"`
 	RepoTags        []string
 	RepoDigests     []string
 	Parent          string
 	Comment         string
-	Created         string
+	Created         string           `json:",omitempty"`
 	Container       string           `json:",omitempty"`
 	ContainerConfig *ContainerConfig `json:",omitempty"`
 	DockerVersion   string
 	Author          string
-	Config          *ContainerConfig
+	Config          *ImageConfig
 	Architecture    string
 	Variant         string `json:",omitempty"`
 	Os              string
@@ -125,6 +126,24 @@ type ImageInspect struct {
 	GraphDriver     GraphDriver
 	RootFS          RootFS
 	Metadata        ImageMetadata
+}
+
+// ImageConfig mirrors Docker's DockerOCIImageConfig: the OCI image config
+// with Docker's extensions.
+type ImageConfig struct {
+	User         string              `json:",omitempty"`
+	ExposedPorts map[string]struct{} `json:",omitempty"`
+	Env          []string            `json:",omitempty"`
+	Entrypoint   []string            `json:",omitempty"`
+	Cmd          []string            `json:",omitempty"`
+	Volumes      map[string]struct{} `json:",omitempty"`
+	WorkingDir   string              `json:",omitempty"`
+	Labels       map[string]string   `json:",omitempty"`
+	StopSignal   string              `json:",omitempty"`
+	ArgsEscaped  bool                `json:",omitempty"`
+	Healthcheck  *HealthConfig       `json:",omitempty"`
+	OnBuild      []string            `json:",omitempty"`
+	Shell        []string            `json:",omitempty"`
 }
 
 // ContainerConfig mirrors Docker's container.Config.
