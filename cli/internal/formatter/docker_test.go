@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/strata-build/strata/cli/internal/formatter"
@@ -165,7 +166,7 @@ func TestImagesMatchDocker(t *testing.T) {
 		// Docker orders an image's repositories at random; the filter keeps
 		// one repository, whose tags it orders.
 		want := docker(t, append(append([]string{"images"}, tc.flags...), repo)...)
-		s := proto_clone(summary)
+		s := proto.Clone(summary).(*metadatav1.ImageSummary)
 		s.RepoTags = nil
 		for _, rt := range summary.RepoTags {
 			if strings.HasPrefix(rt, repo+":") {
@@ -179,11 +180,6 @@ func TestImagesMatchDocker(t *testing.T) {
 			t.Errorf("images %v:\n--- strata\n%s--- docker\n%s", tc.flags, got, want)
 		}
 	}
-}
-
-func proto_clone(s *metadatav1.ImageSummary) *metadatav1.ImageSummary {
-	c := *s //nolint:govet // a shallow copy of the fields is what the test needs
-	return &c
 }
 
 func TestInspectMatchesDocker(t *testing.T) {
