@@ -3,6 +3,8 @@ module github.com/strata-build/strata/services/blobstore
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
+	github.com/opencontainers/go-digest v1.0.0
 	github.com/strata-build/strata/gen v0.0.0
 	github.com/strata-build/strata/lib v0.0.0
 )

@@ -1,0 +1,121 @@
+package blob
+
+import (
+	"errors"
+	"regexp"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+// ParseDigest checks that s is a digest this store can hold, "sha256:"
+// followed by 64 lower-case hex digits, and returns it. Anything else is
+// ErrInvalidArgument, so that no malformed digest ever reaches a path or a key.
+func ParseDigest(s string) (digest.Digest, error) {
+	d := digest.Digest(s)
+	if err := ValidateDigest(d); err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+// ValidateDigest is ParseDigest for a value that is already a digest.Digest.
+func ValidateDigest(d digest.Digest) error {
+	if d == "" {
+		return errdefs.InvalidArgument("a digest is required").WithReason("INVALID_DIGEST")
+	}
+	if err := d.Validate(); err != nil {
+		msg := "malformed"
+		switch {
+		case errors.Is(err, digest.ErrDigestUnsupported):
+			msg = "unsupported algorithm"
+		case errors.Is(err, digest.ErrDigestInvalidLength):
+			msg = "wrong length"
+		}
+		return errdefs.InvalidArgument("invalid digest %q: %s (want sha256:<64 lower-case hex digits>)", string(d), msg).
+			WithReason("INVALID_DIGEST").WithDetail("digest", string(d))
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return errdefs.InvalidArgument("invalid digest %q: only sha256 is supported", string(d)).
+			WithReason("INVALID_DIGEST").WithDetail("digest", string(d))
+	}
+	return nil
+}
+
+var refPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+// ValidateRef checks an upload ref: letters, digits and "._-", at most 128
+// characters, and neither "." nor "..", since backends use refs in paths and
+// keys.
+func ValidateRef(ref string) error {
+	if !refPattern.MatchString(ref) || ref == "." || ref == ".." {
+		return errdefs.InvalidArgument("invalid upload ref %q: want 1 to 128 letters, digits or \"._-\"", ref).
+			WithReason("INVALID_REF").WithDetail("ref", ref)
+	}
+	return nil
+}
+
+// ValidateWriterOptions checks the options of a new writer.
+func ValidateWriterOptions(opts WriterOptions) error {
+	if err := ValidateRef(opts.Ref); err != nil {
+		return err
+	}
+	if err := ValidateDigest(opts.Expected); err != nil {
+		return err
+	}
+	if opts.Size < -1 {
+		return errdefs.InvalidArgument("invalid size %d for %s: want -1 (unknown) or more", opts.Size, opts.Expected).
+			WithReason("INVALID_SIZE")
+	}
+	return nil
+}
+
+// ValidateRange checks a read range against a blob's size and returns the
+// number of bytes to read: length, or what is left after offset when length
+// is 0 or reaches past the end.
+func ValidateRange(d digest.Digest, size, offset, length int64) (int64, error) {
+	if offset < 0 || length < 0 {
+		return 0, errdefs.InvalidArgument("invalid range of %s: offset %d and length %d must not be negative", d, offset, length).
+			WithReason("INVALID_RANGE")
+	}
+	if offset > size {
+		return 0, errdefs.InvalidArgument("invalid range of %s: offset %d is past the end (%d bytes)", d, offset, size).
+			WithReason("INVALID_RANGE")
+	}
+	if rest := size - offset; length == 0 || length > rest {
+		return rest, nil
+	}
+	return length, nil
+}
+
+// SizeMismatch is the error for content whose size is not the declared one.
+func SizeMismatch(d digest.Digest, expected, actual int64) error {
+	return errdefs.InvalidArgument("size mismatch for %s: expected %d bytes, got %d", d, expected, actual).
+		WithReason("SIZE_MISMATCH").WithDetail("digest", string(d))
+}
+
+// TooLong is the error for a write that passes the declared size.
+func TooLong(d digest.Digest, expected, actual int64) error {
+	return errdefs.InvalidArgument("size mismatch for %s: expected %d bytes, got at least %d", d, expected, actual).
+		WithReason("SIZE_MISMATCH").WithDetail("digest", string(d))
+}
+
+// DigestMismatch is the error for content that does not hash to its digest.
+func DigestMismatch(expected, actual digest.Digest) error {
+	return errdefs.InvalidArgument("digest mismatch: expected %s, got %s", expected, actual).
+		WithReason("DIGEST_MISMATCH").
+		WithDetail("expected", string(expected)).
+		WithDetail("actual", string(actual))
+}
+
+// Verify checks what a writer received against what it declared.
+func Verify(opts WriterOptions, actual digest.Digest, n int64) error {
+	if opts.Size >= 0 && n != opts.Size {
+		return SizeMismatch(opts.Expected, opts.Size, n)
+	}
+	if actual != opts.Expected {
+		return DigestMismatch(opts.Expected, actual)
+	}
+	return nil
+}

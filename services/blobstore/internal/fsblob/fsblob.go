@@ -1,0 +1,432 @@
+// Package fsblob is the blob.Store in a local directory, Strata's embedded
+// default. Layout under the root:
+//
+//	blobs/sha256/<hex>      committed blobs, read-only
+//	ingest/<ref>/data       the bytes of an unfinished upload
+//	ingest/<ref>/meta.json  what its writer declared
+//
+// An upload is fsynced, checked, then hard-linked into blobs/ (link fails
+// rather than replaces when the blob exists, so one copy is kept) and its
+// ingest folder removed: a blob is visible whole or not at all. One process
+// serves a root at a time.
+package fsblob
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
+)
+
+// Store keeps blobs under a root directory.
+type Store struct {
+	root  string
+	locks blob.RefLocks
+}
+
+var _ blob.Store = (*Store)(nil)
+
+// New opens, creating when needed, a store under root.
+func New(root string) (*Store, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "ingest")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating the blob store in %s: %w", abs, err)
+		}
+	}
+	return &Store{root: abs}, nil
+}
+
+func (s *Store) blobPath(d digest.Digest) string {
+	return filepath.Join(s.root, "blobs", "sha256", d.Encoded())
+}
+
+func (s *Store) ingestDir(ref string) string { return filepath.Join(s.root, "ingest", ref) }
+
+// Stat implements blob.Store.
+func (s *Store) Stat(_ context.Context, d digest.Digest) (blob.Info, error) {
+	if err := blob.ValidateDigest(d); err != nil {
+		return blob.Info{}, err
+	}
+	fi, err := os.Stat(s.blobPath(d))
+	if err != nil {
+		return blob.Info{}, s.blobErr(d, err)
+	}
+	return blob.Info{Digest: d, Size: fi.Size(), CreatedAt: fi.ModTime()}, nil
+}
+
+func (s *Store) blobErr(d digest.Digest, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return errdefs.NotFound("blob %s not found", d).WithReason("BLOB_NOT_FOUND").WithDetail("digest", string(d))
+	}
+	return fmt.Errorf("blob %s: %w", d, err)
+}
+
+// Open implements blob.Store. An open file keeps its bytes after a Delete, so
+// a reader that started finishes.
+func (s *Store) Open(_ context.Context, d digest.Digest, offset, length int64) (io.ReadCloser, blob.Info, error) {
+	if err := blob.ValidateDigest(d); err != nil {
+		return nil, blob.Info{}, err
+	}
+	f, err := os.Open(s.blobPath(d))
+	if err != nil {
+		return nil, blob.Info{}, s.blobErr(d, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, blob.Info{}, err
+	}
+	info := blob.Info{Digest: d, Size: fi.Size(), CreatedAt: fi.ModTime()}
+	n, err := blob.ValidateRange(d, info.Size, offset, length)
+	if err != nil {
+		f.Close()
+		return nil, blob.Info{}, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, offset, n), f}, info, nil
+}
+
+// Delete implements blob.Store.
+func (s *Store) Delete(_ context.Context, d digest.Digest) error {
+	if err := blob.ValidateDigest(d); err != nil {
+		return err
+	}
+	if err := os.Remove(s.blobPath(d)); err != nil {
+		return s.blobErr(d, err)
+	}
+	return nil
+}
+
+// List implements blob.Store. File names are the hex digests, so the
+// directory's sorted listing is digest order.
+func (s *Store) List(_ context.Context, after digest.Digest, limit int) ([]blob.Info, error) {
+	if after != "" {
+		if err := blob.ValidateDigest(after); err != nil {
+			return nil, err
+		}
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	entries, err := os.ReadDir(filepath.Join(s.root, "blobs", "sha256"))
+	if err != nil {
+		return nil, err
+	}
+	afterHex := ""
+	if after != "" {
+		afterHex = after.Encoded()
+	}
+	start, _ := slices.BinarySearchFunc(entries, afterHex, func(e os.DirEntry, name string) int {
+		return strings.Compare(e.Name(), name)
+	})
+	var out []blob.Info
+	for _, e := range entries[start:] {
+		if len(out) == limit {
+			break
+		}
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if e.Name() <= afterHex || d.Validate() != nil {
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted since the directory was read
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, blob.Info{Digest: d, Size: fi.Size(), CreatedAt: fi.ModTime()})
+	}
+	return out, nil
+}
+
+// meta is what an upload's writer declared, kept beside its bytes.
+type meta struct {
+	Expected  digest.Digest `json:"expected"`
+	Size      int64         `json:"size"`
+	MediaType string        `json:"mediaType,omitempty"`
+	StartedAt time.Time     `json:"startedAt"`
+}
+
+func (s *Store) readMeta(ref string) (meta, error) {
+	var m meta
+	b, err := os.ReadFile(filepath.Join(s.ingestDir(ref), "meta.json"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return m, errdefs.NotFound("upload %q not found", ref).WithReason("UPLOAD_NOT_FOUND").WithDetail("ref", ref)
+		}
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("upload %q: reading meta.json: %w", ref, err)
+	}
+	return m, nil
+}
+
+// Upload implements blob.Store.
+func (s *Store) Upload(_ context.Context, ref string) (blob.Upload, error) {
+	if err := blob.ValidateRef(ref); err != nil {
+		return blob.Upload{}, err
+	}
+	return s.upload(ref)
+}
+
+func (s *Store) upload(ref string) (blob.Upload, error) {
+	m, err := s.readMeta(ref)
+	if err != nil {
+		return blob.Upload{}, err
+	}
+	fi, err := os.Stat(filepath.Join(s.ingestDir(ref), "data"))
+	if err != nil {
+		return blob.Upload{}, fmt.Errorf("upload %q: %w", ref, err)
+	}
+	// File times come from a coarser clock than time.Now.
+	updated := fi.ModTime()
+	if updated.Before(m.StartedAt) {
+		updated = m.StartedAt
+	}
+	return blob.Upload{Ref: ref, Expected: m.Expected, Size: m.Size, Offset: fi.Size(), StartedAt: m.StartedAt, UpdatedAt: updated}, nil
+}
+
+// Abort implements blob.Store.
+func (s *Store) Abort(_ context.Context, ref string) error {
+	if err := blob.ValidateRef(ref); err != nil {
+		return err
+	}
+	if err := s.locks.Lock(ref); err != nil {
+		return err
+	}
+	defer s.locks.Unlock(ref)
+	if _, err := s.readMeta(ref); err != nil {
+		return err
+	}
+	return os.RemoveAll(s.ingestDir(ref))
+}
+
+// Uploads implements blob.Store.
+func (s *Store) Uploads(_ context.Context) ([]blob.Upload, error) {
+	entries, err := os.ReadDir(filepath.Join(s.root, "ingest"))
+	if err != nil {
+		return nil, err
+	}
+	var out []blob.Upload
+	for _, e := range entries {
+		u, err := s.upload(e.Name())
+		if err != nil {
+			continue // half-created or just removed; CleanUploads takes it
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// CleanUploads implements blob.Store. It also removes ingest folders left
+// half-created by a crash.
+func (s *Store) CleanUploads(_ context.Context, before time.Time) (int, error) {
+	entries, err := os.ReadDir(filepath.Join(s.root, "ingest"))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		ref := e.Name()
+		if s.locks.Lock(ref) != nil {
+			continue
+		}
+		updated := time.Time{}
+		if u, err := s.upload(ref); err == nil {
+			updated = u.UpdatedAt
+		} else if fi, err := e.Info(); err == nil {
+			updated = fi.ModTime()
+		}
+		if updated.Before(before) {
+			if err := os.RemoveAll(s.ingestDir(ref)); err == nil {
+				n++
+			}
+		}
+		s.locks.Unlock(ref)
+	}
+	return n, nil
+}
+
+// NewWriter implements blob.Store. A resumed upload's bytes are hashed again
+// from disk: local reads are cheap, and nothing else must be trusted.
+func (s *Store) NewWriter(_ context.Context, opts blob.WriterOptions) (blob.Writer, error) {
+	if err := blob.ValidateWriterOptions(opts); err != nil {
+		return nil, err
+	}
+	if err := s.locks.Lock(opts.Ref); err != nil {
+		return nil, err
+	}
+	w, err := s.openWriter(opts)
+	if err != nil {
+		s.locks.Unlock(opts.Ref)
+		return nil, err
+	}
+	return w, nil
+}
+
+func (s *Store) openWriter(opts blob.WriterOptions) (*writer, error) {
+	dir := s.ingestDir(opts.Ref)
+	m, err := s.readMeta(opts.Ref)
+	switch {
+	case errdefs.IsNotFound(err):
+		m = meta{Expected: opts.Expected, Size: opts.Size, MediaType: opts.MediaType, StartedAt: time.Now().UTC()}
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, err
+		}
+		b, _ := json.Marshal(m)
+		if err := writeFileSync(filepath.Join(dir, "meta.json"), b); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	case m.Expected != opts.Expected || m.Size != opts.Size:
+		return nil, errdefs.FailedPrecondition("upload %q is of %s (size %d), not %s (size %d): abort it or use another ref",
+			opts.Ref, m.Expected, m.Size, opts.Expected, opts.Size).WithReason("UPLOAD_MISMATCH").WithDetail("ref", opts.Ref)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("upload %q: hashing the bytes received so far: %w", opts.Ref, err)
+	}
+	return &writer{s: s, opts: opts, f: f, h: h, offset: n}, nil
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+type writer struct {
+	s      *Store
+	opts   blob.WriterOptions
+	f      *os.File
+	h      hash.Hash
+	offset int64
+	done   bool // committed or discarded
+	closed bool
+}
+
+func (w *writer) Offset() int64 { return w.offset }
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.done || w.closed {
+		return 0, errdefs.FailedPrecondition("upload %q is finished", w.opts.Ref)
+	}
+	if w.opts.Size >= 0 && w.offset+int64(len(p)) > w.opts.Size {
+		w.discard()
+		return 0, blob.TooLong(w.opts.Expected, w.opts.Size, w.offset+int64(len(p)))
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.offset += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
+	}
+	return n, nil
+}
+
+// discard removes the upload: its bytes are known to be wrong.
+func (w *writer) discard() {
+	w.done = true
+	w.f.Close()
+	_ = os.RemoveAll(w.s.ingestDir(w.opts.Ref))
+}
+
+func (w *writer) Commit(_ context.Context) (blob.Info, error) {
+	if w.done || w.closed {
+		return blob.Info{}, errdefs.FailedPrecondition("upload %q is finished", w.opts.Ref)
+	}
+	actual := digest.NewDigest(digest.SHA256, w.h)
+	if err := blob.Verify(w.opts, actual, w.offset); err != nil {
+		w.discard()
+		return blob.Info{}, err
+	}
+	if err := w.f.Sync(); err != nil {
+		return blob.Info{}, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
+	}
+	now := time.Now()
+	data := w.f.Name()
+	_ = os.Chtimes(data, now, now) // CreatedAt is the commit time
+	target := w.s.blobPath(w.opts.Expected)
+	err := os.Link(data, target)
+	w.discard()
+	if errors.Is(err, fs.ErrExist) {
+		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", w.opts.Expected).WithReason("BLOB_EXISTS")
+	}
+	if err != nil {
+		return blob.Info{}, fmt.Errorf("committing %s: %w", w.opts.Expected, err)
+	}
+	if err := syncDir(filepath.Dir(target)); err != nil {
+		return blob.Info{}, fmt.Errorf("committing %s: %w", w.opts.Expected, err)
+	}
+	return blob.Info{Digest: w.opts.Expected, Size: w.offset, CreatedAt: now}, nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	return nil
+}
+
+// Close keeps an uncommitted upload for a later writer, with its bytes
+// synced so that the offset it reports survives a crash.
+func (w *writer) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	defer w.s.locks.Unlock(w.opts.Ref)
+	if w.done {
+		return nil
+	}
+	err := w.f.Sync()
+	return errors.Join(err, w.f.Close())
+}
