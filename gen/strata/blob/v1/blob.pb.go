@@ -184,7 +184,10 @@ type WriteRequest struct {
 	// Required in the first message and ignored after it. Letters, digits and
 	// "._-", at most 128 characters.
 	Ref string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	// The digest the blob must have. Required in the first message.
+	// The digest the blob must have. Declared in the first message, or, when
+	// it is known only once all bytes are written (a layer compressed while it
+	// is produced), in the commit message instead; when both are given they
+	// must agree. The existence check of the first response needs it up front.
 	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
 	// The total size in bytes, or -1 (or absent) when unknown. When given, a
 	// blob of any other size is refused.

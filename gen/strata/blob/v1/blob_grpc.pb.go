@@ -42,8 +42,8 @@ const (
 type BlobServiceClient interface {
 	// Write uploads one blob over a bidirectional stream.
 	//
-	// The first request names the upload (ref), the expected digest and, when
-	// known, the size. The server answers at once with the offset it holds for
+	// The first request names the upload (ref), the expected digest (or leaves
+	// it to the commit message) and, when known, the size. The server answers at once with the offset it holds for
 	// the ref (0 for a new upload, more when resuming) and whether the digest is
 	// already stored; in that case the client may send commit without data. The
 	// client then sends data from that offset and finally a request with commit
@@ -194,8 +194,8 @@ func (c *blobServiceClient) ListUploads(ctx context.Context, in *ListUploadsRequ
 type BlobServiceServer interface {
 	// Write uploads one blob over a bidirectional stream.
 	//
-	// The first request names the upload (ref), the expected digest and, when
-	// known, the size. The server answers at once with the offset it holds for
+	// The first request names the upload (ref), the expected digest (or leaves
+	// it to the commit message) and, when known, the size. The server answers at once with the offset it holds for
 	// the ref (0 for a new upload, more when resuming) and whether the digest is
 	// already stored; in that case the client may send commit without data. The
 	// client then sends data from that offset and finally a request with commit

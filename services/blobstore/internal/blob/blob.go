@@ -36,7 +36,8 @@ type Info struct {
 type Upload struct {
 	// Ref names the upload; a writer resumes it by asking for the same ref.
 	Ref string
-	// Expected is the digest the writer declared.
+	// Expected is the digest the writer declared; empty when it declares it
+	// at commit.
 	Expected digest.Digest
 	// Size is the declared total size, or -1 when unknown.
 	Size int64
@@ -52,7 +53,9 @@ type Upload struct {
 type WriterOptions struct {
 	// Ref names the upload (see ValidateRef).
 	Ref string
-	// Expected is the digest the blob must have.
+	// Expected is the digest the blob must have. It may be left empty and
+	// given to Commit instead, for content whose digest is known only once
+	// it is all written (a layer compressed while it is produced).
 	Expected digest.Digest
 	// Size is the total size, or -1 when unknown. When known, a blob of any
 	// other size is refused.
@@ -69,12 +72,13 @@ type Writer interface {
 	// Offset is the number of bytes of the blob the writer holds: the next
 	// Write continues there.
 	Offset() int64
-	// Commit checks size and digest and makes the blob visible. On a
-	// mismatch it returns ErrInvalidArgument naming both values and discards
-	// the upload; when the blob is already stored it returns
-	// ErrAlreadyExists and discards the upload. Either way nothing partial
-	// becomes visible.
-	Commit(ctx context.Context) (Info, error)
+	// Commit checks size and digest and makes the blob visible. expected is
+	// the digest when it was not declared to NewWriter; when both are given
+	// they must agree. On a mismatch it returns ErrInvalidArgument naming
+	// both values and discards the upload; when the blob is already stored
+	// it returns ErrAlreadyExists and discards the upload. Either way nothing
+	// partial becomes visible.
+	Commit(ctx context.Context, expected digest.Digest) (Info, error)
 	// Close releases the writer. An upload that was not committed stays
 	// resumable from its durable offset (Store.Upload).
 	Close() error

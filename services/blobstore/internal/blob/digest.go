@@ -61,14 +61,35 @@ func ValidateWriterOptions(opts WriterOptions) error {
 	if err := ValidateRef(opts.Ref); err != nil {
 		return err
 	}
-	if err := ValidateDigest(opts.Expected); err != nil {
-		return err
+	if opts.Expected != "" {
+		if err := ValidateDigest(opts.Expected); err != nil {
+			return err
+		}
 	}
 	if opts.Size < -1 {
-		return errdefs.InvalidArgument("invalid size %d for %s: want -1 (unknown) or more", opts.Size, opts.Expected).
+		return errdefs.InvalidArgument("invalid size %d for upload %q: want -1 (unknown) or more", opts.Size, opts.Ref).
 			WithReason("INVALID_SIZE")
 	}
 	return nil
+}
+
+// CommitDigest returns the digest a commit checks against: the one declared
+// at the start or the one given at commit, which must agree when both are
+// given.
+func CommitDigest(declared, atCommit digest.Digest) (digest.Digest, error) {
+	switch {
+	case atCommit == "" && declared == "":
+		return "", errdefs.InvalidArgument("commit needs the blob's digest: none was declared").WithReason("INVALID_DIGEST")
+	case atCommit == "":
+		return declared, nil
+	}
+	if err := ValidateDigest(atCommit); err != nil {
+		return "", err
+	}
+	if declared != "" && atCommit != declared {
+		return "", DigestMismatch(declared, atCommit)
+	}
+	return atCommit, nil
 }
 
 // ValidateRange checks a read range against a blob's size and returns the
@@ -96,9 +117,9 @@ func SizeMismatch(d digest.Digest, expected, actual int64) error {
 }
 
 // TooLong is the error for a write that passes the declared size.
-func TooLong(d digest.Digest, expected, actual int64) error {
-	return errdefs.InvalidArgument("size mismatch for %s: expected %d bytes, got at least %d", d, expected, actual).
-		WithReason("SIZE_MISMATCH").WithDetail("digest", string(d))
+func TooLong(ref string, expected, actual int64) error {
+	return errdefs.InvalidArgument("size mismatch for upload %q: expected %d bytes, got at least %d", ref, expected, actual).
+		WithReason("SIZE_MISMATCH").WithDetail("ref", ref)
 }
 
 // DigestMismatch is the error for content that does not hash to its digest.
@@ -109,13 +130,14 @@ func DigestMismatch(expected, actual digest.Digest) error {
 		WithDetail("actual", string(actual))
 }
 
-// Verify checks what a writer received against what it declared.
-func Verify(opts WriterOptions, actual digest.Digest, n int64) error {
-	if opts.Size >= 0 && n != opts.Size {
-		return SizeMismatch(opts.Expected, opts.Size, n)
+// Verify checks what a writer received, n bytes hashing to actual, against
+// the declared size (-1: unknown) and the expected digest.
+func Verify(expected digest.Digest, size int64, actual digest.Digest, n int64) error {
+	if size >= 0 && n != size {
+		return SizeMismatch(expected, size, n)
 	}
-	if actual != opts.Expected {
-		return DigestMismatch(opts.Expected, actual)
+	if actual != expected {
+		return DigestMismatch(expected, actual)
 	}
 	return nil
 }

@@ -356,7 +356,7 @@ func (w *writer) Write(p []byte) (int, error) {
 	}
 	if w.opts.Size >= 0 && w.offset+int64(len(p)) > w.opts.Size {
 		w.discard()
-		return 0, blob.TooLong(w.opts.Expected, w.opts.Size, w.offset+int64(len(p)))
+		return 0, blob.TooLong(w.opts.Ref, w.opts.Size, w.offset+int64(len(p)))
 	}
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])
@@ -374,12 +374,16 @@ func (w *writer) discard() {
 	_ = os.RemoveAll(w.s.ingestDir(w.opts.Ref))
 }
 
-func (w *writer) Commit(_ context.Context) (blob.Info, error) {
+func (w *writer) Commit(_ context.Context, expected digest.Digest) (blob.Info, error) {
 	if w.done || w.closed {
 		return blob.Info{}, errdefs.FailedPrecondition("upload %q is finished", w.opts.Ref)
 	}
+	expected, err := blob.CommitDigest(w.opts.Expected, expected)
+	if err != nil {
+		return blob.Info{}, err
+	}
 	actual := digest.NewDigest(digest.SHA256, w.h)
-	if err := blob.Verify(w.opts, actual, w.offset); err != nil {
+	if err := blob.Verify(expected, w.opts.Size, actual, w.offset); err != nil {
 		w.discard()
 		return blob.Info{}, err
 	}
@@ -389,19 +393,19 @@ func (w *writer) Commit(_ context.Context) (blob.Info, error) {
 	now := time.Now()
 	data := w.f.Name()
 	_ = os.Chtimes(data, now, now) // CreatedAt is the commit time
-	target := w.s.blobPath(w.opts.Expected)
-	err := os.Link(data, target)
+	target := w.s.blobPath(expected)
+	err = os.Link(data, target)
 	w.discard()
 	if errors.Is(err, fs.ErrExist) {
-		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", w.opts.Expected).WithReason("BLOB_EXISTS")
+		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
 	}
 	if err != nil {
-		return blob.Info{}, fmt.Errorf("committing %s: %w", w.opts.Expected, err)
+		return blob.Info{}, fmt.Errorf("committing %s: %w", expected, err)
 	}
 	if err := syncDir(filepath.Dir(target)); err != nil {
-		return blob.Info{}, fmt.Errorf("committing %s: %w", w.opts.Expected, err)
+		return blob.Info{}, fmt.Errorf("committing %s: %w", expected, err)
 	}
-	return blob.Info{Digest: w.opts.Expected, Size: w.offset, CreatedAt: now}, nil
+	return blob.Info{Digest: expected, Size: w.offset, CreatedAt: now}, nil
 }
 
 func syncDir(dir string) error {

@@ -1,0 +1,274 @@
+// Package blobclient is the Go client of Strata's blob store
+// (strata.blob.v1.BlobService), used by the other services and the CLI.
+//
+// Errors are lib/errdefs errors (the connection's interceptors from
+// lib/grpcclient convert them): test them with errdefs.IsNotFound and the
+// like. A conn made otherwise still works, but its errors are plain gRPC
+// statuses.
+package blobclient
+
+import (
+	"context"
+	"errors"
+	"io"
+	"iter"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
+
+	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+// MaxExists is the most digests one Exists call to the server carries;
+// Client.Exists splits longer lists.
+const MaxExists = 10000
+
+// Client calls a blob store.
+type Client struct {
+	api blobv1.BlobServiceClient
+}
+
+// New returns a client over conn, normally from lib/grpcclient.Dial.
+func New(conn grpc.ClientConnInterface) *Client {
+	return &Client{api: blobv1.NewBlobServiceClient(conn)}
+}
+
+// Info describes a stored blob.
+type Info struct {
+	Digest    digest.Digest
+	Size      int64
+	CreatedAt time.Time
+}
+
+// Upload describes an unfinished upload.
+type Upload struct {
+	Ref string
+	// Digest is the declared digest; empty when it is to come at commit.
+	Digest digest.Digest
+	// Size is the declared size, or -1 when unknown.
+	Size int64
+	// Offset is how many bytes the server holds: a resumed upload continues
+	// from here.
+	Offset               int64
+	StartedAt, UpdatedAt time.Time
+}
+
+func infoFrom(b *blobv1.BlobInfo) Info {
+	return Info{Digest: digest.Digest(b.GetDigest()), Size: b.GetSize(), CreatedAt: b.GetCreatedAt().AsTime()}
+}
+
+func uploadFrom(u *blobv1.Upload) Upload {
+	return Upload{
+		Ref: u.GetRef(), Digest: digest.Digest(u.GetDigest()), Size: u.GetSize(), Offset: u.GetOffset(),
+		StartedAt: u.GetStartedAt().AsTime(), UpdatedAt: u.GetUpdatedAt().AsTime(),
+	}
+}
+
+// Stat describes a stored blob; ErrNotFound when it is not stored.
+func (c *Client) Stat(ctx context.Context, d digest.Digest) (Info, error) {
+	resp, err := c.api.Stat(ctx, &blobv1.StatRequest{Digest: string(d)})
+	if err != nil {
+		return Info{}, err
+	}
+	return infoFrom(resp.GetBlob()), nil
+}
+
+// Exists returns the stored blobs among ds, keyed by digest; a digest absent
+// from the map is not stored. Long lists take several calls.
+func (c *Client) Exists(ctx context.Context, ds []digest.Digest) (map[digest.Digest]Info, error) {
+	found := make(map[digest.Digest]Info, len(ds))
+	for len(ds) > 0 {
+		n := min(len(ds), MaxExists)
+		req := &blobv1.ExistsRequest{Digests: make([]string, n)}
+		for i, d := range ds[:n] {
+			req.Digests[i] = string(d)
+		}
+		resp, err := c.api.Exists(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range resp.GetFound() {
+			found[digest.Digest(b.GetDigest())] = infoFrom(b)
+		}
+		ds = ds[n:]
+	}
+	return found, nil
+}
+
+// Delete removes a blob; ErrNotFound when it is not stored.
+func (c *Client) Delete(ctx context.Context, d digest.Digest) error {
+	_, err := c.api.Delete(ctx, &blobv1.DeleteRequest{Digest: string(d)})
+	return err
+}
+
+// List returns one page of blobs in digest order and the token of the next
+// page ("" after the last). pageSize 0 means the server's default (1,000).
+func (c *Client) List(ctx context.Context, pageSize int, pageToken string) ([]Info, string, error) {
+	resp, err := c.api.List(ctx, &blobv1.ListRequest{PageSize: int32(pageSize), PageToken: pageToken})
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]Info, len(resp.GetBlobs()))
+	for i, b := range resp.GetBlobs() {
+		out[i] = infoFrom(b)
+	}
+	return out, resp.GetNextPageToken(), nil
+}
+
+// All iterates over every stored blob in digest order, a page at a time.
+// Iteration stops at the first error, which it yields.
+func (c *Client) All(ctx context.Context) iter.Seq2[Info, error] {
+	return func(yield func(Info, error) bool) {
+		token := ""
+		for {
+			page, next, err := c.List(ctx, 0, token)
+			if err != nil {
+				yield(Info{}, err)
+				return
+			}
+			for _, i := range page {
+				if !yield(i, nil) {
+					return
+				}
+			}
+			if next == "" {
+				return
+			}
+			token = next
+		}
+	}
+}
+
+// UploadStatus describes the unfinished upload under ref; ErrNotFound when
+// there is none.
+func (c *Client) UploadStatus(ctx context.Context, ref string) (Upload, error) {
+	resp, err := c.api.UploadStatus(ctx, &blobv1.UploadStatusRequest{Ref: ref})
+	if err != nil {
+		return Upload{}, err
+	}
+	return uploadFrom(resp.GetUpload()), nil
+}
+
+// AbortUpload discards the unfinished upload under ref.
+func (c *Client) AbortUpload(ctx context.Context, ref string) error {
+	_, err := c.api.AbortUpload(ctx, &blobv1.AbortUploadRequest{Ref: ref})
+	return err
+}
+
+// Uploads returns every unfinished upload, oldest first.
+func (c *Client) Uploads(ctx context.Context) ([]Upload, error) {
+	var out []Upload
+	token := ""
+	for {
+		resp, err := c.api.ListUploads(ctx, &blobv1.ListUploadsRequest{PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range resp.GetUploads() {
+			out = append(out, uploadFrom(u))
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+}
+
+// Reader reads a blob, or a range of it, as the server streams it.
+type Reader struct {
+	stream blobv1.BlobService_ReadClient
+	cancel context.CancelFunc
+	size   int64
+	offset int64 // of the next byte Read returns
+	buf    []byte
+	err    error
+}
+
+// Open starts reading length bytes (0: up to the end) of a blob from offset.
+// It returns ErrNotFound at once when the blob is not stored.
+func (c *Client) Open(ctx context.Context, d digest.Digest, offset, length int64) (*Reader, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.api.Read(ctx, &blobv1.ReadRequest{Digest: string(d), Offset: offset, Length: length})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		cancel()
+		if errors.Is(err, io.EOF) {
+			err = errdefs.Internal("reading %s: the server sent nothing", d)
+		}
+		return nil, err
+	}
+	if first.GetOffset() != offset {
+		cancel()
+		return nil, errdefs.Internal("reading %s: asked for offset %d, got %d", d, offset, first.GetOffset())
+	}
+	return &Reader{stream: stream, cancel: cancel, size: first.GetSize(), offset: offset, buf: first.GetData()}, nil
+}
+
+// Size is the blob's total size (not the range's).
+func (r *Reader) Size() int64 { return r.size }
+
+// Read implements io.Reader.
+func (r *Reader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		resp, err := r.stream.Recv()
+		if err != nil {
+			r.err = err
+			continue
+		}
+		if resp.GetOffset() != r.offset {
+			r.err = errdefs.Internal("reading a blob: expected bytes at offset %d, got %d", r.offset, resp.GetOffset())
+			continue
+		}
+		r.buf = resp.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	r.offset += int64(n)
+	return n, nil
+}
+
+// WriteTo implements io.WriterTo, sparing a copy.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(r.buf) > 0 {
+			n, err := w.Write(r.buf)
+			total += int64(n)
+			r.offset += int64(n)
+			r.buf = r.buf[n:]
+			if err != nil {
+				return total, err
+			}
+		}
+		if r.err != nil {
+			if errors.Is(r.err, io.EOF) {
+				return total, nil
+			}
+			return total, r.err
+		}
+		resp, err := r.stream.Recv()
+		if err != nil {
+			r.err = err
+			continue
+		}
+		if resp.GetOffset() != r.offset {
+			r.err = errdefs.Internal("reading a blob: expected bytes at offset %d, got %d", r.offset, resp.GetOffset())
+			continue
+		}
+		r.buf = resp.GetData()
+	}
+}
+
+// Close ends the read; the rest of the stream is dropped.
+func (r *Reader) Close() error {
+	r.cancel()
+	return nil
+}

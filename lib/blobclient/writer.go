@@ -1,0 +1,379 @@
+package blobclient
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/codes"
+
+	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+// SizeUnknown declares that a writer does not know the blob's size.
+const SizeUnknown = -1
+
+// ChunkSize is the most data one upload message carries.
+const ChunkSize = 1 << 20
+
+// lockWait bounds how long NewWriter waits for the server to let go of a
+// ref whose previous stream just broke.
+const lockWait = 2 * time.Second
+
+// WriterOption configures NewWriter.
+type WriterOption func(*writerConfig)
+
+type writerConfig struct {
+	ref, mediaType string
+	refSet         bool
+}
+
+// WithRef names the upload, so that a broken one can be resumed with the
+// same ref. Without it the writer picks a random ref (Writer.Ref).
+func WithRef(ref string) WriterOption {
+	return func(c *writerConfig) { c.ref, c.refSet = ref, true }
+}
+
+// WithMediaType passes the blob's media type, a hint for the storage.
+func WithMediaType(mt string) WriterOption { return func(c *writerConfig) { c.mediaType = mt } }
+
+// NewRef returns a random upload ref.
+func NewRef() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "upload-" + hex.EncodeToString(b[:])
+}
+
+// Writer streams one blob to the store. Write the bytes from Offset on (0 for
+// a new upload), then Commit; Close without Commit leaves the upload on the
+// server for a later writer with the same ref. When Exists is true the blob
+// is stored already: Write discards and Commit returns the stored blob
+// without sending anything.
+//
+// A Writer is not safe for concurrent use.
+type Writer struct {
+	stream   blobv1.BlobService_WriteClient
+	cancel   context.CancelFunc
+	ref      string
+	declared digest.Digest
+	size     int64
+	start    int64 // the server's offset when the writer began
+	offset   int64 // bytes sent so far, from the blob's start
+	exists   bool
+	existing Info
+	h        hash.Hash
+	buf      []byte
+	err      error // sticky: the stream is gone
+	done     bool
+}
+
+// NewWriter starts, or resumes, an upload of the blob d of size bytes. d may
+// be empty when the digest is known only at the end: Commit then declares
+// the digest of the bytes written. size is SizeUnknown (-1) when unknown;
+// otherwise a blob of any other size is refused.
+func (c *Client) NewWriter(ctx context.Context, d digest.Digest, size int64, opts ...WriterOption) (*Writer, error) {
+	var cfg writerConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if !cfg.refSet {
+		cfg.ref = NewRef()
+	}
+	first := &blobv1.WriteRequest{Ref: cfg.ref, Digest: string(d), MediaType: cfg.mediaType}
+	if size >= 0 {
+		first.Size = &size
+	}
+	deadline := time.Now().Add(lockWait)
+	for {
+		sctx, cancel := context.WithCancel(ctx)
+		stream, err := c.api.Write(sctx)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		resp, err := func() (*blobv1.WriteResponse, error) {
+			if err := stream.Send(first); err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			return stream.Recv()
+		}()
+		if err == nil {
+			w := &Writer{
+				stream: stream, cancel: cancel, ref: cfg.ref, declared: d, size: size,
+				start: resp.GetOffset(), offset: resp.GetOffset(), exists: resp.GetExists(), h: sha256.New(),
+			}
+			if w.exists {
+				w.existing = infoFrom(resp.GetBlob())
+			}
+			return w, nil
+		}
+		cancel()
+		if !locked(err) || time.Now().After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// locked reports whether err says that another stream holds the ref.
+func locked(err error) bool {
+	var e *errdefs.Error
+	return errors.As(err, &e) && e.Reason() == "UPLOAD_LOCKED"
+}
+
+// Ref names the upload.
+func (w *Writer) Ref() string { return w.ref }
+
+// Offset is where the next Write continues in the blob: what the server held
+// when the writer began, plus what was written since.
+func (w *Writer) Offset() int64 { return w.offset + int64(len(w.buf)) }
+
+// Exists reports whether the blob was stored already when the writer began.
+func (w *Writer) Exists() bool { return w.exists }
+
+// Write implements io.Writer. Bytes go out in messages of up to ChunkSize.
+func (w *Writer) Write(p []byte) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	if w.exists {
+		return len(p), nil
+	}
+	w.h.Write(p)
+	n := len(p)
+	for len(p) > 0 {
+		if len(w.buf) == 0 && len(p) >= ChunkSize {
+			if err := w.send(p[:ChunkSize], false, ""); err != nil {
+				return n - len(p), err
+			}
+			p = p[ChunkSize:]
+			continue
+		}
+		if w.buf == nil {
+			w.buf = make([]byte, 0, ChunkSize)
+		}
+		k := min(len(p), ChunkSize-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) == ChunkSize {
+			if err := w.send(w.buf, false, ""); err != nil {
+				return n - len(p), err
+			}
+			w.buf = w.buf[:0]
+		}
+	}
+	return n, nil
+}
+
+// ReadFrom implements io.ReaderFrom: io.Copy reads straight into the
+// writer's message buffer.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	if w.exists {
+		return io.Copy(io.Discard, r)
+	}
+	if w.buf == nil {
+		w.buf = make([]byte, 0, ChunkSize)
+	}
+	var total int64
+	for {
+		n, err := r.Read(w.buf[len(w.buf):ChunkSize])
+		w.h.Write(w.buf[len(w.buf) : len(w.buf)+n])
+		w.buf = w.buf[:len(w.buf)+n]
+		total += int64(n)
+		if len(w.buf) == ChunkSize {
+			if serr := w.send(w.buf, false, ""); serr != nil {
+				return total, serr
+			}
+			w.buf = w.buf[:0]
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (w *Writer) usable() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.done {
+		return errdefs.FailedPrecondition("upload %q is finished", w.ref)
+	}
+	return nil
+}
+
+// send sends data at the current offset; on failure it fetches the server's
+// error and keeps it.
+func (w *Writer) send(data []byte, commit bool, d digest.Digest) error {
+	err := w.stream.Send(&blobv1.WriteRequest{Offset: w.offset, Data: data, Commit: commit, Digest: string(d)})
+	if errors.Is(err, io.EOF) {
+		// The server ended the stream; its status says why.
+		_, err = w.stream.Recv()
+		if err == nil || errors.Is(err, io.EOF) {
+			err = errdefs.Internal("upload %q: the server ended the stream early", w.ref)
+		}
+	}
+	if err != nil {
+		w.err = err
+		w.cancel()
+		return err
+	}
+	w.offset += int64(len(data))
+	return nil
+}
+
+// Commit ends the upload; the server checks size and digest and makes the
+// blob visible. Without a declared digest, it declares the digest of the
+// bytes written, which needs the writer to have written them all (a resumed
+// writer must use CommitDigest). A mismatch is ErrInvalidArgument naming both
+// digests, and nothing is stored.
+func (w *Writer) Commit(ctx context.Context) (Info, error) {
+	d := w.declared
+	if d == "" && !w.exists {
+		if w.start != 0 {
+			return Info{}, errdefs.InvalidArgument("upload %q resumed at %d: commit it with its digest (CommitDigest)", w.ref, w.start)
+		}
+		d = digest.NewDigest(digest.SHA256, w.h)
+	}
+	return w.CommitDigest(ctx, d)
+}
+
+// CommitDigest is Commit declaring d as the blob's digest; when the writer
+// declared one already, they must agree.
+func (w *Writer) CommitDigest(ctx context.Context, d digest.Digest) (Info, error) {
+	if err := w.usable(); err != nil {
+		return Info{}, err
+	}
+	stop := context.AfterFunc(ctx, w.cancel)
+	defer stop()
+	w.done = true
+	defer w.cancel()
+	data := w.buf
+	if w.exists {
+		data = nil
+	}
+	if err := w.send(data, true, d); err != nil {
+		return Info{}, err
+	}
+	w.buf = w.buf[:0]
+	resp, err := w.stream.Recv()
+	if err != nil {
+		return Info{}, err
+	}
+	if !resp.GetCommitted() {
+		return Info{}, errdefs.Internal("upload %q: the server answered the commit without committing", w.ref)
+	}
+	return infoFrom(resp.GetBlob()), nil
+}
+
+// Close ends the writer. Without a Commit, the upload stays on the server,
+// resumable under Ref; Close waits (a little) until the server has let go of
+// it, so that a new writer can take it at once.
+func (w *Writer) Close() error {
+	if w.done || w.err != nil {
+		w.cancel()
+		return nil
+	}
+	w.done = true
+	defer w.cancel()
+	t := time.AfterFunc(5*time.Second, w.cancel)
+	defer t.Stop()
+	if err := w.stream.CloseSend(); err != nil {
+		return nil
+	}
+	for {
+		if _, err := w.stream.Recv(); err != nil {
+			return nil // the server's "ended without a commit"
+		}
+	}
+}
+
+// Put uploads the bytes of r as the blob d of size bytes (d may be empty
+// and size SizeUnknown, as for NewWriter) and returns the stored blob. When
+// the blob is stored already nothing is sent. When r can seek (a file),
+// a broken stream or an unavailable server is retried a few times,
+// resuming where the server's copy ends; and when d is empty, r is read
+// twice: first for its digest, so that a stored blob is not sent again.
+func (c *Client) Put(ctx context.Context, r io.Reader, d digest.Digest, size int64, opts ...WriterOption) (Info, error) {
+	seeker, _ := r.(io.Seeker)
+	if seeker != nil && d == "" {
+		h := sha256.New()
+		n, err := io.Copy(h, r)
+		if err != nil {
+			return Info{}, err
+		}
+		if _, err := seeker.Seek(0, io.SeekStart); err != nil {
+			return Info{}, err
+		}
+		d = digest.NewDigest(digest.SHA256, h)
+		if size < 0 {
+			size = n
+		}
+	}
+	var cfg writerConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if !cfg.refSet {
+		opts = append(opts, WithRef(NewRef()))
+	}
+	const attempts = 5
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		info, err := c.putOnce(ctx, r, seeker, d, size, opts)
+		if err == nil || seeker == nil || attempt == attempts || !retryable(err) || ctx.Err() != nil {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return Info{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
+
+func retryable(err error) bool { return errdefs.Code(err) == codes.Unavailable }
+
+func (c *Client) putOnce(ctx context.Context, r io.Reader, seeker io.Seeker, d digest.Digest, size int64, opts []WriterOption) (Info, error) {
+	w, err := c.NewWriter(ctx, d, size, opts...)
+	if err != nil {
+		return Info{}, err
+	}
+	defer w.Close()
+	if w.Exists() {
+		return w.Commit(ctx)
+	}
+	if w.Offset() != 0 {
+		if seeker == nil {
+			return Info{}, errdefs.FailedPrecondition("upload %q holds %d bytes already and the input cannot seek there", w.Ref(), w.Offset())
+		}
+	}
+	if seeker != nil {
+		if _, err := seeker.Seek(w.Offset(), io.SeekStart); err != nil {
+			return Info{}, fmt.Errorf("upload %q: seeking to %d: %w", w.Ref(), w.Offset(), err)
+		}
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return Info{}, err
+	}
+	return w.Commit(ctx)
+}

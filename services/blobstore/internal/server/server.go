@@ -1,0 +1,426 @@
+// Package server adapts a blob.Store to strata.blob.v1.BlobService. It only
+// converts: the store decides, and the grpcserver interceptors map errors to
+// gRPC codes.
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
+)
+
+const (
+	// DefaultChunkSize is the size of Read's messages.
+	DefaultChunkSize = 1 << 20
+	defaultPageSize  = 1000
+	maxPageSize      = 10000
+	maxExists        = 10000
+	// statConcurrency bounds the Stat calls of one Exists (HEAD requests on S3).
+	statConcurrency = 16
+)
+
+// Server is the BlobService over a Store.
+type Server struct {
+	blobv1.UnimplementedBlobServiceServer
+
+	store     blob.Store
+	metrics   *Metrics
+	chunkSize int
+	bufs      sync.Pool
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithChunkSize sets the size of Read's messages (at least 1 MiB is best).
+func WithChunkSize(n int) Option { return func(s *Server) { s.chunkSize = n } }
+
+// New returns a server over store, counting into metrics (nil: not counted).
+func New(store blob.Store, metrics *Metrics, opts ...Option) *Server {
+	s := &Server{store: store, metrics: metrics, chunkSize: DefaultChunkSize}
+	for _, o := range opts {
+		o(s)
+	}
+	s.bufs.New = func() any { b := make([]byte, s.chunkSize); return &b }
+	return s
+}
+
+// backend notes an error the store returned and passes it on.
+func (s *Server) backend(op string, err error) error {
+	if err != nil && s.metrics != nil {
+		s.metrics.backendError(op, err)
+	}
+	return err
+}
+
+func infoPB(i blob.Info) *blobv1.BlobInfo {
+	return &blobv1.BlobInfo{Digest: string(i.Digest), Size: i.Size, CreatedAt: timestamppb.New(i.CreatedAt)}
+}
+
+func uploadPB(u blob.Upload) *blobv1.Upload {
+	return &blobv1.Upload{
+		Ref: u.Ref, Digest: string(u.Expected), Size: u.Size, Offset: u.Offset,
+		StartedAt: timestamppb.New(u.StartedAt), UpdatedAt: timestamppb.New(u.UpdatedAt),
+	}
+}
+
+// Write implements BlobService.Write; see the proto for the protocol.
+func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
+	ctx := stream.Context()
+	start := time.Now()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	opts := blob.WriterOptions{Ref: first.GetRef(), Size: -1, MediaType: first.GetMediaType()}
+	if first.Size != nil {
+		opts.Size = first.GetSize()
+	}
+	if err := blob.ValidateRef(opts.Ref); err != nil {
+		return err
+	}
+	if first.GetDigest() != "" {
+		if opts.Expected, err = blob.ParseDigest(first.GetDigest()); err != nil {
+			return err
+		}
+		// A stored blob needs no bytes: say so before opening an upload.
+		info, err := s.store.Stat(ctx, opts.Expected)
+		switch {
+		case err == nil:
+			return s.writeExisting(stream, opts, info, first)
+		case !errdefs.IsNotFound(err):
+			return s.backend("stat", err)
+		}
+	}
+	w, err := s.store.NewWriter(ctx, opts)
+	if err != nil {
+		return s.backend("write", err)
+	}
+	defer w.Close()
+	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: w.Offset()}); err != nil {
+		return err
+	}
+	info, err := s.receive(stream, w, opts, first)
+	if err != nil {
+		return err
+	}
+	if s.metrics != nil {
+		s.metrics.uploadDuration.Observe(time.Since(start).Seconds())
+	}
+	return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: info.Size, Committed: true, Blob: infoPB(info)})
+}
+
+// receive feeds the stream's data to w until a commit; req is the first
+// message, which may carry data and the commit too.
+func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, opts blob.WriterOptions, req *blobv1.WriteRequest) (blob.Info, error) {
+	ctx := stream.Context()
+	for {
+		if len(req.GetData()) > 0 {
+			if req.GetOffset() != w.Offset() {
+				return blob.Info{}, errdefs.FailedPrecondition("upload %q: data at offset %d, but the server holds %d bytes: continue from %d",
+					opts.Ref, req.GetOffset(), w.Offset(), w.Offset()).WithReason("OFFSET_MISMATCH")
+			}
+			n, err := w.Write(req.GetData())
+			if s.metrics != nil {
+				s.metrics.bytesIn.Add(float64(n))
+			}
+			if err != nil {
+				return blob.Info{}, s.backend("write", err)
+			}
+		}
+		if req.GetCommit() {
+			atCommit := digest.Digest(req.GetDigest())
+			info, err := w.Commit(ctx, atCommit)
+			if errdefs.IsAlreadyExists(err) {
+				// Another writer stored the same bytes first: that is success.
+				d, _ := blob.CommitDigest(opts.Expected, atCommit)
+				info, err = s.store.Stat(ctx, d)
+			}
+			return info, s.backend("commit", err)
+		}
+		var err error
+		req, err = stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return blob.Info{}, errdefs.FailedPrecondition("upload %q: the stream ended without a commit; %d bytes are kept for a resume",
+				opts.Ref, w.Offset()).WithReason("NO_COMMIT")
+		}
+		if err != nil {
+			return blob.Info{}, err
+		}
+	}
+}
+
+// writeExisting answers a Write whose blob is already stored. The client may
+// commit at once; if it sends data anyway, the data is checked like any
+// upload's and the stored blob stays.
+func (s *Server) writeExisting(stream blobv1.BlobService_WriteServer, opts blob.WriterOptions, info blob.Info, req *blobv1.WriteRequest) error {
+	if opts.Size >= 0 && opts.Size != info.Size {
+		return blob.SizeMismatch(info.Digest, opts.Size, info.Size)
+	}
+	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Exists: true, Blob: infoPB(info)}); err != nil {
+		return err
+	}
+	for len(req.GetData()) == 0 && !req.GetCommit() {
+		var err error
+		if req, err = stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // the client learned what it needed
+			}
+			return err
+		}
+	}
+	if len(req.GetData()) > 0 {
+		w, err := s.store.NewWriter(stream.Context(), opts)
+		if err != nil {
+			return s.backend("write", err)
+		}
+		defer w.Close()
+		if info, err = s.receive(stream, w, opts, req); err != nil {
+			return err
+		}
+	}
+	return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: info.Size, Exists: true, Committed: true, Blob: infoPB(info)})
+}
+
+// Read implements BlobService.Read.
+func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadServer) error {
+	ctx := stream.Context()
+	start := time.Now()
+	d, err := blob.ParseDigest(req.GetDigest())
+	if err != nil {
+		return err
+	}
+	rc, info, err := s.store.Open(ctx, d, req.GetOffset(), req.GetLength())
+	if err != nil {
+		return s.backend("read", err)
+	}
+	defer rc.Close()
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	buf := *bp
+	offset, first := req.GetOffset(), true
+	for {
+		n, err := io.ReadFull(rc, buf)
+		if n > 0 || first {
+			resp := &blobv1.ReadResponse{Offset: offset, Data: buf[:n]}
+			if first {
+				resp.Size = info.Size
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			if s.metrics != nil {
+				s.metrics.bytesOut.Add(float64(n))
+			}
+			offset += int64(n)
+			first = false
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return s.backend("read", fmt.Errorf("reading %s at %d: %w", d, offset, err))
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.downloadDuration.Observe(time.Since(start).Seconds())
+	}
+	return nil
+}
+
+// Stat implements BlobService.Stat.
+func (s *Server) Stat(ctx context.Context, req *blobv1.StatRequest) (*blobv1.StatResponse, error) {
+	d, err := blob.ParseDigest(req.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.store.Stat(ctx, d)
+	if err != nil {
+		return nil, s.backend("stat", err)
+	}
+	return &blobv1.StatResponse{Blob: infoPB(info)}, nil
+}
+
+// Exists implements BlobService.Exists.
+func (s *Server) Exists(ctx context.Context, req *blobv1.ExistsRequest) (*blobv1.ExistsResponse, error) {
+	if n := len(req.GetDigests()); n > maxExists {
+		return nil, errdefs.InvalidArgument("%d digests asked for at once; at most %d", n, maxExists)
+	}
+	ds := make([]digest.Digest, len(req.GetDigests()))
+	for i, raw := range req.GetDigests() {
+		d, err := blob.ParseDigest(raw)
+		if err != nil {
+			return nil, err
+		}
+		ds[i] = d
+	}
+	infos := make([]*blob.Info, len(ds))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(statConcurrency)
+	for i, d := range ds {
+		g.Go(func() error {
+			info, err := s.store.Stat(gctx, d)
+			if errdefs.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return s.backend("stat", err)
+			}
+			infos[i] = &info
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	resp := &blobv1.ExistsResponse{}
+	for i, info := range infos {
+		if info != nil {
+			resp.Found = append(resp.Found, infoPB(*info))
+		} else {
+			resp.Missing = append(resp.Missing, string(ds[i]))
+		}
+	}
+	return resp, nil
+}
+
+// Delete implements BlobService.Delete.
+func (s *Server) Delete(ctx context.Context, req *blobv1.DeleteRequest) (*blobv1.DeleteResponse, error) {
+	d, err := blob.ParseDigest(req.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.Delete(ctx, d); err != nil {
+		return nil, s.backend("delete", err)
+	}
+	return &blobv1.DeleteResponse{}, nil
+}
+
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, errdefs.InvalidArgument("invalid page_size %d: must not be negative", n)
+	case n == 0:
+		return defaultPageSize, nil
+	}
+	return min(int(n), maxPageSize), nil
+}
+
+// List implements BlobService.List. The page token is the last digest of the
+// previous page, so pages stay in order while blobs come and go.
+func (s *Server) List(ctx context.Context, req *blobv1.ListRequest) (*blobv1.ListResponse, error) {
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var after digest.Digest
+	if tok := req.GetPageToken(); tok != "" {
+		if after, err = blob.ParseDigest(tok); err != nil {
+			return nil, errdefs.InvalidArgument("invalid page_token %q: not from a previous List", tok)
+		}
+	}
+	infos, err := s.store.List(ctx, after, size+1)
+	if err != nil {
+		return nil, s.backend("list", err)
+	}
+	resp := &blobv1.ListResponse{}
+	if len(infos) > size {
+		infos = infos[:size]
+		resp.NextPageToken = string(infos[size-1].Digest)
+	}
+	for _, i := range infos {
+		resp.Blobs = append(resp.Blobs, infoPB(i))
+	}
+	return resp, nil
+}
+
+// UploadStatus implements BlobService.UploadStatus.
+func (s *Server) UploadStatus(ctx context.Context, req *blobv1.UploadStatusRequest) (*blobv1.UploadStatusResponse, error) {
+	u, err := s.store.Upload(ctx, req.GetRef())
+	if err != nil {
+		return nil, s.backend("upload_status", err)
+	}
+	return &blobv1.UploadStatusResponse{Upload: uploadPB(u)}, nil
+}
+
+// AbortUpload implements BlobService.AbortUpload.
+func (s *Server) AbortUpload(ctx context.Context, req *blobv1.AbortUploadRequest) (*blobv1.AbortUploadResponse, error) {
+	if err := s.store.Abort(ctx, req.GetRef()); err != nil {
+		return nil, s.backend("abort", err)
+	}
+	return &blobv1.AbortUploadResponse{}, nil
+}
+
+// ListUploads implements BlobService.ListUploads: oldest first, the page
+// token naming the last upload of the previous page by start time and ref.
+func (s *Server) ListUploads(ctx context.Context, req *blobv1.ListUploadsRequest) (*blobv1.ListUploadsResponse, error) {
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	ups, err := s.store.Uploads(ctx)
+	if err != nil {
+		return nil, s.backend("list_uploads", err)
+	}
+	slices.SortFunc(ups, compareUploads)
+	if tok := req.GetPageToken(); tok != "" {
+		last, err := decodeUploadToken(tok)
+		if err != nil {
+			return nil, err
+		}
+		i, _ := slices.BinarySearchFunc(ups, last, compareUploads)
+		for i < len(ups) && compareUploads(ups[i], last) <= 0 {
+			i++
+		}
+		ups = ups[i:]
+	}
+	resp := &blobv1.ListUploadsResponse{}
+	if len(ups) > size {
+		ups = ups[:size]
+		resp.NextPageToken = encodeUploadToken(ups[size-1])
+	}
+	for _, u := range ups {
+		resp.Uploads = append(resp.Uploads, uploadPB(u))
+	}
+	return resp, nil
+}
+
+func compareUploads(a, b blob.Upload) int {
+	if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Ref, b.Ref)
+}
+
+func encodeUploadToken(u blob.Upload) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(u.StartedAt.UnixNano(), 10) + "/" + u.Ref))
+}
+
+func decodeUploadToken(tok string) (blob.Upload, error) {
+	bad := errdefs.InvalidArgument("invalid page_token %q: not from a previous ListUploads", tok)
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return blob.Upload{}, bad
+	}
+	ns, ref, ok := strings.Cut(string(raw), "/")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil {
+		return blob.Upload{}, bad
+	}
+	return blob.Upload{Ref: ref, StartedAt: time.Unix(0, n)}, nil
+}

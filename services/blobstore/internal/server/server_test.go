@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/blobclient"
+	"github.com/strata-build/strata/lib/grpcclient"
+	"github.com/strata-build/strata/lib/grpcserver"
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
+	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
+	"github.com/strata-build/strata/services/blobstore/internal/fsblob"
+)
+
+// serve runs a BlobService over store on a loopback listener until the test
+// ends and returns a client of it.
+func serve(t *testing.T, store blob.Store) *blobclient.Client {
+	t.Helper()
+	return serveWith(t, New(store, nil))
+}
+
+// serveWith runs impl on a loopback listener.
+func serveWith(t *testing.T, impl *Server) *blobclient.Client {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := grpcserver.New(grpcserver.Config{
+		Listen: "127.0.0.1:0", MaxRecvMsgSize: 16 << 20, MaxSendMsgSize: 16 << 20,
+		KeepaliveMinTime: 10 * time.Second, ShutdownTimeout: 5 * time.Second, LogLevel: "info",
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobv1.RegisterBlobServiceServer(srv.GRPC, impl)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis, nil) }()
+	conn, err := grpcclient.Dial(lis.Addr().String(), grpcclient.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	})
+	return blobclient.New(conn)
+}
+
+func newFS(t *testing.T) blob.Store {
+	s, err := fsblob.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformanceOverGRPC(t *testing.T) {
+	t.Run("fs", func(t *testing.T) {
+		blobtest.TestStore(t, func(t *testing.T) blob.Store { return ClientStore{serve(t, newFS(t))} })
+	})
+}
+
+// ClientStore is a blob.Store over the gRPC client, so that the conformance
+// suite runs through the client, the wire and the server.
+type ClientStore struct{ C *blobclient.Client }
+
+func (s ClientStore) Stat(ctx context.Context, d digest.Digest) (blob.Info, error) {
+	i, err := s.C.Stat(ctx, d)
+	return blob.Info(i), err
+}
+
+func (s ClientStore) Open(ctx context.Context, d digest.Digest, offset, length int64) (io.ReadCloser, blob.Info, error) {
+	r, err := s.C.Open(ctx, d, offset, length)
+	if err != nil {
+		return nil, blob.Info{}, err
+	}
+	return r, blob.Info{Digest: d, Size: r.Size()}, nil
+}
+
+func (s ClientStore) NewWriter(ctx context.Context, opts blob.WriterOptions) (blob.Writer, error) {
+	w, err := s.C.NewWriter(ctx, opts.Expected, opts.Size, blobclient.WithRef(opts.Ref), blobclient.WithMediaType(opts.MediaType))
+	if err != nil {
+		return nil, err
+	}
+	return clientWriter{w}, nil
+}
+
+func (s ClientStore) Delete(ctx context.Context, d digest.Digest) error { return s.C.Delete(ctx, d) }
+
+// List pages with limit as the page size and after as the page token, which
+// is what the server's tokens are.
+func (s ClientStore) List(ctx context.Context, after digest.Digest, limit int) ([]blob.Info, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	infos, _, err := s.C.List(ctx, limit, string(after))
+	out := make([]blob.Info, len(infos))
+	for i, info := range infos {
+		out[i] = blob.Info(info)
+	}
+	return out, err
+}
+
+func (s ClientStore) Upload(ctx context.Context, ref string) (blob.Upload, error) {
+	u, err := s.C.UploadStatus(ctx, ref)
+	return uploadOf(u), err
+}
+
+func uploadOf(u blobclient.Upload) blob.Upload {
+	return blob.Upload{Ref: u.Ref, Expected: u.Digest, Size: u.Size, Offset: u.Offset, StartedAt: u.StartedAt, UpdatedAt: u.UpdatedAt}
+}
+
+func (s ClientStore) Abort(ctx context.Context, ref string) error { return s.C.AbortUpload(ctx, ref) }
+
+func (s ClientStore) Uploads(ctx context.Context) ([]blob.Upload, error) {
+	ups, err := s.C.Uploads(ctx)
+	out := make([]blob.Upload, len(ups))
+	for i, u := range ups {
+		out[i] = uploadOf(u)
+	}
+	return out, err
+}
+
+// CleanUploads has no RPC: the janitor runs inside the server. The adapter
+// aborts what the janitor would, through the API.
+func (s ClientStore) CleanUploads(ctx context.Context, before time.Time) (int, error) {
+	ups, err := s.C.Uploads(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, u := range ups {
+		if u.UpdatedAt.Before(before) && s.C.AbortUpload(ctx, u.Ref) == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+type clientWriter struct{ w *blobclient.Writer }
+
+func (w clientWriter) Write(p []byte) (int, error) { return w.w.Write(p) }
+func (w clientWriter) Offset() int64               { return w.w.Offset() }
+func (w clientWriter) Close() error                { return w.w.Close() }
+
+func (w clientWriter) Commit(ctx context.Context, expected digest.Digest) (blob.Info, error) {
+	info, err := w.w.CommitDigest(ctx, expected)
+	return blob.Info(info), err
+}

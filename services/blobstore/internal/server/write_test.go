@@ -1,0 +1,148 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strata-build/strata/lib/blobclient"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
+)
+
+// TestResumeAfterDroppedStream breaks an upload's stream mid-way, as a
+// client crash or a network cut would, and resumes it under the same ref.
+func TestResumeAfterDroppedStream(t *testing.T) {
+	c := serve(t, newFS(t))
+	b := blobtest.Content(1, 9<<20+17)
+	d := digest.FromBytes(b)
+	ctx, cut := context.WithCancel(context.Background())
+	w, err := c.NewWriter(ctx, d, int64(len(b)), blobclient.WithRef("dropped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b[:5<<20]); err != nil {
+		t.Fatal(err)
+	}
+	cut()
+	if _, err := w.Write(b[5<<20 : 6<<20]); err == nil {
+		t.Errorf("Write after the stream was cut = nil, want an error")
+	}
+	if _, err := c.Stat(context.Background(), d); !errdefs.IsNotFound(err) {
+		t.Fatalf("Stat after a cut upload = %v, want not found", err)
+	}
+
+	// The resumed writer waits for the server to let go of the ref.
+	info, err := c.Put(context.Background(), bytes.NewReader(b), d, int64(len(b)), blobclient.WithRef("dropped"))
+	if err != nil {
+		t.Fatalf("Put resuming the cut upload = %v", err)
+	}
+	if info.Digest != d || info.Size != int64(len(b)) {
+		t.Errorf("Put = %+v, want %s, %d bytes", info, d, len(b))
+	}
+	r, err := c.Open(context.Background(), d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, b) {
+		t.Errorf("reading the resumed blob: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestExistingBlobIsNotSentAgain checks that a writer of a stored digest
+// learns so at once and that no byte crosses the wire.
+func TestExistingBlobIsNotSentAgain(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	c := serveWith(t, New(newFS(t), m))
+	ctx := context.Background()
+	b := blobtest.Content(2, 3<<20)
+	d := digest.FromBytes(b)
+	if _, err := c.Put(ctx, bytes.NewReader(b), d, int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	before := testutil.ToFloat64(m.bytesIn)
+	w, err := c.NewWriter(ctx, d, int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if !w.Exists() {
+		t.Fatalf("Exists() = false for a stored blob")
+	}
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	info, err := w.Commit(ctx)
+	if err != nil || info.Digest != d || info.Size != int64(len(b)) {
+		t.Fatalf("Commit = %+v, %v; want %s", info, err, d)
+	}
+	if got := testutil.ToFloat64(m.bytesIn) - before; got != 0 {
+		t.Errorf("the server received %v bytes for a stored blob, want 0", got)
+	}
+}
+
+// TestPutWrongDigest checks the message users see: both digests.
+func TestPutWrongDigest(t *testing.T) {
+	c := serve(t, newFS(t))
+	b := []byte("hello")
+	wrong := digest.FromString("other")
+	_, err := c.Put(context.Background(), bytes.NewReader(b), wrong, int64(len(b)))
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), string(wrong)) || !strings.Contains(err.Error(), string(digest.FromBytes(b))) {
+		t.Errorf("Put with a wrong digest = %v, want invalid argument naming %s and %s", err, wrong, digest.FromBytes(b))
+	}
+	var e *errdefs.Error
+	if errors.As(err, &e) && e.Reason() != "DIGEST_MISMATCH" {
+		t.Errorf("Put with a wrong digest: reason %q, want DIGEST_MISMATCH", e.Reason())
+	}
+	n := 0
+	for _, err := range c.All(context.Background()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 0 {
+		t.Errorf("after a failed put the store lists %d blobs, want 0", n)
+	}
+}
+
+// TestExistsBatch checks the batch existence call keeps the order asked.
+func TestExistsBatch(t *testing.T) {
+	c := serve(t, newFS(t))
+	ctx := context.Background()
+	var stored, missing []digest.Digest
+	for i := range 5 {
+		b := blobtest.Content(uint64(10+i), 100)
+		info, err := c.Put(ctx, bytes.NewReader(b), "", blobclient.SizeUnknown)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, info.Digest)
+		missing = append(missing, digest.FromBytes(blobtest.Content(uint64(20+i), 100)))
+	}
+	found, err := c.Exists(ctx, append(append([]digest.Digest{}, missing...), stored...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != len(stored) {
+		t.Errorf("Exists found %d, want %d", len(found), len(stored))
+	}
+	for _, d := range stored {
+		if found[d].Size != 100 {
+			t.Errorf("Exists()[%s] = %+v, want size 100", d, found[d])
+		}
+	}
+	if _, err := c.Exists(ctx, []digest.Digest{"sha256:../../x"}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("Exists(malformed) = %v, want invalid argument", err)
+	}
+}
