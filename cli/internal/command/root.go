@@ -147,7 +147,11 @@ func walk(cmd *cobra.Command, fn func(*cobra.Command)) {
 // Execute runs the CLI with args and returns the exit code. Errors print the
 // service's message without stack noise.
 func Execute(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	c := &CLI{In: in, Out: out, Err: errOut}
+	return execute(ctx, &CLI{In: in, Out: out, Err: errOut}, args)
+}
+
+func execute(ctx context.Context, c *CLI, args []string) int {
+	errOut := c.Err
 	defer c.close()
 	root := NewRoot(c)
 	root.SetArgs(args)
