@@ -96,7 +96,7 @@ func readFile(t testing.TB, path string) string {
 type memBlob struct{ bytes.Buffer }
 
 func (m *memBlob) Commit(context.Context, int64, digest.Digest) error { return nil }
-func (m *memBlob) Close() error                                        { return nil }
+func (m *memBlob) Close() error                                       { return nil }
 
 // step prepares a step over layers, runs change on its root filesystem,
 // stores its diff and commits it, returning the new layer.
