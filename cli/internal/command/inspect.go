@@ -34,6 +34,9 @@ func newInspectCommand(c *CLI) *cobra.Command {
 			var failures []string
 			for _, ref := range args {
 				resp, err := images.InspectImage(cmd.Context(), &metadatav1.InspectImageRequest{Reference: ref})
+				if err == nil && len(resp.GetDockerJson()) == 0 {
+					err = fmt.Errorf("the metadata service returned no Docker JSON for %s", ref)
+				}
 				if err == nil {
 					err = inspector.Inspect(resp.GetDockerJson())
 				}
