@@ -28,6 +28,21 @@ const (
 	copyBufferSize = 1 << 20
 )
 
+// WriteOpt configures Write.
+type WriteOpt func(*writeOptions)
+
+type writeOptions struct {
+	check func(*tar.Header) error
+}
+
+// WithCheck has Write call check with every entry's header as it streams
+// by; an error from check stops Write with that error and nothing is
+// committed. It lets a caller vet an untrusted tar (names, links, sizes)
+// without a second pass over it.
+func WithCheck(check func(*tar.Header) error) WriteOpt {
+	return func(o *writeOptions) { o.check = check }
+}
+
 // Write reads an uncompressed layer tar from tarStream and stores it through w
 // as a gzip-compressed blob, in one pass: the compressed bytes are streamed
 // into w while they are produced, the digests of the compressed and of the
@@ -38,7 +53,11 @@ const (
 // The stream must be a valid tar archive (INVALID_ARGUMENT otherwise); all of
 // its bytes, including any padding after the end-of-archive marker, count
 // toward the diff ID.
-func Write(ctx context.Context, w BlobWriter, tarStream io.Reader) (_ Descriptor, retErr error) {
+func Write(ctx context.Context, w BlobWriter, tarStream io.Reader, opts ...WriteOpt) (_ Descriptor, retErr error) {
+	var o writeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	defer func() {
 		if err := w.Close(); err != nil && retErr == nil {
 			retErr = fmt.Errorf("closing layer blob writer: %w", err)
@@ -55,7 +74,7 @@ func Write(ctx context.Context, w BlobWriter, tarStream io.Reader) (_ Descriptor
 	}
 	diffID := digest.SHA256.Digester()
 
-	diffSize, err := copyTar(ctx, io.MultiWriter(diffID.Hash(), zw), tarStream)
+	diffSize, err := copyTar(ctx, io.MultiWriter(diffID.Hash(), zw), tarStream, o.check)
 	if err != nil {
 		zw.Close() // waits for the compressing goroutines; the error is err's consequence
 		return Descriptor{}, err
@@ -80,7 +99,7 @@ func Write(ctx context.Context, w BlobWriter, tarStream io.Reader) (_ Descriptor
 // copyTar copies the tar archive read from src to dst unchanged, parsing it on
 // the way with archive/tar (the one tar parser every reader uses) to count
 // Docker's diff size. It returns that size.
-func copyTar(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
+func copyTar(ctx context.Context, dst io.Writer, src io.Reader, check func(*tar.Header) error) (int64, error) {
 	dst = sinkWriter{dst}
 	tr := tar.NewReader(io.TeeReader(src, dst))
 	buf := make([]byte, copyBufferSize)
@@ -95,6 +114,11 @@ func copyTar(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
 		}
 		if err != nil {
 			return 0, invalidTar(err)
+		}
+		if check != nil {
+			if err := check(hdr); err != nil {
+				return 0, err
+			}
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:

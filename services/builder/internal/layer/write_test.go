@@ -182,3 +182,26 @@ func TestWriteCanceled(t *testing.T) {
 		t.Error("a canceled Write committed its blob")
 	}
 }
+
+func TestWriteWithCheck(t *testing.T) {
+	raw := makeTar(t,
+		entry{hdr: tar.Header{Name: "ok", Typeflag: tar.TypeReg}, body: "x"},
+		entry{hdr: tar.Header{Name: "../escape", Typeflag: tar.TypeReg}, body: "y"},
+	)
+	var seen []string
+	refuse := errdefs.InvalidArgument("entry escapes")
+	blob := &memBlob{}
+	_, err := Write(context.Background(), blob, bytes.NewReader(raw), WithCheck(func(h *tar.Header) error {
+		seen = append(seen, h.Name)
+		if h.Name == "../escape" {
+			return refuse
+		}
+		return nil
+	}))
+	if !errors.Is(err, refuse) || blob.committed {
+		t.Errorf("Write with a refusing check = %v (committed %v), want the check's error and nothing committed", err, blob.committed)
+	}
+	if len(seen) != 2 {
+		t.Errorf("check saw %v, want both entries", seen)
+	}
+}

@@ -25,6 +25,7 @@ type Active struct {
 	dir    string
 	parent digest.Digest   // chain ID of the top parent layer; "" for scratch
 	chain  []digest.Digest // pinned chain IDs, bottom first
+	init   string          // the init layer directory, if any
 
 	mu      sync.Mutex
 	mounted bool
@@ -46,12 +47,33 @@ func (a *Active) RootFS() string { return filepath.Join(a.dir, "merged") }
 // into the step's layer once nothing writes to RootFS any more.
 func (a *Active) UpperDir() string { return filepath.Join(a.dir, "upper") }
 
+// PrepareOpt configures Prepare.
+type PrepareOpt func(*prepareOptions)
+
+type prepareOptions struct {
+	init bool
+}
+
+// WithInit puts Docker's init layer between the image's layers and the
+// step's upper directory: the mount points and files a container needs
+// (/proc, /sys, /dev/pts, /dev/shm, /etc/hosts, /etc/resolv.conf,
+// /etc/hostname, /dev/console, /.dockerenv, /etc/mtab -> /proc/mounts)
+// exist there, so that the sandbox's mounts never show up in the step's
+// layer, as in Docker's RUN layers. RUN steps want it.
+func WithInit() PrepareOpt {
+	return func(o *prepareOptions) { o.init = true }
+}
+
 // Prepare mounts a writable root filesystem over the given layers (bottom
 // first, as an image config lists its diff IDs; none for scratch). Layers not
 // unpacked yet are fetched through their Open and unpacked first, so a build
 // always gets its chain, even after eviction. The layers stay pinned (never
 // evicted) until Commit or Release.
-func (s *Store) Prepare(ctx context.Context, layers []Layer) (_ *Active, retErr error) {
+func (s *Store) Prepare(ctx context.Context, layers []Layer, opts ...PrepareOpt) (_ *Active, retErr error) {
+	var o prepareOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	chain := make([]digest.Digest, 0, len(layers))
 	var parent digest.Digest
 	defer func() {
@@ -71,11 +93,19 @@ func (s *Store) Prepare(ctx context.Context, layers []Layer) (_ *Active, retErr 
 		parent = id
 	}
 
+	var initDir string
+	if o.init {
+		var err error
+		if initDir, err = s.ensureInit(ctx, chain); err != nil {
+			return nil, err
+		}
+	}
+
 	id, err := shortID()
 	if err != nil {
 		return nil, err
 	}
-	a := &Active{store: s, id: strings.ToLower(id), parent: parent, chain: chain}
+	a := &Active{store: s, id: strings.ToLower(id), parent: parent, chain: chain, init: initDir}
 	a.dir = filepath.Join(s.root, "active", a.id)
 	for _, d := range []string{a.dir, filepath.Join(a.dir, "work"), a.RootFS()} {
 		if err := os.Mkdir(d, 0o700); err != nil {
@@ -111,7 +141,10 @@ func (a *Active) lowerDirs() ([]string, error) {
 		if !ok {
 			return nil, errdefs.Internal("pinned layer %s is gone", a.chain[i])
 		}
-		lowers = append(lowers, a.store.linkPath(e.meta.Link))
+		lowers = append(lowers, filepath.Join(a.store.linkPath(e.meta.Link), "diff"))
+	}
+	if a.init != "" {
+		lowers = append([]string{a.init}, lowers...)
 	}
 	if len(lowers) == 0 {
 		// overlay needs a lower directory; scratch is an empty one.

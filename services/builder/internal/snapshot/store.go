@@ -10,9 +10,12 @@
 // or xfs, never overlayfs):
 //
 //	layers/<chain hex>/diff       a layer's files, in overlay lower form
+//	layers/<chain hex>/init       Docker's init layer over the chain, made
+//	                              when a step first asks for it
 //	layers/<chain hex>/meta.json  its chain ID, parent, diff ID and size
-//	l/<short>                     a short symlink to a diff dir, so that
+//	l/<short>                     a short symlink to a layer dir, so that
 //	                              mount options stay under the page size
+//	scratch-init/                 the init layer over no layer at all
 //	active/<id>/{upper,work,merged}  one prepared step
 //	tmp/                          unpacks and removals in progress
 //
@@ -75,6 +78,7 @@ type Store struct {
 	mu        sync.Mutex
 	layers    map[digest.Digest]*entry
 	unpacking map[digest.Digest]chan struct{} // closed when the unpack ends
+	initing   map[string]chan struct{}        // init layers being made, by chain
 	total     int64
 }
 
@@ -119,6 +123,7 @@ func New(root string, opts Options) (*Store, error) {
 		opts:      opts,
 		layers:    map[digest.Digest]*entry{},
 		unpacking: map[digest.Digest]chan struct{}{},
+		initing:   map[string]chan struct{}{},
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating snapshot store: %w", err)
@@ -188,7 +193,7 @@ func (s *Store) checkBoot() error {
 	if string(prev) == boot {
 		return nil
 	}
-	for _, d := range []string{"layers", "l"} {
+	for _, d := range []string{"layers", "l", "scratch-init"} {
 		if err := os.RemoveAll(filepath.Join(s.root, d)); err != nil {
 			return err
 		}
@@ -225,7 +230,7 @@ func (s *Store) load() error {
 			}
 			continue
 		}
-		if err := os.Symlink(filepath.Join("..", "layers", d.Name(), "diff"), s.linkPath(m.Link)); err != nil {
+		if err := os.Symlink(filepath.Join("..", "layers", d.Name()), s.linkPath(m.Link)); err != nil {
 			return err
 		}
 		fi, _ := os.Stat(filepath.Join(dir, "meta.json"))
@@ -367,7 +372,7 @@ func (s *Store) publish(staging string, m meta) error {
 	if err := os.WriteFile(filepath.Join(staging, "meta.json"), b, 0o600); err != nil {
 		return err
 	}
-	if err := os.Symlink(filepath.Join("..", "layers", m.ChainID.Encoded(), "diff"), s.linkPath(link)); err != nil {
+	if err := os.Symlink(filepath.Join("..", "layers", m.ChainID.Encoded()), s.linkPath(link)); err != nil {
 		return err
 	}
 
