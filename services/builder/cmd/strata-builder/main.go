@@ -3,20 +3,72 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/blobclient"
+	"github.com/strata-build/strata/lib/flagenv"
+	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/grpcserver"
+	"github.com/strata-build/strata/services/builder/internal/content"
+	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/server"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
+// config is the builder's own flags.
+type config struct {
+	metadataAddr  string
+	blobstoreAddr string
+	limits        transfer.Limits
+}
+
+func (c *config) register(fs *flagenv.Set) {
+	fs.StringVar(&c.metadataAddr, "metadata-addr", grpcclient.DefaultMetadataAddr, "address of the metadata service")
+	fs.StringVar(&c.blobstoreAddr, "blobstore-addr", grpcclient.DefaultBlobstoreAddr, "address of the blob store")
+	fs.Int64Var(&c.limits.MaxLayerSize, "max-layer-size", transfer.DefaultMaxLayerSize, "most bytes one layer may hold uncompressed (import, load, pull)")
+	fs.Int64Var(&c.limits.MaxExpansion, "max-expansion", transfer.DefaultMaxExpansion, "most a compressed layer may expand, uncompressed bytes per compressed byte, past 256 MiB")
+	fs.Int64Var(&c.limits.MaxArchiveSize, "max-archive-size", transfer.DefaultMaxArchiveSize, "most bytes a load archive may hold")
+}
+
+func (c *config) validate(fs *flagenv.Set) error {
+	var errs []error
+	for name, v := range map[string]int64{"max-layer-size": c.limits.MaxLayerSize, "max-expansion": c.limits.MaxExpansion, "max-archive-size": c.limits.MaxArchiveSize} {
+		if v <= 0 {
+			errs = append(errs, fs.Invalid(name, errors.New("must be positive")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func main() {
+	var cfg config
 	os.Exit(grpcserver.Binary{
 		Name:          "strata-builder",
 		DefaultListen: ":50051",
-		Wire: func(_ context.Context, srv *grpcserver.Server, _ *slog.Logger) (func(), error) {
-			builderv1.RegisterBuildServiceServer(srv.GRPC, builderv1.UnimplementedBuildServiceServer{})
-			return nil, nil
+		Flags:         cfg.register,
+		Validate:      cfg.validate,
+		Wire: func(_ context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
+			metaConn, err := grpcclient.Dial(cfg.metadataAddr, grpcclient.Config{})
+			if err != nil {
+				return nil, err
+			}
+			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, grpcclient.Config{})
+			if err != nil {
+				metaConn.Close()
+				return nil, err
+			}
+			blobs := content.New(blobclient.New(blobConn))
+			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
+			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits))
+			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(server.WithTransfers(transfers)))
+			return func() {
+				metaConn.Close()
+				blobConn.Close()
+			}, nil
 		},
 	}.Main(os.Args[1:]))
 }

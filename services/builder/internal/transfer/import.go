@@ -1,0 +1,215 @@
+package transfer
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/reference"
+	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
+)
+
+// ImportOptions are the options of `docker import`.
+type ImportOptions struct {
+	// Reference tags the image; none when empty.
+	Reference string
+	// Changes are Dockerfile instructions applied to the config (--change).
+	Changes []string
+	// Message is the history comment (--message); "Imported from -" when empty.
+	Message string
+	// Platform is "os/arch[/variant]"; linux/amd64 when empty.
+	Platform string
+}
+
+// ImportResult is what an import recorded.
+type ImportResult struct {
+	ImageID   digest.Digest
+	Reference string // the tag as Docker shows it, if any
+}
+
+// importLabel is the progress ID of the layer of an import until its digest
+// is known.
+const importLabel = "rootfs"
+
+// Import turns a root filesystem tarball (plain, gzip, zstd or bzip2) into
+// a one-layer image with the config `docker import` writes. The options are
+// checked before a byte of r is read.
+func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, progress Progress) (ImportResult, error) {
+	var tag reference.Reference
+	if opts.Reference != "" {
+		var err error
+		if tag, err = reference.ParseTag(opts.Reference); err != nil {
+			return ImportResult{}, err
+		}
+	}
+	platform, err := parsePlatform(opts.Platform)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	cc := &image.ContainerConfig{}
+	if err := applyChanges(cc, opts.Changes); err != nil {
+		return ImportResult{}, err
+	}
+	message := opts.Message
+	if message == "" {
+		message = "Imported from -"
+	}
+
+	const what = "import tarball"
+	in := newProgressReader(r, progress, importLabel, ActionDownloading, 0)
+	d, err := decompress(in, s.limits, what)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	defer d.Close()
+	w, err := s.blobs.Writer(ctx, layer.MediaTypeGzip)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	checked := checkedTar(d, what)
+	desc, err := layer.Write(ctx, w, checked)
+	checked.Close()
+	if err != nil {
+		return ImportResult{}, err
+	}
+	progress.send(Update{ID: desc.Digest.String(), Action: ActionDone, Current: in.count(), Total: in.count()})
+
+	created := s.now().UTC()
+	cfg := &image.Config{
+		Architecture:    platform.Architecture,
+		Comment:         message,
+		Config:          cc,
+		ContainerConfig: &image.ContainerConfig{},
+		Created:         created,
+		History:         []image.History{{Created: created, Comment: message}},
+		OS:              platform.OS,
+		RootFS:          image.RootFS{Type: "layers", DiffIDs: []digest.Digest{desc.DiffID}},
+		Variant:         platform.Variant,
+	}
+	n := image.New{
+		Config: cfg,
+		Layers: []image.Layer{{Blob: desc.OCI(), DiffID: desc.DiffID, DiffSize: desc.DiffSize}},
+		Action: metadatav1.EventAction_EVENT_ACTION_IMPORT,
+	}
+	if !tag.IsZero() {
+		n.Tags = []string{tag.String()}
+	}
+	rec, err := s.images.Put(ctx, n)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	res := ImportResult{ImageID: digest.Digest(rec.GetId())}
+	if !tag.IsZero() {
+		res.Reference = tag.Familiar()
+	}
+	return res, nil
+}
+
+// Platform is an OS, architecture and variant.
+type Platform struct {
+	OS, Architecture, Variant string
+}
+
+func (p Platform) String() string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// parsePlatform parses "os/arch[/variant]"; empty means linux/amd64.
+func parsePlatform(s string) (Platform, error) {
+	if s == "" {
+		return Platform{OS: "linux", Architecture: "amd64"}, nil
+	}
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return Platform{}, errdefs.InvalidArgument("invalid platform %q: want os/arch[/variant], such as linux/amd64", s)
+	}
+	p := Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// checkedTar returns r's bytes unchanged, while a second reader checks the
+// tar entries they hold (checkEntry); a bad entry fails the read with its
+// error. layer.Write parses the tar too, to count sizes, but has no hook for
+// refusing entries.
+func checkedTar(r io.Reader, what string) *teeCheck {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := scanTar(pr, what)
+		pr.CloseWithError(errOr(err, io.ErrClosedPipe))
+		done <- err
+	}()
+	return &teeCheck{r: r, pw: pw, done: done}
+}
+
+// Close stops the checker when the reader was not read to its end.
+func (t *teeCheck) Close() {
+	if t.finished {
+		return
+	}
+	t.finished = true
+	t.pw.CloseWithError(errdefs.Aborted("tar check stopped before the end of the stream"))
+	<-t.done
+}
+
+func errOr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}
+
+type teeCheck struct {
+	r    io.Reader
+	pw   *io.PipeWriter
+	done chan error
+	err  error
+	// finished is set once done has been received from.
+	finished bool
+}
+
+func (t *teeCheck) Read(p []byte) (int, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
+	n, err := t.r.Read(p)
+	if n > 0 {
+		if _, werr := t.pw.Write(p[:n]); werr != nil {
+			// The checker stopped: a bad entry, or the end of the archive
+			// (then trailing bytes are fine and pass through).
+			if werr != io.ErrClosedPipe {
+				t.finished = true
+				<-t.done
+				t.err = werr
+				return 0, werr
+			}
+		}
+	}
+	if err == io.EOF {
+		t.pw.Close()
+		t.finished = true
+		if cerr := <-t.done; cerr != nil {
+			t.err = cerr
+			return n, cerr
+		}
+		t.err = io.EOF
+	} else if err != nil {
+		t.pw.CloseWithError(err)
+		t.finished = true
+		<-t.done
+		t.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,213 @@
+// Package transfer moves images in and out of Strata: import (a root
+// filesystem tarball), load and save (docker-archive and OCI image-layout
+// archives), pull and push (any OCI or Docker registry, through
+// go-containerregistry).
+//
+// Every operation stores blobs first and records the image last, through
+// image.Store, in one metadata call: a failed or cancelled transfer leaves no
+// image and no tag, only unreferenced blobs that garbage collection removes.
+// Input is never trusted: archives, manifests and layers are checked against
+// their digests, decompression is bounded, and tar entries that would escape
+// a root are refused.
+package transfer
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/services/builder/internal/image"
+)
+
+// BlobWriter receives a blob's bytes; Commit verifies size and digest and
+// makes the blob visible, failing with errdefs.ErrAlreadyExists when it is
+// stored already (a success for every caller here). Close discards an
+// uncommitted upload and is always called. It is layer.BlobWriter's contract.
+type BlobWriter interface {
+	io.Writer
+	Commit(ctx context.Context, size int64, expected digest.Digest) error
+	Close() error
+}
+
+// Blobs is the part of the blob store transfers use.
+type Blobs interface {
+	image.Blobs
+	// Writer opens an upload of a blob of the given media type; its digest
+	// is given at Commit.
+	Writer(ctx context.Context, mediaType string) (BlobWriter, error)
+	// Missing returns those of the digests the store does not hold.
+	Missing(ctx context.Context, digests []digest.Digest) ([]digest.Digest, error)
+	// Open reads a blob from its start (ErrNotFound when absent).
+	Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
+}
+
+// Limits bound what a transfer accepts, against decompression bombs and
+// oversized input. A zero field takes its default.
+type Limits struct {
+	// MaxLayerSize is the most bytes one layer may hold uncompressed.
+	MaxLayerSize int64
+	// MaxExpansion is the most a compressed stream may expand (uncompressed
+	// bytes per compressed byte), checked once a stream has produced
+	// ExpansionFloor bytes; real layers stay far below it, bombs far above.
+	MaxExpansion int64
+	// ExpansionFloor is the output size below which MaxExpansion is not
+	// checked, so that small, very compressible layers pass.
+	ExpansionFloor int64
+	// MaxArchiveSize is the most bytes a load archive may hold.
+	MaxArchiveSize int64
+}
+
+// Default limits.
+const (
+	DefaultMaxLayerSize   = 64 << 30
+	DefaultMaxExpansion   = 200
+	DefaultExpansionFloor = 256 << 20
+	DefaultMaxArchiveSize = 256 << 30
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxLayerSize <= 0 {
+		l.MaxLayerSize = DefaultMaxLayerSize
+	}
+	if l.MaxExpansion <= 0 {
+		l.MaxExpansion = DefaultMaxExpansion
+	}
+	if l.ExpansionFloor <= 0 {
+		l.ExpansionFloor = DefaultExpansionFloor
+	}
+	if l.MaxArchiveSize <= 0 {
+		l.MaxArchiveSize = DefaultMaxArchiveSize
+	}
+	return l
+}
+
+// Service runs transfers.
+type Service struct {
+	blobs  Blobs
+	images *image.Store
+	limits Limits
+	log    *slog.Logger
+	// transport is the HTTP transport to registries.
+	transport http.RoundTripper
+	// retryBackoff is the first wait before retrying a registry request.
+	retryBackoff time.Duration
+	now          func() time.Time
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithLimits sets the limits of what transfers accept.
+func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l.withDefaults() } }
+
+// WithTransport sets the HTTP transport used to reach registries.
+func WithTransport(t http.RoundTripper) Option { return func(s *Service) { s.transport = t } }
+
+// WithRetryBackoff sets the first wait before a registry request is retried.
+func WithRetryBackoff(d time.Duration) Option { return func(s *Service) { s.retryBackoff = d } }
+
+// WithClock sets the clock that dates imported images.
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// New returns a Service storing into blobs and recording through images.
+func New(blobs Blobs, images *image.Store, log *slog.Logger, opts ...Option) *Service {
+	s := &Service{
+		blobs:        blobs,
+		images:       images,
+		limits:       Limits{}.withDefaults(),
+		log:          log,
+		transport:    http.DefaultTransport,
+		retryBackoff: time.Second,
+		now:          time.Now,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Action says what is happening to one blob of a transfer.
+type Action int
+
+// The actions, as builderv1.TransferAction names them.
+const (
+	ActionWaiting Action = iota + 1
+	ActionDownloading
+	ActionUploading
+	ActionVerifying
+	ActionExists
+	ActionMounted
+	ActionDone
+	ActionRetrying
+)
+
+// Update is the progress of one blob.
+type Update struct {
+	// ID is the blob's digest, or a label while the digest is unknown.
+	ID      string
+	Action  Action
+	Current int64
+	Total   int64
+	Message string
+}
+
+// Progress receives updates; it may be called from several goroutines, and
+// must not block for long. A nil Progress drops them.
+type Progress func(Update)
+
+func (p Progress) send(u Update) {
+	if p != nil {
+		p(u)
+	}
+}
+
+// progressReader reports the bytes read through it, at most every
+// progressEvery bytes (and at the end), so a fast transfer does not flood the
+// stream.
+type progressReader struct {
+	r        io.Reader
+	progress Progress
+	id       string
+	action   Action
+	total    int64
+
+	mu       sync.Mutex
+	n        int64
+	reported int64
+}
+
+const progressEvery = 4 << 20
+
+func newProgressReader(r io.Reader, p Progress, id string, action Action, total int64) *progressReader {
+	return &progressReader{r: r, progress: p, id: id, action: action, total: total}
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.mu.Lock()
+		p.n += int64(n)
+		cur := p.n
+		report := cur-p.reported >= progressEvery
+		if report {
+			p.reported = cur
+		}
+		p.mu.Unlock()
+		if report {
+			p.progress.send(Update{ID: p.id, Action: p.action, Current: cur, Total: p.total})
+		}
+	}
+	return n, err
+}
+
+// count returns the bytes read so far.
+func (p *progressReader) count() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
