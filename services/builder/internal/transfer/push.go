@@ -197,8 +197,10 @@ func (l *storedLayer) Digest() (v1.Hash, error) { return v1.NewHash(l.desc.Diges
 func (l *storedLayer) DiffID() (v1.Hash, error) {
 	return v1.Hash{}, errdefs.Unimplemented("the diff ID of a stored blob is not needed to push it")
 }
-func (l *storedLayer) Size() (int64, error)                { return l.desc.Size, nil }
-func (l *storedLayer) MediaType() (types.MediaType, error) { return types.MediaType(l.desc.MediaType), nil }
+func (l *storedLayer) Size() (int64, error) { return l.desc.Size, nil }
+func (l *storedLayer) MediaType() (types.MediaType, error) {
+	return types.MediaType(l.desc.MediaType), nil
+}
 func (l *storedLayer) Uncompressed() (io.ReadCloser, error) {
 	return nil, errdefs.Unimplemented("pushing sends stored blobs as they are")
 }
