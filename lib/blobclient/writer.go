@@ -217,6 +217,12 @@ func (w *Writer) usable() error {
 	if w.done {
 		return errdefs.FailedPrecondition("upload %q is finished", w.ref)
 	}
+	// gRPC buffers sends, so a canceled stream may still accept a message;
+	// a writer whose context is gone must fail at once, not later.
+	if err := w.stream.Context().Err(); err != nil {
+		w.err = err
+		return err
+	}
 	return nil
 }
 
