@@ -1,0 +1,195 @@
+package image
+
+import (
+	"context"
+	"time"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+)
+
+// Backend stores the rows behind a Store. It decides nothing about Docker
+// semantics: New's Store does, through transactions.
+type Backend interface {
+	// Update runs fn in a read-write transaction and commits it when fn
+	// returns nil. When the database reports a conflict with a concurrent
+	// transaction, Update rolls back and runs fn again, so fn must have no
+	// effect outside the transaction.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	// EventsAfter returns up to limit events with a sequence number above
+	// seq, in order, and the sequence number of the last one (seq when there
+	// are none). Events appear only once the transaction that appended them
+	// has committed, in sequence order.
+	EventsAfter(ctx context.Context, seq int64, limit int) ([]*metadatav1.Event, int64, error)
+	// LastEventSeq returns the sequence number of the newest event, and of
+	// the newest event before the given time.
+	LastEventSeq(ctx context.Context, before time.Time) (last, beforeSeq int64, err error)
+	// WaitEvents returns when events may have been appended by another
+	// replica (or after about interval). Backends without a notification
+	// channel just wait.
+	WaitEvents(ctx context.Context, interval time.Duration)
+	// Close releases the database.
+	Close() error
+}
+
+// NewImage is an image row to insert, with what the backend indexes.
+type NewImage struct {
+	// Image is the record, output-only fields unset but RecordedAt.
+	Image *metadatav1.Image
+	// ChainIDs are the layer chain IDs, bottom first, one per layer.
+	ChainIDs []string
+	// Blobs are the digests the image needs: manifest, config, layers.
+	Blobs []string
+}
+
+// Ref is a tag or repository digest pointing at an image.
+type Ref struct {
+	// Name is the normalized reference, "docker.io/library/nginx:latest" or
+	// "docker.io/library/nginx@sha256:…"; references sort by it.
+	Name string
+	// Familiar is the reference as Docker shows it, "nginx:latest".
+	Familiar string
+	// ImageID is the image it points at.
+	ImageID string
+	// IsTag is true for a tag, false for a repository digest.
+	IsTag bool
+}
+
+// Tx is one transaction over the rows. Lookups of absent rows return an
+// error matching errdefs.ErrNotFound.
+type Tx interface {
+	// Image returns the record of an image, with RecordedAt and
+	// LastTagTime set and no references.
+	Image(ctx context.Context, id string) (*metadatav1.Image, error)
+	// ImageIDsWithPrefix returns up to limit image IDs whose hex digits
+	// start with hexPrefix.
+	ImageIDsWithPrefix(ctx context.Context, hexPrefix string, limit int) ([]string, error)
+	// InsertImage inserts an image unless one with its ID exists, and
+	// reports whether it did.
+	InsertImage(ctx context.Context, img NewImage) (bool, error)
+	// DeleteImage removes an image and its indexes (not its references).
+	DeleteImage(ctx context.Context, id string) error
+	// HasChildren reports whether any image names id as its parent.
+	HasChildren(ctx context.Context, id string) (bool, error)
+	// ChainIDs returns an image's layer chain IDs, bottom first, with each
+	// layer's diff size.
+	ChainIDs(ctx context.Context, id string) ([]string, []int64, error)
+	// ChainInUse reports whether any image has the chain ID among its
+	// layers.
+	ChainInUse(ctx context.Context, chainID string) (bool, error)
+	// SetLastTagTime records when a tag last moved onto an image.
+	SetLastTagTime(ctx context.Context, id string, t time.Time) error
+
+	// Resolve returns the image a normalized reference points at.
+	Resolve(ctx context.Context, name string) (string, error)
+	// Refs returns the references of the images, each list sorted by Name.
+	Refs(ctx context.Context, ids []string) (map[string][]Ref, error)
+	// SetRef points a reference at an image, replacing what it pointed at,
+	// and returns the previous image ID ("" when it is new).
+	SetRef(ctx context.Context, ref Ref, now time.Time) (string, error)
+	// DeleteRef removes a reference and returns the image it pointed at.
+	DeleteRef(ctx context.Context, name string) (string, error)
+	// ListImages returns up to q.Limit candidate rows in (created, id)
+	// descending order, after q.After, that match q's conditions.
+	ListImages(ctx context.Context, q ListQuery) ([]ListRow, error)
+	// Labels returns the config labels of the images.
+	Labels(ctx context.Context, ids []string) (map[string]map[string]string, error)
+
+	// AppendEvent appends an event to the log shared by every replica.
+	AppendEvent(ctx context.Context, ev *metadatav1.Event) error
+	// PruneEvents removes the events older than before.
+	PruneEvents(ctx context.Context, before time.Time) (int64, error)
+
+	// PutCacheRecord inserts or replaces a cache record.
+	PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord) error
+	// CacheRecords returns the records of the keys whose image exists.
+	CacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error)
+	// TouchCacheRecords sets last_used of the keys.
+	TouchCacheRecords(ctx context.Context, keys []string, t time.Time) error
+	// ListCacheRecords returns up to limit records in (last_used, key)
+	// descending order after the given position.
+	ListCacheRecords(ctx context.Context, after *CachePosition, limit int) ([]*metadatav1.CacheRecord, error)
+	// DeleteCacheRecords removes the records last used before t (every
+	// record when t is zero) and returns their keys.
+	DeleteCacheRecords(ctx context.Context, before time.Time) ([]string, error)
+
+	// ReferencedBlobs returns up to limit distinct digests that images
+	// need, in order, greater than after.
+	ReferencedBlobs(ctx context.Context, after string, limit int) ([]string, error)
+	// Referenced returns which of the digests some image needs.
+	Referenced(ctx context.Context, digests []string) (map[string]bool, error)
+	// Usage returns the figures of `docker system df`.
+	Usage(ctx context.Context) (Usage, error)
+
+	// MarkCollectable marks, among the digests, those no image references,
+	// as about to be deleted by garbage collection, and returns them.
+	MarkCollectable(ctx context.Context, digests []string, now time.Time) ([]string, error)
+	// MarkedSince returns which of the digests were marked at or after t.
+	MarkedSince(ctx context.Context, digests []string, t time.Time) ([]string, error)
+	// PruneMarks forgets the marks made before t.
+	PruneMarks(ctx context.Context, before time.Time) error
+}
+
+// ListQuery is what a backend filters in the database; the Store applies
+// the rest (reference globs) to the rows it returns.
+type ListQuery struct {
+	// After is the (created, id) position to continue after; nil starts at
+	// the newest image.
+	After *Position
+	// Limit is the most rows to return.
+	Limit int
+	// CreatedBefore and CreatedAfter bound created, exclusively (nil: none).
+	CreatedBefore, CreatedAfter *time.Time
+	// Labels must all match: key present, and value equal when Value is set.
+	Labels []LabelMatch
+	// Heads keeps only images without children.
+	Heads bool
+	// HasRef keeps only images with at least one reference; HasTag with at
+	// least one tag; NoTag with none.
+	HasRef, HasTag, NoTag bool
+	// TopLevel keeps images that have a reference or no children (the
+	// default view of `docker images`).
+	TopLevel bool
+	// RefPrefix keeps images with a reference whose familiar form starts
+	// with it ("" keeps all).
+	RefPrefix string
+}
+
+// LabelMatch is one label condition.
+type LabelMatch struct {
+	Key      string
+	Value    string
+	HasValue bool
+}
+
+// Position is a place in the (created, id) order of images.
+type Position struct {
+	Created int64 // Unix nanoseconds
+	ID      string
+}
+
+// CachePosition is a place in the (last_used, key) order of cache records.
+type CachePosition struct {
+	LastUsed int64 // Unix nanoseconds
+	Key      string
+}
+
+// ListRow is one image of a list.
+type ListRow struct {
+	ID             string
+	Parent         string
+	Created        int64 // Unix nanoseconds
+	Size           int64
+	ManifestDigest string
+}
+
+// Usage holds the figures of `docker system df`.
+type Usage struct {
+	Images, ActiveImages             int64
+	ImagesSize, ImagesReclaimable    int64
+	Layers, ActiveLayers             int64
+	LayersSize, LayersReclaimable    int64
+	CacheRecords, ActiveCacheRecords int64
+	CacheSize, CacheReclaimable      int64
+}

@@ -1,0 +1,136 @@
+package image
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/reference"
+)
+
+// eventBatch is how many events a watcher reads at a time.
+const eventBatch = 500
+
+// ActionName returns the name `docker events` uses for an action, "tag".
+func ActionName(a metadatav1.EventAction) string {
+	return strings.ToLower(strings.TrimPrefix(a.String(), "EVENT_ACTION_"))
+}
+
+type eventFilters struct {
+	images  []string
+	actions map[metadatav1.EventAction]bool
+}
+
+func parseEventFilters(filters []*metadatav1.Filter) (*eventFilters, error) {
+	f := &eventFilters{}
+	for _, flt := range filters {
+		k, v := flt.GetKey(), flt.GetValue()
+		switch k {
+		case "image":
+			f.images = append(f.images, v)
+		case "event":
+			a, ok := metadatav1.EventAction_value["EVENT_ACTION_"+strings.ToUpper(v)]
+			if !ok || a == 0 {
+				return nil, invalidFilter(k, v, "not an image event (build, import, load, pull, push, save, tag, untag, delete, prune)")
+			}
+			if f.actions == nil {
+				f.actions = map[metadatav1.EventAction]bool{}
+			}
+			f.actions[metadatav1.EventAction(a)] = true
+		case "type":
+			if v != "image" {
+				return nil, invalidFilter(k, v, "only image events exist here")
+			}
+		default:
+			return nil, unknownFilter(k)
+		}
+	}
+	return f, nil
+}
+
+func (f *eventFilters) match(ev *metadatav1.Event) bool {
+	if f.actions != nil && !f.actions[ev.GetAction()] {
+		return false
+	}
+	if len(f.images) == 0 {
+		return true
+	}
+	for _, v := range f.images {
+		if ev.GetImageId() != "" && len(idHex(v)) >= MinIDPrefix && isImageIDPrefix(ev.GetImageId(), v) {
+			return true
+		}
+		if ev.GetReference() == "" {
+			continue
+		}
+		want, err := reference.ParseDefaultTag(v)
+		if err != nil {
+			continue
+		}
+		got, err := reference.ParseDefaultTag(ev.GetReference())
+		if err == nil && (got.String() == want.String() || (want.Tag() == reference.DefaultTag && !strings.Contains(v, ":") && got.Name() == want.Name())) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *store) WatchEvents(ctx context.Context, since time.Time, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error {
+	f, err := parseEventFilters(filters)
+	if err != nil {
+		return err
+	}
+	last, before, err := s.b.LastEventSeq(ctx, since)
+	if err != nil {
+		return err
+	}
+	seq := last
+	if !since.IsZero() {
+		seq = before
+	}
+	for {
+		wake := s.wakeChan()
+		evs, next, err := s.b.EventsAfter(ctx, seq, eventBatch)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if f.match(ev) {
+				if err := fn(ev); err != nil {
+					return err
+				}
+			}
+		}
+		seq = next
+		if len(evs) == eventBatch {
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-wake:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+		s.b.WaitEvents(wctx, s.poll)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *store) RecordEvent(ctx context.Context, ev *metadatav1.Event) error {
+	if ev == nil || ev.GetAction() == metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
+		return errdefs.InvalidArgument("an event needs an action")
+	}
+	e := event(s.now(), ev.GetAction(), ev.GetImageId(), ev.GetReference(), ev.GetAttributes())
+	if ev.GetTime() != nil {
+		e.Time = timestamppb.New(ev.GetTime().AsTime())
+	}
+	return s.update(ctx, func(tx Tx) error { return tx.AppendEvent(ctx, e) })
+}

@@ -1,0 +1,362 @@
+package image
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/reference"
+)
+
+// MinIDPrefix is the fewest hex digits of an image ID that name it.
+const MinIDPrefix = 4
+
+// Options tune a Store.
+type Options struct {
+	// Now returns the current time; time.Now when nil. Tests move it.
+	Now func() time.Time
+	// EventPoll is how often watchers look for events of other replicas;
+	// 250 ms when zero.
+	EventPoll time.Duration
+}
+
+// New returns the Store over a backend.
+func New(b Backend, opts Options) Store {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.EventPoll <= 0 {
+		opts.EventPoll = 250 * time.Millisecond
+	}
+	return &store{b: b, now: opts.Now, poll: opts.EventPoll, wake: make(chan struct{})}
+}
+
+type store struct {
+	b    Backend
+	now  func() time.Time
+	poll time.Duration
+
+	mu   sync.Mutex
+	wake chan struct{} // closed and replaced when this replica commits events
+}
+
+// committed wakes the watchers of this replica.
+func (s *store) committed() {
+	s.mu.Lock()
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *store) wakeChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wake
+}
+
+// update runs fn in a write transaction and wakes the watchers after it.
+func (s *store) update(ctx context.Context, fn func(Tx) error) error {
+	err := s.b.Update(ctx, fn)
+	if err == nil {
+		s.committed()
+	}
+	return err
+}
+
+func noSuchImage(in string) error {
+	return errdefs.NotFound("No such image: %s", in).WithReason("IMAGE_NOT_FOUND").WithDetail("reference", in)
+}
+
+// resolve finds the image a string names, in Docker's order: a full image
+// ID; a reference (tag or name@digest); a unique ID prefix.
+func (s *store) resolve(ctx context.Context, tx Tx, in string) (string, error) {
+	if id, ok := reference.ParseID(in); ok {
+		ids, err := tx.ImageIDsWithPrefix(ctx, id.Encoded(), 1)
+		if err != nil {
+			return "", err
+		}
+		if len(ids) == 0 {
+			return "", noSuchImage(in)
+		}
+		return ids[0], nil
+	}
+	ref, perr := reference.ParseDefaultTag(in)
+	if perr == nil {
+		id, err := tx.Resolve(ctx, ref.String())
+		if err == nil {
+			return id, nil
+		}
+		if !errdefs.IsNotFound(err) {
+			return "", err
+		}
+	}
+	if hex, ok := reference.ParseIDPrefix(in); ok && len(hex) >= MinIDPrefix {
+		ids, err := tx.ImageIDsWithPrefix(ctx, hex, 2)
+		if err != nil {
+			return "", err
+		}
+		switch len(ids) {
+		case 1:
+			return ids[0], nil
+		case 2:
+			return "", errdefs.InvalidArgument("image ID prefix %q is ambiguous: more than one image matches", in).
+				WithReason("AMBIGUOUS_ID").WithDetail("reference", in)
+		}
+	}
+	if perr != nil {
+		return "", perr
+	}
+	return "", noSuchImage(in)
+}
+
+// withRefs fills in an image's RepoTags and RepoDigests, in Docker's order
+// (sorted by the normalized reference).
+func withRefs(img *metadatav1.Image, refs []Ref) *metadatav1.Image {
+	img.RepoTags, img.RepoDigests = nil, nil
+	for _, r := range refs {
+		if r.IsTag {
+			img.RepoTags = append(img.RepoTags, r.Familiar)
+		} else {
+			img.RepoDigests = append(img.RepoDigests, r.Familiar)
+		}
+	}
+	return img
+}
+
+func (s *store) load(ctx context.Context, tx Tx, id string) (*metadatav1.Image, error) {
+	img, err := tx.Image(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := tx.Refs(ctx, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	return withRefs(img, refs[id]), nil
+}
+
+func (s *store) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOptions) (*metadatav1.Image, error) {
+	p, err := prepare(in)
+	if err != nil {
+		return nil, err
+	}
+	tags := make([]reference.Reference, 0, len(opts.Tags))
+	for _, t := range opts.Tags {
+		r, err := reference.ParseTag(t)
+		if err != nil {
+			return nil, err
+		}
+		tags = append(tags, r)
+	}
+	digests := make([]reference.Reference, 0, len(opts.RepoDigests))
+	for _, d := range opts.RepoDigests {
+		r, err := reference.ParseCanonical(d)
+		if err != nil {
+			return nil, err
+		}
+		digests = append(digests, r)
+	}
+	id := p.img.GetId()
+	var out *metadatav1.Image
+	err = s.update(ctx, func(tx Tx) error {
+		now := s.now()
+		if parent := p.img.GetParent(); parent != "" {
+			ids, err := tx.ImageIDsWithPrefix(ctx, digest.Digest(parent).Encoded(), 1)
+			if err != nil {
+				return err
+			}
+			if len(ids) == 0 {
+				return errdefs.FailedPrecondition("parent image %s of image %s is not recorded", parent, id).
+					WithReason("PARENT_NOT_FOUND").WithDetail("parent", parent)
+			}
+		}
+		img := p.img
+		img.RecordedAt = timestamppb.New(now)
+		inserted, err := tx.InsertImage(ctx, NewImage{Image: img, ChainIDs: p.chainIDs, Blobs: p.blobs})
+		if err != nil {
+			return err
+		}
+		if inserted && opts.Action != metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
+			if err := tx.AppendEvent(ctx, event(now, opts.Action, id, "", nil)); err != nil {
+				return err
+			}
+		}
+		for _, r := range tags {
+			if err := s.setTag(ctx, tx, r, id, now); err != nil {
+				return err
+			}
+		}
+		for _, r := range digests {
+			if _, err := tx.SetRef(ctx, Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id}, now); err != nil {
+				return err
+			}
+		}
+		out, err = s.load(ctx, tx, id)
+		return err
+	})
+	return out, err
+}
+
+func (s *store) setTag(ctx context.Context, tx Tx, r reference.Reference, id string, now time.Time) error {
+	if _, err := tx.SetRef(ctx, Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id, IsTag: true}, now); err != nil {
+		return err
+	}
+	if err := tx.SetLastTagTime(ctx, id, now); err != nil {
+		return err
+	}
+	return tx.AppendEvent(ctx, event(now, metadatav1.EventAction_EVENT_ACTION_TAG, id, r.Familiar(), nil))
+}
+
+func event(t time.Time, action metadatav1.EventAction, id, ref string, attrs map[string]string) *metadatav1.Event {
+	return &metadatav1.Event{Time: timestamppb.New(t), Action: action, ImageId: id, Reference: ref, Attributes: attrs}
+}
+
+func (s *store) GetImage(ctx context.Context, ref string) (*metadatav1.Image, error) {
+	var out *metadatav1.Image
+	err := s.b.View(ctx, func(tx Tx) error {
+		id, err := s.resolve(ctx, tx, ref)
+		if err != nil {
+			return err
+		}
+		out, err = s.load(ctx, tx, id)
+		if errdefs.IsNotFound(err) {
+			return noSuchImage(ref)
+		}
+		return err
+	})
+	return out, err
+}
+
+func (s *store) InspectImage(ctx context.Context, ref string) (*metadatav1.ImageInspect, []byte, error) {
+	img, err := s.GetImage(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	return inspect(img)
+}
+
+func (s *store) ImageHistory(ctx context.Context, ref string) ([]*metadatav1.HistoryRow, error) {
+	var rows []*metadatav1.HistoryRow
+	err := s.b.View(ctx, func(tx Tx) error {
+		id, err := s.resolve(ctx, tx, ref)
+		if err != nil {
+			return err
+		}
+		img, err := tx.Image(ctx, id)
+		if err != nil {
+			return err
+		}
+		rows = historyRows(img)
+		// Walk the parent chain: an image's own ID goes on the row of its
+		// last history entry; rows no image of its own holds stay <missing>.
+		cur, idx := img, 0
+		for {
+			refs, err := tx.Refs(ctx, []string{cur.GetId()})
+			if err != nil {
+				return err
+			}
+			if idx < len(rows) {
+				rows[idx].Id = cur.GetId()
+				for _, r := range refs[cur.GetId()] {
+					if r.IsTag {
+						rows[idx].Tags = append(rows[idx].Tags, r.Familiar)
+					}
+				}
+			}
+			if cur.GetParent() == "" {
+				return nil
+			}
+			parent, err := tx.Image(ctx, cur.GetParent())
+			if errdefs.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			next := len(img.GetHistory()) - len(parent.GetHistory())
+			if next <= idx || next >= len(rows) {
+				return nil
+			}
+			cur, idx = parent, next
+		}
+	})
+	return rows, err
+}
+
+// historyRows turns an image's history into Docker's rows, newest first, all
+// <missing>; sizes are the diff sizes of the non-empty steps' layers and
+// times are whole seconds, as Docker's API gives them.
+func historyRows(img *metadatav1.Image) []*metadatav1.HistoryRow {
+	h := img.GetHistory()
+	rows := make([]*metadatav1.HistoryRow, len(h))
+	layer := 0
+	for i, e := range h {
+		row := &metadatav1.HistoryRow{
+			Id:         "<missing>",
+			CreatedBy:  e.GetCreatedBy(),
+			Comment:    e.GetComment(),
+			EmptyLayer: e.GetEmptyLayer(),
+		}
+		if e.GetCreated() != nil {
+			row.Created = timestamppb.New(time.Unix(e.GetCreated().GetSeconds(), 0))
+		}
+		if !e.GetEmptyLayer() && layer < len(img.GetLayers()) {
+			row.Size = img.GetLayers()[layer].GetDiffSize()
+			layer++
+		}
+		rows[len(h)-1-i] = row
+	}
+	return rows
+}
+
+func (s *store) TagImage(ctx context.Context, source, target string) (string, string, error) {
+	r, err := reference.ParseTag(target)
+	if err != nil {
+		return "", "", err
+	}
+	var id string
+	err = s.update(ctx, func(tx Tx) error {
+		id, err = s.resolve(ctx, tx, source)
+		if err != nil {
+			return err
+		}
+		return s.setTag(ctx, tx, r, id, s.now())
+	})
+	if err != nil {
+		return "", "", err
+	}
+	return id, r.Familiar(), nil
+}
+
+func (s *store) UntagImage(ctx context.Context, in string) (string, error) {
+	r, err := reference.ParseDefaultTag(in)
+	if err != nil {
+		return "", err
+	}
+	var id string
+	err = s.update(ctx, func(tx Tx) error {
+		id, err = tx.DeleteRef(ctx, r.String())
+		if errdefs.IsNotFound(err) {
+			return errdefs.NotFound("No such image: %s", r.Familiar()).WithReason("TAG_NOT_FOUND").WithDetail("reference", in)
+		}
+		if err != nil {
+			return err
+		}
+		return tx.AppendEvent(ctx, event(s.now(), metadatav1.EventAction_EVENT_ACTION_UNTAG, id, r.Familiar(), nil))
+	})
+	return id, err
+}
+
+// idHex returns the hex digits of an image ID.
+func idHex(id string) string {
+	if i := strings.IndexByte(id, ':'); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}

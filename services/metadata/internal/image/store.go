@@ -1,0 +1,111 @@
+// Package image holds Strata's image metadata: the Store that the metadata
+// service serves, its contract, and the Docker semantics every backend shares
+// (reference resolution, `docker rmi` rules, prune, history rows, inspect,
+// list filters). Backends (SQLite, PostgreSQL) only store rows: they
+// implement Backend, and New turns one into a Store.
+//
+// The values are the API's protobuf messages (metadatav1.Image, …): they are
+// the records, and a parallel set of structs would only be copied field for
+// field at every boundary.
+package image
+
+import (
+	"context"
+	"time"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+)
+
+// Store keeps images, their references, the build cache and the event log.
+//
+// Error contract (lib/errdefs kinds):
+//   - ErrInvalidArgument: a malformed reference, filter, page token, config,
+//     manifest or cache key; messages name the input.
+//   - ErrNotFound: an unknown image or tag ("No such image: nginx:latest").
+//   - ErrFailedPrecondition: a Docker conflict (deleting an image a child or
+//     several repositories still need, a missing parent).
+//   - ErrUnavailable: the database is unreachable; safe to retry.
+//
+// Every method is atomic: a failed call changes nothing.
+type Store interface {
+	// PutImage records an image (idempotent on its ID, the config digest)
+	// and points the given tags at it in the same transaction. It derives
+	// created, history, labels, OS and architecture from the config bytes.
+	PutImage(ctx context.Context, img *metadatav1.Image, opts PutOptions) (*metadatav1.Image, error)
+	// GetImage resolves a reference, an image ID or a unique ID prefix.
+	GetImage(ctx context.Context, ref string) (*metadatav1.Image, error)
+	// InspectImage returns `docker image inspect`'s fields and Docker's JSON.
+	InspectImage(ctx context.Context, ref string) (*metadatav1.ImageInspect, []byte, error)
+	// ListImages returns one page of summaries, newest first.
+	ListImages(ctx context.Context, opts ListOptions) ([]*metadatav1.ImageSummary, string, error)
+	// ImageHistory returns `docker image history`'s rows, newest first.
+	ImageHistory(ctx context.Context, ref string) ([]*metadatav1.HistoryRow, error)
+	// TagImage points target (a tag; "nginx" is "nginx:latest") at the image
+	// source names, moving it atomically. It returns the image ID and the tag
+	// as Docker shows it.
+	TagImage(ctx context.Context, source, target string) (id, tag string, err error)
+	// UntagImage removes one tag or repository digest and returns the ID of
+	// the image it named; the image stays.
+	UntagImage(ctx context.Context, ref string) (string, error)
+	// DeleteImage removes an image with `docker rmi` semantics.
+	DeleteImage(ctx context.Context, ref string, opts DeleteOptions) ([]*metadatav1.DeletedItem, error)
+	// PruneImages removes dangling (or, with all, unused) images, as
+	// `docker image prune`, returning what went and the bytes reclaimed.
+	PruneImages(ctx context.Context, all bool, filters []*metadatav1.Filter) ([]*metadatav1.DeletedItem, int64, error)
+
+	// PutCacheRecord stores a build-step cache record (replacing one with the
+	// same key); the image must exist.
+	PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord) (*metadatav1.CacheRecord, error)
+	// LookupCacheRecords returns the records of the keys whose image still
+	// exists, marking them used.
+	LookupCacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error)
+	// ListCacheRecords pages through the records, most recently used first.
+	ListCacheRecords(ctx context.Context, pageSize int, pageToken string) ([]*metadatav1.CacheRecord, string, error)
+	// PruneCacheRecords removes the records not used for unusedFor (all of
+	// them when zero) and returns their keys.
+	PruneCacheRecords(ctx context.Context, unusedFor time.Duration) ([]string, error)
+
+	// ReferencedBlobs pages through the digests that any image needs
+	// (manifests, configs, layers), in digest order.
+	ReferencedBlobs(ctx context.Context, pageSize int, pageToken string) ([]string, string, error)
+	// IsReferenced reports which of the digests some image needs.
+	IsReferenced(ctx context.Context, digests []string) (map[string]bool, error)
+	// DiskUsage reports what `docker system df` reports.
+	DiskUsage(ctx context.Context) (*metadatav1.GetDiskUsageResponse, error)
+
+	// WatchEvents calls fn with every event from since (zero: only new ones)
+	// that matches the filters, in order, until ctx ends or fn fails. Events
+	// of every replica sharing the database arrive.
+	WatchEvents(ctx context.Context, since time.Time, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error
+	// RecordEvent appends an event that no store operation records itself
+	// (push, save).
+	RecordEvent(ctx context.Context, ev *metadatav1.Event) error
+}
+
+// PutOptions are the side effects of recording an image.
+type PutOptions struct {
+	// Tags to point at the image.
+	Tags []string
+	// RepoDigests, "name@digest", to record for the image.
+	RepoDigests []string
+	// Action says what recorded the image, for the event stream.
+	Action metadatav1.EventAction
+}
+
+// ListOptions choose a page of images.
+type ListOptions struct {
+	Filters []*metadatav1.Filter
+	// All includes intermediate images (untagged parents), as `docker images -a`.
+	All       bool
+	PageSize  int
+	PageToken string
+}
+
+// DeleteOptions are the flags of `docker rmi`.
+type DeleteOptions struct {
+	// Force deletes an image that other repositories' tags or child images
+	// still name.
+	Force bool
+	// NoPrune keeps the untagged parents the delete leaves behind.
+	NoPrune bool
+}

@@ -1,0 +1,163 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Advisory lock keys.
+const (
+	migrateLock = 0x5354524d // "STRM"
+	eventsLock  = 0x53545245 // "STRE"
+)
+
+// eventsChannel is the LISTEN/NOTIFY channel that tells replicas an event
+// was appended.
+const eventsChannel = "strata_events"
+
+// postgresDialect runs writers SERIALIZABLE (retrying serialization
+// failures), so that Docker's multi-step rules (delete unless a child
+// exists, move a tag) hold across replicas, and wakes watchers of every
+// replica with LISTEN/NOTIFY.
+type postgresDialect struct {
+	db     *sql.DB
+	cfg    *pgx.ConnConfig
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	notify chan struct{} // closed and replaced on each notification
+}
+
+// OpenPostgres connects to PostgreSQL and applies the schema migrations
+// (under an advisory lock, so replicas starting together apply them once).
+func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the PostgreSQL DSN: %w", err)
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(32)
+	db.SetMaxIdleConns(32)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d: %w", cfg.Host, cfg.Port, err)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	d := &postgresDialect{db: db, cfg: cfg, log: log, cancel: cancel, done: make(chan struct{}), notify: make(chan struct{})}
+	lock := func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock)
+		return err
+	}
+	if err := migrate(ctx, d, lock); err != nil {
+		cancel()
+		db.Close()
+		return nil, fmt.Errorf("migrating the PostgreSQL schema: %w", err)
+	}
+	go d.listen(lctx)
+	return &DB{d: d, read: db, log: log}, nil
+}
+
+func (d *postgresDialect) name() string { return "postgres" }
+
+func (d *postgresDialect) beginWrite(ctx context.Context) (*sql.Tx, error) {
+	return d.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+}
+
+func (d *postgresDialect) beginRead(ctx context.Context) (*sql.Tx, error) {
+	return d.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+}
+
+func (d *postgresDialect) retryable(err error) bool {
+	var e *pgconn.PgError
+	if errors.As(err, &e) {
+		switch e.Code {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return true
+		}
+	}
+	return false
+}
+
+func (d *postgresDialect) unavailable(err error) bool {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, sql.ErrConnDone) || pgconn.SafeToRetry(err)
+}
+
+func (d *postgresDialect) lockEvents(ctx context.Context, tx *sql.Tx) error {
+	// Sequence numbers are handed out at insert time but become visible at
+	// commit; holding this lock to commit makes them visible in order, so a
+	// watcher reading "seq > last" never skips one.
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, eventsLock); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, eventsChannel)
+	return err
+}
+
+// listen keeps a LISTEN connection open and turns notifications into wakes.
+func (d *postgresDialect) listen(ctx context.Context) {
+	defer close(d.done)
+	for ctx.Err() == nil {
+		conn, err := pgx.ConnectConfig(ctx, d.cfg)
+		if err == nil {
+			_, err = conn.Exec(ctx, "LISTEN "+eventsChannel)
+			for err == nil {
+				_, err = conn.WaitForNotification(ctx)
+				if err == nil {
+					d.wake()
+				}
+			}
+			conn.Close(context.Background())
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.log.Warn("listening for events of other replicas failed; retrying", "error", err.Error())
+		d.wake() // watchers poll until the listener is back
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (d *postgresDialect) wake() {
+	d.mu.Lock()
+	close(d.notify)
+	d.notify = make(chan struct{})
+	d.mu.Unlock()
+}
+
+func (d *postgresDialect) waitEvents(ctx context.Context, interval time.Duration) {
+	d.mu.Lock()
+	ch := d.notify
+	d.mu.Unlock()
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+func (d *postgresDialect) close() error {
+	d.cancel()
+	<-d.done
+	return d.db.Close()
+}

@@ -1,0 +1,33 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/strata-build/strata/lib/harness"
+	"github.com/strata-build/strata/services/metadata/internal/image"
+	"github.com/strata-build/strata/services/metadata/internal/image/imagetest"
+)
+
+var dbSeq atomic.Int64
+
+func newPostgres(t *testing.T, dsn string) *DB {
+	t.Helper()
+	db, err := OpenPostgres(context.Background(), dsn, testLogger(t))
+	if err != nil {
+		t.Fatalf("OpenPostgres = %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestPostgres(t *testing.T) {
+	pg := harness.StartPostgres(t)
+	imagetest.TestStore(t, func(t *testing.T, now func() time.Time) image.Store {
+		dsn := pg.CreateDatabase(t, fmt.Sprintf("conformance%d", dbSeq.Add(1)))
+		return image.New(newPostgres(t, dsn), image.Options{Now: now, EventPoll: 20 * time.Millisecond})
+	})
+}

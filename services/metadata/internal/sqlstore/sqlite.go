@@ -1,0 +1,104 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// sqliteDialect serialises writers on one connection (SQLite allows one
+// writer at a time; queueing in Go is cheaper than busy retries) and reads
+// from a pool that WAL mode lets run beside the writer.
+type sqliteDialect struct {
+	write, read *sql.DB
+}
+
+// OpenSQLite opens (creating it and its directory when needed) the SQLite
+// database at path, in WAL mode, and applies the schema migrations.
+func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("a SQLite database path is required")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating the directory of the SQLite database: %w", err)
+		}
+	}
+	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(0)"
+	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	if err != nil {
+		return nil, err
+	}
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+	read, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		write.Close()
+		return nil, err
+	}
+	n := 2 * runtime.GOMAXPROCS(0)
+	if n < 4 {
+		n = 4
+	}
+	read.SetMaxOpenConns(n)
+	read.SetMaxIdleConns(n)
+	d := &sqliteDialect{write: write, read: read}
+	if err := write.PingContext(ctx); err != nil {
+		d.close()
+		return nil, fmt.Errorf("opening SQLite database %s: %w", path, err)
+	}
+	if err := migrate(ctx, d, nil); err != nil {
+		d.close()
+		return nil, fmt.Errorf("migrating SQLite database %s: %w", path, err)
+	}
+	return &DB{d: d, read: read, log: log}, nil
+}
+
+func (d *sqliteDialect) name() string { return "sqlite" }
+
+func (d *sqliteDialect) beginWrite(ctx context.Context) (*sql.Tx, error) {
+	return d.write.BeginTx(ctx, nil)
+}
+
+func (d *sqliteDialect) beginRead(ctx context.Context) (*sql.Tx, error) {
+	return d.read.BeginTx(ctx, nil)
+}
+
+func (d *sqliteDialect) retryable(err error) bool {
+	var e *sqlite.Error
+	if errors.As(err, &e) {
+		switch e.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
+}
+
+func (d *sqliteDialect) unavailable(error) bool { return false }
+
+func (d *sqliteDialect) lockEvents(context.Context, *sql.Tx) error { return nil }
+
+func (d *sqliteDialect) waitEvents(ctx context.Context, interval time.Duration) {
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (d *sqliteDialect) close() error {
+	return errors.Join(d.read.Close(), d.write.Close())
+}

@@ -1,0 +1,181 @@
+// Package sqlstore stores image metadata in SQL: SQLite (modernc.org/sqlite,
+// the embedded default) or PostgreSQL (github.com/jackc/pgx/v5, for several
+// replicas). One set of queries serves both; the dialects differ only in
+// their schema files, transaction setup and retry rules. It implements
+// image.Backend.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/metadata/internal/image"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// dialect is what differs between the databases.
+type dialect interface {
+	name() string
+	// beginWrite starts a read-write transaction.
+	beginWrite(ctx context.Context) (*sql.Tx, error)
+	// beginRead starts a read-only transaction.
+	beginRead(ctx context.Context) (*sql.Tx, error)
+	// retryable reports whether a failed transaction may be run again.
+	retryable(err error) bool
+	// unavailable reports whether err means the database cannot be reached.
+	unavailable(err error) bool
+	// lockEvents orders event appends (PostgreSQL: so that sequence numbers
+	// commit in order); a no-op where writes are serialised anyway.
+	lockEvents(ctx context.Context, tx *sql.Tx) error
+	// waitEvents returns when another replica may have appended events.
+	waitEvents(ctx context.Context, interval time.Duration)
+	close() error
+}
+
+// DB is an image.Backend over SQL.
+type DB struct {
+	d    dialect
+	read *sql.DB // for EventsAfter and friends
+	log  *slog.Logger
+}
+
+var _ image.Backend = (*DB)(nil)
+
+// maxRetries bounds the runs of a transaction that keeps conflicting.
+const maxRetries = 20
+
+// Update implements image.Backend.
+func (db *DB) Update(ctx context.Context, fn func(image.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := db.run(ctx, true, fn)
+		if err == nil || !db.d.retryable(err) || attempt == maxRetries {
+			return db.classify(err)
+		}
+		// Back off a little, more with each attempt, so that conflicting
+		// writers spread out.
+		wait := time.Duration(attempt+1) * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// View implements image.Backend.
+func (db *DB) View(ctx context.Context, fn func(image.Tx) error) error {
+	return db.classify(db.run(ctx, false, fn))
+}
+
+func (db *DB) run(ctx context.Context, write bool, fn func(image.Tx) error) error {
+	var tx *sql.Tx
+	var err error
+	if write {
+		tx, err = db.d.beginWrite(ctx)
+	} else {
+		tx, err = db.d.beginRead(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if err := fn(&txn{tx: tx, d: db.d}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// classify maps database errors to the error vocabulary; errors that are
+// already classified pass through.
+func (db *DB) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *errdefs.Error
+	if errors.As(err, &e) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if db.d.unavailable(err) {
+		return errdefs.Unavailable("%s database unavailable: %v", db.d.name(), err)
+	}
+	if db.d.retryable(err) {
+		return errdefs.Aborted("%s transaction kept conflicting with others; retry: %v", db.d.name(), err)
+	}
+	return errdefs.Internal("%s: %v", db.d.name(), err)
+}
+
+// Close implements image.Backend.
+func (db *DB) Close() error { return db.d.close() }
+
+// WaitEvents implements image.Backend.
+func (db *DB) WaitEvents(ctx context.Context, interval time.Duration) {
+	db.d.waitEvents(ctx, interval)
+}
+
+// migrate applies the dialect's schema files that have not been applied,
+// each in its own transaction, recording them in schema_migrations.
+func migrate(ctx context.Context, d dialect, lock func(*sql.Tx) error) error {
+	files, err := fs.Glob(migrations, "migrations/"+d.name()+"/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		base := f[strings.LastIndexByte(f, '/')+1:]
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with its version number", base)
+		}
+		body, err := migrations.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		tx, err := d.beginWrite(ctx)
+		if err != nil {
+			return err
+		}
+		if lock != nil {
+			if err := lock(tx); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("creating schema_migrations: %w", err)
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = $1`, version).Scan(&n); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if n > 0 {
+			_ = tx.Rollback()
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`, version, time.Now().UnixNano()); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,604 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/metadata/internal/image"
+)
+
+// txn implements image.Tx. Queries use $N placeholders, which both
+// PostgreSQL and modernc.org/sqlite bind by number.
+type txn struct {
+	tx *sql.Tx
+	d  dialect
+}
+
+var _ image.Tx = (*txn)(nil)
+
+func nanos(ts *timestamppb.Timestamp) int64 {
+	if ts == nil {
+		return 0
+	}
+	return ts.AsTime().UnixNano()
+}
+
+func stamp(n int64) *timestamppb.Timestamp {
+	if n == 0 {
+		return nil
+	}
+	return timestamppb.New(time.Unix(0, n))
+}
+
+// in returns "($k, $k+1, …)" for n values starting at placeholder k.
+func in(k, n int) string {
+	var b strings.Builder
+	b.WriteByte('(')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "$%d", k+i)
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+func args(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// chunks splits a long list so that no statement binds too many values.
+func chunks(ss []string, n int) [][]string {
+	var out [][]string
+	for len(ss) > n {
+		out = append(out, ss[:n])
+		ss = ss[n:]
+	}
+	if len(ss) > 0 {
+		out = append(out, ss)
+	}
+	return out
+}
+
+const chunk = 1000
+
+func (t *txn) Image(ctx context.Context, id string) (*metadatav1.Image, error) {
+	var rec []byte
+	var recorded, tagged int64
+	err := t.tx.QueryRowContext(ctx, `SELECT record, recorded_at, last_tag_time FROM images WHERE id = $1`, id).Scan(&rec, &recorded, &tagged)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errdefs.NotFound("No such image: %s", id).WithReason("IMAGE_NOT_FOUND").WithDetail("image", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	img := &metadatav1.Image{}
+	if err := proto.Unmarshal(rec, img); err != nil {
+		return nil, errdefs.Internal("image %s: stored record does not decode: %v", id, err)
+	}
+	img.RecordedAt, img.LastTagTime = stamp(recorded), stamp(tagged)
+	return img, nil
+}
+
+func (t *txn) ImageIDsWithPrefix(ctx context.Context, hexPrefix string, limit int) ([]string, error) {
+	lo := "sha256:" + hexPrefix
+	rows, err := t.tx.QueryContext(ctx, `SELECT id FROM images WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3`, lo, lo+"g", limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+func (t *txn) InsertImage(ctx context.Context, n image.NewImage) (bool, error) {
+	img := proto.Clone(n.Image).(*metadatav1.Image)
+	recorded := nanos(img.GetRecordedAt())
+	img.RepoTags, img.RepoDigests, img.LastTagTime, img.RecordedAt = nil, nil, nil, nil
+	rec, err := proto.MarshalOptions{Deterministic: true}.Marshal(img)
+	if err != nil {
+		return false, err
+	}
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO images (id, created, parent, manifest_digest, size, recorded_at, last_tag_time, record)
+		VALUES ($1, $2, $3, $4, $5, $6, 0, $7) ON CONFLICT (id) DO NOTHING`,
+		img.GetId(), nanos(img.GetCreated()), img.GetParent(), img.GetManifest().GetDigest(), img.GetSize(), recorded, rec)
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return false, err
+	}
+	id := img.GetId()
+	for k, v := range img.GetLabels() {
+		if _, err := t.tx.ExecContext(ctx, `INSERT INTO labels (image_id, key, value) VALUES ($1, $2, $3)`, id, k, v); err != nil {
+			return false, err
+		}
+	}
+	for i, l := range img.GetLayers() {
+		if _, err := t.tx.ExecContext(ctx, `INSERT INTO layers (image_id, position, chain_id, digest, size, diff_size) VALUES ($1, $2, $3, $4, $5, $6)`,
+			id, i, n.ChainIDs[i], l.GetDigest(), l.GetSize(), l.GetDiffSize()); err != nil {
+			return false, err
+		}
+	}
+	seen := map[string]bool{}
+	for _, d := range n.Blobs {
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		if _, err := t.tx.ExecContext(ctx, `INSERT INTO blobs (digest, image_id) VALUES ($1, $2)`, d, id); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func (t *txn) DeleteImage(ctx context.Context, id string) error {
+	for _, q := range []string{
+		`DELETE FROM labels WHERE image_id = $1`,
+		`DELETE FROM layers WHERE image_id = $1`,
+		`DELETE FROM blobs WHERE image_id = $1`,
+		`DELETE FROM images WHERE id = $1`,
+	} {
+		if _, err := t.tx.ExecContext(ctx, q, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *txn) exists(ctx context.Context, q string, a ...any) (bool, error) {
+	var one int
+	err := t.tx.QueryRowContext(ctx, q, a...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (t *txn) HasChildren(ctx context.Context, id string) (bool, error) {
+	return t.exists(ctx, `SELECT 1 FROM images WHERE parent = $1 LIMIT 1`, id)
+}
+
+func (t *txn) ChainIDs(ctx context.Context, id string) ([]string, []int64, error) {
+	rows, err := t.tx.QueryContext(ctx, `SELECT chain_id, diff_size FROM layers WHERE image_id = $1 ORDER BY position`, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var chains []string
+	var sizes []int64
+	for rows.Next() {
+		var c string
+		var s int64
+		if err := rows.Scan(&c, &s); err != nil {
+			return nil, nil, err
+		}
+		chains, sizes = append(chains, c), append(sizes, s)
+	}
+	return chains, sizes, rows.Err()
+}
+
+func (t *txn) ChainInUse(ctx context.Context, chainID string) (bool, error) {
+	return t.exists(ctx, `SELECT 1 FROM layers WHERE chain_id = $1 LIMIT 1`, chainID)
+}
+
+func (t *txn) SetLastTagTime(ctx context.Context, id string, at time.Time) error {
+	_, err := t.tx.ExecContext(ctx, `UPDATE images SET last_tag_time = $1 WHERE id = $2`, at.UnixNano(), id)
+	return err
+}
+
+func (t *txn) Resolve(ctx context.Context, name string) (string, error) {
+	var id string
+	err := t.tx.QueryRowContext(ctx, `SELECT image_id FROM refs WHERE name = $1`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errdefs.NotFound("No such image: %s", name).WithReason("IMAGE_NOT_FOUND")
+	}
+	return id, err
+}
+
+func (t *txn) Refs(ctx context.Context, ids []string) (map[string][]image.Ref, error) {
+	out := make(map[string][]image.Ref, len(ids))
+	for _, c := range chunks(ids, chunk) {
+		rows, err := t.tx.QueryContext(ctx, `SELECT name, familiar, image_id, is_tag FROM refs WHERE image_id IN `+in(1, len(c))+` ORDER BY name`, args(c)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var r image.Ref
+			var tag int
+			if err := rows.Scan(&r.Name, &r.Familiar, &r.ImageID, &tag); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			r.IsTag = tag != 0
+			out[r.ImageID] = append(out[r.ImageID], r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, error) {
+	var prev string
+	err := t.tx.QueryRowContext(ctx, `SELECT image_id FROM refs WHERE name = $1`, r.Name).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", err
+	}
+	tag := 0
+	if r.IsTag {
+		tag = 1
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO refs (name, familiar, image_id, is_tag, created) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (name) DO UPDATE SET familiar = excluded.familiar, image_id = excluded.image_id, is_tag = excluded.is_tag, created = excluded.created`,
+		r.Name, r.Familiar, r.ImageID, tag, now.UnixNano())
+	return prev, err
+}
+
+func (t *txn) DeleteRef(ctx context.Context, name string) (string, error) {
+	var id string
+	err := t.tx.QueryRowContext(ctx, `DELETE FROM refs WHERE name = $1 RETURNING image_id`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errdefs.NotFound("No such image: %s", name).WithReason("TAG_NOT_FOUND")
+	}
+	return id, err
+}
+
+func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRow, error) {
+	var where []string
+	var a []any
+	arg := func(v any) string {
+		a = append(a, v)
+		return fmt.Sprintf("$%d", len(a))
+	}
+	if q.After != nil {
+		where = append(where, fmt.Sprintf("(i.created < %s OR (i.created = %s AND i.id < %s))", arg(q.After.Created), arg(q.After.Created), arg(q.After.ID)))
+	}
+	if q.CreatedBefore != nil {
+		where = append(where, "i.created < "+arg(q.CreatedBefore.UnixNano()))
+	}
+	if q.CreatedAfter != nil {
+		where = append(where, "i.created > "+arg(q.CreatedAfter.UnixNano()))
+	}
+	for _, l := range q.Labels {
+		c := "EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.key = " + arg(l.Key)
+		if l.HasValue {
+			c += " AND l.value = " + arg(l.Value)
+		}
+		where = append(where, c+")")
+	}
+	const (
+		hasChild = "EXISTS (SELECT 1 FROM images c WHERE c.parent = i.id)"
+		hasRef   = "EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id)"
+		hasTag   = "EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.is_tag = 1)"
+	)
+	if q.Heads {
+		where = append(where, "NOT "+hasChild)
+	}
+	if q.HasRef {
+		where = append(where, hasRef)
+	}
+	if q.HasTag {
+		where = append(where, hasTag)
+	}
+	if q.NoTag {
+		where = append(where, "NOT "+hasTag)
+	}
+	if q.TopLevel {
+		where = append(where, "("+hasRef+" OR NOT "+hasChild+")")
+	}
+	if q.RefPrefix != "" {
+		where = append(where, fmt.Sprintf("EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.familiar >= %s AND r.familiar < %s)", arg(q.RefPrefix), arg(q.RefPrefix+"\x7f")))
+	}
+	stmt := `SELECT i.id, i.parent, i.created, i.size, i.manifest_digest FROM images i`
+	if len(where) > 0 {
+		stmt += " WHERE " + strings.Join(where, " AND ")
+	}
+	stmt += " ORDER BY i.created DESC, i.id DESC LIMIT " + arg(q.Limit)
+	rows, err := t.tx.QueryContext(ctx, stmt, a...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []image.ListRow
+	for rows.Next() {
+		var r image.ListRow
+		if err := rows.Scan(&r.ID, &r.Parent, &r.Created, &r.Size, &r.ManifestDigest); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (t *txn) Labels(ctx context.Context, ids []string) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	for _, c := range chunks(ids, chunk) {
+		rows, err := t.tx.QueryContext(ctx, `SELECT image_id, key, value FROM labels WHERE image_id IN `+in(1, len(c)), args(c)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id, k, v string
+			if err := rows.Scan(&id, &k, &v); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if out[id] == nil {
+				out[id] = map[string]string{}
+			}
+			out[id][k] = v
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (t *txn) AppendEvent(ctx context.Context, ev *metadatav1.Event) error {
+	if err := t.d.lockEvents(ctx, t.tx); err != nil {
+		return err
+	}
+	attrs := "{}"
+	if len(ev.GetAttributes()) > 0 {
+		b, err := json.Marshal(ev.GetAttributes())
+		if err != nil {
+			return err
+		}
+		attrs = string(b)
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO events (time, action, image_id, reference, attributes) VALUES ($1, $2, $3, $4, $5)`,
+		nanos(ev.GetTime()), int(ev.GetAction()), ev.GetImageId(), ev.GetReference(), attrs)
+	return err
+}
+
+func (t *txn) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
+	res, err := t.tx.ExecContext(ctx, `DELETE FROM events WHERE time < $1`, before.UnixNano())
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (t *txn) PutCacheRecord(ctx context.Context, r *metadatav1.CacheRecord) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO cache_records (key, image_id, description, size, created, last_used) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (key) DO UPDATE SET image_id = excluded.image_id, description = excluded.description, size = excluded.size, created = excluded.created, last_used = excluded.last_used`,
+		r.GetKey(), r.GetImageId(), r.GetDescription(), r.GetSize(), nanos(r.GetCreated()), nanos(r.GetLastUsed()))
+	return err
+}
+
+func scanCache(rows *sql.Rows) ([]*metadatav1.CacheRecord, error) {
+	defer rows.Close()
+	var out []*metadatav1.CacheRecord
+	for rows.Next() {
+		r := &metadatav1.CacheRecord{}
+		var created, used int64
+		if err := rows.Scan(&r.Key, &r.ImageId, &r.Description, &r.Size, &created, &used); err != nil {
+			return nil, err
+		}
+		r.Created, r.LastUsed = stamp(created), stamp(used)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (t *txn) CacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error) {
+	var out []*metadatav1.CacheRecord
+	for _, c := range chunks(keys, chunk) {
+		rows, err := t.tx.QueryContext(ctx, `SELECT c.key, c.image_id, c.description, c.size, c.created, c.last_used
+			FROM cache_records c JOIN images i ON i.id = c.image_id WHERE c.key IN `+in(1, len(c)), args(c)...)
+		if err != nil {
+			return nil, err
+		}
+		recs, err := scanCache(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+func (t *txn) TouchCacheRecords(ctx context.Context, keys []string, at time.Time) error {
+	for _, c := range chunks(keys, chunk) {
+		a := append([]any{at.UnixNano()}, args(c)...)
+		if _, err := t.tx.ExecContext(ctx, `UPDATE cache_records SET last_used = $1 WHERE key IN `+in(2, len(c)), a...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *txn) ListCacheRecords(ctx context.Context, after *image.CachePosition, limit int) ([]*metadatav1.CacheRecord, error) {
+	q := `SELECT key, image_id, description, size, created, last_used FROM cache_records`
+	a := []any{limit}
+	if after != nil {
+		q += ` WHERE last_used < $2 OR (last_used = $2 AND key < $3)`
+		a = append(a, after.LastUsed, after.Key)
+	}
+	rows, err := t.tx.QueryContext(ctx, q+` ORDER BY last_used DESC, key DESC LIMIT $1`, a...)
+	if err != nil {
+		return nil, err
+	}
+	return scanCache(rows)
+}
+
+func (t *txn) DeleteCacheRecords(ctx context.Context, before time.Time) ([]string, error) {
+	q, a := `DELETE FROM cache_records RETURNING key`, []any{}
+	if !before.IsZero() {
+		q, a = `DELETE FROM cache_records WHERE last_used < $1 RETURNING key`, []any{before.UnixNano()}
+	}
+	rows, err := t.tx.QueryContext(ctx, q, a...)
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}
+
+func (t *txn) ReferencedBlobs(ctx context.Context, after string, limit int) ([]string, error) {
+	rows, err := t.tx.QueryContext(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}
+
+func (t *txn) Referenced(ctx context.Context, digests []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, c := range chunks(digests, chunk) {
+		rows, err := t.tx.QueryContext(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest IN `+in(1, len(c)), args(c)...)
+		if err != nil {
+			return nil, err
+		}
+		found, err := scanStrings(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range found {
+			out[d] = true
+		}
+	}
+	return out, nil
+}
+
+func (t *txn) Usage(ctx context.Context) (image.Usage, error) {
+	var u image.Usage
+	const tagged = `SELECT l.chain_id FROM layers l JOIN refs r ON r.image_id = l.image_id AND r.is_tag = 1`
+	const taggedBlobs = `SELECT l.digest FROM layers l JOIN refs r ON r.image_id = l.image_id AND r.is_tag = 1`
+	queries := []struct {
+		q    string
+		dest []any
+	}{
+		{`SELECT COUNT(*) FROM images`, []any{&u.Images}},
+		{`SELECT COUNT(DISTINCT image_id) FROM refs WHERE is_tag = 1`, []any{&u.ActiveImages}},
+		{`SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(diff_size) AS s FROM layers GROUP BY chain_id) t`, []any{&u.ImagesSize}},
+		{`SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(diff_size) AS s FROM layers WHERE chain_id NOT IN (` + tagged + `) GROUP BY chain_id) t`, []any{&u.ImagesReclaimable}},
+		{`SELECT COUNT(*), COALESCE(SUM(s), 0) FROM (SELECT MAX(size) AS s FROM layers GROUP BY digest) t`, []any{&u.Layers, &u.LayersSize}},
+		{`SELECT COUNT(DISTINCT digest) FROM layers WHERE digest IN (` + taggedBlobs + `)`, []any{&u.ActiveLayers}},
+		{`SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(size) AS s FROM layers WHERE digest NOT IN (` + taggedBlobs + `) GROUP BY digest) t`, []any{&u.LayersReclaimable}},
+		{`SELECT COUNT(*), COALESCE(SUM(size), 0) FROM cache_records`, []any{&u.CacheRecords, &u.CacheSize}},
+		{`SELECT COUNT(*), COALESCE(SUM(size), 0) FROM cache_records WHERE image_id IN (SELECT image_id FROM refs WHERE is_tag = 1)`, []any{&u.ActiveCacheRecords, &u.CacheReclaimable}},
+	}
+	for _, q := range queries {
+		if err := t.tx.QueryRowContext(ctx, q.q).Scan(q.dest...); err != nil {
+			return u, err
+		}
+	}
+	// The last query counted the active records' size; reclaimable is the rest.
+	u.CacheReclaimable = u.CacheSize - u.CacheReclaimable
+	return u, nil
+}
+
+func (t *txn) MarkCollectable(ctx context.Context, digests []string, now time.Time) ([]string, error) {
+	refd, err := t.Referenced(ctx, digests)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range digests {
+		if refd[d] {
+			continue
+		}
+		if _, err := t.tx.ExecContext(ctx, `INSERT INTO gc_marks (digest, marked_at) VALUES ($1, $2)
+			ON CONFLICT (digest) DO UPDATE SET marked_at = excluded.marked_at`, d, now.UnixNano()); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (t *txn) MarkedSince(ctx context.Context, digests []string, since time.Time) ([]string, error) {
+	var out []string
+	for _, c := range chunks(digests, chunk) {
+		a := append([]any{since.UnixNano()}, args(c)...)
+		rows, err := t.tx.QueryContext(ctx, `SELECT digest FROM gc_marks WHERE marked_at >= $1 AND digest IN `+in(2, len(c)), a...)
+		if err != nil {
+			return nil, err
+		}
+		found, err := scanStrings(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, found...)
+	}
+	return out, nil
+}
+
+func (t *txn) PruneMarks(ctx context.Context, before time.Time) error {
+	_, err := t.tx.ExecContext(ctx, `DELETE FROM gc_marks WHERE marked_at < $1`, before.UnixNano())
+	return err
+}
+
+// EventsAfter implements image.Backend.
+func (db *DB) EventsAfter(ctx context.Context, seq int64, limit int) ([]*metadatav1.Event, int64, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT seq, time, action, image_id, reference, attributes FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, seq, limit)
+	if err != nil {
+		return nil, seq, db.classify(err)
+	}
+	defer rows.Close()
+	var out []*metadatav1.Event
+	for rows.Next() {
+		var at int64
+		var action int32
+		var attrs string
+		ev := &metadatav1.Event{}
+		if err := rows.Scan(&seq, &at, &action, &ev.ImageId, &ev.Reference, &attrs); err != nil {
+			return nil, seq, db.classify(err)
+		}
+		ev.Time, ev.Action = stamp(at), metadatav1.EventAction(action)
+		if attrs != "{}" && attrs != "" {
+			if err := json.Unmarshal([]byte(attrs), &ev.Attributes); err != nil {
+				return nil, seq, errdefs.Internal("event %d: attributes do not decode: %v", seq, err)
+			}
+		}
+		out = append(out, ev)
+	}
+	return out, seq, db.classify(rows.Err())
+}
+
+// LastEventSeq implements image.Backend.
+func (db *DB) LastEventSeq(ctx context.Context, before time.Time) (int64, int64, error) {
+	var last, prior int64
+	if err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events`).Scan(&last); err != nil {
+		return 0, 0, db.classify(err)
+	}
+	if before.IsZero() {
+		return last, 0, nil
+	}
+	if err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events WHERE time < $1`, before.UnixNano()).Scan(&prior); err != nil {
+		return 0, 0, db.classify(err)
+	}
+	return last, prior, nil
+}
