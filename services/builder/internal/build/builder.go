@@ -1,0 +1,245 @@
+// Package build runs Dockerfile builds the way Docker's classic builder
+// does — one image per step, recorded with its parent, history and config as
+// Docker writes them — with a cache keyed on content that every builder
+// replica shares through the metadata service.
+//
+// A build has two phases. Planning parses the Dockerfile, resolves base
+// images, expands every instruction and computes every step's cache key, so
+// that one LookupCacheRecords call serves the whole build. Execution then
+// walks the steps: a cached step costs nothing; any other runs (RUN in the
+// sandbox over a snapshot of its parent's layers, COPY and ADD into one),
+// its changes become a layer streamed into the blob store, and its image
+// and cache record are stored.
+package build
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/dockerfile"
+	"github.com/strata-build/strata/services/builder/internal/image"
+)
+
+// Images reads and records images (internal/image's Store).
+type Images interface {
+	// Get returns an image by reference or ID; ErrNotFound when unknown.
+	Get(ctx context.Context, ref string) (*image.Image, error)
+	// Put records an image with its tags.
+	Put(ctx context.Context, n image.New) (*metadatav1.Image, error)
+}
+
+// Index is the part of the metadata service a build uses besides images:
+// the shared cache records, and tags for a build whose result was cached.
+type Index interface {
+	LookupCacheRecords(ctx context.Context, in *metadatav1.LookupCacheRecordsRequest, opts ...grpc.CallOption) (*metadatav1.LookupCacheRecordsResponse, error)
+	PutCacheRecord(ctx context.Context, in *metadatav1.PutCacheRecordRequest, opts ...grpc.CallOption) (*metadatav1.PutCacheRecordResponse, error)
+	TagImage(ctx context.Context, in *metadatav1.TagImageRequest, opts ...grpc.CallOption) (*metadatav1.TagImageResponse, error)
+}
+
+// Puller fetches an image that is not held locally from its registry.
+type Puller interface {
+	// Pull records the image and returns it; ErrNotFound or ErrUnavailable
+	// naming the reference when it cannot be had.
+	Pull(ctx context.Context, ref string) (*image.Image, error)
+}
+
+// Mount is a writable root filesystem over an image's layers.
+type Mount interface {
+	// Root is the merged directory the step works in.
+	Root() string
+	// Upper is the directory that collects the step's changes.
+	Upper() string
+	// Commit keeps the upper directory as the snapshot of the layer it
+	// became, so later steps mount it without unpacking; it is called after
+	// the layer was written, and before Release.
+	Commit(ctx context.Context, l image.Layer) error
+	// Release unmounts and removes what was not committed.
+	Release() error
+}
+
+// Snapshots mounts root filesystems over layers.
+type Snapshots interface {
+	// Mount returns a writable root filesystem over layers (bottom first),
+	// unpacking the layers it does not hold. withInit puts Docker's init
+	// layer (the mount points of a container) between the layers and the
+	// upper directory, so they never show up in the step's diff.
+	Mount(ctx context.Context, layers []image.Layer, withInit bool) (Mount, error)
+}
+
+// Process is a RUN step's process.
+type Process struct {
+	Root     string
+	Args     []string
+	Env      []string
+	Cwd      string
+	User     string
+	Hostname string
+	Network  builderv1.NetworkMode
+	Stdout   io.Writer
+	Stderr   io.Writer
+}
+
+// Sandbox runs RUN steps.
+type Sandbox interface {
+	// Run runs the process to its end and returns its exit code; the
+	// process is killed when ctx ends.
+	Run(ctx context.Context, p Process) (int, error)
+}
+
+// Layers writes the changes an upper directory holds as a layer blob in the
+// blob store.
+type Layers interface {
+	WriteDiff(ctx context.Context, upperDir string) (image.Layer, error)
+}
+
+// Builder runs builds. Its fields are its dependencies; all are required
+// but Puller.
+type Builder struct {
+	Images    Images
+	Index     Index
+	Puller    Puller
+	Snapshots Snapshots
+	Sandbox   Sandbox
+	Layers    Layers
+	// Contexts holds context file contents (and ADD downloads).
+	Contexts *buildctx.Store
+	// TempDir is where steps keep temporary files.
+	TempDir string
+	// URLPolicy decides which hosts ADD may download from.
+	URLPolicy URLPolicy
+	Log       *slog.Logger
+}
+
+// Request is one build.
+type Request struct {
+	Dockerfile []byte
+	Context    *buildctx.Context
+	BuildArgs  map[string]string
+	Target     string
+	Labels     map[string]string
+	NoCache    bool
+	Network    builderv1.NetworkMode
+	Tags       []string
+}
+
+// Result is a finished build.
+type Result struct {
+	ImageID        string
+	ManifestDigest string
+	Tags           []string
+}
+
+// Events receives a build's progress.
+type Events func(*builderv1.BuildEvent)
+
+// Build runs a build. It returns INVALID_ARGUMENT errors naming the
+// Dockerfile line for bad Dockerfiles and failed RUN steps. A failed build
+// records no tag; the step images made before the failure stay, as Docker
+// keeps them, for the cache.
+func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Result, error) {
+	df, err := dockerfile.Parse(req.Dockerfile)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range df.Warnings {
+		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w.Message, Line: int32(w.Line)}}})
+	}
+	p := &planner{b: b, req: req, df: df, args: dockerfile.NewBuildArgs(req.BuildArgs)}
+	pl, err := p.plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hits := map[digest.Digest]string{}
+	if !req.NoCache {
+		if hits, err = b.lookup(ctx, pl); err != nil {
+			return nil, err
+		}
+	}
+	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*stagePlan]*image.Image{}}
+	final, err := r.all(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range pl.warns {
+		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w}}})
+	}
+	res := &Result{ImageID: string(final.ID()), ManifestDigest: string(final.ManifestDescriptor().Digest)}
+	for _, t := range req.Tags {
+		resp, err := b.Index.TagImage(ctx, &metadatav1.TagImageRequest{Source: res.ImageID, Target: t})
+		if err != nil {
+			return nil, fmt.Errorf("tagging %s: %w", t, err)
+		}
+		res.Tags = append(res.Tags, resp.GetTag())
+	}
+	return res, nil
+}
+
+// lookup asks the metadata service for every key of the plan at once.
+func (b *Builder) lookup(ctx context.Context, pl *plan) (map[digest.Digest]string, error) {
+	var keys []string
+	for _, sp := range pl.stages {
+		for _, st := range sp.steps {
+			keys = append(keys, string(st.key))
+		}
+	}
+	hits := map[digest.Digest]string{}
+	if len(keys) == 0 {
+		return hits, nil
+	}
+	resp, err := b.Index.LookupCacheRecords(ctx, &metadatav1.LookupCacheRecordsRequest{Keys: keys})
+	if err != nil {
+		return nil, fmt.Errorf("looking up the build cache: %w", err)
+	}
+	for _, r := range resp.GetRecords() {
+		hits[digest.Digest(r.GetKey())] = r.GetImageId()
+	}
+	return hits, nil
+}
+
+// resolveImage finds a base image: held locally, or pulled.
+func (b *Builder) resolveImage(ctx context.Context, ref string) (*image.Image, error) {
+	img, err := b.Images.Get(ctx, ref)
+	if err == nil || !errdefs.IsNotFound(err) || b.Puller == nil {
+		if errdefs.IsNotFound(err) {
+			return nil, errdefs.NotFound("image %s not found locally and no registry to pull it from", ref)
+		}
+		return img, err
+	}
+	return b.Puller.Pull(ctx, ref)
+}
+
+func kindOf(err error) error {
+	var e *errdefs.Error
+	if errors.As(err, &e) {
+		return e.Kind()
+	}
+	return errdefs.ErrInternal
+}
+
+func containerID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func done(number int, id string, d time.Duration, l *image.Layer) *builderv1.BuildEvent {
+	ev := &builderv1.StepDone{ImageId: id, Duration: durationpb.New(d), EmptyLayer: l == nil}
+	if l != nil {
+		ev.LayerSize, ev.LayerBlobSize = l.DiffSize, l.Blob.Size
+	}
+	return &builderv1.BuildEvent{Step: int32(number), Event: &builderv1.BuildEvent_Done{Done: ev}}
+}

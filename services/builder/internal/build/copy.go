@@ -1,0 +1,590 @@
+package build
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/bzip2"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/cache"
+	"github.com/strata-build/strata/services/builder/internal/image"
+)
+
+// Paths inside a step's root filesystem are always resolved with
+// securejoin, as if the root were "/": a symlink a lower layer planted
+// (`RUN ln -s / /app`, then `COPY f /app/x`) resolves inside the root, never
+// onto the builder's host. Nothing runs in the root while files are copied,
+// so there is no race to guard against beyond that.
+
+// owner is a uid/gid pair.
+type owner struct{ uid, gid int }
+
+// copy carries out a COPY or ADD into a mounted root filesystem.
+func (r *run) copy(ctx context.Context, st *step, m Mount) error {
+	cp := st.copy
+	root := m.Root()
+	var own *owner
+	if cp.chown != "" {
+		o, err := resolveChown(root, cp.chown)
+		if err != nil {
+			return errdefs.InvalidArgument("Dockerfile:%d: --chown=%s: %v", st.line, cp.chown, err)
+		}
+		own = &o
+	}
+	c := &copier{root: root, chmod: cp.chmod, own: own, store: r.b.Contexts, ctx: ctx}
+	if cp.fromStage != nil || cp.fromImage != nil {
+		var layers []image.Layer
+		if cp.fromStage != nil {
+			layers = r.results[cp.fromStage].Layers()
+		} else {
+			layers = cp.fromImage.Layers()
+		}
+		src, err := r.b.Snapshots.Mount(ctx, layers, false)
+		if err != nil {
+			return fmt.Errorf("mounting the source of COPY --from: %w", err)
+		}
+		defer src.Release()
+		hash, err := c.fromRoot(src.Root(), cp)
+		if err != nil {
+			return errdefs.New(kindOf(err), "Dockerfile:%d: %w", st.line, err)
+		}
+		shell := st.containerConfig.Cmd[:len(st.containerConfig.Cmd)-1]
+		cp.containerCmd = append(slices.Clone(shell), "#(nop) "+copyComment(strings.ToUpper(st.cmd.Name()), &copyPlan{chown: cp.chown, hash: hash, dest: cp.dest}))
+		return nil
+	}
+	for _, f := range cp.files {
+		if err := c.fromContext(cp, f, r.req.Context); err != nil {
+			return errdefs.New(kindOf(err), "Dockerfile:%d: %s %s: %w", st.line, strings.ToUpper(st.cmd.Name()), f.src, err)
+		}
+	}
+	return nil
+}
+
+type copier struct {
+	ctx   context.Context
+	root  string
+	chmod *fs.FileMode
+	own   *owner
+	store *buildctx.Store
+}
+
+// resolve returns the host path of an absolute path inside the root.
+func (c *copier) resolve(p string) (string, error) {
+	return securejoin.SecureJoin(c.root, p)
+}
+
+// mkdirAll creates a directory and its missing parents inside the root,
+// 0755 and owned by the --chown owner (root otherwise), as Docker creates
+// them.
+func (c *copier) mkdirAll(p string) (string, error) {
+	host, err := c.resolve(p)
+	if err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(host); err == nil {
+		if !fi.IsDir() {
+			return "", errdefs.InvalidArgument("%s exists and is not a directory", p)
+		}
+		return host, nil
+	}
+	parent := path.Dir(path.Clean(p))
+	if parent != p {
+		if _, err := c.mkdirAll(parent); err != nil {
+			return "", err
+		}
+	}
+	// The parent now exists; resolve again so a symlinked parent is followed.
+	if host, err = c.resolve(p); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(host, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	o := owner{}
+	if c.own != nil {
+		o = *c.own
+	}
+	return host, os.Lchown(host, o.uid, o.gid)
+}
+
+// destFor returns the destination of a single source named base.
+func destFor(cp *copyPlan, base string, rootDirExists bool) string {
+	if cp.destDir || rootDirExists {
+		return path.Join(cp.dest, base)
+	}
+	return cp.dest
+}
+
+func (c *copier) isDir(p string) bool {
+	host, err := c.resolve(p)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Stat(host)
+	return err == nil && fi.IsDir()
+}
+
+// fromContext copies one source of the context (or a heredoc, or a
+// download) into the root.
+func (c *copier) fromContext(cp *copyPlan, f copyFile, bctx *buildctx.Context) error {
+	if f.entry == nil { // a heredoc
+		dst := destFor(cp, path.Base(f.name), c.isDir(cp.dest))
+		mode := fs.FileMode(0o644)
+		return c.writeFile(dst, bytes.NewReader(f.data), mode, owner{}, time.Now())
+	}
+	e := f.entry
+	if e.Mode.IsDir() {
+		if _, err := c.mkdirAll(cp.dest); err != nil {
+			return err
+		}
+		base := e.Path
+		return bctx.Walk(base, func(x *buildctx.Entry) error {
+			if err := c.ctx.Err(); err != nil {
+				return err
+			}
+			if x == e {
+				return nil
+			}
+			rel := strings.TrimPrefix(strings.TrimPrefix(x.Path, base), "/")
+			if base == "." {
+				rel = x.Path
+			}
+			return c.entry(path.Join(cp.dest, rel), x, owner{})
+		})
+	}
+	if f.unpack {
+		if ok, err := c.unpack(cp, e); ok || err != nil {
+			return err
+		}
+	}
+	name := path.Base(e.Path)
+	if f.name != "" {
+		name = f.name
+	}
+	return c.entry(destFor(cp, name, c.isDir(cp.dest)), e, owner{})
+}
+
+// entry writes one context entry at dst: context files belong to root (or
+// the --chown owner) in the image, whoever owned them on the client.
+func (c *copier) entry(dst string, e *buildctx.Entry, own owner) error {
+	if c.own != nil {
+		own = *c.own
+	}
+	mtime := time.Unix(0, e.ModTimeNano)
+	switch {
+	case e.Mode.IsDir():
+		host, err := c.mkdirAll(dst)
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(host, own.uid, own.gid); err != nil {
+			return err
+		}
+		if err := os.Chmod(host, c.mode(e.Mode)); err != nil {
+			return err
+		}
+		return setMtime(host, mtime)
+	case e.Mode&fs.ModeSymlink != 0:
+		return c.symlink(dst, e.LinkTarget, own, mtime)
+	default:
+		f, err := os.Open(c.store.Path(e.Digest))
+		if err != nil {
+			return fmt.Errorf("context content %s: %w", e.Digest, err)
+		}
+		defer f.Close()
+		return c.writeFile(dst, f, e.Mode, own, mtime)
+	}
+}
+
+func (c *copier) mode(m fs.FileMode) fs.FileMode {
+	perm := m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
+	if c.chmod != nil {
+		perm = *c.chmod
+	}
+	return perm
+}
+
+// parentOf creates the parent of dst and returns dst's host path, with the
+// last element not resolved (so an existing symlink there is replaced, not
+// followed).
+func (c *copier) parentOf(dst string) (string, error) {
+	parent, err := c.mkdirAll(path.Dir(dst))
+	if err != nil {
+		return "", err
+	}
+	base := path.Base(dst)
+	if base == "/" || base == "." || base == ".." {
+		return "", errdefs.InvalidArgument("cannot write to %s", dst)
+	}
+	return filepath.Join(parent, base), nil
+}
+
+func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mtime time.Time) error {
+	host, err := c.parentOf(dst)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Lstat(host); err == nil {
+		if fi.IsDir() {
+			return errdefs.InvalidArgument("cannot copy a file onto the directory %s", dst)
+		}
+		if err := os.Remove(host); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chown(own.uid, own.gid); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(c.mode(m)); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return setMtime(host, mtime)
+}
+
+func (c *copier) symlink(dst, target string, own owner, mtime time.Time) error {
+	host, err := c.parentOf(dst)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Lstat(host); err == nil {
+		if fi.IsDir() {
+			return errdefs.InvalidArgument("cannot copy a symlink onto the directory %s", dst)
+		}
+		if err := os.Remove(host); err != nil {
+			return err
+		}
+	}
+	if err := os.Symlink(target, host); err != nil {
+		return err
+	}
+	if err := os.Lchown(host, own.uid, own.gid); err != nil {
+		return err
+	}
+	return setMtime(host, mtime)
+}
+
+func setMtime(host string, t time.Time) error {
+	ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, host, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// fromRoot copies sources out of another image's root filesystem (COPY
+// --from), keeping their owners unless --chown is given, as Docker does. It
+// returns the history hash of what it copied.
+func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
+	var hashes []string
+	var srcs []string
+	for _, s := range cp.srcs {
+		if strings.ContainsAny(s, "*?[") {
+			matches, err := globIn(srcRoot, s)
+			if err != nil {
+				return "", err
+			}
+			if len(matches) == 0 {
+				return "", errdefs.NotFound("COPY --from: no source files match %s", s)
+			}
+			srcs = append(srcs, matches...)
+			continue
+		}
+		srcs = append(srcs, path.Clean("/"+s))
+	}
+	if len(srcs) > 1 && !cp.destDir {
+		return "", errdefs.InvalidArgument("When using COPY with more than one source file, the destination must be a directory and end with a /")
+	}
+	for _, s := range srcs {
+		host, err := securejoin.SecureJoin(srcRoot, s)
+		if err != nil {
+			return "", err
+		}
+		fi, err := os.Lstat(host)
+		if err != nil {
+			return "", errdefs.NotFound("COPY --from: %s: not found in the source image", s)
+		}
+		var subs []string
+		if fi.IsDir() {
+			if _, err := c.mkdirAll(cp.dest); err != nil {
+				return "", err
+			}
+			err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if err := c.ctx.Err(); err != nil {
+					return err
+				}
+				rel, _ := filepath.Rel(host, p)
+				if rel == "." {
+					return nil
+				}
+				h, err := c.hostEntry(p, path.Join(cp.dest, filepath.ToSlash(rel)))
+				subs = append(subs, h)
+				return err
+			})
+			if err != nil {
+				return "", err
+			}
+			slices.Sort(subs)
+			hashes = append(hashes, "dir:"+cache.New("dir").Strings(subs).Digest().Encoded())
+			continue
+		}
+		h, err := c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.dest)))
+		if err != nil {
+			return "", err
+		}
+		hashes = append(hashes, "file:"+h)
+	}
+	if len(hashes) == 1 {
+		return hashes[0], nil
+	}
+	return "multi:" + cache.New("multi").Strings(hashes).Digest().Encoded(), nil
+}
+
+// hostEntry copies one file, directory or symlink of a source root to dst
+// and returns its hash for history.
+func (c *copier) hostEntry(src, dst string) (string, error) {
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return "", err
+	}
+	st, _ := fi.Sys().(*unix.Stat_t)
+	own := owner{}
+	if st != nil {
+		own = owner{int(st.Uid), int(st.Gid)}
+	}
+	if c.own != nil {
+		own = *c.own
+	}
+	h := cache.New("file").String(dst).Int(int64(fi.Mode())).Int(int64(own.uid)).Int(int64(own.gid)).Int(fi.Size()).Int(fi.ModTime().UnixNano())
+	switch {
+	case fi.IsDir():
+		host, err := c.mkdirAll(dst)
+		if err != nil {
+			return "", err
+		}
+		if err := os.Lchown(host, own.uid, own.gid); err != nil {
+			return "", err
+		}
+		if err := os.Chmod(host, c.mode(fi.Mode())); err != nil {
+			return "", err
+		}
+		return h.Digest().Encoded(), setMtime(host, fi.ModTime())
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Readlink(src)
+		if err != nil {
+			return "", err
+		}
+		return h.String(target).Digest().Encoded(), c.symlink(dst, target, own, fi.ModTime())
+	case fi.Mode().IsRegular():
+		f, err := os.Open(src)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		return h.Digest().Encoded(), c.writeFile(dst, f, fi.Mode(), own, fi.ModTime())
+	default:
+		return "", errdefs.InvalidArgument("COPY --from: %s is a device or socket, which COPY does not copy", dst)
+	}
+}
+
+// globIn matches a wildcard pattern against the paths of a root.
+func globIn(root, pattern string) ([]string, error) {
+	pattern = path.Clean("/" + pattern)
+	dir := path.Dir(pattern)
+	for strings.ContainsAny(dir, "*?[") {
+		dir = path.Dir(dir)
+	}
+	host, err := securejoin.SecureJoin(root, dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(host, p)
+		full := path.Join(dir, filepath.ToSlash(rel))
+		if ok, _ := path.Match(pattern, full); ok {
+			out = append(out, full)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// unpack extracts a local archive that ADD names into the destination
+// directory, as Docker does for tar, gzip and bzip2 archives. It reports
+// false, and does nothing, when the file is not an archive.
+func (c *copier) unpack(cp *copyPlan, e *buildctx.Entry) (bool, error) {
+	f, err := os.Open(c.store.Path(e.Digest))
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	head, _ := br.Peek(512)
+	var r io.Reader
+	switch {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return false, nil
+		}
+		defer gz.Close()
+		r = gz
+	case bytes.HasPrefix(head, []byte("BZh")):
+		r = bzip2.NewReader(br)
+	case len(head) >= 262 && bytes.Equal(head[257:262], []byte("ustar")):
+		r = br
+	default:
+		return false, nil
+	}
+	tr := tar.NewReader(r)
+	hdr, err := tr.Next()
+	if err != nil {
+		// Not a tar after all (a plain .gz file): Docker copies it as is.
+		return false, nil
+	}
+	if _, err := c.mkdirAll(cp.dest); err != nil {
+		return true, err
+	}
+	for ; err == nil; hdr, err = tr.Next() {
+		if err := c.ctx.Err(); err != nil {
+			return true, err
+		}
+		if err := c.tarEntry(cp.dest, hdr, tr); err != nil {
+			return true, fmt.Errorf("extracting %s: %w", hdr.Name, err)
+		}
+	}
+	if err != io.EOF {
+		return true, errdefs.InvalidArgument("archive %s: %v", e.Path, err)
+	}
+	return true, nil
+}
+
+// tarEntry writes one archive entry under dir. Names are taken relative to
+// dir whatever they say ("../x" and "/x" stay inside), and hard links may
+// only point at entries inside dir.
+func (c *copier) tarEntry(dir string, hdr *tar.Header, r io.Reader) error {
+	name := path.Clean("/" + hdr.Name)
+	if name == "/" {
+		return nil
+	}
+	dst := path.Join(dir, name)
+	own := owner{hdr.Uid, hdr.Gid}
+	if c.own != nil {
+		own = *c.own
+	}
+	mode := fs.FileMode(hdr.Mode).Perm()
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		host, err := c.mkdirAll(dst)
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(host, own.uid, own.gid); err != nil {
+			return err
+		}
+		return os.Chmod(host, mode)
+	case tar.TypeReg, tar.TypeRegA:
+		return c.writeFile(dst, r, mode, own, hdr.ModTime)
+	case tar.TypeSymlink:
+		return c.symlink(dst, hdr.Linkname, own, hdr.ModTime)
+	case tar.TypeLink:
+		target, err := c.resolve(path.Join(dir, path.Clean("/"+hdr.Linkname)))
+		if err != nil {
+			return err
+		}
+		host, err := c.parentOf(dst)
+		if err != nil {
+			return err
+		}
+		_ = os.Remove(host)
+		return os.Link(target, host)
+	default:
+		return nil // devices and fifos are not extracted by an unprivileged ADD
+	}
+}
+
+// resolveChown turns "user[:group]" into IDs, looking names up in the
+// image's /etc/passwd and /etc/group as Docker does.
+func resolveChown(root, spec string) (owner, error) {
+	u, g, _ := splitChown(spec)
+	uid, err := lookupID(root, "/etc/passwd", u)
+	if err != nil {
+		return owner{}, err
+	}
+	gid := uid
+	if g != "" {
+		if gid, err = lookupID(root, "/etc/group", g); err != nil {
+			return owner{}, err
+		}
+	}
+	return owner{uid, gid}, nil
+}
+
+func lookupID(root, file, name string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("negative ID %d", n)
+		}
+		return n, nil
+	}
+	host, err := securejoin.SecureJoin(root, file)
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile(host)
+	if err != nil {
+		return 0, fmt.Errorf("no %s in the image to look up %q in", file, name)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) >= 3 && f[0] == name {
+			return strconv.Atoi(f[2])
+		}
+	}
+	return 0, fmt.Errorf("%s has no entry %q", file, name)
+}
+
+// mkdirIn creates a WORKDIR in a root filesystem, owned by root and 0755
+// as Docker creates it, resolving symlinks inside the root.
+func mkdirIn(root, dir string, _ *image.ContainerConfig) error {
+	c := &copier{root: root}
+	_, err := c.mkdirAll(dir)
+	if err != nil {
+		return errdefs.InvalidArgument("WORKDIR %s: %v", dir, err)
+	}
+	return nil
+}
