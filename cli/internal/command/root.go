@@ -108,6 +108,7 @@ func NewRoot(c *CLI) *cobra.Command {
 
 	image := newImageCommand()
 	addImageCommands(c, root, image,
+		newBuildCommand,
 		newHistoryCommand,
 		newImportCommand,
 		newInspectCommand,

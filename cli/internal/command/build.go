@@ -1,0 +1,437 @@
+package command
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/go-units"
+	"github.com/spf13/cobra"
+
+	"github.com/strata-build/strata/cli/internal/buildcontext"
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+)
+
+// entriesPerMessage keeps a context's file list messages well under the
+// 16 MiB message limit.
+const entriesPerMessage = 4096
+
+type buildOptions struct {
+	tags       []string
+	file       string
+	buildArgs  []string
+	target     string
+	labels     []string
+	noCache    bool
+	quiet      bool
+	network    string
+	progress   string
+	contextDir string
+}
+
+func newBuildCommand(c *CLI) *cobra.Command {
+	var o buildOptions
+	cmd := &cobra.Command{
+		Use:   "build [OPTIONS] PATH",
+		Short: "Build an image from a Dockerfile",
+		Args:  exactArgs(1),
+		Example: "  strata image build -t my-nginx -f Dockerfile-1 .\n" +
+			"  strata image build --build-arg VERSION=1.2 --target runtime -t app:1.2 .\n" +
+			"  strata image build --no-cache --progress=plain -t app .",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.contextDir = args[0]
+			return c.runBuild(cmd, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.tags, "tag", "t", nil, "Name and optionally a tag in the 'name:tag' format")
+	f.StringVarP(&o.file, "file", "f", "", "Name of the Dockerfile (Default is 'PATH/Dockerfile')")
+	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "Set build-time variables")
+	f.StringVar(&o.target, "target", "", "Set the target build stage to build.")
+	f.StringArrayVar(&o.labels, "label", nil, "Set metadata for an image")
+	f.BoolVar(&o.noCache, "no-cache", false, "Do not use cache when building the image")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "Suppress the build output and print image ID on success")
+	f.StringVar(&o.network, "network", "default", "Set the networking mode for the RUN instructions during build (default, none, host)")
+	f.StringVar(&o.progress, "progress", "auto", "Set type of progress output (auto, plain, quiet)")
+	return cmd
+}
+
+func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
+	opts := &builderv1.BuildOptions{Tags: o.tags, Target: o.target, NoCache: o.noCache, BuildArgs: map[string]string{}, Labels: map[string]string{}}
+	switch o.network {
+	case "", "default", "bridge":
+	case "none":
+		opts.Network = builderv1.NetworkMode_NETWORK_MODE_NONE
+	case "host":
+		opts.Network = builderv1.NetworkMode_NETWORK_MODE_HOST
+	default:
+		return fmt.Errorf("invalid --network %q: want default, none or host", o.network)
+	}
+	for _, a := range o.buildArgs {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			if v, set := os.LookupEnv(k); set {
+				opts.BuildArgs[k] = v
+			}
+			opts.BuildArgNames = append(opts.BuildArgNames, k)
+			continue
+		}
+		opts.BuildArgs[k] = v
+	}
+	for _, l := range o.labels {
+		k, v, _ := strings.Cut(l, "=")
+		opts.Labels[k] = v
+	}
+	var p printer
+	switch o.progress {
+	case "quiet":
+		o.quiet = true
+	case "auto", "plain", "tty":
+	default:
+		return fmt.Errorf("invalid --progress %q: want auto, plain or quiet", o.progress)
+	}
+	switch {
+	case o.quiet:
+		p = &quietPrinter{out: c.Out}
+	case o.progress == "tty" || o.progress == "auto" && c.outIsTerminal():
+		p = newLivePrinter(c.Out)
+	default:
+		p = &classicPrinter{out: c.Out}
+	}
+
+	contextDir, err := filepath.Abs(o.contextDir)
+	if err != nil {
+		return err
+	}
+	dockerfileRel := "Dockerfile"
+	if o.file == "-" {
+		b, err := io.ReadAll(io.LimitReader(c.In, 1<<20+1))
+		if err != nil {
+			return fmt.Errorf("reading the Dockerfile from stdin: %w", err)
+		}
+		opts.DockerfileContent = b
+		dockerfileRel = ""
+	} else if o.file != "" {
+		// As with Docker, -f is relative to the current directory.
+		abs, err := filepath.Abs(o.file)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(contextDir, abs)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			b, err := os.ReadFile(abs)
+			if err != nil {
+				return fmt.Errorf("unable to prepare context: %w", err)
+			}
+			opts.DockerfileContent = b
+			dockerfileRel = ""
+		} else {
+			dockerfileRel = filepath.ToSlash(rel)
+		}
+	}
+	opts.Dockerfile = dockerfileRel
+
+	cacheDir := ""
+	if dir, err := os.UserCacheDir(); err == nil {
+		cacheDir = filepath.Join(dir, "strata", "context")
+	}
+	bctx, err := buildcontext.Walk(buildcontext.Options{Dir: contextDir, Dockerfile: dockerfileRel, CacheDir: cacheDir})
+	if err != nil {
+		return err
+	}
+	builder, err := c.builder()
+	if err != nil {
+		return err
+	}
+	stream, err := builder.Build(cmd.Context())
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Options{Options: opts}}); err != nil {
+		return recvErr(stream, err)
+	}
+	for i := 0; i == 0 || i < len(bctx.Entries); i += entriesPerMessage {
+		end := min(i+entriesPerMessage, len(bctx.Entries))
+		msg := &builderv1.ContextEntries{Entries: bctx.Entries[i:end], Last: end == len(bctx.Entries)}
+		if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Entries{Entries: msg}}); err != nil {
+			return recvErr(stream, err)
+		}
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	req := first.GetContextRequest()
+	if req == nil {
+		return errors.New("the builder did not ask for the context")
+	}
+	sent, err := bctx.Send(req.GetDigests(), func(fd *builderv1.FileData) error {
+		return stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_FileData{FileData: fd}})
+	})
+	if err != nil {
+		return recvErr(stream, err)
+	}
+	_ = stream.CloseSend()
+	p.context(sent, bctx.Size)
+
+	var result *builderv1.BuildResult
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.fail()
+			return err
+		}
+		if ev := resp.GetEvent(); ev != nil {
+			p.event(ev)
+		}
+		if r := resp.GetResult(); r != nil {
+			result = r
+		}
+	}
+	if result == nil {
+		return errors.New("the builder ended the build without a result")
+	}
+	p.result(result)
+	return nil
+}
+
+// recvErr returns the server's error when a send failed because the server
+// ended the stream.
+func recvErr(stream interface {
+	Recv() (*builderv1.BuildResponse, error)
+}, sendErr error) error {
+	if errors.Is(sendErr, io.EOF) {
+		for {
+			if _, err := stream.Recv(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return sendErr
+				}
+				return err
+			}
+		}
+	}
+	return sendErr
+}
+
+// printer shows a build's progress.
+type printer interface {
+	context(sent, total int64)
+	event(ev *builderv1.BuildEvent)
+	fail()
+	result(r *builderv1.BuildResult)
+}
+
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// classicPrinter prints what Docker's classic builder prints.
+type classicPrinter struct {
+	out     io.Writer
+	cached  bool
+	cid     string
+	inStep  bool
+	outputs bool
+}
+
+func (p *classicPrinter) context(sent, total int64) {
+	fmt.Fprintf(p.out, "Sending build context to Strata builder  %s (%s in context)\n\n", units.HumanSize(float64(sent)), units.HumanSize(float64(total)))
+}
+
+func (p *classicPrinter) event(ev *builderv1.BuildEvent) {
+	switch e := ev.GetEvent().(type) {
+	case *builderv1.BuildEvent_Started:
+		s := e.Started
+		fmt.Fprintf(p.out, "Step %d/%d : %s\n", ev.GetStep(), s.GetTotalSteps(), s.GetInstruction())
+		p.cached, p.cid = false, s.GetContainerId()
+	case *builderv1.BuildEvent_Cached:
+		p.cached = true
+		fmt.Fprintln(p.out, " ---> Using cache")
+	case *builderv1.BuildEvent_Output:
+		if p.cid != "" && !p.outputs {
+			p.outputs = true
+		}
+		p.running()
+		p.out.Write(e.Output.GetData())
+	case *builderv1.BuildEvent_Done:
+		if !p.cached && p.cid != "" {
+			p.running()
+			fmt.Fprintf(p.out, "Removing intermediate container %s\n", shortID(p.cid))
+		}
+		fmt.Fprintf(p.out, " ---> %s\n", shortID(e.Done.GetImageId()))
+		p.cid, p.inStep, p.outputs = "", false, false
+	case *builderv1.BuildEvent_Warning:
+		fmt.Fprintln(p.out, e.Warning.GetMessage())
+	}
+}
+
+// running prints " ---> Running in" once per step that runs a container.
+func (p *classicPrinter) running() {
+	if p.cid != "" && !p.inStep {
+		p.inStep = true
+		fmt.Fprintf(p.out, " ---> Running in %s\n", shortID(p.cid))
+	}
+}
+
+func (p *classicPrinter) fail() {}
+
+func (p *classicPrinter) result(r *builderv1.BuildResult) {
+	fmt.Fprintf(p.out, "Successfully built %s\n", shortID(r.GetImageId()))
+	for _, t := range r.GetTags() {
+		fmt.Fprintf(p.out, "Successfully tagged %s\n", t)
+	}
+}
+
+// quietPrinter prints the image ID only.
+type quietPrinter struct{ out io.Writer }
+
+func (p *quietPrinter) context(int64, int64)             {}
+func (p *quietPrinter) event(*builderv1.BuildEvent)      {}
+func (p *quietPrinter) fail()                            {}
+func (p *quietPrinter) result(r *builderv1.BuildResult) { fmt.Fprintln(p.outw(), r.GetImageId()) }
+func (p *quietPrinter) outw() io.Writer {
+	if p.out == nil {
+		return os.Stdout
+	}
+	return p.out
+}
+
+// livePrinter shows a compact view on a terminal: one line per finished
+// step with its time, the running step's line with a live timer, and RUN
+// output as it comes.
+type livePrinter struct {
+	out   io.Writer
+	mu    sync.Mutex
+	start time.Time
+	stop  chan struct{}
+
+	step     int32
+	total    int32
+	text     string
+	stepAt   time.Time
+	cached   bool
+	drawn    bool
+	ctxBytes int64
+}
+
+func newLivePrinter(out io.Writer) *livePrinter {
+	p := &livePrinter{out: out, start: time.Now(), stop: make(chan struct{})}
+	go p.tick()
+	return p
+}
+
+func (p *livePrinter) tick() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			p.redraw()
+			p.mu.Unlock()
+		}
+	}
+}
+
+func (p *livePrinter) clear() {
+	if p.drawn {
+		fmt.Fprint(p.out, "\r\x1b[K")
+		p.drawn = false
+	}
+}
+
+func (p *livePrinter) redraw() {
+	if p.step == 0 {
+		return
+	}
+	p.clear()
+	fmt.Fprintf(p.out, "\x1b[1m => [%d/%d] %s\x1b[0m %s", p.step, p.total, shorten(p.text, 70), secs(time.Since(p.stepAt)))
+	p.drawn = true
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
+
+func shorten(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+func (p *livePrinter) context(sent, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.out, "[+] Building: context %s sent (%s in context)\n", units.HumanSize(float64(sent)), units.HumanSize(float64(total)))
+}
+
+func (p *livePrinter) event(ev *builderv1.BuildEvent) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e := ev.GetEvent().(type) {
+	case *builderv1.BuildEvent_Started:
+		p.step, p.total, p.text, p.stepAt, p.cached = ev.GetStep(), e.Started.GetTotalSteps(), e.Started.GetInstruction(), time.Now(), false
+		p.redraw()
+	case *builderv1.BuildEvent_Cached:
+		p.cached = true
+	case *builderv1.BuildEvent_Output:
+		p.clear()
+		data := strings.TrimRight(string(e.Output.GetData()), "\n")
+		color := "\x1b[2m"
+		if e.Output.GetStream() == builderv1.OutputStream_OUTPUT_STREAM_STDERR {
+			color = "\x1b[31m"
+		}
+		fmt.Fprintf(p.out, "%s    %s\x1b[0m\n", color, data)
+		p.redraw()
+	case *builderv1.BuildEvent_Done:
+		if p.step != ev.GetStep() {
+			return
+		}
+		p.clear()
+		label := ""
+		if p.cached {
+			label = "CACHED "
+		}
+		fmt.Fprintf(p.out, " => %s[%d/%d] %s %s\n", label, p.step, p.total, shorten(p.text, 70), secs(e.Done.GetDuration().AsDuration()))
+		p.step = 0
+	case *builderv1.BuildEvent_Warning:
+		p.clear()
+		fmt.Fprintf(p.out, "\x1b[33m%s\x1b[0m\n", e.Warning.GetMessage())
+		p.redraw()
+	}
+}
+
+func (p *livePrinter) fail() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.stop)
+	p.clear()
+	if p.step != 0 {
+		fmt.Fprintf(p.out, " => ERROR [%d/%d] %s %s\n", p.step, p.total, shorten(p.text, 70), secs(time.Since(p.stepAt)))
+	}
+}
+
+func (p *livePrinter) result(r *builderv1.BuildResult) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.stop)
+	p.clear()
+	fmt.Fprintf(p.out, " => built %s in %s\n", shortID(r.GetImageId()), secs(time.Since(p.start)))
+	for _, t := range r.GetTags() {
+		fmt.Fprintf(p.out, " => naming to %s\n", t)
+	}
+}
