@@ -24,6 +24,7 @@ type config struct {
 	metadataAddr  string
 	blobstoreAddr string
 	limits        transfer.Limits
+	builds        buildConfig
 }
 
 func (c *config) register(fs *flagenv.Set) {
@@ -32,6 +33,7 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.limits.MaxLayerSize, "max-layer-size", transfer.DefaultMaxLayerSize, "most bytes one layer may hold uncompressed (import, load, pull)")
 	fs.Int64Var(&c.limits.MaxExpansion, "max-expansion", transfer.DefaultMaxExpansion, "most a compressed layer may expand, uncompressed bytes per compressed byte, past 256 MiB")
 	fs.Int64Var(&c.limits.MaxArchiveSize, "max-archive-size", transfer.DefaultMaxArchiveSize, "most bytes a load archive may hold")
+	c.builds.register(fs)
 }
 
 func (c *config) validate(fs *flagenv.Set) error {
@@ -41,6 +43,7 @@ func (c *config) validate(fs *flagenv.Set) error {
 			errs = append(errs, fs.Invalid(name, errors.New("must be positive")))
 		}
 	}
+	errs = append(errs, c.builds.validate(fs))
 	return errors.Join(errs...)
 }
 
@@ -64,7 +67,13 @@ func main() {
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits))
-			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(server.WithTransfers(transfers)))
+			builds, err := cfg.builds.wire(blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, log)
+			if err != nil {
+				metaConn.Close()
+				blobConn.Close()
+				return nil, err
+			}
+			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(server.WithTransfers(transfers), server.WithBuilds(builds)))
 			return func() {
 				metaConn.Close()
 				blobConn.Close()

@@ -250,6 +250,9 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 	out := newLineWriter(st.number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
 	errw := newLineWriter(st.number, builderv1.OutputStream_OUTPUT_STREAM_STDERR, r.events)
+	if r.b.Sandbox == nil {
+		return errdefs.Unimplemented("Dockerfile:%d: this builder has no sandbox to run RUN steps in", st.line)
+	}
 	cwd := st.config.WorkingDir
 	if cwd == "" {
 		cwd = "/"

@@ -223,6 +223,9 @@ func (p *planner) stage(ctx context.Context, pl *plan, i int, byIndex map[int]*s
 		if stp.trigger {
 			stp.line = s.Line
 		}
+		// The args the step sees: those in scope before it (an ARG's own
+		// value reaches the key through the steps that use it).
+		stp.args = st.Args.InScope(st.Config.Env)
 		if err := st.Expand(cmd); err != nil {
 			return nil, err
 		}
@@ -265,7 +268,6 @@ func (p *planner) stage(ctx context.Context, pl *plan, i int, byIndex map[int]*s
 		}
 		stp.config = st.Config.Clone()
 		stp.author = st.Maintainer
-		stp.args = st.Args.InScope(st.Config.Env)
 		cc := st.Config.Clone()
 		cc.Cmd = commit.ContainerCmd
 		if stp.kind == kindRun {

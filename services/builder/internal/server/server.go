@@ -15,6 +15,7 @@ type Server struct {
 	builderv1.UnimplementedBuildServiceServer
 
 	transfers *transfer.Service
+	builds    *Builds
 }
 
 // Option gives the Server one of its dependencies.

@@ -1,0 +1,84 @@
+package build
+
+import (
+	"context"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/snapshot"
+)
+
+// The adapters below fit the builder's runtime packages (snapshot, layer)
+// to the small interfaces a build uses, so that the orchestration reads as
+// steps and can be tested without mounts.
+
+// BlobSource opens blobs of the blob store.
+type BlobSource interface {
+	Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
+}
+
+// BlobSink opens uploads whose digest is known only once written.
+type BlobSink func(ctx context.Context, mediaType string) (layer.BlobWriter, error)
+
+// SnapshotStore mounts steps over a snapshot.Store, unpacking missing layers
+// from blobs.
+func SnapshotStore(s *snapshot.Store, blobs BlobSource) Snapshots {
+	return snapshots{s: s, blobs: blobs}
+}
+
+type snapshots struct {
+	s     *snapshot.Store
+	blobs BlobSource
+}
+
+func (s snapshots) Mount(ctx context.Context, layers []image.Layer, withInit bool) (Mount, error) {
+	ls := make([]snapshot.Layer, len(layers))
+	for i, l := range layers {
+		blob := l.Blob.Digest
+		ls[i] = snapshot.Layer{DiffID: l.DiffID, Open: func(ctx context.Context) (io.ReadCloser, error) {
+			return s.blobs.Open(ctx, blob)
+		}}
+	}
+	var opts []snapshot.PrepareOpt
+	if withInit {
+		opts = append(opts, snapshot.WithInit())
+	}
+	a, err := s.s.Prepare(ctx, ls, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return active{a}, nil
+}
+
+type active struct{ a *snapshot.Active }
+
+func (a active) Root() string  { return a.a.RootFS() }
+func (a active) Upper() string { return a.a.UpperDir() }
+func (a active) Release() error {
+	return a.a.Release()
+}
+
+func (a active) Commit(ctx context.Context, l image.Layer) error {
+	_, err := a.a.Commit(ctx, l.DiffID, l.DiffSize)
+	return err
+}
+
+// LayerWriter writes diffs as gzip layers through sink.
+func LayerWriter(sink BlobSink) Layers { return layers{sink} }
+
+type layers struct{ sink BlobSink }
+
+func (l layers) WriteDiff(ctx context.Context, upperDir string) (image.Layer, error) {
+	w, err := l.sink(ctx, layer.MediaTypeGzip)
+	if err != nil {
+		return image.Layer{}, err
+	}
+	d, err := layer.WriteDiff(ctx, w, upperDir)
+	if err != nil {
+		return image.Layer{}, err
+	}
+	return image.Layer{Blob: d.OCI(), DiffID: d.DiffID, DiffSize: d.DiffSize}, nil
+}

@@ -1,0 +1,116 @@
+package buildctx
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+func file(p, body string) *builderv1.FileEntry {
+	return &builderv1.FileEntry{Path: p, Mode: 0o100644, Size: int64(len(body)), Digest: string(digest.FromString(body))}
+}
+
+func link(p, target string) *builderv1.FileEntry {
+	return &builderv1.FileEntry{Path: p, Mode: 0o120777, LinkTarget: target}
+}
+
+func TestTraversalNamesAreRefused(t *testing.T) {
+	for _, name := range []string{"../x", "/etc/passwd", "a/../../b", "a//b", "./a", "a/.", "", "a\x00b"} {
+		_, err := New([]*builderv1.FileEntry{file(name, "x")})
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("New with path %q: err = %v, want INVALID_ARGUMENT", name, err)
+		}
+	}
+	if _, err := New([]*builderv1.FileEntry{{Path: "f", Mode: 0o100644, Digest: "sha256:../../x"}}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a malformed digest: err = %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+func TestResolveStaysInsideTheContext(t *testing.T) {
+	c, err := New([]*builderv1.FileEntry{
+		file("dir/f", "f"),
+		link("abs", "/dir/f"),
+		link("rel", "dir/f"),
+		link("out", "/etc/shadow"),
+		link("up", "../../../dir/f"),
+		link("loop", "loop"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for src, want := range map[string]string{"dir/f": "dir/f", "abs": "dir/f", "rel": "dir/f", "up": "dir/f", "./dir/../dir/f": "dir/f", "dir": "dir"} {
+		e, err := c.Resolve(src)
+		if err != nil || e.Path != want {
+			t.Errorf("Resolve(%q) = %v, %v; want %s", src, e, err, want)
+		}
+	}
+	for src, kind := range map[string]error{"out": errdefs.ErrNotFound, "../x": errdefs.ErrInvalidArgument, "dir/../../x": errdefs.ErrInvalidArgument, "loop": errdefs.ErrInvalidArgument, "nope": errdefs.ErrNotFound} {
+		if _, err := c.Resolve(src); err == nil || !errors.Is(err, kind) {
+			t.Errorf("Resolve(%q) err = %v, want %v", src, err, kind)
+		}
+	}
+}
+
+func TestStoreVerifiesContent(t *testing.T) {
+	s, err := NewStore(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromString("hello")
+	w, _ := s.NewWriter(d)
+	io.WriteString(w, "hellO")
+	if err := w.Commit(); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("committing the wrong bytes: err = %v, want INVALID_ARGUMENT", err)
+	}
+	if m := s.Missing([]digest.Digest{d}); len(m) != 1 {
+		t.Fatal("wrong bytes became visible")
+	}
+	w, _ = s.NewWriter(d)
+	io.WriteString(w, "hello")
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if m := s.Missing([]digest.Digest{d}); len(m) != 0 {
+		t.Fatalf("Missing after commit = %v", m)
+	}
+	f, _ := s.Open(d)
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "hello" {
+		t.Errorf("content = %q", b)
+	}
+	if _, err := s.NewWriter(digest.Digest("sha256:" + strings.Repeat("z", 64))); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a malformed digest: err = %v", err)
+	}
+}
+
+func TestTrimKeepsHeldContent(t *testing.T) {
+	s, _ := NewStore(t.TempDir(), 4)
+	var ds []digest.Digest
+	for _, body := range []string{"aaaa", "bbbb", "cccc"} {
+		d := digest.FromString(body)
+		w, _ := s.NewWriter(d)
+		io.WriteString(w, body)
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	release := s.Hold(ds[:1])
+	if _, err := s.Trim(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Missing(ds[:1])) != 0 {
+		t.Error("Trim removed content a build holds")
+	}
+	if len(s.Missing(ds)) != 2 {
+		t.Errorf("after Trim to 4 bytes, %d of 3 contents are missing, want 2", len(s.Missing(ds)))
+	}
+	release()
+}

@@ -1,0 +1,255 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/build"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+)
+
+// Builds runs Build RPCs: it receives the context into the shared content
+// store, runs the build, and bounds how many run at once.
+type Builds struct {
+	builder *build.Builder
+	store   *buildctx.Store
+	slots   chan struct{}
+}
+
+// NewBuilds returns a Builds that runs at most maxBuilds builds at once;
+// further builds wait for a slot.
+func NewBuilds(b *build.Builder, store *buildctx.Store, maxBuilds int) *Builds {
+	return &Builds{builder: b, store: store, slots: make(chan struct{}, max(1, maxBuilds))}
+}
+
+// WithBuilds serves Build with b.
+func WithBuilds(b *Builds) Option { return func(s *Server) { s.builds = b } }
+
+// Build runs one build over the stream. Closing the stream (or the client
+// going away) cancels the build, which kills its RUN processes and removes
+// its temporary state.
+func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse]) error {
+	if s.builds == nil {
+		return errdefs.Unimplemented("this builder does not serve builds")
+	}
+	return s.builds.serve(stream)
+}
+
+func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	start := time.Now()
+
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	opts := first.GetOptions()
+	if opts == nil {
+		return errdefs.InvalidArgument("build: the first message must carry the options")
+	}
+	var list []*builderv1.FileEntry
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errdefs.InvalidArgument("build: the stream ended before the context's file list")
+			}
+			return err
+		}
+		e := m.GetEntries()
+		if e == nil {
+			return errdefs.InvalidArgument("build: expected the context's file list after the options")
+		}
+		list = append(list, e.GetEntries()...)
+		if len(list) > buildctx.MaxEntries {
+			return errdefs.ResourceExhausted("build: the context has more than %d entries", buildctx.MaxEntries)
+		}
+		if e.GetLast() {
+			break
+		}
+	}
+	bctx, err := buildctx.New(list)
+	if err != nil {
+		return err
+	}
+	digests := bctx.Digests()
+	release := b.store.Hold(digests)
+	defer release()
+	missing := b.store.Missing(digests)
+	resp := &builderv1.ContextRequest{}
+	for _, d := range missing {
+		resp.Digests = append(resp.Digests, string(d))
+	}
+	if err := stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_ContextRequest{ContextRequest: resp}}); err != nil {
+		return err
+	}
+	received, err := b.receive(stream, missing)
+	if err != nil {
+		return err
+	}
+
+	dockerfile := opts.GetDockerfileContent()
+	if len(dockerfile) == 0 {
+		if dockerfile, err = b.readDockerfile(bctx, opts.GetDockerfile()); err != nil {
+			return err
+		}
+	}
+
+	select {
+	case b.slots <- struct{}{}:
+		defer func() { <-b.slots }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	// Events come from the build's goroutine and from RUN output copiers;
+	// a stream allows one sender at a time.
+	var mu sync.Mutex
+	var sendErr error
+	events := func(ev *builderv1.BuildEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		if sendErr != nil {
+			return
+		}
+		if sendErr = stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Event{Event: ev}}); sendErr != nil {
+			cancel()
+		}
+	}
+	args := map[string]string{}
+	for k, v := range opts.GetBuildArgs() {
+		args[k] = v
+	}
+	res, err := b.builder.Build(ctx, &build.Request{
+		Dockerfile: dockerfile,
+		Context:    bctx,
+		BuildArgs:  args,
+		Target:     opts.GetTarget(),
+		Labels:     opts.GetLabels(),
+		NoCache:    opts.GetNoCache(),
+		Network:    opts.GetNetwork(),
+		Tags:       opts.GetTags(),
+	}, events)
+	if err != nil {
+		if ctx.Err() != nil && stream.Context().Err() != nil {
+			return errdefs.New(errdefs.ErrCanceled, "build canceled: %v", stream.Context().Err())
+		}
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if sendErr != nil {
+		return sendErr
+	}
+	return stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Result{Result: &builderv1.BuildResult{
+		ImageId:              res.ImageID,
+		ManifestDigest:       res.ManifestDigest,
+		Tags:                 res.Tags,
+		ContextBytesReceived: received,
+		Duration:             durationpb.New(time.Since(start)),
+	}}})
+}
+
+// receive stores the file contents the client sends for the digests asked
+// for, and returns how many bytes came.
+func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], want []digest.Digest) (int64, error) {
+	pending := make(map[digest.Digest]*buildctx.Writer, len(want))
+	for _, d := range want {
+		pending[d] = nil
+	}
+	defer func() {
+		for _, w := range pending {
+			if w != nil {
+				w.Close()
+			}
+		}
+	}()
+	var total int64
+	for len(pending) > 0 {
+		m, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return 0, errdefs.InvalidArgument("build: the stream ended with %d requested file contents not sent", len(pending))
+			}
+			return 0, err
+		}
+		fd := m.GetFileData()
+		if fd == nil {
+			return 0, errdefs.InvalidArgument("build: expected file contents the builder asked for")
+		}
+		d := digest.Digest(fd.GetDigest())
+		w, asked := pending[d]
+		if !asked {
+			return 0, errdefs.InvalidArgument("build: file content %q was not asked for", shorten(fd.GetDigest()))
+		}
+		if w == nil {
+			if w, err = b.store.NewWriter(d); err != nil {
+				return 0, err
+			}
+			pending[d] = w
+		}
+		if fd.GetOffset() != w.Offset() {
+			return 0, errdefs.InvalidArgument("build: file content %s: data at offset %d, want %d", d, fd.GetOffset(), w.Offset())
+		}
+		if _, err := w.Write(fd.GetData()); err != nil {
+			return 0, err
+		}
+		total += int64(len(fd.GetData()))
+		if fd.GetEof() {
+			delete(pending, d)
+			if err := w.Commit(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return total, nil
+}
+
+// readDockerfile reads the Dockerfile from the context. A Dockerfile that is
+// a symlink is followed inside the context only.
+func (b *Builds) readDockerfile(c *buildctx.Context, name string) ([]byte, error) {
+	if name == "" {
+		name = "Dockerfile"
+	}
+	e, err := c.Resolve(name)
+	if err != nil {
+		return nil, errdefs.New(kindOf(err), "Dockerfile %s: %w", name, err)
+	}
+	if !e.Mode.IsRegular() {
+		return nil, errdefs.InvalidArgument("Dockerfile %s is not a regular file in the context", name)
+	}
+	if e.Size > 1<<20 {
+		return nil, errdefs.InvalidArgument("Dockerfile %s is %d bytes; the limit is %d", name, e.Size, 1<<20)
+	}
+	f, err := b.store.Open(e.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 1<<20+1))
+}
+
+func kindOf(err error) error {
+	var e *errdefs.Error
+	if errors.As(err, &e) {
+		return e.Kind()
+	}
+	return errdefs.ErrInternal
+}
+
+func shorten(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
