@@ -297,9 +297,9 @@ func (p *classicPrinter) result(r *builderv1.BuildResult) {
 // quietPrinter prints the image ID only.
 type quietPrinter struct{ out io.Writer }
 
-func (p *quietPrinter) context(int64, int64)             {}
-func (p *quietPrinter) event(*builderv1.BuildEvent)      {}
-func (p *quietPrinter) fail()                            {}
+func (p *quietPrinter) context(int64, int64)            {}
+func (p *quietPrinter) event(*builderv1.BuildEvent)     {}
+func (p *quietPrinter) fail()                           {}
 func (p *quietPrinter) result(r *builderv1.BuildResult) { fmt.Fprintln(p.outw(), r.GetImageId()) }
 func (p *quietPrinter) outw() io.Writer {
 	if p.out == nil {

@@ -115,11 +115,11 @@ type copyPlan struct {
 // copyFile is one top-level source of a COPY or ADD from the context (or a
 // heredoc or URL): the entry and everything under it lands at dest.
 type copyFile struct {
-	src     string // what the instruction names, for messages
-	entry   *buildctx.Entry
-	data    []byte // heredoc content
-	name    string // heredoc or URL file name
-	unpack  bool   // ADD of a local archive: extracted, not copied
+	src    string // what the instruction names, for messages
+	entry  *buildctx.Entry
+	data   []byte // heredoc content
+	name   string // heredoc or URL file name
+	unpack bool   // ADD of a local archive: extracted, not copied
 }
 
 // planner works out a plan.
