@@ -66,6 +66,8 @@ func Tool(t testing.TB, name string) string {
 type Process struct {
 	Cmd *exec.Cmd
 	Log string // the file its stdout and stderr go to
+
+	done chan struct{} // closed once Wait returned
 }
 
 // Start starts a program with its output in a log file under a test
@@ -83,8 +85,8 @@ func Start(t testing.TB, env []string, name string, args ...string) *Process {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
-	p := &Process{Cmd: cmd, Log: logPath}
 	done := make(chan struct{})
+	p := &Process{Cmd: cmd, Log: logPath, done: done}
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -102,9 +104,7 @@ func Start(t testing.TB, env []string, name string, args ...string) *Process {
 // Stop kills the process and waits for it to exit.
 func (p *Process) Stop() {
 	_ = p.Cmd.Process.Kill()
-	for p.Cmd.ProcessState == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
+	<-p.done
 }
 
 func tail(b []byte, n int) []byte {
