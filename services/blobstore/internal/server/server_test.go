@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,9 +15,11 @@ import (
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/grpcserver"
+	"github.com/strata-build/strata/lib/harness"
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
 	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
 	"github.com/strata-build/strata/services/blobstore/internal/fsblob"
+	"github.com/strata-build/strata/services/blobstore/internal/s3blob"
 )
 
 // serve runs a BlobService over store on a loopback listener until the test
@@ -70,6 +73,22 @@ func newFS(t *testing.T) blob.Store {
 func TestConformanceOverGRPC(t *testing.T) {
 	t.Run("fs", func(t *testing.T) {
 		blobtest.TestStore(t, func(t *testing.T) blob.Store { return ClientStore{serve(t, newFS(t))} })
+	})
+	t.Run("s3", func(t *testing.T) {
+		srv := harness.StartS3(t)
+		n := 0
+		blobtest.TestStore(t, func(t *testing.T) blob.Store {
+			n++
+			s, err := s3blob.New(s3blob.Config{
+				Endpoint: srv.Endpoint, Bucket: fmt.Sprintf("grpc-%d", n), PathStyle: true,
+				AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, CreateBucket: true,
+				PartSize: s3blob.MinPartSize, Concurrency: 3, MaxRetries: 1,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ClientStore{serve(t, s)}
+		})
 	})
 }
 

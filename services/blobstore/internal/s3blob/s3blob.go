@@ -1,0 +1,332 @@
+// Package s3blob is the blob.Store in an S3-compatible bucket, through
+// minio-go. Keys:
+//
+//	blobs/sha256/<hex>   committed blobs
+//	uploads/<ref>.json   the state of an unfinished upload (see state)
+//	ingest/<ref>         where the multipart upload of a blob whose digest
+//	                     comes only at commit is assembled, then copied from
+//
+// Small blobs go up in one PutObject at commit. Larger ones go up as
+// multipart uploads in parts of a bounded size, a bounded number at once,
+// while the writer receives and hashes; the multipart upload is completed,
+// onto the blob's key, only after size and digest matched, and aborted
+// otherwise, so no partial or wrong blob is ever visible.
+//
+// After each part the upload's state (parts, offset and the SHA-256 state at
+// that offset) is saved in the bucket, so that any process can resume the
+// upload from that offset.
+package s3blob
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
+)
+
+// MinPartSize is the smallest part S3 accepts (but for the last one).
+const MinPartSize = 5 << 20
+
+// maxParts is the most parts of one S3 multipart upload.
+const maxParts = 10000
+
+// Config says how to reach the bucket and how to upload.
+type Config struct {
+	// Endpoint is host[:port] of the S3 server.
+	Endpoint string
+	// Bucket holds the blobs.
+	Bucket string
+	// Region of the bucket; empty lets the client find out.
+	Region string
+	// PathStyle addresses the bucket in the path rather than in the host name.
+	PathStyle bool
+	// TLS turns on HTTPS; TLSInsecure skips certificate checks (tests only).
+	TLS, TLSInsecure bool
+	// AccessKey, SecretKey and SessionToken are the credentials.
+	AccessKey, SecretKey, SessionToken string
+	// CreateBucket creates the bucket when it is missing.
+	CreateBucket bool
+	// PartSize is the size of multipart parts (at least MinPartSize); blobs
+	// smaller than one part go up in one request.
+	PartSize int64
+	// Concurrency bounds the parts of one upload in flight at once. Memory
+	// per upload is about (Concurrency+1) × PartSize.
+	Concurrency int
+	// MaxRetries bounds the client's tries of one request (1: no retry).
+	MaxRetries int
+}
+
+// Defaults for Config's upload fields.
+const (
+	DefaultPartSize    = 8 << 20
+	DefaultConcurrency = 4
+	DefaultMaxRetries  = 3
+)
+
+// Store keeps blobs in a bucket.
+type Store struct {
+	core  minio.Core
+	cfg   Config
+	locks blob.RefLocks
+	bufs  sync.Pool // part buffers of cfg.PartSize
+
+	mu       sync.Mutex
+	ready    bool            // the bucket was seen
+	inFlight map[string]bool // multipart upload IDs of open writers
+}
+
+var _ blob.Store = (*Store)(nil)
+
+// New returns a store over the bucket in cfg. It does not wait for the S3
+// server: when it is down, calls fail with ErrUnavailable until it is back,
+// and the bucket is checked (and created, when allowed) on first contact.
+func New(cfg Config) (*Store, error) {
+	if cfg.PartSize == 0 {
+		cfg.PartSize = DefaultPartSize
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = DefaultMaxRetries
+	}
+	if cfg.PartSize < MinPartSize {
+		return nil, fmt.Errorf("part size %d is below S3's minimum of %d", cfg.PartSize, MinPartSize)
+	}
+	lookup := minio.BucketLookupAuto
+	if cfg.PathStyle {
+		lookup = minio.BucketLookupPath
+	}
+	opts := &minio.Options{
+		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken),
+		Secure:       cfg.TLS,
+		Region:       cfg.Region,
+		BucketLookup: lookup,
+		MaxRetries:   cfg.MaxRetries,
+	}
+	if cfg.TLS && cfg.TLSInsecure {
+		tr, err := minio.DefaultTransport(true)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by flag
+		opts.Transport = tr
+	}
+	c, err := minio.New(cfg.Endpoint, opts)
+	if err != nil {
+		return nil, fmt.Errorf("S3 endpoint %q: %w", cfg.Endpoint, err)
+	}
+	s := &Store{core: minio.Core{Client: c}, cfg: cfg, inFlight: map[string]bool{}}
+	s.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
+	return s, nil
+}
+
+// Check reaches the S3 server and makes sure of the bucket; New's callers
+// use it to report at start whether S3 is there.
+func (s *Store) Check(ctx context.Context) error { return s.ensure(ctx) }
+
+// ensure checks, once it succeeds, that the bucket exists, creating it when
+// allowed.
+func (s *Store) ensure(ctx context.Context) error {
+	s.mu.Lock()
+	ready := s.ready
+	s.mu.Unlock()
+	if ready {
+		return nil
+	}
+	ok, err := s.core.BucketExists(ctx, s.cfg.Bucket)
+	if err != nil {
+		return s.classify(err, "checking bucket %q", s.cfg.Bucket)
+	}
+	if !ok {
+		if !s.cfg.CreateBucket {
+			return errdefs.Unavailable("bucket %q does not exist at S3 %s: create it, or allow the blob store to (--s3-create-bucket)",
+				s.cfg.Bucket, s.cfg.Endpoint).WithReason("BUCKET_MISSING")
+		}
+		err := s.core.MakeBucket(ctx, s.cfg.Bucket, minio.MakeBucketOptions{Region: s.cfg.Region})
+		if err != nil && !isCode(err, "BucketAlreadyOwnedByYou", "BucketAlreadyExists") {
+			return s.classify(err, "creating bucket %q", s.cfg.Bucket)
+		}
+	}
+	s.mu.Lock()
+	s.ready = true
+	s.mu.Unlock()
+	return nil
+}
+
+func blobKey(d digest.Digest) string { return "blobs/sha256/" + d.Encoded() }
+func stateKey(ref string) string     { return "uploads/" + ref + ".json" }
+func ingestKey(ref string) string    { return "ingest/" + ref }
+
+func isCode(err error, codes ...string) bool {
+	code := minio.ToErrorResponse(err).Code
+	for _, c := range codes {
+		if code == c {
+			return true
+		}
+	}
+	return false
+}
+
+func isNotFound(err error) bool {
+	return isCode(err, "NoSuchKey", "NotFound", "NoSuchUpload") || minio.ToErrorResponse(err).StatusCode == http.StatusNotFound && !isCode(err, "NoSuchBucket")
+}
+
+// classify turns a minio-go error into an errdefs one, saying what was done
+// where: an unreachable or failing server is ErrUnavailable (retry later).
+func (s *Store) classify(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	what := fmt.Sprintf(format, args...)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var urlErr *url.Error
+	var netErr *net.OpError
+	if errors.As(err, &urlErr) || errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errdefs.Unavailable("%s: S3 at %s is unreachable: %v", what, s.cfg.Endpoint, err).WithReason("S3_UNREACHABLE")
+	}
+	resp := minio.ToErrorResponse(err)
+	switch {
+	case resp.Code == "NoSuchBucket":
+		s.mu.Lock()
+		s.ready = false
+		s.mu.Unlock()
+		return errdefs.Unavailable("%s: bucket %q does not exist at S3 %s", what, s.cfg.Bucket, s.cfg.Endpoint).WithReason("BUCKET_MISSING")
+	case resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch":
+		return errdefs.Unavailable("%s: S3 at %s refused the blob store's credentials: %v", what, s.cfg.Endpoint, err).WithReason("S3_ACCESS_DENIED")
+	}
+	return errdefs.Unavailable("%s: S3 at %s: %v", what, s.cfg.Endpoint, err).WithReason("S3_ERROR")
+}
+
+func notFound(d digest.Digest) error {
+	return errdefs.NotFound("blob %s not found", d).WithReason("BLOB_NOT_FOUND").WithDetail("digest", string(d))
+}
+
+// Stat implements blob.Store.
+func (s *Store) Stat(ctx context.Context, d digest.Digest) (blob.Info, error) {
+	if err := blob.ValidateDigest(d); err != nil {
+		return blob.Info{}, err
+	}
+	if err := s.ensure(ctx); err != nil {
+		return blob.Info{}, err
+	}
+	oi, err := s.core.StatObject(ctx, s.cfg.Bucket, blobKey(d), minio.StatObjectOptions{})
+	if err != nil {
+		if isNotFound(err) {
+			return blob.Info{}, notFound(d)
+		}
+		return blob.Info{}, s.classify(err, "stat of %s", d)
+	}
+	return blob.Info{Digest: d, Size: oi.Size, CreatedAt: oi.LastModified}, nil
+}
+
+// Open implements blob.Store with one ranged GET, streamed.
+func (s *Store) Open(ctx context.Context, d digest.Digest, offset, length int64) (io.ReadCloser, blob.Info, error) {
+	info, err := s.Stat(ctx, d)
+	if err != nil {
+		return nil, blob.Info{}, err
+	}
+	n, err := blob.ValidateRange(d, info.Size, offset, length)
+	if err != nil {
+		return nil, blob.Info{}, err
+	}
+	if n == 0 {
+		return io.NopCloser(bytes.NewReader(nil)), info, nil
+	}
+	var opts minio.GetObjectOptions
+	if err := opts.SetRange(offset, offset+n-1); err != nil {
+		return nil, blob.Info{}, errdefs.InvalidArgument("range of %s: %v", d, err)
+	}
+	body, _, _, err := s.core.GetObject(ctx, s.cfg.Bucket, blobKey(d), opts)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, blob.Info{}, notFound(d)
+		}
+		return nil, blob.Info{}, s.classify(err, "reading %s", d)
+	}
+	return &reader{ReadCloser: body, s: s, d: d}, info, nil
+}
+
+// reader classifies the errors of a blob's body.
+type reader struct {
+	io.ReadCloser
+	s *Store
+	d digest.Digest
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = r.s.classify(err, "reading %s", r.d)
+	}
+	return n, err
+}
+
+// Delete implements blob.Store.
+func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
+	if _, err := s.Stat(ctx, d); err != nil {
+		return err
+	}
+	if err := s.core.RemoveObject(ctx, s.cfg.Bucket, blobKey(d), minio.RemoveObjectOptions{}); err != nil {
+		return s.classify(err, "deleting %s", d)
+	}
+	return nil
+}
+
+// List implements blob.Store: S3 lists keys in byte order, which for
+// blobs/sha256/<hex> is digest order.
+func (s *Store) List(ctx context.Context, after digest.Digest, limit int) ([]blob.Info, error) {
+	if after != "" {
+		if err := blob.ValidateDigest(after); err != nil {
+			return nil, err
+		}
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	if err := s.ensure(ctx); err != nil {
+		return nil, err
+	}
+	const prefix = "blobs/sha256/"
+	startAfter := prefix
+	if after != "" {
+		startAfter = blobKey(after)
+	}
+	var out []blob.Info
+	token := ""
+	for len(out) < limit {
+		res, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, startAfter, token, "", min(limit-len(out), 1000))
+		if err != nil {
+			return nil, s.classify(err, "listing blobs")
+		}
+		for _, o := range res.Contents {
+			d := digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(o.Key, prefix))
+			if d.Validate() != nil || len(out) == limit {
+				continue
+			}
+			out = append(out, blob.Info{Digest: d, Size: o.Size, CreatedAt: o.LastModified})
+		}
+		if !res.IsTruncated || res.NextContinuationToken == "" {
+			break
+		}
+		token = res.NextContinuationToken
+	}
+	return out, nil
+}

@@ -1,0 +1,207 @@
+package s3blob
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/harness"
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
+	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
+)
+
+var buckets atomic.Int64
+
+// NewTestStore returns a store in a new bucket of srv, with the smallest
+// parts S3 allows so that multipart paths run on small blobs.
+func NewTestStore(t *testing.T, srv *harness.S3) *Store {
+	t.Helper()
+	s, err := New(Config{
+		Endpoint: srv.Endpoint, Bucket: fmt.Sprintf("strata-test-%d", buckets.Add(1)), PathStyle: true,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, CreateBucket: true,
+		PartSize: MinPartSize, Concurrency: 3, MaxRetries: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("Check = %v", err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	srv := harness.StartS3(t)
+	blobtest.TestStore(t, func(t *testing.T) blob.Store { return NewTestStore(t, srv) })
+}
+
+// multipartUploads lists the incomplete multipart uploads in the bucket.
+func multipartUploads(t *testing.T, s *Store) []minio.ObjectMultipartInfo {
+	t.Helper()
+	res, err := s.core.ListMultipartUploads(context.Background(), s.cfg.Bucket, "", "", "", "", 1000)
+	if err != nil {
+		t.Fatalf("ListMultipartUploads = %v", err)
+	}
+	return res.Uploads
+}
+
+// TestDownAtStart: a store made while S3 is down answers UNAVAILABLE,
+// naming the endpoint, and works once S3 is back.
+func TestDownAtStart(t *testing.T) {
+	srv := harness.StartS3(t)
+	srv.Stop()
+	s, err := New(Config{
+		Endpoint: srv.Endpoint, Bucket: "down-at-start", PathStyle: true,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, CreateBucket: true, MaxRetries: 1,
+	})
+	if err != nil {
+		t.Fatalf("New with S3 down = %v, want a store that waits for it", err)
+	}
+	ctx := context.Background()
+	d := digest.FromString("x")
+	_, err = s.Stat(ctx, d)
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), srv.Endpoint) {
+		t.Errorf("Stat with S3 down = %v, want unavailable naming %s", err, srv.Endpoint)
+	}
+	_, err = s.NewWriter(ctx, blob.WriterOptions{Ref: "r", Expected: d, Size: 1})
+	if !errdefs.IsUnavailable(err) {
+		t.Errorf("NewWriter with S3 down = %v, want unavailable", err)
+	}
+
+	srv.Start(t)
+	if _, err := s.Stat(ctx, d); !errdefs.IsNotFound(err) {
+		t.Fatalf("Stat once S3 is back = %v, want not found", err)
+	}
+	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "r", Expected: d, Size: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, ""); err != nil {
+		t.Fatalf("Commit once S3 is back = %v", err)
+	}
+}
+
+// TestKilledMidUpload kills S3 during a multipart upload: the upload fails,
+// no blob is visible, and after S3 restarts the same upload resumes, in a
+// new store as a new process would, and commits.
+func TestKilledMidUpload(t *testing.T) {
+	srv := harness.StartS3(t)
+	s := NewTestStore(t, srv)
+	ctx := context.Background()
+	b := blobtest.Content(1, 23<<20+11)
+	d := digest.FromBytes(b)
+	opts := blob.WriterOptions{Ref: "killed", Expected: d, Size: int64(len(b))}
+	w, err := s.NewWriter(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b[:16<<20]); err != nil {
+		t.Fatal(err)
+	}
+	// Three parts are on their way; wait until two are saved.
+	harness.WaitFor(t, "saved parts", 30*time.Second, func(ctx context.Context) error {
+		u, err := s.Upload(ctx, "killed")
+		if err != nil {
+			return err
+		}
+		if u.Offset < 10<<20 {
+			return fmt.Errorf("offset %d", u.Offset)
+		}
+		return nil
+	})
+	srv.Stop()
+	_, err = w.Write(b[16<<20:])
+	if err == nil {
+		_, err = w.Commit(ctx, "")
+	}
+	if !errdefs.IsUnavailable(err) {
+		t.Errorf("writing with S3 killed = %v, want unavailable", err)
+	}
+	w.Close()
+
+	srv.Start(t)
+	if _, err := s.Stat(ctx, d); !errdefs.IsNotFound(err) {
+		t.Fatalf("Stat after the failed upload = %v, want not found", err)
+	}
+	s2, err := New(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err = s2.NewWriter(ctx, opts)
+	if err != nil {
+		t.Fatalf("resuming = %v", err)
+	}
+	defer w.Close()
+	if off := w.Offset(); off < 10<<20 || off%MinPartSize != 0 {
+		t.Errorf("resumed at %d, want a part boundary of at least %d", off, 10<<20)
+	}
+	if _, err := w.Write(b[w.Offset():]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, ""); err != nil {
+		t.Fatalf("Commit after resuming = %v", err)
+	}
+	rc, _, err := s2.Open(ctx, d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, b) {
+		t.Errorf("reading the resumed blob: %d bytes, %v", len(got), err)
+	}
+	if ups := multipartUploads(t, s2); len(ups) != 0 {
+		t.Errorf("multipart uploads left: %+v", ups)
+	}
+}
+
+// TestJanitorAbortsMultipart: idle uploads and orphaned multipart uploads
+// are aborted; recent ones stay.
+func TestJanitorAbortsMultipart(t *testing.T) {
+	srv := harness.StartS3(t)
+	s := NewTestStore(t, srv)
+	ctx := context.Background()
+	b := blobtest.Content(2, 12<<20)
+	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "idle", Expected: digest.FromBytes(b), Size: int64(len(b))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b[:11<<20]); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// An orphan: a multipart upload no saved state owns.
+	if _, err := s.core.NewMultipartUpload(ctx, s.cfg.Bucket, "blobs/sha256/"+strings.Repeat("0", 64), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(multipartUploads(t, s)); got != 2 {
+		t.Fatalf("%d multipart uploads before cleaning, want 2", got)
+	}
+	if n, err := s.CleanUploads(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Errorf("CleanUploads(an hour ago) = %d, %v; want 0", n, err)
+	}
+	if got := len(multipartUploads(t, s)); got != 2 {
+		t.Errorf("%d multipart uploads after cleaning nothing, want 2", got)
+	}
+	if n, err := s.CleanUploads(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Errorf("CleanUploads(in an hour) = %d, %v; want 1", n, err)
+	}
+	if ups := multipartUploads(t, s); len(ups) != 0 {
+		t.Errorf("multipart uploads left after cleaning: %+v", ups)
+	}
+}

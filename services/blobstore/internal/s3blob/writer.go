@@ -1,0 +1,335 @@
+package s3blob
+
+import (
+	"bytes"
+	"context"
+	"encoding"
+	"hash"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
+)
+
+// stateTimeout bounds the clean-up a writer does after its caller's context
+// ended.
+const stateTimeout = 30 * time.Second
+
+// writer receives a blob in the caller's goroutine, hashing as bytes come,
+// and cuts it into parts that an uploader goroutine sends to S3, at most
+// Concurrency at once. Write blocks while that many are in flight, which
+// bounds memory to about (Concurrency+1) parts.
+type writer struct {
+	s        *Store
+	st       *state    // Parts, Offset, Hash and UpdatedAt change under mu
+	h        hash.Hash // of every byte received
+	offset   int64     // bytes received
+	buf      []byte    // the part being filled
+	nextPart int
+
+	jobs     chan job      // to the uploader
+	tokens   chan struct{} // one per part in flight
+	parts    sync.WaitGroup
+	finished chan struct{} // closed when the uploader has stopped
+	stop     sync.Once
+	discard  bool // set before jobs closes: the uploader removes the upload
+
+	mu      sync.Mutex
+	err     error       // the first failure of a part
+	done    map[int]job // parts stored past the saved prefix
+	saveMu  sync.Mutex  // orders state saves
+	saved   int64       // the offset of the last saved state
+	closed  bool
+	commitd bool
+}
+
+// job is one part to upload: its bytes, the blob offset at its end and the
+// hash state there.
+type job struct {
+	number int
+	data   []byte
+	end    int64
+	hash   []byte
+	etag   string
+}
+
+// newWriter starts the uploader goroutine, which holds ctx: part uploads run
+// under the context the writer was made with, and end with it.
+func newWriter(ctx context.Context, s *Store, st *state, h hash.Hash) *writer {
+	w := &writer{
+		s: s, st: st, h: h, offset: st.Offset, nextPart: len(st.Parts) + 1, saved: st.Offset,
+		jobs: make(chan job), tokens: make(chan struct{}, s.cfg.Concurrency), finished: make(chan struct{}),
+		done: map[int]job{},
+	}
+	if st.UploadID != "" {
+		s.markInFlight(st.UploadID, true)
+	}
+	go w.upload(ctx)
+	return w
+}
+
+func (w *writer) upload(ctx context.Context) {
+	defer close(w.finished)
+	for {
+		w.tokens <- struct{}{}
+		j, ok := <-w.jobs
+		if !ok {
+			<-w.tokens
+			break
+		}
+		if w.st.UploadID == "" {
+			if err := w.startMultipart(ctx); err != nil {
+				w.fail(err)
+				<-w.tokens
+				w.s.putBuf(j.data)
+				w.parts.Done()
+				continue
+			}
+		}
+		go func() {
+			defer func() { <-w.tokens; w.parts.Done() }()
+			w.putPart(ctx, j)
+		}()
+	}
+	w.parts.Wait()
+	if w.st.UploadID != "" {
+		w.s.markInFlight(w.st.UploadID, false)
+	}
+	if w.discard {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
+		defer cancel()
+		_ = w.s.forget(cctx, w.st)
+	}
+}
+
+func (w *writer) startMultipart(ctx context.Context) error {
+	id, err := w.s.core.NewMultipartUpload(ctx, w.s.cfg.Bucket, w.st.Key, minio.PutObjectOptions{ContentType: w.st.MediaType})
+	if err != nil {
+		return w.s.classify(err, "starting the multipart upload of %q", w.st.Ref)
+	}
+	w.mu.Lock()
+	w.st.UploadID = id
+	w.mu.Unlock()
+	w.s.markInFlight(id, true)
+	return nil
+}
+
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *writer) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// putPart stores one part, then saves the state when the stored parts now
+// reach further from the start without a gap.
+func (w *writer) putPart(ctx context.Context, j job) {
+	p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, j.number,
+		bytes.NewReader(j.data), int64(len(j.data)), minio.PutObjectPartOptions{})
+	w.s.putBuf(j.data)
+	if err != nil {
+		w.fail(w.s.classify(err, "storing part %d of upload %q", j.number, w.st.Ref))
+		return
+	}
+	j.data, j.etag = nil, p.ETag
+	w.mu.Lock()
+	w.done[j.number] = j
+	advanced := false
+	for {
+		next, ok := w.done[len(w.st.Parts)+1]
+		if !ok {
+			break
+		}
+		delete(w.done, next.number)
+		size := next.end - w.st.Offset
+		w.st.Parts = append(w.st.Parts, part{Number: next.number, ETag: next.etag, Size: size})
+		w.st.Offset, w.st.Hash = next.end, next.hash
+		advanced = true
+	}
+	w.st.UpdatedAt = time.Now().UTC()
+	snap := *w.st
+	snap.Parts = slices.Clone(w.st.Parts)
+	w.mu.Unlock()
+	if !advanced {
+		return
+	}
+	w.saveMu.Lock()
+	defer w.saveMu.Unlock()
+	if snap.Offset > w.saved && w.s.writeState(ctx, &snap) == nil {
+		w.saved = snap.Offset
+	}
+}
+
+func (w *writer) Offset() int64 { return w.offset }
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.closed || w.commitd {
+		return 0, errdefs.FailedPrecondition("upload %q is finished", w.st.Ref)
+	}
+	if err := w.failure(); err != nil {
+		return 0, err
+	}
+	if w.st.Size >= 0 && w.offset+int64(len(p)) > w.st.Size {
+		w.finish(true)
+		return 0, blob.TooLong(w.st.Ref, w.st.Size, w.offset+int64(len(p)))
+	}
+	n := len(p)
+	for len(p) > 0 {
+		if w.buf == nil {
+			w.buf = w.s.getBuf(w.st.PartSize)
+		}
+		k := min(len(p), int(w.st.PartSize)-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		w.h.Write(p[:k])
+		w.offset += int64(k)
+		p = p[k:]
+		if int64(len(w.buf)) == w.st.PartSize && (w.st.Size < 0 || w.offset < w.st.Size) {
+			// A full part that is not the last: send it. (The last part,
+			// even a full one, waits for Commit, which knows it is last.)
+			state, _ := w.h.(encoding.BinaryMarshaler).MarshalBinary()
+			w.parts.Add(1)
+			w.jobs <- job{number: w.nextPart, data: w.buf, end: w.offset, hash: state}
+			w.nextPart++
+			w.buf = nil
+			if err := w.failure(); err != nil {
+				return n - len(p), err
+			}
+		}
+	}
+	return n, nil
+}
+
+// finish stops the uploader once, after the parts in flight; with discard,
+// the upload is removed.
+func (w *writer) finish(discard bool) {
+	w.stop.Do(func() {
+		w.discard = discard
+		close(w.jobs)
+	})
+	<-w.finished
+	if w.buf != nil {
+		w.s.putBuf(w.buf)
+		w.buf = nil
+	}
+}
+
+func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info, error) {
+	if w.closed || w.commitd {
+		return blob.Info{}, errdefs.FailedPrecondition("upload %q is finished", w.st.Ref)
+	}
+	expected, err := blob.CommitDigest(w.st.Expected, atCommit)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	if err := w.failure(); err != nil {
+		return blob.Info{}, err
+	}
+	actual := digest.NewDigest(digest.SHA256, w.h)
+	if err := blob.Verify(expected, w.st.Size, actual, w.offset); err != nil {
+		w.commitd = true
+		w.finish(true)
+		return blob.Info{}, err
+	}
+	tail := w.buf
+	w.buf = nil
+	defer func() {
+		if tail != nil {
+			w.s.putBuf(tail)
+		}
+	}()
+	w.finish(false)
+	if err := w.failure(); err != nil {
+		return blob.Info{}, err
+	}
+	info := blob.Info{Digest: expected, Size: w.offset, CreatedAt: time.Now().UTC()}
+	if w.exists(ctx, expected) {
+		w.commitd = true
+		w.forget(ctx)
+		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
+	}
+	var cerr error
+	if w.st.UploadID == "" {
+		_, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, blobKey(expected), bytes.NewReader(tail), int64(len(tail)), "", "",
+			minio.PutObjectOptions{ContentType: w.st.MediaType})
+		cerr = w.s.classify(err, "storing %s", expected)
+	} else {
+		cerr = w.complete(ctx, expected, tail)
+	}
+	if cerr != nil {
+		return blob.Info{}, cerr
+	}
+	w.commitd = true
+	_ = w.s.core.RemoveObject(ctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
+	return info, nil
+}
+
+func (w *writer) exists(ctx context.Context, d digest.Digest) bool {
+	_, err := w.s.core.StatObject(ctx, w.s.cfg.Bucket, blobKey(d), minio.StatObjectOptions{})
+	return err == nil
+}
+
+func (w *writer) forget(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
+	defer cancel()
+	_ = w.s.forget(cctx, w.st)
+}
+
+// complete stores the last part and completes the multipart upload: onto the
+// blob's key, or, when the digest came only now, onto the staging key and
+// then copied to the blob's key.
+func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) error {
+	parts := make([]minio.CompletePart, 0, len(w.st.Parts)+1)
+	for _, p := range w.st.Parts {
+		parts = append(parts, minio.CompletePart{PartNumber: p.Number, ETag: p.ETag})
+	}
+	if len(tail) > 0 {
+		p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, w.nextPart,
+			bytes.NewReader(tail), int64(len(tail)), minio.PutObjectPartOptions{})
+		if err != nil {
+			return w.s.classify(err, "storing the last part of upload %q", w.st.Ref)
+		}
+		parts = append(parts, minio.CompletePart{PartNumber: w.nextPart, ETag: p.ETag})
+	}
+	_, err := w.s.core.CompleteMultipartUpload(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, parts,
+		minio.PutObjectOptions{ContentType: w.st.MediaType})
+	if err != nil {
+		return w.s.classify(err, "completing upload %q", w.st.Ref)
+	}
+	if w.st.Key == blobKey(d) {
+		return nil
+	}
+	// The staging object is complete; the upload cannot resume any more.
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
+		defer cancel()
+		_ = w.s.core.RemoveObject(cctx, w.s.cfg.Bucket, w.st.Key, minio.RemoveObjectOptions{})
+		_ = w.s.core.RemoveObject(cctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
+	}()
+	_, err = w.s.core.ComposeObject(ctx,
+		minio.CopyDestOptions{Bucket: w.s.cfg.Bucket, Object: blobKey(d), ContentType: w.st.MediaType, ReplaceMetadata: w.st.MediaType != ""},
+		minio.CopySrcOptions{Bucket: w.s.cfg.Bucket, Object: w.st.Key})
+	return w.s.classify(err, "copying upload %q to %s", w.st.Ref, d)
+}
+
+// Close keeps an uncommitted upload resumable from its last saved part.
+func (w *writer) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.finish(false)
+	w.s.locks.Unlock(w.st.Ref)
+	return nil
+}
