@@ -165,3 +165,10 @@ func (s pipeSink) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+func errOr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}

@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"archive/tar"
 	"context"
 	"io"
 	"strings"
@@ -71,9 +72,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, p
 	if err != nil {
 		return ImportResult{}, err
 	}
-	checked := checkedTar(d, what)
-	desc, err := layer.Write(ctx, w, checked)
-	checked.Close()
+	desc, err := layer.Write(ctx, w, d, layer.WithCheck(func(h *tar.Header) error { return checkEntry(h, what) }))
 	if err != nil {
 		return ImportResult{}, err
 	}
@@ -137,79 +136,4 @@ func parsePlatform(s string) (Platform, error) {
 		p.Variant = parts[2]
 	}
 	return p, nil
-}
-
-// checkedTar returns r's bytes unchanged, while a second reader checks the
-// tar entries they hold (checkEntry); a bad entry fails the read with its
-// error. layer.Write parses the tar too, to count sizes, but has no hook for
-// refusing entries.
-func checkedTar(r io.Reader, what string) *teeCheck {
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := scanTar(pr, what)
-		pr.CloseWithError(errOr(err, io.ErrClosedPipe))
-		done <- err
-	}()
-	return &teeCheck{r: r, pw: pw, done: done}
-}
-
-// Close stops the checker when the reader was not read to its end.
-func (t *teeCheck) Close() {
-	if t.finished {
-		return
-	}
-	t.finished = true
-	t.pw.CloseWithError(errdefs.Aborted("tar check stopped before the end of the stream"))
-	<-t.done
-}
-
-func errOr(err, otherwise error) error {
-	if err != nil {
-		return err
-	}
-	return otherwise
-}
-
-type teeCheck struct {
-	r    io.Reader
-	pw   *io.PipeWriter
-	done chan error
-	err  error
-	// finished is set once done has been received from.
-	finished bool
-}
-
-func (t *teeCheck) Read(p []byte) (int, error) {
-	if t.err != nil {
-		return 0, t.err
-	}
-	n, err := t.r.Read(p)
-	if n > 0 {
-		if _, werr := t.pw.Write(p[:n]); werr != nil {
-			// The checker stopped: a bad entry, or the end of the archive
-			// (then trailing bytes are fine and pass through).
-			if werr != io.ErrClosedPipe {
-				t.finished = true
-				<-t.done
-				t.err = werr
-				return 0, werr
-			}
-		}
-	}
-	if err == io.EOF {
-		t.pw.Close()
-		t.finished = true
-		if cerr := <-t.done; cerr != nil {
-			t.err = cerr
-			return n, cerr
-		}
-		t.err = io.EOF
-	} else if err != nil {
-		t.pw.CloseWithError(err)
-		t.finished = true
-		<-t.done
-		t.err = err
-	}
-	return n, err
 }

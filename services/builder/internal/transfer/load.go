@@ -178,9 +178,7 @@ func (s *Service) writeLayer(ctx context.Context, r io.Reader, what string) (ima
 		return image.Layer{}, err
 	}
 	defer d.Close()
-	checked := checkedTar(d, what)
-	desc, err := layer.Write(ctx, w, checked)
-	checked.Close()
+	desc, err := layer.Write(ctx, w, d, layer.WithCheck(func(h *tar.Header) error { return checkEntry(h, what) }))
 	if err != nil {
 		return image.Layer{}, err
 	}
