@@ -1,0 +1,104 @@
+package interop
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/services/builder/internal/transfer"
+)
+
+// dockerImage builds, with the machine's Docker Engine, an image on a
+// busybox base made by `docker import`, and returns its name and ID; the
+// images are removed when the test ends.
+func dockerImage(t *testing.T, rootfs string) (name string, id digest.Digest) {
+	t.Helper()
+	tag := uniqueTag(t)
+	base := "strata-interop-base:" + tag
+	name = "strata-interop-app:" + tag
+	docker(t, "import", rootfs, base)
+	t.Cleanup(func() { _ = runQuiet("docker", "rmi", "-f", name, base) })
+	dir := t.TempDir()
+	df := "FROM " + base + "\nENV GREETING=hello\nRUN echo \"$GREETING from a RUN step\" > /hello.txt && mkdir -p /data\nWORKDIR /data\nCMD [\"cat\", \"/hello.txt\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, nil, "env", "DOCKER_BUILDKIT=0", dockerCLI(t), "build", "-q", "-t", name, dir)
+	id = digest.Digest(strings.TrimSpace(docker(t, "image", "inspect", "--format", "{{.Id}}", name)))
+	return name, id
+}
+
+// Docker → Strata → Docker: an image `docker save` wrote loads into Strata
+// with its ID and tag; Strata's save loads back into Docker, and the
+// container prints what the original printed.
+func TestDockerSaveLoadRun(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	name, id := dockerImage(t, busyboxRootfs(t))
+	want := docker(t, "run", "--rm", name)
+	if want != "hello from a RUN step\n" {
+		t.Fatalf("the original prints %q", want)
+	}
+
+	archive := filepath.Join(t.TempDir(), "docker-save.tar")
+	docker(t, "save", "-o", archive, name)
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var updates []transfer.Update
+	loaded, err := e.svc.Load(ctx, f, func(u transfer.Update) { updates = append(updates, u) })
+	if err != nil {
+		t.Fatalf("Load(docker save output): %v", err)
+	}
+	if diff := cmp.Diff([]transfer.LoadedImage{{ImageID: id, Tags: []string{name}}}, loaded); diff != "" {
+		t.Fatalf("Load (-want +got):\n%s", diff)
+	}
+	img, err := e.images.Get(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Docker counts the same size for the image.
+	if dockerSize := strings.TrimSpace(docker(t, "image", "inspect", "--format", "{{.Size}}", name)); dockerSize != itoa(img.Record.GetSize()) {
+		t.Errorf("size = %d, Docker says %s", img.Record.GetSize(), dockerSize)
+	}
+	if len(updates) == 0 {
+		t.Errorf("Load reported no progress")
+	}
+
+	var saved bytes.Buffer
+	if err := e.svc.Save(ctx, []string{name}, transfer.FormatDocker, &saved); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	docker(t, "rmi", name)
+	run(t, bytes.NewReader(saved.Bytes()), dockerCLI(t), "load")
+	if got := strings.TrimSpace(docker(t, "image", "inspect", "--format", "{{.Id}}", name)); got != id.String() {
+		t.Errorf("after docker load of Strata's archive, %s is %s, want %s", name, got, id)
+	}
+	if got := docker(t, "run", "--rm", name); got != want {
+		t.Errorf("the container from Strata's archive prints %q, the original %q", got, want)
+	}
+}
+
+// An image imported into Strata, saved, loads into Docker and runs.
+func TestStrataImportRunsInDocker(t *testing.T) {
+	e := newEnv(t)
+	name := "strata-interop-imported:" + uniqueTag(t)
+	e.importBusybox(t, busyboxRootfs(t), name, `CMD ["/bin/sh", "-c", "echo imported by strata"]`)
+	var saved bytes.Buffer
+	if err := e.svc.Save(context.Background(), []string{name}, transfer.FormatDocker, &saved); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = runQuiet("docker", "rmi", "-f", name) })
+	run(t, bytes.NewReader(saved.Bytes()), dockerCLI(t), "load")
+	if got := docker(t, "run", "--rm", name); got != "imported by strata\n" {
+		t.Errorf("docker run %s prints %q", name, got)
+	}
+}

@@ -1,0 +1,235 @@
+// Package interop tests Strata's transfers against the real peers users
+// move images with: the machine's Docker Engine, skopeo, umoci, a
+// distribution registry and crane, all on loopback. The blob store is the
+// real service, started from its binary.
+package interop
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/blobclient"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/grpcclient"
+	"github.com/strata-build/strata/lib/harness"
+	"github.com/strata-build/strata/lib/reference"
+	"github.com/strata-build/strata/services/builder/internal/content"
+	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// blobstoreBinary builds strata-blobstore once per run.
+func blobstoreBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "strata-interop-bin-"); buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/blobstore/cmd/strata-blobstore")
+		cmd.Dir = harness.RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "strata-blobstore")
+}
+
+// env is a transfer service over a real blob store service.
+type env struct {
+	svc    *transfer.Service
+	images *image.Store
+	meta   *memImages
+	blobs  *blobclient.Client
+}
+
+func newEnv(t *testing.T, opts ...transfer.Option) *env {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	harness.Start(t, []string{"STRATA_LISTEN=" + addr, "STRATA_FS_ROOT=" + t.TempDir()}, blobstoreBinary(t))
+	harness.WaitForTCP(t, "blobstore", addr, 60*time.Second)
+	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	bc := blobclient.New(conn)
+	blobs := content.New(bc)
+	meta := newMemImages()
+	images := image.NewStore(blobs, meta)
+	opts = append([]transfer.Option{transfer.WithRetryBackoff(10 * time.Millisecond)}, opts...)
+	return &env{
+		svc:    transfer.New(blobs, images, slog.New(slog.DiscardHandler), opts...),
+		images: images,
+		meta:   meta,
+		blobs:  bc,
+	}
+}
+
+// busyboxRootfs writes a busybox-static root filesystem tarball, as
+// ../shared/bench/make-rootfs.sh does.
+func busyboxRootfs(t *testing.T) string {
+	t.Helper()
+	bb := harness.Tool(t, "busybox")
+	bin, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, body []byte) {
+		h.ModTime = time.Unix(0, 0)
+		h.Size = int64(len(body))
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(body)
+	}
+	for _, d := range []string{"./", "bin/", "etc/", "proc/", "sys/", "dev/", "root/"} {
+		add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755}, nil)
+	}
+	add(&tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil)
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755}, bin)
+	for _, applet := range strings.Fields(string(list)) {
+		if applet != "busybox" {
+			add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777}, nil)
+		}
+	}
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"))
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/group", Mode: 0o644}, []byte("root:x:0:\nnogroup:x:65534:\n"))
+	tw.Close()
+	p := filepath.Join(t.TempDir(), "rootfs.tar")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// run runs a command, failing the test with its output when it fails.
+func run(t *testing.T, stdin io.Reader, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = stdin
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out.String(), errOut.String())
+	}
+	return out.String()
+}
+
+// docker runs the docker CLI against the machine's engine.
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	return run(t, nil, harness.Tool(t, "docker"), args...)
+}
+
+// uniqueTag gives names that do not collide with other runs on the engine.
+func uniqueTag(t *testing.T) string {
+	return fmt.Sprintf("t%d", time.Now().UnixNano())
+}
+
+// memImages stands in for the metadata service: it keeps records by ID and
+// tag. (The metadata service's own tests prove its side of PutImage.)
+type memImages struct {
+	mu   sync.Mutex
+	byID map[string]*metadatav1.Image
+	tags map[string]string
+}
+
+func newMemImages() *memImages {
+	return &memImages{byID: map[string]*metadatav1.Image{}, tags: map[string]string{}}
+}
+
+func (m *memImages) PutImage(_ context.Context, in *metadatav1.PutImageRequest, _ ...grpc.CallOption) (*metadatav1.PutImageResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	img := in.GetImage()
+	if old, ok := m.byID[img.GetId()]; ok {
+		img.RepoDigests = old.RepoDigests
+	}
+	img.RepoDigests = append(img.RepoDigests, in.GetRepoDigests()...)
+	m.byID[img.GetId()] = img
+	for _, t := range in.GetTags() {
+		m.tags[t] = img.GetId()
+	}
+	return &metadatav1.PutImageResponse{Image: img}, nil
+}
+
+func (m *memImages) GetImage(_ context.Context, in *metadatav1.GetImageRequest, _ ...grpc.CallOption) (*metadatav1.GetImageResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if img, ok := m.byID[in.GetReference()]; ok {
+		return &metadatav1.GetImageResponse{Image: img}, nil
+	}
+	if r, err := reference.ParseDefaultTag(in.GetReference()); err == nil {
+		if id, ok := m.tags[r.String()]; ok {
+			return &metadatav1.GetImageResponse{Image: m.byID[id]}, nil
+		}
+	}
+	return nil, errdefs.NotFound("no image %q", in.GetReference())
+}
+
+func (m *memImages) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.byID)
+}
+
+// importBusybox imports the busybox rootfs into Strata under tag.
+func (e *env) importBusybox(t *testing.T, rootfs, tag string, changes ...string) digest.Digest {
+	t.Helper()
+	f, err := os.Open(rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := e.svc.Import(context.Background(), f, transfer.ImportOptions{Reference: tag, Changes: changes}, nil)
+	if err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	return res.ImageID
+}
+
+// dockerCLI is the docker CLI's path.
+func dockerCLI(t *testing.T) string { return harness.Tool(t, "docker") }
+
+// runQuiet runs a cleanup command, ignoring its output.
+func runQuiet(name string, args ...string) error { return exec.Command(name, args...).Run() }
+
+func itoa(n int64) string { return fmt.Sprint(n) }
