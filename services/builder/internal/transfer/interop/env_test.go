@@ -233,3 +233,13 @@ func dockerCLI(t *testing.T) string { return harness.Tool(t, "docker") }
 func runQuiet(name string, args ...string) error { return exec.Command(name, args...).Run() }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
+
+// tagRequest points one more tag at a recorded image.
+func tagRequest(t *testing.T, img *metadatav1.Image, tag string) *metadatav1.PutImageRequest {
+	t.Helper()
+	r, err := reference.ParseTag(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &metadatav1.PutImageRequest{Image: img, Tags: []string{r.String()}}
+}
