@@ -85,7 +85,9 @@ func TestSkopeoOCIArchiveLoads(t *testing.T) {
 	docker(t, "save", "-o", saved, name)
 	oci := filepath.Join(dir, "skopeo-oci.tar")
 	run(t, nil, harness.Tool(t, "skopeo"), "copy", "docker-archive:"+saved, "oci-archive:"+oci+":strata-test/skopeo:1")
-	var manifest struct{ Config struct{ Digest digest.Digest } }
+	var manifest struct {
+		Config struct{ Digest digest.Digest }
+	}
 	if err := json.Unmarshal([]byte(run(t, nil, harness.Tool(t, "skopeo"), "inspect", "--raw", "oci-archive:"+oci+":strata-test/skopeo:1")), &manifest); err != nil {
 		t.Fatal(err)
 	}
