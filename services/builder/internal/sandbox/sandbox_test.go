@@ -1,0 +1,422 @@
+package sandbox
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/snapshot"
+)
+
+var busybox struct {
+	once sync.Once
+	blob []byte
+	err  error
+}
+
+// busyboxLayer is the benchmark's base image (../shared/bench/make-rootfs.sh,
+// Debian's busybox-static) as one layer.
+func busyboxLayer(t testing.TB) snapshot.Layer {
+	t.Helper()
+	busybox.once.Do(func() {
+		dir, err := os.MkdirTemp("", "strata-busybox-")
+		if err != nil {
+			busybox.err = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "rootfs.tar")
+		script := findScript()
+		cmd := exec.Command("sh", script, out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			busybox.err = fmt.Errorf("%s: %v: %s", script, err, b)
+			return
+		}
+		busybox.blob, busybox.err = os.ReadFile(out)
+	})
+	if busybox.err != nil {
+		t.Fatalf("making the busybox rootfs: %v", busybox.err)
+	}
+	return snapshot.Layer{
+		DiffID: digest.FromBytes(busybox.blob),
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(busybox.blob)), nil
+		},
+	}
+}
+
+// findScript locates make-rootfs.sh: the shared bench directory beside the
+// repository (as laid out for development and CI).
+func findScript() string {
+	wd, _ := os.Getwd()
+	for d := wd; d != "/"; d = filepath.Dir(d) {
+		for _, p := range []string{"shared/bench/make-rootfs.sh", "../shared/bench/make-rootfs.sh"} {
+			if _, err := os.Stat(filepath.Join(d, p)); err == nil {
+				return filepath.Join(d, p)
+			}
+		}
+	}
+	return "/work/shared/bench/make-rootfs.sh"
+}
+
+type env struct {
+	runner *Runner
+	snaps  *snapshot.Store
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (runc, overlay mounts)")
+	}
+	dir := t.TempDir()
+	r, err := New(context.Background(), filepath.Join(dir, "sandbox"), Options{Runc: "/usr/sbin/runc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := snapshot.New(filepath.Join(dir, "snapshots"), snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{runner: r, snaps: s}
+}
+
+// rootfs prepares a RUN step over busybox and returns it.
+func (e *env) rootfs(t testing.TB) *snapshot.Active {
+	t.Helper()
+	a, err := e.snaps.Prepare(context.Background(), []snapshot.Layer{busyboxLayer(t)}, snapshot.WithInit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Release() })
+	return a
+}
+
+type line struct {
+	stream Stream
+	text   string
+}
+
+// run runs a shell command in a fresh busybox step and returns its exit
+// code, its output lines and the step.
+func (e *env) run(t testing.TB, p Process, script string) (int, []line, *snapshot.Active, error) {
+	t.Helper()
+	a := e.rootfs(t)
+	var lines []line
+	p.RootFS = a.RootFS()
+	p.Args = []string{"/bin/sh", "-c", script}
+	p.Output = func(s Stream, b []byte) { lines = append(lines, line{s, string(b)}) }
+	code, err := e.runner.Run(context.Background(), p)
+	return code, lines, a, err
+}
+
+func stdout(lines []line) string {
+	var b strings.Builder
+	for _, l := range lines {
+		if l.stream == Stdout {
+			b.WriteString(l.text + "\n")
+		}
+	}
+	return b.String()
+}
+
+func TestRunOutputAndExitCode(t *testing.T) {
+	e := newEnv(t)
+	code, lines, _, err := e.run(t, Process{}, `echo one; echo two >&2; echo three; printf partial; exit 3`)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if code != 3 {
+		t.Errorf("exit code = %d, want 3", code)
+	}
+	var out, errs []string
+	for _, l := range lines {
+		if l.stream == Stdout {
+			out = append(out, l.text)
+		} else {
+			errs = append(errs, l.text)
+		}
+	}
+	if strings.Join(out, "|") != "one|three|partial" || strings.Join(errs, "|") != "two" {
+		t.Errorf("stdout lines %q, stderr lines %q; want [one three partial] and [two]", out, errs)
+	}
+}
+
+func TestRunProcessSettings(t *testing.T) {
+	e := newEnv(t)
+	code, lines, _, err := e.run(t, Process{
+		Env:  []string{"APP=/app", "LANG=C.UTF-8"},
+		User: "nobody",
+		Cwd:  "/work/dir",
+	}, `id -u; id -g; pwd; hostname; echo "$APP $LANG $HOME $HOSTNAME"; echo "$PATH"; cat /etc/hostname`)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v; output %v", code, err, lines)
+	}
+	got := strings.Split(strings.TrimSpace(stdout(lines)), "\n")
+	if len(got) != 7 {
+		t.Fatalf("output %q, want 7 lines", got)
+	}
+	hostname := got[3]
+	if !regexp.MustCompile(`^[0-9a-f]{12}$`).MatchString(hostname) {
+		t.Errorf("hostname %q, want 12 hex digits like a Docker container ID", hostname)
+	}
+	want := []string{"65534", "65534", "/work/dir", hostname,
+		"/app C.UTF-8 / " + hostname,
+		"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", hostname}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("line %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestRunUsers(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ user, want string }{
+		{"", "0:0"},
+		{"root", "0:0"},
+		{"1234", "1234:0"},
+		{"1234:5678", "1234:5678"},
+		{"nobody:root", "65534:0"},
+	} {
+		code, lines, _, err := e.run(t, Process{User: tc.user}, `echo "$(id -u):$(id -g)"`)
+		if err != nil || code != 0 {
+			t.Fatalf("USER %q: Run = %d, %v", tc.user, code, err)
+		}
+		if got := strings.TrimSpace(stdout(lines)); got != tc.want {
+			t.Errorf("USER %q runs as %s, want %s", tc.user, got, tc.want)
+		}
+	}
+	if _, _, _, err := e.run(t, Process{User: "nosuchuser"}, `true`); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "nosuchuser") {
+		t.Errorf("USER nosuchuser: Run error %v, want INVALID_ARGUMENT naming the user", err)
+	}
+}
+
+func TestRunMounts(t *testing.T) {
+	e := newEnv(t)
+	code, lines, _, err := e.run(t, Process{}, `
+		test -d /proc/1 && echo proc
+		touch /sys/x 2>/dev/null || echo sys-ro
+		mount | grep -q ' /dev/shm ' && echo shm
+		mount | grep -q ' /dev/mqueue ' && echo mqueue
+		mount | grep -q ' /dev/pts ' && echo pts
+		echo $$`)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v; output %v", code, err, lines)
+	}
+	if got, want := stdout(lines), "proc\nsys-ro\nshm\nmqueue\npts\n1\n"; got != want {
+		t.Errorf("output %q, want %q (the shell is PID 1 of its own namespace)", got, want)
+	}
+}
+
+func TestRunNetwork(t *testing.T) {
+	e := newEnv(t)
+	ifaces := func(n Network) string {
+		code, lines, _, err := e.run(t, Process{Network: n}, `tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ' '`)
+		if err != nil || code != 0 {
+			t.Fatalf("network %q: Run = %d, %v", n, code, err)
+		}
+		return strings.TrimSpace(stdout(lines))
+	}
+	if got := ifaces(NetworkNone); got != "lo" {
+		t.Errorf("network none sees interfaces %q, want only lo", got)
+	}
+	host, err := os.ReadFile("/proc/net/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ifaces(""); strings.Count(string(host), ":") != len(strings.Fields(got)) {
+		t.Errorf("default network sees interfaces %q, want the host's", got)
+	}
+}
+
+// CVE-2024-21626: a working directory through a leaked fd of runc must not
+// put the process on the host filesystem.
+func TestRunWorkdirProcSelfFd(t *testing.T) {
+	e := newEnv(t)
+	marker := filepath.Join(os.TempDir(), "strata-pwned-"+fmt.Sprint(time.Now().UnixNano()))
+	for n := 3; n <= 10; n++ {
+		cwd := fmt.Sprintf("/proc/self/fd/%d", n)
+		code, lines, _, err := e.run(t, Process{Cwd: cwd}, `touch ../../../../../../../../`+marker+`; cat ../../../../etc/hostname`)
+		if _, serr := os.Stat(marker); serr == nil {
+			os.Remove(marker)
+			t.Fatalf("WORKDIR %s: the process wrote %s on the host", cwd, marker)
+		}
+		if err == nil && code == 0 {
+			t.Errorf("WORKDIR %s: the step succeeded (output %v), want it to fail", cwd, lines)
+		}
+		t.Logf("WORKDIR %s: exit %d, error %v", cwd, code, err)
+	}
+}
+
+func TestRunOnlyExpectedFds(t *testing.T) {
+	e := newEnv(t)
+	code, lines, _, err := e.run(t, Process{}, `for fd in /proc/$$/fd/*; do printf "%s " "${fd##*/}"; readlink $fd || echo gone; done`)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v (%v)", code, err, lines)
+	}
+	got := strings.Split(strings.TrimSpace(stdout(lines)), "\n")
+	// runc in the foreground hands the process pipes it copies from its own
+	// stdio (stdin: /dev/null, so at EOF at once).
+	allowed := map[string]*regexp.Regexp{
+		"0": regexp.MustCompile(`^(/dev/null|pipe:\[\d+\])$`),
+		"1": regexp.MustCompile(`^pipe:\[\d+\]$`),
+		"2": regexp.MustCompile(`^pipe:\[\d+\]$`),
+	}
+	for _, l := range got {
+		fd, target, _ := strings.Cut(l, " ")
+		if target == "gone" {
+			continue // the directory the shell's glob read, closed since
+		}
+		if re, ok := allowed[fd]; !ok || !re.MatchString(target) {
+			t.Errorf("fd %s -> %q is open in the container; only stdio is expected (%q)", fd, target, got)
+		}
+	}
+}
+
+func TestRunLeavesHostUntouched(t *testing.T) {
+	e := newEnv(t)
+	hosts, _ := os.ReadFile("/etc/hosts")
+	resolv, _ := os.ReadFile("/etc/resolv.conf")
+	code, _, a, err := e.run(t, Process{}, `echo x >> /etc/hosts; echo x >> /etc/resolv.conf; echo x > /etc/hostname; touch /strata-host-marker; ls /`)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v", code, err)
+	}
+	if b, _ := os.ReadFile("/etc/hosts"); !bytes.Equal(b, hosts) {
+		t.Error("/etc/hosts of the host changed")
+	}
+	if b, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(b, resolv) {
+		t.Error("/etc/resolv.conf of the host changed")
+	}
+	if _, err := os.Stat("/strata-host-marker"); err == nil {
+		os.Remove("/strata-host-marker")
+		t.Error("the process created /strata-host-marker on the host")
+	}
+	if _, err := os.Stat(filepath.Join(a.UpperDir(), "strata-host-marker")); err != nil {
+		t.Errorf("the marker is not in the step's upper directory: %v", err)
+	}
+}
+
+// The step's layer holds what the command changed and nothing of the
+// sandbox's own mounts.
+func TestRunLayerHoldsOnlyTheChange(t *testing.T) {
+	e := newEnv(t)
+	code, _, a, err := e.run(t, Process{Cwd: "/app"}, `echo hi > /app/x; rm /bin/ls`)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v", code, err)
+	}
+	var buf bytes.Buffer
+	if err := layer.Diff(context.Background(), a.UpperDir(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	tr := tar.NewReader(&buf)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, hdr.Name)
+	}
+	if want := "app/ app/x bin/ bin/.wh.ls"; strings.Join(names, " ") != want {
+		t.Errorf("layer entries %q, want %q", names, want)
+	}
+}
+
+func TestRunCancelKillsEverything(t *testing.T) {
+	e := newEnv(t)
+	a := e.rootfs(t)
+	marker := fmt.Sprintf("strata-cancel-%d", time.Now().UnixNano())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	var once sync.Once
+	result := make(chan error, 1)
+	go func() {
+		_, err := e.runner.Run(ctx, Process{
+			RootFS: a.RootFS(),
+			Args:   []string{"/bin/sh", "-c", `sleep 1000 & sh -c "sleep 1001" & echo started; exec sleep 1002 # ` + marker},
+			Output: func(Stream, []byte) { once.Do(func() { close(started) }) },
+		})
+		result <- err
+	}()
+	select {
+	case <-started:
+	case err := <-result:
+		t.Fatalf("Run ended before it was canceled: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-result:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Run after cancel = %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of the cancel")
+	}
+	containers, err := e.runner.runc.List(context.Background())
+	if err != nil || len(containers) != 0 {
+		t.Errorf("runc list after cancel: %d containers, %v", len(containers), err)
+	}
+	out, _ := exec.Command("ps", "-eo", "args").Output()
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "sleep 100") && !strings.Contains(l, "ps -eo") {
+			t.Errorf("process left after cancel: %q", l)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(e.runner.dir, "bundles")); len(entries) != 0 {
+		t.Errorf("%d bundles left after cancel", len(entries))
+	}
+}
+
+func TestRunDeadline(t *testing.T) {
+	e := newEnv(t)
+	a := e.rootfs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := e.runner.Run(ctx, Process{RootFS: a.RootFS(), Args: []string{"sleep", "1000"}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run past its deadline = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestRunBadCommand(t *testing.T) {
+	e := newEnv(t)
+	a := e.rootfs(t)
+	code, err := e.runner.Run(context.Background(), Process{RootFS: a.RootFS(), Args: []string{"/no/such/binary"}})
+	if err == nil && code == 0 {
+		t.Errorf("Run of a missing binary = %d, nil; want an error or a non-zero exit", code)
+	}
+	t.Logf("missing binary: code %d, err %v", code, err)
+}
+
+// BenchmarkRunTrue is the fixed cost of a RUN: runc's create, start and
+// delete of a container running /bin/true.
+func BenchmarkRunTrue(b *testing.B) {
+	e := newEnv(b)
+	a := e.rootfs(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if code, err := e.runner.Run(ctx, Process{RootFS: a.RootFS(), Args: []string{"/bin/true"}}); err != nil || code != 0 {
+			b.Fatalf("Run = %d, %v", code, err)
+		}
+	}
+}
