@@ -122,12 +122,16 @@ type Tx interface {
 	// Usage returns the figures of `docker system df`.
 	Usage(ctx context.Context) (Usage, error)
 
-	// MarkCollectable marks, among the digests, those no image references,
-	// as about to be deleted by garbage collection, and returns them.
+	// MarkCollectable marks, among the digests, those no image references
+	// as being deleted by garbage collection, and returns them.
 	MarkCollectable(ctx context.Context, digests []string, now time.Time) ([]string, error)
-	// MarkedSince returns which of the digests were marked at or after t.
-	MarkedSince(ctx context.Context, digests []string, t time.Time) ([]string, error)
-	// PruneMarks forgets the marks made before t.
+	// SetCollected records that the blob store deleted a marked blob at t,
+	// or, when deleted is false, drops the mark.
+	SetCollected(ctx context.Context, digest string, deleted bool, t time.Time) error
+	// Collected returns which of the digests are being deleted, or were
+	// deleted at or after t.
+	Collected(ctx context.Context, digests []string, t time.Time) ([]string, error)
+	// PruneMarks forgets the deletions finished before t.
 	PruneMarks(ctx context.Context, before time.Time) error
 }
 

@@ -22,7 +22,7 @@ func checkKey(k string) error {
 	return nil
 }
 
-func (s *store) PutCacheRecord(ctx context.Context, in *metadatav1.CacheRecord) (*metadatav1.CacheRecord, error) {
+func (s *Service) PutCacheRecord(ctx context.Context, in *metadatav1.CacheRecord) (*metadatav1.CacheRecord, error) {
 	if in == nil {
 		return nil, errdefs.InvalidArgument("a cache record is required")
 	}
@@ -64,7 +64,7 @@ func digestOf(id string) (string, bool) {
 	return d.String(), true
 }
 
-func (s *store) LookupCacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error) {
+func (s *Service) LookupCacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error) {
 	if len(keys) > MaxLookupKeys {
 		return nil, errdefs.InvalidArgument("%d cache keys in one lookup; at most %d", len(keys), MaxLookupKeys).WithReason("TOO_MANY_KEYS")
 	}
@@ -100,7 +100,7 @@ func (s *store) LookupCacheRecords(ctx context.Context, keys []string) ([]*metad
 	return recs, nil
 }
 
-func (s *store) ListCacheRecords(ctx context.Context, size int, token string) ([]*metadatav1.CacheRecord, string, error) {
+func (s *Service) ListCacheRecords(ctx context.Context, size int, token string) ([]*metadatav1.CacheRecord, string, error) {
 	n, err := pageSize(size, 1000, 10000)
 	if err != nil {
 		return nil, "", err
@@ -131,7 +131,7 @@ func (s *store) ListCacheRecords(ctx context.Context, size int, token string) ([
 	return recs, next, nil
 }
 
-func (s *store) PruneCacheRecords(ctx context.Context, unusedFor time.Duration) ([]string, error) {
+func (s *Service) PruneCacheRecords(ctx context.Context, unusedFor time.Duration) ([]string, error) {
 	if unusedFor < 0 {
 		return nil, errdefs.InvalidArgument("unused_for %v is negative", unusedFor)
 	}
@@ -148,7 +148,7 @@ func (s *store) PruneCacheRecords(ctx context.Context, unusedFor time.Duration) 
 	return keys, err
 }
 
-func (s *store) ReferencedBlobs(ctx context.Context, size int, token string) ([]string, string, error) {
+func (s *Service) ReferencedBlobs(ctx context.Context, size int, token string) ([]string, string, error) {
 	n, err := pageSize(size, 1000, 10000)
 	if err != nil {
 		return nil, "", err
@@ -176,7 +176,7 @@ func (s *store) ReferencedBlobs(ctx context.Context, size int, token string) ([]
 	return ds, next, nil
 }
 
-func (s *store) IsReferenced(ctx context.Context, digests []string) (map[string]bool, error) {
+func (s *Service) IsReferenced(ctx context.Context, digests []string) (map[string]bool, error) {
 	var out map[string]bool
 	err := s.b.View(ctx, func(tx Tx) error {
 		var err error
@@ -186,7 +186,7 @@ func (s *store) IsReferenced(ctx context.Context, digests []string) (map[string]
 	return out, err
 }
 
-func (s *store) DiskUsage(ctx context.Context) (*metadatav1.GetDiskUsageResponse, error) {
+func (s *Service) DiskUsage(ctx context.Context) (*metadatav1.GetDiskUsageResponse, error) {
 	var u Usage
 	err := s.b.View(ctx, func(tx Tx) error {
 		var err error

@@ -32,7 +32,7 @@ func conflict(id, message string, forceable bool) error {
 		WithReason("IMAGE_CONFLICT").WithDetail("image", id)
 }
 
-func (s *store) DeleteImage(ctx context.Context, in string, opts DeleteOptions) ([]*metadatav1.DeletedItem, error) {
+func (s *Service) DeleteImage(ctx context.Context, in string, opts DeleteOptions) ([]*metadatav1.DeletedItem, error) {
 	var d *deletion
 	err := s.update(ctx, func(tx Tx) error {
 		d = &deletion{now: s.now()}
@@ -48,7 +48,7 @@ func (s *store) DeleteImage(ctx context.Context, in string, opts DeleteOptions) 
 // reference and deletes the image only when it was the last; an ID deletes
 // the image, untagging it first when its references are all in one
 // repository (or when forced).
-func (s *store) deleteImage(ctx context.Context, tx Tx, in string, force, prune bool, d *deletion) error {
+func (s *Service) deleteImage(ctx context.Context, tx Tx, in string, force, prune bool, d *deletion) error {
 	id, err := s.resolve(ctx, tx, in)
 	if err != nil {
 		return err
@@ -129,7 +129,7 @@ func (s *store) deleteImage(ctx context.Context, tx Tx, in string, force, prune 
 // child or a reference needs it (a reference only when not forced; a child
 // when not forced, or when quiet). Quiet conflicts leave the image and end
 // the walk silently. With prune, the parent goes next, quietly.
-func (s *store) deleteHelper(ctx context.Context, tx Tx, id string, force, prune, quiet bool, d *deletion) error {
+func (s *Service) deleteHelper(ctx context.Context, tx Tx, id string, force, prune, quiet bool, d *deletion) error {
 	children, err := tx.HasChildren(ctx, id)
 	if err != nil {
 		return err
@@ -249,7 +249,7 @@ func isImageIDPrefix(id, in string) bool {
 	return strings.HasPrefix(id, in) || strings.HasPrefix(idHex(id), in)
 }
 
-func (s *store) PruneImages(ctx context.Context, all bool, filters []*metadatav1.Filter) ([]*metadatav1.DeletedItem, int64, error) {
+func (s *Service) PruneImages(ctx context.Context, all bool, filters []*metadatav1.Filter) ([]*metadatav1.DeletedItem, int64, error) {
 	f, err := parsePruneFilters(filters, s.now())
 	if err != nil {
 		return nil, 0, err

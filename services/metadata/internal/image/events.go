@@ -78,7 +78,7 @@ func (f *eventFilters) match(ev *metadatav1.Event) bool {
 	return false
 }
 
-func (s *store) WatchEvents(ctx context.Context, since time.Time, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error {
+func (s *Service) WatchEvents(ctx context.Context, since time.Time, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error {
 	f, err := parseEventFilters(filters)
 	if err != nil {
 		return err
@@ -124,7 +124,7 @@ func (s *store) WatchEvents(ctx context.Context, since time.Time, filters []*met
 	}
 }
 
-func (s *store) RecordEvent(ctx context.Context, ev *metadatav1.Event) error {
+func (s *Service) RecordEvent(ctx context.Context, ev *metadatav1.Event) error {
 	if ev == nil || ev.GetAction() == metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
 		return errdefs.InvalidArgument("an event needs an action")
 	}

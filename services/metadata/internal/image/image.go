@@ -14,6 +14,9 @@ import (
 	"github.com/strata-build/strata/lib/reference"
 )
 
+// clockSkew is how far apart the clocks of replicas may be.
+const clockSkew = 5 * time.Second
+
 // MinIDPrefix is the fewest hex digits of an image ID that name it.
 const MinIDPrefix = 4
 
@@ -26,18 +29,22 @@ type Options struct {
 	EventPoll time.Duration
 }
 
+// Service is the Store over a Backend. Besides the Store it offers what
+// garbage collection and housekeeping need, which no client calls.
+var _ Store = (*Service)(nil)
+
 // New returns the Store over a backend.
-func New(b Backend, opts Options) Store {
+func New(b Backend, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.EventPoll <= 0 {
 		opts.EventPoll = 250 * time.Millisecond
 	}
-	return &store{b: b, now: opts.Now, poll: opts.EventPoll, wake: make(chan struct{})}
+	return &Service{b: b, now: opts.Now, poll: opts.EventPoll, wake: make(chan struct{})}
 }
 
-type store struct {
+type Service struct {
 	b    Backend
 	now  func() time.Time
 	poll time.Duration
@@ -47,21 +54,21 @@ type store struct {
 }
 
 // committed wakes the watchers of this replica.
-func (s *store) committed() {
+func (s *Service) committed() {
 	s.mu.Lock()
 	close(s.wake)
 	s.wake = make(chan struct{})
 	s.mu.Unlock()
 }
 
-func (s *store) wakeChan() <-chan struct{} {
+func (s *Service) wakeChan() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.wake
 }
 
 // update runs fn in a write transaction and wakes the watchers after it.
-func (s *store) update(ctx context.Context, fn func(Tx) error) error {
+func (s *Service) update(ctx context.Context, fn func(Tx) error) error {
 	err := s.b.Update(ctx, fn)
 	if err == nil {
 		s.committed()
@@ -75,7 +82,7 @@ func noSuchImage(in string) error {
 
 // resolve finds the image a string names, in Docker's order: a full image
 // ID; a reference (tag or name@digest); a unique ID prefix.
-func (s *store) resolve(ctx context.Context, tx Tx, in string) (string, error) {
+func (s *Service) resolve(ctx context.Context, tx Tx, in string) (string, error) {
 	if id, ok := reference.ParseID(in); ok {
 		ids, err := tx.ImageIDsWithPrefix(ctx, id.Encoded(), 1)
 		if err != nil {
@@ -129,7 +136,7 @@ func withRefs(img *metadatav1.Image, refs []Ref) *metadatav1.Image {
 	return img
 }
 
-func (s *store) load(ctx context.Context, tx Tx, id string) (*metadatav1.Image, error) {
+func (s *Service) load(ctx context.Context, tx Tx, id string) (*metadatav1.Image, error) {
 	img, err := tx.Image(ctx, id)
 	if err != nil {
 		return nil, err
@@ -141,7 +148,7 @@ func (s *store) load(ctx context.Context, tx Tx, id string) (*metadatav1.Image, 
 	return withRefs(img, refs[id]), nil
 }
 
-func (s *store) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOptions) (*metadatav1.Image, error) {
+func (s *Service) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOptions) (*metadatav1.Image, error) {
 	p, err := prepare(in)
 	if err != nil {
 		return nil, err
@@ -176,6 +183,19 @@ func (s *store) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOpti
 					WithReason("PARENT_NOT_FOUND").WithDetail("parent", parent)
 			}
 		}
+		if !opts.BlobsCheckedAt.IsZero() {
+			// A blob that garbage collection deleted after the caller saw it
+			// (allowing for clocks of other replicas) is gone: recording the
+			// image now would point at nothing.
+			gone, err := tx.Collected(ctx, p.blobs, opts.BlobsCheckedAt.Add(-clockSkew))
+			if err != nil {
+				return err
+			}
+			if len(gone) > 0 {
+				return errdefs.Aborted("image %s: garbage collection deleted %s while the image was being recorded; upload the blobs again and retry",
+					id, strings.Join(gone, ", ")).WithReason("BLOBS_COLLECTED").WithDetail("digests", strings.Join(gone, ","))
+			}
+		}
 		img := p.img
 		img.RecordedAt = timestamppb.New(now)
 		inserted, err := tx.InsertImage(ctx, NewImage{Image: img, ChainIDs: p.chainIDs, Blobs: p.blobs})
@@ -203,7 +223,7 @@ func (s *store) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOpti
 	return out, err
 }
 
-func (s *store) setTag(ctx context.Context, tx Tx, r reference.Reference, id string, now time.Time) error {
+func (s *Service) setTag(ctx context.Context, tx Tx, r reference.Reference, id string, now time.Time) error {
 	if _, err := tx.SetRef(ctx, Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id, IsTag: true}, now); err != nil {
 		return err
 	}
@@ -217,7 +237,7 @@ func event(t time.Time, action metadatav1.EventAction, id, ref string, attrs map
 	return &metadatav1.Event{Time: timestamppb.New(t), Action: action, ImageId: id, Reference: ref, Attributes: attrs}
 }
 
-func (s *store) GetImage(ctx context.Context, ref string) (*metadatav1.Image, error) {
+func (s *Service) GetImage(ctx context.Context, ref string) (*metadatav1.Image, error) {
 	var out *metadatav1.Image
 	err := s.b.View(ctx, func(tx Tx) error {
 		id, err := s.resolve(ctx, tx, ref)
@@ -233,7 +253,7 @@ func (s *store) GetImage(ctx context.Context, ref string) (*metadatav1.Image, er
 	return out, err
 }
 
-func (s *store) InspectImage(ctx context.Context, ref string) (*metadatav1.ImageInspect, []byte, error) {
+func (s *Service) InspectImage(ctx context.Context, ref string) (*metadatav1.ImageInspect, []byte, error) {
 	img, err := s.GetImage(ctx, ref)
 	if err != nil {
 		return nil, nil, err
@@ -241,7 +261,7 @@ func (s *store) InspectImage(ctx context.Context, ref string) (*metadatav1.Image
 	return inspect(img)
 }
 
-func (s *store) ImageHistory(ctx context.Context, ref string) ([]*metadatav1.HistoryRow, error) {
+func (s *Service) ImageHistory(ctx context.Context, ref string) ([]*metadatav1.HistoryRow, error) {
 	var rows []*metadatav1.HistoryRow
 	err := s.b.View(ctx, func(tx Tx) error {
 		id, err := s.resolve(ctx, tx, ref)
@@ -315,7 +335,7 @@ func historyRows(img *metadatav1.Image) []*metadatav1.HistoryRow {
 	return rows
 }
 
-func (s *store) TagImage(ctx context.Context, source, target string) (string, string, error) {
+func (s *Service) TagImage(ctx context.Context, source, target string) (string, string, error) {
 	r, err := reference.ParseTag(target)
 	if err != nil {
 		return "", "", err
@@ -334,7 +354,7 @@ func (s *store) TagImage(ctx context.Context, source, target string) (string, st
 	return id, r.Familiar(), nil
 }
 
-func (s *store) UntagImage(ctx context.Context, in string) (string, error) {
+func (s *Service) UntagImage(ctx context.Context, in string) (string, error) {
 	r, err := reference.ParseDefaultTag(in)
 	if err != nil {
 		return "", err
@@ -359,4 +379,36 @@ func idHex(id string) string {
 		return id[i+1:]
 	}
 	return id
+}
+
+// MarkCollectable marks, among the digests, those no image references as
+// being deleted by garbage collection, and returns them. Until SetCollected
+// drops the mark (or long enough after the deletion), PutImage refuses
+// images that need them.
+func (s *Service) MarkCollectable(ctx context.Context, digests []string) ([]string, error) {
+	var out []string
+	err := s.b.Update(ctx, func(tx Tx) error {
+		var err error
+		out, err = tx.MarkCollectable(ctx, digests, s.now())
+		return err
+	})
+	return out, err
+}
+
+// SetCollected records that a marked blob was deleted from the blob store,
+// or, when deleted is false, that it was not and may be used again.
+func (s *Service) SetCollected(ctx context.Context, digest string, deleted bool) error {
+	return s.b.Update(ctx, func(tx Tx) error { return tx.SetCollected(ctx, digest, deleted, s.now()) })
+}
+
+// Housekeep forgets events older than eventsFor and garbage collection
+// marks older than marksFor.
+func (s *Service) Housekeep(ctx context.Context, eventsFor, marksFor time.Duration) error {
+	now := s.now()
+	return s.b.Update(ctx, func(tx Tx) error {
+		if _, err := tx.PruneEvents(ctx, now.Add(-eventsFor)); err != nil {
+			return err
+		}
+		return tx.PruneMarks(ctx, now.Add(-marksFor))
+	})
 }

@@ -19,7 +19,7 @@ type listed struct {
 	refs []Ref
 }
 
-func (s *store) ListImages(ctx context.Context, opts ListOptions) ([]*metadatav1.ImageSummary, string, error) {
+func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadatav1.ImageSummary, string, error) {
 	f, err := parseListFilters(opts.Filters, s.now())
 	if err != nil {
 		return nil, "", err
@@ -162,7 +162,7 @@ func (s *store) ListImages(ctx context.Context, opts ListOptions) ([]*metadatav1
 
 // createdOf returns the creation time of the image a before/since filter
 // names.
-func (s *store) createdOf(ctx context.Context, tx Tx, ref string) (time.Time, error) {
+func (s *Service) createdOf(ctx context.Context, tx Tx, ref string) (time.Time, error) {
 	id, err := s.resolve(ctx, tx, ref)
 	if err != nil {
 		return time.Time{}, err

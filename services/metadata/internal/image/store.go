@@ -77,9 +77,6 @@ type Store interface {
 	// that matches the filters, in order, until ctx ends or fn fails. Events
 	// of every replica sharing the database arrive.
 	WatchEvents(ctx context.Context, since time.Time, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error
-	// RecordEvent appends an event that no store operation records itself
-	// (push, save).
-	RecordEvent(ctx context.Context, ev *metadatav1.Event) error
 }
 
 // PutOptions are the side effects of recording an image.
@@ -90,6 +87,10 @@ type PutOptions struct {
 	RepoDigests []string
 	// Action says what recorded the image, for the event stream.
 	Action metadatav1.EventAction
+	// BlobsCheckedAt is when the caller saw the image's blobs in the blob
+	// store; when set, PutImage fails with ErrAborted if garbage collection
+	// deleted one of them since.
+	BlobsCheckedAt time.Time
 }
 
 // ListOptions choose a page of images.

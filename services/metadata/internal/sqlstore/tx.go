@@ -530,8 +530,8 @@ func (t *txn) MarkCollectable(ctx context.Context, digests []string, now time.Ti
 		if refd[d] {
 			continue
 		}
-		if _, err := t.tx.ExecContext(ctx, `INSERT INTO gc_marks (digest, marked_at) VALUES ($1, $2)
-			ON CONFLICT (digest) DO UPDATE SET marked_at = excluded.marked_at`, d, now.UnixNano()); err != nil {
+		if _, err := t.tx.ExecContext(ctx, `INSERT INTO gc_marks (digest, marked_at, deleted_at) VALUES ($1, $2, 0)
+			ON CONFLICT (digest) DO UPDATE SET marked_at = excluded.marked_at, deleted_at = 0`, d, now.UnixNano()); err != nil {
 			return nil, err
 		}
 		out = append(out, d)
@@ -539,11 +539,20 @@ func (t *txn) MarkCollectable(ctx context.Context, digests []string, now time.Ti
 	return out, nil
 }
 
-func (t *txn) MarkedSince(ctx context.Context, digests []string, since time.Time) ([]string, error) {
+func (t *txn) SetCollected(ctx context.Context, digest string, deleted bool, at time.Time) error {
+	if !deleted {
+		_, err := t.tx.ExecContext(ctx, `DELETE FROM gc_marks WHERE digest = $1 AND deleted_at = 0`, digest)
+		return err
+	}
+	_, err := t.tx.ExecContext(ctx, `UPDATE gc_marks SET deleted_at = $1 WHERE digest = $2`, at.UnixNano(), digest)
+	return err
+}
+
+func (t *txn) Collected(ctx context.Context, digests []string, since time.Time) ([]string, error) {
 	var out []string
 	for _, c := range chunks(digests, chunk) {
 		a := append([]any{since.UnixNano()}, args(c)...)
-		rows, err := t.tx.QueryContext(ctx, `SELECT digest FROM gc_marks WHERE marked_at >= $1 AND digest IN `+in(2, len(c)), a...)
+		rows, err := t.tx.QueryContext(ctx, `SELECT digest FROM gc_marks WHERE (deleted_at = 0 OR deleted_at >= $1) AND digest IN `+in(2, len(c)), a...)
 		if err != nil {
 			return nil, err
 		}
@@ -557,7 +566,7 @@ func (t *txn) MarkedSince(ctx context.Context, digests []string, since time.Time
 }
 
 func (t *txn) PruneMarks(ctx context.Context, before time.Time) error {
-	_, err := t.tx.ExecContext(ctx, `DELETE FROM gc_marks WHERE marked_at < $1`, before.UnixNano())
+	_, err := t.tx.ExecContext(ctx, `DELETE FROM gc_marks WHERE deleted_at <> 0 AND deleted_at < $1`, before.UnixNano())
 	return err
 }
 

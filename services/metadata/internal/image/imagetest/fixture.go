@@ -113,7 +113,7 @@ func Make(t testing.TB, s Step) *metadatav1.Image {
 	hist = append(hist, history{Created: created, CreatedBy: s.CreatedBy, Comment: s.Comment, EmptyLayer: s.LayerSize == 0})
 	if s.LayerSize > 0 {
 		diffID := digest.FromString(fmt.Sprintf("diff %d", n)).String()
-		blob := digest.FromString(fmt.Sprintf("blob %d", n)).String()
+		blob := digest.FromString(diffID).String() // the layer blob holds its diff ID: see Contents
 		diffIDs = append(diffIDs, diffID)
 		layers = append(layers, &metadatav1.Layer{
 			Digest: blob, DiffId: diffID, Size: s.LayerSize/2 + 1,
@@ -205,6 +205,19 @@ func Chain(t testing.TB, n int) []*metadatav1.Image {
 			size = int64(100 + i)
 		}
 		out = append(out, Make(t, Step{Parent: out[len(out)-1], CreatedBy: fmt.Sprintf("/bin/sh -c #(nop)  ENV STEP=%d", i), LayerSize: size, Env: []string{fmt.Sprintf("STEP=%d", i)}}))
+	}
+	return out
+}
+
+// Contents returns the bytes of every blob a fixture image needs, by
+// digest, to upload them to a real blob store.
+func Contents(img *metadatav1.Image) map[string][]byte {
+	out := map[string][]byte{
+		img.GetManifest().GetDigest(): img.GetManifestBytes(),
+		img.GetId():                   img.GetConfig(),
+	}
+	for _, l := range img.GetLayers() {
+		out[l.GetDigest()] = []byte(l.GetDiffId())
 	}
 	return out
 }

@@ -73,9 +73,10 @@ CREATE TABLE events (
 );
 CREATE INDEX events_time ON events (time);
 
--- Blobs garbage collection is deleting or has deleted: an image whose blob
--- check ran before the mark must not be recorded.
+-- Blobs garbage collection is deleting (deleted_at 0) or deleted: an image
+-- whose blob check ran before such a deletion finished must not be recorded.
 CREATE TABLE gc_marks (
   digest    TEXT PRIMARY KEY,
-  marked_at INTEGER NOT NULL
+  marked_at INTEGER NOT NULL,
+  deleted_at INTEGER NOT NULL DEFAULT 0
 );
