@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
@@ -311,4 +312,29 @@ func WriteDiff(ctx context.Context, w BlobWriter, upperDir string) (Descriptor, 
 	pr.CloseWithError(errors.New("layer writer stopped")) // unblocks Diff when Write failed
 	<-done                                                // the upper directory is not read after return
 	return desc, err
+}
+
+// DiffID computes the diff ID and Docker's diff size of the layer an upper
+// directory holds, without compressing or storing anything: one pass of Diff
+// into sha256, several times faster than WriteDiff. With it a build can
+// commit a step's snapshot (whose chain ID needs the diff ID) and go on with
+// the next step while the layer is compressed and uploaded from the
+// committed directory (WriteDiff of snapshot.Store.Acquire's Dir), which
+// yields the same diff ID because Diff is deterministic for a directory that
+// does not change.
+func DiffID(ctx context.Context, upperDir string) (Unpacked, error) {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(Diff(ctx, upperDir, pw))
+	}()
+	d := digest.SHA256.Digester()
+	size, err := copyTar(ctx, d.Hash(), pr, nil)
+	pr.CloseWithError(errors.New("diff ID reader stopped"))
+	<-done
+	if err != nil {
+		return Unpacked{}, err
+	}
+	return Unpacked{DiffID: d.Digest(), DiffSize: size}, nil
 }

@@ -490,3 +490,31 @@ func syncDir(dir string) error {
 	defer f.Close()
 	return f.Sync()
 }
+
+// Ref pins an unpacked layer so that it is not evicted while its directory
+// is read (to upload it in the background, for instance).
+type Ref struct {
+	s     *Store
+	chain digest.Digest
+	once  sync.Once
+}
+
+// Dir is the layer's directory, in the form layer.Diff reads (overlay
+// whiteouts and opaque directories). It must not be written to.
+func (r *Ref) Dir() string { return filepath.Join(r.s.layerDir(r.chain), "diff") }
+
+// Release unpins the layer; calling it again does nothing.
+func (r *Ref) Release() { r.once.Do(func() { r.s.unpin([]digest.Digest{r.chain}) }) }
+
+// Acquire pins the unpacked layer with the chain ID (NOT_FOUND when absent).
+func (s *Store) Acquire(chainID digest.Digest) (*Ref, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.layers[chainID]
+	if !ok {
+		return nil, errdefs.NotFound("layer %s is not unpacked", chainID)
+	}
+	e.refs++
+	e.lastUsed = time.Now()
+	return &Ref{s: s, chain: chainID}, nil
+}

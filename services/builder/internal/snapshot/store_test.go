@@ -404,3 +404,36 @@ func BenchmarkPrepareRelease(b *testing.B) {
 		}
 	}
 }
+
+// A build can commit a step with the diff ID alone and upload the layer
+// from the committed directory later: the blob has the same diff ID.
+func TestCommitThenUploadFromLayerDir(t *testing.T) {
+	s := newStore(t, Options{})
+	ctx := context.Background()
+	base := newTarLayer(t, "etc/", "", "etc/passwd", "root", "etc/gone", "x")
+	a, err := s.Prepare(ctx, []Layer{base.Layer()})
+	must(t, err)
+	defer a.Release()
+	must(t, os.WriteFile(filepath.Join(a.RootFS(), "etc/new"), []byte("new"), 0o644))
+	must(t, os.Remove(filepath.Join(a.RootFS(), "etc/gone")))
+	must(t, os.Link(filepath.Join(a.RootFS(), "etc/new"), filepath.Join(a.RootFS(), "etc/new2")))
+
+	id, err := layer.DiffID(ctx, a.UpperDir())
+	must(t, err)
+	chainID, err := a.Commit(ctx, id.DiffID, id.DiffSize)
+	must(t, err)
+
+	ref, err := s.Acquire(chainID)
+	must(t, err)
+	if err := s.Remove(chainID); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Remove of an acquired layer = %v, want FAILED_PRECONDITION", err)
+	}
+	desc, err := layer.WriteDiff(ctx, &memBlob{}, ref.Dir())
+	must(t, err)
+	ref.Release()
+	ref.Release()
+	if desc.DiffID != id.DiffID || desc.DiffSize != id.DiffSize {
+		t.Errorf("layer uploaded from the committed dir: diff ID %s size %d, want %s size %d", desc.DiffID, desc.DiffSize, id.DiffID, id.DiffSize)
+	}
+	must(t, s.Remove(chainID))
+}
