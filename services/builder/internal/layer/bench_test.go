@@ -74,3 +74,19 @@ func benchUnpack(b *testing.B, dir string) {
 
 func BenchmarkUnpack200MBRandom(b *testing.B)    { benchUnpack(b, randomFileDir(b)) }
 func BenchmarkUnpack2000SmallFiles(b *testing.B) { benchUnpack(b, smallFilesDir(b)) }
+
+func benchDiffID(b *testing.B, dir string) {
+	ctx := context.Background()
+	res, err := DiffID(ctx, dir)
+	must(b, err)
+	b.SetBytes(res.DiffSize)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := DiffID(ctx, dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDiffID200MBRandom(b *testing.B)    { benchDiffID(b, randomFileDir(b)) }
+func BenchmarkDiffID2000SmallFiles(b *testing.B) { benchDiffID(b, smallFilesDir(b)) }
