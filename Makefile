@@ -12,7 +12,7 @@ PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run test lint bench up down
+.PHONY: help tools deps generate build run test lint bench bench-xfer up down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,8 +46,11 @@ lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ f
 	go vet $(PACKAGES)
 	@scripts/check-generated.sh
 
-bench: deps ## Run the benchmarks against the peers' figures
-	@echo "make bench: no benchmarks yet (they come with the blob store, metadata and builder issues)"; exit 1
+bench: deps bench-xfer ## Run the benchmarks against the peers' figures
+
+bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Strata against crane
+	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 2x -timeout 30m \
+	  ./services/builder/internal/transfer/interop/
 
 up: ## Start the docker-compose stack
 	@echo "make up: not yet (the deployment issue brings deploy/docker-compose.yml)"; exit 1

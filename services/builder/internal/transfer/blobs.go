@@ -56,7 +56,7 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 	}()
 
 	dg := digest.SHA256.Digester()
-	size, copyErr := io.CopyBuffer(io.MultiWriter(sinkWriter{w}, dg.Hash(), pipeSink{pw}), r, make([]byte, 1<<20))
+	size, copyErr := fanOut(r, []io.Writer{w, dg.Hash(), pw}, 2)
 	pw.CloseWithError(errOr(copyErr, io.EOF))
 	res := <-done
 	if copyErr != nil {
@@ -144,26 +144,6 @@ func unwrapSink(err error) error {
 		return se.err
 	}
 	return err
-}
-
-type sinkWriter struct{ w io.Writer }
-
-func (s sinkWriter) Write(p []byte) (int, error) {
-	n, err := s.w.Write(p)
-	if err != nil {
-		err = sinkErr{err: err}
-	}
-	return n, err
-}
-
-type pipeSink struct{ w *io.PipeWriter }
-
-func (s pipeSink) Write(p []byte) (int, error) {
-	n, err := s.w.Write(p)
-	if err != nil {
-		err = sinkErr{err: err, pipe: true}
-	}
-	return n, err
 }
 
 func errOr(err, otherwise error) error {

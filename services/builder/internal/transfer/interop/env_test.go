@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 }
 
 // blobstoreBinary builds strata-blobstore once per run.
-func blobstoreBinary(t *testing.T) string {
+func blobstoreBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if binDir, buildErr = os.MkdirTemp("", "strata-interop-bin-"); buildErr != nil {
@@ -74,7 +74,7 @@ type env struct {
 	blobs  *blobclient.Client
 }
 
-func newEnv(t *testing.T, opts ...transfer.Option) *env {
+func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	harness.Start(t, []string{"STRATA_LISTEN=" + addr, "STRATA_FS_ROOT=" + t.TempDir()}, blobstoreBinary(t))
