@@ -12,7 +12,7 @@ PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run test lint bench bench-xfer up down
+.PHONY: help tools deps generate build run test test-deploy lint bench bench-xfer up down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,8 +35,12 @@ build: ## Build static binaries into bin/
 run: build ## Run the three services locally (filesystem blobs, SQLite); Ctrl-C stops all
 	@scripts/run.sh
 
-test: deps ## Run every test, with the real S3, PostgreSQL and runc they need
+test: deps build ## Run every test, with the real S3, PostgreSQL, runc and Docker Engine they need
 	go test -count=1 -timeout 30m $(PACKAGES)
+	deploy/test.sh
+
+test-deploy: build ## Run the compose test alone: the stack on the Docker Engine, SQLite then PostgreSQL
+	deploy/test.sh
 
 lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ freshness
 	buf lint
@@ -52,8 +56,8 @@ bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Str
 	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 2x -timeout 30m \
 	  ./services/builder/internal/transfer/interop/
 
-up: ## Start the docker-compose stack
-	@echo "make up: not yet (the deployment issue brings deploy/docker-compose.yml)"; exit 1
+up: build ## Build the images and start the docker-compose stack, healthy (STRATA_METADATA_STORE=postgres for PostgreSQL)
+	@deploy/stack.sh up
 
-down: ## Stop the docker-compose stack and remove its volumes
-	@echo "make down: not yet (the deployment issue brings deploy/docker-compose.yml)"; exit 1
+down: ## Remove the docker-compose stack: containers, network and volumes
+	@deploy/stack.sh down
