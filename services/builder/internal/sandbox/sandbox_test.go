@@ -420,3 +420,25 @@ func BenchmarkRunTrue(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRunSmallFiles is the benchmark workload's second RUN: a shell
+// loop writing 2,000 small files into the step's upper directory.
+func BenchmarkRunSmallFiles(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	script := `mkdir -p /data/small && i=0; while [ $i -lt 2000 ]; do echo "line $i" > /data/small/f$i; i=$((i+1)); done`
+	for b.Loop() {
+		b.StopTimer()
+		a, err := e.snaps.Prepare(ctx, []snapshot.Layer{busyboxLayer(b)}, snapshot.WithInit())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if code, err := e.runner.Run(ctx, Process{RootFS: a.RootFS(), Args: []string{"/bin/sh", "-c", script}}); err != nil || code != 0 {
+			b.Fatalf("Run = %d, %v", code, err)
+		}
+		b.StopTimer()
+		a.Release()
+		b.StartTimer()
+	}
+}
