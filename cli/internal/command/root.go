@@ -127,7 +127,7 @@ func NewRoot(c *CLI) *cobra.Command {
 		newSystemCommand(c),
 		newVersionCommand(c),
 		newCompletionCommand(root),
-		// Engineer "blob" adds newBlobCommand(c) here: `strata blob …`.
+		newBlobCommand(c),
 	)
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetHelpCommand(newHelpCommand(root))

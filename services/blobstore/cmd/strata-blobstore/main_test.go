@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/strata-build/strata/lib/grpcclient"
+	"github.com/strata-build/strata/lib/harness"
+	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
+)
+
+var build struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// binaries builds strata-blobstore and the strata CLI once per test run.
+func binaries(t *testing.T) (server, cli string) {
+	t.Helper()
+	build.once.Do(func() {
+		build.dir, build.err = os.MkdirTemp("", "strata-blobstore-test")
+		if build.err != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", build.dir+"/",
+			"github.com/strata-build/strata/services/blobstore/cmd/strata-blobstore",
+			"github.com/strata-build/strata/cli/cmd/strata").CombinedOutput()
+		if err != nil {
+			build.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return filepath.Join(build.dir, "strata-blobstore"), filepath.Join(build.dir, "strata")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
+}
+
+// startServer runs strata-blobstore with args and waits until it serves.
+func startServer(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	server, _ := binaries(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	harness.Start(t, env, server, append([]string{"--listen", addr}, args...)...)
+	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	harness.WaitFor(t, "strata-blobstore", 30*time.Second, func(ctx context.Context) error {
+		_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	})
+	return addr
+}
+
+// strata runs the CLI against the blob store at addr.
+func strata(t *testing.T, addr string, stdin []byte, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	_, cli := binaries(t)
+	cmd := exec.Command(cli, append([]string{"--blobstore", addr}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// checkCLI is the acceptance path: put of a 64 MiB file prints its digest,
+// get returns the same bytes, a wrong --digest fails naming both digests and
+// stores nothing.
+func checkCLI(t *testing.T, addr string) {
+	dir := t.TempDir()
+	b := blobtest.Content(1, 64<<20)
+	want := digest.FromBytes(b)
+	file := filepath.Join(dir, "blob")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := strata(t, addr, nil, "blob", "put", file)
+	if err != nil || strings.TrimSpace(out) != string(want) {
+		t.Fatalf("strata blob put = %q, %v (%s); want %s", out, err, errOut, want)
+	}
+	got := filepath.Join(dir, "got")
+	if _, errOut, err := strata(t, addr, nil, "blob", "get", "-o", got, string(want)); err != nil {
+		t.Fatalf("strata blob get = %v (%s)", err, errOut)
+	}
+	if g, err := os.ReadFile(got); err != nil || !bytes.Equal(g, b) {
+		t.Errorf("strata blob get wrote %d bytes (%v), want the %d put", len(g), err, len(b))
+	}
+	out, _, err = strata(t, addr, nil, "blob", "get", "--offset", "10", "--length", "5", string(want))
+	if err != nil || out != string(b[10:15]) {
+		t.Errorf("strata blob get --offset 10 --length 5 = %q, %v", out, err)
+	}
+
+	other := filepath.Join(dir, "other")
+	ob := []byte("not what was declared")
+	if err := os.WriteFile(other, ob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	actual := digest.FromBytes(ob)
+	for _, src := range []string{other, "-"} {
+		_, errOut, err = strata(t, addr, ob, "blob", "put", "--digest", string(want[:len(want)-1])+"0", src)
+		if err == nil || !strings.Contains(errOut, string(want[:len(want)-1])+"0") || !strings.Contains(errOut, string(actual)) {
+			t.Errorf("strata blob put --digest <wrong> %s = %v, stderr %q; want a failure naming both digests", src, err, errOut)
+		}
+	}
+	out, _, err = strata(t, addr, nil, "blob", "ls", "-q")
+	if err != nil || strings.TrimSpace(out) != string(want) {
+		t.Errorf("strata blob ls -q = %q, %v; want only %s", out, err, want)
+	}
+
+	// Standard input, digest found by the client.
+	out, _, err = strata(t, addr, ob, "blob", "put", "-")
+	if err != nil || strings.TrimSpace(out) != string(actual) {
+		t.Errorf("strata blob put - = %q, %v; want %s", out, err, actual)
+	}
+	out, _, err = strata(t, addr, nil, "blob", "stat", string(actual))
+	if err != nil || !strings.Contains(out, string(actual)) || !strings.Contains(out, fmt.Sprint(len(ob))) {
+		t.Errorf("strata blob stat = %q, %v", out, err)
+	}
+	if out, _, err = strata(t, addr, nil, "blob", "rm", string(actual)); err != nil || strings.TrimSpace(out) != string(actual) {
+		t.Errorf("strata blob rm = %q, %v", out, err)
+	}
+	if _, errOut, err = strata(t, addr, nil, "blob", "stat", string(actual)); err == nil || !strings.Contains(errOut, "not found") {
+		t.Errorf("strata blob stat of a removed blob = %v, %q; want not found", err, errOut)
+	}
+	if _, errOut, err = strata(t, addr, nil, "blob", "get", "sha256:../../x"); err == nil || !strings.Contains(errOut, "invalid digest") {
+		t.Errorf("strata blob get sha256:../../x = %v, %q; want invalid digest", err, errOut)
+	}
+}
+
+func TestCLIWithFS(t *testing.T) {
+	root := t.TempDir()
+	addr := startServer(t, nil, "--fs-root", root)
+	checkCLI(t, addr)
+	// Nothing is left in the ingest folder.
+	if entries, err := os.ReadDir(filepath.Join(root, "ingest")); err != nil || len(entries) != 0 {
+		t.Errorf("ingest folder: %d entries, %v; want empty", len(entries), err)
+	}
+}
+
+func TestCLIWithS3(t *testing.T) {
+	s3 := harness.StartS3(t)
+	addr := startServer(t, []string{"STRATA_S3_ACCESS_KEY=" + s3.AccessKey, "STRATA_S3_SECRET_KEY=" + s3.SecretKey},
+		"--backend", "s3", "--s3-endpoint", s3.Endpoint, "--s3-path-style", "--s3-create-bucket", "--s3-bucket", "cli")
+	checkCLI(t, addr)
+}
+
+// TestS3DownAtStart: the service starts while S3 is down, answers
+// UNAVAILABLE naming the endpoint, and serves once S3 is up.
+func TestS3DownAtStart(t *testing.T) {
+	s3 := harness.StartS3(t)
+	s3.Stop()
+	addr := startServer(t, []string{"STRATA_S3_ACCESS_KEY=" + s3.AccessKey, "STRATA_S3_SECRET_KEY=" + s3.SecretKey},
+		"--backend", "s3", "--s3-endpoint", s3.Endpoint, "--s3-path-style", "--s3-create-bucket", "--s3-max-retries", "1")
+	_, errOut, err := strata(t, addr, nil, "blob", "ls")
+	if err == nil || !strings.Contains(errOut, s3.Endpoint) || !strings.Contains(errOut, "unreachable") {
+		t.Errorf("strata blob ls with S3 down = %v, %q; want an error naming %s as unreachable", err, errOut, s3.Endpoint)
+	}
+	s3.Start(t)
+	if out, errOut, err := strata(t, addr, []byte("x"), "blob", "put", "-"); err != nil || strings.TrimSpace(out) != string(digest.FromString("x")) {
+		t.Errorf("strata blob put once S3 is up = %q, %v (%s)", out, err, errOut)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	server, _ := binaries(t)
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"--backend", "nfs"}, nil, `invalid value "nfs" for --backend`},
+		{nil, []string{"STRATA_BACKEND=tape"}, `invalid value "tape" for STRATA_BACKEND`},
+		{[]string{"--backend", "s3", "--s3-endpoint", "http://h:9000", "--s3-access-key", "a", "--s3-secret-key", "b"}, nil, `invalid value "http://h:9000" for --s3-endpoint`},
+		{[]string{"--s3-part-size", "1024"}, nil, `invalid value "1024" for --s3-part-size`},
+		{[]string{"--janitor-max-age", "-1h"}, nil, `invalid value "-1h0m0s" for --janitor-max-age`},
+	} {
+		cmd := exec.Command(server, tc.args...)
+		cmd.Env = append(os.Environ(), tc.env...)
+		out, err := cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("strata-blobstore %v %v: exit %d (%v), output %q; want exit 2 and %q", tc.env, tc.args, cmd.ProcessState.ExitCode(), err, out, tc.want)
+		}
+	}
+}
