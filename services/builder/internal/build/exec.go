@@ -180,7 +180,15 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 	cfg.Container = ""
 	if st.container() {
 		cfg.Container = st.cid
+	}
+	if st.kind == kindMeta || st.kind == kindWorkdir {
+		// Docker creates these steps' containers from the very config it
+		// records, so the daemon's defaults show in it: the container's
+		// hostname, and labels as an empty map rather than null.
 		cfg.ContainerConfig.Hostname = st.cid[:12]
+		if cfg.ContainerConfig.Labels == nil {
+			cfg.ContainerConfig.Labels = map[string]string{}
+		}
 	}
 	now := time.Now().UTC()
 	cfg.Created = now
