@@ -14,6 +14,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/sandbox"
 	"github.com/strata-build/strata/services/builder/internal/server"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
@@ -67,7 +68,7 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 	return p.images.Get(ctx, string(res.ImageID))
 }
 
-func (c *buildConfig) wire(blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service, log *slog.Logger) (*server.Builds, error) {
+func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service, log *slog.Logger) (*server.Builds, error) {
 	snaps, err := snapshot.New(filepath.Join(c.stateDir, "snapshots"), snapshot.Options{MaxBytes: c.snapshotBytes})
 	if err != nil {
 		return nil, err
@@ -83,12 +84,16 @@ func (c *buildConfig) wire(blobs *content.Store, images *image.Store, index meta
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, err
 	}
+	runner, err := sandbox.New(ctx, filepath.Join(c.stateDir, "sandbox"), sandbox.Options{})
+	if err != nil {
+		return nil, err
+	}
 	b := &build.Builder{
 		Images:    images,
 		Index:     index,
 		Puller:    puller{transfers: transfers, images: images},
 		Snapshots: build.SnapshotStore(snaps, blobs),
-		Sandbox:   newSandbox(filepath.Join(c.stateDir, "sandbox")),
+		Sandbox:   build.RuncSandbox(runner),
 		Layers: build.LayerWriter(func(ctx context.Context, mediaType string) (layer.BlobWriter, error) {
 			return blobs.Writer(ctx, mediaType)
 		}),
@@ -99,6 +104,3 @@ func (c *buildConfig) wire(blobs *content.Store, images *image.Store, index meta
 	}
 	return server.NewBuilds(b, contexts, c.maxBuilds), nil
 }
-
-// newSandbox returns the RUN sandbox; none until internal/sandbox lands.
-func newSandbox(string) build.Sandbox { return nil }

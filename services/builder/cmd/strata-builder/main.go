@@ -54,7 +54,7 @@ func main() {
 		DefaultListen: ":50051",
 		Flags:         cfg.register,
 		Validate:      cfg.validate,
-		Wire: func(_ context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
+		Wire: func(ctx context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
 			metaConn, err := grpcclient.Dial(cfg.metadataAddr, grpcclient.Config{})
 			if err != nil {
 				return nil, err
@@ -67,7 +67,7 @@ func main() {
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits))
-			builds, err := cfg.builds.wire(blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, log)
+			builds, err := cfg.builds.wire(ctx, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()

@@ -6,8 +6,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/sandbox"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
@@ -81,4 +83,26 @@ func (l layers) WriteDiff(ctx context.Context, upperDir string) (image.Layer, er
 		return image.Layer{}, err
 	}
 	return image.Layer{Blob: d.OCI(), DiffID: d.DiffID, DiffSize: d.DiffSize}, nil
+}
+
+// RuncSandbox runs RUN steps with the sandbox package's runc runner.
+func RuncSandbox(r *sandbox.Runner) Sandbox { return runner{r} }
+
+type runner struct{ r *sandbox.Runner }
+
+func (s runner) Run(ctx context.Context, p Process) (int, error) {
+	network := sandbox.NetworkHost
+	if p.Network == builderv1.NetworkMode_NETWORK_MODE_NONE {
+		network = sandbox.NetworkNone
+	}
+	return s.r.Run(ctx, sandbox.Process{
+		RootFS: p.Root, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd, Network: network,
+		Output: func(stream sandbox.Stream, line []byte) {
+			w := p.Stdout
+			if stream == sandbox.Stderr {
+				w = p.Stderr
+			}
+			w.Write(append(line, '\n'))
+		},
+	})
 }

@@ -1,0 +1,189 @@
+package build
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/services/builder/internal/sandbox"
+)
+
+// busybox returns the files of a busybox-static root filesystem, as
+// shared/bench/make-rootfs.sh writes it.
+func busybox(t *testing.T) []tarFile {
+	t.Helper()
+	bin, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal("busybox not found: apt-get install busybox-static (make deps)")
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []tarFile{
+		{name: "bin/", dir: true, mode: 0o755},
+		{name: "bin/busybox", body: string(body), mode: 0o755},
+		{name: "etc/", dir: true, mode: 0o755},
+		{name: "etc/passwd", body: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", mode: 0o644},
+		{name: "etc/group", body: "root:x:0:\nnogroup:x:65534:\n", mode: 0o644},
+		{name: "tmp/", dir: true, mode: 0o1777},
+		{name: "root/", dir: true, mode: 0o700},
+		{name: "proc/", dir: true, mode: 0o755},
+		{name: "sys/", dir: true, mode: 0o755},
+		{name: "dev/", dir: true, mode: 0o755},
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet != "busybox" {
+			files = append(files, tarFile{name: "bin/" + applet, link: "busybox"})
+		}
+	}
+	return files
+}
+
+// newRuncEnv is newEnv with the real runc sandbox.
+func newRuncEnv(t *testing.T) *env {
+	e := newEnv(t)
+	r, err := sandbox.New(context.Background(), filepath.Join(t.TempDir(), "sandbox"), sandbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.b.Sandbox = RuncSandbox(r)
+	e.importBase("busybox:latest", busybox(t))
+	return e
+}
+
+func TestRunMakesDockerLayers(t *testing.T) {
+	e := newRuncEnv(t)
+	df := `FROM busybox
+ARG V=1
+RUN set -x && echo "nginx:x:101:101:nginx:/nonexistent:/bin/false" >> /etc/passwd && mkdir -p /var/log/nginx && echo $V > /var/log/nginx/install.log
+RUN ln -sf /dev/stdout /var/log/nginx/access.log && rm /bin/vi
+RUN echo nothing changes
+WORKDIR /work
+RUN pwd > here && id -u > uid
+USER nobody
+RUN id -u > /tmp/uid
+`
+	res, rec := e.mustBuild(df, nil)
+	img := e.image(res.ImageID)
+	files := e.files(img)
+	for path, want := range map[string]string{
+		"var/log/nginx/install.log": "-rw-r--r-- 0:0 1\n",
+		"var/log/nginx/access.log":  "-rwxrwxrwx 0:0 -> /dev/stdout",
+		"work/here":                 "-rw-r--r-- 0:0 /work\n",
+		"work/uid":                  "-rw-r--r-- 0:0 0\n",
+		"tmp/uid":                   "-rw-r--r-- 65534:65534 65534\n",
+	} {
+		if got := files[path]; got != want {
+			t.Errorf("%s = %q, want %q", path, got, want)
+		}
+	}
+	if _, ok := files["bin/vi"]; ok {
+		t.Error("bin/vi survived rm: the whiteout is missing")
+	}
+	for _, p := range []string{"etc/hosts", "etc/resolv.conf", "etc/hostname", ".dockerenv"} {
+		if _, ok := files[p]; ok {
+			t.Errorf("%s is in the image: a mount point leaked into a RUN layer", p)
+		}
+	}
+	h := history(img)
+	want := []string{
+		"/bin/sh -c #(nop)  ARG V=1 (empty)",
+		`|1 V=1 /bin/sh -c set -x && echo "nginx:x:101:101:nginx:/nonexistent:/bin/false" >> /etc/passwd && mkdir -p /var/log/nginx && echo $V > /var/log/nginx/install.log`,
+		"|1 V=1 /bin/sh -c ln -sf /dev/stdout /var/log/nginx/access.log && rm /bin/vi",
+		"|1 V=1 /bin/sh -c echo nothing changes (empty)",
+		"/bin/sh -c #(nop) WORKDIR /work",
+	}
+	for i, w := range want {
+		if h[i+1] != w {
+			t.Errorf("history[%d] = %q, want %q", i+1, h[i+1], w)
+		}
+	}
+	var stderr, stdout []string
+	for _, ev := range rec.events {
+		if o := ev.GetOutput(); o != nil {
+			if o.GetStream() == 2 {
+				stderr = append(stderr, string(o.GetData()))
+			} else {
+				stdout = append(stdout, string(o.GetData()))
+			}
+		}
+	}
+	if len(stderr) == 0 || !strings.HasPrefix(stderr[0], "+ echo nginx:x:101") {
+		t.Errorf("stderr lines = %q, want set -x's trace", stderr)
+	}
+	if len(stdout) == 0 || stdout[0] != "nothing changes\n" {
+		t.Errorf("stdout lines = %q", stdout)
+	}
+}
+
+func TestRunFailureNamesExitCodeAndRecordsNothing(t *testing.T) {
+	e := newRuncEnv(t)
+	before := len(e.index.images)
+	_, _, err := e.build("FROM busybox\nRUN echo first\nRUN echo doomed >&2; exit 7\n", nil)
+	if err == nil || !strings.Contains(err.Error(), "Dockerfile:3: The command '/bin/sh -c echo doomed >&2; exit 7' returned a non-zero code: 7") || !strings.Contains(err.Error(), "doomed") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(e.index.images) != before {
+		t.Error("a failed build recorded images")
+	}
+}
+
+func TestWorkdirInProcSelfFdDoesNotEscape(t *testing.T) {
+	e := newRuncEnv(t)
+	sentinel := filepath.Join(os.TempDir(), "strata-pwned-"+strings.ReplaceAll(t.Name(), "/", "_"))
+	os.Remove(sentinel)
+	for n := 3; n <= 8; n++ {
+		df := "FROM busybox\nWORKDIR /proc/self/fd/" + itoa(n) + "\nRUN touch ../../../../.." + sentinel + "\n"
+		_, _, _ = e.build(df, nil)
+		if _, err := os.Stat(sentinel); err == nil {
+			os.Remove(sentinel)
+			t.Fatalf("WORKDIR /proc/self/fd/%d let RUN write %s on the host", n, sentinel)
+		}
+	}
+}
+
+func TestCancelKillsTheRunningStep(t *testing.T) {
+	e := newRuncEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan struct{}, 1)
+	go func() {
+		_, err := e.b.Build(ctx, &Request{Dockerfile: []byte("FROM busybox\nRUN echo go; sleep 600\n"), Context: e.context(nil)}, func(ev *builderv1.BuildEvent) {
+			if ev.GetOutput() != nil {
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+			}
+		})
+		done <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the RUN step did not start")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a canceled build succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the build did not stop within 30 s of its cancellation")
+	}
+	out, _ := exec.Command("pgrep", "-f", "sleep 600").Output()
+	if len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("the step's process survived the cancellation: pids %s", out)
+	}
+}
