@@ -12,7 +12,7 @@ PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run test test-deploy lint bench bench-xfer up down
+.PHONY: help tools deps generate build run test test-deploy lint bench bench-xfer bench-exec up down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,11 +50,15 @@ lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ f
 	go vet $(PACKAGES)
 	@scripts/check-generated.sh
 
-bench: deps bench-xfer ## Run the benchmarks against the peers' figures
+bench: deps bench-xfer bench-exec ## Run the benchmarks against the peers' figures
 
 bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Strata against crane
 	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 2x -timeout 30m \
 	  ./services/builder/internal/transfer/interop/
+
+bench-exec: ## The builder's layer pipeline, snapshots and runc sandbox (upper dir → gzip → blob store on fs and S3)
+	go test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m \
+	  ./services/builder/internal/layer/ ./services/builder/internal/snapshot/ ./services/builder/internal/sandbox/
 
 up: build ## Build the images and start the docker-compose stack, healthy (STRATA_METADATA_STORE=postgres for PostgreSQL)
 	@deploy/stack.sh up

@@ -29,28 +29,15 @@ var busybox struct {
 	err  error
 }
 
-// busyboxLayer is the benchmark's base image (../shared/bench/make-rootfs.sh,
-// Debian's busybox-static) as one layer.
+// busyboxLayer is the benchmark's base image as one layer: the rootfs
+// ../shared/bench/make-rootfs.sh writes from Debian's busybox-static (the
+// binary, a symlink per applet, root and nobody in /etc/passwd and
+// /etc/group).
 func busyboxLayer(t testing.TB) snapshot.Layer {
 	t.Helper()
-	busybox.once.Do(func() {
-		dir, err := os.MkdirTemp("", "strata-busybox-")
-		if err != nil {
-			busybox.err = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		out := filepath.Join(dir, "rootfs.tar")
-		script := findScript()
-		cmd := exec.Command("sh", script, out)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			busybox.err = fmt.Errorf("%s: %v: %s", script, err, b)
-			return
-		}
-		busybox.blob, busybox.err = os.ReadFile(out)
-	})
+	busybox.once.Do(func() { busybox.blob, busybox.err = busyboxRootfs() })
 	if busybox.err != nil {
-		t.Fatalf("making the busybox rootfs: %v", busybox.err)
+		t.Fatalf("making the busybox rootfs (apt-get install busybox-static): %v", busybox.err)
 	}
 	return snapshot.Layer{
 		DiffID: digest.FromBytes(busybox.blob),
@@ -60,18 +47,47 @@ func busyboxLayer(t testing.TB) snapshot.Layer {
 	}
 }
 
-// findScript locates make-rootfs.sh: the shared bench directory beside the
-// repository (as laid out for development and CI).
-func findScript() string {
-	wd, _ := os.Getwd()
-	for d := wd; d != "/"; d = filepath.Dir(d) {
-		for _, p := range []string{"shared/bench/make-rootfs.sh", "../shared/bench/make-rootfs.sh"} {
-			if _, err := os.Stat(filepath.Join(d, p)); err == nil {
-				return filepath.Join(d, p)
-			}
+func busyboxRootfs() ([]byte, error) {
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		return nil, err
+	}
+	bin, err := os.ReadFile(bb)
+	if err != nil {
+		return nil, err
+	}
+	list, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, body []byte) {
+		h.ModTime = time.Unix(0, 0)
+		h.Size = int64(len(body))
+		if err == nil {
+			err = tw.WriteHeader(h)
+		}
+		if err == nil {
+			_, err = tw.Write(body)
 		}
 	}
-	return "/work/shared/bench/make-rootfs.sh"
+	for _, d := range []string{"bin/", "dev/", "etc/", "proc/", "root/", "sys/"} {
+		add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755}, nil)
+	}
+	add(&tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil)
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755}, bin)
+	for _, applet := range strings.Fields(string(list)) {
+		if applet != "busybox" {
+			add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777}, nil)
+		}
+	}
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"))
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/group", Mode: 0o644}, []byte("root:x:0:\nnogroup:x:65534:\n"))
+	if err == nil {
+		err = tw.Close()
+	}
+	return buf.Bytes(), err
 }
 
 type env struct {
