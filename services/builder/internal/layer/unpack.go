@@ -134,7 +134,7 @@ func unpackError(err error) error {
 		return err
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
-	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrInsecurePath), errors.Is(err, io.ErrUnexpectedEOF),
+	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrFieldTooLong), errors.Is(err, tar.ErrInsecurePath), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, pgzip.ErrHeader), errors.Is(err, pgzip.ErrChecksum):
 		return errdefs.InvalidArgument("malformed layer: %v", err)
 	case errors.As(err, &link) && errors.Is(err, os.ErrNotExist):

@@ -458,3 +458,38 @@ func BenchmarkRunSmallFiles(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// A builder killed mid-RUN leaves a container behind; the next Runner on the
+// same state directory kills and deletes it.
+func TestNewCleansUpAfterACrash(t *testing.T) {
+	e := newEnv(t)
+	a := e.rootfs(t)
+	started := make(chan struct{})
+	var once sync.Once
+	result := make(chan int, 1)
+	go func() {
+		code, _ := e.runner.Run(context.Background(), Process{
+			RootFS: a.RootFS(),
+			Args:   []string{"/bin/sh", "-c", "echo up; exec sleep 1000"},
+			Output: func(Stream, []byte) { once.Do(func() { close(started) }) },
+		})
+		result <- code
+	}()
+	<-started
+	// The "restarted" builder.
+	r2, err := New(context.Background(), e.runner.dir, Options{Runc: "/usr/sbin/runc"})
+	if err != nil {
+		t.Fatalf("New after a crash: %v", err)
+	}
+	select {
+	case code := <-result:
+		if code != 128+9 {
+			t.Errorf("the orphaned process ended with %d, want 137 (SIGKILL)", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the orphaned container still runs 30s after New")
+	}
+	if containers, err := r2.runc.List(context.Background()); err != nil || len(containers) != 0 {
+		t.Errorf("runc list after New: %d containers, %v", len(containers), err)
+	}
+}
