@@ -21,13 +21,12 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
-	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
-	"github.com/strata-build/strata/lib/reference"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
@@ -47,14 +46,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// blobstoreBinary builds strata-blobstore once per run.
-func blobstoreBinary(t testing.TB) string {
+// binaries builds strata-blobstore and strata-metadata once per run and
+// returns their directory.
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if binDir, buildErr = os.MkdirTemp("", "strata-interop-bin-"); buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/blobstore/cmd/strata-blobstore")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/blobstore/cmd/strata-blobstore", "./services/metadata/cmd/strata-metadata")
 		cmd.Dir = harness.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -63,30 +63,32 @@ func blobstoreBinary(t testing.TB) string {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(binDir, "strata-blobstore")
+	return binDir
 }
 
-// env is a transfer service over a real blob store service.
+// env is a transfer service over the real blob store and metadata
+// services, started from their binaries on loopback.
 type env struct {
 	svc    *transfer.Service
 	images *image.Store
-	meta   *memImages
+	meta   metadatav1.ImageServiceClient
 	blobs  *blobclient.Client
 }
 
 func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	harness.Start(t, []string{"STRATA_LISTEN=" + addr, "STRATA_FS_ROOT=" + t.TempDir()}, blobstoreBinary(t))
-	harness.WaitForTCP(t, "blobstore", addr, 60*time.Second)
-	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	bc := blobclient.New(conn)
+	bin := binaries(t)
+	dir := t.TempDir()
+	blobAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	metaAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	harness.Start(t, []string{"STRATA_LISTEN=" + blobAddr, "STRATA_FS_ROOT=" + filepath.Join(dir, "blobs")}, filepath.Join(bin, "strata-blobstore"))
+	harness.Start(t, []string{"STRATA_LISTEN=" + metaAddr, "STRATA_SQLITE_PATH=" + filepath.Join(dir, "metadata.db"), "STRATA_BLOBSTORE_ADDR=" + blobAddr},
+		filepath.Join(bin, "strata-metadata"))
+	blobConn := dial(t, blobAddr)
+	metaConn := dial(t, metaAddr)
+	bc := blobclient.New(blobConn)
 	blobs := content.New(bc)
-	meta := newMemImages()
+	meta := metadatav1.NewImageServiceClient(metaConn)
 	images := image.NewStore(blobs, meta)
 	opts = append([]transfer.Option{transfer.WithRetryBackoff(10 * time.Millisecond)}, opts...)
 	return &env{
@@ -94,6 +96,45 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 		images: images,
 		meta:   meta,
 		blobs:  bc,
+	}
+}
+
+// dial connects to a service and waits until it serves.
+func dial(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	harness.WaitFor(t, "service at "+addr, 60*time.Second, func(ctx context.Context) error {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("status %v", resp.GetStatus())
+		}
+		return nil
+	})
+	return conn
+}
+
+// imageCount returns how many images the metadata service holds.
+func (e *env) imageCount(t testing.TB) int {
+	t.Helper()
+	resp, err := e.meta.ListImages(context.Background(), &metadatav1.ListImagesRequest{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(resp.GetImages())
+}
+
+// tag points one more tag at an image.
+func (e *env) tag(t testing.TB, source, target string) {
+	t.Helper()
+	if _, err := e.meta.TagImage(context.Background(), &metadatav1.TagImageRequest{Source: source, Target: target}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -164,53 +205,6 @@ func uniqueTag(t *testing.T) string {
 	return fmt.Sprintf("t%d", time.Now().UnixNano())
 }
 
-// memImages stands in for the metadata service: it keeps records by ID and
-// tag. (The metadata service's own tests prove its side of PutImage.)
-type memImages struct {
-	mu   sync.Mutex
-	byID map[string]*metadatav1.Image
-	tags map[string]string
-}
-
-func newMemImages() *memImages {
-	return &memImages{byID: map[string]*metadatav1.Image{}, tags: map[string]string{}}
-}
-
-func (m *memImages) PutImage(_ context.Context, in *metadatav1.PutImageRequest, _ ...grpc.CallOption) (*metadatav1.PutImageResponse, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	img := in.GetImage()
-	if old, ok := m.byID[img.GetId()]; ok {
-		img.RepoDigests = old.RepoDigests
-	}
-	img.RepoDigests = append(img.RepoDigests, in.GetRepoDigests()...)
-	m.byID[img.GetId()] = img
-	for _, t := range in.GetTags() {
-		m.tags[t] = img.GetId()
-	}
-	return &metadatav1.PutImageResponse{Image: img}, nil
-}
-
-func (m *memImages) GetImage(_ context.Context, in *metadatav1.GetImageRequest, _ ...grpc.CallOption) (*metadatav1.GetImageResponse, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if img, ok := m.byID[in.GetReference()]; ok {
-		return &metadatav1.GetImageResponse{Image: img}, nil
-	}
-	if r, err := reference.ParseDefaultTag(in.GetReference()); err == nil {
-		if id, ok := m.tags[r.String()]; ok {
-			return &metadatav1.GetImageResponse{Image: m.byID[id]}, nil
-		}
-	}
-	return nil, errdefs.NotFound("no image %q", in.GetReference())
-}
-
-func (m *memImages) count() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.byID)
-}
-
 // importBusybox imports the busybox rootfs into Strata under tag.
 func (e *env) importBusybox(t *testing.T, rootfs, tag string, changes ...string) digest.Digest {
 	t.Helper()
@@ -233,13 +227,3 @@ func dockerCLI(t *testing.T) string { return harness.Tool(t, "docker") }
 func runQuiet(name string, args ...string) error { return exec.Command(name, args...).Run() }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
-
-// tagRequest points one more tag at a recorded image.
-func tagRequest(t *testing.T, img *metadatav1.Image, tag string) *metadatav1.PutImageRequest {
-	t.Helper()
-	r, err := reference.ParseTag(tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &metadatav1.PutImageRequest{Image: img, Tags: []string{r.String()}}
-}

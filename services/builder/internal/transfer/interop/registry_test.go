@@ -168,9 +168,7 @@ func TestRegistryPushPull(t *testing.T) {
 	// The pulled image came from crane/app: pushing it to another
 	// repository of the registry mounts its layers.
 	other := reg + "/mounted/app:1"
-	if _, err := e.meta.PutImage(ctx, tagRequest(t, rec.Record, other)); err != nil {
-		t.Fatal(err)
-	}
+	e.tag(t, craneRef, other)
 	var mounted recorder
 	if _, err := e.svc.Push(ctx, other, transfer.PushOptions{}, mounted.progress); err != nil {
 		t.Fatalf("Push(%s): %v", other, err)
@@ -241,6 +239,38 @@ func TestRegistryFaults(t *testing.T) {
 			t.Errorf("Pull(401) = %v, want UNAUTHENTICATED", err)
 		}
 	})
+	t.Run("credentials", func(t *testing.T) {
+		fresh := newEnv(t)
+		proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
+			if u, p, ok := r.BasicAuth(); ok && u == "strata" && p == "s3cret" {
+				return false
+			}
+			w.Header().Set("WWW-Authenticate", `Basic realm="strata-test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return true
+		})
+		if _, err := fresh.svc.Pull(ctx, through, transfer.PullOptions{Auth: transfer.Auth{Username: "strata", Password: "s3cret"}}, nil); err != nil {
+			t.Errorf("Pull with the registry's credentials = %v", err)
+		}
+	})
+	t.Run("push retried after 5xx", func(t *testing.T) {
+		var failures atomic.Int32
+		proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
+			if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/") && failures.Add(1) <= 2 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return true
+			}
+			return false
+		})
+		e.tag(t, reg+"/faults/bb:1", proxy.addr+"/retried/bb:1")
+		if _, err := e.svc.Push(ctx, proxy.addr+"/retried/bb:1", transfer.PushOptions{}, nil); err != nil {
+			t.Errorf("Push after two 503s = %v, want it retried to success", err)
+		}
+		if failures.Load() < 2 {
+			t.Errorf("the proxy failed %d uploads, want 2", failures.Load())
+		}
+		run(t, nil, harness.Tool(t, "crane"), "validate", "--remote", reg+"/retried/bb:1")
+	})
 	t.Run("5xx then fine", func(t *testing.T) {
 		fresh := newEnv(t)
 		var failures atomic.Int32
@@ -268,7 +298,7 @@ func TestRegistryFaults(t *testing.T) {
 		if !errdefs.IsUnavailable(err) {
 			t.Errorf("Pull(always 500) = %v, want UNAVAILABLE", err)
 		}
-		if fresh.meta.count() != 0 {
+		if fresh.imageCount(t) != 0 {
 			t.Errorf("a failed pull recorded an image")
 		}
 	})
@@ -297,7 +327,7 @@ func TestRegistryFaults(t *testing.T) {
 		if !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Pull(corrupt layer) = %v, want INVALID_ARGUMENT", err)
 		}
-		if fresh.meta.count() != 0 {
+		if fresh.imageCount(t) != 0 {
 			t.Errorf("a pull of a corrupt layer recorded an image")
 		}
 		img, _ := e.images.Get(ctx, reg+"/faults/bb:1")
