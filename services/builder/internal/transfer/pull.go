@@ -213,7 +213,9 @@ func (s *Service) pullLayers(ctx context.Context, puller *remote.Puller, repo na
 	g.SetLimit(layerJobs)
 	for i, d := range descs {
 		id := d.Digest.String()
-		progress.send(Update{ID: id, Action: ActionWaiting, Total: d.Size})
+		if slices.Contains(missing, d.Digest) {
+			progress.send(Update{ID: id, Action: ActionWaiting, Total: d.Size})
+		}
 		g.Go(func() error {
 			layerWhat := fmt.Sprintf("%s: layer %s", what, d.Digest)
 			if !slices.Contains(missing, d.Digest) {

@@ -71,13 +71,19 @@ func (s *Service) Push(ctx context.Context, refStr string, opts PushOptions, pro
 	what := "pushing " + ref.Familiar()
 	mountFrom := mountSource(img, repo)
 
-	blobs := []ocispec.Descriptor{img.ConfigDescriptor()}
+	var blobs []ocispec.Descriptor
 	for _, l := range img.Layers() {
 		blobs = append(blobs, l.Blob)
 	}
 	var sent atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(layerJobs)
+	// The config goes too, without progress: Docker shows layers only.
+	g.Go(func() error {
+		n, err := s.pushBlob(gctx, puller, pusher, repo, img.ConfigDescriptor(), nil, what, nil)
+		sent.Add(n)
+		return err
+	})
 	for _, d := range blobs {
 		progress.send(Update{ID: d.Digest.String(), Action: ActionWaiting, Total: d.Size})
 		g.Go(func() error {
