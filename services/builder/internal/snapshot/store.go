@@ -425,7 +425,7 @@ func (s *Store) evictLocked() []string {
 		if s.total <= s.opts.MaxBytes {
 			break
 		}
-		dst := filepath.Join(s.root, "tmp", "evict-"+e.meta.ChainID.Encoded())
+		dst := s.trashPath("evict-" + e.meta.ChainID.Encoded())
 		if err := os.Rename(s.layerDir(e.meta.ChainID), dst); err != nil {
 			continue
 		}
@@ -456,7 +456,7 @@ func (s *Store) Remove(chainID digest.Digest) error {
 		s.mu.Unlock()
 		return errdefs.FailedPrecondition("layer %s is in use by %d prepared steps", chainID, e.refs)
 	}
-	dst := filepath.Join(s.root, "tmp", "remove-"+chainID.Encoded())
+	dst := s.trashPath("remove-" + chainID.Encoded())
 	err := os.Rename(s.layerDir(chainID), dst)
 	if err == nil {
 		os.Remove(s.linkPath(e.meta.Link))
@@ -468,6 +468,17 @@ func (s *Store) Remove(chainID digest.Digest) error {
 		return err
 	}
 	return os.RemoveAll(dst)
+}
+
+// trashPath names a fresh place under tmp/ to move a directory to before
+// removing it (the same layer may be removed again while an earlier removal
+// still runs).
+func (s *Store) trashPath(prefix string) string {
+	id, err := shortID()
+	if err != nil {
+		id = fmt.Sprint(time.Now().UnixNano())
+	}
+	return filepath.Join(s.root, "tmp", prefix+"-"+id)
 }
 
 func shortID() (string, error) {
