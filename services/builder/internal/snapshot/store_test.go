@@ -437,3 +437,24 @@ func TestCommitThenUploadFromLayerDir(t *testing.T) {
 	}
 	must(t, s.Remove(chainID))
 }
+
+func TestEnsure(t *testing.T) {
+	s := newStore(t, Options{})
+	l1, l2 := newTarLayer(t, "a", "1"), newTarLayer(t, "b", "2")
+	chain, err := s.Ensure(context.Background(), []Layer{l1.Layer(), l2.Layer()})
+	must(t, err)
+	want := []digest.Digest{l1.Layer().DiffID, ChainID(l1.Layer().DiffID, l2.Layer().DiffID)}
+	if len(chain) != 2 || chain[0] != want[0] || chain[1] != want[1] {
+		t.Errorf("Ensure = %v, want %v", chain, want)
+	}
+	for _, c := range chain {
+		info, err := s.Stat(c)
+		if err != nil || info.InUse != 0 {
+			t.Errorf("Stat(%s) = %+v, %v; want unpacked and not in use", c, info, err)
+		}
+	}
+	// Prepare finds them: no blob needed.
+	a, err := s.Prepare(context.Background(), []Layer{{DiffID: l1.Layer().DiffID}, {DiffID: l2.Layer().DiffID}})
+	must(t, err)
+	must(t, a.Release())
+}
