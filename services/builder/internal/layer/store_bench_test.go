@@ -31,6 +31,14 @@ var (
 	blobstoreErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if blobstoreBin != "" {
+		os.RemoveAll(filepath.Dir(blobstoreBin))
+	}
+	os.Exit(code)
+}
+
 func blobstoreBinary(b *testing.B) string {
 	blobstoreOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "strata-layer-bench-")
