@@ -55,8 +55,15 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 		pr.CloseWithError(errOr(res.err, io.ErrClosedPipe))
 	}()
 
-	dg := digest.SHA256.Digester()
-	size, copyErr := fanOut(r, []io.Writer{w, dg.Hash(), pw}, 2)
+	// With the digest known, the blob store's check at commit is the one
+	// that counts; otherwise the digest is computed here, beside the upload.
+	sinks, pipeAt := []io.Writer{w, pw}, 1
+	var dg digest.Digester
+	if want.Digest == "" {
+		dg = digest.SHA256.Digester()
+		sinks, pipeAt = append(sinks, dg.Hash()), 1
+	}
+	size, copyErr := fanOut(r, sinks, pipeAt)
 	pw.CloseWithError(errOr(copyErr, io.EOF))
 	res := <-done
 	if copyErr != nil {
@@ -69,10 +76,9 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 	if res.err != nil {
 		return image.Layer{}, res.err
 	}
-	got := dg.Digest()
-	if want.Digest != "" && got != want.Digest {
-		return image.Layer{}, errdefs.InvalidArgument("%s does not match its digest: got %s, want %s", what, got, want.Digest).
-			WithReason("DIGEST_MISMATCH")
+	got := want.Digest
+	if dg != nil {
+		got = dg.Digest()
 	}
 	if want.Size > 0 && size != want.Size {
 		return image.Layer{}, errdefs.InvalidArgument("%s has %d bytes, its descriptor says %d", what, size, want.Size).
@@ -83,6 +89,9 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 			WithReason("DIFF_ID_MISMATCH")
 	}
 	if err := w.Commit(ctx, size, got); err != nil && !errors.Is(err, errdefs.ErrAlreadyExists) {
+		if errdefs.IsInvalidArgument(err) {
+			return image.Layer{}, errdefs.InvalidArgument("%s does not match its digest %s: %v", what, got, err).WithReason("DIGEST_MISMATCH")
+		}
 		return image.Layer{}, fmt.Errorf("storing %s: %w", what, err)
 	}
 	mt := want.MediaType

@@ -111,7 +111,11 @@ func (s *Service) Pull(ctx context.Context, refStr string, opts PullOptions, pro
 		return PullResult{}, errdefs.InvalidArgument("%s: the manifest lists %d layers, the config %d diff IDs", what, len(m.Layers), len(cfg.RootFS.DiffIDs))
 	}
 
-	layers, fetched, err := s.pullLayers(ctx, puller, repo, m.Layers, cfg.RootFS.DiffIDs, configBytes, what, progress)
+	fetcher, err := s.newBlobFetcher(ctx, repo, opts.Auth)
+	if err != nil {
+		return PullResult{}, registryError(err, what)
+	}
+	layers, fetched, err := s.pullLayers(ctx, fetcher, m.Layers, cfg.RootFS.DiffIDs, configBytes, what, progress)
 	if err != nil {
 		return PullResult{}, err
 	}
@@ -194,7 +198,7 @@ func (s *Service) fetchConfig(ctx context.Context, puller *remote.Puller, repo n
 
 // pullLayers fetches the layers the blob store lacks, layerJobs at a time,
 // and returns every layer with its diff ID and diff size.
-func (s *Service) pullLayers(ctx context.Context, puller *remote.Puller, repo name.Repository, descs []ocispec.Descriptor,
+func (s *Service) pullLayers(ctx context.Context, fetcher *blobFetcher, descs []ocispec.Descriptor,
 	diffIDs []digest.Digest, configBytes []byte, what string, progress Progress) ([]image.Layer, int64, error) {
 	want := make([]digest.Digest, len(descs))
 	for i, d := range descs {
@@ -236,11 +240,7 @@ func (s *Service) pullLayers(ctx context.Context, puller *remote.Puller, repo na
 				return nil
 			}
 			return s.withRetries(gctx, progress, id, func() error {
-				rl, err := puller.Layer(gctx, repo.Digest(id))
-				if err != nil {
-					return registryError(err, layerWhat)
-				}
-				rc, err := rl.Compressed()
+				rc, err := fetcher.open(gctx, d.Digest)
 				if err != nil {
 					return registryError(err, layerWhat)
 				}
@@ -280,8 +280,7 @@ func (s *Service) knownLayers(ctx context.Context, id digest.Digest) map[digest.
 	return out
 }
 
-// registryReader classifies the errors of a blob body read from a registry
-// (a broken connection is transient; a digest mismatch is not).
+// registryReader classifies the errors of a blob body read from a registry.
 type registryReader struct {
 	r    io.Reader
 	what string
@@ -290,13 +289,8 @@ type registryReader struct {
 func (r registryReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	if err != nil && err != io.EOF {
-		// A broken connection is worth a retry; anything else the reader
-		// returns (go-containerregistry's digest verification) is not.
-		if e := registryError(err, r.what); transient(e) {
-			err = e
-		} else {
-			err = errdefs.InvalidArgument("%s: %v", r.what, err).WithReason("DIGEST_MISMATCH")
-		}
+		// A broken connection is worth a retry.
+		err = registryError(err, r.what)
 	}
 	return n, err
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
@@ -138,4 +140,44 @@ func (s *Service) withRetries(ctx context.Context, progress Progress, id string,
 		}
 		wait *= 2
 	}
+}
+
+// blobFetcher GETs blobs of one repository through go-containerregistry's
+// authenticated transport. Strata reads the bytes itself rather than through
+// remote.Layer, whose reader hashes them once more: every byte is already
+// hashed on its way into the blob store, which refuses a blob that does not
+// match its digest, so a second hash only costs a core on a pull.
+type blobFetcher struct {
+	client *http.Client
+	repo   name.Repository
+}
+
+func (s *Service) newBlobFetcher(ctx context.Context, repo name.Repository, auth Auth) (*blobFetcher, error) {
+	t, err := transport.NewWithContext(ctx, repo.Registry, auth.authenticator(), s.transport, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, err
+	}
+	return &blobFetcher{client: &http.Client{Transport: t}, repo: repo}, nil
+}
+
+// open starts reading a blob; the caller checks size and digest.
+func (f *blobFetcher) open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	u := url.URL{
+		Scheme: f.repo.Scheme(),
+		Host:   f.repo.RegistryStr(),
+		Path:   fmt.Sprintf("/v2/%s/blobs/%s", f.repo.RepositoryStr(), d),
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	return resp.Body, nil
 }
