@@ -162,3 +162,46 @@ func TestLoadRefusesBadArchives(t *testing.T) {
 		})
 	}
 }
+
+// docker save (before Docker 25) writes a layer shared under two layer IDs
+// once, and the second as a symlink to the first.
+func TestLoadFollowsDockerLayerSymlinks(t *testing.T) {
+	layerTar := makeTar(t, entry{name: "hello", body: "hi\n"})
+	diffID := digest.FromBytes(layerTar)
+	config := func(cmd string) []byte {
+		return []byte(`{"architecture":"amd64","config":{"Cmd":["` + cmd + `"]},"created":"2026-01-01T00:00:00Z","os":"linux","rootfs":{"type":"layers","diff_ids":["` + diffID.String() + `"]}}`)
+	}
+	c1, c2 := config("one"), config("two")
+	manifest := `[{"Config":"` + digest.FromBytes(c1).Encoded() + `.json","RepoTags":["one:1"],"Layers":["aaa/layer.tar"]},` +
+		`{"Config":"` + digest.FromBytes(c2).Encoded() + `.json","RepoTags":["two:1"],"Layers":["bbb/layer.tar"]}]`
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	file := func(name string, body []byte) {
+		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+		tw.Write(body)
+	}
+	file("aaa/layer.tar", layerTar)
+	file("aaa/VERSION", []byte("1.0"))
+	tw.WriteHeader(&tar.Header{Name: "bbb/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../aaa/layer.tar"})
+	file(digest.FromBytes(c1).Encoded()+".json", c1)
+	file(digest.FromBytes(c2).Encoded()+".json", c2)
+	file("manifest.json", []byte(manifest))
+	tw.Close()
+
+	f := newFixture(t)
+	loaded, err := f.svc.Load(context.Background(), &buf, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := []LoadedImage{{ImageID: digest.FromBytes(c1), Tags: []string{"one:1"}}, {ImageID: digest.FromBytes(c2), Tags: []string{"two:1"}}}
+	if diff := cmp.Diff(want, loaded); diff != "" {
+		t.Errorf("Load (-want +got):\n%s", diff)
+	}
+	two, err := f.svc.images.Get(context.Background(), "two:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := two.Layers()[0]; l.DiffID != diffID || l.DiffSize != 3 {
+		t.Errorf("two's layer = %+v, want diff ID %s and size 3", l, diffID)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -100,5 +101,47 @@ func TestStrataImportRunsInDocker(t *testing.T) {
 	run(t, bytes.NewReader(saved.Bytes()), dockerCLI(t), "load")
 	if got := docker(t, "run", "--rm", name); got != "imported by strata\n" {
 		t.Errorf("docker run %s prints %q", name, got)
+	}
+}
+
+// One `docker save` archive with several images and tags loads whole.
+func TestDockerSaveSeveralImages(t *testing.T) {
+	e := newEnv(t)
+	rootfs := busyboxRootfs(t)
+	app, appID := dockerImage(t, rootfs)
+	other := "strata-interop-other:" + uniqueTag(t)
+	docker(t, "tag", app, other)
+	base := strings.Replace(app, "strata-interop-app", "strata-interop-base", 1)
+	baseID := digest.Digest(strings.TrimSpace(docker(t, "image", "inspect", "--format", "{{.Id}}", base)))
+	t.Cleanup(func() { _ = runQuiet("docker", "rmi", other) })
+	archive := filepath.Join(t.TempDir(), "several.tar")
+	docker(t, "save", "-o", archive, app, other, base)
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	loaded, err := e.svc.Load(context.Background(), f, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	got := map[digest.Digest][]string{}
+	for _, l := range loaded {
+		got[l.ImageID] = append(got[l.ImageID], l.Tags...)
+	}
+	for _, tags := range got {
+		sort.Strings(tags)
+	}
+	want := map[digest.Digest][]string{appID: {app, other}, baseID: {base}}
+	for _, tags := range want {
+		sort.Strings(tags)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Load (-want +got):\n%s", diff)
+	}
+	for id := range want {
+		if _, err := e.images.Get(context.Background(), id.String()); err != nil {
+			t.Errorf("image %s: %v", id, err)
+		}
 	}
 }
