@@ -32,6 +32,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	securejoin "github.com/cyphar/filepath-securejoin"
 
 	"github.com/strata-build/strata/lib/errdefs"
 )
@@ -185,15 +186,13 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 	}
 	p.Cwd = path.Clean("/" + p.Cwd)
 
-	root, err := os.OpenRoot(p.RootFS)
-	if err != nil {
-		return -1, fmt.Errorf("opening root filesystem: %w", err)
+	if fi, err := os.Stat(p.RootFS); err != nil || !fi.IsDir() {
+		return -1, errdefs.InvalidArgument("root filesystem %s is not a directory", p.RootFS)
 	}
-	u, err := resolveUser(root, p.User)
+	u, err := resolveUser(p.RootFS, p.User)
 	if err == nil {
-		err = makeCwd(root, p.Cwd)
+		err = makeCwd(p.RootFS, p.Cwd)
 	}
-	root.Close()
 	if err != nil {
 		return -1, err
 	}
@@ -365,11 +364,13 @@ func trimNewline(b []byte) []byte {
 	return b
 }
 
-// makeCwd creates the working directory inside root when it is missing.
-// Paths under the kernel filesystems the sandbox mounts are left to runc,
-// which resolves them in the container and refuses one that leads outside
-// it (CVE-2024-21626, WORKDIR /proc/self/fd/N).
-func makeCwd(root *os.Root, cwd string) error {
+// makeCwd creates the working directory when it is missing, resolving it as
+// if rootfs were "/" (symlinks, absolute ones too, stay inside: WORKDIR
+// /var/www/html with /var/www -> /srv/www creates /srv/www/html of the
+// image, as in Docker). Paths under the kernel filesystems the sandbox mounts are left to
+// runc, which resolves them in the container and refuses one that leads
+// outside it (CVE-2024-21626, WORKDIR /proc/self/fd/N).
+func makeCwd(rootfs, cwd string) error {
 	rel := strings.TrimPrefix(cwd, "/")
 	if rel == "" {
 		return nil
@@ -379,7 +380,14 @@ func makeCwd(root *os.Root, cwd string) error {
 			return nil
 		}
 	}
-	if err := root.MkdirAll(rel, 0o755); err != nil {
+	// SecureJoin resolves every existing component inside rootfs (what is
+	// left names directories to create, through a dangling symlink too, as
+	// Docker does); nothing runs in the root filesystem while this happens.
+	dir, err := securejoin.SecureJoin(rootfs, cwd)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
 		return errdefs.InvalidArgument("working directory %s: %v", cwd, err)
 	}
 	return nil

@@ -531,3 +531,78 @@ func BenchmarkRunStep200MB(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// extraLayer is a layer made of tar entries, for a step over busybox.
+func extraLayer(t testing.TB, hdrs ...*tar.Header) snapshot.Layer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range hdrs {
+		body := []byte(h.Linkname)
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(body))
+			h.Linkname = ""
+		} else {
+			body = nil
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(body)
+	}
+	tw.Close()
+	blob := buf.Bytes()
+	return snapshot.Layer{DiffID: digest.FromBytes(blob), Open: func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(blob)), nil
+	}}
+}
+
+// Images link /etc/passwd and working directories with absolute symlinks;
+// they resolve inside the image, as in Docker, never on the host.
+func TestRunResolvesSymlinksInTheImage(t *testing.T) {
+	e := newEnv(t)
+	top := extraLayer(t,
+		// Linkname carries a regular file's content here.
+		&tar.Header{Name: "etc/real-passwd", Typeflag: tar.TypeReg, Mode: 0o644, Linkname: "app:x:1000:1000::/home/app:/bin/sh\n"},
+		&tar.Header{Name: "etc/passwd", Typeflag: tar.TypeSymlink, Linkname: "/etc/real-passwd"},
+		&tar.Header{Name: "srv/", Typeflag: tar.TypeDir, Mode: 0o755},
+		&tar.Header{Name: "var/", Typeflag: tar.TypeDir, Mode: 0o755},
+		&tar.Header{Name: "var/www", Typeflag: tar.TypeSymlink, Linkname: "/srv/www"},
+		&tar.Header{Name: "escape", Typeflag: tar.TypeSymlink, Linkname: "../../../../../../../../.."},
+	)
+	ctx := context.Background()
+	run := func(p Process, script string) (string, *snapshot.Active) {
+		t.Helper()
+		a, err := e.snaps.Prepare(ctx, []snapshot.Layer{busyboxLayer(t), top}, snapshot.WithInit())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Release() })
+		var out strings.Builder
+		p.RootFS, p.Args = a.RootFS(), []string{"/bin/sh", "-c", script}
+		p.Output = func(_ Stream, b []byte) { out.Write(b); out.WriteString("\n") }
+		code, err := e.runner.Run(ctx, p)
+		if err != nil || code != 0 {
+			t.Fatalf("Run = %d, %v (%s)", code, err, out.String())
+		}
+		return out.String(), a
+	}
+	if got, _ := run(Process{User: "app"}, `id -u`); got != "1000\n" {
+		t.Errorf("USER app through an absolute /etc/passwd symlink runs as %q, want 1000", got)
+	}
+	if got, a := run(Process{Cwd: "/var/www/html"}, `pwd -P`); got != "/srv/www/html\n" {
+		t.Errorf("WORKDIR /var/www/html (var/www -> /srv/www) is %q, want /srv/www/html", got)
+	} else if _, err := os.Stat(filepath.Join(a.UpperDir(), "srv/www/html")); err != nil {
+		t.Errorf("the working directory is not in the step's layer: %v", err)
+	}
+	marker := fmt.Sprintf("strata-workdir-%d", time.Now().UnixNano())
+	if got, a := run(Process{Cwd: "/escape/tmp/" + marker}, `pwd -P`); got != "/tmp/"+marker+"\n" {
+		t.Errorf("WORKDIR through a symlink climbing out is %q, want /tmp/%s inside the image", got, marker)
+	} else if _, err := os.Stat(filepath.Join(a.UpperDir(), "tmp", marker)); err != nil {
+		t.Errorf("the working directory is not in the step's layer: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join("/tmp", marker)); err == nil {
+		os.Remove(filepath.Join("/tmp", marker))
+		t.Errorf("the working directory was created on the host: /tmp/%s", marker)
+	}
+}

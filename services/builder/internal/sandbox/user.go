@@ -4,9 +4,10 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"os"
 
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"github.com/moby/sys/user"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
 )
@@ -22,18 +23,19 @@ const maxIDFileBytes = 4 << 20
 
 // resolveUser turns a Dockerfile USER value ("", "name", "uid", "name:group",
 // "uid:gid", ...) into ids, reading /etc/passwd and /etc/group of the image
-// inside root (never through a symlink out of it), as Docker does: a name
-// must exist; a numeric uid need not, and then gets gid 0 and home "/".
-func resolveUser(root *os.Root, spec string) (resolvedUser, error) {
+// as if rootfs were "/" (a symlink, absolute or not, never leads out of it),
+// as Docker does: a name must exist; a numeric uid need not, and then gets
+// gid 0 and home "/".
+func resolveUser(rootfs, spec string) (resolvedUser, error) {
 	if spec == "" {
 		spec = "0"
 	}
-	passwd, closePasswd, err := openIDFile(root, "etc/passwd")
+	passwd, closePasswd, err := openIDFile(rootfs, "/etc/passwd")
 	if err != nil {
 		return resolvedUser{}, err
 	}
 	defer closePasswd()
-	group, closeGroup, err := openIDFile(root, "etc/group")
+	group, closeGroup, err := openIDFile(rootfs, "/etc/group")
 	if err != nil {
 		return resolvedUser{}, err
 	}
@@ -55,15 +57,24 @@ func resolveUser(root *os.Root, spec string) (resolvedUser, error) {
 	return u, nil
 }
 
-// openIDFile opens an image's passwd or group file inside root; a missing
+// openIDFile opens an image's passwd or group file inside rootfs; a missing
 // file reads as empty (nil reader, as moby/sys/user accepts).
-func openIDFile(root *os.Root, name string) (io.Reader, func(), error) {
-	f, err := root.Open(name)
+func openIDFile(rootfs, name string) (io.Reader, func(), error) {
+	handle, err := pathrs.OpenInRoot(rootfs, name) // an O_PATH handle
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, func() {}, nil
 	}
 	if err != nil {
-		return nil, nil, errdefs.InvalidArgument("reading /%s of the image: %v", name, err)
+		return nil, nil, errdefs.InvalidArgument("reading %s of the image: %v", name, err)
+	}
+	defer handle.Close()
+	f, err := pathrs.Reopen(handle, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, nil, errdefs.InvalidArgument("reading %s of the image: %v", name, err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, errdefs.InvalidArgument("%s of the image is not a regular file", name)
 	}
 	return io.LimitReader(f, maxIDFileBytes), func() { f.Close() }, nil
 }
