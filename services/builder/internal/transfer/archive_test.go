@@ -143,6 +143,12 @@ func TestLoadRefusesBadArchives(t *testing.T) {
 			}
 			return body, true
 		}), errdefs.ErrInvalidArgument, "climbs out"},
+		{"decompression bomb", rewrite(t, good, func(hdr *tar.Header, body []byte) ([]byte, bool) {
+			if isLayer(hdr, body) {
+				return gzipped(t, make([]byte, 64<<20)), true
+			}
+			return body, true
+		}), errdefs.ErrResourceExhausted, "decompression bombs"},
 		{"manifest changed", rewrite(t, good, func(hdr *tar.Header, body []byte) ([]byte, bool) {
 			if hdr.Name == "manifest.json" {
 				return body, false // load through index.json and the OCI manifests
@@ -151,7 +157,7 @@ func TestLoadRefusesBadArchives(t *testing.T) {
 		}), errdefs.ErrInvalidArgument, "does not match its digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dst := newFixture(t)
+			dst := newFixture(t, WithLimits(Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}))
 			_, err := dst.svc.Load(ctx, bytes.NewReader(tc.archive), nil)
 			if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("Load(%s) = %v, want %v saying %q", tc.name, err, tc.kind, tc.msg)
