@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/grpcclient"
@@ -54,7 +55,7 @@ func binaries(t testing.TB) string {
 		if binDir, buildErr = os.MkdirTemp("", "strata-interop-bin-"); buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/blobstore/cmd/strata-blobstore", "./services/metadata/cmd/strata-metadata")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/blobstore/cmd/strata-blobstore", "./services/metadata/cmd/strata-metadata", "./services/builder/cmd/strata-builder")
 		cmd.Dir = harness.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -69,7 +70,9 @@ func binaries(t testing.TB) string {
 // env is a transfer service over the real blob store and metadata
 // services, started from their binaries on loopback.
 type env struct {
-	svc    *transfer.Service
+	dir                string
+	blobAddr, metaAddr string
+	svc                *transfer.Service
 	images *image.Store
 	meta   metadatav1.ImageServiceClient
 	blobs  *blobclient.Client
@@ -92,7 +95,10 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	images := image.NewStore(blobs, meta)
 	opts = append([]transfer.Option{transfer.WithRetryBackoff(10 * time.Millisecond)}, opts...)
 	return &env{
-		svc:    transfer.New(blobs, images, slog.New(slog.DiscardHandler), opts...),
+		dir:      dir,
+		blobAddr: blobAddr,
+		metaAddr: metaAddr,
+		svc:      transfer.New(blobs, images, slog.New(slog.DiscardHandler), opts...),
 		images: images,
 		meta:   meta,
 		blobs:  bc,
@@ -227,3 +233,13 @@ func dockerCLI(t *testing.T) string { return harness.Tool(t, "docker") }
 func runQuiet(name string, args ...string) error { return exec.Command(name, args...).Run() }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
+
+// builder starts the strata-builder binary over the env's services and
+// returns a client of its BuildService.
+func (e *env) builder(t testing.TB) builderv1.BuildServiceClient {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	harness.Start(t, []string{"STRATA_LISTEN=" + addr, "STRATA_STATE_DIR=" + filepath.Join(e.dir, "builder"),
+		"STRATA_BLOBSTORE_ADDR=" + e.blobAddr, "STRATA_METADATA_ADDR=" + e.metaAddr}, filepath.Join(binaries(t), "strata-builder"))
+	return builderv1.NewBuildServiceClient(dial(t, addr))
+}
