@@ -73,9 +73,9 @@ type env struct {
 	dir                string
 	blobAddr, metaAddr string
 	svc                *transfer.Service
-	images *image.Store
-	meta   metadatav1.ImageServiceClient
-	blobs  *blobclient.Client
+	images             *image.Store
+	meta               metadatav1.ImageServiceClient
+	blobs              *blobclient.Client
 }
 
 func newEnv(t testing.TB, opts ...transfer.Option) *env {
@@ -99,9 +99,9 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 		blobAddr: blobAddr,
 		metaAddr: metaAddr,
 		svc:      transfer.New(blobs, images, slog.New(slog.DiscardHandler), opts...),
-		images: images,
-		meta:   meta,
-		blobs:  bc,
+		images:   images,
+		meta:     meta,
+		blobs:    bc,
 	}
 }
 
