@@ -36,8 +36,9 @@ type Unpacked struct {
 type UnpackOpt func(*unpackOptions)
 
 type unpackOptions struct {
-	diffID   digest.Digest
-	maxBytes int64
+	diffID     digest.Digest
+	maxBytes   int64
+	maxEntries int64
 }
 
 // WithDiffID makes Unpack verify that the uncompressed tar has this digest
@@ -51,6 +52,12 @@ func WithDiffID(d digest.Digest) UnpackOpt {
 // exceeds n bytes (decompression bombs).
 func WithMaxBytes(n int64) UnpackOpt {
 	return func(o *unpackOptions) { o.maxBytes = n }
+}
+
+// WithMaxEntries stops Unpack with RESOURCE_EXHAUSTED once the tar holds
+// more than n entries (a layer of a million empty files).
+func WithMaxEntries(n int64) UnpackOpt {
+	return func(o *unpackOptions) { o.maxEntries = n }
 }
 
 // Unpack applies a layer blob, gzip- or zstd-compressed or a plain tar (told
@@ -80,10 +87,13 @@ func Unpack(ctx context.Context, blob io.Reader, dir string, opts ...UnpackOpt) 
 	diffID := digest.SHA256.Digester()
 	tarStream = io.TeeReader(tarStream, diffID.Hash())
 
-	var size int64
+	var size, entries int64
 	count := func(hdr *tar.Header) (bool, error) {
 		if err := checkWhiteout(hdr.Name); err != nil {
 			return false, err
+		}
+		if entries++; o.maxEntries > 0 && entries > o.maxEntries {
+			return false, errdefs.ResourceExhausted("layer holds more than %d entries", o.maxEntries).WithReason("LAYER_TOO_MANY_ENTRIES")
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:

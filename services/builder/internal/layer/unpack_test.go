@@ -301,3 +301,15 @@ func TestUnpackHugePAXHeader(t *testing.T) {
 	}
 	t.Logf("Unpack: %v", err)
 }
+
+func TestUnpackTooManyEntries(t *testing.T) {
+	var hdrs []tartest.WriterToTar
+	tc := tartest.TarContext{}.WithUIDGID(os.Getuid(), os.Getgid())
+	for i := range 101 {
+		hdrs = append(hdrs, tc.File(fmt.Sprintf("f%d", i), nil, 0o644))
+	}
+	_, err := Unpack(context.Background(), bytes.NewReader(tarBytes(t, tartest.TarAll(hdrs...))), t.TempDir(), WithMaxEntries(100))
+	if !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Errorf("Unpack of 101 entries with a limit of 100 = %v, want RESOURCE_EXHAUSTED", err)
+	}
+}

@@ -66,6 +66,9 @@ type Options struct {
 	// MaxLayerBytes bounds the uncompressed size of one layer being
 	// unpacked (RESOURCE_EXHAUSTED beyond it). Zero means no limit.
 	MaxLayerBytes int64
+	// MaxLayerEntries bounds the number of tar entries of one layer being
+	// unpacked (RESOURCE_EXHAUSTED beyond it). Zero means no limit.
+	MaxLayerEntries int64
 }
 
 // Store is the builder's snapshot store. It is safe for concurrent use by
@@ -348,6 +351,9 @@ func (s *Store) unpack(ctx context.Context, parent, chainID digest.Digest, l Lay
 	opts := []layer.UnpackOpt{layer.WithDiffID(l.DiffID)}
 	if s.opts.MaxLayerBytes > 0 {
 		opts = append(opts, layer.WithMaxBytes(s.opts.MaxLayerBytes))
+	}
+	if s.opts.MaxLayerEntries > 0 {
+		opts = append(opts, layer.WithMaxEntries(s.opts.MaxLayerEntries))
 	}
 	res, err := layer.Unpack(ctx, rc, diff, opts...)
 	if err != nil {

@@ -458,3 +458,22 @@ func TestEnsure(t *testing.T) {
 	must(t, err)
 	must(t, a.Release())
 }
+
+func TestPrepareLayerLimits(t *testing.T) {
+	for name, opts := range map[string]Options{
+		"bytes":   {MaxLayerBytes: 1000},
+		"entries": {MaxLayerEntries: 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newStore(t, opts)
+			big := newTarLayer(t, "a", strings.Repeat("x", 5000), "b", "", "c", "")
+			_, err := s.Prepare(context.Background(), []Layer{big.Layer()})
+			if !errors.Is(err, errdefs.ErrResourceExhausted) {
+				t.Errorf("Prepare over a layer beyond the %s limit = %v, want RESOURCE_EXHAUSTED", name, err)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(s.Root(), "tmp")); len(entries) != 0 {
+				t.Errorf("tmp/ holds %d entries after the refused unpack", len(entries))
+			}
+		})
+	}
+}
