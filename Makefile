@@ -12,7 +12,7 @@ PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run test test-deploy lint bench bench-xfer bench-exec up down
+.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-xfer bench-exec bench-build up down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,9 @@ build: ## Build static binaries into bin/
 run: build ## Run the three services locally (filesystem blobs, SQLite); Ctrl-C stops all
 	@scripts/run.sh
 
+demo: build ## Start the services, import busybox, build the nginx example twice, show history, tag, list
+	@scripts/demo.sh
+
 test: deps build ## Run every test, with the real S3, PostgreSQL, runc and Docker Engine they need
 	go test -count=1 -timeout 30m $(PACKAGES)
 	deploy/test.sh
@@ -50,7 +53,10 @@ lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ f
 	go vet $(PACKAGES)
 	@scripts/check-generated.sh
 
-bench: deps bench-xfer bench-exec ## Run the benchmarks against the peers' figures
+bench: deps bench-xfer bench-exec bench-build ## Run the benchmarks against the peers' figures
+
+bench-build: build ## The build benchmark (../shared/bench): Strata on S3+SQLite against Docker's classic builder, cold/warm/touch1
+	@scripts/bench-build.sh $(or $(N),3)
 
 bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Strata against crane
 	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 2x -timeout 30m \

@@ -151,6 +151,7 @@ type Events func(*builderv1.BuildEvent)
 // records no tag; the step images made before the failure stay, as Docker
 // keeps them, for the cache.
 func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Result, error) {
+	t0 := time.Now()
 	df, err := dockerfile.Parse(req.Dockerfile)
 	if err != nil {
 		return nil, err
@@ -163,17 +164,20 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	if err != nil {
 		return nil, err
 	}
+	tPlan := time.Now()
 	hits := map[digest.Digest]string{}
 	if !req.NoCache {
 		if hits, err = b.lookup(ctx, pl); err != nil {
 			return nil, err
 		}
 	}
+	tLookup := time.Now()
 	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*stagePlan]*image.Image{}}
 	final, err := r.all(ctx)
 	if err != nil {
 		return nil, err
 	}
+	tRun := time.Now()
 	for _, w := range pl.warns {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w}}})
 	}
@@ -184,6 +188,10 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 			return nil, fmt.Errorf("tagging %s: %w", t, err)
 		}
 		res.Tags = append(res.Tags, resp.GetTag())
+	}
+	if b.Log != nil {
+		b.Log.InfoContext(ctx, "build finished", "image", res.ImageID, "steps", pl.total, "cached", len(hits),
+			"plan", tPlan.Sub(t0), "lookup", tLookup.Sub(tPlan), "run", tRun.Sub(tLookup), "tag", time.Since(tRun))
 	}
 	return res, nil
 }

@@ -78,6 +78,7 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 			break
 		}
 	}
+	tList := time.Now()
 	bctx, err := buildctx.New(list)
 	if err != nil {
 		return err
@@ -93,9 +94,14 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	if err := stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_ContextRequest{ContextRequest: resp}}); err != nil {
 		return err
 	}
+	tCtx := time.Now()
 	received, err := b.receive(stream, missing)
 	if err != nil {
 		return err
+	}
+	if b.builder.Log != nil {
+		b.builder.Log.InfoContext(ctx, "build context received", "entries", len(list), "missing", len(missing), "bytes", received,
+			"list", tList.Sub(start), "index", tCtx.Sub(tList), "transfer", time.Since(tCtx))
 	}
 
 	dockerfile := opts.GetDockerfileContent()
