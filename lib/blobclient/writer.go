@@ -151,7 +151,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.exists {
 		return len(p), nil
 	}
-	w.h.Write(p)
+	w.hash(p)
 	n := len(p)
 	for len(p) > 0 {
 		if len(w.buf) == 0 && len(p) >= ChunkSize {
@@ -192,7 +192,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	for {
 		n, err := r.Read(w.buf[len(w.buf):ChunkSize])
-		w.h.Write(w.buf[len(w.buf) : len(w.buf)+n])
+		w.hash(w.buf[len(w.buf) : len(w.buf)+n])
 		w.buf = w.buf[:len(w.buf)+n]
 		total += int64(n)
 		if len(w.buf) == ChunkSize {
@@ -207,6 +207,14 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 		if err != nil {
 			return total, err
 		}
+	}
+}
+
+// hash hashes p when Commit will need the digest of the bytes written; a
+// declared digest is the server's to check.
+func (w *Writer) hash(p []byte) {
+	if w.declared == "" {
+		w.h.Write(p)
 	}
 }
 

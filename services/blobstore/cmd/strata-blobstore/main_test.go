@@ -27,7 +27,7 @@ var build struct {
 }
 
 // binaries builds strata-blobstore and the strata CLI once per test run.
-func binaries(t *testing.T) (server, cli string) {
+func binaries(t testing.TB) (server, cli string) {
 	t.Helper()
 	build.once.Do(func() {
 		build.dir, build.err = os.MkdirTemp("", "strata-blobstore-test")

@@ -250,18 +250,30 @@ func (s *Store) Open(ctx context.Context, d digest.Digest, offset, length int64)
 	if n == 0 {
 		return io.NopCloser(bytes.NewReader(nil)), info, nil
 	}
+	if n > s.cfg.PartSize {
+		return s.openParallel(ctx, d, offset, n), info, nil
+	}
+	body, err := s.get(ctx, d, offset, n)
+	if err != nil {
+		return nil, blob.Info{}, err
+	}
+	return &reader{ReadCloser: body, s: s, d: d}, info, nil
+}
+
+// get starts a GET of n bytes of d from offset.
+func (s *Store) get(ctx context.Context, d digest.Digest, offset, n int64) (io.ReadCloser, error) {
 	var opts minio.GetObjectOptions
 	if err := opts.SetRange(offset, offset+n-1); err != nil {
-		return nil, blob.Info{}, errdefs.InvalidArgument("range of %s: %v", d, err)
+		return nil, errdefs.InvalidArgument("range of %s: %v", d, err)
 	}
 	body, _, _, err := s.core.GetObject(ctx, s.cfg.Bucket, blobKey(d), opts)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, blob.Info{}, notFound(d)
+			return nil, notFound(d)
 		}
-		return nil, blob.Info{}, s.classify(err, "reading %s", d)
+		return nil, s.classify(err, "reading %s", d)
 	}
-	return &reader{ReadCloser: body, s: s, d: d}, info, nil
+	return body, nil
 }
 
 // reader classifies the errors of a blob's body.

@@ -210,37 +210,74 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 		return s.backend("read", err)
 	}
 	defer rc.Close()
-	bp := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(bp)
-	buf := *bp
+	// A reader goroutine fills the next chunks while this one sends, so that
+	// the backend and the client are both kept busy.
+	chunks := make(chan chunk, readAhead)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go s.readChunks(rctx, rc, chunks)
 	offset, first := req.GetOffset(), true
-	for {
-		n, err := io.ReadFull(rc, buf)
-		if n > 0 || first {
-			resp := &blobv1.ReadResponse{Offset: offset, Data: buf[:n]}
+	for c := range chunks {
+		if c.err != nil {
+			return s.backend("read", fmt.Errorf("reading %s at %d: %w", d, offset, c.err))
+		}
+		if len(*c.buf) > 0 || first {
+			resp := &blobv1.ReadResponse{Offset: offset, Data: *c.buf}
 			if first {
 				resp.Size = info.Size
 			}
-			if err := stream.Send(resp); err != nil {
+			err := stream.Send(resp)
+			offset += int64(len(*c.buf))
+			s.bufs.Put(c.buf)
+			if err != nil {
 				return err
 			}
 			if s.metrics != nil {
-				s.metrics.bytesOut.Add(float64(n))
+				s.metrics.bytesOut.Add(float64(len(resp.Data)))
 			}
-			offset += int64(n)
 			first = false
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			break
-		}
-		if err != nil {
-			return s.backend("read", fmt.Errorf("reading %s at %d: %w", d, offset, err))
 		}
 	}
 	if s.metrics != nil {
 		s.metrics.downloadDuration.Observe(time.Since(start).Seconds())
 	}
 	return nil
+}
+
+// readAhead is how many chunks a Read holds ready beyond the one it sends.
+const readAhead = 2
+
+// chunk is the next bytes of a read, or its failure.
+type chunk struct {
+	buf *[]byte
+	err error
+}
+
+// readChunks reads r in chunks until its end, an error or ctx's end. The
+// last chunk may be short; an empty blob gives one empty chunk.
+func (s *Server) readChunks(ctx context.Context, r io.Reader, out chan<- chunk) {
+	defer close(out)
+	for sent := false; ; sent = true {
+		bp := s.bufs.Get().(*[]byte)
+		*bp = (*bp)[:cap(*bp)]
+		n, err := io.ReadFull(r, *bp)
+		*bp = (*bp)[:n]
+		end := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		c := chunk{buf: bp}
+		if err != nil && !end {
+			c = chunk{err: err}
+		}
+		if n > 0 || !sent || c.err != nil {
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if end || c.err != nil {
+			return
+		}
+	}
 }
 
 // Stat implements BlobService.Stat.
