@@ -338,21 +338,47 @@ func TestRegistryFaults(t *testing.T) {
 	})
 	proxy.set(func(http.ResponseWriter, *http.Request) bool { return false })
 
+	t.Run("index with linux/amd64", func(t *testing.T) {
+		img, _ := e.images.Get(ctx, reg+"/faults/bb:1")
+		m := img.ManifestDescriptor()
+		entry := func(arch string) string {
+			return fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d,"platform":{"os":"linux","architecture":%q}}`, m.MediaType, m.Digest, m.Size, arch)
+		}
+		index := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + entry("arm64") + "," + entry("amd64") + `]}`
+		putManifest(t, reg, "faults/bb", "multi", "application/vnd.oci.image.index.v1+json", index)
+		fresh := newEnv(t)
+		res, err := fresh.svc.Pull(ctx, reg+"/faults/bb:multi", transfer.PullOptions{}, nil)
+		if err != nil {
+			t.Fatalf("Pull(index): %v", err)
+		}
+		if res.ImageID != img.ID() || res.ManifestDigest != digest.FromString(index) {
+			t.Errorf("Pull(index) = %+v, want image %s and the index's digest %s as repo digest", res, img.ID(), digest.FromString(index))
+		}
+	})
 	t.Run("index without linux/amd64", func(t *testing.T) {
 		img, _ := e.images.Get(ctx, reg+"/faults/bb:1")
 		m := img.ManifestDescriptor()
 		index := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":%q,"digest":%q,"size":%d,"platform":{"os":"linux","architecture":"arm64"}}]}`,
 			m.MediaType, m.Digest, m.Size)
-		req, _ := http.NewRequest(http.MethodPut, "http://"+reg+"/v2/faults/bb/manifests/arm-only", strings.NewReader(index))
-		req.Header.Set("Content-Type", "application/vnd.oci.image.index.v1+json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != http.StatusCreated {
-			t.Fatalf("putting the index: %v %v", resp, err)
-		}
-		resp.Body.Close()
-		_, err = e.svc.Pull(ctx, reg+"/faults/bb:arm-only", transfer.PullOptions{}, nil)
+		putManifest(t, reg, "faults/bb", "arm-only", "application/vnd.oci.image.index.v1+json", index)
+		_, err := e.svc.Pull(ctx, reg+"/faults/bb:arm-only", transfer.PullOptions{}, nil)
 		if !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "linux/arm64") {
 			t.Errorf("Pull(arm64-only index) = %v, want NOT_FOUND listing linux/arm64", err)
 		}
 	})
+}
+
+// putManifest puts a manifest or index into the registry under a tag.
+func putManifest(t *testing.T, reg, repo, tag, mediaType, doc string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+reg+"/v2/"+repo+"/manifests/"+tag, strings.NewReader(doc))
+	req.Header.Set("Content-Type", mediaType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("putting %s:%s: %v", repo, tag, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("putting %s:%s: %s", repo, tag, resp.Status)
+	}
 }
