@@ -32,7 +32,7 @@ compose() { $COMPOSE "${files[@]}" "$@"; }
 wait_healthy() {
   local deadline=$((SECONDS + ${STRATA_UP_TIMEOUT:-180}))
   local ids id state health pending
-  ids=$(compose ps -q)
+  ids=$(compose ps -a -q)
   [ -n "$ids" ] || { echo "no containers in project $COMPOSE_PROJECT_NAME" >&2; return 1; }
   while :; do
     pending=()

@@ -36,7 +36,7 @@ use_stack() { eval "$(stack env)"; }
 # all_healthy fails unless every container of the project runs and is healthy.
 all_healthy() {
   local id n=0 status
-  for id in $(compose ps -q); do
+  for id in $(compose ps -a -q); do
     status=$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
     case "$status" in *" running healthy") n=$((n + 1)) ;; *) echo "not healthy: $status"; return 1 ;; esac
   done
@@ -73,6 +73,115 @@ restart_all() {
   compose restart >/dev/null && stack wait
 }
 
+# make_rootfs writes a busybox root filesystem tarball (Debian's
+# busybox-static), the base image the builds start from.
+make_rootfs() {
+  local dir
+  dir=$(mktemp -d)
+  mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp"
+  chmod 1777 "$dir/tmp"
+  cp "$(command -v busybox)" "$dir/bin/busybox"
+  for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$dir/bin/$a"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$dir/etc/passwd"
+  printf 'root:x:0:\n' >"$dir/etc/group"
+  tar --numeric-owner --owner=0 --group=0 -C "$dir" -cf "$1" .
+  rm -rf "$dir"
+}
+
+# build_seed builds the seed-like Dockerfile (busybox, LABEL, ENV, RUN, …).
+build_seed() {
+  local out
+  out=$("$strata" build -t my-nginx "$root/deploy/testdata/seed") || { echo "$out"; return 1; }
+  grep -q '^Successfully tagged my-nginx:latest$' <<<"$out" || { echo "$out"; return 1; }
+}
+
+# rebuild_cached builds the seed again: every step comes from the cache.
+rebuild_cached() {
+  local out
+  out=$("$strata" build -t my-nginx "$root/deploy/testdata/seed") || { echo "$out"; return 1; }
+  [ "$(grep -c -- '---> Using cache' <<<"$out")" -eq 9 ] || { echo "$out"; return 1; }
+}
+
+# record prints what users rely on: the images and their tags, the seed
+# image's ID, layers and history.
+record() {
+  "$strata" images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' &&
+    "$strata" inspect -f '{{.Id}} {{.RepoTags}} {{.Parent}} {{.RootFS.Layers}}' my-nginx &&
+    "$strata" history --no-trunc --format '{{.ID}} {{.Size}} {{.CreatedBy}} {{.Comment}}' my-nginx
+}
+
+# same_record fails unless record prints what it printed into FILE before.
+same_record() {
+  local now
+  now=$(record 2>&1) || { echo "$now"; return 1; }
+  diff <(cat "$1") <(echo "$now")
+}
+
+# history_rows N: the seed image has N history rows.
+history_rows() {
+  local n
+  n=$("$strata" history -q my-nginx | wc -l)
+  [ "$n" -eq "$1" ] || { echo "$n history rows, want $1"; return 1; }
+}
+
+# in_s3 DIGEST: the blob lies in the S3 server's volume, where the blob store
+# keeps it (blobs/sha256/<hex> in the bucket).
+in_s3() {
+  compose exec -T s3 /bin/busybox test -f "/var/lib/strata/${STRATA_S3_BUCKET:-strata}/blobs/sha256/${1#sha256:}" ||
+    { echo "no $1 in the S3 volume"; return 1; }
+}
+
+# metadata_file_is PRESENT|ABSENT: whether metadata.db is in metadata's volume.
+metadata_file_is() {
+  local got=ABSENT
+  docker cp "$(compose ps -q metadata):/var/lib/strata/metadata.db" - >/dev/null 2>&1 && got=PRESENT
+  [ "$got" = "$1" ] || { echo "metadata.db is $got, want $1"; return 1; }
+}
+
+# layers_read_back saves the seed image from Strata (config, manifest and
+# every layer read from the blob store), loads it into the Docker Engine and
+# runs a file the RUN step wrote.
+layers_read_back() {
+  local tag=strata-compose-test-$$/my-nginx:latest tar out
+  tar=$(mktemp)
+  "$strata" tag my-nginx "$tag" &&
+    "$strata" save -o "$tar" "$tag" &&
+    docker load -q -i "$tar" >/dev/null &&
+    out=$(docker run --rm --entrypoint /bin/cat "$tag" /var/log/nginx/install.log /etc/group)
+  local rc=$?
+  docker rmi -f "$tag" >/dev/null 2>&1
+  "$strata" rmi "$tag" >/dev/null 2>&1
+  rm -f "$tar"
+  [ $rc -eq 0 ] || return 1
+  [ "$out" = "$(printf 'ok\nroot:x:0:\nnginx:x:101:')" ] || { echo "read back: $out"; return 1; }
+}
+
+# build_with_blobstore_killed kills the blob store while a RUN step runs: the
+# build must fail, say the service is unavailable, and record no image.
+build_with_blobstore_killed() {
+  local log rc images_before out
+  log=$(mktemp)
+  images_before=$("$strata" images -a --no-trunc -q | sort)
+  "$strata" build --build-arg WAIT=1 -t killed:1 "$root/deploy/testdata/blobstore-killed" >"$log" 2>&1 &
+  local pid=$!
+  local deadline=$((SECONDS + 120))
+  until grep -q '^Step 3/4 : RUN' "$log"; do
+    kill -0 $pid 2>/dev/null && [ $SECONDS -lt $deadline ] || { cat "$log"; return 1; }
+    sleep 0.1
+  done
+  docker kill "$(compose ps -q blobstore)" >/dev/null
+  wait $pid
+  rc=$?
+  out=$(cat "$log")
+  echo "$out"
+  rm -f "$log"
+  [ $rc -ne 0 ] || { echo "the build succeeded without its blob store"; return 1; }
+  # UNAVAILABLE, which the CLI prints with its hint, naming the failed step.
+  grep -q '^Error: .*step 3.*(is the service running?' <<<"$out" || { echo "not the error wanted"; return 1; }
+  "$strata" inspect killed:1 >/dev/null 2>&1 && { echo "killed:1 was recorded"; return 1; }
+  [ "$("$strata" images -a --no-trunc -q | sort)" = "$images_before" ] || { echo "the image list changed"; return 1; }
+}
+
 # nothing_left fails if a container, volume or network of the project is left.
 nothing_left() {
   local label=com.docker.compose.project=$COMPOSE_PROJECT_NAME left
@@ -105,10 +214,36 @@ run_stack() {
   check "$store: metadata runs unprivileged" runs_as metadata 65532
   check "$store: the S3 server runs unprivileged" runs_as s3 65532
 
+  local work
+  work=$(mktemp -d)
+  make_rootfs "$work/rootfs.tar"
+  check "$store: strata import of a busybox rootfs" "$strata" import "$work/rootfs.tar" busybox:latest
+  check "$store: strata build of the seed-like Dockerfile" build_seed
+  check "$store: strata tag" "$strata" tag my-nginx davidainslie/nginx:1.17
+  check "$store: strata history shows the 10 steps" history_rows 10
+  check "$store: the image's config is in the S3 volume" in_s3 "$("$strata" inspect -f '{{.Id}}' my-nginx)"
+  if [ "$store" = sqlite ]; then
+    check "$store: metadata.db is in metadata's volume" metadata_file_is PRESENT
+  else
+    check "$store: metadata keeps no SQLite file" metadata_file_is ABSENT
+  fi
+  record >"$work/record" 2>&1
+
   check "$store: every service restarted, healthy again" restart_all
   use_stack
   check "$store: $containers containers healthy after the restart" all_healthy $containers
   check "$store: the CLI reaches all three services after the restart" serving
+  check "$store: images, tags, ID, layers and history unchanged after the restart" same_record "$work/record"
+  check "$store: the layers read back (strata save, docker load, docker run)" layers_read_back
+  check "$store: the seed rebuilt after the restart, every step cached" rebuild_cached
+
+  check "$store: blob store killed during a build: the build fails, no image recorded" build_with_blobstore_killed
+  check "$store: the blob store restarted, healthy" compose start blobstore
+  check "$store: every service healthy again" stack wait
+  use_stack
+  check "$store: the next build succeeds" "$strata" build -t killed:1 "$root/deploy/testdata/blobstore-killed"
+  check "$store: and is recorded" "$strata" inspect -f '{{.Id}}' killed:1
+  rm -rf "$work"
 
   check "$store: compose down -v" stack down
   check "$store: nothing of the project is left" nothing_left
