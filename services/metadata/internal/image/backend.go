@@ -186,6 +186,7 @@ type ListRow struct {
 	Created        int64 // Unix nanoseconds
 	Size           int64
 	ManifestDigest string
+	Labels         map[string]string
 }
 
 // Usage holds the figures of `docker system df`.

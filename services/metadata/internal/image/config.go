@@ -264,6 +264,17 @@ func checkManifest(img *metadatav1.Image, bad func(string, ...any) error) error 
 	return nil
 }
 
+// Prepare validates an image as PutImage does and returns the row to
+// insert, for loaders that write through a Backend in bulk (benchmarks).
+func Prepare(img *metadatav1.Image, recordedAt time.Time) (NewImage, error) {
+	p, err := prepare(img)
+	if err != nil {
+		return NewImage{}, err
+	}
+	p.img.RecordedAt = timestamppb.New(recordedAt)
+	return NewImage{Image: p.img, ChainIDs: p.chainIDs, Blobs: p.blobs}, nil
+}
+
 // ChainIDs returns the chain IDs of a stack of layers, bottom first, as the
 // OCI image spec defines them: the first is the first diff ID, each next one
 // the digest of "<previous chain ID> <diff ID>".

@@ -123,21 +123,13 @@ func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadata
 			last := found[size-1].row
 			next = encodeToken(last.Created, last.ID)
 		}
-		ids := make([]string, len(found))
-		for i, l := range found {
-			ids[i] = l.row.ID
-		}
-		labels, err := tx.Labels(ctx, ids)
-		if err != nil {
-			return err
-		}
 		out = make([]*metadatav1.ImageSummary, len(found))
 		for i, l := range found {
 			sum := &metadatav1.ImageSummary{
 				Id:             l.row.ID,
 				ParentId:       l.row.Parent,
 				Size:           l.row.Size,
-				Labels:         labels[l.row.ID],
+				Labels:         l.row.Labels,
 				ManifestDigest: l.row.ManifestDigest,
 			}
 			if l.row.Created != 0 {

@@ -41,7 +41,7 @@ func (allBlobs) Delete(context.Context, digest.Digest) error { return nil }
 
 // serve runs the ImageService over images on a loopback listener until the
 // test ends and returns a client of it.
-func serve(t *testing.T, images *image.Service, blobs Blobs) metadatav1.ImageServiceClient {
+func serve(t testing.TB, images *image.Service, blobs Blobs) metadatav1.ImageServiceClient {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := grpcserver.New(grpcserver.Config{
@@ -74,7 +74,7 @@ func serve(t *testing.T, images *image.Service, blobs Blobs) metadatav1.ImageSer
 	return metadatav1.NewImageServiceClient(conn)
 }
 
-func newSQLite(t *testing.T, now func() time.Time) *image.Service {
+func newSQLite(t testing.TB, now func() time.Time) *image.Service {
 	t.Helper()
 	db, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "metadata.db"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

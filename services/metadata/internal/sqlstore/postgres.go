@@ -72,12 +72,12 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 
 func (d *postgresDialect) name() string { return "postgres" }
 
-func (d *postgresDialect) beginWrite(ctx context.Context) (*sql.Tx, error) {
-	return d.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+func (d *postgresDialect) writer() (*sql.DB, *sql.TxOptions) {
+	return d.db, &sql.TxOptions{Isolation: sql.LevelSerializable}
 }
 
-func (d *postgresDialect) beginRead(ctx context.Context) (*sql.Tx, error) {
-	return d.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+func (d *postgresDialect) reader() (*sql.DB, *sql.TxOptions) {
+	return d.db, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
 }
 
 func (d *postgresDialect) retryable(err error) bool {

@@ -67,13 +67,9 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 
 func (d *sqliteDialect) name() string { return "sqlite" }
 
-func (d *sqliteDialect) beginWrite(ctx context.Context) (*sql.Tx, error) {
-	return d.write.BeginTx(ctx, nil)
-}
+func (d *sqliteDialect) writer() (*sql.DB, *sql.TxOptions) { return d.write, nil }
 
-func (d *sqliteDialect) beginRead(ctx context.Context) (*sql.Tx, error) {
-	return d.read.BeginTx(ctx, nil)
-}
+func (d *sqliteDialect) reader() (*sql.DB, *sql.TxOptions) { return d.read, nil }
 
 func (d *sqliteDialect) retryable(err error) bool {
 	var e *sqlite.Error

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
@@ -28,10 +29,10 @@ var migrations embed.FS
 // dialect is what differs between the databases.
 type dialect interface {
 	name() string
-	// beginWrite starts a read-write transaction.
-	beginWrite(ctx context.Context) (*sql.Tx, error)
-	// beginRead starts a read-only transaction.
-	beginRead(ctx context.Context) (*sql.Tx, error)
+	// writer and reader return the pool and options of read-write and
+	// read-only transactions.
+	writer() (*sql.DB, *sql.TxOptions)
+	reader() (*sql.DB, *sql.TxOptions)
 	// retryable reports whether a failed transaction may be run again.
 	retryable(err error) bool
 	// unavailable reports whether err means the database cannot be reached.
@@ -46,9 +47,72 @@ type dialect interface {
 
 // DB is an image.Backend over SQL.
 type DB struct {
-	d    dialect
-	read *sql.DB // for EventsAfter and friends
-	log  *slog.Logger
+	d     dialect
+	read  *sql.DB // for EventsAfter and friends
+	log   *slog.Logger
+	stmts sync.Map // *sql.DB → *stmtCache
+}
+
+// stmtCache holds the prepared statements of the fixed queries of one pool;
+// database/sql then reuses each on every connection it was prepared on,
+// saving SQLite's parse and plan of every query.
+type stmtCache struct {
+	db      *sql.DB
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	pending map[string]bool
+}
+
+// get returns the prepared statement of q, or nil when it is not prepared
+// yet: preparing needs a connection of the pool, which the calling
+// transaction may hold (SQLite's writer pool has one), so q is prepared
+// after the transaction, by prepare.
+func (c *stmtCache) get(q string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[q]; ok {
+		return st
+	}
+	c.pending[q] = true
+	return nil
+}
+
+// prepare prepares the queries get was asked for.
+func (c *stmtCache) prepare(ctx context.Context) {
+	c.mu.Lock()
+	var qs []string
+	for q := range c.pending {
+		qs = append(qs, q)
+	}
+	c.pending = map[string]bool{}
+	c.mu.Unlock()
+	for _, q := range qs {
+		st, err := c.db.PrepareContext(ctx, q)
+		if err != nil {
+			continue // the query runs unprepared, as before
+		}
+		c.mu.Lock()
+		if _, ok := c.m[q]; ok {
+			st.Close()
+		} else {
+			c.m[q] = st
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *stmtCache) hasPending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending) > 0
+}
+
+func (db *DB) cache(pool *sql.DB) *stmtCache {
+	if c, ok := db.stmts.Load(pool); ok {
+		return c.(*stmtCache)
+	}
+	c, _ := db.stmts.LoadOrStore(pool, &stmtCache{db: pool, m: map[string]*sql.Stmt{}, pending: map[string]bool{}})
+	return c.(*stmtCache)
 }
 
 var _ image.Backend = (*DB)(nil)
@@ -80,17 +144,21 @@ func (db *DB) View(ctx context.Context, fn func(image.Tx) error) error {
 }
 
 func (db *DB) run(ctx context.Context, write bool, fn func(image.Tx) error) error {
-	var tx *sql.Tx
-	var err error
+	pool, opts := db.d.reader()
 	if write {
-		tx, err = db.d.beginWrite(ctx)
-	} else {
-		tx, err = db.d.beginRead(ctx)
+		pool, opts = db.d.writer()
 	}
+	tx, err := pool.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
-	if err := fn(&txn{tx: tx, d: db.d}); err != nil {
+	stmts := db.cache(pool)
+	defer func() {
+		if stmts.hasPending() {
+			stmts.prepare(ctx)
+		}
+	}()
+	if err := fn(&txn{tx: tx, d: db.d, stmts: stmts}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -142,7 +210,8 @@ func migrate(ctx context.Context, d dialect, lock func(*sql.Tx) error) error {
 		if err != nil {
 			return err
 		}
-		tx, err := d.beginWrite(ctx)
+		pool, opts := d.writer()
+		tx, err := pool.BeginTx(ctx, opts)
 		if err != nil {
 			return err
 		}

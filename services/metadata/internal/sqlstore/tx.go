@@ -20,8 +20,33 @@ import (
 // txn implements image.Tx. Queries use $N placeholders, which both
 // PostgreSQL and modernc.org/sqlite bind by number.
 type txn struct {
-	tx *sql.Tx
-	d  dialect
+	tx    *sql.Tx
+	d     dialect
+	stmts *stmtCache
+}
+
+// The fixed queries run as prepared statements once prepared (see
+// stmtCache); until then, and for queries built at run time, directly.
+
+func (t *txn) queryRow(ctx context.Context, q string, a ...any) *sql.Row {
+	if st := t.stmts.get(q); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, a...)
+	}
+	return t.tx.QueryRowContext(ctx, q, a...)
+}
+
+func (t *txn) query(ctx context.Context, q string, a ...any) (*sql.Rows, error) {
+	if st := t.stmts.get(q); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryContext(ctx, a...)
+	}
+	return t.tx.QueryContext(ctx, q, a...)
+}
+
+func (t *txn) exec(ctx context.Context, q string, a ...any) (sql.Result, error) {
+	if st := t.stmts.get(q); st != nil {
+		return t.tx.StmtContext(ctx, st).ExecContext(ctx, a...)
+	}
+	return t.tx.ExecContext(ctx, q, a...)
 }
 
 var _ image.Tx = (*txn)(nil)
@@ -80,7 +105,7 @@ const chunk = 1000
 func (t *txn) Image(ctx context.Context, id string) (*metadatav1.Image, error) {
 	var rec []byte
 	var recorded, tagged int64
-	err := t.tx.QueryRowContext(ctx, `SELECT record, recorded_at, last_tag_time FROM images WHERE id = $1`, id).Scan(&rec, &recorded, &tagged)
+	err := t.queryRow(ctx, `SELECT record, recorded_at, last_tag_time FROM images WHERE id = $1`, id).Scan(&rec, &recorded, &tagged)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errdefs.NotFound("No such image: %s", id).WithReason("IMAGE_NOT_FOUND").WithDetail("image", id)
 	}
@@ -97,7 +122,7 @@ func (t *txn) Image(ctx context.Context, id string) (*metadatav1.Image, error) {
 
 func (t *txn) ImageIDsWithPrefix(ctx context.Context, hexPrefix string, limit int) ([]string, error) {
 	lo := "sha256:" + hexPrefix
-	rows, err := t.tx.QueryContext(ctx, `SELECT id FROM images WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3`, lo, lo+"g", limit)
+	rows, err := t.query(ctx, `SELECT id FROM images WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3`, lo, lo+"g", limit)
 	if err != nil {
 		return nil, err
 	}
@@ -125,9 +150,19 @@ func (t *txn) InsertImage(ctx context.Context, n image.NewImage) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	res, err := t.tx.ExecContext(ctx, `INSERT INTO images (id, created, parent, manifest_digest, size, recorded_at, last_tag_time, record)
-		VALUES ($1, $2, $3, $4, $5, $6, 0, $7) ON CONFLICT (id) DO NOTHING`,
-		img.GetId(), nanos(img.GetCreated()), img.GetParent(), img.GetManifest().GetDigest(), img.GetSize(), recorded, rec)
+	labels := ""
+	if len(img.GetLabels()) > 0 {
+		b, err := json.Marshal(img.GetLabels())
+		if err != nil {
+			return false, err
+		}
+		labels = string(b)
+	}
+	// child_count counts children recorded before their parent (after a
+	// forced delete of the parent, and its return).
+	res, err := t.exec(ctx, `INSERT INTO images (id, created, parent, manifest_digest, size, recorded_at, last_tag_time, record, labels, child_count)
+		VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, (SELECT COUNT(*) FROM images c WHERE c.parent = $1)) ON CONFLICT (id) DO NOTHING`,
+		img.GetId(), nanos(img.GetCreated()), img.GetParent(), img.GetManifest().GetDigest(), img.GetSize(), recorded, rec, labels)
 	if err != nil {
 		return false, err
 	}
@@ -135,38 +170,75 @@ func (t *txn) InsertImage(ctx context.Context, n image.NewImage) (bool, error) {
 		return false, err
 	}
 	id := img.GetId()
+	if p := img.GetParent(); p != "" {
+		if _, err := t.exec(ctx, `UPDATE images SET child_count = child_count + 1 WHERE id = $1`, p); err != nil {
+			return false, err
+		}
+	}
+	// One multi-row statement per table: a build records an image per step.
+	var rows [][]any
 	for k, v := range img.GetLabels() {
-		if _, err := t.tx.ExecContext(ctx, `INSERT INTO labels (image_id, key, value) VALUES ($1, $2, $3)`, id, k, v); err != nil {
-			return false, err
-		}
+		rows = append(rows, []any{id, k, v})
 	}
+	if err := t.insertRows(ctx, "labels (image_id, key, value)", rows); err != nil {
+		return false, err
+	}
+	rows = rows[:0]
 	for i, l := range img.GetLayers() {
-		if _, err := t.tx.ExecContext(ctx, `INSERT INTO layers (image_id, position, chain_id, digest, size, diff_size) VALUES ($1, $2, $3, $4, $5, $6)`,
-			id, i, n.ChainIDs[i], l.GetDigest(), l.GetSize(), l.GetDiffSize()); err != nil {
-			return false, err
-		}
+		rows = append(rows, []any{id, i, n.ChainIDs[i], l.GetDigest(), l.GetSize(), l.GetDiffSize()})
 	}
+	if err := t.insertRows(ctx, "layers (image_id, position, chain_id, digest, size, diff_size)", rows); err != nil {
+		return false, err
+	}
+	rows = rows[:0]
 	seen := map[string]bool{}
 	for _, d := range n.Blobs {
-		if seen[d] {
-			continue
+		if !seen[d] {
+			seen[d] = true
+			rows = append(rows, []any{d, id})
 		}
-		seen[d] = true
-		if _, err := t.tx.ExecContext(ctx, `INSERT INTO blobs (digest, image_id) VALUES ($1, $2)`, d, id); err != nil {
-			return false, err
-		}
+	}
+	if err := t.insertRows(ctx, "blobs (digest, image_id)", rows); err != nil {
+		return false, err
 	}
 	return true, nil
 }
 
+// insertRows inserts rows into "table (columns)", a few hundred per
+// statement.
+func (t *txn) insertRows(ctx context.Context, table string, rows [][]any) error {
+	const perStatement = 200
+	for len(rows) > 0 {
+		n := min(len(rows), perStatement)
+		var b strings.Builder
+		var a []any
+		b.WriteString("INSERT INTO " + table + " VALUES ")
+		for i, r := range rows[:n] {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(in(len(a)+1, len(r)))
+			a = append(a, r...)
+		}
+		if _, err := t.tx.ExecContext(ctx, b.String(), a...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
 func (t *txn) DeleteImage(ctx context.Context, id string) error {
+	if _, err := t.exec(ctx, `UPDATE images SET child_count = child_count - 1 WHERE id = (SELECT parent FROM images WHERE id = $1)`, id); err != nil {
+		return err
+	}
 	for _, q := range []string{
 		`DELETE FROM labels WHERE image_id = $1`,
 		`DELETE FROM layers WHERE image_id = $1`,
 		`DELETE FROM blobs WHERE image_id = $1`,
 		`DELETE FROM images WHERE id = $1`,
 	} {
-		if _, err := t.tx.ExecContext(ctx, q, id); err != nil {
+		if _, err := t.exec(ctx, q, id); err != nil {
 			return err
 		}
 	}
@@ -187,7 +259,7 @@ func (t *txn) HasChildren(ctx context.Context, id string) (bool, error) {
 }
 
 func (t *txn) ChainIDs(ctx context.Context, id string) ([]string, []int64, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT chain_id, diff_size FROM layers WHERE image_id = $1 ORDER BY position`, id)
+	rows, err := t.query(ctx, `SELECT chain_id, diff_size FROM layers WHERE image_id = $1 ORDER BY position`, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -210,13 +282,13 @@ func (t *txn) ChainInUse(ctx context.Context, chainID string) (bool, error) {
 }
 
 func (t *txn) SetLastTagTime(ctx context.Context, id string, at time.Time) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE images SET last_tag_time = $1 WHERE id = $2`, at.UnixNano(), id)
+	_, err := t.exec(ctx, `UPDATE images SET last_tag_time = $1 WHERE id = $2`, at.UnixNano(), id)
 	return err
 }
 
 func (t *txn) Resolve(ctx context.Context, name string) (string, error) {
 	var id string
-	err := t.tx.QueryRowContext(ctx, `SELECT image_id FROM refs WHERE name = $1`, name).Scan(&id)
+	err := t.queryRow(ctx, `SELECT image_id FROM refs WHERE name = $1`, name).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errdefs.NotFound("No such image: %s", name).WithReason("IMAGE_NOT_FOUND")
 	}
@@ -226,7 +298,14 @@ func (t *txn) Resolve(ctx context.Context, name string) (string, error) {
 func (t *txn) Refs(ctx context.Context, ids []string) (map[string][]image.Ref, error) {
 	out := make(map[string][]image.Ref, len(ids))
 	for _, c := range chunks(ids, chunk) {
-		rows, err := t.tx.QueryContext(ctx, `SELECT name, familiar, image_id, is_tag FROM refs WHERE image_id IN `+in(1, len(c))+` ORDER BY name`, args(c)...)
+		q := `SELECT name, familiar, image_id, is_tag FROM refs WHERE image_id IN ` + in(1, len(c)) + ` ORDER BY name`
+		var rows *sql.Rows
+		var err error
+		if len(c) == 1 {
+			rows, err = t.query(ctx, q, args(c)...) // the common case is prepared once
+		} else {
+			rows, err = t.tx.QueryContext(ctx, q, args(c)...)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -250,7 +329,7 @@ func (t *txn) Refs(ctx context.Context, ids []string) (map[string][]image.Ref, e
 
 func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, error) {
 	var prev string
-	err := t.tx.QueryRowContext(ctx, `SELECT image_id FROM refs WHERE name = $1`, r.Name).Scan(&prev)
+	err := t.queryRow(ctx, `SELECT image_id FROM refs WHERE name = $1`, r.Name).Scan(&prev)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", err
 	}
@@ -258,19 +337,37 @@ func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, e
 	if r.IsTag {
 		tag = 1
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO refs (name, familiar, image_id, is_tag, created) VALUES ($1, $2, $3, $4, $5)
+	_, err = t.exec(ctx, `INSERT INTO refs (name, familiar, image_id, is_tag, created) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (name) DO UPDATE SET familiar = excluded.familiar, image_id = excluded.image_id, is_tag = excluded.is_tag, created = excluded.created`,
 		r.Name, r.Familiar, r.ImageID, tag, now.UnixNano())
-	return prev, err
+	if err != nil || prev == r.ImageID {
+		return prev, err
+	}
+	if prev != "" {
+		if err := t.countRef(ctx, prev, tag, -1); err != nil {
+			return "", err
+		}
+	}
+	return prev, t.countRef(ctx, r.ImageID, tag, 1)
+}
+
+// countRef moves the reference counters of an image by delta.
+func (t *txn) countRef(ctx context.Context, id string, tag, delta int) error {
+	_, err := t.exec(ctx, `UPDATE images SET ref_count = ref_count + $1, tag_count = tag_count + $2 WHERE id = $3`, delta, tag*delta, id)
+	return err
 }
 
 func (t *txn) DeleteRef(ctx context.Context, name string) (string, error) {
 	var id string
-	err := t.tx.QueryRowContext(ctx, `DELETE FROM refs WHERE name = $1 RETURNING image_id`, name).Scan(&id)
+	var tag int
+	err := t.queryRow(ctx, `DELETE FROM refs WHERE name = $1 RETURNING image_id, is_tag`, name).Scan(&id, &tag)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errdefs.NotFound("No such image: %s", name).WithReason("TAG_NOT_FOUND")
 	}
-	return id, err
+	if err != nil {
+		return "", err
+	}
+	return id, t.countRef(ctx, id, tag, -1)
 }
 
 func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRow, error) {
@@ -281,7 +378,7 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 		return fmt.Sprintf("$%d", len(a))
 	}
 	if q.After != nil {
-		where = append(where, fmt.Sprintf("(i.created < %s OR (i.created = %s AND i.id < %s))", arg(q.After.Created), arg(q.After.Created), arg(q.After.ID)))
+		where = append(where, fmt.Sprintf("(i.created, i.id) < (%s, %s)", arg(q.After.Created), arg(q.After.ID)))
 	}
 	if q.CreatedBefore != nil {
 		where = append(where, "i.created < "+arg(q.CreatedBefore.UnixNano()))
@@ -297,12 +394,12 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 		where = append(where, c+")")
 	}
 	const (
-		hasChild = "EXISTS (SELECT 1 FROM images c WHERE c.parent = i.id)"
-		hasRef   = "EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id)"
-		hasTag   = "EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.is_tag = 1)"
+		hasChild = "i.child_count > 0"
+		hasRef   = "i.ref_count > 0"
+		hasTag   = "i.tag_count > 0"
 	)
 	if q.Heads {
-		where = append(where, "NOT "+hasChild)
+		where = append(where, "i.child_count = 0")
 	}
 	if q.HasRef {
 		where = append(where, hasRef)
@@ -311,15 +408,15 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 		where = append(where, hasTag)
 	}
 	if q.NoTag {
-		where = append(where, "NOT "+hasTag)
+		where = append(where, "i.tag_count = 0")
 	}
 	if q.TopLevel {
-		where = append(where, "("+hasRef+" OR NOT "+hasChild+")")
+		where = append(where, "("+hasRef+" OR i.child_count = 0)")
 	}
 	if q.RefPrefix != "" {
 		where = append(where, fmt.Sprintf("EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.familiar >= %s AND r.familiar < %s)", arg(q.RefPrefix), arg(q.RefPrefix+"\x7f")))
 	}
-	stmt := `SELECT i.id, i.parent, i.created, i.size, i.manifest_digest FROM images i`
+	stmt := `SELECT i.id, i.parent, i.created, i.size, i.manifest_digest, i.labels FROM images i`
 	if len(where) > 0 {
 		stmt += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -332,8 +429,14 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 	var out []image.ListRow
 	for rows.Next() {
 		var r image.ListRow
-		if err := rows.Scan(&r.ID, &r.Parent, &r.Created, &r.Size, &r.ManifestDigest); err != nil {
+		var labels string
+		if err := rows.Scan(&r.ID, &r.Parent, &r.Created, &r.Size, &r.ManifestDigest, &labels); err != nil {
 			return nil, err
+		}
+		if labels != "" {
+			if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
+				return nil, errdefs.Internal("image %s: stored labels do not decode: %v", r.ID, err)
+			}
 		}
 		out = append(out, r)
 	}
@@ -378,13 +481,13 @@ func (t *txn) AppendEvent(ctx context.Context, ev *metadatav1.Event) error {
 		}
 		attrs = string(b)
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO events (time, action, image_id, reference, attributes) VALUES ($1, $2, $3, $4, $5)`,
+	_, err := t.exec(ctx, `INSERT INTO events (time, action, image_id, reference, attributes) VALUES ($1, $2, $3, $4, $5)`,
 		nanos(ev.GetTime()), int(ev.GetAction()), ev.GetImageId(), ev.GetReference(), attrs)
 	return err
 }
 
 func (t *txn) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
-	res, err := t.tx.ExecContext(ctx, `DELETE FROM events WHERE time < $1`, before.UnixNano())
+	res, err := t.exec(ctx, `DELETE FROM events WHERE time < $1`, before.UnixNano())
 	if err != nil {
 		return 0, err
 	}
@@ -392,7 +495,7 @@ func (t *txn) PruneEvents(ctx context.Context, before time.Time) (int64, error) 
 }
 
 func (t *txn) PutCacheRecord(ctx context.Context, r *metadatav1.CacheRecord) error {
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO cache_records (key, image_id, description, size, created, last_used) VALUES ($1, $2, $3, $4, $5, $6)
+	_, err := t.exec(ctx, `INSERT INTO cache_records (key, image_id, description, size, created, last_used) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (key) DO UPDATE SET image_id = excluded.image_id, description = excluded.description, size = excluded.size, created = excluded.created, last_used = excluded.last_used`,
 		r.GetKey(), r.GetImageId(), r.GetDescription(), r.GetSize(), nanos(r.GetCreated()), nanos(r.GetLastUsed()))
 	return err
@@ -467,7 +570,7 @@ func (t *txn) DeleteCacheRecords(ctx context.Context, before time.Time) ([]strin
 }
 
 func (t *txn) ReferencedBlobs(ctx context.Context, after string, limit int) ([]string, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2`, after, limit)
+	rows, err := t.query(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -530,7 +633,7 @@ func (t *txn) MarkCollectable(ctx context.Context, digests []string, now time.Ti
 		if refd[d] {
 			continue
 		}
-		if _, err := t.tx.ExecContext(ctx, `INSERT INTO gc_marks (digest, marked_at, deleted_at) VALUES ($1, $2, 0)
+		if _, err := t.exec(ctx, `INSERT INTO gc_marks (digest, marked_at, deleted_at) VALUES ($1, $2, 0)
 			ON CONFLICT (digest) DO UPDATE SET marked_at = excluded.marked_at, deleted_at = 0`, d, now.UnixNano()); err != nil {
 			return nil, err
 		}
@@ -541,10 +644,10 @@ func (t *txn) MarkCollectable(ctx context.Context, digests []string, now time.Ti
 
 func (t *txn) SetCollected(ctx context.Context, digest string, deleted bool, at time.Time) error {
 	if !deleted {
-		_, err := t.tx.ExecContext(ctx, `DELETE FROM gc_marks WHERE digest = $1 AND deleted_at = 0`, digest)
+		_, err := t.exec(ctx, `DELETE FROM gc_marks WHERE digest = $1 AND deleted_at = 0`, digest)
 		return err
 	}
-	_, err := t.tx.ExecContext(ctx, `UPDATE gc_marks SET deleted_at = $1 WHERE digest = $2`, at.UnixNano(), digest)
+	_, err := t.exec(ctx, `UPDATE gc_marks SET deleted_at = $1 WHERE digest = $2`, at.UnixNano(), digest)
 	return err
 }
 
@@ -566,7 +669,7 @@ func (t *txn) Collected(ctx context.Context, digests []string, since time.Time) 
 }
 
 func (t *txn) PruneMarks(ctx context.Context, before time.Time) error {
-	_, err := t.tx.ExecContext(ctx, `DELETE FROM gc_marks WHERE deleted_at <> 0 AND deleted_at < $1`, before.UnixNano())
+	_, err := t.exec(ctx, `DELETE FROM gc_marks WHERE deleted_at <> 0 AND deleted_at < $1`, before.UnixNano())
 	return err
 }
 
