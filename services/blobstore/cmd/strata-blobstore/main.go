@@ -47,6 +47,7 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.BoolVar(&c.s3.CreateBucket, "s3-create-bucket", false, "create the bucket when it is missing")
 	fs.Int64Var(&c.partSize, "s3-part-size", s3blob.DefaultPartSize, "bytes per multipart part (at least 5 MiB); memory per upload is about (concurrency+1) parts")
 	fs.IntVar(&c.s3.Concurrency, "s3-concurrency", s3blob.DefaultConcurrency, "parts of one upload sent at once")
+	fs.IntVar(&c.s3.MaxParts, "s3-max-parts", 0, "parts in flight across all uploads and reads, which bounds memory (0: 4 × --s3-concurrency)")
 	fs.IntVar(&c.s3.MaxRetries, "s3-max-retries", s3blob.DefaultMaxRetries, "tries of one S3 request before the call fails UNAVAILABLE")
 	fs.DurationVar(&c.janitorMaxAge, "janitor-max-age", 24*time.Hour, "unfinished uploads idle this long are discarded")
 	fs.DurationVar(&c.janitorInterval, "janitor-interval", time.Hour, "how often the janitor looks for abandoned uploads")
@@ -80,6 +81,9 @@ func (c *config) validate(fs *flagenv.Set) error {
 	}
 	if c.s3.Concurrency < 1 || c.s3.Concurrency > 64 {
 		errs = append(errs, fs.Invalid("s3-concurrency", errors.New("want 1 to 64")))
+	}
+	if c.s3.MaxParts < 0 {
+		errs = append(errs, fs.Invalid("s3-max-parts", errors.New("must not be negative")))
 	}
 	if c.s3.MaxRetries < 1 {
 		errs = append(errs, fs.Invalid("s3-max-retries", errors.New("want 1 or more")))

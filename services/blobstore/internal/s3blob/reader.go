@@ -8,9 +8,9 @@ import (
 )
 
 // openParallel reads a long range as consecutive ranged GETs of a part's
-// size, Concurrency of them in flight, delivered in order: one S3 stream
-// is slower than the link, and this keeps memory at about Concurrency+1
-// parts. A blob deleted meanwhile fails the read (NOT_FOUND) at the next
+// size, Concurrency of them queued (and at most MaxParts of the store's in
+// flight), delivered in order: one S3 stream is slower than the link, and
+// this keeps memory at about Concurrency+1 parts. A blob deleted meanwhile fails the read (NOT_FOUND) at the next
 // range; blobs never change, so the bytes read are always the blob's.
 func (s *Store) openParallel(ctx context.Context, d digest.Digest, offset, n int64) io.ReadCloser {
 	ctx, cancel := context.WithCancel(ctx)
@@ -25,7 +25,17 @@ func (s *Store) openParallel(ctx context.Context, d digest.Digest, offset, n int
 			case <-ctx.Done():
 				return
 			}
-			go func() { f <- s.fetch(ctx, d, off, min(s.cfg.PartSize, end-off)) }()
+			select {
+			case s.mem <- struct{}{}:
+			case <-ctx.Done():
+				f <- fetched{err: ctx.Err()}
+				return
+			}
+			go func() {
+				got := s.fetch(ctx, d, off, min(s.cfg.PartSize, end-off))
+				<-s.mem
+				f <- got
+			}()
 		}
 	}()
 	return r

@@ -69,6 +69,10 @@ type Config struct {
 	Concurrency int
 	// MaxRetries bounds the client's tries of one request (1: no retry).
 	MaxRetries int
+	// MaxParts bounds the parts in flight, uploading or read ahead, across
+	// all uploads and reads of the store, so that many at once do not
+	// multiply its memory. 0 means 4 × Concurrency.
+	MaxParts int
 }
 
 // Defaults for Config's upload fields.
@@ -83,7 +87,8 @@ type Store struct {
 	core  minio.Core
 	cfg   Config
 	locks blob.RefLocks
-	bufs  sync.Pool // part buffers of cfg.PartSize
+	bufs  sync.Pool     // part buffers of cfg.PartSize
+	mem   chan struct{} // one per part in flight, store-wide (cfg.MaxParts)
 
 	mu       sync.Mutex
 	ready    bool            // the bucket was seen
@@ -104,6 +109,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = DefaultMaxRetries
+	}
+	if cfg.MaxParts == 0 {
+		cfg.MaxParts = 4 * cfg.Concurrency
 	}
 	if cfg.PartSize < MinPartSize {
 		return nil, fmt.Errorf("part size %d is below S3's minimum of %d", cfg.PartSize, MinPartSize)
@@ -131,7 +139,7 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 endpoint %q: %w", cfg.Endpoint, err)
 	}
-	s := &Store{core: minio.Core{Client: c}, cfg: cfg, inFlight: map[string]bool{}}
+	s := &Store{core: minio.Core{Client: c}, cfg: cfg, inFlight: map[string]bool{}, mem: make(chan struct{}, cfg.MaxParts)}
 	s.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	return s, nil
 }

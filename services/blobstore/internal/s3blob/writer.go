@@ -96,8 +96,9 @@ func (w *writer) upload(ctx context.Context) {
 				continue
 			}
 		}
+		w.s.mem <- struct{}{}
 		go func() {
-			defer func() { <-w.tokens; w.parts.Done() }()
+			defer func() { <-w.s.mem; <-w.tokens; w.parts.Done() }()
 			w.putPart(ctx, j)
 		}()
 	}
@@ -193,7 +194,7 @@ func (w *writer) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		if w.buf == nil {
-			w.buf = w.s.getBuf(w.st.PartSize)
+			w.buf = w.newBuf()
 		}
 		k := min(len(p), int(w.st.PartSize)-len(w.buf))
 		w.buf = append(w.buf, p[:k]...)
@@ -214,6 +215,20 @@ func (w *writer) Write(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// newBuf returns the buffer of the next part. The first part's grows as it
+// fills, since most blobs (configs, manifests, small layers) are far
+// smaller than a part; later parts take a full one from the pool.
+func (w *writer) newBuf() []byte {
+	if w.offset == w.st.Offset && len(w.st.Parts) == 0 {
+		n := int64(64 << 10)
+		if w.st.Size >= 0 {
+			n = min(w.st.Size, w.st.PartSize)
+		}
+		return make([]byte, 0, n)
+	}
+	return w.s.getBuf(w.st.PartSize)
 }
 
 // finish stops the uploader once, after the parts in flight; with discard,
