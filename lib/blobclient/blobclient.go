@@ -272,3 +272,28 @@ func (r *Reader) Close() error {
 	r.cancel()
 	return nil
 }
+
+// DialOptions are the options of a connection that carries blobs in bulk:
+// buffers and flow-control windows of a few MiB, so that a stream of 1 MiB
+// messages is not cut into many small writes and window updates. Pass them
+// to lib/grpcclient.Dial.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithReadBufferSize(BufferSize), grpc.WithWriteBufferSize(BufferSize),
+		grpc.WithInitialWindowSize(WindowSize), grpc.WithInitialConnWindowSize(2 * WindowSize),
+	}
+}
+
+// ServerOptions are DialOptions' counterpart for a blob store's server.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ReadBufferSize(BufferSize), grpc.WriteBufferSize(BufferSize),
+		grpc.InitialWindowSize(WindowSize), grpc.InitialConnWindowSize(2 * WindowSize),
+	}
+}
+
+// BufferSize and WindowSize are the sizes DialOptions and ServerOptions set.
+const (
+	BufferSize = 1 << 20
+	WindowSize = 8 << 20
+)

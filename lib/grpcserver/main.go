@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"google.golang.org/grpc"
+
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/logging"
 )
@@ -30,6 +32,8 @@ type Binary struct {
 	// on srv. The returned function, if any, releases them after the server
 	// has stopped.
 	Wire func(ctx context.Context, srv *Server, log *slog.Logger) (release func(), err error)
+	// ServerOptions, if any, are added to the gRPC server's own.
+	ServerOptions []grpc.ServerOption
 }
 
 // Main parses args and the environment, runs the server until SIGTERM or
@@ -63,7 +67,7 @@ func (b Binary) main(args []string, stderr io.Writer) int {
 	level, _ := logging.ParseLevel(cfg.LogLevel) // Validate checked it.
 	log := logging.New(stderr, level, b.Name)
 
-	srv, err := New(cfg, log)
+	srv, err := New(cfg, log, b.ServerOptions...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", b.Name, err)
 		return flagenv.ExitCode

@@ -54,8 +54,10 @@ var healthMethods = []string{
 	"/grpc.health.v1.Health/List",
 }
 
-// New builds a server from a validated cfg.
-func New(cfg Config, log *slog.Logger) (*Server, error) {
+// New builds a server from a validated cfg. extra options come after
+// Strata's own, for a service with needs of its own (buffer sizes for bulk
+// transfer).
+func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	met := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
@@ -109,6 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			Timeout: 20 * time.Second,
 		}),
 	}
+	opts = append(opts, extra...)
 	if cfg.TLSCert != "" {
 		tlsCfg, err := auth.ServerTLS(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
 		if err != nil {

@@ -48,7 +48,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	}
 	proc := harness.Start(b, env,
 		server, "--listen", addr, "--backend", "s3", "--s3-endpoint", s3.Endpoint, "--s3-path-style", "--s3-create-bucket", "--s3-bucket", "bench")
-	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
+	conn, err := grpcclient.Dial(addr, grpcclient.Config{}, blobclient.DialOptions()...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -80,6 +80,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	}
 	var upDirect, upStrata, downDirect, downStrata time.Duration
 	var peakRSS int64
+	var downCPU time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		// Straight to S3.
@@ -117,6 +118,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 		obj.Close()
 		best(&downDirect, time.Since(start))
 
+		cpu0 := cpuTime(b, proc.Cmd.Process.Pid)
 		start = time.Now()
 		r, err := bc.Open(ctx, d, 0, 0)
 		if err != nil {
@@ -127,6 +129,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 		}
 		r.Close()
 		best(&downStrata, time.Since(start))
+		downCPU = cpuTime(b, proc.Cmd.Process.Pid) - cpu0
 	}
 	b.StopTimer()
 	mbps := func(d time.Duration) float64 { return float64(benchSize) / (1 << 20) / d.Seconds() }
@@ -137,6 +140,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	b.ReportMetric(upDirect.Seconds()/upStrata.Seconds(), "up-ratio")
 	b.ReportMetric(downDirect.Seconds()/downStrata.Seconds(), "down-ratio")
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-RSS-MiB")
+	b.ReportMetric(downCPU.Seconds()/(float64(benchSize)/(1<<30)), "server-CPU-s/GiB-down")
 	fmt.Printf("blobstore bench (%d MiB, best of %d runs): upload %.0f MiB/s vs direct %.0f MiB/s (ratio %.2f, target >= 0.9); "+
 		"download %.0f MiB/s vs direct %.0f MiB/s (ratio %.2f, target >= 0.9); strata-blobstore peak RSS %.0f MiB (target <= 128)\n",
 		benchSize>>20, b.N, mbps(upStrata), mbps(upDirect), upDirect.Seconds()/upStrata.Seconds(),
@@ -164,6 +168,20 @@ func writeRandomFile(b *testing.B, name string, n int64) digest.Digest {
 		b.Fatal(err)
 	}
 	return digest.NewDigest(digest.SHA256, h)
+}
+
+// cpuTime returns the CPU time a process used so far.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name, which ends with ')': utime and stime
+	// are the 12th and 13th, in clock ticks (100 a second on Linux).
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // vmHWM returns the peak resident set size of a process, in bytes.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/grpcserver"
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
@@ -134,6 +135,7 @@ func main() {
 		DefaultListen: ":50053",
 		Flags:         cfg.register,
 		Validate:      cfg.validate,
+		ServerOptions: blobclient.ServerOptions(),
 		Wire: func(ctx context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
 			store, err := cfg.open(ctx, log)
 			if err != nil {

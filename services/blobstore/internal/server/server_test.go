@@ -36,7 +36,7 @@ func serveWith(t *testing.T, impl *Server) *blobclient.Client {
 	srv, err := grpcserver.New(grpcserver.Config{
 		Listen: "127.0.0.1:0", MaxRecvMsgSize: 16 << 20, MaxSendMsgSize: 16 << 20,
 		KeepaliveMinTime: 10 * time.Second, ShutdownTimeout: 5 * time.Second, LogLevel: "info",
-	}, log)
+	}, log, serverOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func serveWith(t *testing.T, impl *Server) *blobclient.Client {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, lis, nil) }()
-	conn, err := grpcclient.Dial(lis.Addr().String(), grpcclient.Config{})
+	conn, err := grpcclient.Dial(lis.Addr().String(), grpcclient.Config{}, dialOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +91,13 @@ func TestConformanceOverGRPC(t *testing.T) {
 		})
 	})
 }
+
+// The options of serveWith: the bulk-transfer ones the service and its
+// clients use.
+var (
+	serverOpts = blobclient.ServerOptions()
+	dialOpts   = blobclient.DialOptions()
+)
 
 // ClientStore is a blob.Store over the gRPC client, so that the conformance
 // suite runs through the client, the wire and the server.
