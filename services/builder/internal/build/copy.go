@@ -67,7 +67,7 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 			return errdefs.New(kindOf(err), "Dockerfile:%d: %w", st.line, err)
 		}
 		shell := st.containerConfig.Cmd[:len(st.containerConfig.Cmd)-1]
-		cp.containerCmd = append(slices.Clone(shell), "#(nop) "+copyComment(strings.ToUpper(st.cmd.Name()), &copyPlan{chown: cp.chown, hash: hash, dest: cp.dest}))
+		cp.containerCmd = append(slices.Clone(shell), "#(nop) "+copyComment(strings.ToUpper(st.cmd.Name()), &copyPlan{chown: cp.chown, hash: hash, destText: cp.destText}))
 		return nil
 	}
 	for _, f := range cp.files {

@@ -3,10 +3,14 @@ package build
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -265,6 +269,16 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 	if cwd == "" {
 		cwd = "/"
 	}
+	// The classic builder runs RUN with the image's volumes mounted: their
+	// mount points appear in the layer, and what the command writes inside
+	// them does not.
+	vols := slices.Sorted(maps.Keys(st.config.Volumes))
+	for _, v := range vols {
+		if err := mkdirIn(m.Root(), v, nil); err != nil {
+			return err
+		}
+	}
+	defer discardVolumeWrites(m.Upper(), vols)
 	code, err := r.b.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.run.Args, Env: st.run.Env, Cwd: cwd, User: st.config.User,
 		Hostname: st.cid[:12], Network: r.req.Network, Stdout: out, Stderr: errw,
@@ -286,6 +300,29 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 		return errdefs.InvalidArgument("%s", msg).WithReason("RUN_FAILED").WithDetail("exit_code", fmt.Sprint(code))
 	}
 	return nil
+}
+
+// discardVolumeWrites drops what a RUN wrote inside volume mount points
+// from its upper directory, keeping the mount points.
+func discardVolumeWrites(upper string, vols []string) {
+	for _, v := range vols {
+		// Resolved inside the upper directory: the command may have planted
+		// symlinks there, which must not lead outside it.
+		dir, err := securejoin.SecureJoin(upper, v)
+		if err != nil {
+			continue
+		}
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+			continue
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // tempDir makes a directory for one step's temporary files.

@@ -102,6 +102,7 @@ type copyPlan struct {
 	srcs      []string // source paths as written (expanded), for --from
 	files     []copyFile
 	dest      string // absolute destination
+	destText  string // the destination as written, for history
 	destDir   bool   // the destination is a directory (ends in "/" or many sources)
 	chown     string
 	chmod     *fs.FileMode
@@ -340,13 +341,14 @@ func parseTrigger(expr string) (instructions.Command, error) {
 }
 
 // copyComment is the history text of a COPY or ADD: Docker writes
-// "COPY <hash> in <dest> ", with "--chown=…" glued before the hash.
+// "COPY <hash> in <dest> ", with the destination as written and
+// "--chown=…" glued before the hash.
 func copyComment(name string, cp *copyPlan) string {
 	chown := ""
 	if cp.chown != "" {
 		chown = "--chown=" + cp.chown
 	}
-	return fmt.Sprintf("%s %s%s in %s ", name, chown, cp.hash, cp.dest)
+	return fmt.Sprintf("%s %s%s in %s ", name, chown, cp.hash, cp.destText)
 }
 
 // sourcesKey is the part of a COPY's key its sources make: the content,
@@ -425,6 +427,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, cmd instru
 		}
 	}
 	dest := sd.DestPath
+	cp.destText = dest
 	cp.destDir = strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.")
 	if !path.IsAbs(dest) {
 		dest = path.Join("/", st.Config.WorkingDir, dest)
