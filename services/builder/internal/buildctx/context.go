@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/moby/patternmatcher"
 	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -302,4 +303,50 @@ func (c *Context) Match(pattern string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// Ignore removes the entries that .dockerignore patterns exclude, except
+// the paths in keep (the Dockerfile and .dockerignore travel always). The
+// client applies the patterns already; applying them again here means a
+// client that sends excluded files anyway cannot get them into an image.
+func (c *Context) Ignore(patterns []string, keep ...string) error {
+	if len(patterns) == 0 {
+		return nil
+	}
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		return errdefs.InvalidArgument(".dockerignore: %v", err)
+	}
+	kept := map[string]bool{}
+	for _, k := range keep {
+		kept[k] = true
+	}
+	for p := range c.entries {
+		if p == "." || kept[p] {
+			continue
+		}
+		if skip, err := pm.MatchesOrParentMatches(p); err == nil && skip && !c.keepsSomething(p, kept) {
+			delete(c.entries, p)
+		}
+	}
+	c.children = map[string][]string{}
+	for p := range c.entries {
+		if p != "." {
+			c.children[path.Dir(p)] = append(c.children[path.Dir(p)], p)
+		}
+	}
+	for _, kids := range c.children {
+		sort.Strings(kids)
+	}
+	return nil
+}
+
+// keepsSomething reports whether a directory holds a path that must stay.
+func (c *Context) keepsSomething(dir string, kept map[string]bool) bool {
+	for k := range kept {
+		if strings.HasPrefix(k, dir+"/") {
+			return true
+		}
+	}
+	return false
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path"
 	"sync"
 	"time"
 
+	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -104,6 +106,13 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 			"list", tList.Sub(start), "index", tCtx.Sub(tList), "transfer", time.Since(tCtx))
 	}
 
+	dfName := opts.GetDockerfile()
+	if dfName == "" {
+		dfName = "Dockerfile"
+	}
+	if err := b.ignore(bctx, dfName); err != nil {
+		return err
+	}
 	dockerfile := opts.GetDockerfileContent()
 	if len(dockerfile) == 0 {
 		if dockerfile, err = b.readDockerfile(bctx, opts.GetDockerfile()); err != nil {
@@ -219,6 +228,24 @@ func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest,
 		}
 	}
 	return total, nil
+}
+
+// ignore applies the context's .dockerignore on the builder's side too.
+func (b *Builds) ignore(c *buildctx.Context, dockerfile string) error {
+	e, ok := c.Lookup(".dockerignore")
+	if !ok || !e.Mode.IsRegular() {
+		return nil
+	}
+	f, err := b.store.Open(e.Digest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	patterns, err := ignorefile.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return errdefs.InvalidArgument(".dockerignore: %v", err)
+	}
+	return c.Ignore(patterns, ".dockerignore", path.Clean(dockerfile))
 }
 
 // readDockerfile reads the Dockerfile from the context. A Dockerfile that is
