@@ -31,7 +31,7 @@ compose() { $COMPOSE "${files[@]}" "$@"; }
 # fails early, with the container's log, when one exits or turns unhealthy.
 wait_healthy() {
   local deadline=$((SECONDS + ${STRATA_UP_TIMEOUT:-180}))
-  local ids id state health pending
+  local ids id state health name pending
   ids=$(compose ps -a -q)
   [ -n "$ids" ] || { echo "no containers in project $COMPOSE_PROJECT_NAME" >&2; return 1; }
   while :; do

@@ -57,6 +57,7 @@ chmod 1777 "$root/tmp"
 chmod 0750 "$root/var/lib/strata"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nstrata:x:65532:65532:strata:/var/lib/strata:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$root/etc/passwd"
 printf 'root:x:0:\nstrata:x:65532:\nnogroup:x:65534:\n' >"$root/etc/group"
+[ -f /etc/ssl/certs/ca-certificates.crt ] || { echo "/etc/ssl/certs/ca-certificates.crt missing: apt-get install ca-certificates" >&2; exit 1; }
 cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 tar --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -C "$root" -cf "$out/base.tar.new" \
   --exclude=./var/lib/strata .
