@@ -187,6 +187,8 @@ type ListRow struct {
 	Size           int64
 	ManifestDigest string
 	Labels         map[string]string
+	// Refs are the image's references, sorted by Name.
+	Refs []Ref
 }
 
 // Usage holds the figures of `docker system df`.

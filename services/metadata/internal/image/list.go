@@ -89,16 +89,8 @@ func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadata
 			if err != nil {
 				return err
 			}
-			ids := make([]string, len(rows))
-			for i, r := range rows {
-				ids[i] = r.ID
-			}
-			refs, err := tx.Refs(ctx, ids)
-			if err != nil {
-				return err
-			}
 			for _, r := range rows {
-				rr := refs[r.ID]
+				rr := r.Refs
 				if len(f.patterns) > 0 {
 					if rr, err = matching(f.patterns, rr); err != nil {
 						return err

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +22,15 @@ import (
 	"github.com/strata-build/strata/services/metadata/internal/image/imagetest"
 	"github.com/strata-build/strata/services/metadata/internal/sqlstore"
 )
+
+// cpuTime returns the CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -34,11 +44,11 @@ func envInt(name string, def int) int {
 // 100,000 images recorded, on SQLite and on PostgreSQL. It reports
 // throughput and p50/p99 latency. STRATA_BENCH_IMAGES,
 // STRATA_BENCH_CONCURRENCY and STRATA_BENCH_SECONDS change the defaults
-// (100000, 16, 3). Run with -benchtime 1x: each figure comes from a timed
+// (100000, 8, 3). Run with -benchtime 1x: each figure comes from a timed
 // run of its own, not from b.N.
 func BenchmarkImageService(b *testing.B) {
 	n := envInt("STRATA_BENCH_IMAGES", 100000)
-	conc := envInt("STRATA_BENCH_CONCURRENCY", 16)
+	conc := envInt("STRATA_BENCH_CONCURRENCY", 8)
 	dur := time.Duration(envInt("STRATA_BENCH_SECONDS", 3)) * time.Second
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
@@ -182,7 +192,9 @@ func measure(b *testing.B, conc int, dur time.Duration, op func(worker int, r *r
 		return all, time.Since(start)
 	}
 	run(dur / 6)
+	cpu0 := cpuTime()
 	lat, elapsed := run(dur)
+	cpu := cpuTime() - cpu0
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) float64 {
 		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
@@ -191,6 +203,11 @@ func measure(b *testing.B, conc int, dur time.Duration, op func(worker int, r *r
 	b.ReportMetric(opsPerSec, "ops/s")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+	// CPU per call (client and server, both in this process; PostgreSQL's
+	// own work is not counted) tells what the machine can do when it is not
+	// shared: about GOMAXPROCS seconds of CPU per second.
+	cpuPerOp := float64(cpu.Microseconds()) / float64(len(lat))
+	b.ReportMetric(cpuPerOp, "cpu-µs/op")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("%d calls from %d workers in %v: %.0f/s, p50 %.2f ms, p99 %.2f ms", len(lat), conc, elapsed.Round(time.Millisecond), opsPerSec, pct(0.5), pct(0.99))
+	b.Logf("%d calls from %d workers in %v: %.0f/s, p50 %.2f ms, p99 %.2f ms, %.0f µs of CPU per call", len(lat), conc, elapsed.Round(time.Millisecond), opsPerSec, pct(0.5), pct(0.99), cpuPerOp)
 }

@@ -35,16 +35,16 @@ func testBackfill(t *testing.T, db *DB) {
 	}
 	snapshot := func() [][]string {
 		pool, _ := db.d.reader()
-		rows, err := pool.QueryContext(ctx, `SELECT id, ref_count, tag_count, child_count, labels FROM images ORDER BY id`)
+		rows, err := pool.QueryContext(ctx, `SELECT id, ref_count, tag_count, child_count, labels, refs FROM images ORDER BY id`)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer rows.Close()
 		var out [][]string
 		for rows.Next() {
-			var id, labels string
+			var id, labels, refList string
 			var refs, tags, children int
-			if err := rows.Scan(&id, &refs, &tags, &children, &labels); err != nil {
+			if err := rows.Scan(&id, &refs, &tags, &children, &labels, &refList); err != nil {
 				t.Fatal(err)
 			}
 			if labels != "" { // compare as JSON: PostgreSQL spaces it differently
@@ -54,22 +54,25 @@ func testBackfill(t *testing.T, db *DB) {
 				}
 				labels = fmt.Sprint(m)
 			}
-			out = append(out, []string{id, fmt.Sprint(refs, tags, children), labels})
+			out = append(out, []string{id, fmt.Sprint(refs, tags, children), labels, refList})
 		}
 		return out
 	}
 	before := snapshot()
-	body, err := migrations.ReadFile("migrations/" + db.d.name() + "/0002_list_columns.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	update := string(body)[strings.Index(string(body), "UPDATE images SET"):]
 	pool, _ := db.d.writer()
-	if _, err := pool.ExecContext(ctx, `UPDATE images SET ref_count = 0, tag_count = 0, child_count = 0, labels = ''`); err != nil {
+	if _, err := pool.ExecContext(ctx, `UPDATE images SET ref_count = 0, tag_count = 0, child_count = 0, labels = '', refs = ''`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.ExecContext(ctx, update); err != nil {
-		t.Fatalf("backfill: %v", err)
+	for _, m := range []string{"0002_list_columns.sql", "0004_image_refs.sql"} {
+		body, err := migrations.ReadFile("migrations/" + db.d.name() + "/" + m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		update := string(body)[strings.Index(string(body), "UPDATE images SET"):]
+		update = update[:strings.Index(update, ";")+1]
+		if _, err := pool.ExecContext(ctx, update); err != nil {
+			t.Fatalf("backfill of %s: %v", m, err)
+		}
 	}
 	if diff := cmp.Diff(before, snapshot()); diff != "" {
 		t.Errorf("backfilled columns differ from the maintained ones (-maintained +backfilled):\n%s", diff)

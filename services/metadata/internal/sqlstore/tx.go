@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -101,6 +102,22 @@ func chunks(ss []string, n int) [][]string {
 }
 
 const chunk = 1000
+
+// padded repeats the last value of a list up to the next of a few sizes, so
+// that "IN (…)" queries come in few shapes and stay prepared.
+func padded(ss []string) []string {
+	for _, n := range []int{1, 4, 16, 64, 128, 256, 512, chunk} {
+		if len(ss) <= n {
+			out := make([]string, n) // a copy: ss may share an array with the caller's next chunk
+			copy(out, ss)
+			for i := len(ss); i < n; i++ {
+				out[i] = ss[len(ss)-1]
+			}
+			return out
+		}
+	}
+	return ss
+}
 
 func (t *txn) Image(ctx context.Context, id string) (*metadatav1.Image, error) {
 	var rec []byte
@@ -298,14 +315,8 @@ func (t *txn) Resolve(ctx context.Context, name string) (string, error) {
 func (t *txn) Refs(ctx context.Context, ids []string) (map[string][]image.Ref, error) {
 	out := make(map[string][]image.Ref, len(ids))
 	for _, c := range chunks(ids, chunk) {
-		q := `SELECT name, familiar, image_id, is_tag FROM refs WHERE image_id IN ` + in(1, len(c)) + ` ORDER BY name`
-		var rows *sql.Rows
-		var err error
-		if len(c) == 1 {
-			rows, err = t.query(ctx, q, args(c)...) // the common case is prepared once
-		} else {
-			rows, err = t.tx.QueryContext(ctx, q, args(c)...)
-		}
+		c = padded(c)
+		rows, err := t.query(ctx, `SELECT name, familiar, image_id, is_tag FROM refs WHERE image_id IN `+in(1, len(c))+` ORDER BY name`, args(c)...)
 		if err != nil {
 			return nil, err
 		}
@@ -351,9 +362,29 @@ func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, e
 	return prev, t.countRef(ctx, r.ImageID, tag, 1)
 }
 
-// countRef moves the reference counters of an image by delta.
+// countRef moves the reference counters of an image by delta and rewrites
+// its refs column.
 func (t *txn) countRef(ctx context.Context, id string, tag, delta int) error {
-	_, err := t.exec(ctx, `UPDATE images SET ref_count = ref_count + $1, tag_count = tag_count + $2 WHERE id = $3`, delta, tag*delta, id)
+	rows, err := t.query(ctx, `SELECT name, familiar, is_tag FROM refs WHERE image_id = $1 ORDER BY name`, id)
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for rows.Next() {
+		var name, familiar string
+		var isTag int
+		if err := rows.Scan(&name, &familiar, &isTag); err != nil {
+			rows.Close()
+			return err
+		}
+		lines = append(lines, name+"\t"+familiar+"\t"+strconv.Itoa(isTag))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	refs := strings.Join(lines, "\n")
+	_, err = t.exec(ctx, `UPDATE images SET ref_count = ref_count + $1, tag_count = tag_count + $2, refs = $3 WHERE id = $4`, delta, tag*delta, refs, id)
 	return err
 }
 
@@ -416,7 +447,7 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 	if q.RefPrefix != "" {
 		where = append(where, fmt.Sprintf("EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.familiar >= %s AND r.familiar < %s)", arg(q.RefPrefix), arg(q.RefPrefix+"\x7f")))
 	}
-	stmt := `SELECT i.id, i.parent, i.created, i.size, i.manifest_digest, i.labels FROM images i`
+	stmt := `SELECT i.id, i.parent, i.created, i.size, i.manifest_digest, i.labels, i.refs FROM images i`
 	if len(where) > 0 {
 		stmt += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -429,9 +460,19 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 	var out []image.ListRow
 	for rows.Next() {
 		var r image.ListRow
-		var labels string
-		if err := rows.Scan(&r.ID, &r.Parent, &r.Created, &r.Size, &r.ManifestDigest, &labels); err != nil {
+		var labels, refs string
+		if err := rows.Scan(&r.ID, &r.Parent, &r.Created, &r.Size, &r.ManifestDigest, &labels, &refs); err != nil {
 			return nil, err
+		}
+		for line := range strings.SplitSeq(refs, "\n") {
+			if line == "" {
+				continue
+			}
+			f := strings.Split(line, "\t")
+			if len(f) != 3 {
+				return nil, errdefs.Internal("image %s: stored reference %q does not decode", r.ID, line)
+			}
+			r.Refs = append(r.Refs, image.Ref{Name: f[0], Familiar: f[1], ImageID: r.ID, IsTag: f[2] != "0"})
 		}
 		if labels != "" {
 			if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
