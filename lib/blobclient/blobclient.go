@@ -284,12 +284,11 @@ func DialOptions() []grpc.DialOption {
 	}
 }
 
-// ServerOptions are DialOptions' counterpart for a blob store's server.
+// ServerOptions are DialOptions' counterpart for a blob store's server:
+// the buffers only. Its receive windows stay gRPC's adaptive ones, since
+// data a window lets in waits in the server's memory, which is bounded.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ReadBufferSize(BufferSize), grpc.WriteBufferSize(BufferSize),
-		grpc.InitialWindowSize(WindowSize), grpc.InitialConnWindowSize(2 * WindowSize),
-	}
+	return []grpc.ServerOption{grpc.ReadBufferSize(BufferSize), grpc.WriteBufferSize(BufferSize)}
 }
 
 // BufferSize and WindowSize are the sizes DialOptions and ServerOptions set.

@@ -189,6 +189,10 @@ func TestJanitorAbortsMultipart(t *testing.T) {
 	if _, err := s.core.NewMultipartUpload(ctx, s.cfg.Bucket, "blobs/sha256/"+strings.Repeat("0", 64), minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// A staging object left by a crash between completing and copying.
+	if _, err := s.core.PutObject(ctx, s.cfg.Bucket, "ingest/crashed", strings.NewReader("x"), 1, "", "", minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if got := len(multipartUploads(t, s)); got != 2 {
 		t.Fatalf("%d multipart uploads before cleaning, want 2", got)
 	}
@@ -203,5 +207,8 @@ func TestJanitorAbortsMultipart(t *testing.T) {
 	}
 	if ups := multipartUploads(t, s); len(ups) != 0 {
 		t.Errorf("multipart uploads left after cleaning: %+v", ups)
+	}
+	if _, err := s.core.StatObject(ctx, s.cfg.Bucket, "ingest/crashed", minio.StatObjectOptions{}); !isNotFound(err) {
+		t.Errorf("StatObject(ingest/crashed) after cleaning = %v, want not found", err)
 	}
 }

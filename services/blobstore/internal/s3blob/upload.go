@@ -211,6 +211,19 @@ func (s *Store) CleanUploads(ctx context.Context, before time.Time) (int, error)
 			keyMarker, idMarker = res.NextKeyMarker, res.NextUploadIDMarker
 		}
 	}
+	// Staging objects live only between completing an upload whose digest
+	// came at commit and copying it; an old one is a crash's leftover.
+	for o := range s.core.Client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: "ingest/", Recursive: true}) {
+		if o.Err != nil {
+			errs = append(errs, s.classify(o.Err, "listing staging objects"))
+			break
+		}
+		if o.LastModified.Before(before) && !s.locks.Held(strings.TrimPrefix(o.Key, "ingest/")) {
+			if err := s.core.RemoveObject(ctx, s.cfg.Bucket, o.Key, minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
+				errs = append(errs, s.classify(err, "removing %s", o.Key))
+			}
+		}
+	}
 	return n, errors.Join(errs...)
 }
 
