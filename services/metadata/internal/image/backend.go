@@ -25,10 +25,10 @@ type Backend interface {
 	// LastEventSeq returns the sequence number of the newest event, and of
 	// the newest event before the given time.
 	LastEventSeq(ctx context.Context, before time.Time) (last, beforeSeq int64, err error)
-	// WaitEvents returns when events may have been appended by another
-	// replica (or after about interval). Backends without a notification
-	// channel just wait.
-	WaitEvents(ctx context.Context, interval time.Duration)
+	// EventsNotify returns a channel that is closed when another replica
+	// may have appended events (take it before reading events, then wait on
+	// it); nil when the backend cannot tell, and watchers poll.
+	EventsNotify() <-chan struct{}
 	// Close releases the database.
 	Close() error
 }

@@ -92,7 +92,7 @@ func (s *Service) WatchEvents(ctx context.Context, since time.Time, filters []*m
 		seq = before
 	}
 	for {
-		wake := s.wakeChan()
+		wake, remote := s.wakeChan(), s.b.EventsNotify()
 		evs, next, err := s.b.EventsAfter(ctx, seq, eventBatch)
 		if err != nil {
 			return err
@@ -108,19 +108,16 @@ func (s *Service) WatchEvents(ctx context.Context, since time.Time, filters []*m
 		if len(evs) == eventBatch {
 			continue
 		}
-		wctx, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-wake:
-				cancel()
-			case <-wctx.Done():
-			}
-		}()
-		s.b.WaitEvents(wctx, s.poll)
-		cancel()
-		if ctx.Err() != nil {
+		t := time.NewTimer(s.poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
+		case <-wake:
+		case <-remote:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 

@@ -143,17 +143,10 @@ func (d *postgresDialect) wake() {
 	d.mu.Unlock()
 }
 
-func (d *postgresDialect) waitEvents(ctx context.Context, interval time.Duration) {
+func (d *postgresDialect) eventsNotify() <-chan struct{} {
 	d.mu.Lock()
-	ch := d.notify
-	d.mu.Unlock()
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-ch:
-	case <-t.C:
-	}
+	defer d.mu.Unlock()
+	return d.notify
 }
 
 func (d *postgresDialect) close() error {

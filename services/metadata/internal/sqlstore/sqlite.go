@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -89,14 +88,9 @@ func (d *sqliteDialect) unavailable(error) bool { return false }
 
 func (d *sqliteDialect) lockEvents(context.Context, *sql.Tx) error { return nil }
 
-func (d *sqliteDialect) waitEvents(ctx context.Context, interval time.Duration) {
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
+// eventsNotify returns nil: one process owns a SQLite store, and its own
+// commits wake its watchers.
+func (d *sqliteDialect) eventsNotify() <-chan struct{} { return nil }
 
 func (d *sqliteDialect) close() error {
 	return errors.Join(d.read.Close(), d.write.Close())

@@ -40,8 +40,8 @@ type dialect interface {
 	// lockEvents orders event appends (PostgreSQL: so that sequence numbers
 	// commit in order); a no-op where writes are serialised anyway.
 	lockEvents(ctx context.Context, tx *sql.Tx) error
-	// waitEvents returns when another replica may have appended events.
-	waitEvents(ctx context.Context, interval time.Duration)
+	// eventsNotify is image.Backend.EventsNotify.
+	eventsNotify() <-chan struct{}
 	close() error
 }
 
@@ -187,10 +187,8 @@ func (db *DB) classify(err error) error {
 // Close implements image.Backend.
 func (db *DB) Close() error { return db.d.close() }
 
-// WaitEvents implements image.Backend.
-func (db *DB) WaitEvents(ctx context.Context, interval time.Duration) {
-	db.d.waitEvents(ctx, interval)
-}
+// EventsNotify implements image.Backend.
+func (db *DB) EventsNotify() <-chan struct{} { return db.d.eventsNotify() }
 
 // migrate applies the dialect's schema files that have not been applied,
 // each in its own transaction, recording them in schema_migrations.
