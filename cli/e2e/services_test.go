@@ -132,11 +132,6 @@ func (s *stack) ok(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
 	r := s.strata(t, stdin, args...)
 	if r.code != 0 {
-		if strings.Contains(r.stderr, "not implemented") {
-			// The services land in parallel with the CLI (issues 4, 5 and 6);
-			// this names the RPC still missing on main.
-			t.Skipf("strata %v: %s", args, strings.TrimSpace(r.stderr))
-		}
 		t.Fatalf("strata %v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
 	}
 	return r.stdout
