@@ -221,7 +221,7 @@ func (w *writer) Write(p []byte) (int, error) {
 // fills, since most blobs (configs, manifests, small layers) are far
 // smaller than a part; later parts take a full one from the pool.
 func (w *writer) newBuf() []byte {
-	if w.offset == w.st.Offset && len(w.st.Parts) == 0 {
+	if w.nextPart == 1 {
 		n := int64(64 << 10)
 		if w.st.Size >= 0 {
 			n = min(w.st.Size, w.st.PartSize)
