@@ -79,17 +79,38 @@ func (f *eventFilters) match(ev *metadatav1.Event) bool {
 }
 
 func (s *Service) WatchEvents(ctx context.Context, since time.Time, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error {
+	if _, err := parseEventFilters(filters); err != nil {
+		return err
+	}
+	cursor, err := s.EventCursor(ctx, since)
+	if err != nil {
+		return err
+	}
+	return s.WatchEventsFrom(ctx, cursor, filters, fn)
+}
+
+// ValidateEventFilters checks WatchEvents filters.
+func (s *Service) ValidateEventFilters(filters []*metadatav1.Filter) error {
+	_, err := parseEventFilters(filters)
+	return err
+}
+
+// EventCursor returns the position in the event log of since: the newest
+// event when since is zero, else the last event before it. Events appended
+// after EventCursor returns come after the position.
+func (s *Service) EventCursor(ctx context.Context, since time.Time) (int64, error) {
+	last, before, err := s.b.LastEventSeq(ctx, since)
+	if since.IsZero() {
+		return last, err
+	}
+	return before, err
+}
+
+// WatchEventsFrom is WatchEvents from a position EventCursor returned.
+func (s *Service) WatchEventsFrom(ctx context.Context, seq int64, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error {
 	f, err := parseEventFilters(filters)
 	if err != nil {
 		return err
-	}
-	last, before, err := s.b.LastEventSeq(ctx, since)
-	if err != nil {
-		return err
-	}
-	seq := last
-	if !since.IsZero() {
-		seq = before
 	}
 	for {
 		wake, remote := s.wakeChan(), s.b.EventsNotify()

@@ -253,8 +253,15 @@ func (s *Server) WatchEvents(req *metadatav1.WatchEventsRequest, stream metadata
 		}
 		since = req.GetSince().AsTime()
 	}
-	// The stream's headers go out at once, so a client knows the watch
-	// started even when no event comes for a while.
+	if err := s.images.ValidateEventFilters(req.GetFilters()); err != nil {
+		return err
+	}
+	// The position is taken before the headers go out: a client that waits
+	// for them sees every event after that, from any replica.
+	cursor, err := s.images.EventCursor(stream.Context(), since)
+	if err != nil {
+		return err
+	}
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
@@ -267,7 +274,7 @@ func (s *Server) WatchEvents(req *metadatav1.WatchEventsRequest, stream metadata
 		case <-ctx.Done():
 		}
 	}()
-	err := s.images.WatchEvents(ctx, since, req.GetFilters(), func(ev *metadatav1.Event) error {
+	err = s.images.WatchEventsFrom(ctx, cursor, req.GetFilters(), func(ev *metadatav1.Event) error {
 		return stream.Send(&metadatav1.WatchEventsResponse{Event: ev})
 	})
 	if ctx.Err() != nil {
