@@ -62,6 +62,9 @@ type Tx interface {
 	// Image returns the record of an image, with RecordedAt and
 	// LastTagTime set and no references.
 	Image(ctx context.Context, id string) (*metadatav1.Image, error)
+	// ImageAndRefs returns what Image returns and the image's references,
+	// sorted by Name, in one read.
+	ImageAndRefs(ctx context.Context, id string) (*metadatav1.Image, []Ref, error)
 	// ImageIDsWithPrefix returns up to limit image IDs whose hex digits
 	// start with hexPrefix.
 	ImageIDsWithPrefix(ctx context.Context, hexPrefix string, limit int) ([]string, error)

@@ -137,15 +137,11 @@ func withRefs(img *metadatav1.Image, refs []Ref) *metadatav1.Image {
 }
 
 func (s *Service) load(ctx context.Context, tx Tx, id string) (*metadatav1.Image, error) {
-	img, err := tx.Image(ctx, id)
+	img, refs, err := tx.ImageAndRefs(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	refs, err := tx.Refs(ctx, []string{id})
-	if err != nil {
-		return nil, err
-	}
-	return withRefs(img, refs[id]), nil
+	return withRefs(img, refs), nil
 }
 
 func (s *Service) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOptions) (*metadatav1.Image, error) {

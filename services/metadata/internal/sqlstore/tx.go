@@ -120,21 +120,44 @@ func padded(ss []string) []string {
 }
 
 func (t *txn) Image(ctx context.Context, id string) (*metadatav1.Image, error) {
+	img, _, err := t.ImageAndRefs(ctx, id)
+	return img, err
+}
+
+func (t *txn) ImageAndRefs(ctx context.Context, id string) (*metadatav1.Image, []image.Ref, error) {
 	var rec []byte
 	var recorded, tagged int64
-	err := t.queryRow(ctx, `SELECT record, recorded_at, last_tag_time FROM images WHERE id = $1`, id).Scan(&rec, &recorded, &tagged)
+	var refs string
+	err := t.queryRow(ctx, `SELECT record, recorded_at, last_tag_time, refs FROM images WHERE id = $1`, id).Scan(&rec, &recorded, &tagged, &refs)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errdefs.NotFound("No such image: %s", id).WithReason("IMAGE_NOT_FOUND").WithDetail("image", id)
+		return nil, nil, errdefs.NotFound("No such image: %s", id).WithReason("IMAGE_NOT_FOUND").WithDetail("image", id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	img := &metadatav1.Image{}
 	if err := proto.Unmarshal(rec, img); err != nil {
-		return nil, errdefs.Internal("image %s: stored record does not decode: %v", id, err)
+		return nil, nil, errdefs.Internal("image %s: stored record does not decode: %v", id, err)
 	}
 	img.RecordedAt, img.LastTagTime = stamp(recorded), stamp(tagged)
-	return img, nil
+	list, err := parseRefs(id, refs)
+	return img, list, err
+}
+
+// parseRefs reads the refs column: lines of "name<TAB>familiar<TAB>is_tag".
+func parseRefs(id, refs string) ([]image.Ref, error) {
+	var out []image.Ref
+	for line := range strings.SplitSeq(refs, "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			return nil, errdefs.Internal("image %s: stored reference %q does not decode", id, line)
+		}
+		out = append(out, image.Ref{Name: f[0], Familiar: f[1], ImageID: id, IsTag: f[2] != "0"})
+	}
+	return out, nil
 }
 
 func (t *txn) ImageIDsWithPrefix(ctx context.Context, hexPrefix string, limit int) ([]string, error) {
@@ -464,15 +487,8 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 		if err := rows.Scan(&r.ID, &r.Parent, &r.Created, &r.Size, &r.ManifestDigest, &labels, &refs); err != nil {
 			return nil, err
 		}
-		for line := range strings.SplitSeq(refs, "\n") {
-			if line == "" {
-				continue
-			}
-			f := strings.Split(line, "\t")
-			if len(f) != 3 {
-				return nil, errdefs.Internal("image %s: stored reference %q does not decode", r.ID, line)
-			}
-			r.Refs = append(r.Refs, image.Ref{Name: f[0], Familiar: f[1], ImageID: r.ID, IsTag: f[2] != "0"})
+		if r.Refs, err = parseRefs(r.ID, refs); err != nil {
+			return nil, err
 		}
 		if labels != "" {
 			if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
