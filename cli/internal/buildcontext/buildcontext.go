@@ -24,6 +24,7 @@ import (
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/protobuf/proto"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 )
@@ -389,4 +390,15 @@ func (c *hashCache) save() {
 	if os.Rename(tmp.Name(), c.file) != nil {
 		os.Remove(tmp.Name())
 	}
+}
+
+// ListDigest is the digest of the file list as BuildOptions.context_digest
+// defines it: the entries, sorted by path, marshalled deterministically as
+// one ContextEntries message.
+func (c *Context) ListDigest() string {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&builderv1.ContextEntries{Entries: c.Entries})
+	if err != nil {
+		return ""
+	}
+	return string(digest.FromBytes(b))
 }

@@ -152,15 +152,11 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	if err != nil {
 		return err
 	}
+	// The list goes by digest first: a builder that saw it lately needs
+	// neither the list nor any content.
+	opts.ContextDigest = bctx.ListDigest()
 	if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Options{Options: opts}}); err != nil {
 		return recvErr(stream, err)
-	}
-	for i := 0; i == 0 || i < len(bctx.Entries); i += entriesPerMessage {
-		end := min(i+entriesPerMessage, len(bctx.Entries))
-		msg := &builderv1.ContextEntries{Entries: bctx.Entries[i:end], Last: end == len(bctx.Entries)}
-		if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Entries{Entries: msg}}); err != nil {
-			return recvErr(stream, err)
-		}
 	}
 	first, err := stream.Recv()
 	if err != nil {
@@ -169,6 +165,22 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	req := first.GetContextRequest()
 	if req == nil {
 		return errors.New("the builder did not ask for the context")
+	}
+	if req.GetSendEntries() {
+		for i := 0; i == 0 || i < len(bctx.Entries); i += entriesPerMessage {
+			end := min(i+entriesPerMessage, len(bctx.Entries))
+			msg := &builderv1.ContextEntries{Entries: bctx.Entries[i:end], Last: end == len(bctx.Entries)}
+			if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Entries{Entries: msg}}); err != nil {
+				return recvErr(stream, err)
+			}
+		}
+		next, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if req = next.GetContextRequest(); req == nil {
+			return errors.New("the builder did not ask for the context's contents")
+		}
 	}
 	sent, err := bctx.Send(req.GetDigests(), func(fd *builderv1.FileData) error {
 		return stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_FileData{FileData: fd}})

@@ -281,6 +281,12 @@ type BuildOptions struct {
 	// Build arguments given without a value (--build-arg NAME), taken from
 	// the client's environment; listed so the builder can warn about unused ones.
 	BuildArgNames []string `protobuf:"bytes,9,rep,name=build_arg_names,json=buildArgNames,proto3" json:"build_arg_names,omitempty"`
+	// The sha256 digest of the context's file list: the entries sorted by
+	// path, marshalled deterministically as one ContextEntries message
+	// without last set. When set, the client sends no list until the
+	// builder's first ContextRequest says send_entries: a builder that saw
+	// the same list recently does not need it again.
+	ContextDigest string `protobuf:"bytes,10,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -376,6 +382,13 @@ func (x *BuildOptions) GetBuildArgNames() []string {
 		return x.BuildArgNames
 	}
 	return nil
+}
+
+func (x *BuildOptions) GetContextDigest() string {
+	if x != nil {
+		return x.ContextDigest
+	}
+	return ""
 }
 
 // FileEntry describes one entry of the build context.
@@ -725,7 +738,11 @@ func (*BuildRequest_FileData) isBuildRequest_Request() {}
 type ContextRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The digests to send; empty when the builder holds every file.
-	Digests       []string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	Digests []string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	// True when the builder does not hold the file list of
+	// BuildOptions.context_digest: the client sends it as ContextEntries and
+	// waits for the next ContextRequest, which names the contents to send.
+	SendEntries   bool `protobuf:"varint,2,opt,name=send_entries,json=sendEntries,proto3" json:"send_entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -765,6 +782,13 @@ func (x *ContextRequest) GetDigests() []string {
 		return x.Digests
 	}
 	return nil
+}
+
+func (x *ContextRequest) GetSendEntries() bool {
+	if x != nil {
+		return x.SendEntries
+	}
+	return false
 }
 
 // StepStarted reports that a step began.
@@ -2765,7 +2789,7 @@ var File_strata_builder_v1_builder_proto protoreflect.FileDescriptor
 
 const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
-	"\x1fstrata/builder/v1/builder.proto\x12\x11strata.builder.v1\x1a\x1egoogle/protobuf/duration.proto\"\x93\x04\n" +
+	"\x1fstrata/builder/v1/builder.proto\x12\x11strata.builder.v1\x1a\x1egoogle/protobuf/duration.proto\"\xba\x04\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -2778,7 +2802,9 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2+.strata.builder.v1.BuildOptions.LabelsEntryR\x06labels\x12\x19\n" +
 	"\bno_cache\x18\a \x01(\bR\anoCache\x128\n" +
 	"\anetwork\x18\b \x01(\x0e2\x1e.strata.builder.v1.NetworkModeR\anetwork\x12&\n" +
-	"\x0fbuild_arg_names\x18\t \x03(\tR\rbuildArgNames\x1a<\n" +
+	"\x0fbuild_arg_names\x18\t \x03(\tR\rbuildArgNames\x12%\n" +
+	"\x0econtext_digest\x18\n" +
+	" \x01(\tR\rcontextDigest\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -2807,9 +2833,10 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\aoptions\x18\x01 \x01(\v2\x1f.strata.builder.v1.BuildOptionsH\x00R\aoptions\x12=\n" +
 	"\aentries\x18\x02 \x01(\v2!.strata.builder.v1.ContextEntriesH\x00R\aentries\x12:\n" +
 	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileDataB\t\n" +
-	"\arequest\"*\n" +
+	"\arequest\"M\n" +
 	"\x0eContextRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x03(\tR\adigests\"\xad\x01\n" +
+	"\adigests\x18\x01 \x03(\tR\adigests\x12!\n" +
+	"\fsend_entries\x18\x02 \x01(\bR\vsendEntries\"\xad\x01\n" +
 	"\vStepStarted\x12\x1f\n" +
 	"\vtotal_steps\x18\x01 \x01(\x05R\n" +
 	"totalSteps\x12 \n" +

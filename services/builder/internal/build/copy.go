@@ -205,9 +205,9 @@ func (c *copier) entry(dst string, e *buildctx.Entry, own owner) error {
 	case e.Mode&fs.ModeSymlink != 0:
 		return c.symlink(dst, e.LinkTarget, own, mtime)
 	default:
-		f, err := os.Open(c.store.Path(e.Digest))
+		f, err := c.store.Open(e.Digest)
 		if err != nil {
-			return fmt.Errorf("context content %s: %w", e.Digest, err)
+			return err
 		}
 		defer f.Close()
 		return c.writeFile(dst, f, e.Mode, own, mtime)
@@ -447,7 +447,7 @@ func globIn(root, pattern string) ([]string, error) {
 // directory, as Docker does for tar, gzip and bzip2 archives. It reports
 // false, and does nothing, when the file is not an archive.
 func (c *copier) unpack(cp *copyPlan, e *buildctx.Entry) (bool, error) {
-	f, err := os.Open(c.store.Path(e.Digest))
+	f, err := c.store.Open(e.Digest)
 	if err != nil {
 		return false, err
 	}

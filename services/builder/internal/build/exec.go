@@ -126,16 +126,15 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (*image.Image, error) {
 			st.cid = containerID()
 		}
 		if id, ok := r.hits[st.key]; ok && !missed {
-			img, err := r.b.Images.Get(ctx, id)
-			if err == nil {
-				cur = current{id: string(img.ID()), config: img.Config, layers: img.Layers(), img: img}
-				r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: cur.id}}})
-				r.events(done(st.number, cur.id, time.Since(t0), nil))
-				continue
-			}
-			if !errdefs.IsNotFound(err) {
-				return nil, err
-			}
+			// The metadata service answers only with records whose image
+			// exists; it is read only if a later step needs it.
+			cur = current{id: id}
+			r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
+			r.events(done(st.number, id, time.Since(t0), nil))
+			continue
+		}
+		if err := r.load(ctx, &cur); err != nil {
+			return nil, err
 		}
 		missed = true
 		next, l, err := r.step(ctx, sp, st, cur)
@@ -148,10 +147,23 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (*image.Image, error) {
 	if cur.id == "" {
 		return nil, errdefs.InvalidArgument("stage %s is FROM scratch and has no steps: there is no image to make", stageLabel(sp))
 	}
-	if cur.img == nil || string(cur.img.ID()) != cur.id {
-		return nil, errdefs.Internal("stage %s ended without an image", stageLabel(sp))
+	if err := r.load(ctx, &cur); err != nil {
+		return nil, err
 	}
 	return cur.img, nil
+}
+
+// load reads the image of a cached step, which the build needs after all.
+func (r *run) load(ctx context.Context, cur *current) error {
+	if cur.img != nil || cur.id == "" {
+		return nil
+	}
+	img, err := r.b.Images.Get(ctx, cur.id)
+	if err != nil {
+		return fmt.Errorf("reading cached image %s: %w", cur.id, err)
+	}
+	*cur = current{id: string(img.ID()), config: img.Config, layers: img.Layers(), img: img}
+	return nil
 }
 
 func stageLabel(sp *stagePlan) string {

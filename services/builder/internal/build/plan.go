@@ -108,6 +108,7 @@ type copyPlan struct {
 	chmod     *fs.FileMode
 	hash      string // "file:…", "dir:…" or "multi:…", for history
 	walk      func(dir string, fn func(*buildctx.Entry)) error
+	ctx       *buildctx.Context
 	// containerCmd is the container Cmd of a COPY --from, whose source hash
 	// is known only once the sources were copied.
 	containerCmd []string
@@ -382,6 +383,14 @@ func (cp *copyPlan) sourcesKey() digest.Digest {
 
 // contextFiles lists what a context source contributes, relative to it.
 func (cp *copyPlan) contextFiles(f copyFile) []cache.File {
+	if cp.ctx == nil || isURL(f.src) {
+		return cp.walkFiles(f)
+	}
+	key := fmt.Sprintf("files\x00%s\x00%s\x00%t", f.src, f.entry.Path, f.unpack)
+	return cp.ctx.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
+}
+
+func (cp *copyPlan) walkFiles(f copyFile) []cache.File {
 	var out []cache.File
 	add := func(rel string, e *buildctx.Entry) {
 		out = append(out, cache.File{Path: f.src + "\x00" + rel, Mode: e.Mode, UID: e.UID, GID: e.GID, Digest: e.Digest, LinkTarget: e.LinkTarget})
@@ -468,6 +477,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, cmd instru
 	}
 
 	c := p.req.Context
+	cp.ctx = c
 	cp.walk = func(dir string, fn func(*buildctx.Entry)) error {
 		return c.Walk(dir, func(e *buildctx.Entry) error { fn(e); return nil })
 	}
@@ -525,14 +535,21 @@ func (cp *copyPlan) historyHash() string {
 		case f.entry == nil:
 			hashes = append(hashes, "file:"+digest.FromBytes(f.data).Encoded())
 		case f.entry.Mode.IsDir():
-			var subs []string
-			_ = cp.ctxWalk(f.entry, func(e *buildctx.Entry) {
-				if e != f.entry {
-					subs = append(subs, fileHash(e))
-				}
-			})
-			slices.Sort(subs)
-			hashes = append(hashes, "dir:"+digest.FromString(strings.Join(subs, ",")).Encoded())
+			hash := func() any {
+				var subs []string
+				_ = cp.ctxWalk(f.entry, func(e *buildctx.Entry) {
+					if e != f.entry {
+						subs = append(subs, fileHash(e))
+					}
+				})
+				slices.Sort(subs)
+				return "dir:" + digest.FromString(strings.Join(subs, ",")).Encoded()
+			}
+			if cp.ctx != nil {
+				hashes = append(hashes, cp.ctx.Memo("dirhash\x00"+f.entry.Path, hash).(string))
+			} else {
+				hashes = append(hashes, hash().(string))
+			}
 		default:
 			hashes = append(hashes, "file:"+fileHash(f.entry))
 		}

@@ -5,6 +5,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/moby/patternmatcher"
 	"github.com/opencontainers/go-digest"
@@ -41,6 +42,7 @@ type Entry struct {
 type Context struct {
 	entries  map[string]*Entry
 	children map[string][]string
+	memo     sync.Map
 }
 
 // New builds a context from the client's file list. Names that are
@@ -189,6 +191,10 @@ func (c *Context) Children(dir string) []string { return c.children[dir] }
 
 // Digests returns the content digests of every regular file, each once.
 func (c *Context) Digests() []digest.Digest {
+	return c.Memo("digests", func() any { return c.digests() }).([]digest.Digest)
+}
+
+func (c *Context) digests() []digest.Digest {
 	seen := map[digest.Digest]bool{}
 	var out []digest.Digest
 	for _, e := range c.entries {
@@ -329,6 +335,7 @@ func (c *Context) Ignore(patterns []string, keep ...string) error {
 			delete(c.entries, p)
 		}
 	}
+	c.memo.Clear()
 	c.children = map[string][]string{}
 	for p := range c.entries {
 		if p != "." {
@@ -349,4 +356,16 @@ func (c *Context) keepsSomething(dir string, kept map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// Memo returns the value compute gives for key, computing it once per
+// context: a builder keeps recent contexts, and what builds derive from a
+// context (source digests of a COPY) holds as long as it does.
+func (c *Context) Memo(key string, compute func() any) any {
+	if v, ok := c.memo.Load(key); ok {
+		return v
+	}
+	v := compute()
+	c.memo.Store(key, v)
+	return v
 }

@@ -114,3 +114,43 @@ func TestTrimKeepsHeldContent(t *testing.T) {
 	}
 	release()
 }
+
+func TestStoreKeepsFinishedTransfersAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := NewStore(dir, 1<<30)
+	put := func(b *Batch, body string) digest.Digest {
+		d := digest.FromString(body)
+		w, _ := b.NewWriter(d)
+		io.WriteString(w, body)
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	done := s.NewBatch()
+	small, large := put(done, "small"), put(done, strings.Repeat("L", packLimit+1))
+	if err := done.Close(); err != nil {
+		t.Fatal(err)
+	}
+	unfinished := put(s.NewBatch(), "lost with its transfer")
+
+	s, err := NewStore(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := s.Missing([]digest.Digest{small, large}); len(m) != 0 {
+		t.Errorf("after a restart, finished contents are missing: %v", m)
+	}
+	if m := s.Missing([]digest.Digest{unfinished}); len(m) != 1 {
+		t.Error("a transfer that never finished survived the restart")
+	}
+	f, err := s.Open(small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "small" {
+		t.Errorf("content read back = %q", b)
+	}
+}

@@ -5,15 +5,19 @@
 package buildctx
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/gob"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,40 +26,150 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
+// packLimit is the largest content kept in a pack; larger ones get a file
+// of their own. Creating a file costs about a millisecond on the disks
+// builders run on, so a context of thousands of small files is appended to
+// one pack per transfer instead.
+const packLimit = 1 << 20
+
 // Store keeps file contents by sha256 digest in a directory, shared by all
-// builds. It is bounded: when it holds more than its limit, Trim removes the
-// least recently used contents that no running build holds.
+// builds: small contents in packs (one per transfer, with an index file),
+// large ones in files of their own. An in-memory index answers which
+// contents it holds without touching the disk. It is bounded: Trim removes
+// the least recently used packs and files that no running build holds.
 type Store struct {
 	dir string
 	max int64
 
-	mu    sync.Mutex
-	holds map[digest.Digest]int
+	mu     sync.Mutex
+	index  map[digest.Digest]location
+	units  map[string]*unit // packs and files, by name
+	holds  map[digest.Digest]int
+	nextID int64
+}
+
+// location is where a content is.
+type location struct {
+	unit   string // "p-<id>" for a pack, "f-<hex>" for a file of its own
+	offset int64
+	size   int64
+}
+
+// unit is a pack or a file, the granularity of eviction.
+type unit struct {
+	path     string
+	size     int64
+	lastUsed time.Time
+	digests  []digest.Digest
+}
+
+// packEntry is one record of a pack's index file.
+type packEntry struct {
+	Digest digest.Digest
+	Offset int64
+	Size   int64
 }
 
 // NewStore opens (creating) a store in dir that keeps at most maxBytes.
+// Packs whose transfer never finished (no index file) are removed.
 func NewStore(dir string, maxBytes int64) (*Store, error) {
+	for _, d := range []string{"tmp", "packs", "files"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("context store: %w", err)
+		}
+	}
+	s := &Store{dir: dir, max: maxBytes, index: map[digest.Digest]location{}, units: map[string]*unit{}, holds: map[digest.Digest]int{}}
+	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		return nil, err
+	}
+	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("context store: %w", err)
 	}
-	return &Store{dir: dir, max: maxBytes, holds: map[digest.Digest]int{}}, nil
+	return s, nil
 }
 
-// Path returns where the content of d is (or would be) kept. d must be a
-// valid sha256 digest.
-func (s *Store) Path(d digest.Digest) string {
-	return filepath.Join(s.dir, d.Encoded()[:2], d.Encoded())
+func (s *Store) load() error {
+	packs, err := os.ReadDir(filepath.Join(s.dir, "packs"))
+	if err != nil {
+		return err
+	}
+	for _, e := range packs {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".pack") {
+			continue
+		}
+		id := strings.TrimSuffix(name, ".pack")
+		p := filepath.Join(s.dir, "packs", name)
+		entries, err := readIndex(strings.TrimSuffix(p, ".pack") + ".idx")
+		if err != nil {
+			os.Remove(p)
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		u := &unit{path: p, size: info.Size(), lastUsed: info.ModTime()}
+		for _, pe := range entries {
+			s.index[pe.Digest] = location{unit: "p-" + id, offset: pe.Offset, size: pe.Size}
+			u.digests = append(u.digests, pe.Digest)
+		}
+		s.units["p-"+id] = u
+	}
+	return filepath.WalkDir(filepath.Join(s.dir, "files"), func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if d.Validate() != nil {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil
+		}
+		s.index[d] = location{unit: "f-" + e.Name(), size: info.Size()}
+		s.units["f-"+e.Name()] = &unit{path: p, size: info.Size(), lastUsed: info.ModTime(), digests: []digest.Digest{d}}
+		return nil
+	})
+}
+
+func readIndex(p string) ([]packEntry, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var entries []packEntry
+	return entries, gob.NewDecoder(f).Decode(&entries)
 }
 
 // Missing returns the digests of ds the store does not hold, marking the
 // others used now so Trim keeps them.
 func (s *Store) Missing(ds []digest.Digest) []digest.Digest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var out []digest.Digest
 	now := time.Now()
+	touched := map[string]bool{}
 	for _, d := range ds {
-		p := s.Path(d)
-		if err := os.Chtimes(p, time.Time{}, now); err != nil {
+		loc, ok := s.index[d]
+		if !ok {
 			out = append(out, d)
+			continue
+		}
+		if !touched[loc.unit] {
+			touched[loc.unit] = true
+			if u := s.units[loc.unit]; u != nil {
+				// Persist the use coarsely, so a restart keeps the order.
+				if now.Sub(u.lastUsed) > time.Minute {
+					os.Chtimes(u.path, time.Time{}, now)
+				}
+				u.lastUsed = now
+			}
 		}
 	}
 	return out
@@ -80,115 +194,236 @@ func (s *Store) Hold(ds []digest.Digest) (release func()) {
 	}
 }
 
+// Open opens the content of d.
+func (s *Store) Open(d digest.Digest) (io.ReadCloser, error) {
+	s.mu.Lock()
+	loc, ok := s.index[d]
+	var u *unit
+	if ok {
+		u = s.units[loc.unit]
+	}
+	s.mu.Unlock()
+	if !ok || u == nil {
+		return nil, errdefs.NotFound("context content %s is not in the store", d)
+	}
+	f, err := os.Open(u.path)
+	if err != nil {
+		return nil, fmt.Errorf("context content %s: %w", d, err)
+	}
+	if strings.HasPrefix(loc.unit, "f-") {
+		return f, nil
+	}
+	return sectionCloser{io.NewSectionReader(f, loc.offset, loc.size), f}, nil
+}
+
+type sectionCloser struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (s sectionCloser) Close() error { return s.f.Close() }
+
+// Batch receives the contents of one transfer: small ones are appended to
+// one pack, large ones become files. Contents are readable as soon as they
+// are committed; Close makes the pack survive a restart.
+type Batch struct {
+	s       *Store
+	id      string
+	pack    *os.File
+	offset  int64
+	entries []packEntry
+}
+
+// NewBatch starts a transfer.
+func (s *Store) NewBatch() *Batch {
+	s.mu.Lock()
+	s.nextID++
+	id := fmt.Sprintf("%d-%d", time.Now().UnixNano(), s.nextID)
+	s.mu.Unlock()
+	return &Batch{s: s, id: id}
+}
+
 // Writer receives one content in order; Commit checks it against the
 // digest it was opened for and makes it visible.
 type Writer struct {
-	s    *Store
+	b    *Batch
 	d    digest.Digest
-	f    *os.File
-	h    hashWriter
+	h    hash.Hash
+	buf  bytes.Buffer
+	tmp  *os.File
 	size int64
 }
 
-type hashWriter interface {
-	io.Writer
-	Sum([]byte) []byte
-}
-
 // NewWriter starts receiving the content of d.
-func (s *Store) NewWriter(d digest.Digest) (*Writer, error) {
+func (b *Batch) NewWriter(d digest.Digest) (*Writer, error) {
 	if err := ValidDigest(d); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "in-")
-	if err != nil {
-		return nil, fmt.Errorf("context store: %w", err)
-	}
-	return &Writer{s: s, d: d, f: f, h: sha256.New()}, nil
+	return &Writer{b: b, d: d, h: sha256.New()}, nil
 }
 
 // Offset is how many bytes the writer has.
 func (w *Writer) Offset() int64 { return w.size }
 
 func (w *Writer) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.h.Write(p[:n])
-	w.size += int64(n)
-	return n, err
+	w.h.Write(p)
+	w.size += int64(len(p))
+	if w.tmp == nil && w.size <= packLimit {
+		return w.buf.Write(p)
+	}
+	if w.tmp == nil {
+		f, err := os.CreateTemp(filepath.Join(w.b.s.dir, "tmp"), "in-")
+		if err != nil {
+			return 0, fmt.Errorf("context store: %w", err)
+		}
+		w.tmp = f
+		if _, err := w.tmp.Write(w.buf.Bytes()); err != nil {
+			return 0, err
+		}
+		w.buf = bytes.Buffer{}
+	}
+	return w.tmp.Write(p)
 }
 
-// Commit verifies the content and moves it into place.
+// Commit verifies the content and stores it.
 func (w *Writer) Commit() error {
-	defer w.Close()
 	got := digest.NewDigestFromBytes(digest.SHA256, w.h.Sum(nil))
 	if got != w.d {
+		w.Close()
 		return errdefs.InvalidArgument("context file content does not match its digest: got %s, want %s", got, w.d)
 	}
-	if err := w.f.Close(); err != nil {
-		return err
+	if w.tmp != nil {
+		return w.b.s.commitFile(w)
 	}
-	p := w.s.Path(w.d)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
-	}
-	return os.Rename(w.f.Name(), p)
+	return w.b.append(w.d, w.buf.Bytes())
 }
 
 // Close drops an uncommitted content.
 func (w *Writer) Close() error {
-	w.f.Close()
-	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	if w.tmp != nil {
+		w.tmp.Close()
+		os.Remove(w.tmp.Name())
+		w.tmp = nil
 	}
 	return nil
 }
 
-// Trim removes the least recently used contents not held by a build until
-// the store is within its limit. It returns the bytes removed.
-func (s *Store) Trim(ctx context.Context) (int64, error) {
-	type item struct {
-		d     digest.Digest
-		path  string
-		size  int64
-		atime time.Time
+func (s *Store) commitFile(w *Writer) error {
+	defer w.Close()
+	if err := w.tmp.Close(); err != nil {
+		return err
 	}
-	var items []item
-	var total int64
-	err := filepath.WalkDir(s.dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			if e != nil && e.IsDir() && e.Name() == "tmp" {
-				return filepath.SkipDir
-			}
-			return err
-		}
-		info, err := e.Info()
-		if err != nil {
-			return nil
-		}
-		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
-		items = append(items, item{d: d, path: p, size: info.Size(), atime: info.ModTime()})
-		total += info.Size()
-		return ctx.Err()
-	})
-	if err != nil || total <= s.max {
-		return 0, err
+	name := w.d.Encoded()
+	p := filepath.Join(s.dir, "files", name)
+	if err := os.Rename(w.tmp.Name(), p); err != nil {
+		return err
 	}
-	sort.Slice(items, func(i, j int) bool { return items[i].atime.Before(items[j].atime) })
-	var freed int64
+	w.tmp = nil
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, it := range items {
-		if total-freed <= s.max {
+	s.index[w.d] = location{unit: "f-" + name, size: w.size}
+	s.units["f-"+name] = &unit{path: p, size: w.size, lastUsed: time.Now(), digests: []digest.Digest{w.d}}
+	return nil
+}
+
+func (b *Batch) append(d digest.Digest, data []byte) error {
+	s := b.s
+	if b.pack == nil {
+		f, err := os.OpenFile(filepath.Join(s.dir, "packs", b.id+".pack"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("context store: %w", err)
+		}
+		b.pack = f
+		s.mu.Lock()
+		s.units["p-"+b.id] = &unit{path: f.Name(), lastUsed: time.Now()}
+		s.mu.Unlock()
+	}
+	if _, err := b.pack.WriteAt(data, b.offset); err != nil {
+		return fmt.Errorf("context store: %w", err)
+	}
+	loc := location{unit: "p-" + b.id, offset: b.offset, size: int64(len(data))}
+	b.entries = append(b.entries, packEntry{Digest: d, Offset: b.offset, Size: int64(len(data))})
+	b.offset += int64(len(data))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index[d] = loc
+	u := s.units["p-"+b.id]
+	u.size = b.offset
+	u.digests = append(u.digests, d)
+	return nil
+}
+
+// Close ends the transfer, writing the pack's index so the pack survives a
+// restart.
+func (b *Batch) Close() error {
+	if b.pack == nil {
+		return nil
+	}
+	defer b.pack.Close()
+	tmp, err := os.CreateTemp(filepath.Join(b.s.dir, "tmp"), "idx-")
+	if err != nil {
+		return err
+	}
+	if err := gob.NewEncoder(tmp).Encode(b.entries); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	tmp.Close()
+	return os.Rename(tmp.Name(), filepath.Join(b.s.dir, "packs", b.id+".idx"))
+}
+
+// NewWriter starts receiving one content outside a transfer.
+func (s *Store) NewWriter(d digest.Digest) (*Writer, error) {
+	return s.NewBatch().NewWriter(d)
+}
+
+// Trim removes the least recently used packs and files not held by a
+// build until the store is within its limit. It returns the bytes removed.
+func (s *Store) Trim(ctx context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var total int64
+	names := make([]string, 0, len(s.units))
+	for name, u := range s.units {
+		total += u.size
+		names = append(names, name)
+	}
+	if total <= s.max {
+		return 0, nil
+	}
+	sort.Slice(names, func(i, j int) bool { return s.units[names[i]].lastUsed.Before(s.units[names[j]].lastUsed) })
+	var freed int64
+	for _, name := range names {
+		if total-freed <= s.max || ctx.Err() != nil {
 			break
 		}
-		if s.holds[it.d] > 0 {
+		u := s.units[name]
+		held := false
+		for _, d := range u.digests {
+			if s.holds[d] > 0 {
+				held = true
+				break
+			}
+		}
+		if held {
 			continue
 		}
-		if os.Remove(it.path) == nil {
-			freed += it.size
+		if err := os.Remove(u.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			continue
 		}
+		if strings.HasPrefix(name, "p-") {
+			os.Remove(strings.TrimSuffix(u.path, ".pack") + ".idx")
+		}
+		for _, d := range u.digests {
+			if s.index[d].unit == name {
+				delete(s.index, d)
+			}
+		}
+		delete(s.units, name)
+		freed += u.size
 	}
-	return freed, nil
+	return freed, ctx.Err()
 }
 
 // ValidDigest checks that d is a well-formed sha256 digest, so that it can
@@ -211,9 +446,13 @@ func shortString(s string) string {
 }
 
 // TempFile receives a content whose digest is not known in advance (an ADD
-// download).
+// download); it always becomes a file of its own.
 type TempFile struct {
-	w *Writer
+	s   *Store
+	f   *os.File
+	h   hash.Hash
+	n   int64
+	err error
 }
 
 // NewTempFile starts receiving a content of unknown digest.
@@ -222,25 +461,29 @@ func (s *Store) NewTempFile() (*TempFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("context store: %w", err)
 	}
-	return &TempFile{w: &Writer{s: s, f: f, h: sha256.New()}}, nil
+	return &TempFile{s: s, f: f, h: sha256.New()}, nil
 }
 
-func (t *TempFile) Write(p []byte) (int, error) { return t.w.Write(p) }
+func (t *TempFile) Write(p []byte) (int, error) {
+	n, err := t.f.Write(p)
+	t.h.Write(p[:n])
+	t.n += int64(n)
+	return n, err
+}
 
 // Commit stores the content under its digest and returns it.
 func (t *TempFile) Commit() (digest.Digest, error) {
-	t.w.d = digest.NewDigestFromBytes(digest.SHA256, t.w.h.Sum(nil))
-	return t.w.d, t.w.Commit()
+	d := digest.NewDigestFromBytes(digest.SHA256, t.h.Sum(nil))
+	w := &Writer{b: t.s.NewBatch(), d: d, tmp: t.f, size: t.n}
+	t.f = nil
+	return d, t.s.commitFile(w)
 }
 
 // Close drops an uncommitted content.
-func (t *TempFile) Close() error { return t.w.Close() }
-
-// Open opens the content of d.
-func (s *Store) Open(d digest.Digest) (*os.File, error) {
-	f, err := os.Open(s.Path(d))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errdefs.NotFound("context content %s is not in the store", d)
+func (t *TempFile) Close() error {
+	if t.f != nil {
+		t.f.Close()
+		os.Remove(t.f.Name())
 	}
-	return f, err
+	return nil
 }

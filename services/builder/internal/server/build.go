@@ -11,6 +11,7 @@ import (
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -25,6 +26,7 @@ type Builds struct {
 	builder *build.Builder
 	store   *buildctx.Store
 	slots   chan struct{}
+	recent  recentContexts
 }
 
 // NewBuilds returns a Builds that runs at most maxBuilds builds at once;
@@ -59,32 +61,41 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	if opts == nil {
 		return errdefs.InvalidArgument("build: the first message must carry the options")
 	}
-	var list []*builderv1.FileEntry
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return errdefs.InvalidArgument("build: the stream ended before the context's file list")
+	dfName := opts.GetDockerfile()
+	if dfName == "" {
+		dfName = "Dockerfile"
+	}
+	// A client that names its file list by digest sends the list only when
+	// the builder has not seen it lately: a rebuild of an unchanged tree
+	// moves neither the list nor any content.
+	key := opts.GetContextDigest()
+	var bctx *buildctx.Context
+	if key != "" {
+		bctx = b.recent.get(key + "\x00" + dfName)
+		if bctx == nil {
+			if err := stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_ContextRequest{ContextRequest: &builderv1.ContextRequest{SendEntries: true}}}); err != nil {
+				return err
 			}
+		}
+	}
+	fresh := bctx == nil
+	entries := 0
+	if fresh {
+		list, err := receiveList(stream)
+		if err != nil {
 			return err
 		}
-		e := m.GetEntries()
-		if e == nil {
-			return errdefs.InvalidArgument("build: expected the context's file list after the options")
+		if key != "" {
+			if got := listDigest(list); got != key {
+				return errdefs.InvalidArgument("build: the context's file list has digest %s, not the %s the options name", got, shorten(key))
+			}
 		}
-		list = append(list, e.GetEntries()...)
-		if len(list) > buildctx.MaxEntries {
-			return errdefs.ResourceExhausted("build: the context has more than %d entries", buildctx.MaxEntries)
-		}
-		if e.GetLast() {
-			break
+		entries = len(list)
+		if bctx, err = buildctx.New(list); err != nil {
+			return err
 		}
 	}
 	tList := time.Now()
-	bctx, err := buildctx.New(list)
-	if err != nil {
-		return err
-	}
 	digests := bctx.Digests()
 	release := b.store.Hold(digests)
 	defer release()
@@ -102,16 +113,16 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		return err
 	}
 	if b.builder.Log != nil {
-		b.builder.Log.InfoContext(ctx, "build context received", "entries", len(list), "missing", len(missing), "bytes", received,
+		b.builder.Log.InfoContext(ctx, "build context received", "entries", entries, "known", !fresh, "missing", len(missing), "bytes", received,
 			"list", tList.Sub(start), "index", tCtx.Sub(tList), "transfer", time.Since(tCtx))
 	}
-
-	dfName := opts.GetDockerfile()
-	if dfName == "" {
-		dfName = "Dockerfile"
-	}
-	if err := b.ignore(bctx, dfName); err != nil {
-		return err
+	if fresh {
+		if err := b.ignore(bctx, dfName); err != nil {
+			return err
+		}
+		if key != "" {
+			b.recent.put(key+"\x00"+dfName, bctx)
+		}
 	}
 	dockerfile := opts.GetDockerfileContent()
 	if len(dockerfile) == 0 {
@@ -175,9 +186,78 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	}}})
 }
 
+// receiveList reads the context's file list.
+func receiveList(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse]) ([]*builderv1.FileEntry, error) {
+	var list []*builderv1.FileEntry
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, errdefs.InvalidArgument("build: the stream ended before the context's file list")
+			}
+			return nil, err
+		}
+		e := m.GetEntries()
+		if e == nil {
+			return nil, errdefs.InvalidArgument("build: expected the context's file list after the options")
+		}
+		list = append(list, e.GetEntries()...)
+		if len(list) > buildctx.MaxEntries {
+			return nil, errdefs.ResourceExhausted("build: the context has more than %d entries", buildctx.MaxEntries)
+		}
+		if e.GetLast() {
+			return list, nil
+		}
+	}
+}
+
+// listDigest is the digest of a file list as BuildOptions.context_digest
+// defines it.
+func listDigest(list []*builderv1.FileEntry) string {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&builderv1.ContextEntries{Entries: list})
+	if err != nil {
+		return ""
+	}
+	return string(digest.FromBytes(b))
+}
+
+// recentContexts keeps the last few contexts' trees by list digest.
+type recentContexts struct {
+	mu    sync.Mutex
+	order []string
+	trees map[string]*buildctx.Context
+}
+
+// recentMax is how many contexts the builder remembers.
+const recentMax = 16
+
+func (r *recentContexts) get(key string) *buildctx.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.trees[key]
+}
+
+func (r *recentContexts) put(key string, c *buildctx.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.trees == nil {
+		r.trees = map[string]*buildctx.Context{}
+	}
+	if _, ok := r.trees[key]; !ok {
+		r.order = append(r.order, key)
+	}
+	r.trees[key] = c
+	for len(r.order) > recentMax {
+		delete(r.trees, r.order[0])
+		r.order = r.order[1:]
+	}
+}
+
 // receive stores the file contents the client sends for the digests asked
 // for, and returns how many bytes came.
 func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], want []digest.Digest) (int64, error) {
+	batch := b.store.NewBatch()
+	defer batch.Close()
 	pending := make(map[digest.Digest]*buildctx.Writer, len(want))
 	for _, d := range want {
 		pending[d] = nil
@@ -208,7 +288,7 @@ func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest,
 			return 0, errdefs.InvalidArgument("build: file content %q was not asked for", shorten(fd.GetDigest()))
 		}
 		if w == nil {
-			if w, err = b.store.NewWriter(d); err != nil {
+			if w, err = batch.NewWriter(d); err != nil {
 				return 0, err
 			}
 			pending[d] = w

@@ -43,7 +43,7 @@ func withBusybox(t *testing.T) *stack {
 func TestBuildPrintsDockerOutputAndRebuildsFromCache(t *testing.T) {
 	s := withBusybox(t)
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"Dockerfile-1": seedDockerfile, "index.html": "<h1>hi</h1>\n"})
+	writeFiles(t, dir, map[string]string{"Dockerfile-1": seedDockerfile, "index.html": "<h1>hi</h1>\n", ".dockerignore": "secret/\n", "secret/key": "k"})
 
 	out := s.ok(t, dir, "build", "-t", "my-nginx", "-f", "Dockerfile-1", ".")
 	for _, want := range []string{
