@@ -80,7 +80,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	}
 	var upDirect, upStrata, downDirect, downStrata time.Duration
 	var peakRSS int64
-	var downCPU time.Duration
+	var downCPU, clientCPU time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		// Straight to S3.
@@ -118,7 +118,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 		obj.Close()
 		best(&downDirect, time.Since(start))
 
-		cpu0 := cpuTime(b, proc.Cmd.Process.Pid)
+		cpu0, self0 := cpuTime(b, proc.Cmd.Process.Pid), cpuTime(b, os.Getpid())
 		start = time.Now()
 		r, err := bc.Open(ctx, d, 0, 0)
 		if err != nil {
@@ -130,6 +130,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 		r.Close()
 		best(&downStrata, time.Since(start))
 		downCPU = cpuTime(b, proc.Cmd.Process.Pid) - cpu0
+		clientCPU = cpuTime(b, os.Getpid()) - self0
 	}
 	b.StopTimer()
 	mbps := func(d time.Duration) float64 { return float64(benchSize) / (1 << 20) / d.Seconds() }
@@ -141,6 +142,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	b.ReportMetric(downDirect.Seconds()/downStrata.Seconds(), "down-ratio")
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-RSS-MiB")
 	b.ReportMetric(downCPU.Seconds()/(float64(benchSize)/(1<<30)), "server-CPU-s/GiB-down")
+	b.ReportMetric(clientCPU.Seconds()/(float64(benchSize)/(1<<30)), "client-CPU-s/GiB-down")
 	fmt.Printf("blobstore bench (%d MiB, best of %d runs): upload %.0f MiB/s vs direct %.0f MiB/s (ratio %.2f, target >= 0.9); "+
 		"download %.0f MiB/s vs direct %.0f MiB/s (ratio %.2f, target >= 0.9); strata-blobstore peak RSS %.0f MiB (target <= 128)\n",
 		benchSize>>20, b.N, mbps(upStrata), mbps(upDirect), upDirect.Seconds()/upStrata.Seconds(),
