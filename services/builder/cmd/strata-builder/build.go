@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -77,13 +76,6 @@ func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *im
 	if err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(c.stateDir, "tmp")
-	if err := os.RemoveAll(tmp); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return nil, err
-	}
 	runner, err := sandbox.New(ctx, filepath.Join(c.stateDir, "sandbox"), sandbox.Options{})
 	if err != nil {
 		return nil, err
@@ -98,7 +90,6 @@ func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *im
 			return blobs.Writer(ctx, mediaType)
 		}),
 		Contexts:  contexts,
-		TempDir:   tmp,
 		URLPolicy: build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
 		Log:       log,
 	}

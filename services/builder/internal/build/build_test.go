@@ -77,7 +77,7 @@ func newEnv(t *testing.T) *env {
 	e.images = image.NewStore(e.blobs, e.index)
 	e.b = &Builder{
 		Images: e.images, Index: e.index, Snapshots: SnapshotStore(snaps, e.blobs), Sandbox: e.sandbox,
-		Layers: LayerWriter(e.blobs.writer), Contexts: store, TempDir: dir,
+		Layers: LayerWriter(e.blobs.writer), Contexts: store,
 	}
 	return e
 }

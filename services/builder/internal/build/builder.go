@@ -117,8 +117,6 @@ type Builder struct {
 	Layers    Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
-	// TempDir is where steps keep temporary files.
-	TempDir string
 	// URLPolicy decides which hosts ADD may download from.
 	URLPolicy URLPolicy
 	Log       *slog.Logger

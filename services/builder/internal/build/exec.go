@@ -336,12 +336,3 @@ func discardVolumeWrites(upper string, vols []string) {
 		}
 	}
 }
-
-// tempDir makes a directory for one step's temporary files.
-func (r *run) tempDir() (string, func(), error) {
-	dir, err := os.MkdirTemp(r.b.TempDir, "step-")
-	if err != nil {
-		return "", nil, err
-	}
-	return dir, func() { os.RemoveAll(dir) }, nil
-}

@@ -156,6 +156,15 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	for k, v := range opts.GetBuildArgs() {
 		args[k] = v
 	}
+	// Keep the context store within its bound once the build no longer
+	// holds its files.
+	defer func() {
+		go func() {
+			if _, err := b.store.Trim(context.Background()); err != nil && b.builder.Log != nil {
+				b.builder.Log.Warn("trimming the context store", "error", err.Error())
+			}
+		}()
+	}()
 	res, err := b.builder.Build(ctx, &build.Request{
 		Dockerfile: dockerfile,
 		Context:    bctx,

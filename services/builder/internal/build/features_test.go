@@ -1,0 +1,90 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+func TestOnbuildTriggersRunWhenTheImageIsABase(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	res, _ := e.mustBuild("FROM busybox\nONBUILD ENV FROM_TRIGGER=1\nONBUILD RUN touch /triggered\n", nil)
+	if got := e.image(res.ImageID).Config.Config.OnBuild; len(got) != 2 {
+		t.Fatalf("OnBuild = %q, want the two triggers", got)
+	}
+	if len(e.sandbox.runs) != 0 {
+		t.Fatal("a trigger ran in the image that declares it")
+	}
+	if _, err := e.index.TagImage(context.Background(), nil2(res.ImageID, "withtriggers:latest")); err != nil {
+		t.Fatal(err)
+	}
+	child, _ := e.mustBuild("FROM withtriggers\nLABEL child=yes\n", nil)
+	img := e.image(child.ImageID)
+	if v, _ := lookupEnv(img.Config.Config.Env, "FROM_TRIGGER"); v != "1" {
+		t.Errorf("the ENV trigger did not apply: Env = %q", img.Config.Config.Env)
+	}
+	if len(img.Config.Config.OnBuild) != 0 {
+		t.Errorf("the child keeps the triggers: %q", img.Config.Config.OnBuild)
+	}
+	if files := e.files(img); files["triggered"] == "" {
+		t.Error("the RUN trigger did not run")
+	}
+	h := history(img)
+	if !strings.Contains(strings.Join(h, "\n"), "/bin/sh -c touch /triggered") {
+		t.Errorf("history lacks the trigger's step: %q", h)
+	}
+}
+
+func nil2(id, tag string) *metadatav1.TagImageRequest {
+	return &metadatav1.TagImageRequest{Source: id, Target: tag}
+}
+
+func lookupEnv(env []string, k string) (string, bool) {
+	for _, e := range env {
+		if strings.HasPrefix(e, k+"=") {
+			return strings.TrimPrefix(e, k+"="), true
+		}
+	}
+	return "", false
+}
+
+func TestAddDownloadsURLsButNotFromPrivateAddresses(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/redirect" {
+			http.Redirect(w, r, "/files/tool.sh", http.StatusFound)
+			return
+		}
+		w.Header().Set("Last-Modified", time.Unix(1e9, 0).UTC().Format(http.TimeFormat))
+		w.Write([]byte("#!/bin/sh\necho tool\n"))
+	}))
+	defer srv.Close()
+
+	_, _, err := e.build("FROM busybox\nADD "+srv.URL+"/files/tool.sh /usr/bin/\n", nil)
+	if !errorsIsPermission(err) || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Fatalf("ADD from a loopback URL: err = %v, want PERMISSION_DENIED naming the address", err)
+	}
+
+	e.b.URLPolicy.AllowPrivate = true
+	res, _ := e.mustBuild("FROM busybox\nADD "+srv.URL+"/files/tool.sh /usr/bin/\n", nil)
+	files := e.files(e.image(res.ImageID))
+	if got := files["usr/bin/tool.sh"]; got != "-rw------- 0:0 #!/bin/sh\necho tool\n" {
+		t.Errorf("usr/bin/tool.sh = %q, want the download with mode 0600", got)
+	}
+	h := history(e.image(res.ImageID))
+	want := "/bin/sh -c #(nop) ADD file:"
+	if !strings.HasPrefix(h[len(h)-1], want) || !strings.HasSuffix(h[len(h)-1], " in /usr/bin/ ") {
+		t.Errorf("ADD history = %q", h[len(h)-1])
+	}
+}
+
+func errorsIsPermission(err error) bool { return errors.Is(err, errdefs.ErrPermissionDenied) }
