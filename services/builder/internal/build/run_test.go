@@ -158,7 +158,7 @@ func TestCancelKillsTheRunningStep(t *testing.T) {
 	done := make(chan error, 1)
 	started := make(chan struct{}, 1)
 	go func() {
-		_, err := e.b.Build(ctx, &Request{Dockerfile: []byte("FROM busybox\nRUN echo go; sleep 600\n"), Context: e.context(nil)}, func(ev *builderv1.BuildEvent) {
+		_, err := e.b.Build(ctx, &Request{Dockerfile: []byte("FROM busybox\nRUN echo go; exec sleep 617\n"), Context: e.context(nil)}, func(ev *builderv1.BuildEvent) {
 			if ev.GetOutput() != nil {
 				select {
 				case started <- struct{}{}:
@@ -182,7 +182,7 @@ func TestCancelKillsTheRunningStep(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the build did not stop within 30 s of its cancellation")
 	}
-	out, _ := exec.Command("pgrep", "-f", "sleep 600").Output()
+	out, _ := exec.Command("pgrep", "-fx", "sleep 617").Output()
 	if len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("the step's process survived the cancellation: pids %s", out)
 	}

@@ -230,8 +230,7 @@ func TestIgnoredFilesNeverReachTheImage(t *testing.T) {
 func TestInterruptedClientCancelsTheBuild(t *testing.T) {
 	s := withBusybox(t)
 	dir := t.TempDir()
-	marker := "strata-e2e-sleep-" + itoa(os.Getpid()%100)
-	writeFiles(t, dir, map[string]string{"Dockerfile": "FROM busybox\nRUN echo started; exec sleep 600 # " + marker + "\n"})
+	writeFiles(t, dir, map[string]string{"Dockerfile": "FROM busybox\nRUN echo started; exec sleep 619\n"})
 	cmd := exec.Command(filepath.Join(s.bin, "strata"), "build", "--progress=plain", "-t", "interrupted", ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+s.home, "STRATA_BUILDER_ADDR="+s.builder, "STRATA_METADATA_ADDR="+s.metadata, "STRATA_BLOBSTORE_ADDR="+s.blobs)
@@ -249,7 +248,7 @@ func TestInterruptedClientCancelsTheBuild(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGINT)
 	cmd.Wait()
 	harness.WaitFor(t, "the step's process to be killed", 30*time.Second, func(context.Context) error {
-		if b, _ := exec.Command("pgrep", "-f", "sleep 600").Output(); len(bytes.TrimSpace(b)) > 0 {
+		if b, _ := exec.Command("pgrep", "-fx", "sleep 619").Output(); len(bytes.TrimSpace(b)) > 0 {
 			return os.ErrExist
 		}
 		return nil
