@@ -39,7 +39,10 @@ type BuildServiceClient interface {
 	// The client sends BuildOptions first, then the context's file list in one
 	// or more ContextEntries messages (the last one with last set). The builder
 	// answers with a ContextRequest naming the file contents it lacks, and the
-	// client sends those as FileData. The builder then streams progress events
+	// client sends those as FileData. A client that sets
+	// BuildOptions.context_digest waits after the options instead: the
+	// builder's first ContextRequest says whether to send the list
+	// (send_entries) or names the contents right away. The builder then streams progress events
 	// and, once the image is recorded, the result. A build that fails ends the
 	// stream with an error (INVALID_ARGUMENT with the Dockerfile line for
 	// Dockerfile errors) and records no image. Closing the stream cancels the
@@ -179,7 +182,10 @@ type BuildServiceServer interface {
 	// The client sends BuildOptions first, then the context's file list in one
 	// or more ContextEntries messages (the last one with last set). The builder
 	// answers with a ContextRequest naming the file contents it lacks, and the
-	// client sends those as FileData. The builder then streams progress events
+	// client sends those as FileData. A client that sets
+	// BuildOptions.context_digest waits after the options instead: the
+	// builder's first ContextRequest says whether to send the list
+	// (send_entries) or names the contents right away. The builder then streams progress events
 	// and, once the image is recorded, the result. A build that fails ends the
 	// stream with an error (INVALID_ARGUMENT with the Dockerfile line for
 	// Dockerfile errors) and records no image. Closing the stream cancels the

@@ -187,3 +187,27 @@ func TestCancelKillsTheRunningStep(t *testing.T) {
 		t.Errorf("the step's process survived the cancellation: pids %s", out)
 	}
 }
+
+func TestConcurrentBuildsShareTheBase(t *testing.T) {
+	e := newRuncEnv(t)
+	c := e.context([]ctxFile{{path: "f", body: "shared\n"}})
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			df := "FROM busybox\nCOPY f /f\nRUN echo " + itoa(i) + " > /n\n"
+			_, _, err := e.build(df, c, func(r *Request) { r.Tags = []string{"par:" + itoa(i)} })
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("a concurrent build failed: %v", err)
+		}
+	}
+	for i := range 3 {
+		img := e.image("par:" + itoa(i))
+		if got := e.files(img)["n"]; got != "-rw-r--r-- 0:0 "+itoa(i)+"\n" {
+			t.Errorf("par:%d has /n = %q", i, got)
+		}
+	}
+}
