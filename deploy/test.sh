@@ -61,11 +61,11 @@ published_on_loopback() {
   done
 }
 
-# runs_as SERVICE UID: the service's process runs as that user.
+# runs_as SERVICE UID: every process of the service runs as that user.
 runs_as() {
-  local user
-  user=$(docker inspect -f '{{.Config.User}}' "$(compose ps -q "$1")")
-  [ "${user%%:*}" = "$2" ] || { echo "$1 runs as '$user', want $2"; return 1; }
+  local uids
+  uids=$(docker top "$(compose ps -q "$1")" -eo pid,uid | awk 'NR > 1 { print $2 }' | sort -u)
+  [ "$uids" = "$2" ] || { echo "$1 runs as uid $uids, want $2"; return 1; }
 }
 
 # restart_all restarts every service (SIGTERM, start) and waits until healthy.
