@@ -14,9 +14,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -84,6 +86,12 @@ type copier struct {
 	chmod *fs.FileMode
 	own   *owner
 	store *buildctx.Store
+
+	// dirs remembers the directories this copy resolved or made, so that
+	// thousands of files in a few directories do not resolve their parents
+	// again each time. Nothing else changes the root while a copy runs.
+	mu   sync.Mutex
+	dirs map[string]string
 }
 
 // resolve returns the host path of an absolute path inside the root.
@@ -95,6 +103,26 @@ func (c *copier) resolve(p string) (string, error) {
 // 0755 and owned by the --chown owner (root otherwise), as Docker creates
 // them.
 func (c *copier) mkdirAll(p string) (string, error) {
+	p = path.Clean(p)
+	c.mu.Lock()
+	host, ok := c.dirs[p]
+	c.mu.Unlock()
+	if ok {
+		return host, nil
+	}
+	host, err := c.mkdirAllUncached(p)
+	if err == nil {
+		c.mu.Lock()
+		if c.dirs == nil {
+			c.dirs = map[string]string{}
+		}
+		c.dirs[p] = host
+		c.mu.Unlock()
+	}
+	return host, err
+}
+
+func (c *copier) mkdirAllUncached(p string) (string, error) {
 	host, err := c.resolve(p)
 	if err != nil {
 		return "", err
@@ -155,19 +183,28 @@ func (c *copier) fromContext(cp *copyPlan, f copyFile, bctx *buildctx.Context) e
 		if _, err := c.mkdirAll(cp.dest); err != nil {
 			return err
 		}
+		// Directories and symlinks first, in order; then the files, on
+		// every core, since creating files is what a large COPY waits on.
 		base := e.Path
-		return bctx.Walk(base, func(x *buildctx.Entry) error {
+		var files []*buildctx.Entry
+		err := bctx.Walk(base, func(x *buildctx.Entry) error {
 			if err := c.ctx.Err(); err != nil {
 				return err
 			}
 			if x == e {
 				return nil
 			}
-			rel := strings.TrimPrefix(strings.TrimPrefix(x.Path, base), "/")
-			if base == "." {
-				rel = x.Path
+			if x.Mode.IsRegular() {
+				files = append(files, x)
+				return nil
 			}
-			return c.entry(path.Join(cp.dest, rel), x, owner{})
+			return c.entry(path.Join(cp.dest, relTo(base, x.Path)), x, owner{})
+		})
+		if err != nil {
+			return err
+		}
+		return c.parallel(files, func(x *buildctx.Entry) error {
+			return c.entry(path.Join(cp.dest, relTo(base, x.Path)), x, owner{})
 		})
 	}
 	if f.unpack {
@@ -180,6 +217,64 @@ func (c *copier) fromContext(cp *copyPlan, f copyFile, bctx *buildctx.Context) e
 		name = f.name
 	}
 	return c.entry(destFor(cp, name, c.isDir(cp.dest)), e, owner{})
+}
+
+// relTo returns p relative to the context directory base.
+func relTo(base, p string) string {
+	if base == "." {
+		return p
+	}
+	return strings.TrimPrefix(strings.TrimPrefix(p, base), "/")
+}
+
+// parallel calls fn for every entry on a few goroutines, stopping at the
+// first error.
+func (c *copier) parallel(entries []*buildctx.Entry, fn func(*buildctx.Entry) error) error {
+	workers := min(runtime.NumCPU(), 4, len(entries))
+	if workers <= 1 {
+		for _, e := range entries {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	next := make(chan *buildctx.Entry)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range next {
+				if err := fn(e); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var err error
+feed:
+	for _, e := range entries {
+		select {
+		case next <- e:
+		case err = <-errs:
+			break feed
+		case <-c.ctx.Done():
+			err = c.ctx.Err()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
 }
 
 // entry writes one context entry at dst: context files belong to root (or
