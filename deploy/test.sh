@@ -73,6 +73,12 @@ restart_all() {
   compose restart >/dev/null && stack wait
 }
 
+# recreate_all replaces every container with a new one (the volumes stay)
+# and waits until healthy.
+recreate_all() {
+  compose up -d --force-recreate >/dev/null && stack wait
+}
+
 # make_rootfs writes a busybox root filesystem tarball (Debian's
 # busybox-static), the base image the builds start from.
 make_rootfs() {
@@ -236,6 +242,12 @@ run_stack() {
   check "$store: images, tags, ID, layers and history unchanged after the restart" same_record "$work/record"
   check "$store: the layers read back (strata save, docker load, docker run)" layers_read_back
   check "$store: the seed rebuilt after the restart, every step cached" rebuild_cached
+
+  # A restart keeps each container's own filesystem; new containers keep
+  # only what the named volumes hold.
+  check "$store: every container recreated, healthy again" recreate_all
+  use_stack
+  check "$store: images, tags, ID, layers and history unchanged in new containers" same_record "$work/record"
 
   check "$store: blob store killed during a build: the build fails, no image recorded" build_with_blobstore_killed
   check "$store: the blob store restarted, healthy" compose start blobstore
