@@ -90,6 +90,10 @@ type Store struct {
 	bufs  sync.Pool     // part buffers of cfg.PartSize
 	mem   chan struct{} // one per part in flight, store-wide (cfg.MaxParts)
 
+	// ensureMu lets one caller at a time check or create the bucket: S3
+	// servers (versitygw among them) may fail concurrent creations of one
+	// bucket with an internal error instead of BucketAlreadyOwnedByYou.
+	ensureMu sync.Mutex
 	mu       sync.Mutex
 	ready    bool            // the bucket was seen
 	inFlight map[string]bool // multipart upload IDs of open writers
@@ -153,6 +157,14 @@ func (s *Store) Check(ctx context.Context) error { return s.ensure(ctx) }
 func (s *Store) ensure(ctx context.Context) error {
 	s.mu.Lock()
 	ready := s.ready
+	s.mu.Unlock()
+	if ready {
+		return nil
+	}
+	s.ensureMu.Lock()
+	defer s.ensureMu.Unlock()
+	s.mu.Lock()
+	ready = s.ready
 	s.mu.Unlock()
 	if ready {
 		return nil
