@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -255,5 +257,70 @@ func TestInterruptedClientCancelsTheBuild(t *testing.T) {
 	})
 	if r := s.strata(t, "", "inspect", "interrupted"); r.code == 0 {
 		t.Error("an interrupted build tagged an image")
+	}
+}
+
+// A base image whose layer holds "..", absolute, symlink-out and
+// hard-link-out entries: importing it is refused, or building on it leaves
+// the host untouched.
+func TestHostileBaseLayerStaysInItsRoot(t *testing.T) {
+	s := startStack(t)
+	tag := strconv.Itoa(os.Getpid())
+	victims := []string{"/tmp/strata-evil-dotdot-" + tag, "/tmp/strata-evil-abs-" + tag, "/tmp/strata-evil-link-" + tag}
+	for _, v := range victims {
+		os.Remove(v)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, body string) {
+		h.Size = int64(len(body))
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+		}
+		tw.WriteHeader(h)
+		tw.Write([]byte(body))
+	}
+	rootfs, err := os.ReadFile(rootfsTar(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(rootfs))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(tr)
+		add(h, string(b))
+	}
+	add(&tar.Header{Name: "../../../../../../.." + victims[0]}, "pwned")
+	add(&tar.Header{Name: victims[1]}, "pwned")
+	add(&tar.Header{Name: "escape", Typeflag: tar.TypeSymlink, Linkname: "/tmp", Mode: 0o777}, "")
+	add(&tar.Header{Name: "escape/" + filepath.Base(victims[2])}, "pwned")
+	add(&tar.Header{Name: "hl", Typeflag: tar.TypeLink, Linkname: "../../../../../../../etc/passwd"}, "")
+	tw.Close()
+	evil := filepath.Join(t.TempDir(), "evil.tar")
+	if err := os.WriteFile(evil, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	passwd, _ := os.ReadFile("/etc/passwd")
+	r := s.strata(t, "", "import", evil, "evil:latest")
+	t.Logf("import of the hostile layer: exit %d %s", r.code, strings.TrimSpace(r.stderr))
+	if r.code == 0 {
+		dir := t.TempDir()
+		writeFiles(t, dir, map[string]string{"Dockerfile": "FROM evil\nRUN echo more >> /hl; ls /escape/ > /listing\n"})
+		s.strata(t, dir, "build", "-t", "evil-child", ".")
+	}
+	for _, v := range victims {
+		if _, err := os.Stat(v); err == nil {
+			os.Remove(v)
+			t.Errorf("%s was written on the host", v)
+		}
+	}
+	if after, _ := os.ReadFile("/etc/passwd"); !bytes.Equal(after, passwd) {
+		t.Fatal("the host's /etc/passwd changed")
 	}
 }
