@@ -187,6 +187,11 @@ func (p *planner) stage(ctx context.Context, pl *plan, i int, byIndex map[int]*s
 		return nil, err
 	}
 	sp.baseName = base
+	if pf := s.Platform; pf != "" {
+		if pf, err = dockerfile.ExpandMeta(df.Lex(), p.args, pf); err != nil || (pf != "" && pf != "linux/amd64" && pf != "linux") {
+			return nil, errdefs.InvalidArgument("Dockerfile:%d: FROM --platform=%s: this builder builds linux/amd64 only", s.Line, s.Platform)
+		}
+	}
 	var baseCfg *image.ContainerConfig
 	if j, ok, _ := df.StageIndex(base, i); ok {
 		sp.baseStage = byIndex[j]

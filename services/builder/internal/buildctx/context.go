@@ -235,7 +235,7 @@ const maxLinks = 40
 // before any symlink ("../x") is refused, as Docker refuses it.
 func (c *Context) Resolve(src string) (*Entry, error) {
 	if outside(src) {
-		return nil, errdefs.InvalidArgument("COPY source %q is outside the build context", src)
+		return nil, errdefs.InvalidArgument("%q is outside the build context", src)
 	}
 	rest := strings.Split(strings.TrimPrefix(path.Clean("/"+src), "/"), "/")
 	cur := "."
@@ -253,11 +253,11 @@ func (c *Context) Resolve(src string) (*Entry, error) {
 		next := path.Join(cur, el)
 		e, ok := c.entries[next]
 		if !ok {
-			return nil, errdefs.NotFound("COPY source %q: %s not found in the build context", src, next)
+			return nil, errdefs.NotFound("%q: %s not found in the build context", src, next)
 		}
 		if e.Mode&fs.ModeSymlink != 0 {
 			if links++; links > maxLinks {
-				return nil, errdefs.InvalidArgument("COPY source %q: too many levels of symbolic links", src)
+				return nil, errdefs.InvalidArgument("%q: too many levels of symbolic links", src)
 			}
 			target := e.LinkTarget
 			if path.IsAbs(target) {
@@ -267,7 +267,7 @@ func (c *Context) Resolve(src string) (*Entry, error) {
 			continue
 		}
 		if len(rest) > 0 && !e.Mode.IsDir() {
-			return nil, errdefs.NotFound("COPY source %q: %s is not a directory", src, next)
+			return nil, errdefs.NotFound("%q: %s is not a directory", src, next)
 		}
 		cur = next
 	}

@@ -108,7 +108,7 @@ func TestBadInputIsAClearErrorAndRecordsNothing(t *testing.T) {
 		{"unterminated heredoc", "FROM busybox\nRUN <<EOF\necho\n", "Dockerfile:2: unterminated heredoc"},
 		{"no FROM", "RUN echo\n", "Dockerfile:1:"},
 		{"unknown stage", "FROM busybox\nCOPY --from=nostage /a /b\n", "nostage"},
-		{"source outside the context", "FROM busybox\nCOPY ../x /x\n", "Dockerfile:2: COPY ../x: COPY source \"../x\" is outside the build context"},
+		{"source outside the context", "FROM busybox\nCOPY ../x /x\n", "Dockerfile:2: COPY ../x: \"../x\" is outside the build context"},
 		{"symlink out of the context", "FROM busybox\nCOPY out /x\n", "Dockerfile:2: COPY out"},
 		{"missing source", "FROM busybox\nCOPY nope /x\n", "Dockerfile:2: COPY nope"},
 		{"failing RUN", "FROM busybox\nRUN echo doomed; exit 3\n", "Dockerfile:2: The command '/bin/sh -c echo doomed; exit 3' returned a non-zero code: 3"},
