@@ -242,6 +242,7 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 // changeFS runs a step that changes the filesystem in a mount over the
 // parent's layers and writes the changes as a layer.
 func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current) (image.Layer, error) {
+	t0 := time.Now()
 	m, err := r.b.Snapshots.Mount(ctx, cur.layers, st.kind != kindCopy)
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.number, err)
@@ -258,9 +259,14 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 	if err != nil {
 		return image.Layer{}, err
 	}
+	tWork := time.Now()
 	l, err := r.b.Layers.WriteDiff(ctx, m.Upper())
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("writing the layer of step %d: %w", st.number, err)
+	}
+	if r.b.Log != nil {
+		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0),
+			"layer", time.Since(tWork), "diff_size", l.DiffSize, "blob_size", l.Blob.Size)
 	}
 	if l.DiffID != emptyTarDiffID {
 		if err := m.Commit(ctx, l); err != nil {
