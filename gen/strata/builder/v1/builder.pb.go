@@ -985,7 +985,9 @@ type StepDone struct {
 	// The size of the step's layer, as Docker counts it; 0 when the step made
 	// no layer.
 	LayerSize int64 `protobuf:"varint,3,opt,name=layer_size,json=layerSize,proto3" json:"layer_size,omitempty"`
-	// The size of the stored (compressed) layer blob.
+	// The size of the stored (compressed) layer blob; 0 while it is still
+	// being stored (layers are compressed and stored in the background while
+	// later steps run; the build's result waits for them).
 	LayerBlobSize int64 `protobuf:"varint,4,opt,name=layer_blob_size,json=layerBlobSize,proto3" json:"layer_blob_size,omitempty"`
 	// True when the step made no layer.
 	EmptyLayer    bool `protobuf:"varint,5,opt,name=empty_layer,json=emptyLayer,proto3" json:"empty_layer,omitempty"`

@@ -18,7 +18,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -500,4 +499,3 @@ func keys(m map[string]string) []string {
 	return out
 }
 
-var _ = metadatav1.EventAction_EVENT_ACTION_BUILD

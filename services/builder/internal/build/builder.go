@@ -64,11 +64,19 @@ type Mount interface {
 	// Upper is the directory that collects the step's changes.
 	Upper() string
 	// Commit keeps the upper directory as the snapshot of the layer it
-	// became, so later steps mount it without unpacking; it is called after
-	// the layer was written, and before Release.
-	Commit(ctx context.Context, l image.Layer) error
+	// holds (l's diff ID and size), so later steps mount it without
+	// unpacking, and returns it pinned until released.
+	Commit(ctx context.Context, l image.Layer) (Snapshot, error)
 	// Release unmounts and removes what was not committed.
 	Release() error
+}
+
+// Snapshot is a committed layer directory, kept from eviction until
+// released.
+type Snapshot interface {
+	// Dir holds the layer's files in overlay form (what Layers reads).
+	Dir() string
+	Release()
 }
 
 // Snapshots mounts root filesystems over layers.
@@ -100,10 +108,14 @@ type Sandbox interface {
 	Run(ctx context.Context, p Process) (int, error)
 }
 
-// Layers writes the changes an upper directory holds as a layer blob in the
-// blob store.
+// Layers turns the changes a directory holds (an upper directory, or a
+// committed snapshot's) into a layer.
 type Layers interface {
-	WriteDiff(ctx context.Context, upperDir string) (image.Layer, error)
+	// DiffID returns the layer's diff ID and Docker's diff size, without
+	// storing anything.
+	DiffID(ctx context.Context, dir string) (image.Layer, error)
+	// WriteDiff stores the layer blob in the blob store.
+	WriteDiff(ctx context.Context, dir string) (image.Layer, error)
 }
 
 // Builder runs builds. Its fields are its dependencies; all are required
@@ -170,8 +182,11 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 		}
 	}
 	tLookup := time.Now()
-	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*stagePlan]*image.Image{}}
-	final, err := r.all(ctx)
+	// Layer uploads run in the background; a failed build stops them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*stagePlan]current{}}
+	finalID, manifest, err := r.all(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +194,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	for _, w := range pl.warns {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w}}})
 	}
-	res := &Result{ImageID: string(final.ID()), ManifestDigest: string(final.ManifestDescriptor().Digest)}
+	res := &Result{ImageID: finalID, ManifestDigest: string(manifest)}
 	for _, t := range req.Tags {
 		resp, err := b.Index.TagImage(ctx, &metadatav1.TagImageRequest{Source: res.ImageID, Target: t})
 		if err != nil {

@@ -55,7 +55,11 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 	if cp.fromStage != nil || cp.fromImage != nil {
 		var layers []image.Layer
 		if cp.fromStage != nil {
-			layers = r.results[cp.fromStage].Layers()
+			from := r.results[cp.fromStage]
+			if err := r.load(ctx, &from); err != nil {
+				return err
+			}
+			layers = r.stored(from.layers)
 		} else {
 			layers = cp.fromImage.Layers()
 		}

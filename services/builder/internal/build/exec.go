@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -31,77 +32,144 @@ type run struct {
 	hits   map[digest.Digest]string
 	events Events
 	// results holds each stage's final image.
-	results map[*stagePlan]*image.Image
+	results map[*stagePlan]current
 	// pending are the images (and their cache records) the build made, in
 	// order; they are recorded only once the whole build succeeded, so a
 	// failed build records no image.
 	pending []pendingImage
+
+	// uploads are the layers being compressed and stored in the
+	// background while later steps run, by diff ID.
+	mu      sync.Mutex
+	uploads map[digest.Digest]*upload
 }
 
 type pendingImage struct {
-	n      image.New
-	key    digest.Digest
-	desc   string
-	size   int64
-	record *metadatav1.Image
+	n    image.New
+	id   string
+	key  digest.Digest
+	desc string
+	size int64
 }
 
-// all runs every stage and records the images; it returns the target's.
-func (r *run) all(ctx context.Context) (*image.Image, error) {
-	var last *image.Image
+// upload is a layer being stored from its committed snapshot.
+type upload struct {
+	done  chan struct{}
+	layer image.Layer
+	err   error
+}
+
+// all runs every stage and records the images; it returns the target's ID
+// and manifest digest.
+func (r *run) all(ctx context.Context) (string, digest.Digest, error) {
+	var last current
 	for _, sp := range r.pl.stages {
-		img, err := r.stage(ctx, sp)
+		cur, err := r.stage(ctx, sp)
 		if err != nil {
-			return nil, err
+			return "", "", err
 		}
-		r.results[sp] = img
-		last = img
+		r.results[sp] = cur
+		last = cur
 	}
-	if err := r.record(ctx); err != nil {
-		return nil, err
+	manifests, err := r.record(ctx)
+	if err != nil {
+		return "", "", err
 	}
-	return last, nil
+	if m, ok := manifests[last.id]; ok {
+		return last.id, m, nil
+	}
+	img, err := r.b.Images.Get(ctx, last.id)
+	if err != nil {
+		return "", "", fmt.Errorf("reading the built image %s: %w", last.id, err)
+	}
+	return last.id, img.ManifestDescriptor().Digest, nil
 }
 
-// record stores the images the build made, parents first, and their cache
-// records.
-func (r *run) record(ctx context.Context) error {
-	for _, p := range r.pending {
-		if _, err := r.b.Images.Put(ctx, p.n); err != nil {
-			return fmt.Errorf("recording image %s: %w", p.record.GetId(), err)
+// record waits for the layer uploads, then stores the images the build
+// made, parents first, and their cache records. It returns the manifest
+// digests of the images it stored.
+func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
+	for _, u := range r.uploadList() {
+		select {
+		case <-u.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if u.err != nil {
+			return nil, u.err
 		}
 	}
+	manifests := map[string]digest.Digest{}
 	for _, p := range r.pending {
-		if p.key == "" {
-			continue
+		p.n.Layers = r.stored(p.n.Layers)
+		rec, err := r.b.Images.Put(ctx, p.n)
+		if err != nil {
+			return nil, fmt.Errorf("recording image %s: %w", p.id, err)
 		}
+		if rec.GetId() != p.id {
+			return nil, errdefs.Internal("image %s was recorded as %s", p.id, rec.GetId())
+		}
+		manifests[p.id] = digest.Digest(rec.GetManifest().GetDigest())
+	}
+	for _, p := range r.pending {
 		_, err := r.b.Index.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: &metadatav1.CacheRecord{
-			Key: string(p.key), ImageId: p.record.GetId(), Description: p.desc, Size: p.size,
+			Key: string(p.key), ImageId: p.id, Description: p.desc, Size: p.size,
 		}})
 		if err != nil {
-			return fmt.Errorf("storing the cache record of %q: %w", p.desc, err)
+			return nil, fmt.Errorf("storing the cache record of %q: %w", p.desc, err)
 		}
 	}
-	return nil
+	return manifests, nil
+}
+
+func (r *run) uploadList() []*upload {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Collect(maps.Values(r.uploads))
+}
+
+// stored fills in the blob descriptors of layers whose upload finished;
+// layers still uploading keep an empty one (their snapshots stay pinned, so
+// nothing needs their blob until then).
+func (r *run) stored(layers []image.Layer) []image.Layer {
+	out := slices.Clone(layers)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, l := range out {
+		if l.Blob.Digest != "" {
+			continue
+		}
+		if u := r.uploads[l.DiffID]; u != nil {
+			select {
+			case <-u.done:
+				if u.err == nil {
+					out[i] = u.layer
+				}
+			default:
+			}
+		}
+	}
+	return out
 }
 
 // current is where a stage stands: its latest image, in memory until
-// recorded.
+// recorded. config is nil for a cached step's image until it is read.
 type current struct {
 	id     string
 	config *image.Config
 	layers []image.Layer
-	img    *image.Image
 }
 
-func (r *run) stage(ctx context.Context, sp *stagePlan) (*image.Image, error) {
+func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
 	var cur current
 	switch {
 	case sp.baseStage != nil:
-		base := r.results[sp.baseStage]
-		cur = current{id: string(base.ID()), config: base.Config, layers: base.Layers(), img: base}
+		cur = r.results[sp.baseStage]
+		if err := r.load(ctx, &cur); err != nil {
+			return current{}, err
+		}
 	case sp.baseImage != nil:
-		cur = current{id: string(sp.baseImage.ID()), config: sp.baseImage.Config, layers: sp.baseImage.Layers(), img: sp.baseImage}
+		cur = current{id: string(sp.baseImage.ID()), config: sp.baseImage.Config, layers: sp.baseImage.Layers()}
 	default:
 		cur = current{config: &image.Config{Architecture: "amd64", OS: "linux", RootFS: image.RootFS{Type: "layers"}}}
 	}
@@ -134,35 +202,32 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (*image.Image, error) {
 			continue
 		}
 		if err := r.load(ctx, &cur); err != nil {
-			return nil, err
+			return current{}, err
 		}
 		missed = true
 		next, l, err := r.step(ctx, sp, st, cur)
 		if err != nil {
-			return nil, err
+			return current{}, err
 		}
 		cur = next
 		r.events(done(st.number, cur.id, time.Since(t0), l))
 	}
 	if cur.id == "" {
-		return nil, errdefs.InvalidArgument("stage %s is FROM scratch and has no steps: there is no image to make", stageLabel(sp))
+		return current{}, errdefs.InvalidArgument("stage %s is FROM scratch and has no steps: there is no image to make", stageLabel(sp))
 	}
-	if err := r.load(ctx, &cur); err != nil {
-		return nil, err
-	}
-	return cur.img, nil
+	return cur, nil
 }
 
 // load reads the image of a cached step, which the build needs after all.
 func (r *run) load(ctx context.Context, cur *current) error {
-	if cur.img != nil || cur.id == "" {
+	if cur.config != nil || cur.id == "" {
 		return nil
 	}
 	img, err := r.b.Images.Get(ctx, cur.id)
 	if err != nil {
 		return fmt.Errorf("reading cached image %s: %w", cur.id, err)
 	}
-	*cur = current{id: string(img.ID()), config: img.Config, layers: img.Layers(), img: img}
+	*cur = current{id: string(img.ID()), config: img.Config, layers: img.Layers()}
 	return nil
 }
 
@@ -222,28 +287,29 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.DiffID)
 		layers = append(append([]image.Layer(nil), cur.layers...), *layer)
 	}
-	n := image.New{Config: cfg, Layers: layers, Parent: cur.id, Action: metadatav1.EventAction_EVENT_ACTION_BUILD}
-	rec, _, err := image.Assemble(n)
+	// The image ID is the config's digest; the manifest waits for the
+	// layer uploads, at the end of the build.
+	b, err := cfg.Marshal()
 	if err != nil {
 		return current{}, nil, err
 	}
-	img, err := image.FromRecord(rec)
-	if err != nil {
-		return current{}, nil, err
-	}
+	id := string(digest.FromBytes(b))
 	var size int64
 	if layer != nil {
 		size = layer.DiffSize
 	}
-	r.pending = append(r.pending, pendingImage{n: n, key: st.key, desc: st.createdBy(), size: size, record: rec})
-	return current{id: rec.GetId(), config: cfg, layers: layers, img: img}, layer, nil
+	n := image.New{Config: cfg, Layers: layers, Parent: cur.id, Action: metadatav1.EventAction_EVENT_ACTION_BUILD}
+	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.key, desc: st.createdBy(), size: size})
+	return current{id: id, config: cfg, layers: layers}, layer, nil
 }
 
 // changeFS runs a step that changes the filesystem in a mount over the
-// parent's layers and writes the changes as a layer.
+// parent's layers. The changes are committed as the snapshot of the new
+// layer as soon as their diff ID is known; compressing and storing the
+// layer blob then goes on in the background while later steps run.
 func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current) (image.Layer, error) {
 	t0 := time.Now()
-	m, err := r.b.Snapshots.Mount(ctx, cur.layers, st.kind != kindCopy)
+	m, err := r.b.Snapshots.Mount(ctx, r.stored(cur.layers), st.kind != kindCopy)
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.number, err)
 	}
@@ -260,20 +326,55 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 		return image.Layer{}, err
 	}
 	tWork := time.Now()
-	l, err := r.b.Layers.WriteDiff(ctx, m.Upper())
+	l, err := r.b.Layers.DiffID(ctx, m.Upper())
 	if err != nil {
-		return image.Layer{}, fmt.Errorf("writing the layer of step %d: %w", st.number, err)
+		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.number, err)
+	}
+	if l.DiffID == emptyTarDiffID {
+		return l, nil
+	}
+	snap, err := m.Commit(ctx, l)
+	if err != nil {
+		return image.Layer{}, err
 	}
 	if r.b.Log != nil {
 		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0),
-			"layer", time.Since(tWork), "diff_size", l.DiffSize, "blob_size", l.Blob.Size)
+			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
-	if l.DiffID != emptyTarDiffID {
-		if err := m.Commit(ctx, l); err != nil {
-			return image.Layer{}, err
-		}
-	}
+	r.upload(ctx, st.number, l, snap)
 	return l, nil
+}
+
+// upload stores a committed layer in the background.
+func (r *run) upload(ctx context.Context, step int, l image.Layer, snap Snapshot) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.uploads == nil {
+		r.uploads = map[digest.Digest]*upload{}
+	}
+	if _, ok := r.uploads[l.DiffID]; ok {
+		snap.Release()
+		return
+	}
+	u := &upload{done: make(chan struct{}), layer: l}
+	r.uploads[l.DiffID] = u
+	go func() {
+		defer close(u.done)
+		defer snap.Release()
+		t0 := time.Now()
+		stored, err := r.b.Layers.WriteDiff(ctx, snap.Dir())
+		switch {
+		case err != nil:
+			u.err = fmt.Errorf("storing the layer of step %d: %w", step, err)
+		case stored.DiffID != l.DiffID:
+			u.err = errdefs.Internal("the layer of step %d changed while it was stored: diff ID %s, then %s", step, l.DiffID, stored.DiffID)
+		default:
+			u.layer = stored
+		}
+		if r.b.Log != nil {
+			r.b.Log.DebugContext(ctx, "layer stored", "step", step, "duration", time.Since(t0), "blob_size", stored.Blob.Size, "error", u.err)
+		}
+	}()
 }
 
 // runProcess runs a RUN step's command in the sandbox.

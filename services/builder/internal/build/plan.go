@@ -153,7 +153,7 @@ func (p *planner) plan(ctx context.Context) (*plan, error) {
 	pl := &plan{}
 	byIndex := map[int]*stagePlan{}
 	for _, i := range needed {
-		sp, err := p.stage(ctx, pl, i, byIndex)
+		sp, err := p.stage(ctx, i, byIndex)
 		if err != nil {
 			return nil, err
 		}
@@ -178,7 +178,7 @@ func (p *planner) plan(ctx context.Context) (*plan, error) {
 	return pl, nil
 }
 
-func (p *planner) stage(ctx context.Context, pl *plan, i int, byIndex map[int]*stagePlan) (*stagePlan, error) {
+func (p *planner) stage(ctx context.Context, i int, byIndex map[int]*stagePlan) (*stagePlan, error) {
 	df := p.df
 	s := df.Stages[i]
 	sp := &stagePlan{index: i, name: s.Name, fromText: s.SourceCode}

@@ -52,10 +52,13 @@ func (s snapshots) Mount(ctx context.Context, layers []image.Layer, withInit boo
 	if err != nil {
 		return nil, err
 	}
-	return active{a}, nil
+	return active{a: a, s: s.s}, nil
 }
 
-type active struct{ a *snapshot.Active }
+type active struct {
+	a *snapshot.Active
+	s *snapshot.Store
+}
 
 func (a active) Root() string  { return a.a.RootFS() }
 func (a active) Upper() string { return a.a.UpperDir() }
@@ -63,15 +66,26 @@ func (a active) Release() error {
 	return a.a.Release()
 }
 
-func (a active) Commit(ctx context.Context, l image.Layer) error {
-	_, err := a.a.Commit(ctx, l.DiffID, l.DiffSize)
-	return err
+func (a active) Commit(ctx context.Context, l image.Layer) (Snapshot, error) {
+	chain, err := a.a.Commit(ctx, l.DiffID, l.DiffSize)
+	if err != nil {
+		return nil, err
+	}
+	return a.s.Acquire(chain)
 }
 
 // LayerWriter writes diffs as gzip layers through sink.
 func LayerWriter(sink BlobSink) Layers { return layers{sink} }
 
 type layers struct{ sink BlobSink }
+
+func (l layers) DiffID(ctx context.Context, dir string) (image.Layer, error) {
+	u, err := layer.DiffID(ctx, dir)
+	if err != nil {
+		return image.Layer{}, err
+	}
+	return image.Layer{DiffID: u.DiffID, DiffSize: u.DiffSize}, nil
+}
 
 func (l layers) WriteDiff(ctx context.Context, upperDir string) (image.Layer, error) {
 	w, err := l.sink(ctx, layer.MediaTypeGzip)
