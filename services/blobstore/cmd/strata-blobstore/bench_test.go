@@ -40,7 +40,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	file := filepath.Join(dir, "blob")
 	d := writeRandomFile(b, file, benchSize)
 
-	server, _ := binaries(b)
+	server := harness.Binary(b, "strata-blobstore")
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
 	env := []string{"STRATA_S3_ACCESS_KEY=" + s3.AccessKey, "STRATA_S3_SECRET_KEY=" + s3.SecretKey, "STRATA_LOG_LEVEL=warn"}
 	if v := os.Getenv("STRATA_BENCH_SERVER_ENV"); v != "" {

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,45 +19,12 @@ import (
 	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
 )
 
-var build struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
-// binaries builds strata-blobstore and the strata CLI once per test run.
-func binaries(t testing.TB) (server, cli string) {
-	t.Helper()
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "strata-blobstore-test")
-		if build.err != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", build.dir+"/",
-			"github.com/strata-build/strata/services/blobstore/cmd/strata-blobstore",
-			"github.com/strata-build/strata/cli/cmd/strata").CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return filepath.Join(build.dir, "strata-blobstore"), filepath.Join(build.dir, "strata")
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if build.dir != "" {
-		os.RemoveAll(build.dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 // startServer runs strata-blobstore with args and waits until it serves.
 func startServer(t *testing.T, env []string, args ...string) string {
 	t.Helper()
-	server, _ := binaries(t)
+	server := harness.Binary(t, "strata-blobstore")
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	harness.Start(t, env, server, append([]string{"--listen", addr}, args...)...)
 	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
@@ -76,7 +42,7 @@ func startServer(t *testing.T, env []string, args ...string) string {
 // strata runs the CLI against the blob store at addr.
 func strata(t *testing.T, addr string, stdin []byte, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	_, cli := binaries(t)
+	cli := harness.Binary(t, "strata")
 	cmd := exec.Command(cli, append([]string{"--blobstore", addr}, args...)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &out, &errOut
@@ -183,7 +149,7 @@ func TestS3DownAtStart(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	server, _ := binaries(t)
+	server := harness.Binary(t, "strata-blobstore")
 	for _, tc := range []struct {
 		args []string
 		env  []string

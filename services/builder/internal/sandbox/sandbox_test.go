@@ -19,75 +19,22 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/harness"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
-var busybox struct {
-	once sync.Once
-	blob []byte
-	err  error
-}
-
 // busyboxLayer is the benchmark's base image as one layer: the rootfs
-// ../shared/bench/make-rootfs.sh writes from Debian's busybox-static (the
-// binary, a symlink per applet, root and nobody in /etc/passwd and
-// /etc/group).
+// ../shared/bench/make-rootfs.sh writes from Debian's busybox-static.
 func busyboxLayer(t testing.TB) snapshot.Layer {
 	t.Helper()
-	busybox.once.Do(func() { busybox.blob, busybox.err = busyboxRootfs() })
-	if busybox.err != nil {
-		t.Fatalf("making the busybox rootfs (apt-get install busybox-static): %v", busybox.err)
-	}
+	blob := harness.BusyboxRootfs(t)
 	return snapshot.Layer{
-		DiffID: digest.FromBytes(busybox.blob),
+		DiffID: digest.FromBytes(blob),
 		Open: func(context.Context) (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(busybox.blob)), nil
+			return io.NopCloser(bytes.NewReader(blob)), nil
 		},
 	}
-}
-
-func busyboxRootfs() ([]byte, error) {
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		return nil, err
-	}
-	bin, err := os.ReadFile(bb)
-	if err != nil {
-		return nil, err
-	}
-	list, err := exec.Command(bb, "--list").Output()
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(h *tar.Header, body []byte) {
-		h.ModTime = time.Unix(0, 0)
-		h.Size = int64(len(body))
-		if err == nil {
-			err = tw.WriteHeader(h)
-		}
-		if err == nil {
-			_, err = tw.Write(body)
-		}
-	}
-	for _, d := range []string{"bin/", "dev/", "etc/", "proc/", "root/", "sys/"} {
-		add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755}, nil)
-	}
-	add(&tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil)
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755}, bin)
-	for _, applet := range strings.Fields(string(list)) {
-		if applet != "busybox" {
-			add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777}, nil)
-		}
-	}
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"))
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/group", Mode: 0o644}, []byte("root:x:0:\nnogroup:x:65534:\n"))
-	if err == nil {
-		err = tw.Close()
-	}
-	return buf.Bytes(), err
 }
 
 type env struct {

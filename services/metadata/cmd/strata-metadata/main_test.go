@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -25,32 +23,7 @@ import (
 	"github.com/strata-build/strata/services/metadata/internal/image/imagetest"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds strata-metadata and strata-blobstore once per test run.
-func binaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "strata-metadata-bin-")
-		if buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/",
-			"./services/metadata/cmd/strata-metadata", "./services/blobstore/cmd/strata-blobstore")
-		cmd.Dir = harness.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
@@ -62,22 +35,6 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
-// waitHealthy polls the service's health check.
-func waitHealthy(t *testing.T, what string, conn *grpc.ClientConn) {
-	t.Helper()
-	h := healthpb.NewHealthClient(conn)
-	harness.WaitFor(t, what, 60*time.Second, func(ctx context.Context) error {
-		r, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			return err
-		}
-		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("status %v", r.GetStatus())
-		}
-		return nil
-	})
-}
-
 type blobstore struct {
 	addr, root string
 	client     *blobclient.Client
@@ -86,9 +43,9 @@ type blobstore struct {
 func startBlobstore(t *testing.T) *blobstore {
 	t.Helper()
 	b := &blobstore{addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), root: t.TempDir()}
-	harness.Start(t, []string{"STRATA_LISTEN=" + b.addr, "STRATA_FS_ROOT=" + b.root}, filepath.Join(binaries(t), "strata-blobstore"))
+	harness.Start(t, []string{"STRATA_LISTEN=" + b.addr, "STRATA_FS_ROOT=" + b.root}, harness.Binary(t, "strata-blobstore"))
+	harness.WaitServing(t, b.addr)
 	conn := dial(t, b.addr)
-	waitHealthy(t, "blobstore", conn)
 	b.client = blobclient.New(conn)
 	return b
 }
@@ -131,9 +88,9 @@ func contains(ss []string, s string) bool {
 func startMetadata(t *testing.T, env ...string) (*harness.Process, metadatav1.ImageServiceClient) {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	p := harness.Start(t, append([]string{"STRATA_LISTEN=" + addr, "STRATA_GC_INTERVAL=0"}, env...), filepath.Join(binaries(t), "strata-metadata"))
+	p := harness.Start(t, append([]string{"STRATA_LISTEN=" + addr, "STRATA_GC_INTERVAL=0"}, env...), harness.Binary(t, "strata-metadata"))
+	harness.WaitServing(t, addr)
 	conn := dial(t, addr)
-	waitHealthy(t, "metadata", conn)
 	return p, metadatav1.NewImageServiceClient(conn)
 }
 

@@ -196,7 +196,7 @@ func TestContextWithTraversalNamesIsRefused(t *testing.T) {
 	os.Remove(sentinel)
 	for _, name := range []string{"../../../../.." + sentinel, sentinel, "a/../../x"} {
 		body := []byte("pwned")
-		_, err := rawBuild(t, s.builder, &builderv1.BuildOptions{DockerfileContent: df},
+		_, err := rawBuild(t, s.BuilderAddr, &builderv1.BuildOptions{DockerfileContent: df},
 			[]*builderv1.FileEntry{fileEntry(name, body)}, map[digest.Digest][]byte{digest.FromBytes(body): body})
 		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("context entry %q: err = %v, want INVALID_ARGUMENT", name, err)
@@ -212,7 +212,7 @@ func TestIgnoredFilesNeverReachTheImage(t *testing.T) {
 	s := withBusybox(t)
 	ignore, secret, app := []byte("secrets/\n"), []byte("the key"), []byte("app")
 	df := []byte("FROM busybox\nCOPY . /app\n")
-	res, err := rawBuild(t, s.builder, &builderv1.BuildOptions{Tags: []string{"ignored"}, Dockerfile: "Dockerfile"},
+	res, err := rawBuild(t, s.BuilderAddr, &builderv1.BuildOptions{Tags: []string{"ignored"}, Dockerfile: "Dockerfile"},
 		[]*builderv1.FileEntry{fileEntry("Dockerfile", df), fileEntry(".dockerignore", ignore), fileEntry("secrets/key", secret), fileEntry("app.txt", app)},
 		map[digest.Digest][]byte{digest.FromBytes(df): df, digest.FromBytes(ignore): ignore, digest.FromBytes(secret): secret, digest.FromBytes(app): app})
 	if err != nil {
@@ -233,9 +233,9 @@ func TestInterruptedClientCancelsTheBuild(t *testing.T) {
 	s := withBusybox(t)
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"Dockerfile": "FROM busybox\nRUN echo started; exec sleep 619\n"})
-	cmd := exec.Command(filepath.Join(s.bin, "strata"), "build", "--progress=plain", "-t", "interrupted", ".")
+	cmd := exec.Command(filepath.Join(s.Bin, "strata"), "build", "--progress=plain", "-t", "interrupted", ".")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+s.home, "STRATA_BUILDER_ADDR="+s.builder, "STRATA_METADATA_ADDR="+s.metadata, "STRATA_BLOBSTORE_ADDR="+s.blobs)
+	cmd.Env = append(append(os.Environ(), "HOME="+s.home), s.Env()...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -5,7 +5,6 @@
 package interop
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,39 +31,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// binaries builds strata-blobstore and strata-metadata once per run and
-// returns their directory.
-func binaries(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "strata-interop-bin-"); buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/blobstore/cmd/strata-blobstore", "./services/metadata/cmd/strata-metadata", "./services/builder/cmd/strata-builder")
-		cmd.Dir = harness.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 // env is a transfer service over the real blob store and metadata
 // services, started from their binaries on loopback.
@@ -80,13 +46,8 @@ type env struct {
 
 func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	t.Helper()
-	bin := binaries(t)
-	dir := t.TempDir()
-	blobAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	metaAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	harness.Start(t, []string{"STRATA_LISTEN=" + blobAddr, "STRATA_FS_ROOT=" + filepath.Join(dir, "blobs")}, filepath.Join(bin, "strata-blobstore"))
-	harness.Start(t, []string{"STRATA_LISTEN=" + metaAddr, "STRATA_SQLITE_PATH=" + filepath.Join(dir, "metadata.db"), "STRATA_BLOBSTORE_ADDR=" + blobAddr},
-		filepath.Join(bin, "strata-metadata"))
+	st := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
+	dir, blobAddr, metaAddr := st.Dir, st.BlobstoreAddr, st.MetadataAddr
 	blobConn := dial(t, blobAddr)
 	metaConn := dial(t, metaAddr)
 	bc := blobclient.New(blobConn)
@@ -148,40 +109,8 @@ func (e *env) tag(t testing.TB, source, target string) {
 // ../shared/bench/make-rootfs.sh does.
 func busyboxRootfs(t *testing.T) string {
 	t.Helper()
-	bb := harness.Tool(t, "busybox")
-	bin, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := exec.Command(bb, "--list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(h *tar.Header, body []byte) {
-		h.ModTime = time.Unix(0, 0)
-		h.Size = int64(len(body))
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(body)
-	}
-	for _, d := range []string{"./", "bin/", "etc/", "proc/", "sys/", "dev/", "root/"} {
-		add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755}, nil)
-	}
-	add(&tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil)
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755}, bin)
-	for _, applet := range strings.Fields(string(list)) {
-		if applet != "busybox" {
-			add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777}, nil)
-		}
-	}
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"))
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/group", Mode: 0o644}, []byte("root:x:0:\nnogroup:x:65534:\n"))
-	tw.Close()
 	p := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(p, harness.BusyboxRootfs(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -240,6 +169,6 @@ func (e *env) builder(t testing.TB) builderv1.BuildServiceClient {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	harness.Start(t, []string{"STRATA_LISTEN=" + addr, "STRATA_STATE_DIR=" + filepath.Join(e.dir, "builder"),
-		"STRATA_BLOBSTORE_ADDR=" + e.blobAddr, "STRATA_METADATA_ADDR=" + e.metaAddr}, filepath.Join(binaries(t), "strata-builder"))
+		"STRATA_BLOBSTORE_ADDR=" + e.blobAddr, "STRATA_METADATA_ADDR=" + e.metaAddr}, harness.Binary(t, "strata-builder"))
 	return builderv1.NewBuildServiceClient(dial(t, addr))
 }

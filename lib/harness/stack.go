@@ -1,0 +1,102 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// StackOptions choose how StartStack runs the services.
+type StackOptions struct {
+	// S3 puts the blobs in a versitygw started for the stack; otherwise they
+	// live in a directory (the blob store's embedded default).
+	S3 bool
+	// NoBuilder leaves the builder out (it needs root for runc and overlay).
+	NoBuilder bool
+}
+
+// Stack is Strata's three services running from their binaries on free
+// loopback ports: the blob store, metadata on SQLite and the builder.
+type Stack struct {
+	// Bin is the directory of the binaries, the strata CLI among them.
+	Bin string
+	// Dir holds the services' data.
+	Dir string
+	// BlobstoreAddr, MetadataAddr and BuilderAddr are "127.0.0.1:PORT".
+	BlobstoreAddr, MetadataAddr, BuilderAddr string
+	// BuilderStateDir is the builder's --state-dir.
+	BuilderStateDir string
+	// S3 is the S3 server under the blob store, when StackOptions.S3 is set.
+	S3 *S3
+}
+
+// StartStack starts the services, waits until each one serves, and stops
+// them when the test ends.
+func StartStack(t testing.TB, opts StackOptions) *Stack {
+	t.Helper()
+	s := &Stack{
+		Bin:           Binaries(t),
+		Dir:           t.TempDir(),
+		BlobstoreAddr: addr(FreePort(t)),
+		MetadataAddr:  addr(FreePort(t)),
+	}
+	blobEnv := []string{"STRATA_LISTEN=" + s.BlobstoreAddr}
+	if opts.S3 {
+		s.S3 = StartS3(t)
+		blobEnv = append(blobEnv, "STRATA_BACKEND=s3", "STRATA_S3_ENDPOINT="+s.S3.Endpoint, "STRATA_S3_PATH_STYLE=true",
+			"STRATA_S3_REGION=us-east-1", "STRATA_S3_ACCESS_KEY="+s.S3.AccessKey, "STRATA_S3_SECRET_KEY="+s.S3.SecretKey,
+			"STRATA_S3_CREATE_BUCKET=true")
+	} else {
+		blobEnv = append(blobEnv, "STRATA_FS_ROOT="+filepath.Join(s.Dir, "blobs"))
+	}
+	Start(t, blobEnv, filepath.Join(s.Bin, "strata-blobstore"))
+	Start(t, append([]string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}, s.Env()...),
+		filepath.Join(s.Bin, "strata-metadata"))
+	serving := []string{s.BlobstoreAddr, s.MetadataAddr}
+	if !opts.NoBuilder {
+		s.BuilderAddr = addr(FreePort(t))
+		s.BuilderStateDir = filepath.Join(s.Dir, "builder")
+		Start(t, append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.Env()...),
+			filepath.Join(s.Bin, "strata-builder"))
+		serving = append(serving, s.BuilderAddr)
+	}
+	for _, a := range serving {
+		WaitServing(t, a)
+	}
+	return s
+}
+
+// Env returns the environment that points clients at the stack.
+func (s *Stack) Env() []string {
+	env := []string{"STRATA_BLOBSTORE_ADDR=" + s.BlobstoreAddr, "STRATA_METADATA_ADDR=" + s.MetadataAddr}
+	if s.BuilderAddr != "" {
+		env = append(env, "STRATA_BUILDER_ADDR="+s.BuilderAddr)
+	}
+	return env
+}
+
+// WaitServing waits until the gRPC service at addr reports SERVING.
+func WaitServing(t testing.TB, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	WaitFor(t, "service at "+addr, 60*time.Second, func(ctx context.Context) error {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("status %v", resp.GetStatus())
+		}
+		return nil
+	})
+}
