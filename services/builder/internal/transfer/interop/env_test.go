@@ -19,7 +19,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -66,24 +65,15 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	}
 }
 
-// dial connects to a service and waits until it serves.
+// dial waits until a service serves and connects to it.
 func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
+	harness.WaitServing(t, addr)
 	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	harness.WaitFor(t, "service at "+addr, 60*time.Second, func(ctx context.Context) error {
-		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			return err
-		}
-		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("status %v", resp.GetStatus())
-		}
-		return nil
-	})
 	return conn
 }
 
