@@ -277,6 +277,19 @@ func TestPullCommand(t *testing.T) {
 		t.Errorf("PullRequest (-want +got):\n%s", diff)
 	}
 	wantRun(t, run(t, addr, "", "image", "pull", "-q", "busybox:1.36"), 0, "docker.io/library/busybox:1.36\n", "")
+
+	// A reference that already named the pulled image is up to date.
+	f.existing = map[string]string{"localhost:5000/team/busybox:latest": baseID}
+	wantRun(t, run(t, addr, "", "pull", "localhost:5000/team/busybox"), 0,
+		"Using default tag: latest\n"+
+			"latest: Pulling from team/busybox\n"+
+			"a8ba2ac8552b: Waiting\n"+
+			"a8ba2ac8552b: Downloading\n"+
+			"a8ba2ac8552b: Verifying Checksum\n"+
+			"a8ba2ac8552b: Pull complete\n"+
+			"Digest: sha256:9ae97d36d26566ff84e8893c64a6dc4fe8ca6d1144bf5b87b2b85a32def253c7\n"+
+			"Status: Image is up to date for localhost:5000/team/busybox:latest\n"+
+			"localhost:5000/team/busybox:latest\n", "")
 	if r := run(t, addr, "", "pull", "Bad:Ref"); r.code != 1 || !strings.Contains(r.errOut, "invalid reference format") {
 		t.Errorf("pull Bad:Ref: exit %d, stderr %q", r.code, r.errOut)
 	}

@@ -13,6 +13,7 @@ import (
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
 )
 
 // fakeServices answers the CLI's calls from canned data and records the
@@ -31,7 +32,8 @@ type fakeServices struct {
 	deleted   map[string][]*metadatav1.DeletedItem
 	prune     *metadatav1.PruneImagesResponse
 	diskUsage *metadatav1.GetDiskUsageResponse
-	errs      map[string]error // by reference
+	errs      map[string]error  // by reference
+	existing  map[string]string // image IDs by reference, for GetImage
 
 	loadResult *builderv1.LoadResult
 	progress   []*builderv1.TransferProgress
@@ -66,6 +68,16 @@ func (f *fakeServices) ListImages(_ context.Context, req *metadatav1.ListImagesR
 		return &metadatav1.ListImagesResponse{Images: f.images[1:]}, nil
 	}
 	return &metadatav1.ListImagesResponse{Images: f.images}, nil
+}
+
+// GetImage answers from existing and is not recorded: the CLI asks it
+// before a pull, to tell "up to date" from "downloaded".
+func (f *fakeServices) GetImage(_ context.Context, req *metadatav1.GetImageRequest) (*metadatav1.GetImageResponse, error) {
+	id, ok := f.existing[req.GetReference()]
+	if !ok {
+		return nil, errdefs.ToGRPC(errdefs.NotFound("no such image: %s", req.GetReference()))
+	}
+	return &metadatav1.GetImageResponse{Image: &metadatav1.Image{Id: id}}, nil
 }
 
 func (f *fakeServices) InspectImage(_ context.Context, req *metadatav1.InspectImageRequest) (*metadatav1.InspectImageResponse, error) {

@@ -16,6 +16,8 @@ import (
 	"github.com/strata-build/strata/cli/internal/dockerconfig"
 	"github.com/strata-build/strata/cli/internal/progress"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
 )
 
 // chunkSize is how many bytes of a tarball or archive one message carries,
@@ -324,6 +326,12 @@ func newPullCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Docker says "up to date" when the reference already named
+			// the image the pull ends with, whatever moved on the wire.
+			before, err := c.imageIDOf(cmd.Context(), reference.FamiliarString(named))
+			if err != nil {
+				return err
+			}
 			builder, err := c.builder()
 			if err != nil {
 				return err
@@ -339,7 +347,6 @@ func newPullCommand(c *CLI) *cobra.Command {
 			}
 			display := progress.New(c.Out, c.outIsTerminal(), progress.PullWords)
 			var result *builderv1.PullResult
-			allExisted := true
 			for {
 				resp, err := stream.Recv()
 				if err == io.EOF {
@@ -348,13 +355,8 @@ func newPullCommand(c *CLI) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if p := resp.GetProgress(); p != nil {
-					if p.GetAction() != builderv1.TransferAction_TRANSFER_ACTION_EXISTS {
-						allExisted = false
-					}
-					if !quiet {
-						display.Update(p)
-					}
+				if p := resp.GetProgress(); p != nil && !quiet {
+					display.Update(p)
 				}
 				if r := resp.GetResult(); r != nil {
 					result = r
@@ -365,7 +367,7 @@ func newPullCommand(c *CLI) *cobra.Command {
 			}
 			if !quiet {
 				fmt.Fprintln(c.Out, "Digest:", result.GetManifestDigest())
-				if allExisted && result.GetBytesFetched() == 0 {
+				if before == result.GetImageId() {
 					fmt.Fprintln(c.Out, "Status: Image is up to date for", reference.FamiliarString(named))
 				} else {
 					fmt.Fprintln(c.Out, "Status: Downloaded newer image for", reference.FamiliarString(named))
@@ -491,4 +493,20 @@ func (c *CLI) outIsTerminal() bool {
 		return *c.OutTerminal
 	}
 	return isTerminal(c.Out)
+}
+
+// imageIDOf returns the ID of the image ref names, or "" when none does.
+func (c *CLI) imageIDOf(ctx context.Context, ref string) (string, error) {
+	images, err := c.images()
+	if err != nil {
+		return "", err
+	}
+	resp, err := images.GetImage(ctx, &metadatav1.GetImageRequest{Reference: ref})
+	if errdefs.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return resp.GetImage().GetId(), nil
 }

@@ -1,51 +1,17 @@
 package e2e
 
 import (
-	"context"
-	"fmt"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/strata-build/strata/lib/harness"
 )
-
-// startRegistry runs the distribution registry (v3) on loopback and returns
-// its "localhost:PORT".
-func startRegistry(t *testing.T) string {
-	t.Helper()
-	port := harness.FreePort(t)
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%d\n", filepath.Join(dir, "data"), port)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	harness.Start(t, nil, harness.Tool(t, "registry"), "serve", cfgPath)
-	addr := fmt.Sprintf("localhost:%d", port)
-	harness.WaitFor(t, "registry", 30*time.Second, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /v2/: %s", resp.Status)
-		}
-		return nil
-	})
-	return addr
-}
 
 // FROM an image that is not held locally pulls it from its registry; one
 // that no registry has is a clear error naming the reference.
 func TestFromPullsWhatIsNotLocal(t *testing.T) {
 	s := withBusybox(t)
-	reg := startRegistry(t)
+	reg := harness.StartRegistry(t)
 	remote := reg + "/team/busybox:1"
 	s.ok(t, "", "tag", "busybox:latest", remote)
 	s.ok(t, "", "push", remote)

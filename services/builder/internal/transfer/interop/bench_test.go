@@ -57,7 +57,7 @@ func BenchmarkRegistryTransfer(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		src := newEnv(b)
-		regStrata, regCrane := startRegistry(b), startRegistry(b)
+		regStrata, regCrane := harness.StartRegistry(b), harness.StartRegistry(b)
 		ref := regStrata + "/bench/strata:1"
 		if _, err := src.svc.Import(ctx, randomRootfs(b), transfer.ImportOptions{Reference: ref}, nil); err != nil {
 			b.Fatal(err)

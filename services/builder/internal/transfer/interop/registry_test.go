@@ -9,13 +9,11 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -23,44 +21,6 @@ import (
 	"github.com/strata-build/strata/lib/harness"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
-
-// startRegistry runs the distribution registry (v3) on loopback with
-// filesystem storage and returns its "localhost:PORT".
-func startRegistry(t testing.TB) string {
-	t.Helper()
-	port := harness.FreePort(t)
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:%d
-`, filepath.Join(dir, "data"), port)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	harness.Start(t, nil, harness.Tool(t, "registry"), "serve", cfgPath)
-	addr := fmt.Sprintf("localhost:%d", port)
-	harness.WaitFor(t, "registry", 30*time.Second, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /v2/: %s", resp.Status)
-		}
-		return nil
-	})
-	return addr
-}
 
 // recorder collects progress updates.
 type recorder struct {
@@ -101,7 +61,7 @@ func (r *recorder) count(a transfer.Action) int {
 func TestRegistryPushPull(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	reg := startRegistry(t)
+	reg := harness.StartRegistry(t)
 	crane := harness.Tool(t, "crane")
 	rootfs := busyboxRootfs(t)
 
@@ -213,7 +173,7 @@ func isBlobGet(r *http.Request) bool {
 func TestRegistryFaults(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	reg := startRegistry(t)
+	reg := harness.StartRegistry(t)
 	proxy := startProxy(t, reg)
 	rootfs := busyboxRootfs(t)
 	e.importBusybox(t, rootfs, reg+"/faults/bb:1")

@@ -9,6 +9,7 @@ import (
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/harness"
 )
 
 // The five RPCs of the strata-builder binary, over gRPC: import a stream,
@@ -17,7 +18,7 @@ func TestTransferRPCs(t *testing.T) {
 	e := newEnv(t)
 	client := e.builder(t)
 	ctx := context.Background()
-	reg := startRegistry(t)
+	reg := harness.StartRegistry(t)
 	ref := reg + "/rpc/busybox:1"
 
 	imp, err := client.Import(ctx)
