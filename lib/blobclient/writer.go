@@ -34,6 +34,7 @@ type WriterOption func(*writerConfig)
 type writerConfig struct {
 	ref, mediaType string
 	refSet         bool
+	digestAtCommit bool
 }
 
 // WithRef names the upload, so that a broken one can be resumed with the
@@ -41,6 +42,13 @@ type writerConfig struct {
 func WithRef(ref string) WriterOption {
 	return func(c *writerConfig) { c.ref, c.refSet = ref, true }
 }
+
+// WithDigestAtCommit is for a writer opened without a digest whose caller
+// computes the digest itself and ends with CommitDigest (a layer writer
+// hashing what it compresses): the writer then does not hash the bytes a
+// second time. The server checks the declared digest either way; Commit
+// without a digest is refused.
+func WithDigestAtCommit() WriterOption { return func(c *writerConfig) { c.digestAtCommit = true } }
 
 // WithMediaType passes the blob's media type, a hint for the storage.
 func WithMediaType(mt string) WriterOption { return func(c *writerConfig) { c.mediaType = mt } }
@@ -108,7 +116,10 @@ func (c *Client) NewWriter(ctx context.Context, d digest.Digest, size int64, opt
 		if err == nil {
 			w := &Writer{
 				stream: stream, cancel: cancel, ref: cfg.ref, declared: d, size: size,
-				start: resp.GetOffset(), offset: resp.GetOffset(), exists: resp.GetExists(), h: sha256.New(),
+				start: resp.GetOffset(), offset: resp.GetOffset(), exists: resp.GetExists(),
+			}
+			if d == "" && !cfg.digestAtCommit {
+				w.h = sha256.New()
 			}
 			if w.exists {
 				w.existing = infoFrom(resp.GetBlob())
@@ -213,7 +224,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 // hash hashes p when Commit will need the digest of the bytes written; a
 // declared digest is the server's to check.
 func (w *Writer) hash(p []byte) {
-	if w.declared == "" {
+	if w.h != nil {
 		w.h.Write(p)
 	}
 }
@@ -264,6 +275,9 @@ func (w *Writer) Commit(ctx context.Context) (Info, error) {
 	if d == "" && !w.exists {
 		if w.start != 0 {
 			return Info{}, errdefs.InvalidArgument("upload %q resumed at %d: commit it with its digest (CommitDigest)", w.ref, w.start)
+		}
+		if w.h == nil {
+			return Info{}, errdefs.InvalidArgument("upload %q was opened WithDigestAtCommit: commit it with its digest (CommitDigest)", w.ref)
 		}
 		d = digest.NewDigest(digest.SHA256, w.h)
 	}

@@ -35,7 +35,9 @@ func (s *Store) Put(ctx context.Context, desc ocispec.Descriptor, p []byte) erro
 
 // Writer opens an upload whose digest is given at Commit.
 func (s *Store) Writer(ctx context.Context, mediaType string) (transfer.BlobWriter, error) {
-	w, err := s.c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithMediaType(mediaType))
+	// The caller hashes what it writes and commits with that digest, which
+	// the blob service verifies: the client need not hash it a third time.
+	w, err := s.c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithMediaType(mediaType), blobclient.WithDigestAtCommit())
 	if err != nil {
 		return nil, err
 	}
