@@ -150,6 +150,11 @@ func New(root string, opts Options) (*Store, error) {
 	if err := os.Chmod(filepath.Join(root, "empty"), 0o755); err != nil {
 		return nil, err
 	}
+	for _, d := range []string{"active", "tmp"} {
+		if err := markTopDir(filepath.Join(root, d)); err != nil {
+			return nil, fmt.Errorf("snapshot store %s: %w", d, err)
+		}
+	}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
