@@ -80,7 +80,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	}
 	var upDirect, upStrata, downDirect, downStrata time.Duration
 	var peakRSS int64
-	var downCPU, clientCPU time.Duration
+	var upCPU, upClientCPU, downCPU, clientCPU time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		// Straight to S3.
@@ -99,11 +99,14 @@ func BenchmarkBlobTransfer(b *testing.B) {
 			}
 		}
 		f = open(b, file)
+		cpu0, self0 := cpuTime(b, proc.Cmd.Process.Pid), cpuTime(b, os.Getpid())
 		start = time.Now()
 		if _, err := bc.Put(ctx, f, d, benchSize); err != nil {
 			b.Fatal(err)
 		}
 		best(&upStrata, time.Since(start))
+		upCPU = cpuTime(b, proc.Cmd.Process.Pid) - cpu0
+		upClientCPU = cpuTime(b, os.Getpid()) - self0
 		f.Close()
 		peakRSS = max(peakRSS, vmHWM(b, proc.Cmd.Process.Pid))
 
@@ -118,7 +121,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 		obj.Close()
 		best(&downDirect, time.Since(start))
 
-		cpu0, self0 := cpuTime(b, proc.Cmd.Process.Pid), cpuTime(b, os.Getpid())
+		cpu0, self0 = cpuTime(b, proc.Cmd.Process.Pid), cpuTime(b, os.Getpid())
 		start = time.Now()
 		r, err := bc.Open(ctx, d, 0, 0)
 		if err != nil {
@@ -141,12 +144,18 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	b.ReportMetric(upDirect.Seconds()/upStrata.Seconds(), "up-ratio")
 	b.ReportMetric(downDirect.Seconds()/downStrata.Seconds(), "down-ratio")
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-RSS-MiB")
-	b.ReportMetric(downCPU.Seconds()/(float64(benchSize)/(1<<30)), "server-CPU-s/GiB-down")
-	b.ReportMetric(clientCPU.Seconds()/(float64(benchSize)/(1<<30)), "client-CPU-s/GiB-down")
+	gib := float64(benchSize) / (1 << 30)
+	b.ReportMetric(upCPU.Seconds()/gib, "server-CPU-s/GiB-up")
+	b.ReportMetric(upClientCPU.Seconds()/gib, "client-CPU-s/GiB-up")
+	b.ReportMetric(downCPU.Seconds()/gib, "server-CPU-s/GiB-down")
+	b.ReportMetric(clientCPU.Seconds()/gib, "client-CPU-s/GiB-down")
+	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("blobstore bench (%d MiB, best of %d runs): upload %.0f MiB/s vs direct %.0f MiB/s (ratio %.2f, target >= 0.9); "+
-		"download %.0f MiB/s vs direct %.0f MiB/s (ratio %.2f, target >= 0.9); strata-blobstore peak RSS %.0f MiB (target <= 128)\n",
+		"download %.0f MiB/s vs direct %.0f MiB/s (ratio %.2f, target >= 0.9); strata-blobstore peak RSS %.0f MiB (target <= 128); "+
+		"CPU-s/GiB server/client: up %.2f/%.2f, down %.2f/%.2f; load average %s\n",
 		benchSize>>20, b.N, mbps(upStrata), mbps(upDirect), upDirect.Seconds()/upStrata.Seconds(),
-		mbps(downStrata), mbps(downDirect), downDirect.Seconds()/downStrata.Seconds(), float64(peakRSS)/(1<<20))
+		mbps(downStrata), mbps(downDirect), downDirect.Seconds()/downStrata.Seconds(), float64(peakRSS)/(1<<20),
+		upCPU.Seconds()/gib, upClientCPU.Seconds()/gib, downCPU.Seconds()/gib, clientCPU.Seconds()/gib, strings.Join(strings.Fields(string(load))[:3], " "))
 }
 
 func open(b *testing.B, name string) *os.File {
