@@ -16,8 +16,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
 
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/blobwire"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
@@ -27,12 +30,14 @@ const MaxExists = 10000
 
 // Client calls a blob store.
 type Client struct {
-	api blobv1.BlobServiceClient
+	api   blobv1.BlobServiceClient
+	codec blobwire.Codec // for the calls that carry blob bytes
+	bufs  *blobwire.Pool // of ChunkSize, for upload messages
 }
 
 // New returns a client over conn, normally from lib/grpcclient.Dial.
 func New(conn grpc.ClientConnInterface) *Client {
-	return &Client{api: blobv1.NewBlobServiceClient(conn)}
+	return &Client{api: blobv1.NewBlobServiceClient(conn), codec: blobwire.NewCodec(), bufs: blobwire.NewPool(ChunkSize)}
 }
 
 // Info describes a stored blob.
@@ -180,8 +185,9 @@ type Reader struct {
 	stream blobv1.BlobService_ReadClient
 	cancel context.CancelFunc
 	size   int64
-	offset int64 // of the next byte Read returns
-	buf    []byte
+	offset int64           // of the next byte Read returns
+	bufs   mem.BufferSlice // the received bytes not yet read, as gRPC's buffers
+	off    int             // of the next byte in bufs[0]
 	err    error
 }
 
@@ -189,106 +195,130 @@ type Reader struct {
 // It returns ErrNotFound at once when the blob is not stored.
 func (c *Client) Open(ctx context.Context, d digest.Digest, offset, length int64) (*Reader, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := c.api.Read(ctx, &blobv1.ReadRequest{Digest: string(d), Offset: offset, Length: length})
+	stream, err := c.api.Read(ctx, &blobv1.ReadRequest{Digest: string(d), Offset: offset, Length: length}, grpc.ForceCodecV2(c.codec))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	first, err := stream.Recv()
-	if err != nil {
+	first := blobwire.Bulk{Msg: &blobv1.ReadResponse{}}
+	if err := stream.RecvMsg(&first); err != nil {
 		cancel()
 		if errors.Is(err, io.EOF) {
 			err = errdefs.Internal("reading %s: the server sent nothing", d)
 		}
 		return nil, err
 	}
-	if first.GetOffset() != offset {
+	resp := first.Msg.(*blobv1.ReadResponse)
+	if resp.GetOffset() != offset {
+		first.Data.Free()
 		cancel()
-		return nil, errdefs.Internal("reading %s: asked for offset %d, got %d", d, offset, first.GetOffset())
+		return nil, errdefs.Internal("reading %s: asked for offset %d, got %d", d, offset, resp.GetOffset())
 	}
-	return &Reader{stream: stream, cancel: cancel, size: first.GetSize(), offset: offset, buf: first.GetData()}, nil
+	return &Reader{stream: stream, cancel: cancel, size: resp.GetSize(), offset: offset, bufs: first.Data}, nil
 }
 
 // Size is the blob's total size (not the range's).
 func (r *Reader) Size() int64 { return r.size }
 
-// Read implements io.Reader.
-func (r *Reader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
+// next receives the next message's bytes once those held are all read; it
+// reports false, with r.err set, at the end of the stream or on failure.
+func (r *Reader) next() bool {
+	for len(r.bufs) == 0 {
 		if r.err != nil {
-			return 0, r.err
+			return false
 		}
-		resp, err := r.stream.Recv()
-		if err != nil {
+		msg := blobwire.Bulk{Msg: &blobv1.ReadResponse{}}
+		if err := r.stream.RecvMsg(&msg); err != nil {
 			r.err = err
 			continue
 		}
-		if resp.GetOffset() != r.offset {
-			r.err = errdefs.Internal("reading a blob: expected bytes at offset %d, got %d", r.offset, resp.GetOffset())
+		if got := msg.Msg.(*blobv1.ReadResponse).GetOffset(); got != r.offset {
+			msg.Data.Free()
+			r.err = errdefs.Internal("reading a blob: expected bytes at offset %d, got %d", r.offset, got)
 			continue
 		}
-		r.buf = resp.GetData()
+		r.bufs, r.off = msg.Data, 0
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
+	return true
+}
+
+// consume marks n bytes of bufs[0] read, freeing it when all are.
+func (r *Reader) consume(n int) {
+	r.off += n
 	r.offset += int64(n)
+	if r.off == r.bufs[0].Len() {
+		r.bufs[0].Free()
+		r.bufs[0] = nil
+		r.bufs, r.off = r.bufs[1:], 0
+	}
+}
+
+// Read implements io.Reader.
+func (r *Reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !r.next() {
+		return 0, r.err
+	}
+	n := 0
+	for n < len(p) && len(r.bufs) > 0 {
+		k := copy(p[n:], r.bufs[0].ReadOnlyData()[r.off:])
+		n += k
+		r.consume(k)
+	}
 	return n, nil
 }
 
-// WriteTo implements io.WriterTo, sparing a copy.
+// WriteTo implements io.WriterTo: w gets the received buffers themselves.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
-	for {
-		if len(r.buf) > 0 {
-			n, err := w.Write(r.buf)
-			total += int64(n)
-			r.offset += int64(n)
-			r.buf = r.buf[n:]
-			if err != nil {
-				return total, err
-			}
-		}
-		if r.err != nil {
-			if errors.Is(r.err, io.EOF) {
-				return total, nil
-			}
-			return total, r.err
-		}
-		resp, err := r.stream.Recv()
+	for r.next() {
+		n, err := w.Write(r.bufs[0].ReadOnlyData()[r.off:])
+		total += int64(n)
+		r.consume(n)
 		if err != nil {
-			r.err = err
-			continue
+			return total, err
 		}
-		if resp.GetOffset() != r.offset {
-			r.err = errdefs.Internal("reading a blob: expected bytes at offset %d, got %d", r.offset, resp.GetOffset())
-			continue
-		}
-		r.buf = resp.GetData()
 	}
+	if errors.Is(r.err, io.EOF) {
+		return total, nil
+	}
+	return total, r.err
 }
 
 // Close ends the read; the rest of the stream is dropped.
 func (r *Reader) Close() error {
 	r.cancel()
+	r.bufs.Free()
+	r.bufs = nil
 	return nil
 }
 
 // DialOptions are the options of a connection that carries blobs in bulk:
 // buffers and flow-control windows of a few MiB, so that a stream of 1 MiB
-// messages is not cut into many small writes and window updates. Pass them
-// to lib/grpcclient.Dial.
+// messages is not cut into many small writes and window updates, and
+// gRPC buffers that are not cleared before each use (blobwire.TieredPool).
+// Pass them to lib/grpcclient.Dial.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithReadBufferSize(BufferSize), grpc.WithWriteBufferSize(BufferSize),
 		grpc.WithInitialWindowSize(WindowSize), grpc.WithInitialConnWindowSize(2 * WindowSize),
+		experimental.WithBufferPool(blobwire.NewTieredPool()),
 	}
 }
 
 // ServerOptions are DialOptions' counterpart for a blob store's server:
-// the buffers only. Its receive windows stay gRPC's adaptive ones, since
-// data a window lets in waits in the server's memory, which is bounded.
+// the buffers, and lib/blobwire's codec, which keeps blob bytes in gRPC's
+// buffers for the server's messages of type blobwire.Bulk. Its receive
+// windows stay gRPC's adaptive ones, since data a window lets in waits in
+// the server's memory, which is bounded.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ReadBufferSize(BufferSize), grpc.WriteBufferSize(BufferSize)}
+	return []grpc.ServerOption{
+		grpc.ReadBufferSize(BufferSize), grpc.WriteBufferSize(BufferSize),
+		grpc.ForceServerCodecV2(blobwire.NewCodec()),
+		experimental.BufferPool(blobwire.NewTieredPool()),
+	}
 }
 
 // BufferSize and WindowSize are the sizes DialOptions and ServerOptions set.

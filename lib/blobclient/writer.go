@@ -12,9 +12,12 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/blobwire"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
@@ -70,6 +73,7 @@ func NewRef() string {
 type Writer struct {
 	stream   blobv1.BlobService_WriteClient
 	cancel   context.CancelFunc
+	bufs     *blobwire.Pool
 	ref      string
 	declared digest.Digest
 	size     int64
@@ -77,10 +81,14 @@ type Writer struct {
 	offset   int64 // bytes sent so far, from the blob's start
 	exists   bool
 	existing Info
-	h        hash.Hash
-	buf      []byte
-	err      error // sticky: the stream is gone
-	done     bool
+	h        hash.Hash // nil when the digest is declared
+	// buf is the message being filled, n bytes of it so far. Once sent it
+	// belongs to gRPC until written out, so each message takes a new one
+	// from the pool.
+	buf  *[]byte
+	n    int
+	err  error // sticky: the stream is gone
+	done bool
 }
 
 // NewWriter starts, or resumes, an upload of the blob d of size bytes. d may
@@ -102,7 +110,7 @@ func (c *Client) NewWriter(ctx context.Context, d digest.Digest, size int64, opt
 	deadline := time.Now().Add(lockWait)
 	for {
 		sctx, cancel := context.WithCancel(ctx)
-		stream, err := c.api.Write(sctx)
+		stream, err := c.api.Write(sctx, grpc.ForceCodecV2(c.codec))
 		if err != nil {
 			cancel()
 			return nil, err
@@ -115,7 +123,7 @@ func (c *Client) NewWriter(ctx context.Context, d digest.Digest, size int64, opt
 		}()
 		if err == nil {
 			w := &Writer{
-				stream: stream, cancel: cancel, ref: cfg.ref, declared: d, size: size,
+				stream: stream, cancel: cancel, bufs: c.bufs, ref: cfg.ref, declared: d, size: size,
 				start: resp.GetOffset(), offset: resp.GetOffset(), exists: resp.GetExists(),
 			}
 			if d == "" && !cfg.digestAtCommit {
@@ -149,12 +157,12 @@ func (w *Writer) Ref() string { return w.ref }
 
 // Offset is where the next Write continues in the blob: what the server held
 // when the writer began, plus what was written since.
-func (w *Writer) Offset() int64 { return w.offset + int64(len(w.buf)) }
+func (w *Writer) Offset() int64 { return w.offset + int64(w.n) }
 
 // Exists reports whether the blob was stored already when the writer began.
 func (w *Writer) Exists() bool { return w.exists }
 
-// Write implements io.Writer. Bytes go out in messages of up to ChunkSize.
+// Write implements io.Writer. Bytes go out in messages of ChunkSize.
 func (w *Writer) Write(p []byte) (int, error) {
 	if err := w.usable(); err != nil {
 		return 0, err
@@ -165,31 +173,23 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.hash(p)
 	n := len(p)
 	for len(p) > 0 {
-		if len(w.buf) == 0 && len(p) >= ChunkSize {
-			if err := w.send(p[:ChunkSize], false, ""); err != nil {
-				return n - len(p), err
-			}
-			p = p[ChunkSize:]
-			continue
-		}
 		if w.buf == nil {
-			w.buf = make([]byte, 0, ChunkSize)
+			w.buf = w.bufs.Get(ChunkSize)
 		}
-		k := min(len(p), ChunkSize-len(w.buf))
-		w.buf = append(w.buf, p[:k]...)
+		k := copy((*w.buf)[w.n:], p)
+		w.n += k
 		p = p[k:]
-		if len(w.buf) == ChunkSize {
-			if err := w.send(w.buf, false, ""); err != nil {
+		if w.n == ChunkSize {
+			if err := w.flush(false, ""); err != nil {
 				return n - len(p), err
 			}
-			w.buf = w.buf[:0]
 		}
 	}
 	return n, nil
 }
 
-// ReadFrom implements io.ReaderFrom: io.Copy reads straight into the
-// writer's message buffer.
+// ReadFrom implements io.ReadFrom: io.Copy reads straight into the
+// writer's message buffers.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	if err := w.usable(); err != nil {
 		return 0, err
@@ -197,20 +197,19 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	if w.exists {
 		return io.Copy(io.Discard, r)
 	}
-	if w.buf == nil {
-		w.buf = make([]byte, 0, ChunkSize)
-	}
 	var total int64
 	for {
-		n, err := r.Read(w.buf[len(w.buf):ChunkSize])
-		w.hash(w.buf[len(w.buf) : len(w.buf)+n])
-		w.buf = w.buf[:len(w.buf)+n]
+		if w.buf == nil {
+			w.buf = w.bufs.Get(ChunkSize)
+		}
+		n, err := r.Read((*w.buf)[w.n:])
+		w.hash((*w.buf)[w.n : w.n+n])
+		w.n += n
 		total += int64(n)
-		if len(w.buf) == ChunkSize {
-			if serr := w.send(w.buf, false, ""); serr != nil {
+		if w.n == ChunkSize {
+			if serr := w.flush(false, ""); serr != nil {
 				return total, serr
 			}
-			w.buf = w.buf[:0]
 		}
 		if errors.Is(err, io.EOF) {
 			return total, nil
@@ -245,10 +244,31 @@ func (w *Writer) usable() error {
 	return nil
 }
 
+// flush sends the buffered bytes, with the commit when commit is set, and
+// hands the buffer to gRPC.
+func (w *Writer) flush(commit bool, d digest.Digest) error {
+	var data mem.BufferSlice
+	if w.buf != nil && w.n > 0 && !w.exists {
+		data = mem.BufferSlice{w.bufs.Buffer(w.buf, w.n)}
+		w.buf = nil
+	}
+	n := w.n
+	w.n = 0
+	err := w.send(data, commit, d)
+	if err == nil {
+		w.offset += int64(n)
+	}
+	return err
+}
+
 // send sends data at the current offset; on failure it fetches the server's
 // error and keeps it.
-func (w *Writer) send(data []byte, commit bool, d digest.Digest) error {
-	err := w.stream.Send(&blobv1.WriteRequest{Offset: w.offset, Data: data, Commit: commit, Digest: string(d)})
+func (w *Writer) send(data mem.BufferSlice, commit bool, d digest.Digest) error {
+	err := w.stream.SendMsg(&blobwire.Bulk{
+		Msg:  &blobv1.WriteRequest{Offset: w.offset, Commit: commit, Digest: string(d)},
+		Data: data,
+	})
+	data.Free() // gRPC holds its own reference until the bytes are sent
 	if errors.Is(err, io.EOF) {
 		// The server ended the stream; its status says why.
 		_, err = w.stream.Recv()
@@ -261,7 +281,6 @@ func (w *Writer) send(data []byte, commit bool, d digest.Digest) error {
 		w.cancel()
 		return err
 	}
-	w.offset += int64(len(data))
 	return nil
 }
 
@@ -294,14 +313,10 @@ func (w *Writer) CommitDigest(ctx context.Context, d digest.Digest) (Info, error
 	defer stop()
 	w.done = true
 	defer w.cancel()
-	data := w.buf
-	if w.exists {
-		data = nil
-	}
-	if err := w.send(data, true, d); err != nil {
+	defer w.release()
+	if err := w.flush(true, d); err != nil {
 		return Info{}, err
 	}
-	w.buf = w.buf[:0]
 	resp, err := w.stream.Recv()
 	if err != nil {
 		return Info{}, err
@@ -316,6 +331,7 @@ func (w *Writer) CommitDigest(ctx context.Context, d digest.Digest) (Info, error
 // resumable under Ref; Close waits (a little) until the server has let go of
 // it, so that a new writer can take it at once.
 func (w *Writer) Close() error {
+	w.release()
 	if w.done || w.err != nil {
 		w.cancel()
 		return nil
@@ -331,6 +347,14 @@ func (w *Writer) Close() error {
 		if _, err := w.stream.Recv(); err != nil {
 			return nil // the server's "ended without a commit"
 		}
+	}
+}
+
+// release gives back a buffer that was never sent.
+func (w *Writer) release() {
+	if w.buf != nil {
+		w.bufs.Put(w.buf)
+		w.buf, w.n = nil, 0
 	}
 }
 

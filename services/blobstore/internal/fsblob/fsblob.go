@@ -12,6 +12,7 @@
 package fsblob
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -319,8 +320,12 @@ func (s *Store) openWriter(opts blob.WriterOptions) (*writer, error) {
 		f.Close()
 		return nil, fmt.Errorf("upload %q: hashing the bytes received so far: %w", opts.Ref, err)
 	}
-	return &writer{s: s, opts: opts, f: f, h: h, offset: n}, nil
+	return &writer{s: s, opts: opts, f: f, bw: bufio.NewWriterSize(f, writeBuffer), h: h, offset: n}, nil
 }
+
+// writeBuffer gathers the pieces a writer receives (gRPC hands them on in
+// HTTP/2 frames of 16 KiB) into writes of a useful size.
+const writeBuffer = 1 << 20
 
 func writeFileSync(path string, b []byte) error {
 	f, err := os.Create(path)
@@ -342,6 +347,7 @@ type writer struct {
 	s      *Store
 	opts   blob.WriterOptions
 	f      *os.File
+	bw     *bufio.Writer // over f
 	h      hash.Hash
 	offset int64
 	done   bool // committed or discarded
@@ -358,7 +364,7 @@ func (w *writer) Write(p []byte) (int, error) {
 		w.discard()
 		return 0, blob.TooLong(w.opts.Ref, w.opts.Size, w.offset+int64(len(p)))
 	}
-	n, err := w.f.Write(p)
+	n, err := w.bw.Write(p)
 	w.h.Write(p[:n])
 	w.offset += int64(n)
 	if err != nil {
@@ -387,7 +393,7 @@ func (w *writer) Commit(_ context.Context, expected digest.Digest) (blob.Info, e
 		w.discard()
 		return blob.Info{}, err
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := errors.Join(w.bw.Flush(), w.f.Sync()); err != nil {
 		return blob.Info{}, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
 	}
 	now := time.Now()
@@ -431,6 +437,6 @@ func (w *writer) Close() error {
 	if w.done {
 		return nil
 	}
-	err := w.f.Sync()
+	err := errors.Join(w.bw.Flush(), w.f.Sync())
 	return errors.Join(err, w.f.Close())
 }

@@ -12,14 +12,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/blobwire"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
 )
@@ -41,7 +42,7 @@ type Server struct {
 	store     blob.Store
 	metrics   *Metrics
 	chunkSize int
-	bufs      sync.Pool
+	bufs      *blobwire.Pool // of chunkSize, for Read's messages
 }
 
 // Option configures a Server.
@@ -51,12 +52,14 @@ type Option func(*Server)
 func WithChunkSize(n int) Option { return func(s *Server) { s.chunkSize = n } }
 
 // New returns a server over store, counting into metrics (nil: not counted).
+// Register it on a gRPC server made with lib/blobclient.ServerOptions(),
+// whose codec reads and writes the blobwire.Bulk messages it uses.
 func New(store blob.Store, metrics *Metrics, opts ...Option) *Server {
 	s := &Server{store: store, metrics: metrics, chunkSize: DefaultChunkSize}
 	for _, o := range opts {
 		o(s)
 	}
-	s.bufs.New = func() any { b := make([]byte, s.chunkSize); return &b }
+	s.bufs = blobwire.NewPool(s.chunkSize)
 	return s
 }
 
@@ -79,14 +82,25 @@ func uploadPB(u blob.Upload) *blobv1.Upload {
 	}
 }
 
+// recvWrite receives the next WriteRequest, its data left in gRPC's
+// buffers (blobwire.Bulk): the caller must free them.
+func recvWrite(stream blobv1.BlobService_WriteServer) (*blobv1.WriteRequest, mem.BufferSlice, error) {
+	msg := blobwire.Bulk{Msg: &blobv1.WriteRequest{}}
+	if err := stream.RecvMsg(&msg); err != nil {
+		return nil, nil, err
+	}
+	return msg.Msg.(*blobv1.WriteRequest), msg.Data, nil
+}
+
 // Write implements BlobService.Write; see the proto for the protocol.
 func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 	ctx := stream.Context()
 	start := time.Now()
-	first, err := stream.Recv()
+	first, data, err := recvWrite(stream)
 	if err != nil {
 		return err
 	}
+	defer func() { data.Free() }()
 	opts := blob.WriterOptions{Ref: first.GetRef(), Size: -1, MediaType: first.GetMediaType()}
 	if first.Size != nil {
 		opts.Size = first.GetSize()
@@ -102,7 +116,7 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 		info, err := s.store.Stat(ctx, opts.Expected)
 		switch {
 		case err == nil:
-			return s.writeExisting(stream, opts, info, first)
+			return s.writeExisting(stream, opts, info, first, &data)
 		case !errdefs.IsNotFound(err):
 			return s.backend("stat", err)
 		}
@@ -115,7 +129,7 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: w.Offset()}); err != nil {
 		return err
 	}
-	info, err := s.receive(stream, w, opts, first)
+	info, err := s.receive(stream, w, opts, first, &data)
 	if err != nil {
 		return err
 	}
@@ -126,16 +140,17 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 }
 
 // receive feeds the stream's data to w until a commit; req is the first
-// message, which may carry data and the commit too.
-func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, opts blob.WriterOptions, req *blobv1.WriteRequest) (blob.Info, error) {
+// message, which may carry data (*data) and the commit too. *data is the
+// latest message's data, which the caller frees.
+func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, opts blob.WriterOptions, req *blobv1.WriteRequest, data *mem.BufferSlice) (blob.Info, error) {
 	ctx := stream.Context()
 	for {
-		if len(req.GetData()) > 0 {
+		if data.Len() > 0 {
 			if req.GetOffset() != w.Offset() {
 				return blob.Info{}, errdefs.FailedPrecondition("upload %q: data at offset %d, but the server holds %d bytes: continue from %d",
 					opts.Ref, req.GetOffset(), w.Offset(), w.Offset()).WithReason("OFFSET_MISMATCH")
 			}
-			n, err := w.Write(req.GetData())
+			n, err := writeBuffers(w, *data)
 			if s.metrics != nil {
 				s.metrics.bytesIn.Add(float64(n))
 			}
@@ -143,6 +158,8 @@ func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, o
 				return blob.Info{}, s.backend("write", err)
 			}
 		}
+		data.Free()
+		*data = nil
 		if req.GetCommit() {
 			atCommit := digest.Digest(req.GetDigest())
 			info, err := w.Commit(ctx, atCommit)
@@ -154,7 +171,7 @@ func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, o
 			return info, s.backend("commit", err)
 		}
 		var err error
-		req, err = stream.Recv()
+		req, *data, err = recvWrite(stream)
 		if errors.Is(err, io.EOF) {
 			return blob.Info{}, errdefs.FailedPrecondition("upload %q: the stream ended without a commit; %d bytes are kept for a resume",
 				opts.Ref, w.Offset()).WithReason("NO_COMMIT")
@@ -165,32 +182,45 @@ func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, o
 	}
 }
 
+// writeBuffers writes each of bufs to w, in order.
+func writeBuffers(w io.Writer, bufs mem.BufferSlice) (int64, error) {
+	var total int64
+	for _, b := range bufs {
+		n, err := w.Write(b.ReadOnlyData())
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
 // writeExisting answers a Write whose blob is already stored. The client may
 // commit at once; if it sends data anyway, the data is checked like any
 // upload's and the stored blob stays.
-func (s *Server) writeExisting(stream blobv1.BlobService_WriteServer, opts blob.WriterOptions, info blob.Info, req *blobv1.WriteRequest) error {
+func (s *Server) writeExisting(stream blobv1.BlobService_WriteServer, opts blob.WriterOptions, info blob.Info, req *blobv1.WriteRequest, data *mem.BufferSlice) error {
 	if opts.Size >= 0 && opts.Size != info.Size {
 		return blob.SizeMismatch(info.Digest, opts.Size, info.Size)
 	}
 	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Exists: true, Blob: infoPB(info)}); err != nil {
 		return err
 	}
-	for len(req.GetData()) == 0 && !req.GetCommit() {
+	for data.Len() == 0 && !req.GetCommit() {
 		var err error
-		if req, err = stream.Recv(); err != nil {
+		if req, *data, err = recvWrite(stream); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil // the client learned what it needed
 			}
 			return err
 		}
 	}
-	if len(req.GetData()) > 0 {
+	if data.Len() > 0 {
 		w, err := s.store.NewWriter(stream.Context(), opts)
 		if err != nil {
 			return s.backend("write", err)
 		}
 		defer w.Close()
-		if info, err = s.receive(stream, w, opts, req); err != nil {
+		if info, err = s.receive(stream, w, opts, req, data); err != nil {
 			return err
 		}
 	}
@@ -221,21 +251,26 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 		if c.err != nil {
 			return s.backend("read", fmt.Errorf("reading %s at %d: %w", d, offset, c.err))
 		}
-		if len(*c.buf) > 0 || first {
-			resp := &blobv1.ReadResponse{Offset: offset, Data: *c.buf}
+		if n := len(*c.buf); n > 0 || first {
+			resp := &blobv1.ReadResponse{Offset: offset}
 			if first {
 				resp.Size = info.Size
 			}
-			err := stream.Send(resp)
-			offset += int64(len(*c.buf))
-			s.bufs.Put(c.buf)
+			// gRPC writes the chunk out from its buffer, which goes back
+			// to the pool once it is on the wire.
+			data := mem.BufferSlice{s.bufs.Buffer(c.buf, n)}
+			err := stream.SendMsg(&blobwire.Bulk{Msg: resp, Data: data})
+			data.Free()
+			offset += int64(n)
 			if err != nil {
 				return err
 			}
 			if s.metrics != nil {
-				s.metrics.bytesOut.Add(float64(len(resp.Data)))
+				s.metrics.bytesOut.Add(float64(n))
 			}
 			first = false
+		} else {
+			s.bufs.Put(c.buf)
 		}
 	}
 	if s.metrics != nil {
@@ -258,8 +293,7 @@ type chunk struct {
 func (s *Server) readChunks(ctx context.Context, r io.Reader, out chan<- chunk) {
 	defer close(out)
 	for sent := false; ; sent = true {
-		bp := s.bufs.Get().(*[]byte)
-		*bp = (*bp)[:cap(*bp)]
+		bp := s.bufs.Get(s.chunkSize)
 		n, err := io.ReadFull(r, *bp)
 		*bp = (*bp)[:n]
 		end := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)

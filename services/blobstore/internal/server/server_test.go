@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
 
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
 	"github.com/strata-build/strata/lib/blobclient"
@@ -24,13 +25,19 @@ import (
 
 // serve runs a BlobService over store on a loopback listener until the test
 // ends and returns a client of it.
-func serve(t *testing.T, store blob.Store) *blobclient.Client {
+func serve(t testing.TB, store blob.Store) *blobclient.Client {
 	t.Helper()
 	return serveWith(t, New(store, nil))
 }
 
 // serveWith runs impl on a loopback listener.
-func serveWith(t *testing.T, impl *Server) *blobclient.Client {
+func serveWith(t testing.TB, impl *Server) *blobclient.Client {
+	t.Helper()
+	return blobclient.New(serveConn(t, impl))
+}
+
+// serveConn runs impl on a loopback listener and returns a connection to it.
+func serveConn(t testing.TB, impl *Server) *grpc.ClientConn {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := grpcserver.New(grpcserver.Config{
@@ -59,7 +66,7 @@ func serveWith(t *testing.T, impl *Server) *blobclient.Client {
 			t.Errorf("Serve = %v", err)
 		}
 	})
-	return blobclient.New(conn)
+	return conn
 }
 
 func newFS(t *testing.T) blob.Store {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
@@ -144,5 +145,61 @@ func TestExistsBatch(t *testing.T) {
 	}
 	if _, err := c.Exists(ctx, []digest.Digest{"sha256:../../x"}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Exists(malformed) = %v, want invalid argument", err)
+	}
+}
+
+// TestPlainProtoClient uploads and reads a blob with the generated client
+// and gRPC's own proto codec, as grpcurl or a client in another language
+// would: the server's codec (lib/blobwire) speaks plain protobuf.
+func TestPlainProtoClient(t *testing.T) {
+	api := blobv1.NewBlobServiceClient(serveConn(t, New(newFS(t), nil)))
+	ctx := context.Background()
+	b := blobtest.Content(3, 3<<20+5)
+	d := digest.FromBytes(b)
+	stream, err := api.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len(b))
+	if err := stream.Send(&blobv1.WriteRequest{Ref: "plain", Digest: string(d), Size: &size, Data: b[:100]}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || resp.GetOffset() != 0 {
+		t.Fatalf("first response %v, %v", resp, err)
+	}
+	// Messages of odd sizes, the last one with the commit.
+	for off := 100; off < len(b); {
+		n := min(len(b)-off, 1<<20+777)
+		req := &blobv1.WriteRequest{Offset: int64(off), Data: b[off : off+n], Commit: off+n == len(b)}
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	resp, err := stream.Recv()
+	if err != nil || !resp.GetCommitted() || resp.GetBlob().GetDigest() != string(d) {
+		t.Fatalf("commit response %v, %v", resp, err)
+	}
+
+	read, err := api.Read(ctx, &blobv1.ReadRequest{Digest: string(d), Offset: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for {
+		msg, err := read.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.GetOffset() != int64(7+len(got)) {
+			t.Fatalf("message at offset %d after %d bytes", msg.GetOffset(), len(got))
+		}
+		got = append(got, msg.GetData()...)
+	}
+	if !bytes.Equal(got, b[7:]) {
+		t.Fatalf("read %d bytes, want %d equal to the blob's from offset 7", len(got), len(b)-7)
 	}
 }
