@@ -138,12 +138,17 @@ type Builder struct {
 type Request struct {
 	Dockerfile []byte
 	Context    *buildctx.Context
-	BuildArgs  map[string]string
-	Target     string
-	Labels     map[string]string
-	NoCache    bool
-	Network    builderv1.NetworkMode
-	Tags       []string
+	// ContextContents, when set, waits until the context's file contents
+	// are all in the context store, or returns why they cannot be; COPY and
+	// ADD call it before reading them, so that a build can start while its
+	// context still streams in. Nil means they are there.
+	ContextContents func(ctx context.Context) error
+	BuildArgs       map[string]string
+	Target          string
+	Labels          map[string]string
+	NoCache         bool
+	Network         builderv1.NetworkMode
+	Tags            []string
 }
 
 // Result is a finished build.

@@ -76,6 +76,11 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 		cp.containerCmd = append(slices.Clone(shell), "#(nop) "+copyComment(strings.ToUpper(st.cmd.Name()), &copyPlan{chown: cp.chown, hash: hash, destText: cp.destText}))
 		return nil
 	}
+	if r.req.ContextContents != nil {
+		if err := r.req.ContextContents(ctx); err != nil {
+			return fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
+		}
+	}
 	for _, f := range cp.files {
 		if err := c.fromContext(cp, f, r.req.Context); err != nil {
 			return errdefs.New(kindOf(err), "Dockerfile:%d: %s %s: %w", st.line, strings.ToUpper(st.cmd.Name()), f.src, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -99,7 +100,20 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	digests := bctx.Digests()
 	release := b.store.Hold(digests)
 	defer release()
-	missing := b.store.Missing(digests)
+	// What the build needs before it can start — the .dockerignore and the
+	// Dockerfile — is asked for first; the build then runs while the rest
+	// of the context streams in, and only COPY and ADD wait for it.
+	dockerfile := opts.GetDockerfileContent()
+	var needed []digest.Digest
+	if fresh {
+		needed = append(needed, entryDigest(bctx, ".dockerignore"))
+	}
+	if len(dockerfile) == 0 {
+		if e, err := bctx.Resolve(dfName); err == nil {
+			needed = append(needed, e.Digest)
+		}
+	}
+	missing := firstAsked(b.store.Missing(digests), needed)
 	resp := &builderv1.ContextRequest{}
 	for _, d := range missing {
 		resp.Digests = append(resp.Digests, string(d))
@@ -108,13 +122,22 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		return err
 	}
 	tCtx := time.Now()
-	received, err := b.receive(stream, missing)
-	if err != nil {
+	xfer := newContextTransfer(missing, needed)
+	go func() {
+		received, err := b.receive(stream, missing, xfer.committed)
+		xfer.finish(received, err)
+		if err != nil {
+			cancel() // the build cannot have its context
+		}
+		if b.builder.Log != nil {
+			b.builder.Log.InfoContext(ctx, "build context received", "entries", entries, "known", !fresh, "missing", len(missing), "bytes", received,
+				"list", tList.Sub(start), "index", tCtx.Sub(tList), "transfer", time.Since(tCtx))
+		}
+	}()
+	// The stream is not the handler's to end while the transfer reads it.
+	defer func() { <-xfer.done }()
+	if err := xfer.wait(ctx, needed); err != nil {
 		return err
-	}
-	if b.builder.Log != nil {
-		b.builder.Log.InfoContext(ctx, "build context received", "entries", entries, "known", !fresh, "missing", len(missing), "bytes", received,
-			"list", tList.Sub(start), "index", tCtx.Sub(tList), "transfer", time.Since(tCtx))
 	}
 	if fresh {
 		if err := b.ignore(bctx, dfName); err != nil {
@@ -124,7 +147,6 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 			b.recent.put(key+"\x00"+dfName, bctx)
 		}
 	}
-	dockerfile := opts.GetDockerfileContent()
 	if len(dockerfile) == 0 {
 		if dockerfile, err = b.readDockerfile(bctx, opts.GetDockerfile()); err != nil {
 			return err
@@ -166,16 +188,25 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		}()
 	}()
 	res, err := b.builder.Build(ctx, &build.Request{
-		Dockerfile: dockerfile,
-		Context:    bctx,
-		BuildArgs:  args,
-		Target:     opts.GetTarget(),
-		Labels:     opts.GetLabels(),
-		NoCache:    opts.GetNoCache(),
-		Network:    opts.GetNetwork(),
-		Tags:       opts.GetTags(),
+		Dockerfile:      dockerfile,
+		Context:         bctx,
+		ContextContents: xfer.all,
+		BuildArgs:       args,
+		Target:          opts.GetTarget(),
+		Labels:          opts.GetLabels(),
+		NoCache:         opts.GetNoCache(),
+		Network:         opts.GetNetwork(),
+		Tags:            opts.GetTags(),
 	}, events)
+	if err == nil {
+		// A build that needed no context contents still ends only once
+		// they all came: the client sends them before it reads the result.
+		err = xfer.all(ctx)
+	}
 	if err != nil {
+		if xerr := xfer.err(); xerr != nil {
+			return xerr
+		}
 		if ctx.Err() != nil && stream.Context().Err() != nil {
 			return errdefs.New(errdefs.ErrCanceled, "build canceled: %v", stream.Context().Err())
 		}
@@ -190,7 +221,7 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		ImageId:              res.ImageID,
 		ManifestDigest:       res.ManifestDigest,
 		Tags:                 res.Tags,
-		ContextBytesReceived: received,
+		ContextBytesReceived: xfer.received,
 		Duration:             durationpb.New(time.Since(start)),
 	}}})
 }
@@ -262,9 +293,114 @@ func (r *recentContexts) put(key string, c *buildctx.Context) {
 	}
 }
 
+// entryDigest returns the content digest of the regular file at p in the
+// context, "" when there is none.
+func entryDigest(c *buildctx.Context, p string) digest.Digest {
+	if e, ok := c.Lookup(p); ok && e.Mode.IsRegular() {
+		return e.Digest
+	}
+	return ""
+}
+
+// firstAsked orders the missing digests so that those of first come first.
+func firstAsked(missing, first []digest.Digest) []digest.Digest {
+	var head, tail []digest.Digest
+	for _, d := range missing {
+		if slices.Contains(first, d) {
+			head = append(head, d)
+		} else {
+			tail = append(tail, d)
+		}
+	}
+	return append(head, tail...)
+}
+
+// contextTransfer is a context transfer running alongside its build.
+type contextTransfer struct {
+	done     chan struct{} // closed when the transfer ended
+	received int64         // set before done is closed
+	fail     error         // set before done is closed
+
+	mu      sync.Mutex
+	waiting map[digest.Digest]chan struct{} // closed when the digest is in
+}
+
+func newContextTransfer(missing, first []digest.Digest) *contextTransfer {
+	t := &contextTransfer{done: make(chan struct{}), waiting: map[digest.Digest]chan struct{}{}}
+	for _, d := range first {
+		if d != "" && slices.Contains(missing, d) {
+			t.waiting[d] = make(chan struct{})
+		}
+	}
+	return t
+}
+
+func (t *contextTransfer) committed(d digest.Digest) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ch, ok := t.waiting[d]; ok {
+		close(ch)
+		delete(t.waiting, d)
+	}
+}
+
+func (t *contextTransfer) finish(received int64, err error) {
+	t.received, t.fail = received, err
+	close(t.done)
+}
+
+// err is the transfer's error once it ended, nil before.
+func (t *contextTransfer) err() error {
+	select {
+	case <-t.done:
+		return t.fail
+	default:
+		return nil
+	}
+}
+
+// wait waits until the contents of ds are in (those not asked for are in
+// already).
+func (t *contextTransfer) wait(ctx context.Context, ds []digest.Digest) error {
+	for _, d := range ds {
+		t.mu.Lock()
+		ch, ok := t.waiting[d]
+		t.mu.Unlock()
+		if !ok {
+			continue
+		}
+		select {
+		case <-ch:
+		case <-t.done:
+			if t.fail != nil {
+				return t.fail
+			}
+		case <-ctx.Done():
+			if err := t.err(); err != nil {
+				return err
+			}
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// all waits until every content asked for is in.
+func (t *contextTransfer) all(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return t.fail
+	case <-ctx.Done():
+		if err := t.err(); err != nil {
+			return err
+		}
+		return ctx.Err()
+	}
+}
+
 // receive stores the file contents the client sends for the digests asked
-// for, and returns how many bytes came.
-func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], want []digest.Digest) (int64, error) {
+// for, calling committed as each is stored, and returns how many bytes came.
+func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], want []digest.Digest, committed func(digest.Digest)) (int64, error) {
 	batch := b.store.NewBatch()
 	defer batch.Close()
 	pending := make(map[digest.Digest]*buildctx.Writer, len(want))
@@ -314,6 +450,7 @@ func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest,
 			if err := w.Commit(); err != nil {
 				return 0, err
 			}
+			committed(d)
 		}
 	}
 	return total, nil
