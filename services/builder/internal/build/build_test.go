@@ -32,6 +32,7 @@ type env struct {
 	index   *memIndex
 	images  *image.Store
 	store   *buildctx.Store
+	snaps   *snapshot.Store
 	sandbox *fakeSandbox
 }
 
@@ -50,6 +51,11 @@ func (f *fakeSandbox) Run(_ context.Context, p Process) (int, error) {
 		name := strings.TrimPrefix(p.Args[len(p.Args)-1], "touch ")
 		if err := os.WriteFile(filepath.Join(p.Root, name), []byte("ran\n"), 0o644); err != nil {
 			return 1, err
+		}
+	}
+	if len(p.Args) > 0 && strings.HasPrefix(p.Args[len(p.Args)-1], "test -e ") {
+		if _, err := os.Lstat(filepath.Join(p.Root, strings.TrimPrefix(p.Args[len(p.Args)-1], "test -e "))); err != nil {
+			return 1, nil
 		}
 	}
 	if f.code != 0 {
@@ -72,7 +78,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, blobs: newMemBlobs(), index: newMemIndex(), store: store, sandbox: &fakeSandbox{}}
+	e := &env{t: t, blobs: newMemBlobs(), index: newMemIndex(), store: store, snaps: snaps, sandbox: &fakeSandbox{}}
 	e.images = image.NewStore(e.blobs, e.index)
 	e.b = &Builder{
 		Images: e.images, Index: e.index, Snapshots: SnapshotStore(snaps, e.blobs), Sandbox: e.sandbox,

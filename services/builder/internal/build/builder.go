@@ -82,11 +82,26 @@ type Snapshot interface {
 // Snapshots mounts root filesystems over layers.
 type Snapshots interface {
 	// Mount returns a writable root filesystem over layers (bottom first),
-	// unpacking the layers it does not hold. withInit puts Docker's init
-	// layer (the mount points of a container) between the layers and the
-	// upper directory, so they never show up in the step's diff.
-	Mount(ctx context.Context, layers []image.Layer, withInit bool) (Mount, error)
+	// unpacking the layers it does not hold: from opts.Tars when it has the
+	// layer's diff ID, from its blob otherwise.
+	Mount(ctx context.Context, layers []image.Layer, opts MountOptions) (Mount, error)
 }
+
+// MountOptions say how to mount a step.
+type MountOptions struct {
+	// Init puts Docker's init layer (the mount points of a container)
+	// between the layers and the upper directory, so they never show up in
+	// the step's diff.
+	Init bool
+	// Tars produce, by diff ID, layers this build made without a directory
+	// (a COPY written straight from the context) whose blobs may not be
+	// stored yet.
+	Tars map[digest.Digest]TarSource
+}
+
+// TarSource writes a layer's uncompressed tar to w, the same bytes at every
+// call.
+type TarSource func(ctx context.Context, w io.Writer) error
 
 // Process is a RUN step's process.
 type Process struct {
@@ -108,14 +123,14 @@ type Sandbox interface {
 	Run(ctx context.Context, p Process) (int, error)
 }
 
-// Layers turns the changes a directory holds (an upper directory, or a
-// committed snapshot's) into a layer.
+// Layers turns layer tars (the changes of an upper directory or a committed
+// snapshot, see DirTar, or a tar written from elsewhere) into layers.
 type Layers interface {
 	// DiffID returns the layer's diff ID and Docker's diff size, without
 	// storing anything.
-	DiffID(ctx context.Context, dir string) (image.Layer, error)
-	// WriteDiff stores the layer blob in the blob store.
-	WriteDiff(ctx context.Context, dir string) (image.Layer, error)
+	DiffID(ctx context.Context, src TarSource) (image.Layer, error)
+	// Store compresses the layer and stores its blob in the blob store.
+	Store(ctx context.Context, src TarSource) (image.Layer, error)
 }
 
 // Builder runs builds. Its fields are its dependencies; all are required
@@ -132,6 +147,10 @@ type Builder struct {
 	// URLPolicy decides which hosts ADD may download from.
 	URLPolicy URLPolicy
 	Log       *slog.Logger
+
+	// copyIntoMounts makes every COPY go into its mount, as when its layer
+	// cannot be written from the context alone (tests compare the two).
+	copyIntoMounts bool
 }
 
 // Request is one build.

@@ -59,11 +59,11 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 			if err := r.load(ctx, &from); err != nil {
 				return err
 			}
-			layers = r.stored(from.layers)
+			layers = from.layers
 		} else {
 			layers = cp.fromImage.Layers()
 		}
-		src, err := r.b.Snapshots.Mount(ctx, layers, false)
+		src, err := r.mount(ctx, layers, false)
 		if err != nil {
 			return fmt.Errorf("mounting the source of COPY --from: %w", err)
 		}
@@ -75,11 +75,6 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 		shell := st.containerConfig.Cmd[:len(st.containerConfig.Cmd)-1]
 		cp.containerCmd = append(slices.Clone(shell), "#(nop) "+copyComment(strings.ToUpper(st.cmd.Name()), &copyPlan{chown: cp.chown, hash: hash, destText: cp.destText}))
 		return nil
-	}
-	if r.req.ContextContents != nil {
-		if err := r.req.ContextContents(ctx); err != nil {
-			return fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
-		}
 	}
 	for _, f := range cp.files {
 		if err := c.fromContext(cp, f, r.req.Context); err != nil {

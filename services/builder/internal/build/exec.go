@@ -42,6 +42,9 @@ type run struct {
 	// background while later steps run, by diff ID.
 	mu      sync.Mutex
 	uploads map[digest.Digest]*upload
+	// copies are the layers this build wrote from the context without a
+	// directory, by diff ID, for the steps that mount them.
+	copies map[digest.Digest]*copyLayerTar
 }
 
 type pendingImage struct {
@@ -303,17 +306,62 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 	return current{id: id, config: cfg, layers: layers}, layer, nil
 }
 
+// mount mounts a step's root filesystem over layers.
+func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount, error) {
+	tars := map[digest.Digest]TarSource{}
+	r.mu.Lock()
+	for d, cl := range r.copies {
+		tars[d] = cl.write
+	}
+	r.mu.Unlock()
+	return r.b.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
+}
+
+// hasDir reports whether dir is a directory over layers, as far as the top
+// layer tells without mounting them: when it is a COPY this build wrote
+// from the context that holds dir.
+func (r *run) hasDir(layers []image.Layer, dir string) bool {
+	if len(layers) == 0 {
+		return false
+	}
+	r.mu.Lock()
+	cl := r.copies[layers[len(layers)-1].DiffID]
+	r.mu.Unlock()
+	return cl != nil && cl.hasDir(dir)
+}
+
 // changeFS runs a step that changes the filesystem in a mount over the
 // parent's layers. The changes are committed as the snapshot of the new
 // layer as soon as their diff ID is known; compressing and storing the
 // layer blob then goes on in the background while later steps run.
 func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current) (image.Layer, error) {
 	t0 := time.Now()
-	m, err := r.b.Snapshots.Mount(ctx, r.stored(cur.layers), st.kind != kindCopy)
+	if st.kind == kindWorkdir && r.hasDir(cur.layers, st.workdir) {
+		// The directory is there: nothing to create, nothing to mount.
+		return image.Layer{DiffID: emptyTarDiffID}, nil
+	}
+	if st.kind == kindCopy && r.req.ContextContents != nil {
+		if err := r.req.ContextContents(ctx); err != nil {
+			return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
+		}
+	}
+	m, err := r.mount(ctx, cur.layers, st.kind != kindCopy)
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.number, err)
 	}
 	defer m.Release()
+	if st.kind == kindCopy {
+		cl, err := r.planCopyLayer(st, m.Root(), t0)
+		if err != nil {
+			return image.Layer{}, err
+		}
+		if cl != nil {
+			// Nothing is written to the mount: the layer is written from
+			// the context store, and unpacked only if a later step mounts it.
+			m.Release()
+			return r.copyLayer(ctx, st, cl, t0, time.Now())
+		}
+	}
 	switch st.kind {
 	case kindRun:
 		err = r.runProcess(ctx, st, m)
@@ -326,7 +374,7 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 		return image.Layer{}, err
 	}
 	tWork := time.Now()
-	l, err := r.b.Layers.DiffID(ctx, m.Upper())
+	l, err := r.b.Layers.DiffID(ctx, DirTar(m.Upper()))
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.number, err)
 	}
@@ -341,28 +389,54 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0),
 			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
-	r.upload(ctx, st.number, l, snap)
+	r.upload(ctx, st.number, l, DirTar(snap.Dir()), snap.Release)
 	return l, nil
 }
 
-// upload stores a committed layer in the background.
-func (r *run) upload(ctx context.Context, step int, l image.Layer, snap Snapshot) {
+// copyLayer makes a COPY's layer from its tar: its diff ID now, the blob in
+// the background.
+func (r *run) copyLayer(ctx context.Context, st *step, cl *copyLayerTar, t0, tWork time.Time) (image.Layer, error) {
+	src := cl.write
+	l, err := r.b.Layers.DiffID(ctx, src)
+	if err != nil {
+		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
+	}
+	if l.DiffID == emptyTarDiffID {
+		return l, nil
+	}
+	r.mu.Lock()
+	if r.copies == nil {
+		r.copies = map[digest.Digest]*copyLayerTar{}
+	}
+	r.copies[l.DiffID] = cl
+	r.mu.Unlock()
+	if r.b.Log != nil {
+		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
+			"diff_size", l.DiffSize, "written", "from the context store")
+	}
+	r.upload(ctx, st.number, l, src, func() {})
+	return l, nil
+}
+
+// upload stores a layer in the background from its tar; release is called
+// when src is no longer read.
+func (r *run) upload(ctx context.Context, step int, l image.Layer, src TarSource, release func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.uploads == nil {
 		r.uploads = map[digest.Digest]*upload{}
 	}
 	if _, ok := r.uploads[l.DiffID]; ok {
-		snap.Release()
+		release()
 		return
 	}
 	u := &upload{done: make(chan struct{}), layer: l}
 	r.uploads[l.DiffID] = u
 	go func() {
 		defer close(u.done)
-		defer snap.Release()
+		defer release()
 		t0 := time.Now()
-		stored, err := r.b.Layers.WriteDiff(ctx, snap.Dir())
+		stored, err := r.b.Layers.Store(ctx, src)
 		switch {
 		case err != nil:
 			u.err = fmt.Errorf("storing the layer of step %d: %w", step, err)

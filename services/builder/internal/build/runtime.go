@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"github.com/opencontainers/go-digest"
@@ -36,16 +37,19 @@ type snapshots struct {
 	blobs BlobSource
 }
 
-func (s snapshots) Mount(ctx context.Context, layers []image.Layer, withInit bool) (Mount, error) {
+func (s snapshots) Mount(ctx context.Context, layers []image.Layer, mo MountOptions) (Mount, error) {
 	ls := make([]snapshot.Layer, len(layers))
 	for i, l := range layers {
 		blob := l.Blob.Digest
 		ls[i] = snapshot.Layer{DiffID: l.DiffID, Open: func(ctx context.Context) (io.ReadCloser, error) {
 			return s.blobs.Open(ctx, blob)
 		}}
+		if src, ok := mo.Tars[l.DiffID]; ok {
+			ls[i].Open = func(ctx context.Context) (io.ReadCloser, error) { return openTar(ctx, src), nil }
+		}
 	}
 	var opts []snapshot.PrepareOpt
-	if withInit {
+	if mo.Init {
 		opts = append(opts, snapshot.WithInit())
 	}
 	a, err := s.s.Prepare(ctx, ls, opts...)
@@ -74,25 +78,59 @@ func (a active) Commit(ctx context.Context, l image.Layer) (Snapshot, error) {
 	return a.s.Acquire(chain)
 }
 
-// LayerWriter writes diffs as gzip layers through sink.
+// DirTar is the layer tar of the changes a directory holds: an overlay
+// upper directory, or a committed snapshot's.
+func DirTar(dir string) TarSource {
+	return func(ctx context.Context, w io.Writer) error { return layer.Diff(ctx, dir, w) }
+}
+
+// openTar returns a reader of the tar src writes; closing it stops src.
+func openTar(ctx context.Context, src TarSource) io.ReadCloser {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(src(ctx, pw))
+	}()
+	return &tarReader{PipeReader: pr, done: done}
+}
+
+type tarReader struct {
+	*io.PipeReader
+	done chan struct{}
+}
+
+// Close stops the writer and waits for it, so nothing reads the tar's
+// sources after Close.
+func (r *tarReader) Close() error {
+	r.PipeReader.CloseWithError(errors.New("layer tar reader closed"))
+	<-r.done
+	return nil
+}
+
+// LayerWriter writes layer tars as gzip layers through sink.
 func LayerWriter(sink BlobSink) Layers { return layers{sink} }
 
 type layers struct{ sink BlobSink }
 
-func (l layers) DiffID(ctx context.Context, dir string) (image.Layer, error) {
-	u, err := layer.DiffID(ctx, dir)
+func (l layers) DiffID(ctx context.Context, src TarSource) (image.Layer, error) {
+	r := openTar(ctx, src)
+	defer r.Close()
+	u, err := layer.ReadDiffID(ctx, r)
 	if err != nil {
 		return image.Layer{}, err
 	}
 	return image.Layer{DiffID: u.DiffID, DiffSize: u.DiffSize}, nil
 }
 
-func (l layers) WriteDiff(ctx context.Context, upperDir string) (image.Layer, error) {
+func (l layers) Store(ctx context.Context, src TarSource) (image.Layer, error) {
 	w, err := l.sink(ctx, layer.MediaTypeGzip)
 	if err != nil {
 		return image.Layer{}, err
 	}
-	d, err := layer.WriteDiff(ctx, w, upperDir)
+	r := openTar(ctx, src)
+	defer r.Close()
+	d, err := layer.Write(ctx, w, r)
 	if err != nil {
 		return image.Layer{}, err
 	}

@@ -194,6 +194,18 @@ func (s *Store) Hold(ds []digest.Digest) (release func()) {
 	}
 }
 
+// Size returns the size of the content of d (NOT_FOUND when the store
+// does not hold it).
+func (s *Store) Size(d digest.Digest) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	loc, ok := s.index[d]
+	if !ok {
+		return 0, errdefs.NotFound("context content %s is not in the store", d)
+	}
+	return loc.size, nil
+}
+
 // Open opens the content of d.
 func (s *Store) Open(d digest.Digest) (io.ReadCloser, error) {
 	s.mu.Lock()

@@ -372,10 +372,18 @@ func DiffID(ctx context.Context, upperDir string) (Unpacked, error) {
 		defer close(done)
 		pw.CloseWithError(Diff(ctx, upperDir, pw))
 	}()
-	d := digest.SHA256.Digester()
-	size, err := copyTar(ctx, d.Hash(), pr, nil)
+	u, err := ReadDiffID(ctx, pr)
 	pr.CloseWithError(errors.New("diff ID reader stopped"))
 	<-done
+	return u, err
+}
+
+// ReadDiffID reads a layer tar to its end and returns its diff ID and
+// Docker's diff size, as DiffID does for a directory (INVALID_ARGUMENT for
+// a stream that is not a tar archive).
+func ReadDiffID(ctx context.Context, tarStream io.Reader) (Unpacked, error) {
+	d := digest.SHA256.Digester()
+	size, err := copyTar(ctx, d.Hash(), tarStream, nil)
 	if err != nil {
 		return Unpacked{}, err
 	}

@@ -1,0 +1,410 @@
+package build
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+)
+
+// A COPY from the build context whose files all land where the parent's
+// root filesystem has nothing yet (a new /app, or an empty WORKDIR) has a
+// layer that follows from the context alone: its files, made by the COPY,
+// and the directories above them that the COPY creates or that overlay
+// copies up because something is created inside them. Such a layer is
+// written as a tar straight from the context store — once for its diff ID,
+// once more, in the background, compressed into the blob store — and no
+// file is created for it unless a later step mounts it (its tar is then
+// unpacked like any layer). Creating thousands of small files is what a
+// large COPY into a mount spends its time on.
+//
+// Anything else — a destination through a symlink, a path that exists
+// already, sources that overlap, ADD's archives and downloads, heredocs,
+// --from, extended attributes on a directory above the destination — takes
+// the general way: the files are copied into the mount and the upper
+// directory becomes the layer.
+
+// copyLayerTar is the layer of a COPY written from the context store.
+type copyLayerTar struct {
+	store   *buildctx.Store
+	entries []layerEntry
+	// dirs are the directories the layer holds, by absolute path.
+	dirs map[string]bool
+}
+
+// layerEntry is one entry of the layer tar: its header as layer.Diff would
+// write it from an upper directory, and a regular file's content.
+type layerEntry struct {
+	path   string // absolute
+	hdr    tar.Header
+	digest digest.Digest
+}
+
+// hasDir reports whether the layer holds dir and every directory above it,
+// so that dir is a directory, not a symlink, over any parent layers.
+func (cl *copyLayerTar) hasDir(dir string) bool {
+	for p := path.Clean("/" + dir); p != "/"; p = path.Dir(p) {
+		if !cl.dirs[p] {
+			return false
+		}
+	}
+	return true
+}
+
+// write writes the layer tar to w; every call writes the same bytes.
+func (cl *copyLayerTar) write(ctx context.Context, w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	tw := tar.NewWriter(bw)
+	buf := make([]byte, 1<<20)
+	for i := range cl.entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e := &cl.entries[i]
+		hdr := e.hdr
+		if err := tw.WriteHeader(&hdr); err != nil {
+			return fmt.Errorf("writing the layer entry of %s: %w", e.path, err)
+		}
+		if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
+			continue
+		}
+		f, err := cl.store.Open(e.digest)
+		if err != nil {
+			return err
+		}
+		n, err := io.CopyBuffer(tw, io.LimitReader(onlyReader{f}, hdr.Size), buf)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("writing %s into the layer: %w", e.path, err)
+		}
+		if n != hdr.Size {
+			return fmt.Errorf("writing %s into the layer: its content has %d bytes, not %d", e.path, n, hdr.Size)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// onlyReader hides a reader's other methods, so that io.CopyBuffer uses the
+// buffer given.
+type onlyReader struct{ io.Reader }
+
+// pathState is what a path of the parent's root filesystem is.
+type pathState int
+
+const (
+	stateAbsent pathState = iota // nothing there, nor at a directory above it
+	stateDir                     // a directory, and so is every one above it
+	stateOther                   // a symlink or a file on the way, or there
+)
+
+// layerPlanner works out a copyLayerTar over a mounted root.
+type layerPlanner struct {
+	root  string
+	cp    *copyPlan
+	own   owner
+	now   time.Time
+	store *buildctx.Store
+
+	states  map[string]pathState
+	created map[string]*layerEntry
+	order   []string // created paths, in the order they were made
+	// touched are the existing directories that get an entry created
+	// directly inside them.
+	touched map[string]bool
+}
+
+// errNotFromContext stops planning a COPY's layer from the context: it is
+// not one this way handles, and takes the general one.
+var errNotFromContext = errors.New("the COPY's layer cannot be written from the context alone")
+
+// planCopyLayer returns the layer of a COPY from the context when it can be
+// written from the context store alone, and nil when the COPY must go into
+// the mount at root. now is the time the directories it creates get.
+func (r *run) planCopyLayer(st *step, root string, now time.Time) (*copyLayerTar, error) {
+	cp := st.copy
+	if cp.fromStage != nil || cp.fromImage != nil || r.b.Contexts == nil || r.b.copyIntoMounts {
+		return nil, nil
+	}
+	for _, f := range cp.files {
+		if f.entry == nil || f.unpack || f.name != "" || f.data != nil {
+			return nil, nil
+		}
+	}
+	p := &layerPlanner{
+		root: root, cp: cp, now: time.Unix(now.Unix(), 0), store: r.b.Contexts,
+		states: map[string]pathState{"/": stateDir}, created: map[string]*layerEntry{}, touched: map[string]bool{},
+	}
+	if cp.chown != "" {
+		o, err := resolveChown(root, cp.chown)
+		if err != nil {
+			return nil, nil // the general way reports it
+		}
+		p.own = o
+	}
+	if err := p.plan(r.req.Context); err != nil {
+		if errors.Is(err, errNotFromContext) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return p.layer()
+}
+
+func (p *layerPlanner) plan(bctx *buildctx.Context) error {
+	for _, f := range p.cp.files {
+		e := f.entry
+		if e.Mode.IsDir() {
+			dest := path.Clean(p.cp.dest)
+			if err := p.mkdirAll(dest); err != nil {
+				return err
+			}
+			err := bctx.Walk(e.Path, func(x *buildctx.Entry) error {
+				if x == e {
+					return nil
+				}
+				return p.add(path.Join(dest, relTo(e.Path, x.Path)), x)
+			})
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		destIsDir := false
+		if !p.cp.destDir {
+			st, err := p.state(path.Clean(p.cp.dest))
+			if err != nil {
+				return err
+			}
+			destIsDir = st == stateDir
+		}
+		dst := destFor(p.cp, path.Base(e.Path), destIsDir)
+		if err := p.mkdirAll(path.Dir(path.Clean(dst))); err != nil {
+			return err
+		}
+		if err := p.add(path.Clean(dst), e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// state looks p up in the root, one component at a time, never following
+// a symlink.
+func (p *layerPlanner) state(q string) (pathState, error) {
+	if s, ok := p.states[q]; ok {
+		return s, nil
+	}
+	parent, err := p.state(path.Dir(q))
+	if err != nil {
+		return 0, err
+	}
+	s := parent
+	if parent == stateDir {
+		var fi os.FileInfo
+		fi, err = os.Lstat(filepath.Join(p.root, q))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			s, err = stateAbsent, nil
+		case err != nil:
+			return 0, err
+		case fi.IsDir():
+			s = stateDir
+		default:
+			s = stateOther
+		}
+	}
+	p.states[q] = s
+	return s, nil
+}
+
+// mkdirAll makes dir and the directories above it that do not exist, as
+// the general way's mkdirAll: 0755, owned by the --chown owner or root.
+func (p *layerPlanner) mkdirAll(dir string) error {
+	if dir == "/" {
+		return nil
+	}
+	if e, ok := p.created[dir]; ok {
+		if e.hdr.Typeflag != tar.TypeDir {
+			return errNotFromContext
+		}
+		return nil
+	}
+	st, err := p.state(dir)
+	if err != nil {
+		return err
+	}
+	switch st {
+	case stateDir:
+		return nil
+	case stateOther:
+		return errNotFromContext
+	}
+	if err := p.mkdirAll(path.Dir(dir)); err != nil {
+		return err
+	}
+	return p.create(dir, tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: p.now}, "")
+}
+
+// add makes the context entry x at dst, as the general way's entry does.
+func (p *layerPlanner) add(dst string, x *buildctx.Entry) error {
+	mtime := time.Unix(0, x.ModTimeNano)
+	mtime = time.Unix(mtime.Unix(), 0)
+	switch {
+	case x.Mode.IsDir():
+		if x.ModTimeNano == 0 {
+			mtime = p.now // a directory the client's list only implies
+		}
+		return p.create(dst, tar.Header{Typeflag: tar.TypeDir, Mode: tarMode(p.mode(x.Mode)), ModTime: mtime}, "")
+	case x.Mode&fs.ModeSymlink != 0:
+		return p.create(dst, tar.Header{Typeflag: tar.TypeSymlink, Mode: 0o777, Linkname: x.LinkTarget, ModTime: mtime}, "")
+	case x.Mode.IsRegular():
+		size, err := p.store.Size(x.Digest)
+		if err != nil {
+			return err
+		}
+		return p.create(dst, tar.Header{Typeflag: tar.TypeReg, Mode: tarMode(p.mode(x.Mode)), Size: size, ModTime: mtime}, x.Digest)
+	default:
+		return errNotFromContext
+	}
+}
+
+func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode {
+	if p.cp.chmod != nil {
+		return *p.cp.chmod
+	}
+	return m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
+}
+
+// tarMode is m's permission and special bits as a tar header has them.
+func tarMode(m fs.FileMode) int64 {
+	mode := int64(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		mode |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		mode |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		mode |= 0o1000
+	}
+	return mode
+}
+
+// create records an entry the COPY makes at dst, where nothing may be yet.
+func (p *layerPlanner) create(dst string, hdr tar.Header, d digest.Digest) error {
+	if _, dup := p.created[dst]; dup {
+		return errNotFromContext // two sources meet: the general way decides
+	}
+	if strings.HasPrefix(path.Base(dst), ".wh.") {
+		return errNotFromContext // not representable; the general way refuses it
+	}
+	parent := path.Dir(dst)
+	if _, ok := p.created[parent]; !ok {
+		st, err := p.state(dst)
+		if err != nil {
+			return err
+		}
+		if st != stateAbsent {
+			return errNotFromContext
+		}
+		if parent != "/" {
+			p.touched[parent] = true
+		}
+	}
+	hdr.Uid, hdr.Gid = p.own.uid, p.own.gid
+	hdr.Name = strings.TrimPrefix(dst, "/")
+	if hdr.Typeflag == tar.TypeDir {
+		hdr.Name += "/"
+	}
+	p.created[dst] = &layerEntry{path: dst, hdr: hdr, digest: d}
+	p.order = append(p.order, dst)
+	return nil
+}
+
+// layer adds the existing directories above what was created (overlay
+// copies them up: same owner and mode, and a new mtime where an entry was
+// created directly inside) and orders the entries as layer.Diff walks an
+// upper directory.
+func (p *layerPlanner) layer() (*copyLayerTar, error) {
+	cl := &copyLayerTar{store: p.store, dirs: map[string]bool{}}
+	all := map[string]*layerEntry{}
+	for _, q := range p.order {
+		e := p.created[q]
+		all[q] = e
+		if e.hdr.Typeflag == tar.TypeDir {
+			cl.dirs[q] = true
+		}
+		for a := path.Dir(q); a != "/"; a = path.Dir(a) {
+			if _, ok := all[a]; ok {
+				continue
+			}
+			if _, ok := p.created[a]; ok {
+				continue
+			}
+			e, err := p.copiedUp(a)
+			if err != nil {
+				return nil, err
+			}
+			all[a] = e
+			cl.dirs[a] = true
+		}
+	}
+	paths := make([]string, 0, len(all))
+	for q := range all {
+		paths = append(paths, q)
+	}
+	slices.SortFunc(paths, walkOrder)
+	for _, q := range paths {
+		cl.entries = append(cl.entries, *all[q])
+	}
+	return cl, nil
+}
+
+// copiedUp is the entry of an existing directory that overlay copies up.
+func (p *layerPlanner) copiedUp(dir string) (*layerEntry, error) {
+	host := filepath.Join(p.root, dir)
+	var st unix.Stat_t
+	if err := unix.Lstat(host, &st); err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: host, Err: err}
+	}
+	if n, err := unix.Llistxattr(host, nil); err != nil && !errors.Is(err, unix.ENOTSUP) || n > 0 {
+		return nil, errNotFromContext // copy-up keeps extended attributes; the general way has them
+	}
+	mtime := time.Unix(st.Mtim.Sec, 0)
+	if p.touched[dir] {
+		mtime = p.now
+	}
+	return &layerEntry{path: dir, hdr: tar.Header{
+		Typeflag: tar.TypeDir, Name: strings.TrimPrefix(dir, "/") + "/", Mode: int64(st.Mode & 0o7777),
+		Uid: int(st.Uid), Gid: int(st.Gid), ModTime: mtime,
+	}}, nil
+}
+
+// walkOrder orders absolute paths as filepath.WalkDir visits them: by
+// name within a directory, each directory before what it holds.
+func walkOrder(a, b string) int {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		if c := strings.Compare(as[i], bs[i]); c != 0 {
+			return c
+		}
+	}
+	return len(as) - len(bs)
+}

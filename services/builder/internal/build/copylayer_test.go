@@ -1,0 +1,178 @@
+package build
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/snapshot"
+)
+
+// layerListing lists a layer blob's entries as "name type mode uid:gid
+// content link mtime", leaving out what may differ between a COPY written
+// from the context and one copied into a mount: directories' mtimes, and
+// the opaque markers overlay puts on directories it creates where nothing
+// was (both mean the same).
+func (e *env) layerListing(l image.Layer) []string {
+	e.t.Helper()
+	rc, err := e.blobs.Open(context.Background(), l.Blob.Digest)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	gz, err := gzip.NewReader(rc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if path.Base(h.Name) == ".wh..wh..opq" {
+			continue
+		}
+		b, _ := io.ReadAll(tr)
+		sum := sha256.Sum256(b)
+		v := fmt.Sprintf("%s %c %04o %d:%d", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid)
+		switch h.Typeflag {
+		case tar.TypeReg:
+			v += " " + hex.EncodeToString(sum[:6])
+		case tar.TypeSymlink:
+			v += " -> " + h.Linkname
+		}
+		if h.Typeflag != tar.TypeDir {
+			v += fmt.Sprintf(" @%d", h.ModTime.Unix())
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func (e *env) unpacked(l image.Layer, parents []image.Layer) bool {
+	var chain digest.Digest
+	for _, p := range append(slices.Clone(parents), l) {
+		chain = snapshot.ChainID(chain, p.DiffID)
+	}
+	for _, info := range e.snaps.List() {
+		if info.ChainID == chain {
+			return true
+		}
+	}
+	return false
+}
+
+// A COPY from the context whose files land where nothing is yet makes the
+// same layer whether it is written from the context store or copied into a
+// mount: same entries, modes, owners, contents and file mtimes, same diff
+// size. It creates no directory until a later step mounts the layer, and
+// then that step sees its files.
+func TestCopyFromContextMakesTheLayerCopyingWould(t *testing.T) {
+	base := append(busyboxLike(),
+		tarFile{name: "etc/conf.d/", dir: true, mode: 0o750},
+		tarFile{name: "etc/conf.d/old", body: "old\n", mode: 0o640},
+		tarFile{name: "opt/", dir: true, mode: 0o711},
+		tarFile{name: "opt/empty/", dir: true, mode: 0o700},
+		tarFile{name: "lnk", link: "/opt"},
+	)
+	files := []ctxFile{
+		{path: "Dockerfile", body: "x", mtime: 1_600_000_000_000_000_000},
+		{path: "app", dir: true, mode: 0o755, mtime: 1_600_000_001_000_000_000},
+		{path: "app/run.sh", body: "echo hi\n", mode: 0o755 | fs.ModeSetuid, uid: 1234, mtime: 1_600_000_002_500_000_000},
+		{path: "app/conf", dir: true, mode: 0o700, mtime: 1_600_000_003_000_000_000},
+		{path: "app/conf/a.txt", body: "a\n", mode: 0o600, mtime: 1_600_000_004_000_000_000},
+		{path: "app/conf/deep", dir: true, mode: 0o755, mtime: 1_600_000_005_000_000_000},
+		{path: "app/conf/deep/b", body: strings.Repeat("b", 3<<20), mtime: 1_600_000_006_000_000_000},
+		{path: "app/link", link: "run.sh", mtime: 1_600_000_007_000_000_000},
+		{path: "app/empty", dir: true, mode: 0o755, mtime: 1_600_000_008_000_000_000},
+		{path: "one.txt", body: "one\n", mtime: 1_600_000_009_000_000_000},
+	}
+	cases := []struct {
+		name, df string
+		// unpacked says which layers (by index among the image's layers)
+		// are unpacked in the snapshot store after the build, when COPY
+		// layers are written from the context where they can be: those
+		// copied into a mount, and those a later step mounted.
+		unpacked []bool
+	}{
+		{"whole context to a new directory", "FROM busybox\nCOPY . /app\n", []bool{true, false}},
+		{"directory under new parents, --chmod", "FROM busybox\nCOPY --chmod=0750 app /usr/local/share/app\n", []bool{true, false}},
+		{"file into an existing directory", "FROM busybox\nCOPY one.txt /etc/conf.d/\n", []bool{true, false}},
+		{"into an empty existing directory, --chown", "FROM busybox\nCOPY --chown=app:app app /opt/empty/\n", []bool{true, false}},
+		{"workdir then copies", "FROM busybox\nWORKDIR /w\nCOPY app/conf .\nCOPY one.txt ./\n", []bool{true, true, true, false}},
+		{"file to a new name", "FROM busybox\nCOPY one.txt /srv/one\n", []bool{true, false}},
+		{"over an existing file", "FROM busybox\nCOPY one.txt /etc/passwd\n", []bool{true, true}},
+		{"into a directory that has the name", "FROM busybox\nCOPY app /etc/\n", []bool{true, false}},
+		{"through a symlink", "FROM busybox\nCOPY one.txt /lnk/\n", []bool{true, true}},
+		{"two sources side by side", "FROM busybox\nCOPY app/conf one.txt /m/\n", []bool{true, false}},
+		{"sources that meet", "FROM busybox\nCOPY app/conf app/conf /m/\n", []bool{true, true}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var listings [2][][]string
+			var sizes [2][]int64
+			for i, general := range []bool{true, false} {
+				e := newEnv(t)
+				e.b.copyIntoMounts = general
+				e.importBase("busybox:latest", base)
+				res, _ := e.mustBuild(tc.df, e.context(files))
+				img := e.image(res.ImageID)
+				layers := img.Layers()
+				if len(layers) != len(tc.unpacked) {
+					t.Fatalf("%d layers, want %d", len(layers), len(tc.unpacked))
+				}
+				for j, l := range layers {
+					listings[i] = append(listings[i], e.layerListing(l))
+					sizes[i] = append(sizes[i], l.DiffSize)
+					if j == 0 {
+						continue
+					}
+					if want := general || tc.unpacked[j]; e.unpacked(l, layers[:j]) != want {
+						t.Errorf("layer %d unpacked = %v, want %v", j, !want, want)
+					}
+				}
+			}
+			if diff := cmp.Diff(listings[0], listings[1]); diff != "" {
+				t.Errorf("layers (-copied into the mount +written from the context):\n%s", diff)
+			}
+			if !slices.Equal(sizes[0], sizes[1]) {
+				t.Errorf("diff sizes %v copied into the mount, %v written from the context", sizes[0], sizes[1])
+			}
+		})
+	}
+}
+
+// Later steps mount a layer written from the context (unpacked from its
+// tar): a RUN sees its files, a WORKDIR it made needs no mount, and COPY
+// --from copies out of it.
+func TestLaterStepsSeeACopyWrittenFromTheContext(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c := e.context([]ctxFile{{path: "app", dir: true, mode: 0o755}, {path: "app/conf", dir: true, mode: 0o755}, {path: "app/conf/x", body: "x\n"}})
+	res, _ := e.mustBuild("FROM busybox AS a\nCOPY app /srv\nWORKDIR /srv/conf\nRUN test -e /srv/conf/x\n"+
+		"FROM busybox\nCOPY --from=a /srv/conf /copied\n", c)
+	files := e.files(e.image(res.ImageID))
+	if files["copied/x"] != "-rw-r--r-- 0:0 x\n" {
+		t.Errorf("copied/x = %q; files: %v", files["copied/x"], keys(files))
+	}
+	if len(e.sandbox.runs) != 1 {
+		t.Fatalf("%d RUN steps ran, want 1", len(e.sandbox.runs))
+	}
+}
