@@ -2,18 +2,23 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for VACUUM
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/harness"
@@ -54,41 +59,58 @@ func BenchmarkImageService(b *testing.B) {
 	ctx := context.Background()
 	backends := []struct {
 		name string
-		open func(b *testing.B) *sqlstore.DB
+		// open returns the store and, for a database server, a function
+		// returning the CPU time the server has used and one that settles
+		// the server after the images are recorded.
+		open func(b *testing.B) (db *sqlstore.DB, serverCPU func() time.Duration, settle func())
 	}{
-		{"sqlite", func(b *testing.B) *sqlstore.DB {
+		{"sqlite", func(b *testing.B) (*sqlstore.DB, func() time.Duration, func()) {
 			db, err := sqlstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "metadata.db"), log)
 			if err != nil {
 				b.Fatal(err)
 			}
-			return db
+			return db, nil, func() {}
 		}},
-		{"postgres", func(b *testing.B) *sqlstore.DB {
+		{"postgres", func(b *testing.B) (*sqlstore.DB, func() time.Duration, func()) {
 			pg := harness.StartPostgres(b)
 			db, err := sqlstore.OpenPostgres(ctx, pg.DSN, log)
 			if err != nil {
 				b.Fatal(err)
 			}
-			return db
+			// What autovacuum does soon after a bulk load, done before the
+			// measurements rather than during one of them: statistics, and
+			// the visibility map that lets a list page read the index alone.
+			settle := func() {
+				conn, err := sql.Open("pgx", pg.DSN)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer conn.Close()
+				if _, err := conn.ExecContext(ctx, `VACUUM ANALYZE`); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return db, postgresCPU(b, pg.Port), settle
 		}},
 	}
 	for _, be := range backends {
 		b.Run(be.name, func(b *testing.B) {
-			db := be.open(b)
+			db, serverCPU, settle := be.open(b)
 			b.Cleanup(func() { db.Close() })
 			start := time.Now()
 			ids := populate(b, db, n)
+			settle()
 			b.Logf("%s: recorded %d images in %v", be.name, n, time.Since(start).Round(time.Millisecond))
 			client := serve(b, image.New(db, image.Options{}), allBlobs{})
 
 			b.Run("GetImage", func(b *testing.B) {
-				measure(b, conc, dur, func(_ int, r *rand.Rand) error {
+				measure(b, conc, dur, serverCPU, func(_ int, r *rand.Rand) error {
 					_, err := client.GetImage(ctx, &metadatav1.GetImageRequest{Reference: fmt.Sprintf("bench/app:%d", r.IntN(n))})
 					return err
 				})
 			})
 			b.Run("TagImage", func(b *testing.B) {
-				measure(b, conc, dur, func(_ int, r *rand.Rand) error {
+				measure(b, conc, dur, serverCPU, func(_ int, r *rand.Rand) error {
 					_, err := client.TagImage(ctx, &metadatav1.TagImageRequest{Source: ids[r.IntN(n)], Target: fmt.Sprintf("bench/moving:%d", r.IntN(100))})
 					return err
 				})
@@ -96,7 +118,7 @@ func BenchmarkImageService(b *testing.B) {
 			b.Run("ListImages", func(b *testing.B) {
 				// Each worker pages through all images, 100 at a time.
 				tokens := make([]string, conc)
-				measure(b, conc, dur, func(w int, _ *rand.Rand) error {
+				measure(b, conc, dur, serverCPU, func(w int, _ *rand.Rand) error {
 					r, err := client.ListImages(ctx, &metadatav1.ListImagesRequest{PageSize: 100, PageToken: tokens[w]})
 					if err != nil {
 						return err
@@ -154,8 +176,11 @@ func populate(b *testing.B, db *sqlstore.DB, n int) []string {
 }
 
 // measure runs op from conc workers for dur after a short warm-up and
-// reports throughput and latency percentiles.
-func measure(b *testing.B, conc int, dur time.Duration, op func(worker int, r *rand.Rand) error) {
+// reports throughput, latency percentiles and CPU time per call: of this
+// process (client and server) and, when serverCPU is set, of the database
+// server. With STRATA_BENCH_CPUPROFILE set to a directory, it writes a CPU
+// profile of each timed run there.
+func measure(b *testing.B, conc int, dur time.Duration, serverCPU func() time.Duration, op func(worker int, r *rand.Rand) error) {
 	b.Helper()
 	run := func(d time.Duration) ([]time.Duration, time.Duration) {
 		var mu sync.Mutex
@@ -192,9 +217,28 @@ func measure(b *testing.B, conc int, dur time.Duration, op func(worker int, r *r
 		return all, time.Since(start)
 	}
 	run(dur / 6)
+	if dir := os.Getenv("STRATA_BENCH_CPUPROFILE"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "-")+".pprof"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var db0 time.Duration
+	if serverCPU != nil {
+		db0 = serverCPU()
+	}
 	cpu0 := cpuTime()
 	lat, elapsed := run(dur)
 	cpu := cpuTime() - cpu0
+	var dbCPU time.Duration
+	if serverCPU != nil {
+		dbCPU = serverCPU() - db0
+	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) float64 {
 		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
@@ -208,6 +252,73 @@ func measure(b *testing.B, conc int, dur time.Duration, op func(worker int, r *r
 	// shared: about GOMAXPROCS seconds of CPU per second.
 	cpuPerOp := float64(cpu.Microseconds()) / float64(len(lat))
 	b.ReportMetric(cpuPerOp, "cpu-µs/op")
+	dbPerOp := float64(dbCPU.Microseconds()) / float64(len(lat))
+	if serverCPU != nil {
+		b.ReportMetric(dbPerOp, "db-cpu-µs/op")
+	}
 	b.ReportMetric(0, "ns/op")
-	b.Logf("%d calls from %d workers in %v: %.0f/s, p50 %.2f ms, p99 %.2f ms, %.0f µs of CPU per call", len(lat), conc, elapsed.Round(time.Millisecond), opsPerSec, pct(0.5), pct(0.99), cpuPerOp)
+	server := ""
+	if serverCPU != nil {
+		server = fmt.Sprintf(" (+%.0f µs in the database server)", dbPerOp)
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	b.Logf("%d calls from %d workers in %v: %.0f/s, p50 %.2f ms, p99 %.2f ms, %.0f µs of CPU per call%s; load average %s",
+		len(lat), conc, elapsed.Round(time.Millisecond), opsPerSec, pct(0.5), pct(0.99), cpuPerOp, server, strings.Join(strings.Fields(string(load))[:3], " "))
+}
+
+// postgresCPU returns a function that reports the CPU time used by the
+// PostgreSQL server listening on port: its postmaster (with the backends it
+// has reaped) and its live processes.
+func postgresCPU(b *testing.B, port int) func() time.Duration {
+	b.Helper()
+	// The postmaster was started with "-p <port>" (lib/harness).
+	want := "\x00-p\x00" + strconv.Itoa(port) + "\x00"
+	postmaster := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		cmd, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(cmd), want) && strings.Contains(string(cmd), "postgres") {
+			postmaster, _ = strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			break
+		}
+	}
+	if postmaster == 0 {
+		b.Logf("PostgreSQL server on port %d not found; its CPU time is not reported", port)
+		return func() time.Duration { return 0 }
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	// stat returns the parent and the CPU ticks of a process, with those of
+	// its reaped children when children is set.
+	stat := func(pid string, children bool) (int, int64) {
+		raw, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return 0, 0
+		}
+		s := string(raw)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // from field 3, state
+		if len(f) < 15 {
+			return 0, 0
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		var ticks int64
+		last := 12 // utime, stime
+		if children {
+			last = 14 // cutime, cstime
+		}
+		for _, v := range f[11 : last+1] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+		return ppid, ticks
+	}
+	return func() time.Duration {
+		_, total := stat(strconv.Itoa(postmaster), true)
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			if ppid, ticks := stat(filepath.Base(d), false); ppid == postmaster {
+				total += ticks
+			}
+		}
+		return time.Duration(total) * tick
+	}
 }
