@@ -15,8 +15,21 @@ type Backend interface {
 	// transaction, Update rolls back and runs fn again, so fn must have no
 	// effect outside the transaction.
 	Update(ctx context.Context, fn func(Tx) error) error
+	// UpdateRows is Update for a fn that writes every row its decisions rest
+	// on, as a tag move writes the reference and the rows of the images it
+	// leaves and joins: two such transactions that decide on the same row
+	// write it both, and one of them is rolled back and run again. It runs
+	// under snapshot isolation, which spares fn the conflicts that
+	// serializable isolation finds between transactions that share no row
+	// (PostgreSQL tracks reads per index page, so moves of two different
+	// tags would conflict). Where writers take turns (SQLite) it is Update.
+	UpdateRows(ctx context.Context, fn func(Tx) error) error
 	// View runs fn in a read-only transaction.
 	View(ctx context.Context, fn func(Tx) error) error
+	// ViewSingle runs fn, which must run exactly one read query of the Tx,
+	// outside any transaction: one statement reads one consistent state,
+	// and the database is spared the transaction's round trips.
+	ViewSingle(ctx context.Context, fn func(Tx) error) error
 	// EventsAfter returns up to limit events with a sequence number above
 	// seq, in order, and the sequence number of the last one (seq when there
 	// are none). Events appear only once the transaction that appended them
@@ -65,6 +78,9 @@ type Tx interface {
 	// ImageAndRefs returns what Image returns and the image's references,
 	// sorted by Name, in one read.
 	ImageAndRefs(ctx context.Context, id string) (*metadatav1.Image, []Ref, error)
+	// ImageByName returns what ImageAndRefs returns for the image a
+	// normalized reference points at, in one read.
+	ImageByName(ctx context.Context, name string) (*metadatav1.Image, []Ref, error)
 	// ImageIDsWithPrefix returns up to limit image IDs whose hex digits
 	// start with hexPrefix.
 	ImageIDsWithPrefix(ctx context.Context, hexPrefix string, limit int) ([]string, error)
@@ -81,15 +97,14 @@ type Tx interface {
 	// ChainInUse reports whether any image has the chain ID among its
 	// layers.
 	ChainInUse(ctx context.Context, chainID string) (bool, error)
-	// SetLastTagTime records when a tag last moved onto an image.
-	SetLastTagTime(ctx context.Context, id string, t time.Time) error
 
 	// Resolve returns the image a normalized reference points at.
 	Resolve(ctx context.Context, name string) (string, error)
 	// Refs returns the references of the images, each list sorted by Name.
 	Refs(ctx context.Context, ids []string) (map[string][]Ref, error)
 	// SetRef points a reference at an image, replacing what it pointed at,
-	// and returns the previous image ID ("" when it is new).
+	// and returns the previous image ID ("" when it is new). For a tag, now
+	// becomes the image's last tag time.
 	SetRef(ctx context.Context, ref Ref, now time.Time) (string, error)
 	// DeleteRef removes a reference and returns the image it pointed at.
 	DeleteRef(ctx context.Context, name string) (string, error)

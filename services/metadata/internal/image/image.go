@@ -69,7 +69,16 @@ func (s *Service) wakeChan() <-chan struct{} {
 
 // update runs fn in a write transaction and wakes the watchers after it.
 func (s *Service) update(ctx context.Context, fn func(Tx) error) error {
-	err := s.b.Update(ctx, fn)
+	return s.woke(s.b.Update(ctx, fn))
+}
+
+// updateRows is update through Backend.UpdateRows.
+func (s *Service) updateRows(ctx context.Context, fn func(Tx) error) error {
+	return s.woke(s.b.UpdateRows(ctx, fn))
+}
+
+// woke wakes the watchers after a write that committed (err nil).
+func (s *Service) woke(err error) error {
 	if err == nil {
 		s.committed()
 	}
@@ -223,9 +232,6 @@ func (s *Service) setTag(ctx context.Context, tx Tx, r reference.Reference, id s
 	if _, err := tx.SetRef(ctx, Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id, IsTag: true}, now); err != nil {
 		return err
 	}
-	if err := tx.SetLastTagTime(ctx, id, now); err != nil {
-		return err
-	}
 	return tx.AppendEvent(ctx, event(now, metadatav1.EventAction_EVENT_ACTION_TAG, id, r.Familiar(), nil))
 }
 
@@ -234,6 +240,9 @@ func event(t time.Time, action metadatav1.EventAction, id, ref string, attrs map
 }
 
 func (s *Service) GetImage(ctx context.Context, ref string) (*metadatav1.Image, error) {
+	if img, ok := s.lookup(ctx, ref); ok {
+		return img, nil
+	}
 	var out *metadatav1.Image
 	err := s.b.View(ctx, func(tx Tx) error {
 		id, err := s.resolve(ctx, tx, ref)
@@ -247,6 +256,32 @@ func (s *Service) GetImage(ctx context.Context, ref string) (*metadatav1.Image, 
 		return err
 	})
 	return out, err
+}
+
+// lookup finds the image a full image ID or a reference names in one read
+// of the database: the common case of GetImage. It reports false, leaving
+// the rest of Docker's resolution and the errors to GetImage, when there is
+// no such image or the read fails.
+func (s *Service) lookup(ctx context.Context, in string) (*metadatav1.Image, bool) {
+	var img *metadatav1.Image
+	var refs []Ref
+	err := s.b.ViewSingle(ctx, func(tx Tx) error {
+		var err error
+		if id, ok := reference.ParseID(in); ok {
+			img, refs, err = tx.ImageAndRefs(ctx, id.String())
+			return err
+		}
+		r, err := reference.ParseDefaultTag(in)
+		if err != nil {
+			return err
+		}
+		img, refs, err = tx.ImageByName(ctx, r.String())
+		return err
+	})
+	if err != nil {
+		return nil, false
+	}
+	return withRefs(img, refs), true
 }
 
 func (s *Service) InspectImage(ctx context.Context, ref string) (*metadatav1.ImageInspect, []byte, error) {
@@ -337,7 +372,9 @@ func (s *Service) TagImage(ctx context.Context, source, target string) (string, 
 		return "", "", err
 	}
 	var id string
-	err = s.update(ctx, func(tx Tx) error {
+	// A tag move writes the tag's row and the rows of both images, which is
+	// all it decides on (UpdateRows).
+	err = s.updateRows(ctx, func(tx Tx) error {
 		id, err = s.resolve(ctx, tx, source)
 		if err != nil {
 			return err
@@ -356,7 +393,7 @@ func (s *Service) UntagImage(ctx context.Context, in string) (string, error) {
 		return "", err
 	}
 	var id string
-	err = s.update(ctx, func(tx Tx) error {
+	err = s.updateRows(ctx, func(tx Tx) error {
 		id, err = tx.DeleteRef(ctx, r.String())
 		if errdefs.IsNotFound(err) {
 			return errdefs.NotFound("No such image: %s", r.Familiar()).WithReason("TAG_NOT_FOUND").WithDetail("reference", in)

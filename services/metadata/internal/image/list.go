@@ -57,9 +57,16 @@ func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadata
 		q.CreatedBefore = &t
 	}
 
+	// A page without before/since images to look up and without globs to
+	// apply here is one query (see the loop below), which needs no
+	// transaction.
+	view := s.b.View
+	if size > 0 && len(f.patterns) == 0 && len(f.before) == 0 && len(f.since) == 0 {
+		view = s.b.ViewSingle
+	}
 	var out []*metadatav1.ImageSummary
 	next := ""
-	err = s.b.View(ctx, func(tx Tx) error {
+	err = view(ctx, func(tx Tx) error {
 		out, next = nil, ""
 		for _, b := range f.before {
 			t, err := s.createdOf(ctx, tx, b)

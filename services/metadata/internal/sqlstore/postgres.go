@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -27,8 +28,9 @@ const eventsChannel = "strata_events"
 
 // postgresDialect runs writers SERIALIZABLE (retrying serialization
 // failures), so that Docker's multi-step rules (delete unless a child
-// exists, move a tag) hold across replicas, and wakes watchers of every
-// replica with LISTEN/NOTIFY.
+// exists, no image for a blob being collected) hold across replicas, and
+// those that write every row they decide on (tag moves) REPEATABLE READ;
+// it wakes watchers of every replica with LISTEN/NOTIFY.
 type postgresDialect struct {
 	db     *sql.DB
 	cfg    *pgx.ConnConfig
@@ -43,13 +45,19 @@ type postgresDialect struct {
 // OpenPostgres connects to PostgreSQL and applies the schema migrations
 // (under an advisory lock, so replicas starting together apply them once).
 func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	// pgxpool's parser takes pgx's DSN and its pool settings, of which the
+	// pool uses pool_max_conns (default: 4, or the number of CPUs if
+	// more). A few connections serve best: PostgreSQL runs a process per
+	// busy connection, and more of them than cores only queue for the CPU
+	// with locks held, where requests queued for a connection wait cheaply.
+	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parsing the PostgreSQL DSN: %w", err)
 	}
+	cfg := pcfg.ConnConfig
 	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(32)
-	db.SetMaxIdleConns(32)
+	db.SetMaxOpenConns(int(pcfg.MaxConns))
+	db.SetMaxIdleConns(int(pcfg.MaxConns))
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
@@ -76,9 +84,18 @@ func (d *postgresDialect) writer() (*sql.DB, *sql.TxOptions) {
 	return d.db, &sql.TxOptions{Isolation: sql.LevelSerializable}
 }
 
+// rowWriter runs REPEATABLE READ: PostgreSQL rolls back a transaction
+// that writes a row a concurrent one has written (serialization_failure,
+// retried).
+func (d *postgresDialect) rowWriter() (*sql.DB, *sql.TxOptions) {
+	return d.db, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}
+}
+
 func (d *postgresDialect) reader() (*sql.DB, *sql.TxOptions) {
 	return d.db, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
 }
+
+func (d *postgresDialect) driverPrepares() bool { return true }
 
 func (d *postgresDialect) retryable(err error) bool {
 	var e *pgconn.PgError

@@ -71,7 +71,11 @@ func (d *sqliteDialect) name() string { return "sqlite" }
 
 func (d *sqliteDialect) writer() (*sql.DB, *sql.TxOptions) { return d.write, nil }
 
+func (d *sqliteDialect) rowWriter() (*sql.DB, *sql.TxOptions) { return d.write, nil }
+
 func (d *sqliteDialect) reader() (*sql.DB, *sql.TxOptions) { return d.read, nil }
+
+func (d *sqliteDialect) driverPrepares() bool { return false }
 
 func (d *sqliteDialect) retryable(err error) bool {
 	var e *sqlite.Error

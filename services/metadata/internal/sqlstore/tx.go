@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,33 +20,68 @@ import (
 // txn implements image.Tx. Queries use $N placeholders, which both
 // PostgreSQL and modernc.org/sqlite bind by number.
 type txn struct {
-	tx    *sql.Tx
-	d     dialect
+	// tx is the transaction; nil for a single statement on the pool.
+	tx *sql.Tx
+	q  queryer // tx, or the pool
+	d  dialect
+	// stmts prepares the fixed queries; nil where the driver caches
+	// prepared statements itself (pgx).
 	stmts *stmtCache
+	// statements counts the statements run, which a single-statement read
+	// checks.
+	statements int
+}
+
+// queryer is what *sql.Tx and *sql.DB share.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
 // The fixed queries run as prepared statements once prepared (see
-// stmtCache); until then, and for queries built at run time, directly.
+// stmtCache); until then, and for queries built at run time (direct),
+// unprepared.
+
+// prepared returns the prepared statement of q for this transaction, or nil.
+func (t *txn) prepared(ctx context.Context, q string) *sql.Stmt {
+	t.statements++
+	if t.stmts == nil {
+		return nil
+	}
+	st := t.stmts.get(q)
+	if st == nil || t.tx == nil {
+		return st
+	}
+	return t.tx.StmtContext(ctx, st)
+}
 
 func (t *txn) queryRow(ctx context.Context, q string, a ...any) *sql.Row {
-	if st := t.stmts.get(q); st != nil {
-		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, a...)
+	if st := t.prepared(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, a...)
 	}
-	return t.tx.QueryRowContext(ctx, q, a...)
+	return t.q.QueryRowContext(ctx, q, a...)
 }
 
 func (t *txn) query(ctx context.Context, q string, a ...any) (*sql.Rows, error) {
-	if st := t.stmts.get(q); st != nil {
-		return t.tx.StmtContext(ctx, st).QueryContext(ctx, a...)
+	if st := t.prepared(ctx, q); st != nil {
+		return st.QueryContext(ctx, a...)
 	}
-	return t.tx.QueryContext(ctx, q, a...)
+	return t.q.QueryContext(ctx, q, a...)
 }
 
 func (t *txn) exec(ctx context.Context, q string, a ...any) (sql.Result, error) {
-	if st := t.stmts.get(q); st != nil {
-		return t.tx.StmtContext(ctx, st).ExecContext(ctx, a...)
+	if st := t.prepared(ctx, q); st != nil {
+		return st.ExecContext(ctx, a...)
 	}
-	return t.tx.ExecContext(ctx, q, a...)
+	return t.q.ExecContext(ctx, q, a...)
+}
+
+// direct returns what runs a query built at run time, which is not worth
+// preparing.
+func (t *txn) direct() queryer {
+	t.statements++
+	return t.q
 }
 
 var _ image.Tx = (*txn)(nil)
@@ -125,12 +159,25 @@ func (t *txn) Image(ctx context.Context, id string) (*metadatav1.Image, error) {
 }
 
 func (t *txn) ImageAndRefs(ctx context.Context, id string) (*metadatav1.Image, []image.Ref, error) {
+	row := t.queryRow(ctx, `SELECT id, record, recorded_at, last_tag_time, refs FROM images WHERE id = $1`, id)
+	return scanImage(row, id)
+}
+
+func (t *txn) ImageByName(ctx context.Context, name string) (*metadatav1.Image, []image.Ref, error) {
+	row := t.queryRow(ctx, `SELECT i.id, i.record, i.recorded_at, i.last_tag_time, i.refs FROM refs r JOIN images i ON i.id = r.image_id WHERE r.name = $1`, name)
+	return scanImage(row, name)
+}
+
+// scanImage reads an image row (id, record, recorded_at, last_tag_time,
+// refs); what names the image it.
+func scanImage(row *sql.Row, what string) (*metadatav1.Image, []image.Ref, error) {
+	var id string
 	var rec []byte
 	var recorded, tagged int64
 	var refs string
-	err := t.queryRow(ctx, `SELECT record, recorded_at, last_tag_time, refs FROM images WHERE id = $1`, id).Scan(&rec, &recorded, &tagged, &refs)
+	err := row.Scan(&id, &rec, &recorded, &tagged, &refs)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, errdefs.NotFound("No such image: %s", id).WithReason("IMAGE_NOT_FOUND").WithDetail("image", id)
+		return nil, nil, errdefs.NotFound("No such image: %s", what).WithReason("IMAGE_NOT_FOUND").WithDetail("image", what)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -260,7 +307,7 @@ func (t *txn) insertRows(ctx context.Context, table string, rows [][]any) error 
 			b.WriteString(in(len(a)+1, len(r)))
 			a = append(a, r...)
 		}
-		if _, err := t.tx.ExecContext(ctx, b.String(), a...); err != nil {
+		if _, err := t.direct().ExecContext(ctx, b.String(), a...); err != nil {
 			return err
 		}
 		rows = rows[n:]
@@ -287,7 +334,7 @@ func (t *txn) DeleteImage(ctx context.Context, id string) error {
 
 func (t *txn) exists(ctx context.Context, q string, a ...any) (bool, error) {
 	var one int
-	err := t.tx.QueryRowContext(ctx, q, a...).Scan(&one)
+	err := t.direct().QueryRowContext(ctx, q, a...).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -319,11 +366,6 @@ func (t *txn) ChainIDs(ctx context.Context, id string) ([]string, []int64, error
 
 func (t *txn) ChainInUse(ctx context.Context, chainID string) (bool, error) {
 	return t.exists(ctx, `SELECT 1 FROM layers WHERE chain_id = $1 LIMIT 1`, chainID)
-}
-
-func (t *txn) SetLastTagTime(ctx context.Context, id string, at time.Time) error {
-	_, err := t.exec(ctx, `UPDATE images SET last_tag_time = $1 WHERE id = $2`, at.UnixNano(), id)
-	return err
 }
 
 func (t *txn) Resolve(ctx context.Context, name string) (string, error) {
@@ -371,57 +413,49 @@ func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, e
 	if r.IsTag {
 		tag = 1
 	}
+	// The name determines familiar and is_tag: a move changes the image
+	// (and SQLite then leaves the index of familiar names alone).
 	_, err = t.exec(ctx, `INSERT INTO refs (name, familiar, image_id, is_tag, created) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (name) DO UPDATE SET familiar = excluded.familiar, image_id = excluded.image_id, is_tag = excluded.is_tag, created = excluded.created`,
+		ON CONFLICT (name) DO UPDATE SET image_id = excluded.image_id, created = excluded.created`,
 		r.Name, r.Familiar, r.ImageID, tag, now.UnixNano())
-	if err != nil || prev == r.ImageID {
-		return prev, err
+	if err != nil {
+		return "", err
 	}
-	if prev != "" {
-		if err := t.countRef(ctx, prev, tag, -1); err != nil {
-			return "", err
-		}
+	if prev == r.ImageID && !r.IsTag {
+		return prev, nil // the image's references are what they were
 	}
-	return prev, t.countRef(ctx, r.ImageID, tag, 1)
+	var tagged int64
+	if r.IsTag {
+		tagged = now.UnixNano()
+	}
+	return prev, t.refColumns(ctx, r.ImageID, prev, tagged)
 }
 
-// countRef moves the reference counters of an image by delta and rewrites
-// its refs column.
-func (t *txn) countRef(ctx context.Context, id string, tag, delta int) error {
-	rows, err := t.query(ctx, `SELECT name, familiar, is_tag FROM refs WHERE image_id = $1 ORDER BY name`, id)
-	if err != nil {
-		return err
-	}
-	var lines []string
-	for rows.Next() {
-		var name, familiar string
-		var isTag int
-		if err := rows.Scan(&name, &familiar, &isTag); err != nil {
-			rows.Close()
-			return err
-		}
-		lines = append(lines, name+"\t"+familiar+"\t"+strconv.Itoa(isTag))
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	refs := strings.Join(lines, "\n")
-	_, err = t.exec(ctx, `UPDATE images SET ref_count = ref_count + $1, tag_count = tag_count + $2, refs = $3 WHERE id = $4`, delta, tag*delta, refs, id)
+// refColumns recomputes the reference columns (refs, ref_count, tag_count)
+// of images a and b ("" for none) from the refs table, in one statement,
+// and sets the last tag time of a to tagged unless it is 0. Every change of
+// references writes the rows of the images it concerns: transactions that
+// change references of one image conflict (see image.Backend.UpdateRows).
+func (t *txn) refColumns(ctx context.Context, a, b string, tagged int64) error {
+	_, err := t.exec(ctx, `UPDATE images SET
+		refs = COALESCE((SELECT string_agg(r.name || $3 || r.familiar || $3 || r.is_tag, $4 ORDER BY r.name) FROM refs r WHERE r.image_id = images.id), ''),
+		ref_count = (SELECT COUNT(*) FROM refs r WHERE r.image_id = images.id),
+		tag_count = (SELECT COUNT(*) FROM refs r WHERE r.image_id = images.id AND r.is_tag = 1),
+		last_tag_time = CASE WHEN images.id = $1 AND CAST($5 AS BIGINT) <> 0 THEN CAST($5 AS BIGINT) ELSE images.last_tag_time END
+		WHERE id IN ($1, $2)`, a, b, "\t", "\n", tagged)
 	return err
 }
 
 func (t *txn) DeleteRef(ctx context.Context, name string) (string, error) {
 	var id string
-	var tag int
-	err := t.queryRow(ctx, `DELETE FROM refs WHERE name = $1 RETURNING image_id, is_tag`, name).Scan(&id, &tag)
+	err := t.queryRow(ctx, `DELETE FROM refs WHERE name = $1 RETURNING image_id`, name).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errdefs.NotFound("No such image: %s", name).WithReason("TAG_NOT_FOUND")
 	}
 	if err != nil {
 		return "", err
 	}
-	return id, t.countRef(ctx, id, tag, -1)
+	return id, t.refColumns(ctx, id, "", 0)
 }
 
 func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRow, error) {
@@ -475,7 +509,7 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 		stmt += " WHERE " + strings.Join(where, " AND ")
 	}
 	stmt += " ORDER BY i.created DESC, i.id DESC LIMIT " + arg(q.Limit)
-	rows, err := t.tx.QueryContext(ctx, stmt, a...)
+	rows, err := t.direct().QueryContext(ctx, stmt, a...)
 	if err != nil {
 		return nil, err
 	}
@@ -503,7 +537,7 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 func (t *txn) Labels(ctx context.Context, ids []string) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
 	for _, c := range chunks(ids, chunk) {
-		rows, err := t.tx.QueryContext(ctx, `SELECT image_id, key, value FROM labels WHERE image_id IN `+in(1, len(c)), args(c)...)
+		rows, err := t.direct().QueryContext(ctx, `SELECT image_id, key, value FROM labels WHERE image_id IN `+in(1, len(c)), args(c)...)
 		if err != nil {
 			return nil, err
 		}
@@ -576,7 +610,7 @@ func scanCache(rows *sql.Rows) ([]*metadatav1.CacheRecord, error) {
 func (t *txn) CacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error) {
 	var out []*metadatav1.CacheRecord
 	for _, c := range chunks(keys, chunk) {
-		rows, err := t.tx.QueryContext(ctx, `SELECT c.key, c.image_id, c.description, c.size, c.created, c.last_used
+		rows, err := t.direct().QueryContext(ctx, `SELECT c.key, c.image_id, c.description, c.size, c.created, c.last_used
 			FROM cache_records c JOIN images i ON i.id = c.image_id WHERE c.key IN `+in(1, len(c)), args(c)...)
 		if err != nil {
 			return nil, err
@@ -593,7 +627,7 @@ func (t *txn) CacheRecords(ctx context.Context, keys []string) ([]*metadatav1.Ca
 func (t *txn) TouchCacheRecords(ctx context.Context, keys []string, at time.Time) error {
 	for _, c := range chunks(keys, chunk) {
 		a := append([]any{at.UnixNano()}, args(c)...)
-		if _, err := t.tx.ExecContext(ctx, `UPDATE cache_records SET last_used = $1 WHERE key IN `+in(2, len(c)), a...); err != nil {
+		if _, err := t.direct().ExecContext(ctx, `UPDATE cache_records SET last_used = $1 WHERE key IN `+in(2, len(c)), a...); err != nil {
 			return err
 		}
 	}
@@ -607,7 +641,7 @@ func (t *txn) ListCacheRecords(ctx context.Context, after *image.CachePosition, 
 		q += ` WHERE last_used < $2 OR (last_used = $2 AND key < $3)`
 		a = append(a, after.LastUsed, after.Key)
 	}
-	rows, err := t.tx.QueryContext(ctx, q+` ORDER BY last_used DESC, key DESC LIMIT $1`, a...)
+	rows, err := t.direct().QueryContext(ctx, q+` ORDER BY last_used DESC, key DESC LIMIT $1`, a...)
 	if err != nil {
 		return nil, err
 	}
@@ -619,7 +653,7 @@ func (t *txn) DeleteCacheRecords(ctx context.Context, before time.Time) ([]strin
 	if !before.IsZero() {
 		q, a = `DELETE FROM cache_records WHERE last_used < $1 RETURNING key`, []any{before.UnixNano()}
 	}
-	rows, err := t.tx.QueryContext(ctx, q, a...)
+	rows, err := t.direct().QueryContext(ctx, q, a...)
 	if err != nil {
 		return nil, err
 	}
@@ -637,7 +671,7 @@ func (t *txn) ReferencedBlobs(ctx context.Context, after string, limit int) ([]s
 func (t *txn) Referenced(ctx context.Context, digests []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, c := range chunks(digests, chunk) {
-		rows, err := t.tx.QueryContext(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest IN `+in(1, len(c)), args(c)...)
+		rows, err := t.direct().QueryContext(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest IN `+in(1, len(c)), args(c)...)
 		if err != nil {
 			return nil, err
 		}
@@ -671,7 +705,7 @@ func (t *txn) Usage(ctx context.Context) (image.Usage, error) {
 		{`SELECT COUNT(*), COALESCE(SUM(size), 0) FROM cache_records WHERE image_id IN (SELECT image_id FROM refs WHERE is_tag = 1)`, []any{&u.ActiveCacheRecords, &u.CacheReclaimable}},
 	}
 	for _, q := range queries {
-		if err := t.tx.QueryRowContext(ctx, q.q).Scan(q.dest...); err != nil {
+		if err := t.direct().QueryRowContext(ctx, q.q).Scan(q.dest...); err != nil {
 			return u, err
 		}
 	}
@@ -712,7 +746,7 @@ func (t *txn) Collected(ctx context.Context, digests []string, since time.Time) 
 	var out []string
 	for _, c := range chunks(digests, chunk) {
 		a := append([]any{since.UnixNano()}, args(c)...)
-		rows, err := t.tx.QueryContext(ctx, `SELECT digest FROM gc_marks WHERE (deleted_at = 0 OR deleted_at >= $1) AND digest IN `+in(2, len(c)), a...)
+		rows, err := t.direct().QueryContext(ctx, `SELECT digest FROM gc_marks WHERE (deleted_at = 0 OR deleted_at >= $1) AND digest IN `+in(2, len(c)), a...)
 		if err != nil {
 			return nil, err
 		}
