@@ -30,14 +30,15 @@ type Backend interface {
 	// outside any transaction: one statement reads one consistent state,
 	// and the database is spared the transaction's round trips.
 	ViewSingle(ctx context.Context, fn func(Tx) error) error
-	// EventsAfter returns up to limit events with a sequence number above
-	// seq, in order, and the sequence number of the last one (seq when there
-	// are none). Events appear only once the transaction that appended them
-	// has committed, in sequence order.
-	EventsAfter(ctx context.Context, seq int64, limit int) ([]*metadatav1.Event, int64, error)
-	// LastEventSeq returns the sequence number of the newest event, and of
-	// the newest event before the given time.
-	LastEventSeq(ctx context.Context, before time.Time) (last, beforeSeq int64, err error)
+	// EventsAfter returns up to limit events after the position pos, and
+	// the position after the last one (pos when there are none). An event
+	// appears once the transaction that appended it has committed, and
+	// never before an event whose transaction committed before its own
+	// began.
+	EventsAfter(ctx context.Context, pos EventPosition, limit int) ([]*metadatav1.Event, EventPosition, error)
+	// EventPosition returns the position after the events committed so
+	// far, or, when since is set, after the last event older than since.
+	EventPosition(ctx context.Context, since time.Time) (EventPosition, error)
 	// EventsNotify returns a channel that is closed when another replica
 	// may have appended events (take it before reading events, then wait on
 	// it); nil when the backend cannot tell, and watchers poll.
@@ -45,6 +46,9 @@ type Backend interface {
 	// Close releases the database.
 	Close() error
 }
+
+// EventPosition is a place in the event log, in the backend's own terms.
+type EventPosition string
 
 // NewImage is an image row to insert, with what the backend indexes.
 type NewImage struct {

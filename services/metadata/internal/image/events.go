@@ -95,26 +95,22 @@ func (s *Service) ValidateEventFilters(filters []*metadatav1.Filter) error {
 	return err
 }
 
-// EventCursor returns the position in the event log of since: the newest
-// event when since is zero, else the last event before it. Events appended
-// after EventCursor returns come after the position.
-func (s *Service) EventCursor(ctx context.Context, since time.Time) (int64, error) {
-	last, before, err := s.b.LastEventSeq(ctx, since)
-	if since.IsZero() {
-		return last, err
-	}
-	return before, err
+// EventCursor returns the position in the event log of since: after the
+// newest event when since is zero, else after the last event before it.
+// Events appended after EventCursor returns come after the position.
+func (s *Service) EventCursor(ctx context.Context, since time.Time) (EventPosition, error) {
+	return s.b.EventPosition(ctx, since)
 }
 
 // WatchEventsFrom is WatchEvents from a position EventCursor returned.
-func (s *Service) WatchEventsFrom(ctx context.Context, seq int64, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error {
+func (s *Service) WatchEventsFrom(ctx context.Context, pos EventPosition, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error {
 	f, err := parseEventFilters(filters)
 	if err != nil {
 		return err
 	}
 	for {
 		wake, remote := s.wakeChan(), s.b.EventsNotify()
-		evs, next, err := s.b.EventsAfter(ctx, seq, eventBatch)
+		evs, next, err := s.b.EventsAfter(ctx, pos, eventBatch)
 		if err != nil {
 			return err
 		}
@@ -125,7 +121,7 @@ func (s *Service) WatchEventsFrom(ctx context.Context, seq int64, filters []*met
 				}
 			}
 		}
-		seq = next
+		pos = next
 		if len(evs) == eventBatch {
 			continue
 		}

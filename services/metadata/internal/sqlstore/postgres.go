@@ -16,11 +16,9 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// Advisory lock keys.
-const (
-	migrateLock = 0x5354524d // "STRM"
-	eventsLock  = 0x53545245 // "STRE"
-)
+// migrateLock is the advisory lock key that replicas take to migrate the
+// schema.
+const migrateLock = 0x5354524d // "STRM"
 
 // eventsChannel is the LISTEN/NOTIFY channel that tells replicas an event
 // was appended.
@@ -32,11 +30,12 @@ const eventsChannel = "strata_events"
 // those that write every row they decide on (tag moves) REPEATABLE READ;
 // it wakes watchers of every replica with LISTEN/NOTIFY.
 type postgresDialect struct {
-	db     *sql.DB
-	cfg    *pgx.ConnConfig
-	log    *slog.Logger
-	cancel context.CancelFunc
-	done   chan struct{}
+	db      *sql.DB
+	cfg     *pgx.ConnConfig
+	log     *slog.Logger
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // listen and notify
+	pending chan struct{}  // a notification is due
 
 	mu     sync.Mutex
 	notify chan struct{} // closed and replaced on each notification
@@ -64,7 +63,7 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d: %w", cfg.Host, cfg.Port, err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
-	d := &postgresDialect{db: db, cfg: cfg, log: log, cancel: cancel, done: make(chan struct{}), notify: make(chan struct{})}
+	d := &postgresDialect{db: db, cfg: cfg, log: log, cancel: cancel, pending: make(chan struct{}, 1), notify: make(chan struct{})}
 	lock := func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock)
 		return err
@@ -74,7 +73,15 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 		db.Close()
 		return nil, fmt.Errorf("migrating the PostgreSQL schema: %w", err)
 	}
-	go d.listen(lctx)
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		d.listen(lctx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.notifyReplicas(lctx)
+	}()
 	return &DB{d: d, read: db, log: log}, nil
 }
 
@@ -114,20 +121,8 @@ func (d *postgresDialect) unavailable(err error) bool {
 	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, sql.ErrConnDone) || pgconn.SafeToRetry(err)
 }
 
-func (d *postgresDialect) lockEvents(ctx context.Context, tx *sql.Tx) error {
-	// Sequence numbers are handed out at insert time but become visible at
-	// commit; holding this lock to commit makes them visible in order, so a
-	// watcher reading "seq > last" never skips one.
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, eventsLock); err != nil {
-		return err
-	}
-	_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, eventsChannel)
-	return err
-}
-
 // listen keeps a LISTEN connection open and turns notifications into wakes.
 func (d *postgresDialect) listen(ctx context.Context) {
-	defer close(d.done)
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, d.cfg)
 		if err == nil {
@@ -168,6 +163,6 @@ func (d *postgresDialect) eventsNotify() <-chan struct{} {
 
 func (d *postgresDialect) close() error {
 	d.cancel()
-	<-d.done
+	d.wg.Wait()
 	return d.db.Close()
 }

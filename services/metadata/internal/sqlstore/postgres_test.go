@@ -31,3 +31,13 @@ func TestPostgres(t *testing.T) {
 		return image.New(newPostgres(t, dsn), image.Options{Now: now, EventPoll: 20 * time.Millisecond})
 	})
 }
+
+// TestPostgresReplicaEvents runs concurrent writers through two replicas on
+// one database: a watcher of one receives every event of both, once.
+func TestPostgresReplicaEvents(t *testing.T) {
+	pg := harness.StartPostgres(t)
+	c := imagetest.NewClock()
+	a := image.New(newPostgres(t, pg.DSN), image.Options{Now: c.Now, EventPoll: time.Minute})
+	b := image.New(newPostgres(t, pg.DSN), image.Options{Now: c.Now, EventPoll: time.Minute})
+	imagetest.EventsUnderConcurrentWrites(t, b, []image.Store{a, b}, c)
+}

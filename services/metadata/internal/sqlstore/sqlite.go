@@ -90,11 +90,11 @@ func (d *sqliteDialect) retryable(err error) bool {
 
 func (d *sqliteDialect) unavailable(error) bool { return false }
 
-func (d *sqliteDialect) lockEvents(context.Context, *sql.Tx) error { return nil }
-
 // eventsNotify returns nil: one process owns a SQLite store, and its own
 // commits wake its watchers.
 func (d *sqliteDialect) eventsNotify() <-chan struct{} { return nil }
+
+func (d *sqliteDialect) committed(bool) {}
 
 func (d *sqliteDialect) close() error {
 	return errors.Join(d.read.Close(), d.write.Close())

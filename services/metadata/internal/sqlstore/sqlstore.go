@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/metadata/internal/image"
 )
@@ -38,9 +39,13 @@ type dialect interface {
 	retryable(err error) bool
 	// unavailable reports whether err means the database cannot be reached.
 	unavailable(err error) bool
-	// lockEvents orders event appends (PostgreSQL: so that sequence numbers
-	// commit in order); a no-op where writes are serialised anyway.
-	lockEvents(ctx context.Context, tx *sql.Tx) error
+	// eventsAfter and eventPosition are image.Backend's EventsAfter and
+	// EventPosition.
+	eventsAfter(ctx context.Context, pos image.EventPosition, limit int) ([]*metadatav1.Event, image.EventPosition, error)
+	eventPosition(ctx context.Context, since time.Time) (image.EventPosition, error)
+	// committed is told that a write transaction committed, and whether it
+	// appended events.
+	committed(events bool)
 	// eventsNotify is image.Backend.EventsNotify.
 	eventsNotify() <-chan struct{}
 	// driverPrepares reports whether the driver prepares and caches
@@ -138,7 +143,7 @@ func (db *DB) UpdateRows(ctx context.Context, fn func(image.Tx) error) error {
 
 func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn func(image.Tx) error) error {
 	for attempt := 0; ; attempt++ {
-		err := db.run(ctx, pool, opts, fn)
+		err := db.run(ctx, pool, opts, true, fn)
 		if err == nil || !db.d.retryable(err) || attempt == maxRetries {
 			return db.classify(err)
 		}
@@ -156,7 +161,7 @@ func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn 
 // View implements image.Backend.
 func (db *DB) View(ctx context.Context, fn func(image.Tx) error) error {
 	pool, opts := db.d.reader()
-	return db.classify(db.run(ctx, pool, opts, fn))
+	return db.classify(db.run(ctx, pool, opts, false, fn))
 }
 
 // ViewSingle implements image.Backend: the statement runs on the reader
@@ -189,7 +194,7 @@ func (db *DB) statements(pool *sql.DB) *stmtCache {
 	return db.cache(pool)
 }
 
-func (db *DB) run(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn func(image.Tx) error) error {
+func (db *DB) run(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, write bool, fn func(image.Tx) error) error {
 	tx, err := pool.BeginTx(ctx, opts)
 	if err != nil {
 		return err
@@ -207,7 +212,13 @@ func (db *DB) run(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn fun
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if write {
+		db.d.committed(t.appended)
+	}
+	return nil
 }
 
 // classify maps database errors to the error vocabulary; errors that are
@@ -227,6 +238,18 @@ func (db *DB) classify(err error) error {
 		return errdefs.Aborted("%s transaction kept conflicting with others; retry: %v", db.d.name(), err)
 	}
 	return errdefs.Internal("%s: %v", db.d.name(), err)
+}
+
+// EventsAfter implements image.Backend.
+func (db *DB) EventsAfter(ctx context.Context, pos image.EventPosition, limit int) ([]*metadatav1.Event, image.EventPosition, error) {
+	evs, next, err := db.d.eventsAfter(ctx, pos, limit)
+	return evs, next, db.classify(err)
+}
+
+// EventPosition implements image.Backend.
+func (db *DB) EventPosition(ctx context.Context, since time.Time) (image.EventPosition, error) {
+	pos, err := db.d.eventPosition(ctx, since)
+	return pos, db.classify(err)
 }
 
 // Close implements image.Backend.

@@ -30,6 +30,8 @@ type txn struct {
 	// statements counts the statements run, which a single-statement read
 	// checks.
 	statements int
+	// appended records that the transaction appended events.
+	appended bool
 }
 
 // queryer is what *sql.Tx and *sql.DB share.
@@ -561,9 +563,7 @@ func (t *txn) Labels(ctx context.Context, ids []string) (map[string]map[string]s
 }
 
 func (t *txn) AppendEvent(ctx context.Context, ev *metadatav1.Event) error {
-	if err := t.d.lockEvents(ctx, t.tx); err != nil {
-		return err
-	}
+	t.appended = true
 	attrs := "{}"
 	if len(ev.GetAttributes()) > 0 {
 		b, err := json.Marshal(ev.GetAttributes())
@@ -762,46 +762,4 @@ func (t *txn) Collected(ctx context.Context, digests []string, since time.Time) 
 func (t *txn) PruneMarks(ctx context.Context, before time.Time) error {
 	_, err := t.exec(ctx, `DELETE FROM gc_marks WHERE deleted_at <> 0 AND deleted_at < $1`, before.UnixNano())
 	return err
-}
-
-// EventsAfter implements image.Backend.
-func (db *DB) EventsAfter(ctx context.Context, seq int64, limit int) ([]*metadatav1.Event, int64, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT seq, time, action, image_id, reference, attributes FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, seq, limit)
-	if err != nil {
-		return nil, seq, db.classify(err)
-	}
-	defer rows.Close()
-	var out []*metadatav1.Event
-	for rows.Next() {
-		var at int64
-		var action int32
-		var attrs string
-		ev := &metadatav1.Event{}
-		if err := rows.Scan(&seq, &at, &action, &ev.ImageId, &ev.Reference, &attrs); err != nil {
-			return nil, seq, db.classify(err)
-		}
-		ev.Time, ev.Action = stamp(at), metadatav1.EventAction(action)
-		if attrs != "{}" && attrs != "" {
-			if err := json.Unmarshal([]byte(attrs), &ev.Attributes); err != nil {
-				return nil, seq, errdefs.Internal("event %d: attributes do not decode: %v", seq, err)
-			}
-		}
-		out = append(out, ev)
-	}
-	return out, seq, db.classify(rows.Err())
-}
-
-// LastEventSeq implements image.Backend.
-func (db *DB) LastEventSeq(ctx context.Context, before time.Time) (int64, int64, error) {
-	var last, prior int64
-	if err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events`).Scan(&last); err != nil {
-		return 0, 0, db.classify(err)
-	}
-	if before.IsZero() {
-		return last, 0, nil
-	}
-	if err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events WHERE time < $1`, before.UnixNano()).Scan(&prior); err != nil {
-		return 0, 0, db.classify(err)
-	}
-	return last, prior, nil
 }

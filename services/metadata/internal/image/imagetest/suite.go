@@ -69,6 +69,9 @@ func TestStore(t *testing.T, newStore NewStore) {
 		{"DiskUsage", testDiskUsage},
 		{"Events", testEvents},
 		{"ParallelTagMoves", testParallelTagMoves},
+		{"EventsUnderConcurrentWrites", func(t *testing.T, s image.Store, c *Clock) {
+			EventsUnderConcurrentWrites(t, s, []image.Store{s}, c)
+		}},
 		{"PagingUnderWrites", testPagingUnderWrites},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -971,6 +974,87 @@ func testEvents(t *testing.T, s image.Store, c *Clock) {
 	cancel2()
 	if err := s.WatchEvents(ctx, time.Time{}, []*metadatav1.Filter{{Key: "event", Value: "explode"}}, func(*metadatav1.Event) error { return nil }); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("WatchEvents(event=explode) = %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+// EventsUnderConcurrentWrites checks that a watcher of watch receives every
+// event of concurrent writers through the stores of writers (replicas of
+// one service), once each.
+func EventsUnderConcurrentWrites(t *testing.T, watch image.Store, writers []image.Store, c *Clock) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const workers, tags = 8, 12
+	imgs := make([]*metadatav1.Image, workers)
+	for i := range imgs {
+		imgs[i] = put(t, writers[0], Make(t, Step{LayerSize: int64(i + 1)}))
+	}
+	c.Add(time.Minute)
+	since := c.Now()
+
+	type ev struct{ id, ref string }
+	got := make(chan ev, workers*tags+1)
+	done := make(chan error, 1)
+	go func() {
+		done <- watch.WatchEvents(ctx, since, []*metadatav1.Filter{{Key: "event", Value: "tag"}}, func(e *metadatav1.Event) error {
+			got <- ev{e.GetImageId(), e.GetReference()}
+			return nil
+		})
+	}()
+	want := map[ev]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		for i := range tags {
+			want[ev{imgs[w].GetId(), fmt.Sprintf("c%d:%d", w, i)}] = true
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := writers[w%len(writers)]
+			for i := range tags {
+				if _, _, err := s.TagImage(ctx, imgs[w].GetId(), fmt.Sprintf("c%d:%d", w, i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("TagImage = %v", err)
+	}
+	// The last event: it committed after every other, so it comes after
+	// them.
+	last := ev{imgs[0].GetId(), "last:1"}
+	if _, _, err := writers[0].TagImage(ctx, imgs[0].GetId(), last.ref); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[ev]int{}
+	for {
+		select {
+		case e := <-got:
+			seen[e]++
+			if seen[e] > 1 {
+				t.Errorf("event %v delivered %d times", e, seen[e])
+			}
+			if e != last {
+				continue
+			}
+		case err := <-done:
+			t.Fatalf("WatchEvents ended: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("the last event never came; %d of %d before it did", len(seen), len(want))
+		}
+		break
+	}
+	for e := range want {
+		if seen[e] == 0 {
+			t.Errorf("event %v never came", e)
+		}
+	}
+	if len(seen) != len(want)+1 {
+		t.Errorf("%d distinct events, want %d", len(seen), len(want)+1)
 	}
 }
 
