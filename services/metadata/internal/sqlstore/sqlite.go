@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -20,7 +21,22 @@ import (
 // from a pool that WAL mode lets run beside the writer.
 type sqliteDialect struct {
 	write, read *sql.DB
+	// checkpoints has one connection, which checkpoints the WAL.
+	checkpoints *sql.DB
+	log         *slog.Logger
+	dirty       chan struct{} // a write committed since the last checkpoint
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
+
+// checkpointInterval is how often, at most, the WAL is checkpointed while
+// writes go on.
+const checkpointInterval = 200 * time.Millisecond
+
+// writerCheckpointPages is the size of the WAL, in pages, past which the
+// writer checkpoints it itself after a commit: a backstop for when the
+// background checkpoints fall behind (SQLite's default is 1000 pages).
+const writerCheckpointPages = 16384
 
 // OpenSQLite opens (creating it and its directory when needed) the SQLite
 // database at path, in WAL mode, and applies the schema migrations.
@@ -38,7 +54,10 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 		// Reads through a memory map and a larger page cache: a list page
 		// or an image lookup then makes no read system calls.
 		"&_pragma=mmap_size(1073741824)&_pragma=cache_size(-32768)"
-	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	// The writer leaves checkpoints to checkpoint (up to a backstop): they
+	// write pages into the database file and sync it, which would hold up
+	// the commit that ran into them and every writer queued behind it.
+	write, err := sql.Open("sqlite", base+"&_txlock=immediate"+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", writerCheckpointPages))
 	if err != nil {
 		return nil, err
 	}
@@ -49,13 +68,23 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 		write.Close()
 		return nil, err
 	}
+	checkpoints, err := sql.Open("sqlite", base)
+	if err != nil {
+		write.Close()
+		read.Close()
+		return nil, err
+	}
+	checkpoints.SetMaxOpenConns(1)
 	n := 2 * runtime.GOMAXPROCS(0)
 	if n < 4 {
 		n = 4
 	}
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
-	d := &sqliteDialect{write: write, read: read}
+	cctx, cancel := context.WithCancel(context.Background())
+	d := &sqliteDialect{write: write, read: read, checkpoints: checkpoints, log: log,
+		dirty: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	go d.checkpoint(cctx)
 	if err := write.PingContext(ctx); err != nil {
 		d.close()
 		return nil, fmt.Errorf("opening SQLite database %s: %w", path, err)
@@ -94,8 +123,39 @@ func (d *sqliteDialect) unavailable(error) bool { return false }
 // commits wake its watchers.
 func (d *sqliteDialect) eventsNotify() <-chan struct{} { return nil }
 
-func (d *sqliteDialect) committed(bool) {}
+// checkpoint copies the pages that commits appended to the WAL into the
+// database file, at most every checkpointInterval while writes go on. A
+// passive checkpoint waits for no reader or writer.
+func (d *sqliteDialect) checkpoint(ctx context.Context) {
+	defer close(d.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.dirty:
+		}
+		var busy, pages, copied int
+		err := d.checkpoints.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &pages, &copied)
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("checkpointing the SQLite WAL failed; the writer will", "error", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(checkpointInterval):
+		}
+	}
+}
+
+func (d *sqliteDialect) committed(bool) {
+	select {
+	case d.dirty <- struct{}{}:
+	default: // a checkpoint is due already
+	}
+}
 
 func (d *sqliteDialect) close() error {
-	return errors.Join(d.read.Close(), d.write.Close())
+	d.cancel()
+	<-d.done
+	return errors.Join(d.read.Close(), d.write.Close(), d.checkpoints.Close())
 }
