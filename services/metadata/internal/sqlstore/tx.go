@@ -511,7 +511,16 @@ func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRo
 		stmt += " WHERE " + strings.Join(where, " AND ")
 	}
 	stmt += " ORDER BY i.created DESC, i.id DESC LIMIT " + arg(q.Limit)
-	rows, err := t.direct().QueryContext(ctx, stmt, a...)
+	// Without label conditions the query comes in a few shapes, worth
+	// preparing (a page of `docker images` is one of them); with them, in
+	// as many as there are label lists.
+	var rows *sql.Rows
+	var err error
+	if len(q.Labels) == 0 {
+		rows, err = t.query(ctx, stmt, a...)
+	} else {
+		rows, err = t.direct().QueryContext(ctx, stmt, a...)
+	}
 	if err != nil {
 		return nil, err
 	}
