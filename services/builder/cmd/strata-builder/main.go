@@ -55,11 +55,11 @@ func main() {
 		Flags:         cfg.register,
 		Validate:      cfg.validate,
 		Wire: func(ctx context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
-			metaConn, err := grpcclient.Dial(cfg.metadataAddr, grpcclient.Config{})
+			metaConn, err := grpcclient.Dial(cfg.metadataAddr, grpcclient.Config{}, grpcclient.Naming("metadata service", cfg.metadataAddr)...)
 			if err != nil {
 				return nil, err
 			}
-			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, grpcclient.Config{})
+			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, grpcclient.Config{}, grpcclient.Naming("blob store", cfg.blobstoreAddr)...)
 			if err != nil {
 				metaConn.Close()
 				return nil, err

@@ -210,6 +210,11 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		if ctx.Err() != nil && stream.Context().Err() != nil {
 			return errdefs.New(errdefs.ErrCanceled, "build canceled: %v", stream.Context().Err())
 		}
+		if errdefs.IsUnavailable(err) {
+			// A service the build needs went away (the blob store, the
+			// metadata service, a registry): the error names it.
+			return errdefs.New(errdefs.ErrUnavailable, "build failed: %w", err)
+		}
 		return err
 	}
 	mu.Lock()
