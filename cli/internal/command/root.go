@@ -189,10 +189,11 @@ func (e statusError) Error() string {
 	return fmt.Sprintf("exit status %d", e.code)
 }
 
-// describe makes service errors read well: the message, and a hint when a
-// service cannot be reached.
+// describe makes service errors read well: the message, and a hint when
+// the CLI cannot reach a service. An UNAVAILABLE a service sent (the builder
+// cannot reach a registry or the blob store) says itself what is down.
 func describe(err error) string {
-	if errdefs.IsUnavailable(err) {
+	if errdefs.IsUnavailable(err) && !grpcclient.FromService(err) {
 		return err.Error() + " (is the service running? check --builder, --metadata, --blobstore or STRATA_*_ADDR)"
 	}
 	return err.Error()

@@ -3,10 +3,13 @@ package command
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/strata-build/strata/lib/errdefs"
 )
 
 // Every command, as Docker's, documents itself with an example.
@@ -73,5 +76,31 @@ func TestUsageErrors(t *testing.T) {
 		if code != tc.wantCode || !strings.Contains(errOut.String(), tc.wantErr) {
 			t.Errorf("strata %v: exit %d, stderr %q; want exit %d, stderr containing %q", tc.args, code, errOut.String(), tc.wantCode, tc.wantErr)
 		}
+	}
+}
+
+// The "is the service running?" hint comes only when the CLI cannot reach a
+// service itself, not when a service it reached reports something else as
+// unavailable (a registry, the blob store behind the builder).
+func TestUnavailableHintOnlyWhenTheServiceIsUnreachable(t *testing.T) {
+	const hint = "(is the service running?"
+	f := &fakeServices{errs: map[string]error{
+		"app": errdefs.ToGRPC(errdefs.Unavailable("the blob store at 10.0.0.7:50053 cannot be reached: connection refused")),
+	}}
+	addr := f.serve(t)
+	r := run(t, addr, "", "history", "app")
+	if r.code == 0 || !strings.Contains(r.errOut, "the blob store at 10.0.0.7:50053 cannot be reached") || strings.Contains(r.errOut, hint) {
+		t.Errorf("a service's UNAVAILABLE: exit %d, stderr %q; want the service's message without the hint", r.code, r.errOut)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	r = run(t, down, "", "history", "app")
+	if r.code == 0 || !strings.Contains(r.errOut, hint) {
+		t.Errorf("no service listening: exit %d, stderr %q; want the hint", r.code, r.errOut)
 	}
 }
