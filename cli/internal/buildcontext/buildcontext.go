@@ -208,6 +208,39 @@ func (c *Context) Path(d digest.Digest) (string, bool) {
 	return p, ok
 }
 
+// Bytes returns the bytes Send sends for digests, each content once.
+func (c *Context) Bytes(digests []string) int64 {
+	sizes := c.sizes()
+	var n int64
+	seen := map[string]bool{}
+	for _, d := range digests {
+		if !seen[d] {
+			seen[d] = true
+			n += sizes[d]
+		}
+	}
+	return n
+}
+
+// UniqueBytes returns the bytes of the context's contents, each once.
+func (c *Context) UniqueBytes() int64 {
+	var n int64
+	for _, size := range c.sizes() {
+		n += size
+	}
+	return n
+}
+
+func (c *Context) sizes() map[string]int64 {
+	sizes := map[string]int64{}
+	for _, e := range c.Entries {
+		if e.GetDigest() != "" {
+			sizes[e.GetDigest()] = e.GetSize()
+		}
+	}
+	return sizes
+}
+
 // ChunkSize is the size of the FileData messages Send writes.
 const ChunkSize = 1 << 20
 

@@ -116,3 +116,26 @@ func TestSendSendsOnlyWhatIsAsked(t *testing.T) {
 		t.Error("Send of a digest the context does not hold succeeded")
 	}
 }
+
+// Bytes is what Send sends for the digests asked (nothing when none are);
+// UniqueBytes counts every content of the context once.
+func TestBytesCountsEachContentOnce(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"a": "one", "b": "two", "c": "two"})
+	c, err := Walk(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := string(digest.FromString("two"))
+	for _, tc := range []struct {
+		digests []string
+		want    int64
+	}{{nil, 0}, {[]string{}, 0}, {[]string{two}, 3}, {[]string{two, two}, 3}} {
+		if got := c.Bytes(tc.digests); got != tc.want {
+			t.Errorf("Bytes(%v) = %d, want %d", tc.digests, got, tc.want)
+		}
+	}
+	if got := c.UniqueBytes(); got != 6 || c.Size != 9 {
+		t.Errorf("UniqueBytes = %d, Size = %d; want 6 and 9", got, c.Size)
+	}
+}

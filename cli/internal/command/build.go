@@ -182,14 +182,13 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 			return errors.New("the builder did not ask for the context's contents")
 		}
 	}
-	sent, err := bctx.Send(req.GetDigests(), func(fd *builderv1.FileData) error {
+	p.context(bctx.Bytes(req.GetDigests()), bctx.UniqueBytes(), bctx.Size)
+	if _, err := bctx.Send(req.GetDigests(), func(fd *builderv1.FileData) error {
 		return stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_FileData{FileData: fd}})
-	})
-	if err != nil {
+	}); err != nil {
 		return recvErr(stream, err)
 	}
 	_ = stream.CloseSend()
-	p.context(sent, bctx.Size)
 
 	var result *builderv1.BuildResult
 	for {
@@ -235,7 +234,10 @@ func recvErr(stream interface {
 
 // printer shows a build's progress.
 type printer interface {
-	context(sent, total int64)
+	// context tells, before it is sent, how many bytes of file contents
+	// travel to the builder, out of the context's distinct contents
+	// (unique) and all its files (total).
+	context(sending, unique, total int64)
 	event(ev *builderv1.BuildEvent)
 	fail()
 	result(r *builderv1.BuildResult)
@@ -258,8 +260,24 @@ type classicPrinter struct {
 	outputs bool
 }
 
-func (p *classicPrinter) context(sent, total int64) {
-	fmt.Fprintf(p.out, "Sending build context to Strata builder  %s (%s in context)\n\n", units.HumanSize(float64(sent)), units.HumanSize(float64(total)))
+func (p *classicPrinter) context(sending, unique, total int64) {
+	fmt.Fprintf(p.out, "%s\n\n", sendingLine(sending, unique, total))
+}
+
+// sendingLine is Docker's "Sending build context to Docker daemon  2.048kB"
+// for Strata, where only the contents the builder does not hold travel, each
+// once: the figure is what is sent, and the context's size follows when the
+// builder holds some of it.
+func sendingLine(sending, unique, total int64) string {
+	line := "Sending build context to Strata builder  " + units.HumanSize(float64(sending))
+	switch {
+	case sending >= unique:
+	case sending == 0:
+		line += fmt.Sprintf(" (of %s; the builder has all of it)", units.HumanSize(float64(total)))
+	default:
+		line += fmt.Sprintf(" (of %s; the builder has the rest)", units.HumanSize(float64(total)))
+	}
+	return line
 }
 
 func (p *classicPrinter) event(ev *builderv1.BuildEvent) {
@@ -309,7 +327,7 @@ func (p *classicPrinter) result(r *builderv1.BuildResult) {
 // quietPrinter prints the image ID only.
 type quietPrinter struct{ out io.Writer }
 
-func (p *quietPrinter) context(int64, int64)            {}
+func (p *quietPrinter) context(int64, int64, int64)     {}
 func (p *quietPrinter) event(*builderv1.BuildEvent)     {}
 func (p *quietPrinter) fail()                           {}
 func (p *quietPrinter) result(r *builderv1.BuildResult) { fmt.Fprintln(p.outw(), r.GetImageId()) }
@@ -385,10 +403,10 @@ func shorten(s string, n int) string {
 	return s
 }
 
-func (p *livePrinter) context(sent, total int64) {
+func (p *livePrinter) context(sending, unique, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fmt.Fprintf(p.out, "[+] Building: context %s sent (%s in context)\n", units.HumanSize(float64(sent)), units.HumanSize(float64(total)))
+	fmt.Fprintln(p.out, sendingLine(sending, unique, total))
 }
 
 func (p *livePrinter) event(ev *builderv1.BuildEvent) {

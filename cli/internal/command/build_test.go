@@ -24,7 +24,7 @@ func TestClassicPrinterPrintsDockerOutput(t *testing.T) {
 	}
 	var out bytes.Buffer
 	p := &classicPrinter{out: &out}
-	p.context(0, 2048)
+	p.context(0, 2048, 2048)
 	for _, ev := range []*builderv1.BuildEvent{
 		started(1, "FROM busybox:latest", "", "sha256:3ac2395f119b0000"),
 		doneEv(1, "sha256:3ac2395f119b0000"),
@@ -41,7 +41,7 @@ func TestClassicPrinterPrintsDockerOutput(t *testing.T) {
 		p.event(ev)
 	}
 	p.result(&builderv1.BuildResult{ImageId: "sha256:cd84152b74680000", Tags: []string{"my-nginx:latest"}})
-	want := `Sending build context to Strata builder  0B (2.048kB in context)
+	want := `Sending build context to Strata builder  0B (of 2.048kB; the builder has all of it)
 
 Step 1/4 : FROM busybox:latest
  ---> 3ac2395f119b
@@ -61,5 +61,23 @@ Successfully tagged my-nginx:latest
 `
 	if diff := cmp.Diff(want, out.String()); diff != "" {
 		t.Errorf("output (-want +got):\n%s", diff)
+	}
+}
+
+// The context line says what travels to the builder: all of it the first
+// time (each content once), then only what changed, out of how much.
+func TestSendingLineSaysWhatMoves(t *testing.T) {
+	for _, tc := range []struct {
+		sending, unique, total int64
+		want                   string
+	}{
+		{2048, 2048, 2048, "Sending build context to Strata builder  2.048kB"},
+		{50_800_000, 50_800_000, 68_200_000, "Sending build context to Strata builder  50.8MB"},
+		{326, 50_800_000, 68_200_000, "Sending build context to Strata builder  326B (of 68.2MB; the builder has the rest)"},
+		{0, 50_800_000, 68_200_000, "Sending build context to Strata builder  0B (of 68.2MB; the builder has all of it)"},
+	} {
+		if got := sendingLine(tc.sending, tc.unique, tc.total); got != tc.want {
+			t.Errorf("sendingLine(%d, %d, %d) = %q, want %q", tc.sending, tc.unique, tc.total, got, tc.want)
+		}
 	}
 }
