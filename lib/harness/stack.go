@@ -34,6 +34,8 @@ type Stack struct {
 	BuilderStateDir string
 	// S3 is the S3 server under the blob store, when StackOptions.S3 is set.
 	S3 *S3
+	// Blobstore is the blob store's process (tests of its failure stop it).
+	Blobstore *Process
 }
 
 // StartStack starts the services, waits until each one serves, and stops
@@ -55,7 +57,7 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 	} else {
 		blobEnv = append(blobEnv, "STRATA_FS_ROOT="+filepath.Join(s.Dir, "blobs"))
 	}
-	Start(t, blobEnv, filepath.Join(s.Bin, "strata-blobstore"))
+	s.Blobstore = Start(t, blobEnv, filepath.Join(s.Bin, "strata-blobstore"))
 	Start(t, append([]string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}, s.Env()...),
 		filepath.Join(s.Bin, "strata-metadata"))
 	serving := []string{s.BlobstoreAddr, s.MetadataAddr}
