@@ -59,7 +59,7 @@ func main() {
 			if err != nil {
 				return nil, err
 			}
-			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, grpcclient.Config{}, grpcclient.Naming("blob store", cfg.blobstoreAddr)...)
+			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, grpcclient.Config{}, append(blobclient.DialOptions(), grpcclient.Naming("blob store", cfg.blobstoreAddr)...)...)
 			if err != nil {
 				metaConn.Close()
 				return nil, err
