@@ -92,6 +92,7 @@ func (r *run) all(ctx context.Context) (string, digest.Digest, error) {
 // made, parents first, and their cache records. It returns the manifest
 // digests of the images it stored.
 func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
+	t0 := time.Now()
 	for _, u := range r.uploadList() {
 		select {
 		case <-u.done:
@@ -102,6 +103,7 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 			return nil, u.err
 		}
 	}
+	tUploads := time.Now()
 	manifests := map[string]digest.Digest{}
 	for _, p := range r.pending {
 		p.n.Layers = r.stored(p.n.Layers)
@@ -121,6 +123,10 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storing the cache record of %q: %w", p.desc, err)
 		}
+	}
+	if r.b.Log != nil {
+		r.b.Log.DebugContext(ctx, "images recorded", "images", len(r.pending), "waiting_for_layers", tUploads.Sub(t0),
+			"recording", time.Since(tUploads))
 	}
 	return manifests, nil
 }
