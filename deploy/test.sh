@@ -182,8 +182,10 @@ build_with_blobstore_killed() {
   echo "$out"
   rm -f "$log"
   [ $rc -ne 0 ] || { echo "the build succeeded without its blob store"; return 1; }
-  # UNAVAILABLE, which the CLI prints with its hint, naming the failed step.
-  grep -q '^Error: .*step 3.*(is the service running?' <<<"$out" || { echo "not the error wanted"; return 1; }
+  # UNAVAILABLE from the builder, naming the failed step and the service that
+  # went away (the CLI's 'is the service running?' hint is for services the
+  # CLI itself cannot reach, not for this).
+  grep -q '^Error: build failed: .*step 3.*the blob store at blobstore:50053 \(cannot be reached\|is unavailable\)' <<<"$out" || { echo "not the error wanted"; return 1; }
   "$strata" inspect killed:1 >/dev/null 2>&1 && { echo "killed:1 was recorded"; return 1; }
   [ "$("$strata" images -a --no-trunc -q | sort)" = "$images_before" ] || { echo "the image list changed"; return 1; }
 }
