@@ -84,3 +84,36 @@ func TestServiceDownIsAClearError(t *testing.T) {
 		t.Errorf("strata images with the service down: %v, stderr %q; want exit 1 and one Error line naming %s", err, stderr.String(), addr)
 	}
 }
+
+// With mutual TLS and a token on every service, the CLI and the services
+// calling one another connect with the client certificate and the token
+// (the STRATA_CLIENT_… settings): an import goes CLI → builder → blob store
+// and metadata → blob store, a build adds the builder's cache lookups in
+// metadata. A wrong token or no certificate is refused.
+func TestSecureStack(t *testing.T) {
+	s := &stack{harness.StartStack(t, harness.StackOptions{Secure: true})}
+	dir := t.TempDir()
+	rootfs := filepath.Join(dir, "rootfs.tar")
+	if err := os.WriteFile(rootfs, harness.BusyboxRootfs(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.ok(t, "", "import", rootfs, "busybox")
+	buildCtx := filepath.Join(dir, "ctx")
+	if err := os.Mkdir(buildCtx, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(buildCtx, "Dockerfile"), []byte("FROM busybox\nRUN echo secure > /secure\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.ok(t, "", "build", "-q", "-t", "secure", buildCtx)
+	if got, want := s.ok(t, "", "images", "--format", "{{.Repository}}:{{.Tag}}"), "secure:latest\nbusybox:latest\n"; got != want {
+		t.Errorf("images = %q, want %q", got, want)
+	}
+	if r := s.strata(t, "", "--token", "wrong", "images"); r.code != 1 || !strings.Contains(r.stderr, "invalid bearer token") {
+		t.Errorf("images with a wrong token: exit %d, %q; want exit 1 naming the invalid token", r.code, r.stderr)
+	}
+	cmd := exec.Command(filepath.Join(s.Bin, "strata"), "--metadata", s.MetadataAddr, "--tlscacert", s.Client.CAFile, "images")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("images without a client certificate succeeded:\n%s", out)
+	}
+}

@@ -88,6 +88,20 @@ func (s *Set) Invalid(name string, reason error) error {
 	return fmt.Errorf("invalid value %q for %s: %v", value, where, reason)
 }
 
+// ReadableFile checks that the file a flag names, when it names one, can be
+// opened, and says which flag and file it is otherwise.
+func (s *Set) ReadableFile(name string) error {
+	f := s.Lookup(name)
+	if f == nil || f.Value.String() == "" {
+		return nil
+	}
+	file, err := os.Open(f.Value.String())
+	if err != nil {
+		return s.Invalid(name, err)
+	}
+	return file.Close()
+}
+
 // PrintUsage writes every flag with its default and environment twin.
 func (s *Set) PrintUsage(w io.Writer) {
 	fmt.Fprintf(w, "Usage of %s:\n", s.Name())

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/requestid"
 )
 
@@ -45,6 +48,38 @@ type Config struct {
 	CertFile, KeyFile string
 	// Token is a bearer token sent with every call.
 	Token string
+	// TokenFile holds the bearer token (surrounding space trimmed) when
+	// Token is empty.
+	TokenFile string
+}
+
+// RegisterFlags registers, on a service's flag set, how that service
+// reaches the Strata services it calls (--client-tls and the rest, with
+// STRATA_CLIENT_… twins): one setting for all of them, as a deployment
+// usually has one CA and one token.
+func (c *Config) RegisterFlags(fs *flagenv.Set) {
+	fs.BoolVar(&c.TLS, "client-tls", false, "use TLS to the services this one calls (the system roots unless --client-tls-ca)")
+	fs.StringVar(&c.CAFile, "client-tls-ca", "", "CA bundle (PEM) that the called services' certificates must chain to; turns on TLS")
+	fs.StringVar(&c.CertFile, "client-tls-cert", "", "client certificate (PEM) shown to the called services, for mutual TLS")
+	fs.StringVar(&c.KeyFile, "client-tls-key", "", "private key (PEM) of --client-tls-cert")
+	fs.StringVar(&c.Token, "client-token", "", "bearer token sent to the called services")
+	fs.StringVar(&c.TokenFile, "client-token-file", "", "file holding the bearer token sent to the called services")
+}
+
+// Validate checks the flags RegisterFlags registered, naming the flag and
+// the value that is wrong.
+func (c *Config) Validate(fs *flagenv.Set) error {
+	var errs []error
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, fmt.Errorf("--client-tls-cert %q and --client-tls-key %q must be given together", c.CertFile, c.KeyFile))
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		errs = append(errs, errors.New("--client-token and --client-token-file exclude each other"))
+	}
+	for _, name := range []string{"client-tls-ca", "client-tls-cert", "client-tls-key", "client-token-file"} {
+		errs = append(errs, fs.ReadableFile(name))
+	}
+	return errors.Join(errs...)
 }
 
 // Dial returns a connection to addr. It does not wait for the server: the
@@ -64,8 +99,18 @@ func Dial(addr string, cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, e
 		grpc.WithChainStreamInterceptor(streamInterceptor),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
 	}
-	if cfg.Token != "" {
-		all = append(all, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: cfg.Token}))
+	token := cfg.Token
+	if token == "" && cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the token file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return nil, fmt.Errorf("the token file %s is empty", cfg.TokenFile)
+		}
+	}
+	if token != "" {
+		all = append(all, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: token}))
 	}
 	conn, err := grpc.NewClient(addr, append(all, opts...)...)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -64,15 +63,13 @@ func (c *Config) Validate(fs *flagenv.Set) error {
 		errs = append(errs, fs.Invalid("metrics-addr", err))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		errs = append(errs, errors.New("--tls-cert and --tls-key must be given together"))
+		errs = append(errs, fmt.Errorf("--tls-cert %q and --tls-key %q must be given together", c.TLSCert, c.TLSKey))
 	}
 	if c.TLSClientCA != "" && c.TLSCert == "" {
 		errs = append(errs, errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
 	}
 	for _, name := range []string{"tls-cert", "tls-key", "tls-client-ca", "auth-token-file"} {
-		if err := fileReadable(fs.Lookup(name).Value.String()); err != nil {
-			errs = append(errs, fs.Invalid(name, err))
-		}
+		errs = append(errs, fs.ReadableFile(name))
 	}
 	if c.MaxRecvMsgSize < 1<<20 {
 		errs = append(errs, fs.Invalid("max-recv-msg-size", errors.New("must be at least 1048576")))
@@ -109,15 +106,4 @@ func validateAddr(addr string, optional bool) error {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
-}
-
-func fileReadable(path string) error {
-	if path == "" {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	return f.Close()
 }

@@ -3,13 +3,14 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/strata-build/strata/lib/grpcclient"
 )
 
 // StackOptions choose how StartStack runs the services.
@@ -19,6 +20,10 @@ type StackOptions struct {
 	S3 bool
 	// NoBuilder leaves the builder out (it needs root for runc and overlay).
 	NoBuilder bool
+	// Secure runs every service with mutual TLS and a bearer token, and
+	// gives every client the certificate and token it needs: the services
+	// calling each other, and what runs with Env (the CLI).
+	Secure bool
 }
 
 // Stack is Strata's three services running from their binaries on free
@@ -36,6 +41,11 @@ type Stack struct {
 	S3 *S3
 	// Blobstore is the blob store's process (tests of its failure stop it).
 	Blobstore *Process
+	// Client is how a Go client reaches the services (TLS and token with
+	// StackOptions.Secure).
+	Client grpcclient.Config
+
+	serverEnv, clientEnv []string
 }
 
 // StartStack starts the services, waits until each one serves, and stops
@@ -48,7 +58,10 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 		BlobstoreAddr: addr(FreePort(t)),
 		MetadataAddr:  addr(FreePort(t)),
 	}
-	blobEnv := []string{"STRATA_LISTEN=" + s.BlobstoreAddr}
+	if opts.Secure {
+		s.secure(t)
+	}
+	blobEnv := append([]string{"STRATA_LISTEN=" + s.BlobstoreAddr}, s.serverEnv...)
 	if opts.S3 {
 		s.S3 = StartS3(t)
 		blobEnv = append(blobEnv, "STRATA_BACKEND=s3", "STRATA_S3_ENDPOINT="+s.S3.Endpoint, "STRATA_S3_PATH_STYLE=true",
@@ -58,20 +71,40 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 		blobEnv = append(blobEnv, "STRATA_FS_ROOT="+filepath.Join(s.Dir, "blobs"))
 	}
 	s.Blobstore = Start(t, blobEnv, filepath.Join(s.Bin, "strata-blobstore"))
-	Start(t, append([]string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}, s.Env()...),
+	Start(t, append(append([]string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}, s.serverEnv...), s.Env()...),
 		filepath.Join(s.Bin, "strata-metadata"))
 	serving := []string{s.BlobstoreAddr, s.MetadataAddr}
 	if !opts.NoBuilder {
 		s.BuilderAddr = addr(FreePort(t))
 		s.BuilderStateDir = filepath.Join(s.Dir, "builder")
-		Start(t, append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.Env()...),
+		Start(t, append(append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.serverEnv...), s.Env()...),
 			filepath.Join(s.Bin, "strata-builder"))
 		serving = append(serving, s.BuilderAddr)
 	}
 	for _, a := range serving {
-		WaitServing(t, a)
+		waitServing(t, a, s.Client)
 	}
 	return s
+}
+
+// secure makes a CA, a server certificate for 127.0.0.1, a client
+// certificate and a token, and the environment that gives them to the
+// services and to their clients.
+func (s *Stack) secure(t testing.TB) {
+	dir := filepath.Join(s.Dir, "tls")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca := NewCA(t, dir, "ca")
+	ca.Issue(t, dir, "server", true)
+	ca.Issue(t, dir, "client", false)
+	f := func(name string) string { return filepath.Join(dir, name) }
+	token := fmt.Sprintf("token-%d", time.Now().UnixNano())
+	s.Client = grpcclient.Config{CAFile: f("ca.crt"), CertFile: f("client.crt"), KeyFile: f("client.key"), Token: token}
+	s.serverEnv = []string{"STRATA_TLS_CERT=" + f("server.crt"), "STRATA_TLS_KEY=" + f("server.key"),
+		"STRATA_TLS_CLIENT_CA=" + f("ca.crt"), "STRATA_AUTH_TOKEN=" + token}
+	s.clientEnv = []string{"STRATA_CLIENT_TLS_CA=" + f("ca.crt"), "STRATA_CLIENT_TLS_CERT=" + f("client.crt"),
+		"STRATA_CLIENT_TLS_KEY=" + f("client.key"), "STRATA_CLIENT_TOKEN=" + token}
 }
 
 // Env returns the environment that points clients at the stack.
@@ -80,13 +113,18 @@ func (s *Stack) Env() []string {
 	if s.BuilderAddr != "" {
 		env = append(env, "STRATA_BUILDER_ADDR="+s.BuilderAddr)
 	}
-	return env
+	return append(env, s.clientEnv...)
 }
 
 // WaitServing waits until the gRPC service at addr reports SERVING.
 func WaitServing(t testing.TB, addr string) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	waitServing(t, addr, grpcclient.Config{})
+}
+
+func waitServing(t testing.TB, addr string, cfg grpcclient.Config) {
+	t.Helper()
+	conn, err := grpcclient.Dial(addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

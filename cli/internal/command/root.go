@@ -26,7 +26,6 @@ type CLI struct {
 
 	BuilderAddr, MetadataAddr, BlobstoreAddr string
 	Conn                                     grpcclient.Config
-	TokenFile                                string
 
 	// Now is the clock ages are shown against; time.Now when nil.
 	Now func() time.Time
@@ -41,15 +40,7 @@ func (c *CLI) Dial(addr string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[addr]; ok {
 		return conn, nil
 	}
-	cfg := c.Conn
-	if c.TokenFile != "" && cfg.Token == "" {
-		b, err := os.ReadFile(c.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading --token-file: %w", err)
-		}
-		cfg.Token = string(trimSpace(b))
-	}
-	conn, err := grpcclient.Dial(addr, cfg)
+	conn, err := grpcclient.Dial(addr, c.Conn)
 	if err != nil {
 		return nil, err
 	}
@@ -64,13 +55,6 @@ func (c *CLI) close() {
 	for _, conn := range c.conns {
 		conn.Close()
 	}
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 func envOr(name, def string) string {
@@ -99,12 +83,14 @@ func NewRoot(c *CLI) *cobra.Command {
 	f.StringVar(&c.BuilderAddr, "builder", envOr(grpcclient.BuilderAddrEnv, grpcclient.DefaultBuilderAddr), "builder service address (env "+grpcclient.BuilderAddrEnv+")")
 	f.StringVar(&c.MetadataAddr, "metadata", envOr(grpcclient.MetadataAddrEnv, grpcclient.DefaultMetadataAddr), "metadata service address (env "+grpcclient.MetadataAddrEnv+")")
 	f.StringVar(&c.BlobstoreAddr, "blobstore", envOr(grpcclient.BlobstoreAddrEnv, grpcclient.DefaultBlobstoreAddr), "blobstore service address (env "+grpcclient.BlobstoreAddrEnv+")")
-	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("STRATA_TLS") != "", "use TLS (env STRATA_TLS)")
-	f.StringVar(&c.Conn.CAFile, "tlscacert", os.Getenv("STRATA_TLS_CA"), "trust certificates signed by this CA (env STRATA_TLS_CA)")
-	f.StringVar(&c.Conn.CertFile, "tlscert", os.Getenv("STRATA_TLS_CERT"), "client certificate for mutual TLS (env STRATA_TLS_CERT)")
-	f.StringVar(&c.Conn.KeyFile, "tlskey", os.Getenv("STRATA_TLS_KEY"), "client key for mutual TLS (env STRATA_TLS_KEY)")
-	f.StringVar(&c.Conn.Token, "token", os.Getenv("STRATA_TOKEN"), "bearer token (env STRATA_TOKEN)")
-	f.StringVar(&c.TokenFile, "token-file", os.Getenv("STRATA_TOKEN_FILE"), "file holding the bearer token (env STRATA_TOKEN_FILE)")
+	// The client settings read the same STRATA_CLIENT_… variables as the
+	// services' --client-… flags, never the servers' own STRATA_TLS_CERT.
+	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("STRATA_CLIENT_TLS") != "", "use TLS (env STRATA_CLIENT_TLS)")
+	f.StringVar(&c.Conn.CAFile, "tlscacert", os.Getenv("STRATA_CLIENT_TLS_CA"), "trust certificates signed by this CA (env STRATA_CLIENT_TLS_CA)")
+	f.StringVar(&c.Conn.CertFile, "tlscert", os.Getenv("STRATA_CLIENT_TLS_CERT"), "client certificate for mutual TLS (env STRATA_CLIENT_TLS_CERT)")
+	f.StringVar(&c.Conn.KeyFile, "tlskey", os.Getenv("STRATA_CLIENT_TLS_KEY"), "client key for mutual TLS (env STRATA_CLIENT_TLS_KEY)")
+	f.StringVar(&c.Conn.Token, "token", os.Getenv("STRATA_CLIENT_TOKEN"), "bearer token (env STRATA_CLIENT_TOKEN)")
+	f.StringVar(&c.Conn.TokenFile, "token-file", os.Getenv("STRATA_CLIENT_TOKEN_FILE"), "file holding the bearer token (env STRATA_CLIENT_TOKEN_FILE)")
 
 	image := newImageCommand()
 	addImageCommands(c, root, image,

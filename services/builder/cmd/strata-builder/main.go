@@ -23,6 +23,7 @@ import (
 type config struct {
 	metadataAddr  string
 	blobstoreAddr string
+	client        grpcclient.Config
 	limits        transfer.Limits
 	builds        buildConfig
 }
@@ -33,17 +34,23 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.limits.MaxLayerSize, "max-layer-size", transfer.DefaultMaxLayerSize, "most bytes one layer may hold uncompressed (import, load, pull)")
 	fs.Int64Var(&c.limits.MaxExpansion, "max-expansion", transfer.DefaultMaxExpansion, "most a compressed layer may expand, uncompressed bytes per compressed byte, past 256 MiB")
 	fs.Int64Var(&c.limits.MaxArchiveSize, "max-archive-size", transfer.DefaultMaxArchiveSize, "most bytes a load archive may hold")
+	c.client.RegisterFlags(fs)
 	c.builds.register(fs)
 }
 
 func (c *config) validate(fs *flagenv.Set) error {
 	var errs []error
+	for name, addr := range map[string]string{"metadata-addr": c.metadataAddr, "blobstore-addr": c.blobstoreAddr} {
+		if err := grpcserver.ValidateAddr(addr); err != nil {
+			errs = append(errs, fs.Invalid(name, err))
+		}
+	}
 	for name, v := range map[string]int64{"max-layer-size": c.limits.MaxLayerSize, "max-expansion": c.limits.MaxExpansion, "max-archive-size": c.limits.MaxArchiveSize} {
 		if v <= 0 {
 			errs = append(errs, fs.Invalid(name, errors.New("must be positive")))
 		}
 	}
-	errs = append(errs, c.builds.validate(fs))
+	errs = append(errs, c.client.Validate(fs), c.builds.validate(fs))
 	return errors.Join(errs...)
 }
 
@@ -55,11 +62,11 @@ func main() {
 		Flags:         cfg.register,
 		Validate:      cfg.validate,
 		Wire: func(ctx context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
-			metaConn, err := grpcclient.Dial(cfg.metadataAddr, grpcclient.Config{}, grpcclient.Naming("metadata service", cfg.metadataAddr)...)
+			metaConn, err := grpcclient.Dial(cfg.metadataAddr, cfg.client, grpcclient.Naming("metadata service", cfg.metadataAddr)...)
 			if err != nil {
 				return nil, err
 			}
-			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, grpcclient.Config{}, append(blobclient.DialOptions(), grpcclient.Naming("blob store", cfg.blobstoreAddr)...)...)
+			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, cfg.client, append(blobclient.DialOptions(), grpcclient.Naming("blob store", cfg.blobstoreAddr)...)...)
 			if err != nil {
 				metaConn.Close()
 				return nil, err

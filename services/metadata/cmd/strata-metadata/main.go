@@ -25,6 +25,7 @@ type config struct {
 	sqlitePath     string
 	postgresDSN    string
 	blobstoreAddr  string
+	client         grpcclient.Config
 	gcInterval     time.Duration
 	gcGrace        time.Duration
 	eventRetention time.Duration
@@ -38,6 +39,7 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.DurationVar(&c.gcInterval, "gc-interval", time.Hour, "how often unreferenced blobs are garbage collected (0: only on request)")
 	fs.DurationVar(&c.gcGrace, "gc-grace-period", time.Hour, "unreferenced blobs younger than this are kept (uploads and builds in flight)")
 	fs.DurationVar(&c.eventRetention, "event-retention", 24*time.Hour, "how long events stay replayable")
+	c.client.RegisterFlags(fs)
 }
 
 func (c *config) validate(fs *flagenv.Set) error {
@@ -66,6 +68,7 @@ func (c *config) validate(fs *flagenv.Set) error {
 	if c.eventRetention <= 0 {
 		errs = append(errs, fs.Invalid("event-retention", errors.New("must be positive")))
 	}
+	errs = append(errs, c.client.Validate(fs))
 	return errors.Join(errs...)
 }
 
@@ -88,7 +91,7 @@ func main() {
 			if err != nil {
 				return nil, fmt.Errorf("opening the %s store: %w", cfg.store, err)
 			}
-			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, grpcclient.Config{})
+			blobConn, err := grpcclient.Dial(cfg.blobstoreAddr, cfg.client, grpcclient.Naming("blob store", cfg.blobstoreAddr)...)
 			if err != nil {
 				db.Close()
 				return nil, err
