@@ -160,3 +160,6 @@ func IsFailedPrecondition(err error) bool { return errors.Is(err, ErrFailedPreco
 
 // IsUnavailable reports whether err is, or wraps, ErrUnavailable.
 func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// IsResourceExhausted reports whether err is, or wraps, ErrResourceExhausted.
+func IsResourceExhausted(err error) bool { return errors.Is(err, ErrResourceExhausted) }

@@ -25,15 +25,13 @@ func (s *Store) openParallel(ctx context.Context, d digest.Digest, offset, n int
 			case <-ctx.Done():
 				return
 			}
-			select {
-			case s.mem <- struct{}{}:
-			case <-ctx.Done():
-				f <- fetched{err: ctx.Err()}
+			if err := s.mem.Acquire(ctx, 1); err != nil {
+				f <- fetched{err: err}
 				return
 			}
 			go func() {
 				got := s.fetch(ctx, d, off, min(s.cfg.PartSize, end-off))
-				<-s.mem
+				s.mem.Release(1)
 				f <- got
 			}()
 		}

@@ -34,6 +34,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
@@ -42,8 +43,13 @@ import (
 // MinPartSize is the smallest part S3 accepts (but for the last one).
 const MinPartSize = 5 << 20
 
-// maxParts is the most parts of one S3 multipart upload.
-const maxParts = 10000
+// S3's limits: the most parts of one multipart upload, the largest part and
+// the largest object.
+const (
+	maxParts      = 10000
+	maxS3PartSize = 5 << 30
+	maxObjectSize = 5 << 40
+)
 
 // Config says how to reach the bucket and how to upload.
 type Config struct {
@@ -87,8 +93,8 @@ type Store struct {
 	core  minio.Core
 	cfg   Config
 	locks blob.RefLocks
-	bufs  sync.Pool     // part buffers of cfg.PartSize
-	mem   chan struct{} // one per part in flight, store-wide (cfg.MaxParts)
+	bufs  sync.Pool           // part buffers of cfg.PartSize
+	mem   *semaphore.Weighted // parts of cfg.PartSize in flight, store-wide (cfg.MaxParts)
 
 	// ensureMu lets one caller at a time check or create the bucket: S3
 	// servers (versitygw among them) may fail concurrent creations of one
@@ -143,9 +149,27 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 endpoint %q: %w", cfg.Endpoint, err)
 	}
-	s := &Store{core: minio.Core{Client: c}, cfg: cfg, inFlight: map[string]bool{}, mem: make(chan struct{}, cfg.MaxParts)}
+	s := &Store{core: minio.Core{Client: c}, cfg: cfg, inFlight: map[string]bool{}, mem: semaphore.NewWeighted(int64(cfg.MaxParts))}
 	s.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	return s, nil
+}
+
+// maxPartSize is the largest part an upload may use: S3's limit, and no
+// more than every part the store may have in flight, so that memory stays
+// bounded by --s3-max-parts whatever size a client declares.
+func (s *Store) maxPartSize() int64 {
+	return min(maxS3PartSize, int64(s.cfg.MaxParts)*s.cfg.PartSize)
+}
+
+// MaxBlobSize is the largest blob the store takes: 10,000 parts of the
+// largest part size, and never more than S3's largest object.
+func (s *Store) MaxBlobSize() int64 {
+	return min(maxObjectSize, maxParts*s.maxPartSize())
+}
+
+// partWeight is what a part of n bytes counts against cfg.MaxParts.
+func (s *Store) partWeight(n int) int64 {
+	return max(1, (int64(n)+s.cfg.PartSize-1)/s.cfg.PartSize)
 }
 
 // Check reaches the S3 server and makes sure of the bucket; New's callers

@@ -212,3 +212,35 @@ func TestJanitorAbortsMultipart(t *testing.T) {
 		t.Errorf("StatObject(ingest/crashed) after cleaning = %v, want not found", err)
 	}
 }
+
+// TestDeclaredSizeBoundsMemory: a declared size picks parts large enough for
+// S3's 10,000, but never larger than what --s3-max-parts allows in flight,
+// and a size past the store's limit is refused before anything is stored.
+func TestDeclaredSizeBoundsMemory(t *testing.T) {
+	srv := harness.StartS3(t)
+	s := NewTestStore(t, srv) // parts of 5 MiB, 12 in flight at most
+	most := int64(s.cfg.MaxParts) * MinPartSize
+	limit := s.MaxBlobSize()
+	if want := maxParts * most; limit != want {
+		t.Fatalf("MaxBlobSize = %d, want %d", limit, want)
+	}
+	for _, size := range []int64{1, 60 << 30, limit} {
+		st := s.newState(blob.WriterOptions{Ref: "r", Size: size})
+		if st.PartSize < MinPartSize || st.PartSize > most || st.PartSize*maxParts < size {
+			t.Errorf("declared size %d: part size %d, want %d to %d bytes and 10,000 parts enough", size, st.PartSize, MinPartSize, most)
+		}
+	}
+	d := digest.FromString("huge")
+	for _, size := range []int64{limit + 1, 1 << 62} {
+		_, err := s.NewWriter(context.Background(), blob.WriterOptions{Ref: "huge", Expected: d, Size: size})
+		if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), fmt.Sprint(size)) {
+			t.Errorf("NewWriter of %d bytes = %v, want RESOURCE_EXHAUSTED naming the size", size, err)
+		}
+	}
+	if ups := multipartUploads(t, s); len(ups) != 0 {
+		t.Errorf("refused uploads left multipart uploads: %v", ups)
+	}
+	if _, err := s.Upload(context.Background(), "huge"); !errdefs.IsNotFound(err) {
+		t.Errorf("a refused upload is visible: Upload = %v", err)
+	}
+}

@@ -232,6 +232,10 @@ func (s *Store) NewWriter(ctx context.Context, opts blob.WriterOptions) (blob.Wr
 	if err := blob.ValidateWriterOptions(opts); err != nil {
 		return nil, err
 	}
+	if limit := s.MaxBlobSize(); opts.Size > limit {
+		return nil, errdefs.ResourceExhausted("blob of %d bytes: the S3 backend takes blobs of at most %d bytes (10,000 parts of at most --s3-max-parts × --s3-part-size bytes, and 5 TiB)",
+			opts.Size, limit).WithReason("BLOB_TOO_LARGE")
+	}
 	if err := s.ensure(ctx); err != nil {
 		return nil, err
 	}
@@ -287,9 +291,10 @@ func (s *Store) newState(opts blob.WriterOptions) *state {
 	now := time.Now().UTC()
 	partSize := s.cfg.PartSize
 	if opts.Size > 0 {
-		// Fit any declared size in S3's 10,000 parts, in whole MiB.
+		// Fit any declared size in S3's 10,000 parts, in whole MiB, up to
+		// the largest part (NewWriter refused sizes beyond that).
 		if need := (opts.Size + maxParts - 1) / maxParts; need > partSize {
-			partSize = (need + 1<<20 - 1) &^ (1<<20 - 1)
+			partSize = min((need+1<<20-1)&^(1<<20-1), s.maxPartSize())
 		}
 	}
 	st := &state{Ref: opts.Ref, Expected: opts.Expected, Size: opts.Size, MediaType: opts.MediaType, PartSize: partSize, StartedAt: now, UpdatedAt: now}
@@ -314,7 +319,9 @@ func (s *Store) getBuf(size int64) []byte {
 	if size == s.cfg.PartSize {
 		return (*s.bufs.Get().(*[]byte))[:0]
 	}
-	return make([]byte, 0, size)
+	// A part grown for a large declared size fills as bytes arrive, so
+	// that memory follows what clients send, not what they declare.
+	return make([]byte, 0, min(size, 1<<20))
 }
 
 func (s *Store) putBuf(b []byte) {

@@ -96,9 +96,16 @@ func (w *writer) upload(ctx context.Context) {
 				continue
 			}
 		}
-		w.s.mem <- struct{}{}
+		weight := w.s.partWeight(len(j.data))
+		if err := w.s.mem.Acquire(ctx, weight); err != nil {
+			w.fail(err)
+			<-w.tokens
+			w.s.putBuf(j.data)
+			w.parts.Done()
+			continue
+		}
 		go func() {
-			defer func() { <-w.s.mem; <-w.tokens; w.parts.Done() }()
+			defer func() { w.s.mem.Release(weight); <-w.tokens; w.parts.Done() }()
 			w.putPart(ctx, j)
 		}()
 	}
@@ -188,12 +195,21 @@ func (w *writer) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	if w.st.Size >= 0 && w.offset+int64(len(p)) > w.st.Size {
+		err := blob.TooLong(w.st.Ref, w.st.Size, w.offset+int64(len(p)))
+		w.fail(err)
 		w.finish(true)
-		return 0, blob.TooLong(w.st.Ref, w.st.Size, w.offset+int64(len(p)))
+		return 0, err
 	}
 	n := len(p)
 	for len(p) > 0 {
 		if w.buf == nil {
+			if w.nextPart > maxParts {
+				err := errdefs.ResourceExhausted("upload %q: past %d bytes, more than S3's 10,000 parts of %d bytes; declare the blob's size so that larger parts are used",
+					w.st.Ref, w.offset, w.st.PartSize).WithReason("BLOB_TOO_LARGE")
+				w.fail(err)
+				w.finish(true)
+				return n - len(p), err
+			}
 			w.buf = w.newBuf()
 		}
 		k := min(len(p), int(w.st.PartSize)-len(w.buf))
