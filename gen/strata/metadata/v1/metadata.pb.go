@@ -1965,7 +1965,8 @@ type ListImagesRequest struct {
 	// Include intermediate images (untagged images that are the parent of
 	// another), as `docker images -a`.
 	All bool `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
-	// The most images to return; 0 means all.
+	// The most images to return; 0 means 1,000, and at most 10,000 are
+	// returned whatever is asked. Follow next_page_token for the rest.
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page, or empty for the first page.
 	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`

@@ -11,7 +11,7 @@ import (
 )
 
 // listBatch is how many candidate rows a list reads at a time when it
-// filters rows itself (reference globs, or no page size).
+// filters rows itself (reference globs).
 const listBatch = 500
 
 type listed struct {
@@ -24,7 +24,7 @@ func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadata
 	if err != nil {
 		return nil, "", err
 	}
-	size, err := pageSize(opts.PageSize, 0, 1<<30)
+	size, err := pageSize(opts.PageSize, 1000, 10000)
 	if err != nil {
 		return nil, "", err
 	}
@@ -61,7 +61,7 @@ func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadata
 	// apply here is one query (see the loop below), which needs no
 	// transaction.
 	view := s.b.View
-	if size > 0 && len(f.patterns) == 0 && len(f.before) == 0 && len(f.since) == 0 {
+	if len(f.patterns) == 0 && len(f.before) == 0 && len(f.since) == 0 {
 		view = s.b.ViewSingle
 	}
 	var out []*metadatav1.ImageSummary
@@ -87,7 +87,7 @@ func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadata
 			}
 		}
 		q.Limit = listBatch
-		if size > 0 && len(f.patterns) == 0 {
+		if len(f.patterns) == 0 {
 			q.Limit = size + 1
 		}
 		var found []listed
@@ -107,17 +107,17 @@ func (s *Service) ListImages(ctx context.Context, opts ListOptions) ([]*metadata
 					}
 				}
 				found = append(found, listed{row: r, refs: rr})
-				if size > 0 && len(found) > size {
+				if len(found) > size {
 					break
 				}
 			}
-			if len(rows) < q.Limit || (size > 0 && len(found) > size) {
+			if len(rows) < q.Limit || len(found) > size {
 				break
 			}
 			last := rows[len(rows)-1]
 			q.After = &Position{Created: last.Created, ID: last.ID}
 		}
-		if size > 0 && len(found) > size {
+		if len(found) > size {
 			found = found[:size]
 			last := found[size-1].row
 			next = encodeToken(last.Created, last.ID)

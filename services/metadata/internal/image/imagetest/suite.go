@@ -73,6 +73,7 @@ func TestStore(t *testing.T, newStore NewStore) {
 			EventsUnderConcurrentWrites(t, s, []image.Store{s}, c)
 		}},
 		{"PagingUnderWrites", testPagingUnderWrites},
+		{"DefaultPageSize", testDefaultPageSize},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewClock()
@@ -1159,6 +1160,29 @@ func testPagingUnderWrites(t *testing.T, s image.Store, _ *Clock) {
 	for id, n := range seen {
 		if n > 1 {
 			t.Errorf("image %s listed %d times", id, n)
+		}
+	}
+}
+
+// testDefaultPageSize: a list that asks no page size gets pages of 1,000
+// and a token for the rest, so that no answer outgrows a gRPC message
+// however many images the store holds.
+func testDefaultPageSize(t *testing.T, s image.Store, _ *Clock) {
+	ctx := context.Background()
+	for i := 0; i < 1001; i++ {
+		put(t, s, Make(t, Step{LayerSize: 1}))
+	}
+	first, next, err := s.ListImages(ctx, image.ListOptions{All: true})
+	if err != nil || len(first) != 1000 || next == "" {
+		t.Fatalf("ListImages() = %d images, token %q, %v; want 1,000 and a token", len(first), next, err)
+	}
+	rest, next, err := s.ListImages(ctx, image.ListOptions{All: true, PageToken: next})
+	if err != nil || len(rest) != 1 || next != "" {
+		t.Fatalf("ListImages(next page) = %d images, token %q, %v; want the last one", len(rest), next, err)
+	}
+	for _, sum := range first {
+		if sum.GetId() == rest[0].GetId() {
+			t.Errorf("image %s listed on both pages", sum.GetId())
 		}
 	}
 }
