@@ -9,6 +9,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/docker/go-units"
 
 	"github.com/strata-build/strata/cli/internal/testimage"
 	"github.com/strata-build/strata/lib/harness"
@@ -129,9 +132,10 @@ func TestImageLifecycle(t *testing.T) {
 	s.ok(t, "", "image", "tag", "my-nginx", "davidainslie/nginx")
 	ls := s.ok(t, "", "image", "ls")
 	short := img.ID[len("sha256:") : len("sha256:")+12]
+	age := units.HumanDuration(time.Since(testimage.Created)) + " ago" // "6 years ago"; one width for years 2 to 9
 	wantLs := "REPOSITORY           TAG       IMAGE ID       CREATED       SIZE\n" +
-		"davidainslie/nginx   latest    " + short + "   6 years ago   2.33kB\n" +
-		"my-nginx             latest    " + short + "   6 years ago   2.33kB\n"
+		"davidainslie/nginx   latest    " + short + "   " + age + "   2.33kB\n" +
+		"my-nginx             latest    " + short + "   " + age + "   2.33kB\n"
 	if ls != wantLs {
 		t.Errorf("strata image ls after tag:\n%s--- want\n%s", ls, wantLs)
 	}
