@@ -488,7 +488,9 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("running step %d: %w", st.number, err)
+		// Most often the image or the Dockerfile is at fault (a WORKDIR
+		// runc refuses, a USER it cannot be), so the line is named.
+		return fmt.Errorf("Dockerfile:%d: running step %d: %w", st.line, st.number, err)
 	}
 	if code != 0 {
 		tail := lastLines(out, errw)

@@ -129,9 +129,11 @@ RUN id -u > /tmp/uid
 func TestRunFailureNamesExitCodeAndRecordsNothing(t *testing.T) {
 	e := newRuncEnv(t)
 	before := len(e.index.images)
-	_, _, err := e.build("FROM busybox\nRUN echo first\nRUN echo doomed >&2; exit 7\n", nil)
-	if err == nil || !strings.Contains(err.Error(), "Dockerfile:3: The command '/bin/sh -c echo doomed >&2; exit 7' returned a non-zero code: 7") || !strings.Contains(err.Error(), "doomed") {
-		t.Fatalf("err = %v", err)
+	// What the command printed, not found in the command's own text.
+	_, _, err := e.build("FROM busybox\nRUN echo first\nRUN echo $((6*7)) >&2; exit 7\n", nil)
+	if err == nil || !strings.Contains(err.Error(), "Dockerfile:3: The command '/bin/sh -c echo $((6*7)) >&2; exit 7' returned a non-zero code: 7") ||
+		!strings.Contains(err.Error(), "last output:\n42") {
+		t.Fatalf("err = %v; want the exit code and the last output, 42", err)
 	}
 	if len(e.index.images) != before {
 		t.Error("a failed build recorded images")
@@ -144,10 +146,18 @@ func TestWorkdirInProcSelfFdDoesNotEscape(t *testing.T) {
 	os.Remove(sentinel)
 	for n := 3; n <= 8; n++ {
 		df := "FROM busybox\nWORKDIR /proc/self/fd/" + itoa(n) + "\nRUN touch ../../../../.." + sentinel + "\n"
-		_, _, _ = e.build(df, nil)
-		if _, err := os.Stat(sentinel); err == nil {
+		before := len(e.index.images)
+		_, _, err := e.build(df, nil)
+		if _, serr := os.Stat(sentinel); serr == nil {
 			os.Remove(sentinel)
 			t.Fatalf("WORKDIR /proc/self/fd/%d let RUN write %s on the host", n, sentinel)
+		}
+		// runc refuses such a working directory; the error names the RUN.
+		if err == nil || !strings.Contains(err.Error(), "Dockerfile:3: ") || !strings.Contains(err.Error(), "/proc/self/fd/"+itoa(n)) {
+			t.Errorf("WORKDIR /proc/self/fd/%d: err = %v; want an error naming line 3 and the directory", n, err)
+		}
+		if len(e.index.images) != before {
+			t.Errorf("WORKDIR /proc/self/fd/%d: the failed build recorded images", n)
 		}
 	}
 }

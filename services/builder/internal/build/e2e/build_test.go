@@ -111,7 +111,8 @@ func TestBadInputIsAClearErrorAndRecordsNothing(t *testing.T) {
 		{"source outside the context", "FROM busybox\nCOPY ../x /x\n", "Dockerfile:2: COPY ../x: \"../x\" is outside the build context"},
 		{"symlink out of the context", "FROM busybox\nCOPY out /x\n", "Dockerfile:2: COPY out"},
 		{"missing source", "FROM busybox\nCOPY nope /x\n", "Dockerfile:2: COPY nope"},
-		{"failing RUN", "FROM busybox\nRUN echo doomed; exit 3\n", "Dockerfile:2: The command '/bin/sh -c echo doomed; exit 3' returned a non-zero code: 3"},
+		{"failing RUN", "FROM busybox\nRUN echo $((40+2)); exit 3\n", "Dockerfile:2: The command '/bin/sh -c echo $((40+2)); exit 3' returned a non-zero code: 3\nlast output:\n42"},
+		{"WORKDIR in /proc/self/fd", "FROM busybox\nWORKDIR /proc/self/fd/7\nRUN true\n", "Dockerfile:3: running step 3: the container could not start"},
 		{"ARG blow-up", chain.String(), "limit"},
 		{"10 MB one-line Dockerfile", "FROM busybox\nRUN echo " + strings.Repeat("x", 10<<20) + "\n", "limit"},
 	} {
