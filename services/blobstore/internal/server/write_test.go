@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -201,5 +202,32 @@ func TestPlainProtoClient(t *testing.T) {
 	}
 	if !bytes.Equal(got, b[7:]) {
 		t.Fatalf("read %d bytes, want %d equal to the blob's from offset 7", len(got), len(b)-7)
+	}
+}
+
+// TestConcurrentPutsOfOneDigestAllSucceed: clients uploading the same blob
+// at once all succeed through the API (the store's ALREADY_EXISTS for the
+// losers is not an error to them), and one copy is kept.
+func TestConcurrentPutsOfOneDigestAllSucceed(t *testing.T) {
+	store := newFS(t)
+	c := serve(t, store)
+	b := blobtest.Content(4, 6<<20+1)
+	d := digest.FromBytes(b)
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = c.Put(context.Background(), bytes.NewReader(b), d, int64(len(b)))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Put %d of the same digest = %v, want success", i, err)
+		}
+	}
+	list, err := store.List(context.Background(), "", 10)
+	if err != nil || len(list) != 1 || list[0].Digest != d {
+		t.Errorf("store after concurrent puts = %+v, %v; want one blob %s", list, err, d)
 	}
 }
