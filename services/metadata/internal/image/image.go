@@ -203,11 +203,12 @@ func (s *Service) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOp
 		}
 		img := p.img
 		img.RecordedAt = timestamppb.New(now)
-		inserted, err := tx.InsertImage(ctx, NewImage{Image: img, ChainIDs: p.chainIDs, Blobs: p.blobs})
-		if err != nil {
+		if _, err := tx.InsertImage(ctx, NewImage{Image: img, ChainIDs: p.chainIDs, Blobs: p.blobs}); err != nil {
 			return err
 		}
-		if inserted && opts.Action != metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
+		// Every pull, load or import is an event, as with Docker, even of
+		// an image already held.
+		if opts.Action != metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
 			if err := tx.AppendEvent(ctx, event(now, opts.Action, id, "", nil)); err != nil {
 				return err
 			}

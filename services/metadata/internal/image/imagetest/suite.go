@@ -937,10 +937,14 @@ func testEvents(t *testing.T, s image.Store, c *Clock) {
 	if _, _, err := s.TagImage(ctx, "app:1", "app:2"); err != nil {
 		t.Fatal(err)
 	}
+	// Pulling an image already held is an event too, as with Docker.
+	if _, err := s.PutImage(ctx, img, image.PutOptions{Action: metadatav1.EventAction_EVENT_ACTION_PULL}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.DeleteImage(ctx, img.GetId(), image.DeleteOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	want := []ev{{"build", ""}, {"tag", "app:1"}, {"tag", "app:2"}, {"untag", "app:1"}, {"untag", "app:2"}, {"delete", ""}}
+	want := []ev{{"build", ""}, {"tag", "app:1"}, {"tag", "app:2"}, {"pull", ""}, {"untag", "app:1"}, {"untag", "app:2"}, {"delete", ""}}
 	for i, w := range want {
 		select {
 		case g := <-got:
@@ -973,6 +977,22 @@ func testEvents(t *testing.T, s image.Store, c *Clock) {
 		t.Errorf("replayed %d tag events (%v), want 3", n, err)
 	}
 	cancel2()
+	// A prune is one event saying what it reclaimed.
+	dangling := put(t, s, Make(t, Step{LayerSize: 3}))
+	if _, reclaimed, err := s.PruneImages(ctx, false, nil); err != nil || reclaimed == 0 {
+		t.Fatalf("PruneImages = %d bytes, %v; want %s pruned", reclaimed, err, dangling.GetId())
+	}
+	ctx3, cancel3 := context.WithCancel(ctx)
+	var pruned *metadatav1.Event
+	err = s.WatchEvents(ctx3, since, []*metadatav1.Filter{{Key: "event", Value: "prune"}}, func(e *metadatav1.Event) error {
+		pruned = e
+		cancel3()
+		return nil
+	})
+	if pruned == nil || pruned.GetAttributes()["reclaimed"] != "3" {
+		t.Errorf("prune event = %v (%v), want one reclaiming 3 bytes", pruned, err)
+	}
+	cancel3()
 	if err := s.WatchEvents(ctx, time.Time{}, []*metadatav1.Filter{{Key: "event", Value: "explode"}}, func(*metadatav1.Event) error { return nil }); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("WatchEvents(event=explode) = %v, want INVALID_ARGUMENT", err)
 	}
