@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,6 +223,13 @@ func TestSaveCommand(t *testing.T) {
 	if diff := cmp.Diff(&builderv1.SaveRequest{References: []string{"my-nginx", "busybox"}, Format: builderv1.SaveFormat_SAVE_FORMAT_DOCKER}, f.requests[0], protocmp.Transform()); diff != "" {
 		t.Errorf("SaveRequest (-want +got):\n%s", diff)
 	}
+	for _, flags := range [][]string{{"--format", "oci"}, {"--oci"}} {
+		wantRun(t, run(t, addr, "", append(append([]string{"save"}, flags...), "my-nginx")...), 0, string(f.archive), "")
+		if got := f.requests[len(f.requests)-1].(*builderv1.SaveRequest).GetFormat(); got != builderv1.SaveFormat_SAVE_FORMAT_OCI {
+			t.Errorf("save %v asked for %v, want an OCI layout", flags, got)
+		}
+	}
+	wantRun(t, run(t, addr, "", "save", "--format", "zip", "my-nginx"), 125, "", "Error: invalid --format \"zip\": want docker or oci\n")
 	dir := t.TempDir()
 	out := filepath.Join(dir, "my-nginx.tar")
 	wantRun(t, run(t, addr, "", "image", "save", "-o", out, "my-nginx"), 0, "", "")
@@ -350,5 +358,20 @@ func TestPushCommand(t *testing.T) {
 			"1.17: digest: sha256:9ae97d36d26566ff84e8893c64a6dc4fe8ca6d1144bf5b87b2b85a32def253c7 size: 527\n", "")
 	if diff := cmp.Diff(&builderv1.PushRequest{Reference: "localhost:5000/team/nginx:1.17"}, f.requests[0], protocmp.Transform()); diff != "" {
 		t.Errorf("PushRequest (-want +got):\n%s", diff)
+	}
+}
+
+func TestVersionFormat(t *testing.T) {
+	addr := (&fakeServices{}).serve(t)
+	wantRun(t, run(t, addr, "", "version", "--format", "{{.Client.Os}} {{range .Services}}{{.Name}}={{.Status}} {{end}}"), 0,
+		"linux builder=SERVING metadata=SERVING blobstore=SERVING \n", "")
+	r := run(t, addr, "", "version", "--format", "json")
+	var got versionInfo
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil || r.code != 0 || got.Client.Version == "" || len(got.Services) != 3 ||
+		got.Services[1].Name != "metadata" || got.Services[1].Address != addr || got.Services[1].Status != "SERVING" {
+		t.Errorf("version --format json: exit %d, %q (%v)", r.code, r.out, err)
+	}
+	if r := run(t, addr, "", "version", "--format", "{{.Client"); r.code != 64 || !strings.HasPrefix(r.errOut, "Error: template parsing error") {
+		t.Errorf("version with a bad template: exit %d, stderr %q; want 64 and a template parsing error", r.code, r.errOut)
 	}
 }

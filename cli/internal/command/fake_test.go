@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -205,6 +207,7 @@ func (f *fakeServices) serve(t *testing.T) string {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
 	metadatav1.RegisterImageServiceServer(srv, f)
 	builderv1.RegisterBuildServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()

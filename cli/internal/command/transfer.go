@@ -224,8 +224,8 @@ func (e readError) Error() string { return e.err.Error() }
 
 func newSaveCommand(c *CLI) *cobra.Command {
 	var (
-		output string
-		oci    bool
+		output, format string
+		oci            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "save [OPTIONS] IMAGE [IMAGE...]",
@@ -233,23 +233,28 @@ func newSaveCommand(c *CLI) *cobra.Command {
 		Args:  minArgs(1),
 		Example: "  strata image save -o my-nginx.tar my-nginx\n" +
 			"  strata image save my-nginx busybox | docker load\n" +
-			"  strata image save --oci -o layout.tar my-nginx",
+			"  strata image save --format oci -o layout.tar my-nginx",
 		ValidArgsFunction: c.completeImageNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output == "" && c.outIsTerminal() {
 				return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
 			}
+			archive := builderv1.SaveFormat_SAVE_FORMAT_DOCKER
+			switch {
+			case format == "oci" || (format == "" && oci):
+				archive = builderv1.SaveFormat_SAVE_FORMAT_OCI
+			case format != "" && format != "docker":
+				return statusError{code: 125, msg: fmt.Sprintf("invalid --format %q: want docker or oci", format)}
+			case format == "docker" && oci:
+				return statusError{code: 125, msg: "--oci and --format docker contradict each other"}
+			}
 			builder, err := c.builder()
 			if err != nil {
 				return err
 			}
-			format := builderv1.SaveFormat_SAVE_FORMAT_DOCKER
-			if oci {
-				format = builderv1.SaveFormat_SAVE_FORMAT_OCI
-			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			stream, err := builder.Save(ctx, &builderv1.SaveRequest{References: args, Format: format})
+			stream, err := builder.Save(ctx, &builderv1.SaveRequest{References: args, Format: archive})
 			if err != nil {
 				return err
 			}
@@ -260,7 +265,8 @@ func newSaveCommand(c *CLI) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "Write to a file, instead of STDOUT")
-	cmd.Flags().BoolVar(&oci, "oci", false, "Write an OCI image layout instead of a docker-archive")
+	cmd.Flags().StringVar(&format, "format", "", "Archive format: docker (a docker-archive, the default) or oci (an OCI image layout)")
+	cmd.Flags().BoolVar(&oci, "oci", false, "Write an OCI image layout (as --format oci)")
 	return cmd
 }
 
