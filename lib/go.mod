@@ -13,7 +13,7 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
-require github.com/opencontainers/go-digest v1.0.0
+require golang.org/x/crypto v0.57.0
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

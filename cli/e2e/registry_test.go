@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"encoding/base64"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -59,5 +62,42 @@ func TestPushAndPull(t *testing.T) {
 	}
 	if out := s.ok(t, "", "pull", remote); !strings.Contains(out, "Status: Image is up to date for "+remote) {
 		t.Errorf("a second pull is not up to date:\n%s", out)
+	}
+}
+
+// A registry that wants a password: push and pull fail without one, naming
+// the refusal, and succeed with --creds, with the password on stdin, and
+// with what `docker login` stored in $DOCKER_CONFIG.
+func TestPushAndPullWithCredentials(t *testing.T) {
+	s := startStack(t)
+	archive, _ := seedArchive(t, "strata-e2e-seed:auth")
+	s.ok(t, "", "load", "-i", archive)
+	reg := harness.StartRegistryWithAuth(t, "ci", "s3cret")
+	remote := reg + "/team/private:1"
+	s.ok(t, "", "tag", "strata-e2e-seed:auth", remote)
+
+	if r := s.strata(t, "", "push", remote); r.code != 1 || !strings.Contains(strings.ToLower(r.stderr), "unauthorized") {
+		t.Errorf("push without credentials: exit %d, stderr %q; want exit 1, unauthorized", r.code, r.stderr)
+	}
+	if r := s.strata(t, "", "push", "--creds", "ci:wrong", remote); r.code != 1 || !strings.Contains(strings.ToLower(r.stderr), "unauthorized") {
+		t.Errorf("push with a wrong password: exit %d, stderr %q; want exit 1, unauthorized", r.code, r.stderr)
+	}
+	s.ok(t, "", "push", "--creds", "ci:s3cret", remote)
+
+	s.ok(t, "", "rmi", remote)
+	if r := s.strata(t, "", "pull", remote); r.code != 1 || !strings.Contains(strings.ToLower(r.stderr), "unauthorized") {
+		t.Errorf("pull without credentials: exit %d, stderr %q; want exit 1, unauthorized", r.code, r.stderr)
+	}
+	s.ok(t, "s3cret\n", "pull", "--creds", "ci", remote)
+
+	s.ok(t, "", "rmi", remote)
+	config := t.TempDir()
+	login := `{"auths": {"` + reg + `": {"auth": "` + base64.StdEncoding.EncodeToString([]byte("ci:s3cret")) + `"}}}`
+	if err := os.WriteFile(filepath.Join(config, "config.json"), []byte(login), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOCKER_CONFIG", config)
+	if out := s.ok(t, "", "pull", remote); !strings.Contains(out, "Status: Downloaded newer image for "+remote) {
+		t.Errorf("pull with the stored login:\n%s", out)
 	}
 }

@@ -8,12 +8,26 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // StartRegistry runs the distribution registry (v3, `make tools` installs
 // it) on loopback with filesystem storage and deletes enabled, and returns
 // its "localhost:PORT" (plain HTTP, as Strata and Docker use for localhost).
 func StartRegistry(t testing.TB) string {
+	t.Helper()
+	return startRegistry(t, "", "")
+}
+
+// StartRegistryWithAuth is StartRegistry with HTTP basic auth (htpasswd):
+// only user with password may push or pull.
+func StartRegistryWithAuth(t testing.TB, user, password string) string {
+	t.Helper()
+	return startRegistry(t, user, password)
+}
+
+func startRegistry(t testing.TB, user, password string) string {
 	t.Helper()
 	port := FreePort(t)
 	dir := t.TempDir()
@@ -28,6 +42,19 @@ storage:
 http:
   addr: 127.0.0.1:%d
 `, filepath.Join(dir, "data"), port)
+	ready := http.StatusOK
+	if user != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: strata-test\n    path: %s\n", htpasswd)
+		ready = http.StatusUnauthorized
+	}
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -41,7 +68,7 @@ http:
 			return err
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode != ready {
 			return fmt.Errorf("GET /v2/: %s", resp.Status)
 		}
 		return nil

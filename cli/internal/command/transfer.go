@@ -13,7 +13,6 @@ import (
 	"golang.org/x/term"
 	"google.golang.org/grpc"
 
-	"github.com/strata-build/strata/cli/internal/dockerconfig"
 	"github.com/strata-build/strata/cli/internal/progress"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -311,6 +310,7 @@ func newPullCommand(c *CLI) *cobra.Command {
 	var (
 		platform        string
 		quiet, insecure bool
+		creds           registryCredentials
 	)
 	cmd := &cobra.Command{
 		Use:   "pull [OPTIONS] NAME[:TAG|@DIGEST]",
@@ -318,7 +318,8 @@ func newPullCommand(c *CLI) *cobra.Command {
 		Args:  exactArgs(1),
 		Example: "  strata image pull nginx:1.27\n" +
 			"  strata image pull localhost:5000/team/app@sha256:3ac2395f119b…\n" +
-			"  strata image pull --platform linux/arm64 busybox",
+			"  strata image pull --platform linux/arm64 busybox\n" +
+			"  echo \"$TOKEN\" | strata image pull --creds ci registry.example.com/team/app:1",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			named, err := reference.ParseNormalizedNamed(args[0])
 			if err != nil {
@@ -328,7 +329,7 @@ func newPullCommand(c *CLI) *cobra.Command {
 				fmt.Fprintln(c.Out, "Using default tag: latest")
 			}
 			named = reference.TagNameOnly(named)
-			auth, err := registryAuth(named)
+			auth, err := creds.auth(c, named)
 			if err != nil {
 				return err
 			}
@@ -387,11 +388,15 @@ func newPullCommand(c *CLI) *cobra.Command {
 	f.StringVar(&platform, "platform", os.Getenv("DOCKER_DEFAULT_PLATFORM"), "Set platform if server is multi-platform capable")
 	f.BoolVarP(&quiet, "quiet", "q", false, "Suppress verbose output")
 	f.BoolVar(&insecure, "insecure", false, "Use plain HTTP to reach the registry (always so for localhost)")
+	creds.register(f)
 	return cmd
 }
 
 func newPushCommand(c *CLI) *cobra.Command {
-	var quiet, insecure bool
+	var (
+		quiet, insecure bool
+		creds           registryCredentials
+	)
 	cmd := &cobra.Command{
 		Use:   "push [OPTIONS] NAME[:TAG]",
 		Short: "Upload an image to a registry",
@@ -408,7 +413,7 @@ func newPushCommand(c *CLI) *cobra.Command {
 				fmt.Fprintln(c.Out, "Using default tag: latest")
 			}
 			named = reference.TagNameOnly(named)
-			auth, err := registryAuth(named)
+			auth, err := creds.auth(c, named)
 			if err != nil {
 				return err
 			}
@@ -455,6 +460,7 @@ func newPushCommand(c *CLI) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "Suppress verbose output")
 	cmd.Flags().BoolVar(&insecure, "insecure", false, "Use plain HTTP to reach the registry (always so for localhost)")
+	creds.register(cmd.Flags())
 	return cmd
 }
 
@@ -466,26 +472,6 @@ func tagOrDigest(named reference.Named) string {
 		return t.Tag()
 	}
 	return "latest"
-}
-
-// registryAuth reads the credentials `docker login` stored for the
-// reference's registry.
-func registryAuth(named reference.Named) (*builderv1.RegistryAuth, error) {
-	path, err := dockerconfig.Path()
-	if err != nil {
-		return nil, nil //nolint:nilerr // no home directory: anonymous, as Docker
-	}
-	creds, err := dockerconfig.Lookup(path, reference.Domain(named))
-	if err != nil {
-		return nil, err
-	}
-	if creds == (dockerconfig.Credentials{}) {
-		return nil, nil
-	}
-	return &builderv1.RegistryAuth{
-		Username: creds.Username, Password: creds.Password,
-		IdentityToken: creds.IdentityToken, RegistryToken: creds.RegistryToken,
-	}, nil
 }
 
 // isTerminal reports whether a stream of the CLI is a terminal.
