@@ -107,7 +107,13 @@ CMD ["/bin/sh"]
 	},
 }
 
-var hashRE = regexp.MustCompile(`(file|dir|multi):[0-9a-f]{64}`)
+// hashRE and cutHashRE match the content hashes of COPY and ADD in
+// history, whole and truncated: Docker's are a tarsum of the context as its
+// daemon received it, which Strata does not reproduce.
+var (
+	hashRE    = regexp.MustCompile(`(file|dir|multi):[0-9a-f]{64}`)
+	cutHashRE = regexp.MustCompile(`(file|dir|multi):[0-9a-f]+`)
+)
 
 func TestDockerParity(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {
@@ -142,6 +148,13 @@ func TestDockerParity(t *testing.T) {
 			if diff := cmp.Diff(strings.Split(want, "\n"), strings.Split(got, "\n")); diff != "" {
 				t.Errorf("history (-docker +strata):\n%s", diff)
 			}
+			// And as the default table shows them: CREATED BY cut to 45
+			// characters, sizes for humans.
+			want = cutHashRE.ReplaceAllString(docker(t, nil, "history", "--format", format, tag), "$1:<hash>")
+			got = cutHashRE.ReplaceAllString(s.ok(t, "", "history", "--format", format, tag), "$1:<hash>")
+			if diff := cmp.Diff(strings.Split(want, "\n"), strings.Split(got, "\n")); diff != "" {
+				t.Errorf("history, truncated and human (-docker +strata):\n%s", diff)
+			}
 
 			dockerImg := readArchive(t, dockerSave(t, tag))
 			strataImg := readArchive(t, s.save(t, tag))
@@ -149,6 +162,9 @@ func TestDockerParity(t *testing.T) {
 				if d, g := string(dockerImg.config[key]), string(strataImg.config[key]); d != g {
 					t.Errorf("config %s: docker %s, strata %s", key, d, g)
 				}
+			}
+			if diff := cmp.Diff(dockerImg.top, strataImg.top); diff != "" {
+				t.Errorf("image config (-docker +strata):\n%s", diff)
 			}
 			if d, g := dockerImg.emptyLayers, strataImg.emptyLayers; !cmp.Equal(d, g) {
 				t.Errorf("history empty_layer flags: docker %v, strata %v", d, g)
@@ -230,6 +246,7 @@ func writeArchive(t *testing.T, p string) {
 // savedImage is what the comparison needs of a docker-archive.
 type savedImage struct {
 	config      map[string]json.RawMessage
+	top         map[string]string // author, os, architecture, history[i].author
 	emptyLayers []bool
 	files       map[string]string
 }
@@ -260,17 +277,23 @@ func readArchive(t *testing.T, archive []byte) savedImage {
 		t.Fatalf("manifest.json: %v (%d images)", err, len(manifest))
 	}
 	var cfg struct {
-		Config  map[string]json.RawMessage `json:"config"`
-		History []struct {
-			EmptyLayer bool `json:"empty_layer"`
+		Config       map[string]json.RawMessage `json:"config"`
+		Author       string                     `json:"author"`
+		OS           string                     `json:"os"`
+		Architecture string                     `json:"architecture"`
+		History      []struct {
+			EmptyLayer bool   `json:"empty_layer"`
+			Author     string `json:"author"`
 		} `json:"history"`
 	}
 	if err := json.Unmarshal(members[path.Clean(manifest[0].Config)], &cfg); err != nil {
 		t.Fatal(err)
 	}
-	img := savedImage{config: cfg.Config, files: map[string]string{}}
-	for _, h := range cfg.History {
+	img := savedImage{config: cfg.Config, files: map[string]string{},
+		top: map[string]string{"author": cfg.Author, "os": cfg.OS, "architecture": cfg.Architecture}}
+	for i, h := range cfg.History {
 		img.emptyLayers = append(img.emptyLayers, h.EmptyLayer)
+		img.top[fmt.Sprintf("history[%d].author", i)] = h.Author
 	}
 	for _, l := range manifest[0].Layers {
 		data := members[path.Clean(l)]
