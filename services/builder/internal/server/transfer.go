@@ -37,16 +37,7 @@ func (s *Server) Import(stream grpc.BidiStreamingServer[builderv1.ImportRequest,
 	send := lockedSend(func(u transfer.Update) error {
 		return stream.Send(&builderv1.ImportResponse{Response: &builderv1.ImportResponse_Progress{Progress: progressProto(u)}})
 	})
-	data := &recvReader{recv: func() ([]byte, error) {
-		m, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		if m.GetOptions() != nil {
-			return nil, errdefs.InvalidArgument("import: options may only be sent first")
-		}
-		return m.GetData(), nil
-	}}
+	data := &recvReader{recv: dataOf[builderv1.ImportOptions]("import", stream.Recv)}
 	res, err := svc.Import(stream.Context(), data, transfer.ImportOptions{
 		Reference: opts.GetReference(),
 		Changes:   opts.GetChanges(),
@@ -89,16 +80,7 @@ func (s *Server) Load(stream grpc.BidiStreamingServer[builderv1.LoadRequest, bui
 	if quiet {
 		progress = nil
 	}
-	data := &recvReader{buf: pending, recv: func() ([]byte, error) {
-		m, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		if m.GetOptions() != nil {
-			return nil, errdefs.InvalidArgument("load: options may only be sent first")
-		}
-		return m.GetData(), nil
-	}}
+	data := &recvReader{buf: pending, recv: dataOf[builderv1.LoadOptions]("load", stream.Recv)}
 	loaded, err := svc.Load(stream.Context(), data, progress)
 	if err != nil {
 		return err
@@ -238,6 +220,28 @@ func (s *sender) do(f func() error) error {
 
 // recvReader reads the data messages of a client stream as one byte stream;
 // the client closing its side is the end.
+// dataMessage is a client message of Import or Load: options first, then
+// data.
+type dataMessage[O any] interface {
+	GetOptions() *O
+	GetData() []byte
+}
+
+// dataOf returns the data of the messages recv receives, refusing options
+// after the first message.
+func dataOf[O any, M dataMessage[O]](rpc string, recv func() (M, error)) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		m, err := recv()
+		if err != nil {
+			return nil, err
+		}
+		if m.GetOptions() != nil {
+			return nil, errdefs.InvalidArgument("%s: options may only be sent first", rpc)
+		}
+		return m.GetData(), nil
+	}
+}
+
 type recvReader struct {
 	buf  []byte
 	recv func() ([]byte, error)
