@@ -75,6 +75,7 @@ bench-exec: ## The builder's layer pipeline, snapshots and runc sandbox (upper d
 	  ./services/builder/internal/layer/ ./services/builder/internal/snapshot/ ./services/builder/internal/sandbox/
 
 up: build ## Build the images and start the docker-compose stack, healthy (STRATA_METADATA_STORE=postgres for PostgreSQL)
+	@scripts/deps.sh
 	@deploy/stack.sh up
 
 down: ## Remove the docker-compose stack: containers, network and volumes
