@@ -167,9 +167,11 @@ func (s *Store) MaxBlobSize() int64 {
 	return min(maxObjectSize, maxParts*s.maxPartSize())
 }
 
-// partWeight is what a part of n bytes counts against cfg.MaxParts.
+// partWeight is what a part of n bytes counts against cfg.MaxParts: never
+// more than all of it, which a part resumed from before a smaller limit
+// was configured could otherwise wait for forever.
 func (s *Store) partWeight(n int) int64 {
-	return max(1, (int64(n)+s.cfg.PartSize-1)/s.cfg.PartSize)
+	return min(max(1, (int64(n)+s.cfg.PartSize-1)/s.cfg.PartSize), int64(s.cfg.MaxParts))
 }
 
 // Check reaches the S3 server and makes sure of the bucket; New's callers
