@@ -12,7 +12,6 @@
 package fsblob
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -320,12 +319,8 @@ func (s *Store) openWriter(opts blob.WriterOptions) (*writer, error) {
 		f.Close()
 		return nil, fmt.Errorf("upload %q: hashing the bytes received so far: %w", opts.Ref, err)
 	}
-	return &writer{s: s, opts: opts, f: f, bw: bufio.NewWriterSize(f, writeBuffer), h: h, offset: n}, nil
+	return &writer{s: s, opts: opts, f: f, fw: newFileWriter(f, n), h: h, offset: n}, nil
 }
-
-// writeBuffer gathers the pieces a writer receives (gRPC hands them on in
-// HTTP/2 frames of 16 KiB) into writes of a useful size.
-const writeBuffer = 1 << 20
 
 func writeFileSync(path string, b []byte) error {
 	f, err := os.Create(path)
@@ -347,7 +342,7 @@ type writer struct {
 	s      *Store
 	opts   blob.WriterOptions
 	f      *os.File
-	bw     *bufio.Writer // over f
+	fw     *fileWriter // over f
 	h      hash.Hash
 	offset int64
 	done   bool // committed or discarded
@@ -364,7 +359,7 @@ func (w *writer) Write(p []byte) (int, error) {
 		w.discard()
 		return 0, blob.TooLong(w.opts.Ref, w.opts.Size, w.offset+int64(len(p)))
 	}
-	n, err := w.bw.Write(p)
+	n, err := w.fw.Write(p)
 	w.h.Write(p[:n])
 	w.offset += int64(n)
 	if err != nil {
@@ -376,6 +371,7 @@ func (w *writer) Write(p []byte) (int, error) {
 // discard removes the upload: its bytes are known to be wrong.
 func (w *writer) discard() {
 	w.done = true
+	w.fw.Close()
 	w.f.Close()
 	_ = os.RemoveAll(w.s.ingestDir(w.opts.Ref))
 }
@@ -393,7 +389,7 @@ func (w *writer) Commit(_ context.Context, expected digest.Digest) (blob.Info, e
 		w.discard()
 		return blob.Info{}, err
 	}
-	if err := errors.Join(w.bw.Flush(), w.f.Sync()); err != nil {
+	if err := errors.Join(w.fw.Close(), w.f.Sync()); err != nil {
 		return blob.Info{}, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
 	}
 	now := time.Now()
@@ -437,6 +433,6 @@ func (w *writer) Close() error {
 	if w.done {
 		return nil
 	}
-	err := errors.Join(w.bw.Flush(), w.f.Sync())
+	err := errors.Join(w.fw.Close(), w.f.Sync())
 	return errors.Join(err, w.f.Close())
 }
