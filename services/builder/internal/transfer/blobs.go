@@ -44,10 +44,17 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 			return
 		}
 		defer d.Close()
-		dg := digest.SHA256.Digester()
 		res.c = d.c
+		if d.c == Uncompressed {
+			// The diff ID is the blob's digest, which the upload checks:
+			// hashing the bytes here too would only cost a pass.
+			res.diffSize, res.err = scanTar(d, what)
+			pr.CloseWithError(errOr(res.err, io.ErrClosedPipe))
+			return
+		}
+		dg := digest.SHA256.Digester()
 		res.diffSize, res.err = scanTar(io.TeeReader(d, dg.Hash()), what)
-		if res.err == nil && d.c != Uncompressed {
+		if res.err == nil {
 			// Drain what follows the compressed stream (nothing, normally).
 			_, res.err = io.Copy(io.Discard, pr)
 		}
@@ -79,6 +86,9 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 	got := want.Digest
 	if dg != nil {
 		got = dg.Digest()
+	}
+	if res.c == Uncompressed {
+		res.diffID = got
 	}
 	if want.Size > 0 && size != want.Size {
 		return image.Layer{}, errdefs.InvalidArgument("%s has %d bytes, its descriptor says %d", what, size, want.Size).
