@@ -59,7 +59,7 @@ bench-build: build ## The build benchmark (../shared/bench): Strata on S3+SQLite
 	@scripts/bench-build.sh $(or $(N),3)
 
 bench-blob: ## Upload and download of a 1 GiB blob through the blob store against minio-go straight to versitygw
-	go test -count=1 -run '^$$' -bench BenchmarkBlobTransfer -benchtime 3x -timeout 30m \
+	go test -count=1 -run '^$$' -bench BenchmarkBlobTransfer -benchtime 5x -timeout 30m \
 	  ./services/blobstore/cmd/strata-blobstore/
 
 bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Strata against crane

