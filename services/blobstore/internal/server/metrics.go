@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 
 	"github.com/strata-build/strata/lib/errdefs"
 )
@@ -30,13 +31,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "strata_blob_download_duration_seconds", Help: "Time to stream a Read to its end.", Buckets: buckets,
 		}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "strata_blob_backend_errors_total", Help: "Errors the storage backend returned, by operation and gRPC code.",
+			Name: "strata_blob_backend_errors_total", Help: "Failures of the storage backend (unavailable, internal, unknown, deadline exceeded, data loss), by operation and gRPC code; answers about the caller's input are not counted.",
 		}, []string{"op", "code"}),
 	}
 	reg.MustRegister(m.bytesIn, m.bytesOut, m.uploadDuration, m.downloadDuration, m.backendErrors)
 	return m
 }
 
+// backendError counts err when it is the storage's failure, not an answer
+// about the caller's input (not found, a digest mismatch, a finished
+// upload, a limit) or the caller going away.
 func (m *Metrics) backendError(op string, err error) {
-	m.backendErrors.WithLabelValues(op, errdefs.Code(err).String()).Inc()
+	switch code := errdefs.Code(err); code {
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded, codes.DataLoss:
+		m.backendErrors.WithLabelValues(op, code.String()).Inc()
+	}
 }

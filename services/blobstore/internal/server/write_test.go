@@ -16,6 +16,7 @@ import (
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
 	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
 )
 
@@ -229,5 +230,38 @@ func TestConcurrentPutsOfOneDigestAllSucceed(t *testing.T) {
 	list, err := store.List(context.Background(), "", 10)
 	if err != nil || len(list) != 1 || list[0].Digest != d {
 		t.Errorf("store after concurrent puts = %+v, %v; want one blob %s", list, err, d)
+	}
+}
+
+// downStat is a store whose Stat fails as a backend that is down does.
+type downStat struct{ blob.Store }
+
+func (downStat) Stat(context.Context, digest.Digest) (blob.Info, error) {
+	return blob.Info{}, errdefs.Unavailable("S3 at 127.0.0.1:1 is down")
+}
+
+// TestBackendErrorsCountFailuresOnly: strata_blob_backend_errors_total counts
+// what the storage fails at, not answers about the caller's input.
+func TestBackendErrorsCountFailuresOnly(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	ctx := context.Background()
+	c := serveWith(t, New(newFS(t), m))
+	if _, err := c.Stat(ctx, digest.FromString("missing")); !errdefs.IsNotFound(err) {
+		t.Fatalf("Stat of a missing blob = %v", err)
+	}
+	b := blobtest.Content(5, 100)
+	if _, err := c.Put(ctx, bytes.NewReader(b), digest.FromString("other"), int64(len(b))); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("Put with a wrong digest = %v", err)
+	}
+	if n := testutil.CollectAndCount(m.backendErrors); n != 0 {
+		t.Errorf("after a not-found and a digest mismatch, %d backend error series, want none", n)
+	}
+	down := serveWith(t, New(downStat{newFS(t)}, m))
+	if _, err := down.Stat(ctx, digest.FromString("x")); !errdefs.IsUnavailable(err) {
+		t.Fatalf("Stat on a down backend = %v", err)
+	}
+	if got := testutil.ToFloat64(m.backendErrors.WithLabelValues("stat", "Unavailable")); got != 1 {
+		t.Errorf("backend errors {op=stat, code=Unavailable} = %v, want 1", got)
 	}
 }
