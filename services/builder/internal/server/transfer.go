@@ -218,8 +218,6 @@ func (s *sender) do(f func() error) error {
 	return f()
 }
 
-// recvReader reads the data messages of a client stream as one byte stream;
-// the client closing its side is the end.
 // dataMessage is a client message of Import or Load: options first, then
 // data.
 type dataMessage[O any] interface {
@@ -242,6 +240,8 @@ func dataOf[O any, M dataMessage[O]](rpc string, recv func() (M, error)) func() 
 	}
 }
 
+// recvReader reads the data messages of a client stream as one byte stream;
+// the client closing its side is the end.
 type recvReader struct {
 	buf  []byte
 	recv func() ([]byte, error)
