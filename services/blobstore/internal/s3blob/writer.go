@@ -87,21 +87,22 @@ func (w *writer) upload(ctx context.Context) {
 			<-w.tokens
 			break
 		}
+		// drop ends a part that cannot be sent, with the upload's failure.
+		drop := func(err error) {
+			w.fail(err)
+			<-w.tokens
+			w.s.putBuf(j.data)
+			w.parts.Done()
+		}
 		if w.st.UploadID == "" {
 			if err := w.startMultipart(ctx); err != nil {
-				w.fail(err)
-				<-w.tokens
-				w.s.putBuf(j.data)
-				w.parts.Done()
+				drop(err)
 				continue
 			}
 		}
 		weight := w.s.partWeight(len(j.data))
 		if err := w.s.mem.Acquire(ctx, weight); err != nil {
-			w.fail(err)
-			<-w.tokens
-			w.s.putBuf(j.data)
-			w.parts.Done()
+			drop(err)
 			continue
 		}
 		go func() {
