@@ -88,9 +88,8 @@ type Tx interface {
 	// ImageIDsWithPrefix returns up to limit image IDs whose hex digits
 	// start with hexPrefix.
 	ImageIDsWithPrefix(ctx context.Context, hexPrefix string, limit int) ([]string, error)
-	// InsertImage inserts an image unless one with its ID exists, and
-	// reports whether it did.
-	InsertImage(ctx context.Context, img NewImage) (bool, error)
+	// InsertImage inserts an image unless one with its ID exists.
+	InsertImage(ctx context.Context, img NewImage) error
 	// DeleteImage removes an image and its indexes (not its references).
 	DeleteImage(ctx context.Context, id string) error
 	// HasChildren reports whether any image names id as its parent.

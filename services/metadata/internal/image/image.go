@@ -203,7 +203,7 @@ func (s *Service) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOp
 		}
 		img := p.img
 		img.RecordedAt = timestamppb.New(now)
-		if _, err := tx.InsertImage(ctx, NewImage{Image: img, ChainIDs: p.chainIDs, Blobs: p.blobs}); err != nil {
+		if err := tx.InsertImage(ctx, NewImage{Image: img, ChainIDs: p.chainIDs, Blobs: p.blobs}); err != nil {
 			return err
 		}
 		// Every pull, load or import is an event, as with Docker, even of

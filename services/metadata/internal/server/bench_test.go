@@ -152,7 +152,7 @@ func populate(b *testing.B, db *sqlstore.DB, n int) []string {
 		}
 		err := db.Update(ctx, func(tx image.Tx) error {
 			for k, row := range rows {
-				if _, err := tx.InsertImage(ctx, row); err != nil {
+				if err := tx.InsertImage(ctx, row); err != nil {
 					return err
 				}
 				ref, err := reference.ParseTag(fmt.Sprintf("bench/app:%d", i+k))

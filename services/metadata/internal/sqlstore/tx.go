@@ -231,19 +231,19 @@ func scanStrings(rows *sql.Rows) ([]string, error) {
 	return out, rows.Err()
 }
 
-func (t *txn) InsertImage(ctx context.Context, n image.NewImage) (bool, error) {
+func (t *txn) InsertImage(ctx context.Context, n image.NewImage) error {
 	img := proto.Clone(n.Image).(*metadatav1.Image)
 	recorded := nanos(img.GetRecordedAt())
 	img.RepoTags, img.RepoDigests, img.LastTagTime, img.RecordedAt = nil, nil, nil, nil
 	rec, err := proto.MarshalOptions{Deterministic: true}.Marshal(img)
 	if err != nil {
-		return false, err
+		return err
 	}
 	labels := ""
 	if len(img.GetLabels()) > 0 {
 		b, err := json.Marshal(img.GetLabels())
 		if err != nil {
-			return false, err
+			return err
 		}
 		labels = string(b)
 	}
@@ -253,15 +253,15 @@ func (t *txn) InsertImage(ctx context.Context, n image.NewImage) (bool, error) {
 		VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, (SELECT COUNT(*) FROM images c WHERE c.parent = $1)) ON CONFLICT (id) DO NOTHING`,
 		img.GetId(), nanos(img.GetCreated()), img.GetParent(), img.GetManifest().GetDigest(), img.GetSize(), recorded, rec, labels)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return false, err
+		return err // n == 0: the image is recorded already, with its indexes
 	}
 	id := img.GetId()
 	if p := img.GetParent(); p != "" {
 		if _, err := t.exec(ctx, `UPDATE images SET child_count = child_count + 1 WHERE id = $1`, p); err != nil {
-			return false, err
+			return err
 		}
 	}
 	// One multi-row statement per table: a build records an image per step.
@@ -270,14 +270,14 @@ func (t *txn) InsertImage(ctx context.Context, n image.NewImage) (bool, error) {
 		rows = append(rows, []any{id, k, v})
 	}
 	if err := t.insertRows(ctx, "labels (image_id, key, value)", rows); err != nil {
-		return false, err
+		return err
 	}
 	rows = rows[:0]
 	for i, l := range img.GetLayers() {
 		rows = append(rows, []any{id, i, n.ChainIDs[i], l.GetDigest(), l.GetSize(), l.GetDiffSize()})
 	}
 	if err := t.insertRows(ctx, "layers (image_id, position, chain_id, digest, size, diff_size)", rows); err != nil {
-		return false, err
+		return err
 	}
 	rows = rows[:0]
 	seen := map[string]bool{}
@@ -288,9 +288,9 @@ func (t *txn) InsertImage(ctx context.Context, n image.NewImage) (bool, error) {
 		}
 	}
 	if err := t.insertRows(ctx, "blobs (digest, image_id)", rows); err != nil {
-		return false, err
+		return err
 	}
-	return true, nil
+	return nil
 }
 
 // insertRows inserts rows into "table (columns)", a few hundred per
