@@ -2,7 +2,6 @@ package command
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,11 +85,8 @@ func (r *registryCredentials) config() (*configfile.ConfigFile, error) {
 		return dockerconfig.Load(dir)
 	}
 	f, err := os.Open(r.authFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("--authfile %s: %w", r.authFile, err)
-	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--authfile: %w", err)
 	}
 	defer f.Close()
 	cfg, err := dockerconfig.LoadFromReader(f)
