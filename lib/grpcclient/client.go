@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -48,7 +46,7 @@ type Config struct {
 	CertFile, KeyFile string
 	// Token is a bearer token sent with every call.
 	Token string
-	// TokenFile holds the bearer token (surrounding space trimmed) when
+	// TokenFile holds the bearer token, on its first non-empty line, when
 	// Token is empty.
 	TokenFile string
 }
@@ -99,18 +97,16 @@ func Dial(addr string, cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, e
 		grpc.WithChainStreamInterceptor(streamInterceptor),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
 	}
-	token := cfg.Token
-	if token == "" && cfg.TokenFile != "" {
-		b, err := os.ReadFile(cfg.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading the token file: %w", err)
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			return nil, fmt.Errorf("the token file %s is empty", cfg.TokenFile)
-		}
+	file := cfg.TokenFile
+	if cfg.Token != "" {
+		file = ""
 	}
-	if token != "" {
-		all = append(all, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: token}))
+	tokens, err := auth.ReadTokens(cfg.Token, file) // a server's own reader: the first token of the file is sent
+	if err != nil {
+		return nil, fmt.Errorf("reading the token file: %w", err)
+	}
+	if len(tokens) > 0 {
+		all = append(all, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: tokens[0]}))
 	}
 	conn, err := grpc.NewClient(addr, append(all, opts...)...)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -221,6 +222,22 @@ func TestTokenAuth(t *testing.T) {
 				t.Errorf("health check with token %q: %v", tt.token, err)
 			}
 		})
+	}
+	// A client's token file is read as a server's: its first token is sent.
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("\n  s3cret  \nother\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, ts.addr, grpcclient.Config{TokenFile: file})
+	if _, err := blobv1.NewBlobServiceClient(conn).Stat(context.Background(), &blobv1.StatRequest{Digest: "x"}); err != nil {
+		t.Errorf("Stat with the token from a file: %v", err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := grpcclient.Dial(ts.addr, grpcclient.Config{TokenFile: empty}); err == nil || !strings.Contains(err.Error(), empty) {
+		t.Errorf("Dial with an empty token file = %v, want an error naming it", err)
 	}
 }
 
