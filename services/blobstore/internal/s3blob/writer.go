@@ -141,6 +141,14 @@ func (w *writer) fail(err error) {
 	}
 }
 
+// refuse ends the upload for good with err, discarding what it holds: the
+// writer's later calls return err too.
+func (w *writer) refuse(err error) error {
+	w.fail(err)
+	w.finish(true)
+	return err
+}
+
 func (w *writer) failure() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -196,20 +204,14 @@ func (w *writer) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	if w.st.Size >= 0 && w.offset+int64(len(p)) > w.st.Size {
-		err := blob.TooLong(w.st.Ref, w.st.Size, w.offset+int64(len(p)))
-		w.fail(err)
-		w.finish(true)
-		return 0, err
+		return 0, w.refuse(blob.TooLong(w.st.Ref, w.st.Size, w.offset+int64(len(p))))
 	}
 	n := len(p)
 	for len(p) > 0 {
 		if w.buf == nil {
 			if w.nextPart > maxParts {
-				err := errdefs.ResourceExhausted("upload %q: past %d bytes, more than S3's 10,000 parts of %d bytes; declare the blob's size so that larger parts are used",
-					w.st.Ref, w.offset, w.st.PartSize).WithReason("BLOB_TOO_LARGE")
-				w.fail(err)
-				w.finish(true)
-				return n - len(p), err
+				return n - len(p), w.refuse(errdefs.ResourceExhausted("upload %q: past %d bytes, more than S3's 10,000 parts of %d bytes; declare the blob's size so that larger parts are used",
+					w.st.Ref, w.offset, w.st.PartSize).WithReason("BLOB_TOO_LARGE"))
 			}
 			w.buf = w.newBuf()
 		}
