@@ -10,6 +10,7 @@ import (
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
@@ -67,8 +68,8 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 	return p.images.Get(ctx, string(res.ImageID))
 }
 
-func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service, log *slog.Logger) (*server.Builds, error) {
-	snaps, err := snapshot.New(filepath.Join(c.stateDir, "snapshots"), snapshot.Options{MaxBytes: c.snapshotBytes})
+func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service, limits compression.Limits, log *slog.Logger) (*server.Builds, error) {
+	snaps, err := snapshot.New(filepath.Join(c.stateDir, "snapshots"), snapshot.Options{MaxBytes: c.snapshotBytes, Limits: limits})
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +91,7 @@ func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *im
 			return blobs.Writer(ctx, mediaType)
 		}),
 		Contexts:  contexts,
+		Archives:  limits,
 		URLPolicy: build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
 		Log:       log,
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/grpcserver"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/server"
@@ -31,8 +32,8 @@ type config struct {
 func (c *config) register(fs *flagenv.Set) {
 	fs.StringVar(&c.metadataAddr, "metadata-addr", grpcclient.DefaultMetadataAddr, "address of the metadata service")
 	fs.StringVar(&c.blobstoreAddr, "blobstore-addr", grpcclient.DefaultBlobstoreAddr, "address of the blob store")
-	fs.Int64Var(&c.limits.MaxLayerSize, "max-layer-size", transfer.DefaultMaxLayerSize, "most bytes one layer may hold uncompressed (import, load, pull)")
-	fs.Int64Var(&c.limits.MaxExpansion, "max-expansion", transfer.DefaultMaxExpansion, "most a compressed layer may expand, uncompressed bytes per compressed byte, past 256 MiB")
+	fs.Int64Var(&c.limits.MaxSize, "max-layer-size", compression.DefaultMaxSize, "most bytes one layer or ADD archive may hold uncompressed (import, load, pull, unpack, ADD)")
+	fs.Int64Var(&c.limits.MaxExpansion, "max-expansion", compression.DefaultMaxExpansion, "most a compressed layer or archive may expand, uncompressed bytes per compressed byte, past 256 MiB")
 	fs.Int64Var(&c.limits.MaxArchiveSize, "max-archive-size", transfer.DefaultMaxArchiveSize, "most bytes a load archive may hold")
 	c.client.RegisterFlags(fs)
 	c.builds.register(fs)
@@ -45,7 +46,7 @@ func (c *config) validate(fs *flagenv.Set) error {
 			errs = append(errs, fs.Invalid(name, err))
 		}
 	}
-	for name, v := range map[string]int64{"max-layer-size": c.limits.MaxLayerSize, "max-expansion": c.limits.MaxExpansion, "max-archive-size": c.limits.MaxArchiveSize} {
+	for name, v := range map[string]int64{"max-layer-size": c.limits.MaxSize, "max-expansion": c.limits.MaxExpansion, "max-archive-size": c.limits.MaxArchiveSize} {
 		if v <= 0 {
 			errs = append(errs, fs.Invalid(name, errors.New("must be positive")))
 		}
@@ -74,7 +75,7 @@ func main() {
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits))
-			builds, err := cfg.builds.wire(ctx, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, log)
+			builds, err := cfg.builds.wire(ctx, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()

@@ -30,6 +30,7 @@ import (
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
@@ -144,6 +145,9 @@ type Builder struct {
 	Layers    Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
+	// Archives bounds the decompression of ADD's local archives, as layers
+	// are bounded.
+	Archives compression.Limits
 	// URLPolicy decides which hosts ADD may download from.
 	URLPolicy URLPolicy
 	Log       *slog.Logger

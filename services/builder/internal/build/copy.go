@@ -1,11 +1,7 @@
 package build
 
 import (
-	"archive/tar"
-	"bufio"
 	"bytes"
-	"compress/bzip2"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +23,9 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/cache"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
 // Paths inside a step's root filesystem are always resolved with
@@ -51,7 +49,7 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 		}
 		own = &o
 	}
-	c := &copier{root: root, chmod: cp.chmod, own: own, store: r.b.Contexts, ctx: ctx}
+	c := &copier{root: root, chmod: cp.chmod, own: own, store: r.b.Contexts, limits: r.b.Archives, ctx: ctx}
 	if cp.fromStage != nil || cp.fromImage != nil {
 		var layers []image.Layer
 		if cp.fromStage != nil {
@@ -85,11 +83,12 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 }
 
 type copier struct {
-	ctx   context.Context
-	root  string
-	chmod *fs.FileMode
-	own   *owner
-	store *buildctx.Store
+	ctx    context.Context
+	root   string
+	chmod  *fs.FileMode
+	own    *owner
+	store  *buildctx.Store
+	limits compression.Limits
 
 	// dirs remembers the directories this copy resolved or made, so that
 	// thousands of files in a few directories do not resolve their parents
@@ -543,97 +542,22 @@ func globIn(root, pattern string) ([]string, error) {
 }
 
 // unpack extracts a local archive that ADD names into the destination
-// directory, as Docker does for tar, gzip and bzip2 archives. It reports
-// false, and does nothing, when the file is not an archive.
+// directory, as Docker does for tar archives, plain or compressed. It
+// reports false, and does nothing, when the file is not an archive. The
+// archive goes through the extractor layers are unpacked with (its names
+// and links resolved inside the destination at every entry, never through
+// a path an earlier entry planted), with the same bounds.
 func (c *copier) unpack(cp *copyPlan, e *buildctx.Entry) (bool, error) {
 	f, err := c.store.Open(e.Digest)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
-	head, _ := br.Peek(512)
-	var r io.Reader
-	switch {
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		gz, err := gzip.NewReader(br)
-		if err != nil {
-			return false, nil
-		}
-		defer gz.Close()
-		r = gz
-	case bytes.HasPrefix(head, []byte("BZh")):
-		r = bzip2.NewReader(br)
-	case len(head) >= 262 && bytes.Equal(head[257:262], []byte("ustar")):
-		r = br
-	default:
-		return false, nil
-	}
-	tr := tar.NewReader(r)
-	hdr, err := tr.Next()
+	dir, err := c.mkdirAll(cp.dest)
 	if err != nil {
-		// Not a tar after all (a plain .gz file): Docker copies it as is.
-		return false, nil
+		return false, err
 	}
-	if _, err := c.mkdirAll(cp.dest); err != nil {
-		return true, err
-	}
-	for ; err == nil; hdr, err = tr.Next() {
-		if err := c.ctx.Err(); err != nil {
-			return true, err
-		}
-		if err := c.tarEntry(cp.dest, hdr, tr); err != nil {
-			return true, fmt.Errorf("extracting %s: %w", hdr.Name, err)
-		}
-	}
-	if err != io.EOF {
-		return true, errdefs.InvalidArgument("archive %s: %v", e.Path, err)
-	}
-	return true, nil
-}
-
-// tarEntry writes one archive entry under dir. Names are taken relative to
-// dir whatever they say ("../x" and "/x" stay inside), and hard links may
-// only point at entries inside dir.
-func (c *copier) tarEntry(dir string, hdr *tar.Header, r io.Reader) error {
-	name := path.Clean("/" + hdr.Name)
-	if name == "/" {
-		return nil
-	}
-	dst := path.Join(dir, name)
-	own := owner{hdr.Uid, hdr.Gid}
-	if c.own != nil {
-		own = *c.own
-	}
-	mode := fs.FileMode(hdr.Mode).Perm()
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		host, err := c.mkdirAll(dst)
-		if err != nil {
-			return err
-		}
-		if err := os.Lchown(host, own.uid, own.gid); err != nil {
-			return err
-		}
-		return os.Chmod(host, mode)
-	case tar.TypeReg, tar.TypeRegA:
-		return c.writeFile(dst, r, mode, own, hdr.ModTime)
-	case tar.TypeSymlink:
-		return c.symlink(dst, hdr.Linkname, own, hdr.ModTime)
-	case tar.TypeLink:
-		target, err := c.resolve(path.Join(dir, path.Clean("/"+hdr.Linkname)))
-		if err != nil {
-			return err
-		}
-		host, err := c.parentOf(dst)
-		if err != nil {
-			return err
-		}
-		_ = os.Remove(host)
-		return os.Link(target, host)
-	default:
-		return nil // devices and fifos are not extracted by an unprivileged ADD
-	}
+	return layer.Extract(c.ctx, f, dir, layer.WithLimits(c.limits))
 }
 
 // resolveChown turns "user[:group]" into IDs, looking names up in the

@@ -13,16 +13,11 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/klauspost/compress/zstd"
-	"github.com/klauspost/pgzip"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 )
-
-// zstdMaxWindow caps the window a zstd frame may declare, so that a crafted
-// frame cannot make the decoder allocate gigabytes before the first byte.
-const zstdMaxWindow = 128 << 20
 
 // Unpacked describes a layer Unpack applied.
 type Unpacked struct {
@@ -37,7 +32,7 @@ type UnpackOpt func(*unpackOptions)
 
 type unpackOptions struct {
 	diffID     digest.Digest
-	maxBytes   int64
+	limits     compression.Limits
 	maxEntries int64
 }
 
@@ -48,10 +43,10 @@ func WithDiffID(d digest.Digest) UnpackOpt {
 	return func(o *unpackOptions) { o.diffID = d }
 }
 
-// WithMaxBytes stops Unpack with RESOURCE_EXHAUSTED once the uncompressed tar
-// exceeds n bytes (decompression bombs).
-func WithMaxBytes(n int64) UnpackOpt {
-	return func(o *unpackOptions) { o.maxBytes = n }
+// WithLimits bounds the layer's decompression (decompression bombs); the
+// compression package's defaults otherwise.
+func WithLimits(l compression.Limits) UnpackOpt {
+	return func(o *unpackOptions) { o.limits = l }
 }
 
 // WithMaxEntries stops Unpack with RESOURCE_EXHAUSTED once the tar holds
@@ -75,43 +70,20 @@ func Unpack(ctx context.Context, blob io.Reader, dir string, opts ...UnpackOpt) 
 	for _, opt := range opts {
 		opt(&o)
 	}
-	tarStream, closeFn, err := decompress(sourceReader{blob})
+	tarStream, err := compression.NewReader(sourceReader{blob}, o.limits, "layer")
 	if err != nil {
-		return Unpacked{}, unpackError(err)
+		return Unpacked{}, unpackError(err, "layer")
 	}
-	defer closeFn()
-
-	if o.maxBytes > 0 {
-		tarStream = &limitReader{r: tarStream, n: o.maxBytes}
-	}
+	defer tarStream.Close()
 	diffID := digest.SHA256.Digester()
-	tarStream = io.TeeReader(tarStream, diffID.Hash())
-
-	var size, entries int64
-	count := func(hdr *tar.Header) (bool, error) {
-		if err := checkWhiteout(hdr.Name); err != nil {
-			return false, err
-		}
-		if entries++; o.maxEntries > 0 && entries > o.maxEntries {
-			return false, errdefs.ResourceExhausted("layer holds more than %d entries", o.maxEntries).WithReason("LAYER_TOO_MANY_ENTRIES")
-		}
-		switch hdr.Typeflag {
-		case tar.TypeReg, tar.TypeGNUSparse:
-			size += hdr.Size
-		case tar.TypeSymlink:
-			size += int64(len(hdr.Linkname))
-		}
-		return true, nil
-	}
-	if _, err := archive.Apply(ctx, dir, tarStream,
-		archive.WithConvertWhiteout(archive.OverlayConvertWhiteout),
-		archive.WithFilter(count),
-	); err != nil {
-		return Unpacked{}, unpackError(err)
+	tr := io.TeeReader(tarStream, diffID.Hash())
+	size, err := apply(ctx, tr, dir, archive.OverlayConvertWhiteout, o.maxEntries, "layer")
+	if err != nil {
+		return Unpacked{}, unpackError(err, "layer")
 	}
 	// The tar may be followed by padding; the diff ID covers it.
-	if _, err := io.Copy(io.Discard, tarStream); err != nil {
-		return Unpacked{}, unpackError(err)
+	if _, err := io.Copy(io.Discard, tr); err != nil {
+		return Unpacked{}, unpackError(err, "layer")
 	}
 	got := diffID.Digest()
 	if o.diffID != "" && got != o.diffID {
@@ -121,36 +93,93 @@ func Unpack(ctx context.Context, blob io.Reader, dir string, opts ...UnpackOpt) 
 	return Unpacked{DiffID: got, DiffSize: size}, nil
 }
 
+// Extract applies a local archive (a tar, plain or compressed as Unpack
+// reads them) to dir as Docker's ADD does: the archive's owners, modes and
+// times are kept, and ".wh." names are ordinary files, not whiteouts. Names
+// and links resolve inside dir exactly as in Unpack, through the same
+// extractor, with the same bounds. It reports false, having written
+// nothing, when the stream is not a tar archive (ADD then copies the file
+// as it is).
+func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (bool, error) {
+	var o unpackOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	tarStream, err := compression.NewReader(sourceReader{r}, o.limits, "archive")
+	if err != nil {
+		if errdefs.IsInvalidArgument(err) {
+			return false, nil // not a stream of a format it claims: a plain file
+		}
+		return false, unpackError(err, "archive")
+	}
+	defer tarStream.Close()
+	br := bufio.NewReaderSize(tarStream, 64<<10)
+	// Docker calls a file an archive when its first tar header reads.
+	head, _ := br.Peek(512)
+	if _, err := tar.NewReader(bytes.NewReader(head)).Next(); err != nil {
+		return false, nil
+	}
+	keep := func(*tar.Header, string) (bool, error) { return true, nil }
+	if _, err := apply(ctx, br, dir, keep, o.maxEntries, "archive"); err != nil {
+		return true, unpackError(err, "archive")
+	}
+	return true, nil
+}
+
+// apply extracts a tar stream into dir through containerd's archive.Apply,
+// counting entries against maxEntries (0: no bound) and returning Docker's
+// diff size of what it applied.
+func apply(ctx context.Context, tarStream io.Reader, dir string, whiteouts archive.ConvertWhiteout, maxEntries int64, what string) (int64, error) {
+	var size, entries int64
+	count := func(hdr *tar.Header) (bool, error) {
+		if err := checkWhiteout(hdr.Name, what); err != nil {
+			return false, err
+		}
+		if entries++; maxEntries > 0 && entries > maxEntries {
+			return false, errdefs.ResourceExhausted("%s holds more than %d entries", what, maxEntries).WithReason("LAYER_TOO_MANY_ENTRIES")
+		}
+		switch hdr.Typeflag {
+		case tar.TypeReg, tar.TypeGNUSparse:
+			size += hdr.Size
+		case tar.TypeSymlink:
+			size += int64(len(hdr.Linkname))
+		}
+		return true, nil
+	}
+	_, err := archive.Apply(ctx, dir, tarStream, archive.WithConvertWhiteout(whiteouts), archive.WithFilter(count))
+	return size, err
+}
+
 // checkWhiteout refuses whiteouts whose target is the directory itself or
 // its parent (".wh..", ".wh..."): applied, they would wipe out more than one
 // name (containerd's validateWhiteout, with an error that says so).
-func checkWhiteout(name string) error {
+func checkWhiteout(name, what string) error {
 	base := path.Base(strings.TrimSuffix(name, "/"))
 	if target, ok := strings.CutPrefix(base, whiteoutPrefix); ok && (target == "" || target == "." || target == "..") {
-		return errdefs.InvalidArgument("malformed layer: whiteout %q names no file", name)
+		return errdefs.InvalidArgument("malformed %s: whiteout %q names no file", what, name)
 	}
 	return nil
 }
 
-func unpackError(err error) error {
+// unpackError classifies what extracting a layer or archive (what) failed on.
+func unpackError(err error, what string) error {
 	var (
 		src  *sourceError
 		link *os.LinkError
 	)
 	switch {
 	case errors.As(err, &src):
-		return fmt.Errorf("reading layer: %w", src.err)
+		return fmt.Errorf("reading %s: %w", what, src.err)
 	case errors.Is(err, errdefs.ErrResourceExhausted), errdefs.IsInvalidArgument(err):
 		return err
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
-	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrFieldTooLong), errors.Is(err, tar.ErrInsecurePath), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, pgzip.ErrHeader), errors.Is(err, pgzip.ErrChecksum):
-		return errdefs.InvalidArgument("malformed layer: %v", err)
+	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrFieldTooLong), errors.Is(err, tar.ErrInsecurePath), errors.Is(err, io.ErrUnexpectedEOF):
+		return errdefs.InvalidArgument("malformed %s: %v", what, err)
 	case errors.As(err, &link) && errors.Is(err, os.ErrNotExist):
-		return errdefs.InvalidArgument("malformed layer: hard link %s to a file not in the layer", link.New)
+		return errdefs.InvalidArgument("malformed %s: hard link %s to a file not in the %s", what, link.New, what)
 	}
-	return fmt.Errorf("unpacking layer: %w", err)
+	return fmt.Errorf("unpacking %s: %w", what, err)
 }
 
 // sourceError marks a failure to read the blob itself, so that it is not
@@ -168,73 +197,4 @@ func (s sourceReader) Read(p []byte) (int, error) {
 		err = &sourceError{err}
 	}
 	return n, err
-}
-
-// decodeReader reports what a decompressor fails on as malformed content,
-// unless the blob could not be read.
-type decodeReader struct {
-	r      io.Reader
-	format string
-}
-
-func (d decodeReader) Read(p []byte) (int, error) {
-	n, err := d.r.Read(p)
-	var src *sourceError
-	if err != nil && err != io.EOF && !errors.As(err, &src) {
-		err = errdefs.InvalidArgument("malformed %s layer: %v", d.format, err)
-	}
-	return n, err
-}
-
-// decompress returns the tar stream inside blob.
-func decompress(blob io.Reader) (io.Reader, func(), error) {
-	br := bufio.NewReaderSize(blob, 64<<10)
-	magic, err := br.Peek(4)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, err
-	}
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		zr, err := pgzip.NewReaderN(br, 1<<20, 4)
-		if err != nil {
-			var src *sourceError
-			if errors.As(err, &src) {
-				return nil, nil, err
-			}
-			return nil, nil, errdefs.InvalidArgument("malformed gzip layer: %v", err)
-		}
-		return decodeReader{zr, "gzip"}, func() { zr.Close() }, nil
-	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, nil, errdefs.InvalidArgument("malformed zstd layer: %v", err)
-		}
-		return decodeReader{zr, "zstd"}, zr.Close, nil
-	}
-	return br, func() {}, nil
-}
-
-// limitReader fails with RESOURCE_EXHAUSTED once more than n bytes were read.
-type limitReader struct {
-	r io.Reader
-	n int64
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n < 0 {
-		return 0, l.err()
-	}
-	if int64(len(p)) > l.n+1 {
-		p = p[:l.n+1]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	if l.n < 0 {
-		return n, l.err()
-	}
-	return n, err
-}
-
-func (l *limitReader) err() error {
-	return errdefs.ResourceExhausted("layer exceeds the uncompressed size limit").WithReason("LAYER_TOO_LARGE")
 }

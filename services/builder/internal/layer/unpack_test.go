@@ -18,6 +18,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 )
 
 func tarBytes(t testing.TB, w tartest.WriterToTar) []byte {
@@ -252,7 +253,7 @@ func TestUnpackBomb(t *testing.T) {
 	zw.Close()
 
 	dir := t.TempDir()
-	_, err := Unpack(context.Background(), bytes.NewReader(gz.Bytes()), dir, WithMaxBytes(8<<20))
+	_, err := Unpack(context.Background(), bytes.NewReader(gz.Bytes()), dir, WithLimits(compression.Limits{MaxSize: 8 << 20}))
 	if !errors.Is(err, errdefs.ErrResourceExhausted) {
 		t.Errorf("Unpack of %d compressed bytes inflating to 64 MiB with an 8 MiB limit = %v, want RESOURCE_EXHAUSTED", gz.Len(), err)
 	}

@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
@@ -63,9 +64,10 @@ type Options struct {
 	// the least recently used unused layers are evicted beyond it. Zero
 	// means no limit.
 	MaxBytes int64
-	// MaxLayerBytes bounds the uncompressed size of one layer being
-	// unpacked (RESOURCE_EXHAUSTED beyond it). Zero means no limit.
-	MaxLayerBytes int64
+	// Limits bound the decompression of one layer being unpacked
+	// (RESOURCE_EXHAUSTED beyond them); zero fields take the compression
+	// package's defaults.
+	Limits compression.Limits
 	// MaxLayerEntries bounds the number of tar entries of one layer being
 	// unpacked (RESOURCE_EXHAUSTED beyond it). Zero means no limit.
 	MaxLayerEntries int64
@@ -353,10 +355,7 @@ func (s *Store) unpack(ctx context.Context, parent, chainID digest.Digest, l Lay
 		return fmt.Errorf("opening layer %s: %w", l.DiffID, err)
 	}
 	defer rc.Close()
-	opts := []layer.UnpackOpt{layer.WithDiffID(l.DiffID)}
-	if s.opts.MaxLayerBytes > 0 {
-		opts = append(opts, layer.WithMaxBytes(s.opts.MaxLayerBytes))
-	}
+	opts := []layer.UnpackOpt{layer.WithDiffID(l.DiffID), layer.WithLimits(s.opts.Limits)}
 	if s.opts.MaxLayerEntries > 0 {
 		opts = append(opts, layer.WithMaxEntries(s.opts.MaxLayerEntries))
 	}

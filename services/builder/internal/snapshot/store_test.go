@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
@@ -461,7 +462,7 @@ func TestEnsure(t *testing.T) {
 
 func TestPrepareLayerLimits(t *testing.T) {
 	for name, opts := range map[string]Options{
-		"bytes":   {MaxLayerBytes: 1000},
+		"bytes":   {Limits: compression.Limits{MaxSize: 1000}},
 		"entries": {MaxLayerEntries: 2},
 	} {
 		t.Run(name, func(t *testing.T) {

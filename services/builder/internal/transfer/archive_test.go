@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 )
 
 // importTwo imports two images, one of them under two tags.
@@ -157,7 +158,7 @@ func TestLoadRefusesBadArchives(t *testing.T) {
 		}), errdefs.ErrInvalidArgument, "does not match its digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dst := newFixture(t, WithLimits(Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}))
+			dst := newFixture(t, WithLimits(Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}}))
 			_, err := dst.svc.Load(ctx, bytes.NewReader(tc.archive), nil)
 			if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("Load(%s) = %v, want %v saying %q", tc.name, err, tc.kind, tc.msg)

@@ -10,6 +10,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -30,22 +31,22 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 	type scanned struct {
 		diffID   digest.Digest
 		diffSize int64
-		c        Compression
+		c        compression.Format
 		err      error
 	}
 	done := make(chan scanned, 1)
 	go func() {
 		var res scanned
 		defer func() { done <- res }()
-		d, err := decompress(pr, s.limits, what)
+		d, err := compression.NewReader(pr, s.limits.Limits, what)
 		if err != nil {
 			res.err = err
 			pr.CloseWithError(err)
 			return
 		}
 		defer d.Close()
-		res.c = d.c
-		if d.c == Uncompressed {
+		res.c = d.Format
+		if d.Format == compression.Uncompressed {
 			// The diff ID is the blob's digest, which the upload checks:
 			// hashing the bytes here too would only cost a pass.
 			res.diffSize, res.err = scanTar(d, what)
@@ -87,7 +88,7 @@ func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Desc
 	if dg != nil {
 		got = dg.Digest()
 	}
-	if res.c == Uncompressed {
+	if res.c == compression.Uncompressed {
 		res.diffID = got
 	}
 	if want.Size > 0 && size != want.Size {
@@ -123,7 +124,7 @@ func (s *Service) scanStored(ctx context.Context, blob ocispec.Descriptor, what 
 		return image.Layer{}, err
 	}
 	defer rc.Close()
-	d, err := decompress(rc, s.limits, what)
+	d, err := compression.NewReader(rc, s.limits.Limits, what)
 	if err != nil {
 		return image.Layer{}, err
 	}
@@ -136,11 +137,11 @@ func (s *Service) scanStored(ctx context.Context, blob ocispec.Descriptor, what 
 	return image.Layer{Blob: blob, DiffID: dg.Digest(), DiffSize: size}, nil
 }
 
-func layerMediaType(c Compression) string {
+func layerMediaType(c compression.Format) string {
 	switch c {
-	case Gzip:
+	case compression.Gzip:
 		return image.MediaTypeOCILayerGzip
-	case Zstd:
+	case compression.Zstd:
 		return image.MediaTypeOCILayerZstd
 	default:
 		return image.MediaTypeOCILayer

@@ -11,6 +11,7 @@ import (
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 )
@@ -63,7 +64,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, p
 
 	const what = "import tarball"
 	in := newProgressReader(r, progress, importLabel, ActionDownloading, 0)
-	d, err := decompress(in, s.limits, what)
+	d, err := compression.NewReader(in, s.limits.Limits, what)
 	if err != nil {
 		return ImportResult{}, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -194,7 +195,7 @@ var zstdWindowBomb = []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xa8, 0x01, 0x00, 0x00
 func TestImportRefusesBadInput(t *testing.T) {
 	good := gzipped(t, rootfs(t))
 	zeros := gzipped(t, make([]byte, 64<<20))
-	limits := Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}
+	limits := Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}}
 	for _, tc := range []struct {
 		name  string
 		input []byte

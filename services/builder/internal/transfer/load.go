@@ -18,6 +18,7 @@ import (
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 )
@@ -147,10 +148,10 @@ func (s *Service) loadEntry(ctx context.Context, a *archive, name string, size i
 		id = want.Digest.String()
 	}
 	in := newProgressReader(br, progress, id, ActionDownloading, size)
-	c := detect(br)
+	c := compression.Detect(br)
 	var l image.Layer
 	var err error
-	if c == Uncompressed && want.Digest == "" {
+	if c == compression.Uncompressed && want.Digest == "" {
 		// docker save (before Docker 25) writes layers as plain tars, named
 		// <id>/layer.tar: store them gzip-compressed, as Docker pushes them.
 		l, err = s.writeLayer(ctx, in, what)
@@ -172,7 +173,7 @@ func (s *Service) writeLayer(ctx context.Context, r io.Reader, what string) (ima
 	if err != nil {
 		return image.Layer{}, err
 	}
-	d, err := decompress(r, s.limits, what)
+	d, err := compression.NewReader(r, s.limits.Limits, what)
 	if err != nil {
 		w.Close()
 		return image.Layer{}, err
@@ -460,4 +461,16 @@ func archiveError(err error) error {
 		return errdefs.InvalidArgument("the archive is not a valid tar stream: %v", err).WithReason("CORRUPT_ARCHIVE")
 	}
 	return err
+}
+
+// countReader counts the bytes read from r.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

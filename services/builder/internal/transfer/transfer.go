@@ -13,6 +13,7 @@ package transfer
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -49,41 +52,27 @@ type Blobs interface {
 // Limits bound what a transfer accepts, against decompression bombs and
 // oversized input. A zero field takes its default.
 type Limits struct {
-	// MaxLayerSize is the most bytes one layer may hold uncompressed.
-	MaxLayerSize int64
-	// MaxExpansion is the most a compressed stream may expand (uncompressed
-	// bytes per compressed byte), checked once a stream has produced
-	// ExpansionFloor bytes; real layers stay far below it, bombs far above.
-	MaxExpansion int64
-	// ExpansionFloor is the output size below which MaxExpansion is not
-	// checked, so that small, very compressible layers pass.
-	ExpansionFloor int64
+	// Limits bound the decompression of each layer and tarball.
+	compression.Limits
 	// MaxArchiveSize is the most bytes a load archive may hold.
 	MaxArchiveSize int64
 }
 
-// Default limits.
-const (
-	DefaultMaxLayerSize   = 64 << 30
-	DefaultMaxExpansion   = 200
-	DefaultExpansionFloor = 256 << 20
-	DefaultMaxArchiveSize = 256 << 30
-)
+// DefaultMaxArchiveSize is the default MaxArchiveSize.
+const DefaultMaxArchiveSize = 256 << 30
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxLayerSize <= 0 {
-		l.MaxLayerSize = DefaultMaxLayerSize
-	}
-	if l.MaxExpansion <= 0 {
-		l.MaxExpansion = DefaultMaxExpansion
-	}
-	if l.ExpansionFloor <= 0 {
-		l.ExpansionFloor = DefaultExpansionFloor
-	}
+	l.Limits = l.Limits.WithDefaults()
 	if l.MaxArchiveSize <= 0 {
 		l.MaxArchiveSize = DefaultMaxArchiveSize
 	}
 	return l
+}
+
+// isClassified reports whether err already carries an errdefs kind.
+func isClassified(err error) bool {
+	var e *errdefs.Error
+	return errors.As(err, &e)
 }
 
 // Service runs transfers.
