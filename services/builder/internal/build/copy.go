@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/rootfs"
 )
 
 // Paths inside a step's root filesystem are always resolved with
@@ -563,42 +563,8 @@ func (c *copier) unpack(cp *copyPlan, e *buildctx.Entry) (bool, error) {
 // resolveChown turns "user[:group]" into IDs, looking names up in the
 // image's /etc/passwd and /etc/group as Docker does.
 func resolveChown(root, spec string) (owner, error) {
-	u, g, _ := splitChown(spec)
-	uid, err := lookupID(root, "/etc/passwd", u)
-	if err != nil {
-		return owner{}, err
-	}
-	gid := uid
-	if g != "" {
-		if gid, err = lookupID(root, "/etc/group", g); err != nil {
-			return owner{}, err
-		}
-	}
-	return owner{uid, gid}, nil
-}
-
-func lookupID(root, file, name string) (int, error) {
-	if n, err := strconv.Atoi(name); err == nil {
-		if n < 0 {
-			return 0, fmt.Errorf("negative ID %d", n)
-		}
-		return n, nil
-	}
-	host, err := securejoin.SecureJoin(root, file)
-	if err != nil {
-		return 0, err
-	}
-	b, err := os.ReadFile(host)
-	if err != nil {
-		return 0, fmt.Errorf("no %s in the image to look up %q in", file, name)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) >= 3 && f[0] == name {
-			return strconv.Atoi(f[2])
-		}
-	}
-	return 0, fmt.Errorf("%s has no entry %q", file, name)
+	uid, gid, err := rootfs.LookupChown(root, spec)
+	return owner{uid, gid}, err
 }
 
 // mkdirIn creates a WORKDIR in a root filesystem, owned by root and 0755

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +220,50 @@ func TestConcurrentBuildsShareTheBase(t *testing.T) {
 		if got := e.files(img)["n"]; got != "-rw-r--r-- 0:0 "+itoa(i)+"\n" {
 			t.Errorf("par:%d has /n = %q", i, got)
 		}
+	}
+}
+
+// A base image whose /etc/group is a FIFO, or whose /etc/passwd is a
+// character device, once hung the builder (opening the FIFO) or grew its
+// memory without bound (reading /dev/zero for --chown): the step that reads
+// it now fails at once, naming the file and its line, and the builder goes
+// on.
+func TestHostileIDFilesFailTheStepFast(t *testing.T) {
+	e := newRuncEnv(t)
+	c := e.context([]ctxFile{{path: "f", body: "x"}})
+	for _, tc := range []struct {
+		name, df, file string
+	}{
+		{"group is a fifo", "FROM busybox\nRUN rm /etc/group && mkfifo /etc/group\nRUN echo next\n", "/etc/group"},
+		{"passwd is /dev/zero for RUN", "FROM busybox\nRUN rm /etc/passwd && mknod /etc/passwd c 1 5\nRUN echo next\n", "/etc/passwd"},
+		{"passwd is /dev/zero for --chown", "FROM busybox\nRUN rm /etc/passwd && mknod /etc/passwd c 1 5\nCOPY --chown=app f /f\n", "/etc/passwd"},
+		{"passwd is a fifo for USER", "FROM busybox\nRUN rm /etc/passwd && mkfifo /etc/passwd\nUSER nobody\nRUN echo next\n", "/etc/passwd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			_, _, err := e.build(tc.df, c)
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), tc.file) || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("build = %v, want an error naming %s as not a regular file", err, tc.file)
+			}
+			lines := strings.Count(tc.df, "\n")
+			if err != nil && !strings.Contains(err.Error(), "Dockerfile:"+itoa(lines)) {
+				t.Errorf("build = %v, want it to name line %d", err, lines)
+			}
+			if took > 5*time.Second {
+				t.Errorf("the build took %v to fail", took)
+			}
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 64<<20 {
+				t.Errorf("the builder's heap grew by %d MiB", grew>>20)
+			}
+		})
+	}
+	if _, _, err := e.build("FROM busybox\nRUN echo still building\n", nil); err != nil {
+		t.Errorf("the next build failed: %v", err)
 	}
 }

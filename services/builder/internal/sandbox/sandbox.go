@@ -35,6 +35,7 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/rootfs"
 )
 
 // Network selects the network a process sees.
@@ -189,7 +190,7 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 	if fi, err := os.Stat(p.RootFS); err != nil || !fi.IsDir() {
 		return -1, errdefs.InvalidArgument("root filesystem %s is not a directory", p.RootFS)
 	}
-	u, err := resolveUser(p.RootFS, p.User)
+	u, err := rootfs.LookupUser(p.RootFS, p.User)
 	if err == nil {
 		err = makeCwd(p.RootFS, p.Cwd)
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/services/builder/internal/rootfs"
 )
 
 // defaultPath is the PATH a process gets when the image sets none, as in
@@ -49,8 +51,8 @@ var (
 // capabilities, seccomp profile and limits of Docker's default container,
 // with no host path mounted but the three files the runner generated for
 // the run (/etc/resolv.conf, /etc/hosts, /etc/hostname).
-func runtimeSpec(p Process, u resolvedUser, id, hostname, bundle string) *specs.Spec {
-	env := processEnv(p.Env, hostname, u.home)
+func runtimeSpec(p Process, u rootfs.User, id, hostname, bundle string) *specs.Spec {
+	env := processEnv(p.Env, hostname, u.Home)
 	namespaces := []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace},
 		{Type: specs.IPCNamespace},
@@ -64,7 +66,7 @@ func runtimeSpec(p Process, u resolvedUser, id, hostname, bundle string) *specs.
 	s := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
-			User: specs.User{UID: u.uid, GID: u.gid, AdditionalGids: u.sgids},
+			User: specs.User{UID: u.UID, GID: u.GID, AdditionalGids: u.Sgids},
 			Args: p.Args,
 			Env:  env,
 			Cwd:  p.Cwd,
