@@ -24,6 +24,9 @@ type StackOptions struct {
 	// gives every client the certificate and token it needs: the services
 	// calling each other, and what runs with Env (the CLI).
 	Secure bool
+	// BuilderEnv are more settings of the builder, "STRATA_MAX_BUILDS=1"
+	// style.
+	BuilderEnv []string
 }
 
 // Stack is Strata's three services running from their binaries on free
@@ -77,7 +80,8 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 	if !opts.NoBuilder {
 		s.BuilderAddr = addr(FreePort(t))
 		s.BuilderStateDir = filepath.Join(s.Dir, "builder")
-		Start(t, append(append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.serverEnv...), s.Env()...),
+		env := append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.serverEnv...)
+		Start(t, append(append(env, s.Env()...), opts.BuilderEnv...),
 			filepath.Join(s.Bin, "strata-builder"))
 		serving = append(serving, s.BuilderAddr)
 	}

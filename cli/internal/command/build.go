@@ -158,13 +158,9 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Options{Options: opts}}); err != nil {
 		return recvErr(stream, err)
 	}
-	first, err := stream.Recv()
+	req, err := contextRequest(stream, p)
 	if err != nil {
 		return err
-	}
-	req := first.GetContextRequest()
-	if req == nil {
-		return errors.New("the builder did not ask for the context")
 	}
 	if req.GetSendEntries() {
 		for i := 0; i == 0 || i < len(bctx.Entries); i += entriesPerMessage {
@@ -174,12 +170,8 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 				return recvErr(stream, err)
 			}
 		}
-		next, err := stream.Recv()
-		if err != nil {
+		if req, err = contextRequest(stream, p); err != nil {
 			return err
-		}
-		if req = next.GetContextRequest(); req == nil {
-			return errors.New("the builder did not ask for the context's contents")
 		}
 	}
 	p.context(bctx.Bytes(req.GetDigests()), bctx.UniqueBytes(), bctx.Size)
@@ -212,6 +204,27 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	}
 	p.result(result)
 	return nil
+}
+
+// contextRequest reads the builder's next request for context, showing the
+// events (a place in the queue) that come before it.
+func contextRequest(stream interface {
+	Recv() (*builderv1.BuildResponse, error)
+}, p printer) (*builderv1.ContextRequest, error) {
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if req := resp.GetContextRequest(); req != nil {
+			return req, nil
+		}
+		ev := resp.GetEvent()
+		if ev == nil {
+			return nil, errors.New("the builder did not ask for the context")
+		}
+		p.event(ev)
+	}
 }
 
 // recvErr returns the server's error when a send failed because the server
@@ -304,7 +317,14 @@ func (p *classicPrinter) event(ev *builderv1.BuildEvent) {
 		p.cid, p.inStep, p.outputs = "", false, false
 	case *builderv1.BuildEvent_Warning:
 		fmt.Fprintln(p.out, e.Warning.GetMessage())
+	case *builderv1.BuildEvent_Queued:
+		fmt.Fprintln(p.out, queuedLine(e.Queued.GetAhead()))
 	}
+}
+
+// queuedLine says a build waits for a slot of the builder.
+func queuedLine(ahead int32) string {
+	return fmt.Sprintf("Waiting for a build slot on the builder: %d build(s) ahead", ahead)
 }
 
 // running prints " ---> Running in" once per step that runs a container.
@@ -441,6 +461,10 @@ func (p *livePrinter) event(ev *builderv1.BuildEvent) {
 	case *builderv1.BuildEvent_Warning:
 		p.clear()
 		fmt.Fprintf(p.out, "\x1b[33m%s\x1b[0m\n", e.Warning.GetMessage())
+		p.redraw()
+	case *builderv1.BuildEvent_Queued:
+		p.clear()
+		fmt.Fprintln(p.out, queuedLine(e.Queued.GetAhead()))
 		p.redraw()
 	}
 }

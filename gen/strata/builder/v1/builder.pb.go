@@ -1115,6 +1115,54 @@ func (x *BuildWarning) GetLine() int32 {
 	return 0
 }
 
+// BuildQueued says the build waits for one of the builder's build slots
+// (--max-builds); it is sent again each time its place changes, and the
+// build's context is received only once it has a slot.
+type BuildQueued struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many builds wait ahead of this one.
+	Ahead         int32 `protobuf:"varint,1,opt,name=ahead,proto3" json:"ahead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildQueued) Reset() {
+	*x = BuildQueued{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildQueued) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildQueued) ProtoMessage() {}
+
+func (x *BuildQueued) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildQueued.ProtoReflect.Descriptor instead.
+func (*BuildQueued) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BuildQueued) GetAhead() int32 {
+	if x != nil {
+		return x.Ahead
+	}
+	return 0
+}
+
 // BuildEvent is one progress event of a build.
 type BuildEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1129,6 +1177,7 @@ type BuildEvent struct {
 	//	*BuildEvent_Output
 	//	*BuildEvent_Done
 	//	*BuildEvent_Warning
+	//	*BuildEvent_Queued
 	Event         isBuildEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1136,7 +1185,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1197,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1210,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BuildEvent) GetStep() int32 {
@@ -1223,6 +1272,15 @@ func (x *BuildEvent) GetWarning() *BuildWarning {
 	return nil
 }
 
+func (x *BuildEvent) GetQueued() *BuildQueued {
+	if x != nil {
+		if x, ok := x.Event.(*BuildEvent_Queued); ok {
+			return x.Queued
+		}
+	}
+	return nil
+}
+
 type isBuildEvent_Event interface {
 	isBuildEvent_Event()
 }
@@ -1252,6 +1310,11 @@ type BuildEvent_Warning struct {
 	Warning *BuildWarning `protobuf:"bytes,6,opt,name=warning,proto3,oneof"`
 }
 
+type BuildEvent_Queued struct {
+	// The build waits for a slot.
+	Queued *BuildQueued `protobuf:"bytes,7,opt,name=queued,proto3,oneof"`
+}
+
 func (*BuildEvent_Started) isBuildEvent_Event() {}
 
 func (*BuildEvent_Cached) isBuildEvent_Event() {}
@@ -1261,6 +1324,8 @@ func (*BuildEvent_Output) isBuildEvent_Event() {}
 func (*BuildEvent_Done) isBuildEvent_Event() {}
 
 func (*BuildEvent_Warning) isBuildEvent_Event() {}
+
+func (*BuildEvent_Queued) isBuildEvent_Event() {}
 
 // BuildResult is the outcome of a successful build.
 type BuildResult struct {
@@ -1281,7 +1346,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1358,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1371,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BuildResult) GetImageId() string {
@@ -1361,7 +1426,7 @@ type BuildResponse struct {
 
 func (x *BuildResponse) Reset() {
 	*x = BuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1438,7 @@ func (x *BuildResponse) String() string {
 func (*BuildResponse) ProtoMessage() {}
 
 func (x *BuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1451,7 @@ func (x *BuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
 func (*BuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BuildResponse) GetResponse() isBuildResponse_Response {
@@ -1467,7 +1532,7 @@ type TransferProgress struct {
 
 func (x *TransferProgress) Reset() {
 	*x = TransferProgress{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1544,7 @@ func (x *TransferProgress) String() string {
 func (*TransferProgress) ProtoMessage() {}
 
 func (x *TransferProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1557,7 @@ func (x *TransferProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferProgress.ProtoReflect.Descriptor instead.
 func (*TransferProgress) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TransferProgress) GetId() string {
@@ -1548,7 +1613,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1625,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1638,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ImportOptions) GetReference() string {
@@ -1620,7 +1685,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1697,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1710,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ImportRequest) GetRequest() isImportRequest_Request {
@@ -1704,7 +1769,7 @@ type ImportResult struct {
 
 func (x *ImportResult) Reset() {
 	*x = ImportResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1781,7 @@ func (x *ImportResult) String() string {
 func (*ImportResult) ProtoMessage() {}
 
 func (x *ImportResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1794,7 @@ func (x *ImportResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
 func (*ImportResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ImportResult) GetImageId() string {
@@ -1762,7 +1827,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1839,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1852,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ImportResponse) GetResponse() isImportResponse_Response {
@@ -1844,7 +1909,7 @@ type LoadOptions struct {
 
 func (x *LoadOptions) Reset() {
 	*x = LoadOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1921,7 @@ func (x *LoadOptions) String() string {
 func (*LoadOptions) ProtoMessage() {}
 
 func (x *LoadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1934,7 @@ func (x *LoadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadOptions.ProtoReflect.Descriptor instead.
 func (*LoadOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LoadOptions) GetQuiet() bool {
@@ -1895,7 +1960,7 @@ type LoadRequest struct {
 
 func (x *LoadRequest) Reset() {
 	*x = LoadRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +1972,7 @@ func (x *LoadRequest) String() string {
 func (*LoadRequest) ProtoMessage() {}
 
 func (x *LoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +1985,7 @@ func (x *LoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadRequest.ProtoReflect.Descriptor instead.
 func (*LoadRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LoadRequest) GetRequest() isLoadRequest_Request {
@@ -1979,7 +2044,7 @@ type LoadedImage struct {
 
 func (x *LoadedImage) Reset() {
 	*x = LoadedImage{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2056,7 @@ func (x *LoadedImage) String() string {
 func (*LoadedImage) ProtoMessage() {}
 
 func (x *LoadedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2069,7 @@ func (x *LoadedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedImage.ProtoReflect.Descriptor instead.
 func (*LoadedImage) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LoadedImage) GetImageId() string {
@@ -2032,7 +2097,7 @@ type LoadResult struct {
 
 func (x *LoadResult) Reset() {
 	*x = LoadResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2109,7 @@ func (x *LoadResult) String() string {
 func (*LoadResult) ProtoMessage() {}
 
 func (x *LoadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2122,7 @@ func (x *LoadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResult.ProtoReflect.Descriptor instead.
 func (*LoadResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LoadResult) GetImages() []*LoadedImage {
@@ -2083,7 +2148,7 @@ type LoadResponse struct {
 
 func (x *LoadResponse) Reset() {
 	*x = LoadResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2160,7 @@ func (x *LoadResponse) String() string {
 func (*LoadResponse) ProtoMessage() {}
 
 func (x *LoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2173,7 @@ func (x *LoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResponse.ProtoReflect.Descriptor instead.
 func (*LoadResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LoadResponse) GetResponse() isLoadResponse_Response {
@@ -2167,7 +2232,7 @@ type SaveRequest struct {
 
 func (x *SaveRequest) Reset() {
 	*x = SaveRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2244,7 @@ func (x *SaveRequest) String() string {
 func (*SaveRequest) ProtoMessage() {}
 
 func (x *SaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2257,7 @@ func (x *SaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveRequest.ProtoReflect.Descriptor instead.
 func (*SaveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SaveRequest) GetReferences() []string {
@@ -2220,7 +2285,7 @@ type SaveResponse struct {
 
 func (x *SaveResponse) Reset() {
 	*x = SaveResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2297,7 @@ func (x *SaveResponse) String() string {
 func (*SaveResponse) ProtoMessage() {}
 
 func (x *SaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2310,7 @@ func (x *SaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveResponse.ProtoReflect.Descriptor instead.
 func (*SaveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SaveResponse) GetData() []byte {
@@ -2272,7 +2337,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2349,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2362,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -2346,7 +2411,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2423,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2436,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PullRequest) GetReference() string {
@@ -2419,7 +2484,7 @@ type PullResult struct {
 
 func (x *PullResult) Reset() {
 	*x = PullResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2496,7 @@ func (x *PullResult) String() string {
 func (*PullResult) ProtoMessage() {}
 
 func (x *PullResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2509,7 @@ func (x *PullResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResult.ProtoReflect.Descriptor instead.
 func (*PullResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PullResult) GetImageId() string {
@@ -2491,7 +2556,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2568,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2581,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -2578,7 +2643,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2655,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2668,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -2644,7 +2709,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2721,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2734,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PushResult) GetReference() string {
@@ -2716,7 +2781,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +2793,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +2806,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -2863,7 +2928,9 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"emptyLayer\"<\n" +
 	"\fBuildWarning\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x12\n" +
-	"\x04line\x18\x02 \x01(\x05R\x04line\"\xc7\x02\n" +
+	"\x04line\x18\x02 \x01(\x05R\x04line\"#\n" +
+	"\vBuildQueued\x12\x14\n" +
+	"\x05ahead\x18\x01 \x01(\x05R\x05ahead\"\x81\x03\n" +
 	"\n" +
 	"BuildEvent\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x05R\x04step\x12:\n" +
@@ -2871,7 +2938,8 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06cached\x18\x03 \x01(\v2\x1d.strata.builder.v1.StepCachedH\x00R\x06cached\x127\n" +
 	"\x06output\x18\x04 \x01(\v2\x1d.strata.builder.v1.StepOutputH\x00R\x06output\x121\n" +
 	"\x04done\x18\x05 \x01(\v2\x1b.strata.builder.v1.StepDoneH\x00R\x04done\x12;\n" +
-	"\awarning\x18\x06 \x01(\v2\x1f.strata.builder.v1.BuildWarningH\x00R\awarningB\a\n" +
+	"\awarning\x18\x06 \x01(\v2\x1f.strata.builder.v1.BuildWarningH\x00R\awarning\x128\n" +
+	"\x06queued\x18\a \x01(\v2\x1e.strata.builder.v1.BuildQueuedH\x00R\x06queuedB\a\n" +
 	"\x05event\"\xd2\x01\n" +
 	"\vBuildResult\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12'\n" +
@@ -3014,7 +3082,7 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),            // 0: strata.builder.v1.NetworkMode
 	(OutputStream)(0),           // 1: strata.builder.v1.OutputStream
@@ -3031,83 +3099,85 @@ var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(*StepOutput)(nil),          // 12: strata.builder.v1.StepOutput
 	(*StepDone)(nil),            // 13: strata.builder.v1.StepDone
 	(*BuildWarning)(nil),        // 14: strata.builder.v1.BuildWarning
-	(*BuildEvent)(nil),          // 15: strata.builder.v1.BuildEvent
-	(*BuildResult)(nil),         // 16: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),       // 17: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),    // 18: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),       // 19: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),       // 20: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),        // 21: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),      // 22: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),         // 23: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),         // 24: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),         // 25: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),          // 26: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),        // 27: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),         // 28: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),        // 29: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),        // 30: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),         // 31: strata.builder.v1.PullRequest
-	(*PullResult)(nil),          // 32: strata.builder.v1.PullResult
-	(*PullResponse)(nil),        // 33: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),         // 34: strata.builder.v1.PushRequest
-	(*PushResult)(nil),          // 35: strata.builder.v1.PushResult
-	(*PushResponse)(nil),        // 36: strata.builder.v1.PushResponse
-	nil,                         // 37: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                         // 38: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil), // 39: google.protobuf.Duration
+	(*BuildQueued)(nil),         // 15: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),          // 16: strata.builder.v1.BuildEvent
+	(*BuildResult)(nil),         // 17: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),       // 18: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),    // 19: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),       // 20: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),       // 21: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),        // 22: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),      // 23: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),         // 24: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),         // 25: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),         // 26: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),          // 27: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),        // 28: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),         // 29: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),        // 30: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),        // 31: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),         // 32: strata.builder.v1.PullRequest
+	(*PullResult)(nil),          // 33: strata.builder.v1.PullResult
+	(*PullResponse)(nil),        // 34: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),         // 35: strata.builder.v1.PushRequest
+	(*PushResult)(nil),          // 36: strata.builder.v1.PushResult
+	(*PushResponse)(nil),        // 37: strata.builder.v1.PushResponse
+	nil,                         // 38: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                         // 39: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil), // 40: google.protobuf.Duration
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
-	37, // 0: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	38, // 1: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	38, // 0: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	39, // 1: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 2: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
 	5,  // 3: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
 	4,  // 4: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
 	6,  // 5: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
 	7,  // 6: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
 	1,  // 7: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	39, // 8: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	40, // 8: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
 	10, // 9: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
 	11, // 10: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
 	12, // 11: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
 	13, // 12: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
 	14, // 13: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
-	39, // 14: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
-	9,  // 15: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
-	15, // 16: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	16, // 17: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	2,  // 18: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
-	19, // 19: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
-	18, // 20: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	21, // 21: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
-	23, // 22: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
-	25, // 23: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
-	18, // 24: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	26, // 25: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
-	3,  // 26: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
-	30, // 27: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	18, // 28: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	32, // 29: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	30, // 30: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	18, // 31: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	35, // 32: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	8,  // 33: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	20, // 34: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	24, // 35: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	28, // 36: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	31, // 37: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	34, // 38: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	17, // 39: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	22, // 40: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	27, // 41: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	29, // 42: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	33, // 43: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	36, // 44: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	39, // [39:45] is the sub-list for method output_type
-	33, // [33:39] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	15, // 14: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
+	40, // 15: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	9,  // 16: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
+	16, // 17: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	17, // 18: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	2,  // 19: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
+	20, // 20: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
+	19, // 21: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	22, // 22: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
+	24, // 23: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
+	26, // 24: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
+	19, // 25: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	27, // 26: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
+	3,  // 27: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
+	31, // 28: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	19, // 29: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	33, // 30: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	31, // 31: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	19, // 32: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	36, // 33: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	8,  // 34: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	21, // 35: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	25, // 36: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	29, // 37: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	32, // 38: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	35, // 39: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	18, // 40: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	23, // 41: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	28, // 42: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	30, // 43: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	34, // 44: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	37, // 45: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	40, // [40:46] is the sub-list for method output_type
+	34, // [34:40] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -3120,39 +3190,40 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildRequest_Entries)(nil),
 		(*BuildRequest_FileData)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[11].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[12].OneofWrappers = []any{
 		(*BuildEvent_Started)(nil),
 		(*BuildEvent_Cached)(nil),
 		(*BuildEvent_Output)(nil),
 		(*BuildEvent_Done)(nil),
 		(*BuildEvent_Warning)(nil),
+		(*BuildEvent_Queued)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[13].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[14].OneofWrappers = []any{
 		(*BuildResponse_ContextRequest)(nil),
 		(*BuildResponse_Event)(nil),
 		(*BuildResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[16].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[17].OneofWrappers = []any{
 		(*ImportRequest_Options)(nil),
 		(*ImportRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[18].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[19].OneofWrappers = []any{
 		(*ImportResponse_Progress)(nil),
 		(*ImportResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[20].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[21].OneofWrappers = []any{
 		(*LoadRequest_Options)(nil),
 		(*LoadRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[23].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[24].OneofWrappers = []any{
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[29].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[30].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[32].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[33].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
 	}
@@ -3162,7 +3233,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -165,7 +165,7 @@ func (e *env) context(files []ctxFile) *buildctx.Context {
 			}
 			d := digest.FromString(f.body)
 			fe.Mode, fe.Size, fe.Digest = buildctx.UnixMode(f.mode), int64(len(f.body)), string(d)
-			w, err := e.store.NewWriter(d)
+			w, err := e.store.NewWriter(d, int64(len(f.body)))
 			if err != nil {
 				e.t.Fatal(err)
 			}

@@ -42,6 +42,7 @@ type Entry struct {
 type Context struct {
 	entries  map[string]*Entry
 	children map[string][]string
+	sizes    map[digest.Digest]int64 // the declared size of each content
 	memo     sync.Map
 }
 
@@ -53,7 +54,7 @@ func New(list []*builderv1.FileEntry) (*Context, error) {
 	if len(list) > MaxEntries {
 		return nil, errdefs.ResourceExhausted("context has %d entries; the limit is %d", len(list), MaxEntries)
 	}
-	c := &Context{entries: map[string]*Entry{}, children: map[string][]string{}}
+	c := &Context{entries: map[string]*Entry{}, children: map[string][]string{}, sizes: map[digest.Digest]int64{}}
 	c.entries["."] = &Entry{Path: ".", Mode: fs.ModeDir | 0o755}
 	for _, fe := range list {
 		if err := checkName(fe.GetPath()); err != nil {
@@ -72,6 +73,10 @@ func New(list []*builderv1.FileEntry) (*Context, error) {
 			if e.Size < 0 {
 				return nil, errdefs.InvalidArgument("context file %q has a negative size", e.Path)
 			}
+			if size, ok := c.sizes[e.Digest]; ok && size != e.Size {
+				return nil, errdefs.InvalidArgument("context file %q declares %d bytes, another file of the same digest %d", e.Path, e.Size, size)
+			}
+			c.sizes[e.Digest] = e.Size
 		case e.Mode.IsDir():
 		case e.Mode&fs.ModeSymlink != 0:
 			if e.LinkTarget == "" || strings.ContainsRune(e.LinkTarget, 0) {
@@ -188,6 +193,12 @@ func (c *Context) Lookup(p string) (*Entry, bool) {
 
 // Children returns the paths directly inside a directory, sorted.
 func (c *Context) Children(dir string) []string { return c.children[dir] }
+
+// Size returns the size the file list declares for the content d.
+func (c *Context) Size(d digest.Digest) (int64, bool) {
+	size, ok := c.sizes[d]
+	return size, ok
+}
 
 // Digests returns the content digests of every regular file, each once.
 func (c *Context) Digests() []digest.Digest {

@@ -63,7 +63,7 @@ func TestStoreVerifiesContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := digest.FromString("hello")
-	w, _ := s.NewWriter(d)
+	w, _ := s.NewWriter(d, 5)
 	io.WriteString(w, "hellO")
 	if err := w.Commit(); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("committing the wrong bytes: err = %v, want INVALID_ARGUMENT", err)
@@ -71,7 +71,7 @@ func TestStoreVerifiesContent(t *testing.T) {
 	if m := s.Missing([]digest.Digest{d}); len(m) != 1 {
 		t.Fatal("wrong bytes became visible")
 	}
-	w, _ = s.NewWriter(d)
+	w, _ = s.NewWriter(d, 5)
 	io.WriteString(w, "hello")
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func TestStoreVerifiesContent(t *testing.T) {
 	if string(b) != "hello" {
 		t.Errorf("content = %q", b)
 	}
-	if _, err := s.NewWriter(digest.Digest("sha256:" + strings.Repeat("z", 64))); !errdefs.IsInvalidArgument(err) {
+	if _, err := s.NewWriter(digest.Digest("sha256:"+strings.Repeat("z", 64)), SizeUnknown); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("a malformed digest: err = %v", err)
 	}
 }
@@ -95,7 +95,7 @@ func TestTrimKeepsHeldContent(t *testing.T) {
 	var ds []digest.Digest
 	for _, body := range []string{"aaaa", "bbbb", "cccc"} {
 		d := digest.FromString(body)
-		w, _ := s.NewWriter(d)
+		w, _ := s.NewWriter(d, int64(len(body)))
 		io.WriteString(w, body)
 		if err := w.Commit(); err != nil {
 			t.Fatal(err)
@@ -120,7 +120,7 @@ func TestStoreKeepsFinishedTransfersAcrossRestarts(t *testing.T) {
 	s, _ := NewStore(dir, 1<<30)
 	put := func(b *Batch, body string) digest.Digest {
 		d := digest.FromString(body)
-		w, _ := b.NewWriter(d)
+		w, _ := b.NewWriter(d, int64(len(body)))
 		io.WriteString(w, body)
 		if err := w.Commit(); err != nil {
 			t.Fatal(err)
@@ -152,5 +152,29 @@ func TestStoreKeepsFinishedTransfersAcrossRestarts(t *testing.T) {
 	f.Close()
 	if string(b) != "small" {
 		t.Errorf("content read back = %q", b)
+	}
+}
+
+func TestWriterHoldsContentToItsDeclaredSize(t *testing.T) {
+	s, err := NewStore(t.TempDir(), 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromString("hello")
+	w, _ := s.NewWriter(d, 5)
+	if _, err := io.WriteString(w, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	// A client that keeps streaming past the declared size is stopped at
+	// the first byte over, not once it filled the disk.
+	if _, err := w.Write(make([]byte, 1<<20)); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "more bytes than the 5") {
+		t.Errorf("writing past the declared size: err = %v, want INVALID_ARGUMENT naming the size", err)
+	}
+	w.Close()
+
+	short, _ := s.NewWriter(d, 6)
+	io.WriteString(short, "hello")
+	if err := short.Commit(); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("committing fewer bytes than declared: err = %v, want INVALID_ARGUMENT", err)
 	}
 }

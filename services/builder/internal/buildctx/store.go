@@ -260,24 +260,32 @@ func (s *Store) NewBatch() *Batch {
 type Writer struct {
 	b    *Batch
 	d    digest.Digest
+	want int64 // the declared size; SizeUnknown
 	h    hash.Hash
 	buf  bytes.Buffer
 	tmp  *os.File
 	size int64
 }
 
-// NewWriter starts receiving the content of d.
-func (b *Batch) NewWriter(d digest.Digest) (*Writer, error) {
+// SizeUnknown is the size of a content whose size is not declared.
+const SizeUnknown = -1
+
+// NewWriter starts receiving the content of d, of the size given (or
+// SizeUnknown): more bytes than that fail the write, fewer the commit.
+func (b *Batch) NewWriter(d digest.Digest, size int64) (*Writer, error) {
 	if err := ValidDigest(d); err != nil {
 		return nil, err
 	}
-	return &Writer{b: b, d: d, h: sha256.New()}, nil
+	return &Writer{b: b, d: d, want: size, h: sha256.New()}, nil
 }
 
 // Offset is how many bytes the writer has.
 func (w *Writer) Offset() int64 { return w.size }
 
 func (w *Writer) Write(p []byte) (int, error) {
+	if w.want != SizeUnknown && w.size+int64(len(p)) > w.want {
+		return 0, errdefs.InvalidArgument("context file content %s: more bytes than the %d its entry declares", w.d, w.want)
+	}
 	w.h.Write(p)
 	w.size += int64(len(p))
 	if w.tmp == nil && w.size <= packLimit {
@@ -299,6 +307,10 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 // Commit verifies the content and stores it.
 func (w *Writer) Commit() error {
+	if w.want != SizeUnknown && w.size != w.want {
+		w.Close()
+		return errdefs.InvalidArgument("context file content %s: %d bytes, not the %d its entry declares", w.d, w.size, w.want)
+	}
 	got := digest.NewDigestFromBytes(digest.SHA256, w.h.Sum(nil))
 	if got != w.d {
 		w.Close()
@@ -386,8 +398,8 @@ func (b *Batch) Close() error {
 }
 
 // NewWriter starts receiving one content outside a transfer.
-func (s *Store) NewWriter(d digest.Digest) (*Writer, error) {
-	return s.NewBatch().NewWriter(d)
+func (s *Store) NewWriter(d digest.Digest, size int64) (*Writer, error) {
+	return s.NewBatch().NewWriter(d, size)
 }
 
 // Trim removes the least recently used packs and files not held by a

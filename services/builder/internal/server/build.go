@@ -26,14 +26,14 @@ import (
 type Builds struct {
 	builder *build.Builder
 	store   *buildctx.Store
-	slots   chan struct{}
+	slots   *slots
 	recent  recentContexts
 }
 
 // NewBuilds returns a Builds that runs at most maxBuilds builds at once;
 // further builds wait for a slot.
 func NewBuilds(b *build.Builder, store *buildctx.Store, maxBuilds int) *Builds {
-	return &Builds{builder: b, store: store, slots: make(chan struct{}, max(1, maxBuilds))}
+	return &Builds{builder: b, store: store, slots: newSlots(maxBuilds)}
 }
 
 // WithBuilds serves Build with b.
@@ -62,6 +62,17 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	if opts == nil {
 		return errdefs.InvalidArgument("build: the first message must carry the options")
 	}
+	// A build takes its slot before it receives its context, so that
+	// builds waiting for one hold neither memory nor disk.
+	release, err := b.slots.acquire(ctx, func(ahead int) {
+		stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Event{Event: &builderv1.BuildEvent{
+			Event: &builderv1.BuildEvent_Queued{Queued: &builderv1.BuildQueued{Ahead: int32(ahead)}},
+		}}})
+	})
+	if err != nil {
+		return err
+	}
+	defer release()
 	dfName := opts.GetDockerfile()
 	if dfName == "" {
 		dfName = "Dockerfile"
@@ -98,8 +109,7 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	}
 	tList := time.Now()
 	digests := bctx.Digests()
-	release := b.store.Hold(digests)
-	defer release()
+	defer b.store.Hold(digests)()
 	// What the build needs before it can start — the .dockerignore and the
 	// Dockerfile — is asked for first; the build then runs while the rest
 	// of the context streams in, and only COPY and ADD wait for it.
@@ -124,7 +134,7 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	tCtx := time.Now()
 	xfer := newContextTransfer(missing, needed)
 	go func() {
-		received, err := b.receive(stream, missing, xfer.committed)
+		received, err := b.receive(stream, missing, bctx, xfer.committed)
 		xfer.finish(received, err)
 		if err != nil {
 			cancel() // the build cannot have its context
@@ -151,13 +161,6 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		if dockerfile, err = b.readDockerfile(bctx, opts.GetDockerfile()); err != nil {
 			return err
 		}
-	}
-
-	select {
-	case b.slots <- struct{}{}:
-		defer func() { <-b.slots }()
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 
 	// Events come from the build's goroutine and from RUN output copiers;
@@ -404,8 +407,9 @@ func (t *contextTransfer) all(ctx context.Context) error {
 }
 
 // receive stores the file contents the client sends for the digests asked
-// for, calling committed as each is stored, and returns how many bytes came.
-func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], want []digest.Digest, committed func(digest.Digest)) (int64, error) {
+// for, each no larger than bctx declares it, calling committed as each is
+// stored, and returns how many bytes came.
+func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], want []digest.Digest, bctx *buildctx.Context, committed func(digest.Digest)) (int64, error) {
 	batch := b.store.NewBatch()
 	defer batch.Close()
 	pending := make(map[digest.Digest]*buildctx.Writer, len(want))
@@ -438,7 +442,8 @@ func (b *Builds) receive(stream grpc.BidiStreamingServer[builderv1.BuildRequest,
 			return 0, errdefs.InvalidArgument("build: file content %q was not asked for", shorten(fd.GetDigest()))
 		}
 		if w == nil {
-			if w, err = batch.NewWriter(d); err != nil {
+			size, _ := bctx.Size(d)
+			if w, err = batch.NewWriter(d, size); err != nil {
 				return 0, err
 			}
 			pending[d] = w
