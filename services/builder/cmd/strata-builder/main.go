@@ -35,6 +35,8 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.limits.MaxSize, "max-layer-size", compression.DefaultMaxSize, "most bytes one layer or ADD archive may hold uncompressed (import, load, pull, unpack, ADD)")
 	fs.Int64Var(&c.limits.MaxExpansion, "max-expansion", compression.DefaultMaxExpansion, "most a compressed layer or archive may expand, uncompressed bytes per compressed byte, past 256 MiB")
 	fs.Int64Var(&c.limits.MaxArchiveSize, "max-archive-size", transfer.DefaultMaxArchiveSize, "most bytes a load archive may hold")
+	fs.IntVar(&c.limits.MaxArchiveDocuments, "max-archive-documents", transfer.DefaultMaxArchiveDocuments, "most JSON documents and links a load archive may hold (kept in memory during the load)")
+	fs.Int64Var(&c.limits.MaxArchiveDocumentBytes, "max-archive-document-bytes", transfer.DefaultMaxArchiveDocumentBytes, "most bytes the JSON documents of a load archive may hold together")
 	c.client.RegisterFlags(fs)
 	c.builds.register(fs)
 }
@@ -46,7 +48,8 @@ func (c *config) validate(fs *flagenv.Set) error {
 			errs = append(errs, fs.Invalid(name, err))
 		}
 	}
-	for name, v := range map[string]int64{"max-layer-size": c.limits.MaxSize, "max-expansion": c.limits.MaxExpansion, "max-archive-size": c.limits.MaxArchiveSize} {
+	for name, v := range map[string]int64{"max-layer-size": c.limits.MaxSize, "max-expansion": c.limits.MaxExpansion, "max-archive-size": c.limits.MaxArchiveSize,
+		"max-archive-documents": int64(c.limits.MaxArchiveDocuments), "max-archive-document-bytes": c.limits.MaxArchiveDocumentBytes} {
 		if v <= 0 {
 			errs = append(errs, fs.Invalid(name, errors.New("must be positive")))
 		}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -156,9 +157,19 @@ func TestLoadRefusesBadArchives(t *testing.T) {
 			}
 			return bytes.ReplaceAll(body, []byte("application/vnd.oci.image.layer.v1.tar+gzip"), []byte("application/x-unknown")), true
 		}), errdefs.ErrInvalidArgument, "does not match its digest"},
+		{"too many documents", withEntries(t, good, 20, func(i int) (*tar.Header, []byte) {
+			return &tar.Header{Name: fmt.Sprintf("extra/%d.json", i), Typeflag: tar.TypeReg, Mode: 0o644}, []byte("{}")
+		}), errdefs.ErrResourceExhausted, "--max-archive-documents"},
+		{"too many links", withEntries(t, good, 20, func(i int) (*tar.Header, []byte) {
+			return &tar.Header{Name: fmt.Sprintf("extra/%d", i), Typeflag: tar.TypeSymlink, Linkname: "oci-layout"}, nil
+		}), errdefs.ErrResourceExhausted, "--max-archive-documents"},
+		{"documents too large", withEntries(t, good, 3, func(i int) (*tar.Header, []byte) {
+			return &tar.Header{Name: fmt.Sprintf("extra/%d.json", i), Typeflag: tar.TypeReg, Mode: 0o644}, append([]byte("["), bytes.Repeat([]byte(" "), 64<<10)...)
+		}), errdefs.ErrResourceExhausted, "--max-archive-document-bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dst := newFixture(t, WithLimits(Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}}))
+			dst := newFixture(t, WithLimits(Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100},
+				MaxArchiveDocuments: 15, MaxArchiveDocumentBytes: 128 << 10}))
 			_, err := dst.svc.Load(ctx, bytes.NewReader(tc.archive), nil)
 			if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("Load(%s) = %v, want %v saying %q", tc.name, err, tc.kind, tc.msg)
@@ -168,6 +179,35 @@ func TestLoadRefusesBadArchives(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withEntries returns the archive with n more entries at its start.
+func withEntries(t *testing.T, archive []byte, n int, entry func(i int) (*tar.Header, []byte)) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := range n {
+		hdr, body := entry(i)
+		hdr.Size = int64(len(body))
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(body)
+	}
+	tr := tar.NewReader(bytes.NewReader(archive))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		tw.WriteHeader(hdr)
+		io.Copy(tw, tr)
+	}
+	tw.Close()
+	return buf.Bytes()
 }
 
 // docker save (before Docker 25) writes a layer shared under two layer IDs

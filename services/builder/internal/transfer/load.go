@@ -39,6 +39,22 @@ type archive struct {
 	// links maps a symlink's path to its target's (docker save links
 	// duplicate layers to one copy).
 	links map[string]string
+	// docBytes is the bytes docs hold.
+	docBytes int64
+}
+
+// keep counts one more document of n bytes (or a link, of 0) against the
+// limits of what a load holds in memory.
+func (a *archive) keep(l Limits, n int64) error {
+	if len(a.docs)+len(a.links) >= l.MaxArchiveDocuments {
+		return errdefs.ResourceExhausted("the archive holds more than %d JSON documents and links, the limit of a load (--max-archive-documents)", l.MaxArchiveDocuments).
+			WithReason("ARCHIVE_TOO_MANY_DOCUMENTS")
+	}
+	if a.docBytes += n; a.docBytes > l.MaxArchiveDocumentBytes {
+		return errdefs.ResourceExhausted("the archive's JSON documents hold more than %d bytes, the limit of a load (--max-archive-document-bytes)", l.MaxArchiveDocumentBytes).
+			WithReason("ARCHIVE_TOO_MANY_DOCUMENTS")
+	}
+	return nil
 }
 
 // Load reads a docker-archive (`docker save` output, any Docker version) or
@@ -63,6 +79,11 @@ func (s *Service) Load(ctx context.Context, r io.Reader, progress Progress) ([]L
 			return nil, err
 		}
 		name := path.Clean(hdr.Name)
+		if hdr.Typeflag == tar.TypeSymlink || hdr.Typeflag == tar.TypeLink {
+			if err := a.keep(s.limits, 0); err != nil {
+				return nil, err
+			}
+		}
 		switch hdr.Typeflag {
 		case tar.TypeSymlink:
 			a.links[name] = path.Join(path.Dir(name), hdr.Linkname)
@@ -124,6 +145,9 @@ func (s *Service) loadEntry(ctx context.Context, a *archive, name string, size i
 	if size <= image.MaxConfigSize {
 		head, _ := br.Peek(1)
 		if len(head) == 1 && (head[0] == '{' || head[0] == '[') {
+			if err := a.keep(s.limits, size); err != nil {
+				return err
+			}
 			b, err := io.ReadAll(br)
 			if err != nil {
 				return archiveError(err)

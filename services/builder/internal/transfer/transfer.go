@@ -56,15 +56,32 @@ type Limits struct {
 	compression.Limits
 	// MaxArchiveSize is the most bytes a load archive may hold.
 	MaxArchiveSize int64
+	// MaxArchiveDocuments is the most JSON documents (manifests, configs,
+	// indexes) and links a load archive may hold: a load keeps them in
+	// memory until every image is checked.
+	MaxArchiveDocuments int
+	// MaxArchiveDocumentBytes is the most bytes those documents may hold
+	// together.
+	MaxArchiveDocumentBytes int64
 }
 
-// DefaultMaxArchiveSize is the default MaxArchiveSize.
-const DefaultMaxArchiveSize = 256 << 30
+// Default limits of a load archive.
+const (
+	DefaultMaxArchiveSize          = 256 << 30
+	DefaultMaxArchiveDocuments     = 100_000
+	DefaultMaxArchiveDocumentBytes = 256 << 20
+)
 
 func (l Limits) withDefaults() Limits {
 	l.Limits = l.Limits.WithDefaults()
 	if l.MaxArchiveSize <= 0 {
 		l.MaxArchiveSize = DefaultMaxArchiveSize
+	}
+	if l.MaxArchiveDocuments <= 0 {
+		l.MaxArchiveDocuments = DefaultMaxArchiveDocuments
+	}
+	if l.MaxArchiveDocumentBytes <= 0 {
+		l.MaxArchiveDocumentBytes = DefaultMaxArchiveDocumentBytes
 	}
 	return l
 }
