@@ -27,6 +27,7 @@ type buildConfig struct {
 	contextStoreBytes int64
 	snapshotBytes     int64
 	allowPrivateURLs  bool
+	limits            build.Limits
 }
 
 func (c *buildConfig) register(fs *flagenv.Set) {
@@ -35,6 +36,8 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
 	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local and private addresses")
+	fs.IntVar(&c.limits.MaxInstructions, "max-instructions", build.DefaultMaxInstructions, "most instructions a Dockerfile may hold")
+	fs.Int64Var(&c.limits.MaxConfigBytes, "max-config-bytes", build.DefaultMaxConfigBytes, "most bytes of image config a build's steps may record together (each step's image holds every label and history row before it)")
 }
 
 func (c *buildConfig) validate(fs *flagenv.Set) error {
@@ -50,6 +53,12 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.snapshotBytes <= 0 {
 		errs = append(errs, fs.Invalid("snapshot-bytes", errors.New("must be positive")))
+	}
+	if c.limits.MaxInstructions <= 0 {
+		errs = append(errs, fs.Invalid("max-instructions", errors.New("must be positive")))
+	}
+	if c.limits.MaxConfigBytes <= 0 {
+		errs = append(errs, fs.Invalid("max-config-bytes", errors.New("must be positive")))
 	}
 	return errors.Join(errs...)
 }
@@ -92,6 +101,7 @@ func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *im
 		}),
 		Contexts:  contexts,
 		Archives:  limits,
+		Limits:    c.limits,
 		URLPolicy: build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
 		Log:       log,
 	}

@@ -148,6 +148,8 @@ type Builder struct {
 	// Archives bounds the decompression of ADD's local archives, as layers
 	// are bounded.
 	Archives compression.Limits
+	// Limits bound what one build's Dockerfile may cost to plan and record.
+	Limits Limits
 	// URLPolicy decides which hosts ADD may download from.
 	URLPolicy URLPolicy
 	Log       *slog.Logger
@@ -155,6 +157,34 @@ type Builder struct {
 	// copyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
 	copyIntoMounts bool
+}
+
+// Limits bound a build's Dockerfile. A zero field takes its default.
+type Limits struct {
+	// MaxInstructions is the most instructions a Dockerfile may hold.
+	MaxInstructions int
+	// MaxConfigBytes is the most bytes of image config (config, container
+	// config and history, in JSON) a build's steps may produce together.
+	// Each step of Docker's classic builder records an image with the whole
+	// config so far, so a Dockerfile of N LABEL lines records N images of
+	// up to N labels: this bounds the quadratic growth, at planning.
+	MaxConfigBytes int64
+}
+
+// Default limits.
+const (
+	DefaultMaxInstructions = 1000
+	DefaultMaxConfigBytes  = 128 << 20
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxInstructions <= 0 {
+		l.MaxInstructions = DefaultMaxInstructions
+	}
+	if l.MaxConfigBytes <= 0 {
+		l.MaxConfigBytes = DefaultMaxConfigBytes
+	}
+	return l
 }
 
 // Request is one build.
@@ -194,10 +224,15 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	if err != nil {
 		return nil, err
 	}
+	limits := b.Limits.withDefaults()
+	if n := df.Instructions(); n > limits.MaxInstructions {
+		return nil, errdefs.InvalidArgument("the Dockerfile has %d instructions, more than the builder's limit of %d (--max-instructions)", n, limits.MaxInstructions).
+			WithReason("DOCKERFILE_TOO_LARGE")
+	}
 	for _, w := range df.Warnings {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w.Message, Line: int32(w.Line)}}})
 	}
-	p := &planner{b: b, req: req, df: df, args: dockerfile.NewBuildArgs(req.BuildArgs)}
+	p := &planner{b: b, req: req, df: df, args: dockerfile.NewBuildArgs(req.BuildArgs), maxConfigBytes: limits.MaxConfigBytes}
 	pl, err := p.plan(ctx)
 	if err != nil {
 		return nil, err

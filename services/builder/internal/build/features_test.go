@@ -3,8 +3,10 @@ package build
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -88,3 +90,57 @@ func TestAddDownloadsURLsButNotFromPrivateAddresses(t *testing.T) {
 }
 
 func errorsIsPermission(err error) bool { return errors.Is(err, errdefs.ErrPermissionDenied) }
+
+// labelDockerfile is FROM busybox and LABEL lines up to size bytes.
+func labelDockerfile(size int) string {
+	var b strings.Builder
+	b.WriteString("FROM busybox\n")
+	for i := 0; b.Len() < size-32; i++ {
+		fmt.Fprintf(&b, "LABEL k%d=v%d\n", i, i)
+	}
+	return b.String()
+}
+
+// Each step of the classic builder records the whole config so far, so a
+// Dockerfile of many LABEL lines once cost time and memory quadratic in its
+// size: a 1 MiB one ran for minutes and gigabytes. It now fails at once.
+func TestHugeDockerfilesFailFastInBoundedMemory(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	for _, tc := range []struct {
+		name   string
+		df     string
+		limits Limits
+		want   string
+	}{
+		{"1 MiB of LABEL lines", labelDockerfile(1 << 20), Limits{}, "--max-instructions"},
+		{"configs past the limit", labelDockerfile(8 << 10), Limits{MaxConfigBytes: 1 << 20}, "--max-config-bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.b.Limits = tc.limits
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			_, _, err := e.build(tc.df, nil)
+			took := time.Since(start)
+			runtime.ReadMemStats(&after)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("build = %v, want an error naming %s", err, tc.want)
+			}
+			if took > 5*time.Second {
+				t.Errorf("refusing it took %v", took)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 512<<20 {
+				t.Errorf("refusing it allocated %d MiB", alloc>>20)
+			}
+			if len(e.index.images) != 1 {
+				t.Errorf("the refused build recorded %d images", len(e.index.images)-1)
+			}
+		})
+	}
+	e.b.Limits = Limits{}
+	if _, _, err := e.build(labelDockerfile(4<<10), nil); err != nil {
+		t.Errorf("a Dockerfile of a few hundred LABEL lines: %v", err)
+	}
+}

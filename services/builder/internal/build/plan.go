@@ -130,6 +130,10 @@ type planner struct {
 	req  *Request
 	df   *dockerfile.Dockerfile
 	args *dockerfile.BuildArgs
+
+	// configBytes counts what the steps' image configs will weigh, against
+	// maxConfigBytes.
+	configBytes, maxConfigBytes int64
 }
 
 func (p *planner) plan(ctx context.Context) (*plan, error) {
@@ -224,6 +228,10 @@ func (p *planner) stage(ctx context.Context, i int, byIndex map[int]*stagePlan) 
 	nTriggers := len(cmds)
 	cmds = append(cmds, s.Commands...)
 	sp.config = st.Config.Clone()
+	var history int64
+	if sp.baseImage != nil {
+		history = int64(len(sp.baseImage.Config.History)) * 64
+	}
 
 	for k, cmd := range cmds {
 		stp := &step{cmd: cmd, trigger: k < nTriggers, line: dockerfile.Line(cmd), text: commandText(cmd)}
@@ -285,7 +293,15 @@ func (p *planner) stage(ctx context.Context, i int, byIndex map[int]*stagePlan) 
 			cc.Entrypoint = nil
 		}
 		stp.containerConfig = cc
-		stp.key = stepKey(parent, stp)
+		var size int64
+		stp.key, size = stepKey(parent, stp)
+		// The step's image holds its config and container config (about
+		// the size of the key's JSON each) and the history so far.
+		history += int64(len(stp.createdBy())) + 64
+		if p.configBytes += 2*size + history; p.configBytes > p.maxConfigBytes {
+			return nil, errdefs.ResourceExhausted("Dockerfile:%d: the build's image configs grow past %d bytes, the builder's limit (--max-config-bytes): each step's image holds every label, variable and history row before it",
+				stp.line, p.maxConfigBytes).WithReason("DOCKERFILE_TOO_LARGE")
+		}
 		parent = stp.key
 		sp.steps = append(sp.steps, stp)
 	}
@@ -300,7 +316,9 @@ func (s *stagePlan) finalConfig() *image.ContainerConfig {
 	return s.steps[len(s.steps)-1].config
 }
 
-func stepKey(parent digest.Digest, s *step) digest.Digest {
+// stepKey returns the step's cache key and the size of the container config
+// it covers.
+func stepKey(parent digest.Digest, s *step) (digest.Digest, int64) {
 	cc := s.containerConfig.Clone()
 	cc.Image, cc.Hostname = "", ""
 	b, _ := json.Marshal(cc)
@@ -315,7 +333,7 @@ func stepKey(parent digest.Digest, s *step) digest.Digest {
 		Args:     s.args,
 		Sources:  sources,
 		Platform: "linux/amd64",
-	}.Key()
+	}.Key(), int64(len(b))
 }
 
 func commandText(cmd instructions.Command) string {

@@ -111,6 +111,16 @@ func Parse(b []byte) (*Dockerfile, error) {
 	return df, nil
 }
 
+// Instructions counts the Dockerfile's instructions, FROMs and the ARGs
+// before the first FROM included.
+func (d *Dockerfile) Instructions() int {
+	n := len(d.MetaArgs)
+	for _, s := range d.Stages {
+		n += 1 + len(s.Commands)
+	}
+	return n
+}
+
 // maxLineLength bounds one logical line; BuildKit's scanner would otherwise
 // grow its buffer to whatever a one-line file holds.
 const maxLineLength = 256 << 10
