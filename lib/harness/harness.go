@@ -130,6 +130,12 @@ func Start(t testing.TB, env []string, name string, args ...string) *Process {
 	return p
 }
 
+// Terminate sends the process SIGTERM and waits for it to exit.
+func (p *Process) Terminate() {
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+}
+
 // Stop kills the process and waits for it to exit.
 func (p *Process) Stop() {
 	_ = p.Cmd.Process.Kill()
