@@ -91,6 +91,7 @@ type bridgeNet struct {
 
 	mu     sync.Mutex
 	free   []string // namespace files ready for a step
+	total  int      // namespaces made: free and in use
 	denied map[netip.Prefix]bool
 	closed bool
 	fills  sync.WaitGroup
@@ -168,7 +169,7 @@ func newBridgeNet(ctx context.Context, dir string, o NetworkOptions, upstreams [
 		n.teardown(ctx)
 		return nil, err
 	}
-	n.free = append(n.free, first)
+	n.free, n.total = append(n.free, first), 1
 	if err := n.installRules(ipt, ip6t); err != nil {
 		n.teardown(ctx)
 		return nil, err
@@ -313,7 +314,8 @@ func (n *bridgeNet) refreshDeny(ctx context.Context) error {
 	return nil
 }
 
-// get returns a namespace for a step: a ready one, or a new one.
+// get returns a namespace for a step: a ready one, or a new one when
+// more steps run at once than the pool holds.
 func (n *bridgeNet) get(ctx context.Context) (string, error) {
 	if err := n.refreshDeny(ctx); err != nil {
 		return "", err
@@ -322,22 +324,27 @@ func (n *bridgeNet) get(ctx context.Context) (string, error) {
 	if len(n.free) > 0 {
 		ns := n.free[len(n.free)-1]
 		n.free = n.free[:len(n.free)-1]
-		if !n.closed {
-			n.fills.Go(n.fill)
-		}
 		n.mu.Unlock()
 		return ns, nil
 	}
+	n.total++
 	n.mu.Unlock()
-	return n.create(ctx)
+	ns, err := n.create(ctx)
+	if err != nil {
+		n.mu.Lock()
+		n.total--
+		n.mu.Unlock()
+	}
+	return ns, err
 }
 
 // put takes back a namespace whose step ended (all its processes are gone,
 // and it holds no socket); it serves the next step, as in BuildKit, since
-// a step cannot change its network (it has no CAP_NET_ADMIN).
+// a step cannot change its network (it has no CAP_NET_ADMIN). The pool
+// keeps every namespace it made, at most as many as steps ran at once.
 func (n *bridgeNet) put(ns string) {
 	n.mu.Lock()
-	if !n.closed && len(n.free) < n.size {
+	if !n.closed {
 		n.free = append(n.free, ns)
 		n.mu.Unlock()
 		return
@@ -346,17 +353,21 @@ func (n *bridgeNet) put(ns string) {
 	n.release(context.Background(), ns)
 }
 
-// fill prepares namespaces until the pool is full.
+// fill prepares namespaces until the pool holds its size.
 func (n *bridgeNet) fill() {
 	for {
 		n.mu.Lock()
-		full := n.closed || len(n.free) >= n.size
-		n.mu.Unlock()
-		if full {
+		if n.closed || n.total >= n.size {
+			n.mu.Unlock()
 			return
 		}
+		n.total++
+		n.mu.Unlock()
 		ns, err := n.create(context.Background())
 		if err != nil {
+			n.mu.Lock()
+			n.total--
+			n.mu.Unlock()
 			return
 		}
 		n.put(ns)
@@ -414,7 +425,7 @@ func (n *bridgeNet) close(ctx context.Context) {
 // previous runner's too, found by its file), the chains and the bridge.
 func (n *bridgeNet) teardown(ctx context.Context) {
 	n.mu.Lock()
-	n.free = nil
+	n.free, n.total = nil, 0
 	n.mu.Unlock()
 	entries, _ := os.ReadDir(n.dir)
 	for _, e := range entries {
