@@ -59,7 +59,7 @@ func assertNothingLeft(t testing.TB, r *Runner) {
 // outside: reached from the host through a veth pair, holding addresses
 // that are not the host's own.
 type peerNet struct {
-	path                         string
+	path                        string
 	reachable, denied, metadata netip.Addr
 }
 
