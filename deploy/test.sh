@@ -190,6 +190,29 @@ build_with_blobstore_killed() {
   [ "$("$strata" images -a --no-trunc -q | sort)" = "$images_before" ] || { echo "the image list changed"; return 1; }
 }
 
+# run_isolated builds a RUN that tries metadata, the blob store, S3 (and
+# PostgreSQL) from inside the build: each must be unreachable, while names
+# still resolve (through the builder's forwarder to Docker's DNS on
+# 127.0.0.11) and an outside server answers.
+run_isolated() {
+  local dir out
+  dir=$(mktemp -d)
+  cat >"$dir/Dockerfile" <<'DOCKERFILE'
+FROM busybox
+RUN for t in metadata:50052 blobstore:50053 s3:7070 postgres:5432; do \
+      nc -w 3 "${t%:*}" "${t#*:}" </dev/null >/dev/null 2>&1 && echo "REACH""ED $t" || echo "block""ed $t"; \
+    done; \
+    ip=$(nslookup deb.debian.org | awk '/^Address: / { a = $2 } END { print a }'); echo "resolved $ip"; \
+    nc -w 5 "$ip" 80 </dev/null && echo "outbound ok"
+DOCKERFILE
+  out=$("$strata" build --no-cache --progress plain "$dir" 2>&1)
+  rm -rf "$dir"
+  echo "$out"
+  ! grep -q '^REACHED' <<<"$out" || return 1
+  for t in metadata:50052 blobstore:50053 s3:7070; do grep -q "^blocked $t" <<<"$out" || return 1; done
+  grep -q '^resolved [0-9]' <<<"$out" && grep -q '^outbound ok' <<<"$out"
+}
+
 # nothing_left fails if a container, volume or network of the project is left.
 nothing_left() {
   local label=com.docker.compose.project=$COMPOSE_PROJECT_NAME left
@@ -227,6 +250,7 @@ run_stack() {
   make_rootfs "$work/rootfs.tar"
   check "$store: strata import of a busybox rootfs" "$strata" import "$work/rootfs.tar" busybox:latest
   check "$store: strata build of the seed-like Dockerfile" build_seed
+  check "$store: RUN reaches no service of the stack, and the outside" run_isolated
   check "$store: strata tag" "$strata" tag my-nginx davidainslie/nginx:1.17
   check "$store: strata history shows the 10 steps" history_rows 10
   check "$store: the image's config is in the S3 volume" in_s3 "$("$strata" inspect -f '{{.Id}}' my-nginx)"

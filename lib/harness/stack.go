@@ -44,11 +44,13 @@ type Stack struct {
 	S3 *S3
 	// Blobstore is the blob store's process (tests of its failure stop it).
 	Blobstore *Process
+	// Builder is the builder's process; RestartBuilder starts a new one.
+	Builder *Process
 	// Client is how a Go client reaches the services (TLS and token with
 	// StackOptions.Secure).
 	Client grpcclient.Config
 
-	serverEnv, clientEnv []string
+	serverEnv, clientEnv, builderEnv []string
 }
 
 // StartStack starts the services, waits until each one serves, and stops
@@ -80,15 +82,22 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 	if !opts.NoBuilder {
 		s.BuilderAddr = addr(FreePort(t))
 		s.BuilderStateDir = filepath.Join(s.Dir, "builder")
-		env := append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.serverEnv...)
-		Start(t, append(append(env, s.Env()...), opts.BuilderEnv...),
-			filepath.Join(s.Bin, "strata-builder"))
+		s.builderEnv = append(append(append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.serverEnv...), s.Env()...), opts.BuilderEnv...)
+		s.Builder = Start(t, s.builderEnv, filepath.Join(s.Bin, "strata-builder"))
 		serving = append(serving, s.BuilderAddr)
 	}
 	for _, a := range serving {
 		waitServing(t, a, s.Client)
 	}
 	return s
+}
+
+// RestartBuilder starts the builder again, on the same address and state
+// directory, after its process ended, and waits until it serves.
+func (s *Stack) RestartBuilder(t testing.TB) {
+	t.Helper()
+	s.Builder = Start(t, s.builderEnv, filepath.Join(s.Bin, "strata-builder"))
+	waitServing(t, s.BuilderAddr, s.Client)
 }
 
 // secure makes a CA, a server certificate for 127.0.0.1, a client

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 
+	"google.golang.org/grpc"
+
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
@@ -65,6 +67,10 @@ func main() {
 		DefaultListen: ":50051",
 		Flags:         cfg.register,
 		Validate:      cfg.validate,
+		// A stop cancels running builds (NewBuilds); their handlers then
+		// kill their steps and unmount their roots, and the server waits
+		// for that before the sandbox's network is released.
+		ServerOptions: []grpc.ServerOption{grpc.WaitForHandlers(true)},
 		Wire: func(ctx context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
 			metaConn, err := grpcclient.Dial(cfg.metadataAddr, cfg.client, grpcclient.Naming("metadata service", cfg.metadataAddr)...)
 			if err != nil {
@@ -78,7 +84,8 @@ func main() {
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits))
-			builds, err := cfg.builds.wire(ctx, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, log)
+			peers := []string{cfg.metadataAddr, cfg.blobstoreAddr}
+			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()
@@ -86,6 +93,7 @@ func main() {
 			}
 			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(server.WithTransfers(transfers), server.WithBuilds(builds)))
 			return func() {
+				releaseBuilds()
 				metaConn.Close()
 				blobConn.Close()
 			}, nil

@@ -113,14 +113,20 @@ type Process struct {
 	User     string
 	Hostname string
 	Network  builderv1.NetworkMode
-	Stdout   io.Writer
-	Stderr   io.Writer
+	// Resources are the build's limits (nil: the sandbox's defaults).
+	Resources *builderv1.RunResources
+	Stdout    io.Writer
+	Stderr    io.Writer
 }
 
 // Sandbox runs RUN steps.
 type Sandbox interface {
+	// Admit refuses, before a build runs anything, a network or limits
+	// the sandbox does not allow, with an error naming the flag.
+	Admit(network builderv1.NetworkMode, res *builderv1.RunResources) error
 	// Run runs the process to its end and returns its exit code; the
-	// process is killed when ctx ends.
+	// process is killed when ctx ends. A process the sandbox stopped at a
+	// limit is an error saying which.
 	Run(ctx context.Context, p Process) (int, error)
 }
 
@@ -201,7 +207,9 @@ type Request struct {
 	Labels          map[string]string
 	NoCache         bool
 	Network         builderv1.NetworkMode
-	Tags            []string
+	// Resources limit each RUN step; nil means the sandbox's defaults.
+	Resources *builderv1.RunResources
+	Tags      []string
 }
 
 // Result is a finished build.
@@ -220,6 +228,11 @@ type Events func(*builderv1.BuildEvent)
 // keeps them, for the cache.
 func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Result, error) {
 	t0 := time.Now()
+	if b.Sandbox != nil {
+		if err := b.Sandbox.Admit(req.Network, req.Resources); err != nil {
+			return nil, err
+		}
+	}
 	df, err := dockerfile.Parse(req.Dockerfile)
 	if err != nil {
 		return nil, err

@@ -480,7 +480,7 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 	defer discardVolumeWrites(m.Upper(), vols)
 	code, err := r.b.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.run.Args, Env: st.run.Env, Cwd: cwd, User: st.config.User,
-		Hostname: st.cid[:12], Network: r.req.Network, Stdout: out, Stderr: errw,
+		Hostname: st.cid[:12], Network: r.req.Network, Resources: r.req.Resources, Stdout: out, Stderr: errw,
 	})
 	out.Flush()
 	errw.Flush()
