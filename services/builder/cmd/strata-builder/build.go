@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/services/builder/internal/build"
@@ -67,7 +69,15 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 	return p.images.Get(ctx, string(res.ImageID))
 }
 
-func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service, log *slog.Logger) (*server.Builds, error) {
+func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service,
+	metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, error) {
+	rejected := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "strata_build_cache_records_rejected_total",
+		Help: "Cache records ignored because their image is not what the step makes of its parent (a miss: the step ran).",
+	})
+	if err := metrics.Register(rejected); err != nil {
+		return nil, err
+	}
 	snaps, err := snapshot.New(filepath.Join(c.stateDir, "snapshots"), snapshot.Options{MaxBytes: c.snapshotBytes})
 	if err != nil {
 		return nil, err
@@ -89,9 +99,10 @@ func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *im
 		Layers: build.LayerWriter(func(ctx context.Context, mediaType string) (layer.BlobWriter, error) {
 			return blobs.Writer(ctx, mediaType)
 		}),
-		Contexts:  contexts,
-		URLPolicy: build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
-		Log:       log,
+		Contexts:             contexts,
+		URLPolicy:            build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
+		Log:                  log,
+		RejectedCacheRecords: rejected,
 	}
 	return server.NewBuilds(b, contexts, c.maxBuilds), nil
 }

@@ -74,7 +74,7 @@ func main() {
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits))
-			builds, err := cfg.builds.wire(ctx, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, log)
+			builds, err := cfg.builds.wire(ctx, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()

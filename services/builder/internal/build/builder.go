@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -147,6 +148,9 @@ type Builder struct {
 	// URLPolicy decides which hosts ADD may download from.
 	URLPolicy URLPolicy
 	Log       *slog.Logger
+	// RejectedCacheRecords, if set, counts the cache records ignored
+	// because their image is not what the step makes.
+	RejectedCacheRecords prometheus.Counter
 
 	// copyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
