@@ -3,6 +3,7 @@ module github.com/strata-build/strata/services/builder
 go 1.26.8
 
 require (
+	code.dny.dev/ssrf v0.3.0
 	github.com/containerd/containerd/v2 v2.4.2
 	github.com/containerd/go-runc v1.2.1
 	github.com/cyphar/filepath-securejoin v0.7.0

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/content"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
@@ -28,6 +30,7 @@ type buildConfig struct {
 	contextStoreBytes int64
 	snapshotBytes     int64
 	allowPrivateURLs  bool
+	downloadTimeout   time.Duration
 }
 
 func (c *buildConfig) register(fs *flagenv.Set) {
@@ -35,7 +38,8 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.IntVar(&c.maxBuilds, "max-builds", 4, "most builds that run at once; more wait")
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
-	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local and private addresses")
+	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
+	fs.DurationVar(&c.downloadTimeout, "download-timeout", build.DefaultDownloadTimeout, "longest one ADD download may take, start to end")
 }
 
 func (c *buildConfig) validate(fs *flagenv.Set) error {
@@ -51,6 +55,9 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.snapshotBytes <= 0 {
 		errs = append(errs, fs.Invalid("snapshot-bytes", errors.New("must be positive")))
+	}
+	if c.downloadTimeout <= 0 {
+		errs = append(errs, fs.Invalid("download-timeout", errors.New("must be positive")))
 	}
 	return errors.Join(errs...)
 }
@@ -100,7 +107,8 @@ func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *im
 			return blobs.Writer(ctx, mediaType)
 		}),
 		Contexts:             contexts,
-		URLPolicy:            build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
+		URLPolicy:            egress.Policy{AllowPrivate: c.allowPrivateURLs, Allow: "the builder's --allow-private-urls"},
+		DownloadTimeout:      c.downloadTimeout,
 		Log:                  log,
 		RejectedCacheRecords: rejected,
 	}

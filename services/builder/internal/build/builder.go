@@ -32,6 +32,7 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -145,9 +146,12 @@ type Builder struct {
 	Layers    Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
-	// URLPolicy decides which hosts ADD may download from.
-	URLPolicy URLPolicy
-	Log       *slog.Logger
+	// URLPolicy decides which addresses ADD may download from.
+	URLPolicy egress.Policy
+	// DownloadTimeout bounds one ADD download, start to end
+	// (DefaultDownloadTimeout when zero).
+	DownloadTimeout time.Duration
+	Log             *slog.Logger
 	// RejectedCacheRecords, if set, counts the cache records ignored
 	// because their image is not what the step makes.
 	RejectedCacheRecords prometheus.Counter
