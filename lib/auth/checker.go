@@ -65,18 +65,17 @@ func NewChecker(cfg CheckerConfig) (*Checker, error) {
 			return nil, err
 		}
 	} else if cfg.Token != "" {
-		set, _ := newTokenSet([]Token{{Value: cfg.Token, Role: RoleService, Name: "--auth-token"}}, nil)
-		c.tokens.Store(set)
+		c.tokens.Store(newTokenSet([]Token{{Value: cfg.Token, Role: RoleService, Name: "--auth-token"}}, nil))
 	}
 	return c, nil
 }
 
-func newTokenSet(tokens []Token, source []byte) (*tokenSet, error) {
+func newTokenSet(tokens []Token, source []byte) *tokenSet {
 	s := &tokenSet{byHash: map[[32]byte]Token{}, source: sha256.Sum256(source)}
 	for _, t := range tokens {
 		s.byHash[sha256.Sum256([]byte(t.Value))] = t
 	}
-	return s, nil
+	return s
 }
 
 // Enabled reports whether callers must prove who they are.
@@ -102,12 +101,8 @@ func (c *Checker) Reload() error {
 	if err != nil {
 		return err
 	}
-	set, err := newTokenSet(tokens, b)
-	if err != nil {
-		return err
-	}
 	first := c.tokens.Load() == nil
-	c.tokens.Store(set)
+	c.tokens.Store(newTokenSet(tokens, b))
 	if !first {
 		c.cfg.Log.Info("token file read again", "file", c.cfg.TokenFile, "tokens", len(tokens))
 	}
