@@ -36,10 +36,10 @@ use_stack() { eval "$(stack env)"; }
 
 # through_config runs the CLI with no STRATA_* client variable, so that it
 # reads the configuration file `stack.sh up` wrote, as a user after make up.
-through_config() {
-  env -u STRATA_BUILDER_ADDR -u STRATA_METADATA_ADDR -u STRATA_BLOBSTORE_ADDR \
-    -u STRATA_CLIENT_TLS_CA -u STRATA_CLIENT_TOKEN_FILE "$@"
-}
+through_config() (
+  unset STRATA_BUILDER_ADDR STRATA_METADATA_ADDR STRATA_BLOBSTORE_ADDR STRATA_CLIENT_TLS_CA STRATA_CLIENT_TOKEN_FILE
+  "$@"
+)
 
 # refused ROLE WANT ARGS...: the CLI with ROLE's token fails, saying WANT.
 refused() {
