@@ -30,8 +30,43 @@ stack() { "$root/deploy/stack.sh" "$@"; }
 compose() { stack compose "$@"; }
 
 # use_stack points the CLI at the ports the stack published (they are
-# ephemeral, and a restarted container may get new ones).
+# ephemeral, and a restarted container may get new ones), with the stack's
+# CA and admin token.
 use_stack() { eval "$(stack env)"; }
+
+# through_config runs the CLI with no STRATA_* client variable, so that it
+# reads the configuration file `stack.sh up` wrote, as a user after make up.
+through_config() (
+  unset STRATA_BUILDER_ADDR STRATA_METADATA_ADDR STRATA_BLOBSTORE_ADDR STRATA_CLIENT_TLS_CA STRATA_CLIENT_TOKEN_FILE
+  "$@"
+)
+
+# refused ROLE WANT ARGS...: the CLI with ROLE's token fails, saying WANT.
+refused() {
+  local role=$1 want=$2 out
+  shift 2
+  if out=$("$strata" --token-file "$STRATA_SECRETS_DIR/$role.token" "$@" 2>&1); then
+    echo "strata $* with the $role token succeeded: $out"; return 1
+  fi
+  grep -qF -- "$want" <<<"$out" || { echo "$out"; return 1; }
+}
+
+# no_token fails unless the services refuse a client with TLS and no token.
+no_token() {
+  local out
+  if out=$(env -u STRATA_CLIENT_TOKEN_FILE "$strata" images 2>&1); then
+    echo "a client without a token listed images: $out"; return 1
+  fi
+  grep -q "missing bearer token" <<<"$out" || { echo "$out"; return 1; }
+}
+
+# no_plaintext fails unless every service refuses a plaintext client.
+no_plaintext() {
+  local out
+  if out=$(env -u STRATA_CLIENT_TLS_CA -u STRATA_CLIENT_TOKEN_FILE "$strata" images 2>&1); then
+    echo "a plaintext client listed images: $out"; return 1
+  fi
+}
 
 # all_healthy fails unless every container of the project runs and is healthy.
 all_healthy() {
@@ -229,6 +264,9 @@ run_stack() {
   export STRATA_BUILDER_PORT='' STRATA_METADATA_PORT='' STRATA_BLOBSTORE_PORT=''
   echo "--- the stack with metadata on $store (project $COMPOSE_PROJECT_NAME)"
   trap 'stack down >/dev/null 2>&1' EXIT
+  # The CLI configuration file `up` writes: the test's own, never the user's.
+  export STRATA_CONFIG=$(mktemp -d)/config.json
+  STRATA_SECRETS_DIR=$root/deploy/.state/$COMPOSE_PROJECT_NAME/secrets
 
   check "$store: nothing of the project exists before" nothing_left
   local log
@@ -240,7 +278,10 @@ run_stack() {
   use_stack
   check "$store: $containers containers running and healthy" all_healthy $containers
   check "$store: the CLI reaches all three services" serving
+  check "$store: the CLI reaches them with make up's configuration file alone" through_config serving
   check "$store: ports published on 127.0.0.1 only" published_on_loopback
+  check "$store: a client without TLS is refused" no_plaintext
+  check "$store: a client without a token is refused" no_token
   check "$store: blobstore runs unprivileged" runs_as blobstore 65532
   check "$store: metadata runs unprivileged" runs_as metadata 65532
   check "$store: the S3 server runs unprivileged" runs_as s3 65532
@@ -252,6 +293,12 @@ run_stack() {
   check "$store: strata build of the seed-like Dockerfile" build_seed
   check "$store: RUN reaches no service of the stack, and the outside" run_isolated
   check "$store: strata tag" "$strata" tag my-nginx davidainslie/nginx:1.17
+  check "$store: a read token may list images" "$strata" --token-file "$STRATA_SECRETS_DIR/read.token" images
+  check "$store: a read token may not tag" refused read "TagImage needs the write role" tag my-nginx other:1
+  check "$store: a write token may tag" "$strata" --token-file "$STRATA_SECRETS_DIR/write.token" tag my-nginx other:1
+  check "$store: a write token may not prune (admin)" refused write "PruneImages needs the admin role; write-user has the write role" image prune -f -a
+  check "$store: a write token may not delete blobs (admin)" refused write "BlobService/Delete needs the admin role" blob rm "$("$strata" inspect -f '{{.Id}}' my-nginx)"
+  check "$store: untag other:1" "$strata" rmi other:1
   check "$store: strata history shows the 10 steps" history_rows 10
   check "$store: the image's config is in the S3 volume" in_s3 "$("$strata" inspect -f '{{.Id}}' my-nginx)"
   if [ "$store" = sqlite ]; then
@@ -285,6 +332,7 @@ run_stack() {
 
   check "$store: compose down -v" stack down
   check "$store: nothing of the project is left" nothing_left
+  check "$store: its secrets and CLI configuration are gone" test ! -e "$STRATA_SECRETS_DIR" -a ! -e "$STRATA_CONFIG"
   trap - EXIT
 }
 

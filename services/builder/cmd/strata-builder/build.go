@@ -10,8 +10,10 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	units "github.com/docker/go-units"
+	"github.com/prometheus/client_golang/prometheus"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/flagenv"
@@ -19,6 +21,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/content"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
@@ -42,6 +45,7 @@ type buildConfig struct {
 	stepBridge        string
 	stepDeny          string
 	entitlements      string
+	downloadTimeout   time.Duration
 }
 
 // byteSize is a flag of bytes that takes Docker's sizes too ("4g", "512m").
@@ -64,7 +68,8 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.IntVar(&c.maxBuilds, "max-builds", 4, "most builds that run at once; more wait")
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
-	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local and private addresses")
+	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
+	fs.DurationVar(&c.downloadTimeout, "download-timeout", build.DefaultDownloadTimeout, "longest one ADD download may take, start to end")
 	fs.IntVar(&c.limits.MaxInstructions, "max-instructions", build.DefaultMaxInstructions, "most instructions a Dockerfile may hold")
 	fs.Int64Var(&c.limits.MaxConfigBytes, "max-config-bytes", build.DefaultMaxConfigBytes, "most bytes of image config a build's steps may record together (each step's image holds every label and history row before it)")
 	c.stepMemory = byteSize(sandbox.DefaultMemory())
@@ -119,6 +124,9 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 			errs = append(errs, fs.Invalid("allow-insecure-entitlement", fmt.Errorf("unknown entitlement %q: want %s", e, entitlementNetworkHost)))
 		}
 	}
+	if c.downloadTimeout <= 0 {
+		errs = append(errs, fs.Invalid("download-timeout", errors.New("must be positive")))
+	}
 	return errors.Join(errs...)
 }
 
@@ -150,7 +158,15 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 // wire builds the build service. peers are the addresses of the services
 // the builder calls, which RUN steps may not reach. The returned function
 // releases the RUN sandbox's network once the server has stopped.
-func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service, limits compression.Limits, log *slog.Logger) (*server.Builds, func(), error) {
+func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service,
+	limits compression.Limits, metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, func(), error) {
+	rejected := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "strata_build_cache_records_rejected_total",
+		Help: "Cache records ignored because their image is not what the step makes of its parent (a miss: the step ran).",
+	})
+	if err := metrics.Register(rejected); err != nil {
+		return nil, nil, err
+	}
 	// The sandbox first: it kills the containers a crashed builder left
 	// before the snapshot store unmounts the root filesystems they run in.
 	var subnet netip.Prefix
@@ -188,11 +204,13 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		Layers: build.LayerWriter(func(ctx context.Context, mediaType string) (layer.BlobWriter, error) {
 			return blobs.Writer(ctx, mediaType)
 		}),
-		Contexts:  contexts,
-		Archives:  limits,
-		Limits:    c.limits,
-		URLPolicy: build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
-		Log:       log,
+		Contexts:             contexts,
+		Archives:             limits,
+		Limits:               c.limits,
+		URLPolicy:            egress.Policy{AllowPrivate: c.allowPrivateURLs, Allow: "the builder's --allow-private-urls"},
+		DownloadTimeout:      c.downloadTimeout,
+		Log:                  log,
+		RejectedCacheRecords: rejected,
 	}
 	return server.NewBuilds(ctx, b, contexts, c.maxBuilds), release, nil
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -156,9 +158,15 @@ type Builder struct {
 	Archives compression.Limits
 	// Limits bound what one build's Dockerfile may cost to plan and record.
 	Limits Limits
-	// URLPolicy decides which hosts ADD may download from.
-	URLPolicy URLPolicy
-	Log       *slog.Logger
+	// URLPolicy decides which addresses ADD may download from.
+	URLPolicy egress.Policy
+	// DownloadTimeout bounds one ADD download, start to end
+	// (DefaultDownloadTimeout when zero).
+	DownloadTimeout time.Duration
+	Log             *slog.Logger
+	// RejectedCacheRecords, if set, counts the cache records ignored
+	// because their image is not what the step makes.
+	RejectedCacheRecords prometheus.Counter
 
 	// copyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
