@@ -62,10 +62,14 @@ rm -rf "$out/net"
 xtables=$(readlink -f "$(command -v iptables)")
 libdir=$(dirname "$(ldd "$xtables" | awk '$1 ~ /^libxtables/ { print $3 }')")
 for f in /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/lib/cni/firewall "$xtables" \
-  $(ldd "$xtables" "$libdir"/xtables/*.so | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u); do
+  $(ldd "$xtables" "$libdir"/xtables/*.so | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
   install -D -m 0755 "$(readlink -f "$f")" "$out/net$f"
 done
-cp -a "$libdir/xtables" "$out/net$libdir/"
+# Where libxtables looks for its extensions: the real path (/lib is a
+# symlink to /usr/lib on Debian, and the image has no such link).
+extdir=$(readlink -f "$libdir/xtables")
+install -d "$out/net$(dirname "$extdir")"
+cp -a "$extdir" "$out/net$(dirname "$extdir")/"
 for t in iptables ip6tables iptables-save ip6tables-save iptables-restore ip6tables-restore; do
   ln -sf "$xtables" "$out/net/usr/sbin/$t"
 done
