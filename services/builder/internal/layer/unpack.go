@@ -2,7 +2,6 @@ package layer
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -113,14 +112,17 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 		return false, unpackError(err, "archive")
 	}
 	defer tarStream.Close()
-	br := bufio.NewReaderSize(tarStream, 64<<10)
-	// Docker calls a file an archive when its first tar header reads.
-	head, _ := br.Peek(512)
-	if _, err := tar.NewReader(bytes.NewReader(head)).Next(); err != nil {
+	// Docker calls a file an archive when its first tar header reads. That
+	// header may span more than a block (a long name or link target in a
+	// PAX or GNU header before it), so it is read from the stream itself,
+	// and what it took is read again by the extractor; archive/tar bounds
+	// such headers (1 MiB).
+	var head bytes.Buffer
+	if _, err := tar.NewReader(io.TeeReader(tarStream, &head)).Next(); err != nil {
 		return false, nil
 	}
 	keep := func(*tar.Header, string) (bool, error) { return true, nil }
-	if _, err := apply(ctx, br, dir, keep, o.maxEntries, "archive"); err != nil {
+	if _, err := apply(ctx, io.MultiReader(&head, tarStream), dir, keep, o.maxEntries, "archive"); err != nil {
 		return true, unpackError(err, "archive")
 	}
 	return true, nil

@@ -174,6 +174,21 @@ func TestUnpackInvalidWhiteouts(t *testing.T) {
 	}
 }
 
+// An archive whose first entry has a long name (a PAX header ahead of it)
+// is an archive: ADD extracts it, as Docker does.
+func TestExtractLongFirstName(t *testing.T) {
+	tc := tartest.TarContext{}.WithUIDGID(os.Getuid(), os.Getgid())
+	name := "d/" + strings.Repeat("n", 150)
+	dir := t.TempDir()
+	ok, err := Extract(context.Background(), bytes.NewReader(tarBytes(t, tc.File(name, []byte("x"), 0o644))), dir)
+	if !ok || err != nil {
+		t.Fatalf("Extract = %v, %v; want an extracted archive", ok, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != "x" {
+		t.Errorf("reading %s: %q, %v", name, b, err)
+	}
+}
+
 // The spec's ordering example: an opaque marker listed after a file of the
 // same layer hides the lower layers only.
 func TestUnpackOpaqueAfterFiles(t *testing.T) {
