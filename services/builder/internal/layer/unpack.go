@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -76,7 +77,7 @@ func Unpack(ctx context.Context, blob io.Reader, dir string, opts ...UnpackOpt) 
 	defer tarStream.Close()
 	diffID := digest.SHA256.Digester()
 	tr := io.TeeReader(tarStream, diffID.Hash())
-	size, err := apply(ctx, tr, dir, archive.OverlayConvertWhiteout, o.maxEntries, "layer")
+	size, err := apply(ctx, tr, dir, overlayWhiteout, o.maxEntries, "layer")
 	if err != nil {
 		return Unpacked{}, unpackError(err, "layer")
 	}
@@ -126,6 +127,18 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 		return true, unpackError(err, "archive")
 	}
 	return true, nil
+}
+
+// overlayWhiteout converts whiteouts as archive.OverlayConvertWhiteout does
+// and reports one that hides a name its own layer holds as malformed input:
+// whiteouts apply to lower layers only (image-spec), and the overlay
+// whiteout cannot take the place of what the layer put there.
+func overlayWhiteout(hdr *tar.Header, p string) (bool, error) {
+	write, err := archive.OverlayConvertWhiteout(hdr, p)
+	if errors.Is(err, fs.ErrExist) {
+		return false, errdefs.InvalidArgument("malformed layer: whiteout %q hides a name the layer itself holds", hdr.Name)
+	}
+	return write, err
 }
 
 // apply extracts a tar stream into dir through containerd's archive.Apply,

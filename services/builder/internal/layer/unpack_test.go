@@ -174,6 +174,17 @@ func TestUnpackInvalidWhiteouts(t *testing.T) {
 	}
 }
 
+// A whiteout of a name its own layer holds cannot become an overlay
+// whiteout (the name is taken): the layer is malformed, not the builder.
+func TestUnpackWhiteoutOfItsOwnLayer(t *testing.T) {
+	requireRoot(t)
+	tc := tartest.TarContext{}.WithUIDGID(0, 0)
+	_, err := Unpack(context.Background(), bytes.NewReader(tarBytes(t, tartest.TarAll(tc.File("x", []byte("x"), 0o644), tc.File(".wh.x", nil, 0o644)))), t.TempDir())
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("Unpack of x then .wh.x = %v, want INVALID_ARGUMENT", err)
+	}
+}
+
 // An archive whose first entry has a long name (a PAX header ahead of it)
 // is an archive: ADD extracts it, as Docker does.
 func TestExtractLongFirstName(t *testing.T) {
