@@ -22,6 +22,10 @@ const (
 	// holds Lower, ".wh." names being plain files, as ADD of a local
 	// archive does.
 	InPlace
+	// Add: an ADD step of the archive onto an image that holds Lower: what
+	// InPlace gives, which the step's layer must then be able to hold.
+	// Outcome falls back to InPlace's.
+	Add
 	// Steps: each entry of the archive made by a COPY step from a build
 	// context (a symlink by copying a directory that holds it, a file or a
 	// directory by copying it to the entry's name), onto an image that
@@ -31,7 +35,7 @@ const (
 )
 
 func (m Mode) String() string {
-	return [...]string{"layers", "one layer", "in place", "COPY steps"}[m]
+	return [...]string{"layers", "one layer", "in place", "ADD", "COPY steps"}[m]
 }
 
 // Case is one hostile archive and what extracting it must give.
@@ -49,7 +53,7 @@ type Case struct {
 	// Archive is the hostile archive.
 	Archive []Entry
 	// Want is the outcome in Layers mode, and in every mode Differs does
-	// not name.
+	// not name (but see Add).
 	Want Outcome
 	// Differs gives the outcome of the modes where it is not Want.
 	Differs map[Mode]Outcome
@@ -74,6 +78,9 @@ type Outcome struct {
 func (c Case) Outcome(m Mode) Outcome {
 	if o, ok := c.Differs[m]; ok {
 		return o
+	}
+	if m == Add {
+		return c.Outcome(InPlace)
 	}
 	return c.Want
 }
@@ -115,9 +122,9 @@ func (c Case) Expand(host string) Case {
 func Cases() []Case {
 	// What the modes make of ".wh." names differently from a layer.
 	var (
-		whiteoutInCopy = Outcome{Refused: true, Why: "a COPY that makes a file named .wh.* fails: a layer cannot hold that name"}
-		lowerLink      = Outcome{Refused: true, Why: "a layer is unpacked on its own, and a hard link to a file of a lower layer is refused"}
-		sameLayer      = Outcome{Refused: true, Why: "a whiteout of a name its own layer holds is malformed: whiteouts hide lower layers only"}
+		whiteoutName = Outcome{Refused: true, Why: "a build step that makes a file named .wh.* fails: a layer cannot hold that name"}
+		lowerLink    = Outcome{Refused: true, Why: "a layer is unpacked on its own, and a hard link to a file of a lower layer is refused"}
+		sameLayer    = Outcome{Refused: true, Why: "a whiteout of a name its own layer holds is malformed: whiteouts hide lower layers only"}
 	)
 	refused := Outcome{Refused: true}
 	passwdInside := []Entry{Dir("{in}/etc", 0o770), File("{host}/etc/passwd", "inside", 0o644)}
@@ -277,7 +284,8 @@ func Cases() []Case {
 			Differs: map[Mode]Outcome{
 				OneLayer: sameLayer,
 				InPlace:  {Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsSymlink("localetc", "{host}/etc"), IsFile(".wh.localetc", "")}},
-				Steps:    whiteoutInCopy,
+				Add:      whiteoutName,
+				Steps:    whiteoutName,
 			},
 		},
 		{
@@ -297,7 +305,8 @@ func Cases() []Case {
 			Differs: map[Mode]Outcome{
 				OneLayer: sameLayer,
 				InPlace:  {Checks: []Check{IsFile("{in}/etc/whitedout", "ahhhh whiteout"), IsFile("{in}/etc/.wh.whitedout", "")}},
-				Steps:    whiteoutInCopy,
+				Add:      whiteoutName,
+				Steps:    whiteoutName,
 			},
 		},
 		{
@@ -305,7 +314,7 @@ func Cases() []Case {
 			Lower:   lowerEtc(File("{in}/etc/whitedout", "ahhhh whiteout", 0o644), Symlink("localetc", "{host}/etc")),
 			Archive: []Entry{File("{in}/.wh.etc/somefile", "non-empty", 0o644)},
 			Want:    Outcome{Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsFile("{in}/.wh.etc/somefile", "non-empty")}},
-			Differs: map[Mode]Outcome{Steps: whiteoutInCopy},
+			Differs: map[Mode]Outcome{Add: whiteoutName, Steps: whiteoutName},
 		},
 		{
 			Name:    "WhiteoutDeadSymlinkParent",
@@ -314,7 +323,8 @@ func Cases() []Case {
 			Want:    Outcome{Checks: []Check{IsFile("{in}/etc/passwd", "all users")}},
 			Differs: map[Mode]Outcome{
 				InPlace: {Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsFile("{in}/dne/.wh.etc", "")}},
-				Steps:   whiteoutInCopy,
+				Add:     whiteoutName,
+				Steps:   whiteoutName,
 			},
 		},
 		{
@@ -325,7 +335,8 @@ func Cases() []Case {
 			Differs: map[Mode]Outcome{
 				OneLayer: sameLayer,
 				InPlace:  {Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsFile("{in}/.wh.etc", "")}},
-				Steps:    whiteoutInCopy,
+				Add:      whiteoutName,
+				Steps:    whiteoutName,
 			},
 		},
 		{
@@ -337,7 +348,8 @@ func Cases() []Case {
 				OneLayer: {Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsFile("{in}/etc/group", "all groups")},
 					Why: "an opaque directory hides the lower layers only, not files of its own layer (image-spec)"},
 				InPlace: {Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsFile("{in}/etc/.wh..wh..opq", "")}},
-				Steps:   whiteoutInCopy,
+				Add:     whiteoutName,
+				Steps:   whiteoutName,
 			},
 		},
 		{
@@ -349,7 +361,8 @@ func Cases() []Case {
 				OneLayer: {Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsFile("{in}/etc/group", "all groups")},
 					Why: "an opaque directory hides the lower layers only, not files of its own layer (image-spec)"},
 				InPlace: {Checks: []Check{IsFile("{in}/etc/passwd", "all users"), IsFile("{in}/etc/.wh..wh..opq", "")}},
-				Steps:   whiteoutInCopy,
+				Add:     whiteoutName,
+				Steps:   whiteoutName,
 			},
 		},
 		{
@@ -358,7 +371,8 @@ func Cases() []Case {
 			Want:    Outcome{Checks: []Check{Absent("{in}/etc/passwd"), IsSymlink("localetc", "{host}/etc")}},
 			Differs: map[Mode]Outcome{
 				InPlace: {Checks: []Check{IsFile("{in}/etc/.wh.passwd", "")}},
-				Steps:   whiteoutInCopy,
+				Add:     whiteoutName,
+				Steps:   whiteoutName,
 			},
 		},
 
