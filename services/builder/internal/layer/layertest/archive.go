@@ -15,6 +15,7 @@ package layertest
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"path"
 	"strings"
@@ -51,11 +52,20 @@ func Link(name, target string) Entry {
 	return Entry{Name: name, Type: tar.TypeLink, Mode: 0o644, Target: target}
 }
 
-// Tar writes entries as a tar archive, in order, owned by root and dated
-// 2001, as they are (no name is cleaned).
+// Tar writes entries as a tar archive, in order, as they are (no name is
+// cleaned).
 func Tar(entries []Entry) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
+	if err := Write(tw, entries); err != nil {
+		panic("layertest: " + err.Error()) // the table is wrong, not the input
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+// Write adds entries to tw, owned by root and dated 2001.
+func Write(tw *tar.Writer, entries []Entry) error {
 	for _, e := range entries {
 		h := &tar.Header{
 			Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Linkname: e.Target,
@@ -65,12 +75,13 @@ func Tar(entries []Entry) []byte {
 			h.Size = int64(len(e.Body))
 		}
 		if err := tw.WriteHeader(h); err != nil {
-			panic("layertest: writing " + e.Name + ": " + err.Error()) // the table is wrong, not the input
+			return fmt.Errorf("writing %q: %w", e.Name, err)
 		}
-		io.WriteString(tw, e.Body)
+		if _, err := io.WriteString(tw, e.Body); err != nil {
+			return err
+		}
 	}
-	tw.Close()
-	return buf.Bytes()
+	return nil
 }
 
 // Reroot returns entries with every name and hard-link target taken as a
