@@ -91,6 +91,9 @@ func (c Case) Expand(host string) Case {
 	in := strings.TrimPrefix(host, "/")
 	r := strings.NewReplacer("{host}", host, "{in}", in, "{up}", strings.Repeat("../", 64)+in)
 	entries := func(es []Entry) []Entry {
+		if es == nil {
+			return nil
+		}
 		out := make([]Entry, len(es))
 		for i, e := range es {
 			e.Name, e.Target = r.Replace(e.Name), r.Replace(e.Target)
@@ -120,7 +123,7 @@ func (c Case) Expand(host string) Case {
 
 // Cases returns the table, with placeholders (see Case).
 func Cases() []Case {
-	// What the modes make of ".wh." names differently from a layer.
+	// Outcomes several cases share.
 	var (
 		whiteoutName = Outcome{Refused: true, Why: "a build step that makes a file named .wh.* fails: a layer cannot hold that name"}
 		lowerLink    = Outcome{Refused: true, Why: "a layer is unpacked on its own, and a hard link to a file of a lower layer is refused"}
