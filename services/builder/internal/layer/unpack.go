@@ -2,12 +2,12 @@ package layer
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -77,7 +77,7 @@ func Unpack(ctx context.Context, blob io.Reader, dir string, opts ...UnpackOpt) 
 	defer tarStream.Close()
 	diffID := digest.SHA256.Digester()
 	tr := io.TeeReader(tarStream, diffID.Hash())
-	size, err := apply(ctx, tr, dir, archive.OverlayConvertWhiteout, o.maxEntries, "layer")
+	size, err := apply(ctx, tr, dir, overlayWhiteout, o.maxEntries, "layer")
 	if err != nil {
 		return Unpacked{}, unpackError(err, "layer")
 	}
@@ -113,17 +113,32 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 		return false, unpackError(err, "archive")
 	}
 	defer tarStream.Close()
-	br := bufio.NewReaderSize(tarStream, 64<<10)
-	// Docker calls a file an archive when its first tar header reads.
-	head, _ := br.Peek(512)
-	if _, err := tar.NewReader(bytes.NewReader(head)).Next(); err != nil {
+	// Docker calls a file an archive when its first tar header reads. That
+	// header may span more than a block (a long name or link target in a
+	// PAX or GNU header before it), so it is read from the stream itself,
+	// and what it took is read again by the extractor; archive/tar bounds
+	// such headers (1 MiB).
+	var head bytes.Buffer
+	if _, err := tar.NewReader(io.TeeReader(tarStream, &head)).Next(); err != nil {
 		return false, nil
 	}
 	keep := func(*tar.Header, string) (bool, error) { return true, nil }
-	if _, err := apply(ctx, br, dir, keep, o.maxEntries, "archive"); err != nil {
+	if _, err := apply(ctx, io.MultiReader(&head, tarStream), dir, keep, o.maxEntries, "archive"); err != nil {
 		return true, unpackError(err, "archive")
 	}
 	return true, nil
+}
+
+// overlayWhiteout converts whiteouts as archive.OverlayConvertWhiteout does
+// and reports one that hides a name its own layer holds as malformed input:
+// whiteouts apply to lower layers only (image-spec), and the overlay
+// whiteout cannot take the place of what the layer put there.
+func overlayWhiteout(hdr *tar.Header, p string) (bool, error) {
+	write, err := archive.OverlayConvertWhiteout(hdr, p)
+	if errors.Is(err, fs.ErrExist) {
+		return false, errdefs.InvalidArgument("malformed layer: whiteout %q hides a name the layer itself holds", hdr.Name)
+	}
+	return write, err
 }
 
 // apply extracts a tar stream into dir through containerd's archive.Apply,
