@@ -45,7 +45,10 @@ esac
 compose() { $COMPOSE "${files[@]}" "$@"; }
 
 # wait_healthy polls every service's container until all report healthy, and
-# fails early, with the container's log, when one exits or turns unhealthy.
+# fails early, with the container's log, when one exits. An unhealthy
+# container is waited for like a starting one: after a restart Docker keeps
+# the status the probes gave while the old process drained, until a probe
+# of the new one passes.
 wait_healthy() {
   local deadline=$((SECONDS + ${STRATA_UP_TIMEOUT:-180}))
   local ids id state health name pending
@@ -57,7 +60,7 @@ wait_healthy() {
       read -r state health name < <(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.Name}}' "$id")
       case "$state/$health" in
         running/healthy | running/none) ;;
-        running/starting) pending+=("${name#/}") ;;
+        running/starting | running/unhealthy) pending+=("${name#/}") ;;
         *)
           echo "${name#/} is $state/$health:" >&2
           docker logs --tail 40 "$id" >&2 || true
@@ -67,6 +70,7 @@ wait_healthy() {
     [ ${#pending[@]} -eq 0 ] && return 0
     if [ $SECONDS -ge $deadline ]; then
       echo "not healthy after ${STRATA_UP_TIMEOUT:-180}s: ${pending[*]}" >&2
+      for name in "${pending[@]}"; do docker logs --tail 40 "$name" >&2 || true; done
       return 1
     fi
     sleep 1
