@@ -3,8 +3,8 @@ package build
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -153,11 +153,11 @@ func smallArchive() string {
 
 // stepRecord is what a build recorded for one step's image.
 type stepRecord struct {
-	CacheKey  string          `json:"cache_key"`
-	CreatedBy string          `json:"created_by"`
-	Empty     bool            `json:"empty_layer"`
-	Config    map[string]any  `json:"config"`
-	Files     []string        `json:"layer_files,omitempty"`
+	CacheKey  string         `json:"cache_key"`
+	CreatedBy string         `json:"created_by"`
+	Empty     bool           `json:"empty_layer"`
+	Config    map[string]any `json:"config"`
+	Files     []string       `json:"layer_files,omitempty"`
 }
 
 // TestBuildRecordsStayTheSame builds each case with the real sandbox and
@@ -199,7 +199,6 @@ func TestBuildRecordsStayTheSame(t *testing.T) {
 }
 
 var copyHash = regexp.MustCompile(`(file|dir|multi):[0-9a-f]{64}`)
-
 
 func must(t *testing.T, err error) {
 	t.Helper()
