@@ -101,10 +101,14 @@ func (s *Store) Open(_ context.Context, d digest.Digest, offset, length int64) (
 		f.Close()
 		return nil, blob.Info{}, err
 	}
-	return struct {
+	var rc io.ReadCloser = struct {
 		io.Reader
 		io.Closer
-	}{io.NewSectionReader(f, offset, n), f}, info, nil
+	}{io.NewSectionReader(f, offset, n), f}
+	if n == info.Size {
+		rc = blob.Verified(rc, d, info.Size)
+	}
+	return rc, info, nil
 }
 
 // Delete implements blob.Store.

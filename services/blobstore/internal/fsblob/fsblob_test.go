@@ -25,6 +25,16 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestDamage(t *testing.T) {
+	blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
+		s, err := New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, func(t *testing.T, d digest.Digest, off int64) { blobtest.FlipByte(t, s.blobPath(d), off) }
+	})
+}
+
 // tree lists every path under root.
 func tree(t *testing.T, root string) []string {
 	var out []string

@@ -293,17 +293,23 @@ func (s *Store) Open(ctx context.Context, d digest.Digest, offset, length int64)
 	if err != nil {
 		return nil, blob.Info{}, err
 	}
-	if n == 0 {
-		return io.NopCloser(bytes.NewReader(nil)), info, nil
+	var rc io.ReadCloser
+	switch {
+	case n == 0:
+		rc = io.NopCloser(bytes.NewReader(nil))
+	case n > s.cfg.PartSize:
+		rc = s.openParallel(ctx, d, offset, n)
+	default:
+		body, err := s.get(ctx, d, offset, n)
+		if err != nil {
+			return nil, blob.Info{}, err
+		}
+		rc = &reader{ReadCloser: body, s: s, d: d}
 	}
-	if n > s.cfg.PartSize {
-		return s.openParallel(ctx, d, offset, n), info, nil
+	if n == info.Size {
+		rc = blob.Verified(rc, d, info.Size)
 	}
-	body, err := s.get(ctx, d, offset, n)
-	if err != nil {
-		return nil, blob.Info{}, err
-	}
-	return &reader{ReadCloser: body, s: s, d: d}, info, nil
+	return rc, info, nil
 }
 
 // get starts a GET of n bytes of d from offset.

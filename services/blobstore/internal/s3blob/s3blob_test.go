@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,16 @@ func NewTestStore(t *testing.T, srv *harness.S3) *Store {
 func TestConformance(t *testing.T) {
 	srv := harness.StartS3(t)
 	blobtest.TestStore(t, func(t *testing.T) blob.Store { return NewTestStore(t, srv) })
+}
+
+func TestDamage(t *testing.T) {
+	srv := harness.StartS3(t)
+	blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
+		s := NewTestStore(t, srv)
+		return s, func(t *testing.T, d digest.Digest, off int64) {
+			blobtest.FlipByte(t, filepath.Join(srv.Dir, s.cfg.Bucket, blobKey(d)), off)
+		}
+	})
 }
 
 // multipartUploads lists the incomplete multipart uploads in the bucket.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -796,5 +797,81 @@ func testUploads(t *testing.T, s blob.Store) {
 	}
 	if _, err := hw.Commit(ctx, ""); err != nil {
 		t.Fatalf("Commit of the held upload after cleaning = %v", err)
+	}
+}
+
+// Damage changes, behind a store's back, the byte at off of the stored blob
+// d, as a failing disk or S3 server might.
+type Damage func(t *testing.T, d digest.Digest, off int64)
+
+// FlipByte inverts the byte at off of the file at path: the Damage of a
+// backend that keeps each blob in a file (the fs backend, versitygw).
+func FlipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("damaging %s: %v", path, err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatalf("damaging %s at %d: %v", path, off, err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatalf("damaging %s at %d: %v", path, off, err)
+	}
+}
+
+// TestDamage checks what a store does with blobs whose stored bytes
+// changed: whole reads fail with ErrDataLoss naming the digest, Check
+// reports the same, ranges are served as stored, and intact blobs read
+// as before. newStore returns an empty store and how to damage its blobs.
+func TestDamage(t *testing.T, newStore func(t *testing.T) (blob.Store, Damage)) {
+	for i, tc := range []struct {
+		size int
+		off  int64 // of the damaged byte
+	}{
+		{1, 0},
+		{1000, 999},
+		{7*mib + 3, 0},
+		{7*mib + 3, 6 * mib},
+	} {
+		t.Run(fmt.Sprintf("%d-at-%d", tc.size, tc.off), func(t *testing.T) {
+			s, damage := newStore(t)
+			ctx := ctxFor(t)
+			b := Content(uint64(400+i), tc.size)
+			info := put(t, s, b, int64(len(b)))
+			intact := put(t, s, Content(uint64(500+i), tc.size), int64(tc.size))
+			damage(t, info.Digest, tc.off)
+
+			got, _, err := readAll(t, s, info.Digest, 0, 0)
+			wantKind(t, fmt.Sprintf("reading %s, damaged at %d", info.Digest, tc.off), err, errdefs.ErrDataLoss)
+			if err != nil && !strings.Contains(err.Error(), string(info.Digest)) {
+				t.Errorf("reading a damaged blob: error %q does not name %s", err, info.Digest)
+			}
+			if len(got) > tc.size {
+				t.Errorf("reading a damaged blob returned %d bytes, more than its %d", len(got), tc.size)
+			}
+			_, err = blob.Check(ctx, s, info.Digest)
+			wantKind(t, fmt.Sprintf("Check(%s), damaged at %d", info.Digest, tc.off), err, errdefs.ErrDataLoss)
+			if st, err := s.Stat(ctx, info.Digest); err != nil || st.Size != int64(tc.size) {
+				t.Errorf("Stat(%s) of a damaged blob = %+v, %v; want it described as committed", info.Digest, st, err)
+			}
+			// A range is served as stored: only the whole blob can be checked.
+			if tc.size > 1 {
+				got, _, err = readAll(t, s, info.Digest, tc.off, 1)
+				if err != nil || len(got) != 1 || got[0] != b[tc.off]^0xff {
+					t.Errorf("reading the damaged byte alone = %x, %v; want %x served as stored", got, err, b[tc.off]^0xff)
+				}
+			}
+
+			if _, err := blob.Check(ctx, s, intact.Digest); err != nil {
+				t.Errorf("Check(%s) of an intact blob = %v", intact.Digest, err)
+			}
+			if _, err := blob.Check(ctx, s, digest.FromString("never stored")); !errdefs.IsNotFound(err) {
+				t.Errorf("Check of a digest never stored = %v, want not found", err)
+			}
+		})
 	}
 }
