@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -152,7 +153,13 @@ func main() {
 			}()
 			log.Info("blob store ready", "backend", cfg.backend, "fs_root", cfg.fsRoot, "s3_endpoint", cfg.s3.Endpoint,
 				"s3_bucket", cfg.s3.Bucket, "janitor_max_age", cfg.janitorMaxAge.String())
-			return func() { stop(); <-done }, nil
+			return func() {
+				stop()
+				<-done
+				if c, ok := store.(io.Closer); ok {
+					c.Close() // the fs backend's lock on its root
+				}
+			}, nil
 		},
 	}.Main(os.Args[1:]))
 }

@@ -169,6 +169,18 @@ func TestCLIWithFS(t *testing.T) {
 	})
 }
 
+// TestSecondProcessOnFSRoot: the fs backend is single-replica; a second
+// process on the same root stops at once, saying why.
+func TestSecondProcessOnFSRoot(t *testing.T) {
+	root := t.TempDir()
+	startServer(t, nil, "--fs-root", root)
+	cmd := exec.Command(harness.Binary(t, "strata-blobstore"), "--listen", fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), "--fs-root", root)
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), root) || !strings.Contains(string(out), "in use by another process") {
+		t.Errorf("a second strata-blobstore on %s: %v, output %q; want exit 1 naming the root as in use", root, err, out)
+	}
+}
+
 func TestCLIWithS3(t *testing.T) {
 	s3 := harness.StartS3(t)
 	env := []string{"STRATA_S3_ACCESS_KEY=" + s3.AccessKey, "STRATA_S3_SECRET_KEY=" + s3.SecretKey}

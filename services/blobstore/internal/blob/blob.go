@@ -65,9 +65,11 @@ type WriterOptions struct {
 	MediaType string
 }
 
-// Writer writes one upload. It appends at Offset; after an error other than
-// ErrUnavailable from Write, the upload has been discarded and the writer
-// only accepts Close.
+// Writer writes one upload. It appends at Offset. After an error from
+// Write the writer only accepts Close: when the content cannot be the blob
+// (ErrInvalidArgument) or is too large for the backend, the upload has been
+// discarded; when the storage failed (ErrUnavailable, or ErrResourceExhausted
+// for a full store), it stays resumable from its durable offset.
 type Writer interface {
 	io.Writer
 	// Offset is the number of bytes of the blob the writer holds: the next
