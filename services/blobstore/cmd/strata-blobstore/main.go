@@ -51,6 +51,7 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.IntVar(&c.s3.Concurrency, "s3-concurrency", s3blob.DefaultConcurrency, "parts of one upload sent at once")
 	fs.IntVar(&c.s3.MaxParts, "s3-max-parts", 0, "parts in flight across all uploads and reads, which bounds memory (0: 4 × --s3-concurrency)")
 	fs.IntVar(&c.s3.MaxRetries, "s3-max-retries", s3blob.DefaultMaxRetries, "tries of one S3 request before the call fails UNAVAILABLE")
+	fs.DurationVar(&c.s3.LeaseTTL, "s3-upload-lease", s3blob.DefaultLeaseTTL, "how long an upload stays its writer's after the writer was last heard of; a resume on another replica after a crash waits this long")
 	fs.DurationVar(&c.janitorMaxAge, "janitor-max-age", 24*time.Hour, "unfinished uploads idle this long are discarded")
 	fs.DurationVar(&c.janitorInterval, "janitor-interval", time.Hour, "how often the janitor looks for abandoned uploads")
 }
@@ -89,6 +90,9 @@ func (c *config) validate(fs *flagenv.Set) error {
 	}
 	if c.s3.MaxRetries < 1 {
 		errs = append(errs, fs.Invalid("s3-max-retries", errors.New("want 1 or more")))
+	}
+	if c.s3.LeaseTTL < time.Second {
+		errs = append(errs, fs.Invalid("s3-upload-lease", errors.New("want 1s or more")))
 	}
 	if c.janitorMaxAge <= 0 {
 		errs = append(errs, fs.Invalid("janitor-max-age", errors.New("must be positive")))

@@ -48,7 +48,7 @@ import (
 type Store struct {
 	root  string
 	lock  *os.File // flocked while the store is open
-	locks blob.RefLocks
+	locks refLocks
 }
 
 var _ blob.Store = (*Store)(nil)

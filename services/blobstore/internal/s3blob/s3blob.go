@@ -2,7 +2,8 @@
 // minio-go. Keys:
 //
 //	blobs/sha256/<hex>   committed blobs
-//	uploads/<ref>.json   the state of an unfinished upload (see state)
+//	uploads/<ref>.json   the state of an unfinished upload, and the lease of
+//	                     the writer that holds it (see state)
 //	ingest/<ref>         where the multipart upload of a blob whose digest
 //	                     comes only at commit is assembled, then copied from
 //
@@ -14,7 +15,12 @@
 //
 // After each part the upload's state (parts, offset and the SHA-256 state at
 // that offset) is saved in the bucket, so that any process can resume the
-// upload from that offset.
+// upload from that offset. Nothing about uploads lives in the process:
+// which writer holds an upload is a lease in that state, taken and renewed
+// with S3's conditional writes, so that any number of replicas serve one
+// bucket, each upload is written by one of them at a time, and every
+// replica's janitor may run. It needs an S3 server that honours If-Match
+// and If-None-Match on PutObject (AWS, MinIO, versitygw).
 package s3blob
 
 import (
@@ -27,9 +33,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -79,6 +87,11 @@ type Config struct {
 	// all uploads and reads of the store, so that many at once do not
 	// multiply its memory. 0 means 4 × Concurrency.
 	MaxParts int
+	// LeaseTTL is how long an upload stays its writer's after the writer's
+	// last renewal (every third of it): a resume on another replica after
+	// a crash waits this long. Replicas' clocks must agree to well within
+	// it. 0 means DefaultLeaseTTL.
+	LeaseTTL time.Duration
 }
 
 // Defaults for Config's upload fields.
@@ -86,23 +99,23 @@ const (
 	DefaultPartSize    = 8 << 20
 	DefaultConcurrency = 4
 	DefaultMaxRetries  = 3
+	DefaultLeaseTTL    = 30 * time.Second
 )
 
 // Store keeps blobs in a bucket.
 type Store struct {
-	core  minio.Core
-	cfg   Config
-	locks blob.RefLocks
-	bufs  sync.Pool           // part buffers of cfg.PartSize
-	mem   *semaphore.Weighted // parts of cfg.PartSize in flight, store-wide (cfg.MaxParts)
+	core minio.Core
+	cfg  Config
+	host string              // names this process in upload leases
+	bufs sync.Pool           // part buffers of cfg.PartSize
+	mem  *semaphore.Weighted // parts of cfg.PartSize in flight, store-wide (cfg.MaxParts)
 
 	// ensureMu lets one caller at a time check or create the bucket: S3
 	// servers (versitygw among them) may fail concurrent creations of one
 	// bucket with an internal error instead of BucketAlreadyOwnedByYou.
 	ensureMu sync.Mutex
 	mu       sync.Mutex
-	ready    bool            // the bucket was seen
-	inFlight map[string]bool // multipart upload IDs of open writers
+	ready    bool // the bucket was seen
 }
 
 var _ blob.Store = (*Store)(nil)
@@ -122,6 +135,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.MaxParts == 0 {
 		cfg.MaxParts = 4 * cfg.Concurrency
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
 	}
 	if cfg.PartSize < MinPartSize {
 		return nil, fmt.Errorf("part size %d is below S3's minimum of %d", cfg.PartSize, MinPartSize)
@@ -149,7 +165,11 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 endpoint %q: %w", cfg.Endpoint, err)
 	}
-	s := &Store{core: minio.Core{Client: c}, cfg: cfg, inFlight: map[string]bool{}, mem: semaphore.NewWeighted(int64(cfg.MaxParts))}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	s := &Store{core: minio.Core{Client: c}, cfg: cfg, host: host, mem: semaphore.NewWeighted(int64(cfg.MaxParts))}
 	s.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	return s, nil
 }

@@ -57,6 +57,18 @@ func TestDamage(t *testing.T) {
 	})
 }
 
+func TestReplicas(t *testing.T) {
+	srv := harness.StartS3(t)
+	blobtest.TestReplicas(t, func(t *testing.T) (blob.Store, blob.Store) {
+		a := NewTestStore(t, srv)
+		b, err := New(a.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, b
+	})
+}
+
 // multipartUploads lists the incomplete multipart uploads in the bucket.
 func multipartUploads(t *testing.T, s *Store) []minio.ObjectMultipartInfo {
 	t.Helper()
@@ -109,10 +121,12 @@ func TestDownAtStart(t *testing.T) {
 
 // TestKilledMidUpload kills S3 during a multipart upload: the upload fails,
 // no blob is visible, and after S3 restarts the same upload resumes, in a
-// new store as a new process would, and commits.
+// new store as a new process would, once the lease the failed writer could
+// not let go of has run out, and commits.
 func TestKilledMidUpload(t *testing.T) {
 	srv := harness.StartS3(t)
 	s := NewTestStore(t, srv)
+	s.cfg.LeaseTTL = time.Second
 	ctx := context.Background()
 	b := blobtest.Content(1, 23<<20+11)
 	d := digest.FromBytes(b)
@@ -153,10 +167,10 @@ func TestKilledMidUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err = s2.NewWriter(ctx, opts)
-	if err != nil {
-		t.Fatalf("resuming = %v", err)
-	}
+	harness.WaitFor(t, "the lease to run out", 10*time.Second, func(context.Context) error {
+		w, err = s2.NewWriter(ctx, opts) // not the poll's context, which ends when it returns
+		return err
+	})
 	defer w.Close()
 	if off := w.Offset(); off < 10<<20 || off%MinPartSize != 0 {
 		t.Errorf("resumed at %d, want a part boundary of at least %d", off, 10<<20)

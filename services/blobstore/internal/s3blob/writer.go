@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding"
+	"errors"
+	"fmt"
 	"hash"
 	"slices"
 	"sync"
@@ -31,7 +33,8 @@ const stateTimeout = 30 * time.Second
 // bounds memory to about (Concurrency+1) parts.
 type writer struct {
 	s        *Store
-	st       *state    // Parts, Offset, Hash and UpdatedAt change under mu
+	owner    string    // this writer, as the upload's state names it
+	st       *state    // Parts, Offset, Hash, UploadID and UpdatedAt change under mu
 	h        hash.Hash // of every byte received
 	offset   int64     // bytes received
 	buf      []byte    // the part being filled
@@ -44,13 +47,17 @@ type writer struct {
 	stop     sync.Once
 	discard  bool // set before jobs closes: the uploader removes the upload
 
+	beatStop chan struct{} // closed to stop the lease's renewal
+	beatDone chan struct{} // closed once it stopped
+
 	mu      sync.Mutex
 	err     error       // the first failure of a part
 	done    map[int]job // parts stored past the saved prefix
 	saveMu  sync.Mutex  // orders state saves
-	saved   int64       // the offset of the last saved state
+	etag    string      // of the state this writer saved last, under saveMu
 	closed  bool
 	commitd bool
+	gone    bool // the upload was discarded or committed: nothing to let go
 }
 
 // job is one part to upload: its bytes, the blob offset at its end and the
@@ -63,19 +70,96 @@ type job struct {
 	etag   string
 }
 
-// newWriter starts the uploader goroutine, which holds ctx: part uploads run
-// under the context the writer was made with, and end with it.
-func newWriter(ctx context.Context, s *Store, st *state, h hash.Hash) *writer {
+// newWriter starts the uploader goroutine and the lease's renewal, which
+// hold ctx: part uploads run under the context the writer was made with,
+// and end with it. owner holds st, saved under etag.
+func newWriter(ctx context.Context, s *Store, st *state, etag, owner string, h hash.Hash) *writer {
 	w := &writer{
-		s: s, st: st, h: h, offset: st.Offset, nextPart: len(st.Parts) + 1, saved: st.Offset,
+		s: s, owner: owner, st: st, etag: etag, h: h, offset: st.Offset, nextPart: len(st.Parts) + 1,
 		jobs: make(chan job), tokens: make(chan struct{}, s.cfg.Concurrency), finished: make(chan struct{}),
+		beatStop: make(chan struct{}), beatDone: make(chan struct{}),
 		done: map[int]job{},
 	}
-	if st.UploadID != "" {
-		s.markInFlight(st.UploadID, true)
-	}
 	go w.upload(ctx)
+	go w.renew(ctx)
 	return w
+}
+
+// renew saves the state every third of the lease, which keeps the upload
+// this writer's while it lives, however slowly its client sends. A save
+// that fails for S3's sake is tried at the next beat; one that finds the
+// upload taken over stops the writer.
+func (w *writer) renew(ctx context.Context) {
+	defer close(w.beatDone)
+	t := time.NewTicker(w.s.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.beatStop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.save(ctx, true); isTakenOver(err) {
+			w.fail(err)
+			return
+		}
+	}
+}
+
+// save writes the upload's state as this writer has it, holding the lease
+// for another term (hold) or letting go of it, on the condition that the
+// bucket holds the copy this writer saved last. When it holds another, it
+// is read back: when it still names this writer (an earlier save went
+// through but its answer was lost to a cut connection), the save goes over
+// it; otherwise the upload was taken over or removed while this writer
+// stalled past its lease, and save fails with UPLOAD_TAKEN_OVER.
+func (w *writer) save(ctx context.Context, hold bool) error {
+	w.saveMu.Lock()
+	defer w.saveMu.Unlock()
+	w.mu.Lock()
+	snap := *w.st
+	snap.Parts = slices.Clone(w.st.Parts)
+	w.mu.Unlock()
+	snap.Owner, snap.LeaseUntil = "", time.Time{}
+	if hold {
+		snap.Owner, snap.LeaseUntil = w.owner, time.Now().Add(w.s.cfg.LeaseTTL).UTC()
+	}
+	etag, err := w.s.writeState(ctx, &snap, w.etag)
+	if errors.Is(err, errChanged) {
+		cur, curTag, rerr := w.s.readState(ctx, snap.Ref)
+		switch {
+		case rerr == nil && cur.Owner == w.owner:
+			etag, err = w.s.writeState(ctx, &snap, curTag)
+		case rerr != nil && !errdefs.IsNotFound(rerr):
+			err = rerr
+		}
+		if errors.Is(err, errChanged) {
+			err = takenOver(snap.Ref, cur)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	w.etag = etag
+	return nil
+}
+
+func takenOver(ref string, cur *state) error {
+	msg := fmt.Sprintf("upload %q was removed (aborted, or finished by another writer) while this writer stalled past its lease", ref)
+	switch {
+	case cur != nil && cur.Owner != "":
+		msg = fmt.Sprintf("upload %q was taken over by %s while this writer stalled past its lease; it goes on there", ref, cur.Owner)
+	case cur != nil:
+		msg = fmt.Sprintf("upload %q was taken over by another writer while this one stalled past its lease", ref)
+	}
+	return errdefs.Unavailable("%s", msg).WithReason("UPLOAD_TAKEN_OVER").WithDetail("ref", ref)
+}
+
+func isTakenOver(err error) bool {
+	var e *errdefs.Error
+	return errors.As(err, &e) && e.Reason() == "UPLOAD_TAKEN_OVER"
 }
 
 func (w *writer) upload(ctx context.Context) {
@@ -111,9 +195,6 @@ func (w *writer) upload(ctx context.Context) {
 		}()
 	}
 	w.parts.Wait()
-	if w.st.UploadID != "" {
-		w.s.markInFlight(w.st.UploadID, false)
-	}
 	if w.discard {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
 		defer cancel()
@@ -129,8 +210,8 @@ func (w *writer) startMultipart(ctx context.Context) error {
 	w.mu.Lock()
 	w.st.UploadID = id
 	w.mu.Unlock()
-	w.s.markInFlight(id, true)
-	return nil
+	// Saved at once, so that no janitor takes it for a crash's orphan.
+	return w.save(ctx, true)
 }
 
 func (w *writer) fail(err error) {
@@ -181,16 +262,13 @@ func (w *writer) putPart(ctx context.Context, j job) {
 		advanced = true
 	}
 	w.st.UpdatedAt = time.Now().UTC()
-	snap := *w.st
-	snap.Parts = slices.Clone(w.st.Parts)
 	w.mu.Unlock()
 	if !advanced {
 		return
 	}
-	w.saveMu.Lock()
-	defer w.saveMu.Unlock()
-	if snap.Offset > w.saved && w.s.writeState(ctx, &snap) == nil {
-		w.saved = snap.Offset
+	// A save that fails for S3's sake only leaves the offset where it was.
+	if err := w.save(ctx, true); isTakenOver(err) {
+		w.fail(err)
 	}
 }
 
@@ -250,14 +328,17 @@ func (w *writer) newBuf() []byte {
 	return w.s.getBuf(w.st.PartSize)
 }
 
-// finish stops the uploader once, after the parts in flight; with discard,
-// the upload is removed.
+// finish stops the uploader once, after the parts in flight, and the
+// lease's renewal; with discard, the upload is removed.
 func (w *writer) finish(discard bool) {
 	w.stop.Do(func() {
 		w.discard = discard
+		w.gone = w.gone || discard
 		close(w.jobs)
+		close(w.beatStop)
 	})
 	<-w.finished
+	<-w.beatDone
 	if w.buf != nil {
 		w.s.putBuf(w.buf)
 		w.buf = nil
@@ -294,9 +375,14 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	}
 	info := blob.Info{Digest: expected, Size: w.offset, CreatedAt: time.Now().UTC()}
 	if w.exists(ctx, expected) {
-		w.commitd = true
+		w.commitd, w.gone = true, true
 		w.forget(ctx)
 		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
+	}
+	// The lease is renewed before the blob is made visible: a writer that
+	// stalled past it and was taken over stops here.
+	if err := w.save(ctx, true); err != nil {
+		return blob.Info{}, err
 	}
 	var cerr error
 	if w.st.UploadID == "" {
@@ -309,7 +395,7 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	if cerr != nil {
 		return blob.Info{}, cerr
 	}
-	w.commitd = true
+	w.commitd, w.gone = true, true
 	_ = w.s.core.RemoveObject(ctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
 	return info, nil
 }
@@ -343,6 +429,9 @@ func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) err
 	}
 	_, err := w.s.core.CompleteMultipartUpload(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, parts,
 		minio.PutObjectOptions{ContentType: w.st.MediaType})
+	if isNotFound(err) && w.completed(ctx) {
+		err = nil // a retry after a first try whose answer was lost
+	}
 	if err != nil {
 		return w.s.classify(err, "completing upload %q", w.st.Ref)
 	}
@@ -362,13 +451,28 @@ func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) err
 	return w.s.classify(err, "copying upload %q to %s", w.st.Ref, d)
 }
 
-// Close keeps an uncommitted upload resumable from its last saved part.
+// completed reports whether the multipart upload's object is there, of
+// the size written: CompleteMultipartUpload answers NoSuchUpload when a
+// first try went through but its answer was lost and the client retried.
+func (w *writer) completed(ctx context.Context) bool {
+	oi, err := w.s.core.StatObject(ctx, w.s.cfg.Bucket, w.st.Key, minio.StatObjectOptions{})
+	return err == nil && oi.Size == w.offset
+}
+
+// Close keeps an uncommitted upload resumable from its last saved part,
+// and lets go of it, so that a writer elsewhere may resume it at once.
 func (w *writer) Close() error {
 	if w.closed {
 		return nil
 	}
 	w.closed = true
 	w.finish(false)
-	w.s.locks.Unlock(w.st.Ref)
+	if !w.gone {
+		// Best effort, and short: an unreachable S3 would only delay the
+		// caller, and the lease runs out anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), w.s.cfg.LeaseTTL/3)
+		defer cancel()
+		_ = w.save(ctx, false)
+	}
 	return nil
 }

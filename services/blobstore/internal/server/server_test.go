@@ -92,6 +92,18 @@ func TestConformanceOverGRPC(t *testing.T) {
 	})
 }
 
+// TestReplicasOverGRPC runs the replica suite through two servers, each
+// over its own store on one bucket, as two blob-store replicas run.
+func TestReplicasOverGRPC(t *testing.T) {
+	srv := harness.StartS3(t)
+	n := 0
+	blobtest.TestReplicas(t, func(t *testing.T) (blob.Store, blob.Store) {
+		n++
+		bucket := fmt.Sprintf("replicas-%d", n)
+		return ClientStore{serve(t, newS3(t, srv, bucket))}, ClientStore{serve(t, newS3(t, srv, bucket))}
+	})
+}
+
 func TestDamageOverGRPC(t *testing.T) {
 	t.Run("fs", func(t *testing.T) {
 		blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
