@@ -222,6 +222,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--backend", "s3", "--s3-endpoint", "http://h:9000", "--s3-access-key", "a", "--s3-secret-key", "b"}, nil, `invalid value "http://h:9000" for --s3-endpoint`},
 		{[]string{"--s3-part-size", "1024"}, nil, `invalid value "1024" for --s3-part-size`},
 		{[]string{"--janitor-max-age", "-1h"}, nil, `invalid value "-1h0m0s" for --janitor-max-age`},
+		{[]string{"--s3-upload-lease", "100ms"}, nil, `invalid value "100ms" for --s3-upload-lease`},
+		{[]string{"--s3-idle-timeout", "0s"}, nil, `invalid value "0s" for --s3-idle-timeout`},
+		{nil, []string{"STRATA_HEALTH_PROBE_INTERVAL=0s"}, `invalid value "0s" for STRATA_HEALTH_PROBE_INTERVAL`},
 	} {
 		cmd := exec.Command(server, tc.args...)
 		cmd.Env = append(os.Environ(), tc.env...)

@@ -163,6 +163,26 @@ func (s *Store) release(st state, etag string) {
 	_, _ = s.writeState(ctx, &st, etag)
 }
 
+// remove deletes what a finished upload leaves (its state, its staging
+// object), trying again for up to stateTimeout, whatever happens to ctx:
+// a delete is safe to repeat, and one left undone shows a committed upload
+// as unfinished until the janitor's next round.
+func (s *Store) remove(ctx context.Context, key string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
+	defer cancel()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := s.core.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{})
+		if err == nil || isNotFound(err) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
 // forget removes an upload: its multipart upload, staging object and state.
 func (s *Store) forget(ctx context.Context, st *state) error {
 	var errs []error

@@ -242,6 +242,11 @@ func (w *writer) putPart(ctx context.Context, j job) {
 	p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, j.number,
 		bytes.NewReader(j.data), int64(len(j.data)), partOptions)
 	w.s.putBuf(j.data)
+	if isNotFound(err) {
+		w.fail(errdefs.Unavailable("upload %q: its multipart upload is gone (aborted, or finished by another writer while this one stalled past its lease)",
+			w.st.Ref).WithReason("UPLOAD_TAKEN_OVER").WithDetail("ref", w.st.Ref))
+		return
+	}
 	if err != nil {
 		w.fail(w.s.classify(err, "storing part %d of upload %q", j.number, w.st.Ref))
 		return
@@ -396,7 +401,7 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 		return blob.Info{}, cerr
 	}
 	w.commitd, w.gone = true, true
-	_ = w.s.core.RemoveObject(ctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
+	w.s.remove(ctx, stateKey(w.st.Ref))
 	return info, nil
 }
 
@@ -427,36 +432,69 @@ func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) err
 		}
 		parts = append(parts, minio.CompletePart{PartNumber: w.nextPart, ETag: p.ETag})
 	}
-	_, err := w.s.core.CompleteMultipartUpload(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, parts,
-		minio.PutObjectOptions{ContentType: w.st.MediaType})
-	if isNotFound(err) && w.completed(ctx) {
-		err = nil // a retry after a first try whose answer was lost
-	}
-	if err != nil {
-		return w.s.classify(err, "completing upload %q", w.st.Ref)
+	if err := w.completeMultipart(ctx, parts); err != nil {
+		return err
 	}
 	if w.st.Key == blobKey(d) {
 		return nil
 	}
 	// The staging object is complete; the upload cannot resume any more.
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
-		defer cancel()
-		_ = w.s.core.RemoveObject(cctx, w.s.cfg.Bucket, w.st.Key, minio.RemoveObjectOptions{})
-		_ = w.s.core.RemoveObject(cctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
+		w.s.remove(ctx, w.st.Key)
+		w.s.remove(ctx, stateKey(w.st.Ref))
 	}()
-	_, err = w.s.core.ComposeObject(ctx,
+	_, err := w.s.core.ComposeObject(ctx,
 		minio.CopyDestOptions{Bucket: w.s.cfg.Bucket, Object: blobKey(d), ContentType: w.st.MediaType, ReplaceMetadata: w.st.MediaType != ""},
 		minio.CopySrcOptions{Bucket: w.s.cfg.Bucket, Object: w.st.Key})
 	return w.s.classify(err, "copying upload %q to %s", w.st.Ref, d)
 }
 
-// completed reports whether the multipart upload's object is there, of
-// the size written: CompleteMultipartUpload answers NoSuchUpload when a
-// first try went through but its answer was lost and the client retried.
-func (w *writer) completed(ctx context.Context) bool {
-	oi, err := w.s.core.StatObject(ctx, w.s.cfg.Bucket, w.st.Key, minio.StatObjectOptions{})
-	return err == nil && oi.Size == w.offset
+// completeMultipart completes the multipart upload and returns once its
+// object is there, of the size written. An answer to Complete alone does
+// not say so when a Complete of the upload was tried before (a retry after
+// a lost answer or a cut connection, which are common under faults): S3
+// answers NoSuchUpload once the first one is done, and versitygw answers
+// success at once while the first one is still assembling the object,
+// which may yet fail and give the upload back. So the object is looked at,
+// until it is there (done), the upload is back (its Complete is sent again)
+// or neither happens in a while (UNAVAILABLE; the upload stays for a
+// resume).
+func (w *writer) completeMultipart(ctx context.Context, parts []minio.CompletePart) error {
+	// An assembly copies the bytes once: allow 30 s, and 1 s more per 64 MiB.
+	patience := stateTimeout + time.Duration(w.offset>>26)*time.Second
+	for {
+		_, err := w.s.core.CompleteMultipartUpload(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, parts,
+			minio.PutObjectOptions{ContentType: w.st.MediaType})
+		if err != nil && !isNotFound(err) {
+			return w.s.classify(err, "completing upload %q", w.st.Ref)
+		}
+		deadline := time.Now().Add(patience)
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			oi, err := w.s.core.StatObject(ctx, w.s.cfg.Bucket, w.st.Key, minio.StatObjectOptions{})
+			switch {
+			case err == nil && oi.Size == w.offset:
+				return nil
+			case err != nil && !isNotFound(err):
+				return w.s.classify(err, "completing upload %q", w.st.Ref)
+			}
+			_, err = w.s.core.ListObjectParts(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, 0, 1)
+			if err == nil {
+				break // the upload is back: complete it again
+			}
+			if !isNotFound(err) {
+				return w.s.classify(err, "completing upload %q", w.st.Ref)
+			}
+			if time.Now().After(deadline) {
+				return errdefs.Unavailable("completing upload %q: S3 at %s answered, but after %v neither the object nor the upload is there",
+					w.st.Ref, w.s.cfg.Endpoint, patience).WithReason("S3_ERROR").WithDetail("ref", w.st.Ref)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+	}
 }
 
 // Close keeps an uncommitted upload resumable from its last saved part,
