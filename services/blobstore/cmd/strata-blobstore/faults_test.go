@@ -26,7 +26,7 @@ import (
 )
 
 // faultBlobSize is the blob the fault test uploads through S3's faults.
-const faultBlobSize = 256 << 20
+const faultBlobSize = 512 << 20
 
 // s3Env is the environment that gives strata-blobstore s3's credentials.
 func s3Env(s3 *harness.S3) []string {
@@ -78,10 +78,10 @@ func toxic(t *testing.T, p *toxiproxy.Proxy, kind, stream string, attrs toxiprox
 	}
 }
 
-// TestUploadThroughS3Faults uploads a large blob while the link from the
-// blob store to S3 gets latency, a bandwidth limit, resets, a black hole
-// and cut streams, and goes down: every failure the client sees is
-// UNAVAILABLE, each retry resumes from what the store kept, the upload
+// TestUploadThroughS3Faults uploads 512 MiB, at a client's pace, while
+// the link from the blob store to S3 gets latency, a bandwidth limit,
+// resets, a black hole and cut streams, and goes down: every failed stream
+// is UNAVAILABLE, the client resumes from what the store kept, the upload
 // completes once the faults stop, and the blob reads back whole through
 // cut streams. Health is NOT_SERVING while S3 is down, SERVING after.
 func TestUploadThroughS3Faults(t *testing.T) {
@@ -99,8 +99,8 @@ func TestUploadThroughS3Faults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer file0.Close()
-	// At 16 MiB/s, so that the upload lasts through every fault.
-	f := &slowReader{f: file0, rate: 16 << 20, start: time.Now()}
+	// At 32 MiB/s, so that the upload lasts through every fault.
+	f := &slowReader{f: file0, rate: 32 << 20, start: time.Now()}
 	const ref = "through-faults"
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
