@@ -13,7 +13,10 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
-require golang.org/x/crypto v0.57.0
+require (
+	github.com/Shopify/toxiproxy/v2 v2.5.0
+	golang.org/x/crypto v0.57.0
+)
 
 require github.com/fsnotify/fsnotify v1.10.1
 

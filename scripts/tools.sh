@@ -13,14 +13,23 @@ tools=(
   github.com/versity/versitygw/cmd/versitygw@v1.8.0
   github.com/distribution/distribution/v3/cmd/registry@v3.1.2
   github.com/google/go-containerregistry/cmd/crane@v0.22.1
+  # The fault-injecting proxy the blob store's fault tests put before S3;
+  # its command is named "server", installed as toxiproxy-server.
+  github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0=toxiproxy-server
 )
-for t in "${tools[@]}"; do
-  name=$(basename "${t%@*}")
+for entry in "${tools[@]}"; do
+  t=${entry%%=*}
+  pkg=${t%@*}
+  name=$(basename "$pkg")
+  [ "$entry" != "$t" ] && name=${entry#*=}
   stamp="$bin/.$name@${t#*@}"
   [ -x "$bin/$name" ] && [ -f "$stamp" ] && continue
   echo "installing $t"
   # Outside the workspace, so that the tools' dependencies do not mix with ours.
-  (cd /tmp && GOWORK=off GOFLAGS= GOBIN="$bin" go install "$t")
+  tmp=$(mktemp -d)
+  (cd /tmp && GOWORK=off GOFLAGS= GOBIN="$tmp" go install "$t")
+  mv "$tmp/$(basename "$pkg")" "$bin/$name"
+  rmdir "$tmp"
   rm -f "$bin/.$name@"*
   touch "$stamp"
 done

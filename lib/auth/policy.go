@@ -44,6 +44,8 @@ var policy = map[string]Role{
 	blobv1.BlobService_UploadStatus_FullMethodName: RoleWrite,
 	blobv1.BlobService_AbortUpload_FullMethodName:  RoleWrite,
 	blobv1.BlobService_ListUploads_FullMethodName:  RoleRead,
+	// A scrub re-reads every stored blob: an operator's job.
+	blobv1.BlobService_Verify_FullMethodName: RoleAdmin,
 
 	// Images are recorded only by the builder (build, import, load, pull),
 	// which checks what it records; cache records likewise, so that no

@@ -46,6 +46,7 @@ type Server struct {
 	health  *health.Server
 	grpcMet *grpcprom.ServerMetrics
 	auth    *auth.Checker
+	probe   Probe
 }
 
 // New builds a server from a validated cfg. extra options come after
@@ -153,15 +154,21 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve serves gRPC on lis and, when metricsLis is not nil, metrics on it,
-// until ctx is done. Then it stops taking new calls, marks itself NOT_SERVING
-// and waits for running calls up to the shutdown timeout before cutting
-// them off.
+// until ctx is done, running the probe (SetProbe) meanwhile. Then it stops
+// taking new calls, marks itself NOT_SERVING and waits for running calls up
+// to the shutdown timeout before cutting them off.
 func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Listener) error {
 	s.grpcMet.InitializeMetrics(s.GRPC)
 	for name := range s.GRPC.GetServiceInfo() {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if s.probe.Check != nil {
+		probeCtx, stopProbe := context.WithCancel(ctx)
+		probed := make(chan struct{})
+		go func() { defer close(probed); s.watch(probeCtx) }()
+		defer func() { stopProbe(); <-probed }()
+	}
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})

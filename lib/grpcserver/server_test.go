@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -205,6 +206,50 @@ func TestHealthAndReflection(t *testing.T) {
 			t.Errorf("reflection lists %v, missing %s", names, want)
 		}
 	}
+}
+
+// TestProbeDrivesHealth: while the probe fails the server and its
+// services are NOT_SERVING, and SERVING once it passes again.
+func TestProbeDrivesHealth(t *testing.T) {
+	srv, err := New(Config{Listen: "127.0.0.1:0", MaxRecvMsgSize: 4 << 20, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second, ShutdownTimeout: time.Second},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobv1.RegisterBlobServiceServer(srv.GRPC, &echoBlobs{})
+	var down atomic.Bool
+	srv.SetProbe(Probe{Interval: 20 * time.Millisecond, Check: func(context.Context) error {
+		if down.Load() {
+			return errors.New("the backend is down")
+		}
+		return nil
+	}})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	health := healthpb.NewHealthClient(dial(t, lis.Addr().String(), grpcclient.Config{}))
+	want := func(status healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for _, svc := range []string{"", "strata.blob.v1.BlobService"} {
+			harness.WaitFor(t, fmt.Sprintf("health of %q %v", svc, status), 10*time.Second, func(ctx context.Context) error {
+				resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+				if err == nil && resp.GetStatus() != status {
+					err = fmt.Errorf("status %v", resp.GetStatus())
+				}
+				return err
+			})
+		}
+	}
+	want(healthpb.HealthCheckResponse_SERVING)
+	down.Store(true)
+	want(healthpb.HealthCheckResponse_NOT_SERVING)
+	down.Store(false)
+	want(healthpb.HealthCheckResponse_SERVING)
 }
 
 func TestTokenAuth(t *testing.T) {

@@ -191,7 +191,7 @@ func open(b *testing.B, name string) *os.File {
 }
 
 // writeRandomFile writes n incompressible bytes and returns their digest.
-func writeRandomFile(b *testing.B, name string, n int64) digest.Digest {
+func writeRandomFile(b testing.TB, name string, n int64) digest.Digest {
 	f, err := os.Create(name)
 	if err != nil {
 		b.Fatal(err)
