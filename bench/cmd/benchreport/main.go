@@ -283,8 +283,11 @@ func parseBenchLine(bench, line string) []Figure {
 			return figs
 		}
 		unit := fields[i+1]
+		if unit == "ns/op" { // figures of seconds read better in ms
+			v, unit = v/1e6, "ms/op"
+		}
 		better := "higher"
-		if strings.HasSuffix(unit, "/op") || strings.Contains(unit, "ns") {
+		if strings.HasSuffix(unit, "/op") {
 			better = "lower"
 		}
 		figs = append(figs, Figure{Bench: bench, Name: name + " (" + unit + ")", Unit: unit, Better: better, Strata: v,

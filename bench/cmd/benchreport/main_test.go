@@ -14,8 +14,8 @@ func TestParseBenchLine(t *testing.T) {
 		line string
 		want []string // name, unit, better of each figure
 	}{
-		{"BenchmarkStore200MBRandom-2   	       3	 812345678 ns/op	 258.2 MB/s", []string{"Store200MBRandom (ns/op) ns/op lower", "Store200MBRandom (MB/s) MB/s higher"}},
-		{"BenchmarkRunTrue   5   1234 ns/op", []string{"RunTrue (ns/op) ns/op lower"}},
+		{"BenchmarkStore200MBRandom-2   	       3	 812345678 ns/op	 258.2 MB/s", []string{"Store200MBRandom (ms/op) ms/op lower", "Store200MBRandom (MB/s) MB/s higher"}},
+		{"BenchmarkRunTrue   5   1234 ns/op", []string{"RunTrue (ms/op) ms/op lower"}},
 		{"PASS", nil},
 		{"BenchmarkX-2 \tsome log line", nil},
 	}
