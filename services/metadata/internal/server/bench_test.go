@@ -96,6 +96,7 @@ func BenchmarkImageService(b *testing.B) {
 		"SQLite":     "SQLite (WAL, synchronous=NORMAL: fsync at checkpoints, not at each commit)",
 		"PostgreSQL": "PostgreSQL 15 (the test harness's cluster: fsync=off)",
 	}
+	cpuDid := map[string]string{"SQLite": "strata-metadata's CPU", "PostgreSQL": "strata-metadata's CPU and PostgreSQL's"}
 	var figs []harness.BenchFigure
 	for _, be := range backends {
 		b.Run(be.name, func(b *testing.B) {
@@ -138,7 +139,7 @@ func BenchmarkImageService(b *testing.B) {
 						harness.BenchFigure{Bench: "meta", Name: what, Unit: "calls/s", Better: "higher", Strata: w.opsPerSec, StrataDid: did, Runs: windows},
 						harness.BenchFigure{Bench: "meta", Name: what + ", p99 latency", Unit: "ms", Better: "lower", Strata: w.p99, StrataDid: did, Runs: windows},
 						harness.BenchFigure{Bench: "meta", Name: what + ", server CPU per call", Unit: "µs", Better: "lower", Strata: w.serverCPUPerOp,
-							StrataDid: did + "; strata-metadata's CPU, and PostgreSQL's", Runs: windows})
+							StrataDid: did + "; " + cpuDid[be.name], Runs: windows})
 				})
 			}
 		})
