@@ -64,8 +64,9 @@ lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ f
 
 bench: deps build ## Every benchmark against its peers, in one table, also written as JSON (BENCH_JSON, bench/results/latest.json)
 	@mkdir -p bench/results && rm -f $(BENCH_FIGURES)
-	STRATA_BENCH_RESULTS=$(BENCH_FIGURES) $(MAKE) --no-print-directory bench-xfer bench-exec bench-build bench-blob bench-meta
-	@go run ./bench/cmd/benchreport table -o $(BENCH_JSON) $(BENCH_FIGURES)
+	@# A benchmark that fails leaves its figures out; the others still make the table, and make bench fails.
+	STRATA_BENCH_RESULTS=$(BENCH_FIGURES) $(MAKE) -k --no-print-directory bench-xfer bench-exec bench-build bench-blob bench-meta; \
+	  status=$$?; go run ./bench/cmd/benchreport table -o $(BENCH_JSON) $(BENCH_FIGURES) && exit $$status
 
 bench-compare: ## Compare the last make bench with an earlier one: make bench-compare OLD.json
 	@test -n "$(OLD)" || { echo "usage: make bench-compare OLD.json" >&2; exit 2; }
