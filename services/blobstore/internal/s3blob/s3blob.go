@@ -83,6 +83,11 @@ type Config struct {
 	Concurrency int
 	// MaxRetries bounds the client's tries of one request (1: no retry).
 	MaxRetries int
+	// SignPayload signs each part's bytes (streaming SigV4, a SHA-256 per
+	// chunk, which the server checks) over plain HTTP, for links where
+	// bytes could change between the blob store and S3; over TLS, minio-go
+	// sends them unsigned all the same.
+	SignPayload bool
 	// MaxParts bounds the parts in flight, uploading or read ahead, across
 	// all uploads and reads of the store, so that many at once do not
 	// multiply its memory. 0 means 4 × Concurrency.

@@ -18,10 +18,13 @@ import (
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
 )
 
-// partOptions skip minio-go's SHA-256 of each part's payload: the writer
-// hashes every byte for the blob's digest already, which the commit checks,
-// and the parts still carry a CRC32C checksum.
-var partOptions = minio.PutObjectPartOptions{DisableContentSha256: true}
+// partOptions skip minio-go's SHA-256 of each part's payload unless
+// Config.SignPayload asks for it: the writer hashes every byte for the
+// blob's digest already, which the commit checks. Unsigned parts carry no
+// checksum of their own (minio-go adds none to PutObjectPart).
+func (s *Store) partOptions() minio.PutObjectPartOptions {
+	return minio.PutObjectPartOptions{DisableContentSha256: !s.cfg.SignPayload}
+}
 
 // stateTimeout bounds the clean-up a writer does after its caller's context
 // ended.
@@ -240,7 +243,7 @@ func (w *writer) failure() error {
 // reach further from the start without a gap.
 func (w *writer) putPart(ctx context.Context, j job) {
 	p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, j.number,
-		bytes.NewReader(j.data), int64(len(j.data)), partOptions)
+		bytes.NewReader(j.data), int64(len(j.data)), w.s.partOptions())
 	w.s.putBuf(j.data)
 	if isNotFound(err) {
 		w.fail(errdefs.Unavailable("upload %q: its multipart upload is gone (aborted, or finished by another writer while this one stalled past its lease)",
@@ -426,7 +429,7 @@ func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) err
 	}
 	if len(tail) > 0 {
 		p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, w.nextPart,
-			bytes.NewReader(tail), int64(len(tail)), partOptions)
+			bytes.NewReader(tail), int64(len(tail)), w.s.partOptions())
 		if err != nil {
 			return w.s.classify(err, "storing the last part of upload %q", w.st.Ref)
 		}
