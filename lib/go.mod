@@ -13,7 +13,12 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
-require golang.org/x/crypto v0.57.0
+require (
+	github.com/klauspost/compress v1.20.3
+	github.com/klauspost/pgzip v1.3.0
+	github.com/therootcompany/xz v1.0.1
+	golang.org/x/crypto v0.57.0
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
