@@ -3,7 +3,6 @@ package s3blob
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding"
 	"encoding/json"
 	"errors"
@@ -18,8 +17,9 @@ import (
 )
 
 // state is an unfinished upload as saved in the bucket. Offset is the end of
-// the last stored part, and Hash the SHA-256 state after exactly Offset
-// bytes: a resumed writer continues hashing from there.
+// the last stored part, and Hash the hash state (of the declared digest's
+// algorithm, sha256 when none was declared) after exactly Offset bytes: a
+// resumed writer continues hashing from there.
 type state struct {
 	Ref       string        `json:"ref"`
 	Expected  digest.Digest `json:"expected,omitempty"`
@@ -269,7 +269,7 @@ func (s *Store) openWriter(ctx context.Context, opts blob.WriterOptions) (*write
 			return nil, s.classify(err, "resuming upload %q", opts.Ref)
 		}
 	}
-	h := sha256.New()
+	h := blob.HashOf(st.Expected).Hash()
 	if len(st.Hash) > 0 {
 		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
 			return nil, errdefs.Internal("upload %q: its saved hash state is unusable: %v", opts.Ref, err)

@@ -275,7 +275,12 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	if err := w.failure(); err != nil {
 		return blob.Info{}, err
 	}
-	actual := digest.NewDigest(digest.SHA256, w.h)
+	actual := digest.NewDigest(blob.HashOf(w.st.Expected), w.h)
+	if expected.Algorithm() != actual.Algorithm() {
+		// The parts are hashed as they go; their bytes are not read again.
+		return blob.Info{}, errdefs.InvalidArgument("upload %q: committed as %s, but the S3 backend hashed it as %s: declare a %s digest when the upload starts",
+			w.st.Ref, expected, actual.Algorithm(), expected.Algorithm()).WithReason("INVALID_DIGEST").WithDetail("digest", string(expected))
+	}
 	if err := blob.Verify(expected, w.st.Size, actual, w.offset); err != nil {
 		w.commitd = true
 		w.finish(true)
