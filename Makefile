@@ -7,10 +7,10 @@ export PATH := $(TOOLS):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
-MODULES := gen lib services/blobstore services/metadata services/builder cli
+MODULES := gen lib services/blobstore services/metadata services/builder services/registry cli
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
-            ./services/builder/cmd/strata-builder ./cli/cmd/strata
+            ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
 .PHONY: help tools deps generate build run demo test test-deploy lint bench bench-xfer bench-blob bench-exec bench-build bench-meta up down
 
@@ -32,7 +32,7 @@ generate: tools ## Regenerate gen/ from proto/ with buf
 build: ## Build static binaries into bin/
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(BINARIES)
 
-run: build ## Run the three services locally (filesystem blobs, SQLite); Ctrl-C stops all
+run: build ## Run the four services locally (filesystem blobs, SQLite, registry on :5000); Ctrl-C stops all
 	@scripts/run.sh
 
 demo: build ## Start the services, import busybox, build the nginx example twice, show history, tag, list

@@ -26,9 +26,9 @@ const (
 )
 
 var layerMediaTypes = map[string]bool{
-	ocispec.MediaTypeImageLayer:                          true,
-	ocispec.MediaTypeImageLayerGzip:                      true,
-	ocispec.MediaTypeImageLayerZstd:                      true,
+	ocispec.MediaTypeImageLayer:                         true,
+	ocispec.MediaTypeImageLayerGzip:                     true,
+	ocispec.MediaTypeImageLayerZstd:                     true,
 	"application/vnd.docker.image.rootfs.diff.tar.gzip": true,
 	"application/vnd.docker.image.rootfs.diff.tar":      true,
 }
