@@ -9,7 +9,8 @@
 # Environment:
 #   STRATA_METADATA_STORE=postgres   metadata on PostgreSQL (docker-compose.postgres.yml)
 #   COMPOSE_PROJECT_NAME (strata), STRATA_IMAGE_TAG (dev), STRATA_PUBLISH_ADDR
-#   (127.0.0.1), STRATA_{BUILDER,METADATA,BLOBSTORE}_PORT (50051-50053)
+#   (127.0.0.1), STRATA_{BUILDER,METADATA,BLOBSTORE}_PORT (50051-50053),
+#   STRATA_REGISTRY_PORT (5000)
 #   COMPOSE: the compose command; default `docker compose` (v2) when it is
 #   installed, else `docker-compose` (v1)
 set -euo pipefail
@@ -60,7 +61,7 @@ wait_healthy() {
 # environment variables.
 addrs() {
   local s port
-  for s in builder:50051 metadata:50052 blobstore:50053; do
+  for s in builder:50051 metadata:50052 blobstore:50053 registry:5000; do
     port=$(compose port "${s%:*}" "${s#*:}")
     [ -n "$port" ] || { echo "${s%:*} publishes no port ${s#*:}" >&2; return 1; }
     echo "STRATA_$(echo "${s%:*}" | tr a-z A-Z)_ADDR=$port"
