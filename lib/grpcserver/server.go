@@ -49,17 +49,10 @@ type Server struct {
 	HTTP http.Handler
 
 	cfg     Config
-	tokens  []string
 	log     *slog.Logger
 	health  *health.Server
 	grpcMet *grpcprom.ServerMetrics
-}
-
-// healthMethods need no token, so that probes work with auth on.
-var healthMethods = []string{
-	"/grpc.health.v1.Health/Check",
-	"/grpc.health.v1.Health/Watch",
-	"/grpc.health.v1.Health/List",
+	auth    *auth.Checker
 }
 
 // New builds a server from a validated cfg. extra options come after
@@ -74,36 +67,40 @@ func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, err
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	checker, err := auth.NewChecker(auth.CheckerConfig{
+		Token: cfg.AuthToken, TokenFile: cfg.AuthTokenFile, ClientCerts: cfg.TLSClientCA != "", Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Every call is logged when it finishes with who made it and the role
+	// it needs: an audit trail of every change, never with a token.
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContextAndCallMeta(callerFields)}
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return errdefs.ToGRPC(errdefs.Internal("internal error: %v", p))
 	})
 
+	// Callers are identified before the log interceptor, which names
+	// them, and refused after the error interceptor, which maps the refusal.
 	unary := []grpc.UnaryServerInterceptor{
 		unaryHeaders,
+		checker.UnaryIdentify(),
 		met.UnaryServerInterceptor(),
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(interceptorLogger(log), logOpts...), notHealth),
 		unaryErrors,
+		checker.UnaryAuthorize(),
+		recovery.UnaryServerInterceptor(recoverOpt),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		streamHeaders,
+		checker.StreamIdentify(),
 		met.StreamServerInterceptor(),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(interceptorLogger(log), logOpts...), notHealth),
 		streamErrors,
+		checker.StreamAuthorize(),
+		recovery.StreamServerInterceptor(recoverOpt),
 	}
-
-	tokens, err := auth.ReadTokens(cfg.AuthToken, cfg.AuthTokenFile)
-	if err != nil {
-		return nil, err
-	}
-	if len(tokens) > 0 {
-		checker := auth.NewTokenChecker(tokens, healthMethods...)
-		unary = append(unary, checker.UnaryInterceptor())
-		stream = append(stream, checker.StreamInterceptor())
-	}
-	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpt))
-	stream = append(stream, recovery.StreamServerInterceptor(recoverOpt))
 
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
@@ -132,10 +129,10 @@ func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, err
 		GRPC:    grpc.NewServer(opts...),
 		Metrics: reg,
 		cfg:     cfg,
-		tokens:  tokens,
 		log:     log,
 		health:  health.NewServer(),
 		grpcMet: met,
+		auth:    checker,
 	}
 	healthpb.RegisterHealthServer(s.GRPC, s.health)
 	if err := registerReflection(s.GRPC); err != nil {
@@ -144,9 +141,9 @@ func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, err
 	return s, nil
 }
 
-// Tokens returns the bearer tokens the server accepts, none when token auth
-// is off: an HTTP handler checks the same ones the gRPC services do.
-func (s *Server) Tokens() []string { return s.tokens }
+// Auth returns the server's checker, for an HTTP handler to identify its
+// callers by the same tokens and client certificates as the gRPC services.
+func (s *Server) Auth() *auth.Checker { return s.auth }
 
 // Run listens on the configured addresses and serves until ctx is done, then
 // stops gracefully.
@@ -177,6 +174,16 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Lis
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if err := s.auth.Watch(watchCtx); err != nil {
+			s.log.Warn("token file changes are not watched; send SIGHUP after changing it", "error", err.Error())
+		}
+	}()
+	defer func() { stopWatch(); <-watched }()
+
 	var metricsSrv *http.Server
 	if metricsLis != nil {
 		mux := http.NewServeMux()
@@ -195,7 +202,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Lis
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.GRPC.Serve(lis) }()
-	s.log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
+	s.log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "",
+		"auth", s.auth.Enabled())
 
 	var err error
 	select {
@@ -283,6 +291,28 @@ func stopMetrics(metricsSrv *http.Server) {
 		defer cancel()
 		_ = metricsSrv.Shutdown(shutdownCtx)
 	}
+}
+
+// ReloadTokens reads the token file again (on SIGHUP); the tokens in use
+// stay when it cannot be used.
+func (s *Server) ReloadTokens() error { return s.auth.Reload() }
+
+// callerFields names the caller on a call's log line, and the role the
+// call needs, so that changes (roles above read) can be picked out.
+func callerFields(ctx context.Context, c interceptors.CallMeta) logging.Fields {
+	var f logging.Fields
+	if role, ok := auth.RoleFor(c.FullMethod()); ok {
+		f = append(f, "auth.role", string(role))
+	}
+	if id, ok := auth.IdentityFrom(ctx); ok {
+		if id.Name != "" {
+			f = append(f, "auth.caller", id.Name)
+		}
+		if id.Via != "" {
+			f = append(f, "auth.via", id.Via)
+		}
+	}
+	return f
 }
 
 // interceptorLogger adapts slog to the logging interceptor.

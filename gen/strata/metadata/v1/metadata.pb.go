@@ -1574,7 +1574,14 @@ type Event struct {
 	// The reference concerned (the tag for tag and untag), if any.
 	Reference string `protobuf:"bytes,4,opt,name=reference,proto3" json:"reference,omitempty"`
 	// Further attributes, such as the space a prune reclaimed.
-	Attributes    map[string]string `protobuf:"bytes,5,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Attributes map[string]string `protobuf:"bytes,5,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Who did it: the name of the caller's token, or the subject of their
+	// client certificate; never a token. Empty when the service runs without
+	// auth.
+	Actor string `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The service that acted for actor, when one did (the builder recording
+	// an image a user built, imported, loaded or pulled): its own name.
+	Via           string `protobuf:"bytes,7,opt,name=via,proto3" json:"via,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1642,6 +1649,20 @@ func (x *Event) GetAttributes() map[string]string {
 		return x.Attributes
 	}
 	return nil
+}
+
+func (x *Event) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *Event) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
 }
 
 // PutImageRequest records an image.
@@ -4615,7 +4636,7 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x124\n" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x127\n" +
 	"\tlast_used\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x12\x12\n" +
-	"\x04size\x18\x06 \x01(\x03R\x04size\"\xb3\x02\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\"\xdb\x02\n" +
 	"\x05Event\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1f.strata.metadata.v1.EventActionR\x06action\x12\x19\n" +
@@ -4623,7 +4644,9 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\treference\x18\x04 \x01(\tR\treference\x12I\n" +
 	"\n" +
 	"attributes\x18\x05 \x03(\v2).strata.metadata.v1.Event.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12\x14\n" +
+	"\x05actor\x18\x06 \x01(\tR\x05actor\x12\x10\n" +
+	"\x03via\x18\a \x01(\tR\x03via\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb2\x01\n" +

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
 )
@@ -209,7 +210,7 @@ func (s *Service) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOp
 		// Every pull, load or import is an event, as with Docker, even of
 		// an image already held.
 		if opts.Action != metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
-			if err := tx.AppendEvent(ctx, event(now, opts.Action, id, "", nil)); err != nil {
+			if err := tx.AppendEvent(ctx, event(ctx, now, opts.Action, id, "", nil)); err != nil {
 				return err
 			}
 		}
@@ -236,11 +237,16 @@ func (s *Service) setTag(ctx context.Context, tx Tx, r reference.Reference, id, 
 	if _, err := tx.SetRef(ctx, ref, now); err != nil {
 		return err
 	}
-	return tx.AppendEvent(ctx, event(now, metadatav1.EventAction_EVENT_ACTION_TAG, id, r.Familiar(), nil))
+	return tx.AppendEvent(ctx, event(ctx, now, metadatav1.EventAction_EVENT_ACTION_TAG, id, r.Familiar(), nil))
 }
 
-func event(t time.Time, action metadatav1.EventAction, id, ref string, attrs map[string]string) *metadatav1.Event {
-	return &metadatav1.Event{Time: timestamppb.New(t), Action: action, ImageId: id, Reference: ref, Attributes: attrs}
+// event is an event of the call ctx serves, naming its caller.
+func event(ctx context.Context, t time.Time, action metadatav1.EventAction, id, ref string, attrs map[string]string) *metadatav1.Event {
+	ev := &metadatav1.Event{Time: timestamppb.New(t), Action: action, ImageId: id, Reference: ref, Attributes: attrs}
+	if who, ok := auth.IdentityFrom(ctx); ok {
+		ev.Actor, ev.Via = who.Name, who.Via
+	}
+	return ev
 }
 
 func (s *Service) GetImage(ctx context.Context, ref string) (*metadatav1.Image, error) {
@@ -431,7 +437,7 @@ func (s *Service) UntagImage(ctx context.Context, in string) (string, error) {
 		if err != nil {
 			return err
 		}
-		return tx.AppendEvent(ctx, event(s.now(), metadatav1.EventAction_EVENT_ACTION_UNTAG, id, r.Familiar(), nil))
+		return tx.AppendEvent(ctx, event(ctx, s.now(), metadatav1.EventAction_EVENT_ACTION_UNTAG, id, r.Familiar(), nil))
 	})
 	return id, err
 }

@@ -135,7 +135,7 @@ func (s *Service) PutManifest(ctx context.Context, repo string, m *metadatav1.Ma
 			if err := tx.InsertImage(ctx, NewImage{Image: rec, ChainIDs: img.chainIDs, Blobs: img.blobs}); err != nil {
 				return err
 			}
-			if err := tx.AppendEvent(ctx, event(now, metadatav1.EventAction_EVENT_ACTION_PUSH, rec.GetId(), digestRef.Familiar(), nil)); err != nil {
+			if err := tx.AppendEvent(ctx, event(ctx, now, metadatav1.EventAction_EVENT_ACTION_PUSH, rec.GetId(), digestRef.Familiar(), nil)); err != nil {
 				return err
 			}
 		}
@@ -151,7 +151,7 @@ func (s *Service) PutManifest(ctx context.Context, repo string, m *metadatav1.Ma
 				return err
 			}
 			if id != "" {
-				if err := tx.AppendEvent(ctx, event(now, metadatav1.EventAction_EVENT_ACTION_TAG, id, t.Familiar(), nil)); err != nil {
+				if err := tx.AppendEvent(ctx, event(ctx, now, metadatav1.EventAction_EVENT_ACTION_TAG, id, t.Familiar(), nil)); err != nil {
 					return err
 				}
 			}
@@ -255,7 +255,7 @@ func (s *Service) DeleteManifest(ctx context.Context, repo, ref string) ([]strin
 			}
 			untagged = append(untagged, rf.Familiar)
 			if id != "" {
-				if err := tx.AppendEvent(ctx, event(now, metadatav1.EventAction_EVENT_ACTION_UNTAG, id, rf.Familiar, nil)); err != nil {
+				if err := tx.AppendEvent(ctx, event(ctx, now, metadatav1.EventAction_EVENT_ACTION_UNTAG, id, rf.Familiar, nil)); err != nil {
 					return err
 				}
 			}

@@ -824,8 +824,8 @@ func (t *txn) AppendEvent(ctx context.Context, ev *metadatav1.Event) error {
 		}
 		attrs = string(b)
 	}
-	_, err := t.exec(ctx, `INSERT INTO events (time, action, image_id, reference, attributes) VALUES ($1, $2, $3, $4, $5)`,
-		nanos(ev.GetTime()), int(ev.GetAction()), ev.GetImageId(), ev.GetReference(), attrs)
+	_, err := t.exec(ctx, `INSERT INTO events (time, action, image_id, reference, attributes, actor, via) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		nanos(ev.GetTime()), int(ev.GetAction()), ev.GetImageId(), ev.GetReference(), attrs, ev.GetActor(), ev.GetVia())
 	return err
 }
 

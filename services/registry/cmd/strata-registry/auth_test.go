@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/harness"
 )
 
@@ -81,4 +86,46 @@ func TestAnonymousPull(t *testing.T) {
 	c.want(c.do(http.MethodGet, "/v2/nobody/here/tags/list", nil, nil), http.StatusNotFound)
 	c.want(c.do(http.MethodPost, "/v2/team/app/blobs/uploads/", nil, nil), http.StatusUnauthorized)
 	c.want(c.do(http.MethodPost, "/v2/team/app/blobs/uploads/", nil, map[string]string{"Authorization": "Bearer t0ken"}), http.StatusAccepted)
+}
+
+// TestRoles runs the registry as the secure stack runs every service
+// (mutual TLS, a token file with a token per role) and checks the route to
+// role table: read pulls, write pushes, admin deletes.
+func TestRoles(t *testing.T) {
+	stack := harness.StartStack(t, harness.StackOptions{NoBuilder: true, Registry: true, Secure: true})
+	dir := filepath.Join(stack.Dir, "tls")
+	tlsCfg, err := auth.ClientTLS(filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	do := func(role auth.Role, method, path string, body []byte) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, "https://"+stack.RegistryAddr+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+stack.Tokens[role])
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	blob := []byte("a blob for roles")
+	d := digest.FromBytes(blob).String()
+	push := "/v2/team/roles/blobs/uploads/?digest=" + d
+	for _, c := range []struct {
+		role         auth.Role
+		method, path string
+		want         int
+	}{
+		{auth.RoleRead, http.MethodPost, push, http.StatusForbidden},
+		{auth.RoleWrite, http.MethodPost, push, http.StatusCreated},
+		{auth.RoleRead, http.MethodGet, "/v2/team/roles/blobs/" + d, http.StatusOK},
+		{auth.RoleWrite, http.MethodDelete, "/v2/team/roles/blobs/" + d, http.StatusForbidden},
+		{auth.RoleAdmin, http.MethodDelete, "/v2/team/roles/blobs/" + d, http.StatusAccepted},
+	} {
+		if got := do(c.role, c.method, c.path, blob); got != c.want {
+			t.Errorf("%s %s with the %s token = %d, want %d", c.method, c.path, c.role, got, c.want)
+		}
+	}
 }

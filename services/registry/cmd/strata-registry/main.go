@@ -61,9 +61,9 @@ func main() {
 				metaConn.Close()
 				return nil, err
 			}
-			auth := registry.NewAuth(srv.Tokens(), cfg.anonymousPull)
+			auth := registry.NewAuth(srv.Auth(), cfg.anonymousPull)
 			srv.HTTP = registry.New(metadatav1.NewImageServiceClient(metaConn), blobclient.New(blobConn), auth, log, registry.NewMetrics(srv.Metrics))
-			log.Info("registry wired", "metadata", cfg.metadataAddr, "blobstore", cfg.blobstoreAddr, "auth", len(srv.Tokens()) > 0, "anonymous_pull", cfg.anonymousPull)
+			log.Info("registry wired", "metadata", cfg.metadataAddr, "blobstore", cfg.blobstoreAddr, "auth", srv.Auth().Enabled(), "anonymous_pull", cfg.anonymousPull)
 			return func() {
 				blobConn.Close()
 				metaConn.Close()

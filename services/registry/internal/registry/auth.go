@@ -1,14 +1,17 @@
 package registry
 
 import (
-	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/strata-build/strata/lib/auth"
 )
 
-// Auth is all the registry's access control: which role each request
+// This file is all the registry's access control: which role each request
 // needs, and whether the credentials it carries grant it.
 //
 // A request carries a token as "Authorization: Bearer TOKEN", or as the
@@ -17,62 +20,35 @@ import (
 // Basic credentials are exchanged for a bearer token (the same token, since
 // Strata's tokens are opaque secrets).
 //
-// Tokens are those of lib/auth, shared with the gRPC services. A token of
-// today's lib/auth grants every role; when tokens carry roles, grants is the
-// one place that looks the role up.
+// Tokens and client certificates are those of lib/auth, shared with the
+// gRPC services, and carry the same roles. requiredRole is the route → role
+// table.
 
-// role is what a request needs.
-type role int
-
-const (
-	roleRead  role = iota + 1 // pull: GET and HEAD
-	roleWrite                 // push: uploads, manifest PUT, mounts
-	roleAdmin                 // delete manifests, tags and blobs
-)
-
-func (r role) String() string {
-	return [...]string{"", "read", "write", "admin"}[r]
-}
-
-// requiredRole is the route → role table.
-func requiredRole(method string, kind routeKind) role {
+// requiredRole is the role a request needs: read to pull, write to push,
+// admin to delete manifests, tags and blobs (cancelling one's own upload is
+// part of pushing).
+func requiredRole(method string, kind routeKind) auth.Role {
 	switch {
 	case method == http.MethodGet || method == http.MethodHead:
-		return roleRead
+		return auth.RoleRead
 	case method == http.MethodDelete && kind != routeUpload:
-		return roleAdmin
+		return auth.RoleAdmin
 	default:
-		return roleWrite
+		return auth.RoleWrite
 	}
 }
 
-// Auth checks requests against tokens.
+// Auth checks requests with the server's checker.
 type Auth struct {
-	tokens [][]byte
-	// AnonymousPull lets requests without credentials pull.
+	checker *auth.Checker
+	// anonymousPull lets requests without credentials pull.
 	anonymousPull bool
 }
 
-// NewAuth returns the access control for tokens (none: auth is off).
-func NewAuth(tokens []string, anonymousPull bool) *Auth {
-	a := &Auth{anonymousPull: anonymousPull}
-	for _, t := range tokens {
-		a.tokens = append(a.tokens, []byte(t))
-	}
-	return a
-}
-
-func (a *Auth) off() bool { return len(a.tokens) == 0 }
-
-// grants reports whether token holds role. Today every valid token holds
-// every role.
-func (a *Auth) grants(token string, _ role) bool {
-	for _, t := range a.tokens {
-		if subtle.ConstantTimeCompare(t, []byte(token)) == 1 {
-			return true
-		}
-	}
-	return false
+// NewAuth returns the access control of checker (lib/grpcserver's, so the
+// same tokens and certificates work for gRPC and HTTP).
+func NewAuth(checker *auth.Checker, anonymousPull bool) *Auth {
+	return &Auth{checker: checker, anonymousPull: anonymousPull}
 }
 
 // credential returns the token a request carries, "" when none.
@@ -90,53 +66,55 @@ func credential(r *http.Request) string {
 	return ""
 }
 
-// allow checks a request of the given kind. It answers with 401 (and the
-// challenge) or 403 itself and returns false when the request may not go on.
-func (a *Auth) allow(w http.ResponseWriter, r *http.Request, kind routeKind, repo string) bool {
-	if a.off() {
-		return true
+// identify returns who makes a request.
+func (a *Auth) identify(r *http.Request) (auth.Identity, error) {
+	var cert *x509.Certificate
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		cert = r.TLS.VerifiedChains[0][0]
 	}
+	return a.checker.IdentifyRequest(credential(r), cert)
+}
+
+// allow checks a request of the given kind and returns who makes it. It
+// answers with 401 (and the challenge) or 403 itself and returns false when
+// the request may not go on.
+func (a *Auth) allow(w http.ResponseWriter, r *http.Request, kind routeKind, repo string) (auth.Identity, bool) {
 	need := requiredRole(r.Method, kind)
-	token := credential(r)
-	if token == "" && need == roleRead && a.anonymousPull {
-		return true
+	if a.anonymousPull && need == auth.RoleRead && credential(r) == "" {
+		return auth.Identity{Name: "anonymous", Role: auth.RoleRead}, true
 	}
-	if token == "" || !a.grants(token, need) {
+	id, err := a.identify(r)
+	if err != nil {
 		scheme := "http"
 		if r.TLS != nil {
 			scheme = "https"
 		}
 		challenge := `Bearer realm="` + scheme + `://` + r.Host + `/token",service="strata-registry"`
 		if repo != "" {
-			action := "pull"
-			if need != roleRead {
-				action = "pull,push"
-			}
-			if need == roleAdmin {
-				action = "delete"
-			}
+			action := map[auth.Role]string{auth.RoleRead: "pull", auth.RoleWrite: "pull,push", auth.RoleAdmin: "delete"}[need]
 			challenge += `,scope="repository:` + repo + `:` + action + `"`
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
-		msg := "authentication required: send a Strata token as a bearer token, or as the password of basic auth"
-		if token != "" {
-			msg = "the token is not valid for " + need.String() + " access"
-		}
-		writeError(w, newError(http.StatusUnauthorized, codeUnauthorized, msg))
-		return false
+		writeError(w, newError(http.StatusUnauthorized, codeUnauthorized,
+			"authentication required: send a Strata token as a bearer token, or as the password of basic auth ("+err.Error()+")"))
+		return id, false
 	}
-	return true
+	if !id.Role.Includes(need) {
+		writeError(w, newError(http.StatusForbidden, codeDenied, fmt.Sprintf("%s %s needs the %s role; %s has the %s role", r.Method, kind, need, id, id.Role)))
+		return id, false
+	}
+	return id, true
 }
 
 // serveToken is Docker's token endpoint: valid Basic (or Bearer)
 // credentials are answered with the bearer token to use.
 func (a *Auth) serveToken(w http.ResponseWriter, r *http.Request) {
-	token := credential(r)
-	if !a.off() && (token == "" || !a.grants(token, roleRead)) {
+	if _, err := a.identify(r); err != nil {
 		w.Header().Set("WWW-Authenticate", `Basic realm="strata-registry"`)
-		writeError(w, newError(http.StatusUnauthorized, codeUnauthorized, "log in with a Strata token as the password"))
+		writeError(w, newError(http.StatusUnauthorized, codeUnauthorized, "log in with a Strata token as the password: "+err.Error()))
 		return
 	}
+	token := credential(r)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"token": token, "access_token": token, "expires_in": 3600, "issued_at": time.Now().UTC().Format(time.RFC3339),

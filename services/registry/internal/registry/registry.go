@@ -13,6 +13,7 @@ import (
 	"time"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/requestid"
@@ -134,13 +135,14 @@ func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body := &countingBody{r: r.Body}
 	r.Body = body
 	kind, name, rest := route(r.URL.Path)
+	var caller auth.Identity
 	defer func() {
 		status := sw.status
 		if status == 0 {
 			status = http.StatusOK
 		}
 		g.metrics.observe(kind, r.Method, status, time.Since(start), body.n, sw.bytes)
-		g.log.InfoContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "route", kind.String(),
+		g.log.InfoContext(r.Context(), "request", "caller", caller.String(), "method", r.Method, "path", r.URL.Path, "route", kind.String(),
 			"status", status, "duration", time.Since(start).String(), "bytes_in", body.n, "bytes_out", sw.bytes)
 	}()
 	switch kind {
@@ -151,7 +153,8 @@ func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.auth.serveToken(sw, r)
 		return
 	}
-	if !g.auth.allow(sw, r, kind, name) {
+	var ok bool
+	if caller, ok = g.auth.allow(sw, r, kind, name); !ok {
 		return
 	}
 	switch kind {
