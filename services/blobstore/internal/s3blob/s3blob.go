@@ -217,6 +217,7 @@ func (s *Store) ensure(ctx context.Context) error {
 
 func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
 func stateKey(ref string) string     { return "uploads/" + ref + ".json" }
+func tailKey(ref string) string      { return "uploads/" + ref + ".tail" }
 func ingestKey(ref string) string    { return "ingest/" + ref }
 
 func isCode(err error, codes ...string) bool {

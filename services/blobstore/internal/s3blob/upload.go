@@ -6,6 +6,7 @@ import (
 	"encoding"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"time"
 
@@ -31,8 +32,15 @@ type state struct {
 	Parts     []part        `json:"parts,omitempty"`
 	Offset    int64         `json:"offset"`
 	Hash      []byte        `json:"hash,omitempty"`
-	StartedAt time.Time     `json:"startedAt"`
-	UpdatedAt time.Time     `json:"updatedAt"`
+	// Tail is how many bytes after Offset the tail object (tailKey) holds:
+	// the bytes of an unfinished part that a writer closed without a
+	// commit kept there, so that an upload resumes exactly where its last
+	// writer stopped (the registry's chunks fall anywhere on the parts).
+	// TailHash is the hash state after them.
+	Tail      int64     `json:"tail,omitempty"`
+	TailHash  []byte    `json:"tailHash,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 type part struct {
@@ -42,7 +50,7 @@ type part struct {
 }
 
 func (st *state) upload() blob.Upload {
-	return blob.Upload{Ref: st.Ref, Expected: st.Expected, Size: st.Size, Offset: st.Offset, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt}
+	return blob.Upload{Ref: st.Ref, Expected: st.Expected, Size: st.Size, Offset: st.Offset + st.Tail, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt}
 }
 
 func uploadNotFound(ref string) error {
@@ -83,8 +91,10 @@ func (s *Store) forget(ctx context.Context, st *state) error {
 			errs = append(errs, s.classify(err, "aborting upload %q", st.Ref))
 		}
 	}
-	if err := s.core.RemoveObject(ctx, s.cfg.Bucket, stateKey(st.Ref), minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
-		errs = append(errs, s.classify(err, "removing upload %q", st.Ref))
+	for _, key := range []string{tailKey(st.Ref), stateKey(st.Ref)} {
+		if err := s.core.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
+			errs = append(errs, s.classify(err, "removing upload %q", st.Ref))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -129,8 +139,8 @@ func (s *Store) states(ctx context.Context) ([]*state, error) {
 		if o.Err != nil {
 			return nil, s.classify(o.Err, "listing uploads")
 		}
-		ref := strings.TrimSuffix(strings.TrimPrefix(o.Key, "uploads/"), ".json")
-		if blob.ValidateRef(ref) != nil {
+		ref, isState := strings.CutSuffix(strings.TrimPrefix(o.Key, "uploads/"), ".json")
+		if !isState || blob.ValidateRef(ref) != nil {
 			continue
 		}
 		st, err := s.readState(ctx, ref)
@@ -269,8 +279,16 @@ func (s *Store) openWriter(ctx context.Context, opts blob.WriterOptions) (*write
 			return nil, s.classify(err, "resuming upload %q", opts.Ref)
 		}
 	}
+	tail, err := s.readTail(ctx, st)
+	if err != nil {
+		return nil, err
+	}
 	h := blob.HashOf(st.Expected).Hash()
-	if len(st.Hash) > 0 {
+	if tail != nil {
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.TailHash); err != nil {
+			return nil, errdefs.Internal("upload %q: its saved hash state is unusable: %v", opts.Ref, err)
+		}
+	} else if len(st.Hash) > 0 {
 		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
 			return nil, errdefs.Internal("upload %q: its saved hash state is unusable: %v", opts.Ref, err)
 		}
@@ -284,7 +302,34 @@ func (s *Store) openWriter(ctx context.Context, opts blob.WriterOptions) (*write
 			return nil, err
 		}
 	}
-	return newWriter(ctx, s, st, h), nil
+	return newWriter(ctx, s, st, h, tail), nil
+}
+
+// readTail returns the bytes an upload's tail object holds past its parts,
+// nil when it has none or they are not all there (the upload then resumes
+// at the end of its parts).
+func (s *Store) readTail(ctx context.Context, st *state) ([]byte, error) {
+	if st.Tail == 0 {
+		return nil, nil
+	}
+	body, _, _, err := s.core.GetObject(ctx, s.cfg.Bucket, tailKey(st.Ref), minio.GetObjectOptions{})
+	if isNotFound(err) {
+		st.Tail, st.TailHash = 0, nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.classify(err, "reading upload %q", st.Ref)
+	}
+	defer body.Close()
+	b, err := io.ReadAll(io.LimitReader(body, st.Tail+1))
+	if err != nil {
+		return nil, s.classify(err, "reading upload %q", st.Ref)
+	}
+	if int64(len(b)) != st.Tail || len(st.TailHash) == 0 {
+		st.Tail, st.TailHash = 0, nil
+		return nil, nil
+	}
+	return b, nil
 }
 
 func (s *Store) newState(opts blob.WriterOptions) *state {

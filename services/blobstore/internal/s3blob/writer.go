@@ -65,11 +65,17 @@ type job struct {
 
 // newWriter starts the uploader goroutine, which holds ctx: part uploads run
 // under the context the writer was made with, and end with it.
-func newWriter(ctx context.Context, s *Store, st *state, h hash.Hash) *writer {
+func newWriter(ctx context.Context, s *Store, st *state, h hash.Hash, tail []byte) *writer {
 	w := &writer{
-		s: s, st: st, h: h, offset: st.Offset, nextPart: len(st.Parts) + 1, saved: st.Offset,
+		s: s, st: st, h: h, offset: st.Offset + int64(len(tail)), nextPart: len(st.Parts) + 1, saved: st.Offset,
 		jobs: make(chan job), tokens: make(chan struct{}, s.cfg.Concurrency), finished: make(chan struct{}),
 		done: map[int]job{},
+	}
+	if tail != nil {
+		// The tail is the start of the next part again; the state saved
+		// with the next part forgets it.
+		w.buf = append(w.newBuf(), tail...)
+		st.Tail, st.TailHash = 0, nil
 	}
 	if st.UploadID != "" {
 		s.markInFlight(st.UploadID, true)
@@ -315,6 +321,7 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 		return blob.Info{}, cerr
 	}
 	w.commitd = true
+	_ = w.s.core.RemoveObject(ctx, w.s.cfg.Bucket, tailKey(w.st.Ref), minio.RemoveObjectOptions{})
 	_ = w.s.core.RemoveObject(ctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
 	return info, nil
 }
@@ -367,13 +374,43 @@ func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) err
 	return w.s.classify(err, "copying upload %q to %s", w.st.Ref, d)
 }
 
-// Close keeps an uncommitted upload resumable from its last saved part.
+// Close keeps an uncommitted upload resumable from every byte written: its
+// stored parts, and the bytes of the unfinished part in the tail object.
 func (w *writer) Close() error {
 	if w.closed {
 		return nil
 	}
 	w.closed = true
+	tail := w.buf
+	w.buf = nil
 	w.finish(false)
-	w.s.locks.Unlock(w.st.Ref)
-	return nil
+	defer w.s.locks.Unlock(w.st.Ref)
+	if w.commitd || len(tail) == 0 || w.failure() != nil {
+		w.s.putBuf(tail)
+		return nil
+	}
+	defer w.s.putBuf(tail)
+	w.mu.Lock()
+	complete := w.st.Offset+int64(len(tail)) == w.offset
+	w.mu.Unlock()
+	if !complete {
+		return nil // a part failed: the upload resumes after the parts stored
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+	defer cancel()
+	if _, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, tailKey(w.st.Ref), bytes.NewReader(tail), int64(len(tail)), "", "", minio.PutObjectOptions{}); err != nil {
+		return w.s.classify(err, "keeping the last bytes of upload %q", w.st.Ref)
+	}
+	hashState, err := w.h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	w.saveMu.Lock()
+	defer w.saveMu.Unlock()
+	w.mu.Lock()
+	snap := *w.st
+	snap.Parts = slices.Clone(w.st.Parts)
+	snap.Tail, snap.TailHash, snap.UpdatedAt = int64(len(tail)), hashState, time.Now().UTC()
+	w.mu.Unlock()
+	return w.s.writeState(ctx, &snap)
 }

@@ -49,6 +49,7 @@ func TestStore(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"DeleteWhileReading", testDeleteWhileReading},
 		{"Uploads", testUploads},
 		{"SHA512", testSHA512},
+		{"ResumeExactly", testResumeExactly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -847,4 +848,51 @@ func testSHA512(t *testing.T, s blob.Store) {
 	}
 	_, err = w.Commit(ctx, "")
 	wantKind(t, "Commit of a wrong sha512 digest", err, errdefs.ErrInvalidArgument)
+}
+
+// testResumeExactly writes a blob in pieces that fall anywhere, each by a
+// writer of its own closed without a commit: every writer resumes at the
+// last byte the one before it took (the registry's chunked uploads).
+func testResumeExactly(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	data := Content(7, 13<<20+333)
+	d := digest.FromBytes(data)
+	const ref = "exact"
+	for off, piece := 0, 1; off < len(data); piece *= 3 {
+		w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Offset() != int64(off) {
+			t.Fatalf("a writer resumed at %d, want %d", w.Offset(), off)
+		}
+		end := min(off+piece*4099, len(data))
+		if _, err := w.Write(data[off:end]); err != nil {
+			t.Fatal(err)
+		}
+		if end == len(data) {
+			if _, err := w.Commit(ctx, d); err != nil {
+				t.Fatalf("Commit = %v", err)
+			}
+			w.Close()
+			break
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("Close at %d = %v", end, err)
+		}
+		u, err := s.Upload(ctx, ref)
+		if err != nil || u.Offset != int64(end) {
+			t.Fatalf("Upload after a Close at %d = %+v, %v", end, u, err)
+		}
+		off = end
+	}
+	rc, _, err := s.Open(ctx, d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, data) {
+		t.Errorf("the blob reads back as %d other bytes", len(got))
+	}
 }
