@@ -62,7 +62,7 @@ rm -rf "$out/net"
 xtables=$(readlink -f "$(command -v iptables)")
 libdir=$(dirname "$(ldd "$xtables" | awk '$1 ~ /^libxtables/ { print $3 }')")
 for f in /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/lib/cni/firewall "$xtables" \
-  $(ldd "$xtables" "$libdir"/xtables/*.so | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u); do
+  $(ldd "$xtables" "$libdir"/xtables/*.so | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
   install -D -m 0755 "$(readlink -f "$f")" "$out/net$f"
 done
 cp -a "$libdir/xtables" "$out/net$libdir/"
