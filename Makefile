@@ -12,7 +12,7 @@ PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-xfer bench-blob bench-exec bench-build bench-meta up down
+.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry up down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,7 +53,7 @@ lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ f
 	go vet $(PACKAGES)
 	@scripts/check-generated.sh
 
-bench: deps bench-xfer bench-exec bench-build bench-blob bench-meta ## Run the benchmarks against the peers' figures
+bench: deps bench-xfer bench-exec bench-build bench-blob bench-meta bench-registry ## Run the benchmarks against the peers' figures
 
 bench-build: build ## The build benchmark (../shared/bench): Strata on S3+SQLite against Docker's classic builder, cold/warm/touch1
 	@scripts/bench-build.sh $(or $(N),3)
@@ -65,6 +65,10 @@ bench-blob: ## Upload and download of a 1 GiB blob through the blob store agains
 bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Strata against crane
 	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 2x -timeout 30m \
 	  ./services/builder/internal/transfer/interop/
+
+bench-registry: ## Push and pull of a 512 MiB layer with crane: strata-registry (S3 + SQLite) against distribution on the same versitygw, medians of paired rounds
+	go test -count=1 -run '^$$' -bench BenchmarkRegistry -benchtime $(or $(N),3)x -timeout 30m \
+	  ./services/registry/cmd/strata-registry/
 
 bench-meta: ## Metadata: GetImage, TagImage, ListImages (pages of 100) through gRPC at 100,000 images, SQLite and PostgreSQL
 	go test -count=1 -run '^$$' -bench BenchmarkImageService -benchtime 1x -timeout 30m \

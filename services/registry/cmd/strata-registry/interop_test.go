@@ -19,7 +19,7 @@ import (
 
 // run runs a program and returns its standard output, failing the test
 // with its output when it fails.
-func run(t *testing.T, env []string, stdin []byte, name string, args ...string) string {
+func run(t testing.TB, env []string, stdin []byte, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)

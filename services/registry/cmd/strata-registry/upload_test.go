@@ -181,3 +181,33 @@ func TestConcurrentPushesStoreEachBlobOnce(t *testing.T) {
 	c.want(c.do(http.MethodHead, "/v2/team/one/blobs/"+d, nil, nil), http.StatusNotFound)
 	c.want(c.do(http.MethodHead, "/v2/team/two/blobs/"+d, nil, nil), http.StatusOK)
 }
+
+// TestUploadsOnS3 pushes blobs through the registry onto the S3 blob store:
+// streamed in one PATCH, and in chunks of any size, whose bytes the blob
+// store keeps between requests however they fall on its parts.
+func TestUploadsOnS3(t *testing.T) {
+	stack := harness.StartStack(t, harness.StackOptions{S3: true, NoBuilder: true, Registry: true})
+	c := client{t: t, base: "http://" + stack.RegistryAddr}
+	blob := make([]byte, 20<<20+12345)
+	for i := range blob {
+		blob[i] = byte(i * 7 / 3)
+	}
+	d := digest.FromBytes(blob)
+	for _, chunk := range []int{len(blob), 3<<20 + 17} {
+		loc := c.do(http.MethodPost, "/v2/s3/app/blobs/uploads/", nil, nil).Header.Get("Location")
+		for off := 0; off < len(blob); off += chunk {
+			end := min(off+chunk, len(blob))
+			resp := c.do(http.MethodPatch, loc, bytes.NewReader(blob[off:end]), map[string]string{"Content-Range": fmt.Sprintf("%d-%d", off, end-1)})
+			c.want(resp, http.StatusAccepted)
+			if got := resp.Header.Get("Range"); got != fmt.Sprintf("0-%d", end-1) {
+				t.Fatalf("chunks of %d: Range after %d bytes = %q", chunk, end, got)
+			}
+			loc = resp.Header.Get("Location")
+		}
+		c.want(c.do(http.MethodPut, loc+"?digest="+d.String(), nil, nil), http.StatusCreated)
+		if got := c.want(c.do(http.MethodGet, "/v2/s3/app/blobs/"+d.String(), nil, nil), http.StatusOK); !bytes.Equal(got, blob) {
+			t.Fatalf("chunks of %d: the blob reads back as %d other bytes", chunk, len(got))
+		}
+		c.want(c.do(http.MethodDelete, "/v2/s3/app/blobs/"+d.String(), nil, nil), http.StatusAccepted)
+	}
+}
