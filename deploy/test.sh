@@ -193,7 +193,8 @@ registry_pull() {
   if DOCKER_CONFIG=$cfg docker pull -q "$ref" >/dev/null 2>&1; then
     echo "pulled without logging in"; rm -rf "$cfg"; return 1
   fi
-  DOCKER_CONFIG=$cfg docker login -u reader --password-stdin "${ref%%/*}" <"$STRATA_SECRETS_DIR/read.token" >/dev/null &&
+  # A role's token file is a line of the servers' token file: ROLE TOKEN NAME.
+  awk '{ print $2 }' "$STRATA_SECRETS_DIR/read.token" | DOCKER_CONFIG=$cfg docker login -u reader --password-stdin "${ref%%/*}" >/dev/null &&
     DOCKER_CONFIG=$cfg docker pull -q "$ref" >/dev/null &&
     out=$(docker run --rm --entrypoint /bin/cat "$ref" /var/log/nginx/install.log)
   local rc=$?
