@@ -66,7 +66,7 @@ bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Str
 	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 2x -timeout 30m \
 	  ./services/builder/internal/transfer/interop/
 
-bench-registry: ## Push and pull of a 512 MiB layer with crane: strata-registry (S3 + SQLite) against distribution on the same versitygw, medians of paired rounds
+bench-registry: ## Push and pull (crane) of a 512 MiB layer and of 200 small layers: strata-registry (S3 + SQLite) against distribution on the same versitygw, medians of paired rounds
 	go test -count=1 -run '^$$' -bench BenchmarkRegistry -benchtime $(or $(N),3)x -timeout 30m \
 	  ./services/registry/cmd/strata-registry/
 

@@ -16,29 +16,42 @@ import (
 	"github.com/strata-build/strata/lib/harness"
 )
 
-// BenchmarkRegistry pushes and pulls an image with one 512 MiB layer with
-// crane through strata-registry (blob store on S3, metadata on SQLite) and
-// through the distribution registry on the same versitygw, in rounds that
-// alternate which goes first, and reports the medians and Strata's ratios
-// (above 1: Strata is faster). `make bench-registry` runs it.
+// BenchmarkRegistry pushes and pulls with crane, through strata-registry
+// (blob store on S3, metadata on SQLite) and through the distribution
+// registry on the same versitygw, in rounds that alternate which goes first:
+// an image with one 512 MiB layer (throughput) and an image of 200 small
+// layers (requests). It reports the medians and Strata's ratios (above 1:
+// Strata is faster). `make bench-registry` runs it.
 func BenchmarkRegistry(b *testing.B) {
 	crane := harness.Tool(b, "crane")
 	stack := harness.StartStack(b, harness.StackOptions{S3: true, NoBuilder: true, Registry: true})
 	dist := startS3Registry(b, stack.S3)
 
-	// The image, made once: a layer of 512 MiB of random bytes.
+	// The images, made once: a layer of 512 MiB of random bytes, and 200
+	// layers of 4 KiB.
 	dir := b.TempDir()
 	layer := filepath.Join(dir, "layer.tar")
 	writeRandomLayer(b, layer, 512<<20)
-	image := filepath.Join(dir, "image.tar")
-	run(b, nil, nil, crane, "append", "--oci-empty-base", "-f", layer, "-t", "bench/image:1", "-o", image)
-	const size = 512 << 20
+	big := filepath.Join(dir, "big.tar")
+	run(b, nil, nil, crane, "append", "--oci-empty-base", "-f", layer, "-t", "bench/big:1", "-o", big)
+	args := []string{"append", "--oci-empty-base", "-t", "bench/small:1", "-o", filepath.Join(dir, "small.tar")}
+	for i := range 200 {
+		l := filepath.Join(dir, fmt.Sprintf("small%d.tar", i))
+		writeRandomLayer(b, l, 4<<10)
+		args = append(args, "-f", l)
+	}
+	run(b, nil, nil, crane, args...)
+	images := []struct {
+		name, tarball string
+		per           float64 // what one run moves: MiB, or layers
+		unit          string
+	}{{"big", big, 512, "MiB/s"}, {"small", filepath.Join(dir, "small.tar"), 200, "layers/s"}}
 
-	var push, pull = map[string][]time.Duration{}, map[string][]time.Duration{}
-	timed := func(f func()) time.Duration {
+	times := map[string][]time.Duration{} // by "image op registry"
+	timed := func(key string, f func()) {
 		start := time.Now()
 		f()
-		return time.Since(start)
+		times[key] = append(times[key], time.Since(start))
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -46,12 +59,14 @@ func BenchmarkRegistry(b *testing.B) {
 		if i%2 == 1 {
 			slices.Reverse(order)
 		}
-		for _, r := range order {
-			ref := fmt.Sprintf("%s/bench/round%d:1", r.host, i)
-			push[r.name] = append(push[r.name], timed(func() { run(b, nil, nil, crane, "push", "--insecure", image, ref) }))
-			out := filepath.Join(dir, "pulled.tar")
-			pull[r.name] = append(pull[r.name], timed(func() { run(b, nil, nil, crane, "pull", "--insecure", ref, out) }))
-			os.Remove(out)
+		for _, img := range images {
+			for _, r := range order {
+				ref := fmt.Sprintf("%s/bench/%s%d:1", r.host, img.name, i)
+				timed(img.name+" push "+r.name, func() { run(b, nil, nil, crane, "push", "--insecure", img.tarball, ref) })
+				out := filepath.Join(dir, "pulled.tar")
+				timed(img.name+" pull "+r.name, func() { run(b, nil, nil, crane, "pull", "--insecure", ref, out) })
+				os.Remove(out)
+			}
 		}
 	}
 	b.StopTimer()
@@ -60,17 +75,16 @@ func BenchmarkRegistry(b *testing.B) {
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	mbps := func(d time.Duration) float64 { return size / d.Seconds() / (1 << 20) }
-	for _, m := range []struct {
-		what string
-		ds   map[string][]time.Duration
-	}{{"push", push}, {"pull", pull}} {
-		s, d := median(m.ds["strata"]), median(m.ds["distribution"])
-		b.ReportMetric(mbps(s), "strata-"+m.what+"-MiB/s")
-		b.ReportMetric(mbps(d), "distribution-"+m.what+"-MiB/s")
-		b.ReportMetric(d.Seconds()/s.Seconds(), m.what+"-ratio")
-		b.Logf("%s of 512 MiB, median of %d: strata %v (%.0f MiB/s), distribution %v (%.0f MiB/s), ratio %.2f",
-			m.what, b.N, s, mbps(s), d, mbps(d), d.Seconds()/s.Seconds())
+	for _, img := range images {
+		for _, op := range []string{"push", "pull"} {
+			s, d := median(times[img.name+" "+op+" strata"]), median(times[img.name+" "+op+" distribution"])
+			rate := func(t time.Duration) float64 { return img.per / t.Seconds() }
+			b.ReportMetric(rate(s), fmt.Sprintf("strata-%s-%s-%s", img.name, op, img.unit))
+			b.ReportMetric(rate(d), fmt.Sprintf("distribution-%s-%s-%s", img.name, op, img.unit))
+			b.ReportMetric(d.Seconds()/s.Seconds(), img.name+"-"+op+"-ratio")
+			b.Logf("%s %s, median of %d: strata %v (%.0f %s), distribution %v (%.0f %s), ratio %.2f",
+				img.name, op, b.N, s, rate(s), img.unit, d, rate(d), img.unit, d.Seconds()/s.Seconds())
+		}
 	}
 }
 
