@@ -7,12 +7,12 @@ export PATH := $(TOOLS):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
-MODULES := bench gen lib services/blobstore services/metadata services/builder cli
+MODULES := bench gen lib services/blobstore services/metadata services/builder services/registry cli
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
-            ./services/builder/cmd/strata-builder ./cli/cmd/strata
+            ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta up down
+.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry up down
 
 # make bench writes its table here as JSON; make bench-compare OLD.json
 # compares it with an earlier one.
@@ -41,7 +41,7 @@ generate: tools ## Regenerate gen/ from proto/ with buf
 build: ## Build static binaries into bin/
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(BINARIES)
 
-run: build ## Run the three services locally (filesystem blobs, SQLite); Ctrl-C stops all
+run: build ## Run the four services locally (filesystem blobs, SQLite, registry on :5000); Ctrl-C stops all
 	@scripts/run.sh
 
 demo: build ## Start the services, import busybox, build the nginx example twice, show history, tag, list
@@ -65,7 +65,7 @@ lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ f
 bench: deps build ## Every benchmark against its peers, in one table, also written as JSON (BENCH_JSON, bench/results/latest.json)
 	@mkdir -p bench/results && rm -f $(BENCH_FIGURES)
 	@# A benchmark that fails leaves its figures out; the others still make the table, and make bench fails.
-	STRATA_BENCH_RESULTS=$(BENCH_FIGURES) $(MAKE) -k --no-print-directory bench-xfer bench-exec bench-build bench-blob bench-meta; \
+	STRATA_BENCH_RESULTS=$(BENCH_FIGURES) $(MAKE) -k --no-print-directory bench-xfer bench-exec bench-build bench-blob bench-meta bench-registry; \
 	  status=$$?; go run ./bench/cmd/benchreport table -o $(BENCH_JSON) $(BENCH_FIGURES) && exit $$status
 
 bench-compare: ## Compare the last make bench with an earlier one: make bench-compare OLD.json
@@ -82,6 +82,10 @@ bench-blob: build ## 1 GiB up and down through the blob store on versitygw again
 bench-xfer: ## Pull and push of a 512 MiB layer through loopback registries: Strata against docker, crane and skopeo, 5 runs
 	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 5x -timeout 40m \
 	  ./services/builder/internal/transfer/interop/
+
+bench-registry: ## Push and pull (crane) of a 512 MiB layer and of 200 small layers: strata-registry (S3 + SQLite) against distribution on the same versitygw, medians of paired rounds
+	go test -count=1 -run '^$$' -bench BenchmarkRegistry -benchtime $(or $(N),3)x -timeout 30m \
+	  ./services/registry/cmd/strata-registry/
 
 bench-meta: ## Metadata: GetImage, TagImage, ListImages through gRPC at 100,000 images, SQLite and PostgreSQL, medians of 5 windows
 	go test -count=1 -run '^$$' -bench BenchmarkImageService -benchtime 1x -timeout 30m \

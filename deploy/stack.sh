@@ -10,7 +10,8 @@
 # Environment:
 #   STRATA_METADATA_STORE=postgres   metadata on PostgreSQL (docker-compose.postgres.yml)
 #   COMPOSE_PROJECT_NAME (strata), STRATA_IMAGE_TAG (dev), STRATA_PUBLISH_ADDR
-#   (127.0.0.1), STRATA_{BUILDER,METADATA,BLOBSTORE}_PORT (50051-50053)
+#   (127.0.0.1), STRATA_{BUILDER,METADATA,BLOBSTORE}_PORT (50051-50053),
+#   STRATA_REGISTRY_PORT (5000)
 #   STRATA_TLS_SANS: more names and addresses for the services' certificates,
 #   comma-separated (DNS:strata.example,IP:10.0.0.7)
 #   STRATA_CONFIG: the CLI configuration file `up` writes (and `down`
@@ -102,7 +103,7 @@ secrets() {
     openssl req -x509 -new -key "$state/ca.key" -sha256 -days 825 -subj "/CN=Strata stack $COMPOSE_PROJECT_NAME CA" \
       -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -out "$s/ca.crt"
   fi
-  for svc in blobstore metadata builder; do
+  for svc in blobstore metadata builder registry; do
     [ -f "$s/$svc.crt" ] && [ -f "$s/$svc.key" ] && continue
     sans="DNS:$svc,DNS:localhost,IP:127.0.0.1,IP:::1"
     case "${STRATA_PUBLISH_ADDR:-127.0.0.1}" in 127.0.0.1 | 0.0.0.0 | localhost) ;; *) sans+=",IP:$STRATA_PUBLISH_ADDR" ;; esac
@@ -156,7 +157,7 @@ JSON
 # environment variables.
 addrs() {
   local s port
-  for s in builder:50051 metadata:50052 blobstore:50053; do
+  for s in builder:50051 metadata:50052 blobstore:50053 registry:5000; do
     port=$(compose port "${s%:*}" "${s#*:}")
     [ -n "$port" ] || { echo "${s%:*} publishes no port ${s#*:}" >&2; return 1; }
     echo "STRATA_$(echo "${s%:*}" | tr a-z A-Z)_ADDR=$port"
