@@ -1065,6 +1065,8 @@ func testJanitorsOnEveryReplica(t *testing.T, a, b blob.Store) {
 	}
 	if _, err := hw.Commit(ctx, ""); err != nil {
 		t.Fatalf("Commit of the held upload after both janitors ran = %v", err)
+	}
+}
 
 // testSHA512 stores a blob under a declared sha512 digest, beside a sha256
 // one, and lists both in digest order.
