@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -87,14 +88,23 @@ func expandWord(lex *shell.Lex, word string, env []string) (string, error) {
 func expansionBound(word string, env []string) int {
 	n := strings.Count(word, "$")
 	if n == 0 {
-		return len(word)
+		return lexedLen(word)
 	}
 	longest := 0
 	for _, e := range env {
 		_, v, _ := cut(e)
-		longest = max(longest, len(v))
+		longest = max(longest, lexedLen(v))
 	}
-	return len(word) + n*longest
+	return lexedLen(word) + n*longest
+}
+
+// lexedLen bounds the length of s once the lexer has read it: it reads a
+// byte that is not UTF-8 as U+FFFD, three bytes.
+func lexedLen(s string) int {
+	if utf8.ValidString(s) {
+		return len(s)
+	}
+	return len(s) * utf8.RuneLen(utf8.RuneError)
 }
 
 func shorten(s string, n int) string {
