@@ -148,3 +148,27 @@ func TestArgBlowUpIsRefused(t *testing.T) {
 		t.Fatalf("expanding a doubling ARG chain: err = %v, want INVALID_ARGUMENT naming the limit", err)
 	}
 }
+
+// A pattern substitution puts its replacement at every match: with the
+// value itself as the replacement, a 2 KiB ARG expands to 4 MiB.
+func TestPatternSubstitutionBlowUpIsRefused(t *testing.T) {
+	for _, inst := range []string{"ENV B=${A//?/$A}", "LABEL b=${A///$A}", "EXPOSE ${A//x/$A}"} {
+		src := "FROM busybox\nARG A=" + strings.Repeat("x", 2048) + "\n" + inst + "\n"
+		df, err := Parse([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := NewState(nil, NewBuildArgs(nil), df.EscapeToken)
+		for _, cmd := range df.Stages[0].Commands {
+			if err = st.Expand(cmd); err != nil {
+				break
+			}
+			if _, err = st.Apply(cmd); err != nil {
+				break
+			}
+		}
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "limit") {
+			t.Errorf("%s with a 2 KiB A: err = %.200v, want INVALID_ARGUMENT naming the limit", inst, err)
+		}
+	}
+}
