@@ -306,7 +306,8 @@ func outside(src string) bool {
 }
 
 // Match returns the clean paths of the context that a wildcard source
-// matches (path.Match on every path), sorted.
+// matches (path.Match on every path but the root, as Docker walks the
+// context), sorted.
 func (c *Context) Match(pattern string) ([]string, error) {
 	pattern = strings.TrimPrefix(path.Clean("/"+pattern), "/")
 	if _, err := path.Match(pattern, ""); err != nil {
@@ -314,7 +315,7 @@ func (c *Context) Match(pattern string) ([]string, error) {
 	}
 	var out []string
 	for p := range c.entries {
-		if ok, _ := path.Match(pattern, p); ok {
+		if ok, _ := path.Match(pattern, p); ok && p != "." {
 			out = append(out, p)
 		}
 	}
