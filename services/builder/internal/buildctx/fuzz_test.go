@@ -40,6 +40,7 @@ func FuzzContext(f *testing.F) {
 		for _, src := range []string{"dir/f", "abs", "up", "dirlink/f", "app/../Dockerfile", "../x", "/a/b/c"} {
 			f.Add(wire, src, "*/*", "secrets/\n*.log\n!keep.log\n")
 		}
+		f.Add(wire, "a/b/c", "a/?", "# docs aside\na\n!a/b/c\ndir\n!dir/f\n")
 	}
 	f.Fuzz(func(t *testing.T, wire []byte, src, pattern, dockerignore string) {
 		var msg builderv1.ContextEntries
