@@ -2,7 +2,6 @@ package layer
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -113,18 +112,25 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 		return false, unpackError(err, "archive")
 	}
 	defer tarStream.Close()
-	br := bufio.NewReaderSize(tarStream, 64<<10)
-	// Docker calls a file an archive when its first tar header reads.
-	head, _ := br.Peek(512)
-	if _, err := tar.NewReader(bytes.NewReader(head)).Next(); err != nil {
+	// Docker calls a file an archive when its first tar header reads. That
+	// header may take more than one block (PAX records, GNU long names, a
+	// sparse map), so what reading it took is kept and handed on with the
+	// rest of the stream.
+	var head bytes.Buffer
+	if _, err := tar.NewReader(io.TeeReader(io.LimitReader(tarStream, maxFirstHeader), &head)).Next(); err != nil {
 		return false, nil
 	}
 	keep := func(*tar.Header, string) (bool, error) { return true, nil }
-	if _, err := apply(ctx, br, dir, keep, o.maxEntries, "archive"); err != nil {
+	if _, err := apply(ctx, io.MultiReader(&head, tarStream), dir, keep, o.maxEntries, "archive"); err != nil {
 		return true, unpackError(err, "archive")
 	}
 	return true, nil
 }
+
+// maxFirstHeader bounds what Extract reads, and holds, to find an
+// archive's first header: archive/tar takes up to 1 MiB for each of the PAX
+// records, GNU long name and long link, and sparse map a header may carry.
+const maxFirstHeader = 8 << 20
 
 // apply extracts a tar stream into dir through containerd's archive.Apply,
 // counting entries against maxEntries (0: no bound) and returning Docker's

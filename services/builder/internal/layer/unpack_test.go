@@ -28,19 +28,18 @@ func tarBytes(t testing.TB, w tartest.WriterToTar) []byte {
 	return b
 }
 
-// TestUnpackBreakouts ports containerd's TestBreakouts idea to Unpack: each
-// layer tries to write, link or chmod outside the directory it is unpacked
-// into. The host side (a sibling directory with a 0400 secret and an
-// etc/passwd) must be exactly as before, and the entries land inside the
-// root, or the unpack fails.
-func TestUnpackBreakouts(t *testing.T) {
-	requireRoot(t)
+// breakout is a layer that tries to write, link or chmod outside the
+// directory it is unpacked into, given the host directory beside it.
+type breakout struct {
+	name  string
+	layer func(host string) tartest.WriterToTar
+	check func(t *testing.T, root, host string) // nil: only "host untouched"
+}
+
+// breakouts are containerd's TestBreakouts cases.
+func breakouts() []breakout {
 	tc := tartest.TarContext{}.WithUIDGID(0, 0)
-	for _, bt := range []struct {
-		name  string
-		layer func(host string) tartest.WriterToTar
-		check func(t *testing.T, root, host string) // nil: only "host untouched"
-	}{
+	return []breakout{
 		{
 			name:  "dot-dot name",
 			layer: func(string) tartest.WriterToTar { return tc.File("../../host/pwn", []byte("x"), 0o644) },
@@ -124,7 +123,17 @@ func TestUnpackBreakouts(t *testing.T) {
 				return tartest.TarAll(tc.Symlink(filepath.Join(host, "etc"), "localetc"), tc.File("localetc/.wh.passwd", nil, 0o644))
 			},
 		},
-	} {
+	}
+}
+
+// TestUnpackBreakouts ports containerd's TestBreakouts idea to Unpack: each
+// layer tries to write, link or chmod outside the directory it is unpacked
+// into. The host side (a sibling directory with a 0400 secret and an
+// etc/passwd) must be exactly as before, and the entries land inside the
+// root, or the unpack fails.
+func TestUnpackBreakouts(t *testing.T) {
+	requireRoot(t)
+	for _, bt := range breakouts() {
 		t.Run(bt.name, func(t *testing.T) {
 			sandbox := t.TempDir()
 			host, root := filepath.Join(sandbox, "host"), filepath.Join(sandbox, "root")
@@ -275,28 +284,8 @@ func TestUnpackMalformed(t *testing.T) {
 
 // A PAX record beyond archive/tar's 1 MiB cap fails fast as bad input.
 func TestUnpackHugePAXHeader(t *testing.T) {
-	val := strings.Repeat("x", 2<<20)
-	rec := "SCHILY.xattr.user.big=" + val + "\n"
-	rec = fmt.Sprintf("%d %s", len(rec)+len(fmt.Sprint(len(rec)+8))+1, rec)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	must(t, tw.WriteHeader(&tar.Header{Name: "pax", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(rec))}))
-	_, err := io.WriteString(tw, rec)
-	must(t, err)
-	must(t, tw.WriteHeader(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}))
-	must(t, tw.Close())
-	// Make the first entry a PAX extended header (archive/tar refuses to
-	// write one this large), with its checksum fixed up.
-	raw := buf.Bytes()
-	raw[156] = tar.TypeXHeader
-	copy(raw[148:156], "        ")
-	var sum int
-	for _, c := range raw[:512] {
-		sum += int(c)
-	}
-	copy(raw[148:156], fmt.Sprintf("%06o\x00 ", sum))
-
-	_, err = Unpack(context.Background(), bytes.NewReader(raw), t.TempDir())
+	raw := withPAX(t, paxRecord("SCHILY.xattr.user.big", strings.Repeat("x", 2<<20)), "f", nil)
+	_, err := Unpack(context.Background(), bytes.NewReader(raw), t.TempDir())
 	if !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Unpack of a 2 MiB PAX header = %v, want INVALID_ARGUMENT", err)
 	}
