@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/containerd/v2/pkg/archive"
 	digest "github.com/opencontainers/go-digest"
@@ -149,6 +150,11 @@ func apply(ctx context.Context, tarStream io.Reader, dir string, whiteouts archi
 			size += hdr.Size
 		case tar.TypeSymlink:
 			size += int64(len(hdr.Linkname))
+		case tar.TypeDir, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeXGlobalHeader:
+		default:
+			// Types containerd's extractor cannot create: contiguous
+			// files, volume headers, GNU dump directories…
+			return false, errdefs.InvalidArgument("malformed %s: entry %q has type %q, not a file, directory, link, device or FIFO", what, hdr.Name, hdr.Typeflag)
 		}
 		return true, nil
 	}
@@ -184,6 +190,8 @@ func unpackError(err error, what string) error {
 		return errdefs.InvalidArgument("malformed %s: %v", what, err)
 	case errors.As(err, &link) && errors.Is(err, os.ErrNotExist):
 		return errdefs.InvalidArgument("malformed %s: hard link %s to a file not in the %s", what, link.New, what)
+	case errors.As(err, &link) && errors.Is(err, syscall.EPERM):
+		return errdefs.InvalidArgument("malformed %s: hard link %s to a directory", what, link.New)
 	}
 	return fmt.Errorf("unpacking %s: %w", what, err)
 }
