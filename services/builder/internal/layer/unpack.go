@@ -147,6 +147,9 @@ func apply(ctx context.Context, tarStream io.Reader, dir string, whiteouts archi
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:
+			if sparse(hdr) {
+				return false, errdefs.InvalidArgument("%s entry %q is a sparse file, which is not extracted: its holes would be written out in full, past any bound on the %s's size", what, hdr.Name, what)
+			}
 			size += hdr.Size
 		case tar.TypeSymlink:
 			size += int64(len(hdr.Linkname))
@@ -160,6 +163,21 @@ func apply(ctx context.Context, tarStream io.Reader, dir string, whiteouts archi
 	}
 	_, err := archive.Apply(ctx, dir, tarStream, archive.WithConvertWhiteout(whiteouts), archive.WithFilter(count))
 	return size, err
+}
+
+// sparse reports whether an entry is a GNU sparse file (old GNU format,
+// PAX formats 0.x and 1.0), whose size archive/tar reports, and reads
+// back, with its holes.
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // checkWhiteout refuses whiteouts whose target is the directory itself or

@@ -292,6 +292,27 @@ func TestUnpackHugePAXHeader(t *testing.T) {
 	t.Logf("Unpack: %v", err)
 }
 
+// A sparse file's holes are written out as zeros: 3.5 KiB of tar would
+// make a file of any size, past every bound on the layer's bytes.
+func TestUnpackRefusesSparseFiles(t *testing.T) {
+	requireRoot(t)
+	blob := sparseFile(t, 1<<30)
+	sandbox(t, func(root string) error {
+		_, err := Unpack(context.Background(), bytes.NewReader(blob), root)
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Unpack of a 1 GiB sparse file = %v, want INVALID_ARGUMENT", err)
+		}
+		return err
+	})
+	sandbox(t, func(root string) error {
+		_, err := Extract(context.Background(), bytes.NewReader(blob), root)
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Extract of a 1 GiB sparse file = %v, want INVALID_ARGUMENT", err)
+		}
+		return err
+	})
+}
+
 func TestUnpackTooManyEntries(t *testing.T) {
 	var hdrs []tartest.WriterToTar
 	tc := tartest.TarContext{}.WithUIDGID(os.Getuid(), os.Getgid())
