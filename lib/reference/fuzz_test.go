@@ -8,9 +8,9 @@ import (
 )
 
 // FuzzParse runs every reference parser over any string and pattern. A
-// parse error is INVALID_ARGUMENT; a parsed reference prints (String and
-// Familiar) as text that parses back to the same reference and keeps what
-// its parser promises; a pattern ValidPattern accepts never fails Match
+// parse error is INVALID_ARGUMENT; a parsed reference prints (String,
+// Familiar, FamiliarName) as text that parses back to the same reference
+// and keeps what its parser promises; a pattern ValidPattern accepts never fails Match
 // (the image list validates filters up front and then matches).
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
@@ -53,6 +53,9 @@ func FuzzParse(f *testing.F) {
 				if err != nil || back.String() != r.String() {
 					t.Fatalf("%s(%q) prints %q, which parses as %q, %v", p.name, s, printed, back, err)
 				}
+			}
+			if back, err := ParseRepository(r.FamiliarName()); err != nil || back.Name() != r.Name() {
+				t.Fatalf("%s(%q) has the familiar name %q, which parses as %q, %v", p.name, s, r.FamiliarName(), back, err)
 			}
 			if r.Domain()+"/"+r.Path() != r.Name() || r.Repository().String() != r.Name() {
 				t.Fatalf("%s(%q): domain %q, path %q, repository %q do not make the name %q", p.name, s, r.Domain(), r.Path(), r.Repository(), r.Name())

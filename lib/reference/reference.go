@@ -130,7 +130,18 @@ func (r Reference) Familiar() string {
 	if r.named == nil {
 		return ""
 	}
-	return distref.FamiliarString(r.named)
+	return familiar(r.named, distref.FamiliarString(r.named))
+}
+
+// familiar returns the familiar form f of n unless it names another
+// reference: a Docker Hub repository whose first component looks like a
+// host ("docker.io/foo.com/app") would read as one on that host, so it
+// keeps its full name.
+func familiar(n distref.Named, f string) string {
+	if back, err := distref.ParseNormalizedNamed(f); err != nil || back.Name() != n.Name() {
+		return n.String()
+	}
+	return f
 }
 
 // Name returns the normalized repository name, "docker.io/library/nginx".
@@ -146,7 +157,7 @@ func (r Reference) FamiliarName() string {
 	if r.named == nil {
 		return ""
 	}
-	return distref.FamiliarName(r.named)
+	return familiar(distref.TrimNamed(r.named), distref.FamiliarName(r.named))
 }
 
 // Domain returns the registry host, "docker.io" or "localhost:5000".
