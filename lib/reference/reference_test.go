@@ -83,6 +83,7 @@ func TestParseInvalid(t *testing.T) {
 		{"nginx@md5:" + hexA, "unsupported digest algorithm"},
 		{hexA, "cannot specify 64-byte hexadecimal strings"},
 		{"localhost:port/app", "invalid reference format"},
+		{"a_b.c/app", "not a valid one"},
 		{strings.Repeat("a", 256), "must not be more than 255 characters"},
 	}
 	for _, tt := range tests {
