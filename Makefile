@@ -9,10 +9,11 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
 MODULES := gen lib services/blobstore services/metadata services/builder cli
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
+FUZZTIME ?= 30s
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-xfer bench-blob bench-exec bench-build bench-meta up down
+.PHONY: help tools deps generate build run demo test test-deploy fuzz lint bench bench-xfer bench-blob bench-exec bench-build bench-meta up down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +42,9 @@ demo: build ## Start the services, import busybox, build the nginx example twice
 test: deps build ## Run every test, with the real S3, PostgreSQL, runc and Docker Engine they need
 	go test -count=1 -timeout 30m $(PACKAGES)
 	deploy/test.sh
+
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one at a time
+	@scripts/fuzz.sh $(FUZZTIME)
 
 test-deploy: build ## Run the compose test alone: the stack on the Docker Engine, SQLite then PostgreSQL
 	deploy/test.sh
