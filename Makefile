@@ -39,8 +39,8 @@ run: build ## Run the three services locally (filesystem blobs, SQLite); Ctrl-C 
 demo: build ## Start the services, import busybox, build the nginx example twice, show history, tag, list
 	@scripts/demo.sh
 
-test: deps build ## Run every test, with the real S3, PostgreSQL, runc and Docker Engine they need
-	go test -count=1 -timeout 30m $(PACKAGES)
+test: deps build ## Run every test, with the race detector and the real S3, PostgreSQL, runc and Docker Engine they need
+	go test -race -count=1 -timeout 30m $(PACKAGES)
 	deploy/test.sh
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one at a time
