@@ -8,6 +8,11 @@
 #                                         S3 server's HTTP health check
 #   runc/                                 Debian's runc and the shared libraries
 #                                         it loads (libseccomp, libc, the loader)
+#   net/                                  the RUN steps' network: Debian's CNI
+#                                         plugins (bridge, host-local, loopback,
+#                                         firewall), iptables (nf_tables) with its
+#                                         extension modules and libraries, and
+#                                         /etc/protocols, which iptables reads
 #   base.tar                              /etc/passwd and group with the
 #                                         unprivileged user strata (65532), /tmp,
 #                                         CA certificates, /var/lib/strata owned
@@ -49,10 +54,31 @@ for f in "$runc" $(ldd "$runc" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~
   install -D -m 0755 "$(readlink -f "$f")" "$out/runc$f"
 done
 
+# The builder's RUN network: CNI plugins and iptables (which the bridge and
+# firewall plugins and the builder run) at their Debian paths.
+need iptables iptables
+[ -x /usr/lib/cni/bridge ] || { echo "/usr/lib/cni/bridge not found: run 'make deps' (Debian's containernetworking-plugins package)" >&2; exit 1; }
+rm -rf "$out/net"
+xtables=$(readlink -f "$(command -v iptables)")
+libdir=$(dirname "$(ldd "$xtables" | awk '$1 ~ /^libxtables/ { print $3 }')")
+for f in /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/lib/cni/firewall "$xtables" \
+  $(ldd "$xtables" "$libdir"/xtables/*.so | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
+  install -D -m 0755 "$(readlink -f "$f")" "$out/net$f"
+done
+# Where libxtables looks for its extensions: the real path (/lib is a
+# symlink to /usr/lib on Debian, and the image has no such link).
+extdir=$(readlink -f "$libdir/xtables")
+install -d "$out/net$(dirname "$extdir")"
+cp -a "$extdir" "$out/net$(dirname "$extdir")/"
+for t in iptables ip6tables iptables-save ip6tables-save iptables-restore ip6tables-restore; do
+  ln -sf "$xtables" "$out/net/usr/sbin/$t"
+done
+install -D -m 0644 /etc/protocols "$out/net/etc/protocols"
+
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 chmod 0755 "$root"
-mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib/strata"
+mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/run" "$root/var/lib/strata"
 chmod 1777 "$root/tmp"
 chmod 0750 "$root/var/lib/strata"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nstrata:x:65532:65532:strata:/var/lib/strata:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$root/etc/passwd"

@@ -30,8 +30,43 @@ stack() { "$root/deploy/stack.sh" "$@"; }
 compose() { stack compose "$@"; }
 
 # use_stack points the CLI at the ports the stack published (they are
-# ephemeral, and a restarted container may get new ones).
+# ephemeral, and a restarted container may get new ones), with the stack's
+# CA and admin token.
 use_stack() { eval "$(stack env)"; }
+
+# through_config runs the CLI with no STRATA_* client variable, so that it
+# reads the configuration file `stack.sh up` wrote, as a user after make up.
+through_config() (
+  unset STRATA_BUILDER_ADDR STRATA_METADATA_ADDR STRATA_BLOBSTORE_ADDR STRATA_CLIENT_TLS_CA STRATA_CLIENT_TOKEN_FILE
+  "$@"
+)
+
+# refused ROLE WANT ARGS...: the CLI with ROLE's token fails, saying WANT.
+refused() {
+  local role=$1 want=$2 out
+  shift 2
+  if out=$("$strata" --token-file "$STRATA_SECRETS_DIR/$role.token" "$@" 2>&1); then
+    echo "strata $* with the $role token succeeded: $out"; return 1
+  fi
+  grep -qF -- "$want" <<<"$out" || { echo "$out"; return 1; }
+}
+
+# no_token fails unless the services refuse a client with TLS and no token.
+no_token() {
+  local out
+  if out=$(env -u STRATA_CLIENT_TOKEN_FILE "$strata" images 2>&1); then
+    echo "a client without a token listed images: $out"; return 1
+  fi
+  grep -q "missing bearer token" <<<"$out" || { echo "$out"; return 1; }
+}
+
+# no_plaintext fails unless every service refuses a plaintext client.
+no_plaintext() {
+  local out
+  if out=$(env -u STRATA_CLIENT_TLS_CA -u STRATA_CLIENT_TOKEN_FILE "$strata" images 2>&1); then
+    echo "a plaintext client listed images: $out"; return 1
+  fi
+}
 
 # all_healthy fails unless every container of the project runs and is healthy.
 all_healthy() {
@@ -147,6 +182,28 @@ metadata_file_is() {
 # layers_read_back saves the seed image from Strata (config, manifest and
 # every layer read from the blob store), loads it into the Docker Engine and
 # runs a file the RUN step wrote.
+# registry_pull logs in to the stack's registry with the read token (a
+# Docker configuration of its own), pulls my-nginx with the Docker Engine
+# (which takes a loopback registry's certificate as is) and reads its layers
+# back; without the login the pull is refused.
+registry_pull() {
+  local ref out cfg
+  ref=$(compose port registry 5000)/my-nginx:latest
+  cfg=$(mktemp -d)
+  if DOCKER_CONFIG=$cfg docker pull -q "$ref" >/dev/null 2>&1; then
+    echo "pulled without logging in"; rm -rf "$cfg"; return 1
+  fi
+  # A role's token file is a line of the servers' token file: ROLE TOKEN NAME.
+  awk '{ print $2 }' "$STRATA_SECRETS_DIR/read.token" | DOCKER_CONFIG=$cfg docker login -u reader --password-stdin "${ref%%/*}" >/dev/null &&
+    DOCKER_CONFIG=$cfg docker pull -q "$ref" >/dev/null &&
+    out=$(docker run --rm --entrypoint /bin/cat "$ref" /var/log/nginx/install.log)
+  local rc=$?
+  docker rmi -f "$ref" >/dev/null 2>&1
+  rm -rf "$cfg"
+  [ $rc -eq 0 ] || return 1
+  [ "$out" = ok ] || { echo "read back: $out"; return 1; }
+}
+
 layers_read_back() {
   local tag=strata-compose-test-$$/my-nginx:latest tar out
   tar=$(mktemp)
@@ -190,6 +247,29 @@ build_with_blobstore_killed() {
   [ "$("$strata" images -a --no-trunc -q | sort)" = "$images_before" ] || { echo "the image list changed"; return 1; }
 }
 
+# run_isolated builds a RUN that tries metadata, the blob store, S3 (and
+# PostgreSQL) from inside the build: each must be unreachable, while names
+# still resolve (through the builder's forwarder to Docker's DNS on
+# 127.0.0.11) and an outside server answers.
+run_isolated() {
+  local dir out
+  dir=$(mktemp -d)
+  cat >"$dir/Dockerfile" <<'DOCKERFILE'
+FROM busybox
+RUN for t in metadata:50052 blobstore:50053 s3:7070 postgres:5432; do \
+      nc -w 3 "${t%:*}" "${t#*:}" </dev/null >/dev/null 2>&1 && echo "REACH""ED $t" || echo "block""ed $t"; \
+    done; \
+    ip=$(nslookup deb.debian.org | awk '/^Address: / { a = $2 } END { print a }'); echo "resolved $ip"; \
+    nc -w 5 "$ip" 80 </dev/null && echo "outbound ok"
+DOCKERFILE
+  out=$("$strata" build --no-cache --progress plain "$dir" 2>&1)
+  rm -rf "$dir"
+  echo "$out"
+  ! grep -q '^REACHED' <<<"$out" || return 1
+  for t in metadata:50052 blobstore:50053 s3:7070; do grep -q "^blocked $t" <<<"$out" || return 1; done
+  grep -q '^resolved [0-9]' <<<"$out" && grep -q '^outbound ok' <<<"$out"
+}
+
 # nothing_left fails if a container, volume or network of the project is left.
 nothing_left() {
   local label=com.docker.compose.project=$COMPOSE_PROJECT_NAME left
@@ -198,14 +278,17 @@ nothing_left() {
 }
 
 run_stack() {
-  local store=$1 containers=4
-  [ "$store" = postgres ] && containers=5
+  local store=$1 containers=5
+  [ "$store" = postgres ] && containers=6
   export STRATA_METADATA_STORE=$store
   export COMPOSE_PROJECT_NAME=strata-test-$store-$$
   # Ephemeral host ports: a developer's stack may hold 50051-50053.
-  export STRATA_BUILDER_PORT='' STRATA_METADATA_PORT='' STRATA_BLOBSTORE_PORT=''
+  export STRATA_BUILDER_PORT='' STRATA_METADATA_PORT='' STRATA_BLOBSTORE_PORT='' STRATA_REGISTRY_PORT=''
   echo "--- the stack with metadata on $store (project $COMPOSE_PROJECT_NAME)"
   trap 'stack down >/dev/null 2>&1' EXIT
+  # The CLI configuration file `up` writes: the test's own, never the user's.
+  export STRATA_CONFIG=$(mktemp -d)/config.json
+  STRATA_SECRETS_DIR=$root/deploy/.state/$COMPOSE_PROJECT_NAME/secrets
 
   check "$store: nothing of the project exists before" nothing_left
   local log
@@ -217,17 +300,28 @@ run_stack() {
   use_stack
   check "$store: $containers containers running and healthy" all_healthy $containers
   check "$store: the CLI reaches all three services" serving
+  check "$store: the CLI reaches them with make up's configuration file alone" through_config serving
   check "$store: ports published on 127.0.0.1 only" published_on_loopback
+  check "$store: a client without TLS is refused" no_plaintext
+  check "$store: a client without a token is refused" no_token
   check "$store: blobstore runs unprivileged" runs_as blobstore 65532
   check "$store: metadata runs unprivileged" runs_as metadata 65532
   check "$store: the S3 server runs unprivileged" runs_as s3 65532
+  check "$store: the registry runs unprivileged" runs_as registry 65532
 
   local work
   work=$(mktemp -d)
   make_rootfs "$work/rootfs.tar"
   check "$store: strata import of a busybox rootfs" "$strata" import "$work/rootfs.tar" busybox:latest
   check "$store: strata build of the seed-like Dockerfile" build_seed
+  check "$store: RUN reaches no service of the stack, and the outside" run_isolated
   check "$store: strata tag" "$strata" tag my-nginx davidainslie/nginx:1.17
+  check "$store: a read token may list images" "$strata" --token-file "$STRATA_SECRETS_DIR/read.token" images
+  check "$store: a read token may not tag" refused read "TagImage needs the write role" tag my-nginx other:1
+  check "$store: a write token may tag" "$strata" --token-file "$STRATA_SECRETS_DIR/write.token" tag my-nginx other:1
+  check "$store: a write token may not prune (admin)" refused write "PruneImages needs the admin role; write-user has the write role" image prune -f -a
+  check "$store: a write token may not delete blobs (admin)" refused write "BlobService/Delete needs the admin role" blob rm "$("$strata" inspect -f '{{.Id}}' my-nginx)"
+  check "$store: untag other:1" "$strata" rmi other:1
   check "$store: strata history shows the 10 steps" history_rows 10
   check "$store: the image's config is in the S3 volume" in_s3 "$("$strata" inspect -f '{{.Id}}' my-nginx)"
   if [ "$store" = sqlite ]; then
@@ -243,6 +337,7 @@ run_stack() {
   check "$store: the CLI reaches all three services after the restart" serving
   check "$store: images, tags, ID, layers and history unchanged after the restart" same_record "$work/record"
   check "$store: the layers read back (strata save, docker load, docker run)" layers_read_back
+  check "$store: docker pulls the built image from the registry and runs it" registry_pull
   check "$store: the seed rebuilt after the restart, every step cached" rebuild_cached
 
   # A restart keeps each container's own filesystem; new containers keep
@@ -261,6 +356,7 @@ run_stack() {
 
   check "$store: compose down -v" stack down
   check "$store: nothing of the project is left" nothing_left
+  check "$store: its secrets and CLI configuration are gone" test ! -e "$STRATA_SECRETS_DIR" -a ! -e "$STRATA_CONFIG"
   trap - EXIT
 }
 

@@ -13,7 +13,15 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
-require golang.org/x/crypto v0.57.0
+require (
+	github.com/Shopify/toxiproxy/v2 v2.5.0
+	github.com/klauspost/compress v1.20.4
+	github.com/klauspost/pgzip v1.3.0
+	github.com/therootcompany/xz v1.0.1
+	golang.org/x/crypto v0.57.0
+)
+
+require github.com/fsnotify/fsnotify v1.10.1
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -24,7 +32,7 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/strata-build/strata/gen v0.0.0
 	golang.org/x/net v0.60.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/protobuf v1.36.12
 )

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${1:-30s}
-targets=$(grep -r --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*' lib services cli | sort)
+targets=$(grep -r --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*' bench lib services cli | sort)
 [ -n "$targets" ] || { echo "no fuzz targets found" >&2; exit 1; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

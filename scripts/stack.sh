@@ -45,6 +45,6 @@ else
 fi
 export STRATA_BLOBSTORE_ADDR=$blobs STRATA_METADATA_ADDR=$meta STRATA_BUILDER_ADDR=$builder
 STRATA_LISTEN=$meta STRATA_SQLITE_PATH="$dir/metadata.db" start metadata "$bin/strata-metadata"
-STRATA_LISTEN=$builder STRATA_STATE_DIR="$dir/builder" start builder "$bin/strata-builder"
+STRATA_LISTEN=$builder STRATA_STATE_DIR="$dir/builder" STRATA_ALLOW_REGISTRIES=127.0.0.0/8,::1 start builder "$bin/strata-builder"
 wait_port "$blobs"; wait_port "$meta"; wait_port "$builder"
 echo "export STRATA_BLOBSTORE_ADDR=$blobs STRATA_METADATA_ADDR=$meta STRATA_BUILDER_ADDR=$builder"

@@ -2,13 +2,21 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/auth"
+	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
 )
 
@@ -115,5 +123,50 @@ func TestSecureStack(t *testing.T) {
 	cmd := exec.Command(filepath.Join(s.Bin, "strata"), "--metadata", s.MetadataAddr, "--tlscacert", s.Client.CAFile, "images")
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Errorf("images without a client certificate succeeded:\n%s", out)
+	}
+
+	// A write token may tag but not prune, which needs admin.
+	write := s.Tokens[auth.RoleWrite]
+	s.ok(t, "", "--token", write, "tag", "secure", "secure:2")
+	r := s.strata(t, "", "--token", write, "image", "prune", "-f")
+	if want := "strata.metadata.v1.ImageService/PruneImages needs the admin role; write-user has the write role"; r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("image prune with a write token: exit %d, %q; want exit 1 saying %q", r.code, r.stderr, want)
+	}
+
+	// The event stream says who did what: the builder records images for
+	// the user who asked, and a tag is the tagger's.
+	conn, err := grpcclient.Dial(s.MetadataAddr, s.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	events, err := metadatav1.NewImageServiceClient(conn).WatchEvents(ctx, &metadatav1.WatchEventsRequest{Since: timestamppb.New(time.Unix(1, 0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type who struct{ action, ref, actor, via string }
+	var got []who
+	for {
+		resp, err := events.Recv()
+		if err != nil {
+			t.Fatalf("events until the tag secure:2: %v; got %v", err, got)
+		}
+		ev := resp.GetEvent()
+		got = append(got, who{strings.ToLower(strings.TrimPrefix(ev.GetAction().String(), "EVENT_ACTION_")), ev.GetReference(), ev.GetActor(), ev.GetVia()})
+		if ev.GetReference() == "secure:2" {
+			break
+		}
+	}
+	for _, want := range []who{
+		{"import", "", "admin-user", "service-user"},
+		{"build", "", "admin-user", "service-user"},
+		{"tag", "secure:latest", "admin-user", "service-user"},
+		{"tag", "secure:2", "write-user", ""},
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("events %v lack %v", got, want)
+		}
 	}
 }

@@ -180,6 +180,71 @@ func (c *Client) Uploads(ctx context.Context) ([]Upload, error) {
 	}
 }
 
+// Checked is what Verify found of one blob.
+type Checked struct {
+	Digest digest.Digest
+	State  blobv1.BlobState
+	// Size is the blob's size as committed (0 when it is missing).
+	Size int64
+	// Problem says what is wrong with a damaged blob.
+	Problem string
+}
+
+// Verify has the server re-read blobs and check that their bytes still hash
+// to their digests: ds, or every stored blob when ds is empty (a scrub),
+// yielding each as it is checked. When the server becomes unavailable on
+// the way (a replica restarting), the check resumes after the last blob
+// yielded, a few times. Iteration stops at the first other error, which it
+// yields.
+func (c *Client) Verify(ctx context.Context, ds []digest.Digest) iter.Seq2[Checked, error] {
+	return func(yield func(Checked, error) bool) {
+		named := len(ds) > 0
+		var after digest.Digest
+		backoff := 200 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			req := &blobv1.VerifyRequest{Digests: make([]string, len(ds)), After: string(after)}
+			for i, d := range ds {
+				req.Digests[i] = string(d)
+			}
+			stream, err := c.api.Verify(ctx, req)
+			for err == nil {
+				var resp *blobv1.VerifyResponse
+				if resp, err = stream.Recv(); err != nil {
+					break
+				}
+				checked := Checked{Digest: digest.Digest(resp.GetDigest()), State: resp.GetState(), Size: resp.GetSize(), Problem: resp.GetProblem()}
+				if !yield(checked, nil) {
+					return
+				}
+				if named {
+					ds = ds[1:]
+				} else {
+					after = checked.Digest
+				}
+				attempt = 0
+			}
+			if errors.Is(err, io.EOF) || named && len(ds) == 0 {
+				return
+			}
+			if !retryable(err) || attempt >= verifyAttempts || ctx.Err() != nil {
+				yield(Checked{}, err)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				yield(Checked{}, ctx.Err())
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// verifyAttempts is how many times in a row Verify tries a server that is
+// unavailable before it gives up.
+const verifyAttempts = 5
+
 // Reader reads a blob, or a range of it, as the server streams it.
 type Reader struct {
 	stream blobv1.BlobService_ReadClient

@@ -46,6 +46,9 @@ var (
 	ErrDeadlineExceeded = errors.New("deadline exceeded")
 	// ErrInternal: a bug or broken invariant in Strata.
 	ErrInternal = errors.New("internal error")
+	// ErrDataLoss: stored data is damaged, such as a blob whose bytes no
+	// longer hash to its digest. Retrying does not help.
+	ErrDataLoss = errors.New("data loss")
 )
 
 // Error is a classified error with a message for people and, optionally, a
@@ -146,6 +149,9 @@ func Aborted(format string, args ...any) *Error { return New(ErrAborted, format,
 // Internal returns an ErrInternal error with a formatted message.
 func Internal(format string, args ...any) *Error { return New(ErrInternal, format, args...) }
 
+// DataLoss returns an ErrDataLoss error with a formatted message.
+func DataLoss(format string, args ...any) *Error { return New(ErrDataLoss, format, args...) }
+
 // IsNotFound reports whether err is, or wraps, ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
@@ -163,3 +169,6 @@ func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
 
 // IsResourceExhausted reports whether err is, or wraps, ErrResourceExhausted.
 func IsResourceExhausted(err error) bool { return errors.Is(err, ErrResourceExhausted) }
+
+// IsDataLoss reports whether err is, or wraps, ErrDataLoss.
+func IsDataLoss(err error) bool { return errors.Is(err, ErrDataLoss) }

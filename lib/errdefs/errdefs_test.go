@@ -29,6 +29,7 @@ func TestRoundTrip(t *testing.T) {
 		{"unimplemented", Unimplemented("later"), ErrUnimplemented, codes.Unimplemented},
 		{"aborted", Aborted("conflict"), ErrAborted, codes.Aborted},
 		{"internal", Internal("bug"), ErrInternal, codes.Internal},
+		{"data loss", DataLoss("blob damaged"), ErrDataLoss, codes.DataLoss},
 		{"wrapped sentinel", fmt.Errorf("reading blob: %w", ErrNotFound), ErrNotFound, codes.NotFound},
 		{"context canceled", fmt.Errorf("build: %w", context.Canceled), nil, codes.Canceled},
 		{"deadline", context.DeadlineExceeded, nil, codes.DeadlineExceeded},

@@ -30,6 +30,7 @@ var kinds = []struct {
 	{ErrCanceled, codes.Canceled},
 	{ErrDeadlineExceeded, codes.DeadlineExceeded},
 	{ErrInternal, codes.Internal},
+	{ErrDataLoss, codes.DataLoss},
 }
 
 // Code returns the gRPC code for err: the code of its kind, Canceled or

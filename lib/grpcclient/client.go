@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -46,8 +48,8 @@ type Config struct {
 	CertFile, KeyFile string
 	// Token is a bearer token sent with every call.
 	Token string
-	// TokenFile holds the bearer token, on its first non-empty line, when
-	// Token is empty.
+	// TokenFile holds the bearer token, as the first token of a server's
+	// token file (auth.ParseTokens), when Token is empty.
 	TokenFile string
 }
 
@@ -81,10 +83,12 @@ func (c *Config) Validate(fs *flagenv.Set) error {
 }
 
 // Dial returns a connection to addr. It does not wait for the server: the
-// first call does, and fails with UNAVAILABLE if it is down.
+// first call does, and fails with UNAVAILABLE if it is down. It refuses to
+// send a token without TLS to an address that is not loopback.
 func Dial(addr string, cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
-	if cfg.TLS || cfg.CAFile != "" || cfg.CertFile != "" {
+	secure := cfg.TLS || cfg.CAFile != "" || cfg.CertFile != ""
+	if secure {
 		tlsCfg, err := auth.ClientTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			return nil, err
@@ -106,7 +110,12 @@ func Dial(addr string, cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, e
 		return nil, fmt.Errorf("reading the token file: %w", err)
 	}
 	if len(tokens) > 0 {
-		all = append(all, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: tokens[0]}))
+		local := isLocal(addr)
+		if !secure && !local {
+			return nil, fmt.Errorf("refusing to send a bearer token in clear text to %s, which is not a loopback address: turn on TLS "+
+				"(the CLI's --tls or --tlscacert, a service's --client-tls-ca; STRATA_CLIENT_TLS_CA)", addr)
+		}
+		all = append(all, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: tokens[0].Value, Secure: !local}))
 	}
 	conn, err := grpc.NewClient(addr, append(all, opts...)...)
 	if err != nil {
@@ -115,10 +124,29 @@ func Dial(addr string, cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, e
 	return conn, nil
 }
 
-// outgoing adds the request ID of ctx, when it has one, to the call's headers.
+// isLocal reports whether a dial target is on this machine: a loopback
+// host or a Unix socket.
+func isLocal(target string) bool {
+	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
+		return true
+	}
+	target = strings.TrimPrefix(strings.TrimPrefix(target, "dns:///"), "passthrough:///")
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		host = target
+	}
+	return auth.IsLoopback(host)
+}
+
+// outgoing adds the request ID of ctx, when it has one, to the call's
+// headers, and, in a service serving a caller, who that caller is (which
+// the service called believes only of a caller with the service role).
 func outgoing(ctx context.Context) context.Context {
 	if id := requestid.From(ctx); id != "" {
-		return metadata.AppendToOutgoingContext(ctx, requestid.Header, id)
+		ctx = metadata.AppendToOutgoingContext(ctx, requestid.Header, id)
+	}
+	if id, ok := auth.IdentityFrom(ctx); ok && id.Name != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, auth.OnBehalfOfHeader, id.Name)
 	}
 	return ctx
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/logging"
 )
@@ -22,9 +24,13 @@ type Config struct {
 	TLSCert, TLSKey string
 	// TLSClientCA turns on mutual TLS: clients need a certificate it signed.
 	TLSClientCA string
-	// AuthToken, or the tokens in AuthTokenFile (one per line), turn on
-	// bearer-token auth.
+	// AuthToken (with every role), or the tokens in AuthTokenFile (see
+	// auth.ParseTokens, read again when the file changes or on SIGHUP),
+	// turn on bearer-token auth.
 	AuthToken, AuthTokenFile string
+	// Insecure lets a server listen off loopback without TLS and a way to
+	// identify callers (tokens or client certificates).
+	Insecure bool
 	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes.
 	MaxRecvMsgSize, MaxSendMsgSize int
 	// KeepaliveMinTime is the shortest keepalive ping interval clients may use.
@@ -45,7 +51,8 @@ func (c *Config) RegisterFlags(fs *flagenv.Set, defaultListen string) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "server private key (PEM)")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "CA bundle (PEM) that client certificates must chain to; turns on mutual TLS")
 	fs.StringVar(&c.AuthToken, "auth-token", "", "bearer token that calls must carry (auth off when empty and no token file)")
-	fs.StringVar(&c.AuthTokenFile, "auth-token-file", "", "file of accepted bearer tokens, one per line")
+	fs.StringVar(&c.AuthTokenFile, "auth-token-file", "", "file of accepted bearer tokens, a line each: ROLE TOKEN [NAME] (a lone TOKEN has every role); read again on change or SIGHUP")
+	fs.BoolVar(&c.Insecure, "insecure", false, "serve off loopback without TLS, tokens or client certificates (anyone who reaches the port may do anything)")
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", 16<<20, "largest message the server accepts, in bytes")
 	fs.IntVar(&c.MaxSendMsgSize, "max-send-msg-size", 16<<20, "largest message the server sends, in bytes")
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", 10*time.Second, "shortest keepalive ping interval allowed to clients")
@@ -71,6 +78,9 @@ func (c *Config) Validate(fs *flagenv.Set) error {
 	for _, name := range []string{"tls-cert", "tls-key", "tls-client-ca", "auth-token-file"} {
 		errs = append(errs, fs.ReadableFile(name))
 	}
+	if err := c.exposed(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.MaxRecvMsgSize < 1<<20 {
 		errs = append(errs, fs.Invalid("max-recv-msg-size", errors.New("must be at least 1048576")))
 	}
@@ -84,6 +94,29 @@ func (c *Config) Validate(fs *flagenv.Set) error {
 		errs = append(errs, fs.Invalid("log-level", err))
 	}
 	return errors.Join(errs...)
+}
+
+// exposed refuses a server that anyone on its network could call, or whose
+// tokens would cross the network in clear text: off loopback, a server
+// needs TLS and a way to tell callers apart (tokens or client
+// certificates), unless --insecure says otherwise.
+func (c *Config) exposed() error {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil || c.Insecure || auth.IsLoopback(host) {
+		return nil
+	}
+	var missing []string
+	if c.TLSCert == "" {
+		missing = append(missing, "TLS (--tls-cert, --tls-key)")
+	}
+	if c.AuthToken == "" && c.AuthTokenFile == "" && c.TLSClientCA == "" {
+		missing = append(missing, "tokens (--auth-token-file) or client certificates (--tls-client-ca)")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("--listen %q is not a loopback address and the server has no %s: anyone who reaches it could call every RPC; set them, listen on 127.0.0.1, or pass --insecure",
+		c.Listen, strings.Join(missing, " and no "))
 }
 
 // ValidateAddr checks a "host:port" address; it is exported for the client

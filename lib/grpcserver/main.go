@@ -83,6 +83,18 @@ func (b Binary) main(args []string, stderr io.Writer) int {
 	if release != nil {
 		defer release()
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			if err := srv.ReloadTokens(); err != nil {
+				log.Error("SIGHUP: the token file cannot be used; the tokens read before stay", "error", err.Error())
+			} else {
+				log.Info("SIGHUP: token file read")
+			}
+		}
+	}()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("server failed", "error", err.Error())
 		return 1

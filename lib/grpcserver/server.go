@@ -6,12 +6,14 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -40,18 +42,18 @@ type Server struct {
 	// Metrics is the server's Prometheus registry; services add their own
 	// collectors to it.
 	Metrics *prometheus.Registry
+	// HTTP, when a service sets it, makes the server an HTTP server (HTTP/1.1
+	// and HTTP/2, with TLS when configured) on its listener: gRPC requests
+	// (health, reflection) still go to GRPC, every other request to HTTP.
+	// The HTTP handler does its own auth; the health service stays open.
+	HTTP http.Handler
 
 	cfg     Config
 	log     *slog.Logger
 	health  *health.Server
 	grpcMet *grpcprom.ServerMetrics
-}
-
-// healthMethods need no token, so that probes work with auth on.
-var healthMethods = []string{
-	"/grpc.health.v1.Health/Check",
-	"/grpc.health.v1.Health/Watch",
-	"/grpc.health.v1.Health/List",
+	auth    *auth.Checker
+	probe   Probe
 }
 
 // New builds a server from a validated cfg. extra options come after
@@ -66,36 +68,40 @@ func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, err
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	checker, err := auth.NewChecker(auth.CheckerConfig{
+		Token: cfg.AuthToken, TokenFile: cfg.AuthTokenFile, ClientCerts: cfg.TLSClientCA != "", Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Every call is logged when it finishes with who made it and the role
+	// it needs: an audit trail of every change, never with a token.
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContextAndCallMeta(callerFields)}
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return errdefs.ToGRPC(errdefs.Internal("internal error: %v", p))
 	})
 
+	// Callers are identified before the log interceptor, which names
+	// them, and refused after the error interceptor, which maps the refusal.
 	unary := []grpc.UnaryServerInterceptor{
 		unaryHeaders,
+		checker.UnaryIdentify(),
 		met.UnaryServerInterceptor(),
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(interceptorLogger(log), logOpts...), notHealth),
 		unaryErrors,
+		checker.UnaryAuthorize(),
+		recovery.UnaryServerInterceptor(recoverOpt),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		streamHeaders,
+		checker.StreamIdentify(),
 		met.StreamServerInterceptor(),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(interceptorLogger(log), logOpts...), notHealth),
 		streamErrors,
+		checker.StreamAuthorize(),
+		recovery.StreamServerInterceptor(recoverOpt),
 	}
-
-	tokens, err := auth.ReadTokens(cfg.AuthToken, cfg.AuthTokenFile)
-	if err != nil {
-		return nil, err
-	}
-	if len(tokens) > 0 {
-		checker := auth.NewTokenChecker(tokens, healthMethods...)
-		unary = append(unary, checker.UnaryInterceptor())
-		stream = append(stream, checker.StreamInterceptor())
-	}
-	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpt))
-	stream = append(stream, recovery.StreamServerInterceptor(recoverOpt))
 
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
@@ -127,6 +133,7 @@ func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, err
 		log:     log,
 		health:  health.NewServer(),
 		grpcMet: met,
+		auth:    checker,
 	}
 	healthpb.RegisterHealthServer(s.GRPC, s.health)
 	if err := registerReflection(s.GRPC); err != nil {
@@ -134,6 +141,10 @@ func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, err
 	}
 	return s, nil
 }
+
+// Auth returns the server's checker, for an HTTP handler to identify its
+// callers by the same tokens and client certificates as the gRPC services.
+func (s *Server) Auth() *auth.Checker { return s.auth }
 
 // Run listens on the configured addresses and serves until ctx is done, then
 // stops gracefully.
@@ -154,15 +165,31 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve serves gRPC on lis and, when metricsLis is not nil, metrics on it,
-// until ctx is done. Then it stops taking new calls, marks itself NOT_SERVING
-// and waits for running calls up to the shutdown timeout before cutting
-// them off.
+// until ctx is done, running the probe (SetProbe) meanwhile. Then it stops
+// taking new calls, marks itself NOT_SERVING and waits for running calls up
+// to the shutdown timeout before cutting them off.
 func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Listener) error {
 	s.grpcMet.InitializeMetrics(s.GRPC)
 	for name := range s.GRPC.GetServiceInfo() {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if s.probe.Check != nil {
+		probeCtx, stopProbe := context.WithCancel(ctx)
+		probed := make(chan struct{})
+		go func() { defer close(probed); s.watch(probeCtx) }()
+		defer func() { stopProbe(); <-probed }()
+	}
+
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if err := s.auth.Watch(watchCtx); err != nil {
+			s.log.Warn("token file changes are not watched; send SIGHUP after changing it", "error", err.Error())
+		}
+	}()
+	defer func() { stopWatch(); <-watched }()
 
 	var metricsSrv *http.Server
 	if metricsLis != nil {
@@ -177,9 +204,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Lis
 		s.log.Info("serving metrics", "addr", metricsLis.Addr().String())
 	}
 
+	if s.HTTP != nil {
+		return s.serveHTTP(ctx, lis, metricsSrv)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.GRPC.Serve(lis) }()
-	s.log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
+	s.log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "",
+		"auth", s.auth.Enabled())
 
 	var err error
 	select {
@@ -198,15 +229,97 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Lis
 		}
 		err = <-serveErr
 	}
+	stopMetrics(metricsSrv)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+// serveHTTP is Serve for a server with an HTTP handler: one http.Server
+// speaks HTTP/1.1 and HTTP/2 (h2c without TLS, so that gRPC health probes
+// work on a plain port) and hands gRPC requests to the gRPC server.
+func (s *Server) serveHTTP(ctx context.Context, lis net.Listener, metricsSrv *http.Server) error {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				s.GRPC.ServeHTTP(w, r)
+				return
+			}
+			s.HTTP.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 30 * time.Second,
+		Protocols:         &protocols,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.TLSCert != "" {
+		tlsCfg, err := auth.ServerTLS(s.cfg.TLSCert, s.cfg.TLSKey, s.cfg.TLSClientCA)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+		srv.TLSConfig = tlsCfg
+		lis = tls.NewListener(lis, tlsCfg)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	s.log.Info("serving HTTP", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
+	var err error
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+		s.log.Info("stopping gracefully", "timeout", s.cfg.ShutdownTimeout.String())
+		s.health.Shutdown()
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if serr := srv.Shutdown(sctx); serr != nil {
+			s.log.Warn("graceful stop timed out; cutting off running requests")
+			srv.Close()
+		}
+		err = <-serveErr
+	}
+	s.GRPC.Stop()
+	stopMetrics(metricsSrv)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func stopMetrics(metricsSrv *http.Server) {
 	if metricsSrv != nil {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = metricsSrv.Shutdown(shutdownCtx)
 	}
-	if errors.Is(err, grpc.ErrServerStopped) {
-		err = nil
+}
+
+// ReloadTokens reads the token file again (on SIGHUP); the tokens in use
+// stay when it cannot be used.
+func (s *Server) ReloadTokens() error { return s.auth.Reload() }
+
+// callerFields names the caller on a call's log line, and the role the
+// call needs, so that changes (roles above read) can be picked out.
+func callerFields(ctx context.Context, c interceptors.CallMeta) logging.Fields {
+	var f logging.Fields
+	if role, ok := auth.RoleFor(c.FullMethod()); ok {
+		f = append(f, "auth.role", string(role))
 	}
-	return err
+	if id, ok := auth.IdentityFrom(ctx); ok {
+		if id.Name != "" {
+			f = append(f, "auth.caller", id.Name)
+		}
+		if id.Via != "" {
+			f = append(f, "auth.via", id.Via)
+		}
+	}
+	return f
 }
 
 // interceptorLogger adapts slog to the logging interceptor.

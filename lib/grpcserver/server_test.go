@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/grpcclient"
@@ -69,6 +73,11 @@ type testServer struct {
 
 func startServer(t *testing.T, cfg Config, svc blobv1.BlobServiceServer) *testServer {
 	t.Helper()
+	return startServerLog(t, cfg, svc, io.Discard)
+}
+
+func startServerLog(t *testing.T, cfg Config, svc blobv1.BlobServiceServer, logs io.Writer) *testServer {
+	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
 	if cfg.MaxRecvMsgSize == 0 {
 		cfg.MaxRecvMsgSize, cfg.MaxSendMsgSize = 4<<20, 4<<20
@@ -79,7 +88,7 @@ func startServer(t *testing.T, cfg Config, svc blobv1.BlobServiceServer) *testSe
 	if cfg.KeepaliveMinTime == 0 {
 		cfg.KeepaliveMinTime = time.Second
 	}
-	srv, err := New(cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	srv, err := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -199,6 +208,50 @@ func TestHealthAndReflection(t *testing.T) {
 	}
 }
 
+// TestProbeDrivesHealth: while the probe fails the server and its
+// services are NOT_SERVING, and SERVING once it passes again.
+func TestProbeDrivesHealth(t *testing.T) {
+	srv, err := New(Config{Listen: "127.0.0.1:0", MaxRecvMsgSize: 4 << 20, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second, ShutdownTimeout: time.Second},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobv1.RegisterBlobServiceServer(srv.GRPC, &echoBlobs{})
+	var down atomic.Bool
+	srv.SetProbe(Probe{Interval: 20 * time.Millisecond, Check: func(context.Context) error {
+		if down.Load() {
+			return errors.New("the backend is down")
+		}
+		return nil
+	}})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	health := healthpb.NewHealthClient(dial(t, lis.Addr().String(), grpcclient.Config{}))
+	want := func(status healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for _, svc := range []string{"", "strata.blob.v1.BlobService"} {
+			harness.WaitFor(t, fmt.Sprintf("health of %q %v", svc, status), 10*time.Second, func(ctx context.Context) error {
+				resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+				if err == nil && resp.GetStatus() != status {
+					err = fmt.Errorf("status %v", resp.GetStatus())
+				}
+				return err
+			})
+		}
+	}
+	want(healthpb.HealthCheckResponse_SERVING)
+	down.Store(true)
+	want(healthpb.HealthCheckResponse_NOT_SERVING)
+	down.Store(false)
+	want(healthpb.HealthCheckResponse_SERVING)
+}
+
 func TestTokenAuth(t *testing.T) {
 	ts := startServer(t, Config{AuthToken: "s3cret"}, &echoBlobs{})
 	tests := []struct {
@@ -217,6 +270,9 @@ func TestTokenAuth(t *testing.T) {
 			if got := errdefs.Code(err); got != tt.want {
 				t.Errorf("Stat with token %q: code %v (%v), want %v", tt.token, got, err, tt.want)
 			}
+			if tt.want == codes.Unauthenticated && !strings.Contains(err.Error(), "strata.blob.v1.BlobService/Stat") {
+				t.Errorf("Stat with token %q: %q does not name the RPC", tt.token, err)
+			}
 			// Health stays open for probes.
 			if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 				t.Errorf("health check with token %q: %v", tt.token, err)
@@ -232,12 +288,261 @@ func TestTokenAuth(t *testing.T) {
 	if _, err := blobv1.NewBlobServiceClient(conn).Stat(context.Background(), &blobv1.StatRequest{Digest: "x"}); err != nil {
 		t.Errorf("Stat with the token from a file: %v", err)
 	}
+	roles := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(roles, []byte("admin s3cret ops\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn = dial(t, ts.addr, grpcclient.Config{TokenFile: roles})
+	if _, err := blobv1.NewBlobServiceClient(conn).Stat(context.Background(), &blobv1.StatRequest{Digest: "x"}); err != nil {
+		t.Errorf("Stat with the token of a ROLE TOKEN NAME line: %v", err)
+	}
 	empty := filepath.Join(t.TempDir(), "empty")
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := grpcclient.Dial(ts.addr, grpcclient.Config{TokenFile: empty}); err == nil || !strings.Contains(err.Error(), empty) {
 		t.Errorf("Dial with an empty token file = %v, want an error naming it", err)
+	}
+}
+
+// writeTokens writes a token file with one token per role, named after it.
+func writeTokens(t *testing.T, path, suffix string) {
+	t.Helper()
+	var b strings.Builder
+	for _, r := range auth.Roles {
+		fmt.Fprintf(&b, "%s %s-%s %s-user\n", r, r, suffix, r)
+	}
+	if err := os.WriteFile(path+".tmp", []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil { // as editors and secret mounts replace files
+		t.Fatal(err)
+	}
+}
+
+// The role a call needs decides: Stat needs read, Write needs write, Delete
+// needs admin (echoBlobs implements neither, so passing auth shows as
+// UNIMPLEMENTED).
+func TestRoles(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	writeTokens(t, file, "1")
+	ts := startServer(t, Config{AuthTokenFile: file}, &echoBlobs{})
+	calls := []struct {
+		method string
+		needs  auth.Role
+		call   func(blobv1.BlobServiceClient) error
+	}{
+		{"Stat", auth.RoleRead, func(c blobv1.BlobServiceClient) error {
+			_, err := c.Stat(context.Background(), &blobv1.StatRequest{Digest: "x"})
+			return err
+		}},
+		{"AbortUpload", auth.RoleWrite, func(c blobv1.BlobServiceClient) error {
+			_, err := c.AbortUpload(context.Background(), &blobv1.AbortUploadRequest{})
+			return err
+		}},
+		{"Delete", auth.RoleAdmin, func(c blobv1.BlobServiceClient) error {
+			_, err := c.Delete(context.Background(), &blobv1.DeleteRequest{})
+			return err
+		}},
+	}
+	for _, role := range auth.Roles {
+		client := blobv1.NewBlobServiceClient(dial(t, ts.addr, grpcclient.Config{Token: string(role) + "-1"}))
+		for _, c := range calls {
+			err := c.call(client)
+			if role.Includes(c.needs) {
+				if code := errdefs.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
+					t.Errorf("%s with the %s role: %v, want past auth", c.method, role, err)
+				}
+				continue
+			}
+			want := fmt.Sprintf("strata.blob.v1.BlobService/%s needs the %s role; %s-user has the %s role", c.method, c.needs, role, role)
+			if errdefs.Code(err) != codes.PermissionDenied || err.Error() != want {
+				t.Errorf("%s with the %s role: %v (%v), want PERMISSION_DENIED %q", c.method, role, errdefs.Code(err), err, want)
+			}
+		}
+	}
+}
+
+// A changed token file is read again while the server runs: new tokens
+// work, removed ones stop working, and a file that does not parse changes
+// nothing.
+func TestTokenFileIsReadAgainWhenItChanges(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	writeTokens(t, file, "1")
+	ts := startServer(t, Config{AuthTokenFile: file}, &echoBlobs{})
+	stat := func(token string) error {
+		conn := dial(t, ts.addr, grpcclient.Config{Token: token})
+		_, err := blobv1.NewBlobServiceClient(conn).Stat(context.Background(), &blobv1.StatRequest{Digest: "x"})
+		return err
+	}
+	if err := stat("read-1"); err != nil {
+		t.Fatalf("Stat with a token of the file: %v", err)
+	}
+	writeTokens(t, file, "2")
+	waitUntil(t, func() bool { return stat("read-2") == nil })
+	if err := stat("read-1"); errdefs.Code(err) != codes.Unauthenticated {
+		t.Errorf("Stat with a token removed from the file: %v, want UNAUTHENTICATED", err)
+	}
+	if err := os.WriteFile(file, []byte("wirte w3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing to poll for: the file must be ignored
+	if err := stat("read-2"); err != nil {
+		t.Errorf("Stat after the file was broken: %v; want the tokens read before to stay", err)
+	}
+}
+
+// A client certificate names its caller (the subject) and grants the roles
+// its organizations name; a token, when sent, decides instead.
+func TestClientCertificateRoles(t *testing.T) {
+	dir := t.TempDir()
+	ca := harness.NewCA(t, dir, "ca")
+	ca.Issue(t, dir, "server", true)
+	ca.Issue(t, dir, "reader", false, "read")
+	ca.Issue(t, dir, "nobody", false, "Acme Inc")
+	f := func(name string) string { return filepath.Join(dir, name) }
+	tokens := f("tokens")
+	writeTokens(t, tokens, "1")
+	ts := startServer(t, Config{TLSCert: f("server.crt"), TLSKey: f("server.key"), TLSClientCA: f("ca.crt"), AuthTokenFile: tokens}, &echoBlobs{})
+	client := func(cert, token string) blobv1.BlobServiceClient {
+		return blobv1.NewBlobServiceClient(dial(t, ts.addr, grpcclient.Config{CAFile: f("ca.crt"), CertFile: f(cert + ".crt"), KeyFile: f(cert + ".key"), Token: token}))
+	}
+	if _, err := client("reader", "").Stat(context.Background(), &blobv1.StatRequest{Digest: "x"}); err != nil {
+		t.Errorf("Stat with a certificate of O=read: %v", err)
+	}
+	_, err := client("reader", "").Delete(context.Background(), &blobv1.DeleteRequest{})
+	if want := "strata.blob.v1.BlobService/Delete needs the admin role; CN=reader,O=read has the read role"; err == nil || err.Error() != want {
+		t.Errorf("Delete with a certificate of O=read: %v, want %q", err, want)
+	}
+	if _, err := client("nobody", "").Stat(context.Background(), &blobv1.StatRequest{Digest: "x"}); errdefs.Code(err) != codes.PermissionDenied {
+		t.Errorf("Stat with a certificate that names no role: %v, want PERMISSION_DENIED", err)
+	}
+	if _, err := client("nobody", "admin-1").Delete(context.Background(), &blobv1.DeleteRequest{}); errdefs.Code(err) != codes.Unimplemented {
+		t.Errorf("Delete with an admin token over a certificate without roles: %v, want past auth", err)
+	}
+}
+
+// A service names the caller it serves; the server believes it only of a
+// caller with the service role, and logs every call with its caller, never
+// the token.
+func TestCallerIsLoggedAndPassedOn(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	writeTokens(t, file, "1")
+	var logs syncBuffer
+	back := startServerLog(t, Config{AuthTokenFile: file}, &whoBlobs{}, &logs)
+	front := startServer(t, Config{AuthTokenFile: file}, &echoBlobs{next: blobv1.NewBlobServiceClient(dial(t, back.addr, grpcclient.Config{Token: "service-1"}))})
+	resp, err := blobv1.NewBlobServiceClient(dial(t, front.addr, grpcclient.Config{Token: "write-1"})).Stat(context.Background(), &blobv1.StatRequest{Digest: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := resp.GetBlob().GetDigest(), "write-user via service-user"; got != want {
+		t.Errorf("the second server saw %q, want %q", got, want)
+	}
+	// A caller without the service role cannot pass for another.
+	ctx := metadata.AppendToOutgoingContext(context.Background(), auth.OnBehalfOfHeader, "admin-user")
+	resp, err = blobv1.NewBlobServiceClient(dial(t, back.addr, grpcclient.Config{Token: "write-1"})).Stat(ctx, &blobv1.StatRequest{Digest: "x"})
+	if err != nil || resp.GetBlob().GetDigest() != "write-user" {
+		t.Errorf("a write token claiming to call for admin-user: %q, %v; want write-user", resp.GetBlob().GetDigest(), err)
+	}
+	if _, err := blobv1.NewBlobServiceClient(dial(t, back.addr, grpcclient.Config{Token: "write-1"})).AbortUpload(context.Background(), &blobv1.AbortUploadRequest{Ref: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return strings.Contains(logs.String(), "AbortUpload") })
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "AbortUpload") {
+			line = l
+		}
+	}
+	for _, want := range []string{`"auth.caller":"write-user"`, `"auth.role":"write"`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line of a mutating call %s lacks %s", line, want)
+		}
+	}
+	if strings.Contains(logs.String(), "write-1") || strings.Contains(logs.String(), "service-1") {
+		t.Errorf("the log shows a token:\n%s", logs.String())
+	}
+}
+
+// whoBlobs answers Stat with the caller it sees.
+type whoBlobs struct {
+	blobv1.UnimplementedBlobServiceServer
+}
+
+func (whoBlobs) Stat(ctx context.Context, _ *blobv1.StatRequest) (*blobv1.StatResponse, error) {
+	id, _ := auth.IdentityFrom(ctx)
+	return &blobv1.StatResponse{Blob: &blobv1.BlobInfo{Digest: id.String()}}, nil
+}
+
+func (whoBlobs) AbortUpload(context.Context, *blobv1.AbortUploadRequest) (*blobv1.AbortUploadResponse, error) {
+	return &blobv1.AbortUploadResponse{}, nil
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Off loopback a server needs TLS and a way to identify callers, or
+// --insecure.
+func TestExposedServerNeedsTLSAndAuth(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // a substring of the error; empty for none
+	}{
+		{"loopback, nothing", Config{Listen: "127.0.0.1:50052"}, ""},
+		{"localhost, nothing", Config{Listen: "localhost:50052"}, ""},
+		{"every interface, nothing", Config{Listen: ":50052"}, `--listen ":50052" is not a loopback address and the server has no TLS (--tls-cert, --tls-key) and no tokens`},
+		{"tokens without TLS", Config{Listen: "0.0.0.0:50052", AuthToken: "t"}, "has no TLS"},
+		{"TLS without tokens", Config{Listen: "10.1.2.3:50052", TLSCert: "c", TLSKey: "k"}, "no tokens (--auth-token-file) or client certificates"},
+		{"TLS and tokens", Config{Listen: ":50052", TLSCert: "c", TLSKey: "k", AuthTokenFile: "f"}, ""},
+		{"mutual TLS", Config{Listen: ":50052", TLSCert: "c", TLSKey: "k", TLSClientCA: "ca"}, ""},
+		{"--insecure", Config{Listen: ":50052", Insecure: true}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.exposed()
+			if (err == nil) != (tt.want == "") || err != nil && !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("exposed(%+v) = %v, want %q", tt.cfg, err, tt.want)
+			}
+		})
+	}
+}
+
+// A client sends no token in clear text off loopback.
+func TestClientRefusesTokenInClearText(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:50052": true, "localhost:50052": true, "[::1]:50052": true,
+		"unix:///run/strata.sock": true, "metadata:50052": false, "10.0.0.7:50052": false, "dns:///strata.example:443": false} {
+		conn, err := grpcclient.Dial(addr, grpcclient.Config{Token: "t"})
+		if conn != nil {
+			conn.Close()
+		}
+		if ok != (err == nil) {
+			t.Errorf("Dial(%s) with a token and no TLS: %v, want success %v", addr, err, ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), addr) {
+			t.Errorf("Dial(%s): %q does not name the address", addr, err)
+		}
+		// With TLS the token goes anywhere.
+		conn, err = grpcclient.Dial(addr, grpcclient.Config{Token: "t", TLS: true})
+		if err != nil {
+			t.Errorf("Dial(%s) with a token over TLS: %v", addr, err)
+		} else {
+			conn.Close()
+		}
 	}
 }
 

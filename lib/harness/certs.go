@@ -48,15 +48,17 @@ func NewCA(t testing.TB, dir, name string) *CA {
 }
 
 // Issue writes dir/name.crt and dir/name.key: a server certificate for
-// 127.0.0.1 when server is set, a client certificate otherwise.
-func (ca *CA) Issue(t testing.TB, dir, name string, server bool) {
+// 127.0.0.1 when server is set, a client certificate otherwise. The
+// subject is CN=name, with organizations orgs (which grant roles to a
+// client, see auth.CertificateIdentity).
+func (ca *CA) Issue(t testing.TB, dir, name string, server bool, orgs ...string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name, Organization: orgs},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature,
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,7 +93,9 @@ type Process struct {
 }
 
 // Start starts a program with its output in a log file under a test
-// directory, and kills it when the test ends.
+// directory, and stops it when the test ends: SIGTERM, as a service
+// manager stops a service (the builder then removes its RUN network and
+// mounts), and SIGKILL if it has not exited within a minute.
 func Start(t testing.TB, env []string, name string, args ...string) *Process {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), filepath.Base(name)+".log")
@@ -110,8 +113,13 @@ func Start(t testing.TB, env []string, name string, args ...string) *Process {
 	p := &Process{Cmd: cmd, Log: logPath, done: done}
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+			<-done
+		}
 		logFile.Close()
 		if t.Failed() {
 			if b, err := os.ReadFile(logPath); err == nil {
@@ -120,6 +128,12 @@ func Start(t testing.TB, env []string, name string, args ...string) *Process {
 		}
 	})
 	return p
+}
+
+// Terminate sends the process SIGTERM and waits for it to exit.
+func (p *Process) Terminate() {
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
 }
 
 // Stop kills the process and waits for it to exit.

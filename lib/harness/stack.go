@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/grpcclient"
 )
 
@@ -20,13 +23,21 @@ type StackOptions struct {
 	S3 bool
 	// NoBuilder leaves the builder out (it needs root for runc and overlay).
 	NoBuilder bool
-	// Secure runs every service with mutual TLS and a bearer token, and
-	// gives every client the certificate and token it needs: the services
-	// calling each other, and what runs with Env (the CLI).
+	// Secure runs every service with mutual TLS and a token file with a
+	// token for each role (Stack.Tokens); the services call each other with
+	// the service token, and what runs with Env (the CLI) and Client get
+	// the admin token.
 	Secure bool
-	// BuilderEnv are more settings of the builder, "STRATA_MAX_BUILDS=1"
-	// style.
+	// BuilderEnv is more environment for the builder, after the harness's
+	// own (which lets it pull from registries on loopback, as make run's
+	// does).
 	BuilderEnv []string
+	// Postgres runs metadata on a PostgreSQL cluster started for the stack
+	// instead of SQLite.
+	Postgres bool
+	// Registry runs strata-registry too (RegistryAddr), with RegistryEnv.
+	Registry    bool
+	RegistryEnv []string
 }
 
 // Stack is Strata's three services running from their binaries on free
@@ -36,19 +47,25 @@ type Stack struct {
 	Bin string
 	// Dir holds the services' data.
 	Dir string
-	// BlobstoreAddr, MetadataAddr and BuilderAddr are "127.0.0.1:PORT".
-	BlobstoreAddr, MetadataAddr, BuilderAddr string
+	// BlobstoreAddr, MetadataAddr, BuilderAddr and RegistryAddr are
+	// "127.0.0.1:PORT".
+	BlobstoreAddr, MetadataAddr, BuilderAddr, RegistryAddr string
 	// BuilderStateDir is the builder's --state-dir.
 	BuilderStateDir string
 	// S3 is the S3 server under the blob store, when StackOptions.S3 is set.
 	S3 *S3
 	// Blobstore is the blob store's process (tests of its failure stop it).
 	Blobstore *Process
-	// Client is how a Go client reaches the services (TLS and token with
-	// StackOptions.Secure).
+	// Client is how a Go client reaches the services (TLS and the admin
+	// token with StackOptions.Secure).
 	Client grpcclient.Config
+	// Tokens are the tokens of the services' token file by role, with
+	// StackOptions.Secure; each is named ROLE-user.
+	Tokens map[auth.Role]string
+	// Builder is the builder's process.
+	Builder *Process
 
-	serverEnv, clientEnv []string
+	serverEnv, clientEnv, serviceEnv, builderEnv []string
 }
 
 // StartStack starts the services, waits until each one serves, and stops
@@ -74,15 +91,25 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 		blobEnv = append(blobEnv, "STRATA_FS_ROOT="+filepath.Join(s.Dir, "blobs"))
 	}
 	s.Blobstore = Start(t, blobEnv, filepath.Join(s.Bin, "strata-blobstore"))
-	Start(t, append(append([]string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}, s.serverEnv...), s.Env()...),
-		filepath.Join(s.Bin, "strata-metadata"))
+	metaEnv := []string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}
+	if opts.Postgres {
+		metaEnv = append(metaEnv, "STRATA_STORE=postgres", "STRATA_POSTGRES_DSN="+StartPostgres(t).DSN)
+	}
+	Start(t, append(append(metaEnv, s.serverEnv...), s.peerEnv()...), filepath.Join(s.Bin, "strata-metadata"))
 	serving := []string{s.BlobstoreAddr, s.MetadataAddr}
+	if opts.Registry {
+		s.RegistryAddr = addr(FreePort(t))
+		env := append([]string{"STRATA_LISTEN=" + s.RegistryAddr}, s.serverEnv...)
+		Start(t, append(append(env, s.peerEnv()...), opts.RegistryEnv...), filepath.Join(s.Bin, "strata-registry"))
+		serving = append(serving, s.RegistryAddr)
+	}
 	if !opts.NoBuilder {
 		s.BuilderAddr = addr(FreePort(t))
 		s.BuilderStateDir = filepath.Join(s.Dir, "builder")
-		env := append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir}, s.serverEnv...)
-		Start(t, append(append(env, s.Env()...), opts.BuilderEnv...),
-			filepath.Join(s.Bin, "strata-builder"))
+		s.builderEnv = append([]string{"STRATA_LISTEN=" + s.BuilderAddr, "STRATA_STATE_DIR=" + s.BuilderStateDir,
+			"STRATA_ALLOW_REGISTRIES=127.0.0.0/8,::1/128"}, s.serverEnv...)
+		s.builderEnv = append(append(s.builderEnv, s.peerEnv()...), opts.BuilderEnv...)
+		s.Builder = Start(t, s.builderEnv, filepath.Join(s.Bin, "strata-builder"))
 		serving = append(serving, s.BuilderAddr)
 	}
 	for _, a := range serving {
@@ -91,9 +118,18 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 	return s
 }
 
+// RestartBuilder starts the builder again, on the same address and state
+// directory, after its process ended, and waits until it serves.
+func (s *Stack) RestartBuilder(t testing.TB) {
+	t.Helper()
+	s.Builder = Start(t, s.builderEnv, filepath.Join(s.Bin, "strata-builder"))
+	waitServing(t, s.BuilderAddr, s.Client)
+}
+
 // secure makes a CA, a server certificate for 127.0.0.1, a client
-// certificate and a token, and the environment that gives them to the
-// services and to their clients.
+// certificate (which grants no role: tokens decide) and a token file with a
+// token per role, and the environment that gives them to the services and
+// to their clients.
 func (s *Stack) secure(t testing.TB) {
 	dir := filepath.Join(s.Dir, "tls")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -103,21 +139,40 @@ func (s *Stack) secure(t testing.TB) {
 	ca.Issue(t, dir, "server", true)
 	ca.Issue(t, dir, "client", false)
 	f := func(name string) string { return filepath.Join(dir, name) }
-	token := fmt.Sprintf("token-%d", time.Now().UnixNano())
-	s.Client = grpcclient.Config{CAFile: f("ca.crt"), CertFile: f("client.crt"), KeyFile: f("client.key"), Token: token}
+	s.Tokens = map[auth.Role]string{}
+	var file strings.Builder
+	for _, r := range auth.Roles {
+		s.Tokens[r] = fmt.Sprintf("%s-%d", r, time.Now().UnixNano())
+		fmt.Fprintf(&file, "%s %s %s-user\n", r, s.Tokens[r], r)
+	}
+	if err := os.WriteFile(f("tokens"), []byte(file.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Client = grpcclient.Config{CAFile: f("ca.crt"), CertFile: f("client.crt"), KeyFile: f("client.key"), Token: s.Tokens[auth.RoleAdmin]}
 	s.serverEnv = []string{"STRATA_TLS_CERT=" + f("server.crt"), "STRATA_TLS_KEY=" + f("server.key"),
-		"STRATA_TLS_CLIENT_CA=" + f("ca.crt"), "STRATA_AUTH_TOKEN=" + token}
-	s.clientEnv = []string{"STRATA_CLIENT_TLS_CA=" + f("ca.crt"), "STRATA_CLIENT_TLS_CERT=" + f("client.crt"),
-		"STRATA_CLIENT_TLS_KEY=" + f("client.key"), "STRATA_CLIENT_TOKEN=" + token}
+		"STRATA_TLS_CLIENT_CA=" + f("ca.crt"), "STRATA_AUTH_TOKEN_FILE=" + f("tokens")}
+	tls := []string{"STRATA_CLIENT_TLS_CA=" + f("ca.crt"), "STRATA_CLIENT_TLS_CERT=" + f("client.crt"), "STRATA_CLIENT_TLS_KEY=" + f("client.key")}
+	s.clientEnv = append(slices.Clone(tls), "STRATA_CLIENT_TOKEN="+s.Tokens[auth.RoleAdmin])
+	s.serviceEnv = append(slices.Clone(tls), "STRATA_CLIENT_TOKEN="+s.Tokens[auth.RoleService])
 }
 
-// Env returns the environment that points clients at the stack.
+// Env returns the environment that points clients at the stack (with the
+// admin token when it is secure).
 func (s *Stack) Env() []string {
+	return append(s.addrEnv(), s.clientEnv...)
+}
+
+// peerEnv is Env for the services themselves, with the service token.
+func (s *Stack) peerEnv() []string {
+	return append(s.addrEnv(), s.serviceEnv...)
+}
+
+func (s *Stack) addrEnv() []string {
 	env := []string{"STRATA_BLOBSTORE_ADDR=" + s.BlobstoreAddr, "STRATA_METADATA_ADDR=" + s.MetadataAddr}
 	if s.BuilderAddr != "" {
 		env = append(env, "STRATA_BUILDER_ADDR="+s.BuilderAddr)
 	}
-	return append(env, s.clientEnv...)
+	return env
 }
 
 // WaitServing waits until the gRPC service at addr reports SERVING.

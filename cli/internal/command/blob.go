@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
+	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/errdefs"
 )
@@ -29,7 +30,8 @@ func newBlobCommand(c *CLI) *cobra.Command {
 			"  strata blob ls",
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newBlobPutCommand(c), newBlobGetCommand(c), newBlobStatCommand(c), newBlobListCommand(c), newBlobRemoveCommand(c))
+	cmd.AddCommand(newBlobPutCommand(c), newBlobGetCommand(c), newBlobStatCommand(c), newBlobListCommand(c), newBlobRemoveCommand(c),
+		newBlobVerifyCommand(c))
 	return cmd
 }
 
@@ -267,6 +269,67 @@ func newBlobRemoveCommand(c *CLI) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newBlobVerifyCommand(c *CLI) *cobra.Command {
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "verify [OPTIONS] [DIGEST...]",
+		Short: "Check that stored blobs still hash to their digests (every blob when none is named)",
+		Long: "Has the blob store re-read blobs and check their bytes against their digests, and\n" +
+			"lists each blob that is damaged or missing. Without digests it scrubs every stored\n" +
+			"blob. Exits 1 when any blob named or stored is damaged or missing.",
+		Example: "  strata blob verify\n  strata blob verify sha256:…\n  strata blob verify -q   # damaged digests only",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ds := make([]digest.Digest, len(args))
+			for i, a := range args {
+				d, err := parseDigest(a)
+				if err != nil {
+					return err
+				}
+				ds[i] = d
+			}
+			bc, err := c.blobs()
+			if err != nil {
+				return err
+			}
+			var checked, bad int
+			var bytes int64
+			for r, err := range bc.Verify(cmd.Context(), ds) {
+				if err != nil {
+					return err
+				}
+				checked++
+				bytes += r.Size
+				var what string
+				switch r.State {
+				case blobv1.BlobState_BLOB_STATE_INTACT:
+					continue
+				case blobv1.BlobState_BLOB_STATE_MISSING:
+					what = "missing"
+				default:
+					what = "damaged: " + r.Problem
+				}
+				bad++
+				// The digests are what the metadata service needs to name
+				// the images that use these blobs.
+				if quiet {
+					fmt.Fprintln(c.Out, r.Digest)
+				} else {
+					fmt.Fprintf(c.Out, "%s\t%s\n", r.Digest, what)
+				}
+			}
+			if !quiet {
+				fmt.Fprintf(c.Out, "%d blobs checked (%s), %d damaged or missing\n", checked, units.HumanSizeWithPrecision(float64(bytes), 3), bad)
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d of %d blobs are damaged or missing", bad, checked)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print the digests of damaged or missing blobs")
+	return cmd
 }
 
 // printBlobs writes a table of blobs: digest, size in bytes and as people

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/strata-build/strata/cli/internal/buildcontext"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -32,7 +33,54 @@ type buildOptions struct {
 	network    string
 	progress   string
 	contextDir string
+	// RUN limits, by docker build's flags.
+	memory, memorySwap, cpuShares, cpuPeriod, cpuQuota, pidsLimit int64
+	ulimits                                                       ulimits
 }
+
+// memBytes is --memory: bytes, or Docker's sizes ("512m", "2g"), read with
+// go-units as docker/cli's opts.MemBytes does (that package would bring in
+// Docker's API client).
+type memBytes struct {
+	v        *int64
+	infinite bool // -1 means unlimited (--memory-swap)
+}
+
+func (m memBytes) String() string {
+	if *m.v == 0 {
+		return ""
+	}
+	return fmt.Sprint(*m.v)
+}
+
+func (m memBytes) Set(s string) error {
+	if m.infinite && s == "-1" {
+		*m.v = -1
+		return nil
+	}
+	n, err := units.RAMInBytes(s)
+	*m.v = n
+	return err
+}
+
+func (memBytes) Type() string { return "bytes" }
+
+// ulimits is --ulimit NAME=SOFT[:HARD], repeatable, parsed by go-units as
+// Docker parses it.
+type ulimits []*builderv1.Ulimit
+
+func (u *ulimits) String() string { return "" }
+
+func (u *ulimits) Set(s string) error {
+	l, err := units.ParseUlimit(s)
+	if err != nil {
+		return err
+	}
+	*u = append(*u, &builderv1.Ulimit{Name: l.Name, Soft: l.Soft, Hard: l.Hard})
+	return nil
+}
+
+func (*ulimits) Type() string { return "ulimit" }
 
 func newBuildCommand(c *CLI) *cobra.Command {
 	var o buildOptions
@@ -58,11 +106,22 @@ func newBuildCommand(c *CLI) *cobra.Command {
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "Suppress the build output and print image ID on success")
 	f.StringVar(&o.network, "network", "default", "Set the networking mode for the RUN instructions during build (default, none, host)")
 	f.StringVar(&o.progress, "progress", "auto", "Set type of progress output (auto, plain, quiet)")
+	f.VarP(memBytes{v: &o.memory}, "memory", "m", "Memory limit of RUN steps (at most the builder's --step-memory)")
+	f.Var(memBytes{v: &o.memorySwap, infinite: true}, "memory-swap", "Swap limit equal to memory plus swap: -1 to enable unlimited swap")
+	f.Int64VarP(&o.cpuShares, "cpu-shares", "c", 0, "CPU shares (relative weight)")
+	f.Int64Var(&o.cpuPeriod, "cpu-period", 0, "Limit the CPU CFS (Completely Fair Scheduler) period")
+	f.Int64Var(&o.cpuQuota, "cpu-quota", 0, "Limit the CPU CFS (Completely Fair Scheduler) quota")
+	f.Int64Var(&o.pidsLimit, "pids-limit", 0, "Limit the number of processes of RUN steps (at most the builder's --step-pids)")
+	f.Var(&o.ulimits, "ulimit", "Ulimit options")
 	return cmd
 }
 
 func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	opts := &builderv1.BuildOptions{Tags: o.tags, Target: o.target, NoCache: o.noCache, BuildArgs: map[string]string{}, Labels: map[string]string{}}
+	if r := (&builderv1.RunResources{Memory: o.memory, MemorySwap: o.memorySwap, CpuShares: o.cpuShares, CpuPeriod: o.cpuPeriod,
+		CpuQuota: o.cpuQuota, PidsLimit: o.pidsLimit, Ulimits: o.ulimits}); proto.Size(r) > 0 {
+		opts.Resources = r
+	}
 	switch o.network {
 	case "", "default", "bridge":
 	case "none":

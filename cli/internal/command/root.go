@@ -79,18 +79,24 @@ func NewRoot(c *CLI) *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return statusError{code: 125, msg: fmt.Sprintf("%v\nSee '%s --help'.", err, cmd.CommandPath())}
 	})
+	// Flags win over the environment, which wins over the configuration
+	// file (see loadConfig), which wins over the built-in defaults.
+	file, fileErr := loadConfig()
+	if fileErr != nil {
+		root.PersistentPreRunE = func(*cobra.Command, []string) error { return fileErr }
+	}
 	f := root.PersistentFlags()
-	f.StringVar(&c.BuilderAddr, "builder", envOr(grpcclient.BuilderAddrEnv, grpcclient.DefaultBuilderAddr), "builder service address (env "+grpcclient.BuilderAddrEnv+")")
-	f.StringVar(&c.MetadataAddr, "metadata", envOr(grpcclient.MetadataAddrEnv, grpcclient.DefaultMetadataAddr), "metadata service address (env "+grpcclient.MetadataAddrEnv+")")
-	f.StringVar(&c.BlobstoreAddr, "blobstore", envOr(grpcclient.BlobstoreAddrEnv, grpcclient.DefaultBlobstoreAddr), "blobstore service address (env "+grpcclient.BlobstoreAddrEnv+")")
+	f.StringVar(&c.BuilderAddr, "builder", envOr(grpcclient.BuilderAddrEnv, or(file.Builder, grpcclient.DefaultBuilderAddr)), "builder service address (env "+grpcclient.BuilderAddrEnv+")")
+	f.StringVar(&c.MetadataAddr, "metadata", envOr(grpcclient.MetadataAddrEnv, or(file.Metadata, grpcclient.DefaultMetadataAddr)), "metadata service address (env "+grpcclient.MetadataAddrEnv+")")
+	f.StringVar(&c.BlobstoreAddr, "blobstore", envOr(grpcclient.BlobstoreAddrEnv, or(file.Blobstore, grpcclient.DefaultBlobstoreAddr)), "blobstore service address (env "+grpcclient.BlobstoreAddrEnv+")")
 	// The client settings read the same STRATA_CLIENT_… variables as the
 	// services' --client-… flags, never the servers' own STRATA_TLS_CERT.
-	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("STRATA_CLIENT_TLS") != "", "use TLS (env STRATA_CLIENT_TLS)")
-	f.StringVar(&c.Conn.CAFile, "tlscacert", os.Getenv("STRATA_CLIENT_TLS_CA"), "trust certificates signed by this CA (env STRATA_CLIENT_TLS_CA)")
-	f.StringVar(&c.Conn.CertFile, "tlscert", os.Getenv("STRATA_CLIENT_TLS_CERT"), "client certificate for mutual TLS (env STRATA_CLIENT_TLS_CERT)")
-	f.StringVar(&c.Conn.KeyFile, "tlskey", os.Getenv("STRATA_CLIENT_TLS_KEY"), "client key for mutual TLS (env STRATA_CLIENT_TLS_KEY)")
+	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("STRATA_CLIENT_TLS") != "" || file.TLS, "use TLS (env STRATA_CLIENT_TLS)")
+	f.StringVar(&c.Conn.CAFile, "tlscacert", envOr("STRATA_CLIENT_TLS_CA", file.TLSCACert), "trust certificates signed by this CA (env STRATA_CLIENT_TLS_CA)")
+	f.StringVar(&c.Conn.CertFile, "tlscert", envOr("STRATA_CLIENT_TLS_CERT", file.TLSCert), "client certificate for mutual TLS (env STRATA_CLIENT_TLS_CERT)")
+	f.StringVar(&c.Conn.KeyFile, "tlskey", envOr("STRATA_CLIENT_TLS_KEY", file.TLSKey), "client key for mutual TLS (env STRATA_CLIENT_TLS_KEY)")
 	f.StringVar(&c.Conn.Token, "token", os.Getenv("STRATA_CLIENT_TOKEN"), "bearer token (env STRATA_CLIENT_TOKEN)")
-	f.StringVar(&c.Conn.TokenFile, "token-file", os.Getenv("STRATA_CLIENT_TOKEN_FILE"), "file holding the bearer token (env STRATA_CLIENT_TOKEN_FILE)")
+	f.StringVar(&c.Conn.TokenFile, "token-file", envOr("STRATA_CLIENT_TOKEN_FILE", file.TokenFile), "file holding the bearer token (env STRATA_CLIENT_TOKEN_FILE)")
 
 	image := newImageCommand()
 	addImageCommands(c, root, image,

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -102,5 +104,47 @@ func TestUnavailableHintOnlyWhenTheServiceIsUnreachable(t *testing.T) {
 	r = run(t, down, "", "history", "app")
 	if r.code == 0 || !strings.Contains(r.errOut, hint) {
 		t.Errorf("no service listening: exit %d, stderr %q; want the hint", r.code, r.errOut)
+	}
+}
+
+// The configuration file gives the global flags' defaults, with relative
+// paths from its directory; a client variable in the environment, or a
+// flag, wins.
+func TestConfigFile(t *testing.T) {
+	for _, v := range clientEnv {
+		t.Setenv(v, "")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.json")
+	t.Setenv(ConfigEnv, path)
+	if err := os.WriteFile(path, []byte(`{"metadata": "strata.example:50052", "tlscacert": "ca.crt", "token_file": "/secrets/admin.token", "stack": "strata"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(args ...string) *CLI {
+		c := &CLI{}
+		root := NewRoot(c)
+		if err := root.PersistentFlags().Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := parse()
+	if c.MetadataAddr != "strata.example:50052" || c.BuilderAddr != "localhost:50051" || c.Conn.CAFile != filepath.Join(dir, "ca.crt") || c.Conn.TokenFile != "/secrets/admin.token" {
+		t.Errorf("from the file: metadata %q, builder %q, CA %q, token file %q", c.MetadataAddr, c.BuilderAddr, c.Conn.CAFile, c.Conn.TokenFile)
+	}
+	if c := parse("--metadata", "other:1"); c.MetadataAddr != "other:1" || c.Conn.CAFile == "" {
+		t.Errorf("a flag: metadata %q, CA %q; want the flag's address and the file's CA", c.MetadataAddr, c.Conn.CAFile)
+	}
+	t.Setenv("STRATA_METADATA_ADDR", "127.0.0.1:9")
+	if c := parse(); c.MetadataAddr != "127.0.0.1:9" || c.Conn.CAFile != "" || c.Conn.TokenFile != "" {
+		t.Errorf("with STRATA_METADATA_ADDR set: metadata %q, CA %q, token file %q; want the file ignored", c.MetadataAddr, c.Conn.CAFile, c.Conn.TokenFile)
+	}
+	t.Setenv("STRATA_METADATA_ADDR", "")
+	if err := os.WriteFile(path, []byte(`{"metadata": `), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := Execute(context.Background(), []string{"images"}, strings.NewReader(""), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), path) {
+		t.Errorf("a broken configuration file: exit %d, %q; want exit 1 naming the file", code, errOut.String())
 	}
 }

@@ -22,6 +22,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BlobState is what a check found of a blob.
+type BlobState int32
+
+const (
+	BlobState_BLOB_STATE_UNSPECIFIED BlobState = 0
+	// The stored bytes hash to the digest.
+	BlobState_BLOB_STATE_INTACT BlobState = 1
+	// The stored bytes no longer hash to the digest, or are cut short: the
+	// blob is lost and must be uploaded again (reads fail with DATA_LOSS).
+	BlobState_BLOB_STATE_DAMAGED BlobState = 2
+	// No blob is stored under the digest (one named in the request, or one
+	// deleted while the scrub ran).
+	BlobState_BLOB_STATE_MISSING BlobState = 3
+)
+
+// Enum value maps for BlobState.
+var (
+	BlobState_name = map[int32]string{
+		0: "BLOB_STATE_UNSPECIFIED",
+		1: "BLOB_STATE_INTACT",
+		2: "BLOB_STATE_DAMAGED",
+		3: "BLOB_STATE_MISSING",
+	}
+	BlobState_value = map[string]int32{
+		"BLOB_STATE_UNSPECIFIED": 0,
+		"BLOB_STATE_INTACT":      1,
+		"BLOB_STATE_DAMAGED":     2,
+		"BLOB_STATE_MISSING":     3,
+	}
+)
+
+func (x BlobState) Enum() *BlobState {
+	p := new(BlobState)
+	*p = x
+	return p
+}
+
+func (x BlobState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BlobState) Descriptor() protoreflect.EnumDescriptor {
+	return file_strata_blob_v1_blob_proto_enumTypes[0].Descriptor()
+}
+
+func (BlobState) Type() protoreflect.EnumType {
+	return &file_strata_blob_v1_blob_proto_enumTypes[0]
+}
+
+func (x BlobState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BlobState.Descriptor instead.
+func (BlobState) EnumDescriptor() ([]byte, []int) {
+	return file_strata_blob_v1_blob_proto_rawDescGZIP(), []int{0}
+}
+
 // BlobInfo describes a stored blob.
 type BlobInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1166,6 +1224,135 @@ func (x *ListUploadsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// VerifyRequest names the blobs to check.
+type VerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The blobs to check, at most 10,000; empty checks every stored blob.
+	Digests []string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	// For a scrub of every blob, start after this digest (the last one a
+	// broken scrub reported); empty starts at the first. Not used with digests.
+	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_strata_blob_v1_blob_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_blob_v1_blob_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_strata_blob_v1_blob_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VerifyRequest) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+// VerifyResponse reports one checked blob.
+type VerifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The blob's digest.
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// What the check found.
+	State BlobState `protobuf:"varint,2,opt,name=state,proto3,enum=strata.blob.v1.BlobState" json:"state,omitempty"`
+	// The blob's size as committed, in bytes (0 when missing).
+	Size int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// For a damaged blob, what was wrong, such as the digest its bytes hash to.
+	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_strata_blob_v1_blob_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_blob_v1_blob_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_strata_blob_v1_blob_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *VerifyResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *VerifyResponse) GetState() BlobState {
+	if x != nil {
+		return x.State
+	}
+	return BlobState_BLOB_STATE_UNSPECIFIED
+}
+
+func (x *VerifyResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
 var File_strata_blob_v1_blob_proto protoreflect.FileDescriptor
 
 const file_strata_blob_v1_blob_proto_rawDesc = "" +
@@ -1241,7 +1428,20 @@ const file_strata_blob_v1_blob_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"o\n" +
 	"\x13ListUploadsResponse\x120\n" +
 	"\auploads\x18\x01 \x03(\v2\x16.strata.blob.v1.UploadR\auploads\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbf\x05\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"?\n" +
+	"\rVerifyRequest\x12\x18\n" +
+	"\adigests\x18\x01 \x03(\tR\adigests\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"\x87\x01\n" +
+	"\x0eVerifyResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12/\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x19.strata.blob.v1.BlobStateR\x05state\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem*n\n" +
+	"\tBlobState\x12\x1a\n" +
+	"\x16BLOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11BLOB_STATE_INTACT\x10\x01\x12\x16\n" +
+	"\x12BLOB_STATE_DAMAGED\x10\x02\x12\x16\n" +
+	"\x12BLOB_STATE_MISSING\x10\x032\x8a\x06\n" +
 	"\vBlobService\x12H\n" +
 	"\x05Write\x12\x1c.strata.blob.v1.WriteRequest\x1a\x1d.strata.blob.v1.WriteResponse(\x010\x01\x12C\n" +
 	"\x04Read\x12\x1b.strata.blob.v1.ReadRequest\x1a\x1c.strata.blob.v1.ReadResponse0\x01\x12A\n" +
@@ -1251,7 +1451,8 @@ const file_strata_blob_v1_blob_proto_rawDesc = "" +
 	"\x04List\x12\x1b.strata.blob.v1.ListRequest\x1a\x1c.strata.blob.v1.ListResponse\x12Y\n" +
 	"\fUploadStatus\x12#.strata.blob.v1.UploadStatusRequest\x1a$.strata.blob.v1.UploadStatusResponse\x12V\n" +
 	"\vAbortUpload\x12\".strata.blob.v1.AbortUploadRequest\x1a#.strata.blob.v1.AbortUploadResponse\x12V\n" +
-	"\vListUploads\x12\".strata.blob.v1.ListUploadsRequest\x1a#.strata.blob.v1.ListUploadsResponseB\xb3\x01\n" +
+	"\vListUploads\x12\".strata.blob.v1.ListUploadsRequest\x1a#.strata.blob.v1.ListUploadsResponse\x12I\n" +
+	"\x06Verify\x12\x1d.strata.blob.v1.VerifyRequest\x1a\x1e.strata.blob.v1.VerifyResponse0\x01B\xb3\x01\n" +
 	"\x12com.strata.blob.v1B\tBlobProtoP\x01Z8github.com/strata-build/strata/gen/strata/blob/v1;blobv1\xa2\x02\x03SBX\xaa\x02\x0eStrata.Blob.V1\xca\x02\x0eStrata\\Blob\\V1\xe2\x02\x1aStrata\\Blob\\V1\\GPBMetadata\xea\x02\x10Strata::Blob::V1b\x06proto3"
 
 var (
@@ -1266,63 +1467,70 @@ func file_strata_blob_v1_blob_proto_rawDescGZIP() []byte {
 	return file_strata_blob_v1_blob_proto_rawDescData
 }
 
-var file_strata_blob_v1_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_strata_blob_v1_blob_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_strata_blob_v1_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_strata_blob_v1_blob_proto_goTypes = []any{
-	(*BlobInfo)(nil),              // 0: strata.blob.v1.BlobInfo
-	(*Upload)(nil),                // 1: strata.blob.v1.Upload
-	(*WriteRequest)(nil),          // 2: strata.blob.v1.WriteRequest
-	(*WriteResponse)(nil),         // 3: strata.blob.v1.WriteResponse
-	(*ReadRequest)(nil),           // 4: strata.blob.v1.ReadRequest
-	(*ReadResponse)(nil),          // 5: strata.blob.v1.ReadResponse
-	(*StatRequest)(nil),           // 6: strata.blob.v1.StatRequest
-	(*StatResponse)(nil),          // 7: strata.blob.v1.StatResponse
-	(*ExistsRequest)(nil),         // 8: strata.blob.v1.ExistsRequest
-	(*ExistsResponse)(nil),        // 9: strata.blob.v1.ExistsResponse
-	(*DeleteRequest)(nil),         // 10: strata.blob.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 11: strata.blob.v1.DeleteResponse
-	(*ListRequest)(nil),           // 12: strata.blob.v1.ListRequest
-	(*ListResponse)(nil),          // 13: strata.blob.v1.ListResponse
-	(*UploadStatusRequest)(nil),   // 14: strata.blob.v1.UploadStatusRequest
-	(*UploadStatusResponse)(nil),  // 15: strata.blob.v1.UploadStatusResponse
-	(*AbortUploadRequest)(nil),    // 16: strata.blob.v1.AbortUploadRequest
-	(*AbortUploadResponse)(nil),   // 17: strata.blob.v1.AbortUploadResponse
-	(*ListUploadsRequest)(nil),    // 18: strata.blob.v1.ListUploadsRequest
-	(*ListUploadsResponse)(nil),   // 19: strata.blob.v1.ListUploadsResponse
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(BlobState)(0),                // 0: strata.blob.v1.BlobState
+	(*BlobInfo)(nil),              // 1: strata.blob.v1.BlobInfo
+	(*Upload)(nil),                // 2: strata.blob.v1.Upload
+	(*WriteRequest)(nil),          // 3: strata.blob.v1.WriteRequest
+	(*WriteResponse)(nil),         // 4: strata.blob.v1.WriteResponse
+	(*ReadRequest)(nil),           // 5: strata.blob.v1.ReadRequest
+	(*ReadResponse)(nil),          // 6: strata.blob.v1.ReadResponse
+	(*StatRequest)(nil),           // 7: strata.blob.v1.StatRequest
+	(*StatResponse)(nil),          // 8: strata.blob.v1.StatResponse
+	(*ExistsRequest)(nil),         // 9: strata.blob.v1.ExistsRequest
+	(*ExistsResponse)(nil),        // 10: strata.blob.v1.ExistsResponse
+	(*DeleteRequest)(nil),         // 11: strata.blob.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 12: strata.blob.v1.DeleteResponse
+	(*ListRequest)(nil),           // 13: strata.blob.v1.ListRequest
+	(*ListResponse)(nil),          // 14: strata.blob.v1.ListResponse
+	(*UploadStatusRequest)(nil),   // 15: strata.blob.v1.UploadStatusRequest
+	(*UploadStatusResponse)(nil),  // 16: strata.blob.v1.UploadStatusResponse
+	(*AbortUploadRequest)(nil),    // 17: strata.blob.v1.AbortUploadRequest
+	(*AbortUploadResponse)(nil),   // 18: strata.blob.v1.AbortUploadResponse
+	(*ListUploadsRequest)(nil),    // 19: strata.blob.v1.ListUploadsRequest
+	(*ListUploadsResponse)(nil),   // 20: strata.blob.v1.ListUploadsResponse
+	(*VerifyRequest)(nil),         // 21: strata.blob.v1.VerifyRequest
+	(*VerifyResponse)(nil),        // 22: strata.blob.v1.VerifyResponse
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_strata_blob_v1_blob_proto_depIdxs = []int32{
-	20, // 0: strata.blob.v1.BlobInfo.created_at:type_name -> google.protobuf.Timestamp
-	20, // 1: strata.blob.v1.Upload.started_at:type_name -> google.protobuf.Timestamp
-	20, // 2: strata.blob.v1.Upload.updated_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: strata.blob.v1.WriteResponse.blob:type_name -> strata.blob.v1.BlobInfo
-	0,  // 4: strata.blob.v1.StatResponse.blob:type_name -> strata.blob.v1.BlobInfo
-	0,  // 5: strata.blob.v1.ExistsResponse.found:type_name -> strata.blob.v1.BlobInfo
-	0,  // 6: strata.blob.v1.ListResponse.blobs:type_name -> strata.blob.v1.BlobInfo
-	1,  // 7: strata.blob.v1.UploadStatusResponse.upload:type_name -> strata.blob.v1.Upload
-	1,  // 8: strata.blob.v1.ListUploadsResponse.uploads:type_name -> strata.blob.v1.Upload
-	2,  // 9: strata.blob.v1.BlobService.Write:input_type -> strata.blob.v1.WriteRequest
-	4,  // 10: strata.blob.v1.BlobService.Read:input_type -> strata.blob.v1.ReadRequest
-	6,  // 11: strata.blob.v1.BlobService.Stat:input_type -> strata.blob.v1.StatRequest
-	8,  // 12: strata.blob.v1.BlobService.Exists:input_type -> strata.blob.v1.ExistsRequest
-	10, // 13: strata.blob.v1.BlobService.Delete:input_type -> strata.blob.v1.DeleteRequest
-	12, // 14: strata.blob.v1.BlobService.List:input_type -> strata.blob.v1.ListRequest
-	14, // 15: strata.blob.v1.BlobService.UploadStatus:input_type -> strata.blob.v1.UploadStatusRequest
-	16, // 16: strata.blob.v1.BlobService.AbortUpload:input_type -> strata.blob.v1.AbortUploadRequest
-	18, // 17: strata.blob.v1.BlobService.ListUploads:input_type -> strata.blob.v1.ListUploadsRequest
-	3,  // 18: strata.blob.v1.BlobService.Write:output_type -> strata.blob.v1.WriteResponse
-	5,  // 19: strata.blob.v1.BlobService.Read:output_type -> strata.blob.v1.ReadResponse
-	7,  // 20: strata.blob.v1.BlobService.Stat:output_type -> strata.blob.v1.StatResponse
-	9,  // 21: strata.blob.v1.BlobService.Exists:output_type -> strata.blob.v1.ExistsResponse
-	11, // 22: strata.blob.v1.BlobService.Delete:output_type -> strata.blob.v1.DeleteResponse
-	13, // 23: strata.blob.v1.BlobService.List:output_type -> strata.blob.v1.ListResponse
-	15, // 24: strata.blob.v1.BlobService.UploadStatus:output_type -> strata.blob.v1.UploadStatusResponse
-	17, // 25: strata.blob.v1.BlobService.AbortUpload:output_type -> strata.blob.v1.AbortUploadResponse
-	19, // 26: strata.blob.v1.BlobService.ListUploads:output_type -> strata.blob.v1.ListUploadsResponse
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	23, // 0: strata.blob.v1.BlobInfo.created_at:type_name -> google.protobuf.Timestamp
+	23, // 1: strata.blob.v1.Upload.started_at:type_name -> google.protobuf.Timestamp
+	23, // 2: strata.blob.v1.Upload.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: strata.blob.v1.WriteResponse.blob:type_name -> strata.blob.v1.BlobInfo
+	1,  // 4: strata.blob.v1.StatResponse.blob:type_name -> strata.blob.v1.BlobInfo
+	1,  // 5: strata.blob.v1.ExistsResponse.found:type_name -> strata.blob.v1.BlobInfo
+	1,  // 6: strata.blob.v1.ListResponse.blobs:type_name -> strata.blob.v1.BlobInfo
+	2,  // 7: strata.blob.v1.UploadStatusResponse.upload:type_name -> strata.blob.v1.Upload
+	2,  // 8: strata.blob.v1.ListUploadsResponse.uploads:type_name -> strata.blob.v1.Upload
+	0,  // 9: strata.blob.v1.VerifyResponse.state:type_name -> strata.blob.v1.BlobState
+	3,  // 10: strata.blob.v1.BlobService.Write:input_type -> strata.blob.v1.WriteRequest
+	5,  // 11: strata.blob.v1.BlobService.Read:input_type -> strata.blob.v1.ReadRequest
+	7,  // 12: strata.blob.v1.BlobService.Stat:input_type -> strata.blob.v1.StatRequest
+	9,  // 13: strata.blob.v1.BlobService.Exists:input_type -> strata.blob.v1.ExistsRequest
+	11, // 14: strata.blob.v1.BlobService.Delete:input_type -> strata.blob.v1.DeleteRequest
+	13, // 15: strata.blob.v1.BlobService.List:input_type -> strata.blob.v1.ListRequest
+	15, // 16: strata.blob.v1.BlobService.UploadStatus:input_type -> strata.blob.v1.UploadStatusRequest
+	17, // 17: strata.blob.v1.BlobService.AbortUpload:input_type -> strata.blob.v1.AbortUploadRequest
+	19, // 18: strata.blob.v1.BlobService.ListUploads:input_type -> strata.blob.v1.ListUploadsRequest
+	21, // 19: strata.blob.v1.BlobService.Verify:input_type -> strata.blob.v1.VerifyRequest
+	4,  // 20: strata.blob.v1.BlobService.Write:output_type -> strata.blob.v1.WriteResponse
+	6,  // 21: strata.blob.v1.BlobService.Read:output_type -> strata.blob.v1.ReadResponse
+	8,  // 22: strata.blob.v1.BlobService.Stat:output_type -> strata.blob.v1.StatResponse
+	10, // 23: strata.blob.v1.BlobService.Exists:output_type -> strata.blob.v1.ExistsResponse
+	12, // 24: strata.blob.v1.BlobService.Delete:output_type -> strata.blob.v1.DeleteResponse
+	14, // 25: strata.blob.v1.BlobService.List:output_type -> strata.blob.v1.ListResponse
+	16, // 26: strata.blob.v1.BlobService.UploadStatus:output_type -> strata.blob.v1.UploadStatusResponse
+	18, // 27: strata.blob.v1.BlobService.AbortUpload:output_type -> strata.blob.v1.AbortUploadResponse
+	20, // 28: strata.blob.v1.BlobService.ListUploads:output_type -> strata.blob.v1.ListUploadsResponse
+	22, // 29: strata.blob.v1.BlobService.Verify:output_type -> strata.blob.v1.VerifyResponse
+	20, // [20:30] is the sub-list for method output_type
+	10, // [10:20] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_strata_blob_v1_blob_proto_init() }
@@ -1336,13 +1544,14 @@ func file_strata_blob_v1_blob_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_blob_v1_blob_proto_rawDesc), len(file_strata_blob_v1_blob_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   20,
+			NumEnums:      1,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_strata_blob_v1_blob_proto_goTypes,
 		DependencyIndexes: file_strata_blob_v1_blob_proto_depIdxs,
+		EnumInfos:         file_strata_blob_v1_blob_proto_enumTypes,
 		MessageInfos:      file_strata_blob_v1_blob_proto_msgTypes,
 	}.Build()
 	File_strata_blob_v1_blob_proto = out.File

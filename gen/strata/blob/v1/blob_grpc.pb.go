@@ -28,6 +28,7 @@ const (
 	BlobService_UploadStatus_FullMethodName = "/strata.blob.v1.BlobService/UploadStatus"
 	BlobService_AbortUpload_FullMethodName  = "/strata.blob.v1.BlobService/AbortUpload"
 	BlobService_ListUploads_FullMethodName  = "/strata.blob.v1.BlobService/ListUploads"
+	BlobService_Verify_FullMethodName       = "/strata.blob.v1.BlobService/Verify"
 )
 
 // BlobServiceClient is the client API for BlobService service.
@@ -70,6 +71,20 @@ type BlobServiceClient interface {
 	AbortUpload(ctx context.Context, in *AbortUploadRequest, opts ...grpc.CallOption) (*AbortUploadResponse, error)
 	// ListUploads pages through the unfinished uploads, oldest first.
 	ListUploads(ctx context.Context, in *ListUploadsRequest, opts ...grpc.CallOption) (*ListUploadsResponse, error)
+	// Verify re-reads stored blobs and checks that their bytes still hash to
+	// their digests: the blobs named, or every stored blob when none is named
+	// (a scrub). It streams one response per blob as it is checked, in digest
+	// order for a scrub, so that a long one shows its progress. A damaged or
+	// missing blob is a response, not an error: the call fails (UNAVAILABLE)
+	// only when the storage cannot be read, and a scrub can then go on after
+	// the last digest it reported (after).
+	//
+	// Read verifies a whole blob the same way as it streams it (DATA_LOSS); a
+	// range cannot be checked as it streams, since a digest covers only the
+	// whole blob, so a regular scrub is what covers ranged reads. Which images
+	// use a damaged blob is the metadata service's to say: ask it with the
+	// digests reported here.
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyResponse], error)
 }
 
 type blobServiceClient struct {
@@ -182,6 +197,25 @@ func (c *blobServiceClient) ListUploads(ctx context.Context, in *ListUploadsRequ
 	return out, nil
 }
 
+func (c *blobServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BlobService_ServiceDesc.Streams[2], BlobService_Verify_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[VerifyRequest, VerifyResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BlobService_VerifyClient = grpc.ServerStreamingClient[VerifyResponse]
+
 // BlobServiceServer is the server API for BlobService service.
 // All implementations must embed UnimplementedBlobServiceServer
 // for forward compatibility.
@@ -222,6 +256,20 @@ type BlobServiceServer interface {
 	AbortUpload(context.Context, *AbortUploadRequest) (*AbortUploadResponse, error)
 	// ListUploads pages through the unfinished uploads, oldest first.
 	ListUploads(context.Context, *ListUploadsRequest) (*ListUploadsResponse, error)
+	// Verify re-reads stored blobs and checks that their bytes still hash to
+	// their digests: the blobs named, or every stored blob when none is named
+	// (a scrub). It streams one response per blob as it is checked, in digest
+	// order for a scrub, so that a long one shows its progress. A damaged or
+	// missing blob is a response, not an error: the call fails (UNAVAILABLE)
+	// only when the storage cannot be read, and a scrub can then go on after
+	// the last digest it reported (after).
+	//
+	// Read verifies a whole blob the same way as it streams it (DATA_LOSS); a
+	// range cannot be checked as it streams, since a digest covers only the
+	// whole blob, so a regular scrub is what covers ranged reads. Which images
+	// use a damaged blob is the metadata service's to say: ask it with the
+	// digests reported here.
+	Verify(*VerifyRequest, grpc.ServerStreamingServer[VerifyResponse]) error
 	mustEmbedUnimplementedBlobServiceServer()
 }
 
@@ -258,6 +306,9 @@ func (UnimplementedBlobServiceServer) AbortUpload(context.Context, *AbortUploadR
 }
 func (UnimplementedBlobServiceServer) ListUploads(context.Context, *ListUploadsRequest) (*ListUploadsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUploads not implemented")
+}
+func (UnimplementedBlobServiceServer) Verify(*VerifyRequest, grpc.ServerStreamingServer[VerifyResponse]) error {
+	return status.Error(codes.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedBlobServiceServer) mustEmbedUnimplementedBlobServiceServer() {}
 func (UnimplementedBlobServiceServer) testEmbeddedByValue()                     {}
@@ -424,6 +475,17 @@ func _BlobService_ListUploads_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BlobService_Verify_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(VerifyRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BlobServiceServer).Verify(m, &grpc.GenericServerStream[VerifyRequest, VerifyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BlobService_VerifyServer = grpc.ServerStreamingServer[VerifyResponse]
+
 // BlobService_ServiceDesc is the grpc.ServiceDesc for BlobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -470,6 +532,11 @@ var BlobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Read",
 			Handler:       _BlobService_Read_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Verify",
+			Handler:       _BlobService_Verify_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -26,11 +26,15 @@ const (
 type NetworkMode int32
 
 const (
-	// The builder's default, which gives RUN steps network access.
+	// The default: each RUN step has a network namespace of its own on the
+	// builder's bridge, with outbound access (DNS, HTTP to package mirrors)
+	// and no route to the builder's host, its service peers (metadata, blob
+	// store, S3) or link-local addresses.
 	NetworkMode_NETWORK_MODE_UNSPECIFIED NetworkMode = 0
 	// No network: a loopback interface only.
 	NetworkMode_NETWORK_MODE_NONE NetworkMode = 1
-	// The builder host's network.
+	// The builder host's network. Refused (FAILED_PRECONDITION) unless the
+	// builder runs with --allow-insecure-entitlement network.host.
 	NetworkMode_NETWORK_MODE_HOST NetworkMode = 2
 )
 
@@ -258,6 +262,175 @@ func (SaveFormat) EnumDescriptor() ([]byte, []int) {
 	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
 }
 
+// Ulimit is one resource limit of RUN steps' processes, as
+// `docker build --ulimit NAME=SOFT:HARD`.
+type Ulimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Docker's name of the limit: nofile, nproc, core, stack, memlock, ...
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The soft limit.
+	Soft int64 `protobuf:"varint,2,opt,name=soft,proto3" json:"soft,omitempty"`
+	// The hard limit, at least soft.
+	Hard          int64 `protobuf:"varint,3,opt,name=hard,proto3" json:"hard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ulimit) Reset() {
+	*x = Ulimit{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ulimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ulimit) ProtoMessage() {}
+
+func (x *Ulimit) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ulimit.ProtoReflect.Descriptor instead.
+func (*Ulimit) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Ulimit) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Ulimit) GetSoft() int64 {
+	if x != nil {
+		return x.Soft
+	}
+	return 0
+}
+
+func (x *Ulimit) GetHard() int64 {
+	if x != nil {
+		return x.Hard
+	}
+	return 0
+}
+
+// RunResources limit each RUN step of a build, with the meaning of
+// `docker build`'s flags of the same names. Zero means the builder's
+// default (its --step-memory, --step-pids, --step-cpus), which is also the
+// most a build may ask for: a larger value is INVALID_ARGUMENT naming the
+// flag and the maximum.
+type RunResources struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Memory limit in bytes (--memory).
+	Memory int64 `protobuf:"varint,1,opt,name=memory,proto3" json:"memory,omitempty"`
+	// Memory plus swap in bytes (--memory-swap); twice memory when 0.
+	MemorySwap int64 `protobuf:"varint,2,opt,name=memory_swap,json=memorySwap,proto3" json:"memory_swap,omitempty"`
+	// Relative CPU weight (--cpu-shares).
+	CpuShares int64 `protobuf:"varint,3,opt,name=cpu_shares,json=cpuShares,proto3" json:"cpu_shares,omitempty"`
+	// CFS period in microseconds (--cpu-period).
+	CpuPeriod int64 `protobuf:"varint,4,opt,name=cpu_period,json=cpuPeriod,proto3" json:"cpu_period,omitempty"`
+	// CFS quota in microseconds per period (--cpu-quota).
+	CpuQuota int64 `protobuf:"varint,5,opt,name=cpu_quota,json=cpuQuota,proto3" json:"cpu_quota,omitempty"`
+	// Most processes and threads at once (--pids-limit).
+	PidsLimit int64 `protobuf:"varint,6,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
+	// Resource limits of the processes (--ulimit).
+	Ulimits       []*Ulimit `protobuf:"bytes,7,rep,name=ulimits,proto3" json:"ulimits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunResources) Reset() {
+	*x = RunResources{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunResources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunResources) ProtoMessage() {}
+
+func (x *RunResources) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunResources.ProtoReflect.Descriptor instead.
+func (*RunResources) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RunResources) GetMemory() int64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *RunResources) GetMemorySwap() int64 {
+	if x != nil {
+		return x.MemorySwap
+	}
+	return 0
+}
+
+func (x *RunResources) GetCpuShares() int64 {
+	if x != nil {
+		return x.CpuShares
+	}
+	return 0
+}
+
+func (x *RunResources) GetCpuPeriod() int64 {
+	if x != nil {
+		return x.CpuPeriod
+	}
+	return 0
+}
+
+func (x *RunResources) GetCpuQuota() int64 {
+	if x != nil {
+		return x.CpuQuota
+	}
+	return 0
+}
+
+func (x *RunResources) GetPidsLimit() int64 {
+	if x != nil {
+		return x.PidsLimit
+	}
+	return 0
+}
+
+func (x *RunResources) GetUlimits() []*Ulimit {
+	if x != nil {
+		return x.Ulimits
+	}
+	return nil
+}
+
 // BuildOptions are the options of `docker build`.
 type BuildOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -287,13 +460,15 @@ type BuildOptions struct {
 	// builder's first ContextRequest says send_entries: a builder that saw
 	// the same list recently does not need it again.
 	ContextDigest string `protobuf:"bytes,10,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
+	// Limits of each RUN step.
+	Resources     *RunResources `protobuf:"bytes,11,opt,name=resources,proto3" json:"resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildOptions) Reset() {
 	*x = BuildOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[0]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +480,7 @@ func (x *BuildOptions) String() string {
 func (*BuildOptions) ProtoMessage() {}
 
 func (x *BuildOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[0]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +493,7 @@ func (x *BuildOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildOptions.ProtoReflect.Descriptor instead.
 func (*BuildOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{0}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BuildOptions) GetTags() []string {
@@ -391,6 +566,13 @@ func (x *BuildOptions) GetContextDigest() string {
 	return ""
 }
 
+func (x *BuildOptions) GetResources() *RunResources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
 // FileEntry describes one entry of the build context.
 type FileEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -418,7 +600,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[1]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +612,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[1]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +625,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{1}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FileEntry) GetPath() string {
@@ -515,7 +697,7 @@ type ContextEntries struct {
 
 func (x *ContextEntries) Reset() {
 	*x = ContextEntries{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[2]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +709,7 @@ func (x *ContextEntries) String() string {
 func (*ContextEntries) ProtoMessage() {}
 
 func (x *ContextEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[2]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +722,7 @@ func (x *ContextEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextEntries.ProtoReflect.Descriptor instead.
 func (*ContextEntries) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{2}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContextEntries) GetEntries() []*FileEntry {
@@ -574,7 +756,7 @@ type FileData struct {
 
 func (x *FileData) Reset() {
 	*x = FileData{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +768,7 @@ func (x *FileData) String() string {
 func (*FileData) ProtoMessage() {}
 
 func (x *FileData) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +781,7 @@ func (x *FileData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileData.ProtoReflect.Descriptor instead.
 func (*FileData) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FileData) GetDigest() string {
@@ -647,7 +829,7 @@ type BuildRequest struct {
 
 func (x *BuildRequest) Reset() {
 	*x = BuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +841,7 @@ func (x *BuildRequest) String() string {
 func (*BuildRequest) ProtoMessage() {}
 
 func (x *BuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +854,7 @@ func (x *BuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildRequest.ProtoReflect.Descriptor instead.
 func (*BuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BuildRequest) GetRequest() isBuildRequest_Request {
@@ -749,7 +931,7 @@ type ContextRequest struct {
 
 func (x *ContextRequest) Reset() {
 	*x = ContextRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +943,7 @@ func (x *ContextRequest) String() string {
 func (*ContextRequest) ProtoMessage() {}
 
 func (x *ContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +956,7 @@ func (x *ContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextRequest.ProtoReflect.Descriptor instead.
 func (*ContextRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContextRequest) GetDigests() []string {
@@ -811,7 +993,7 @@ type StepStarted struct {
 
 func (x *StepStarted) Reset() {
 	*x = StepStarted{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +1005,7 @@ func (x *StepStarted) String() string {
 func (*StepStarted) ProtoMessage() {}
 
 func (x *StepStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1018,7 @@ func (x *StepStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepStarted.ProtoReflect.Descriptor instead.
 func (*StepStarted) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StepStarted) GetTotalSteps() int32 {
@@ -885,7 +1067,7 @@ type StepCached struct {
 
 func (x *StepCached) Reset() {
 	*x = StepCached{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1079,7 @@ func (x *StepCached) String() string {
 func (*StepCached) ProtoMessage() {}
 
 func (x *StepCached) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1092,7 @@ func (x *StepCached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepCached.ProtoReflect.Descriptor instead.
 func (*StepCached) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StepCached) GetImageId() string {
@@ -933,7 +1115,7 @@ type StepOutput struct {
 
 func (x *StepOutput) Reset() {
 	*x = StepOutput{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1127,7 @@ func (x *StepOutput) String() string {
 func (*StepOutput) ProtoMessage() {}
 
 func (x *StepOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1140,7 @@ func (x *StepOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepOutput.ProtoReflect.Descriptor instead.
 func (*StepOutput) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StepOutput) GetStream() OutputStream {
@@ -997,7 +1179,7 @@ type StepDone struct {
 
 func (x *StepDone) Reset() {
 	*x = StepDone{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1191,7 @@ func (x *StepDone) String() string {
 func (*StepDone) ProtoMessage() {}
 
 func (x *StepDone) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1204,7 @@ func (x *StepDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepDone.ProtoReflect.Descriptor instead.
 func (*StepDone) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StepDone) GetImageId() string {
@@ -1073,7 +1255,7 @@ type BuildWarning struct {
 
 func (x *BuildWarning) Reset() {
 	*x = BuildWarning{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1267,7 @@ func (x *BuildWarning) String() string {
 func (*BuildWarning) ProtoMessage() {}
 
 func (x *BuildWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1280,7 @@ func (x *BuildWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildWarning.ProtoReflect.Descriptor instead.
 func (*BuildWarning) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BuildWarning) GetMessage() string {
@@ -1128,7 +1310,7 @@ type BuildQueued struct {
 
 func (x *BuildQueued) Reset() {
 	*x = BuildQueued{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1322,7 @@ func (x *BuildQueued) String() string {
 func (*BuildQueued) ProtoMessage() {}
 
 func (x *BuildQueued) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1335,7 @@ func (x *BuildQueued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildQueued.ProtoReflect.Descriptor instead.
 func (*BuildQueued) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BuildQueued) GetAhead() int32 {
@@ -1185,7 +1367,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1379,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1392,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BuildEvent) GetStep() int32 {
@@ -1346,7 +1528,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1540,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1553,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BuildResult) GetImageId() string {
@@ -1426,7 +1608,7 @@ type BuildResponse struct {
 
 func (x *BuildResponse) Reset() {
 	*x = BuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1620,7 @@ func (x *BuildResponse) String() string {
 func (*BuildResponse) ProtoMessage() {}
 
 func (x *BuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1633,7 @@ func (x *BuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
 func (*BuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BuildResponse) GetResponse() isBuildResponse_Response {
@@ -1532,7 +1714,7 @@ type TransferProgress struct {
 
 func (x *TransferProgress) Reset() {
 	*x = TransferProgress{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1726,7 @@ func (x *TransferProgress) String() string {
 func (*TransferProgress) ProtoMessage() {}
 
 func (x *TransferProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1739,7 @@ func (x *TransferProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferProgress.ProtoReflect.Descriptor instead.
 func (*TransferProgress) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferProgress) GetId() string {
@@ -1613,7 +1795,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1807,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1820,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ImportOptions) GetReference() string {
@@ -1685,7 +1867,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1879,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1892,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ImportRequest) GetRequest() isImportRequest_Request {
@@ -1769,7 +1951,7 @@ type ImportResult struct {
 
 func (x *ImportResult) Reset() {
 	*x = ImportResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1963,7 @@ func (x *ImportResult) String() string {
 func (*ImportResult) ProtoMessage() {}
 
 func (x *ImportResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1976,7 @@ func (x *ImportResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
 func (*ImportResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportResult) GetImageId() string {
@@ -1827,7 +2009,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2021,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2034,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportResponse) GetResponse() isImportResponse_Response {
@@ -1909,7 +2091,7 @@ type LoadOptions struct {
 
 func (x *LoadOptions) Reset() {
 	*x = LoadOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2103,7 @@ func (x *LoadOptions) String() string {
 func (*LoadOptions) ProtoMessage() {}
 
 func (x *LoadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2116,7 @@ func (x *LoadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadOptions.ProtoReflect.Descriptor instead.
 func (*LoadOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LoadOptions) GetQuiet() bool {
@@ -1960,7 +2142,7 @@ type LoadRequest struct {
 
 func (x *LoadRequest) Reset() {
 	*x = LoadRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2154,7 @@ func (x *LoadRequest) String() string {
 func (*LoadRequest) ProtoMessage() {}
 
 func (x *LoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2167,7 @@ func (x *LoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadRequest.ProtoReflect.Descriptor instead.
 func (*LoadRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LoadRequest) GetRequest() isLoadRequest_Request {
@@ -2044,7 +2226,7 @@ type LoadedImage struct {
 
 func (x *LoadedImage) Reset() {
 	*x = LoadedImage{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2238,7 @@ func (x *LoadedImage) String() string {
 func (*LoadedImage) ProtoMessage() {}
 
 func (x *LoadedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2251,7 @@ func (x *LoadedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedImage.ProtoReflect.Descriptor instead.
 func (*LoadedImage) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LoadedImage) GetImageId() string {
@@ -2097,7 +2279,7 @@ type LoadResult struct {
 
 func (x *LoadResult) Reset() {
 	*x = LoadResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2291,7 @@ func (x *LoadResult) String() string {
 func (*LoadResult) ProtoMessage() {}
 
 func (x *LoadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2304,7 @@ func (x *LoadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResult.ProtoReflect.Descriptor instead.
 func (*LoadResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LoadResult) GetImages() []*LoadedImage {
@@ -2148,7 +2330,7 @@ type LoadResponse struct {
 
 func (x *LoadResponse) Reset() {
 	*x = LoadResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2342,7 @@ func (x *LoadResponse) String() string {
 func (*LoadResponse) ProtoMessage() {}
 
 func (x *LoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2355,7 @@ func (x *LoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResponse.ProtoReflect.Descriptor instead.
 func (*LoadResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LoadResponse) GetResponse() isLoadResponse_Response {
@@ -2232,7 +2414,7 @@ type SaveRequest struct {
 
 func (x *SaveRequest) Reset() {
 	*x = SaveRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2426,7 @@ func (x *SaveRequest) String() string {
 func (*SaveRequest) ProtoMessage() {}
 
 func (x *SaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2439,7 @@ func (x *SaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveRequest.ProtoReflect.Descriptor instead.
 func (*SaveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SaveRequest) GetReferences() []string {
@@ -2285,7 +2467,7 @@ type SaveResponse struct {
 
 func (x *SaveResponse) Reset() {
 	*x = SaveResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2479,7 @@ func (x *SaveResponse) String() string {
 func (*SaveResponse) ProtoMessage() {}
 
 func (x *SaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2492,7 @@ func (x *SaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveResponse.ProtoReflect.Descriptor instead.
 func (*SaveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SaveResponse) GetData() []byte {
@@ -2337,7 +2519,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2349,7 +2531,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2362,7 +2544,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -2411,7 +2593,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2605,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2618,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PullRequest) GetReference() string {
@@ -2484,7 +2666,7 @@ type PullResult struct {
 
 func (x *PullResult) Reset() {
 	*x = PullResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2496,7 +2678,7 @@ func (x *PullResult) String() string {
 func (*PullResult) ProtoMessage() {}
 
 func (x *PullResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2509,7 +2691,7 @@ func (x *PullResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResult.ProtoReflect.Descriptor instead.
 func (*PullResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PullResult) GetImageId() string {
@@ -2556,7 +2738,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +2750,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +2763,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -2643,7 +2825,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2837,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2850,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -2709,7 +2891,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2903,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2916,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PushResult) GetReference() string {
@@ -2781,7 +2963,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2975,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2988,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -2856,7 +3038,23 @@ var File_strata_builder_v1_builder_proto protoreflect.FileDescriptor
 
 const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
-	"\x1fstrata/builder/v1/builder.proto\x12\x11strata.builder.v1\x1a\x1egoogle/protobuf/duration.proto\"\xba\x04\n" +
+	"\x1fstrata/builder/v1/builder.proto\x12\x11strata.builder.v1\x1a\x1egoogle/protobuf/duration.proto\"D\n" +
+	"\x06Ulimit\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04soft\x18\x02 \x01(\x03R\x04soft\x12\x12\n" +
+	"\x04hard\x18\x03 \x01(\x03R\x04hard\"\xf6\x01\n" +
+	"\fRunResources\x12\x16\n" +
+	"\x06memory\x18\x01 \x01(\x03R\x06memory\x12\x1f\n" +
+	"\vmemory_swap\x18\x02 \x01(\x03R\n" +
+	"memorySwap\x12\x1d\n" +
+	"\n" +
+	"cpu_shares\x18\x03 \x01(\x03R\tcpuShares\x12\x1d\n" +
+	"\n" +
+	"cpu_period\x18\x04 \x01(\x03R\tcpuPeriod\x12\x1b\n" +
+	"\tcpu_quota\x18\x05 \x01(\x03R\bcpuQuota\x12\x1d\n" +
+	"\n" +
+	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
+	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\"\xf9\x04\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -2871,7 +3069,8 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\anetwork\x18\b \x01(\x0e2\x1e.strata.builder.v1.NetworkModeR\anetwork\x12&\n" +
 	"\x0fbuild_arg_names\x18\t \x03(\tR\rbuildArgNames\x12%\n" +
 	"\x0econtext_digest\x18\n" +
-	" \x01(\tR\rcontextDigest\x1a<\n" +
+	" \x01(\tR\rcontextDigest\x12=\n" +
+	"\tresources\x18\v \x01(\v2\x1f.strata.builder.v1.RunResourcesR\tresources\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -3082,102 +3281,106 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),            // 0: strata.builder.v1.NetworkMode
 	(OutputStream)(0),           // 1: strata.builder.v1.OutputStream
 	(TransferAction)(0),         // 2: strata.builder.v1.TransferAction
 	(SaveFormat)(0),             // 3: strata.builder.v1.SaveFormat
-	(*BuildOptions)(nil),        // 4: strata.builder.v1.BuildOptions
-	(*FileEntry)(nil),           // 5: strata.builder.v1.FileEntry
-	(*ContextEntries)(nil),      // 6: strata.builder.v1.ContextEntries
-	(*FileData)(nil),            // 7: strata.builder.v1.FileData
-	(*BuildRequest)(nil),        // 8: strata.builder.v1.BuildRequest
-	(*ContextRequest)(nil),      // 9: strata.builder.v1.ContextRequest
-	(*StepStarted)(nil),         // 10: strata.builder.v1.StepStarted
-	(*StepCached)(nil),          // 11: strata.builder.v1.StepCached
-	(*StepOutput)(nil),          // 12: strata.builder.v1.StepOutput
-	(*StepDone)(nil),            // 13: strata.builder.v1.StepDone
-	(*BuildWarning)(nil),        // 14: strata.builder.v1.BuildWarning
-	(*BuildQueued)(nil),         // 15: strata.builder.v1.BuildQueued
-	(*BuildEvent)(nil),          // 16: strata.builder.v1.BuildEvent
-	(*BuildResult)(nil),         // 17: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),       // 18: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),    // 19: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),       // 20: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),       // 21: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),        // 22: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),      // 23: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),         // 24: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),         // 25: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),         // 26: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),          // 27: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),        // 28: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),         // 29: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),        // 30: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),        // 31: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),         // 32: strata.builder.v1.PullRequest
-	(*PullResult)(nil),          // 33: strata.builder.v1.PullResult
-	(*PullResponse)(nil),        // 34: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),         // 35: strata.builder.v1.PushRequest
-	(*PushResult)(nil),          // 36: strata.builder.v1.PushResult
-	(*PushResponse)(nil),        // 37: strata.builder.v1.PushResponse
-	nil,                         // 38: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                         // 39: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil), // 40: google.protobuf.Duration
+	(*Ulimit)(nil),              // 4: strata.builder.v1.Ulimit
+	(*RunResources)(nil),        // 5: strata.builder.v1.RunResources
+	(*BuildOptions)(nil),        // 6: strata.builder.v1.BuildOptions
+	(*FileEntry)(nil),           // 7: strata.builder.v1.FileEntry
+	(*ContextEntries)(nil),      // 8: strata.builder.v1.ContextEntries
+	(*FileData)(nil),            // 9: strata.builder.v1.FileData
+	(*BuildRequest)(nil),        // 10: strata.builder.v1.BuildRequest
+	(*ContextRequest)(nil),      // 11: strata.builder.v1.ContextRequest
+	(*StepStarted)(nil),         // 12: strata.builder.v1.StepStarted
+	(*StepCached)(nil),          // 13: strata.builder.v1.StepCached
+	(*StepOutput)(nil),          // 14: strata.builder.v1.StepOutput
+	(*StepDone)(nil),            // 15: strata.builder.v1.StepDone
+	(*BuildWarning)(nil),        // 16: strata.builder.v1.BuildWarning
+	(*BuildQueued)(nil),         // 17: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),          // 18: strata.builder.v1.BuildEvent
+	(*BuildResult)(nil),         // 19: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),       // 20: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),    // 21: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),       // 22: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),       // 23: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),        // 24: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),      // 25: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),         // 26: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),         // 27: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),         // 28: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),          // 29: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),        // 30: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),         // 31: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),        // 32: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),        // 33: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),         // 34: strata.builder.v1.PullRequest
+	(*PullResult)(nil),          // 35: strata.builder.v1.PullResult
+	(*PullResponse)(nil),        // 36: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),         // 37: strata.builder.v1.PushRequest
+	(*PushResult)(nil),          // 38: strata.builder.v1.PushResult
+	(*PushResponse)(nil),        // 39: strata.builder.v1.PushResponse
+	nil,                         // 40: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                         // 41: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil), // 42: google.protobuf.Duration
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
-	38, // 0: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	39, // 1: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
-	0,  // 2: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
-	5,  // 3: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
-	4,  // 4: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
-	6,  // 5: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
-	7,  // 6: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
-	1,  // 7: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	40, // 8: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
-	10, // 9: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
-	11, // 10: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
-	12, // 11: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
-	13, // 12: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
-	14, // 13: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
-	15, // 14: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
-	40, // 15: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
-	9,  // 16: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
-	16, // 17: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	17, // 18: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	2,  // 19: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
-	20, // 20: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
-	19, // 21: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	22, // 22: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
-	24, // 23: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
-	26, // 24: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
-	19, // 25: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	27, // 26: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
-	3,  // 27: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
-	31, // 28: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	19, // 29: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	33, // 30: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	31, // 31: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	19, // 32: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	36, // 33: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	8,  // 34: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	21, // 35: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	25, // 36: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	29, // 37: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	32, // 38: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	35, // 39: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	18, // 40: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	23, // 41: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	28, // 42: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	30, // 43: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	34, // 44: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	37, // 45: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	40, // [40:46] is the sub-list for method output_type
-	34, // [34:40] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	4,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
+	40, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	41, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
+	5,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
+	7,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
+	6,  // 6: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
+	8,  // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
+	9,  // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
+	1,  // 9: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
+	42, // 10: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	12, // 11: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
+	13, // 12: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
+	14, // 13: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
+	15, // 14: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
+	16, // 15: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
+	17, // 16: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
+	42, // 17: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	11, // 18: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
+	18, // 19: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	19, // 20: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	2,  // 21: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
+	22, // 22: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
+	21, // 23: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	24, // 24: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
+	26, // 25: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
+	28, // 26: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
+	21, // 27: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	29, // 28: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
+	3,  // 29: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
+	33, // 30: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	21, // 31: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	35, // 32: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	33, // 33: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	21, // 34: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	38, // 35: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	10, // 36: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	23, // 37: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	27, // 38: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	31, // 39: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	34, // 40: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	37, // 41: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	20, // 42: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	25, // 43: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	30, // 44: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	32, // 45: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	36, // 46: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	39, // 47: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	42, // [42:48] is the sub-list for method output_type
+	36, // [36:42] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -3185,12 +3388,12 @@ func file_strata_builder_v1_builder_proto_init() {
 	if File_strata_builder_v1_builder_proto != nil {
 		return
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[4].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[6].OneofWrappers = []any{
 		(*BuildRequest_Options)(nil),
 		(*BuildRequest_Entries)(nil),
 		(*BuildRequest_FileData)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[12].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[14].OneofWrappers = []any{
 		(*BuildEvent_Started)(nil),
 		(*BuildEvent_Cached)(nil),
 		(*BuildEvent_Output)(nil),
@@ -3198,32 +3401,32 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildEvent_Warning)(nil),
 		(*BuildEvent_Queued)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[14].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[16].OneofWrappers = []any{
 		(*BuildResponse_ContextRequest)(nil),
 		(*BuildResponse_Event)(nil),
 		(*BuildResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[17].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[19].OneofWrappers = []any{
 		(*ImportRequest_Options)(nil),
 		(*ImportRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[19].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[21].OneofWrappers = []any{
 		(*ImportResponse_Progress)(nil),
 		(*ImportResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[21].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[23].OneofWrappers = []any{
 		(*LoadRequest_Options)(nil),
 		(*LoadRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[24].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[26].OneofWrappers = []any{
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[30].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[32].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[33].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[35].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
 	}
@@ -3233,7 +3436,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

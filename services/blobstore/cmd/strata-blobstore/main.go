@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -31,6 +32,7 @@ type config struct {
 	partSize        int64
 	janitorMaxAge   time.Duration
 	janitorInterval time.Duration
+	probeInterval   time.Duration
 }
 
 func (c *config) register(fs *flagenv.Set) {
@@ -49,9 +51,13 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.partSize, "s3-part-size", s3blob.DefaultPartSize, "bytes per multipart part (at least 5 MiB); memory per upload is about (concurrency+1) parts")
 	fs.IntVar(&c.s3.Concurrency, "s3-concurrency", s3blob.DefaultConcurrency, "parts of one upload sent at once")
 	fs.IntVar(&c.s3.MaxParts, "s3-max-parts", 0, "parts in flight across all uploads and reads, which bounds memory (0: 4 × --s3-concurrency)")
+	fs.BoolVar(&c.s3.SignPayload, "s3-sign-payload", false, "sign every part's bytes (streaming SigV4) over plain HTTP; unsigned, the blob's digest check is the only check of its bytes")
 	fs.IntVar(&c.s3.MaxRetries, "s3-max-retries", s3blob.DefaultMaxRetries, "tries of one S3 request before the call fails UNAVAILABLE")
+	fs.DurationVar(&c.s3.IdleTimeout, "s3-idle-timeout", s3blob.DefaultIdleTimeout, "cut a connection to S3 that moves no byte for this long, and retry its request; must exceed the longest the server stays silent (completing the largest upload)")
+	fs.DurationVar(&c.s3.LeaseTTL, "s3-upload-lease", s3blob.DefaultLeaseTTL, "how long an upload stays its writer's after the writer was last heard of; a resume on another replica after a crash waits this long")
 	fs.DurationVar(&c.janitorMaxAge, "janitor-max-age", 24*time.Hour, "unfinished uploads idle this long are discarded")
 	fs.DurationVar(&c.janitorInterval, "janitor-interval", time.Hour, "how often the janitor looks for abandoned uploads")
+	fs.DurationVar(&c.probeInterval, "health-probe-interval", 5*time.Second, "how often the s3 backend checks that S3 answers; gRPC health is NOT_SERVING while it does not")
 }
 
 func (c *config) validate(fs *flagenv.Set) error {
@@ -89,11 +95,20 @@ func (c *config) validate(fs *flagenv.Set) error {
 	if c.s3.MaxRetries < 1 {
 		errs = append(errs, fs.Invalid("s3-max-retries", errors.New("want 1 or more")))
 	}
+	if c.s3.IdleTimeout < time.Second {
+		errs = append(errs, fs.Invalid("s3-idle-timeout", errors.New("want 1s or more")))
+	}
+	if c.s3.LeaseTTL < time.Second {
+		errs = append(errs, fs.Invalid("s3-upload-lease", errors.New("want 1s or more")))
+	}
 	if c.janitorMaxAge <= 0 {
 		errs = append(errs, fs.Invalid("janitor-max-age", errors.New("must be positive")))
 	}
 	if c.janitorInterval <= 0 {
 		errs = append(errs, fs.Invalid("janitor-interval", errors.New("must be positive")))
+	}
+	if c.probeInterval <= 0 {
+		errs = append(errs, fs.Invalid("health-probe-interval", errors.New("must be positive")))
 	}
 	return errors.Join(errs...)
 }
@@ -144,6 +159,9 @@ func main() {
 				return nil, err
 			}
 			blobv1.RegisterBlobServiceServer(srv.GRPC, server.New(store, server.NewMetrics(srv.Metrics)))
+			if s3, ok := store.(*s3blob.Store); ok {
+				srv.SetProbe(grpcserver.Probe{Check: s3.Check, Interval: cfg.probeInterval})
+			}
 			jctx, stop := context.WithCancel(ctx)
 			done := make(chan struct{})
 			go func() {
@@ -152,7 +170,13 @@ func main() {
 			}()
 			log.Info("blob store ready", "backend", cfg.backend, "fs_root", cfg.fsRoot, "s3_endpoint", cfg.s3.Endpoint,
 				"s3_bucket", cfg.s3.Bucket, "janitor_max_age", cfg.janitorMaxAge.String())
-			return func() { stop(); <-done }, nil
+			return func() {
+				stop()
+				<-done
+				if c, ok := store.(io.Closer); ok {
+					c.Close() // the fs backend's lock on its root
+				}
+			}, nil
 		},
 	}.Main(os.Args[1:]))
 }

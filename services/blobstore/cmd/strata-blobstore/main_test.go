@@ -114,6 +114,46 @@ func checkCLI(t *testing.T, addr string) {
 	}
 }
 
+// checkDamage flips a byte of a stored blob (in the file path gives for
+// its digest): strata blob get fails as DATA_LOSS naming the digest, and
+// strata blob verify names it and exits 1 while the other blob is intact.
+func checkDamage(t *testing.T, addr string, path func(digest.Digest) string) {
+	dir := t.TempDir()
+	var ds []digest.Digest
+	for i, n := range []int{3 << 20, 100} {
+		b := blobtest.Content(uint64(10+i), n)
+		file := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, errOut, err := strata(t, addr, nil, "blob", "put", file); err != nil {
+			t.Fatalf("strata blob put = %q, %v (%s)", out, err, errOut)
+		}
+		ds = append(ds, digest.FromBytes(b))
+	}
+	if out, errOut, err := strata(t, addr, nil, "blob", "verify"); err != nil || !strings.Contains(out, "2 blobs checked") {
+		t.Errorf("strata blob verify of intact blobs = %q, %v (%s); want 2 checked, success", out, err, errOut)
+	}
+	damaged := ds[0]
+	blobtest.FlipByte(t, path(damaged), 1<<20)
+
+	_, errOut, err := strata(t, addr, nil, "blob", "get", "-o", filepath.Join(dir, "got"), string(damaged))
+	if err == nil || !strings.Contains(errOut, string(damaged)) || !strings.Contains(errOut, "damaged") {
+		t.Errorf("strata blob get of a damaged blob = %v, %q; want a failure naming %s as damaged", err, errOut, damaged)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "got")); err == nil {
+		t.Errorf("strata blob get of a damaged blob left its output file")
+	}
+	out, errOut, err := strata(t, addr, nil, "blob", "verify")
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 1 ||
+		!strings.Contains(out, string(damaged)+"\tdamaged: ") || strings.Contains(out, string(ds[1])) || !strings.Contains(errOut, "1 of 2 blobs") {
+		t.Errorf("strata blob verify = %v, stdout %q, stderr %q; want exit 1 naming only %s as damaged", err, out, errOut, damaged)
+	}
+	if out, _, _ := strata(t, addr, nil, "blob", "verify", "-q", string(ds[1]), string(damaged)); out != string(damaged)+"\n" {
+		t.Errorf("strata blob verify -q = %q, want only %s", out, damaged)
+	}
+}
+
 func TestCLIWithFS(t *testing.T) {
 	root := t.TempDir()
 	addr := startServer(t, nil, "--fs-root", root)
@@ -122,13 +162,35 @@ func TestCLIWithFS(t *testing.T) {
 	if entries, err := os.ReadDir(filepath.Join(root, "ingest")); err != nil || len(entries) != 0 {
 		t.Errorf("ingest folder: %d entries, %v; want empty", len(entries), err)
 	}
+	t.Run("damage", func(t *testing.T) {
+		root := t.TempDir()
+		addr := startServer(t, nil, "--fs-root", root)
+		checkDamage(t, addr, func(d digest.Digest) string { return filepath.Join(root, "blobs", "sha256", d.Encoded()) })
+	})
+}
+
+// TestSecondProcessOnFSRoot: the fs backend is single-replica; a second
+// process on the same root stops at once, saying why.
+func TestSecondProcessOnFSRoot(t *testing.T) {
+	root := t.TempDir()
+	startServer(t, nil, "--fs-root", root)
+	cmd := exec.Command(harness.Binary(t, "strata-blobstore"), "--listen", fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), "--fs-root", root)
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), root) || !strings.Contains(string(out), "in use by another process") {
+		t.Errorf("a second strata-blobstore on %s: %v, output %q; want exit 1 naming the root as in use", root, err, out)
+	}
 }
 
 func TestCLIWithS3(t *testing.T) {
 	s3 := harness.StartS3(t)
-	addr := startServer(t, []string{"STRATA_S3_ACCESS_KEY=" + s3.AccessKey, "STRATA_S3_SECRET_KEY=" + s3.SecretKey},
-		"--backend", "s3", "--s3-endpoint", s3.Endpoint, "--s3-path-style", "--s3-create-bucket", "--s3-bucket", "cli")
+	env := []string{"STRATA_S3_ACCESS_KEY=" + s3.AccessKey, "STRATA_S3_SECRET_KEY=" + s3.SecretKey}
+	s3Args := []string{"--backend", "s3", "--s3-endpoint", s3.Endpoint, "--s3-path-style", "--s3-create-bucket"}
+	addr := startServer(t, env, append(s3Args, "--s3-bucket", "cli")...)
 	checkCLI(t, addr)
+	t.Run("damage", func(t *testing.T) {
+		addr := startServer(t, env, append(s3Args, "--s3-bucket", "damage")...)
+		checkDamage(t, addr, func(d digest.Digest) string { return filepath.Join(s3.Dir, "damage", "blobs", "sha256", d.Encoded()) })
+	})
 }
 
 // TestS3DownAtStart: the service starts while S3 is down, answers
@@ -160,6 +222,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--backend", "s3", "--s3-endpoint", "http://h:9000", "--s3-access-key", "a", "--s3-secret-key", "b"}, nil, `invalid value "http://h:9000" for --s3-endpoint`},
 		{[]string{"--s3-part-size", "1024"}, nil, `invalid value "1024" for --s3-part-size`},
 		{[]string{"--janitor-max-age", "-1h"}, nil, `invalid value "-1h0m0s" for --janitor-max-age`},
+		{[]string{"--s3-upload-lease", "100ms"}, nil, `invalid value "100ms" for --s3-upload-lease`},
+		{[]string{"--s3-idle-timeout", "0s"}, nil, `invalid value "0s" for --s3-idle-timeout`},
+		{nil, []string{"STRATA_HEALTH_PROBE_INTERVAL=0s"}, `invalid value "0s" for STRATA_HEALTH_PROBE_INTERVAL`},
 	} {
 		cmd := exec.Command(server, tc.args...)
 		cmd.Env = append(os.Environ(), tc.env...)

@@ -15,6 +15,7 @@
 //     digest or size.
 //   - ErrUnavailable: the backend cannot be reached, or the ref is held by
 //     another writer right now; safe to retry.
+//   - ErrDataLoss: a stored blob's bytes no longer hash to its digest.
 package blob
 
 import (
@@ -42,8 +43,9 @@ type Upload struct {
 	// Size is the declared total size, or -1 when unknown.
 	Size int64
 	// Offset is how many bytes the store holds durably: a resumed upload
-	// continues from here. It may be less than what the last writer wrote
-	// (backends persist in steps, such as S3 parts).
+	// continues from here. After a writer's Close it is every byte the
+	// writer took; after a crash it may be less (backends persist in steps,
+	// such as S3 parts).
 	Offset int64
 	// StartedAt is when the upload began; UpdatedAt when it last made progress.
 	StartedAt, UpdatedAt time.Time
@@ -64,9 +66,11 @@ type WriterOptions struct {
 	MediaType string
 }
 
-// Writer writes one upload. It appends at Offset; after an error other than
-// ErrUnavailable from Write, the upload has been discarded and the writer
-// only accepts Close.
+// Writer writes one upload. It appends at Offset. After an error from
+// Write the writer only accepts Close: when the content cannot be the blob
+// (ErrInvalidArgument) or is too large for the backend, the upload has been
+// discarded; when the storage failed (ErrUnavailable, or ErrResourceExhausted
+// for a full store), it stays resumable from its durable offset.
 type Writer interface {
 	io.Writer
 	// Offset is the number of bytes of the blob the writer holds: the next
@@ -80,7 +84,7 @@ type Writer interface {
 	// partial becomes visible.
 	Commit(ctx context.Context, expected digest.Digest) (Info, error)
 	// Close releases the writer. An upload that was not committed stays
-	// resumable from its durable offset (Store.Upload).
+	// resumable from its last byte written (Store.Upload).
 	Close() error
 }
 
@@ -94,7 +98,10 @@ type Store interface {
 	Stat(ctx context.Context, d digest.Digest) (Info, error)
 	// Open returns a reader of length bytes (0: up to the end) from offset.
 	// A range reaching past the end is cut at the end; an offset past the
-	// end is ErrInvalidArgument.
+	// end is ErrInvalidArgument. A reader of the whole blob checks what it
+	// serves (Verified): when the stored bytes no longer hash to d, its
+	// last Read fails with ErrDataLoss. A shorter range is served unchecked;
+	// Check, run over every blob by a scrub, covers those.
 	Open(ctx context.Context, d digest.Digest, offset, length int64) (io.ReadCloser, Info, error)
 	// NewWriter starts an upload under opts.Ref, or resumes the one held
 	// under it (its Offset says where to continue).

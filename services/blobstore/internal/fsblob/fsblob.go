@@ -1,19 +1,29 @@
 // Package fsblob is the blob.Store in a local directory, Strata's embedded
 // default. Layout under the root:
 //
-//	blobs/sha256/<hex>      committed blobs, read-only
+//	blobs/sha256/<hex>      committed blobs, read-only (sha512 ones in
+//	                        blobs/sha512/)
 //	ingest/<ref>/data       the bytes of an unfinished upload
 //	ingest/<ref>/meta.json  what its writer declared
 //
+//	lock                    held (flock) by the process serving the root
+//
 // An upload is fsynced, checked, then hard-linked into blobs/ (link fails
 // rather than replaces when the blob exists, so one copy is kept) and its
-// ingest folder removed: a blob is visible whole or not at all. One process
-// serves a root at a time.
+// ingest folder removed: a blob is visible whole or not at all.
+//
+// The backend is single-replica by design: upload locks live in the
+// process, so one process serves a root at a time, and New fails when
+// another holds the root's lock. Several replicas need the S3 backend.
+//
+// A full filesystem (ENOSPC, or a quota's EDQUOT) fails the upload with
+// ErrResourceExhausted naming the store; the bytes written so far stay, so
+// that the upload resumes once space is freed, and committed blobs are
+// untouched.
 package fsblob
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +38,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
@@ -36,27 +47,56 @@ import (
 // Store keeps blobs under a root directory.
 type Store struct {
 	root  string
-	locks blob.RefLocks
+	lock  *os.File // flocked while the store is open
+	locks refLocks
 }
 
 var _ blob.Store = (*Store)(nil)
 
-// New opens, creating when needed, a store under root.
+// New opens, creating when needed, the store under root, and takes its
+// lock: when another process serves root, it fails saying so. Close lets go.
 func New(root string) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
-	for _, dir := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "ingest")} {
+	for _, dir := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "blobs", "sha512"), filepath.Join(abs, "ingest")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("creating the blob store in %s: %w", abs, err)
 		}
 	}
-	return &Store{root: abs}, nil
+	path := filepath.Join(abs, "lock")
+	lock, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening the blob store's lock: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("blob store %s is in use by another process (it holds the lock on %s): the fs backend serves one process at a time; run several replicas on the s3 backend", abs, path)
+		}
+		return nil, fmt.Errorf("locking the blob store %s: %w", abs, err)
+	}
+	return &Store{root: abs, lock: lock}, nil
+}
+
+// Close lets go of the store's lock, for another process to take it; the
+// store must not be used after.
+func (s *Store) Close() error { return s.lock.Close() }
+
+// ioErr is the error for a failed write of the upload ref: a full
+// filesystem is ErrResourceExhausted naming the store, and the upload is
+// left for a resume.
+func (s *Store) ioErr(ref string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return errdefs.ResourceExhausted("blob store %s is full: upload %q keeps the bytes it has; resume it once space is freed (%v)", s.root, ref, err).
+			WithReason("STORE_FULL").WithDetail("store", s.root).WithDetail("ref", ref)
+	}
+	return fmt.Errorf("upload %q: %w", ref, err)
 }
 
 func (s *Store) blobPath(d digest.Digest) string {
-	return filepath.Join(s.root, "blobs", "sha256", d.Encoded())
+	return filepath.Join(s.root, "blobs", string(d.Algorithm()), d.Encoded())
 }
 
 func (s *Store) ingestDir(ref string) string { return filepath.Join(s.root, "ingest", ref) }
@@ -101,10 +141,14 @@ func (s *Store) Open(_ context.Context, d digest.Digest, offset, length int64) (
 		f.Close()
 		return nil, blob.Info{}, err
 	}
-	return struct {
+	var rc io.ReadCloser = struct {
 		io.Reader
 		io.Closer
-	}{io.NewSectionReader(f, offset, n), f}, info, nil
+	}{io.NewSectionReader(f, offset, n), f}
+	if n == info.Size {
+		rc = blob.Verified(rc, d, info.Size)
+	}
+	return rc, info, nil
 }
 
 // Delete implements blob.Store.
@@ -129,34 +173,39 @@ func (s *Store) List(_ context.Context, after digest.Digest, limit int) ([]blob.
 	if limit <= 0 {
 		return nil, nil
 	}
-	entries, err := os.ReadDir(filepath.Join(s.root, "blobs", "sha256"))
-	if err != nil {
-		return nil, err
-	}
-	afterHex := ""
-	if after != "" {
-		afterHex = after.Encoded()
-	}
-	start, _ := slices.BinarySearchFunc(entries, afterHex, func(e os.DirEntry, name string) int {
-		return strings.Compare(e.Name(), name)
-	})
 	var out []blob.Info
-	for _, e := range entries[start:] {
-		if len(out) == limit {
-			break
+	for _, alg := range blob.Algorithms {
+		if after != "" && alg < after.Algorithm() {
+			continue // every digest of alg sorts before after
 		}
-		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
-		if e.Name() <= afterHex || d.Validate() != nil {
-			continue
+		afterHex := ""
+		if after != "" && alg == after.Algorithm() {
+			afterHex = after.Encoded()
 		}
-		fi, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // deleted since the directory was read
-		}
+		entries, err := os.ReadDir(filepath.Join(s.root, "blobs", string(alg)))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, blob.Info{Digest: d, Size: fi.Size(), CreatedAt: fi.ModTime()})
+		start, _ := slices.BinarySearchFunc(entries, afterHex, func(e os.DirEntry, name string) int {
+			return strings.Compare(e.Name(), name)
+		})
+		for _, e := range entries[start:] {
+			if len(out) == limit {
+				return out, nil
+			}
+			d := digest.NewDigestFromEncoded(alg, e.Name())
+			if e.Name() <= afterHex || d.Validate() != nil {
+				continue
+			}
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // deleted since the directory was read
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, blob.Info{Digest: d, Size: fi.Size(), CreatedAt: fi.ModTime()})
+		}
 	}
 	return out, nil
 }
@@ -297,11 +346,11 @@ func (s *Store) openWriter(opts blob.WriterOptions) (*writer, error) {
 			return nil, err
 		}
 		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, err
+			return nil, s.ioErr(opts.Ref, err)
 		}
 		b, _ := json.Marshal(m)
 		if err := writeFileSync(filepath.Join(dir, "meta.json"), b); err != nil {
-			return nil, err
+			return nil, s.ioErr(opts.Ref, err)
 		}
 	case err != nil:
 		return nil, err
@@ -311,9 +360,9 @@ func (s *Store) openWriter(opts blob.WriterOptions) (*writer, error) {
 	}
 	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, s.ioErr(opts.Ref, err)
 	}
-	h := sha256.New()
+	h := blob.HashOf(m.Expected).Hash()
 	n, err := io.Copy(h, f)
 	if err != nil {
 		f.Close()
@@ -363,7 +412,7 @@ func (w *writer) Write(p []byte) (int, error) {
 	w.h.Write(p[:n])
 	w.offset += int64(n)
 	if err != nil {
-		return n, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
+		return n, w.s.ioErr(w.opts.Ref, err)
 	}
 	return n, nil
 }
@@ -384,25 +433,39 @@ func (w *writer) Commit(_ context.Context, expected digest.Digest) (blob.Info, e
 	if err != nil {
 		return blob.Info{}, err
 	}
-	actual := digest.NewDigest(digest.SHA256, w.h)
+	actual := digest.NewDigest(blob.HashOf(w.opts.Expected), w.h)
+	if alg := expected.Algorithm(); alg != actual.Algorithm() {
+		// The digest came at commit with another algorithm: hash the
+		// bytes again with it.
+		if err := w.fw.Close(); err != nil {
+			return blob.Info{}, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
+		}
+		h := alg.Hash()
+		if _, err := io.Copy(h, io.NewSectionReader(w.f, 0, w.offset)); err != nil {
+			return blob.Info{}, fmt.Errorf("upload %q: hashing its bytes with %s: %w", w.opts.Ref, alg, err)
+		}
+		actual = digest.NewDigest(alg, h)
+	}
 	if err := blob.Verify(expected, w.opts.Size, actual, w.offset); err != nil {
 		w.discard()
 		return blob.Info{}, err
 	}
 	if err := errors.Join(w.fw.Close(), w.f.Sync()); err != nil {
-		return blob.Info{}, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
+		return blob.Info{}, w.s.ioErr(w.opts.Ref, err)
 	}
 	now := time.Now()
 	data := w.f.Name()
 	_ = os.Chtimes(data, now, now) // CreatedAt is the commit time
 	target := w.s.blobPath(expected)
 	err = os.Link(data, target)
-	w.discard()
-	if errors.Is(err, fs.ErrExist) {
-		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		// The bytes are checked and kept: a commit once the cause is
+		// gone (a directory entry on a full disk) needs no resend.
+		return blob.Info{}, fmt.Errorf("committing %s: %w", expected, w.s.ioErr(w.opts.Ref, err))
 	}
+	w.discard()
 	if err != nil {
-		return blob.Info{}, fmt.Errorf("committing %s: %w", expected, err)
+		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
 	}
 	if err := syncDir(filepath.Dir(target)); err != nil {
 		return blob.Info{}, fmt.Errorf("committing %s: %w", expected, err)
@@ -434,5 +497,8 @@ func (w *writer) Close() error {
 		return nil
 	}
 	err := errors.Join(w.fw.Close(), w.f.Sync())
+	if err != nil {
+		err = w.s.ioErr(w.opts.Ref, err)
+	}
 	return errors.Join(err, w.f.Close())
 }

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -22,6 +23,16 @@ func TestConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		return s
+	})
+}
+
+func TestDamage(t *testing.T) {
+	blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
+		s, err := New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, func(t *testing.T, d digest.Digest, off int64) { blobtest.FlipByte(t, s.blobPath(d), off) }
 	})
 }
 
@@ -95,6 +106,9 @@ func TestResumeAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	s2, err := New(root)
 	if err != nil {
@@ -114,4 +128,28 @@ func TestResumeAcrossRestart(t *testing.T) {
 	if _, err := w.Commit(ctx, ""); err != nil {
 		t.Fatalf("Commit after restart = %v", err)
 	}
+}
+
+// TestOneStorePerRoot: a second store on a root that one holds fails,
+// naming the root, until the first is closed.
+func TestOneStorePerRoot(t *testing.T) {
+	root := t.TempDir()
+	s, err := New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := New(root); err == nil || !strings.Contains(err.Error(), root) || !strings.Contains(err.Error(), "in use by another process") {
+		if s2 != nil {
+			s2.Close()
+		}
+		t.Errorf("New(%s) while another store holds it = %v, want an error naming the root as in use", root, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := New(root)
+	if err != nil {
+		t.Fatalf("New(%s) once the first store closed = %v", root, err)
+	}
+	s2.Close()
 }

@@ -2,7 +2,9 @@ package s3blob
 
 import (
 	"context"
+	"errors"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -46,17 +48,100 @@ type fetched struct {
 }
 
 func (s *Store) fetch(ctx context.Context, d digest.Digest, offset, n int64) fetched {
-	body, err := s.get(ctx, d, offset, n)
-	if err != nil {
+	r := s.openRange(ctx, d, offset, n)
+	defer r.Close()
+	buf := s.getBuf(s.cfg.PartSize)[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		s.putBuf(buf)
 		return fetched{err: err}
 	}
-	defer body.Close()
-	buf := s.getBuf(s.cfg.PartSize)[:n]
-	if _, err := io.ReadFull(body, buf); err != nil {
-		s.putBuf(buf)
-		return fetched{err: s.classify(err, "reading %s at %d", d, offset)}
-	}
 	return fetched{buf: buf}
+}
+
+// rangeReader reads n bytes of a blob from offset through a GET, and when
+// the stream breaks (a reset, a cut, a stall ended by the idle timeout)
+// asks for the rest with a new GET, after a short wait: blobs never change,
+// so the rest is the same bytes. It gives up, UNAVAILABLE, after
+// MaxRetries breaks in a row without a byte read between them, and at
+// once when the blob is gone or the caller's context ends.
+type rangeReader struct {
+	s      *Store
+	d      digest.Digest
+	get    func(offset, n int64) (io.ReadCloser, error)
+	wait   func(time.Duration) error // sleeps unless the context ends
+	off    int64                     // of the next byte
+	end    int64
+	body   io.ReadCloser
+	breaks int // in a row, without progress
+}
+
+func (s *Store) openRange(ctx context.Context, d digest.Digest, offset, n int64) *rangeReader {
+	return &rangeReader{
+		s: s, d: d, off: offset, end: offset + n,
+		get: func(offset, n int64) (io.ReadCloser, error) { return s.get(ctx, d, offset, n) },
+		wait: func(dt time.Duration) error {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(dt):
+				return nil
+			}
+		},
+	}
+}
+
+// start sends the GET of what is left.
+func (r *rangeReader) start() error {
+	body, err := r.get(r.off, r.end-r.off)
+	if err != nil {
+		return err
+	}
+	r.body = body
+	return nil
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	if r.off == r.end {
+		return 0, io.EOF
+	}
+	for {
+		if r.body == nil {
+			if err := r.start(); err != nil {
+				return 0, err
+			}
+		}
+		n, err := r.body.Read(p[:min(int64(len(p)), r.end-r.off)])
+		r.off += int64(n)
+		if n > 0 {
+			r.breaks = 0
+		}
+		switch {
+		case err == nil || r.off == r.end:
+			return n, nil
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			return n, err
+		}
+		// The stream broke (an early EOF too: the range is not all here).
+		r.body.Close()
+		r.body = nil
+		if n > 0 {
+			return n, nil
+		}
+		r.breaks++
+		if r.breaks > r.s.cfg.MaxRetries {
+			return 0, r.s.classify(err, "reading %s at %d", r.d, r.off)
+		}
+		if err := r.wait(time.Duration(r.breaks) * 100 * time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (r *rangeReader) Close() error {
+	if r.body != nil {
+		return r.body.Close()
+	}
+	return nil
 }
 
 type parallelReader struct {

@@ -1,8 +1,9 @@
 // Package s3blob is the blob.Store in an S3-compatible bucket, through
 // minio-go. Keys:
 //
-//	blobs/sha256/<hex>   committed blobs
-//	uploads/<ref>.json   the state of an unfinished upload (see state)
+//	blobs/sha256/<hex>   committed blobs (sha512 ones under blobs/sha512/)
+//	uploads/<ref>.json   the state of an unfinished upload, and the lease of
+//	                     the writer that holds it (see state)
 //	ingest/<ref>         where the multipart upload of a blob whose digest
 //	                     comes only at commit is assembled, then copied from
 //
@@ -14,7 +15,12 @@
 //
 // After each part the upload's state (parts, offset and the SHA-256 state at
 // that offset) is saved in the bucket, so that any process can resume the
-// upload from that offset.
+// upload from that offset. Nothing about uploads lives in the process:
+// which writer holds an upload is a lease in that state, taken and renewed
+// with S3's conditional writes, so that any number of replicas serve one
+// bucket, each upload is written by one of them at a time, and every
+// replica's janitor may run. It needs an S3 server that honours If-Match
+// and If-None-Match on PutObject (AWS, MinIO, versitygw).
 package s3blob
 
 import (
@@ -27,9 +33,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -75,10 +83,27 @@ type Config struct {
 	Concurrency int
 	// MaxRetries bounds the client's tries of one request (1: no retry).
 	MaxRetries int
+	// SignPayload signs each part's bytes (streaming SigV4, a SHA-256 per
+	// chunk, which the server checks) over plain HTTP, for links where
+	// bytes could change between the blob store and S3; over TLS, minio-go
+	// sends them unsigned all the same.
+	SignPayload bool
 	// MaxParts bounds the parts in flight, uploading or read ahead, across
 	// all uploads and reads of the store, so that many at once do not
 	// multiply its memory. 0 means 4 × Concurrency.
 	MaxParts int
+	// IdleTimeout cuts a connection to S3 that moves no byte for this
+	// long, so that a stalled server (a dead peer, a black hole) fails the
+	// request, which is then retried, rather than hanging it. It must
+	// exceed the longest the server stays silent while it works, such as
+	// completing the multipart upload of the largest blob. 0 means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// LeaseTTL is how long an upload stays its writer's after the writer's
+	// last renewal (every third of it): a resume on another replica after
+	// a crash waits this long. Replicas' clocks must agree to well within
+	// it. 0 means DefaultLeaseTTL.
+	LeaseTTL time.Duration
 }
 
 // Defaults for Config's upload fields.
@@ -86,23 +111,24 @@ const (
 	DefaultPartSize    = 8 << 20
 	DefaultConcurrency = 4
 	DefaultMaxRetries  = 3
+	DefaultLeaseTTL    = 30 * time.Second
+	DefaultIdleTimeout = 30 * time.Second
 )
 
 // Store keeps blobs in a bucket.
 type Store struct {
-	core  minio.Core
-	cfg   Config
-	locks blob.RefLocks
-	bufs  sync.Pool           // part buffers of cfg.PartSize
-	mem   *semaphore.Weighted // parts of cfg.PartSize in flight, store-wide (cfg.MaxParts)
+	core minio.Core
+	cfg  Config
+	host string              // names this process in upload leases
+	bufs sync.Pool           // part buffers of cfg.PartSize
+	mem  *semaphore.Weighted // parts of cfg.PartSize in flight, store-wide (cfg.MaxParts)
 
 	// ensureMu lets one caller at a time check or create the bucket: S3
 	// servers (versitygw among them) may fail concurrent creations of one
 	// bucket with an internal error instead of BucketAlreadyOwnedByYou.
 	ensureMu sync.Mutex
 	mu       sync.Mutex
-	ready    bool            // the bucket was seen
-	inFlight map[string]bool // multipart upload IDs of open writers
+	ready    bool // the bucket was seen
 }
 
 var _ blob.Store = (*Store)(nil)
@@ -123,6 +149,12 @@ func New(cfg Config) (*Store, error) {
 	if cfg.MaxParts == 0 {
 		cfg.MaxParts = 4 * cfg.Concurrency
 	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	if cfg.PartSize < MinPartSize {
 		return nil, fmt.Errorf("part size %d is below S3's minimum of %d", cfg.PartSize, MinPartSize)
 	}
@@ -130,28 +162,63 @@ func New(cfg Config) (*Store, error) {
 	if cfg.PathStyle {
 		lookup = minio.BucketLookupPath
 	}
+	tr, err := minio.DefaultTransport(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TLS && cfg.TLSInsecure {
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by flag
+	}
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c, idle: cfg.IdleTimeout}, nil
+	}
 	opts := &minio.Options{
 		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken),
 		Secure:       cfg.TLS,
 		Region:       cfg.Region,
 		BucketLookup: lookup,
 		MaxRetries:   cfg.MaxRetries,
-	}
-	if cfg.TLS && cfg.TLSInsecure {
-		tr, err := minio.DefaultTransport(true)
-		if err != nil {
-			return nil, err
-		}
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by flag
-		opts.Transport = tr
+		Transport:    tr,
 	}
 	c, err := minio.New(cfg.Endpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("S3 endpoint %q: %w", cfg.Endpoint, err)
 	}
-	s := &Store{core: minio.Core{Client: c}, cfg: cfg, inFlight: map[string]bool{}, mem: semaphore.NewWeighted(int64(cfg.MaxParts))}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	s := &Store{core: minio.Core{Client: c}, cfg: cfg, host: host, mem: semaphore.NewWeighted(int64(cfg.MaxParts))}
 	s.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	return s, nil
+}
+
+// idleConn is a connection whose every read and write must move a byte
+// within idle of the one before (see Config.IdleTimeout). A deadline
+// covers both directions, so that a request being written keeps the
+// reader of its connection alive.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if err := c.SetDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	if err := c.SetDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }
 
 // maxPartSize is the largest part an upload may use: S3's limit, and no
@@ -174,9 +241,25 @@ func (s *Store) partWeight(n int) int64 {
 	return min(max(1, (int64(n)+s.cfg.PartSize-1)/s.cfg.PartSize), int64(s.cfg.MaxParts))
 }
 
-// Check reaches the S3 server and makes sure of the bucket; New's callers
-// use it to report at start whether S3 is there.
-func (s *Store) Check(ctx context.Context) error { return s.ensure(ctx) }
+// Check reaches the S3 server and makes sure of the bucket, each time it is
+// called: New's callers report with it at start whether S3 is there, and
+// the health probe runs it.
+func (s *Store) Check(ctx context.Context) error {
+	if err := s.ensure(ctx); err != nil {
+		return err
+	}
+	ok, err := s.core.BucketExists(ctx, s.cfg.Bucket)
+	if err != nil {
+		return s.classify(err, "checking bucket %q", s.cfg.Bucket)
+	}
+	if !ok {
+		s.mu.Lock()
+		s.ready = false
+		s.mu.Unlock()
+		return errdefs.Unavailable("bucket %q does not exist at S3 %s", s.cfg.Bucket, s.cfg.Endpoint).WithReason("BUCKET_MISSING")
+	}
+	return nil
+}
 
 // ensure checks, once it succeeds, that the bucket exists, creating it when
 // allowed.
@@ -215,8 +298,9 @@ func (s *Store) ensure(ctx context.Context) error {
 	return nil
 }
 
-func blobKey(d digest.Digest) string { return "blobs/sha256/" + d.Encoded() }
+func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
 func stateKey(ref string) string     { return "uploads/" + ref + ".json" }
+func tailKey(ref string) string      { return "uploads/" + ref + ".tail" }
 func ingestKey(ref string) string    { return "ingest/" + ref }
 
 func isCode(err error, codes ...string) bool {
@@ -293,17 +377,25 @@ func (s *Store) Open(ctx context.Context, d digest.Digest, offset, length int64)
 	if err != nil {
 		return nil, blob.Info{}, err
 	}
-	if n == 0 {
-		return io.NopCloser(bytes.NewReader(nil)), info, nil
+	var rc io.ReadCloser
+	switch {
+	case n == 0:
+		rc = io.NopCloser(bytes.NewReader(nil))
+	case n > s.cfg.PartSize:
+		rc = s.openParallel(ctx, d, offset, n)
+	default:
+		r := s.openRange(ctx, d, offset, n)
+		// The first GET now, so that a blob deleted since the Stat is
+		// NOT_FOUND here rather than at the first Read.
+		if err := r.start(); err != nil {
+			return nil, blob.Info{}, err
+		}
+		rc = r
 	}
-	if n > s.cfg.PartSize {
-		return s.openParallel(ctx, d, offset, n), info, nil
+	if n == info.Size {
+		rc = blob.Verified(rc, d, info.Size)
 	}
-	body, err := s.get(ctx, d, offset, n)
-	if err != nil {
-		return nil, blob.Info{}, err
-	}
-	return &reader{ReadCloser: body, s: s, d: d}, info, nil
+	return rc, info, nil
 }
 
 // get starts a GET of n bytes of d from offset.
@@ -320,21 +412,6 @@ func (s *Store) get(ctx context.Context, d digest.Digest, offset, n int64) (io.R
 		return nil, s.classify(err, "reading %s", d)
 	}
 	return body, nil
-}
-
-// reader classifies the errors of a blob's body.
-type reader struct {
-	io.ReadCloser
-	s *Store
-	d digest.Digest
-}
-
-func (r *reader) Read(p []byte) (int, error) {
-	n, err := r.ReadCloser.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		err = r.s.classify(err, "reading %s", r.d)
-	}
-	return n, err
 }
 
 // Delete implements blob.Store.
@@ -362,29 +439,34 @@ func (s *Store) List(ctx context.Context, after digest.Digest, limit int) ([]blo
 	if err := s.ensure(ctx); err != nil {
 		return nil, err
 	}
-	const prefix = "blobs/sha256/"
-	startAfter := prefix
-	if after != "" {
-		startAfter = blobKey(after)
-	}
 	var out []blob.Info
-	token := ""
-	for len(out) < limit {
-		res, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, startAfter, token, "", min(limit-len(out), 1000))
-		if err != nil {
-			return nil, s.classify(err, "listing blobs")
+	for _, alg := range blob.Algorithms {
+		if after != "" && alg < after.Algorithm() {
+			continue // every digest of alg sorts before after
 		}
-		for _, o := range res.Contents {
-			d := digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(o.Key, prefix))
-			if d.Validate() != nil || len(out) == limit {
-				continue
+		prefix := "blobs/" + string(alg) + "/"
+		startAfter := prefix
+		if after != "" && alg == after.Algorithm() {
+			startAfter = blobKey(after)
+		}
+		token := ""
+		for len(out) < limit {
+			res, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, startAfter, token, "", min(limit-len(out), 1000))
+			if err != nil {
+				return nil, s.classify(err, "listing blobs")
 			}
-			out = append(out, blob.Info{Digest: d, Size: o.Size, CreatedAt: o.LastModified})
+			for _, o := range res.Contents {
+				d := digest.NewDigestFromEncoded(alg, strings.TrimPrefix(o.Key, prefix))
+				if d.Validate() != nil || len(out) == limit {
+					continue
+				}
+				out = append(out, blob.Info{Digest: d, Size: o.Size, CreatedAt: o.LastModified})
+			}
+			if !res.IsTruncated || res.NextContinuationToken == "" {
+				break
+			}
+			token = res.NextContinuationToken
 		}
-		if !res.IsTruncated || res.NextContinuationToken == "" {
-			break
-		}
-		token = res.NextContinuationToken
 	}
 	return out, nil
 }

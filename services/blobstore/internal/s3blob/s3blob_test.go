@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,39 @@ func NewTestStore(t *testing.T, srv *harness.S3) *Store {
 func TestConformance(t *testing.T) {
 	srv := harness.StartS3(t)
 	blobtest.TestStore(t, func(t *testing.T) blob.Store { return NewTestStore(t, srv) })
+}
+
+func TestDamage(t *testing.T) {
+	srv := harness.StartS3(t)
+	blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
+		s := NewTestStore(t, srv)
+		return s, func(t *testing.T, d digest.Digest, off int64) {
+			blobtest.FlipByte(t, filepath.Join(srv.Dir, s.cfg.Bucket, blobKey(d)), off)
+		}
+	})
+}
+
+func TestReplicas(t *testing.T) {
+	srv := harness.StartS3(t)
+	blobtest.TestReplicas(t, func(t *testing.T) (blob.Store, blob.Store) {
+		a := NewTestStore(t, srv)
+		b, err := New(a.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, b
+	})
+}
+
+// TestConformanceSignedPayload runs the suite with every part's bytes
+// signed, which versitygw checks chunk by chunk.
+func TestConformanceSignedPayload(t *testing.T) {
+	srv := harness.StartS3(t)
+	blobtest.TestStore(t, func(t *testing.T) blob.Store {
+		s := NewTestStore(t, srv)
+		s.cfg.SignPayload = true
+		return s
+	})
 }
 
 // multipartUploads lists the incomplete multipart uploads in the bucket.
@@ -98,10 +132,12 @@ func TestDownAtStart(t *testing.T) {
 
 // TestKilledMidUpload kills S3 during a multipart upload: the upload fails,
 // no blob is visible, and after S3 restarts the same upload resumes, in a
-// new store as a new process would, and commits.
+// new store as a new process would, once the lease the failed writer could
+// not let go of has run out, and commits.
 func TestKilledMidUpload(t *testing.T) {
 	srv := harness.StartS3(t)
 	s := NewTestStore(t, srv)
+	s.cfg.LeaseTTL = time.Second
 	ctx := context.Background()
 	b := blobtest.Content(1, 23<<20+11)
 	d := digest.FromBytes(b)
@@ -142,10 +178,10 @@ func TestKilledMidUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err = s2.NewWriter(ctx, opts)
-	if err != nil {
-		t.Fatalf("resuming = %v", err)
-	}
+	harness.WaitFor(t, "the lease to run out", 10*time.Second, func(context.Context) error {
+		w, err = s2.NewWriter(ctx, opts) // not the poll's context, which ends when it returns
+		return err
+	})
 	defer w.Close()
 	if off := w.Offset(); off < 10<<20 || off%MinPartSize != 0 {
 		t.Errorf("resumed at %d, want a part boundary of at least %d", off, 10<<20)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding"
+	"errors"
+	"fmt"
 	"hash"
 	"slices"
 	"sync"
@@ -16,10 +18,13 @@ import (
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
 )
 
-// partOptions skip minio-go's SHA-256 of each part's payload: the writer
-// hashes every byte for the blob's digest already, which the commit checks,
-// and the parts still carry a CRC32C checksum.
-var partOptions = minio.PutObjectPartOptions{DisableContentSha256: true}
+// partOptions skip minio-go's SHA-256 of each part's payload unless
+// Config.SignPayload asks for it: the writer hashes every byte for the
+// blob's digest already, which the commit checks. Unsigned parts carry no
+// checksum of their own (minio-go adds none to PutObjectPart).
+func (s *Store) partOptions() minio.PutObjectPartOptions {
+	return minio.PutObjectPartOptions{DisableContentSha256: !s.cfg.SignPayload}
+}
 
 // stateTimeout bounds the clean-up a writer does after its caller's context
 // ended.
@@ -31,7 +36,8 @@ const stateTimeout = 30 * time.Second
 // bounds memory to about (Concurrency+1) parts.
 type writer struct {
 	s        *Store
-	st       *state    // Parts, Offset, Hash and UpdatedAt change under mu
+	owner    string    // this writer, as the upload's state names it
+	st       *state    // Parts, Offset, Hash, UploadID and UpdatedAt change under mu
 	h        hash.Hash // of every byte received
 	offset   int64     // bytes received
 	buf      []byte    // the part being filled
@@ -44,13 +50,17 @@ type writer struct {
 	stop     sync.Once
 	discard  bool // set before jobs closes: the uploader removes the upload
 
+	beatStop chan struct{} // closed to stop the lease's renewal
+	beatDone chan struct{} // closed once it stopped
+
 	mu      sync.Mutex
 	err     error       // the first failure of a part
 	done    map[int]job // parts stored past the saved prefix
 	saveMu  sync.Mutex  // orders state saves
-	saved   int64       // the offset of the last saved state
+	etag    string      // of the state this writer saved last, under saveMu
 	closed  bool
 	commitd bool
+	gone    bool // the upload was discarded or committed: nothing to let go
 }
 
 // job is one part to upload: its bytes, the blob offset at its end and the
@@ -63,19 +73,103 @@ type job struct {
 	etag   string
 }
 
-// newWriter starts the uploader goroutine, which holds ctx: part uploads run
-// under the context the writer was made with, and end with it.
-func newWriter(ctx context.Context, s *Store, st *state, h hash.Hash) *writer {
+// newWriter starts the uploader goroutine and the lease's renewal, which
+// hold ctx: part uploads run under the context the writer was made with,
+// and end with it. owner holds st, saved under etag; tail are the bytes
+// past st's parts that the last writer kept (see state.Tail).
+func newWriter(ctx context.Context, s *Store, st *state, etag, owner string, h hash.Hash, tail []byte) *writer {
 	w := &writer{
-		s: s, st: st, h: h, offset: st.Offset, nextPart: len(st.Parts) + 1, saved: st.Offset,
+		s: s, owner: owner, st: st, etag: etag, h: h, offset: st.Offset + int64(len(tail)), nextPart: len(st.Parts) + 1,
 		jobs: make(chan job), tokens: make(chan struct{}, s.cfg.Concurrency), finished: make(chan struct{}),
+		beatStop: make(chan struct{}), beatDone: make(chan struct{}),
 		done: map[int]job{},
 	}
-	if st.UploadID != "" {
-		s.markInFlight(st.UploadID, true)
+	if tail != nil {
+		// The tail is the start of the next part again; the state saved
+		// with the next part forgets it.
+		w.buf = append(w.newBuf(), tail...)
+		st.Tail, st.TailHash = 0, nil
 	}
 	go w.upload(ctx)
+	go w.renew(ctx)
 	return w
+}
+
+// renew saves the state every third of the lease, which keeps the upload
+// this writer's while it lives, however slowly its client sends. A save
+// that fails for S3's sake is tried at the next beat; one that finds the
+// upload taken over stops the writer.
+func (w *writer) renew(ctx context.Context) {
+	defer close(w.beatDone)
+	t := time.NewTicker(w.s.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.beatStop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.save(ctx, true); isTakenOver(err) {
+			w.fail(err)
+			return
+		}
+	}
+}
+
+// save writes the upload's state as this writer has it, holding the lease
+// for another term (hold) or letting go of it, on the condition that the
+// bucket holds the copy this writer saved last. When it holds another, it
+// is read back: when it still names this writer (an earlier save went
+// through but its answer was lost to a cut connection), the save goes over
+// it; otherwise the upload was taken over or removed while this writer
+// stalled past its lease, and save fails with UPLOAD_TAKEN_OVER.
+func (w *writer) save(ctx context.Context, hold bool) error {
+	w.saveMu.Lock()
+	defer w.saveMu.Unlock()
+	w.mu.Lock()
+	snap := *w.st
+	snap.Parts = slices.Clone(w.st.Parts)
+	w.mu.Unlock()
+	snap.Owner, snap.LeaseUntil = "", time.Time{}
+	if hold {
+		snap.Owner, snap.LeaseUntil = w.owner, time.Now().Add(w.s.cfg.LeaseTTL).UTC()
+	}
+	etag, err := w.s.writeState(ctx, &snap, w.etag)
+	if errors.Is(err, errChanged) {
+		cur, curTag, rerr := w.s.readState(ctx, snap.Ref)
+		switch {
+		case rerr == nil && cur.Owner == w.owner:
+			etag, err = w.s.writeState(ctx, &snap, curTag)
+		case rerr != nil && !errdefs.IsNotFound(rerr):
+			err = rerr
+		}
+		if errors.Is(err, errChanged) {
+			err = takenOver(snap.Ref, cur)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	w.etag = etag
+	return nil
+}
+
+func takenOver(ref string, cur *state) error {
+	msg := fmt.Sprintf("upload %q was removed (aborted, or finished by another writer) while this writer stalled past its lease", ref)
+	switch {
+	case cur != nil && cur.Owner != "":
+		msg = fmt.Sprintf("upload %q was taken over by %s while this writer stalled past its lease; it goes on there", ref, cur.Owner)
+	case cur != nil:
+		msg = fmt.Sprintf("upload %q was taken over by another writer while this one stalled past its lease", ref)
+	}
+	return errdefs.Unavailable("%s", msg).WithReason("UPLOAD_TAKEN_OVER").WithDetail("ref", ref)
+}
+
+func isTakenOver(err error) bool {
+	var e *errdefs.Error
+	return errors.As(err, &e) && e.Reason() == "UPLOAD_TAKEN_OVER"
 }
 
 func (w *writer) upload(ctx context.Context) {
@@ -111,9 +205,6 @@ func (w *writer) upload(ctx context.Context) {
 		}()
 	}
 	w.parts.Wait()
-	if w.st.UploadID != "" {
-		w.s.markInFlight(w.st.UploadID, false)
-	}
 	if w.discard {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
 		defer cancel()
@@ -129,8 +220,8 @@ func (w *writer) startMultipart(ctx context.Context) error {
 	w.mu.Lock()
 	w.st.UploadID = id
 	w.mu.Unlock()
-	w.s.markInFlight(id, true)
-	return nil
+	// Saved at once, so that no janitor takes it for a crash's orphan.
+	return w.save(ctx, true)
 }
 
 func (w *writer) fail(err error) {
@@ -159,8 +250,13 @@ func (w *writer) failure() error {
 // reach further from the start without a gap.
 func (w *writer) putPart(ctx context.Context, j job) {
 	p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, j.number,
-		bytes.NewReader(j.data), int64(len(j.data)), partOptions)
+		bytes.NewReader(j.data), int64(len(j.data)), w.s.partOptions())
 	w.s.putBuf(j.data)
+	if isNotFound(err) {
+		w.fail(errdefs.Unavailable("upload %q: its multipart upload is gone (aborted, or finished by another writer while this one stalled past its lease)",
+			w.st.Ref).WithReason("UPLOAD_TAKEN_OVER").WithDetail("ref", w.st.Ref))
+		return
+	}
 	if err != nil {
 		w.fail(w.s.classify(err, "storing part %d of upload %q", j.number, w.st.Ref))
 		return
@@ -181,16 +277,13 @@ func (w *writer) putPart(ctx context.Context, j job) {
 		advanced = true
 	}
 	w.st.UpdatedAt = time.Now().UTC()
-	snap := *w.st
-	snap.Parts = slices.Clone(w.st.Parts)
 	w.mu.Unlock()
 	if !advanced {
 		return
 	}
-	w.saveMu.Lock()
-	defer w.saveMu.Unlock()
-	if snap.Offset > w.saved && w.s.writeState(ctx, &snap) == nil {
-		w.saved = snap.Offset
+	// A save that fails for S3's sake only leaves the offset where it was.
+	if err := w.save(ctx, true); isTakenOver(err) {
+		w.fail(err)
 	}
 }
 
@@ -250,14 +343,17 @@ func (w *writer) newBuf() []byte {
 	return w.s.getBuf(w.st.PartSize)
 }
 
-// finish stops the uploader once, after the parts in flight; with discard,
-// the upload is removed.
+// finish stops the uploader once, after the parts in flight, and the
+// lease's renewal; with discard, the upload is removed.
 func (w *writer) finish(discard bool) {
 	w.stop.Do(func() {
 		w.discard = discard
+		w.gone = w.gone || discard
 		close(w.jobs)
+		close(w.beatStop)
 	})
 	<-w.finished
+	<-w.beatDone
 	if w.buf != nil {
 		w.s.putBuf(w.buf)
 		w.buf = nil
@@ -275,7 +371,12 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	if err := w.failure(); err != nil {
 		return blob.Info{}, err
 	}
-	actual := digest.NewDigest(digest.SHA256, w.h)
+	actual := digest.NewDigest(blob.HashOf(w.st.Expected), w.h)
+	if expected.Algorithm() != actual.Algorithm() {
+		// The parts are hashed as they go; their bytes are not read again.
+		return blob.Info{}, errdefs.InvalidArgument("upload %q: committed as %s, but the S3 backend hashed it as %s: declare a %s digest when the upload starts",
+			w.st.Ref, expected, actual.Algorithm(), expected.Algorithm()).WithReason("INVALID_DIGEST").WithDetail("digest", string(expected))
+	}
 	if err := blob.Verify(expected, w.st.Size, actual, w.offset); err != nil {
 		w.commitd = true
 		w.finish(true)
@@ -294,9 +395,14 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	}
 	info := blob.Info{Digest: expected, Size: w.offset, CreatedAt: time.Now().UTC()}
 	if w.exists(ctx, expected) {
-		w.commitd = true
+		w.commitd, w.gone = true, true
 		w.forget(ctx)
 		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
+	}
+	// The lease is renewed before the blob is made visible: a writer that
+	// stalled past it and was taken over stops here.
+	if err := w.save(ctx, true); err != nil {
+		return blob.Info{}, err
 	}
 	var cerr error
 	if w.st.UploadID == "" {
@@ -309,8 +415,9 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	if cerr != nil {
 		return blob.Info{}, cerr
 	}
-	w.commitd = true
-	_ = w.s.core.RemoveObject(ctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
+	w.commitd, w.gone = true, true
+	w.s.remove(ctx, tailKey(w.st.Ref))
+	w.s.remove(ctx, stateKey(w.st.Ref))
 	return info, nil
 }
 
@@ -335,40 +442,122 @@ func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) err
 	}
 	if len(tail) > 0 {
 		p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, w.nextPart,
-			bytes.NewReader(tail), int64(len(tail)), partOptions)
+			bytes.NewReader(tail), int64(len(tail)), w.s.partOptions())
 		if err != nil {
 			return w.s.classify(err, "storing the last part of upload %q", w.st.Ref)
 		}
 		parts = append(parts, minio.CompletePart{PartNumber: w.nextPart, ETag: p.ETag})
 	}
-	_, err := w.s.core.CompleteMultipartUpload(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, parts,
-		minio.PutObjectOptions{ContentType: w.st.MediaType})
-	if err != nil {
-		return w.s.classify(err, "completing upload %q", w.st.Ref)
+	if err := w.completeMultipart(ctx, parts); err != nil {
+		return err
 	}
 	if w.st.Key == blobKey(d) {
 		return nil
 	}
 	// The staging object is complete; the upload cannot resume any more.
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
-		defer cancel()
-		_ = w.s.core.RemoveObject(cctx, w.s.cfg.Bucket, w.st.Key, minio.RemoveObjectOptions{})
-		_ = w.s.core.RemoveObject(cctx, w.s.cfg.Bucket, stateKey(w.st.Ref), minio.RemoveObjectOptions{})
+		w.s.remove(ctx, w.st.Key)
+		w.s.remove(ctx, stateKey(w.st.Ref))
 	}()
-	_, err = w.s.core.ComposeObject(ctx,
+	_, err := w.s.core.ComposeObject(ctx,
 		minio.CopyDestOptions{Bucket: w.s.cfg.Bucket, Object: blobKey(d), ContentType: w.st.MediaType, ReplaceMetadata: w.st.MediaType != ""},
 		minio.CopySrcOptions{Bucket: w.s.cfg.Bucket, Object: w.st.Key})
 	return w.s.classify(err, "copying upload %q to %s", w.st.Ref, d)
 }
 
-// Close keeps an uncommitted upload resumable from its last saved part.
+// completeMultipart completes the multipart upload and returns once its
+// object is there, of the size written. An answer to Complete alone does
+// not say so when a Complete of the upload was tried before (a retry after
+// a lost answer or a cut connection, which are common under faults): S3
+// answers NoSuchUpload once the first one is done, and versitygw answers
+// success at once while the first one is still assembling the object,
+// which may yet fail and give the upload back. So the object is looked at,
+// until it is there (done), the upload is back (its Complete is sent again)
+// or neither happens in a while (UNAVAILABLE; the upload stays for a
+// resume).
+func (w *writer) completeMultipart(ctx context.Context, parts []minio.CompletePart) error {
+	// An assembly copies the bytes once: allow 30 s, and 1 s more per 64 MiB.
+	patience := stateTimeout + time.Duration(w.offset>>26)*time.Second
+	for {
+		_, err := w.s.core.CompleteMultipartUpload(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, parts,
+			minio.PutObjectOptions{ContentType: w.st.MediaType})
+		if err != nil && !isNotFound(err) {
+			return w.s.classify(err, "completing upload %q", w.st.Ref)
+		}
+		deadline := time.Now().Add(patience)
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			oi, err := w.s.core.StatObject(ctx, w.s.cfg.Bucket, w.st.Key, minio.StatObjectOptions{})
+			switch {
+			case err == nil && oi.Size == w.offset:
+				return nil
+			case err != nil && !isNotFound(err):
+				return w.s.classify(err, "completing upload %q", w.st.Ref)
+			}
+			_, err = w.s.core.ListObjectParts(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, 0, 1)
+			if err == nil {
+				break // the upload is back: complete it again
+			}
+			if !isNotFound(err) {
+				return w.s.classify(err, "completing upload %q", w.st.Ref)
+			}
+			if time.Now().After(deadline) {
+				return errdefs.Unavailable("completing upload %q: S3 at %s answered, but after %v neither the object nor the upload is there",
+					w.st.Ref, w.s.cfg.Endpoint, patience).WithReason("S3_ERROR").WithDetail("ref", w.st.Ref)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// Close keeps an uncommitted upload resumable from every byte written (its
+// stored parts, and the bytes of the unfinished part in the tail object),
+// and lets go of it, so that a writer elsewhere may resume it at once.
 func (w *writer) Close() error {
 	if w.closed {
 		return nil
 	}
 	w.closed = true
+	tail := w.buf
+	w.buf = nil
 	w.finish(false)
-	w.s.locks.Unlock(w.st.Ref)
+	defer w.s.putBuf(tail)
+	if w.gone {
+		return nil
+	}
+	// Best effort, and short: an unreachable S3 would only delay the
+	// caller, and the lease runs out anyway (the upload then resumes
+	// after its stored parts).
+	ctx, cancel := context.WithTimeout(context.Background(), w.s.cfg.LeaseTTL/3)
+	defer cancel()
+	if !w.commitd && len(tail) > 0 && w.failure() == nil {
+		w.keepTail(ctx, tail)
+	}
+	_ = w.save(ctx, false)
 	return nil
+}
+
+// keepTail stores the bytes of the unfinished part in the upload's tail
+// object and notes them in the state the next save writes, when every part
+// before them is stored.
+func (w *writer) keepTail(ctx context.Context, tail []byte) {
+	w.mu.Lock()
+	complete := w.st.Offset+int64(len(tail)) == w.offset
+	w.mu.Unlock()
+	if !complete {
+		return // a part failed: the upload resumes after the parts stored
+	}
+	hashState, err := w.h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return
+	}
+	if _, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, tailKey(w.st.Ref), bytes.NewReader(tail), int64(len(tail)), "", "", minio.PutObjectOptions{}); err != nil {
+		return
+	}
+	w.mu.Lock()
+	w.st.Tail, w.st.TailHash = int64(len(tail)), hashState
+	w.mu.Unlock()
 }

@@ -31,6 +31,7 @@ const (
 	defaultPageSize  = 1000
 	maxPageSize      = 10000
 	maxExists        = 10000
+	maxVerify        = 10000
 	// statConcurrency bounds the Stat calls of one Exists (HEAD requests on S3).
 	statConcurrency = 16
 )
@@ -494,4 +495,66 @@ func decodeUploadToken(tok string) (blob.Upload, error) {
 		return blob.Upload{}, bad
 	}
 	return blob.Upload{Ref: ref, StartedAt: time.Unix(0, n)}, nil
+}
+
+// Verify implements BlobService.Verify: each blob is read whole, which
+// checks it (blob.Check); a damaged or missing one is reported, and only a
+// storage that cannot be read ends the call.
+func (s *Server) Verify(req *blobv1.VerifyRequest, stream blobv1.BlobService_VerifyServer) error {
+	ctx := stream.Context()
+	if n := len(req.GetDigests()); n > maxVerify {
+		return errdefs.InvalidArgument("%d digests asked for at once; at most %d", n, maxVerify)
+	}
+	ds := make([]digest.Digest, len(req.GetDigests()))
+	for i, raw := range req.GetDigests() {
+		d, err := blob.ParseDigest(raw)
+		if err != nil {
+			return err
+		}
+		ds[i] = d
+	}
+	check := func(d digest.Digest) error {
+		info, err := blob.Check(ctx, s.store, d)
+		resp := &blobv1.VerifyResponse{Digest: string(d), State: blobv1.BlobState_BLOB_STATE_INTACT, Size: info.Size}
+		switch {
+		case errdefs.IsDataLoss(err):
+			s.backend("verify", err)
+			resp.State, resp.Problem = blobv1.BlobState_BLOB_STATE_DAMAGED, err.Error()
+		case errdefs.IsNotFound(err):
+			resp.State, resp.Size = blobv1.BlobState_BLOB_STATE_MISSING, 0
+		case err != nil:
+			return s.backend("verify", err)
+		}
+		return stream.Send(resp)
+	}
+	if len(ds) > 0 {
+		for _, d := range ds {
+			if err := check(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var after digest.Digest
+	if raw := req.GetAfter(); raw != "" {
+		var err error
+		if after, err = blob.ParseDigest(raw); err != nil {
+			return err
+		}
+	}
+	for {
+		page, err := s.store.List(ctx, after, defaultPageSize)
+		if err != nil {
+			return s.backend("list", err)
+		}
+		for _, info := range page {
+			if err := check(info.Digest); err != nil {
+				return err
+			}
+		}
+		if len(page) < defaultPageSize {
+			return nil
+		}
+		after = page[len(page)-1].Digest
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -86,17 +87,62 @@ func TestConformanceOverGRPC(t *testing.T) {
 		n := 0
 		blobtest.TestStore(t, func(t *testing.T) blob.Store {
 			n++
-			s, err := s3blob.New(s3blob.Config{
-				Endpoint: srv.Endpoint, Bucket: fmt.Sprintf("grpc-%d", n), PathStyle: true,
-				AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, CreateBucket: true,
-				PartSize: s3blob.MinPartSize, Concurrency: 3, MaxRetries: 1,
-			})
+			return ClientStore{serve(t, newS3(t, srv, fmt.Sprintf("grpc-%d", n)))}
+		})
+	})
+}
+
+// TestReplicasOverGRPC runs the replica suite through two servers, each
+// over its own store on one bucket, as two blob-store replicas run.
+func TestReplicasOverGRPC(t *testing.T) {
+	srv := harness.StartS3(t)
+	n := 0
+	blobtest.TestReplicas(t, func(t *testing.T) (blob.Store, blob.Store) {
+		n++
+		bucket := fmt.Sprintf("replicas-%d", n)
+		return ClientStore{serve(t, newS3(t, srv, bucket))}, ClientStore{serve(t, newS3(t, srv, bucket))}
+	})
+}
+
+func TestDamageOverGRPC(t *testing.T) {
+	t.Run("fs", func(t *testing.T) {
+		blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
+			root := t.TempDir()
+			s, err := fsblob.New(root)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return ClientStore{serve(t, s)}
+			return ClientStore{serve(t, s)}, func(t *testing.T, d digest.Digest, off int64) {
+				blobtest.FlipByte(t, filepath.Join(root, "blobs", "sha256", d.Encoded()), off)
+			}
 		})
 	})
+	t.Run("s3", func(t *testing.T) {
+		srv := harness.StartS3(t)
+		n := 0
+		blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
+			n++
+			bucket := fmt.Sprintf("damage-%d", n)
+			return ClientStore{serve(t, newS3(t, srv, bucket))}, func(t *testing.T, d digest.Digest, off int64) {
+				blobtest.FlipByte(t, filepath.Join(srv.Dir, bucket, "blobs", "sha256", d.Encoded()), off)
+			}
+		})
+	})
+}
+
+// newS3 returns a store in a new bucket of srv, with the smallest parts S3
+// allows so that multipart paths run on small blobs.
+func newS3(t *testing.T, srv *harness.S3, bucket string) *s3blob.Store {
+	t.Helper()
+	s, err := s3blob.New(s3blob.Config{
+		Endpoint: srv.Endpoint, Bucket: bucket, PathStyle: true,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, CreateBucket: true,
+		PartSize: s3blob.MinPartSize, Concurrency: 3, MaxRetries: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // The options of serveWith: the bulk-transfer ones the service and its

@@ -3,15 +3,25 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	units "github.com/docker/go-units"
+	"github.com/prometheus/client_golang/prometheus"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/content"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
@@ -28,16 +38,48 @@ type buildConfig struct {
 	snapshotBytes     int64
 	allowPrivateURLs  bool
 	limits            build.Limits
+	stepMemory        byteSize
+	stepPids          int64
+	stepCPUs          float64
+	stepSubnet        string
+	stepBridge        string
+	stepDeny          string
+	entitlements      string
+	downloadTimeout   time.Duration
 }
+
+// byteSize is a flag of bytes that takes Docker's sizes too ("4g", "512m").
+type byteSize int64
+
+func (b *byteSize) String() string { return fmt.Sprint(int64(*b)) }
+
+func (b *byteSize) Set(s string) error {
+	n, err := units.RAMInBytes(s)
+	*b = byteSize(n)
+	return err
+}
+
+// entitlementNetworkHost is BuildKit's name of the right to run RUN steps
+// in the builder's own network namespace.
+const entitlementNetworkHost = "network.host"
 
 func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/strata-builder", "directory for unpacked layers, step mounts and context files (a real filesystem, not overlayfs)")
 	fs.IntVar(&c.maxBuilds, "max-builds", 4, "most builds that run at once; more wait")
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
-	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local and private addresses")
+	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
+	fs.DurationVar(&c.downloadTimeout, "download-timeout", build.DefaultDownloadTimeout, "longest one ADD download may take, start to end")
 	fs.IntVar(&c.limits.MaxInstructions, "max-instructions", build.DefaultMaxInstructions, "most instructions a Dockerfile may hold")
 	fs.Int64Var(&c.limits.MaxConfigBytes, "max-config-bytes", build.DefaultMaxConfigBytes, "most bytes of image config a build's steps may record together (each step's image holds every label and history row before it)")
+	c.stepMemory = byteSize(sandbox.DefaultMemory())
+	fs.Var(&c.stepMemory, "step-memory", "memory limit of every RUN step, and the most a build's --memory may ask (bytes, or 4g, 512m; default: half of the builder's memory)")
+	fs.Int64Var(&c.stepPids, "step-pids", sandbox.DefaultPids, "process limit of every RUN step, and the most a build's --pids-limit may ask")
+	fs.Float64Var(&c.stepCPUs, "step-cpus", float64(runtime.NumCPU()), "CPUs every RUN step may use, and the most a build's --cpu-quota/--cpu-period may ask")
+	fs.StringVar(&c.stepSubnet, "step-subnet", "", "IPv4 subnet of the RUN steps' bridge (default: a free /24 of 10.88.0.0/14)")
+	fs.StringVar(&c.stepBridge, "step-bridge", "", "name of the RUN steps' bridge (default: strata and 8 hex digits of the state directory)")
+	fs.StringVar(&c.stepDeny, "step-deny", "", "comma-separated hosts, addresses and CIDR prefixes RUN steps may not reach, besides the builder's host, its metadata and blob store, and link-local addresses (S3, a database, ...)")
+	fs.StringVar(&c.entitlements, "allow-insecure-entitlement", "", "comma-separated rights builds may ask for: network.host (RUN in the builder's network namespace)")
 }
 
 func (c *buildConfig) validate(fs *flagenv.Set) error {
@@ -60,7 +102,43 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	if c.limits.MaxConfigBytes <= 0 {
 		errs = append(errs, fs.Invalid("max-config-bytes", errors.New("must be positive")))
 	}
+	if c.stepMemory < 6<<20 {
+		errs = append(errs, fs.Invalid("step-memory", errors.New("must be at least 6 MiB")))
+	}
+	if c.stepPids < 1 {
+		errs = append(errs, fs.Invalid("step-pids", errors.New("must be at least 1")))
+	}
+	if c.stepCPUs < 0.01 {
+		errs = append(errs, fs.Invalid("step-cpus", errors.New("must be at least 0.01")))
+	}
+	if c.stepSubnet != "" {
+		if p, err := netip.ParsePrefix(c.stepSubnet); err != nil || !p.Addr().Is4() || p.Bits() > 28 {
+			errs = append(errs, fs.Invalid("step-subnet", errors.New("want an IPv4 prefix of /28 or larger, such as 10.88.0.0/24")))
+		}
+	}
+	if len(c.stepBridge) > 15 {
+		errs = append(errs, fs.Invalid("step-bridge", errors.New("a network interface name has at most 15 characters")))
+	}
+	for _, e := range list(c.entitlements) {
+		if e != entitlementNetworkHost {
+			errs = append(errs, fs.Invalid("allow-insecure-entitlement", fmt.Errorf("unknown entitlement %q: want %s", e, entitlementNetworkHost)))
+		}
+	}
+	if c.downloadTimeout <= 0 {
+		errs = append(errs, fs.Invalid("download-timeout", errors.New("must be positive")))
+	}
 	return errors.Join(errs...)
+}
+
+// list splits a comma-separated flag value, dropping empty items.
+func list(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // puller pulls FROM images that are not held, through the transfer service.
@@ -77,18 +155,45 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 	return p.images.Get(ctx, string(res.ImageID))
 }
 
-func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service, limits compression.Limits, log *slog.Logger) (*server.Builds, error) {
+// wire builds the build service. peers are the addresses of the services
+// the builder calls, which RUN steps may not reach. The returned function
+// releases the RUN sandbox's network once the server has stopped.
+func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service,
+	limits compression.Limits, metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, func(), error) {
+	rejected := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "strata_build_cache_records_rejected_total",
+		Help: "Cache records ignored because their image is not what the step makes of its parent (a miss: the step ran).",
+	})
+	if err := metrics.Register(rejected); err != nil {
+		return nil, nil, err
+	}
+	// The sandbox first: it kills the containers a crashed builder left
+	// before the snapshot store unmounts the root filesystems they run in.
+	var subnet netip.Prefix
+	if c.stepSubnet != "" {
+		subnet = netip.MustParsePrefix(c.stepSubnet) // validate checked it
+	}
+	runner, err := sandbox.New(ctx, filepath.Join(c.stateDir, "sandbox"), sandbox.Options{
+		Memory: int64(c.stepMemory), Pids: c.stepPids, CPUs: c.stepCPUs,
+		Network: sandbox.NetworkOptions{
+			Bridge: c.stepBridge, Subnet: subnet, Deny: append(peers, list(c.stepDeny)...),
+			AllowHost: slices.Contains(list(c.entitlements), entitlementNetworkHost),
+			PoolSize:  c.maxBuilds,
+		},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	release := func() { runner.Close(context.Background()) }
 	snaps, err := snapshot.New(filepath.Join(c.stateDir, "snapshots"), snapshot.Options{MaxBytes: c.snapshotBytes, Limits: limits})
 	if err != nil {
-		return nil, err
+		release()
+		return nil, nil, err
 	}
 	contexts, err := buildctx.NewStore(filepath.Join(c.stateDir, "context"), c.contextStoreBytes)
 	if err != nil {
-		return nil, err
-	}
-	runner, err := sandbox.New(ctx, filepath.Join(c.stateDir, "sandbox"), sandbox.Options{})
-	if err != nil {
-		return nil, err
+		release()
+		return nil, nil, err
 	}
 	b := &build.Builder{
 		Images:    images,
@@ -99,11 +204,13 @@ func (c *buildConfig) wire(ctx context.Context, blobs *content.Store, images *im
 		Layers: build.LayerWriter(func(ctx context.Context, mediaType string) (layer.BlobWriter, error) {
 			return blobs.Writer(ctx, mediaType)
 		}),
-		Contexts:  contexts,
-		Archives:  limits,
-		Limits:    c.limits,
-		URLPolicy: build.URLPolicy{AllowPrivate: c.allowPrivateURLs},
-		Log:       log,
+		Contexts:             contexts,
+		Archives:             limits,
+		Limits:               c.limits,
+		URLPolicy:            egress.Policy{AllowPrivate: c.allowPrivateURLs, Allow: "the builder's --allow-private-urls"},
+		DownloadTimeout:      c.downloadTimeout,
+		Log:                  log,
+		RejectedCacheRecords: rejected,
 	}
-	return server.NewBuilds(b, contexts, c.maxBuilds), nil
+	return server.NewBuilds(ctx, b, contexts, c.maxBuilds), release, nil
 }

@@ -6,15 +6,19 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
+
+	"google.golang.org/grpc"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/grpcserver"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/content"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/server"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
@@ -27,6 +31,11 @@ type config struct {
 	client        grpcclient.Config
 	limits        transfer.Limits
 	builds        buildConfig
+	// registries is where FROM, pull and push may connect.
+	registries             egress.Policy
+	allowPrivateRegistries bool
+	allowRegistries        string
+	registryAddr           string
 }
 
 func (c *config) register(fs *flagenv.Set) {
@@ -37,6 +46,9 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.limits.MaxArchiveSize, "max-archive-size", transfer.DefaultMaxArchiveSize, "most bytes a load archive may hold")
 	fs.IntVar(&c.limits.MaxArchiveDocuments, "max-archive-documents", transfer.DefaultMaxArchiveDocuments, "most JSON documents and links a load archive may hold (kept in memory during the load)")
 	fs.Int64Var(&c.limits.MaxArchiveDocumentBytes, "max-archive-document-bytes", transfer.DefaultMaxArchiveDocumentBytes, "most bytes the JSON documents of a load archive may hold together")
+	fs.BoolVar(&c.allowPrivateRegistries, "allow-private-registries", false, "let FROM, pull and push reach registries on loopback, link-local, private and other special-purpose addresses")
+	fs.StringVar(&c.allowRegistries, "allow-registries", "", "registries FROM, pull and push may reach whatever their address: comma-separated host, host:port or address prefixes (127.0.0.0/8)")
+	fs.StringVar(&c.registryAddr, "registry-addr", "", "Strata's own registry, host:port, which FROM, pull and push may reach whatever its address")
 	c.client.RegisterFlags(fs)
 	c.builds.register(fs)
 }
@@ -54,6 +66,16 @@ func (c *config) validate(fs *flagenv.Set) error {
 			errs = append(errs, fs.Invalid(name, errors.New("must be positive")))
 		}
 	}
+	c.registries = egress.Policy{AllowPrivate: c.allowPrivateRegistries, Allow: "the builder's --allow-private-registries or --allow-registries"}
+	if err := c.registries.ParseAllowList(c.allowRegistries); err != nil {
+		errs = append(errs, fs.Invalid("allow-registries", err))
+	}
+	if c.registryAddr != "" {
+		if err := grpcserver.ValidateAddr(c.registryAddr); err != nil {
+			errs = append(errs, fs.Invalid("registry-addr", err))
+		}
+		c.registries.Hosts = append(c.registries.Hosts, strings.ToLower(c.registryAddr))
+	}
 	errs = append(errs, c.client.Validate(fs), c.builds.validate(fs))
 	return errors.Join(errs...)
 }
@@ -65,6 +87,10 @@ func main() {
 		DefaultListen: ":50051",
 		Flags:         cfg.register,
 		Validate:      cfg.validate,
+		// A stop cancels running builds (NewBuilds); their handlers then
+		// kill their steps and unmount their roots, and the server waits
+		// for that before the sandbox's network is released.
+		ServerOptions: []grpc.ServerOption{grpc.WaitForHandlers(true)},
 		Wire: func(ctx context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
 			metaConn, err := grpcclient.Dial(cfg.metadataAddr, cfg.client, grpcclient.Naming("metadata service", cfg.metadataAddr)...)
 			if err != nil {
@@ -77,8 +103,9 @@ func main() {
 			}
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
-			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits))
-			builds, err := cfg.builds.wire(ctx, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, log)
+			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits), transfer.WithEgress(cfg.registries))
+			peers := []string{cfg.metadataAddr, cfg.blobstoreAddr}
+			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()
@@ -86,6 +113,7 @@ func main() {
 			}
 			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(server.WithTransfers(transfers), server.WithBuilds(builds)))
 			return func() {
+				releaseBuilds()
 				metaConn.Close()
 				blobConn.Close()
 			}, nil

@@ -45,6 +45,8 @@ type fakeSandbox struct {
 	code int
 }
 
+func (f *fakeSandbox) Admit(builderv1.NetworkMode, *builderv1.RunResources) error { return nil }
+
 func (f *fakeSandbox) Run(_ context.Context, p Process) (int, error) {
 	f.runs = append(f.runs, p)
 	if len(p.Args) > 0 && strings.HasPrefix(p.Args[len(p.Args)-1], "touch ") {

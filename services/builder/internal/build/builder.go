@@ -23,15 +23,17 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -113,14 +115,20 @@ type Process struct {
 	User     string
 	Hostname string
 	Network  builderv1.NetworkMode
-	Stdout   io.Writer
-	Stderr   io.Writer
+	// Resources are the build's limits (nil: the sandbox's defaults).
+	Resources *builderv1.RunResources
+	Stdout    io.Writer
+	Stderr    io.Writer
 }
 
 // Sandbox runs RUN steps.
 type Sandbox interface {
+	// Admit refuses, before a build runs anything, a network or limits
+	// the sandbox does not allow, with an error naming the flag.
+	Admit(network builderv1.NetworkMode, res *builderv1.RunResources) error
 	// Run runs the process to its end and returns its exit code; the
-	// process is killed when ctx ends.
+	// process is killed when ctx ends. A process the sandbox stopped at a
+	// limit is an error saying which.
 	Run(ctx context.Context, p Process) (int, error)
 }
 
@@ -150,9 +158,15 @@ type Builder struct {
 	Archives compression.Limits
 	// Limits bound what one build's Dockerfile may cost to plan and record.
 	Limits Limits
-	// URLPolicy decides which hosts ADD may download from.
-	URLPolicy URLPolicy
-	Log       *slog.Logger
+	// URLPolicy decides which addresses ADD may download from.
+	URLPolicy egress.Policy
+	// DownloadTimeout bounds one ADD download, start to end
+	// (DefaultDownloadTimeout when zero).
+	DownloadTimeout time.Duration
+	Log             *slog.Logger
+	// RejectedCacheRecords, if set, counts the cache records ignored
+	// because their image is not what the step makes.
+	RejectedCacheRecords prometheus.Counter
 
 	// copyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
@@ -201,7 +215,9 @@ type Request struct {
 	Labels          map[string]string
 	NoCache         bool
 	Network         builderv1.NetworkMode
-	Tags            []string
+	// Resources limit each RUN step; nil means the sandbox's defaults.
+	Resources *builderv1.RunResources
+	Tags      []string
 }
 
 // Result is a finished build.
@@ -220,6 +236,11 @@ type Events func(*builderv1.BuildEvent)
 // keeps them, for the cache.
 func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Result, error) {
 	t0 := time.Now()
+	if b.Sandbox != nil {
+		if err := b.Sandbox.Admit(req.Network, req.Resources); err != nil {
+			return nil, err
+		}
+	}
 	df, err := dockerfile.Parse(req.Dockerfile)
 	if err != nil {
 		return nil, err

@@ -19,10 +19,10 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/cache"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/rootfs"
@@ -136,14 +136,22 @@ func (c *copier) mkdirAllUncached(p string) (string, error) {
 		}
 		return host, nil
 	}
-	parent := path.Dir(path.Clean(p))
-	if parent != p {
+	// The directories to make are those of the resolved path: a symlink
+	// on the way (planted by an earlier step or the base image) may lead
+	// where nothing exists yet, and what it leads to is made inside the
+	// root, as Docker makes it. Past the first missing element the resolved
+	// path has no symlinks to follow.
+	rel, err := filepath.Rel(c.root, host)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("%s resolves to %s, outside the root %s", p, host, c.root) // securejoin never does this
+	}
+	resolved := path.Join("/", filepath.ToSlash(rel))
+	if parent := path.Dir(resolved); parent != resolved {
 		if _, err := c.mkdirAll(parent); err != nil {
 			return "", err
 		}
 	}
-	// The parent now exists; resolve again so a symlinked parent is followed.
-	if host, err = c.resolve(p); err != nil {
+	if host, err = c.resolve(resolved); err != nil {
 		return "", err
 	}
 	if err := os.Mkdir(host, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {

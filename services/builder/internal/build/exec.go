@@ -202,16 +202,22 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
 		} else {
 			st.cid = containerID()
 		}
-		if id, ok := r.hits[st.key]; ok && !missed {
-			// The metadata service answers only with records whose image
-			// exists; it is read only if a later step needs it.
-			cur = current{id: id}
-			r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
-			r.events(done(st.number, id, time.Since(t0), nil))
-			continue
-		}
 		if err := r.load(ctx, &cur); err != nil {
 			return current{}, err
+		}
+		if id, ok := r.hits[st.key]; ok && !missed {
+			// A record is used only if its image is what this step makes
+			// of this parent (see cached); any other is a miss.
+			hit, err := r.cached(ctx, st, cur, id)
+			if err != nil {
+				return current{}, err
+			}
+			if hit != nil {
+				cur = *hit
+				r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
+				r.events(done(st.number, id, time.Since(t0), nil))
+				continue
+			}
 		}
 		missed = true
 		next, l, err := r.step(ctx, sp, st, cur)
@@ -285,9 +291,8 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 	cfg.Author = st.author
 	cfg.DockerVersion = ""
 	cfg.Comment = ""
-	h := image.History{Created: now, CreatedBy: st.createdBy(), Author: st.author, EmptyLayer: layer == nil}
-	if st.copy != nil && st.copy.fromStage != nil || st.copy != nil && st.copy.fromImage != nil {
-		h.CreatedBy = strings.Join(st.copy.containerCmd, " ")
+	h := image.History{Created: now, CreatedBy: st.historyCreatedBy(), Author: st.author, EmptyLayer: layer == nil}
+	if st.copyFromElsewhere() {
 		cfg.ContainerConfig.Cmd = st.copy.containerCmd
 	}
 	cfg.History = append(cfg.History, h)
@@ -480,7 +485,7 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 	defer discardVolumeWrites(m.Upper(), vols)
 	code, err := r.b.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.run.Args, Env: st.run.Env, Cwd: cwd, User: st.config.User,
-		Hostname: st.cid[:12], Network: r.req.Network, Stdout: out, Stderr: errw,
+		Hostname: st.cid[:12], Network: r.req.Network, Resources: r.req.Resources, Stdout: out, Stderr: errw,
 	})
 	out.Flush()
 	errw.Flush()

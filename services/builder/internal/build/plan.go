@@ -90,6 +90,20 @@ type step struct {
 // createdBy is the step's history text.
 func (s *step) createdBy() string { return strings.Join(s.containerConfig.Cmd, " ") }
 
+// copyFromElsewhere reports whether the step copies from another stage or
+// an image, whose history row Docker writes from the copy's own command.
+func (s *step) copyFromElsewhere() bool {
+	return s.copy != nil && (s.copy.fromStage != nil || s.copy.fromImage != nil)
+}
+
+// historyCreatedBy is the created_by of the history row the step writes.
+func (s *step) historyCreatedBy() string {
+	if s.copyFromElsewhere() {
+		return strings.Join(s.copy.containerCmd, " ")
+	}
+	return s.createdBy()
+}
+
 // container reports whether Docker's classic builder runs a container for
 // the step (and prints "Running in").
 func (s *step) container() bool { return s.kind != kindCopy }

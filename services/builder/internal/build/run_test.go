@@ -11,6 +11,7 @@ import (
 	"time"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
 )
 
@@ -57,6 +58,7 @@ func newRuncEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { r.Close(context.Background()) })
 	e.b.Sandbox = RuncSandbox(r)
 	e.importBase("busybox:latest", busybox(t))
 	return e
@@ -265,5 +267,32 @@ func TestHostileIDFilesFailTheStepFast(t *testing.T) {
 	}
 	if _, _, err := e.build("FROM busybox\nRUN echo still building\n", nil); err != nil {
 		t.Errorf("the next build failed: %v", err)
+	}
+}
+
+// A RUN past a build's limit fails the build with the limit's error and
+// the Dockerfile line; the next build runs. Limits and networks the
+// sandbox refuses stop a build before any step.
+func TestRunLimitsOfABuild(t *testing.T) {
+	e := newRuncEnv(t)
+	limit := func(r *Request) { r.Resources = &builderv1.RunResources{PidsLimit: 32} }
+	_, _, err := e.build("FROM busybox\nRUN echo start\nRUN bomb() { bomb | bomb; }; bomb\n", nil, limit)
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "Dockerfile:3") || !strings.Contains(err.Error(), "process limit 32 reached") {
+		t.Errorf("fork bomb under --pids-limit 32: %v, want RESOURCE_EXHAUSTED at Dockerfile:3 naming the limit", err)
+	}
+	if _, _, err := e.build("FROM busybox\nRUN echo next > /next\n", nil, limit); err != nil {
+		t.Errorf("the build after the fork bomb: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		mod  func(*Request)
+		want func(error) bool
+	}{
+		"--network host": {func(r *Request) { r.Network = builderv1.NetworkMode_NETWORK_MODE_HOST }, errdefs.IsFailedPrecondition},
+		"--memory 1 TiB": {func(r *Request) { r.Resources = &builderv1.RunResources{Memory: 1 << 40} }, errdefs.IsInvalidArgument},
+	} {
+		_, rec, err := e.build("FROM busybox\nRUN echo never\n", nil, tc.mod)
+		if !tc.want(err) || len(rec.events) != 0 {
+			t.Errorf("%s: %v after %d events, want it refused before any step", name, err, len(rec.events))
+		}
 	}
 }

@@ -142,13 +142,14 @@ func RuncSandbox(r *sandbox.Runner) Sandbox { return runner{r} }
 
 type runner struct{ r *sandbox.Runner }
 
+func (s runner) Admit(network builderv1.NetworkMode, res *builderv1.RunResources) error {
+	return s.r.Admit(sandboxNetwork(network), sandboxLimits(res))
+}
+
 func (s runner) Run(ctx context.Context, p Process) (int, error) {
-	network := sandbox.NetworkHost
-	if p.Network == builderv1.NetworkMode_NETWORK_MODE_NONE {
-		network = sandbox.NetworkNone
-	}
 	return s.r.Run(ctx, sandbox.Process{
-		RootFS: p.Root, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd, Network: network,
+		RootFS: p.Root, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd,
+		Network: sandboxNetwork(p.Network), Limits: sandboxLimits(p.Resources),
 		Output: func(stream sandbox.Stream, line []byte) {
 			w := p.Stdout
 			if stream == sandbox.Stderr {
@@ -157,4 +158,25 @@ func (s runner) Run(ctx context.Context, p Process) (int, error) {
 			w.Write(append(line, '\n'))
 		},
 	})
+}
+
+func sandboxNetwork(m builderv1.NetworkMode) sandbox.Network {
+	switch m {
+	case builderv1.NetworkMode_NETWORK_MODE_NONE:
+		return sandbox.NetworkNone
+	case builderv1.NetworkMode_NETWORK_MODE_HOST:
+		return sandbox.NetworkHost
+	}
+	return sandbox.NetworkBridge
+}
+
+func sandboxLimits(r *builderv1.RunResources) sandbox.Limits {
+	l := sandbox.Limits{
+		Memory: r.GetMemory(), MemorySwap: r.GetMemorySwap(), Pids: r.GetPidsLimit(),
+		CPUShares: r.GetCpuShares(), CPUPeriod: r.GetCpuPeriod(), CPUQuota: r.GetCpuQuota(),
+	}
+	for _, u := range r.GetUlimits() {
+		l.Ulimits = append(l.Ulimits, sandbox.Ulimit{Name: u.GetName(), Soft: u.GetSoft(), Hard: u.GetHard()})
+	}
+	return l
 }

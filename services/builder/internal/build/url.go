@@ -5,55 +5,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"path"
-	"syscall"
 	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 )
 
 // MaxDownload bounds one ADD download.
 const MaxDownload = 1 << 30
 
-// URLPolicy decides which addresses ADD may download from.
-type URLPolicy struct {
-	// AllowPrivate lets ADD reach loopback, link-local and private
-	// addresses; off by default, so a Dockerfile cannot make the builder
-	// read its cloud metadata endpoint or services on its own network.
-	AllowPrivate bool
-}
+// DefaultDownloadTimeout bounds one ADD download, start to end, when the
+// builder sets no other bound.
+const DefaultDownloadTimeout = 10 * time.Minute
 
-func (p URLPolicy) allowed(a netip.Addr) bool {
-	a = a.Unmap()
-	if p.AllowPrivate {
-		return true
-	}
-	return !(a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsPrivate() ||
-		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast())
-}
-
-// client returns an HTTP client that checks every address it connects to
-// (redirects included) against the policy, after DNS resolution.
-func (p URLPolicy) client() *http.Client {
-	d := &net.Dialer{
-		Timeout: 30 * time.Second,
-		Control: func(network, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return errdefs.New(errdefs.ErrPermissionDenied, "ADD may not connect to %s", address)
-			}
-			if !p.allowed(ap.Addr()) {
-				return errdefs.New(errdefs.ErrPermissionDenied, "ADD may not download from %s: loopback, link-local and private addresses are refused", ap.Addr())
-			}
-			return nil
-		},
-	}
-	tr := &http.Transport{DialContext: d.DialContext, Proxy: nil, TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: 60 * time.Second}
+// urlClient returns an HTTP client that checks every address it connects
+// to (redirects included) against the policy, after DNS resolution.
+func urlClient(p egress.Policy) *http.Client {
+	tr := p.Transport()
+	tr.TLSHandshakeTimeout, tr.ResponseHeaderTimeout = 30*time.Second, 60*time.Second
 	return &http.Client{Transport: tr, CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 10 {
 			return fmt.Errorf("stopped after 10 redirects")
@@ -70,17 +43,32 @@ func (b *Builder) fetchURL(ctx context.Context, raw string) (copyFile, error) {
 	if err != nil {
 		return copyFile{}, errdefs.InvalidArgument("invalid URL: %v", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	timeout := b.DownloadTimeout
+	if timeout <= 0 {
+		timeout = DefaultDownloadTimeout
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// tooLong says so when the download outlived its bound (and not the
+	// build its context).
+	tooLong := func(err error) error {
+		if ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
+			return errdefs.New(errdefs.ErrDeadlineExceeded, "downloading %s took longer than the builder allows (%v, --download-timeout)", raw, timeout).
+				WithReason("DOWNLOAD_TIMEOUT")
+		}
+		return err
+	}
+	req, err := http.NewRequestWithContext(dctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return copyFile{}, errdefs.InvalidArgument("invalid URL: %v", err)
 	}
-	resp, err := b.URLPolicy.client().Do(req)
+	resp, err := urlClient(b.URLPolicy).Do(req)
 	if err != nil {
 		var e *errdefs.Error
 		if errors.As(err, &e) {
 			return copyFile{}, e
 		}
-		return copyFile{}, errdefs.Unavailable("downloading: %v", err)
+		return copyFile{}, tooLong(errdefs.Unavailable("downloading: %v", err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -93,7 +81,7 @@ func (b *Builder) fetchURL(ctx context.Context, raw string) (copyFile, error) {
 	defer tmp.Close()
 	n, err := io.Copy(tmp, io.LimitReader(resp.Body, MaxDownload+1))
 	if err != nil {
-		return copyFile{}, errdefs.Unavailable("downloading: %v", err)
+		return copyFile{}, tooLong(errdefs.Unavailable("downloading: %v", err))
 	}
 	if n > MaxDownload {
 		return copyFile{}, errdefs.ResourceExhausted("download is larger than %d bytes", MaxDownload)

@@ -20,8 +20,9 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/compression"
+	"github.com/strata-build/strata/services/builder/internal/layer/layertest"
 )
 
 // The bounds the fuzz targets extract with: small, so that an input that
@@ -82,19 +83,17 @@ func dockerIsArchive(blob []byte) bool {
 	return err == nil
 }
 
-// sandbox runs extract on an empty root beside a host directory holding a
-// secret and an etc/passwd, and checks what the fuzz targets promise.
+// sandbox runs extract on an empty root beside the breakout table's host
+// directory, and checks what the fuzz targets promise.
 func sandbox(t *testing.T, extract func(root string) error) {
 	dir := t.TempDir()
-	host, root := filepath.Join(dir, "host"), filepath.Join(dir, "root")
-	write(t, filepath.Join(host, "secret"), "secret", 0o400)
-	write(t, filepath.Join(host, "etc/passwd"), "root:x:0:0:host", 0o644)
+	h := layertest.NewHost(t, filepath.Join(dir, "host"))
+	root := filepath.Join(dir, "root")
 	must(t, os.Mkdir(root, 0o755))
-	before := tree(t, host)
 
 	err := extract(root)
 
-	if d := diffTrees(before, tree(t, host)); len(d) > 0 {
+	if d := h.Changes(); len(d) > 0 {
 		t.Fatalf("the extraction (err %v) changed the host:\n%s", err, strings.Join(d, "\n"))
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
@@ -130,13 +129,15 @@ func fileBytes(t *testing.T, dir string) int64 {
 	return n
 }
 
-// addArchiveSeeds seeds a fuzz target with the breakout layers (their host
-// directory named relatively, as the fuzz sandbox has it), a layer of every
-// entry type, compressed each way, and archives whose first header needs
-// more than one block.
+// addArchiveSeeds seeds a fuzz target with the breakout table (each case's
+// lower entries and archive as one layer, the host directory named
+// relatively, as the fuzz sandbox has it beside the root), a layer of
+// every entry type, compressed each way, and archives whose first header
+// needs more than one block.
 func addArchiveSeeds(f *testing.F) {
-	for _, bt := range breakouts() {
-		f.Add(tarBytes(f, bt.layer("../host")))
+	for _, c := range layertest.Cases() {
+		c = c.Expand("../host")
+		f.Add(layertest.Tar(append(c.Lower, c.Archive...)))
 	}
 	tc := tartest.TarContext{}.WithUIDGID(0, 0)
 	everything := tarBytes(f, tartest.TarAll(

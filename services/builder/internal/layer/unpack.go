@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -15,8 +16,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 )
 
 // Unpacked describes a layer Unpack applied.
@@ -77,7 +78,7 @@ func Unpack(ctx context.Context, blob io.Reader, dir string, opts ...UnpackOpt) 
 	defer tarStream.Close()
 	diffID := digest.SHA256.Digester()
 	tr := io.TeeReader(tarStream, diffID.Hash())
-	size, err := apply(ctx, tr, dir, archive.OverlayConvertWhiteout, o.maxEntries, "layer")
+	size, err := apply(ctx, tr, dir, overlayWhiteout, o.maxEntries, "layer")
 	if err != nil {
 		return Unpacked{}, unpackError(err, "layer")
 	}
@@ -114,9 +115,9 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 	}
 	defer tarStream.Close()
 	// Docker calls a file an archive when its first tar header reads. That
-	// header may take more than one block (PAX records, GNU long names, a
-	// sparse map), so what reading it took is kept and handed on with the
-	// rest of the stream.
+	// header may span more than a block (a long name or link target in a
+	// PAX or GNU header before it, a sparse map), so it is read from the
+	// stream itself, and what it took is read again by the extractor.
 	var head bytes.Buffer
 	if _, err := tar.NewReader(io.TeeReader(io.LimitReader(tarStream, maxFirstHeader), &head)).Next(); err != nil {
 		return false, nil
@@ -129,9 +130,22 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 }
 
 // maxFirstHeader bounds what Extract reads, and holds, to find an
-// archive's first header: archive/tar takes up to 1 MiB for each of the PAX
-// records, GNU long name and long link, and sparse map a header may carry.
+// archive's first header: archive/tar takes up to 1 MiB for each PAX
+// header, GNU long name or link and sparse map, but any number of them in
+// a row.
 const maxFirstHeader = 8 << 20
+
+// overlayWhiteout converts whiteouts as archive.OverlayConvertWhiteout does
+// and reports one that hides a name its own layer holds as malformed input:
+// whiteouts apply to lower layers only (image-spec), and the overlay
+// whiteout cannot take the place of what the layer put there.
+func overlayWhiteout(hdr *tar.Header, p string) (bool, error) {
+	write, err := archive.OverlayConvertWhiteout(hdr, p)
+	if errors.Is(err, fs.ErrExist) {
+		return false, errdefs.InvalidArgument("malformed layer: whiteout %q hides a name the layer itself holds", hdr.Name)
+	}
+	return write, err
+}
 
 // apply extracts a tar stream into dir through containerd's archive.Apply,
 // counting entries against maxEntries (0: no bound) and returning Docker's

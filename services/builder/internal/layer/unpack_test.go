@@ -17,8 +17,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/compression"
+	"github.com/strata-build/strata/services/builder/internal/layer/layertest"
 )
 
 func tarBytes(t testing.TB, w tartest.WriterToTar) []byte {
@@ -28,141 +29,115 @@ func tarBytes(t testing.TB, w tartest.WriterToTar) []byte {
 	return b
 }
 
-// breakout is a layer that tries to write, link or chmod outside the
-// directory it is unpacked into, given the host directory beside it.
-type breakout struct {
-	name  string
-	layer func(host string) tartest.WriterToTar
-	check func(t *testing.T, root, host string) // nil: only "host untouched"
-}
-
-// breakouts are containerd's TestBreakouts cases.
-func breakouts() []breakout {
-	tc := tartest.TarContext{}.WithUIDGID(0, 0)
-	return []breakout{
-		{
-			name:  "dot-dot name",
-			layer: func(string) tartest.WriterToTar { return tc.File("../../host/pwn", []byte("x"), 0o644) },
-			check: inRoot("host/pwn"),
-		},
-		{
-			name:  "absolute name",
-			layer: func(string) tartest.WriterToTar { return tc.File("/etc/passwd", []byte("layer"), 0o644) },
-			check: inRoot("etc/passwd"),
-		},
-		{
-			name:  "dot-dot inside the name",
-			layer: func(string) tartest.WriterToTar { return tc.File("./a/../../b", []byte("x"), 0o644) },
-			check: inRoot("b"),
-		},
-		{
-			name:  "windows separators",
-			layer: func(string) tartest.WriterToTar { return tc.File(`..\..\x`, []byte("x"), 0o644) },
-			check: inRoot(`..\..\x`),
-		},
-		{
-			name: "symlink to an absolute host path, then a file through it",
-			layer: func(host string) tartest.WriterToTar {
-				return tartest.TarAll(tc.Symlink(host, "escape"), tc.File("escape/pwn", []byte("x"), 0o644))
-			},
-		},
-		{
-			name: "relative symlink up and out, then a file through it",
-			layer: func(string) tartest.WriterToTar {
-				return tartest.TarAll(tc.Dir("d", 0o755), tc.Symlink("../../../host", "d/up"), tc.File("d/up/pwn", []byte("x"), 0o644))
-			},
-		},
-		{
-			name: "symlink up and out, then truncating a host file through it",
-			layer: func(string) tartest.WriterToTar {
-				return tartest.TarAll(tc.Symlink("/dummy/../../host/etc", "localetc"), tc.File("localetc/passwd", nil, 0o644))
-			},
-		},
-		{
-			name: "hard link to an absolute host path",
-			layer: func(host string) tartest.WriterToTar {
-				return tc.Link(filepath.Join(host, "secret"), "stolen")
-			},
-		},
-		{
-			name:  "hard link to a relative path out of the root",
-			layer: func(string) tartest.WriterToTar { return tc.Link("../../../../host/secret", "stolen") },
-		},
-		{
-			name: "hard link through a symlink pointing out",
-			layer: func(host string) tartest.WriterToTar {
-				return tartest.TarAll(tc.Symlink(host, "h"), tc.Link("h/secret", "stolen"))
-			},
-		},
-		{
-			// containerd's HardlinkSymlinkChmod (CVE-2021-32760).
-			name: "hard link of a symlink to a host file, then chmod 0777",
-			layer: func(host string) tartest.WriterToTar {
-				return tartest.TarAll(
-					tc.Symlink(filepath.Join(host, "secret"), "ep"),
-					tc.Link("ep", "sketchylink"),
-					tc.File("sketchylink", []byte("overwritten"), 0o777),
-				)
-			},
-		},
-		{
-			name: "symlink named ..",
-			layer: func(host string) tartest.WriterToTar {
-				return tartest.TarAll(tc.Symlink(host, ".."), tc.File("../pwn", []byte("x"), 0o644))
-			},
-		},
-		{
-			name: "directory replaced by a symlink, then written through",
-			layer: func(host string) tartest.WriterToTar {
-				return tartest.TarAll(tc.Dir("etc", 0o755), tc.Symlink(filepath.Join(host, "etc"), "etc"), tc.File("etc/passwd", []byte("pwned"), 0o644))
-			},
-		},
-		{
-			name: "whiteout through a symlink pointing out",
-			layer: func(host string) tartest.WriterToTar {
-				return tartest.TarAll(tc.Symlink(filepath.Join(host, "etc"), "localetc"), tc.File("localetc/.wh.passwd", nil, 0o644))
-			},
-		},
-	}
-}
-
-// TestUnpackBreakouts ports containerd's TestBreakouts idea to Unpack: each
-// layer tries to write, link or chmod outside the directory it is unpacked
-// into. The host side (a sibling directory with a 0400 secret and an
-// etc/passwd) must be exactly as before, and the entries land inside the
-// root, or the unpack fails.
+// TestUnpackBreakouts runs the breakout table against Unpack, the way
+// layers of loaded and pulled images reach a build (each layer unpacked on
+// its own, the lower one under the hostile one) and the way an imported
+// root filesystem does (one layer holding both). Whatever the case, the host
+// directory is untouched; then the archive is refused or the merged root
+// holds what the case says. An archive import and load would refuse as it is
+// (absolute or climbing names) is tried re-rooted too, with the same outcome.
 func TestUnpackBreakouts(t *testing.T) {
 	requireRoot(t)
-	for _, bt := range breakouts() {
-		t.Run(bt.name, func(t *testing.T) {
-			sandbox := t.TempDir()
-			host, root := filepath.Join(sandbox, "host"), filepath.Join(sandbox, "root")
-			write(t, filepath.Join(host, "secret"), "secret", 0o400)
-			write(t, filepath.Join(host, "etc/passwd"), "root:x:0:0:host", 0o644)
-			must(t, os.Mkdir(root, 0o755))
-			before := tree(t, host)
-
-			_, err := Unpack(context.Background(), bytes.NewReader(tarBytes(t, bt.layer(host))), root)
-
-			if d := diffTrees(before, tree(t, host)); len(d) > 0 {
-				t.Fatalf("Unpack (err %v) changed the host:\n%s", err, strings.Join(d, "\n"))
+	for _, mode := range []layertest.Mode{layertest.Layers, layertest.OneLayer} {
+		for _, c := range layertest.Cases() {
+			variants := map[string]func([]layertest.Entry) []layertest.Entry{"": nil}
+			if layertest.Unsafe(c.Archive) {
+				variants["/rerooted"] = layertest.Reroot
 			}
-			if err == nil && bt.check != nil {
-				bt.check(t, root, host)
+			for suffix, rewrite := range variants {
+				t.Run(mode.String()+"/"+c.Name+suffix, func(t *testing.T) {
+					sandbox := t.TempDir()
+					h := layertest.NewHost(t, filepath.Join(sandbox, "host"))
+					c := c.Expand(h.Dir)
+					archive := c.Archive
+					if rewrite != nil {
+						archive = rewrite(archive)
+					}
+					merged, err := unpackCase(t, sandbox, mode, c.Lower, archive)
+					h.Check(t)
+					verifyOutcome(t, c.Outcome(mode), merged, err)
+				})
 			}
-			if err != nil {
-				t.Logf("Unpack refused the layer: %v", err)
-			}
-		})
+		}
 	}
 }
 
-func inRoot(name string) func(t *testing.T, root, host string) {
-	return func(t *testing.T, root, _ string) {
-		t.Helper()
-		if _, err := os.Lstat(filepath.Join(root, name)); err != nil {
-			t.Errorf("the entry did not land inside the root at %s: %v", name, err)
+// unpackCase unpacks a case's layers in mode under sandbox and returns the
+// root an overlay of them shows.
+func unpackCase(t *testing.T, sandbox string, mode layertest.Mode, lower, archive []layertest.Entry) (string, error) {
+	t.Helper()
+	var lowers []string
+	unpack := func(name string, entries []layertest.Entry) error {
+		dir := filepath.Join(sandbox, name)
+		must(t, os.Mkdir(dir, 0o755))
+		lowers = append([]string{dir}, lowers...)
+		_, err := Unpack(context.Background(), bytes.NewReader(layertest.Tar(entries)), dir)
+		return err
+	}
+	var err error
+	switch {
+	case mode == layertest.OneLayer:
+		err = unpack("layer", append(append([]layertest.Entry{}, lower...), archive...))
+	case lower != nil:
+		if err := unpack("lower", lower); err != nil {
+			t.Fatalf("unpacking the lower layer: %v", err)
 		}
+		fallthrough
+	default:
+		err = unpack("layer", archive)
+	}
+	if err != nil {
+		return "", err
+	}
+	upper := filepath.Join(sandbox, "upper")
+	must(t, os.Mkdir(upper, 0o755))
+	return mountOverlay(t, upper, lowers...), nil
+}
+
+// verifyOutcome checks what extracting a case into root gave (err its
+// error) against the outcome wanted.
+func verifyOutcome(t *testing.T, want layertest.Outcome, root string, err error) {
+	t.Helper()
+	if want.Refused {
+		if !errdefs.IsInvalidArgument(err) {
+			t.Fatalf("err = %v, want INVALID_ARGUMENT (%s)", err, want.Why)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("err = %v, want success", err)
+	}
+	got, err := layertest.ReadTree(root)
+	must(t, err)
+	for _, err := range got.Verify(want.Checks) {
+		t.Error(err)
+	}
+}
+
+// TestExtractBreakouts runs the breakout table against Extract, ADD's way:
+// the archive extracted in place onto a root that holds the lower entries,
+// ".wh." names plain files.
+func TestExtractBreakouts(t *testing.T) {
+	requireRoot(t)
+	for _, c := range layertest.Cases() {
+		t.Run(c.Name, func(t *testing.T) {
+			sandbox := t.TempDir()
+			h := layertest.NewHost(t, filepath.Join(sandbox, "host"))
+			c := c.Expand(h.Dir)
+			root := filepath.Join(sandbox, "root")
+			must(t, os.Mkdir(root, 0o755))
+			if c.Lower != nil {
+				if _, err := Extract(context.Background(), bytes.NewReader(layertest.Tar(c.Lower)), root); err != nil {
+					t.Fatalf("extracting the lower entries: %v", err)
+				}
+			}
+			ok, err := Extract(context.Background(), bytes.NewReader(layertest.Tar(c.Archive)), root)
+			h.Check(t)
+			if !ok && err == nil {
+				t.Fatal("Extract took the archive for a plain file")
+			}
+			verifyOutcome(t, c.Outcome(layertest.InPlace), root, err)
+		})
 	}
 }
 
@@ -180,6 +155,32 @@ func TestUnpackInvalidWhiteouts(t *testing.T) {
 				t.Errorf("etc/passwd after the refused whiteout: %v", err)
 			}
 		})
+	}
+}
+
+// A whiteout of a name its own layer holds cannot become an overlay
+// whiteout (the name is taken): the layer is malformed, not the builder.
+func TestUnpackWhiteoutOfItsOwnLayer(t *testing.T) {
+	requireRoot(t)
+	tc := tartest.TarContext{}.WithUIDGID(0, 0)
+	_, err := Unpack(context.Background(), bytes.NewReader(tarBytes(t, tartest.TarAll(tc.File("x", []byte("x"), 0o644), tc.File(".wh.x", nil, 0o644)))), t.TempDir())
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("Unpack of x then .wh.x = %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+// An archive whose first entry has a long name (a PAX header ahead of it)
+// is an archive: ADD extracts it, as Docker does.
+func TestExtractLongFirstName(t *testing.T) {
+	tc := tartest.TarContext{}.WithUIDGID(os.Getuid(), os.Getgid())
+	name := "d/" + strings.Repeat("n", 150)
+	dir := t.TempDir()
+	ok, err := Extract(context.Background(), bytes.NewReader(tarBytes(t, tc.File(name, []byte("x"), 0o644))), dir)
+	if !ok || err != nil {
+		t.Fatalf("Extract = %v, %v; want an extracted archive", ok, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != "x" {
+		t.Errorf("reading %s: %q, %v", name, b, err)
 	}
 }
 

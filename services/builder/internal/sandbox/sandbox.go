@@ -1,16 +1,23 @@
 // Package sandbox runs a build step's process (a Dockerfile RUN) in a
 // container: runc with a generated OCI runtime spec.
 //
-// The process gets its own mount, PID, IPC and UTS namespaces, a hostname
-// that is a 12-hex container ID as in Docker, the image's environment, user
-// and working directory, Docker's default capabilities and seccomp profile,
-// /proc, /dev (with /dev/pts, /dev/shm, /dev/mqueue), a read-only /sys, and
-// /etc/resolv.conf, /etc/hosts and /etc/hostname generated for the run. No
-// host path is mounted.
+// The process gets its own mount, PID, IPC, UTS and network namespaces, a
+// hostname that is a 12-hex container ID as in Docker, the image's
+// environment, user and working directory, Docker's default capabilities
+// and seccomp profile, /proc, /dev (with /dev/pts, /dev/shm, /dev/mqueue), a
+// read-only /sys, and /etc/resolv.conf, /etc/hosts and /etc/hostname
+// generated for the run. No host path is mounted.
 //
-// Network: like Docker, RUN has network access by default. NetworkHost (the
-// default) shares the builder's network namespace; NetworkNone gives the
-// process a namespace of its own with only loopback.
+// Limits: every step runs in a cgroup of its own under the builder's, with
+// memory, process and CPU limits (the runner's defaults, which a build may
+// lower), and Docker's open-file limit. A step the kernel's OOM killer
+// struck, or that reached its process limit, fails with an error saying so.
+//
+// Network: NetworkBridge (the default) gives the process a namespace of its
+// own on the runner's bridge, with outbound access and no route to the
+// builder's host, its service peers or link-local addresses (network.go);
+// NetworkNone a namespace with only loopback; NetworkHost, allowed only by
+// the runner's network.host entitlement, the builder's own.
 package sandbox
 
 import (
@@ -26,13 +33,16 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	runc "github.com/containerd/go-runc"
 	securejoin "github.com/cyphar/filepath-securejoin"
+	units "github.com/docker/go-units"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/rootfs"
@@ -42,10 +52,14 @@ import (
 type Network string
 
 const (
-	// NetworkHost shares the builder's network namespace; the default.
-	NetworkHost Network = "host"
+	// NetworkBridge gives the process a namespace on the runner's bridge:
+	// outbound access, nothing of the builder's host; the default.
+	NetworkBridge Network = "bridge"
 	// NetworkNone gives the process a namespace with only loopback.
 	NetworkNone Network = "none"
+	// NetworkHost shares the builder's network namespace; it needs the
+	// runner's network.host entitlement (NetworkOptions.AllowHost).
+	NetworkHost Network = "host"
 )
 
 // Stream names an output stream of the process.
@@ -81,8 +95,10 @@ type Process struct {
 	// Cwd is the working directory (WORKDIR); empty means "/". It is
 	// created, owned by root, when it does not exist.
 	Cwd string
-	// Network is NetworkHost when empty.
+	// Network is NetworkBridge when empty.
 	Network Network
+	// Limits are the build's limits; the runner's defaults where zero.
+	Limits Limits
 	// Output receives each line the process writes, without its newline,
 	// with the stream it came on; a last line without a newline counts too.
 	// Calls never overlap. The line is only valid during the call.
@@ -93,9 +109,19 @@ type Process struct {
 type Options struct {
 	// Runc is the runc binary; "runc" on PATH when empty.
 	Runc string
-	// ResolvConf is the content of the processes' /etc/resolv.conf;
-	// the host's /etc/resolv.conf when nil.
+	// ResolvConf is the builder's resolv.conf: the processes' own with
+	// NetworkNone and NetworkHost, and the name servers the forwarder of
+	// NetworkBridge asks. The host's /etc/resolv.conf when nil.
 	ResolvConf []byte
+	// Memory, Pids and CPUs are every step's limits and the most a build
+	// may ask for (the builder's --step-memory, --step-pids and
+	// --step-cpus): DefaultMemory(), DefaultPids and every CPU of the
+	// machine when 0.
+	Memory int64
+	Pids   int64
+	CPUs   float64
+	// Network configures NetworkBridge and the network.host entitlement.
+	Network NetworkOptions
 }
 
 // Runner runs processes with runc. It is safe for concurrent use.
@@ -103,14 +129,20 @@ type Runner struct {
 	dir        string
 	runc       runc.Runc
 	resolvConf []byte
+	max        maxima
+	cgroups    *stepCgroups
+	net        *bridgeNet
+	allowHost  bool
 }
 
 // maxLine bounds one output line; longer lines are delivered in pieces.
 const maxLine = 64 << 10
 
-// New returns a Runner keeping its state (runc's state, the runs' bundles)
-// under dir. It kills and removes the containers a previous process left
-// there.
+// New returns a Runner keeping its state (runc's state, the runs' bundles,
+// the network namespaces) under dir. It first kills and removes the
+// containers and the network a previous process left there, so it must run
+// before anything unmounts what those containers may still use. Close
+// releases what it set up.
 func New(ctx context.Context, dir string, opts Options) (*Runner, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -139,11 +171,62 @@ func New(ctx context.Context, dir string, opts Options) (*Runner, error) {
 		dir:        dir,
 		runc:       runc.Runc{Command: bin, Root: filepath.Join(dir, "runc"), PdeathSignal: syscall.SIGKILL},
 		resolvConf: resolv,
+		max:        maxima{memory: opts.Memory, pids: opts.Pids, cpus: opts.CPUs},
+		allowHost:  opts.Network.AllowHost,
+	}
+	if r.max.memory == 0 {
+		r.max.memory = DefaultMemory()
+	}
+	if r.max.pids == 0 {
+		r.max.pids = DefaultPids
+	}
+	if r.max.cpus == 0 {
+		r.max.cpus = float64(runtime.NumCPU())
+	}
+	if r.max.memory < minMemory || r.max.pids < 1 || r.max.cpus < 0.01 {
+		return nil, errdefs.InvalidArgument("step limits %s memory, %d processes, %g CPUs: want at least 6 MiB, 1 and 0.01",
+			units.BytesSize(float64(r.max.memory)), r.max.pids, r.max.cpus)
+	}
+	if r.cgroups, err = newStepCgroups(); err != nil {
+		return nil, err
 	}
 	if err := r.cleanup(ctx); err != nil {
 		return nil, err
 	}
+	if r.net, err = newBridgeNet(ctx, dir, opts.Network, resolvers(resolv)); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// Close removes the runner's network: its namespaces, their veths and
+// addresses, its firewall rules and bridge, and stops its DNS forwarder.
+// Every Run must have returned.
+func (r *Runner) Close(ctx context.Context) {
+	r.net.close(ctx)
+}
+
+// Admit refuses, before a build runs anything, a network it may not have
+// and limits above the runner's.
+func (r *Runner) Admit(network Network, l Limits) error {
+	if err := r.admitNetwork(network); err != nil {
+		return err
+	}
+	_, err := r.max.resolve(l)
+	return err
+}
+
+func (r *Runner) admitNetwork(n Network) error {
+	switch n {
+	case "", NetworkBridge, NetworkNone:
+		return nil
+	case NetworkHost:
+		if !r.allowHost {
+			return errdefs.FailedPrecondition("--network host is not allowed: the builder needs the network.host entitlement (start it with --allow-insecure-entitlement network.host)").WithReason("ENTITLEMENT_REQUIRED")
+		}
+		return nil
+	}
+	return errdefs.InvalidArgument("network %q: want %q, %q or %q", n, NetworkBridge, NetworkNone, NetworkHost)
 }
 
 // cleanup kills and deletes every container in the runner's runc root and
@@ -177,10 +260,14 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		return -1, errdefs.InvalidArgument("no command to run")
 	}
 	if p.Network == "" {
-		p.Network = NetworkHost
+		p.Network = NetworkBridge
 	}
-	if p.Network != NetworkHost && p.Network != NetworkNone {
-		return -1, errdefs.InvalidArgument("network %q: want %q or %q", p.Network, NetworkHost, NetworkNone)
+	if err := r.admitNetwork(p.Network); err != nil {
+		return -1, err
+	}
+	limits, err := r.max.resolve(p.Limits)
+	if err != nil {
+		return -1, err
 	}
 	if p.Cwd == "" {
 		p.Cwd = "/"
@@ -208,14 +295,25 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		return -1, err
 	}
 	defer os.RemoveAll(bundle)
-	spec := runtimeSpec(p, u, id, hostname, bundle)
-	b, err := json.Marshal(spec)
+	s := stepSpec{id: id, hostname: hostname, bundle: bundle, cgroupsPath: r.cgroups.specPath(id),
+		resources: limits.resources(r.cgroups.swapAccounted()), rlimits: rlimits(limits.Ulimits)}
+	resolv := r.resolvConf
+	if p.Network == NetworkBridge {
+		if s.netns, err = r.net.get(ctx); err != nil {
+			return -1, err
+		}
+		// Back to the pool once runc deleted the container (this defer
+		// runs after run returns): no process of the step is left in it.
+		defer r.net.put(s.netns)
+		resolv = stepResolvConf(r.resolvConf, r.net.gateway)
+	}
+	b, err := json.Marshal(runtimeSpec(p, u, s))
 	if err != nil {
 		return -1, err
 	}
 	for name, content := range map[string][]byte{
 		"config.json": b,
-		"resolv.conf": r.resolvConf,
+		"resolv.conf": resolv,
 		"hosts":       hostsFile(hostname),
 		"hostname":    []byte(hostname + "\n"),
 	} {
@@ -223,10 +321,14 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 			return -1, err
 		}
 	}
-	return r.run(ctx, id, bundle, p.Output)
+	return r.run(ctx, id, bundle, limits, p.Output)
 }
 
-func (r *Runner) run(ctx context.Context, id, bundle string, output func(Stream, []byte)) (int, error) {
+// pidsPoll is how often a running step's cgroup is checked for a refused
+// fork.
+const pidsPoll = 100 * time.Millisecond
+
+func (r *Runner) run(ctx context.Context, id, bundle string, limits Limits, output func(Stream, []byte)) (int, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return -1, err
@@ -259,13 +361,16 @@ func (r *Runner) run(ctx context.Context, id, bundle string, output func(Stream,
 	rc.Log = filepath.Join(bundle, "runc.log")
 	rc.LogFormat = runc.JSON
 	started := make(chan int, 1)
+	running := make(chan struct{})
 	done := make(chan struct{})
 	killed := make(chan struct{})
+	var pidsHit atomic.Bool
 	go func() {
 		// Once runc has the pipes, only the container holds their write
 		// ends: the readers see EOF when its last process is gone.
 		select {
 		case <-started:
+			close(running)
 		case <-done:
 		}
 		outW.Close()
@@ -273,15 +378,30 @@ func (r *Runner) run(ctx context.Context, id, bundle string, output func(Stream,
 	}()
 	go func() {
 		defer close(killed)
-		select {
-		case <-done:
-			return
-		case <-ctx.Done():
+		// A step that reached its process limit is killed at once: a fork
+		// bomb would otherwise churn at the limit for as long as it likes.
+		tick := time.NewTicker(pidsPoll)
+		defer tick.Stop()
+	watch:
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				break watch
+			case <-tick.C:
+				select {
+				case <-running:
+					if _, forks := r.cgroups.events(id); forks > 0 {
+						pidsHit.Store(true)
+						break watch
+					}
+				default:
+				}
+			}
 		}
 		// Kill every process of the container; retry until runc has
 		// created it or the run is over.
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
 		for {
 			if err := rc.Kill(context.Background(), id, int(syscall.SIGKILL), &runc.KillOpts{All: true}); err == nil {
 				return
@@ -295,16 +415,17 @@ func (r *Runner) run(ctx context.Context, id, bundle string, output func(Stream,
 	}()
 
 	// The run is not tied to ctx: killing runc would orphan the container.
-	// Cancellation goes through runc kill above.
+	// Cancellation goes through runc kill above. --keep leaves the stopped
+	// container, and its cgroup, for the events read below.
 	status, runErr := rc.Run(context.Background(), id, bundle, &runc.CreateOpts{
-		IO:      pipeIO{out: outW, err: errW},
-		Started: started,
+		IO:        pipeIO{out: outW, err: errW},
+		Started:   started,
+		ExtraArgs: []string{"--keep"},
 	})
 	close(done)
 	<-killed
 	readers.Wait()
-	// runc run deletes the container when it ends; this covers a runc
-	// that died first.
+	ooms, forks := r.cgroups.events(id)
 	rc.Delete(context.Background(), id, &runc.DeleteOpts{Force: true})
 
 	if err := ctx.Err(); err != nil {
@@ -316,6 +437,14 @@ func (r *Runner) run(ctx context.Context, id, bundle string, output func(Stream,
 	}
 	if msg := runcError(rc.Log); msg != "" {
 		return -1, errdefs.FailedPrecondition("the container could not start: %s", msg)
+	}
+	switch {
+	case pidsHit.Load() || forks > 0 && status != 0:
+		return status, pidsExceeded(limits)
+	case ooms > 0 && status != 0:
+		// A step that survived an OOM kill (`cmd || true`) succeeded, as
+		// in Docker.
+		return status, memoryExceeded(limits)
 	}
 	return status, nil
 }

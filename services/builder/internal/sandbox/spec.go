@@ -7,7 +7,6 @@ import (
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/services/builder/internal/rootfs"
 )
@@ -47,22 +46,42 @@ var (
 	}
 )
 
+// stepSpec is what the runner decided for one run.
+type stepSpec struct {
+	id, hostname, bundle string
+	// netns is the network namespace to join (NetworkBridge).
+	netns       string
+	cgroupsPath string
+	resources   *specs.LinuxResources
+	rlimits     []specs.POSIXRlimit
+}
+
+// stepOOMScoreAdj makes the kernel's OOM killer, when the builder's cgroup
+// or the machine runs out of memory (several steps each within their
+// limits), pick a step's process before the builder (0 unless its operator
+// says otherwise). A step cannot lower it: that needs CAP_SYS_RESOURCE.
+const stepOOMScoreAdj = 500
+
 // runtimeSpec is the OCI runtime spec of one RUN: the namespaces, mounts,
 // capabilities, seccomp profile and limits of Docker's default container,
 // with no host path mounted but the three files the runner generated for
 // the run (/etc/resolv.conf, /etc/hosts, /etc/hostname).
-func runtimeSpec(p Process, u rootfs.User, id, hostname, bundle string) *specs.Spec {
-	env := processEnv(p.Env, hostname, u.Home)
+func runtimeSpec(p Process, u rootfs.User, st stepSpec) *specs.Spec {
+	env := processEnv(p.Env, st.hostname, u.Home)
 	namespaces := []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace},
 		{Type: specs.IPCNamespace},
 		{Type: specs.UTSNamespace},
 		{Type: specs.MountNamespace},
 	}
-	if p.Network == NetworkNone {
+	switch p.Network {
+	case NetworkNone:
 		// A namespace of its own: runc brings up loopback and nothing else.
 		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	case NetworkBridge:
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: st.netns})
 	}
+	oomScoreAdj := stepOOMScoreAdj
 	s := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
@@ -75,10 +94,11 @@ func runtimeSpec(p Process, u rootfs.User, id, hostname, bundle string) *specs.S
 				Effective: defaultCapabilities,
 				Permitted: defaultCapabilities,
 			},
-			Rlimits: []specs.POSIXRlimit{nofileLimit()},
+			Rlimits:     st.rlimits,
+			OOMScoreAdj: &oomScoreAdj,
 		},
 		Root:     &specs.Root{Path: p.RootFS},
-		Hostname: hostname,
+		Hostname: st.hostname,
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
@@ -87,34 +107,20 @@ func runtimeSpec(p Process, u rootfs.User, id, hostname, bundle string) *specs.S
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"ro", "nosuid", "noexec", "nodev"}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
-			{Destination: "/etc/resolv.conf", Type: "bind", Source: path.Join(bundle, "resolv.conf"), Options: []string{"rbind", "rprivate"}},
-			{Destination: "/etc/hostname", Type: "bind", Source: path.Join(bundle, "hostname"), Options: []string{"rbind", "rprivate"}},
-			{Destination: "/etc/hosts", Type: "bind", Source: path.Join(bundle, "hosts"), Options: []string{"rbind", "rprivate"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: path.Join(st.bundle, "resolv.conf"), Options: []string{"rbind", "rprivate"}},
+			{Destination: "/etc/hostname", Type: "bind", Source: path.Join(st.bundle, "hostname"), Options: []string{"rbind", "rprivate"}},
+			{Destination: "/etc/hosts", Type: "bind", Source: path.Join(st.bundle, "hosts"), Options: []string{"rbind", "rprivate"}},
 		},
 		Linux: &specs.Linux{
-			Namespaces:  namespaces,
-			CgroupsPath: "/strata/" + id,
-			Resources: &specs.LinuxResources{
-				// Deny every device but those runc always allows
-				// (null, zero, full, random, urandom, tty, ptmx, pts).
-				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
-			},
+			Namespaces:    namespaces,
+			CgroupsPath:   st.cgroupsPath,
+			Resources:     st.resources,
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
 	s.Linux.Seccomp = seccomp.DefaultProfile(s)
 	return s
-}
-
-// nofileLimit is the builder's own open-file limit, which a container of
-// Docker inherits from the daemon (setting a higher one is not permitted).
-func nofileLimit() specs.POSIXRlimit {
-	var l unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &l); err != nil {
-		return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}
-	}
-	return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: l.Max, Soft: l.Max}
 }
 
 // processEnv is the environment Docker gives a container's process: a

@@ -24,16 +24,19 @@ import (
 // Builds runs Build RPCs: it receives the context into the shared content
 // store, runs the build, and bounds how many run at once.
 type Builds struct {
-	builder *build.Builder
-	store   *buildctx.Store
-	slots   *slots
-	recent  recentContexts
+	builder  *build.Builder
+	store    *buildctx.Store
+	slots    *slots
+	recent   recentContexts
+	stopping context.Context
 }
 
 // NewBuilds returns a Builds that runs at most maxBuilds builds at once;
-// further builds wait for a slot.
-func NewBuilds(b *build.Builder, store *buildctx.Store, maxBuilds int) *Builds {
-	return &Builds{builder: b, store: store, slots: newSlots(maxBuilds)}
+// further builds wait for a slot. When stopping ends (the builder is
+// told to stop), every running build is canceled: its steps are killed and
+// its temporary state removed while the server drains.
+func NewBuilds(stopping context.Context, b *build.Builder, store *buildctx.Store, maxBuilds int) *Builds {
+	return &Builds{builder: b, store: store, slots: newSlots(maxBuilds), stopping: stopping}
 }
 
 // WithBuilds serves Build with b.
@@ -52,6 +55,7 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse]) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	defer context.AfterFunc(b.stopping, cancel)()
 	start := time.Now()
 
 	first, err := stream.Recv()
@@ -199,6 +203,7 @@ func (b *Builds) serve(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		Labels:          opts.GetLabels(),
 		NoCache:         opts.GetNoCache(),
 		Network:         opts.GetNetwork(),
+		Resources:       opts.GetResources(),
 		Tags:            opts.GetTags(),
 	}, events)
 	if err == nil {

@@ -22,8 +22,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/compression"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -114,6 +115,10 @@ func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l.withDe
 // WithTransport sets the HTTP transport used to reach registries.
 func WithTransport(t http.RoundTripper) Option { return func(s *Service) { s.transport = t } }
 
+// WithEgress sets which registry addresses may be reached (by default only
+// public ones).
+func WithEgress(p egress.Policy) Option { return func(s *Service) { s.transport = p.Transport() } }
+
 // WithRetryBackoff sets the first wait before a registry request is retried.
 func WithRetryBackoff(d time.Duration) Option { return func(s *Service) { s.retryBackoff = d } }
 
@@ -127,7 +132,7 @@ func New(blobs Blobs, images *image.Store, log *slog.Logger, opts ...Option) *Se
 		images:       images,
 		limits:       Limits{}.withDefaults(),
 		log:          log,
-		transport:    http.DefaultTransport,
+		transport:    egress.Policy{}.Transport(),
 		retryBackoff: time.Second,
 		now:          time.Now,
 	}

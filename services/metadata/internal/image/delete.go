@@ -20,7 +20,7 @@ type deletion struct {
 
 func (d *deletion) untagged(ctx context.Context, tx Tx, id string, r Ref) error {
 	d.items = append(d.items, &metadatav1.DeletedItem{Untagged: r.Familiar})
-	return tx.AppendEvent(ctx, event(d.now, metadatav1.EventAction_EVENT_ACTION_UNTAG, id, r.Familiar, nil))
+	return tx.AppendEvent(ctx, event(ctx, d.now, metadatav1.EventAction_EVENT_ACTION_UNTAG, id, r.Familiar, nil))
 }
 
 func conflict(id, message string, forceable bool) error {
@@ -172,7 +172,7 @@ func (s *Service) deleteHelper(ctx context.Context, tx Tx, id string, force, pru
 		return err
 	}
 	d.items = append(d.items, &metadatav1.DeletedItem{Deleted: id})
-	if err := tx.AppendEvent(ctx, event(d.now, metadatav1.EventAction_EVENT_ACTION_DELETE, id, "", nil)); err != nil {
+	if err := tx.AppendEvent(ctx, event(ctx, d.now, metadatav1.EventAction_EVENT_ACTION_DELETE, id, "", nil)); err != nil {
 		return err
 	}
 	// A layer goes with the last image that has it, top first; a layer still
@@ -334,7 +334,7 @@ func (s *Service) PruneImages(ctx context.Context, all bool, filters []*metadata
 			}
 		}
 		attrs := map[string]string{"reclaimed": strconv.FormatInt(d.reclaimed, 10)}
-		return tx.AppendEvent(ctx, event(d.now, metadatav1.EventAction_EVENT_ACTION_PRUNE, "", "", attrs))
+		return tx.AppendEvent(ctx, event(ctx, d.now, metadatav1.EventAction_EVENT_ACTION_PRUNE, "", "", attrs))
 	})
 	if err != nil {
 		return nil, 0, err

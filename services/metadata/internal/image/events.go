@@ -142,7 +142,7 @@ func (s *Service) RecordEvent(ctx context.Context, ev *metadatav1.Event) error {
 	if ev == nil || ev.GetAction() == metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
 		return errdefs.InvalidArgument("an event needs an action")
 	}
-	e := event(s.now(), ev.GetAction(), ev.GetImageId(), ev.GetReference(), ev.GetAttributes())
+	e := event(ctx, s.now(), ev.GetAction(), ev.GetImageId(), ev.GetReference(), ev.GetAttributes())
 	if ev.GetTime() != nil {
 		e.Time = timestamppb.New(ev.GetTime().AsTime())
 	}

@@ -21,7 +21,7 @@ import (
 // position says which transactions' events were read, as a snapshot (see
 // pgPosition).
 
-const eventColumns = `seq, time, action, image_id, reference, attributes`
+const eventColumns = `seq, time, action, image_id, reference, attributes, actor, via`
 
 // scanEvents reads rows of eventColumns followed by extra columns, which
 // are scanned into extra on every row. It returns the events and the
@@ -35,7 +35,7 @@ func scanEvents(rows *sql.Rows, extra ...any) ([]*metadatav1.Event, int64, error
 		var action int32
 		var attrs string
 		ev := &metadatav1.Event{}
-		dest := append([]any{&seq, &at, &action, &ev.ImageId, &ev.Reference, &attrs}, extra...)
+		dest := append([]any{&seq, &at, &action, &ev.ImageId, &ev.Reference, &attrs, &ev.Actor, &ev.Via}, extra...)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, 0, err
 		}

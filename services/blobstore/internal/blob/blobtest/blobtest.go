@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,8 @@ func TestStore(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"ListPagedWhileAdding", testListPagedWhileAdding},
 		{"DeleteWhileReading", testDeleteWhileReading},
 		{"Uploads", testUploads},
+		{"SHA512", testSHA512},
+		{"ResumeExactly", testResumeExactly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -334,7 +337,7 @@ var MalformedDigests = []string{
 	"sha256:" + strings.Repeat("a", 63),
 	"sha256:" + strings.Repeat("a", 65),
 	"md5:" + strings.Repeat("a", 32),
-	"sha512:" + strings.Repeat("a", 128),
+	"sha512:" + strings.Repeat("a", 127),
 	strings.Repeat("a", 64),
 	"sha256:" + strings.Repeat("a", 62) + "/x",
 }
@@ -796,5 +799,367 @@ func testUploads(t *testing.T, s blob.Store) {
 	}
 	if _, err := hw.Commit(ctx, ""); err != nil {
 		t.Fatalf("Commit of the held upload after cleaning = %v", err)
+	}
+}
+
+// Damage changes, behind a store's back, the byte at off of the stored blob
+// d, as a failing disk or S3 server might.
+type Damage func(t *testing.T, d digest.Digest, off int64)
+
+// FlipByte inverts the byte at off of the file at path: the Damage of a
+// backend that keeps each blob in a file (the fs backend, versitygw).
+func FlipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("damaging %s: %v", path, err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatalf("damaging %s at %d: %v", path, off, err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatalf("damaging %s at %d: %v", path, off, err)
+	}
+}
+
+// TestDamage checks what a store does with blobs whose stored bytes
+// changed: whole reads fail with ErrDataLoss naming the digest, Check
+// reports the same, ranges are served as stored, and intact blobs read
+// as before. newStore returns an empty store and how to damage its blobs.
+func TestDamage(t *testing.T, newStore func(t *testing.T) (blob.Store, Damage)) {
+	for i, tc := range []struct {
+		size int
+		off  int64 // of the damaged byte
+	}{
+		{1, 0},
+		{1000, 999},
+		{7*mib + 3, 0},
+		{7*mib + 3, 6 * mib},
+	} {
+		t.Run(fmt.Sprintf("%d-at-%d", tc.size, tc.off), func(t *testing.T) {
+			s, damage := newStore(t)
+			ctx := ctxFor(t)
+			b := Content(uint64(400+i), tc.size)
+			info := put(t, s, b, int64(len(b)))
+			intact := put(t, s, Content(uint64(500+i), tc.size), int64(tc.size))
+			damage(t, info.Digest, tc.off)
+
+			got, _, err := readAll(t, s, info.Digest, 0, 0)
+			wantKind(t, fmt.Sprintf("reading %s, damaged at %d", info.Digest, tc.off), err, errdefs.ErrDataLoss)
+			if err != nil && !strings.Contains(err.Error(), string(info.Digest)) {
+				t.Errorf("reading a damaged blob: error %q does not name %s", err, info.Digest)
+			}
+			if len(got) > tc.size {
+				t.Errorf("reading a damaged blob returned %d bytes, more than its %d", len(got), tc.size)
+			}
+			_, err = blob.Check(ctx, s, info.Digest)
+			wantKind(t, fmt.Sprintf("Check(%s), damaged at %d", info.Digest, tc.off), err, errdefs.ErrDataLoss)
+			if st, err := s.Stat(ctx, info.Digest); err != nil || st.Size != int64(tc.size) {
+				t.Errorf("Stat(%s) of a damaged blob = %+v, %v; want it described as committed", info.Digest, st, err)
+			}
+			// A range is served as stored: only the whole blob can be checked.
+			if tc.size > 1 {
+				got, _, err = readAll(t, s, info.Digest, tc.off, 1)
+				if err != nil || len(got) != 1 || got[0] != b[tc.off]^0xff {
+					t.Errorf("reading the damaged byte alone = %x, %v; want %x served as stored", got, err, b[tc.off]^0xff)
+				}
+			}
+
+			if _, err := blob.Check(ctx, s, intact.Digest); err != nil {
+				t.Errorf("Check(%s) of an intact blob = %v", intact.Digest, err)
+			}
+			if _, err := blob.Check(ctx, s, digest.FromString("never stored")); !errdefs.IsNotFound(err) {
+				t.Errorf("Check of a digest never stored = %v, want not found", err)
+			}
+		})
+	}
+}
+
+// TestReplicas checks stores that are replicas of one another (two
+// processes over one bucket): an upload begun on one resumes on the other,
+// one writer holds an upload whichever replica it is on, and the janitors
+// of both may run at once. newPair returns two empty replicas.
+func TestReplicas(t *testing.T, newPair func(t *testing.T) (a, b blob.Store)) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, a, b blob.Store)
+	}{
+		{"ResumeOnOtherReplica", testResumeOnOtherReplica},
+		{"OneWriterAcrossReplicas", testOneWriterAcrossReplicas},
+		{"RaceForOneUpload", testRaceForOneUpload},
+		{"JanitorsOnEveryReplica", testJanitorsOnEveryReplica},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := newPair(t)
+			tt.fn(t, a, b)
+		})
+	}
+}
+
+func testResumeOnOtherReplica(t *testing.T, a, b blob.Store) {
+	ctx := ctxFor(t)
+	data := Content(600, 13*mib+5)
+	d := digest.FromBytes(data)
+	opts := blob.WriterOptions{Ref: newRef(t), Expected: d, Size: int64(len(data))}
+	w, err := a.NewWriter(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeChunks(w, data[:11*mib], mib); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	u, err := b.Upload(ctx, opts.Ref)
+	if err != nil {
+		t.Fatalf("Upload(%q) on the other replica = %v", opts.Ref, err)
+	}
+	w, err = b.NewWriter(ctx, opts)
+	if err != nil {
+		t.Fatalf("resuming on the other replica = %v", err)
+	}
+	defer w.Close()
+	if w.Offset() != u.Offset {
+		t.Errorf("resumed at %d, want the %d bytes the upload holds", w.Offset(), u.Offset)
+	}
+	if err := writeChunks(w, data[w.Offset():], mib); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, ""); err != nil {
+		t.Fatalf("Commit on the other replica = %v", err)
+	}
+	if _, err := blob.Check(ctx, a, d); err != nil {
+		t.Errorf("Check(%s) on the first replica = %v", d, err)
+	}
+	wantNoUpload(t, a, opts.Ref)
+}
+
+func testOneWriterAcrossReplicas(t *testing.T, a, b blob.Store) {
+	ctx := ctxFor(t)
+	data := Content(601, 6*mib+1)
+	d := digest.FromBytes(data)
+	opts := blob.WriterOptions{Ref: newRef(t), Expected: d, Size: int64(len(data))}
+	w, err := a.NewWriter(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := writeChunks(w, data[:mib], mib); err != nil {
+		t.Fatal(err)
+	}
+	w2, err := b.NewWriter(ctx, opts)
+	if err == nil {
+		w2.Close()
+	}
+	wantKind(t, "NewWriter on one replica of an upload held on the other", err, errdefs.ErrUnavailable)
+	wantKind(t, "Abort on one replica of an upload held on the other", b.Abort(ctx, opts.Ref), errdefs.ErrUnavailable)
+	if _, err := b.CleanUploads(ctx, time.Now().Add(time.Hour)); err != nil {
+		t.Errorf("CleanUploads on the other replica = %v", err)
+	}
+	if err := writeChunks(w, data[mib:], mib); err != nil {
+		t.Fatalf("writing on after the other replica tried the upload: %v", err)
+	}
+	if _, err := w.Commit(ctx, ""); err != nil {
+		t.Fatalf("Commit = %v", err)
+	}
+	if _, err := blob.Check(ctx, b, d); err != nil {
+		t.Errorf("Check(%s) on the other replica = %v", d, err)
+	}
+}
+
+// testRaceForOneUpload opens one upload on both replicas at the same
+// moment, a few times: exactly one writer gets it each time, the other
+// fails UNAVAILABLE, and the winner's blob is right.
+func testRaceForOneUpload(t *testing.T, a, b blob.Store) {
+	ctx := ctxFor(t)
+	for round := range 3 {
+		data := Content(uint64(610+round), 6*mib+round)
+		d := digest.FromBytes(data)
+		opts := blob.WriterOptions{Ref: newRef(t), Expected: d, Size: int64(len(data))}
+		var ws [2]blob.Writer
+		var errs [2]error
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, s := range []blob.Store{a, b} {
+			wg.Go(func() {
+				<-start
+				ws[i], errs[i] = s.NewWriter(ctx, opts)
+			})
+		}
+		close(start)
+		wg.Wait()
+		won := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && won >= 0:
+				t.Fatalf("round %d: both replicas hold upload %q at once", round, opts.Ref)
+			case err == nil:
+				won = i
+			case !errdefs.IsUnavailable(err):
+				t.Errorf("round %d: the losing replica's NewWriter = %v, want unavailable", round, err)
+			}
+		}
+		if won < 0 {
+			t.Fatalf("round %d: neither replica got upload %q: %v", round, opts.Ref, errs)
+		}
+		w := ws[won]
+		if err := writeChunks(w, data, mib); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Commit(ctx, ""); err != nil {
+			t.Fatalf("round %d: the winner's Commit = %v", round, err)
+		}
+		w.Close()
+		if _, err := blob.Check(ctx, []blob.Store{a, b}[1-won], d); err != nil {
+			t.Errorf("round %d: Check(%s) on the losing replica = %v", round, d, err)
+		}
+	}
+}
+
+// testJanitorsOnEveryReplica runs both replicas' janitors at once over
+// idle uploads: each is discarded once, without errors, and an upload a
+// writer holds survives both.
+func testJanitorsOnEveryReplica(t *testing.T, a, b blob.Store) {
+	ctx := ctxFor(t)
+	var idle []string
+	for i := range 3 {
+		ref := newRef(t)
+		data := Content(uint64(620+i), 6*mib)
+		w, err := a.NewWriter(ctx, blob.WriterOptions{Ref: ref, Expected: digest.FromBytes(data), Size: int64(len(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := writeChunks(w, data[:5*mib+1], mib); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		idle = append(idle, ref)
+	}
+	held := Content(630, 100)
+	hd := digest.FromBytes(held)
+	hw, err := b.NewWriter(ctx, blob.WriterOptions{Ref: newRef(t), Expected: hd, Size: int64(len(held))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hw.Close()
+
+	var ns [2]int
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, s := range []blob.Store{a, b} {
+		wg.Go(func() { ns[i], errs[i] = s.CleanUploads(ctx, time.Now().Add(time.Hour)) })
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || ns[0]+ns[1] != len(idle) {
+		t.Errorf("CleanUploads on both replicas at once = %d, %v and %d, %v; want %d discarded in all, no errors",
+			ns[0], errs[0], ns[1], errs[1], len(idle))
+	}
+	for _, ref := range idle {
+		wantNoUpload(t, a, ref)
+	}
+	if _, err := hw.Write(held); err != nil {
+		t.Fatalf("Write to the held upload after both janitors ran = %v", err)
+	}
+	if _, err := hw.Commit(ctx, ""); err != nil {
+		t.Fatalf("Commit of the held upload after both janitors ran = %v", err)
+	}
+}
+
+// testSHA512 stores a blob under a declared sha512 digest, beside a sha256
+// one, and lists both in digest order.
+func testSHA512(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	data := Content(512, 3000)
+	d512 := digest.SHA512.FromBytes(data)
+	d256 := digest.SHA256.FromBytes(data)
+	for _, d := range []digest.Digest{d512, d256} {
+		w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "sha-" + string(d.Algorithm()), Expected: d, Size: int64(len(data))})
+		if err != nil {
+			t.Fatalf("NewWriter(%s) = %v", d, err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Commit(ctx, ""); err != nil {
+			t.Fatalf("Commit(%s) = %v", d, err)
+		}
+		w.Close()
+	}
+	rc, info, err := s.Open(ctx, d512, 0, 0)
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", d512, err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, data) || info.Digest != d512 {
+		t.Errorf("Open(%s) read %d bytes (%v), info %+v; want the blob", d512, len(got), err, info)
+	}
+	list, err := s.List(ctx, "", 10)
+	if err != nil || len(list) != 2 || list[0].Digest != d256 || list[1].Digest != d512 {
+		t.Errorf("List = %+v, %v; want %s then %s", list, err, d256, d512)
+	}
+	if list, err := s.List(ctx, d256, 10); err != nil || len(list) != 1 || list[0].Digest != d512 {
+		t.Errorf("List(after %s) = %+v, %v; want %s", d256, list, err, d512)
+	}
+	wrong := digest.SHA512.FromString("other")
+	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "sha-wrong", Expected: wrong, Size: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.Commit(ctx, "")
+	wantKind(t, "Commit of a wrong sha512 digest", err, errdefs.ErrInvalidArgument)
+}
+
+// testResumeExactly writes a blob in pieces that fall anywhere, each by a
+// writer of its own closed without a commit: every writer resumes at the
+// last byte the one before it took (the registry's chunked uploads).
+func testResumeExactly(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	data := Content(7, 13<<20+333)
+	d := digest.FromBytes(data)
+	const ref = "exact"
+	for off, piece := 0, 1; off < len(data); piece *= 3 {
+		w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Offset() != int64(off) {
+			t.Fatalf("a writer resumed at %d, want %d", w.Offset(), off)
+		}
+		end := min(off+piece*4099, len(data))
+		if _, err := w.Write(data[off:end]); err != nil {
+			t.Fatal(err)
+		}
+		if end == len(data) {
+			if _, err := w.Commit(ctx, d); err != nil {
+				t.Fatalf("Commit = %v", err)
+			}
+			w.Close()
+			break
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("Close at %d = %v", end, err)
+		}
+		u, err := s.Upload(ctx, ref)
+		if err != nil || u.Offset != int64(end) {
+			t.Fatalf("Upload after a Close at %d = %+v, %v", end, u, err)
+		}
+		off = end
+	}
+	rc, _, err := s.Open(ctx, d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, data) {
+		t.Errorf("the blob reads back as %d other bytes", len(got))
 	}
 }

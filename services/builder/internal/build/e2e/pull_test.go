@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -31,5 +32,27 @@ func TestFromPullsWhatIsNotLocal(t *testing.T) {
 	r := s.strata(t, dir, "build", ".")
 	if r.code == 0 || !strings.Contains(r.stderr, "Dockerfile:1: FROM "+reg+"/team/nothing:1") {
 		t.Errorf("FROM an image no registry has: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// A builder that allows no private registry refuses FROM, pull and push to
+// one on loopback, naming the address and the flags that allow it.
+func TestLoopbackRegistryNeedsAllowing(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the builder needs root for overlay mounts and runc")
+	}
+	s := &stack{Stack: harness.StartStack(t, harness.StackOptions{BuilderEnv: []string{"STRATA_ALLOW_REGISTRIES="}})}
+	s.home = t.TempDir()
+	s.ok(t, "", "import", rootfsTar(t), "busybox:latest")
+	reg := harness.StartRegistry(t)
+	remote := reg + "/team/busybox:1"
+	s.ok(t, "", "tag", "busybox:latest", remote)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"Dockerfile": "FROM " + reg + "/team/other:1\n"})
+	for _, args := range [][]string{{"push", remote}, {"pull", remote}, {"build", dir}} {
+		r := s.strata(t, "", args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "127.0.0.1") || !strings.Contains(r.stderr, "--allow-private-registries") {
+			t.Errorf("strata %v: exit %d, %q; want a refusal naming the address and the flag", args, r.code, r.stderr)
+		}
 	}
 }

@@ -97,7 +97,7 @@ func TestBuildRunsWhileTheContextArrives(t *testing.T) {
 	// Content that does not match its listed digest fails the build, even
 	// though its first steps ran already, and tags nothing.
 	other := append([]byte("other "), big...)
-	bad := append([]byte("tampered "), big...)
+	bad := append([]byte("OTHER "), big...) // as long as other, so only its digest is wrong
 	if _, err := lateContext(t, s, "late-bad", other, bad); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "does not match its digest") {
 		t.Fatalf("build with tampered content: err = %v, want INVALID_ARGUMENT naming the digest mismatch", err)
 	}

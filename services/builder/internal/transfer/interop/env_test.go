@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
 	"github.com/strata-build/strata/services/builder/internal/content"
+	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
@@ -53,7 +55,9 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	blobs := content.New(bc)
 	meta := metadatav1.NewImageServiceClient(metaConn)
 	images := image.NewStore(blobs, meta)
-	opts = append([]transfer.Option{transfer.WithRetryBackoff(10 * time.Millisecond)}, opts...)
+	// The registries of these tests listen on loopback, as make run's may.
+	loopback := egress.Policy{Prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}
+	opts = append([]transfer.Option{transfer.WithRetryBackoff(10 * time.Millisecond), transfer.WithEgress(loopback)}, opts...)
 	return &env{
 		dir:      dir,
 		blobAddr: blobAddr,
@@ -159,6 +163,7 @@ func (e *env) builder(t testing.TB) builderv1.BuildServiceClient {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	harness.Start(t, []string{"STRATA_LISTEN=" + addr, "STRATA_STATE_DIR=" + filepath.Join(e.dir, "builder"),
-		"STRATA_BLOBSTORE_ADDR=" + e.blobAddr, "STRATA_METADATA_ADDR=" + e.metaAddr}, harness.Binary(t, "strata-builder"))
+		"STRATA_BLOBSTORE_ADDR=" + e.blobAddr, "STRATA_METADATA_ADDR=" + e.metaAddr, "STRATA_ALLOW_REGISTRIES=127.0.0.0/8,::1"},
+		harness.Binary(t, "strata-builder"))
 	return builderv1.NewBuildServiceClient(dial(t, addr))
 }

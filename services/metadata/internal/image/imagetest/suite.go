@@ -74,6 +74,7 @@ func TestStore(t *testing.T, newStore NewStore) {
 		}},
 		{"PagingUnderWrites", testPagingUnderWrites},
 		{"DefaultPageSize", testDefaultPageSize},
+		{"Repository", testRepository},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewClock()

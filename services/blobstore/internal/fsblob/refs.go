@@ -1,4 +1,4 @@
-package blob
+package fsblob
 
 import (
 	"sync"
@@ -6,16 +6,18 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
-// RefLocks hands each upload ref to one writer at a time within a process.
-// The zero value is ready to use.
-type RefLocks struct {
+// refLocks hands each upload ref to one writer at a time. They live in the
+// process, which is enough for a backend that one process serves (see
+// New); the S3 backend keeps its locks in the bucket. The zero value is
+// ready to use.
+type refLocks struct {
 	mu   sync.Mutex
 	held map[string]bool
 }
 
 // Lock takes ref, or fails with ErrUnavailable when another writer holds it:
 // a client whose stream just broke may retry while the server lets go.
-func (l *RefLocks) Lock(ref string) error {
+func (l *refLocks) Lock(ref string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.held[ref] {
@@ -29,15 +31,8 @@ func (l *RefLocks) Lock(ref string) error {
 }
 
 // Unlock lets go of ref.
-func (l *RefLocks) Unlock(ref string) {
+func (l *refLocks) Unlock(ref string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.held, ref)
-}
-
-// Held reports whether a writer holds ref now.
-func (l *RefLocks) Held(ref string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.held[ref]
 }

@@ -1,0 +1,79 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/image"
+)
+
+// cached returns the image a cache record names for step st over parent
+// cur when it is what the step makes of that parent: an image that exists,
+// whose parent is cur, whose history and layers are cur's plus one row (the
+// step's instruction, an empty layer for a metadata step) and at most one
+// layer. Otherwise it logs and counts the record and returns nil: the step
+// runs, as on a miss. Cache keys are computable from public inputs, so a
+// record that does not hold up is never trusted, whoever wrote it.
+func (r *run) cached(ctx context.Context, st *step, cur current, id string) (*current, error) {
+	img, err := r.b.Images.Get(ctx, id)
+	if errdefs.IsNotFound(err) {
+		r.reject(ctx, st, id, "its image does not exist")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading cached image %s: %w", id, err)
+	}
+	if why := mismatch(st, cur, img); why != "" {
+		r.reject(ctx, st, id, why)
+		return nil, nil
+	}
+	return &current{id: string(img.ID()), config: img.Config, layers: img.Layers()}, nil
+}
+
+// mismatch says how img is not what st makes over parent, or "".
+func mismatch(st *step, parent current, img *image.Image) string {
+	if p := img.Record.GetParent(); p != parent.id {
+		return fmt.Sprintf("its image's parent is %q, the step's is %q", p, parent.id)
+	}
+	var want image.Config
+	if parent.config != nil {
+		want = *parent.config
+	}
+	got := img.Config
+	n := len(want.History)
+	if len(got.History) != n+1 || !slices.EqualFunc(got.History[:n], want.History, sameHistory) {
+		return "its image's history is not its parent's and one step"
+	}
+	last := got.History[n]
+	if last.CreatedBy != st.historyCreatedBy() {
+		return fmt.Sprintf("its image's last step is %q, not %q", last.CreatedBy, st.historyCreatedBy())
+	}
+	if st.kind == kindMeta && !last.EmptyLayer {
+		return "its image has a layer for a step that makes none"
+	}
+	layers := len(want.RootFS.DiffIDs)
+	if !last.EmptyLayer {
+		layers++
+	}
+	if len(got.RootFS.DiffIDs) != layers || !slices.Equal(got.RootFS.DiffIDs[:len(want.RootFS.DiffIDs)], want.RootFS.DiffIDs) {
+		return "its image's layers are not its parent's and the step's"
+	}
+	return ""
+}
+
+func sameHistory(a, b image.History) bool {
+	return a.Created.Equal(b.Created) && a.CreatedBy == b.CreatedBy && a.Author == b.Author &&
+		a.Comment == b.Comment && a.EmptyLayer == b.EmptyLayer
+}
+
+// reject logs and counts a cache record that failed its check.
+func (r *run) reject(ctx context.Context, st *step, id, why string) {
+	if r.b.RejectedCacheRecords != nil {
+		r.b.RejectedCacheRecords.Inc()
+	}
+	if r.b.Log != nil {
+		r.b.Log.WarnContext(ctx, "cache record ignored: the step runs", "step", st.number, "line", st.line, "key", st.key, "image", id, "reason", why)
+	}
+}
