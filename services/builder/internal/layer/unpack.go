@@ -224,6 +224,10 @@ func unpackError(err error, what string) error {
 		return errdefs.InvalidArgument("malformed %s: hard link %s to a file not in the %s", what, link.New, what)
 	case errors.As(err, &link) && errors.Is(err, syscall.EPERM):
 		return errdefs.InvalidArgument("malformed %s: hard link %s to a directory", what, link.New)
+	case errors.Is(err, os.ErrNotExist):
+		// The root exists: what went missing under it, a later entry
+		// replaced (a directory by a symlink, before its times are set).
+		return errdefs.InvalidArgument("malformed %s: %v", what, err)
 	}
 	return fmt.Errorf("unpacking %s: %w", what, err)
 }
