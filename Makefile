@@ -9,10 +9,11 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
 MODULES := bench gen lib services/blobstore services/metadata services/builder services/registry cli
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
+FUZZTIME ?= 30s
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry up down
+.PHONY: help tools deps generate build run demo test test-deploy fuzz lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry up down
 
 # make bench writes its table here as JSON; make bench-compare OLD.json
 # compares it with an earlier one.
@@ -47,9 +48,12 @@ run: build ## Run the four services locally (filesystem blobs, SQLite, registry 
 demo: build ## Start the services, import busybox, build the nginx example twice, show history, tag, list
 	@scripts/demo.sh
 
-test: deps build ## Run every test, with the real S3, PostgreSQL, runc and Docker Engine they need
-	go test -count=1 -timeout 30m $(PACKAGES)
+test: deps build ## Run every test, with the race detector and the real S3, PostgreSQL, runc and Docker Engine they need
+	go test -race -count=1 -timeout 30m $(PACKAGES)
 	deploy/test.sh
+
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one at a time
+	@scripts/fuzz.sh $(FUZZTIME)
 
 test-deploy: build ## Run the compose test alone: the stack on the Docker Engine, SQLite then PostgreSQL
 	deploy/test.sh

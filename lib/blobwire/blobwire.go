@@ -227,6 +227,10 @@ func (c *cursor) varint() (uint64, error) {
 		if !ok {
 			return 0, errTruncated
 		}
+		if shift == 63 && b > 1 {
+			// The tenth byte holds the 64th bit only, as protobuf has it.
+			return 0, errors.New("blobwire: a varint overflows 64 bits")
+		}
 		x |= uint64(b&0x7f) << shift
 		if b < 0x80 {
 			return x, nil

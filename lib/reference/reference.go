@@ -39,17 +39,35 @@ type Reference struct {
 // name. It keeps the tag and digest as given and adds none: Parse("nginx")
 // has no tag. Use ParseDefaultTag where Docker implies ":latest".
 func Parse(s string) (Reference, error) {
-	named, err := distref.ParseNormalizedNamed(s)
+	named, err := parseNormalized(s)
 	if err != nil {
-		return Reference{}, invalid(s, err.Error())
+		return Reference{}, err
 	}
 	return Reference{named: named}, nil
+}
+
+// parseNormalized is distref.ParseNormalizedNamed refusing the names it
+// leaves without a registry: it takes a first component with a dot or a
+// colon for a host, and when that is no valid host ("a_b.c/app") the whole
+// still parses, as a path, which registries and clients then read apart.
+func parseNormalized(s string) (distref.Named, error) {
+	named, err := distref.ParseNormalizedNamed(s)
+	if err != nil {
+		return nil, invalid(s, err.Error())
+	}
+	if distref.Domain(named) == "" {
+		return nil, invalid(s, "its first component looks like a registry host but is not a valid one")
+	}
+	return named, nil
 }
 
 // ParseDefaultTag parses a reference the way Docker resolves one: a bare name
 // gets the "latest" tag, and a reference with both a tag and a digest keeps
 // only the digest (the tag is ignored, as `docker pull name:tag@digest` does).
 func ParseDefaultTag(s string) (Reference, error) {
+	if _, err := parseNormalized(s); err != nil {
+		return Reference{}, err
+	}
 	named, err := distref.ParseDockerRef(s)
 	if err != nil {
 		return Reference{}, invalid(s, err.Error())
@@ -60,9 +78,9 @@ func ParseDefaultTag(s string) (Reference, error) {
 // ParseTag parses the name of a tag to create: "nginx" means "nginx:latest",
 // and a digest is refused, as `docker tag` refuses one.
 func ParseTag(s string) (Reference, error) {
-	named, err := distref.ParseNormalizedNamed(s)
+	named, err := parseNormalized(s)
 	if err != nil {
-		return Reference{}, invalid(s, err.Error())
+		return Reference{}, err
 	}
 	if _, ok := named.(distref.Digested); ok {
 		return Reference{}, invalid(s, "a tag cannot contain a digest (refusing to create a tag with a digest reference)")
@@ -72,9 +90,9 @@ func ParseTag(s string) (Reference, error) {
 
 // ParseRepository parses a repository name without tag or digest.
 func ParseRepository(s string) (Reference, error) {
-	named, err := distref.ParseNormalizedNamed(s)
+	named, err := parseNormalized(s)
 	if err != nil {
-		return Reference{}, invalid(s, err.Error())
+		return Reference{}, err
 	}
 	if !distref.IsNameOnly(named) {
 		return Reference{}, invalid(s, "a repository name cannot contain a tag or a digest")
@@ -130,7 +148,18 @@ func (r Reference) Familiar() string {
 	if r.named == nil {
 		return ""
 	}
-	return distref.FamiliarString(r.named)
+	return familiar(r.named, distref.FamiliarString(r.named))
+}
+
+// familiar returns the familiar form f of n unless it names another
+// reference: a Docker Hub repository whose first component looks like a
+// host ("docker.io/foo.com/app") would read as one on that host, so it
+// keeps its full name.
+func familiar(n distref.Named, f string) string {
+	if back, err := distref.ParseNormalizedNamed(f); err != nil || back.Name() != n.Name() {
+		return n.String()
+	}
+	return f
 }
 
 // Name returns the normalized repository name, "docker.io/library/nginx".
@@ -146,7 +175,7 @@ func (r Reference) FamiliarName() string {
 	if r.named == nil {
 		return ""
 	}
-	return distref.FamiliarName(r.named)
+	return familiar(distref.TrimNamed(r.named), distref.FamiliarName(r.named))
 }
 
 // Domain returns the registry host, "docker.io" or "localhost:5000".

@@ -41,6 +41,9 @@ func TestParseDefaultTag(t *testing.T) {
 		// A tag next to a digest is dropped, as Docker does.
 		{"nginx:1.2@" + dgst, "docker.io/library/nginx@" + dgst, "nginx@" + dgst, "nginx", "docker.io", "", dgst},
 		{"localhost:5000/team/app@" + dgst, "localhost:5000/team/app@" + dgst, "localhost:5000/team/app@" + dgst, "localhost:5000/team/app", "localhost:5000", "", dgst},
+		// A Docker Hub repository that would read as one on another host
+		// keeps its full name.
+		{"docker.io/foo.com/app", "docker.io/foo.com/app:latest", "docker.io/foo.com/app:latest", "docker.io/foo.com/app", "docker.io", "latest", ""},
 		{"nginx:" + strings.Repeat("t", 128), "docker.io/library/nginx:" + strings.Repeat("t", 128), "nginx:" + strings.Repeat("t", 128), "nginx", "docker.io", strings.Repeat("t", 128), ""},
 	}
 	for _, tt := range tests {
@@ -80,6 +83,7 @@ func TestParseInvalid(t *testing.T) {
 		{"nginx@md5:" + hexA, "unsupported digest algorithm"},
 		{hexA, "cannot specify 64-byte hexadecimal strings"},
 		{"localhost:port/app", "invalid reference format"},
+		{"a_b.c/app", "not a valid one"},
 		{strings.Repeat("a", 256), "must not be more than 255 characters"},
 	}
 	for _, tt := range tests {

@@ -128,10 +128,10 @@ func TestHugeDockerfilesFailFastInBoundedMemory(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("build = %v, want an error naming %s", err, tc.want)
 			}
-			if took > 5*time.Second {
+			if took > 5*time.Second && !raceEnabled {
 				t.Errorf("refusing it took %v", took)
 			}
-			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 512<<20 {
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 512<<20 && !raceEnabled {
 				t.Errorf("refusing it allocated %d MiB", alloc>>20)
 			}
 			if len(e.index.images) != 1 {

@@ -54,7 +54,7 @@ func New(list []*builderv1.FileEntry) (*Context, error) {
 	if len(list) > MaxEntries {
 		return nil, errdefs.ResourceExhausted("context has %d entries; the limit is %d", len(list), MaxEntries)
 	}
-	c := &Context{entries: map[string]*Entry{}, children: map[string][]string{}, sizes: map[digest.Digest]int64{}}
+	c := &Context{entries: map[string]*Entry{}, sizes: map[digest.Digest]int64{}}
 	c.entries["."] = &Entry{Path: ".", Mode: fs.ModeDir | 0o755}
 	for _, fe := range list {
 		if err := checkName(fe.GetPath()); err != nil {
@@ -97,6 +97,16 @@ func New(list []*builderv1.FileEntry) (*Context, error) {
 		}
 		c.entries[e.Path] = e
 	}
+	if err := c.index(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// index adds the directories that the entries imply but the list does not
+// hold (mode 0755, as extracting a tar creates them) and lists the
+// children of every directory.
+func (c *Context) index() error {
 	paths := make([]string, 0, len(c.entries))
 	for p := range c.entries {
 		paths = append(paths, p)
@@ -107,11 +117,12 @@ func New(list []*builderv1.FileEntry) (*Context, error) {
 			if _, ok := c.entries[parent]; !ok {
 				c.entries[parent] = &Entry{Path: parent, Mode: fs.ModeDir | 0o755}
 			} else if !c.entries[parent].Mode.IsDir() {
-				return nil, errdefs.InvalidArgument("context entry %q is inside %q, which is not a directory", p, parent)
+				return errdefs.InvalidArgument("context entry %q is inside %q, which is not a directory", p, parent)
 			}
 			p = parent
 		}
 	}
+	c.children = map[string][]string{}
 	for p := range c.entries {
 		if p != "." {
 			c.children[path.Dir(p)] = append(c.children[path.Dir(p)], p)
@@ -120,7 +131,7 @@ func New(list []*builderv1.FileEntry) (*Context, error) {
 	for _, kids := range c.children {
 		sort.Strings(kids)
 	}
-	return c, nil
+	return nil
 }
 
 func checkName(p string) error {
@@ -306,7 +317,8 @@ func outside(src string) bool {
 }
 
 // Match returns the clean paths of the context that a wildcard source
-// matches (path.Match on every path), sorted.
+// matches (path.Match on every path but the root, as Docker walks the
+// context), sorted.
 func (c *Context) Match(pattern string) ([]string, error) {
 	pattern = strings.TrimPrefix(path.Clean("/"+pattern), "/")
 	if _, err := path.Match(pattern, ""); err != nil {
@@ -314,7 +326,7 @@ func (c *Context) Match(pattern string) ([]string, error) {
 	}
 	var out []string
 	for p := range c.entries {
-		if ok, _ := path.Match(pattern, p); ok {
+		if ok, _ := path.Match(pattern, p); ok && p != "." {
 			out = append(out, p)
 		}
 	}
@@ -326,6 +338,8 @@ func (c *Context) Match(pattern string) ([]string, error) {
 // the paths in keep (the Dockerfile and .dockerignore travel always). The
 // client applies the patterns already; applying them again here means a
 // client that sends excluded files anyway cannot get them into an image.
+// An excluded directory that still holds an entry ("dir" and "!dir/keep")
+// stays as Docker's context tar implies it: mode 0755.
 func (c *Context) Ignore(patterns []string, keep ...string) error {
 	if len(patterns) == 0 {
 		return nil
@@ -347,16 +361,7 @@ func (c *Context) Ignore(patterns []string, keep ...string) error {
 		}
 	}
 	c.memo.Clear()
-	c.children = map[string][]string{}
-	for p := range c.entries {
-		if p != "." {
-			c.children[path.Dir(p)] = append(c.children[path.Dir(p)], p)
-		}
-	}
-	for _, kids := range c.children {
-		sort.Strings(kids)
-	}
-	return nil
+	return c.index()
 }
 
 // keepsSomething reports whether a directory holds a path that must stay.

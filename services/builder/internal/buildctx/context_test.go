@@ -3,6 +3,8 @@ package buildctx
 import (
 	"errors"
 	"io"
+	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 
@@ -54,6 +56,27 @@ func TestResolveStaysInsideTheContext(t *testing.T) {
 		if _, err := c.Resolve(src); err == nil || !errors.Is(err, kind) {
 			t.Errorf("Resolve(%q) err = %v, want %v", src, err, kind)
 		}
+	}
+}
+
+// An exception under an excluded directory keeps the file, in the
+// directory Docker's context tar implies (mode 0755), not an orphan that
+// COPY . and Resolve cannot reach.
+func TestIgnoreKeepsExceptionsUnderExcludedDirectories(t *testing.T) {
+	c, err := New([]*builderv1.FileEntry{{Path: "docs", Mode: 0o040700}, file("docs/README.md", "r"), file("docs/secret", "s")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ignore([]string{"docs", "!docs/README.md"}); err != nil {
+		t.Fatal(err)
+	}
+	var walked []string
+	c.Walk(".", func(e *Entry) error { walked = append(walked, e.Path); return nil })
+	if want := []string{".", "docs", "docs/README.md"}; !slices.Equal(walked, want) {
+		t.Errorf("after Ignore, Walk visits %q, want %q", walked, want)
+	}
+	if e, ok := c.Lookup("docs"); !ok || e.Mode != fs.ModeDir|0o755 {
+		t.Errorf("docs after Ignore = %v, want a 0755 directory", e)
 	}
 }
 

@@ -453,11 +453,12 @@ func (s *Store) Trim(ctx context.Context) (int64, error) {
 // ValidDigest checks that d is a well-formed sha256 digest, so that it can
 // name a file.
 func ValidDigest(d digest.Digest) error {
-	if d.Algorithm() != digest.SHA256 {
-		return errdefs.InvalidArgument("context digest %q: want sha256:<64 hex digits>", shortString(string(d)))
-	}
+	// Validate first: Algorithm panics on a digest without a colon.
 	if err := d.Validate(); err != nil {
 		return errdefs.InvalidArgument("context digest %q: %v", shortString(string(d)), err)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return errdefs.InvalidArgument("context digest %q: want sha256:<64 hex digits>", shortString(string(d)))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,51 +22,60 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // the build args "V=9", and writes what the classic builder would record:
 // each step's history text and, at the end of each stage, the config.
 func describe(src []byte) string {
+	var b strings.Builder
+	if err := dispatch(src, &b); err != nil {
+		b.WriteString("error: " + err.Error() + "\n")
+	}
+	return b.String()
+}
+
+// dispatch is describe's walk through a Dockerfile, writing to w and
+// stopping at the first error.
+func dispatch(src []byte, w io.Writer) error {
 	df, err := Parse(src)
 	if err != nil {
-		return "error: " + err.Error() + "\n"
+		return err
 	}
-	var b strings.Builder
 	args := NewBuildArgs(map[string]string{"V": "9"})
 	if err := df.DeclareMetaArgs(args); err != nil {
-		return "error: " + err.Error() + "\n"
+		return err
 	}
 	for i, s := range df.Stages {
 		base, err := df.BaseName(i, args)
 		if err != nil {
-			return b.String() + "error: " + err.Error() + "\n"
+			return err
 		}
-		fmt.Fprintf(&b, "stage %d %q from %s\n", i, s.Name, base)
+		fmt.Fprintf(w, "stage %d %q from %s\n", i, s.Name, base)
 		st := NewState(nil, args.ForStage(), df.EscapeToken)
 		for _, cmd := range s.Commands {
 			if err := st.Expand(cmd); err != nil {
-				return b.String() + "error: " + err.Error() + "\n"
+				return err
 			}
 			var c Commit
 			switch x := cmd.(type) {
 			case *instructions.RunCommand:
 				r, err := st.Run(x)
 				if err != nil {
-					return b.String() + "error: " + err.Error() + "\n"
+					return err
 				}
 				c = r.Commit
 			case *instructions.WorkdirCommand:
 				c, err = st.Workdir(x)
 			case *instructions.CopyCommand, *instructions.AddCommand:
-				fmt.Fprintf(&b, "  %s\n", cmd)
+				fmt.Fprintf(w, "  %s\n", cmd)
 				continue
 			default:
 				c, err = st.Apply(cmd)
 			}
 			if err != nil {
-				return b.String() + "error: " + err.Error() + "\n"
+				return err
 			}
-			fmt.Fprintf(&b, "  %s\n", c.CreatedBy())
+			fmt.Fprintf(w, "  %s\n", c.CreatedBy())
 		}
 		cfg, _ := json.Marshal(st.Config)
-		fmt.Fprintf(&b, "  config %s\n", cfg)
+		fmt.Fprintf(w, "  config %s\n", cfg)
 	}
-	return b.String()
+	return nil
 }
 
 func TestGolden(t *testing.T) {
@@ -136,5 +146,29 @@ func TestArgBlowUpIsRefused(t *testing.T) {
 	}
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("expanding a doubling ARG chain: err = %v, want INVALID_ARGUMENT naming the limit", err)
+	}
+}
+
+// A pattern substitution puts its replacement at every match: with the
+// value itself as the replacement, a 2 KiB ARG expands to 4 MiB.
+func TestPatternSubstitutionBlowUpIsRefused(t *testing.T) {
+	for _, inst := range []string{"ENV B=${A//?/$A}", "LABEL b=${A///$A}", "EXPOSE ${A//x/$A}"} {
+		src := "FROM busybox\nARG A=" + strings.Repeat("x", 2048) + "\n" + inst + "\n"
+		df, err := Parse([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := NewState(nil, NewBuildArgs(nil), df.EscapeToken)
+		for _, cmd := range df.Stages[0].Commands {
+			if err = st.Expand(cmd); err != nil {
+				break
+			}
+			if _, err = st.Apply(cmd); err != nil {
+				break
+			}
+		}
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "limit") {
+			t.Errorf("%s with a 2 KiB A: err = %.200v, want INVALID_ARGUMENT naming the limit", inst, err)
+		}
 	}
 }

@@ -3,10 +3,12 @@ package dockerfile
 import (
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -72,8 +74,8 @@ func ExpandMeta(lex *shell.Lex, args *BuildArgs, word string) (string, error) {
 }
 
 func expandWord(lex *shell.Lex, word string, env []string) (string, error) {
-	if bound := expansionBound(word, env); bound > MaxExpansion {
-		return "", fmt.Errorf("expanding %q would make %d bytes; the limit is %d", shorten(word, 40), bound, MaxExpansion)
+	if err := checkExpansion(word, env); err != nil {
+		return "", err
 	}
 	out, _, err := lex.ProcessWord(word, shell.EnvsFromSlice(env))
 	if err != nil {
@@ -82,19 +84,59 @@ func expandWord(lex *shell.Lex, word string, env []string) (string, error) {
 	return out, nil
 }
 
+// checkExpansion refuses a word whose expansion could pass MaxExpansion.
+func checkExpansion(word string, env []string) error {
+	if bound := expansionBound(word, env); bound > MaxExpansion {
+		return fmt.Errorf("expanding %q could make more than %d bytes, the limit", shorten(word, 40), MaxExpansion)
+	}
+	return nil
+}
+
+var (
+	// varRef matches a variable a word names, as the lexer reads names.
+	varRef = regexp.MustCompile(`\$\{?(\p{Nd}+|[@*#?$!-]|[\p{L}_][\p{L}\p{Nd}_]*)`)
+	// patternSub matches the start of a ${name/pattern/replacement}.
+	patternSub = regexp.MustCompile(`\$\{(\p{Nd}+|[@*#?$!-]|[\p{L}_][\p{L}\p{Nd}_]*)?/`)
+)
+
 // expansionBound is an upper bound of the length of word once expanded:
-// its own length plus, for every "$", the longest value it could name.
+// its own length plus, for every "$", the longest value of the variables
+// it names; times 2*longest+2 for every pattern substitution, which puts
+// its replacement in place of every match (there can be one at every byte
+// of the value), the replacement being a regexp template in which "$0"
+// copies the match.
 func expansionBound(word string, env []string) int {
 	n := strings.Count(word, "$")
 	if n == 0 {
-		return len(word)
+		return lexedLen(word)
+	}
+	names := map[string]bool{"": true} // ${/a/b} and ${+x} read the variable ""
+	for _, m := range varRef.FindAllStringSubmatch(word, -1) {
+		names[m[1]] = true
 	}
 	longest := 0
 	for _, e := range env {
-		_, v, _ := cut(e)
-		longest = max(longest, len(v))
+		if k, v, _ := cut(e); names[k] {
+			longest = max(longest, lexedLen(v))
+		}
 	}
-	return len(word) + n*longest
+	bound := lexedLen(word) + n*longest
+	for range patternSub.FindAllStringIndex(word, -1) {
+		if bound > MaxExpansion {
+			break // the product could overflow
+		}
+		bound *= 2*longest + 2
+	}
+	return bound
+}
+
+// lexedLen bounds the length of s once the lexer has read it: it reads a
+// byte that is not UTF-8 as U+FFFD, three bytes.
+func lexedLen(s string) int {
+	if utf8.ValidString(s) {
+		return len(s)
+	}
+	return len(s) * utf8.RuneLen(utf8.RuneError)
 }
 
 func shorten(s string, n int) string {
@@ -195,8 +237,12 @@ func (s *State) Apply(cmd instructions.Command) (Commit, error) {
 		return s.nop(msg), nil
 	case *instructions.ExposeCommand:
 		var words []string
+		env := s.Env()
 		for _, p := range c.Ports {
-			ws, err := s.lex.ProcessWords(p, shell.EnvsFromSlice(s.Env()))
+			if err := checkExpansion(p, env); err != nil {
+				return Commit{}, Errorf(cmd, "EXPOSE: %v", err)
+			}
+			ws, err := s.lex.ProcessWords(p, shell.EnvsFromSlice(env))
 			if err != nil {
 				return Commit{}, Errorf(cmd, "EXPOSE: %v", err)
 			}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/containerd/v2/pkg/archive"
 	digest "github.com/opencontainers/go-digest"
@@ -115,11 +116,10 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 	defer tarStream.Close()
 	// Docker calls a file an archive when its first tar header reads. That
 	// header may span more than a block (a long name or link target in a
-	// PAX or GNU header before it), so it is read from the stream itself,
-	// and what it took is read again by the extractor; archive/tar bounds
-	// such headers (1 MiB).
+	// PAX or GNU header before it, a sparse map), so it is read from the
+	// stream itself, and what it took is read again by the extractor.
 	var head bytes.Buffer
-	if _, err := tar.NewReader(io.TeeReader(tarStream, &head)).Next(); err != nil {
+	if _, err := tar.NewReader(io.TeeReader(io.LimitReader(tarStream, maxFirstHeader), &head)).Next(); err != nil {
 		return false, nil
 	}
 	keep := func(*tar.Header, string) (bool, error) { return true, nil }
@@ -128,6 +128,12 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 	}
 	return true, nil
 }
+
+// maxFirstHeader bounds what Extract reads, and holds, to find an
+// archive's first header: archive/tar takes up to 1 MiB for each PAX
+// header, GNU long name or link and sparse map, but any number of them in
+// a row.
+const maxFirstHeader = 8 << 20
 
 // overlayWhiteout converts whiteouts as archive.OverlayConvertWhiteout does
 // and reports one that hides a name its own layer holds as malformed input:
@@ -155,14 +161,37 @@ func apply(ctx context.Context, tarStream io.Reader, dir string, whiteouts archi
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:
+			if sparse(hdr) {
+				return false, errdefs.InvalidArgument("%s entry %q is a sparse file, which is not extracted: its holes would be written out in full, past any bound on the %s's size", what, hdr.Name, what)
+			}
 			size += hdr.Size
 		case tar.TypeSymlink:
 			size += int64(len(hdr.Linkname))
+		case tar.TypeDir, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeXGlobalHeader:
+		default:
+			// Types containerd's extractor cannot create: contiguous
+			// files, volume headers, GNU dump directories…
+			return false, errdefs.InvalidArgument("malformed %s: entry %q has type %q, not a file, directory, link, device or FIFO", what, hdr.Name, hdr.Typeflag)
 		}
 		return true, nil
 	}
 	_, err := archive.Apply(ctx, dir, tarStream, archive.WithConvertWhiteout(whiteouts), archive.WithFilter(count))
 	return size, err
+}
+
+// sparse reports whether an entry is a GNU sparse file (old GNU format,
+// PAX formats 0.x and 1.0), whose size archive/tar reports, and reads
+// back, with its holes.
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // checkWhiteout refuses whiteouts whose target is the directory itself or
@@ -193,6 +222,12 @@ func unpackError(err error, what string) error {
 		return errdefs.InvalidArgument("malformed %s: %v", what, err)
 	case errors.As(err, &link) && errors.Is(err, os.ErrNotExist):
 		return errdefs.InvalidArgument("malformed %s: hard link %s to a file not in the %s", what, link.New, what)
+	case errors.As(err, &link) && errors.Is(err, syscall.EPERM):
+		return errdefs.InvalidArgument("malformed %s: hard link %s to a directory", what, link.New)
+	case errors.Is(err, os.ErrNotExist):
+		// The root exists: what went missing under it, a later entry
+		// replaced (a directory by a symlink, before its times are set).
+		return errdefs.InvalidArgument("malformed %s: %v", what, err)
 	}
 	return fmt.Errorf("unpacking %s: %w", what, err)
 }

@@ -285,32 +285,33 @@ func TestUnpackMalformed(t *testing.T) {
 
 // A PAX record beyond archive/tar's 1 MiB cap fails fast as bad input.
 func TestUnpackHugePAXHeader(t *testing.T) {
-	val := strings.Repeat("x", 2<<20)
-	rec := "SCHILY.xattr.user.big=" + val + "\n"
-	rec = fmt.Sprintf("%d %s", len(rec)+len(fmt.Sprint(len(rec)+8))+1, rec)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	must(t, tw.WriteHeader(&tar.Header{Name: "pax", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(rec))}))
-	_, err := io.WriteString(tw, rec)
-	must(t, err)
-	must(t, tw.WriteHeader(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}))
-	must(t, tw.Close())
-	// Make the first entry a PAX extended header (archive/tar refuses to
-	// write one this large), with its checksum fixed up.
-	raw := buf.Bytes()
-	raw[156] = tar.TypeXHeader
-	copy(raw[148:156], "        ")
-	var sum int
-	for _, c := range raw[:512] {
-		sum += int(c)
-	}
-	copy(raw[148:156], fmt.Sprintf("%06o\x00 ", sum))
-
-	_, err = Unpack(context.Background(), bytes.NewReader(raw), t.TempDir())
+	raw := withPAX(t, paxRecord("SCHILY.xattr.user.big", strings.Repeat("x", 2<<20)), "f", nil)
+	_, err := Unpack(context.Background(), bytes.NewReader(raw), t.TempDir())
 	if !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Unpack of a 2 MiB PAX header = %v, want INVALID_ARGUMENT", err)
 	}
 	t.Logf("Unpack: %v", err)
+}
+
+// A sparse file's holes are written out as zeros: 3.5 KiB of tar would
+// make a file of any size, past every bound on the layer's bytes.
+func TestUnpackRefusesSparseFiles(t *testing.T) {
+	requireRoot(t)
+	blob := sparseFile(t, 1<<30)
+	sandbox(t, func(root string) error {
+		_, err := Unpack(context.Background(), bytes.NewReader(blob), root)
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Unpack of a 1 GiB sparse file = %v, want INVALID_ARGUMENT", err)
+		}
+		return err
+	})
+	sandbox(t, func(root string) error {
+		_, err := Extract(context.Background(), bytes.NewReader(blob), root)
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Extract of a 1 GiB sparse file = %v, want INVALID_ARGUMENT", err)
+		}
+		return err
+	})
 }
 
 func TestUnpackTooManyEntries(t *testing.T) {

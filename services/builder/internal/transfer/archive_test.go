@@ -18,7 +18,7 @@ import (
 )
 
 // importTwo imports two images, one of them under two tags.
-func importTwo(t *testing.T, f *fixture) (digest.Digest, digest.Digest) {
+func importTwo(t testing.TB, f *fixture) (digest.Digest, digest.Digest) {
 	t.Helper()
 	ctx := context.Background()
 	a, err := f.svc.Import(ctx, bytes.NewReader(rootfs(t)), ImportOptions{Reference: "busybox:latest"}, nil)
@@ -210,11 +210,12 @@ func withEntries(t *testing.T, archive []byte, n int, entry func(i int) (*tar.He
 	return buf.Bytes()
 }
 
-// docker save (before Docker 25) writes a layer shared under two layer IDs
-// once, and the second as a symlink to the first.
-func TestLoadFollowsDockerLayerSymlinks(t *testing.T) {
+// legacyArchive is docker save's output before Docker 25: two images of one
+// layer, written once as <id>/layer.tar and linked under the second ID.
+func legacyArchive(t testing.TB) (archive []byte, configs [2][]byte, diffID digest.Digest) {
+	t.Helper()
 	layerTar := makeTar(t, entry{name: "hello", body: "hi\n"})
-	diffID := digest.FromBytes(layerTar)
+	diffID = digest.FromBytes(layerTar)
 	config := func(cmd string) []byte {
 		return []byte(`{"architecture":"amd64","config":{"Cmd":["` + cmd + `"]},"created":"2026-01-01T00:00:00Z","os":"linux","rootfs":{"type":"layers","diff_ids":["` + diffID.String() + `"]}}`)
 	}
@@ -234,9 +235,16 @@ func TestLoadFollowsDockerLayerSymlinks(t *testing.T) {
 	file(digest.FromBytes(c2).Encoded()+".json", c2)
 	file("manifest.json", []byte(manifest))
 	tw.Close()
+	return buf.Bytes(), [2][]byte{c1, c2}, diffID
+}
 
+// docker save (before Docker 25) writes a layer shared under two layer IDs
+// once, and the second as a symlink to the first.
+func TestLoadFollowsDockerLayerSymlinks(t *testing.T) {
+	archive, configs, diffID := legacyArchive(t)
+	c1, c2 := configs[0], configs[1]
 	f := newFixture(t)
-	loaded, err := f.svc.Load(context.Background(), &buf, nil)
+	loaded, err := f.svc.Load(context.Background(), bytes.NewReader(archive), nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

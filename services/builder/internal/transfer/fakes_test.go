@@ -143,7 +143,7 @@ type fixture struct {
 	svc    *Service
 }
 
-func newFixture(t *testing.T, opts ...Option) *fixture {
+func newFixture(t testing.TB, opts ...Option) *fixture {
 	t.Helper()
 	f := &fixture{blobs: newMemBlobs(), images: newMemImages()}
 	f.svc = New(f.blobs, image.NewStore(f.blobs, f.images), slog.New(slog.DiscardHandler), opts...)

@@ -183,7 +183,7 @@ func (s *Service) loadEntry(ctx context.Context, a *archive, name string, size i
 		l, err = s.storeLayer(ctx, in, want, "", what)
 	}
 	if err != nil {
-		return err
+		return archiveError(err) // the archive may end inside the layer
 	}
 	progress.send(Update{ID: l.Blob.Digest.String(), Action: ActionDone, Current: size, Total: size})
 	a.layers[name] = l

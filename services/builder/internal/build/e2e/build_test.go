@@ -237,13 +237,20 @@ func TestInterruptedClientCancelsTheBuild(t *testing.T) {
 	cmd := exec.Command(filepath.Join(s.Bin, "strata"), "build", "--progress=plain", "-t", "interrupted", ".")
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "HOME="+s.home), s.Env()...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// The output goes to a file, as the harness's processes do: a buffer
+	// would be written by exec's copying goroutine while the test reads it.
+	outPath := filepath.Join(t.TempDir(), "build.log")
+	out, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	harness.WaitFor(t, "the RUN step", 60*time.Second, func(context.Context) error {
-		if !strings.Contains(out.String(), "started") {
+		if b, _ := os.ReadFile(outPath); !bytes.Contains(b, []byte("started")) {
 			return os.ErrNotExist
 		}
 		return nil
