@@ -43,6 +43,14 @@ type Backend interface {
 	// may have appended events (take it before reading events, then wait on
 	// it); nil when the backend cannot tell, and watchers poll.
 	EventsNotify() <-chan struct{}
+	// LockCollection takes the lock that lets one garbage collection run
+	// at a time among every replica sharing the database. With wait it
+	// waits for the lock (until ctx ends); without, held is false when
+	// another collection holds it. unlock lets go; a replica that dies lets
+	// go too.
+	LockCollection(ctx context.Context, wait bool) (unlock func(), held bool, err error)
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
 	// Close releases the database.
 	Close() error
 }

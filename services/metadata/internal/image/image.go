@@ -441,6 +441,16 @@ func (s *Service) SetCollected(ctx context.Context, digest string, deleted bool)
 	return s.b.Update(ctx, func(tx Tx) error { return tx.SetCollected(ctx, digest, deleted, s.now()) })
 }
 
+// LockCollection takes the lock that lets one garbage collection run at a
+// time among the replicas sharing the database (see
+// Backend.LockCollection).
+func (s *Service) LockCollection(ctx context.Context, wait bool) (unlock func(), held bool, err error) {
+	return s.b.LockCollection(ctx, wait)
+}
+
+// Ping checks that the database answers: health follows it.
+func (s *Service) Ping(ctx context.Context) error { return s.b.Ping(ctx) }
+
 // Housekeep forgets events older than eventsFor and garbage collection
 // marks older than marksFor.
 func (s *Service) Housekeep(ctx context.Context, eventsFor, marksFor time.Duration) error {

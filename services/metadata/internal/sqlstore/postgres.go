@@ -20,6 +20,10 @@ import (
 // schema.
 const migrateLock = 0x5354524d // "STRM"
 
+// collectLock is the advisory lock key that a replica holds while it
+// collects garbage.
+const collectLock = 0x53545247 // "STRG"
+
 // eventsChannel is the LISTEN/NOTIFY channel that tells replicas an event
 // was appended.
 const eventsChannel = "strata_events"
@@ -119,6 +123,29 @@ func (d *postgresDialect) unavailable(err error) bool {
 	var ne net.Error
 	var ce *pgconn.ConnectError
 	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, sql.ErrConnDone) || pgconn.SafeToRetry(err)
+}
+
+// lockCollection takes the session-level advisory lock collectLock on a
+// connection of its own, outside the pool: a collection runs many
+// transactions and blob store calls, and must not hold one of the pool's
+// few connections meanwhile. Closing the connection, or losing it,
+// releases the lock.
+func (d *postgresDialect) lockCollection(ctx context.Context, wait bool) (func(), bool, error) {
+	conn, err := pgx.ConnectConfig(ctx, d.cfg)
+	if err != nil {
+		return nil, false, err
+	}
+	held := true
+	if wait {
+		_, err = conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, collectLock)
+	} else {
+		err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, collectLock).Scan(&held)
+	}
+	if err != nil || !held {
+		conn.Close(context.Background())
+		return nil, false, err
+	}
+	return func() { conn.Close(context.Background()) }, true, nil
 }
 
 // listen keeps a LISTEN connection open and turns notifications into wakes.
