@@ -3196,7 +3196,9 @@ type CollectGarbageResponse struct {
 	// Blobs kept because something references them.
 	Referenced int64 `protobuf:"varint,3,opt,name=referenced,proto3" json:"referenced,omitempty"`
 	// Unreferenced blobs kept because they are younger than the grace period.
-	WithinGrace   int64 `protobuf:"varint,4,opt,name=within_grace,json=withinGrace,proto3" json:"within_grace,omitempty"`
+	WithinGrace int64 `protobuf:"varint,4,opt,name=within_grace,json=withinGrace,proto3" json:"within_grace,omitempty"`
+	// Unreferenced blobs kept because a lease holds them.
+	Leased        int64 `protobuf:"varint,5,opt,name=leased,proto3" json:"leased,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3259,6 +3261,357 @@ func (x *CollectGarbageResponse) GetWithinGrace() int64 {
 	return 0
 }
 
+func (x *CollectGarbageResponse) GetLeased() int64 {
+	if x != nil {
+		return x.Leased
+	}
+	return 0
+}
+
+// Lease protects blobs from garbage collection until it ends.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease's ID.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// When it was created.
+	Created *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created,proto3" json:"created,omitempty"`
+	// When it expires: garbage collection no longer counts it after, and it
+	// is removed.
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Lease) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Lease) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Lease) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+// CreateLeaseRequest starts a lease.
+type CreateLeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease's ID (up to 128 letters, digits, '.', '_' and '-'), such as
+	// the build's; empty lets the service choose one.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How long the lease lasts, up to 7 days; unset means 24 hours (as
+	// containerd's), so that a lease whose holder died does not keep its
+	// blobs forever.
+	ExpireAfter   *durationpb.Duration `protobuf:"bytes,2,opt,name=expire_after,json=expireAfter,proto3" json:"expire_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLeaseRequest) Reset() {
+	*x = CreateLeaseRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLeaseRequest) ProtoMessage() {}
+
+func (x *CreateLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLeaseRequest.ProtoReflect.Descriptor instead.
+func (*CreateLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *CreateLeaseRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CreateLeaseRequest) GetExpireAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ExpireAfter
+	}
+	return nil
+}
+
+// CreateLeaseResponse returns the lease.
+type CreateLeaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease created.
+	Lease         *Lease `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLeaseResponse) Reset() {
+	*x = CreateLeaseResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLeaseResponse) ProtoMessage() {}
+
+func (x *CreateLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLeaseResponse.ProtoReflect.Descriptor instead.
+func (*CreateLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *CreateLeaseResponse) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+// AddLeaseResourceRequest adds blobs to a lease.
+type AddLeaseResourceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease.
+	LeaseId string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The blobs' digests, "sha256:<hex>".
+	Digests       []string `protobuf:"bytes,2,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddLeaseResourceRequest) Reset() {
+	*x = AddLeaseResourceRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddLeaseResourceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddLeaseResourceRequest) ProtoMessage() {}
+
+func (x *AddLeaseResourceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddLeaseResourceRequest.ProtoReflect.Descriptor instead.
+func (*AddLeaseResourceRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *AddLeaseResourceRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *AddLeaseResourceRequest) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+// AddLeaseResourceResponse says the blobs are held.
+type AddLeaseResourceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddLeaseResourceResponse) Reset() {
+	*x = AddLeaseResourceResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddLeaseResourceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddLeaseResourceResponse) ProtoMessage() {}
+
+func (x *AddLeaseResourceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddLeaseResourceResponse.ProtoReflect.Descriptor instead.
+func (*AddLeaseResourceResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{49}
+}
+
+// DeleteLeaseRequest ends a lease.
+type DeleteLeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease.
+	LeaseId       string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLeaseRequest) Reset() {
+	*x = DeleteLeaseRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLeaseRequest) ProtoMessage() {}
+
+func (x *DeleteLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLeaseRequest.ProtoReflect.Descriptor instead.
+func (*DeleteLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteLeaseRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+// DeleteLeaseResponse says the lease is gone.
+type DeleteLeaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLeaseResponse) Reset() {
+	*x = DeleteLeaseResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLeaseResponse) ProtoMessage() {}
+
+func (x *DeleteLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLeaseResponse.ProtoReflect.Descriptor instead.
+func (*DeleteLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{51}
+}
+
 // GetDiskUsageRequest asks for disk usage.
 type GetDiskUsageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3268,7 +3621,7 @@ type GetDiskUsageRequest struct {
 
 func (x *GetDiskUsageRequest) Reset() {
 	*x = GetDiskUsageRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3633,7 @@ func (x *GetDiskUsageRequest) String() string {
 func (*GetDiskUsageRequest) ProtoMessage() {}
 
 func (x *GetDiskUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3646,7 @@ func (x *GetDiskUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDiskUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetDiskUsageRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{45}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{52}
 }
 
 // DiskUsage is one row of `docker system df`.
@@ -3313,7 +3666,7 @@ type DiskUsage struct {
 
 func (x *DiskUsage) Reset() {
 	*x = DiskUsage{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3325,7 +3678,7 @@ func (x *DiskUsage) String() string {
 func (*DiskUsage) ProtoMessage() {}
 
 func (x *DiskUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3338,7 +3691,7 @@ func (x *DiskUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskUsage.ProtoReflect.Descriptor instead.
 func (*DiskUsage) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{46}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DiskUsage) GetTotal() int64 {
@@ -3384,7 +3737,7 @@ type GetDiskUsageResponse struct {
 
 func (x *GetDiskUsageResponse) Reset() {
 	*x = GetDiskUsageResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3396,7 +3749,7 @@ func (x *GetDiskUsageResponse) String() string {
 func (*GetDiskUsageResponse) ProtoMessage() {}
 
 func (x *GetDiskUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3409,7 +3762,7 @@ func (x *GetDiskUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDiskUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetDiskUsageResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{47}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetDiskUsageResponse) GetImages() *DiskUsage {
@@ -3448,7 +3801,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3460,7 +3813,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3473,7 +3826,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{48}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchEventsRequest) GetSince() *timestamppb.Timestamp {
@@ -3501,7 +3854,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +3866,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +3879,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{49}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -3782,14 +4135,31 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"n\n" +
 	"\x15CollectGarbageRequest\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\x9e\x01\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xb6\x01\n" +
 	"\x16CollectGarbageResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x03(\tR\adeleted\x12'\n" +
 	"\x0fbytes_reclaimed\x18\x02 \x01(\x03R\x0ebytesReclaimed\x12\x1e\n" +
 	"\n" +
 	"referenced\x18\x03 \x01(\x03R\n" +
 	"referenced\x12!\n" +
-	"\fwithin_grace\x18\x04 \x01(\x03R\vwithinGrace\"\x15\n" +
+	"\fwithin_grace\x18\x04 \x01(\x03R\vwithinGrace\x12\x16\n" +
+	"\x06leased\x18\x05 \x01(\x03R\x06leased\"\x83\x01\n" +
+	"\x05Lease\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
+	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"b\n" +
+	"\x12CreateLeaseRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12<\n" +
+	"\fexpire_after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\"F\n" +
+	"\x13CreateLeaseResponse\x12/\n" +
+	"\x05lease\x18\x01 \x01(\v2\x19.strata.metadata.v1.LeaseR\x05lease\"N\n" +
+	"\x17AddLeaseResourceRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
+	"\adigests\x18\x02 \x03(\tR\adigests\"\x1a\n" +
+	"\x18AddLeaseResourceResponse\"/\n" +
+	"\x12DeleteLeaseRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\"\x15\n" +
+	"\x13DeleteLeaseResponse\"\x15\n" +
 	"\x13GetDiskUsageRequest\"o\n" +
 	"\tDiskUsage\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x16\n" +
@@ -3818,7 +4188,7 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x12EVENT_ACTION_UNTAG\x10\b\x12\x17\n" +
 	"\x13EVENT_ACTION_DELETE\x10\t\x12\x16\n" +
 	"\x12EVENT_ACTION_PRUNE\x10\n" +
-	"2\xb8\r\n" +
+	"2\xe7\x0f\n" +
 	"\fImageService\x12U\n" +
 	"\bPutImage\x12#.strata.metadata.v1.PutImageRequest\x1a$.strata.metadata.v1.PutImageResponse\x12U\n" +
 	"\bGetImage\x12#.strata.metadata.v1.GetImageRequest\x1a$.strata.metadata.v1.GetImageResponse\x12a\n" +
@@ -3836,7 +4206,10 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x10ListCacheRecords\x12+.strata.metadata.v1.ListCacheRecordsRequest\x1a,.strata.metadata.v1.ListCacheRecordsResponse\x12p\n" +
 	"\x11PruneCacheRecords\x12,.strata.metadata.v1.PruneCacheRecordsRequest\x1a-.strata.metadata.v1.PruneCacheRecordsResponse\x12v\n" +
 	"\x13ListReferencedBlobs\x12..strata.metadata.v1.ListReferencedBlobsRequest\x1a/.strata.metadata.v1.ListReferencedBlobsResponse\x12g\n" +
-	"\x0eCollectGarbage\x12).strata.metadata.v1.CollectGarbageRequest\x1a*.strata.metadata.v1.CollectGarbageResponse\x12a\n" +
+	"\x0eCollectGarbage\x12).strata.metadata.v1.CollectGarbageRequest\x1a*.strata.metadata.v1.CollectGarbageResponse\x12^\n" +
+	"\vCreateLease\x12&.strata.metadata.v1.CreateLeaseRequest\x1a'.strata.metadata.v1.CreateLeaseResponse\x12m\n" +
+	"\x10AddLeaseResource\x12+.strata.metadata.v1.AddLeaseResourceRequest\x1a,.strata.metadata.v1.AddLeaseResourceResponse\x12^\n" +
+	"\vDeleteLease\x12&.strata.metadata.v1.DeleteLeaseRequest\x1a'.strata.metadata.v1.DeleteLeaseResponse\x12a\n" +
 	"\fGetDiskUsage\x12'.strata.metadata.v1.GetDiskUsageRequest\x1a(.strata.metadata.v1.GetDiskUsageResponse\x12`\n" +
 	"\vWatchEvents\x12&.strata.metadata.v1.WatchEventsRequest\x1a'.strata.metadata.v1.WatchEventsResponse0\x01B\xd3\x01\n" +
 	"\x16com.strata.metadata.v1B\rMetadataProtoP\x01Z@github.com/strata-build/strata/gen/strata/metadata/v1;metadatav1\xa2\x02\x03SMX\xaa\x02\x12Strata.Metadata.V1\xca\x02\x12Strata\\Metadata\\V1\xe2\x02\x1eStrata\\Metadata\\V1\\GPBMetadata\xea\x02\x14Strata::Metadata::V1b\x06proto3"
@@ -3854,7 +4227,7 @@ func file_strata_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_metadata_v1_metadata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(EventAction)(0),                    // 0: strata.metadata.v1.EventAction
 	(*Descriptor)(nil),                  // 1: strata.metadata.v1.Descriptor
@@ -3902,47 +4275,54 @@ var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(*ListReferencedBlobsResponse)(nil), // 43: strata.metadata.v1.ListReferencedBlobsResponse
 	(*CollectGarbageRequest)(nil),       // 44: strata.metadata.v1.CollectGarbageRequest
 	(*CollectGarbageResponse)(nil),      // 45: strata.metadata.v1.CollectGarbageResponse
-	(*GetDiskUsageRequest)(nil),         // 46: strata.metadata.v1.GetDiskUsageRequest
-	(*DiskUsage)(nil),                   // 47: strata.metadata.v1.DiskUsage
-	(*GetDiskUsageResponse)(nil),        // 48: strata.metadata.v1.GetDiskUsageResponse
-	(*WatchEventsRequest)(nil),          // 49: strata.metadata.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),         // 50: strata.metadata.v1.WatchEventsResponse
-	nil,                                 // 51: strata.metadata.v1.Image.LabelsEntry
-	nil,                                 // 52: strata.metadata.v1.ContainerConfig.LabelsEntry
-	nil,                                 // 53: strata.metadata.v1.ImageSummary.LabelsEntry
-	nil,                                 // 54: strata.metadata.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),       // 55: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 56: google.protobuf.Duration
+	(*Lease)(nil),                       // 46: strata.metadata.v1.Lease
+	(*CreateLeaseRequest)(nil),          // 47: strata.metadata.v1.CreateLeaseRequest
+	(*CreateLeaseResponse)(nil),         // 48: strata.metadata.v1.CreateLeaseResponse
+	(*AddLeaseResourceRequest)(nil),     // 49: strata.metadata.v1.AddLeaseResourceRequest
+	(*AddLeaseResourceResponse)(nil),    // 50: strata.metadata.v1.AddLeaseResourceResponse
+	(*DeleteLeaseRequest)(nil),          // 51: strata.metadata.v1.DeleteLeaseRequest
+	(*DeleteLeaseResponse)(nil),         // 52: strata.metadata.v1.DeleteLeaseResponse
+	(*GetDiskUsageRequest)(nil),         // 53: strata.metadata.v1.GetDiskUsageRequest
+	(*DiskUsage)(nil),                   // 54: strata.metadata.v1.DiskUsage
+	(*GetDiskUsageResponse)(nil),        // 55: strata.metadata.v1.GetDiskUsageResponse
+	(*WatchEventsRequest)(nil),          // 56: strata.metadata.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),         // 57: strata.metadata.v1.WatchEventsResponse
+	nil,                                 // 58: strata.metadata.v1.Image.LabelsEntry
+	nil,                                 // 59: strata.metadata.v1.ContainerConfig.LabelsEntry
+	nil,                                 // 60: strata.metadata.v1.ImageSummary.LabelsEntry
+	nil,                                 // 61: strata.metadata.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),       // 62: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 63: google.protobuf.Duration
 }
 var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
-	55, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
+	62, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
 	1,  // 1: strata.metadata.v1.Image.manifest:type_name -> strata.metadata.v1.Descriptor
 	2,  // 2: strata.metadata.v1.Image.layers:type_name -> strata.metadata.v1.Layer
 	3,  // 3: strata.metadata.v1.Image.history:type_name -> strata.metadata.v1.HistoryEntry
-	55, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
-	51, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
-	55, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
-	55, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
-	56, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
-	56, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
-	56, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
-	56, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
+	62, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
+	58, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
+	62, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
+	62, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
+	63, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
+	63, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
+	63, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
+	63, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
 	5,  // 12: strata.metadata.v1.ContainerConfig.healthcheck:type_name -> strata.metadata.v1.HealthConfig
-	52, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
-	55, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
-	55, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
+	59, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
+	62, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
+	62, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
 	6,  // 16: strata.metadata.v1.ImageInspect.container_config:type_name -> strata.metadata.v1.ContainerConfig
 	6,  // 17: strata.metadata.v1.ImageInspect.config:type_name -> strata.metadata.v1.ContainerConfig
 	7,  // 18: strata.metadata.v1.ImageInspect.root_fs:type_name -> strata.metadata.v1.RootFS
 	8,  // 19: strata.metadata.v1.ImageInspect.metadata:type_name -> strata.metadata.v1.ImageMetadata
-	55, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
-	53, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
-	55, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
-	55, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
-	55, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
-	55, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
+	62, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
+	60, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
+	62, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
+	62, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
+	62, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
+	62, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 26: strata.metadata.v1.Event.action:type_name -> strata.metadata.v1.EventAction
-	54, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
+	61, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
 	4,  // 28: strata.metadata.v1.PutImageRequest.image:type_name -> strata.metadata.v1.Image
 	0,  // 29: strata.metadata.v1.PutImageRequest.action:type_name -> strata.metadata.v1.EventAction
 	4,  // 30: strata.metadata.v1.PutImageResponse.image:type_name -> strata.metadata.v1.Image
@@ -3958,53 +4338,63 @@ var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
 	14, // 40: strata.metadata.v1.PutCacheRecordResponse.record:type_name -> strata.metadata.v1.CacheRecord
 	14, // 41: strata.metadata.v1.LookupCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
 	14, // 42: strata.metadata.v1.ListCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
-	56, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
-	56, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
-	47, // 45: strata.metadata.v1.GetDiskUsageResponse.images:type_name -> strata.metadata.v1.DiskUsage
-	47, // 46: strata.metadata.v1.GetDiskUsageResponse.layers:type_name -> strata.metadata.v1.DiskUsage
-	47, // 47: strata.metadata.v1.GetDiskUsageResponse.build_cache:type_name -> strata.metadata.v1.DiskUsage
-	55, // 48: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
-	10, // 49: strata.metadata.v1.WatchEventsRequest.filters:type_name -> strata.metadata.v1.Filter
-	15, // 50: strata.metadata.v1.WatchEventsResponse.event:type_name -> strata.metadata.v1.Event
-	16, // 51: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
-	18, // 52: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
-	20, // 53: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
-	22, // 54: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
-	24, // 55: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
-	26, // 56: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
-	28, // 57: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
-	30, // 58: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
-	32, // 59: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
-	34, // 60: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
-	36, // 61: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
-	38, // 62: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
-	40, // 63: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
-	42, // 64: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
-	44, // 65: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
-	46, // 66: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
-	49, // 67: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
-	17, // 68: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
-	19, // 69: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
-	21, // 70: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
-	23, // 71: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
-	25, // 72: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
-	27, // 73: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
-	29, // 74: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
-	31, // 75: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
-	33, // 76: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
-	35, // 77: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
-	37, // 78: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
-	39, // 79: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
-	41, // 80: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
-	43, // 81: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
-	45, // 82: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
-	48, // 83: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
-	50, // 84: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
-	68, // [68:85] is the sub-list for method output_type
-	51, // [51:68] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	63, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
+	63, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
+	62, // 45: strata.metadata.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	62, // 46: strata.metadata.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	63, // 47: strata.metadata.v1.CreateLeaseRequest.expire_after:type_name -> google.protobuf.Duration
+	46, // 48: strata.metadata.v1.CreateLeaseResponse.lease:type_name -> strata.metadata.v1.Lease
+	54, // 49: strata.metadata.v1.GetDiskUsageResponse.images:type_name -> strata.metadata.v1.DiskUsage
+	54, // 50: strata.metadata.v1.GetDiskUsageResponse.layers:type_name -> strata.metadata.v1.DiskUsage
+	54, // 51: strata.metadata.v1.GetDiskUsageResponse.build_cache:type_name -> strata.metadata.v1.DiskUsage
+	62, // 52: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
+	10, // 53: strata.metadata.v1.WatchEventsRequest.filters:type_name -> strata.metadata.v1.Filter
+	15, // 54: strata.metadata.v1.WatchEventsResponse.event:type_name -> strata.metadata.v1.Event
+	16, // 55: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
+	18, // 56: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
+	20, // 57: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
+	22, // 58: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
+	24, // 59: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
+	26, // 60: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
+	28, // 61: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
+	30, // 62: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
+	32, // 63: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
+	34, // 64: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
+	36, // 65: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
+	38, // 66: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
+	40, // 67: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
+	42, // 68: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
+	44, // 69: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
+	47, // 70: strata.metadata.v1.ImageService.CreateLease:input_type -> strata.metadata.v1.CreateLeaseRequest
+	49, // 71: strata.metadata.v1.ImageService.AddLeaseResource:input_type -> strata.metadata.v1.AddLeaseResourceRequest
+	51, // 72: strata.metadata.v1.ImageService.DeleteLease:input_type -> strata.metadata.v1.DeleteLeaseRequest
+	53, // 73: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
+	56, // 74: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
+	17, // 75: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
+	19, // 76: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
+	21, // 77: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
+	23, // 78: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
+	25, // 79: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
+	27, // 80: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
+	29, // 81: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
+	31, // 82: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
+	33, // 83: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
+	35, // 84: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
+	37, // 85: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
+	39, // 86: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
+	41, // 87: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
+	43, // 88: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
+	45, // 89: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
+	48, // 90: strata.metadata.v1.ImageService.CreateLease:output_type -> strata.metadata.v1.CreateLeaseResponse
+	50, // 91: strata.metadata.v1.ImageService.AddLeaseResource:output_type -> strata.metadata.v1.AddLeaseResourceResponse
+	52, // 92: strata.metadata.v1.ImageService.DeleteLease:output_type -> strata.metadata.v1.DeleteLeaseResponse
+	55, // 93: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
+	57, // 94: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
+	75, // [75:95] is the sub-list for method output_type
+	55, // [55:75] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_strata_metadata_v1_metadata_proto_init() }
@@ -4018,7 +4408,7 @@ func file_strata_metadata_v1_metadata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_metadata_v1_metadata_proto_rawDesc), len(file_strata_metadata_v1_metadata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   54,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -152,7 +152,8 @@ type Tx interface {
 	Usage(ctx context.Context) (Usage, error)
 
 	// MarkCollectable marks, among the digests, those no image references
-	// as being deleted by garbage collection, and returns them.
+	// and no lease unexpired at now holds as being deleted by garbage
+	// collection, and returns them.
 	MarkCollectable(ctx context.Context, digests []string, now time.Time) ([]string, error)
 	// SetCollected records that the blob store deleted a marked blob at t,
 	// or, when deleted is false, drops the mark.
@@ -162,6 +163,20 @@ type Tx interface {
 	Collected(ctx context.Context, digests []string, t time.Time) ([]string, error)
 	// PruneMarks forgets the deletions finished before t.
 	PruneMarks(ctx context.Context, before time.Time) error
+
+	// CreateLease inserts a lease; ErrAlreadyExists when the ID is taken.
+	CreateLease(ctx context.Context, id string, created, expires time.Time) error
+	// LeaseExpires returns when a lease expires; ErrNotFound when there is
+	// no such lease.
+	LeaseExpires(ctx context.Context, id string) (time.Time, error)
+	// AddLeaseBlobs adds digests to a lease (those it holds already stay).
+	AddLeaseBlobs(ctx context.Context, id string, digests []string) error
+	// DeleteLease removes a lease and what it holds, if it exists.
+	DeleteLease(ctx context.Context, id string) error
+	// Leased returns which of the digests a lease unexpired at now holds.
+	Leased(ctx context.Context, digests []string, now time.Time) (map[string]bool, error)
+	// PruneLeases removes the leases expired at now, and returns how many.
+	PruneLeases(ctx context.Context, now time.Time) (int64, error)
 }
 
 // ListQuery is what a backend filters in the database; the Store applies

@@ -451,12 +451,15 @@ func (s *Service) LockCollection(ctx context.Context, wait bool) (unlock func(),
 // Ping checks that the database answers: health follows it.
 func (s *Service) Ping(ctx context.Context) error { return s.b.Ping(ctx) }
 
-// Housekeep forgets events older than eventsFor and garbage collection
-// marks older than marksFor.
+// Housekeep forgets events older than eventsFor, garbage collection marks
+// older than marksFor and expired leases.
 func (s *Service) Housekeep(ctx context.Context, eventsFor, marksFor time.Duration) error {
 	now := s.now()
 	return s.b.Update(ctx, func(tx Tx) error {
 		if _, err := tx.PruneEvents(ctx, now.Add(-eventsFor)); err != nil {
+			return err
+		}
+		if _, err := tx.PruneLeases(ctx, now); err != nil {
 			return err
 		}
 		return tx.PruneMarks(ctx, now.Add(-marksFor))

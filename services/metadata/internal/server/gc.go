@@ -20,7 +20,7 @@ const gcPage = 1000
 //
 // Safety: a blob is deleted only when it is older than the grace period (so
 // uploads and builds in flight keep theirs) and, atomically with marking it
-// in the database, no image references it. PutImage refuses an image whose
+// in the database, no image references it and no lease holds it. PutImage refuses an image whose
 // blobs were marked after it checked them, so an image never points at a
 // blob a concurrent collection removed.
 type Collector struct {
@@ -71,6 +71,10 @@ func (c *Collector) collect(ctx context.Context, grace time.Duration, dryRun boo
 		if err != nil {
 			return nil, err
 		}
+		leased, err := c.Images.IsLeased(ctx, digests)
+		if err != nil {
+			return nil, err
+		}
 		size := map[string]int64{}
 		var old []string
 		for _, b := range page {
@@ -78,6 +82,8 @@ func (c *Collector) collect(ctx context.Context, grace time.Duration, dryRun boo
 			switch {
 			case refd[d]:
 				res.Referenced++
+			case leased[d]:
+				res.Leased++
 			case start.Sub(b.CreatedAt) < grace:
 				res.WithinGrace++
 			default:
@@ -95,7 +101,7 @@ func (c *Collector) collect(ctx context.Context, grace time.Duration, dryRun boo
 			if err != nil {
 				return nil, err
 			}
-			res.Referenced += int64(len(old) - len(marked)) // referenced since the first look
+			res.Referenced += int64(len(old) - len(marked)) // referenced or leased since the first look
 			for _, d := range marked {
 				err := c.Blobs.Delete(ctx, digest.Digest(d))
 				if err != nil && !errdefs.IsNotFound(err) {
