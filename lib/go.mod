@@ -20,7 +20,10 @@ require (
 
 require github.com/fsnotify/fsnotify v1.10.1
 
-require github.com/klauspost/compress v1.20.4 // indirect
+require (
+	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/miekg/dns v1.1.73 // indirect
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
