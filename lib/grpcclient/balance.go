@@ -98,8 +98,10 @@ func balance(target string) (string, []grpc.DialOption) {
 	return listScheme + ":///" + state.Addresses[0].Addr, []grpc.DialOption{grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(balancedConfig)}
 }
 
-// hosts returns the hosts of a target.
-func hosts(target string) []string {
+// Hosts returns the hosts a target names ("metadata" for
+// dns:///metadata:50052; each of a list): what a builder keeps RUN steps
+// from reaching.
+func Hosts(target string) []string {
 	var out []string
 	for _, a := range strings.Split(target, ",") {
 		a = strings.TrimPrefix(strings.TrimPrefix(a, "dns:///"), "passthrough:///")

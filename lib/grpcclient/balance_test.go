@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +225,19 @@ func TestValidateTarget(t *testing.T) {
 	} {
 		if err := grpcclient.ValidateTarget(tc.target); (err == nil) != tc.ok {
 			t.Errorf("ValidateTarget(%q) = %v, want ok %v", tc.target, err, tc.ok)
+		}
+	}
+}
+
+func TestHosts(t *testing.T) {
+	for target, want := range map[string][]string{
+		"localhost:50052":                      {"localhost"},
+		"dns:///metadata:50052":                {"metadata"},
+		"dns://10.0.0.2:53/metadata.svc:50052": {"metadata.svc"},
+		"127.0.0.1:50151,[::1]:50152":          {"127.0.0.1", "::1"},
+	} {
+		if got := grpcclient.Hosts(target); !slices.Equal(got, want) {
+			t.Errorf("Hosts(%q) = %q, want %q", target, got, want)
 		}
 	}
 }

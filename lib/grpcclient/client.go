@@ -133,7 +133,7 @@ func isLocal(target string) bool {
 	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
 		return true
 	}
-	for _, h := range hosts(target) {
+	for _, h := range Hosts(target) {
 		if !auth.IsLoopback(h) {
 			return false
 		}

@@ -104,7 +104,9 @@ func main() {
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits), transfer.WithEgress(cfg.registries))
-			peers := []string{cfg.metadataAddr, cfg.blobstoreAddr}
+			// The peers' hosts, not their targets: "dns:///metadata:50052" is
+			// not an address RUN steps could be kept from.
+			peers := append(grpcclient.Hosts(cfg.metadataAddr), grpcclient.Hosts(cfg.blobstoreAddr)...)
 			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
