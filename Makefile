@@ -7,12 +7,12 @@ export PATH := $(TOOLS):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
-MODULES := gen lib services/blobstore services/metadata services/builder cli
+MODULES := gen lib services/blobstore services/metadata services/builder cli deploy/k8s
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy lint bench bench-xfer bench-blob bench-exec bench-build bench-meta up down
+.PHONY: help tools deps generate build run demo test test-deploy test-scale lint bench bench-xfer bench-blob bench-exec bench-build bench-meta bench-scale up up-scale down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
