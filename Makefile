@@ -45,6 +45,9 @@ test: deps build ## Run every test, with the real S3, PostgreSQL, runc and Docke
 test-deploy: build ## Run the compose test alone: the stack on the Docker Engine, SQLite then PostgreSQL
 	deploy/test.sh
 
+test-scale: build ## The scale test: replicas on PostgreSQL and S3 in compose, 30 builds twice, replicas killed mid-round
+	deploy/test-scale.sh
+
 lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ freshness
 	buf lint
 	buf format --diff --exit-code
@@ -70,6 +73,10 @@ bench-meta: ## Metadata: GetImage, TagImage, ListImages (pages of 100) through g
 	go test -count=1 -run '^$$' -bench BenchmarkImageService -benchtime 1x -timeout 30m \
 	  ./services/metadata/internal/server/
 
+bench-scale: ## Metadata replicas: GetImage/s through 2 replicas on PostgreSQL against 1, medians of 5 runs
+	go test -count=1 -run '^$$' -bench BenchmarkReplicasGetImage -benchtime 1x -timeout 30m \
+	  ./services/metadata/cmd/strata-metadata/
+
 bench-exec: ## The builder's layer pipeline, snapshots and runc sandbox (upper dir → gzip → blob store on fs and S3)
 	go test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m \
 	  ./services/builder/internal/layer/ ./services/builder/internal/snapshot/ ./services/builder/internal/sandbox/
@@ -78,5 +85,9 @@ up: build ## Build the images and start the docker-compose stack, healthy (STRAT
 	@scripts/deps.sh
 	@deploy/stack.sh up
 
-down: ## Remove the docker-compose stack: containers, network and volumes
+up-scale: build ## Start the scale stack, healthy: PostgreSQL, S3, 2 blob stores, 2 metadata, 3 builders
+	@scripts/deps.sh
+	@STRATA_SCALE=1 deploy/stack.sh up
+
+down: ## Remove the docker-compose stack (either): containers, network and volumes
 	@deploy/stack.sh down

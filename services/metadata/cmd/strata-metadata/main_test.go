@@ -25,7 +25,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
 	if err != nil {
@@ -40,7 +40,7 @@ type blobstore struct {
 	client     *blobclient.Client
 }
 
-func startBlobstore(t *testing.T) *blobstore {
+func startBlobstore(t testing.TB) *blobstore {
 	t.Helper()
 	b := &blobstore{addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), root: t.TempDir()}
 	harness.Start(t, []string{"STRATA_LISTEN=" + b.addr, "STRATA_FS_ROOT=" + b.root}, harness.Binary(t, "strata-blobstore"))
@@ -51,7 +51,7 @@ func startBlobstore(t *testing.T) *blobstore {
 }
 
 // upload stores the blobs of a fixture image, except the skipped digests.
-func (b *blobstore) upload(t *testing.T, img *metadatav1.Image, skip ...string) {
+func (b *blobstore) upload(t testing.TB, img *metadatav1.Image, skip ...string) {
 	t.Helper()
 	for d, data := range imagetest.Contents(img) {
 		if contains(skip, d) {
