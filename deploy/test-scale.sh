@@ -183,17 +183,35 @@ failed_unavailable() {
   echo "$n failed tries, all UNAVAILABLE; every build succeeded when tried again"
 }
 
+# referenced prints every blob digest an image recorded in metadata needs
+# (ListReferencedBlobs through grpcurl, from the first replica that answers).
+referenced() {
+  local token addr out
+  token=$(awk 'NF { print ($2 != "" ? $2 : $1); exit }' "$STRATA_CLIENT_TOKEN_FILE")
+  for addr in ${STRATA_METADATA_ADDR//,/ }; do
+    out=$("$root/.tools/bin/grpcurl" -cacert "$STRATA_CLIENT_TLS_CA" -H "authorization: Bearer $token" -d '{"page_size": 100000}' \
+      "$addr" strata.metadata.v1.ImageService/ListReferencedBlobs 2>/dev/null) || continue
+    grep -o '"sha256:[0-9a-f]*"' <<<"$out" | tr -d '"'
+    return 0
+  done
+  echo "no metadata replica answered ListReferencedBlobs" >&2
+  return 1
+}
+
 # intact: every tag names an image whose blobs all read back (strata save
-# reads config, manifest and every layer, re-hashing each), and every
-# stored blob matches its digest.
+# reads config, manifest and every layer, re-hashing each); every blob any
+# recorded image needs, intermediate ones too, is stored and matches its
+# digest; and so does every stored blob.
 intact() {
-  local t n=0
+  local t n=0 refs
   for t in $("$strata" images --format '{{.Repository}}:{{.Tag}}'); do
     "$strata" save -o "$work/save.tar" "$t" || { echo "save $t failed"; return 1; }
     n=$((n + 1))
   done
-  "$strata" blob verify -q || { echo "blob verify found damaged or missing blobs"; return 1; }
-  echo "$n tagged images read back whole; every blob verified"
+  refs=$(referenced) || return 1
+  "$strata" blob verify -q $refs || { echo "blobs that recorded images need are damaged or missing"; return 1; }
+  "$strata" blob verify -q || { echo "blob verify found damaged blobs"; return 1; }
+  echo "$n tagged images read back whole; the $(wc -w <<<"$refs") blobs recorded images need, and every stored blob, verified"
 }
 
 rootfs() {
