@@ -73,7 +73,8 @@ bench-meta: ## Metadata: GetImage, TagImage, ListImages (pages of 100) through g
 	go test -count=1 -run '^$$' -bench BenchmarkImageService -benchtime 1x -timeout 30m \
 	  ./services/metadata/internal/server/
 
-bench-scale: ## Metadata replicas: GetImage/s through 2 replicas on PostgreSQL against 1, medians of 5 runs
+bench-scale: build ## Replicas on one machine: builds/min of 30 builds through 3 builders against 1, GetImage/s through 2 metadata replicas against 1 (medians)
+	deploy/bench-scale.sh $(or $(N),3)
 	go test -count=1 -run '^$$' -bench BenchmarkReplicasGetImage -benchtime 1x -timeout 30m \
 	  ./services/metadata/cmd/strata-metadata/
 
