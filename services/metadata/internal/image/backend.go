@@ -15,6 +15,11 @@ type Backend interface {
 	// transaction, Update rolls back and runs fn again, so fn must have no
 	// effect outside the transaction.
 	Update(ctx context.Context, fn func(Tx) error) error
+	// UpdateIdempotent is Update for a fn whose second run, after a first
+	// that committed, changes nothing more and returns what the first did:
+	// it runs again even when the connection broke during COMMIT, where
+	// Update reports that the outcome is unknown.
+	UpdateIdempotent(ctx context.Context, fn func(Tx) error) error
 	// UpdateRows is Update for a fn that writes every row its decisions rest
 	// on, as a tag move writes the reference and the rows of the images it
 	// leaves and joins: two such transactions that decide on the same row

@@ -73,7 +73,7 @@ func (s *Service) AddLeaseBlobs(ctx context.Context, id string, digests []string
 			return errdefs.InvalidArgument("lease %s: %q is not a digest: %v", id, d, err).WithReason("INVALID_DIGEST").WithDetail("digest", d)
 		}
 	}
-	return s.b.Update(ctx, func(tx Tx) error {
+	return s.b.UpdateIdempotent(ctx, func(tx Tx) error {
 		now := s.now()
 		expires, err := tx.LeaseExpires(ctx, id)
 		if err != nil {
@@ -98,7 +98,7 @@ func (s *Service) AddLeaseBlobs(ctx context.Context, id string, digests []string
 
 // DeleteLease ends a lease, if it exists.
 func (s *Service) DeleteLease(ctx context.Context, id string) error {
-	return s.b.Update(ctx, func(tx Tx) error { return tx.DeleteLease(ctx, id) })
+	return s.b.UpdateIdempotent(ctx, func(tx Tx) error { return tx.DeleteLease(ctx, id) })
 }
 
 // IsLeased reports which of the digests an unexpired lease holds.

@@ -136,16 +136,22 @@ const maxRetries = 20
 // Update implements image.Backend.
 func (db *DB) Update(ctx context.Context, fn func(image.Tx) error) error {
 	pool, opts := db.d.writer()
-	return db.update(ctx, pool, opts, fn)
+	return db.update(ctx, pool, opts, false, fn)
+}
+
+// UpdateIdempotent implements image.Backend.
+func (db *DB) UpdateIdempotent(ctx context.Context, fn func(image.Tx) error) error {
+	pool, opts := db.d.writer()
+	return db.update(ctx, pool, opts, true, fn)
 }
 
 // UpdateRows implements image.Backend.
 func (db *DB) UpdateRows(ctx context.Context, fn func(image.Tx) error) error {
 	pool, opts := db.d.rowWriter()
-	return db.update(ctx, pool, opts, fn)
+	return db.update(ctx, pool, opts, false, fn)
 }
 
-func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn func(image.Tx) error) error {
+func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, idempotent bool, fn func(image.Tx) error) error {
 	reconnects := 0
 	for attempt := 0; ; attempt++ {
 		err := db.run(ctx, pool, opts, true, fn)
@@ -157,7 +163,7 @@ func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn 
 			// Back off a little, more with each attempt, so that
 			// conflicting writers spread out.
 			wait = time.Duration(attempt+1) * time.Millisecond
-		case db.reconnectable(err) && reconnects < len(reconnectWaits):
+		case db.reconnectable(err, idempotent) && reconnects < len(reconnectWaits):
 			wait = reconnectWaits[reconnects]
 			reconnects++
 		default:
@@ -178,10 +184,10 @@ var reconnectWaits = []time.Duration{50 * time.Millisecond, 100 * time.Milliseco
 // reconnectable reports whether a transaction that failed may run again on
 // another connection: the database could not be reached, and the failure
 // was not at COMMIT, which may have committed before the connection broke
-// (unless nothing of it was sent).
-func (db *DB) reconnectable(err error) bool {
+// (unless nothing of it was sent, or running it twice is harmless).
+func (db *DB) reconnectable(err error, idempotent bool) bool {
 	var ce *commitError
-	if errors.As(err, &ce) && !pgconn.SafeToRetry(ce.err) {
+	if errors.As(err, &ce) && !idempotent && !pgconn.SafeToRetry(ce.err) {
 		return false
 	}
 	return db.d.unavailable(err)
