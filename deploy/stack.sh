@@ -82,7 +82,11 @@ wait_healthy() {
     [ ${#pending[@]} -eq 0 ] && return 0
     if [ $SECONDS -ge $deadline ]; then
       echo "not healthy after ${STRATA_UP_TIMEOUT:-180}s: ${pending[*]}" >&2
-      for name in "${pending[@]}"; do docker logs --tail 40 "$name" >&2 || true; done
+      for name in "${pending[@]}"; do
+        docker logs --tail 40 "$name" >&2 || true
+        echo "$name's last health checks:" >&2
+        docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{end}}' "$name" >&2 || true
+      done
       return 1
     fi
     sleep 1

@@ -45,7 +45,13 @@ fail() { failed=$((failed + 1)); echo "FAIL $* ($((SECONDS - started))s)"; }
 check() {
   local what=$1 out
   shift
-  if out=$("$@" 2>&1); then ok "$what"; else fail "$what"; printf '%s\n' "$out" | tail -30 | sed 's/^/     /'; fi
+  if out=$("$@" 2>&1); then
+    ok "$what"
+    [ -z "$out" ] || printf '%s\n' "$out" | tail -5 | sed 's/^/     /'
+  else
+    fail "$what"
+    printf '%s\n' "$out" | tail -30 | sed 's/^/     /'
+  fi
 }
 
 stack() { "$root/deploy/stack.sh" "$@"; }

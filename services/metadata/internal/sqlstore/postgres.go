@@ -71,11 +71,7 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	d := &postgresDialect{db: db, cfg: cfg, log: log, cancel: cancel, pending: make(chan struct{}, 1), notify: make(chan struct{})}
-	lock := func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock)
-		return err
-	}
-	if err := migrate(ctx, d, lock); err != nil {
+	if err := d.migrate(ctx); err != nil {
 		cancel()
 		db.Close()
 		return nil, fmt.Errorf("migrating the PostgreSQL schema: %w", err)
@@ -90,6 +86,24 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 		d.notifyReplicas(lctx)
 	}()
 	return &DB{d: d, read: db, log: log}, nil
+}
+
+// migrate applies the migrations while holding migrateLock on a
+// connection of its own, so that replicas starting together migrate one
+// after the other. The lock is taken before the migrations' transactions
+// begin: a transaction that took it itself would read from a snapshot of
+// its first statement, taken while it waited, and miss the migrations the
+// holder applied meanwhile.
+func (d *postgresDialect) migrate(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, d.cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background()) // lets go of the lock
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLock); err != nil {
+		return err
+	}
+	return migrate(ctx, d)
 }
 
 func (d *postgresDialect) name() string { return "postgres" }

@@ -89,3 +89,24 @@ func TestPostgresCollectionLock(t *testing.T) {
 	}
 	unlockA()
 }
+
+// TestPostgresReplicasStartTogether: replicas opening a new database at
+// once migrate it once, one after the other, and all start.
+func TestPostgresReplicasStartTogether(t *testing.T) {
+	pg := harness.StartPostgres(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			db, err := OpenPostgres(context.Background(), pg.DSN, testLogger(t))
+			if err == nil {
+				db.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("OpenPostgres beside other replicas = %v", err)
+		}
+	}
+}

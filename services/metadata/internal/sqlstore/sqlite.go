@@ -107,7 +107,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 		d.close()
 		return nil, fmt.Errorf("opening SQLite database %s: %w", path, err)
 	}
-	if err := migrate(ctx, d, nil); err != nil {
+	if err := migrate(ctx, d); err != nil {
 		d.close()
 		return nil, fmt.Errorf("migrating SQLite database %s: %w", path, err)
 	}

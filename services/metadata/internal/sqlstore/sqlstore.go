@@ -346,8 +346,9 @@ func (db *DB) Ping(ctx context.Context) error {
 func (db *DB) EventsNotify() <-chan struct{} { return db.d.eventsNotify() }
 
 // migrate applies the dialect's schema files that have not been applied,
-// each in its own transaction, recording them in schema_migrations.
-func migrate(ctx context.Context, d dialect, lock func(*sql.Tx) error) error {
+// each in its own transaction, recording them in schema_migrations. The
+// caller keeps other processes from migrating meanwhile.
+func migrate(ctx context.Context, d dialect) error {
 	files, err := fs.Glob(migrations, "migrations/"+d.name()+"/*.sql")
 	if err != nil {
 		return err
@@ -367,12 +368,6 @@ func migrate(ctx context.Context, d dialect, lock func(*sql.Tx) error) error {
 		tx, err := pool.BeginTx(ctx, opts)
 		if err != nil {
 			return err
-		}
-		if lock != nil {
-			if err := lock(tx); err != nil {
-				_ = tx.Rollback()
-				return err
-			}
 		}
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 			_ = tx.Rollback()
