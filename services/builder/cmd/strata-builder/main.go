@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -79,6 +80,17 @@ func (c *config) validate(fs *flagenv.Set) error {
 	errs = append(errs, c.client.Validate(fs), c.builds.validate(fs))
 	return errors.Join(errs...)
 }
+
+// init keeps the main goroutine on the process's main thread for good
+// (Go's documented way: main then runs on it and no other goroutine does).
+// The RUN network makes namespaces on threads it locks, switches and lets
+// the runtime end; Go cannot end the main thread, so it parks it, in the
+// new namespace, for good. The main thread's namespaces are the ones
+// /proc/PID/ns shows, where `docker exec` and Kubernetes' exec probes run:
+// the health probe then ran in a RUN step's network, found nothing on
+// 127.0.0.1:50051, and a builder that served kept failing its health
+// check (one start in three of the scale stack's builders).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	var cfg config
