@@ -7,12 +7,21 @@ export PATH := $(TOOLS):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
-MODULES := gen lib services/blobstore services/metadata services/builder cli deploy/k8s
+MODULES := bench gen lib services/blobstore services/metadata services/builder services/registry cli deploy/k8s
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
-            ./services/builder/cmd/strata-builder ./cli/cmd/strata
+            ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy test-scale lint bench bench-xfer bench-blob bench-exec bench-build bench-meta bench-scale up up-scale down
+.PHONY: help tools deps generate build run demo test test-deploy test-scale lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry bench-scale test-scale up up-scale down
+
+# make bench writes its table here as JSON; make bench-compare OLD.json
+# compares it with an earlier one.
+BENCH_JSON ?= bench/results/latest.json
+BENCH_FIGURES := $(CURDIR)/bench/results/figures.jsonl
+ifeq (bench-compare,$(firstword $(MAKECMDGOALS)))
+OLD ?= $(word 2,$(MAKECMDGOALS))
+$(eval $(OLD):;@:)
+endif
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +41,7 @@ generate: tools ## Regenerate gen/ from proto/ with buf
 build: ## Build static binaries into bin/
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(BINARIES)
 
-run: build ## Run the three services locally (filesystem blobs, SQLite); Ctrl-C stops all
+run: build ## Run the four services locally (filesystem blobs, SQLite, registry on :5000); Ctrl-C stops all
 	@scripts/run.sh
 
 demo: build ## Start the services, import busybox, build the nginx example twice, show history, tag, list
@@ -56,20 +65,32 @@ lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ f
 	go vet $(PACKAGES)
 	@scripts/check-generated.sh
 
-bench: deps bench-xfer bench-exec bench-build bench-blob bench-meta ## Run the benchmarks against the peers' figures
+bench: deps build ## Every benchmark against its peers, in one table, also written as JSON (BENCH_JSON, bench/results/latest.json)
+	@mkdir -p bench/results && rm -f $(BENCH_FIGURES)
+	@# A benchmark that fails leaves its figures out; the others still make the table, and make bench fails.
+	STRATA_BENCH_RESULTS=$(BENCH_FIGURES) $(MAKE) -k --no-print-directory bench-xfer bench-exec bench-build bench-blob bench-meta bench-registry; \
+	  status=$$?; go run ./bench/cmd/benchreport table -o $(BENCH_JSON) $(BENCH_FIGURES) && exit $$status
 
-bench-build: build ## The build benchmark (../shared/bench): Strata on S3+SQLite against Docker's classic builder, cold/warm/touch1
+bench-compare: ## Compare the last make bench with an earlier one: make bench-compare OLD.json
+	@test -n "$(OLD)" || { echo "usage: make bench-compare OLD.json" >&2; exit 2; }
+	@go run ./bench/cmd/benchreport compare $(OLD) $(BENCH_JSON)
+
+bench-build: build tools ## Builds of ../shared/bench (files, app): Strata, Docker classic and BuildKit interleaved, cold/warm/touch1, N runs (3)
 	@scripts/bench-build.sh $(or $(N),3)
 
-bench-blob: ## Upload and download of a 1 GiB blob through the blob store against minio-go straight to versitygw
-	go test -count=1 -run '^$$' -bench BenchmarkBlobTransfer -benchtime 5x -timeout 30m \
+bench-blob: build ## 1 GiB up and down through the blob store on versitygw against minio-go with the same settings, unsigned and signed
+	go test -count=1 -run '^$$' -bench BenchmarkBlobTransfer -benchtime 5x -timeout 40m \
 	  ./services/blobstore/cmd/strata-blobstore/
 
-bench-xfer: ## Pull and push of a 512 MiB layer through a loopback registry: Strata against crane
-	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 2x -timeout 30m \
+bench-xfer: ## Pull and push of a 512 MiB layer through loopback registries: Strata against docker, crane and skopeo, 5 runs
+	go test -count=1 -run '^$$' -bench BenchmarkRegistryTransfer -benchtime 5x -timeout 40m \
 	  ./services/builder/internal/transfer/interop/
 
-bench-meta: ## Metadata: GetImage, TagImage, ListImages (pages of 100) through gRPC at 100,000 images, SQLite and PostgreSQL
+bench-registry: ## Push and pull (crane) of a 512 MiB layer and of 200 small layers: strata-registry (S3 + SQLite) against distribution on the same versitygw, medians of paired rounds
+	go test -count=1 -run '^$$' -bench BenchmarkRegistry -benchtime $(or $(N),3)x -timeout 30m \
+	  ./services/registry/cmd/strata-registry/
+
+bench-meta: ## Metadata: GetImage, TagImage, ListImages through gRPC at 100,000 images, SQLite and PostgreSQL, medians of 5 windows
 	go test -count=1 -run '^$$' -bench BenchmarkImageService -benchtime 1x -timeout 30m \
 	  ./services/metadata/internal/server/
 
@@ -79,14 +100,15 @@ bench-scale: build ## Replicas on one machine: builds/min of 30 builds through 3
 	  ./services/metadata/cmd/strata-metadata/
 
 bench-exec: ## The builder's layer pipeline, snapshots and runc sandbox (upper dir → gzip → blob store on fs and S3)
-	go test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m \
-	  ./services/builder/internal/layer/ ./services/builder/internal/snapshot/ ./services/builder/internal/sandbox/
+	set -o pipefail; go test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m \
+	  ./services/builder/internal/layer/ ./services/builder/internal/snapshot/ ./services/builder/internal/sandbox/ | \
+	  go run ./bench/cmd/benchreport ingest exec
 
 up: build ## Build the images and start the docker-compose stack, healthy (STRATA_METADATA_STORE=postgres for PostgreSQL)
 	@scripts/deps.sh
 	@deploy/stack.sh up
 
-up-scale: build ## Start the scale stack, healthy: PostgreSQL, S3, 2 blob stores, 2 metadata, 3 builders
+up-scale: build ## Start the scale stack, healthy: PostgreSQL, S3, 2 blob stores, 2 metadata, 3 builders, 2 registries
 	@scripts/deps.sh
 	@STRATA_SCALE=1 deploy/stack.sh up
 

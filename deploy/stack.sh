@@ -10,10 +10,12 @@
 # Environment:
 #   STRATA_METADATA_STORE=postgres   metadata on PostgreSQL (docker-compose.postgres.yml)
 #   STRATA_SCALE=1   replicas on PostgreSQL and S3 (docker-compose.scale.yml, `make
-#   up-scale`): STRATA_SCALE_BLOBSTORE (2), STRATA_SCALE_METADATA (2) and
-#   STRATA_SCALE_BUILDER (3) of each, every one on a free host port
+#   up-scale`): STRATA_SCALE_BLOBSTORE (2), STRATA_SCALE_METADATA (2),
+#   STRATA_SCALE_BUILDER (3) and STRATA_SCALE_REGISTRY (2) of each, every one
+#   on a free host port
 #   COMPOSE_PROJECT_NAME (strata), STRATA_IMAGE_TAG (dev), STRATA_PUBLISH_ADDR
-#   (127.0.0.1), STRATA_{BUILDER,METADATA,BLOBSTORE}_PORT (50051-50053)
+#   (127.0.0.1), STRATA_{BUILDER,METADATA,BLOBSTORE}_PORT (50051-50053),
+#   STRATA_REGISTRY_PORT (5000)
 #   STRATA_TLS_SANS: more names and addresses for the services' certificates,
 #   comma-separated (DNS:strata.example,IP:10.0.0.7)
 #   STRATA_CONFIG: the CLI configuration file `up` writes (and `down`
@@ -44,9 +46,10 @@ scale=()
 if [ -n "${STRATA_SCALE:-}" ]; then
   STRATA_METADATA_STORE=postgres
   scale=(--scale "blobstore=${STRATA_SCALE_BLOBSTORE:-2}" --scale "metadata=${STRATA_SCALE_METADATA:-2}"
-    --scale "builder=${STRATA_SCALE_BUILDER:-3}")
+    --scale "builder=${STRATA_SCALE_BUILDER:-3}" --scale "registry=${STRATA_SCALE_REGISTRY:-2}")
   # Replicas cannot share a host port: each gets a free one.
   export STRATA_BUILDER_PORT=${STRATA_BUILDER_PORT-} STRATA_METADATA_PORT=${STRATA_METADATA_PORT-} STRATA_BLOBSTORE_PORT=${STRATA_BLOBSTORE_PORT-}
+  export STRATA_REGISTRY_PORT=${STRATA_REGISTRY_PORT-}
 fi
 case "${STRATA_METADATA_STORE:-sqlite}" in
   sqlite) ;;
@@ -84,8 +87,8 @@ wait_healthy() {
       echo "not healthy after ${STRATA_UP_TIMEOUT:-180}s: ${pending[*]}" >&2
       for name in "${pending[@]}"; do
         docker logs --tail 40 "$name" >&2 || true
-        echo "$name's last health checks:" >&2
-        docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{end}}' "$name" >&2 || true
+        echo "$name's last health probes:" >&2
+        docker inspect -f '{{range .State.Health.Log}}{{.Start}} exit {{.ExitCode}}: {{.Output}}{{"\n"}}{{end}}' "$name" >&2 || true
       done
       return 1
     fi
@@ -118,7 +121,7 @@ secrets() {
     openssl req -x509 -new -key "$state/ca.key" -sha256 -days 825 -subj "/CN=Strata stack $COMPOSE_PROJECT_NAME CA" \
       -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -out "$s/ca.crt"
   fi
-  for svc in blobstore metadata builder; do
+  for svc in blobstore metadata builder registry; do
     [ -f "$s/$svc.crt" ] && [ -f "$s/$svc.key" ] && continue
     sans="DNS:$svc,DNS:localhost,IP:127.0.0.1,IP:::1"
     case "${STRATA_PUBLISH_ADDR:-127.0.0.1}" in 127.0.0.1 | 0.0.0.0 | localhost) ;; *) sans+=",IP:$STRATA_PUBLISH_ADDR" ;; esac
@@ -169,15 +172,17 @@ JSON
 }
 
 # addrs prints where the services' published ports are, as the CLI's
-# environment variables: a comma-separated list where a service has
-# replicas, which the CLI spreads its calls over.
+# environment variables: a comma-separated list where a gRPC service has
+# replicas, which the CLI spreads its calls over; the registry's first
+# replica (HTTP clients take one address).
 addrs() {
   local s id port list
-  for s in builder:50051 metadata:50052 blobstore:50053; do
+  for s in builder:50051 metadata:50052 blobstore:50053 registry:5000; do
     list=
     for id in $(compose ps -q "${s%:*}"); do
       port=$(docker port "$id" "${s#*:}/tcp" | head -1)
       [ -n "$port" ] && list+="${list:+,}$port"
+      [ "${s%:*}" = registry ] && [ -n "$list" ] && break
     done
     [ -n "$list" ] || { echo "${s%:*} publishes no port ${s#*:}" >&2; return 1; }
     echo "STRATA_$(echo "${s%:*}" | tr a-z A-Z)_ADDR=$list"

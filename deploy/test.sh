@@ -182,6 +182,28 @@ metadata_file_is() {
 # layers_read_back saves the seed image from Strata (config, manifest and
 # every layer read from the blob store), loads it into the Docker Engine and
 # runs a file the RUN step wrote.
+# registry_pull logs in to the stack's registry with the read token (a
+# Docker configuration of its own), pulls my-nginx with the Docker Engine
+# (which takes a loopback registry's certificate as is) and reads its layers
+# back; without the login the pull is refused.
+registry_pull() {
+  local ref out cfg
+  ref=$(compose port registry 5000)/my-nginx:latest
+  cfg=$(mktemp -d)
+  if DOCKER_CONFIG=$cfg docker pull -q "$ref" >/dev/null 2>&1; then
+    echo "pulled without logging in"; rm -rf "$cfg"; return 1
+  fi
+  # A role's token file is a line of the servers' token file: ROLE TOKEN NAME.
+  awk '{ print $2 }' "$STRATA_SECRETS_DIR/read.token" | DOCKER_CONFIG=$cfg docker login -u reader --password-stdin "${ref%%/*}" >/dev/null &&
+    DOCKER_CONFIG=$cfg docker pull -q "$ref" >/dev/null &&
+    out=$(docker run --rm --entrypoint /bin/cat "$ref" /var/log/nginx/install.log)
+  local rc=$?
+  docker rmi -f "$ref" >/dev/null 2>&1
+  rm -rf "$cfg"
+  [ $rc -eq 0 ] || return 1
+  [ "$out" = ok ] || { echo "read back: $out"; return 1; }
+}
+
 layers_read_back() {
   local tag=strata-compose-test-$$/my-nginx:latest tar out
   tar=$(mktemp)
@@ -256,12 +278,12 @@ nothing_left() {
 }
 
 run_stack() {
-  local store=$1 containers=4
-  [ "$store" = postgres ] && containers=5
+  local store=$1 containers=5
+  [ "$store" = postgres ] && containers=6
   export STRATA_METADATA_STORE=$store
   export COMPOSE_PROJECT_NAME=strata-test-$store-$$
   # Ephemeral host ports: a developer's stack may hold 50051-50053.
-  export STRATA_BUILDER_PORT='' STRATA_METADATA_PORT='' STRATA_BLOBSTORE_PORT=''
+  export STRATA_BUILDER_PORT='' STRATA_METADATA_PORT='' STRATA_BLOBSTORE_PORT='' STRATA_REGISTRY_PORT=''
   echo "--- the stack with metadata on $store (project $COMPOSE_PROJECT_NAME)"
   trap 'stack down >/dev/null 2>&1' EXIT
   # The CLI configuration file `up` writes: the test's own, never the user's.
@@ -285,6 +307,7 @@ run_stack() {
   check "$store: blobstore runs unprivileged" runs_as blobstore 65532
   check "$store: metadata runs unprivileged" runs_as metadata 65532
   check "$store: the S3 server runs unprivileged" runs_as s3 65532
+  check "$store: the registry runs unprivileged" runs_as registry 65532
 
   local work
   work=$(mktemp -d)
@@ -314,6 +337,7 @@ run_stack() {
   check "$store: the CLI reaches all three services after the restart" serving
   check "$store: images, tags, ID, layers and history unchanged after the restart" same_record "$work/record"
   check "$store: the layers read back (strata save, docker load, docker run)" layers_read_back
+  check "$store: docker pulls the built image from the registry and runs it" registry_pull
   check "$store: the seed rebuilt after the restart, every step cached" rebuild_cached
 
   # A restart keeps each container's own filesystem; new containers keep

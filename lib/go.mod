@@ -15,15 +15,15 @@ require (
 
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0
+	github.com/klauspost/compress v1.20.4
+	github.com/klauspost/pgzip v1.3.0
+	github.com/therootcompany/xz v1.0.1
 	golang.org/x/crypto v0.57.0
 )
 
 require github.com/fsnotify/fsnotify v1.10.1
 
-require (
-	github.com/klauspost/compress v1.20.4 // indirect
-	github.com/miekg/dns v1.1.73 // indirect
-)
+require github.com/miekg/dns v1.1.73
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -1,52 +1,192 @@
 #!/usr/bin/env bash
-# The build benchmark of ../shared/bench: Strata (blob store on S3 through
-# versitygw, metadata on SQLite) and Docker's classic builder on the same
-# workload in the same run — cold, warm and touch1, the median of N runs
-# each — printing both times and Strata's ratio to Docker's.
-# Usage: scripts/bench-build.sh [N]   (needs make build, versitygw, runc, docker)
+# The build benchmark of ../shared/bench (issue 19): Strata, Docker's classic
+# builder and BuildKit build the same workloads in the same run, interleaved
+# run by run (each run times the three back to back, in an order that
+# rotates), for the scenarios cold, warm and touch1. It prints each median
+# and Strata's ratio to each peer (the median of the runs' ratios), and, when
+# STRATA_BENCH_RESULTS names a file, appends them there as JSON lines for
+# `make bench`'s table.
+#
+# What each side does:
+#   Strata    `strata build` against the three services from bin/ (blob store
+#             on S3 through versitygw, metadata on SQLite): layers written
+#             with parallel gzip (level 1) straight into the blob store,
+#             which checks every digest. Cold: a fresh stack, busybox:bench
+#             imported, no client cache.
+#   Docker    `docker build` with DOCKER_BUILDKIT=0, as
+#             ../shared/bench/docker-baseline.sh runs it: the whole context
+#             sent every build, layers kept uncompressed in its layer store
+#             (fuse-overlayfs here). Cold: the image removed, builder and
+#             dangling images pruned.
+#   BuildKit  buildkitd v0.34.2 (make tools) with its OCI worker (runc),
+#             `buildctl build` with the dockerfile frontend, busybox:bench
+#             given as an OCI layout named context, exported to its image
+#             store (type=image: layers gzip-compressed, default level).
+#             Cold: a fresh daemon on an empty root.
+#
+# Usage: scripts/bench-build.sh [N] [WORKLOADS]
+#   N           runs per scenario (default 3)
+#   WORKLOADS   "files app" (default), or one of them
+# Needs make build, make tools (versitygw, buildkitd, buildctl), runc,
+# skopeo, docker.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-3}
+workloads=${2:-files app}
 shared=${STRATA_SHARED:-$root/../shared}
 [ -d "$shared/bench" ] || shared=/work/shared
 bench=$shared/bench
 work=${STRATA_BENCH_DIR:-$(mktemp -d /tmp/strata-bench-XXXX)}
 mkdir -p "$work"
-[ -d "$work/ctx" ] || "$bench/make-context.sh" "$work/ctx"
-[ -f "$work/rootfs.tar" ] || "$bench/make-rootfs.sh" "$work/rootfs.tar"
+work=$(cd "$work" && pwd)
+tools=$root/.tools/bin
+export PATH=$tools:$PATH
 strata=$root/bin/strata
 export XDG_CACHE_HOME=$work/client-cache
+systems=(strata docker buildkit)
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timed() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc; }
-build() { "$strata" build -q -t bench:strata -f "$bench/Dockerfile" "$work/ctx" >/dev/null; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+now() { date +%s.%N; }
+# runs of "workload scenario system": one a line, in run order.
+runs() { tr ' ' '\n' <<<"${times[$1]}" | grep .; }
 
+# --- the workloads --------------------------------------------------------
+[ -f "$work/rootfs.tar" ] || "$bench/make-rootfs.sh" "$work/rootfs.tar"
+for w in $workloads; do
+  case $w in
+    files) [ -d "$work/ctx-files" ] || "$bench/make-context.sh" "$work/ctx-files" ;;
+    app) [ -d "$work/ctx-app" ] || "$bench/app/make-context.sh" "$work/ctx-app" ;;
+    *) echo "unknown workload $w (files or app)" >&2; exit 2 ;;
+  esac
+done
+dockerfile() { if [ "$1" = files ]; then echo "$bench/Dockerfile"; else echo "$bench/app/Dockerfile"; fi; }
+touched() { if [ "$1" = files ]; then echo "$work/ctx-files/src/d1/f1.go"; else echo "$work/ctx-app/$(cat "$bench/app/touch1")"; fi; }
+
+# The base image, for each system: Docker imports the rootfs; BuildKit reads
+# Docker's image as an OCI layout; Strata imports it into each fresh stack.
+docker image inspect busybox:bench >/dev/null 2>&1 || docker import "$work/rootfs.tar" busybox:bench >/dev/null
+if [ ! -f "$work/base/index.json" ]; then
+  skopeo copy -q docker-daemon:busybox:bench "oci:$work/base:bench"
+fi
+base_digest=$(jq -r '.manifests[0].digest' "$work/base/index.json")
+
+# --- Strata ----------------------------------------------------------------
 stack=
-up() { # a fresh stack: no blobs, no metadata, no builder state, no client cache
+strata_up() { # a fresh stack: no blobs, no metadata, no builder state, no client cache
+  strata_down
   stack=$(mktemp -d "$work/stack-XXXX")
   rm -rf "$XDG_CACHE_HOME"
   eval "$("$root/scripts/stack.sh" "$stack" s3)"
   "$strata" import "$work/rootfs.tar" busybox:bench >/dev/null
 }
-down() { "$root/scripts/stack.sh" stop "$stack"; rm -rf "$stack"; }
-trap '[ -n "$stack" ] && down' EXIT
+strata_down() { [ -z "$stack" ] || { "$root/scripts/stack.sh" stop "$stack"; rm -rf "$stack"; stack=; }; }
+strata_cold() { strata_up; }
+strata_build() { "$strata" build -q -t "bench-$1:strata" -f "$(dockerfile "$1")" "$work/ctx-$1" >/dev/null; }
 
-cold() { up; timed build; down; stack=; }
-warm() { build; timed build; }
-touch1() { build; echo "// $(date +%s%N)" >>"$work/ctx/src/d1/f1.go"; timed build; }
+# --- Docker's classic builder ---------------------------------------------
+docker_cold() {
+  docker rmi -f "bench-$1:docker" >/dev/null 2>&1 || true
+  docker builder prune -af >/dev/null 2>&1 || true
+  docker image prune -f >/dev/null 2>&1 || true
+}
+docker_build() {
+  DOCKER_BUILDKIT=0 docker build -q -t "bench-$1:docker" -f "$(dockerfile "$1")" "$work/ctx-$1" >"$work/docker.log" 2>&1 ||
+    { cat "$work/docker.log" >&2; return 1; }
+}
 
-declare -A strata_t docker_t
-strata_t[cold]=$(for _ in $(seq "$n"); do cold; done | median)
-up
-strata_t[warm]=$(for _ in $(seq "$n"); do warm; done | median)
-strata_t[touch1]=$(for _ in $(seq "$n"); do touch1; done | median)
-down; stack=
+# --- BuildKit --------------------------------------------------------------
+bk=$work/buildkit
+buildkit_down() {
+  if [ -f "$bk/pid" ]; then
+    kill "$(cat "$bk/pid")" 2>/dev/null || true
+    while kill -0 "$(cat "$bk/pid")" 2>/dev/null; do sleep 0.05; done
+    rm -f "$bk/pid"
+  fi
+}
+buildkit_cold() { # a fresh daemon on an empty root
+  buildkit_down
+  rm -rf "$bk"
+  mkdir -p "$bk"
+  buildkitd --root "$bk/root" --addr "unix://$bk/sock" --oci-worker=true --containerd-worker=false >"$bk/log" 2>&1 &
+  echo $! >"$bk/pid"
+  for _ in $(seq 600); do
+    buildctl --addr "unix://$bk/sock" debug workers >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "buildkitd did not start; see $bk/log" >&2
+  exit 1
+}
+buildkit_build() {
+  local df
+  df=$(dockerfile "$1")
+  buildctl --addr "unix://$bk/sock" build --progress quiet --frontend dockerfile.v0 \
+    --local "context=$work/ctx-$1" --local "dockerfile=$(dirname "$df")" --opt "filename=$(basename "$df")" \
+    --oci-layout "base=$work/base" --opt "context:busybox:bench=oci-layout://base@$base_digest" \
+    --output "type=image,name=docker.io/library/bench-$1:buildkit" >"$bk/buildctl.log" 2>&1 ||
+    { cat "$bk/buildctl.log" >&2; return 1; }
+}
 
-while read -r _ scenario t; do docker_t[$scenario]=${t%s}; done < <("$bench/docker-baseline.sh" "$work" "$n")
+trap 'strata_down; buildkit_down' EXIT
 
-printf '%-8s %12s %12s %8s %8s\n' scenario strata docker ratio target
-for s in cold warm touch1; do
-  case $s in cold) target=0.35;; warm) target=0.03;; touch1) target=0.15;; esac
-  ratio=$(echo "scale=3; ${strata_t[$s]} / ${docker_t[$s]}" | bc)
-  printf '%-8s %11.3fs %11.3fs %8s %8s\n' "$s" "${strata_t[$s]}" "${docker_t[$s]}" "$ratio" "≤$target"
+# --- the runs --------------------------------------------------------------
+# timed SYSTEM WORKLOAD SCENARIO: gets SYSTEM ready for SCENARIO, untimed,
+# then times one build into $t. (Not in a subshell: a cold start changes
+# this shell's state, the stack's addresses and the daemon's pid.)
+timed() {
+  local sys=$1 w=$2 scenario=$3 s e
+  case $scenario in
+    cold) "${sys}_cold" "$w" ;;
+    warm) "${sys}_build" "$w" ;;
+    touch1) "${sys}_build" "$w"; echo "// $(date +%s%N)" >>"$(touched "$w")" ;;
+  esac
+  s=$(now); "${sys}_build" "$w"; e=$(now)
+  t=$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.3f", e - s}')
+}
+
+declare -A times # "workload scenario system" -> the runs' seconds, in run order
+for w in $workloads; do
+  for r in $(seq 0 $((n - 1))); do
+    order=("${systems[@]:r%3}" "${systems[@]:0:r%3}")
+    for scenario in cold warm touch1; do
+      for sys in "${order[@]}"; do
+        timed "$sys" "$w" "$scenario"
+        times[$w $scenario $sys]+="$t "
+        echo "build $w $scenario run $((r + 1)): $sys ${t}s" >&2
+      done
+    done
+  done
+done
+
+# --- the report ------------------------------------------------------------
+declare -A did=(
+  [strata]="strata build; services from bin/, blob store on S3 (versitygw), metadata on SQLite; layers parallel-gzipped (level 1) into the blob store, every digest checked; cold: a fresh stack"
+  [docker]="Docker 20.10 classic builder (DOCKER_BUILDKIT=0) on fuse-overlayfs; the whole context sent each build; layers stored uncompressed; cold: image removed, builder and dangling images pruned"
+  [buildkit]="buildkitd v0.34.2, OCI worker (runc); base from an OCI layout named context; exported to its image store (gzip, default level); cold: a fresh daemon and root"
+)
+declare -A target=(
+  [files cold docker]="<= 0.35" [files warm docker]="<= 0.03" [files touch1 docker]="<= 0.15"
+  [app cold buildkit]="<= 0.6" [app warm buildkit]="<= 0.25" [app touch1 buildkit]="<= 0.6"
+)
+printf '%-6s %-7s %10s %10s %10s %14s %16s\n' workload scenario strata docker buildkit strata/docker strata/buildkit
+for w in $workloads; do
+  for scenario in cold warm touch1; do
+    declare -A med=() ratio=()
+    for sys in "${systems[@]}"; do
+      med[$sys]=$(runs "$w $scenario $sys" | median)
+    done
+    for peer in docker buildkit; do
+      ratio[$peer]=$(paste <(runs "$w $scenario strata") <(runs "$w $scenario $peer") |
+        awk '{printf "%.6f\n", $1 / $2}' | median)
+      if [ -n "${STRATA_BENCH_RESULTS:-}" ]; then
+        jq -cn --arg name "$w workload, $scenario" --arg peer "$peer" --arg sdid "${did[strata]}" --arg pdid "${did[$peer]}" \
+          --arg target "${target[$w $scenario $peer]:-}" --argjson s "${med[strata]}" --argjson p "${med[$peer]}" \
+          --argjson ratio "${ratio[$peer]}" --argjson runs "$n" \
+          '{bench: "build", name: $name, unit: "s", better: "lower", strata: $s, strata_did: $sdid,
+            peer: (if $peer == "docker" then "Docker classic" else "BuildKit" end), peer_value: $p, peer_did: $pdid,
+            ratio: $ratio, target: $target, runs: $runs}' >>"$STRATA_BENCH_RESULTS"
+      fi
+    done
+    printf '%-6s %-7s %9.3fs %9.3fs %9.3fs %14.3f %16.3f\n' "$w" "$scenario" "${med[strata]}" "${med[docker]}" \
+      "${med[buildkit]}" "${ratio[docker]}" "${ratio[buildkit]}"
+  done
 done

@@ -4,12 +4,13 @@
 # busybox-static (the offline base image), postgresql (the metadata store at
 # scale), skopeo and umoci (OCI interoperability), debootstrap (a real Debian
 # base), docker-compose (the compose test; the Docker Engine itself comes with
-# the machine), openssl (make up's CA and certificates). Idempotent: installs
-# only what is missing.
+# the machine), openssl (make up's CA and certificates), jq (the build
+# benchmark reads OCI indexes and writes its figures with it). Idempotent:
+# installs only what is missing.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in runc containernetworking-plugins iptables busybox-static postgresql skopeo umoci debootstrap docker-compose openssl; do
+for p in runc containernetworking-plugins iptables busybox-static postgresql skopeo umoci debootstrap docker-compose openssl jq; do
   have "$p" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

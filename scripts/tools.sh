@@ -33,3 +33,16 @@ for entry in "${tools[@]}"; do
   rm -f "$bin/.$name@"*
   touch "$stamp"
 done
+
+# BuildKit, a peer of the build benchmark: `go install` refuses its module
+# (it has exclude directives), so it is built inside the downloaded module.
+buildkit=v0.34.2
+stamp="$bin/.buildkit@$buildkit"
+if ! { [ -x "$bin/buildkitd" ] && [ -x "$bin/buildctl" ] && [ -f "$stamp" ]; }; then
+  echo "installing github.com/moby/buildkit@$buildkit (buildkitd, buildctl)"
+  src=$(cd /tmp && GOWORK=off GOFLAGS= go mod download -json "github.com/moby/buildkit@$buildkit" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  (cd "$src" && GOWORK=off GOFLAGS=-mod=mod go build -trimpath -o "$bin/" ./cmd/buildkitd ./cmd/buildctl)
+  rm -f "$bin/.buildkit@"*
+  touch "$stamp"
+fi

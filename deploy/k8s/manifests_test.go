@@ -130,7 +130,7 @@ func TestManifests(t *testing.T) {
 			t.Errorf("%s: %s is in namespace %q, want strata", o.where, o.meta.Name, o.meta.Namespace)
 		}
 	}
-	want := []string{"blobstore", "builder", "metadata"}
+	want := []string{"blobstore", "builder", "metadata", "registry"}
 	var got []string
 	for _, o := range deployments {
 		got = append(got, o.meta.Name)
@@ -161,14 +161,20 @@ func checkDeployment(t *testing.T, where string, d *appsv1.Deployment, services 
 		t.Fatalf("%s: Deployment %s: %d containers, want 1", where, d.Name, len(pod.Containers))
 	}
 	c := pod.Containers[0]
+	// The serving port: grpc, or https for the registry, which HTTP
+	// clients reach through one address.
+	portName := "grpc"
+	if d.Name == "registry" {
+		portName = "https"
+	}
 	grpcPort := int32(0)
 	for _, p := range c.Ports {
-		if p.Name == "grpc" {
+		if p.Name == portName {
 			grpcPort = p.ContainerPort
 		}
 	}
 	if grpcPort == 0 {
-		t.Errorf("%s: %s: no container port named grpc", where, d.Name)
+		t.Errorf("%s: %s: no container port named %s", where, d.Name, portName)
 	}
 
 	// A headless Service of the same name on these pods and that port.
@@ -176,12 +182,13 @@ func checkDeployment(t *testing.T, where string, d *appsv1.Deployment, services 
 	switch {
 	case !ok:
 		t.Errorf("%s: Deployment %s has no Service", where, d.Name)
-	case svc.Spec.ClusterIP != corev1.ClusterIPNone:
-		t.Errorf("Service %s is not headless (clusterIP %q): clients balance over the replicas themselves", svc.Name, svc.Spec.ClusterIP)
+	case (svc.Spec.ClusterIP == corev1.ClusterIPNone) != (portName == "grpc"):
+		t.Errorf("Service %s: clusterIP %q; want a headless Service exactly for gRPC services, whose clients balance over the replicas themselves",
+			svc.Name, svc.Spec.ClusterIP)
 	case !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) || len(svc.Spec.Selector) == 0:
 		t.Errorf("Service %s selects %v, not the pods of Deployment %s (%v)", svc.Name, svc.Spec.Selector, d.Name, podLabels)
-	case len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != grpcPort || svc.Spec.Ports[0].TargetPort.String() != "grpc":
-		t.Errorf("Service %s ports %v, want %d to the container port grpc", svc.Name, svc.Spec.Ports, grpcPort)
+	case len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != grpcPort || svc.Spec.Ports[0].TargetPort.String() != portName:
+		t.Errorf("Service %s ports %v, want %d to the container port %s", svc.Name, svc.Spec.Ports, grpcPort, portName)
 	}
 
 	// Probes: ready while gRPC health is SERVING, alive while listening.
@@ -190,7 +197,7 @@ func checkDeployment(t *testing.T, where string, d *appsv1.Deployment, services 
 		p.Exec.Command[0] != "/usr/local/bin/grpc-health-probe" || !slices.Contains(p.Exec.Command, addr) {
 		t.Errorf("%s: %s: readiness probe %v, want grpc-health-probe %s", where, d.Name, p, addr)
 	}
-	if p := c.LivenessProbe; p == nil || p.TCPSocket == nil || p.TCPSocket.Port.String() != "grpc" {
+	if p := c.LivenessProbe; p == nil || p.TCPSocket == nil || p.TCPSocket.Port.String() != portName {
 		t.Errorf("%s: %s: liveness probe %v, want a TCP check of the grpc port", where, d.Name, p)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -162,11 +163,10 @@ func (c *Checker) identify(ctx context.Context) (Identity, error) {
 		if !ok || !strings.EqualFold(scheme, "bearer") {
 			return Identity{}, errdefs.Unauthenticated("the authorization header is not a bearer token").WithReason("BAD_TOKEN")
 		}
-		t, ok := tokens.byHash[sha256.Sum256([]byte(strings.TrimSpace(value)))]
-		if !ok {
-			return Identity{}, errdefs.Unauthenticated("invalid bearer token").WithReason("BAD_TOKEN")
+		var err error
+		if id, err = c.tokenIdentity(tokens, value); err != nil {
+			return Identity{}, err
 		}
-		id = Identity{Name: t.Name, Role: t.Role}
 	default:
 		cert, ok := peerCertificate(ctx)
 		switch {
@@ -184,6 +184,33 @@ func (c *Checker) identify(ctx context.Context) (Identity, error) {
 		}
 	}
 	return id, nil
+}
+
+func (c *Checker) tokenIdentity(tokens *tokenSet, value string) (Identity, error) {
+	t, ok := tokens.byHash[sha256.Sum256([]byte(strings.TrimSpace(value)))]
+	if !ok {
+		return Identity{}, errdefs.Unauthenticated("invalid bearer token").WithReason("BAD_TOKEN")
+	}
+	return Identity{Name: t.Name, Role: t.Role}, nil
+}
+
+// IdentifyRequest identifies the caller of a request of another protocol
+// (the registry's HTTP) by the same rules as a gRPC call: the token it
+// carries ("" for none), else its verified client certificate (nil for
+// none); every caller holds every role when auth is off.
+func (c *Checker) IdentifyRequest(token string, cert *x509.Certificate) (Identity, error) {
+	tokens := c.tokens.Load()
+	switch {
+	case !c.Enabled():
+		return Identity{Role: RoleService}, nil
+	case tokens != nil && token != "":
+		return c.tokenIdentity(tokens, token)
+	case cert != nil && c.cfg.ClientCerts:
+		return CertificateIdentity(cert), nil
+	case tokens != nil:
+		return Identity{}, errdefs.Unauthenticated("missing token").WithReason("NO_TOKEN")
+	}
+	return Identity{}, errdefs.Unauthenticated("no verified client certificate").WithReason("NO_CERTIFICATE")
 }
 
 // peerCertificate returns the identity of the call's verified client

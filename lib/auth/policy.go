@@ -50,7 +50,17 @@ var policy = map[string]Role{
 	// Images are recorded only by the builder (build, import, load, pull),
 	// which checks what it records; cache records likewise, so that no
 	// user can point another user's build step at an image of their own.
-	metadatav1.ImageService_PutImage_FullMethodName:            RoleService,
+	metadatav1.ImageService_PutImage_FullMethodName: RoleService,
+	// The registry's: recording a pushed manifest records an image, as
+	// PutImage does, and a blob link vouches for a blob's upload.
+	metadatav1.ImageService_PutManifest_FullMethodName:         RoleService,
+	metadatav1.ImageService_LinkBlob_FullMethodName:            RoleService,
+	metadatav1.ImageService_GetManifest_FullMethodName:         RoleRead,
+	metadatav1.ImageService_ListTags_FullMethodName:            RoleRead,
+	metadatav1.ImageService_ListReferrers_FullMethodName:       RoleRead,
+	metadatav1.ImageService_HasBlob_FullMethodName:             RoleRead,
+	metadatav1.ImageService_DeleteManifest_FullMethodName:      RoleWrite,
+	metadatav1.ImageService_UnlinkBlob_FullMethodName:          RoleWrite,
 	metadatav1.ImageService_GetImage_FullMethodName:            RoleRead,
 	metadatav1.ImageService_InspectImage_FullMethodName:        RoleRead,
 	metadatav1.ImageService_ListImages_FullMethodName:          RoleRead,

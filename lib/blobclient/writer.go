@@ -328,9 +328,13 @@ func (w *Writer) CommitDigest(ctx context.Context, d digest.Digest) (Info, error
 }
 
 // Close ends the writer. Without a Commit, the upload stays on the server,
-// resumable under Ref; Close waits (a little) until the server has let go of
-// it, so that a new writer can take it at once.
+// resumable under Ref, with every byte written (Close sends what Write held
+// back); Close waits (a little) until the server has let go of it, so that
+// a new writer can take it at once.
 func (w *Writer) Close() error {
+	if !w.done && w.err == nil && w.n > 0 {
+		_ = w.flush(false, "")
+	}
 	w.release()
 	if w.done || w.err != nil {
 		w.cancel()

@@ -6,12 +6,14 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -40,6 +42,11 @@ type Server struct {
 	// Metrics is the server's Prometheus registry; services add their own
 	// collectors to it.
 	Metrics *prometheus.Registry
+	// HTTP, when a service sets it, makes the server an HTTP server (HTTP/1.1
+	// and HTTP/2, with TLS when configured) on its listener: gRPC requests
+	// (health, reflection) still go to GRPC, every other request to HTTP.
+	// The HTTP handler does its own auth; the health service stays open.
+	HTTP http.Handler
 
 	cfg     Config
 	log     *slog.Logger
@@ -135,6 +142,10 @@ func New(cfg Config, log *slog.Logger, extra ...grpc.ServerOption) (*Server, err
 	return s, nil
 }
 
+// Auth returns the server's checker, for an HTTP handler to identify its
+// callers by the same tokens and client certificates as the gRPC services.
+func (s *Server) Auth() *auth.Checker { return s.auth }
+
 // Run listens on the configured addresses and serves until ctx is done, then
 // stops gracefully.
 func (s *Server) Run(ctx context.Context) error {
@@ -193,6 +204,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Lis
 		s.log.Info("serving metrics", "addr", metricsLis.Addr().String())
 	}
 
+	if s.HTTP != nil {
+		return s.serveHTTP(ctx, lis, metricsSrv)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.GRPC.Serve(lis) }()
 	s.log.Info("serving gRPC", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "",
@@ -215,15 +229,75 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Lis
 		}
 		err = <-serveErr
 	}
+	stopMetrics(metricsSrv)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+// serveHTTP is Serve for a server with an HTTP handler: one http.Server
+// speaks HTTP/1.1 and HTTP/2 (h2c without TLS, so that gRPC health probes
+// work on a plain port) and hands gRPC requests to the gRPC server.
+func (s *Server) serveHTTP(ctx context.Context, lis net.Listener, metricsSrv *http.Server) error {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				s.GRPC.ServeHTTP(w, r)
+				return
+			}
+			s.HTTP.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 30 * time.Second,
+		Protocols:         &protocols,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.TLSCert != "" {
+		tlsCfg, err := auth.ServerTLS(s.cfg.TLSCert, s.cfg.TLSKey, s.cfg.TLSClientCA)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+		srv.TLSConfig = tlsCfg
+		lis = tls.NewListener(lis, tlsCfg)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	s.log.Info("serving HTTP", "addr", lis.Addr().String(), "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
+	var err error
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+		s.log.Info("stopping gracefully", "timeout", s.cfg.ShutdownTimeout.String())
+		s.health.Shutdown()
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if serr := srv.Shutdown(sctx); serr != nil {
+			s.log.Warn("graceful stop timed out; cutting off running requests")
+			srv.Close()
+		}
+		err = <-serveErr
+	}
+	s.GRPC.Stop()
+	stopMetrics(metricsSrv)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func stopMetrics(metricsSrv *http.Server) {
 	if metricsSrv != nil {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = metricsSrv.Shutdown(shutdownCtx)
 	}
-	if errors.Is(err, grpc.ErrServerStopped) {
-		err = nil
-	}
-	return err
 }
 
 // ReloadTokens reads the token file again (on SIGHUP); the tokens in use

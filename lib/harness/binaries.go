@@ -24,19 +24,20 @@ func packageOf(name string) (string, error) {
 	switch name {
 	case "strata":
 		return "./cli/cmd/strata", nil
-	case "strata-blobstore", "strata-metadata", "strata-builder":
+	case "strata-blobstore", "strata-metadata", "strata-builder", "strata-registry":
 		return "./services/" + strings.TrimPrefix(name, "strata-") + "/cmd/" + name, nil
 	}
 	return "", fmt.Errorf("unknown binary %q", name)
 }
 
 // Binaries builds the named binaries of this checkout ("strata",
-// "strata-blobstore", "strata-metadata", "strata-builder"; all four when none
-// is named), each once per test process, and returns their directory.
+// "strata-blobstore", "strata-metadata", "strata-builder",
+// "strata-registry"; all five when none is named), each once per test
+// process, and returns their directory.
 func Binaries(t testing.TB, names ...string) string {
 	t.Helper()
 	if len(names) == 0 {
-		names = []string{"strata", "strata-blobstore", "strata-metadata", "strata-builder"}
+		names = []string{"strata", "strata-blobstore", "strata-metadata", "strata-builder", "strata-registry"}
 	}
 	built.mu.Lock()
 	defer built.mu.Unlock()

@@ -17,20 +17,46 @@ import (
 // its "localhost:PORT" (plain HTTP, as Strata and Docker use for localhost).
 func StartRegistry(t testing.TB) string {
 	t.Helper()
+	return startRegistry(t, "", "").Addr
+}
+
+// Registry is a distribution registry the harness started.
+type Registry struct {
+	// Addr is "localhost:PORT".
+	Addr string
+
+	proc *Process
+	dir  string
+}
+
+// StartRemovableRegistry is StartRegistry for benchmarks that push
+// gigabytes a run: Remove ends the registry and its storage before the
+// benchmark does.
+func StartRemovableRegistry(t testing.TB) *Registry {
+	t.Helper()
 	return startRegistry(t, "", "")
+}
+
+// Remove stops the registry and deletes what it stored.
+func (r *Registry) Remove() error {
+	r.proc.Stop()
+	return os.RemoveAll(r.dir)
 }
 
 // StartRegistryWithAuth is StartRegistry with HTTP basic auth (htpasswd):
 // only user with password may push or pull.
 func StartRegistryWithAuth(t testing.TB, user, password string) string {
 	t.Helper()
-	return startRegistry(t, user, password)
+	return startRegistry(t, user, password).Addr
 }
 
-func startRegistry(t testing.TB, user, password string) string {
+func startRegistry(t testing.TB, user, password string) *Registry {
 	t.Helper()
 	port := FreePort(t)
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp(t.TempDir(), "registry-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -59,7 +85,7 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	Start(t, nil, Tool(t, "registry"), "serve", cfgPath)
+	proc := Start(t, nil, Tool(t, "registry"), "serve", cfgPath)
 	addr := fmt.Sprintf("localhost:%d", port)
 	WaitFor(t, "registry", 30*time.Second, func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
@@ -73,5 +99,5 @@ http:
 		}
 		return nil
 	})
-	return addr
+	return &Registry{Addr: addr, proc: proc, dir: dir}
 }

@@ -32,6 +32,12 @@ type StackOptions struct {
 	// own (which lets it pull from registries on loopback, as make run's
 	// does).
 	BuilderEnv []string
+	// Postgres runs metadata on a PostgreSQL cluster started for the stack
+	// instead of SQLite.
+	Postgres bool
+	// Registry runs strata-registry too (RegistryAddr), with RegistryEnv.
+	Registry    bool
+	RegistryEnv []string
 }
 
 // Stack is Strata's three services running from their binaries on free
@@ -41,8 +47,9 @@ type Stack struct {
 	Bin string
 	// Dir holds the services' data.
 	Dir string
-	// BlobstoreAddr, MetadataAddr and BuilderAddr are "127.0.0.1:PORT".
-	BlobstoreAddr, MetadataAddr, BuilderAddr string
+	// BlobstoreAddr, MetadataAddr, BuilderAddr and RegistryAddr are
+	// "127.0.0.1:PORT".
+	BlobstoreAddr, MetadataAddr, BuilderAddr, RegistryAddr string
 	// BuilderStateDir is the builder's --state-dir.
 	BuilderStateDir string
 	// S3 is the S3 server under the blob store, when StackOptions.S3 is set.
@@ -84,9 +91,18 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 		blobEnv = append(blobEnv, "STRATA_FS_ROOT="+filepath.Join(s.Dir, "blobs"))
 	}
 	s.Blobstore = Start(t, blobEnv, filepath.Join(s.Bin, "strata-blobstore"))
-	Start(t, append(append([]string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}, s.serverEnv...), s.peerEnv()...),
-		filepath.Join(s.Bin, "strata-metadata"))
+	metaEnv := []string{"STRATA_LISTEN=" + s.MetadataAddr, "STRATA_SQLITE_PATH=" + filepath.Join(s.Dir, "metadata.db")}
+	if opts.Postgres {
+		metaEnv = append(metaEnv, "STRATA_STORE=postgres", "STRATA_POSTGRES_DSN="+StartPostgres(t).DSN)
+	}
+	Start(t, append(append(metaEnv, s.serverEnv...), s.peerEnv()...), filepath.Join(s.Bin, "strata-metadata"))
 	serving := []string{s.BlobstoreAddr, s.MetadataAddr}
+	if opts.Registry {
+		s.RegistryAddr = addr(FreePort(t))
+		env := append([]string{"STRATA_LISTEN=" + s.RegistryAddr}, s.serverEnv...)
+		Start(t, append(append(env, s.peerEnv()...), opts.RegistryEnv...), filepath.Join(s.Bin, "strata-registry"))
+		serving = append(serving, s.RegistryAddr)
+	}
 	if !opts.NoBuilder {
 		s.BuilderAddr = addr(FreePort(t))
 		s.BuilderStateDir = filepath.Join(s.Dir, "builder")

@@ -37,7 +37,8 @@ const (
 	EventAction_EVENT_ACTION_LOAD EventAction = 3
 	// A pull recorded the image.
 	EventAction_EVENT_ACTION_PULL EventAction = 4
-	// A push sent the image to a registry.
+	// A push sent the image to a registry, or a client pushed it to Strata's
+	// own.
 	EventAction_EVENT_ACTION_PUSH EventAction = 5
 	// A save wrote the image to an archive.
 	EventAction_EVENT_ACTION_SAVE EventAction = 6
@@ -3889,6 +3890,955 @@ func (x *WatchEventsResponse) GetEvent() *Event {
 	return nil
 }
 
+// Manifest is a manifest or an index as a registry serves it.
+type Manifest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The digest of content, "sha256:<hex>" or "sha512:<hex>".
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The media type, such as "application/vnd.oci.image.manifest.v1+json".
+	MediaType string `protobuf:"bytes,2,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
+	// The bytes, as pushed.
+	Content []byte `protobuf:"bytes,3,opt,name=content,proto3" json:"content,omitempty"`
+	// Output only. The artifact type the referrers API reports: the
+	// manifest's artifactType, or else its config's media type.
+	ArtifactType string `protobuf:"bytes,4,opt,name=artifact_type,json=artifactType,proto3" json:"artifact_type,omitempty"`
+	// Output only. The digest of the manifest's subject, if it has one.
+	Subject string `protobuf:"bytes,5,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Output only. The manifest's annotations.
+	Annotations map[string]string `protobuf:"bytes,6,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Output only. The ID of the image recorded for the manifest (for an
+	// index, for its linux/amd64 entry), if any.
+	ImageId string `protobuf:"bytes,7,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	// Output only. The size of content in bytes.
+	Size          int64 `protobuf:"varint,8,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Manifest) Reset() {
+	*x = Manifest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Manifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Manifest) ProtoMessage() {}
+
+func (x *Manifest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Manifest.ProtoReflect.Descriptor instead.
+func (*Manifest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *Manifest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Manifest) GetMediaType() string {
+	if x != nil {
+		return x.MediaType
+	}
+	return ""
+}
+
+func (x *Manifest) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *Manifest) GetArtifactType() string {
+	if x != nil {
+		return x.ArtifactType
+	}
+	return ""
+}
+
+func (x *Manifest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Manifest) GetAnnotations() map[string]string {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
+func (x *Manifest) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *Manifest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// PutManifestRequest records a manifest in a repository.
+type PutManifestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it: "team/app", "library/nginx".
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// Tags to point at the manifest, "1.2" (no repository).
+	Tags []string `protobuf:"bytes,2,rep,name=tags,proto3" json:"tags,omitempty"`
+	// The manifest: content and media type, and the digest when the client
+	// named one (it must match; sha256 otherwise).
+	Manifest *Manifest `protobuf:"bytes,3,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// The image the manifest is, with its layers' diff IDs and sizes, when
+	// the caller found it to be one; its manifest must be this manifest.
+	Image         *Image `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutManifestRequest) Reset() {
+	*x = PutManifestRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutManifestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutManifestRequest) ProtoMessage() {}
+
+func (x *PutManifestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutManifestRequest.ProtoReflect.Descriptor instead.
+func (*PutManifestRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *PutManifestRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *PutManifestRequest) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *PutManifestRequest) GetManifest() *Manifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *PutManifestRequest) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+// PutManifestResponse returns the recorded manifest.
+type PutManifestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manifest, without its content.
+	Manifest      *Manifest `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutManifestResponse) Reset() {
+	*x = PutManifestResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutManifestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutManifestResponse) ProtoMessage() {}
+
+func (x *PutManifestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutManifestResponse.ProtoReflect.Descriptor instead.
+func (*PutManifestResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *PutManifestResponse) GetManifest() *Manifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+// GetManifestRequest names a manifest of a repository.
+type GetManifestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// A tag or a digest.
+	Reference     string `protobuf:"bytes,2,opt,name=reference,proto3" json:"reference,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManifestRequest) Reset() {
+	*x = GetManifestRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManifestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManifestRequest) ProtoMessage() {}
+
+func (x *GetManifestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManifestRequest.ProtoReflect.Descriptor instead.
+func (*GetManifestRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *GetManifestRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *GetManifestRequest) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+// GetManifestResponse returns a manifest.
+type GetManifestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manifest, with its content.
+	Manifest      *Manifest `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManifestResponse) Reset() {
+	*x = GetManifestResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManifestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManifestResponse) ProtoMessage() {}
+
+func (x *GetManifestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManifestResponse.ProtoReflect.Descriptor instead.
+func (*GetManifestResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *GetManifestResponse) GetManifest() *Manifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+// DeleteManifestRequest names a tag or a manifest of a repository.
+type DeleteManifestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// A tag or a digest.
+	Reference     string `protobuf:"bytes,2,opt,name=reference,proto3" json:"reference,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteManifestRequest) Reset() {
+	*x = DeleteManifestRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteManifestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteManifestRequest) ProtoMessage() {}
+
+func (x *DeleteManifestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteManifestRequest.ProtoReflect.Descriptor instead.
+func (*DeleteManifestRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *DeleteManifestRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *DeleteManifestRequest) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+// DeleteManifestResponse reports what was removed.
+type DeleteManifestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tags and repository digests removed, as Docker shows them.
+	Untagged      []string `protobuf:"bytes,1,rep,name=untagged,proto3" json:"untagged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteManifestResponse) Reset() {
+	*x = DeleteManifestResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteManifestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteManifestResponse) ProtoMessage() {}
+
+func (x *DeleteManifestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteManifestResponse.ProtoReflect.Descriptor instead.
+func (*DeleteManifestResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *DeleteManifestResponse) GetUntagged() []string {
+	if x != nil {
+		return x.Untagged
+	}
+	return nil
+}
+
+// ListTagsRequest asks for one page of a repository's tags.
+type ListTagsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// The most tags to return; 0 means all of them, and at most 10,000 are
+	// returned whatever is asked.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Return only tags after this one, in lexical order.
+	Last          string `protobuf:"bytes,3,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTagsRequest) Reset() {
+	*x = ListTagsRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTagsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTagsRequest) ProtoMessage() {}
+
+func (x *ListTagsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTagsRequest.ProtoReflect.Descriptor instead.
+func (*ListTagsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ListTagsRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *ListTagsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTagsRequest) GetLast() string {
+	if x != nil {
+		return x.Last
+	}
+	return ""
+}
+
+// ListTagsResponse is one page of tags.
+type ListTagsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository's tags, in lexical order.
+	Tags []string `protobuf:"bytes,1,rep,name=tags,proto3" json:"tags,omitempty"`
+	// True when more tags follow the last one returned.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTagsResponse) Reset() {
+	*x = ListTagsResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTagsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTagsResponse) ProtoMessage() {}
+
+func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTagsResponse.ProtoReflect.Descriptor instead.
+func (*ListTagsResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ListTagsResponse) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ListTagsResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// ListReferrersRequest names a subject.
+type ListReferrersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// The subject's digest.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Only referrers of this artifact type, when set.
+	ArtifactType  string `protobuf:"bytes,3,opt,name=artifact_type,json=artifactType,proto3" json:"artifact_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReferrersRequest) Reset() {
+	*x = ListReferrersRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReferrersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReferrersRequest) ProtoMessage() {}
+
+func (x *ListReferrersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReferrersRequest.ProtoReflect.Descriptor instead.
+func (*ListReferrersRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ListReferrersRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *ListReferrersRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ListReferrersRequest) GetArtifactType() string {
+	if x != nil {
+		return x.ArtifactType
+	}
+	return ""
+}
+
+// ListReferrersResponse lists referrers.
+type ListReferrersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The referrers, without their content, in digest order.
+	Referrers     []*Manifest `protobuf:"bytes,1,rep,name=referrers,proto3" json:"referrers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReferrersResponse) Reset() {
+	*x = ListReferrersResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReferrersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReferrersResponse) ProtoMessage() {}
+
+func (x *ListReferrersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReferrersResponse.ProtoReflect.Descriptor instead.
+func (*ListReferrersResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListReferrersResponse) GetReferrers() []*Manifest {
+	if x != nil {
+		return x.Referrers
+	}
+	return nil
+}
+
+// LinkBlobRequest names a blob and a repository.
+type LinkBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// The blob's digest; the blob store must hold it.
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkBlobRequest) Reset() {
+	*x = LinkBlobRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkBlobRequest) ProtoMessage() {}
+
+func (x *LinkBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkBlobRequest.ProtoReflect.Descriptor instead.
+func (*LinkBlobRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *LinkBlobRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *LinkBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// LinkBlobResponse confirms a link.
+type LinkBlobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkBlobResponse) Reset() {
+	*x = LinkBlobResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkBlobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkBlobResponse) ProtoMessage() {}
+
+func (x *LinkBlobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkBlobResponse.ProtoReflect.Descriptor instead.
+func (*LinkBlobResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{69}
+}
+
+// UnlinkBlobRequest names a blob and a repository.
+type UnlinkBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// The blob's digest.
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlinkBlobRequest) Reset() {
+	*x = UnlinkBlobRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlinkBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlinkBlobRequest) ProtoMessage() {}
+
+func (x *UnlinkBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlinkBlobRequest.ProtoReflect.Descriptor instead.
+func (*UnlinkBlobRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *UnlinkBlobRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *UnlinkBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// UnlinkBlobResponse confirms an unlink.
+type UnlinkBlobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlinkBlobResponse) Reset() {
+	*x = UnlinkBlobResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlinkBlobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlinkBlobResponse) ProtoMessage() {}
+
+func (x *UnlinkBlobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlinkBlobResponse.ProtoReflect.Descriptor instead.
+func (*UnlinkBlobResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{71}
+}
+
+// HasBlobRequest names a blob and a repository.
+type HasBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repository, as a registry names it.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// The blob's digest.
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HasBlobRequest) Reset() {
+	*x = HasBlobRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HasBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HasBlobRequest) ProtoMessage() {}
+
+func (x *HasBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HasBlobRequest.ProtoReflect.Descriptor instead.
+func (*HasBlobRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *HasBlobRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *HasBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// HasBlobResponse answers HasBlob.
+type HasBlobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the repository holds the blob.
+	Found         bool `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HasBlobResponse) Reset() {
+	*x = HasBlobResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HasBlobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HasBlobResponse) ProtoMessage() {}
+
+func (x *HasBlobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HasBlobResponse.ProtoReflect.Descriptor instead.
+func (*HasBlobResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *HasBlobResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
 var File_strata_metadata_v1_metadata_proto protoreflect.FileDescriptor
 
 const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
@@ -4175,7 +5125,79 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x124\n" +
 	"\afilters\x18\x02 \x03(\v2\x1a.strata.metadata.v1.FilterR\afilters\"F\n" +
 	"\x13WatchEventsResponse\x12/\n" +
-	"\x05event\x18\x01 \x01(\v2\x19.strata.metadata.v1.EventR\x05event*\x97\x02\n" +
+	"\x05event\x18\x01 \x01(\v2\x19.strata.metadata.v1.EventR\x05event\"\xda\x02\n" +
+	"\bManifest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"media_type\x18\x02 \x01(\tR\tmediaType\x12\x18\n" +
+	"\acontent\x18\x03 \x01(\fR\acontent\x12#\n" +
+	"\rartifact_type\x18\x04 \x01(\tR\fartifactType\x12\x18\n" +
+	"\asubject\x18\x05 \x01(\tR\asubject\x12O\n" +
+	"\vannotations\x18\x06 \x03(\v2-.strata.metadata.v1.Manifest.AnnotationsEntryR\vannotations\x12\x19\n" +
+	"\bimage_id\x18\a \x01(\tR\aimageId\x12\x12\n" +
+	"\x04size\x18\b \x01(\x03R\x04size\x1a>\n" +
+	"\x10AnnotationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x01\n" +
+	"\x12PutManifestRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x12\n" +
+	"\x04tags\x18\x02 \x03(\tR\x04tags\x128\n" +
+	"\bmanifest\x18\x03 \x01(\v2\x1c.strata.metadata.v1.ManifestR\bmanifest\x12/\n" +
+	"\x05image\x18\x04 \x01(\v2\x19.strata.metadata.v1.ImageR\x05image\"O\n" +
+	"\x13PutManifestResponse\x128\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x1c.strata.metadata.v1.ManifestR\bmanifest\"R\n" +
+	"\x12GetManifestRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x1c\n" +
+	"\treference\x18\x02 \x01(\tR\treference\"O\n" +
+	"\x13GetManifestResponse\x128\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x1c.strata.metadata.v1.ManifestR\bmanifest\"U\n" +
+	"\x15DeleteManifestRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x1c\n" +
+	"\treference\x18\x02 \x01(\tR\treference\"4\n" +
+	"\x16DeleteManifestResponse\x12\x1a\n" +
+	"\buntagged\x18\x01 \x03(\tR\buntagged\"b\n" +
+	"\x0fListTagsRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\tR\x04last\":\n" +
+	"\x10ListTagsResponse\x12\x12\n" +
+	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"s\n" +
+	"\x14ListReferrersRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12#\n" +
+	"\rartifact_type\x18\x03 \x01(\tR\fartifactType\"S\n" +
+	"\x15ListReferrersResponse\x12:\n" +
+	"\treferrers\x18\x01 \x03(\v2\x1c.strata.metadata.v1.ManifestR\treferrers\"I\n" +
+	"\x0fLinkBlobRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"\x12\n" +
+	"\x10LinkBlobResponse\"K\n" +
+	"\x11UnlinkBlobRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"\x14\n" +
+	"\x12UnlinkBlobResponse\"H\n" +
+	"\x0eHasBlobRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"'\n" +
+	"\x0fHasBlobResponse\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found*\x97\x02\n" +
 	"\vEventAction\x12\x1c\n" +
 	"\x18EVENT_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EVENT_ACTION_BUILD\x10\x01\x12\x17\n" +
@@ -4188,7 +5210,7 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x12EVENT_ACTION_UNTAG\x10\b\x12\x17\n" +
 	"\x13EVENT_ACTION_DELETE\x10\t\x12\x16\n" +
 	"\x12EVENT_ACTION_PRUNE\x10\n" +
-	"2\xe7\x0f\n" +
+	"2\xd5\x15\n" +
 	"\fImageService\x12U\n" +
 	"\bPutImage\x12#.strata.metadata.v1.PutImageRequest\x1a$.strata.metadata.v1.PutImageResponse\x12U\n" +
 	"\bGetImage\x12#.strata.metadata.v1.GetImageRequest\x1a$.strata.metadata.v1.GetImageResponse\x12a\n" +
@@ -4211,7 +5233,16 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x10AddLeaseResource\x12+.strata.metadata.v1.AddLeaseResourceRequest\x1a,.strata.metadata.v1.AddLeaseResourceResponse\x12^\n" +
 	"\vDeleteLease\x12&.strata.metadata.v1.DeleteLeaseRequest\x1a'.strata.metadata.v1.DeleteLeaseResponse\x12a\n" +
 	"\fGetDiskUsage\x12'.strata.metadata.v1.GetDiskUsageRequest\x1a(.strata.metadata.v1.GetDiskUsageResponse\x12`\n" +
-	"\vWatchEvents\x12&.strata.metadata.v1.WatchEventsRequest\x1a'.strata.metadata.v1.WatchEventsResponse0\x01B\xd3\x01\n" +
+	"\vWatchEvents\x12&.strata.metadata.v1.WatchEventsRequest\x1a'.strata.metadata.v1.WatchEventsResponse0\x01\x12^\n" +
+	"\vPutManifest\x12&.strata.metadata.v1.PutManifestRequest\x1a'.strata.metadata.v1.PutManifestResponse\x12^\n" +
+	"\vGetManifest\x12&.strata.metadata.v1.GetManifestRequest\x1a'.strata.metadata.v1.GetManifestResponse\x12g\n" +
+	"\x0eDeleteManifest\x12).strata.metadata.v1.DeleteManifestRequest\x1a*.strata.metadata.v1.DeleteManifestResponse\x12U\n" +
+	"\bListTags\x12#.strata.metadata.v1.ListTagsRequest\x1a$.strata.metadata.v1.ListTagsResponse\x12d\n" +
+	"\rListReferrers\x12(.strata.metadata.v1.ListReferrersRequest\x1a).strata.metadata.v1.ListReferrersResponse\x12U\n" +
+	"\bLinkBlob\x12#.strata.metadata.v1.LinkBlobRequest\x1a$.strata.metadata.v1.LinkBlobResponse\x12[\n" +
+	"\n" +
+	"UnlinkBlob\x12%.strata.metadata.v1.UnlinkBlobRequest\x1a&.strata.metadata.v1.UnlinkBlobResponse\x12R\n" +
+	"\aHasBlob\x12\".strata.metadata.v1.HasBlobRequest\x1a#.strata.metadata.v1.HasBlobResponseB\xd3\x01\n" +
 	"\x16com.strata.metadata.v1B\rMetadataProtoP\x01Z@github.com/strata-build/strata/gen/strata/metadata/v1;metadatav1\xa2\x02\x03SMX\xaa\x02\x12Strata.Metadata.V1\xca\x02\x12Strata\\Metadata\\V1\xe2\x02\x1eStrata\\Metadata\\V1\\GPBMetadata\xea\x02\x14Strata::Metadata::V1b\x06proto3"
 
 var (
@@ -4227,7 +5258,7 @@ func file_strata_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_metadata_v1_metadata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(EventAction)(0),                    // 0: strata.metadata.v1.EventAction
 	(*Descriptor)(nil),                  // 1: strata.metadata.v1.Descriptor
@@ -4287,42 +5318,60 @@ var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(*GetDiskUsageResponse)(nil),        // 55: strata.metadata.v1.GetDiskUsageResponse
 	(*WatchEventsRequest)(nil),          // 56: strata.metadata.v1.WatchEventsRequest
 	(*WatchEventsResponse)(nil),         // 57: strata.metadata.v1.WatchEventsResponse
-	nil,                                 // 58: strata.metadata.v1.Image.LabelsEntry
-	nil,                                 // 59: strata.metadata.v1.ContainerConfig.LabelsEntry
-	nil,                                 // 60: strata.metadata.v1.ImageSummary.LabelsEntry
-	nil,                                 // 61: strata.metadata.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),       // 62: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 63: google.protobuf.Duration
+	(*Manifest)(nil),                    // 58: strata.metadata.v1.Manifest
+	(*PutManifestRequest)(nil),          // 59: strata.metadata.v1.PutManifestRequest
+	(*PutManifestResponse)(nil),         // 60: strata.metadata.v1.PutManifestResponse
+	(*GetManifestRequest)(nil),          // 61: strata.metadata.v1.GetManifestRequest
+	(*GetManifestResponse)(nil),         // 62: strata.metadata.v1.GetManifestResponse
+	(*DeleteManifestRequest)(nil),       // 63: strata.metadata.v1.DeleteManifestRequest
+	(*DeleteManifestResponse)(nil),      // 64: strata.metadata.v1.DeleteManifestResponse
+	(*ListTagsRequest)(nil),             // 65: strata.metadata.v1.ListTagsRequest
+	(*ListTagsResponse)(nil),            // 66: strata.metadata.v1.ListTagsResponse
+	(*ListReferrersRequest)(nil),        // 67: strata.metadata.v1.ListReferrersRequest
+	(*ListReferrersResponse)(nil),       // 68: strata.metadata.v1.ListReferrersResponse
+	(*LinkBlobRequest)(nil),             // 69: strata.metadata.v1.LinkBlobRequest
+	(*LinkBlobResponse)(nil),            // 70: strata.metadata.v1.LinkBlobResponse
+	(*UnlinkBlobRequest)(nil),           // 71: strata.metadata.v1.UnlinkBlobRequest
+	(*UnlinkBlobResponse)(nil),          // 72: strata.metadata.v1.UnlinkBlobResponse
+	(*HasBlobRequest)(nil),              // 73: strata.metadata.v1.HasBlobRequest
+	(*HasBlobResponse)(nil),             // 74: strata.metadata.v1.HasBlobResponse
+	nil,                                 // 75: strata.metadata.v1.Image.LabelsEntry
+	nil,                                 // 76: strata.metadata.v1.ContainerConfig.LabelsEntry
+	nil,                                 // 77: strata.metadata.v1.ImageSummary.LabelsEntry
+	nil,                                 // 78: strata.metadata.v1.Event.AttributesEntry
+	nil,                                 // 79: strata.metadata.v1.Manifest.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 80: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 81: google.protobuf.Duration
 }
 var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
-	62, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
+	80, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
 	1,  // 1: strata.metadata.v1.Image.manifest:type_name -> strata.metadata.v1.Descriptor
 	2,  // 2: strata.metadata.v1.Image.layers:type_name -> strata.metadata.v1.Layer
 	3,  // 3: strata.metadata.v1.Image.history:type_name -> strata.metadata.v1.HistoryEntry
-	62, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
-	58, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
-	62, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
-	62, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
-	63, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
-	63, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
-	63, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
-	63, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
+	80, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
+	75, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
+	80, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
+	80, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
+	81, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
+	81, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
+	81, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
+	81, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
 	5,  // 12: strata.metadata.v1.ContainerConfig.healthcheck:type_name -> strata.metadata.v1.HealthConfig
-	59, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
-	62, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
-	62, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
+	76, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
+	80, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
+	80, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
 	6,  // 16: strata.metadata.v1.ImageInspect.container_config:type_name -> strata.metadata.v1.ContainerConfig
 	6,  // 17: strata.metadata.v1.ImageInspect.config:type_name -> strata.metadata.v1.ContainerConfig
 	7,  // 18: strata.metadata.v1.ImageInspect.root_fs:type_name -> strata.metadata.v1.RootFS
 	8,  // 19: strata.metadata.v1.ImageInspect.metadata:type_name -> strata.metadata.v1.ImageMetadata
-	62, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
-	60, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
-	62, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
-	62, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
-	62, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
-	62, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
+	80, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
+	77, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
+	80, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
+	80, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
+	80, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
+	80, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 26: strata.metadata.v1.Event.action:type_name -> strata.metadata.v1.EventAction
-	61, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
+	78, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
 	4,  // 28: strata.metadata.v1.PutImageRequest.image:type_name -> strata.metadata.v1.Image
 	0,  // 29: strata.metadata.v1.PutImageRequest.action:type_name -> strata.metadata.v1.EventAction
 	4,  // 30: strata.metadata.v1.PutImageResponse.image:type_name -> strata.metadata.v1.Image
@@ -4338,63 +5387,85 @@ var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
 	14, // 40: strata.metadata.v1.PutCacheRecordResponse.record:type_name -> strata.metadata.v1.CacheRecord
 	14, // 41: strata.metadata.v1.LookupCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
 	14, // 42: strata.metadata.v1.ListCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
-	63, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
-	63, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
-	62, // 45: strata.metadata.v1.Lease.created:type_name -> google.protobuf.Timestamp
-	62, // 46: strata.metadata.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	63, // 47: strata.metadata.v1.CreateLeaseRequest.expire_after:type_name -> google.protobuf.Duration
+	81, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
+	81, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
+	80, // 45: strata.metadata.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	80, // 46: strata.metadata.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	81, // 47: strata.metadata.v1.CreateLeaseRequest.expire_after:type_name -> google.protobuf.Duration
 	46, // 48: strata.metadata.v1.CreateLeaseResponse.lease:type_name -> strata.metadata.v1.Lease
 	54, // 49: strata.metadata.v1.GetDiskUsageResponse.images:type_name -> strata.metadata.v1.DiskUsage
 	54, // 50: strata.metadata.v1.GetDiskUsageResponse.layers:type_name -> strata.metadata.v1.DiskUsage
 	54, // 51: strata.metadata.v1.GetDiskUsageResponse.build_cache:type_name -> strata.metadata.v1.DiskUsage
-	62, // 52: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
+	80, // 52: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
 	10, // 53: strata.metadata.v1.WatchEventsRequest.filters:type_name -> strata.metadata.v1.Filter
 	15, // 54: strata.metadata.v1.WatchEventsResponse.event:type_name -> strata.metadata.v1.Event
-	16, // 55: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
-	18, // 56: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
-	20, // 57: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
-	22, // 58: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
-	24, // 59: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
-	26, // 60: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
-	28, // 61: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
-	30, // 62: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
-	32, // 63: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
-	34, // 64: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
-	36, // 65: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
-	38, // 66: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
-	40, // 67: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
-	42, // 68: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
-	44, // 69: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
-	47, // 70: strata.metadata.v1.ImageService.CreateLease:input_type -> strata.metadata.v1.CreateLeaseRequest
-	49, // 71: strata.metadata.v1.ImageService.AddLeaseResource:input_type -> strata.metadata.v1.AddLeaseResourceRequest
-	51, // 72: strata.metadata.v1.ImageService.DeleteLease:input_type -> strata.metadata.v1.DeleteLeaseRequest
-	53, // 73: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
-	56, // 74: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
-	17, // 75: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
-	19, // 76: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
-	21, // 77: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
-	23, // 78: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
-	25, // 79: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
-	27, // 80: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
-	29, // 81: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
-	31, // 82: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
-	33, // 83: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
-	35, // 84: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
-	37, // 85: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
-	39, // 86: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
-	41, // 87: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
-	43, // 88: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
-	45, // 89: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
-	48, // 90: strata.metadata.v1.ImageService.CreateLease:output_type -> strata.metadata.v1.CreateLeaseResponse
-	50, // 91: strata.metadata.v1.ImageService.AddLeaseResource:output_type -> strata.metadata.v1.AddLeaseResourceResponse
-	52, // 92: strata.metadata.v1.ImageService.DeleteLease:output_type -> strata.metadata.v1.DeleteLeaseResponse
-	55, // 93: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
-	57, // 94: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
-	75, // [75:95] is the sub-list for method output_type
-	55, // [55:75] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	79, // 55: strata.metadata.v1.Manifest.annotations:type_name -> strata.metadata.v1.Manifest.AnnotationsEntry
+	58, // 56: strata.metadata.v1.PutManifestRequest.manifest:type_name -> strata.metadata.v1.Manifest
+	4,  // 57: strata.metadata.v1.PutManifestRequest.image:type_name -> strata.metadata.v1.Image
+	58, // 58: strata.metadata.v1.PutManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
+	58, // 59: strata.metadata.v1.GetManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
+	58, // 60: strata.metadata.v1.ListReferrersResponse.referrers:type_name -> strata.metadata.v1.Manifest
+	16, // 61: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
+	18, // 62: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
+	20, // 63: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
+	22, // 64: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
+	24, // 65: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
+	26, // 66: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
+	28, // 67: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
+	30, // 68: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
+	32, // 69: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
+	34, // 70: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
+	36, // 71: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
+	38, // 72: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
+	40, // 73: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
+	42, // 74: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
+	44, // 75: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
+	47, // 76: strata.metadata.v1.ImageService.CreateLease:input_type -> strata.metadata.v1.CreateLeaseRequest
+	49, // 77: strata.metadata.v1.ImageService.AddLeaseResource:input_type -> strata.metadata.v1.AddLeaseResourceRequest
+	51, // 78: strata.metadata.v1.ImageService.DeleteLease:input_type -> strata.metadata.v1.DeleteLeaseRequest
+	53, // 79: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
+	56, // 80: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
+	59, // 81: strata.metadata.v1.ImageService.PutManifest:input_type -> strata.metadata.v1.PutManifestRequest
+	61, // 82: strata.metadata.v1.ImageService.GetManifest:input_type -> strata.metadata.v1.GetManifestRequest
+	63, // 83: strata.metadata.v1.ImageService.DeleteManifest:input_type -> strata.metadata.v1.DeleteManifestRequest
+	65, // 84: strata.metadata.v1.ImageService.ListTags:input_type -> strata.metadata.v1.ListTagsRequest
+	67, // 85: strata.metadata.v1.ImageService.ListReferrers:input_type -> strata.metadata.v1.ListReferrersRequest
+	69, // 86: strata.metadata.v1.ImageService.LinkBlob:input_type -> strata.metadata.v1.LinkBlobRequest
+	71, // 87: strata.metadata.v1.ImageService.UnlinkBlob:input_type -> strata.metadata.v1.UnlinkBlobRequest
+	73, // 88: strata.metadata.v1.ImageService.HasBlob:input_type -> strata.metadata.v1.HasBlobRequest
+	17, // 89: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
+	19, // 90: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
+	21, // 91: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
+	23, // 92: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
+	25, // 93: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
+	27, // 94: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
+	29, // 95: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
+	31, // 96: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
+	33, // 97: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
+	35, // 98: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
+	37, // 99: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
+	39, // 100: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
+	41, // 101: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
+	43, // 102: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
+	45, // 103: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
+	48, // 104: strata.metadata.v1.ImageService.CreateLease:output_type -> strata.metadata.v1.CreateLeaseResponse
+	50, // 105: strata.metadata.v1.ImageService.AddLeaseResource:output_type -> strata.metadata.v1.AddLeaseResourceResponse
+	52, // 106: strata.metadata.v1.ImageService.DeleteLease:output_type -> strata.metadata.v1.DeleteLeaseResponse
+	55, // 107: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
+	57, // 108: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
+	60, // 109: strata.metadata.v1.ImageService.PutManifest:output_type -> strata.metadata.v1.PutManifestResponse
+	62, // 110: strata.metadata.v1.ImageService.GetManifest:output_type -> strata.metadata.v1.GetManifestResponse
+	64, // 111: strata.metadata.v1.ImageService.DeleteManifest:output_type -> strata.metadata.v1.DeleteManifestResponse
+	66, // 112: strata.metadata.v1.ImageService.ListTags:output_type -> strata.metadata.v1.ListTagsResponse
+	68, // 113: strata.metadata.v1.ImageService.ListReferrers:output_type -> strata.metadata.v1.ListReferrersResponse
+	70, // 114: strata.metadata.v1.ImageService.LinkBlob:output_type -> strata.metadata.v1.LinkBlobResponse
+	72, // 115: strata.metadata.v1.ImageService.UnlinkBlob:output_type -> strata.metadata.v1.UnlinkBlobResponse
+	74, // 116: strata.metadata.v1.ImageService.HasBlob:output_type -> strata.metadata.v1.HasBlobResponse
+	89, // [89:117] is the sub-list for method output_type
+	61, // [61:89] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_strata_metadata_v1_metadata_proto_init() }
@@ -4408,7 +5479,7 @@ func file_strata_metadata_v1_metadata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_metadata_v1_metadata_proto_rawDesc), len(file_strata_metadata_v1_metadata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   61,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,14 @@ const (
 	ImageService_DeleteLease_FullMethodName         = "/strata.metadata.v1.ImageService/DeleteLease"
 	ImageService_GetDiskUsage_FullMethodName        = "/strata.metadata.v1.ImageService/GetDiskUsage"
 	ImageService_WatchEvents_FullMethodName         = "/strata.metadata.v1.ImageService/WatchEvents"
+	ImageService_PutManifest_FullMethodName         = "/strata.metadata.v1.ImageService/PutManifest"
+	ImageService_GetManifest_FullMethodName         = "/strata.metadata.v1.ImageService/GetManifest"
+	ImageService_DeleteManifest_FullMethodName      = "/strata.metadata.v1.ImageService/DeleteManifest"
+	ImageService_ListTags_FullMethodName            = "/strata.metadata.v1.ImageService/ListTags"
+	ImageService_ListReferrers_FullMethodName       = "/strata.metadata.v1.ImageService/ListReferrers"
+	ImageService_LinkBlob_FullMethodName            = "/strata.metadata.v1.ImageService/LinkBlob"
+	ImageService_UnlinkBlob_FullMethodName          = "/strata.metadata.v1.ImageService/UnlinkBlob"
+	ImageService_HasBlob_FullMethodName             = "/strata.metadata.v1.ImageService/HasBlob"
 )
 
 // ImageServiceClient is the client API for ImageService service.
@@ -119,6 +127,39 @@ type ImageServiceClient interface {
 	GetDiskUsage(ctx context.Context, in *GetDiskUsageRequest, opts ...grpc.CallOption) (*GetDiskUsageResponse, error)
 	// WatchEvents streams image events as they happen, like `docker events`.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// PutManifest records a manifest or an index pushed to a repository
+	// through the registry, and points the tags given at it, in one
+	// transaction. The blobs it names, but for non-distributable layers, must
+	// be in the blob store, and the manifests an index lists in the
+	// repository (FAILED_PRECONDITION listing the missing digests otherwise).
+	// With image set, the manifest is also recorded as that image, as
+	// PutImage records one. It is idempotent on the manifest's digest.
+	PutManifest(ctx context.Context, in *PutManifestRequest, opts ...grpc.CallOption) (*PutManifestResponse, error)
+	// GetManifest returns a manifest or an index of a repository by tag or by
+	// digest. NOT_FOUND when the repository holds none under the reference.
+	GetManifest(ctx context.Context, in *GetManifestRequest, opts ...grpc.CallOption) (*GetManifestResponse, error)
+	// DeleteManifest removes a tag from a repository or, given a digest, the
+	// manifest and every tag of the repository that points at it. Images,
+	// manifests and blobs that nothing needs any more are left to prune and
+	// garbage collection. NOT_FOUND when the repository holds no such
+	// reference.
+	DeleteManifest(ctx context.Context, in *DeleteManifestRequest, opts ...grpc.CallOption) (*DeleteManifestResponse, error)
+	// ListTags pages through the tags of a repository in lexical order.
+	// NOT_FOUND when the repository holds nothing at all.
+	ListTags(ctx context.Context, in *ListTagsRequest, opts ...grpc.CallOption) (*ListTagsResponse, error)
+	// ListReferrers returns the manifests of a repository whose subject is a
+	// digest, optionally only those of one artifact type.
+	ListReferrers(ctx context.Context, in *ListReferrersRequest, opts ...grpc.CallOption) (*ListReferrersResponse, error)
+	// LinkBlob records that a blob was pushed to, or mounted into, a
+	// repository, so that the repository serves it.
+	LinkBlob(ctx context.Context, in *LinkBlobRequest, opts ...grpc.CallOption) (*LinkBlobResponse, error)
+	// UnlinkBlob removes a blob from a repository; the blob store keeps it
+	// until garbage collection finds that nothing references it. NOT_FOUND
+	// when the repository does not hold the blob.
+	UnlinkBlob(ctx context.Context, in *UnlinkBlobRequest, opts ...grpc.CallOption) (*UnlinkBlobResponse, error)
+	// HasBlob reports whether a repository holds a blob: linked to it, or
+	// named by one of its manifests or images.
+	HasBlob(ctx context.Context, in *HasBlobRequest, opts ...grpc.CallOption) (*HasBlobResponse, error)
 }
 
 type imageServiceClient struct {
@@ -338,6 +379,86 @@ func (c *imageServiceClient) WatchEvents(ctx context.Context, in *WatchEventsReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ImageService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *imageServiceClient) PutManifest(ctx context.Context, in *PutManifestRequest, opts ...grpc.CallOption) (*PutManifestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutManifestResponse)
+	err := c.cc.Invoke(ctx, ImageService_PutManifest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) GetManifest(ctx context.Context, in *GetManifestRequest, opts ...grpc.CallOption) (*GetManifestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetManifestResponse)
+	err := c.cc.Invoke(ctx, ImageService_GetManifest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) DeleteManifest(ctx context.Context, in *DeleteManifestRequest, opts ...grpc.CallOption) (*DeleteManifestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteManifestResponse)
+	err := c.cc.Invoke(ctx, ImageService_DeleteManifest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) ListTags(ctx context.Context, in *ListTagsRequest, opts ...grpc.CallOption) (*ListTagsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTagsResponse)
+	err := c.cc.Invoke(ctx, ImageService_ListTags_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) ListReferrers(ctx context.Context, in *ListReferrersRequest, opts ...grpc.CallOption) (*ListReferrersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReferrersResponse)
+	err := c.cc.Invoke(ctx, ImageService_ListReferrers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) LinkBlob(ctx context.Context, in *LinkBlobRequest, opts ...grpc.CallOption) (*LinkBlobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LinkBlobResponse)
+	err := c.cc.Invoke(ctx, ImageService_LinkBlob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) UnlinkBlob(ctx context.Context, in *UnlinkBlobRequest, opts ...grpc.CallOption) (*UnlinkBlobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnlinkBlobResponse)
+	err := c.cc.Invoke(ctx, ImageService_UnlinkBlob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) HasBlob(ctx context.Context, in *HasBlobRequest, opts ...grpc.CallOption) (*HasBlobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HasBlobResponse)
+	err := c.cc.Invoke(ctx, ImageService_HasBlob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ImageServiceServer is the server API for ImageService service.
 // All implementations must embed UnimplementedImageServiceServer
 // for forward compatibility.
@@ -416,6 +537,39 @@ type ImageServiceServer interface {
 	GetDiskUsage(context.Context, *GetDiskUsageRequest) (*GetDiskUsageResponse, error)
 	// WatchEvents streams image events as they happen, like `docker events`.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// PutManifest records a manifest or an index pushed to a repository
+	// through the registry, and points the tags given at it, in one
+	// transaction. The blobs it names, but for non-distributable layers, must
+	// be in the blob store, and the manifests an index lists in the
+	// repository (FAILED_PRECONDITION listing the missing digests otherwise).
+	// With image set, the manifest is also recorded as that image, as
+	// PutImage records one. It is idempotent on the manifest's digest.
+	PutManifest(context.Context, *PutManifestRequest) (*PutManifestResponse, error)
+	// GetManifest returns a manifest or an index of a repository by tag or by
+	// digest. NOT_FOUND when the repository holds none under the reference.
+	GetManifest(context.Context, *GetManifestRequest) (*GetManifestResponse, error)
+	// DeleteManifest removes a tag from a repository or, given a digest, the
+	// manifest and every tag of the repository that points at it. Images,
+	// manifests and blobs that nothing needs any more are left to prune and
+	// garbage collection. NOT_FOUND when the repository holds no such
+	// reference.
+	DeleteManifest(context.Context, *DeleteManifestRequest) (*DeleteManifestResponse, error)
+	// ListTags pages through the tags of a repository in lexical order.
+	// NOT_FOUND when the repository holds nothing at all.
+	ListTags(context.Context, *ListTagsRequest) (*ListTagsResponse, error)
+	// ListReferrers returns the manifests of a repository whose subject is a
+	// digest, optionally only those of one artifact type.
+	ListReferrers(context.Context, *ListReferrersRequest) (*ListReferrersResponse, error)
+	// LinkBlob records that a blob was pushed to, or mounted into, a
+	// repository, so that the repository serves it.
+	LinkBlob(context.Context, *LinkBlobRequest) (*LinkBlobResponse, error)
+	// UnlinkBlob removes a blob from a repository; the blob store keeps it
+	// until garbage collection finds that nothing references it. NOT_FOUND
+	// when the repository does not hold the blob.
+	UnlinkBlob(context.Context, *UnlinkBlobRequest) (*UnlinkBlobResponse, error)
+	// HasBlob reports whether a repository holds a blob: linked to it, or
+	// named by one of its manifests or images.
+	HasBlob(context.Context, *HasBlobRequest) (*HasBlobResponse, error)
 	mustEmbedUnimplementedImageServiceServer()
 }
 
@@ -485,6 +639,30 @@ func (UnimplementedImageServiceServer) GetDiskUsage(context.Context, *GetDiskUsa
 }
 func (UnimplementedImageServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedImageServiceServer) PutManifest(context.Context, *PutManifestRequest) (*PutManifestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutManifest not implemented")
+}
+func (UnimplementedImageServiceServer) GetManifest(context.Context, *GetManifestRequest) (*GetManifestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetManifest not implemented")
+}
+func (UnimplementedImageServiceServer) DeleteManifest(context.Context, *DeleteManifestRequest) (*DeleteManifestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteManifest not implemented")
+}
+func (UnimplementedImageServiceServer) ListTags(context.Context, *ListTagsRequest) (*ListTagsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTags not implemented")
+}
+func (UnimplementedImageServiceServer) ListReferrers(context.Context, *ListReferrersRequest) (*ListReferrersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReferrers not implemented")
+}
+func (UnimplementedImageServiceServer) LinkBlob(context.Context, *LinkBlobRequest) (*LinkBlobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LinkBlob not implemented")
+}
+func (UnimplementedImageServiceServer) UnlinkBlob(context.Context, *UnlinkBlobRequest) (*UnlinkBlobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnlinkBlob not implemented")
+}
+func (UnimplementedImageServiceServer) HasBlob(context.Context, *HasBlobRequest) (*HasBlobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HasBlob not implemented")
 }
 func (UnimplementedImageServiceServer) mustEmbedUnimplementedImageServiceServer() {}
 func (UnimplementedImageServiceServer) testEmbeddedByValue()                      {}
@@ -860,6 +1038,150 @@ func _ImageService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ImageService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _ImageService_PutManifest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutManifestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).PutManifest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_PutManifest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).PutManifest(ctx, req.(*PutManifestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_GetManifest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetManifestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).GetManifest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_GetManifest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).GetManifest(ctx, req.(*GetManifestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_DeleteManifest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteManifestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).DeleteManifest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_DeleteManifest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).DeleteManifest(ctx, req.(*DeleteManifestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_ListTags_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTagsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).ListTags(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_ListTags_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).ListTags(ctx, req.(*ListTagsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_ListReferrers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReferrersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).ListReferrers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_ListReferrers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).ListReferrers(ctx, req.(*ListReferrersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_LinkBlob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LinkBlobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).LinkBlob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_LinkBlob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).LinkBlob(ctx, req.(*LinkBlobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_UnlinkBlob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnlinkBlobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).UnlinkBlob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_UnlinkBlob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).UnlinkBlob(ctx, req.(*UnlinkBlobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_HasBlob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HasBlobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).HasBlob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_HasBlob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).HasBlob(ctx, req.(*HasBlobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ImageService_ServiceDesc is the grpc.ServiceDesc for ImageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -942,6 +1264,38 @@ var ImageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetDiskUsage",
 			Handler:    _ImageService_GetDiskUsage_Handler,
+		},
+		{
+			MethodName: "PutManifest",
+			Handler:    _ImageService_PutManifest_Handler,
+		},
+		{
+			MethodName: "GetManifest",
+			Handler:    _ImageService_GetManifest_Handler,
+		},
+		{
+			MethodName: "DeleteManifest",
+			Handler:    _ImageService_DeleteManifest_Handler,
+		},
+		{
+			MethodName: "ListTags",
+			Handler:    _ImageService_ListTags_Handler,
+		},
+		{
+			MethodName: "ListReferrers",
+			Handler:    _ImageService_ListReferrers_Handler,
+		},
+		{
+			MethodName: "LinkBlob",
+			Handler:    _ImageService_LinkBlob_Handler,
+		},
+		{
+			MethodName: "UnlinkBlob",
+			Handler:    _ImageService_UnlinkBlob_Handler,
+		},
+		{
+			MethodName: "HasBlob",
+			Handler:    _ImageService_HasBlob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

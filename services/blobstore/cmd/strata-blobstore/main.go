@@ -51,6 +51,7 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.partSize, "s3-part-size", s3blob.DefaultPartSize, "bytes per multipart part (at least 5 MiB); memory per upload is about (concurrency+1) parts")
 	fs.IntVar(&c.s3.Concurrency, "s3-concurrency", s3blob.DefaultConcurrency, "parts of one upload sent at once")
 	fs.IntVar(&c.s3.MaxParts, "s3-max-parts", 0, "parts in flight across all uploads and reads, which bounds memory (0: 4 × --s3-concurrency)")
+	fs.BoolVar(&c.s3.SignPayload, "s3-sign-payload", false, "sign every part's bytes (streaming SigV4) over plain HTTP; unsigned, the blob's digest check is the only check of its bytes")
 	fs.IntVar(&c.s3.MaxRetries, "s3-max-retries", s3blob.DefaultMaxRetries, "tries of one S3 request before the call fails UNAVAILABLE")
 	fs.DurationVar(&c.s3.IdleTimeout, "s3-idle-timeout", s3blob.DefaultIdleTimeout, "cut a connection to S3 that moves no byte for this long, and retry its request; must exceed the longest the server stays silent (completing the largest upload)")
 	fs.DurationVar(&c.s3.LeaseTTL, "s3-upload-lease", s3blob.DefaultLeaseTTL, "how long an upload stays its writer's after the writer was last heard of; a resume on another replica after a crash waits this long")

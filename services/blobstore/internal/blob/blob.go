@@ -43,8 +43,9 @@ type Upload struct {
 	// Size is the declared total size, or -1 when unknown.
 	Size int64
 	// Offset is how many bytes the store holds durably: a resumed upload
-	// continues from here. It may be less than what the last writer wrote
-	// (backends persist in steps, such as S3 parts).
+	// continues from here. After a writer's Close it is every byte the
+	// writer took; after a crash it may be less (backends persist in steps,
+	// such as S3 parts).
 	Offset int64
 	// StartedAt is when the upload began; UpdatedAt when it last made progress.
 	StartedAt, UpdatedAt time.Time
@@ -83,7 +84,7 @@ type Writer interface {
 	// partial becomes visible.
 	Commit(ctx context.Context, expected digest.Digest) (Info, error)
 	// Close releases the writer. An upload that was not committed stays
-	// resumable from its durable offset (Store.Upload).
+	// resumable from its last byte written (Store.Upload).
 	Close() error
 }
 

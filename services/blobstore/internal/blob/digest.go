@@ -1,6 +1,7 @@
 package blob
 
 import (
+	_ "crypto/sha512" // sha512 digests, which OCI content may use
 	"errors"
 	"regexp"
 
@@ -9,8 +10,22 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
+// Algorithms are the digest algorithms the store holds, in digest order.
+var Algorithms = []digest.Algorithm{digest.SHA256, digest.SHA512}
+
+// HashOf returns the algorithm a writer hashes with: the declared digest's,
+// or sha256 when the digest comes at commit (a commit with another
+// algorithm then reads the bytes again).
+func HashOf(declared digest.Digest) digest.Algorithm {
+	if declared != "" {
+		return declared.Algorithm()
+	}
+	return digest.SHA256
+}
+
 // ParseDigest checks that s is a digest this store can hold, "sha256:"
-// followed by 64 lower-case hex digits, and returns it. Anything else is
+// followed by 64 lower-case hex digits or "sha512:" followed by 128, and
+// returns it. Anything else is
 // ErrInvalidArgument, so that no malformed digest ever reaches a path or a key.
 func ParseDigest(s string) (digest.Digest, error) {
 	d := digest.Digest(s)
@@ -33,11 +48,11 @@ func ValidateDigest(d digest.Digest) error {
 		case errors.Is(err, digest.ErrDigestInvalidLength):
 			msg = "wrong length"
 		}
-		return errdefs.InvalidArgument("invalid digest %q: %s (want sha256:<64 lower-case hex digits>)", string(d), msg).
+		return errdefs.InvalidArgument("invalid digest %q: %s (want sha256:<64 lower-case hex digits> or sha512:<128>)", string(d), msg).
 			WithReason("INVALID_DIGEST").WithDetail("digest", string(d))
 	}
-	if d.Algorithm() != digest.SHA256 {
-		return errdefs.InvalidArgument("invalid digest %q: only sha256 is supported", string(d)).
+	if d.Algorithm() != digest.SHA256 && d.Algorithm() != digest.SHA512 {
+		return errdefs.InvalidArgument("invalid digest %q: only sha256 and sha512 are supported", string(d)).
 			WithReason("INVALID_DIGEST").WithDetail("digest", string(d))
 	}
 	return nil

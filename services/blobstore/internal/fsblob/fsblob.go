@@ -1,7 +1,8 @@
 // Package fsblob is the blob.Store in a local directory, Strata's embedded
 // default. Layout under the root:
 //
-//	blobs/sha256/<hex>      committed blobs, read-only
+//	blobs/sha256/<hex>      committed blobs, read-only (sha512 ones in
+//	                        blobs/sha512/)
 //	ingest/<ref>/data       the bytes of an unfinished upload
 //	ingest/<ref>/meta.json  what its writer declared
 //
@@ -23,7 +24,6 @@ package fsblob
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,7 +60,7 @@ func New(root string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, dir := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "ingest")} {
+	for _, dir := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "blobs", "sha512"), filepath.Join(abs, "ingest")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("creating the blob store in %s: %w", abs, err)
 		}
@@ -96,7 +96,7 @@ func (s *Store) ioErr(ref string, err error) error {
 }
 
 func (s *Store) blobPath(d digest.Digest) string {
-	return filepath.Join(s.root, "blobs", "sha256", d.Encoded())
+	return filepath.Join(s.root, "blobs", string(d.Algorithm()), d.Encoded())
 }
 
 func (s *Store) ingestDir(ref string) string { return filepath.Join(s.root, "ingest", ref) }
@@ -173,34 +173,39 @@ func (s *Store) List(_ context.Context, after digest.Digest, limit int) ([]blob.
 	if limit <= 0 {
 		return nil, nil
 	}
-	entries, err := os.ReadDir(filepath.Join(s.root, "blobs", "sha256"))
-	if err != nil {
-		return nil, err
-	}
-	afterHex := ""
-	if after != "" {
-		afterHex = after.Encoded()
-	}
-	start, _ := slices.BinarySearchFunc(entries, afterHex, func(e os.DirEntry, name string) int {
-		return strings.Compare(e.Name(), name)
-	})
 	var out []blob.Info
-	for _, e := range entries[start:] {
-		if len(out) == limit {
-			break
+	for _, alg := range blob.Algorithms {
+		if after != "" && alg < after.Algorithm() {
+			continue // every digest of alg sorts before after
 		}
-		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
-		if e.Name() <= afterHex || d.Validate() != nil {
-			continue
+		afterHex := ""
+		if after != "" && alg == after.Algorithm() {
+			afterHex = after.Encoded()
 		}
-		fi, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // deleted since the directory was read
-		}
+		entries, err := os.ReadDir(filepath.Join(s.root, "blobs", string(alg)))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, blob.Info{Digest: d, Size: fi.Size(), CreatedAt: fi.ModTime()})
+		start, _ := slices.BinarySearchFunc(entries, afterHex, func(e os.DirEntry, name string) int {
+			return strings.Compare(e.Name(), name)
+		})
+		for _, e := range entries[start:] {
+			if len(out) == limit {
+				return out, nil
+			}
+			d := digest.NewDigestFromEncoded(alg, e.Name())
+			if e.Name() <= afterHex || d.Validate() != nil {
+				continue
+			}
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // deleted since the directory was read
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, blob.Info{Digest: d, Size: fi.Size(), CreatedAt: fi.ModTime()})
+		}
 	}
 	return out, nil
 }
@@ -357,7 +362,7 @@ func (s *Store) openWriter(opts blob.WriterOptions) (*writer, error) {
 	if err != nil {
 		return nil, s.ioErr(opts.Ref, err)
 	}
-	h := sha256.New()
+	h := blob.HashOf(m.Expected).Hash()
 	n, err := io.Copy(h, f)
 	if err != nil {
 		f.Close()
@@ -428,7 +433,19 @@ func (w *writer) Commit(_ context.Context, expected digest.Digest) (blob.Info, e
 	if err != nil {
 		return blob.Info{}, err
 	}
-	actual := digest.NewDigest(digest.SHA256, w.h)
+	actual := digest.NewDigest(blob.HashOf(w.opts.Expected), w.h)
+	if alg := expected.Algorithm(); alg != actual.Algorithm() {
+		// The digest came at commit with another algorithm: hash the
+		// bytes again with it.
+		if err := w.fw.Close(); err != nil {
+			return blob.Info{}, fmt.Errorf("upload %q: %w", w.opts.Ref, err)
+		}
+		h := alg.Hash()
+		if _, err := io.Copy(h, io.NewSectionReader(w.f, 0, w.offset)); err != nil {
+			return blob.Info{}, fmt.Errorf("upload %q: hashing its bytes with %s: %w", w.opts.Ref, alg, err)
+		}
+		actual = digest.NewDigest(alg, h)
+	}
 	if err := blob.Verify(expected, w.opts.Size, actual, w.offset); err != nil {
 		w.discard()
 		return blob.Info{}, err

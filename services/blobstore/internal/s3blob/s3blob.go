@@ -1,7 +1,7 @@
 // Package s3blob is the blob.Store in an S3-compatible bucket, through
 // minio-go. Keys:
 //
-//	blobs/sha256/<hex>   committed blobs
+//	blobs/sha256/<hex>   committed blobs (sha512 ones under blobs/sha512/)
 //	uploads/<ref>.json   the state of an unfinished upload, and the lease of
 //	                     the writer that holds it (see state)
 //	ingest/<ref>         where the multipart upload of a blob whose digest
@@ -83,6 +83,11 @@ type Config struct {
 	Concurrency int
 	// MaxRetries bounds the client's tries of one request (1: no retry).
 	MaxRetries int
+	// SignPayload signs each part's bytes (streaming SigV4, a SHA-256 per
+	// chunk, which the server checks) over plain HTTP, for links where
+	// bytes could change between the blob store and S3; over TLS, minio-go
+	// sends them unsigned all the same.
+	SignPayload bool
 	// MaxParts bounds the parts in flight, uploading or read ahead, across
 	// all uploads and reads of the store, so that many at once do not
 	// multiply its memory. 0 means 4 × Concurrency.
@@ -293,8 +298,9 @@ func (s *Store) ensure(ctx context.Context) error {
 	return nil
 }
 
-func blobKey(d digest.Digest) string { return "blobs/sha256/" + d.Encoded() }
+func blobKey(d digest.Digest) string { return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded() }
 func stateKey(ref string) string     { return "uploads/" + ref + ".json" }
+func tailKey(ref string) string      { return "uploads/" + ref + ".tail" }
 func ingestKey(ref string) string    { return "ingest/" + ref }
 
 func isCode(err error, codes ...string) bool {
@@ -433,29 +439,34 @@ func (s *Store) List(ctx context.Context, after digest.Digest, limit int) ([]blo
 	if err := s.ensure(ctx); err != nil {
 		return nil, err
 	}
-	const prefix = "blobs/sha256/"
-	startAfter := prefix
-	if after != "" {
-		startAfter = blobKey(after)
-	}
 	var out []blob.Info
-	token := ""
-	for len(out) < limit {
-		res, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, startAfter, token, "", min(limit-len(out), 1000))
-		if err != nil {
-			return nil, s.classify(err, "listing blobs")
+	for _, alg := range blob.Algorithms {
+		if after != "" && alg < after.Algorithm() {
+			continue // every digest of alg sorts before after
 		}
-		for _, o := range res.Contents {
-			d := digest.NewDigestFromEncoded(digest.SHA256, strings.TrimPrefix(o.Key, prefix))
-			if d.Validate() != nil || len(out) == limit {
-				continue
+		prefix := "blobs/" + string(alg) + "/"
+		startAfter := prefix
+		if after != "" && alg == after.Algorithm() {
+			startAfter = blobKey(after)
+		}
+		token := ""
+		for len(out) < limit {
+			res, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, startAfter, token, "", min(limit-len(out), 1000))
+			if err != nil {
+				return nil, s.classify(err, "listing blobs")
 			}
-			out = append(out, blob.Info{Digest: d, Size: o.Size, CreatedAt: o.LastModified})
+			for _, o := range res.Contents {
+				d := digest.NewDigestFromEncoded(alg, strings.TrimPrefix(o.Key, prefix))
+				if d.Validate() != nil || len(out) == limit {
+					continue
+				}
+				out = append(out, blob.Info{Digest: d, Size: o.Size, CreatedAt: o.LastModified})
+			}
+			if !res.IsTruncated || res.NextContinuationToken == "" {
+				break
+			}
+			token = res.NextContinuationToken
 		}
-		if !res.IsTruncated || res.NextContinuationToken == "" {
-			break
-		}
-		token = res.NextContinuationToken
 	}
 	return out, nil
 }

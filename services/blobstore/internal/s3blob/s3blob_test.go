@@ -69,6 +69,17 @@ func TestReplicas(t *testing.T) {
 	})
 }
 
+// TestConformanceSignedPayload runs the suite with every part's bytes
+// signed, which versitygw checks chunk by chunk.
+func TestConformanceSignedPayload(t *testing.T) {
+	srv := harness.StartS3(t)
+	blobtest.TestStore(t, func(t *testing.T) blob.Store {
+		s := NewTestStore(t, srv)
+		s.cfg.SignPayload = true
+		return s
+	})
+}
+
 // multipartUploads lists the incomplete multipart uploads in the bucket.
 func multipartUploads(t *testing.T, s *Store) []minio.ObjectMultipartInfo {
 	t.Helper()

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -21,8 +21,9 @@ import (
 )
 
 // state is an unfinished upload as saved in the bucket. Offset is the end of
-// the last stored part, and Hash the SHA-256 state after exactly Offset
-// bytes: a resumed writer continues hashing from there.
+// the last stored part, and Hash the hash state (of the declared digest's
+// algorithm, sha256 when none was declared) after exactly Offset bytes: a
+// resumed writer continues hashing from there.
 //
 // The upload's writer is whoever Owner names while LeaseUntil has not
 // passed: every replica sees the same object, so one writer holds an
@@ -45,8 +46,15 @@ type state struct {
 	Parts     []part        `json:"parts,omitempty"`
 	Offset    int64         `json:"offset"`
 	Hash      []byte        `json:"hash,omitempty"`
-	StartedAt time.Time     `json:"startedAt"`
-	UpdatedAt time.Time     `json:"updatedAt"`
+	// Tail is how many bytes after Offset the tail object (tailKey) holds:
+	// the bytes of an unfinished part that a writer closed without a
+	// commit kept there, so that an upload resumes exactly where its last
+	// writer stopped (the registry's chunks fall anywhere on the parts).
+	// TailHash is the hash state after them.
+	Tail      int64     `json:"tail,omitempty"`
+	TailHash  []byte    `json:"tailHash,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 	// Owner names the writer (or janitor, or abort) holding the upload;
 	// empty when none does.
 	Owner string `json:"owner,omitempty"`
@@ -61,7 +69,7 @@ type part struct {
 }
 
 func (st *state) upload() blob.Upload {
-	return blob.Upload{Ref: st.Ref, Expected: st.Expected, Size: st.Size, Offset: st.Offset, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt}
+	return blob.Upload{Ref: st.Ref, Expected: st.Expected, Size: st.Size, Offset: st.Offset + st.Tail, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt}
 }
 
 func uploadNotFound(ref string) error {
@@ -191,8 +199,10 @@ func (s *Store) forget(ctx context.Context, st *state) error {
 			errs = append(errs, s.classify(err, "aborting upload %q", st.Ref))
 		}
 	}
-	if err := s.core.RemoveObject(ctx, s.cfg.Bucket, stateKey(st.Ref), minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
-		errs = append(errs, s.classify(err, "removing upload %q", st.Ref))
+	for _, key := range []string{tailKey(st.Ref), stateKey(st.Ref)} {
+		if err := s.core.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
+			errs = append(errs, s.classify(err, "removing upload %q", st.Ref))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -242,8 +252,8 @@ func (s *Store) states(ctx context.Context) ([]saved, error) {
 		if o.Err != nil {
 			return nil, s.classify(o.Err, "listing uploads")
 		}
-		ref := strings.TrimSuffix(strings.TrimPrefix(o.Key, "uploads/"), ".json")
-		if blob.ValidateRef(ref) != nil {
+		ref, isState := strings.CutSuffix(strings.TrimPrefix(o.Key, "uploads/"), ".json")
+		if !isState || blob.ValidateRef(ref) != nil {
 			continue
 		}
 		st, etag, err := s.readState(ctx, ref)
@@ -411,15 +421,50 @@ func (s *Store) openWriter(ctx context.Context, opts blob.WriterOptions, st *sta
 			return nil, s.classify(err, "resuming upload %q", opts.Ref)
 		}
 	}
-	h := sha256.New()
-	if len(st.Hash) > 0 {
+	tail, err := s.readTail(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	h := blob.HashOf(st.Expected).Hash()
+	if tail != nil {
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.TailHash); err != nil {
+			return nil, errdefs.Internal("upload %q: its saved hash state is unusable: %v", opts.Ref, err)
+		}
+	} else if len(st.Hash) > 0 {
 		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
 			return nil, errdefs.Internal("upload %q: its saved hash state is unusable: %v", opts.Ref, err)
 		}
 	} else if st.Offset != 0 {
 		return nil, errdefs.Internal("upload %q: saved at %d bytes without a hash state", opts.Ref, st.Offset)
 	}
-	return newWriter(ctx, s, st, etag, owner, h), nil
+	return newWriter(ctx, s, st, etag, owner, h, tail), nil
+}
+
+// readTail returns the bytes an upload's tail object holds past its parts,
+// nil when it has none or they are not all there (the upload then resumes
+// at the end of its parts).
+func (s *Store) readTail(ctx context.Context, st *state) ([]byte, error) {
+	if st.Tail == 0 {
+		return nil, nil
+	}
+	body, _, _, err := s.core.GetObject(ctx, s.cfg.Bucket, tailKey(st.Ref), minio.GetObjectOptions{})
+	if isNotFound(err) {
+		st.Tail, st.TailHash = 0, nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.classify(err, "reading upload %q", st.Ref)
+	}
+	defer body.Close()
+	b, err := io.ReadAll(io.LimitReader(body, st.Tail+1))
+	if err != nil {
+		return nil, s.classify(err, "reading upload %q", st.Ref)
+	}
+	if int64(len(b)) != st.Tail || len(st.TailHash) == 0 {
+		st.Tail, st.TailHash = 0, nil
+		return nil, nil
+	}
+	return b, nil
 }
 
 func (s *Store) newState(opts blob.WriterOptions) *state {

@@ -18,10 +18,13 @@ import (
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
 )
 
-// partOptions skip minio-go's SHA-256 of each part's payload: the writer
-// hashes every byte for the blob's digest already, which the commit checks,
-// and the parts still carry a CRC32C checksum.
-var partOptions = minio.PutObjectPartOptions{DisableContentSha256: true}
+// partOptions skip minio-go's SHA-256 of each part's payload unless
+// Config.SignPayload asks for it: the writer hashes every byte for the
+// blob's digest already, which the commit checks. Unsigned parts carry no
+// checksum of their own (minio-go adds none to PutObjectPart).
+func (s *Store) partOptions() minio.PutObjectPartOptions {
+	return minio.PutObjectPartOptions{DisableContentSha256: !s.cfg.SignPayload}
+}
 
 // stateTimeout bounds the clean-up a writer does after its caller's context
 // ended.
@@ -72,13 +75,20 @@ type job struct {
 
 // newWriter starts the uploader goroutine and the lease's renewal, which
 // hold ctx: part uploads run under the context the writer was made with,
-// and end with it. owner holds st, saved under etag.
-func newWriter(ctx context.Context, s *Store, st *state, etag, owner string, h hash.Hash) *writer {
+// and end with it. owner holds st, saved under etag; tail are the bytes
+// past st's parts that the last writer kept (see state.Tail).
+func newWriter(ctx context.Context, s *Store, st *state, etag, owner string, h hash.Hash, tail []byte) *writer {
 	w := &writer{
-		s: s, owner: owner, st: st, etag: etag, h: h, offset: st.Offset, nextPart: len(st.Parts) + 1,
+		s: s, owner: owner, st: st, etag: etag, h: h, offset: st.Offset + int64(len(tail)), nextPart: len(st.Parts) + 1,
 		jobs: make(chan job), tokens: make(chan struct{}, s.cfg.Concurrency), finished: make(chan struct{}),
 		beatStop: make(chan struct{}), beatDone: make(chan struct{}),
 		done: map[int]job{},
+	}
+	if tail != nil {
+		// The tail is the start of the next part again; the state saved
+		// with the next part forgets it.
+		w.buf = append(w.newBuf(), tail...)
+		st.Tail, st.TailHash = 0, nil
 	}
 	go w.upload(ctx)
 	go w.renew(ctx)
@@ -240,7 +250,7 @@ func (w *writer) failure() error {
 // reach further from the start without a gap.
 func (w *writer) putPart(ctx context.Context, j job) {
 	p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, j.number,
-		bytes.NewReader(j.data), int64(len(j.data)), partOptions)
+		bytes.NewReader(j.data), int64(len(j.data)), w.s.partOptions())
 	w.s.putBuf(j.data)
 	if isNotFound(err) {
 		w.fail(errdefs.Unavailable("upload %q: its multipart upload is gone (aborted, or finished by another writer while this one stalled past its lease)",
@@ -361,7 +371,12 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	if err := w.failure(); err != nil {
 		return blob.Info{}, err
 	}
-	actual := digest.NewDigest(digest.SHA256, w.h)
+	actual := digest.NewDigest(blob.HashOf(w.st.Expected), w.h)
+	if expected.Algorithm() != actual.Algorithm() {
+		// The parts are hashed as they go; their bytes are not read again.
+		return blob.Info{}, errdefs.InvalidArgument("upload %q: committed as %s, but the S3 backend hashed it as %s: declare a %s digest when the upload starts",
+			w.st.Ref, expected, actual.Algorithm(), expected.Algorithm()).WithReason("INVALID_DIGEST").WithDetail("digest", string(expected))
+	}
 	if err := blob.Verify(expected, w.st.Size, actual, w.offset); err != nil {
 		w.commitd = true
 		w.finish(true)
@@ -401,6 +416,7 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 		return blob.Info{}, cerr
 	}
 	w.commitd, w.gone = true, true
+	w.s.remove(ctx, tailKey(w.st.Ref))
 	w.s.remove(ctx, stateKey(w.st.Ref))
 	return info, nil
 }
@@ -426,7 +442,7 @@ func (w *writer) complete(ctx context.Context, d digest.Digest, tail []byte) err
 	}
 	if len(tail) > 0 {
 		p, err := w.s.core.PutObjectPart(ctx, w.s.cfg.Bucket, w.st.Key, w.st.UploadID, w.nextPart,
-			bytes.NewReader(tail), int64(len(tail)), partOptions)
+			bytes.NewReader(tail), int64(len(tail)), w.s.partOptions())
 		if err != nil {
 			return w.s.classify(err, "storing the last part of upload %q", w.st.Ref)
 		}
@@ -497,20 +513,51 @@ func (w *writer) completeMultipart(ctx context.Context, parts []minio.CompletePa
 	}
 }
 
-// Close keeps an uncommitted upload resumable from its last saved part,
+// Close keeps an uncommitted upload resumable from every byte written (its
+// stored parts, and the bytes of the unfinished part in the tail object),
 // and lets go of it, so that a writer elsewhere may resume it at once.
 func (w *writer) Close() error {
 	if w.closed {
 		return nil
 	}
 	w.closed = true
+	tail := w.buf
+	w.buf = nil
 	w.finish(false)
-	if !w.gone {
-		// Best effort, and short: an unreachable S3 would only delay the
-		// caller, and the lease runs out anyway.
-		ctx, cancel := context.WithTimeout(context.Background(), w.s.cfg.LeaseTTL/3)
-		defer cancel()
-		_ = w.save(ctx, false)
+	defer w.s.putBuf(tail)
+	if w.gone {
+		return nil
 	}
+	// Best effort, and short: an unreachable S3 would only delay the
+	// caller, and the lease runs out anyway (the upload then resumes
+	// after its stored parts).
+	ctx, cancel := context.WithTimeout(context.Background(), w.s.cfg.LeaseTTL/3)
+	defer cancel()
+	if !w.commitd && len(tail) > 0 && w.failure() == nil {
+		w.keepTail(ctx, tail)
+	}
+	_ = w.save(ctx, false)
 	return nil
+}
+
+// keepTail stores the bytes of the unfinished part in the upload's tail
+// object and notes them in the state the next save writes, when every part
+// before them is stored.
+func (w *writer) keepTail(ctx context.Context, tail []byte) {
+	w.mu.Lock()
+	complete := w.st.Offset+int64(len(tail)) == w.offset
+	w.mu.Unlock()
+	if !complete {
+		return // a part failed: the upload resumes after the parts stored
+	}
+	hashState, err := w.h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return
+	}
+	if _, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, tailKey(w.st.Ref), bytes.NewReader(tail), int64(len(tail)), "", "", minio.PutObjectOptions{}); err != nil {
+		return
+	}
+	w.mu.Lock()
+	w.st.Tail, w.st.TailHash = int64(len(tail)), hashState
+	w.mu.Unlock()
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 )
 
 // Unpacked describes a layer Unpack applied.

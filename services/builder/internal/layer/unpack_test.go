@@ -17,8 +17,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/layer/layertest"
 )
 

@@ -396,9 +396,17 @@ func (n *bridgeNet) runtimeConf(file string) *libcni.RuntimeConf {
 }
 
 // release detaches a namespace (CNI removes its veth, address and rules)
-// and removes it.
+// and removes it. A plugin that fails is tried again: the iptables they run
+// can fail for a moment while other programs change the tables, and a
+// rule left behind would outlive the builder.
 func (n *bridgeNet) release(ctx context.Context, file string) error {
-	err := n.cni.DelNetworkList(ctx, n.conf, n.runtimeConf(file))
+	var err error
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		if err = n.cni.DelNetworkList(ctx, n.conf, n.runtimeConf(file)); err == nil || wait > time.Second {
+			break
+		}
+		time.Sleep(wait)
+	}
 	if uerr := unix.Unmount(file, unix.MNT_DETACH); uerr != nil && !errors.Is(uerr, unix.EINVAL) && !errors.Is(uerr, unix.ENOENT) && err == nil {
 		err = uerr
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/compression"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 

@@ -73,6 +73,18 @@ type NewImage struct {
 	Blobs []string
 }
 
+// NewManifest is a pushed manifest row to insert.
+type NewManifest struct {
+	// Manifest holds the digest, media type, content and what derives from
+	// it (artifact type, subject, annotations, image ID).
+	Manifest *metadatav1.Manifest
+	// Blobs are the blobs it needs (config and distributable layers), and
+	// Manifests the manifests an index lists.
+	Blobs, Manifests []string
+	// Created is when it was recorded.
+	Created time.Time
+}
+
 // Ref is a tag or repository digest pointing at an image.
 type Ref struct {
 	// Name is the normalized reference, "docker.io/library/nginx:latest" or
@@ -84,6 +96,10 @@ type Ref struct {
 	ImageID string
 	// IsTag is true for a tag, false for a repository digest.
 	IsTag bool
+	// Repository is the normalized repository, "docker.io/library/nginx",
+	// and Digest the manifest the reference points at; both are set by
+	// writers, and read back by Tx.Ref and Tx.RepositoryRefs only.
+	Repository, Digest string
 }
 
 // Tx is one transaction over the rows. Lookups of absent rows return an
@@ -118,12 +134,45 @@ type Tx interface {
 	Resolve(ctx context.Context, name string) (string, error)
 	// Refs returns the references of the images, each list sorted by Name.
 	Refs(ctx context.Context, ids []string) (map[string][]Ref, error)
-	// SetRef points a reference at an image, replacing what it pointed at,
-	// and returns the previous image ID ("" when it is new). For a tag, now
-	// becomes the image's last tag time.
+	// SetRef points a reference at an image (ImageID "" for a manifest that
+	// is no image) and a manifest, replacing what it pointed at, and returns
+	// the previous image ID ("" when it is new). For a tag, now becomes the
+	// image's last tag time. A pushed manifest no reference or index points
+	// at any more is forgotten.
 	SetRef(ctx context.Context, ref Ref, now time.Time) (string, error)
-	// DeleteRef removes a reference and returns the image it pointed at.
+	// DeleteRef removes a reference and returns the image it pointed at,
+	// forgetting the pushed manifest nothing points at any more.
 	DeleteRef(ctx context.Context, name string) (string, error)
+	// Ref returns a reference by its normalized name, with its repository
+	// and manifest digest.
+	Ref(ctx context.Context, name string) (Ref, error)
+	// RepositoryRefs returns the references of a repository that point at
+	// the manifest digest, sorted by Name.
+	RepositoryRefs(ctx context.Context, repository, digest string) ([]Ref, error)
+	// Tags returns up to limit tags of a repository (the part after the
+	// colon) in lexical order, after the tag after ("" for the first).
+	Tags(ctx context.Context, repository, after string, limit int) ([]string, error)
+	// HasRepository reports whether any reference or blob link names the
+	// repository.
+	HasRepository(ctx context.Context, repository string) (bool, error)
+
+	// InsertManifest records a pushed manifest unless one with its digest
+	// is recorded.
+	InsertManifest(ctx context.Context, m NewManifest) error
+	// Manifest returns a manifest by digest, with its content: a pushed one,
+	// or the manifest of an image.
+	Manifest(ctx context.Context, digest string) (*metadatav1.Manifest, error)
+	// Referrers returns the pushed manifests with the subject that a
+	// reference of the repository points at, of the artifact type when it
+	// is not empty, in digest order, without their content.
+	Referrers(ctx context.Context, repository, subject, artifactType string) ([]*metadatav1.Manifest, error)
+	// LinkBlob records that a repository holds a blob.
+	LinkBlob(ctx context.Context, repository, digest string, now time.Time) error
+	// UnlinkBlob removes that link; ErrNotFound when there is none.
+	UnlinkBlob(ctx context.Context, repository, digest string) error
+	// HasBlob reports whether the repository links the blob, or one of the
+	// images or manifests its references point at needs it.
+	HasBlob(ctx context.Context, repository, digest string) (bool, error)
 	// ListImages returns up to q.Limit candidate rows in (created, id)
 	// descending order, after q.After, that match q's conditions.
 	ListImages(ctx context.Context, q ListQuery) ([]ListRow, error)

@@ -215,12 +215,13 @@ func (s *Service) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOp
 			}
 		}
 		for _, r := range tags {
-			if err := s.setTag(ctx, tx, r, id, now); err != nil {
+			if err := s.setTag(ctx, tx, r, id, p.img.GetManifest().GetDigest(), now); err != nil {
 				return err
 			}
 		}
 		for _, r := range digests {
-			if _, err := tx.SetRef(ctx, Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id}, now); err != nil {
+			ref := Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id, Repository: r.Repository().String(), Digest: r.Digest().String()}
+			if _, err := tx.SetRef(ctx, ref, now); err != nil {
 				return err
 			}
 		}
@@ -230,8 +231,10 @@ func (s *Service) PutImage(ctx context.Context, in *metadatav1.Image, opts PutOp
 	return out, err
 }
 
-func (s *Service) setTag(ctx context.Context, tx Tx, r reference.Reference, id string, now time.Time) error {
-	if _, err := tx.SetRef(ctx, Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id, IsTag: true}, now); err != nil {
+// setTag points the tag r at the image id and its manifest d.
+func (s *Service) setTag(ctx context.Context, tx Tx, r reference.Reference, id, d string, now time.Time) error {
+	ref := Ref{Name: r.String(), Familiar: r.Familiar(), ImageID: id, IsTag: true, Repository: r.Repository().String(), Digest: d}
+	if _, err := tx.SetRef(ctx, ref, now); err != nil {
 		return err
 	}
 	return tx.AppendEvent(ctx, event(ctx, now, metadatav1.EventAction_EVENT_ACTION_TAG, id, r.Familiar(), nil))
@@ -386,12 +389,38 @@ func (s *Service) TagImage(ctx context.Context, source, target string) (string, 
 		if err != nil {
 			return err
 		}
-		return s.setTag(ctx, tx, r, id, s.now())
+		d, err := s.sourceManifest(ctx, tx, source, id)
+		if err != nil {
+			return err
+		}
+		return s.setTag(ctx, tx, r, id, d, s.now())
 	})
 	if err != nil {
 		return "", "", err
 	}
 	return id, r.Familiar(), nil
+}
+
+// sourceManifest returns the manifest a tag made from source points at: the
+// one the reference source points at (a pushed manifest of the image, or an
+// index), or else the image's own.
+func (s *Service) sourceManifest(ctx context.Context, tx Tx, source, id string) (string, error) {
+	if _, isID := reference.ParseID(source); !isID {
+		if r, err := reference.ParseDefaultTag(source); err == nil {
+			rf, err := tx.Ref(ctx, r.String())
+			if err == nil && rf.ImageID == id && rf.Digest != "" {
+				return rf.Digest, nil
+			}
+			if err != nil && !errdefs.IsNotFound(err) {
+				return "", err
+			}
+		}
+	}
+	img, err := tx.Image(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return img.GetManifest().GetDigest(), nil
 }
 
 func (s *Service) UntagImage(ctx context.Context, in string) (string, error) {

@@ -89,6 +89,35 @@ type Store interface {
 	// that matches the filters, in order, until ctx ends or fn fails. Events
 	// of every replica sharing the database arrive.
 	WatchEvents(ctx context.Context, since time.Time, filters []*metadatav1.Filter, fn func(*metadatav1.Event) error) error
+
+	// PutManifest records a manifest or index pushed to a repository (a
+	// registry's name, "team/app") and points the tags at it, recording
+	// opts.Image too when set. Every index entry must be in the repository
+	// (ErrFailedPrecondition otherwise); content that does not match the
+	// digest is ErrInvalidArgument (reason DIGEST_INVALID).
+	PutManifest(ctx context.Context, repo string, m *metadatav1.Manifest, opts ManifestOptions) (*metadatav1.Manifest, error)
+	// GetManifest returns the manifest a repository holds under a tag or
+	// digest, with its content (ErrNotFound, reason MANIFEST_UNKNOWN).
+	GetManifest(ctx context.Context, repo, ref string) (*metadatav1.Manifest, error)
+	// DeleteManifest removes a tag of a repository, or a digest and the
+	// repository's tags that point at it, and returns what it removed as
+	// Docker shows it. Images stay, dangling when that was their last
+	// reference.
+	DeleteManifest(ctx context.Context, repo, ref string) ([]string, error)
+	// ListTags returns up to n of a repository's tags after last, in
+	// lexical order, and whether more follow (ErrNotFound, reason
+	// NAME_UNKNOWN, for a repository that holds nothing).
+	ListTags(ctx context.Context, repo string, n int, last string) ([]string, bool, error)
+	// ListReferrers returns the manifests of a repository whose subject is
+	// the digest (of the artifact type, when not empty), in digest order.
+	ListReferrers(ctx context.Context, repo, subject, artifactType string) ([]*metadatav1.Manifest, error)
+	// LinkBlob records that a repository holds a blob pushed or mounted there.
+	LinkBlob(ctx context.Context, repo, digest string) error
+	// UnlinkBlob removes that link (ErrNotFound when there is none).
+	UnlinkBlob(ctx context.Context, repo, digest string) error
+	// HasBlob reports whether a repository holds a blob: linked, or needed
+	// by an image or manifest one of its references points at.
+	HasBlob(ctx context.Context, repo, digest string) (bool, error)
 }
 
 // PutOptions are the side effects of recording an image.

@@ -191,3 +191,51 @@ func (c Client) WatchEvents(ctx context.Context, since time.Time, filters []*met
 		}
 	}
 }
+
+// PutManifest implements image.Store.
+func (c Client) PutManifest(ctx context.Context, repo string, m *metadatav1.Manifest, opts image.ManifestOptions) (*metadatav1.Manifest, error) {
+	r, err := c.C.PutManifest(ctx, &metadatav1.PutManifestRequest{Repository: repo, Tags: opts.Tags, Manifest: m, Image: opts.Image})
+	return r.GetManifest(), err
+}
+
+// GetManifest implements image.Store.
+func (c Client) GetManifest(ctx context.Context, repo, ref string) (*metadatav1.Manifest, error) {
+	r, err := c.C.GetManifest(ctx, &metadatav1.GetManifestRequest{Repository: repo, Reference: ref})
+	return r.GetManifest(), err
+}
+
+// DeleteManifest implements image.Store.
+func (c Client) DeleteManifest(ctx context.Context, repo, ref string) ([]string, error) {
+	r, err := c.C.DeleteManifest(ctx, &metadatav1.DeleteManifestRequest{Repository: repo, Reference: ref})
+	return r.GetUntagged(), err
+}
+
+// ListTags implements image.Store.
+func (c Client) ListTags(ctx context.Context, repo string, n int, last string) ([]string, bool, error) {
+	r, err := c.C.ListTags(ctx, &metadatav1.ListTagsRequest{Repository: repo, PageSize: int32(n), Last: last})
+	return r.GetTags(), r.GetMore(), err
+}
+
+// ListReferrers implements image.Store.
+func (c Client) ListReferrers(ctx context.Context, repo, subject, artifactType string) ([]*metadatav1.Manifest, error) {
+	r, err := c.C.ListReferrers(ctx, &metadatav1.ListReferrersRequest{Repository: repo, Digest: subject, ArtifactType: artifactType})
+	return r.GetReferrers(), err
+}
+
+// LinkBlob implements image.Store.
+func (c Client) LinkBlob(ctx context.Context, repo, digest string) error {
+	_, err := c.C.LinkBlob(ctx, &metadatav1.LinkBlobRequest{Repository: repo, Digest: digest})
+	return err
+}
+
+// UnlinkBlob implements image.Store.
+func (c Client) UnlinkBlob(ctx context.Context, repo, digest string) error {
+	_, err := c.C.UnlinkBlob(ctx, &metadatav1.UnlinkBlobRequest{Repository: repo, Digest: digest})
+	return err
+}
+
+// HasBlob implements image.Store.
+func (c Client) HasBlob(ctx context.Context, repo, digest string) (bool, error) {
+	r, err := c.C.HasBlob(ctx, &metadatav1.HasBlobRequest{Repository: repo, Digest: digest})
+	return r.GetFound(), err
+}

@@ -317,3 +317,119 @@ func (s *Server) WatchEvents(req *metadatav1.WatchEventsRequest, stream metadata
 	}
 	return err
 }
+
+// missingBlobs returns those of the digests the blob store does not hold.
+func (s *Server) missingBlobs(ctx context.Context, digests []string) ([]string, error) {
+	need := make([]digest.Digest, 0, len(digests))
+	for _, d := range digests {
+		if pd, err := digest.Parse(d); err == nil {
+			need = append(need, pd)
+		}
+	}
+	found, err := s.blobs.Exists(ctx, need)
+	if err != nil {
+		return nil, errdefs.Unavailable("checking blobs with the blob store: %v", err)
+	}
+	var missing []string
+	for _, d := range need {
+		if _, ok := found[d]; !ok {
+			missing = append(missing, d.String())
+		}
+	}
+	return missing, nil
+}
+
+// PutManifest implements metadatav1.ImageServiceServer.
+func (s *Server) PutManifest(ctx context.Context, req *metadatav1.PutManifestRequest) (*metadatav1.PutManifestResponse, error) {
+	checked := s.now()
+	need := image.ManifestBlobs(req.GetManifest())
+	if req.GetImage() != nil {
+		for _, d := range neededBlobs(req.GetImage()) {
+			need = append(need, d.String())
+		}
+	}
+	missing, err := s.missingBlobs(ctx, need)
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		return nil, errdefs.FailedPrecondition("manifest %s: the blob store does not hold %s", req.GetManifest().GetDigest(), strings.Join(missing, ", ")).
+			WithReason("BLOBS_MISSING").WithDetail("missing", strings.Join(missing, ","))
+	}
+	m, err := s.images.PutManifest(ctx, req.GetRepository(), req.GetManifest(), image.ManifestOptions{
+		Tags: req.GetTags(), Image: req.GetImage(), BlobsCheckedAt: checked,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &metadatav1.PutManifestResponse{Manifest: m}, nil
+}
+
+// GetManifest implements metadatav1.ImageServiceServer.
+func (s *Server) GetManifest(ctx context.Context, req *metadatav1.GetManifestRequest) (*metadatav1.GetManifestResponse, error) {
+	m, err := s.images.GetManifest(ctx, req.GetRepository(), req.GetReference())
+	if err != nil {
+		return nil, err
+	}
+	return &metadatav1.GetManifestResponse{Manifest: m}, nil
+}
+
+// DeleteManifest implements metadatav1.ImageServiceServer.
+func (s *Server) DeleteManifest(ctx context.Context, req *metadatav1.DeleteManifestRequest) (*metadatav1.DeleteManifestResponse, error) {
+	untagged, err := s.images.DeleteManifest(ctx, req.GetRepository(), req.GetReference())
+	if err != nil {
+		return nil, err
+	}
+	return &metadatav1.DeleteManifestResponse{Untagged: untagged}, nil
+}
+
+// ListTags implements metadatav1.ImageServiceServer.
+func (s *Server) ListTags(ctx context.Context, req *metadatav1.ListTagsRequest) (*metadatav1.ListTagsResponse, error) {
+	tags, more, err := s.images.ListTags(ctx, req.GetRepository(), int(req.GetPageSize()), req.GetLast())
+	if err != nil {
+		return nil, err
+	}
+	return &metadatav1.ListTagsResponse{Tags: tags, More: more}, nil
+}
+
+// ListReferrers implements metadatav1.ImageServiceServer.
+func (s *Server) ListReferrers(ctx context.Context, req *metadatav1.ListReferrersRequest) (*metadatav1.ListReferrersResponse, error) {
+	refs, err := s.images.ListReferrers(ctx, req.GetRepository(), req.GetDigest(), req.GetArtifactType())
+	if err != nil {
+		return nil, err
+	}
+	return &metadatav1.ListReferrersResponse{Referrers: refs}, nil
+}
+
+// LinkBlob implements metadatav1.ImageServiceServer.
+func (s *Server) LinkBlob(ctx context.Context, req *metadatav1.LinkBlobRequest) (*metadatav1.LinkBlobResponse, error) {
+	missing, err := s.missingBlobs(ctx, []string{req.GetDigest()})
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		return nil, errdefs.FailedPrecondition("blob %s: the blob store does not hold it", req.GetDigest()).
+			WithReason("BLOBS_MISSING").WithDetail("missing", req.GetDigest())
+	}
+	if err := s.images.LinkBlob(ctx, req.GetRepository(), req.GetDigest()); err != nil {
+		return nil, err
+	}
+	return &metadatav1.LinkBlobResponse{}, nil
+}
+
+// UnlinkBlob implements metadatav1.ImageServiceServer.
+func (s *Server) UnlinkBlob(ctx context.Context, req *metadatav1.UnlinkBlobRequest) (*metadatav1.UnlinkBlobResponse, error) {
+	if err := s.images.UnlinkBlob(ctx, req.GetRepository(), req.GetDigest()); err != nil {
+		return nil, err
+	}
+	return &metadatav1.UnlinkBlobResponse{}, nil
+}
+
+// HasBlob implements metadatav1.ImageServiceServer.
+func (s *Server) HasBlob(ctx context.Context, req *metadatav1.HasBlobRequest) (*metadatav1.HasBlobResponse, error) {
+	ok, err := s.images.HasBlob(ctx, req.GetRepository(), req.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	return &metadatav1.HasBlobResponse{Found: ok}, nil
+}

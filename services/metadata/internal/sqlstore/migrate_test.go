@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,6 +77,54 @@ func testBackfill(t *testing.T, db *DB) {
 	}
 	if diff := cmp.Diff(before, snapshot()); diff != "" {
 		t.Errorf("backfilled columns differ from the maintained ones (-maintained +backfilled):\n%s", diff)
+	}
+
+	// The manifests migration gives every reference its repository and
+	// manifest, as SetRef does.
+	if _, err := s.PutImage(ctx, chain[1], image.PutOptions{RepoDigests: []string{"localhost:5000/team/app@" + chain[1].GetManifest().GetDigest()},
+		Tags: []string{"localhost:5000/team/app:v1.2-rc_3"}}); err != nil {
+		t.Fatal(err)
+	}
+	refsNow := func() [][]string {
+		pool, _ := db.d.reader()
+		rows, err := pool.QueryContext(ctx, `SELECT name, repository, digest FROM refs ORDER BY name`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out [][]string
+		for rows.Next() {
+			var n, r, d string
+			if err := rows.Scan(&n, &r, &d); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, []string{n, r, d})
+		}
+		return out
+	}
+	before = refsNow()
+	if _, err := pool.ExecContext(ctx, `UPDATE refs SET repository = '', digest = ''`); err != nil {
+		t.Fatal(err)
+	}
+	// The migration that added the columns backfills them.
+	found, _ := fs.Glob(migrations, "migrations/"+db.d.name()+"/*_manifests.sql")
+	if len(found) != 1 {
+		t.Fatalf("migrations named *_manifests.sql: %v, want one", found)
+	}
+	body, err := migrations.ReadFile(found[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rest := string(body); strings.Contains(rest, "UPDATE refs SET"); {
+		rest = rest[strings.Index(rest, "UPDATE refs SET"):]
+		update := rest[:strings.Index(rest, ";")+1]
+		rest = rest[len(update):]
+		if _, err := pool.ExecContext(ctx, update); err != nil {
+			t.Fatalf("backfill of refs: %v", err)
+		}
+	}
+	if diff := cmp.Diff(before, refsNow()); diff != "" {
+		t.Errorf("backfilled references differ from the maintained ones (-maintained +backfilled):\n%s", diff)
 	}
 }
 

@@ -373,7 +373,7 @@ func (t *txn) ChainInUse(ctx context.Context, chainID string) (bool, error) {
 
 func (t *txn) Resolve(ctx context.Context, name string) (string, error) {
 	var id string
-	err := t.queryRow(ctx, `SELECT image_id FROM refs WHERE name = $1`, name).Scan(&id)
+	err := t.queryRow(ctx, `SELECT image_id FROM refs WHERE name = $1 AND image_id <> ''`, name).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errdefs.NotFound("No such image: %s", name).WithReason("IMAGE_NOT_FOUND")
 	}
@@ -407,8 +407,8 @@ func (t *txn) Refs(ctx context.Context, ids []string) (map[string][]image.Ref, e
 }
 
 func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, error) {
-	var prev string
-	err := t.queryRow(ctx, `SELECT image_id FROM refs WHERE name = $1`, r.Name).Scan(&prev)
+	var prev, prevDigest string
+	err := t.queryRow(ctx, `SELECT image_id, digest FROM refs WHERE name = $1`, r.Name).Scan(&prev, &prevDigest)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", err
 	}
@@ -416,13 +416,19 @@ func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, e
 	if r.IsTag {
 		tag = 1
 	}
-	// The name determines familiar and is_tag: a move changes the image
-	// (and SQLite then leaves the index of familiar names alone).
-	_, err = t.exec(ctx, `INSERT INTO refs (name, familiar, image_id, is_tag, created) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (name) DO UPDATE SET image_id = excluded.image_id, created = excluded.created`,
-		r.Name, r.Familiar, r.ImageID, tag, now.UnixNano())
+	// The name determines familiar, is_tag and repository: a move changes
+	// the image and the manifest (and SQLite then leaves the index of
+	// familiar names alone).
+	_, err = t.exec(ctx, `INSERT INTO refs (name, familiar, image_id, is_tag, created, repository, digest) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (name) DO UPDATE SET image_id = excluded.image_id, created = excluded.created, digest = excluded.digest`,
+		r.Name, r.Familiar, r.ImageID, tag, now.UnixNano(), r.Repository, r.Digest)
 	if err != nil {
 		return "", err
+	}
+	if prevDigest != r.Digest {
+		if err := t.forgetManifest(ctx, prevDigest); err != nil {
+			return "", err
+		}
 	}
 	if prev == r.ImageID && !r.IsTag {
 		return prev, nil // the image's references are what they were
@@ -432,6 +438,39 @@ func (t *txn) SetRef(ctx context.Context, r image.Ref, now time.Time) (string, e
 		tagged = now.UnixNano()
 	}
 	return prev, t.refColumns(ctx, r.ImageID, prev, tagged)
+}
+
+// forgetManifest removes the pushed manifest d when no reference and no
+// index points at it any more, and then the manifests only it listed.
+func (t *txn) forgetManifest(ctx context.Context, d string) error {
+	if d == "" {
+		return nil
+	}
+	if used, err := t.exists(ctx, `SELECT 1 FROM refs WHERE digest = $1 LIMIT 1`, d); err != nil || used {
+		return err
+	}
+	if listed, err := t.exists(ctx, `SELECT 1 FROM manifest_needs WHERE digest = $1 AND is_manifest = 1 LIMIT 1`, d); err != nil || listed {
+		return err
+	}
+	rows, err := t.query(ctx, `SELECT digest FROM manifest_needs WHERE manifest = $1 AND is_manifest = 1`, d)
+	if err != nil {
+		return err
+	}
+	children, err := scanStrings(rows)
+	if err != nil {
+		return err
+	}
+	for _, q := range []string{`DELETE FROM manifest_needs WHERE manifest = $1`, `DELETE FROM manifests WHERE digest = $1`} {
+		if _, err := t.exec(ctx, q, d); err != nil {
+			return err
+		}
+	}
+	for _, c := range children {
+		if err := t.forgetManifest(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // refColumns recomputes the reference columns (refs, ref_count, tag_count)
@@ -450,15 +489,219 @@ func (t *txn) refColumns(ctx context.Context, a, b string, tagged int64) error {
 }
 
 func (t *txn) DeleteRef(ctx context.Context, name string) (string, error) {
-	var id string
-	err := t.queryRow(ctx, `DELETE FROM refs WHERE name = $1 RETURNING image_id`, name).Scan(&id)
+	var id, d string
+	err := t.queryRow(ctx, `DELETE FROM refs WHERE name = $1 RETURNING image_id, digest`, name).Scan(&id, &d)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errdefs.NotFound("No such image: %s", name).WithReason("TAG_NOT_FOUND")
 	}
 	if err != nil {
 		return "", err
 	}
+	if err := t.forgetManifest(ctx, d); err != nil {
+		return "", err
+	}
 	return id, t.refColumns(ctx, id, "", 0)
+}
+
+func scanRefs(rows *sql.Rows) ([]image.Ref, error) {
+	defer rows.Close()
+	var out []image.Ref
+	for rows.Next() {
+		var r image.Ref
+		var tag int
+		if err := rows.Scan(&r.Name, &r.Familiar, &r.ImageID, &tag, &r.Repository, &r.Digest); err != nil {
+			return nil, err
+		}
+		r.IsTag = tag != 0
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+const refColumnList = `name, familiar, image_id, is_tag, repository, digest`
+
+func (t *txn) Ref(ctx context.Context, name string) (image.Ref, error) {
+	rows, err := t.query(ctx, `SELECT `+refColumnList+` FROM refs WHERE name = $1`, name)
+	if err != nil {
+		return image.Ref{}, err
+	}
+	refs, err := scanRefs(rows)
+	if err != nil {
+		return image.Ref{}, err
+	}
+	if len(refs) == 0 {
+		return image.Ref{}, errdefs.NotFound("No such image: %s", name).WithReason("TAG_NOT_FOUND")
+	}
+	return refs[0], nil
+}
+
+func (t *txn) RepositoryRefs(ctx context.Context, repository, digest string) ([]image.Ref, error) {
+	rows, err := t.query(ctx, `SELECT `+refColumnList+` FROM refs WHERE repository = $1 AND digest = $2 ORDER BY name`, repository, digest)
+	if err != nil {
+		return nil, err
+	}
+	return scanRefs(rows)
+}
+
+func (t *txn) Tags(ctx context.Context, repository, after string, limit int) ([]string, error) {
+	prefix := repository + ":"
+	rows, err := t.query(ctx, `SELECT name FROM refs WHERE repository = $1 AND is_tag = 1 AND name > $2 ORDER BY name LIMIT $3`,
+		repository, prefix+after, limit)
+	if err != nil {
+		return nil, err
+	}
+	names, err := scanStrings(rows)
+	for i, n := range names {
+		names[i] = strings.TrimPrefix(n, prefix)
+	}
+	return names, err
+}
+
+func (t *txn) HasRepository(ctx context.Context, repository string) (bool, error) {
+	if ok, err := t.exists(ctx, `SELECT 1 FROM refs WHERE repository = $1 LIMIT 1`, repository); err != nil || ok {
+		return ok, err
+	}
+	return t.exists(ctx, `SELECT 1 FROM repo_blobs WHERE repository = $1 LIMIT 1`, repository)
+}
+
+func (t *txn) InsertManifest(ctx context.Context, n image.NewManifest) error {
+	m := n.Manifest
+	annotations := "{}"
+	if len(m.GetAnnotations()) > 0 {
+		b, err := json.Marshal(m.GetAnnotations())
+		if err != nil {
+			return err
+		}
+		annotations = string(b)
+	}
+	res, err := t.exec(ctx, `INSERT INTO manifests (digest, media_type, artifact_type, subject, image_id, annotations, size, content, created)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (digest) DO NOTHING`,
+		m.GetDigest(), m.GetMediaType(), m.GetArtifactType(), m.GetSubject(), m.GetImageId(), annotations,
+		len(m.GetContent()), m.GetContent(), n.Created.UnixNano())
+	if err != nil {
+		return err
+	}
+	if k, err := res.RowsAffected(); err != nil || k == 0 {
+		return err // recorded already, with what it needs
+	}
+	var rows [][]any
+	seen := map[string]bool{}
+	for _, list := range []struct {
+		digests    []string
+		isManifest int
+	}{{n.Blobs, 0}, {n.Manifests, 1}} {
+		for _, d := range list.digests {
+			if !seen[d] {
+				seen[d] = true
+				rows = append(rows, []any{m.GetDigest(), d, list.isManifest})
+			}
+		}
+	}
+	return t.insertRows(ctx, "manifest_needs (manifest, digest, is_manifest)", rows, "")
+}
+
+func (t *txn) Manifest(ctx context.Context, d string) (*metadatav1.Manifest, error) {
+	m := &metadatav1.Manifest{}
+	var annotations string
+	err := t.queryRow(ctx, `SELECT digest, media_type, artifact_type, subject, image_id, annotations, content FROM manifests WHERE digest = $1`, d).
+		Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &m.Subject, &m.ImageId, &annotations, &m.Content)
+	if err == nil {
+		m.Size = int64(len(m.Content))
+		if err := json.Unmarshal([]byte(annotations), &m.Annotations); err != nil {
+			return nil, errdefs.Internal("manifest %s: stored annotations do not decode: %v", d, err)
+		}
+		return m, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	// The manifest of an image recorded by a build, an import, a load or
+	// a pull.
+	var id string
+	var rec []byte
+	err = t.queryRow(ctx, `SELECT id, record FROM images WHERE manifest_digest = $1 LIMIT 1`, d).Scan(&id, &rec)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errdefs.NotFound("manifest %s not found", d).WithReason("MANIFEST_UNKNOWN").WithDetail("digest", d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	img := &metadatav1.Image{}
+	if err := proto.Unmarshal(rec, img); err != nil {
+		return nil, errdefs.Internal("image %s: stored record does not decode: %v", id, err)
+	}
+	m = &metadatav1.Manifest{Digest: d, MediaType: img.GetManifest().GetMediaType(), Content: img.GetManifestBytes(), ImageId: id, Size: int64(len(img.GetManifestBytes()))}
+	if m.MediaType == "" {
+		var doc struct {
+			MediaType string `json:"mediaType"`
+		}
+		_ = json.Unmarshal(m.Content, &doc)
+		m.MediaType = doc.MediaType
+	}
+	return m, nil
+}
+
+func (t *txn) Referrers(ctx context.Context, repository, subject, artifactType string) ([]*metadatav1.Manifest, error) {
+	q := `SELECT m.digest, m.media_type, m.artifact_type, m.annotations, m.size FROM manifests m
+		WHERE m.subject = $1 AND EXISTS (SELECT 1 FROM refs r WHERE r.repository = $2 AND r.digest = m.digest)`
+	a := []any{subject, repository}
+	if artifactType != "" {
+		q += ` AND m.artifact_type = $3`
+		a = append(a, artifactType)
+	}
+	rows, err := t.query(ctx, q+` ORDER BY m.digest`, a...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*metadatav1.Manifest
+	for rows.Next() {
+		m := &metadatav1.Manifest{Subject: subject}
+		var annotations string
+		if err := rows.Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &annotations, &m.Size); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(annotations), &m.Annotations); err != nil {
+			return nil, errdefs.Internal("manifest %s: stored annotations do not decode: %v", m.Digest, err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func (t *txn) LinkBlob(ctx context.Context, repository, digest string, now time.Time) error {
+	_, err := t.exec(ctx, `INSERT INTO repo_blobs (repository, digest, created) VALUES ($1, $2, $3) ON CONFLICT (repository, digest) DO NOTHING`,
+		repository, digest, now.UnixNano())
+	return err
+}
+
+func (t *txn) UnlinkBlob(ctx context.Context, repository, digest string) error {
+	res, err := t.exec(ctx, `DELETE FROM repo_blobs WHERE repository = $1 AND digest = $2`, repository, digest)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		if err == nil {
+			err = errdefs.NotFound("blob %s not found in repository %s", digest, repository).WithReason("BLOB_UNKNOWN").
+				WithDetail("digest", digest).WithDetail("repository", repository)
+		}
+		return err
+	}
+	return nil
+}
+
+func (t *txn) HasBlob(ctx context.Context, repository, digest string) (bool, error) {
+	for _, q := range []string{
+		`SELECT 1 FROM repo_blobs WHERE repository = $1 AND digest = $2`,
+		`SELECT 1 FROM refs WHERE repository = $1 AND digest = $2 LIMIT 1`,
+		`SELECT 1 FROM blobs b JOIN refs r ON r.image_id = b.image_id WHERE b.digest = $2 AND r.repository = $1 LIMIT 1`,
+		`SELECT 1 FROM manifest_needs n JOIN refs r ON r.digest = n.manifest WHERE n.digest = $2 AND r.repository = $1 LIMIT 1`,
+	} {
+		if ok, err := t.exists(ctx, q, repository, digest); err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 func (t *txn) ListImages(ctx context.Context, q image.ListQuery) ([]image.ListRow, error) {
@@ -670,8 +913,17 @@ func (t *txn) DeleteCacheRecords(ctx context.Context, before time.Time) ([]strin
 	return scanStrings(rows)
 }
 
+// referenced selects the blobs something needs that match cond (on the
+// column digest): an image's (manifest, config, layers) or a pushed
+// manifest's (itself, its config, layers and index entries). UNION makes
+// them distinct; the condition is in each part, where the indexes are.
+func referenced(cond string) string {
+	return `SELECT digest FROM blobs WHERE ` + cond + ` UNION SELECT digest FROM manifest_needs WHERE ` + cond +
+		` UNION SELECT digest FROM manifests WHERE ` + cond
+}
+
 func (t *txn) ReferencedBlobs(ctx context.Context, after string, limit int) ([]string, error) {
-	rows, err := t.query(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2`, after, limit)
+	rows, err := t.query(ctx, referenced(`digest > $1`)+` ORDER BY digest LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -681,7 +933,7 @@ func (t *txn) ReferencedBlobs(ctx context.Context, after string, limit int) ([]s
 func (t *txn) Referenced(ctx context.Context, digests []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, c := range chunks(digests, chunk) {
-		rows, err := t.direct().QueryContext(ctx, `SELECT DISTINCT digest FROM blobs WHERE digest IN `+in(1, len(c)), args(c)...)
+		rows, err := t.direct().QueryContext(ctx, referenced(`digest IN `+in(1, len(c))), args(c)...)
 		if err != nil {
 			return nil, err
 		}
@@ -705,7 +957,7 @@ func (t *txn) Usage(ctx context.Context) (image.Usage, error) {
 		dest []any
 	}{
 		{`SELECT COUNT(*) FROM images`, []any{&u.Images}},
-		{`SELECT COUNT(DISTINCT image_id) FROM refs WHERE is_tag = 1`, []any{&u.ActiveImages}},
+		{`SELECT COUNT(DISTINCT image_id) FROM refs WHERE is_tag = 1 AND image_id <> ''`, []any{&u.ActiveImages}},
 		{`SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(diff_size) AS s FROM layers GROUP BY chain_id) t`, []any{&u.ImagesSize}},
 		{`SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(diff_size) AS s FROM layers WHERE chain_id NOT IN (` + tagged + `) GROUP BY chain_id) t`, []any{&u.ImagesReclaimable}},
 		{`SELECT COUNT(*), COALESCE(SUM(s), 0) FROM (SELECT MAX(size) AS s FROM layers GROUP BY digest) t`, []any{&u.Layers, &u.LayersSize}},
@@ -752,7 +1004,10 @@ func (t *txn) SetCollected(ctx context.Context, digest string, deleted bool, at 
 		_, err := t.exec(ctx, `DELETE FROM gc_marks WHERE digest = $1 AND deleted_at = 0`, digest)
 		return err
 	}
-	_, err := t.exec(ctx, `UPDATE gc_marks SET deleted_at = $1 WHERE digest = $2`, at.UnixNano(), digest)
+	if _, err := t.exec(ctx, `UPDATE gc_marks SET deleted_at = $1 WHERE digest = $2`, at.UnixNano(), digest); err != nil {
+		return err
+	}
+	_, err := t.exec(ctx, `DELETE FROM repo_blobs WHERE digest = $1`, digest)
 	return err
 }
 

@@ -49,6 +49,8 @@ func TestStore(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"ListPagedWhileAdding", testListPagedWhileAdding},
 		{"DeleteWhileReading", testDeleteWhileReading},
 		{"Uploads", testUploads},
+		{"SHA512", testSHA512},
+		{"ResumeExactly", testResumeExactly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -335,7 +337,7 @@ var MalformedDigests = []string{
 	"sha256:" + strings.Repeat("a", 63),
 	"sha256:" + strings.Repeat("a", 65),
 	"md5:" + strings.Repeat("a", 32),
-	"sha512:" + strings.Repeat("a", 128),
+	"sha512:" + strings.Repeat("a", 127),
 	strings.Repeat("a", 64),
 	"sha256:" + strings.Repeat("a", 62) + "/x",
 }
@@ -1063,5 +1065,101 @@ func testJanitorsOnEveryReplica(t *testing.T, a, b blob.Store) {
 	}
 	if _, err := hw.Commit(ctx, ""); err != nil {
 		t.Fatalf("Commit of the held upload after both janitors ran = %v", err)
+	}
+}
+
+// testSHA512 stores a blob under a declared sha512 digest, beside a sha256
+// one, and lists both in digest order.
+func testSHA512(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	data := Content(512, 3000)
+	d512 := digest.SHA512.FromBytes(data)
+	d256 := digest.SHA256.FromBytes(data)
+	for _, d := range []digest.Digest{d512, d256} {
+		w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "sha-" + string(d.Algorithm()), Expected: d, Size: int64(len(data))})
+		if err != nil {
+			t.Fatalf("NewWriter(%s) = %v", d, err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Commit(ctx, ""); err != nil {
+			t.Fatalf("Commit(%s) = %v", d, err)
+		}
+		w.Close()
+	}
+	rc, info, err := s.Open(ctx, d512, 0, 0)
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", d512, err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, data) || info.Digest != d512 {
+		t.Errorf("Open(%s) read %d bytes (%v), info %+v; want the blob", d512, len(got), err, info)
+	}
+	list, err := s.List(ctx, "", 10)
+	if err != nil || len(list) != 2 || list[0].Digest != d256 || list[1].Digest != d512 {
+		t.Errorf("List = %+v, %v; want %s then %s", list, err, d256, d512)
+	}
+	if list, err := s.List(ctx, d256, 10); err != nil || len(list) != 1 || list[0].Digest != d512 {
+		t.Errorf("List(after %s) = %+v, %v; want %s", d256, list, err, d512)
+	}
+	wrong := digest.SHA512.FromString("other")
+	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "sha-wrong", Expected: wrong, Size: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.Commit(ctx, "")
+	wantKind(t, "Commit of a wrong sha512 digest", err, errdefs.ErrInvalidArgument)
+}
+
+// testResumeExactly writes a blob in pieces that fall anywhere, each by a
+// writer of its own closed without a commit: every writer resumes at the
+// last byte the one before it took (the registry's chunked uploads).
+func testResumeExactly(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	data := Content(7, 13<<20+333)
+	d := digest.FromBytes(data)
+	const ref = "exact"
+	for off, piece := 0, 1; off < len(data); piece *= 3 {
+		w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Offset() != int64(off) {
+			t.Fatalf("a writer resumed at %d, want %d", w.Offset(), off)
+		}
+		end := min(off+piece*4099, len(data))
+		if _, err := w.Write(data[off:end]); err != nil {
+			t.Fatal(err)
+		}
+		if end == len(data) {
+			if _, err := w.Commit(ctx, d); err != nil {
+				t.Fatalf("Commit = %v", err)
+			}
+			w.Close()
+			break
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("Close at %d = %v", end, err)
+		}
+		u, err := s.Upload(ctx, ref)
+		if err != nil || u.Offset != int64(end) {
+			t.Fatalf("Upload after a Close at %d = %+v, %v", end, u, err)
+		}
+		off = end
+	}
+	rc, _, err := s.Open(ctx, d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, data) {
+		t.Errorf("the blob reads back as %d other bytes", len(got))
 	}
 }

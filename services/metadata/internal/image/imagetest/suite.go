@@ -77,6 +77,7 @@ func TestStore(t *testing.T, newStore NewStore) {
 		{"PagingUnderWrites", testPagingUnderWrites},
 		{"DefaultPageSize", testDefaultPageSize},
 		{"Leases", testLeases},
+		{"Repository", testRepository},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewClock()

@@ -1,4 +1,4 @@
-// Package compression reads the compressed streams a builder takes in —
+// Package compression reads the compressed streams Strata takes in —
 // layers, ADD archives, import tarballs, load archives, pulled blobs —
 // through one decompressor with one set of bounds: a crafted stream can
 // neither make a decoder allocate past a fixed window nor expand past the
