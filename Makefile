@@ -7,13 +7,13 @@ export PATH := $(TOOLS):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
-MODULES := bench gen lib services/blobstore services/metadata services/builder services/registry cli
+MODULES := bench gen lib services/blobstore services/metadata services/builder services/registry cli deploy/k8s
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 FUZZTIME ?= 30s
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy fuzz lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry up down
+.PHONY: help tools deps generate build run demo test test-deploy test-scale fuzz lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry bench-scale up up-scale down
 
 # make bench writes its table here as JSON; make bench-compare OLD.json
 # compares it with an earlier one.
@@ -58,6 +58,9 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one at a time
 test-deploy: build ## Run the compose test alone: the stack on the Docker Engine, SQLite then PostgreSQL
 	deploy/test.sh
 
+test-scale: build ## The scale test: replicas on PostgreSQL and S3 in compose, 30 builds twice, replicas killed mid-round
+	deploy/test-scale.sh
+
 lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ freshness
 	buf lint
 	buf format --diff --exit-code
@@ -95,6 +98,11 @@ bench-meta: ## Metadata: GetImage, TagImage, ListImages through gRPC at 100,000 
 	go test -count=1 -run '^$$' -bench BenchmarkImageService -benchtime 1x -timeout 30m \
 	  ./services/metadata/internal/server/
 
+bench-scale: build ## Replicas on one machine: builds/min of 30 builds through 3 builders against 1, GetImage/s through 2 metadata replicas against 1 (medians)
+	deploy/bench-scale.sh $(or $(N),3)
+	go test -count=1 -run '^$$' -bench BenchmarkReplicasGetImage -benchtime 1x -timeout 30m \
+	  ./services/metadata/cmd/strata-metadata/
+
 bench-exec: ## The builder's layer pipeline, snapshots and runc sandbox (upper dir → gzip → blob store on fs and S3)
 	set -o pipefail; go test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m \
 	  ./services/builder/internal/layer/ ./services/builder/internal/snapshot/ ./services/builder/internal/sandbox/ | \
@@ -104,5 +112,9 @@ up: build ## Build the images and start the docker-compose stack, healthy (STRAT
 	@scripts/deps.sh
 	@deploy/stack.sh up
 
-down: ## Remove the docker-compose stack: containers, network and volumes
+up-scale: build ## Start the scale stack, healthy: PostgreSQL, S3, 2 blob stores, 2 metadata, 3 builders, 2 registries
+	@scripts/deps.sh
+	@STRATA_SCALE=1 deploy/stack.sh up
+
+down: ## Remove the docker-compose stack (either): containers, network and volumes
 	@deploy/stack.sh down

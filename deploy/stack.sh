@@ -9,6 +9,10 @@
 #   deploy/stack.sh compose ARGS...   any compose command on the same files
 # Environment:
 #   STRATA_METADATA_STORE=postgres   metadata on PostgreSQL (docker-compose.postgres.yml)
+#   STRATA_SCALE=1   replicas on PostgreSQL and S3 (docker-compose.scale.yml, `make
+#   up-scale`): STRATA_SCALE_BLOBSTORE (2), STRATA_SCALE_METADATA (2),
+#   STRATA_SCALE_BUILDER (3) and STRATA_SCALE_REGISTRY (2) of each, every one
+#   on a free host port
 #   COMPOSE_PROJECT_NAME (strata), STRATA_IMAGE_TAG (dev), STRATA_PUBLISH_ADDR
 #   (127.0.0.1), STRATA_{BUILDER,METADATA,BLOBSTORE}_PORT (50051-50053),
 #   STRATA_REGISTRY_PORT (5000)
@@ -38,11 +42,21 @@ if [ -z "${COMPOSE:-}" ]; then
   if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"; else COMPOSE=docker-compose; fi
 fi
 files=(-f docker-compose.yml)
+scale=()
+if [ -n "${STRATA_SCALE:-}" ]; then
+  STRATA_METADATA_STORE=postgres
+  scale=(--scale "blobstore=${STRATA_SCALE_BLOBSTORE:-2}" --scale "metadata=${STRATA_SCALE_METADATA:-2}"
+    --scale "builder=${STRATA_SCALE_BUILDER:-3}" --scale "registry=${STRATA_SCALE_REGISTRY:-2}")
+  # Replicas cannot share a host port: each gets a free one.
+  export STRATA_BUILDER_PORT=${STRATA_BUILDER_PORT-} STRATA_METADATA_PORT=${STRATA_METADATA_PORT-} STRATA_BLOBSTORE_PORT=${STRATA_BLOBSTORE_PORT-}
+  export STRATA_REGISTRY_PORT=${STRATA_REGISTRY_PORT-}
+fi
 case "${STRATA_METADATA_STORE:-sqlite}" in
   sqlite) ;;
   postgres) files+=(-f docker-compose.postgres.yml) ;;
   *) echo "STRATA_METADATA_STORE=${STRATA_METADATA_STORE}: want sqlite or postgres" >&2; exit 2 ;;
 esac
+[ -n "${STRATA_SCALE:-}" ] && files+=(-f docker-compose.scale.yml)
 compose() { $COMPOSE "${files[@]}" "$@"; }
 
 # wait_healthy polls every service's container until all report healthy, and
@@ -158,13 +172,20 @@ JSON
 }
 
 # addrs prints where the services' published ports are, as the CLI's
-# environment variables.
+# environment variables: a comma-separated list where a gRPC service has
+# replicas, which the CLI spreads its calls over; the registry's first
+# replica (HTTP clients take one address).
 addrs() {
-  local s port
+  local s id port list
   for s in builder:50051 metadata:50052 blobstore:50053 registry:5000; do
-    port=$(compose port "${s%:*}" "${s#*:}")
-    [ -n "$port" ] || { echo "${s%:*} publishes no port ${s#*:}" >&2; return 1; }
-    echo "STRATA_$(echo "${s%:*}" | tr a-z A-Z)_ADDR=$port"
+    list=
+    for id in $(compose ps -q "${s%:*}"); do
+      port=$(docker port "$id" "${s#*:}/tcp" | head -1)
+      [ -n "$port" ] && list+="${list:+,}$port"
+      [ "${s%:*}" = registry ] && [ -n "$list" ] && break
+    done
+    [ -n "$list" ] || { echo "${s%:*} publishes no port ${s#*:}" >&2; return 1; }
+    echo "STRATA_$(echo "${s%:*}" | tr a-z A-Z)_ADDR=$list"
   done
 }
 
@@ -176,7 +197,7 @@ case "$cmd" in
     if [ "${STRATA_METADATA_STORE:-sqlite}" = postgres ]; then ./debian-base.sh; fi
     secrets
     compose build
-    compose up -d
+    compose up -d "${scale[@]}"
     wait_healthy
     echo "strata: healthy (project $COMPOSE_PROJECT_NAME):" $(addrs)
     write_config

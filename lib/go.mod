@@ -23,6 +23,8 @@ require (
 
 require github.com/fsnotify/fsnotify v1.10.1
 
+require github.com/miekg/dns v1.1.73
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -75,8 +75,13 @@ var policy = map[string]Role{
 	metadatav1.ImageService_PruneCacheRecords_FullMethodName:   RoleAdmin,
 	metadatav1.ImageService_ListReferencedBlobs_FullMethodName: RoleRead,
 	metadatav1.ImageService_CollectGarbage_FullMethodName:      RoleAdmin,
-	metadatav1.ImageService_GetDiskUsage_FullMethodName:        RoleRead,
-	metadatav1.ImageService_WatchEvents_FullMethodName:         RoleRead,
+	// Leases keep blobs from garbage collection: what the builder (and the
+	// registry's uploads) hold while they store an image's blobs.
+	metadatav1.ImageService_CreateLease_FullMethodName:      RoleService,
+	metadatav1.ImageService_AddLeaseResource_FullMethodName: RoleService,
+	metadatav1.ImageService_DeleteLease_FullMethodName:      RoleService,
+	metadatav1.ImageService_GetDiskUsage_FullMethodName:     RoleRead,
+	metadatav1.ImageService_WatchEvents_FullMethodName:      RoleRead,
 
 	builderv1.BuildService_Build_FullMethodName:  RoleWrite,
 	builderv1.BuildService_Import_FullMethodName: RoleWrite,

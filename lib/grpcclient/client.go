@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -82,9 +81,11 @@ func (c *Config) Validate(fs *flagenv.Set) error {
 	return errors.Join(errs...)
 }
 
-// Dial returns a connection to addr. It does not wait for the server: the
-// first call does, and fails with UNAVAILABLE if it is down. It refuses to
-// send a token without TLS to an address that is not loopback.
+// Dial returns a connection to addr, a target of one of the forms
+// balance.go describes (one address, dns:///host:port, or a list of
+// replicas). It does not wait for the server: the first call does, and
+// fails with UNAVAILABLE if it is down. It refuses to send a token without
+// TLS to an address that is not loopback.
 func Dial(addr string, cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	secure := cfg.TLS || cfg.CAFile != "" || cfg.CertFile != ""
@@ -117,25 +118,27 @@ func Dial(addr string, cfg Config, opts ...grpc.DialOption) (*grpc.ClientConn, e
 		}
 		all = append(all, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: tokens[0].Value, Secure: !local}))
 	}
-	conn, err := grpc.NewClient(addr, append(all, opts...)...)
+	target, balanced := balance(addr)
+	all = append(all, balanced...)
+	conn, err := grpc.NewClient(target, append(all, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 	}
 	return conn, nil
 }
 
-// isLocal reports whether a dial target is on this machine: a loopback
-// host or a Unix socket.
+// isLocal reports whether a dial target is on this machine: loopback
+// hosts or a Unix socket.
 func isLocal(target string) bool {
 	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
 		return true
 	}
-	target = strings.TrimPrefix(strings.TrimPrefix(target, "dns:///"), "passthrough:///")
-	host, _, err := net.SplitHostPort(target)
-	if err != nil {
-		host = target
+	for _, h := range Hosts(target) {
+		if !auth.IsLoopback(h) {
+			return false
+		}
 	}
-	return auth.IsLoopback(host)
+	return true
 }
 
 // outgoing adds the request ID of ctx, when it has one, to the call's

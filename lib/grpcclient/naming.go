@@ -91,6 +91,8 @@ func transportCause(msg string) string {
 	switch {
 	case strings.Contains(msg, "produced zero addresses"):
 		return "its address resolves to no IP address"
+	case strings.Contains(msg, "health check failed"):
+		return "no replica is healthy (their gRPC health is NOT_SERVING: " + msg + ")"
 	case strings.Contains(msg, "error reading from server"), strings.Contains(msg, "transport is closing"):
 		return "the connection broke (" + msg + ")"
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/flagenv"
+	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/logging"
 )
 
@@ -119,9 +120,10 @@ func (c *Config) exposed() error {
 		c.Listen, strings.Join(missing, " and no "))
 }
 
-// ValidateAddr checks a "host:port" address; it is exported for the client
-// address flags of services that call other services.
-func ValidateAddr(addr string) error { return validateAddr(addr, false) }
+// ValidateAddr checks the address flags of services that call other
+// services: a target lib/grpcclient dials ("host:port", "dns:///host:port"
+// or a comma-separated list of replicas).
+func ValidateAddr(addr string) error { return grpcclient.ValidateTarget(addr) }
 
 func validateAddr(addr string, optional bool) error {
 	if addr == "" {

@@ -3197,7 +3197,9 @@ type CollectGarbageResponse struct {
 	// Blobs kept because something references them.
 	Referenced int64 `protobuf:"varint,3,opt,name=referenced,proto3" json:"referenced,omitempty"`
 	// Unreferenced blobs kept because they are younger than the grace period.
-	WithinGrace   int64 `protobuf:"varint,4,opt,name=within_grace,json=withinGrace,proto3" json:"within_grace,omitempty"`
+	WithinGrace int64 `protobuf:"varint,4,opt,name=within_grace,json=withinGrace,proto3" json:"within_grace,omitempty"`
+	// Unreferenced blobs kept because a lease holds them.
+	Leased        int64 `protobuf:"varint,5,opt,name=leased,proto3" json:"leased,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3260,6 +3262,357 @@ func (x *CollectGarbageResponse) GetWithinGrace() int64 {
 	return 0
 }
 
+func (x *CollectGarbageResponse) GetLeased() int64 {
+	if x != nil {
+		return x.Leased
+	}
+	return 0
+}
+
+// Lease protects blobs from garbage collection until it ends.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease's ID.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// When it was created.
+	Created *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created,proto3" json:"created,omitempty"`
+	// When it expires: garbage collection no longer counts it after, and it
+	// is removed.
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Lease) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Lease) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Lease) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+// CreateLeaseRequest starts a lease.
+type CreateLeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease's ID (up to 128 letters, digits, '.', '_' and '-'), such as
+	// the build's; empty lets the service choose one.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How long the lease lasts, up to 7 days; unset means 24 hours (as
+	// containerd's), so that a lease whose holder died does not keep its
+	// blobs forever.
+	ExpireAfter   *durationpb.Duration `protobuf:"bytes,2,opt,name=expire_after,json=expireAfter,proto3" json:"expire_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLeaseRequest) Reset() {
+	*x = CreateLeaseRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLeaseRequest) ProtoMessage() {}
+
+func (x *CreateLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLeaseRequest.ProtoReflect.Descriptor instead.
+func (*CreateLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *CreateLeaseRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CreateLeaseRequest) GetExpireAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ExpireAfter
+	}
+	return nil
+}
+
+// CreateLeaseResponse returns the lease.
+type CreateLeaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease created.
+	Lease         *Lease `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLeaseResponse) Reset() {
+	*x = CreateLeaseResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLeaseResponse) ProtoMessage() {}
+
+func (x *CreateLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLeaseResponse.ProtoReflect.Descriptor instead.
+func (*CreateLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *CreateLeaseResponse) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+// AddLeaseResourceRequest adds blobs to a lease.
+type AddLeaseResourceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease.
+	LeaseId string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The blobs' digests, "sha256:<hex>".
+	Digests       []string `protobuf:"bytes,2,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddLeaseResourceRequest) Reset() {
+	*x = AddLeaseResourceRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddLeaseResourceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddLeaseResourceRequest) ProtoMessage() {}
+
+func (x *AddLeaseResourceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddLeaseResourceRequest.ProtoReflect.Descriptor instead.
+func (*AddLeaseResourceRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *AddLeaseResourceRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *AddLeaseResourceRequest) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+// AddLeaseResourceResponse says the blobs are held.
+type AddLeaseResourceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddLeaseResourceResponse) Reset() {
+	*x = AddLeaseResourceResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddLeaseResourceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddLeaseResourceResponse) ProtoMessage() {}
+
+func (x *AddLeaseResourceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddLeaseResourceResponse.ProtoReflect.Descriptor instead.
+func (*AddLeaseResourceResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{49}
+}
+
+// DeleteLeaseRequest ends a lease.
+type DeleteLeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lease.
+	LeaseId       string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLeaseRequest) Reset() {
+	*x = DeleteLeaseRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLeaseRequest) ProtoMessage() {}
+
+func (x *DeleteLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLeaseRequest.ProtoReflect.Descriptor instead.
+func (*DeleteLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteLeaseRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+// DeleteLeaseResponse says the lease is gone.
+type DeleteLeaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLeaseResponse) Reset() {
+	*x = DeleteLeaseResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLeaseResponse) ProtoMessage() {}
+
+func (x *DeleteLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLeaseResponse.ProtoReflect.Descriptor instead.
+func (*DeleteLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{51}
+}
+
 // GetDiskUsageRequest asks for disk usage.
 type GetDiskUsageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3269,7 +3622,7 @@ type GetDiskUsageRequest struct {
 
 func (x *GetDiskUsageRequest) Reset() {
 	*x = GetDiskUsageRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3634,7 @@ func (x *GetDiskUsageRequest) String() string {
 func (*GetDiskUsageRequest) ProtoMessage() {}
 
 func (x *GetDiskUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[45]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3647,7 @@ func (x *GetDiskUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDiskUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetDiskUsageRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{45}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{52}
 }
 
 // DiskUsage is one row of `docker system df`.
@@ -3314,7 +3667,7 @@ type DiskUsage struct {
 
 func (x *DiskUsage) Reset() {
 	*x = DiskUsage{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3326,7 +3679,7 @@ func (x *DiskUsage) String() string {
 func (*DiskUsage) ProtoMessage() {}
 
 func (x *DiskUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[46]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3339,7 +3692,7 @@ func (x *DiskUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskUsage.ProtoReflect.Descriptor instead.
 func (*DiskUsage) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{46}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DiskUsage) GetTotal() int64 {
@@ -3385,7 +3738,7 @@ type GetDiskUsageResponse struct {
 
 func (x *GetDiskUsageResponse) Reset() {
 	*x = GetDiskUsageResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3750,7 @@ func (x *GetDiskUsageResponse) String() string {
 func (*GetDiskUsageResponse) ProtoMessage() {}
 
 func (x *GetDiskUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[47]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3763,7 @@ func (x *GetDiskUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDiskUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetDiskUsageResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{47}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetDiskUsageResponse) GetImages() *DiskUsage {
@@ -3449,7 +3802,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3461,7 +3814,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[48]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3474,7 +3827,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{48}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchEventsRequest) GetSince() *timestamppb.Timestamp {
@@ -3502,7 +3855,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +3867,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[49]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +3880,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{49}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -3564,7 +3917,7 @@ type Manifest struct {
 
 func (x *Manifest) Reset() {
 	*x = Manifest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[50]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3576,7 +3929,7 @@ func (x *Manifest) String() string {
 func (*Manifest) ProtoMessage() {}
 
 func (x *Manifest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[50]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3589,7 +3942,7 @@ func (x *Manifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Manifest.ProtoReflect.Descriptor instead.
 func (*Manifest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{50}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Manifest) GetDigest() string {
@@ -3667,7 +4020,7 @@ type PutManifestRequest struct {
 
 func (x *PutManifestRequest) Reset() {
 	*x = PutManifestRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[51]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3679,7 +4032,7 @@ func (x *PutManifestRequest) String() string {
 func (*PutManifestRequest) ProtoMessage() {}
 
 func (x *PutManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[51]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3692,7 +4045,7 @@ func (x *PutManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutManifestRequest.ProtoReflect.Descriptor instead.
 func (*PutManifestRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{51}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PutManifestRequest) GetRepository() string {
@@ -3734,7 +4087,7 @@ type PutManifestResponse struct {
 
 func (x *PutManifestResponse) Reset() {
 	*x = PutManifestResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[52]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3746,7 +4099,7 @@ func (x *PutManifestResponse) String() string {
 func (*PutManifestResponse) ProtoMessage() {}
 
 func (x *PutManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[52]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3759,7 +4112,7 @@ func (x *PutManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutManifestResponse.ProtoReflect.Descriptor instead.
 func (*PutManifestResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{52}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PutManifestResponse) GetManifest() *Manifest {
@@ -3782,7 +4135,7 @@ type GetManifestRequest struct {
 
 func (x *GetManifestRequest) Reset() {
 	*x = GetManifestRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[53]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +4147,7 @@ func (x *GetManifestRequest) String() string {
 func (*GetManifestRequest) ProtoMessage() {}
 
 func (x *GetManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[53]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +4160,7 @@ func (x *GetManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManifestRequest.ProtoReflect.Descriptor instead.
 func (*GetManifestRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{53}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetManifestRequest) GetRepository() string {
@@ -3835,7 +4188,7 @@ type GetManifestResponse struct {
 
 func (x *GetManifestResponse) Reset() {
 	*x = GetManifestResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[54]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3847,7 +4200,7 @@ func (x *GetManifestResponse) String() string {
 func (*GetManifestResponse) ProtoMessage() {}
 
 func (x *GetManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[54]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3860,7 +4213,7 @@ func (x *GetManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManifestResponse.ProtoReflect.Descriptor instead.
 func (*GetManifestResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{54}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetManifestResponse) GetManifest() *Manifest {
@@ -3883,7 +4236,7 @@ type DeleteManifestRequest struct {
 
 func (x *DeleteManifestRequest) Reset() {
 	*x = DeleteManifestRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[55]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +4248,7 @@ func (x *DeleteManifestRequest) String() string {
 func (*DeleteManifestRequest) ProtoMessage() {}
 
 func (x *DeleteManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[55]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4261,7 @@ func (x *DeleteManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteManifestRequest.ProtoReflect.Descriptor instead.
 func (*DeleteManifestRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{55}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DeleteManifestRequest) GetRepository() string {
@@ -3936,7 +4289,7 @@ type DeleteManifestResponse struct {
 
 func (x *DeleteManifestResponse) Reset() {
 	*x = DeleteManifestResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[56]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3948,7 +4301,7 @@ func (x *DeleteManifestResponse) String() string {
 func (*DeleteManifestResponse) ProtoMessage() {}
 
 func (x *DeleteManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[56]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3961,7 +4314,7 @@ func (x *DeleteManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteManifestResponse.ProtoReflect.Descriptor instead.
 func (*DeleteManifestResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{56}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DeleteManifestResponse) GetUntagged() []string {
@@ -3987,7 +4340,7 @@ type ListTagsRequest struct {
 
 func (x *ListTagsRequest) Reset() {
 	*x = ListTagsRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[57]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3999,7 +4352,7 @@ func (x *ListTagsRequest) String() string {
 func (*ListTagsRequest) ProtoMessage() {}
 
 func (x *ListTagsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[57]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4012,7 +4365,7 @@ func (x *ListTagsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTagsRequest.ProtoReflect.Descriptor instead.
 func (*ListTagsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{57}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListTagsRequest) GetRepository() string {
@@ -4049,7 +4402,7 @@ type ListTagsResponse struct {
 
 func (x *ListTagsResponse) Reset() {
 	*x = ListTagsResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[58]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4061,7 +4414,7 @@ func (x *ListTagsResponse) String() string {
 func (*ListTagsResponse) ProtoMessage() {}
 
 func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[58]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4074,7 +4427,7 @@ func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTagsResponse.ProtoReflect.Descriptor instead.
 func (*ListTagsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{58}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListTagsResponse) GetTags() []string {
@@ -4106,7 +4459,7 @@ type ListReferrersRequest struct {
 
 func (x *ListReferrersRequest) Reset() {
 	*x = ListReferrersRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[59]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4118,7 +4471,7 @@ func (x *ListReferrersRequest) String() string {
 func (*ListReferrersRequest) ProtoMessage() {}
 
 func (x *ListReferrersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[59]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4131,7 +4484,7 @@ func (x *ListReferrersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReferrersRequest.ProtoReflect.Descriptor instead.
 func (*ListReferrersRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{59}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListReferrersRequest) GetRepository() string {
@@ -4166,7 +4519,7 @@ type ListReferrersResponse struct {
 
 func (x *ListReferrersResponse) Reset() {
 	*x = ListReferrersResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[60]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4178,7 +4531,7 @@ func (x *ListReferrersResponse) String() string {
 func (*ListReferrersResponse) ProtoMessage() {}
 
 func (x *ListReferrersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[60]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4191,7 +4544,7 @@ func (x *ListReferrersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReferrersResponse.ProtoReflect.Descriptor instead.
 func (*ListReferrersResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{60}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListReferrersResponse) GetReferrers() []*Manifest {
@@ -4214,7 +4567,7 @@ type LinkBlobRequest struct {
 
 func (x *LinkBlobRequest) Reset() {
 	*x = LinkBlobRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[61]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4226,7 +4579,7 @@ func (x *LinkBlobRequest) String() string {
 func (*LinkBlobRequest) ProtoMessage() {}
 
 func (x *LinkBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[61]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4239,7 +4592,7 @@ func (x *LinkBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkBlobRequest.ProtoReflect.Descriptor instead.
 func (*LinkBlobRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{61}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *LinkBlobRequest) GetRepository() string {
@@ -4265,7 +4618,7 @@ type LinkBlobResponse struct {
 
 func (x *LinkBlobResponse) Reset() {
 	*x = LinkBlobResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[62]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4630,7 @@ func (x *LinkBlobResponse) String() string {
 func (*LinkBlobResponse) ProtoMessage() {}
 
 func (x *LinkBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[62]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4643,7 @@ func (x *LinkBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkBlobResponse.ProtoReflect.Descriptor instead.
 func (*LinkBlobResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{62}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{69}
 }
 
 // UnlinkBlobRequest names a blob and a repository.
@@ -4306,7 +4659,7 @@ type UnlinkBlobRequest struct {
 
 func (x *UnlinkBlobRequest) Reset() {
 	*x = UnlinkBlobRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[63]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4318,7 +4671,7 @@ func (x *UnlinkBlobRequest) String() string {
 func (*UnlinkBlobRequest) ProtoMessage() {}
 
 func (x *UnlinkBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[63]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4331,7 +4684,7 @@ func (x *UnlinkBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkBlobRequest.ProtoReflect.Descriptor instead.
 func (*UnlinkBlobRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{63}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *UnlinkBlobRequest) GetRepository() string {
@@ -4357,7 +4710,7 @@ type UnlinkBlobResponse struct {
 
 func (x *UnlinkBlobResponse) Reset() {
 	*x = UnlinkBlobResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[64]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4369,7 +4722,7 @@ func (x *UnlinkBlobResponse) String() string {
 func (*UnlinkBlobResponse) ProtoMessage() {}
 
 func (x *UnlinkBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[64]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4382,7 +4735,7 @@ func (x *UnlinkBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkBlobResponse.ProtoReflect.Descriptor instead.
 func (*UnlinkBlobResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{64}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{71}
 }
 
 // HasBlobRequest names a blob and a repository.
@@ -4398,7 +4751,7 @@ type HasBlobRequest struct {
 
 func (x *HasBlobRequest) Reset() {
 	*x = HasBlobRequest{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[65]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4410,7 +4763,7 @@ func (x *HasBlobRequest) String() string {
 func (*HasBlobRequest) ProtoMessage() {}
 
 func (x *HasBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[65]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4423,7 +4776,7 @@ func (x *HasBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasBlobRequest.ProtoReflect.Descriptor instead.
 func (*HasBlobRequest) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{65}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *HasBlobRequest) GetRepository() string {
@@ -4451,7 +4804,7 @@ type HasBlobResponse struct {
 
 func (x *HasBlobResponse) Reset() {
 	*x = HasBlobResponse{}
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[66]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4463,7 +4816,7 @@ func (x *HasBlobResponse) String() string {
 func (*HasBlobResponse) ProtoMessage() {}
 
 func (x *HasBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[66]
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4476,7 +4829,7 @@ func (x *HasBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasBlobResponse.ProtoReflect.Descriptor instead.
 func (*HasBlobResponse) Descriptor() ([]byte, []int) {
-	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{66}
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *HasBlobResponse) GetFound() bool {
@@ -4732,14 +5085,31 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"n\n" +
 	"\x15CollectGarbageRequest\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\x9e\x01\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xb6\x01\n" +
 	"\x16CollectGarbageResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x03(\tR\adeleted\x12'\n" +
 	"\x0fbytes_reclaimed\x18\x02 \x01(\x03R\x0ebytesReclaimed\x12\x1e\n" +
 	"\n" +
 	"referenced\x18\x03 \x01(\x03R\n" +
 	"referenced\x12!\n" +
-	"\fwithin_grace\x18\x04 \x01(\x03R\vwithinGrace\"\x15\n" +
+	"\fwithin_grace\x18\x04 \x01(\x03R\vwithinGrace\x12\x16\n" +
+	"\x06leased\x18\x05 \x01(\x03R\x06leased\"\x83\x01\n" +
+	"\x05Lease\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
+	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"b\n" +
+	"\x12CreateLeaseRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12<\n" +
+	"\fexpire_after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\"F\n" +
+	"\x13CreateLeaseResponse\x12/\n" +
+	"\x05lease\x18\x01 \x01(\v2\x19.strata.metadata.v1.LeaseR\x05lease\"N\n" +
+	"\x17AddLeaseResourceRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
+	"\adigests\x18\x02 \x03(\tR\adigests\"\x1a\n" +
+	"\x18AddLeaseResourceResponse\"/\n" +
+	"\x12DeleteLeaseRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\"\x15\n" +
+	"\x13DeleteLeaseResponse\"\x15\n" +
 	"\x13GetDiskUsageRequest\"o\n" +
 	"\tDiskUsage\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x16\n" +
@@ -4840,7 +5210,7 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x12EVENT_ACTION_UNTAG\x10\b\x12\x17\n" +
 	"\x13EVENT_ACTION_DELETE\x10\t\x12\x16\n" +
 	"\x12EVENT_ACTION_PRUNE\x10\n" +
-	"2\xa6\x13\n" +
+	"2\xd5\x15\n" +
 	"\fImageService\x12U\n" +
 	"\bPutImage\x12#.strata.metadata.v1.PutImageRequest\x1a$.strata.metadata.v1.PutImageResponse\x12U\n" +
 	"\bGetImage\x12#.strata.metadata.v1.GetImageRequest\x1a$.strata.metadata.v1.GetImageResponse\x12a\n" +
@@ -4858,7 +5228,10 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x10ListCacheRecords\x12+.strata.metadata.v1.ListCacheRecordsRequest\x1a,.strata.metadata.v1.ListCacheRecordsResponse\x12p\n" +
 	"\x11PruneCacheRecords\x12,.strata.metadata.v1.PruneCacheRecordsRequest\x1a-.strata.metadata.v1.PruneCacheRecordsResponse\x12v\n" +
 	"\x13ListReferencedBlobs\x12..strata.metadata.v1.ListReferencedBlobsRequest\x1a/.strata.metadata.v1.ListReferencedBlobsResponse\x12g\n" +
-	"\x0eCollectGarbage\x12).strata.metadata.v1.CollectGarbageRequest\x1a*.strata.metadata.v1.CollectGarbageResponse\x12a\n" +
+	"\x0eCollectGarbage\x12).strata.metadata.v1.CollectGarbageRequest\x1a*.strata.metadata.v1.CollectGarbageResponse\x12^\n" +
+	"\vCreateLease\x12&.strata.metadata.v1.CreateLeaseRequest\x1a'.strata.metadata.v1.CreateLeaseResponse\x12m\n" +
+	"\x10AddLeaseResource\x12+.strata.metadata.v1.AddLeaseResourceRequest\x1a,.strata.metadata.v1.AddLeaseResourceResponse\x12^\n" +
+	"\vDeleteLease\x12&.strata.metadata.v1.DeleteLeaseRequest\x1a'.strata.metadata.v1.DeleteLeaseResponse\x12a\n" +
 	"\fGetDiskUsage\x12'.strata.metadata.v1.GetDiskUsageRequest\x1a(.strata.metadata.v1.GetDiskUsageResponse\x12`\n" +
 	"\vWatchEvents\x12&.strata.metadata.v1.WatchEventsRequest\x1a'.strata.metadata.v1.WatchEventsResponse0\x01\x12^\n" +
 	"\vPutManifest\x12&.strata.metadata.v1.PutManifestRequest\x1a'.strata.metadata.v1.PutManifestResponse\x12^\n" +
@@ -4885,7 +5258,7 @@ func file_strata_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_metadata_v1_metadata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(EventAction)(0),                    // 0: strata.metadata.v1.EventAction
 	(*Descriptor)(nil),                  // 1: strata.metadata.v1.Descriptor
@@ -4933,65 +5306,72 @@ var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(*ListReferencedBlobsResponse)(nil), // 43: strata.metadata.v1.ListReferencedBlobsResponse
 	(*CollectGarbageRequest)(nil),       // 44: strata.metadata.v1.CollectGarbageRequest
 	(*CollectGarbageResponse)(nil),      // 45: strata.metadata.v1.CollectGarbageResponse
-	(*GetDiskUsageRequest)(nil),         // 46: strata.metadata.v1.GetDiskUsageRequest
-	(*DiskUsage)(nil),                   // 47: strata.metadata.v1.DiskUsage
-	(*GetDiskUsageResponse)(nil),        // 48: strata.metadata.v1.GetDiskUsageResponse
-	(*WatchEventsRequest)(nil),          // 49: strata.metadata.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),         // 50: strata.metadata.v1.WatchEventsResponse
-	(*Manifest)(nil),                    // 51: strata.metadata.v1.Manifest
-	(*PutManifestRequest)(nil),          // 52: strata.metadata.v1.PutManifestRequest
-	(*PutManifestResponse)(nil),         // 53: strata.metadata.v1.PutManifestResponse
-	(*GetManifestRequest)(nil),          // 54: strata.metadata.v1.GetManifestRequest
-	(*GetManifestResponse)(nil),         // 55: strata.metadata.v1.GetManifestResponse
-	(*DeleteManifestRequest)(nil),       // 56: strata.metadata.v1.DeleteManifestRequest
-	(*DeleteManifestResponse)(nil),      // 57: strata.metadata.v1.DeleteManifestResponse
-	(*ListTagsRequest)(nil),             // 58: strata.metadata.v1.ListTagsRequest
-	(*ListTagsResponse)(nil),            // 59: strata.metadata.v1.ListTagsResponse
-	(*ListReferrersRequest)(nil),        // 60: strata.metadata.v1.ListReferrersRequest
-	(*ListReferrersResponse)(nil),       // 61: strata.metadata.v1.ListReferrersResponse
-	(*LinkBlobRequest)(nil),             // 62: strata.metadata.v1.LinkBlobRequest
-	(*LinkBlobResponse)(nil),            // 63: strata.metadata.v1.LinkBlobResponse
-	(*UnlinkBlobRequest)(nil),           // 64: strata.metadata.v1.UnlinkBlobRequest
-	(*UnlinkBlobResponse)(nil),          // 65: strata.metadata.v1.UnlinkBlobResponse
-	(*HasBlobRequest)(nil),              // 66: strata.metadata.v1.HasBlobRequest
-	(*HasBlobResponse)(nil),             // 67: strata.metadata.v1.HasBlobResponse
-	nil,                                 // 68: strata.metadata.v1.Image.LabelsEntry
-	nil,                                 // 69: strata.metadata.v1.ContainerConfig.LabelsEntry
-	nil,                                 // 70: strata.metadata.v1.ImageSummary.LabelsEntry
-	nil,                                 // 71: strata.metadata.v1.Event.AttributesEntry
-	nil,                                 // 72: strata.metadata.v1.Manifest.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 73: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 74: google.protobuf.Duration
+	(*Lease)(nil),                       // 46: strata.metadata.v1.Lease
+	(*CreateLeaseRequest)(nil),          // 47: strata.metadata.v1.CreateLeaseRequest
+	(*CreateLeaseResponse)(nil),         // 48: strata.metadata.v1.CreateLeaseResponse
+	(*AddLeaseResourceRequest)(nil),     // 49: strata.metadata.v1.AddLeaseResourceRequest
+	(*AddLeaseResourceResponse)(nil),    // 50: strata.metadata.v1.AddLeaseResourceResponse
+	(*DeleteLeaseRequest)(nil),          // 51: strata.metadata.v1.DeleteLeaseRequest
+	(*DeleteLeaseResponse)(nil),         // 52: strata.metadata.v1.DeleteLeaseResponse
+	(*GetDiskUsageRequest)(nil),         // 53: strata.metadata.v1.GetDiskUsageRequest
+	(*DiskUsage)(nil),                   // 54: strata.metadata.v1.DiskUsage
+	(*GetDiskUsageResponse)(nil),        // 55: strata.metadata.v1.GetDiskUsageResponse
+	(*WatchEventsRequest)(nil),          // 56: strata.metadata.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),         // 57: strata.metadata.v1.WatchEventsResponse
+	(*Manifest)(nil),                    // 58: strata.metadata.v1.Manifest
+	(*PutManifestRequest)(nil),          // 59: strata.metadata.v1.PutManifestRequest
+	(*PutManifestResponse)(nil),         // 60: strata.metadata.v1.PutManifestResponse
+	(*GetManifestRequest)(nil),          // 61: strata.metadata.v1.GetManifestRequest
+	(*GetManifestResponse)(nil),         // 62: strata.metadata.v1.GetManifestResponse
+	(*DeleteManifestRequest)(nil),       // 63: strata.metadata.v1.DeleteManifestRequest
+	(*DeleteManifestResponse)(nil),      // 64: strata.metadata.v1.DeleteManifestResponse
+	(*ListTagsRequest)(nil),             // 65: strata.metadata.v1.ListTagsRequest
+	(*ListTagsResponse)(nil),            // 66: strata.metadata.v1.ListTagsResponse
+	(*ListReferrersRequest)(nil),        // 67: strata.metadata.v1.ListReferrersRequest
+	(*ListReferrersResponse)(nil),       // 68: strata.metadata.v1.ListReferrersResponse
+	(*LinkBlobRequest)(nil),             // 69: strata.metadata.v1.LinkBlobRequest
+	(*LinkBlobResponse)(nil),            // 70: strata.metadata.v1.LinkBlobResponse
+	(*UnlinkBlobRequest)(nil),           // 71: strata.metadata.v1.UnlinkBlobRequest
+	(*UnlinkBlobResponse)(nil),          // 72: strata.metadata.v1.UnlinkBlobResponse
+	(*HasBlobRequest)(nil),              // 73: strata.metadata.v1.HasBlobRequest
+	(*HasBlobResponse)(nil),             // 74: strata.metadata.v1.HasBlobResponse
+	nil,                                 // 75: strata.metadata.v1.Image.LabelsEntry
+	nil,                                 // 76: strata.metadata.v1.ContainerConfig.LabelsEntry
+	nil,                                 // 77: strata.metadata.v1.ImageSummary.LabelsEntry
+	nil,                                 // 78: strata.metadata.v1.Event.AttributesEntry
+	nil,                                 // 79: strata.metadata.v1.Manifest.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 80: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 81: google.protobuf.Duration
 }
 var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
-	73, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
+	80, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
 	1,  // 1: strata.metadata.v1.Image.manifest:type_name -> strata.metadata.v1.Descriptor
 	2,  // 2: strata.metadata.v1.Image.layers:type_name -> strata.metadata.v1.Layer
 	3,  // 3: strata.metadata.v1.Image.history:type_name -> strata.metadata.v1.HistoryEntry
-	73, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
-	68, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
-	73, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
-	73, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
-	74, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
-	74, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
-	74, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
-	74, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
+	80, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
+	75, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
+	80, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
+	80, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
+	81, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
+	81, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
+	81, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
+	81, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
 	5,  // 12: strata.metadata.v1.ContainerConfig.healthcheck:type_name -> strata.metadata.v1.HealthConfig
-	69, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
-	73, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
-	73, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
+	76, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
+	80, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
+	80, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
 	6,  // 16: strata.metadata.v1.ImageInspect.container_config:type_name -> strata.metadata.v1.ContainerConfig
 	6,  // 17: strata.metadata.v1.ImageInspect.config:type_name -> strata.metadata.v1.ContainerConfig
 	7,  // 18: strata.metadata.v1.ImageInspect.root_fs:type_name -> strata.metadata.v1.RootFS
 	8,  // 19: strata.metadata.v1.ImageInspect.metadata:type_name -> strata.metadata.v1.ImageMetadata
-	73, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
-	70, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
-	73, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
-	73, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
-	73, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
-	73, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
+	80, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
+	77, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
+	80, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
+	80, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
+	80, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
+	80, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 26: strata.metadata.v1.Event.action:type_name -> strata.metadata.v1.EventAction
-	71, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
+	78, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
 	4,  // 28: strata.metadata.v1.PutImageRequest.image:type_name -> strata.metadata.v1.Image
 	0,  // 29: strata.metadata.v1.PutImageRequest.action:type_name -> strata.metadata.v1.EventAction
 	4,  // 30: strata.metadata.v1.PutImageResponse.image:type_name -> strata.metadata.v1.Image
@@ -5007,75 +5387,85 @@ var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
 	14, // 40: strata.metadata.v1.PutCacheRecordResponse.record:type_name -> strata.metadata.v1.CacheRecord
 	14, // 41: strata.metadata.v1.LookupCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
 	14, // 42: strata.metadata.v1.ListCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
-	74, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
-	74, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
-	47, // 45: strata.metadata.v1.GetDiskUsageResponse.images:type_name -> strata.metadata.v1.DiskUsage
-	47, // 46: strata.metadata.v1.GetDiskUsageResponse.layers:type_name -> strata.metadata.v1.DiskUsage
-	47, // 47: strata.metadata.v1.GetDiskUsageResponse.build_cache:type_name -> strata.metadata.v1.DiskUsage
-	73, // 48: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
-	10, // 49: strata.metadata.v1.WatchEventsRequest.filters:type_name -> strata.metadata.v1.Filter
-	15, // 50: strata.metadata.v1.WatchEventsResponse.event:type_name -> strata.metadata.v1.Event
-	72, // 51: strata.metadata.v1.Manifest.annotations:type_name -> strata.metadata.v1.Manifest.AnnotationsEntry
-	51, // 52: strata.metadata.v1.PutManifestRequest.manifest:type_name -> strata.metadata.v1.Manifest
-	4,  // 53: strata.metadata.v1.PutManifestRequest.image:type_name -> strata.metadata.v1.Image
-	51, // 54: strata.metadata.v1.PutManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
-	51, // 55: strata.metadata.v1.GetManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
-	51, // 56: strata.metadata.v1.ListReferrersResponse.referrers:type_name -> strata.metadata.v1.Manifest
-	16, // 57: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
-	18, // 58: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
-	20, // 59: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
-	22, // 60: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
-	24, // 61: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
-	26, // 62: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
-	28, // 63: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
-	30, // 64: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
-	32, // 65: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
-	34, // 66: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
-	36, // 67: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
-	38, // 68: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
-	40, // 69: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
-	42, // 70: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
-	44, // 71: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
-	46, // 72: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
-	49, // 73: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
-	52, // 74: strata.metadata.v1.ImageService.PutManifest:input_type -> strata.metadata.v1.PutManifestRequest
-	54, // 75: strata.metadata.v1.ImageService.GetManifest:input_type -> strata.metadata.v1.GetManifestRequest
-	56, // 76: strata.metadata.v1.ImageService.DeleteManifest:input_type -> strata.metadata.v1.DeleteManifestRequest
-	58, // 77: strata.metadata.v1.ImageService.ListTags:input_type -> strata.metadata.v1.ListTagsRequest
-	60, // 78: strata.metadata.v1.ImageService.ListReferrers:input_type -> strata.metadata.v1.ListReferrersRequest
-	62, // 79: strata.metadata.v1.ImageService.LinkBlob:input_type -> strata.metadata.v1.LinkBlobRequest
-	64, // 80: strata.metadata.v1.ImageService.UnlinkBlob:input_type -> strata.metadata.v1.UnlinkBlobRequest
-	66, // 81: strata.metadata.v1.ImageService.HasBlob:input_type -> strata.metadata.v1.HasBlobRequest
-	17, // 82: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
-	19, // 83: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
-	21, // 84: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
-	23, // 85: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
-	25, // 86: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
-	27, // 87: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
-	29, // 88: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
-	31, // 89: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
-	33, // 90: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
-	35, // 91: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
-	37, // 92: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
-	39, // 93: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
-	41, // 94: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
-	43, // 95: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
-	45, // 96: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
-	48, // 97: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
-	50, // 98: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
-	53, // 99: strata.metadata.v1.ImageService.PutManifest:output_type -> strata.metadata.v1.PutManifestResponse
-	55, // 100: strata.metadata.v1.ImageService.GetManifest:output_type -> strata.metadata.v1.GetManifestResponse
-	57, // 101: strata.metadata.v1.ImageService.DeleteManifest:output_type -> strata.metadata.v1.DeleteManifestResponse
-	59, // 102: strata.metadata.v1.ImageService.ListTags:output_type -> strata.metadata.v1.ListTagsResponse
-	61, // 103: strata.metadata.v1.ImageService.ListReferrers:output_type -> strata.metadata.v1.ListReferrersResponse
-	63, // 104: strata.metadata.v1.ImageService.LinkBlob:output_type -> strata.metadata.v1.LinkBlobResponse
-	65, // 105: strata.metadata.v1.ImageService.UnlinkBlob:output_type -> strata.metadata.v1.UnlinkBlobResponse
-	67, // 106: strata.metadata.v1.ImageService.HasBlob:output_type -> strata.metadata.v1.HasBlobResponse
-	82, // [82:107] is the sub-list for method output_type
-	57, // [57:82] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	81, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
+	81, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
+	80, // 45: strata.metadata.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	80, // 46: strata.metadata.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	81, // 47: strata.metadata.v1.CreateLeaseRequest.expire_after:type_name -> google.protobuf.Duration
+	46, // 48: strata.metadata.v1.CreateLeaseResponse.lease:type_name -> strata.metadata.v1.Lease
+	54, // 49: strata.metadata.v1.GetDiskUsageResponse.images:type_name -> strata.metadata.v1.DiskUsage
+	54, // 50: strata.metadata.v1.GetDiskUsageResponse.layers:type_name -> strata.metadata.v1.DiskUsage
+	54, // 51: strata.metadata.v1.GetDiskUsageResponse.build_cache:type_name -> strata.metadata.v1.DiskUsage
+	80, // 52: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
+	10, // 53: strata.metadata.v1.WatchEventsRequest.filters:type_name -> strata.metadata.v1.Filter
+	15, // 54: strata.metadata.v1.WatchEventsResponse.event:type_name -> strata.metadata.v1.Event
+	79, // 55: strata.metadata.v1.Manifest.annotations:type_name -> strata.metadata.v1.Manifest.AnnotationsEntry
+	58, // 56: strata.metadata.v1.PutManifestRequest.manifest:type_name -> strata.metadata.v1.Manifest
+	4,  // 57: strata.metadata.v1.PutManifestRequest.image:type_name -> strata.metadata.v1.Image
+	58, // 58: strata.metadata.v1.PutManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
+	58, // 59: strata.metadata.v1.GetManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
+	58, // 60: strata.metadata.v1.ListReferrersResponse.referrers:type_name -> strata.metadata.v1.Manifest
+	16, // 61: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
+	18, // 62: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
+	20, // 63: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
+	22, // 64: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
+	24, // 65: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
+	26, // 66: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
+	28, // 67: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
+	30, // 68: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
+	32, // 69: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
+	34, // 70: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
+	36, // 71: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
+	38, // 72: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
+	40, // 73: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
+	42, // 74: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
+	44, // 75: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
+	47, // 76: strata.metadata.v1.ImageService.CreateLease:input_type -> strata.metadata.v1.CreateLeaseRequest
+	49, // 77: strata.metadata.v1.ImageService.AddLeaseResource:input_type -> strata.metadata.v1.AddLeaseResourceRequest
+	51, // 78: strata.metadata.v1.ImageService.DeleteLease:input_type -> strata.metadata.v1.DeleteLeaseRequest
+	53, // 79: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
+	56, // 80: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
+	59, // 81: strata.metadata.v1.ImageService.PutManifest:input_type -> strata.metadata.v1.PutManifestRequest
+	61, // 82: strata.metadata.v1.ImageService.GetManifest:input_type -> strata.metadata.v1.GetManifestRequest
+	63, // 83: strata.metadata.v1.ImageService.DeleteManifest:input_type -> strata.metadata.v1.DeleteManifestRequest
+	65, // 84: strata.metadata.v1.ImageService.ListTags:input_type -> strata.metadata.v1.ListTagsRequest
+	67, // 85: strata.metadata.v1.ImageService.ListReferrers:input_type -> strata.metadata.v1.ListReferrersRequest
+	69, // 86: strata.metadata.v1.ImageService.LinkBlob:input_type -> strata.metadata.v1.LinkBlobRequest
+	71, // 87: strata.metadata.v1.ImageService.UnlinkBlob:input_type -> strata.metadata.v1.UnlinkBlobRequest
+	73, // 88: strata.metadata.v1.ImageService.HasBlob:input_type -> strata.metadata.v1.HasBlobRequest
+	17, // 89: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
+	19, // 90: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
+	21, // 91: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
+	23, // 92: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
+	25, // 93: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
+	27, // 94: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
+	29, // 95: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
+	31, // 96: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
+	33, // 97: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
+	35, // 98: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
+	37, // 99: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
+	39, // 100: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
+	41, // 101: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
+	43, // 102: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
+	45, // 103: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
+	48, // 104: strata.metadata.v1.ImageService.CreateLease:output_type -> strata.metadata.v1.CreateLeaseResponse
+	50, // 105: strata.metadata.v1.ImageService.AddLeaseResource:output_type -> strata.metadata.v1.AddLeaseResourceResponse
+	52, // 106: strata.metadata.v1.ImageService.DeleteLease:output_type -> strata.metadata.v1.DeleteLeaseResponse
+	55, // 107: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
+	57, // 108: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
+	60, // 109: strata.metadata.v1.ImageService.PutManifest:output_type -> strata.metadata.v1.PutManifestResponse
+	62, // 110: strata.metadata.v1.ImageService.GetManifest:output_type -> strata.metadata.v1.GetManifestResponse
+	64, // 111: strata.metadata.v1.ImageService.DeleteManifest:output_type -> strata.metadata.v1.DeleteManifestResponse
+	66, // 112: strata.metadata.v1.ImageService.ListTags:output_type -> strata.metadata.v1.ListTagsResponse
+	68, // 113: strata.metadata.v1.ImageService.ListReferrers:output_type -> strata.metadata.v1.ListReferrersResponse
+	70, // 114: strata.metadata.v1.ImageService.LinkBlob:output_type -> strata.metadata.v1.LinkBlobResponse
+	72, // 115: strata.metadata.v1.ImageService.UnlinkBlob:output_type -> strata.metadata.v1.UnlinkBlobResponse
+	74, // 116: strata.metadata.v1.ImageService.HasBlob:output_type -> strata.metadata.v1.HasBlobResponse
+	89, // [89:117] is the sub-list for method output_type
+	61, // [61:89] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_strata_metadata_v1_metadata_proto_init() }
@@ -5089,7 +5479,7 @@ func file_strata_metadata_v1_metadata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_metadata_v1_metadata_proto_rawDesc), len(file_strata_metadata_v1_metadata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   72,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

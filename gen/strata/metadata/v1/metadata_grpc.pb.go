@@ -34,6 +34,9 @@ const (
 	ImageService_PruneCacheRecords_FullMethodName   = "/strata.metadata.v1.ImageService/PruneCacheRecords"
 	ImageService_ListReferencedBlobs_FullMethodName = "/strata.metadata.v1.ImageService/ListReferencedBlobs"
 	ImageService_CollectGarbage_FullMethodName      = "/strata.metadata.v1.ImageService/CollectGarbage"
+	ImageService_CreateLease_FullMethodName         = "/strata.metadata.v1.ImageService/CreateLease"
+	ImageService_AddLeaseResource_FullMethodName    = "/strata.metadata.v1.ImageService/AddLeaseResource"
+	ImageService_DeleteLease_FullMethodName         = "/strata.metadata.v1.ImageService/DeleteLease"
 	ImageService_GetDiskUsage_FullMethodName        = "/strata.metadata.v1.ImageService/GetDiskUsage"
 	ImageService_WatchEvents_FullMethodName         = "/strata.metadata.v1.ImageService/WatchEvents"
 	ImageService_PutManifest_FullMethodName         = "/strata.metadata.v1.ImageService/PutManifest"
@@ -96,8 +99,29 @@ type ImageServiceClient interface {
 	// cache record needs, in digest order.
 	ListReferencedBlobs(ctx context.Context, in *ListReferencedBlobsRequest, opts ...grpc.CallOption) (*ListReferencedBlobsResponse, error)
 	// CollectGarbage deletes from the blob store every blob that no image or
-	// cache record references and that is older than the grace period.
+	// cache record references, that no lease holds and that is older than the
+	// grace period. One collection runs at a time among the replicas sharing
+	// a database; a call waits for one another replica is running.
 	CollectGarbage(ctx context.Context, in *CollectGarbageRequest, opts ...grpc.CallOption) (*CollectGarbageResponse, error)
+	// CreateLease starts a lease, as containerd's: garbage collection keeps
+	// the blobs added to it, whatever their age and whether or not an image
+	// needs them, until the lease is deleted or expires. A build or an upload
+	// holds one from before it stores its first blob until its image is
+	// recorded, so that a collection with no grace period loses none of its
+	// blobs. ALREADY_EXISTS when the ID is taken.
+	CreateLease(ctx context.Context, in *CreateLeaseRequest, opts ...grpc.CallOption) (*CreateLeaseResponse, error)
+	// AddLeaseResource adds blobs, by digest, to a lease; they need not be
+	// stored yet. NOT_FOUND when the lease does not exist or has expired.
+	// ABORTED (reason BLOB_BEING_COLLECTED) when garbage collection is
+	// deleting one of the blobs at that moment: try again after a pause. Once
+	// it succeeds no collection deletes the blobs; one that finished before
+	// may have, so a caller adds a blob and then makes sure it is stored
+	// (uploading it again when it is not).
+	AddLeaseResource(ctx context.Context, in *AddLeaseResourceRequest, opts ...grpc.CallOption) (*AddLeaseResourceResponse, error)
+	// DeleteLease ends a lease: its blobs are garbage again unless an image or
+	// another lease needs them. Deleting a lease that does not exist (any
+	// more) succeeds, so that a retry is safe.
+	DeleteLease(ctx context.Context, in *DeleteLeaseRequest, opts ...grpc.CallOption) (*DeleteLeaseResponse, error)
 	// GetDiskUsage reports the space used by images, layers and the build
 	// cache, like `docker system df`.
 	GetDiskUsage(ctx context.Context, in *GetDiskUsageRequest, opts ...grpc.CallOption) (*GetDiskUsageResponse, error)
@@ -296,6 +320,36 @@ func (c *imageServiceClient) CollectGarbage(ctx context.Context, in *CollectGarb
 	return out, nil
 }
 
+func (c *imageServiceClient) CreateLease(ctx context.Context, in *CreateLeaseRequest, opts ...grpc.CallOption) (*CreateLeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateLeaseResponse)
+	err := c.cc.Invoke(ctx, ImageService_CreateLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) AddLeaseResource(ctx context.Context, in *AddLeaseResourceRequest, opts ...grpc.CallOption) (*AddLeaseResourceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddLeaseResourceResponse)
+	err := c.cc.Invoke(ctx, ImageService_AddLeaseResource_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) DeleteLease(ctx context.Context, in *DeleteLeaseRequest, opts ...grpc.CallOption) (*DeleteLeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteLeaseResponse)
+	err := c.cc.Invoke(ctx, ImageService_DeleteLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *imageServiceClient) GetDiskUsage(ctx context.Context, in *GetDiskUsageRequest, opts ...grpc.CallOption) (*GetDiskUsageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetDiskUsageResponse)
@@ -455,8 +509,29 @@ type ImageServiceServer interface {
 	// cache record needs, in digest order.
 	ListReferencedBlobs(context.Context, *ListReferencedBlobsRequest) (*ListReferencedBlobsResponse, error)
 	// CollectGarbage deletes from the blob store every blob that no image or
-	// cache record references and that is older than the grace period.
+	// cache record references, that no lease holds and that is older than the
+	// grace period. One collection runs at a time among the replicas sharing
+	// a database; a call waits for one another replica is running.
 	CollectGarbage(context.Context, *CollectGarbageRequest) (*CollectGarbageResponse, error)
+	// CreateLease starts a lease, as containerd's: garbage collection keeps
+	// the blobs added to it, whatever their age and whether or not an image
+	// needs them, until the lease is deleted or expires. A build or an upload
+	// holds one from before it stores its first blob until its image is
+	// recorded, so that a collection with no grace period loses none of its
+	// blobs. ALREADY_EXISTS when the ID is taken.
+	CreateLease(context.Context, *CreateLeaseRequest) (*CreateLeaseResponse, error)
+	// AddLeaseResource adds blobs, by digest, to a lease; they need not be
+	// stored yet. NOT_FOUND when the lease does not exist or has expired.
+	// ABORTED (reason BLOB_BEING_COLLECTED) when garbage collection is
+	// deleting one of the blobs at that moment: try again after a pause. Once
+	// it succeeds no collection deletes the blobs; one that finished before
+	// may have, so a caller adds a blob and then makes sure it is stored
+	// (uploading it again when it is not).
+	AddLeaseResource(context.Context, *AddLeaseResourceRequest) (*AddLeaseResourceResponse, error)
+	// DeleteLease ends a lease: its blobs are garbage again unless an image or
+	// another lease needs them. Deleting a lease that does not exist (any
+	// more) succeeds, so that a retry is safe.
+	DeleteLease(context.Context, *DeleteLeaseRequest) (*DeleteLeaseResponse, error)
 	// GetDiskUsage reports the space used by images, layers and the build
 	// cache, like `docker system df`.
 	GetDiskUsage(context.Context, *GetDiskUsageRequest) (*GetDiskUsageResponse, error)
@@ -549,6 +624,15 @@ func (UnimplementedImageServiceServer) ListReferencedBlobs(context.Context, *Lis
 }
 func (UnimplementedImageServiceServer) CollectGarbage(context.Context, *CollectGarbageRequest) (*CollectGarbageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CollectGarbage not implemented")
+}
+func (UnimplementedImageServiceServer) CreateLease(context.Context, *CreateLeaseRequest) (*CreateLeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateLease not implemented")
+}
+func (UnimplementedImageServiceServer) AddLeaseResource(context.Context, *AddLeaseResourceRequest) (*AddLeaseResourceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddLeaseResource not implemented")
+}
+func (UnimplementedImageServiceServer) DeleteLease(context.Context, *DeleteLeaseRequest) (*DeleteLeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteLease not implemented")
 }
 func (UnimplementedImageServiceServer) GetDiskUsage(context.Context, *GetDiskUsageRequest) (*GetDiskUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetDiskUsage not implemented")
@@ -871,6 +955,60 @@ func _ImageService_CollectGarbage_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ImageService_CreateLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).CreateLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_CreateLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).CreateLease(ctx, req.(*CreateLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_AddLeaseResource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddLeaseResourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).AddLeaseResource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_AddLeaseResource_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).AddLeaseResource(ctx, req.(*AddLeaseResourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_DeleteLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).DeleteLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_DeleteLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).DeleteLease(ctx, req.(*DeleteLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ImageService_GetDiskUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetDiskUsageRequest)
 	if err := dec(in); err != nil {
@@ -1110,6 +1248,18 @@ var ImageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CollectGarbage",
 			Handler:    _ImageService_CollectGarbage_Handler,
+		},
+		{
+			MethodName: "CreateLease",
+			Handler:    _ImageService_CreateLease_Handler,
+		},
+		{
+			MethodName: "AddLeaseResource",
+			Handler:    _ImageService_AddLeaseResource_Handler,
+		},
+		{
+			MethodName: "DeleteLease",
+			Handler:    _ImageService_DeleteLease_Handler,
 		},
 		{
 			MethodName: "GetDiskUsage",

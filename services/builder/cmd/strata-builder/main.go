@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -80,6 +81,17 @@ func (c *config) validate(fs *flagenv.Set) error {
 	return errors.Join(errs...)
 }
 
+// init keeps the main goroutine on the process's main thread for good
+// (Go's documented way: main then runs on it and no other goroutine does).
+// The RUN network makes namespaces on threads it locks, switches and lets
+// the runtime end; Go cannot end the main thread, so it parks it, in the
+// new namespace, for good. The main thread's namespaces are the ones
+// /proc/PID/ns shows, where `docker exec` and Kubernetes' exec probes run:
+// the health probe then ran in a RUN step's network, found nothing on
+// 127.0.0.1:50051, and a builder that served kept failing its health
+// check (one start in three of the scale stack's builders).
+func init() { runtime.LockOSThread() }
+
 func main() {
 	var cfg config
 	os.Exit(grpcserver.Binary{
@@ -104,7 +116,9 @@ func main() {
 			blobs := content.New(blobclient.New(blobConn))
 			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits), transfer.WithEgress(cfg.registries))
-			peers := []string{cfg.metadataAddr, cfg.blobstoreAddr}
+			// The peers' hosts, not their targets: "dns:///metadata:50052" is
+			// not an address RUN steps could be kept from.
+			peers := append(grpcclient.Hosts(cfg.metadataAddr), grpcclient.Hosts(cfg.blobstoreAddr)...)
 			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()

@@ -29,6 +29,7 @@ type config struct {
 	gcInterval     time.Duration
 	gcGrace        time.Duration
 	eventRetention time.Duration
+	probeInterval  time.Duration
 }
 
 func (c *config) register(fs *flagenv.Set) {
@@ -39,6 +40,7 @@ func (c *config) register(fs *flagenv.Set) {
 	fs.DurationVar(&c.gcInterval, "gc-interval", time.Hour, "how often unreferenced blobs are garbage collected (0: only on request)")
 	fs.DurationVar(&c.gcGrace, "gc-grace-period", time.Hour, "unreferenced blobs younger than this are kept (uploads and builds in flight)")
 	fs.DurationVar(&c.eventRetention, "event-retention", 24*time.Hour, "how long events stay replayable")
+	fs.DurationVar(&c.probeInterval, "health-probe-interval", 5*time.Second, "how often the service checks that its database answers; gRPC health is NOT_SERVING while it does not")
 	c.client.RegisterFlags(fs)
 }
 
@@ -64,6 +66,9 @@ func (c *config) validate(fs *flagenv.Set) error {
 	}
 	if c.gcGrace < 0 {
 		errs = append(errs, fs.Invalid("gc-grace-period", errors.New("must not be negative")))
+	}
+	if c.probeInterval <= 0 {
+		errs = append(errs, fs.Invalid("health-probe-interval", errors.New("must be positive")))
 	}
 	if c.eventRetention <= 0 {
 		errs = append(errs, fs.Invalid("event-retention", errors.New("must be positive")))
@@ -97,6 +102,7 @@ func main() {
 				return nil, err
 			}
 			images := image.New(db, image.Options{})
+			srv.SetProbe(grpcserver.Probe{Check: images.Ping, Interval: cfg.probeInterval})
 			blobs := blobclient.New(blobConn)
 			gc := &server.Collector{Images: images, Blobs: blobs, Grace: cfg.gcGrace, Log: log}
 			metadatav1.RegisterImageServiceServer(srv.GRPC, server.New(images, blobs, gc, log, nil, ctx.Done()))

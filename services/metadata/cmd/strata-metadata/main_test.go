@@ -25,7 +25,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
 	if err != nil {
@@ -40,7 +40,7 @@ type blobstore struct {
 	client     *blobclient.Client
 }
 
-func startBlobstore(t *testing.T) *blobstore {
+func startBlobstore(t testing.TB) *blobstore {
 	t.Helper()
 	b := &blobstore{addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), root: t.TempDir()}
 	harness.Start(t, []string{"STRATA_LISTEN=" + b.addr, "STRATA_FS_ROOT=" + b.root}, harness.Binary(t, "strata-blobstore"))
@@ -51,7 +51,7 @@ func startBlobstore(t *testing.T) *blobstore {
 }
 
 // upload stores the blobs of a fixture image, except the skipped digests.
-func (b *blobstore) upload(t *testing.T, img *metadatav1.Image, skip ...string) {
+func (b *blobstore) upload(t testing.TB, img *metadatav1.Image, skip ...string) {
 	t.Helper()
 	for d, data := range imagetest.Contents(img) {
 		if contains(skip, d) {
@@ -275,5 +275,35 @@ func TestTwoReplicasOnPostgres(t *testing.T) {
 	}
 	if holders != 1 {
 		t.Errorf("%d images hold contested:latest, want 1", holders)
+	}
+	// One event per move, on the watcher of replica b whichever replica
+	// moved the tag, the last one naming the winner.
+	moved := map[string]int{}
+	last := ""
+	for range imgs {
+		ev, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("replica b's watcher: %v", err)
+		}
+		if ev.GetEvent().GetReference() != "contested:latest" {
+			t.Fatalf("replica b's watcher got %v, want the moves of contested:latest", ev.GetEvent())
+		}
+		moved[ev.GetEvent().GetImageId()]++
+		last = ev.GetEvent().GetImageId()
+	}
+	for _, img := range imgs {
+		if moved[img.GetId()] != 1 {
+			t.Errorf("%d tag events moved contested:latest to %s, want 1", moved[img.GetId()], img.GetId())
+		}
+	}
+	if last != winner.GetImage().GetId() {
+		t.Errorf("the last move of contested:latest went to %s, but the tag names %s", last, winner.GetImage().GetId())
+	}
+	// No more: a sentinel tag event comes next.
+	if _, err := a.TagImage(ctx, &metadatav1.TagImageRequest{Source: imgs[0].GetId(), Target: "sentinel"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := watch.Recv(); err != nil || ev.GetEvent().GetReference() != "sentinel:latest" {
+		t.Errorf("after the moves replica b's watcher got %v, %v; want the sentinel's tag event", ev, err)
 	}
 }

@@ -15,6 +15,11 @@ type Backend interface {
 	// transaction, Update rolls back and runs fn again, so fn must have no
 	// effect outside the transaction.
 	Update(ctx context.Context, fn func(Tx) error) error
+	// UpdateIdempotent is Update for a fn whose second run, after a first
+	// that committed, changes nothing more and returns what the first did:
+	// it runs again even when the connection broke during COMMIT, where
+	// Update reports that the outcome is unknown.
+	UpdateIdempotent(ctx context.Context, fn func(Tx) error) error
 	// UpdateRows is Update for a fn that writes every row its decisions rest
 	// on, as a tag move writes the reference and the rows of the images it
 	// leaves and joins: two such transactions that decide on the same row
@@ -43,6 +48,14 @@ type Backend interface {
 	// may have appended events (take it before reading events, then wait on
 	// it); nil when the backend cannot tell, and watchers poll.
 	EventsNotify() <-chan struct{}
+	// LockCollection takes the lock that lets one garbage collection run
+	// at a time among every replica sharing the database. With wait it
+	// waits for the lock (until ctx ends); without, held is false when
+	// another collection holds it. unlock lets go; a replica that dies lets
+	// go too.
+	LockCollection(ctx context.Context, wait bool) (unlock func(), held bool, err error)
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
 	// Close releases the database.
 	Close() error
 }
@@ -193,7 +206,8 @@ type Tx interface {
 	Usage(ctx context.Context) (Usage, error)
 
 	// MarkCollectable marks, among the digests, those no image references
-	// as being deleted by garbage collection, and returns them.
+	// and no lease unexpired at now holds as being deleted by garbage
+	// collection, and returns them.
 	MarkCollectable(ctx context.Context, digests []string, now time.Time) ([]string, error)
 	// SetCollected records that the blob store deleted a marked blob at t,
 	// or, when deleted is false, drops the mark.
@@ -203,6 +217,20 @@ type Tx interface {
 	Collected(ctx context.Context, digests []string, t time.Time) ([]string, error)
 	// PruneMarks forgets the deletions finished before t.
 	PruneMarks(ctx context.Context, before time.Time) error
+
+	// CreateLease inserts a lease; ErrAlreadyExists when the ID is taken.
+	CreateLease(ctx context.Context, id string, created, expires time.Time) error
+	// LeaseExpires returns when a lease expires; ErrNotFound when there is
+	// no such lease.
+	LeaseExpires(ctx context.Context, id string) (time.Time, error)
+	// AddLeaseBlobs adds digests to a lease (those it holds already stay).
+	AddLeaseBlobs(ctx context.Context, id string, digests []string) error
+	// DeleteLease removes a lease and what it holds, if it exists.
+	DeleteLease(ctx context.Context, id string) error
+	// Leased returns which of the digests a lease unexpired at now holds.
+	Leased(ctx context.Context, digests []string, now time.Time) (map[string]bool, error)
+	// PruneLeases removes the leases expired at now, and returns how many.
+	PruneLeases(ctx context.Context, now time.Time) (int64, error)
 }
 
 // ListQuery is what a backend filters in the database; the Store applies

@@ -92,7 +92,7 @@ func (s *Service) LookupCacheRecords(ctx context.Context, keys []string) ([]*met
 		found[i] = r.GetKey()
 	}
 	now := s.now()
-	if err := s.b.Update(ctx, func(tx Tx) error { return tx.TouchCacheRecords(ctx, found, now) }); err == nil {
+	if err := s.b.UpdateIdempotent(ctx, func(tx Tx) error { return tx.TouchCacheRecords(ctx, found, now) }); err == nil {
 		for _, r := range recs {
 			r.LastUsed = timestamppb.New(now)
 		}

@@ -456,7 +456,7 @@ func idHex(id string) string {
 // images that need them.
 func (s *Service) MarkCollectable(ctx context.Context, digests []string) ([]string, error) {
 	var out []string
-	err := s.b.Update(ctx, func(tx Tx) error {
+	err := s.b.UpdateIdempotent(ctx, func(tx Tx) error {
 		var err error
 		out, err = tx.MarkCollectable(ctx, digests, s.now())
 		return err
@@ -467,15 +467,28 @@ func (s *Service) MarkCollectable(ctx context.Context, digests []string) ([]stri
 // SetCollected records that a marked blob was deleted from the blob store,
 // or, when deleted is false, that it was not and may be used again.
 func (s *Service) SetCollected(ctx context.Context, digest string, deleted bool) error {
-	return s.b.Update(ctx, func(tx Tx) error { return tx.SetCollected(ctx, digest, deleted, s.now()) })
+	return s.b.UpdateIdempotent(ctx, func(tx Tx) error { return tx.SetCollected(ctx, digest, deleted, s.now()) })
 }
 
-// Housekeep forgets events older than eventsFor and garbage collection
-// marks older than marksFor.
+// LockCollection takes the lock that lets one garbage collection run at a
+// time among the replicas sharing the database (see
+// Backend.LockCollection).
+func (s *Service) LockCollection(ctx context.Context, wait bool) (unlock func(), held bool, err error) {
+	return s.b.LockCollection(ctx, wait)
+}
+
+// Ping checks that the database answers: health follows it.
+func (s *Service) Ping(ctx context.Context) error { return s.b.Ping(ctx) }
+
+// Housekeep forgets events older than eventsFor, garbage collection marks
+// older than marksFor and expired leases.
 func (s *Service) Housekeep(ctx context.Context, eventsFor, marksFor time.Duration) error {
 	now := s.now()
-	return s.b.Update(ctx, func(tx Tx) error {
+	return s.b.UpdateIdempotent(ctx, func(tx Tx) error {
 		if _, err := tx.PruneEvents(ctx, now.Add(-eventsFor)); err != nil {
+			return err
+		}
+		if _, err := tx.PruneLeases(ctx, now); err != nil {
 			return err
 		}
 		return tx.PruneMarks(ctx, now.Add(-marksFor))

@@ -70,6 +70,18 @@ type Store interface {
 	ReferencedBlobs(ctx context.Context, pageSize int, pageToken string) ([]string, string, error)
 	// IsReferenced reports which of the digests some image needs.
 	IsReferenced(ctx context.Context, digests []string) (map[string]bool, error)
+	// CreateLease starts a lease that keeps the blobs added to it from
+	// garbage collection until it is deleted or expires (after expireAfter;
+	// DefaultLeaseExpiry when zero). An empty id gets a random one;
+	// ErrAlreadyExists when id is taken.
+	CreateLease(ctx context.Context, id string, expireAfter time.Duration) (*metadatav1.Lease, error)
+	// AddLeaseBlobs adds blobs to a lease: ErrNotFound when the lease does
+	// not exist or expired, ErrAborted while garbage collection deletes one
+	// of them.
+	AddLeaseBlobs(ctx context.Context, id string, digests []string) error
+	// DeleteLease ends a lease, if it exists.
+	DeleteLease(ctx context.Context, id string) error
+
 	// DiskUsage reports what `docker system df` reports.
 	DiskUsage(ctx context.Context) (*metadatav1.GetDiskUsageResponse, error)
 

@@ -105,6 +105,28 @@ func (c Client) ReferencedBlobs(ctx context.Context, pageSize int, pageToken str
 	return r.GetDigests(), r.GetNextPageToken(), err
 }
 
+// CreateLease implements image.Store.
+func (c Client) CreateLease(ctx context.Context, id string, expireAfter time.Duration) (*metadatav1.Lease, error) {
+	req := &metadatav1.CreateLeaseRequest{Id: id}
+	if expireAfter != 0 {
+		req.ExpireAfter = durationpb.New(expireAfter)
+	}
+	r, err := c.C.CreateLease(ctx, req)
+	return r.GetLease(), err
+}
+
+// AddLeaseBlobs implements image.Store.
+func (c Client) AddLeaseBlobs(ctx context.Context, id string, digests []string) error {
+	_, err := c.C.AddLeaseResource(ctx, &metadatav1.AddLeaseResourceRequest{LeaseId: id, Digests: digests})
+	return err
+}
+
+// DeleteLease implements image.Store.
+func (c Client) DeleteLease(ctx context.Context, id string) error {
+	_, err := c.C.DeleteLease(ctx, &metadatav1.DeleteLeaseRequest{LeaseId: id})
+	return err
+}
+
 // IsReferenced implements image.Store by listing every referenced blob: the
 // API has no point query, and tests are its only caller.
 func (c Client) IsReferenced(ctx context.Context, digests []string) (map[string]bool, error) {

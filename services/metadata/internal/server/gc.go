@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -21,7 +20,7 @@ const gcPage = 1000
 //
 // Safety: a blob is deleted only when it is older than the grace period (so
 // uploads and builds in flight keep theirs) and, atomically with marking it
-// in the database, no image references it. PutImage refuses an image whose
+// in the database, no image references it and no lease holds it. PutImage refuses an image whose
 // blobs were marked after it checked them, so an image never points at a
 // blob a concurrent collection removed.
 type Collector struct {
@@ -32,8 +31,6 @@ type Collector struct {
 	Log   *slog.Logger
 	// Now is time.Now when nil.
 	Now func() time.Time
-
-	mu sync.Mutex // one collection at a time per replica
 }
 
 func (c *Collector) now() time.Time {
@@ -43,10 +40,20 @@ func (c *Collector) now() time.Time {
 	return time.Now()
 }
 
-// Collect runs one collection.
+// Collect runs one collection, after any that another replica is running.
+// A dry run deletes nothing and runs beside them.
 func (c *Collector) Collect(ctx context.Context, grace time.Duration, dryRun bool) (*metadatav1.CollectGarbageResponse, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if !dryRun {
+		unlock, _, err := c.Images.LockCollection(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	return c.collect(ctx, grace, dryRun)
+}
+
+func (c *Collector) collect(ctx context.Context, grace time.Duration, dryRun bool) (*metadatav1.CollectGarbageResponse, error) {
 	start := c.now()
 	res := &metadatav1.CollectGarbageResponse{}
 	var failed []error
@@ -64,6 +71,10 @@ func (c *Collector) Collect(ctx context.Context, grace time.Duration, dryRun boo
 		if err != nil {
 			return nil, err
 		}
+		leased, err := c.Images.IsLeased(ctx, digests)
+		if err != nil {
+			return nil, err
+		}
 		size := map[string]int64{}
 		var old []string
 		for _, b := range page {
@@ -71,6 +82,8 @@ func (c *Collector) Collect(ctx context.Context, grace time.Duration, dryRun boo
 			switch {
 			case refd[d]:
 				res.Referenced++
+			case leased[d]:
+				res.Leased++
 			case start.Sub(b.CreatedAt) < grace:
 				res.WithinGrace++
 			default:
@@ -88,7 +101,7 @@ func (c *Collector) Collect(ctx context.Context, grace time.Duration, dryRun boo
 			if err != nil {
 				return nil, err
 			}
-			res.Referenced += int64(len(old) - len(marked)) // referenced since the first look
+			res.Referenced += int64(len(old) - len(marked)) // referenced or leased since the first look
 			for _, d := range marked {
 				err := c.Blobs.Delete(ctx, digest.Digest(d))
 				if err != nil && !errdefs.IsNotFound(err) {
@@ -123,7 +136,8 @@ func (c *Collector) Collect(ctx context.Context, grace time.Duration, dryRun boo
 }
 
 // Run collects garbage and keeps the event log short every interval until
-// ctx ends.
+// ctx ends. A round finding another replica collecting leaves the
+// collection to it.
 func (c *Collector) Run(ctx context.Context, interval, eventsFor time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -133,11 +147,25 @@ func (c *Collector) Run(ctx context.Context, interval, eventsFor time.Duration) 
 			return
 		case <-t.C:
 		}
-		if _, err := c.Collect(ctx, c.Grace, false); err != nil && ctx.Err() == nil {
+		if err := c.collectUnlessBusy(ctx); err != nil && ctx.Err() == nil {
 			c.Log.Warn("periodic garbage collection failed", "error", err.Error())
 		}
 		if err := c.Images.Housekeep(ctx, eventsFor, 24*time.Hour); err != nil && ctx.Err() == nil {
 			c.Log.Warn("pruning old events failed", "error", err.Error())
 		}
 	}
+}
+
+func (c *Collector) collectUnlessBusy(ctx context.Context) error {
+	unlock, held, err := c.Images.LockCollection(ctx, false)
+	if err != nil {
+		return err
+	}
+	if !held {
+		c.Log.Info("garbage collection skipped: another replica is collecting")
+		return nil
+	}
+	defer unlock()
+	_, err = c.collect(ctx, c.Grace, false)
+	return err
 }

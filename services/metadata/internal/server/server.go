@@ -239,6 +239,41 @@ func (s *Server) CollectGarbage(ctx context.Context, req *metadatav1.CollectGarb
 	return s.gc.Collect(ctx, grace, req.GetDryRun())
 }
 
+// CreateLease implements metadatav1.ImageServiceServer.
+func (s *Server) CreateLease(ctx context.Context, req *metadatav1.CreateLeaseRequest) (*metadatav1.CreateLeaseResponse, error) {
+	var expire time.Duration
+	if d := req.GetExpireAfter(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, errdefs.InvalidArgument("expire_after: %v", err)
+		}
+		expire = d.AsDuration()
+		if expire == 0 {
+			return nil, errdefs.InvalidArgument("expire_after of lease %q is zero: leave it unset for the default", req.GetId())
+		}
+	}
+	lease, err := s.images.CreateLease(ctx, req.GetId(), expire)
+	if err != nil {
+		return nil, err
+	}
+	return &metadatav1.CreateLeaseResponse{Lease: lease}, nil
+}
+
+// AddLeaseResource implements metadatav1.ImageServiceServer.
+func (s *Server) AddLeaseResource(ctx context.Context, req *metadatav1.AddLeaseResourceRequest) (*metadatav1.AddLeaseResourceResponse, error) {
+	if err := s.images.AddLeaseBlobs(ctx, req.GetLeaseId(), req.GetDigests()); err != nil {
+		return nil, err
+	}
+	return &metadatav1.AddLeaseResourceResponse{}, nil
+}
+
+// DeleteLease implements metadatav1.ImageServiceServer.
+func (s *Server) DeleteLease(ctx context.Context, req *metadatav1.DeleteLeaseRequest) (*metadatav1.DeleteLeaseResponse, error) {
+	if err := s.images.DeleteLease(ctx, req.GetLeaseId()); err != nil {
+		return nil, err
+	}
+	return &metadatav1.DeleteLeaseResponse{}, nil
+}
+
 // GetDiskUsage implements metadatav1.ImageServiceServer.
 func (s *Server) GetDiskUsage(ctx context.Context, _ *metadatav1.GetDiskUsageRequest) (*metadatav1.GetDiskUsageResponse, error) {
 	return s.images.DiskUsage(ctx)

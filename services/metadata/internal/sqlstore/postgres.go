@@ -3,10 +3,13 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +22,10 @@ import (
 // migrateLock is the advisory lock key that replicas take to migrate the
 // schema.
 const migrateLock = 0x5354524d // "STRM"
+
+// collectLock is the advisory lock key that a replica holds while it
+// collects garbage.
+const collectLock = 0x53545247 // "STRG"
 
 // eventsChannel is the LISTEN/NOTIFY channel that tells replicas an event
 // was appended.
@@ -64,11 +71,7 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	d := &postgresDialect{db: db, cfg: cfg, log: log, cancel: cancel, pending: make(chan struct{}, 1), notify: make(chan struct{})}
-	lock := func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock)
-		return err
-	}
-	if err := migrate(ctx, d, lock); err != nil {
+	if err := d.migrate(ctx); err != nil {
 		cancel()
 		db.Close()
 		return nil, fmt.Errorf("migrating the PostgreSQL schema: %w", err)
@@ -83,6 +86,24 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 		d.notifyReplicas(lctx)
 	}()
 	return &DB{d: d, read: db, log: log}, nil
+}
+
+// migrate applies the migrations while holding migrateLock on a
+// connection of its own, so that replicas starting together migrate one
+// after the other. The lock is taken before the migrations' transactions
+// begin: a transaction that took it itself would read from a snapshot of
+// its first statement, taken while it waited, and miss the migrations the
+// holder applied meanwhile.
+func (d *postgresDialect) migrate(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, d.cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background()) // lets go of the lock
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLock); err != nil {
+		return err
+	}
+	return migrate(ctx, d)
 }
 
 func (d *postgresDialect) name() string { return "postgres" }
@@ -115,10 +136,41 @@ func (d *postgresDialect) retryable(err error) bool {
 	return false
 }
 
+// unavailable reports errors of a connection that failed or broke (an EOF
+// in the middle of a reply is the commonest), and PostgreSQL's own
+// connection errors (class 08) and refusals while it shuts down or starts.
 func (d *postgresDialect) unavailable(err error) bool {
 	var ne net.Error
 	var ce *pgconn.ConnectError
-	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, sql.ErrConnDone) || pgconn.SafeToRetry(err)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || pgconn.SafeToRetry(err)
+}
+
+// lockCollection takes the session-level advisory lock collectLock on a
+// connection of its own, outside the pool: a collection runs many
+// transactions and blob store calls, and must not hold one of the pool's
+// few connections meanwhile. Closing the connection, or losing it,
+// releases the lock.
+func (d *postgresDialect) lockCollection(ctx context.Context, wait bool) (func(), bool, error) {
+	conn, err := pgx.ConnectConfig(ctx, d.cfg)
+	if err != nil {
+		return nil, false, err
+	}
+	held := true
+	if wait {
+		_, err = conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, collectLock)
+	} else {
+		err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, collectLock).Scan(&held)
+	}
+	if err != nil || !held {
+		conn.Close(context.Background())
+		return nil, false, err
+	}
+	return func() { conn.Close(context.Background()) }, true, nil
 }
 
 // listen keeps a LISTEN connection open and turns notifications into wakes.

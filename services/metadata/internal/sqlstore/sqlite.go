@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -23,10 +24,16 @@ type sqliteDialect struct {
 	write, read *sql.DB
 	// checkpoints has one connection, which checkpoints the WAL.
 	checkpoints *sql.DB
-	log         *slog.Logger
-	dirty       chan struct{} // a write committed since the last checkpoint
-	cancel      context.CancelFunc
-	done        chan struct{}
+	// lock is the database file, flocked while the store is open: one
+	// process serves a SQLite store.
+	lock  *os.File
+	log   *slog.Logger
+	dirty chan struct{} // a write committed since the last checkpoint
+	// collecting holds a token while a garbage collection runs: the file
+	// lock makes this process the only one, so a lock in it is enough.
+	collecting chan struct{}
+	cancel     context.CancelFunc
+	done       chan struct{}
 }
 
 // checkpointInterval is how often, at most, the WAL is checkpointed while
@@ -39,7 +46,11 @@ const checkpointInterval = 200 * time.Millisecond
 const writerCheckpointPages = 16384
 
 // OpenSQLite opens (creating it and its directory when needed) the SQLite
-// database at path, in WAL mode, and applies the schema migrations.
+// database at path, in WAL mode, and applies the schema migrations. It
+// takes an exclusive lock on the file first: when another process serves
+// it, OpenSQLite fails saying so (SQLite's own locks would let a second
+// process in, and two services would then keep event sequences, garbage
+// collection and their watchers' wakes apart).
 func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("a SQLite database path is required")
@@ -48,6 +59,10 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("creating the directory of the SQLite database: %w", err)
 		}
+	}
+	lock, err := lockFile(path)
+	if err != nil {
+		return nil, err
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(0)" +
@@ -59,6 +74,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	// the commit that ran into them and every writer queued behind it.
 	write, err := sql.Open("sqlite", base+"&_txlock=immediate"+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", writerCheckpointPages))
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	write.SetMaxOpenConns(1)
@@ -66,12 +82,14 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	read, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
 	if err != nil {
 		write.Close()
+		lock.Close()
 		return nil, err
 	}
 	checkpoints, err := sql.Open("sqlite", base)
 	if err != nil {
 		write.Close()
 		read.Close()
+		lock.Close()
 		return nil, err
 	}
 	checkpoints.SetMaxOpenConns(1)
@@ -82,18 +100,38 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	cctx, cancel := context.WithCancel(context.Background())
-	d := &sqliteDialect{write: write, read: read, checkpoints: checkpoints, log: log,
-		dirty: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	d := &sqliteDialect{write: write, read: read, checkpoints: checkpoints, lock: lock, log: log,
+		dirty: make(chan struct{}, 1), collecting: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go d.checkpoint(cctx)
 	if err := write.PingContext(ctx); err != nil {
 		d.close()
 		return nil, fmt.Errorf("opening SQLite database %s: %w", path, err)
 	}
-	if err := migrate(ctx, d, nil); err != nil {
+	if err := migrate(ctx, d); err != nil {
 		d.close()
 		return nil, fmt.Errorf("migrating SQLite database %s: %w", path, err)
 	}
 	return &DB{d: d, read: read, log: log}, nil
+}
+
+// lockFile opens the database file, creating it empty (which SQLite takes
+// for a new database), and flocks it. The flock is apart from SQLite's own
+// POSIX record locks on the file, and the descriptor stays open until the
+// store is closed: closing another descriptor of the file would drop
+// SQLite's record locks.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening SQLite database %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("SQLite database %s is in use by another process (it holds the file's lock): one metadata process serves a SQLite file; run several replicas with --store postgres", path)
+		}
+		return nil, fmt.Errorf("locking SQLite database %s: %w", path, err)
+	}
+	return f, nil
 }
 
 func (d *sqliteDialect) name() string { return "sqlite" }
@@ -118,6 +156,24 @@ func (d *sqliteDialect) retryable(err error) bool {
 }
 
 func (d *sqliteDialect) unavailable(error) bool { return false }
+
+func (d *sqliteDialect) lockCollection(ctx context.Context, wait bool) (func(), bool, error) {
+	unlock := func() { <-d.collecting }
+	if !wait {
+		select {
+		case d.collecting <- struct{}{}:
+			return unlock, true, nil
+		default:
+			return nil, false, nil
+		}
+	}
+	select {
+	case d.collecting <- struct{}{}:
+		return unlock, true, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
 
 // eventsNotify returns nil: one process owns a SQLite store, and its own
 // commits wake its watchers.
@@ -157,5 +213,6 @@ func (d *sqliteDialect) committed(bool) {
 func (d *sqliteDialect) close() error {
 	d.cancel()
 	<-d.done
-	return errors.Join(d.read.Close(), d.write.Close(), d.checkpoints.Close())
+	err := errors.Join(d.read.Close(), d.write.Close(), d.checkpoints.Close())
+	return errors.Join(err, d.lock.Close())
 }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/metadata/internal/image"
@@ -48,6 +50,8 @@ type dialect interface {
 	committed(events bool)
 	// eventsNotify is image.Backend.EventsNotify.
 	eventsNotify() <-chan struct{}
+	// lockCollection is image.Backend.LockCollection.
+	lockCollection(ctx context.Context, wait bool) (unlock func(), held bool, err error)
 	// driverPrepares reports whether the driver prepares and caches
 	// statements itself (pgx does), making stmtCache redundant.
 	driverPrepares() bool
@@ -132,28 +136,90 @@ const maxRetries = 20
 // Update implements image.Backend.
 func (db *DB) Update(ctx context.Context, fn func(image.Tx) error) error {
 	pool, opts := db.d.writer()
-	return db.update(ctx, pool, opts, fn)
+	return db.update(ctx, pool, opts, false, fn)
+}
+
+// UpdateIdempotent implements image.Backend.
+func (db *DB) UpdateIdempotent(ctx context.Context, fn func(image.Tx) error) error {
+	pool, opts := db.d.writer()
+	return db.update(ctx, pool, opts, true, fn)
 }
 
 // UpdateRows implements image.Backend.
 func (db *DB) UpdateRows(ctx context.Context, fn func(image.Tx) error) error {
 	pool, opts := db.d.rowWriter()
-	return db.update(ctx, pool, opts, fn)
+	return db.update(ctx, pool, opts, false, fn)
 }
 
-func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn func(image.Tx) error) error {
+func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, idempotent bool, fn func(image.Tx) error) error {
+	reconnects := 0
 	for attempt := 0; ; attempt++ {
 		err := db.run(ctx, pool, opts, true, fn)
-		if err == nil || !db.d.retryable(err) || attempt == maxRetries {
+		var wait time.Duration
+		switch {
+		case err == nil:
+			return nil
+		case db.d.retryable(err) && attempt < maxRetries:
+			// Back off a little, more with each attempt, so that
+			// conflicting writers spread out.
+			wait = time.Duration(attempt+1) * time.Millisecond
+		case db.reconnectable(err, idempotent) && reconnects < len(reconnectWaits):
+			wait = reconnectWaits[reconnects]
+			reconnects++
+		default:
 			return db.classify(err)
 		}
-		// Back off a little, more with each attempt, so that conflicting
-		// writers spread out.
-		wait := time.Duration(attempt+1) * time.Millisecond
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// reconnectWaits are the pauses before each new try of a transaction that
+// lost its connection (about 1.5 s in all): long enough to ride out a
+// dropped connection or a database restart's first moments, short enough
+// that a database that stays down is reported UNAVAILABLE promptly.
+var reconnectWaits = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+
+// reconnectable reports whether a transaction that failed may run again on
+// another connection: the database could not be reached, and the failure
+// was not at COMMIT, which may have committed before the connection broke
+// (unless nothing of it was sent, or running it twice is harmless).
+func (db *DB) reconnectable(err error, idempotent bool) bool {
+	var ce *commitError
+	if errors.As(err, &ce) && !idempotent && !pgconn.SafeToRetry(ce.err) {
+		return false
+	}
+	return db.d.unavailable(err)
+}
+
+// commitError is a failed COMMIT.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// retryRead runs a read, again on another connection after the database could
+// not be reached: a read changes nothing, so trying it again is safe.
+func (db *DB) retryRead(ctx context.Context, run func() error) error {
+	for reconnects := 0; ; reconnects++ {
+		err := run()
+		if err == nil || !db.d.unavailable(err) || reconnects == len(reconnectWaits) {
+			return db.classify(err)
+		}
+		if err := sleep(ctx, reconnectWaits[reconnects]); err != nil {
+			return err
 		}
 	}
 }
@@ -161,7 +227,7 @@ func (db *DB) update(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, fn 
 // View implements image.Backend.
 func (db *DB) View(ctx context.Context, fn func(image.Tx) error) error {
 	pool, opts := db.d.reader()
-	return db.classify(db.run(ctx, pool, opts, false, fn))
+	return db.retryRead(ctx, func() error { return db.run(ctx, pool, opts, false, fn) })
 }
 
 // ViewSingle implements image.Backend: the statement runs on the reader
@@ -177,12 +243,14 @@ func (db *DB) ViewSingle(ctx context.Context, fn func(image.Tx) error) error {
 			}
 		}()
 	}
-	t := &txn{q: pool, d: db.d, stmts: stmts}
-	err := fn(t)
-	if t.statements > 1 {
-		return errdefs.Internal("a single-statement read ran %d statements", t.statements)
-	}
-	return db.classify(err)
+	return db.retryRead(ctx, func() error {
+		t := &txn{q: pool, d: db.d, stmts: stmts}
+		err := fn(t)
+		if t.statements > 1 {
+			return errdefs.Internal("a single-statement read ran %d statements", t.statements)
+		}
+		return err
+	})
 }
 
 // statements returns the prepared statements of a pool, nil where the
@@ -213,7 +281,7 @@ func (db *DB) run(ctx context.Context, pool *sql.DB, opts *sql.TxOptions, write 
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return err
+		return &commitError{err}
 	}
 	if write {
 		db.d.committed(t.appended)
@@ -230,6 +298,11 @@ func (db *DB) classify(err error) error {
 	var e *errdefs.Error
 	if errors.As(err, &e) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	var ce *commitError
+	if errors.As(err, &ce) && db.d.unavailable(err) {
+		return errdefs.Unavailable("%s database: the connection broke while committing, so the change may or may not have been made; read it back before trying again: %v", db.d.name(), err).
+			WithReason("COMMIT_UNKNOWN")
 	}
 	if db.d.unavailable(err) {
 		return errdefs.Unavailable("%s database unavailable: %v", db.d.name(), err)
@@ -255,12 +328,27 @@ func (db *DB) EventPosition(ctx context.Context, since time.Time) (image.EventPo
 // Close implements image.Backend.
 func (db *DB) Close() error { return db.d.close() }
 
+// LockCollection implements image.Backend.
+func (db *DB) LockCollection(ctx context.Context, wait bool) (func(), bool, error) {
+	unlock, held, err := db.d.lockCollection(ctx, wait)
+	return unlock, held, db.classify(err)
+}
+
+// Ping implements image.Backend.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.read.PingContext(ctx); err != nil {
+		return db.classify(err)
+	}
+	return nil
+}
+
 // EventsNotify implements image.Backend.
 func (db *DB) EventsNotify() <-chan struct{} { return db.d.eventsNotify() }
 
 // migrate applies the dialect's schema files that have not been applied,
-// each in its own transaction, recording them in schema_migrations.
-func migrate(ctx context.Context, d dialect, lock func(*sql.Tx) error) error {
+// each in its own transaction, recording them in schema_migrations. The
+// caller keeps other processes from migrating meanwhile.
+func migrate(ctx context.Context, d dialect) error {
 	files, err := fs.Glob(migrations, "migrations/"+d.name()+"/*.sql")
 	if err != nil {
 		return err
@@ -280,12 +368,6 @@ func migrate(ctx context.Context, d dialect, lock func(*sql.Tx) error) error {
 		tx, err := pool.BeginTx(ctx, opts)
 		if err != nil {
 			return err
-		}
-		if lock != nil {
-			if err := lock(tx); err != nil {
-				_ = tx.Rollback()
-				return err
-			}
 		}
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 			_ = tx.Rollback()

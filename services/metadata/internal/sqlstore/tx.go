@@ -269,14 +269,14 @@ func (t *txn) InsertImage(ctx context.Context, n image.NewImage) error {
 	for k, v := range img.GetLabels() {
 		rows = append(rows, []any{id, k, v})
 	}
-	if err := t.insertRows(ctx, "labels (image_id, key, value)", rows); err != nil {
+	if err := t.insertRows(ctx, "labels (image_id, key, value)", rows, ""); err != nil {
 		return err
 	}
 	rows = rows[:0]
 	for i, l := range img.GetLayers() {
 		rows = append(rows, []any{id, i, n.ChainIDs[i], l.GetDigest(), l.GetSize(), l.GetDiffSize()})
 	}
-	if err := t.insertRows(ctx, "layers (image_id, position, chain_id, digest, size, diff_size)", rows); err != nil {
+	if err := t.insertRows(ctx, "layers (image_id, position, chain_id, digest, size, diff_size)", rows, ""); err != nil {
 		return err
 	}
 	rows = rows[:0]
@@ -287,15 +287,15 @@ func (t *txn) InsertImage(ctx context.Context, n image.NewImage) error {
 			rows = append(rows, []any{d, id})
 		}
 	}
-	if err := t.insertRows(ctx, "blobs (digest, image_id)", rows); err != nil {
+	if err := t.insertRows(ctx, "blobs (digest, image_id)", rows, ""); err != nil {
 		return err
 	}
 	return nil
 }
 
 // insertRows inserts rows into "table (columns)", a few hundred per
-// statement.
-func (t *txn) insertRows(ctx context.Context, table string, rows [][]any) error {
+// statement, each statement ending with suffix (an ON CONFLICT clause).
+func (t *txn) insertRows(ctx context.Context, table string, rows [][]any, suffix string) error {
 	const perStatement = 200
 	for len(rows) > 0 {
 		n := min(len(rows), perStatement)
@@ -309,6 +309,7 @@ func (t *txn) insertRows(ctx context.Context, table string, rows [][]any) error 
 			b.WriteString(in(len(a)+1, len(r)))
 			a = append(a, r...)
 		}
+		b.WriteString(suffix)
 		if _, err := t.direct().ExecContext(ctx, b.String(), a...); err != nil {
 			return err
 		}
@@ -596,7 +597,7 @@ func (t *txn) InsertManifest(ctx context.Context, n image.NewManifest) error {
 			}
 		}
 	}
-	return t.insertRows(ctx, "manifest_needs (manifest, digest, is_manifest)", rows)
+	return t.insertRows(ctx, "manifest_needs (manifest, digest, is_manifest)", rows, "")
 }
 
 func (t *txn) Manifest(ctx context.Context, d string) (*metadatav1.Manifest, error) {
@@ -980,9 +981,13 @@ func (t *txn) MarkCollectable(ctx context.Context, digests []string, now time.Ti
 	if err != nil {
 		return nil, err
 	}
+	leased, err := t.Leased(ctx, digests, now)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
 	for _, d := range digests {
-		if refd[d] {
+		if refd[d] || leased[d] {
 			continue
 		}
 		if _, err := t.exec(ctx, `INSERT INTO gc_marks (digest, marked_at, deleted_at) VALUES ($1, $2, 0)
@@ -1026,4 +1031,79 @@ func (t *txn) Collected(ctx context.Context, digests []string, since time.Time) 
 func (t *txn) PruneMarks(ctx context.Context, before time.Time) error {
 	_, err := t.exec(ctx, `DELETE FROM gc_marks WHERE deleted_at <> 0 AND deleted_at < $1`, before.UnixNano())
 	return err
+}
+
+func (t *txn) CreateLease(ctx context.Context, id string, created, expires time.Time) error {
+	res, err := t.exec(ctx, `INSERT INTO leases (id, created, expires) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`,
+		id, created.UnixNano(), expires.UnixNano())
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		if err == nil {
+			err = errdefs.AlreadyExists("lease %q exists", id).WithReason("LEASE_EXISTS").WithDetail("lease", id)
+		}
+		return err
+	}
+	return nil
+}
+
+func (t *txn) LeaseExpires(ctx context.Context, id string) (time.Time, error) {
+	var expires int64
+	err := t.queryRow(ctx, `SELECT expires FROM leases WHERE id = $1`, id).Scan(&expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, errdefs.NotFound("no lease %q", id).WithReason("LEASE_NOT_FOUND").WithDetail("lease", id)
+	}
+	return time.Unix(0, expires), err
+}
+
+func (t *txn) AddLeaseBlobs(ctx context.Context, id string, digests []string) error {
+	rows := make([][]any, 0, len(digests))
+	seen := map[string]bool{}
+	for _, d := range digests {
+		if !seen[d] {
+			seen[d] = true
+			rows = append(rows, []any{id, d})
+		}
+	}
+	return t.insertRows(ctx, "lease_blobs (lease_id, digest)", rows, " ON CONFLICT (lease_id, digest) DO NOTHING")
+}
+
+func (t *txn) DeleteLease(ctx context.Context, id string) error {
+	if _, err := t.exec(ctx, `DELETE FROM lease_blobs WHERE lease_id = $1`, id); err != nil {
+		return err
+	}
+	_, err := t.exec(ctx, `DELETE FROM leases WHERE id = $1`, id)
+	return err
+}
+
+func (t *txn) Leased(ctx context.Context, digests []string, now time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, c := range chunks(digests, chunk) {
+		a := append([]any{now.UnixNano()}, args(c)...)
+		rows, err := t.direct().QueryContext(ctx, `SELECT DISTINCT b.digest FROM lease_blobs b JOIN leases l ON l.id = b.lease_id
+			WHERE l.expires > $1 AND b.digest IN `+in(2, len(c)), a...)
+		if err != nil {
+			return nil, err
+		}
+		found, err := scanStrings(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range found {
+			out[d] = true
+		}
+	}
+	return out, nil
+}
+
+func (t *txn) PruneLeases(ctx context.Context, now time.Time) (int64, error) {
+	if _, err := t.exec(ctx, `DELETE FROM lease_blobs WHERE lease_id IN (SELECT id FROM leases WHERE expires <= $1)`, now.UnixNano()); err != nil {
+		return 0, err
+	}
+	res, err := t.exec(ctx, `DELETE FROM leases WHERE expires <= $1`, now.UnixNano())
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -74,6 +76,7 @@ func TestStore(t *testing.T, newStore NewStore) {
 		}},
 		{"PagingUnderWrites", testPagingUnderWrites},
 		{"DefaultPageSize", testDefaultPageSize},
+		{"Leases", testLeases},
 		{"Repository", testRepository},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,6 +120,7 @@ func errorsIs(err, kind error) bool {
 		{errdefs.ErrInvalidArgument, errdefs.IsInvalidArgument},
 		{errdefs.ErrFailedPrecondition, errdefs.IsFailedPrecondition},
 		{errdefs.ErrAlreadyExists, errdefs.IsAlreadyExists},
+		{errdefs.ErrAborted, func(err error) bool { return errors.Is(err, errdefs.ErrAborted) }},
 	} {
 		if k.kind == kind {
 			return k.is(err)
@@ -1204,6 +1208,109 @@ func testDefaultPageSize(t *testing.T, s image.Store, _ *Clock) {
 	for _, sum := range first {
 		if sum.GetId() == rest[0].GetId() {
 			t.Errorf("image %s listed on both pages", sum.GetId())
+		}
+	}
+}
+
+// collector is what garbage collection uses of a store beside image.Store;
+// the stores of the suite have it, but not the one over gRPC.
+type collector interface {
+	IsLeased(ctx context.Context, digests []string) (map[string]bool, error)
+	MarkCollectable(ctx context.Context, digests []string) ([]string, error)
+	SetCollected(ctx context.Context, digest string, deleted bool) error
+	Housekeep(ctx context.Context, eventsFor, marksFor time.Duration) error
+}
+
+func testLeases(t *testing.T, s image.Store, c *Clock) {
+	ctx := context.Background()
+	img := Make(t, Step{LayerSize: 7})
+	blobs := Blobs(img)
+	garbage := []string{digest.FromString("leased garbage").String(), digest.FromString("marked garbage").String()}
+
+	lease, err := s.CreateLease(ctx, "build-1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lease.GetId() != "build-1" || !lease.GetExpires().AsTime().Equal(c.Now().Add(time.Hour)) {
+		t.Errorf("CreateLease(build-1, 1h) = %v, want it to expire an hour from now", lease)
+	}
+	_, err = s.CreateLease(ctx, "build-1", time.Hour)
+	wantKind(t, "CreateLease of a taken ID", err, errdefs.ErrAlreadyExists)
+	_, err = s.CreateLease(ctx, "bad id/1", 0)
+	wantKind(t, "CreateLease(bad id/1)", err, errdefs.ErrInvalidArgument)
+	_, err = s.CreateLease(ctx, "", image.MaxLeaseExpiry+time.Second)
+	wantKind(t, "CreateLease past the longest expiry", err, errdefs.ErrInvalidArgument)
+	anon, err := s.CreateLease(ctx, "", 0)
+	if err != nil || anon.GetId() == "" || !anon.GetExpires().AsTime().Equal(c.Now().Add(image.DefaultLeaseExpiry)) {
+		t.Errorf("CreateLease(\"\", 0) = %v, %v; want a chosen ID and the default expiry", anon, err)
+	}
+
+	wantKind(t, "AddLeaseBlobs to an unknown lease", s.AddLeaseBlobs(ctx, "nope", blobs), errdefs.ErrNotFound)
+	wantKind(t, "AddLeaseBlobs of a bad digest", s.AddLeaseBlobs(ctx, "build-1", []string{"sha256:zz"}), errdefs.ErrInvalidArgument)
+	// Blobs need not be stored yet, and adding one twice is fine.
+	if err := s.AddLeaseBlobs(ctx, "build-1", append(blobs, garbage[0], garbage[0])); err != nil {
+		t.Fatalf("AddLeaseBlobs = %v", err)
+	}
+	if err := s.AddLeaseBlobs(ctx, "build-1", blobs[:1]); err != nil {
+		t.Fatalf("AddLeaseBlobs again = %v", err)
+	}
+
+	if gc, ok := s.(collector); ok {
+		leased, err := gc.IsLeased(ctx, append([]string{garbage[1]}, garbage[0]))
+		if err != nil || !leased[garbage[0]] || leased[garbage[1]] {
+			t.Errorf("IsLeased = %v, %v; want only %s", leased, err, garbage[0])
+		}
+		// Collection marks only what no lease holds; a blob being
+		// collected cannot join a lease until the collection is done.
+		marked, err := gc.MarkCollectable(ctx, garbage)
+		if err != nil || len(marked) != 1 || marked[0] != garbage[1] {
+			t.Errorf("MarkCollectable(%v) = %v, %v; want only %s", garbage, marked, err, garbage[1])
+		}
+		err = s.AddLeaseBlobs(ctx, "build-1", garbage[1:])
+		wantKind(t, "AddLeaseBlobs of a blob being collected", err, errdefs.ErrAborted)
+		if err := gc.SetCollected(ctx, garbage[1], true); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddLeaseBlobs(ctx, "build-1", garbage[1:]); err != nil {
+			t.Errorf("AddLeaseBlobs of a blob collected already = %v; want it held (the caller stores it again)", err)
+		}
+		if marked, err := gc.MarkCollectable(ctx, garbage); err != nil || len(marked) != 0 {
+			t.Errorf("MarkCollectable of leased blobs = %v, %v; want none", marked, err)
+		}
+	}
+
+	// Deleting is idempotent; the blobs are then free.
+	for range 2 {
+		if err := s.DeleteLease(ctx, "build-1"); err != nil {
+			t.Fatalf("DeleteLease = %v", err)
+		}
+	}
+	wantKind(t, "AddLeaseBlobs to a deleted lease", s.AddLeaseBlobs(ctx, "build-1", blobs), errdefs.ErrNotFound)
+	if gc, ok := s.(collector); ok {
+		if leased, err := gc.IsLeased(ctx, garbage); err != nil || len(leased) != 0 {
+			t.Errorf("IsLeased after DeleteLease = %v, %v; want none", leased, err)
+		}
+	}
+
+	// An expired lease holds nothing, takes nothing, and housekeeping
+	// removes it.
+	if _, err := s.CreateLease(ctx, "short", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddLeaseBlobs(ctx, "short", garbage[:1]); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(2 * time.Minute)
+	wantKind(t, "AddLeaseBlobs to an expired lease", s.AddLeaseBlobs(ctx, "short", garbage[:1]), errdefs.ErrNotFound)
+	if gc, ok := s.(collector); ok {
+		if leased, err := gc.IsLeased(ctx, garbage); err != nil || len(leased) != 0 {
+			t.Errorf("IsLeased of an expired lease's blob = %v, %v; want none", leased, err)
+		}
+		if err := gc.Housekeep(ctx, time.Hour, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateLease(ctx, "short", time.Minute); err != nil {
+			t.Errorf("CreateLease of an expired lease's ID after housekeeping = %v, want it free again", err)
 		}
 	}
 }
