@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -43,13 +44,18 @@ func startDNS(addr netip.Addr, upstreams []string) (*dnsForwarder, error) {
 		pc.Close()
 		return nil, err
 	}
+	// Shutdown refuses a server that has not started yet and leaves its
+	// socket open, so startDNS returns only once both serve.
+	var started sync.WaitGroup
+	started.Add(2)
 	f.servers = []*dns.Server{
-		{PacketConn: pc, Handler: f},
-		{Listener: ln, Handler: f},
+		{PacketConn: pc, Handler: f, NotifyStartedFunc: started.Done},
+		{Listener: ln, Handler: f, NotifyStartedFunc: started.Done},
 	}
 	for _, s := range f.servers {
 		go s.ActivateAndServe()
 	}
+	started.Wait()
 	return f, nil
 }
 
