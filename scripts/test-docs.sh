@@ -78,4 +78,4 @@ if ! (cd "$root" && bash -euo pipefail "$script"); then
   echo "test-docs: the services' log:" >&2; tail -n 30 "$work/services.log" >&2
   exit 1
 fi
-echo "test-docs: every block ran"
+echo; echo "test-docs: every block ran"
