@@ -158,9 +158,16 @@ func allCached(out string) bool {
 	return strings.Count(out, " ---> Using cache") == steps-1 && !strings.Contains(out, "Running in ")
 }
 
-// errorLine is the line of a failed build's output that says why.
+// errorLine is the line of a failed build's error output that says why:
+// the last that starts "Error", or else the last (a RUN's own output may
+// come before it, or after it).
 func errorLine(out string) string {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "Error") {
+			return strings.TrimSpace(lines[i])
+		}
+	}
 	return strings.TrimSpace(lines[len(lines)-1])
 }
 
@@ -307,7 +314,7 @@ func TestParity(t *testing.T) {
 	if *writeGolden {
 		t.Skip("writing the goldens")
 	}
-	known := readKnown(t)
+	known, why := readKnown(t)
 	rootfs, base := baseRootfs(t)
 	s := startStrata(t, rootfs)
 	cases := loadCases(t)
@@ -337,7 +344,7 @@ func TestParity(t *testing.T) {
 		}
 	}
 	if *updateKnown {
-		writeKnown(t, found)
+		writeKnown(t, found, why)
 	}
 	counts := map[string]int{}
 	identical := 0
@@ -413,12 +420,14 @@ func compare(t testing.TB, c *Case, want *Golden, r result) []string {
 
 const knownPath = "testdata/known.txt"
 
-// readKnown reads testdata/known.txt: "CLASS CASE" a line, # comments.
-func readKnown(t testing.TB) map[string][]string {
-	known := map[string][]string{}
+// readKnown reads testdata/known.txt: "CLASS CASE  # why" a line, and #
+// comment lines. It returns the classes of each case, sorted, and the
+// "why" of each "CLASS CASE".
+func readKnown(t testing.TB) (map[string][]string, map[string]string) {
+	known, why := map[string][]string{}, map[string]string{}
 	f, err := os.Open(knownPath)
 	if os.IsNotExist(err) {
-		return known
+		return known, why
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +435,7 @@ func readKnown(t testing.TB) map[string][]string {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		line, _, _ := strings.Cut(sc.Text(), "#")
+		line, comment, _ := strings.Cut(sc.Text(), "#")
 		fs := strings.Fields(line)
 		if len(fs) == 0 {
 			continue
@@ -435,25 +444,37 @@ func readKnown(t testing.TB) map[string][]string {
 			t.Fatalf("%s: %q: want CLASS CASE", knownPath, sc.Text())
 		}
 		known[fs[1]] = append(known[fs[1]], fs[0])
+		why[fs[0]+" "+fs[1]] = strings.TrimSpace(comment)
 	}
 	for _, cl := range known {
 		sort.Strings(cl)
 	}
-	return known
+	return known, why
 }
 
-func writeKnown(t testing.TB, found map[string][]string) {
+// writeKnown rewrites testdata/known.txt with the differences found,
+// keeping the "why" of those it listed already.
+func writeKnown(t testing.TB, found map[string][]string, why map[string]string) {
 	var lines []string
 	for name, classes := range found {
 		for _, cl := range classes {
-			lines = append(lines, fmt.Sprintf("%-15s %s", cl, name))
+			line := fmt.Sprintf("%-15s %-50s", cl, name)
+			if w := why[cl+" "+name]; w != "" {
+				line += " # " + w
+			}
+			lines = append(lines, strings.TrimRight(line, " "))
 		}
 	}
 	sort.Strings(lines)
-	text := "# Where Strata differs from Docker's classic builder today: CLASS CASE a line.\n" +
-		"# Each line is a to-do for issue 13's phase 2; TestParity fails when a\n" +
-		"# difference is not listed here, and when a listed one has gone.\n" +
-		"# go test -run TestParity -update-known rewrites it.\n" + strings.Join(lines, "\n") + "\n"
+	text := "# Where Strata differs from Docker's classic builder today: CLASS CASE # why.\n" +
+		"# Each line is a to-do for issue 13's phase 2. TestParity fails when a\n" +
+		"# difference is not listed here, and when a listed one has gone, so the\n" +
+		"# list only shrinks. go test -run TestParity -update-known rewrites it.\n" +
+		"# Classes: history, history-hash (COPY/ADD content hashes), empty-layer,\n" +
+		"# config, rootfs, check (the original test's own checks and rebuilds),\n" +
+		"# build-fails, internal-error (a failure reported as UNKNOWN), should-fail\n" +
+		"# (Docker fails, Strata builds), error-cause (the error names another cause).\n" +
+		strings.Join(lines, "\n") + "\n"
 	if err := os.WriteFile(knownPath, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
