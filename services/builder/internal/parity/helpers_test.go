@@ -95,7 +95,7 @@ func TestAllCached(t *testing.T) {
 
 func TestErrorLine(t *testing.T) {
 	for out, want := range map[string]string{
-		"step output\nError: it broke\nmore output\n": "Error: it broke",
+		"step output\nError: it broke\nmore output\n":   "Error: it broke",
 		"The command 'x' returned a non-zero code: 1\n": "The command 'x' returned a non-zero code: 1",
 	} {
 		if got := errorLine(out); got != want {
