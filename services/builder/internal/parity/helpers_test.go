@@ -103,3 +103,11 @@ func TestErrorLine(t *testing.T) {
 		}
 	}
 }
+
+func TestBuiltImages(t *testing.T) {
+	out := "Step 1/3 : FROM base\n ---> aaaaaaaaaaaa\nStep 2/3 : RUN x\n ---> Running in 0123456789ab\n" +
+		"Removing intermediate container 0123456789ab\n ---> bbbbbbbbbbbb\nStep 3/3 : COPY a b\n ---> Using cache\n ---> cccccccccccc\n"
+	if got, want := builtImages(out), []string{"bbbbbbbbbbbb", "cccccccccccc"}; !cmp.Equal(got, want) {
+		t.Errorf("builtImages = %q, want %q (never the base's)", got, want)
+	}
+}

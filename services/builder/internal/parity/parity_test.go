@@ -92,10 +92,7 @@ func run(t testing.TB, b builder, c *Case, base map[string]string) result {
 	var made []string
 	build := func(dockerfile, tag string) (string, string) {
 		out, errOut := b.build(t, dir, c, dockerfile, tag)
-		made = append(made, tag)
-		for _, m := range builtRE.FindAllStringSubmatch(out, -1) {
-			made = append(made, m[1])
-		}
+		made = append(append(made, tag), builtImages(out)...)
 		return out, errOut
 	}
 	defer func() {
@@ -140,8 +137,24 @@ func run(t testing.TB, b builder, c *Case, base map[string]string) result {
 	return r
 }
 
-// builtRE matches the images a build's output names.
-var builtRE = regexp.MustCompile(`(?m)^ ---> ([0-9a-f]{12})$`)
+// builtImages returns the images a build's output says it made: the ID
+// after each step but FROM, whose image is the base or a parent.
+func builtImages(out string) []string {
+	var ids []string
+	from := false
+	for _, line := range strings.Split(out, "\n") {
+		if m := stepRE.FindStringIndex(line); m != nil {
+			from = strings.HasPrefix(strings.ToUpper(line[m[1]:]), "FROM ")
+			continue
+		}
+		if id, ok := strings.CutPrefix(line, " ---> "); ok && !from && imageIDRE.MatchString(id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+var imageIDRE = regexp.MustCompile(`^[0-9a-f]{12}$`)
 
 var stepRE = regexp.MustCompile(`(?m)^Step \d+/(\d+) : `)
 
