@@ -54,7 +54,7 @@ test: deps build ## Run every test, with the race detector and the real S3, Post
 
 PARITY := ./services/builder/internal/parity/
 
-parity: build ## Docker parity: moby's classic-builder tests built by Strata against Docker's goldens, plus a few rebuilt on the live Engine
+parity: ## Docker parity: moby's classic-builder tests built by Strata against Docker's goldens, plus a few rebuilt on the live Engine
 	go test -count=1 -parallel 2 -timeout 60m $(PARITY)
 
 parity-golden: ## Rewrite the parity goldens: every case of services/builder/internal/parity built by the Docker Engine (DOCKER_BUILDKIT=0)
