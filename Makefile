@@ -13,7 +13,7 @@ FUZZTIME ?= 30s
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
-.PHONY: help tools deps generate build docs run demo test test-docs test-deploy test-scale fuzz lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry bench-scale up up-scale down
+.PHONY: help tools deps generate build docs run demo test test-docs parity parity-golden test-deploy test-scale fuzz lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry bench-scale up up-scale down
 
 # make bench writes its table here as JSON; make bench-compare OLD.json
 # compares it with an earlier one.
@@ -58,6 +58,14 @@ test: deps build ## Run every test, with the race detector and the real S3, Post
 
 test-docs: build ## Run the sh blocks of docs/api.md as written against a fresh make run (part of make test); docs/cli's freshness is a go test
 	scripts/test-docs.sh
+
+PARITY := ./services/builder/internal/parity/
+
+parity: ## Docker parity: moby's classic-builder tests built by Strata against Docker's goldens, plus a few rebuilt on the live Engine
+	go test -count=1 -parallel 2 -timeout 60m $(PARITY)
+
+parity-golden: ## Rewrite the parity goldens: every case of services/builder/internal/parity built by the Docker Engine (DOCKER_BUILDKIT=0)
+	go test -count=1 -run '^TestGolden$$' -golden -parallel 2 -timeout 60m $(PARITY)
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one at a time
 	@scripts/fuzz.sh $(FUZZTIME)
