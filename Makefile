@@ -61,12 +61,14 @@ test-deploy: build ## Run the compose test alone: the stack on the Docker Engine
 test-scale: build ## The scale test: replicas on PostgreSQL and S3 in compose, 30 builds twice, replicas killed mid-round
 	deploy/test-scale.sh
 
-lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ freshness
+lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, staticcheck, deadcode, gen/ freshness
 	buf lint
 	buf format --diff --exit-code
 	@scripts/check-breaking.sh
 	@test -z "$$(gofmt -l $(MODULES))" || { echo "gofmt would change:"; gofmt -l $(MODULES); exit 1; }
 	go vet $(PACKAGES)
+	staticcheck $(PACKAGES)
+	@scripts/check-deadcode.sh $(PACKAGES)
 	@scripts/check-generated.sh
 
 bench: deps build ## Every benchmark against its peers, in one table, also written as JSON (BENCH_JSON, bench/results/latest.json)

@@ -341,13 +341,12 @@ type livePrinter struct {
 	start time.Time
 	stop  chan struct{}
 
-	step     int32
-	total    int32
-	text     string
-	stepAt   time.Time
-	cached   bool
-	drawn    bool
-	ctxBytes int64
+	step   int32
+	total  int32
+	text   string
+	stepAt time.Time
+	cached bool
+	drawn  bool
 }
 
 func newLivePrinter(out io.Writer) *livePrinter {

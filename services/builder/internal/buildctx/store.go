@@ -477,11 +477,10 @@ func shortString(s string) string {
 // TempFile receives a content whose digest is not known in advance (an ADD
 // download); it always becomes a file of its own.
 type TempFile struct {
-	s   *Store
-	f   *os.File
-	h   hash.Hash
-	n   int64
-	err error
+	s *Store
+	f *os.File
+	h hash.Hash
+	n int64
 }
 
 // NewTempFile starts receiving a content of unknown digest.
