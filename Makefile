@@ -13,7 +13,7 @@ FUZZTIME ?= 30s
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
             ./services/builder/cmd/strata-builder ./services/registry/cmd/strata-registry ./cli/cmd/strata
 
-.PHONY: help tools deps generate build run demo test test-deploy test-scale fuzz lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry bench-scale up up-scale down
+.PHONY: help tools deps generate build docs run demo test test-docs test-deploy test-scale fuzz lint bench bench-compare bench-xfer bench-blob bench-exec bench-build bench-meta bench-registry bench-scale up up-scale down
 
 # make bench writes its table here as JSON; make bench-compare OLD.json
 # compares it with an earlier one.
@@ -42,6 +42,9 @@ generate: tools ## Regenerate gen/ from proto/ with buf
 build: ## Build static binaries into bin/
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(BINARIES)
 
+docs: ## Regenerate the CLI reference (docs/cli) from the strata command tree; a test fails while it is stale
+	go run ./cli/cmd/strata-docs -o docs/cli
+
 run: build ## Run the four services locally (filesystem blobs, SQLite, registry on :5000); Ctrl-C stops all
 	@scripts/run.sh
 
@@ -50,7 +53,11 @@ demo: build ## Start the services, import busybox, build the nginx example twice
 
 test: deps build ## Run every test, with the race detector and the real S3, PostgreSQL, runc and Docker Engine they need
 	go test -race -count=1 -timeout 30m $(PACKAGES)
+	scripts/test-docs.sh
 	deploy/test.sh
+
+test-docs: build ## Run the sh blocks of docs/api.md as written against a fresh make run (part of make test); docs/cli's freshness is a go test
+	scripts/test-docs.sh
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one at a time
 	@scripts/fuzz.sh $(FUZZTIME)

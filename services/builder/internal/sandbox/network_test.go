@@ -319,7 +319,9 @@ func TestNewRemovesALeftoverNetwork(t *testing.T) {
 	e := newEnv(t)
 	old := e.runner.net
 	// The dead runner's pool is full of namespaces; its forwarder's socket
-	// went with its process.
+	// went with its process. (Its filler must be done: one still adding a
+	// namespace would plant rules after the second runner's cleanup.)
+	old.fills.Wait()
 	old.dns.close()
 	before, _ := os.ReadDir(old.dir)
 	if len(before) == 0 {
