@@ -7,7 +7,7 @@ export PATH := $(TOOLS):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
-MODULES := bench gen lib services/blobstore services/metadata services/builder services/registry cli deploy/k8s
+MODULES := bench gen lib client services/blobstore services/metadata services/builder services/registry cli deploy/k8s
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 FUZZTIME ?= 30s
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \
@@ -76,12 +76,14 @@ test-deploy: build ## Run the compose test alone: the stack on the Docker Engine
 test-scale: build ## The scale test: replicas on PostgreSQL and S3 in compose, 30 builds twice, replicas killed mid-round
 	deploy/test-scale.sh
 
-lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, gen/ freshness
+lint: tools ## buf lint and format, breaking-change check, gofmt, go vet, staticcheck, deadcode, gen/ freshness
 	buf lint
 	buf format --diff --exit-code
 	@scripts/check-breaking.sh
 	@test -z "$$(gofmt -l $(MODULES))" || { echo "gofmt would change:"; gofmt -l $(MODULES); exit 1; }
 	go vet $(PACKAGES)
+	staticcheck $(PACKAGES)
+	@scripts/check-deadcode.sh $(PACKAGES)
 	@scripts/check-generated.sh
 
 bench: deps build ## Every benchmark against its peers, in one table, also written as JSON (BENCH_JSON, bench/results/latest.json)

@@ -7,7 +7,6 @@ require (
 	github.com/docker/cli v29.8.2+incompatible
 	github.com/docker/go-units v0.5.0
 	github.com/google/go-cmp v0.7.0
-	github.com/moby/patternmatcher v0.6.1
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.0.10
@@ -18,6 +17,8 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
+require github.com/moby/patternmatcher v0.6.1 // indirect
+
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0 // indirect
 	github.com/cpuguy83/go-md2man/v2 v2.0.6 // indirect
@@ -27,6 +28,7 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
+	github.com/strata-build/strata/client v0.0.0
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
@@ -39,3 +41,5 @@ require (
 replace github.com/strata-build/strata/gen => ../gen
 
 replace github.com/strata-build/strata/lib => ../lib
+
+replace github.com/strata-build/strata/client => ../client

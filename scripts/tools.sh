@@ -16,6 +16,10 @@ tools=(
   # The fault-injecting proxy the blob store's fault tests put before S3;
   # its command is named "server", installed as toxiproxy-server.
   github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0=toxiproxy-server
+  # make lint's static checks: staticcheck, and deadcode for functions that
+  # no main package reaches.
+  honnef.co/go/tools/cmd/staticcheck@v0.8.2
+  golang.org/x/tools/cmd/deadcode@v0.52.0
 )
 for entry in "${tools[@]}"; do
   t=${entry%%=*}

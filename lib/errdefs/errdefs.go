@@ -172,3 +172,14 @@ func IsResourceExhausted(err error) bool { return errors.Is(err, ErrResourceExha
 
 // IsDataLoss reports whether err is, or wraps, ErrDataLoss.
 func IsDataLoss(err error) bool { return errors.Is(err, ErrDataLoss) }
+
+// KindOf returns the kind err is classified as (the sentinel of the first
+// *Error in its chain), ErrInternal when it is not classified: an error
+// wrapped in a new message keeps its kind with New(KindOf(err), …, err).
+func KindOf(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind()
+	}
+	return ErrInternal
+}

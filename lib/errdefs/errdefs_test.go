@@ -110,3 +110,21 @@ func TestForeignStatusPassesThrough(t *testing.T) {
 		t.Errorf("Code(plain error) = %v, want Unknown", got)
 	}
 }
+
+func TestKindOf(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"classified", NotFound("no such file"), ErrNotFound},
+		{"wrapped", fmt.Errorf("reading: %w", InvalidArgument("bad")), ErrInvalidArgument},
+		{"rewrapped keeps the first kind", New(ErrUnavailable, "down: %w", NotFound("x")), ErrUnavailable},
+		{"unclassified", io.ErrUnexpectedEOF, ErrInternal},
+	}
+	for _, tt := range tests {
+		if got := KindOf(tt.err); got != tt.want {
+			t.Errorf("KindOf(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}

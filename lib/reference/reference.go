@@ -113,14 +113,6 @@ func ParseCanonical(s string) (Reference, error) {
 	return r, nil
 }
 
-// FromNamed wraps a distribution reference, normalizing it.
-func FromNamed(n distref.Named) (Reference, error) {
-	if n == nil {
-		return Reference{}, invalid("", "no reference")
-	}
-	return Parse(n.String())
-}
-
 func invalid(s, reason string) *errdefs.Error {
 	return errdefs.InvalidArgument("invalid reference %q: %s", s, reason).
 		WithReason(ReasonInvalidReference).WithDetail("reference", s)

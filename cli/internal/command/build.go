@@ -1,7 +1,6 @@
 package command
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,13 +13,9 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/strata-build/strata/cli/internal/buildcontext"
+	"github.com/strata-build/strata/client/buildcontext"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 )
-
-// entriesPerMessage keeps a context's file list messages well under the
-// 16 MiB message limit.
-const entriesPerMessage = 4096
 
 type buildOptions struct {
 	tags       []string
@@ -211,97 +206,17 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	if err != nil {
 		return err
 	}
-	// The list goes by digest first: a builder that saw it lately needs
-	// neither the list nor any content.
-	opts.ContextDigest = bctx.ListDigest()
-	if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Options{Options: opts}}); err != nil {
-		return recvErr(stream, err)
-	}
-	req, err := contextRequest(stream, p)
-	if err != nil {
+	h := buildcontext.Handler{Event: p.event, Sending: p.context}
+	if err := bctx.Sync(stream, opts, h); err != nil {
 		return err
 	}
-	if req.GetSendEntries() {
-		for i := 0; i == 0 || i < len(bctx.Entries); i += entriesPerMessage {
-			end := min(i+entriesPerMessage, len(bctx.Entries))
-			msg := &builderv1.ContextEntries{Entries: bctx.Entries[i:end], Last: end == len(bctx.Entries)}
-			if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Entries{Entries: msg}}); err != nil {
-				return recvErr(stream, err)
-			}
-		}
-		if req, err = contextRequest(stream, p); err != nil {
-			return err
-		}
-	}
-	p.context(bctx.Bytes(req.GetDigests()), bctx.UniqueBytes(), bctx.Size)
-	if _, err := bctx.Send(req.GetDigests(), func(fd *builderv1.FileData) error {
-		return stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_FileData{FileData: fd}})
-	}); err != nil {
-		return recvErr(stream, err)
-	}
-	_ = stream.CloseSend()
-
-	var result *builderv1.BuildResult
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			p.fail()
-			return err
-		}
-		if ev := resp.GetEvent(); ev != nil {
-			p.event(ev)
-		}
-		if r := resp.GetResult(); r != nil {
-			result = r
-		}
-	}
-	if result == nil {
-		return errors.New("the builder ended the build without a result")
+	result, err := buildcontext.Result(stream, h)
+	if err != nil {
+		p.fail()
+		return err
 	}
 	p.result(result)
 	return nil
-}
-
-// contextRequest reads the builder's next request for context, showing the
-// events (a place in the queue) that come before it.
-func contextRequest(stream interface {
-	Recv() (*builderv1.BuildResponse, error)
-}, p printer) (*builderv1.ContextRequest, error) {
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		if req := resp.GetContextRequest(); req != nil {
-			return req, nil
-		}
-		ev := resp.GetEvent()
-		if ev == nil {
-			return nil, errors.New("the builder did not ask for the context")
-		}
-		p.event(ev)
-	}
-}
-
-// recvErr returns the server's error when a send failed because the server
-// ended the stream.
-func recvErr(stream interface {
-	Recv() (*builderv1.BuildResponse, error)
-}, sendErr error) error {
-	if errors.Is(sendErr, io.EOF) {
-		for {
-			if _, err := stream.Recv(); err != nil {
-				if errors.Is(err, io.EOF) {
-					return sendErr
-				}
-				return err
-			}
-		}
-	}
-	return sendErr
 }
 
 // printer shows a build's progress.
@@ -426,13 +341,12 @@ type livePrinter struct {
 	start time.Time
 	stop  chan struct{}
 
-	step     int32
-	total    int32
-	text     string
-	stepAt   time.Time
-	cached   bool
-	drawn    bool
-	ctxBytes int64
+	step   int32
+	total  int32
+	text   string
+	stepAt time.Time
+	cached bool
+	drawn  bool
 }
 
 func newLivePrinter(out io.Writer) *livePrinter {

@@ -53,7 +53,7 @@ func newImportCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			display := progress.New(c.Out, true, progress.ImportWords)
+			show := showProgress(progress.New(c.Out, true, progress.ImportWords), c.outIsTerminal())
 			var result *builderv1.ImportResult
 			err = upload(stream,
 				&builderv1.ImportRequest{Request: &builderv1.ImportRequest_Options{Options: opts}},
@@ -61,19 +61,12 @@ func newImportCommand(c *CLI) *cobra.Command {
 				func(b []byte) *builderv1.ImportRequest {
 					return &builderv1.ImportRequest{Request: &builderv1.ImportRequest_Data{Data: b}}
 				},
-				func(resp *builderv1.ImportResponse) {
-					if p := resp.GetProgress(); p != nil && c.outIsTerminal() {
-						display.Update(p)
-					}
-					if r := resp.GetResult(); r != nil {
-						result = r
-					}
+				func() (err error) {
+					result, err = receiveProgress[builderv1.ImportResult](stream.Recv, show)
+					return err
 				})
-			if err != nil {
+			if err := needResult(result, err, "import"); err != nil {
 				return err
-			}
-			if result == nil {
-				return errors.New("the builder ended the import without a result")
 			}
 			fmt.Fprintln(c.Out, result.GetImageId())
 			return nil
@@ -132,7 +125,7 @@ func newLoadCommand(c *CLI) *cobra.Command {
 				return err
 			}
 			live := !quiet && c.outIsTerminal()
-			display := progress.New(c.Out, true, progress.LoadWords)
+			show := showProgress(progress.New(c.Out, true, progress.LoadWords), live)
 			var result *builderv1.LoadResult
 			err = upload(stream,
 				&builderv1.LoadRequest{Request: &builderv1.LoadRequest_Options{Options: &builderv1.LoadOptions{Quiet: !live}}},
@@ -140,15 +133,11 @@ func newLoadCommand(c *CLI) *cobra.Command {
 				func(b []byte) *builderv1.LoadRequest {
 					return &builderv1.LoadRequest{Request: &builderv1.LoadRequest_Data{Data: b}}
 				},
-				func(resp *builderv1.LoadResponse) {
-					if p := resp.GetProgress(); p != nil && live {
-						display.Update(p)
-					}
-					if r := resp.GetResult(); r != nil {
-						result = r
-					}
+				func() (err error) {
+					result, err = receiveProgress[builderv1.LoadResult](stream.Recv, show)
+					return err
 				})
-			if err != nil {
+			if err := needResult(result, err, "load"); err != nil {
 				return err
 			}
 			for _, img := range result.GetImages() {
@@ -168,9 +157,9 @@ func newLoadCommand(c *CLI) *cobra.Command {
 }
 
 // upload runs a client-streaming transfer: first, then src in chunks, sent
-// while the server's answers are read, so that neither side blocks the
-// other. It returns when the server ends the stream.
-func upload[Req, Resp any](stream grpc.BidiStreamingClient[Req, Resp], first *Req, src io.Reader, chunk func([]byte) *Req, onResp func(*Resp)) error {
+// while receive reads the server's answers until the server ends the
+// stream, so that neither side blocks the other.
+func upload[Req, Resp any](stream grpc.BidiStreamingClient[Req, Resp], first *Req, src io.Reader, chunk func([]byte) *Req, receive func() error) error {
 	sendErr := make(chan error, 1)
 	go func() {
 		sendErr <- func() error {
@@ -194,15 +183,8 @@ func upload[Req, Resp any](stream grpc.BidiStreamingClient[Req, Resp], first *Re
 			}
 		}()
 	}()
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		onResp(resp)
+	if err := receive(); err != nil {
+		return err
 	}
 	// A send that failed because the server ended the stream reports
 	// io.EOF; the server's error, if any, came from Recv.
@@ -214,6 +196,52 @@ func upload[Req, Resp any](stream grpc.BidiStreamingClient[Req, Resp], first *Re
 		return err
 	}
 	return nil
+}
+
+// progressResponse is a response of Import, Load, Pull or Push: progress,
+// or the result R.
+type progressResponse[R any] interface {
+	GetProgress() *builderv1.TransferProgress
+	GetResult() *R
+}
+
+// receiveProgress reads a transfer's responses until the server ends the
+// stream, showing the progress, and returns the result, nil when none came.
+func receiveProgress[R any, M progressResponse[R]](recv func() (M, error), show func(*builderv1.TransferProgress)) (*R, error) {
+	var result *R
+	for {
+		resp, err := recv()
+		if err == io.EOF {
+			return result, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if p := resp.GetProgress(); p != nil {
+			show(p)
+		}
+		if r := resp.GetResult(); r != nil {
+			result = r
+		}
+	}
+}
+
+// showProgress shows progress on display when shown, and drops it when not.
+func showProgress(display *progress.Display, shown bool) func(*builderv1.TransferProgress) {
+	return func(p *builderv1.TransferProgress) {
+		if shown {
+			display.Update(p)
+		}
+	}
+}
+
+// needResult returns err, or an error when a transfer that succeeded ended
+// without a result.
+func needResult[R any](result *R, err error, op string) error {
+	if err == nil && result == nil {
+		return fmt.Errorf("the builder ended the %s without a result", op)
+	}
+	return err
 }
 
 // readError is a failure reading the local input, not the stream's.
@@ -352,25 +380,10 @@ func newPullCommand(c *CLI) *cobra.Command {
 			if !quiet {
 				fmt.Fprintf(c.Out, "%s: Pulling from %s\n", tagOrDigest(named), reference.Path(named))
 			}
-			display := progress.New(c.Out, c.outIsTerminal(), progress.PullWords)
-			var result *builderv1.PullResult
-			for {
-				resp, err := stream.Recv()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				if p := resp.GetProgress(); p != nil && !quiet {
-					display.Update(p)
-				}
-				if r := resp.GetResult(); r != nil {
-					result = r
-				}
-			}
-			if result == nil {
-				return errors.New("the builder ended the pull without a result")
+			show := showProgress(progress.New(c.Out, c.outIsTerminal(), progress.PullWords), !quiet)
+			result, err := receiveProgress[builderv1.PullResult](stream.Recv, show)
+			if err := needResult(result, err, "pull"); err != nil {
+				return err
 			}
 			if !quiet {
 				fmt.Fprintln(c.Out, "Digest:", result.GetManifestDigest())
@@ -430,25 +443,10 @@ func newPushCommand(c *CLI) *cobra.Command {
 			if !quiet {
 				fmt.Fprintf(c.Out, "The push refers to repository [%s]\n", named.Name())
 			}
-			display := progress.New(c.Out, c.outIsTerminal(), progress.PushWords)
-			var result *builderv1.PushResult
-			for {
-				resp, err := stream.Recv()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				if p := resp.GetProgress(); p != nil && !quiet {
-					display.Update(p)
-				}
-				if r := resp.GetResult(); r != nil {
-					result = r
-				}
-			}
-			if result == nil {
-				return errors.New("the builder ended the push without a result")
+			show := showProgress(progress.New(c.Out, c.outIsTerminal(), progress.PushWords), !quiet)
+			result, err := receiveProgress[builderv1.PushResult](stream.Recv, show)
+			if err := needResult(result, err, "push"); err != nil {
+				return err
 			}
 			if quiet {
 				fmt.Fprintln(c.Out, named.String())

@@ -7,6 +7,8 @@ import (
 	"io"
 	"text/template"
 	"time"
+
+	"github.com/strata-build/strata/lib/dockerimage"
 )
 
 // Inspector renders `inspect` as Docker does: with no format an indented
@@ -146,44 +148,13 @@ type ImageConfig struct {
 	Shell        []string            `json:",omitempty"`
 }
 
-// ContainerConfig mirrors Docker's container.Config.
-type ContainerConfig struct {
-	Hostname        string
-	Domainname      string
-	User            string
-	AttachStdin     bool
-	AttachStdout    bool
-	AttachStderr    bool
-	ExposedPorts    map[string]struct{} `json:",omitempty"`
-	Tty             bool
-	OpenStdin       bool
-	StdinOnce       bool
-	Env             []string
-	Cmd             []string
-	Healthcheck     *HealthConfig `json:",omitempty"`
-	ArgsEscaped     bool          `json:",omitempty"`
-	Image           string
-	Volumes         map[string]struct{}
-	WorkingDir      string
-	Entrypoint      []string
-	NetworkDisabled bool   `json:",omitempty"`
-	MacAddress      string `json:",omitempty"`
-	OnBuild         []string
-	Labels          map[string]string
-	StopSignal      string   `json:",omitempty"`
-	StopTimeout     *int     `json:",omitempty"`
-	Shell           []string `json:",omitempty"`
-}
-
-// HealthConfig mirrors Docker's container.HealthConfig.
-type HealthConfig struct {
-	Test          []string      `json:",omitempty"`
-	Interval      time.Duration `json:",omitempty"`
-	Timeout       time.Duration `json:",omitempty"`
-	StartPeriod   time.Duration `json:",omitempty"`
-	StartInterval time.Duration `json:",omitempty"`
-	Retries       int           `json:",omitempty"`
-}
+// ContainerConfig is Docker's container.Config, and HealthConfig its
+// health check: lib/dockerimage's, the type the services read and write
+// image configs with.
+type (
+	ContainerConfig = dockerimage.ContainerConfig
+	HealthConfig    = dockerimage.HealthConfig
+)
 
 // GraphDriver mirrors Docker's storage driver data.
 type GraphDriver struct {

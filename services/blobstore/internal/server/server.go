@@ -46,20 +46,11 @@ type Server struct {
 	bufs      *blobwire.Pool // of chunkSize, for Read's messages
 }
 
-// Option configures a Server.
-type Option func(*Server)
-
-// WithChunkSize sets the size of Read's messages (at least 1 MiB is best).
-func WithChunkSize(n int) Option { return func(s *Server) { s.chunkSize = n } }
-
 // New returns a server over store, counting into metrics (nil: not counted).
 // Register it on a gRPC server made with lib/blobclient.ServerOptions(),
 // whose codec reads and writes the blobwire.Bulk messages it uses.
-func New(store blob.Store, metrics *Metrics, opts ...Option) *Server {
+func New(store blob.Store, metrics *Metrics) *Server {
 	s := &Server{store: store, metrics: metrics, chunkSize: DefaultChunkSize}
-	for _, o := range opts {
-		o(s)
-	}
 	s.bufs = blobwire.NewPool(s.chunkSize)
 	return s
 }

@@ -212,5 +212,5 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		Log:                  log,
 		RejectedCacheRecords: rejected,
 	}
-	return server.NewBuilds(ctx, b, contexts, c.maxBuilds), release, nil
+	return server.NewBuilds(ctx, b, buildctx.NewReceiver(contexts, c.maxBuilds, log)), release, nil
 }

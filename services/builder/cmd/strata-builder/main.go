@@ -125,7 +125,7 @@ func main() {
 				blobConn.Close()
 				return nil, err
 			}
-			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(server.WithTransfers(transfers), server.WithBuilds(builds)))
+			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(builds, transfers))
 			return func() {
 				releaseBuilds()
 				metaConn.Close()

@@ -202,9 +202,6 @@ func (c *Context) Lookup(p string) (*Entry, bool) {
 	return e, ok
 }
 
-// Children returns the paths directly inside a directory, sorted.
-func (c *Context) Children(dir string) []string { return c.children[dir] }
-
 // Size returns the size the file list declares for the content d.
 func (c *Context) Size(d digest.Digest) (int64, bool) {
 	size, ok := c.sizes[d]

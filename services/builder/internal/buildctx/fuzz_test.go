@@ -110,7 +110,7 @@ func checkTree(t *testing.T, after string, c *Context) {
 			t.Fatalf("after %s: entry %q is not a clean relative path", after, p)
 		}
 		parent, ok := c.Lookup(path.Dir(p))
-		if !ok || !parent.Mode.IsDir() || !slices.Contains(c.Children(path.Dir(p)), p) {
+		if !ok || !parent.Mode.IsDir() || !slices.Contains(c.children[path.Dir(p)], p) {
 			t.Fatalf("after %s: entry %q is not listed in a directory %q (%v)", after, p, path.Dir(p), parent)
 		}
 	}

@@ -1,7 +1,11 @@
-// Package buildctx holds build contexts on the builder's side: the store of
-// context file contents by digest that every build shares (so a file sent
-// once is never sent again), and the tree of one build's context, made from
-// the file list the client sends, that COPY and ADD resolve sources in.
+// Package buildctx holds build contexts on the builder's side: the
+// builder's half of the Build RPC's context-sync protocol (Receiver: build
+// slots, the file list or a tree remembered by its digest, the contents
+// streaming in while the build runs, .dockerignore, the Dockerfile), the
+// store of context file contents by digest that every build shares (so a
+// file sent once is never sent again), and the tree of one build's context,
+// made from the file list the client sends, that COPY and ADD resolve
+// sources in. The client's half is github.com/strata-build/strata/client/buildcontext.
 package buildctx
 
 import (
@@ -473,11 +477,10 @@ func shortString(s string) string {
 // TempFile receives a content whose digest is not known in advance (an ADD
 // download); it always becomes a file of its own.
 type TempFile struct {
-	s   *Store
-	f   *os.File
-	h   hash.Hash
-	n   int64
-	err error
+	s *Store
+	f *os.File
+	h hash.Hash
+	n int64
 }
 
 // NewTempFile starts receiving a content of unknown digest.

@@ -345,16 +345,9 @@ func pathJoin(dir, base string) string {
 // WriteDiff stores the changes an overlay upper directory holds as a layer
 // blob through w: Diff piped into Write. It always closes w.
 func WriteDiff(ctx context.Context, w BlobWriter, upperDir string) (Descriptor, error) {
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pw.CloseWithError(Diff(ctx, upperDir, pw))
-	}()
-	desc, err := Write(ctx, w, pr)
-	pr.CloseWithError(errors.New("layer writer stopped")) // unblocks Diff when Write failed
-	<-done                                                // the upper directory is not read after return
-	return desc, err
+	r := Pipe(ctx, DirDiff(upperDir))
+	defer r.Close() // the upper directory is not read after return
+	return Write(ctx, w, r)
 }
 
 // DiffID computes the diff ID and Docker's diff size of the layer an upper
@@ -366,16 +359,38 @@ func WriteDiff(ctx context.Context, w BlobWriter, upperDir string) (Descriptor, 
 // yields the same diff ID because Diff is deterministic for a directory that
 // does not change.
 func DiffID(ctx context.Context, upperDir string) (Unpacked, error) {
+	r := Pipe(ctx, DirDiff(upperDir))
+	defer r.Close()
+	return ReadDiffID(ctx, r)
+}
+
+// DirDiff is Diff of dir, as a tar source for Pipe.
+func DirDiff(dir string) func(ctx context.Context, w io.Writer) error {
+	return func(ctx context.Context, w io.Writer) error { return Diff(ctx, dir, w) }
+}
+
+// Pipe returns a reader of the tar that src writes, in a goroutine of its
+// own. Closing the reader stops src and waits for it, so that nothing reads
+// src's sources (a directory that may go away) once Close returns.
+func Pipe(ctx context.Context, src func(ctx context.Context, w io.Writer) error) io.ReadCloser {
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(Diff(ctx, upperDir, pw))
+		pw.CloseWithError(src(ctx, pw))
 	}()
-	u, err := ReadDiffID(ctx, pr)
-	pr.CloseWithError(errors.New("diff ID reader stopped"))
-	<-done
-	return u, err
+	return &pipeReader{PipeReader: pr, done: done}
+}
+
+type pipeReader struct {
+	*io.PipeReader
+	done chan struct{}
+}
+
+func (r *pipeReader) Close() error {
+	r.PipeReader.CloseWithError(errors.New("tar reader closed")) // unblocks src when the reader stopped early
+	<-r.done
+	return nil
 }
 
 // ReadDiffID reads a layer tar to its end and returns its diff ID and

@@ -1,7 +1,8 @@
 // Package server adapts the builder's domain packages to the gRPC
-// BuildService: it converts messages and streams, and nothing else. Each
-// group of RPCs has its file: build.go the Build RPC, transfer.go import,
-// load, save, pull and push.
+// BuildService: it converts messages and streams. The Build RPC's context
+// protocol is buildctx's and the build itself build's; Import, Load, Save,
+// Pull and Push are transfer's. Each group of RPCs has its file: build.go
+// the Build RPC, transfer.go the others.
 package server
 
 import (
@@ -9,8 +10,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
-// Server serves strata.builder.v1.BuildService. RPCs whose dependencies are
-// not given answer UNIMPLEMENTED.
+// Server serves strata.builder.v1.BuildService.
 type Server struct {
 	builderv1.UnimplementedBuildServiceServer
 
@@ -18,17 +18,8 @@ type Server struct {
 	builds    *Builds
 }
 
-// Option gives the Server one of its dependencies.
-type Option func(*Server)
-
-// WithTransfers serves Import, Load, Save, Pull and Push with t.
-func WithTransfers(t *transfer.Service) Option { return func(s *Server) { s.transfers = t } }
-
-// New returns a Server with the given dependencies.
-func New(opts ...Option) *Server {
-	s := &Server{}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+// New returns a Server that serves builds with builds and the image
+// transfers with transfers.
+func New(builds *Builds, transfers *transfer.Service) *Server {
+	return &Server{builds: builds, transfers: transfers}
 }

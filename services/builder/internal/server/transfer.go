@@ -13,19 +13,9 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
-func (s *Server) transferService() (*transfer.Service, error) {
-	if s.transfers == nil {
-		return nil, errdefs.Unimplemented("this builder does not serve transfers")
-	}
-	return s.transfers, nil
-}
-
 // Import turns the streamed tarball into an image.
 func (s *Server) Import(stream grpc.BidiStreamingServer[builderv1.ImportRequest, builderv1.ImportResponse]) error {
-	svc, err := s.transferService()
-	if err != nil {
-		return err
-	}
+	svc := s.transfers
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -57,10 +47,7 @@ func (s *Server) Import(stream grpc.BidiStreamingServer[builderv1.ImportRequest,
 
 // Load records the images of the streamed archive.
 func (s *Server) Load(stream grpc.BidiStreamingServer[builderv1.LoadRequest, builderv1.LoadResponse]) error {
-	svc, err := s.transferService()
-	if err != nil {
-		return err
-	}
+	svc := s.transfers
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -99,10 +86,7 @@ const saveChunk = 1 << 20
 
 // Save streams an archive of the named images.
 func (s *Server) Save(req *builderv1.SaveRequest, stream grpc.ServerStreamingServer[builderv1.SaveResponse]) error {
-	svc, err := s.transferService()
-	if err != nil {
-		return err
-	}
+	svc := s.transfers
 	format := transfer.FormatDocker
 	if req.GetFormat() == builderv1.SaveFormat_SAVE_FORMAT_OCI {
 		format = transfer.FormatOCI
@@ -118,10 +102,7 @@ func (s *Server) Save(req *builderv1.SaveRequest, stream grpc.ServerStreamingSer
 
 // Pull fetches an image from a registry.
 func (s *Server) Pull(req *builderv1.PullRequest, stream grpc.ServerStreamingServer[builderv1.PullResponse]) error {
-	svc, err := s.transferService()
-	if err != nil {
-		return err
-	}
+	svc := s.transfers
 	send := lockedSend(func(u transfer.Update) error {
 		return stream.Send(&builderv1.PullResponse{Response: &builderv1.PullResponse_Progress{Progress: progressProto(u)}})
 	})
@@ -145,10 +126,7 @@ func (s *Server) Pull(req *builderv1.PullRequest, stream grpc.ServerStreamingSer
 
 // Push sends an image to a registry.
 func (s *Server) Push(req *builderv1.PushRequest, stream grpc.ServerStreamingServer[builderv1.PushResponse]) error {
-	svc, err := s.transferService()
-	if err != nil {
-		return err
-	}
+	svc := s.transfers
 	send := lockedSend(func(u transfer.Update) error {
 		return stream.Send(&builderv1.PushResponse{Response: &builderv1.PushResponse_Progress{Progress: progressProto(u)}})
 	})

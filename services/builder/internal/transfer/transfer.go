@@ -112,9 +112,6 @@ type Option func(*Service)
 // WithLimits sets the limits of what transfers accept.
 func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l.withDefaults() } }
 
-// WithTransport sets the HTTP transport used to reach registries.
-func WithTransport(t http.RoundTripper) Option { return func(s *Service) { s.transport = t } }
-
 // WithEgress sets which registry addresses may be reached (by default only
 // public ones).
 func WithEgress(p egress.Policy) Option { return func(s *Service) { s.transport = p.Transport() } }

@@ -104,7 +104,7 @@ func main() {
 			images := image.New(db, image.Options{})
 			srv.SetProbe(grpcserver.Probe{Check: images.Ping, Interval: cfg.probeInterval})
 			blobs := blobclient.New(blobConn)
-			gc := &server.Collector{Images: images, Blobs: blobs, Grace: cfg.gcGrace, Log: log}
+			gc := &image.Collector{Images: images, Blobs: blobs, Grace: cfg.gcGrace, Log: log}
 			metadatav1.RegisterImageServiceServer(srv.GRPC, server.New(images, blobs, gc, log, nil, ctx.Done()))
 			gcCtx, stopGC := context.WithCancel(ctx)
 			gcDone := make(chan struct{})

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -11,108 +10,30 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/dockerimage"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
-// imageConfig is the image config JSON as Docker writes it (the OCI image
-// config plus Docker's container, container_config and docker_version).
-// Docker's own types are not imported: the current moby API module no
-// longer has the 20.10 fields (Container, ContainerConfig) that `docker
-// image inspect` still shows for classic builds, and these few structs are
-// all that is needed.
-type imageConfig struct {
-	Architecture    string           `json:"architecture"`
-	Variant         string           `json:"variant,omitempty"`
-	OS              string           `json:"os"`
-	OSVersion       string           `json:"os.version,omitempty"`
-	Author          string           `json:"author,omitempty"`
-	Comment         string           `json:"comment,omitempty"`
-	Created         *time.Time       `json:"created,omitempty"`
-	Container       string           `json:"container,omitempty"`
-	ContainerConfig *containerConfig `json:"container_config,omitempty"`
-	DockerVersion   string           `json:"docker_version,omitempty"`
-	Config          *containerConfig `json:"config,omitempty"`
-	RootFS          struct {
-		Type    string   `json:"type"`
-		DiffIDs []string `json:"diff_ids"`
-	} `json:"rootfs"`
-	History []struct {
-		Created    *time.Time `json:"created,omitempty"`
-		Author     string     `json:"author,omitempty"`
-		CreatedBy  string     `json:"created_by,omitempty"`
-		Comment    string     `json:"comment,omitempty"`
-		EmptyLayer bool       `json:"empty_layer,omitempty"`
-	} `json:"history,omitempty"`
-}
-
-// containerConfig is Docker's container.Config, in Docker's field order and
-// with Docker's JSON tags, so that marshalling it prints what `docker image
-// inspect` prints (null for absent lists and maps).
-type containerConfig struct {
-	Hostname        string
-	Domainname      string
-	User            string
-	AttachStdin     bool
-	AttachStdout    bool
-	AttachStderr    bool
-	ExposedPorts    map[string]struct{} `json:",omitempty"`
-	Tty             bool
-	OpenStdin       bool
-	StdinOnce       bool
-	Env             []string
-	Cmd             strSlice
-	Healthcheck     *healthConfig `json:",omitempty"`
-	ArgsEscaped     bool          `json:",omitempty"`
-	Image           string
-	Volumes         map[string]struct{}
-	WorkingDir      string
-	Entrypoint      strSlice
-	NetworkDisabled bool   `json:",omitempty"`
-	MacAddress      string `json:",omitempty"`
-	OnBuild         []string
-	Labels          map[string]string
-	StopSignal      string   `json:",omitempty"`
-	StopTimeout     *int     `json:",omitempty"`
-	Shell           strSlice `json:",omitempty"`
-}
-
-// healthConfig is Docker's container.HealthConfig; durations are
-// nanoseconds, as Docker marshals time.Duration.
-type healthConfig struct {
-	Test          []string `json:",omitempty"`
-	Interval      int64    `json:",omitempty"`
-	Timeout       int64    `json:",omitempty"`
-	StartPeriod   int64    `json:",omitempty"`
-	StartInterval int64    `json:",omitempty"`
-	Retries       int      `json:",omitempty"`
-}
-
-// strSlice is Docker's strslice.StrSlice: a JSON string or array of strings.
-type strSlice []string
-
-func (s *strSlice) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || bytes.Equal(b, []byte("null")) {
-		return nil
-	}
-	var list []string
-	if err := json.Unmarshal(b, &list); err == nil {
-		*s = list
-		return nil
-	}
-	var one string
-	if err := json.Unmarshal(b, &one); err != nil {
-		return err
-	}
-	*s = strSlice{one}
-	return nil
-}
-
-func parseConfig(b []byte) (*imageConfig, error) {
-	var c imageConfig
+// parseConfig parses an image config, Docker's or OCI's, leniently: what
+// PutImage needs of it is checked by prepare.
+func parseConfig(b []byte) (*dockerimage.Config, error) {
+	var c dockerimage.Config
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// diffIDStrings returns the config's diff IDs as strings.
+func diffIDStrings(c *dockerimage.Config) []string {
+	if c.RootFS.DiffIDs == nil {
+		return nil
+	}
+	out := make([]string, len(c.RootFS.DiffIDs))
+	for i, d := range c.RootFS.DiffIDs {
+		out[i] = string(d)
+	}
+	return out
 }
 
 // manifest is the part of an OCI or Docker schema 2 manifest that is checked.
@@ -173,8 +94,8 @@ func prepare(in *metadatav1.Image) (*prepared, error) {
 		}
 		switch {
 		case l.GetDiffId() == "":
-			l.DiffId = cfg.RootFS.DiffIDs[i]
-		case l.GetDiffId() != cfg.RootFS.DiffIDs[i]:
+			l.DiffId = string(cfg.RootFS.DiffIDs[i])
+		case l.GetDiffId() != string(cfg.RootFS.DiffIDs[i]):
 			return nil, bad("layer %d: diff ID %s is not the config's %s", i, l.GetDiffId(), cfg.RootFS.DiffIDs[i])
 		}
 		if _, err := digest.Parse(l.GetDiffId()); err != nil {
@@ -198,15 +119,16 @@ func prepare(in *metadatav1.Image) (*prepared, error) {
 		blobs = append(blobs, l.GetDigest())
 	}
 
+	// A config without "created" parses as the zero time, which is no time.
 	img.Created = nil
-	if cfg.Created != nil {
-		img.Created = timestamppb.New(*cfg.Created)
+	if !cfg.Created.IsZero() {
+		img.Created = timestamppb.New(cfg.Created)
 	}
 	img.History = make([]*metadatav1.HistoryEntry, 0, len(cfg.History))
 	for _, h := range cfg.History {
 		e := &metadatav1.HistoryEntry{CreatedBy: h.CreatedBy, Author: h.Author, Comment: h.Comment, EmptyLayer: h.EmptyLayer}
-		if h.Created != nil {
-			e.Created = timestamppb.New(*h.Created)
+		if !h.Created.IsZero() {
+			e.Created = timestamppb.New(h.Created)
 		}
 		img.History = append(img.History, e)
 	}
@@ -216,7 +138,7 @@ func prepare(in *metadatav1.Image) (*prepared, error) {
 	}
 	img.Os, img.Architecture, img.Variant = cfg.OS, cfg.Architecture, cfg.Variant
 	img.Size = size
-	return &prepared{img: img, chainIDs: ChainIDs(cfg.RootFS.DiffIDs), blobs: blobs}, nil
+	return &prepared{img: img, chainIDs: ChainIDs(diffIDStrings(cfg)), blobs: blobs}, nil
 }
 
 func checkManifest(img *metadatav1.Image, bad func(string, ...any) error) error {

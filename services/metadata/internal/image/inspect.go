@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/dockerimage"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
@@ -23,10 +24,10 @@ type dockerInspect struct {
 	Comment         string
 	Created         string
 	Container       string
-	ContainerConfig *containerConfig
+	ContainerConfig *dockerimage.ContainerConfig
 	DockerVersion   string
 	Author          string
-	Config          *containerConfig
+	Config          *dockerimage.ContainerConfig
 	Architecture    string
 	Variant         string `json:",omitempty"`
 	Os              string
@@ -75,22 +76,18 @@ func inspect(img *metadatav1.Image) (*metadatav1.ImageInspect, []byte, error) {
 		Size:            img.GetSize(),
 		VirtualSize:     img.GetSize(),
 	}
-	var created time.Time
-	if cfg.Created != nil {
-		created = *cfg.Created
-	}
-	d.Created = created.Format(time.RFC3339Nano)
+	d.Created = cfg.Created.Format(time.RFC3339Nano)
 	if d.ContainerConfig == nil {
 		// Docker's image holds ContainerConfig by value: an image without one
 		// shows the empty config, never null.
-		d.ContainerConfig = &containerConfig{}
+		d.ContainerConfig = &dockerimage.ContainerConfig{}
 	}
 	d.GraphDriver.Name = graphDriverName
 	d.RootFS.Type = "layers"
 	if cfg.RootFS.Type != "" {
 		d.RootFS.Type = cfg.RootFS.Type
 	}
-	d.RootFS.Layers = cfg.RootFS.DiffIDs
+	d.RootFS.Layers = diffIDStrings(cfg)
 	if img.GetLastTagTime() != nil {
 		d.Metadata.LastTagTime = img.GetLastTagTime().AsTime()
 	}
@@ -121,8 +118,8 @@ func inspect(img *metadatav1.Image) (*metadatav1.ImageInspect, []byte, error) {
 		RootFs:          &metadatav1.RootFS{Type: d.RootFS.Type, Layers: d.RootFS.Layers},
 		Metadata:        &metadatav1.ImageMetadata{LastTagTime: img.GetLastTagTime()},
 	}
-	if cfg.Created != nil {
-		out.Created = timestamppb.New(*cfg.Created)
+	if !cfg.Created.IsZero() {
+		out.Created = timestamppb.New(cfg.Created)
 	}
 	return out, b, nil
 }
@@ -134,7 +131,7 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func containerConfigProto(c *containerConfig) *metadatav1.ContainerConfig {
+func containerConfigProto(c *dockerimage.ContainerConfig) *metadatav1.ContainerConfig {
 	if c == nil {
 		return nil
 	}
@@ -174,11 +171,11 @@ func containerConfigProto(c *containerConfig) *metadatav1.ContainerConfig {
 	return out
 }
 
-func duration(ns int64) *durationpb.Duration {
-	if ns == 0 {
+func duration(d time.Duration) *durationpb.Duration {
+	if d == 0 {
 		return nil
 	}
-	return durationpb.New(time.Duration(ns))
+	return durationpb.New(d)
 }
 
 func sortedKeys(m map[string]struct{}) []string {

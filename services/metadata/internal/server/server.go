@@ -1,7 +1,7 @@
 // Package server serves strata.metadata.v1.ImageService over an image.Store:
-// it converts messages, checks with the blob store that an image's blobs
-// exist before recording it, and runs garbage collection. Docker's rules
-// live in package image.
+// it converts messages and checks with the blob store that an image's blobs
+// exist before recording it. Docker's rules live in package image, and so
+// does garbage collection (image.Collector).
 package server
 
 import (
@@ -13,28 +13,16 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
-	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/metadata/internal/image"
 )
-
-// Blobs is what the metadata service needs of the blob store;
-// *blobclient.Client has it.
-type Blobs interface {
-	// Exists returns the stored blobs among ds.
-	Exists(ctx context.Context, ds []digest.Digest) (map[digest.Digest]blobclient.Info, error)
-	// List returns one page of blobs in digest order.
-	List(ctx context.Context, pageSize int, pageToken string) ([]blobclient.Info, string, error)
-	// Delete removes a blob; ErrNotFound when it is not stored.
-	Delete(ctx context.Context, d digest.Digest) error
-}
 
 // Server implements metadatav1.ImageServiceServer.
 type Server struct {
 	metadatav1.UnimplementedImageServiceServer
 	images *image.Service
-	blobs  Blobs
-	gc     *Collector
+	blobs  image.Blobs
+	gc     *image.Collector
 	log    *slog.Logger
 	now    func() time.Time
 	// stopping is closed when the service shuts down: event streams end
@@ -44,7 +32,7 @@ type Server struct {
 
 // New returns the server. now is time.Now when nil; event streams end when
 // stopping closes.
-func New(images *image.Service, blobs Blobs, gc *Collector, log *slog.Logger, now func() time.Time, stopping <-chan struct{}) *Server {
+func New(images *image.Service, blobs image.Blobs, gc *image.Collector, log *slog.Logger, now func() time.Time, stopping <-chan struct{}) *Server {
 	if now == nil {
 		now = time.Now
 	}

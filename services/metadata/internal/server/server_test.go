@@ -41,7 +41,7 @@ func (allBlobs) Delete(context.Context, digest.Digest) error { return nil }
 
 // serve runs the ImageService over images on a loopback listener until the
 // test ends and returns a client of it.
-func serve(t testing.TB, images *image.Service, blobs Blobs) metadatav1.ImageServiceClient {
+func serve(t testing.TB, images *image.Service, blobs image.Blobs) metadatav1.ImageServiceClient {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := grpcserver.New(grpcserver.Config{
@@ -52,7 +52,7 @@ func serve(t testing.TB, images *image.Service, blobs Blobs) metadatav1.ImageSer
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	gc := &Collector{Images: images, Blobs: blobs, Grace: time.Hour, Log: log}
+	gc := &image.Collector{Images: images, Blobs: blobs, Grace: time.Hour, Log: log}
 	metadatav1.RegisterImageServiceServer(srv.GRPC, New(images, blobs, gc, log, nil, ctx.Done()))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

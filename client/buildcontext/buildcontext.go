@@ -202,12 +202,6 @@ func listed(entries []*builderv1.FileEntry, p string) bool {
 	return false
 }
 
-// Path returns the local file holding content d.
-func (c *Context) Path(d digest.Digest) (string, bool) {
-	p, ok := c.paths[d]
-	return p, ok
-}
-
 // Bytes returns the bytes Send sends for digests, each content once.
 func (c *Context) Bytes(digests []string) int64 {
 	sizes := c.sizes()

@@ -79,14 +79,13 @@ func TestWalkCacheNoticesChanges(t *testing.T) {
 			t.Fatalf("cache files = %v, want one", m)
 		}
 	}
-	c, err := Walk(Options{Dir: dir, CacheDir: cacheDir})
-	if err != nil {
+	if _, err := Walk(Options{Dir: dir, CacheDir: cacheDir}); err != nil {
 		t.Fatalf("second walk: %v", err)
 	}
 	// A changed file is hashed again.
 	os.Chmod(filepath.Join(dir, "a"), 0o644)
 	write(t, dir, map[string]string{"b": "changed"})
-	c, err = Walk(Options{Dir: dir, CacheDir: cacheDir})
+	c, err := Walk(Options{Dir: dir, CacheDir: cacheDir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package server
+package image
 
 import (
 	"context"
@@ -9,12 +9,23 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/metadata/internal/image"
 )
 
 // gcPage is how many blobs a collection reads from the blob store at a time.
 const gcPage = 1000
+
+// Blobs is what the metadata service needs of the blob store;
+// *blobclient.Client has it.
+type Blobs interface {
+	// Exists returns the stored blobs among ds.
+	Exists(ctx context.Context, ds []digest.Digest) (map[digest.Digest]blobclient.Info, error)
+	// List returns one page of blobs in digest order.
+	List(ctx context.Context, pageSize int, pageToken string) ([]blobclient.Info, string, error)
+	// Delete removes a blob; ErrNotFound when it is not stored.
+	Delete(ctx context.Context, d digest.Digest) error
+}
 
 // Collector deletes the blobs no image needs from the blob store.
 //
@@ -24,7 +35,7 @@ const gcPage = 1000
 // blobs were marked after it checked them, so an image never points at a
 // blob a concurrent collection removed.
 type Collector struct {
-	Images *image.Service
+	Images *Service
 	Blobs  Blobs
 	// Grace is the default grace period.
 	Grace time.Duration
