@@ -44,20 +44,19 @@ import (
 // Other comment lines say where the case comes from and what it is about.
 // Every other member of the archive is a context file.
 type Case struct {
-	Name       string
-	Fail       *regexp.Regexp
-	BuildArgs  []string
-	File       string
-	Target     string
-	Parents    [][2]string // tag, Dockerfile
-	Files      map[string][]byte
-	Modes      map[string]os.FileMode
-	Owners     map[string][2]int
-	Symlinks   map[string]string
-	Archives   map[string][]archiveEntry
-	Checks     []string
-	Rebuilds   []string
-	dockerfile string
+	Name      string
+	Fail      *regexp.Regexp
+	BuildArgs []string
+	File      string
+	Target    string
+	Parents   [][2]string // tag, Dockerfile
+	Files     map[string][]byte
+	Modes     map[string]os.FileMode
+	Owners    map[string][2]int
+	Symlinks  map[string]string
+	Archives  map[string][]archiveEntry
+	Checks    []string
+	Rebuilds  []string
 }
 
 type archiveEntry struct {
