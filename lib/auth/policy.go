@@ -89,4 +89,13 @@ var policy = map[string]Role{
 	builderv1.BuildService_Save_FullMethodName:   RoleRead,
 	builderv1.BuildService_Pull_FullMethodName:   RoleWrite,
 	builderv1.BuildService_Push_FullMethodName:   RoleWrite,
+	// Builds as resources: anyone who may read sees the builds (their
+	// tags, state and requester) and may watch their own; canceling needs
+	// write. Watching or canceling another caller's build also needs
+	// admin, checked by the builder, since a build's output is its
+	// requester's.
+	builderv1.BuildService_ListBuilds_FullMethodName:  RoleRead,
+	builderv1.BuildService_GetBuild_FullMethodName:    RoleRead,
+	builderv1.BuildService_WatchBuild_FullMethodName:  RoleRead,
+	builderv1.BuildService_CancelBuild_FullMethodName: RoleWrite,
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/builds"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -34,6 +35,8 @@ import (
 type buildConfig struct {
 	stateDir          string
 	maxBuilds         int
+	detachedGrace     time.Duration
+	keepBuilds        int
 	contextStoreBytes int64
 	snapshotBytes     int64
 	allowPrivateURLs  bool
@@ -66,6 +69,8 @@ const entitlementNetworkHost = "network.host"
 func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/strata-builder", "directory for unpacked layers, step mounts and context files (a real filesystem, not overlayfs)")
 	fs.IntVar(&c.maxBuilds, "max-builds", 4, "most builds that run at once; more wait")
+	fs.DurationVar(&c.detachedGrace, "detached-grace", 60*time.Second, "how long a build whose client went away keeps running for a client to reattach (WatchBuild) before it is canceled")
+	fs.IntVar(&c.keepBuilds, "keep-builds", 100, "most ended builds ListBuilds, GetBuild and WatchBuild still know")
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
 	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
@@ -89,6 +94,12 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.maxBuilds < 1 {
 		errs = append(errs, fs.Invalid("max-builds", errors.New("must be at least 1")))
+	}
+	if c.detachedGrace < 0 {
+		errs = append(errs, fs.Invalid("detached-grace", errors.New("must not be negative")))
+	}
+	if c.keepBuilds < 1 {
+		errs = append(errs, fs.Invalid("keep-builds", errors.New("must be at least 1")))
 	}
 	if c.contextStoreBytes <= 0 {
 		errs = append(errs, fs.Invalid("context-store-bytes", errors.New("must be positive")))
@@ -212,5 +223,5 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		Log:                  log,
 		RejectedCacheRecords: rejected,
 	}
-	return server.NewBuilds(ctx, b, buildctx.NewReceiver(contexts, c.maxBuilds, log)), release, nil
+	return server.NewBuilds(ctx, b, buildctx.NewReceiver(contexts, c.maxBuilds, log), builds.NewRegistry(c.detachedGrace, c.keepBuilds)), release, nil
 }
