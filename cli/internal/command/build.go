@@ -206,11 +206,15 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	if err != nil {
 		return err
 	}
-	h := buildcontext.Handler{Event: p.event, Sending: p.context}
+	f := &buildFollower{event: p.event}
+	h := buildcontext.Handler{Event: f.track, Sending: p.context}
 	if err := bctx.Sync(stream, opts, h); err != nil {
 		return err
 	}
 	result, err := buildcontext.Result(stream, h)
+	if err != nil {
+		result, err = f.recover(cmd.Context(), builder, err)
+	}
 	if err != nil {
 		p.fail()
 		return err
