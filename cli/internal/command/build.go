@@ -158,6 +158,9 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 		p = &classicPrinter{out: c.Out}
 	}
 
+	if o.contextDir == "-" {
+		return c.runStdinBuild(cmd, opts, o.file, p)
+	}
 	contextDir, err := filepath.Abs(o.contextDir)
 	if err != nil {
 		return err

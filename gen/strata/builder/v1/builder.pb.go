@@ -528,9 +528,28 @@ type BuildOptions struct {
 	// the same list recently does not need it again.
 	ContextDigest string `protobuf:"bytes,10,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
 	// Limits of each RUN step.
-	Resources     *RunResources `protobuf:"bytes,11,opt,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Resources *RunResources `protobuf:"bytes,11,opt,name=resources,proto3" json:"resources,omitempty"`
+	// The context comes as a tar stream (plain or compressed: gzip, zstd,
+	// bzip2, xz), as `docker build - < context.tar` sends it: the client
+	// sends it in context_tar messages after the options, ending with an
+	// empty one or by closing its side of the stream, and waits for no
+	// ContextRequest. dockerfile names the Dockerfile inside the tar
+	// ("Dockerfile" when empty) unless dockerfile_content is set; a
+	// .dockerignore at the tar's root applies. Entries must be regular
+	// files, directories, symlinks or hard links to earlier files; a name
+	// that is absolute or climbs out with "..", a hard link to anything
+	// else, or a device is INVALID_ARGUMENT (reason UNSAFE_TAR_ENTRY)
+	// naming the entry. The context's limits are those of a file list.
+	ContextTar bool `protobuf:"varint,12,opt,name=context_tar,json=contextTar,proto3" json:"context_tar,omitempty"`
+	// The context is the tar (as context_tar describes) already stored in
+	// the blob store under this digest, e.g. by `strata blob put`; the
+	// client sends nothing after the options.
+	ContextBlob string `protobuf:"bytes,13,opt,name=context_blob,json=contextBlob,proto3" json:"context_blob,omitempty"`
+	// The Dockerfile's text, when it is not in the context: the readable
+	// alternative to dockerfile_content (which wins when both are set).
+	DockerfileText string `protobuf:"bytes,14,opt,name=dockerfile_text,json=dockerfileText,proto3" json:"dockerfile_text,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BuildOptions) Reset() {
@@ -638,6 +657,27 @@ func (x *BuildOptions) GetResources() *RunResources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *BuildOptions) GetContextTar() bool {
+	if x != nil {
+		return x.ContextTar
+	}
+	return false
+}
+
+func (x *BuildOptions) GetContextBlob() string {
+	if x != nil {
+		return x.ContextBlob
+	}
+	return ""
+}
+
+func (x *BuildOptions) GetDockerfileText() string {
+	if x != nil {
+		return x.DockerfileText
+	}
+	return ""
 }
 
 // FileEntry describes one entry of the build context.
@@ -889,6 +929,7 @@ type BuildRequest struct {
 	//	*BuildRequest_Options
 	//	*BuildRequest_Entries
 	//	*BuildRequest_FileData
+	//	*BuildRequest_ContextTar
 	Request       isBuildRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -958,6 +999,15 @@ func (x *BuildRequest) GetFileData() *FileData {
 	return nil
 }
 
+func (x *BuildRequest) GetContextTar() []byte {
+	if x != nil {
+		if x, ok := x.Request.(*BuildRequest_ContextTar); ok {
+			return x.ContextTar
+		}
+	}
+	return nil
+}
+
 type isBuildRequest_Request interface {
 	isBuildRequest_Request()
 }
@@ -977,11 +1027,19 @@ type BuildRequest_FileData struct {
 	FileData *FileData `protobuf:"bytes,3,opt,name=file_data,json=fileData,proto3,oneof"`
 }
 
+type BuildRequest_ContextTar struct {
+	// The next bytes of the context's tar stream (BuildOptions.context_tar);
+	// an empty one ends it.
+	ContextTar []byte `protobuf:"bytes,4,opt,name=context_tar,json=contextTar,proto3,oneof"`
+}
+
 func (*BuildRequest_Options) isBuildRequest_Request() {}
 
 func (*BuildRequest_Entries) isBuildRequest_Request() {}
 
 func (*BuildRequest_FileData) isBuildRequest_Request() {}
+
+func (*BuildRequest_ContextTar) isBuildRequest_Request() {}
 
 // ContextRequest names the file contents the builder lacks.
 type ContextRequest struct {
@@ -1175,7 +1233,10 @@ type StepOutput struct {
 	// The stream written to.
 	Stream OutputStream `protobuf:"varint,1,opt,name=stream,proto3,enum=strata.builder.v1.OutputStream" json:"stream,omitempty"`
 	// The line, with its trailing newline if it had one.
-	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// The line as text, when it is valid UTF-8 (grpcurl shows bytes as
+	// base64); empty otherwise.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1222,6 +1283,13 @@ func (x *StepOutput) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *StepOutput) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
 }
 
 // StepDone reports that a step finished.
@@ -3807,7 +3875,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\tcpu_quota\x18\x05 \x01(\x03R\bcpuQuota\x12\x1d\n" +
 	"\n" +
 	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
-	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\"\xf9\x04\n" +
+	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\"\xe6\x05\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -3823,7 +3891,11 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x0fbuild_arg_names\x18\t \x03(\tR\rbuildArgNames\x12%\n" +
 	"\x0econtext_digest\x18\n" +
 	" \x01(\tR\rcontextDigest\x12=\n" +
-	"\tresources\x18\v \x01(\v2\x1f.strata.builder.v1.RunResourcesR\tresources\x1a<\n" +
+	"\tresources\x18\v \x01(\v2\x1f.strata.builder.v1.RunResourcesR\tresources\x12\x1f\n" +
+	"\vcontext_tar\x18\f \x01(\bR\n" +
+	"contextTar\x12!\n" +
+	"\fcontext_blob\x18\r \x01(\tR\vcontextBlob\x12'\n" +
+	"\x0fdockerfile_text\x18\x0e \x01(\tR\x0edockerfileText\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -3847,11 +3919,13 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xd1\x01\n" +
+	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xf4\x01\n" +
 	"\fBuildRequest\x12;\n" +
 	"\aoptions\x18\x01 \x01(\v2\x1f.strata.builder.v1.BuildOptionsH\x00R\aoptions\x12=\n" +
 	"\aentries\x18\x02 \x01(\v2!.strata.builder.v1.ContextEntriesH\x00R\aentries\x12:\n" +
-	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileDataB\t\n" +
+	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileData\x12!\n" +
+	"\vcontext_tar\x18\x04 \x01(\fH\x00R\n" +
+	"contextTarB\t\n" +
 	"\arequest\"M\n" +
 	"\x0eContextRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\tR\adigests\x12!\n" +
@@ -3865,11 +3939,12 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\rbase_image_id\x18\x05 \x01(\tR\vbaseImageId\"'\n" +
 	"\n" +
 	"StepCached\x12\x19\n" +
-	"\bimage_id\x18\x01 \x01(\tR\aimageId\"Y\n" +
+	"\bimage_id\x18\x01 \x01(\tR\aimageId\"m\n" +
 	"\n" +
 	"StepOutput\x127\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x1f.strata.builder.v1.OutputStreamR\x06stream\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xc4\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"\xc4\x01\n" +
 	"\bStepDone\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1d\n" +
@@ -4236,6 +4311,7 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildRequest_Options)(nil),
 		(*BuildRequest_Entries)(nil),
 		(*BuildRequest_FileData)(nil),
+		(*BuildRequest_ContextTar)(nil),
 	}
 	file_strata_builder_v1_builder_proto_msgTypes[14].OneofWrappers = []any{
 		(*BuildEvent_Started)(nil),

@@ -223,5 +223,7 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		Log:                  log,
 		RejectedCacheRecords: rejected,
 	}
-	return server.NewBuilds(ctx, b, buildctx.NewReceiver(contexts, c.maxBuilds, log), builds.NewRegistry(c.detachedGrace, c.keepBuilds)), release, nil
+	receiver := buildctx.NewReceiver(contexts, c.maxBuilds, log)
+	receiver.SetTarSources(blobs.Open, limits)
+	return server.NewBuilds(ctx, b, receiver, builds.NewRegistry(c.detachedGrace, c.keepBuilds)), release, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -107,7 +108,7 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 			b.Detachable()
 		}
 	}()
-	res, err := s.builds.builder.Build(ctx, buildRequest(opts, sess), b.Send)
+	res, err := s.builds.builder.Build(ctx, buildRequest(opts, sess), withText(b.Send))
 	if err == nil {
 		// A build that needed no context contents still ends only once
 		// they all came: the client sends them before it reads the result.
@@ -126,6 +127,18 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 		Duration:             durationpb.New(time.Since(start)),
 		BuildId:              b.ID(),
 	}, nil, false)
+}
+
+// withText gives RUN output lines their text rendering (StepOutput.text)
+// when they are valid UTF-8, for clients such as grpcurl that show bytes
+// as base64.
+func withText(send func(*builderv1.BuildEvent)) func(*builderv1.BuildEvent) {
+	return func(ev *builderv1.BuildEvent) {
+		if o := ev.GetOutput(); o != nil && o.Text == "" && utf8.Valid(o.GetData()) {
+			o.Text = string(o.GetData())
+		}
+		send(ev)
+	}
 }
 
 // logStream is the Build stream as the context session uses it: its

@@ -120,3 +120,13 @@ func TestOnlyTheRequesterOrAnAdminTouchesABuild(t *testing.T) {
 		}
 	}
 }
+
+func TestOutputGetsItsTextWhenItIsUTF8(t *testing.T) {
+	var got []string
+	send := withText(func(ev *builderv1.BuildEvent) { got = append(got, ev.GetOutput().GetText()) })
+	send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Output{Output: &builderv1.StepOutput{Data: []byte("héllo\n")}}})
+	send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Output{Output: &builderv1.StepOutput{Data: []byte{0xff, 0xfe, '\n'}}}})
+	if diff := cmp.Diff([]string{"héllo\n", ""}, got); diff != "" {
+		t.Errorf("texts (-want +got):\n%s", diff)
+	}
+}

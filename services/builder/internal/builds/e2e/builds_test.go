@@ -1,6 +1,6 @@
 // Package e2e tests builds as resources end to end: the builder, metadata
 // and blob store on loopback, builds over gRPC, watched, detached and
-// canceled from other connections.
+// canceled from other connections, and built from tar and blob contexts.
 package e2e
 
 import (
