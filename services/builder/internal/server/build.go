@@ -115,7 +115,7 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 		err = sess.Contents(ctx)
 	}
 	if err != nil {
-		err = buildError(err, sess, ctx)
+		err = withDockerfileDetails(buildError(err, sess, ctx), dockerfileFile(opts), sess.Dockerfile)
 		b.Finish(nil, err, errdefs.KindOf(err) == errdefs.ErrCanceled)
 		return
 	}

@@ -130,3 +130,34 @@ func TestOutputGetsItsTextWhenItIsUTF8(t *testing.T) {
 		t.Errorf("texts (-want +got):\n%s", diff)
 	}
 }
+
+func TestDockerfileErrorsCarryFileLineAndInstruction(t *testing.T) {
+	df := []byte("FROM busybox\n\n  run exit 3\n")
+	tests := []struct {
+		name   string
+		err    error
+		reason string
+		want   map[string]string
+	}{
+		{"a RUN failure", errdefs.InvalidArgument("Dockerfile:3: The command '/bin/sh -c exit 3' returned a non-zero code: 3").WithReason("RUN_FAILED").WithDetail("exit_code", "3"),
+			"RUN_FAILED", map[string]string{"file": "app.Dockerfile", "line": "3", "instruction": "RUN", "source": "run exit 3", "exit_code": "3"}},
+		{"a Dockerfile error", errdefs.InvalidArgument("Dockerfile:1: FROM: bad"),
+			"DOCKERFILE_ERROR", map[string]string{"file": "app.Dockerfile", "line": "1", "instruction": "FROM", "source": "FROM busybox"}},
+		{"a line past the end", errdefs.NotFound("Dockerfile:9: COPY x: not found"),
+			"", map[string]string{"file": "app.Dockerfile", "line": "9"}},
+		{"no line", errdefs.InvalidArgument("build: bad options"), "", nil},
+	}
+	for _, tt := range tests {
+		got := withDockerfileDetails(tt.err, "app.Dockerfile", df)
+		var e *errdefs.Error
+		if !errors.As(got, &e) || errdefs.KindOf(got) != errdefs.KindOf(tt.err) || got.Error() != tt.err.Error() {
+			t.Fatalf("%s: withDockerfileDetails = %v, want the same kind and message", tt.name, got)
+		}
+		if e.Reason() != tt.reason {
+			t.Errorf("%s: reason %q, want %q", tt.name, e.Reason(), tt.reason)
+		}
+		if diff := cmp.Diff(tt.want, e.Details()); diff != "" {
+			t.Errorf("%s: details (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -118,4 +120,18 @@ func (s *stack) cli(t *testing.T, stdin *bytes.Reader, args ...string) string {
 		t.Fatalf("strata %v: %v\n%s", args, err, stderr.String())
 	}
 	return string(out)
+}
+
+// A failed RUN step's error says, in ErrorInfo, where and how it failed.
+func TestRunFailureCarriesItsLineAndExitCode(t *testing.T) {
+	s := startStack(t)
+	_, _, err := s.tarBuild(t, &builderv1.BuildOptions{ContextTar: true}, ctxTar(t, map[string]string{"Dockerfile": "FROM busybox\n\nRUN echo failing && exit 3\n"}))
+	var e *errdefs.Error
+	if !errors.As(err, &e) || errdefs.Code(err) != codes.InvalidArgument {
+		t.Fatalf("build = %v, want INVALID_ARGUMENT", err)
+	}
+	want := map[string]string{"file": "Dockerfile", "line": "3", "instruction": "RUN", "source": "RUN echo failing && exit 3", "exit_code": "3"}
+	if diff := cmp.Diff(want, e.Details()); e.Reason() != "RUN_FAILED" || diff != "" {
+		t.Errorf("reason %q (want RUN_FAILED), details (-want +got):\n%s", e.Reason(), diff)
+	}
 }
