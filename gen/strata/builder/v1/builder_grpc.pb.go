@@ -37,6 +37,20 @@ const (
 //
 // BuildService builds images from Dockerfiles and moves images in and out of
 // Strata: import, load, save, pull and push.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
+//
+// A failed build's reasons include DOCKERFILE_ERROR, RUN_FAILED,
+// RUN_MEMORY_LIMIT, RUN_PIDS_LIMIT, DOCKERFILE_TOO_LARGE, UNSAFE_TAR_ENTRY,
+// TRUNCATED, DECOMPRESSION_LIMIT, IMAGE_NOT_FOUND, ENTITLEMENT_REQUIRED,
+// EGRESS_REFUSED, DOWNLOAD_TIMEOUT and BUILD_CANCELED. An error that
+// concerns a Dockerfile line carries the metadata "file", "line",
+// "instruction" (the keyword, such as RUN) and "source" (the line's text);
+// RUN_FAILED also "exit_code". The builds-as-resources RPCs add
+// BUILD_NOT_FOUND, BUILD_ENDED and BUILD_NOT_YOURS.
 type BuildServiceClient interface {
 	// Build runs one Dockerfile build over a bidirectional stream.
 	//
@@ -257,6 +271,20 @@ type BuildService_PushClient = grpc.ServerStreamingClient[PushResponse]
 //
 // BuildService builds images from Dockerfiles and moves images in and out of
 // Strata: import, load, save, pull and push.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
+//
+// A failed build's reasons include DOCKERFILE_ERROR, RUN_FAILED,
+// RUN_MEMORY_LIMIT, RUN_PIDS_LIMIT, DOCKERFILE_TOO_LARGE, UNSAFE_TAR_ENTRY,
+// TRUNCATED, DECOMPRESSION_LIMIT, IMAGE_NOT_FOUND, ENTITLEMENT_REQUIRED,
+// EGRESS_REFUSED, DOWNLOAD_TIMEOUT and BUILD_CANCELED. An error that
+// concerns a Dockerfile line carries the metadata "file", "line",
+// "instruction" (the keyword, such as RUN) and "source" (the line's text);
+// RUN_FAILED also "exit_code". The builds-as-resources RPCs add
+// BUILD_NOT_FOUND, BUILD_ENDED and BUILD_NOT_YOURS.
 type BuildServiceServer interface {
 	// Build runs one Dockerfile build over a bidirectional stream.
 	//

@@ -60,6 +60,11 @@ const (
 // reference names an image the way Docker does: "nginx" is "nginx:latest",
 // "user/app:1.2", "localhost:5000/team/app@sha256:…", a full image ID
 // "sha256:<hex>" or a unique prefix of at least 4 hex digits of one.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
 type ImageServiceClient interface {
 	// PutImage records an image and applies its tags in one transaction. It is
 	// idempotent on the image ID. The manifest, config and layers it names must
@@ -470,6 +475,11 @@ func (c *imageServiceClient) HasBlob(ctx context.Context, in *HasBlobRequest, op
 // reference names an image the way Docker does: "nginx" is "nginx:latest",
 // "user/app:1.2", "localhost:5000/team/app@sha256:…", a full image ID
 // "sha256:<hex>" or a unique prefix of at least 4 hex digits of one.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
 type ImageServiceServer interface {
 	// PutImage records an image and applies its tags in one transaction. It is
 	// idempotent on the image ID. The manifest, config and layers it names must
