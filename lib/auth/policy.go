@@ -82,6 +82,8 @@ var policy = map[string]Role{
 	metadatav1.ImageService_DeleteLease_FullMethodName:      RoleService,
 	metadatav1.ImageService_GetDiskUsage_FullMethodName:     RoleRead,
 	metadatav1.ImageService_WatchEvents_FullMethodName:      RoleRead,
+	// The builder records its builds' starts and ends for WatchEvents.
+	metadatav1.ImageService_RecordBuildEvent_FullMethodName: RoleService,
 
 	builderv1.BuildService_Build_FullMethodName:  RoleWrite,
 	builderv1.BuildService_Import_FullMethodName: RoleWrite,

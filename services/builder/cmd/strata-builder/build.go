@@ -225,5 +225,14 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 	}
 	receiver := buildctx.NewReceiver(contexts, c.maxBuilds, log)
 	receiver.SetTarSources(blobs.Open, limits)
-	return server.NewBuilds(ctx, b, receiver, builds.NewRegistry(c.detachedGrace, c.keepBuilds)), release, nil
+	// Build events are a convenience for WatchEvents: a metadata service
+	// that is down or older (no RecordBuildEvent) does not fail a build.
+	record := func(ctx context.Context, ev *metadatav1.Event) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := index.RecordBuildEvent(ctx, &metadatav1.RecordBuildEventRequest{Event: ev}); err != nil {
+			log.WarnContext(ctx, "recording a build event", "action", ev.GetAction().String(), "build", ev.GetAttributes()["build_id"], "error", err.Error())
+		}
+	}
+	return server.NewBuilds(ctx, b, receiver, builds.NewRegistry(c.detachedGrace, c.keepBuilds), record), release, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/build"
@@ -23,6 +25,7 @@ type Builds struct {
 	builder  *build.Builder
 	contexts *buildctx.Receiver
 	registry *builds.Registry
+	record   func(context.Context, *metadatav1.Event)
 	stopping context.Context
 }
 
@@ -30,8 +33,14 @@ type Builds struct {
 // builds with b and keeps the builds in registry. When stopping ends (the
 // builder is told to stop), every running build is canceled: its steps
 // are killed and its temporary state removed while the server drains.
-func NewBuilds(stopping context.Context, b *build.Builder, contexts *buildctx.Receiver, registry *builds.Registry) *Builds {
-	return &Builds{builder: b, contexts: contexts, registry: registry, stopping: stopping}
+//
+// record records a build's start and end for the metadata event stream
+// (best effort: it reports its own failures); nil records nothing.
+func NewBuilds(stopping context.Context, b *build.Builder, contexts *buildctx.Receiver, registry *builds.Registry, record func(context.Context, *metadatav1.Event)) *Builds {
+	if record == nil {
+		record = func(context.Context, *metadatav1.Event) {}
+	}
+	return &Builds{builder: b, contexts: contexts, registry: registry, record: record, stopping: stopping}
 }
 
 // Causes of a build's cancellation besides the registry's.
@@ -101,6 +110,7 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 	}
 	defer sess.Close()
 	b.Running()
+	s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_STARTED, b, opts, nil, nil))
 	go func() {
 		defer close(streamFree)
 		// Once every content is in, the build needs its client no more.
@@ -116,17 +126,43 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 	}
 	if err != nil {
 		err = withDockerfileDetails(buildError(err, sess, ctx), dockerfileFile(opts), sess.Dockerfile)
+		s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_FAILED, b, opts, nil, err))
 		b.Finish(nil, err, errdefs.KindOf(err) == errdefs.ErrCanceled)
 		return
 	}
-	b.Finish(&builderv1.BuildResult{
+	result := &builderv1.BuildResult{
 		ImageId:              res.ImageID,
 		ManifestDigest:       res.ManifestDigest,
 		Tags:                 res.Tags,
 		ContextBytesReceived: sess.Received(),
 		Duration:             durationpb.New(time.Since(start)),
 		BuildId:              b.ID(),
-	}, nil, false)
+	}
+	s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_FINISHED, b, opts, result, nil))
+	b.Finish(result, nil, false)
+}
+
+// buildEvent is the metadata event of a build's start (res and err nil),
+// success (res) or failure (err).
+func buildEvent(action metadatav1.EventAction, b *builds.Build, opts *builderv1.BuildOptions, res *builderv1.BuildResult, err error) *metadatav1.Event {
+	ev := &metadatav1.Event{Action: action, ImageId: res.GetImageId(), Attributes: map[string]string{"build_id": b.ID()}}
+	if tags := opts.GetTags(); len(tags) > 0 {
+		ev.Attributes["tags"] = strings.Join(tags, ",")
+		ev.Reference = tags[0]
+	}
+	if err != nil {
+		state := "failed"
+		if errdefs.KindOf(err) == errdefs.ErrCanceled {
+			state = "canceled"
+		}
+		ev.Attributes["state"] = state
+		ev.Attributes["error"] = err.Error()
+		var e *errdefs.Error
+		if errors.As(err, &e) && e.Reason() != "" {
+			ev.Attributes["reason"] = e.Reason()
+		}
+	}
+	return ev
 }
 
 // withText gives RUN output lines their text rendering (StepOutput.text)

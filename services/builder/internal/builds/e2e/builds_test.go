@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -349,4 +350,48 @@ func running(marker string) bool {
 		}
 	}
 	return false
+}
+
+// A build's start and end appear in the metadata service's event stream.
+func TestBuildEventsAppearInWatchEvents(t *testing.T) {
+	s := startStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	since := timestamppb.Now()
+	ok := s.startBuild(t, ctx, "FROM busybox\nRUN true\n", "evented:1")
+	if err := ok.rest(); err != nil {
+		t.Fatal(err)
+	}
+	failed := s.startBuild(t, ctx, "FROM busybox\nRUN exit 4\n", "evented:2")
+	if err := failed.rest(); err == nil {
+		t.Fatal("a RUN exiting 4 succeeded")
+	}
+	w, err := metadatav1.NewImageServiceClient(s.conn(t, s.MetadataAddr)).WatchEvents(ctx, &metadatav1.WatchEventsRequest{Since: since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	want := []string{
+		"BUILD_STARTED " + ok.id, "BUILD_FINISHED " + ok.id,
+		"BUILD_STARTED " + failed.id, "BUILD_FAILED " + failed.id + " failed RUN_FAILED",
+	}
+	for len(got) < len(want) {
+		resp, err := w.Recv()
+		if err != nil {
+			t.Fatalf("WatchEvents after %v: %v", got, err)
+		}
+		ev := resp.GetEvent()
+		a := ev.GetAttributes()
+		if a["build_id"] == "" {
+			continue // the image events of the successful build
+		}
+		line := strings.TrimPrefix(ev.GetAction().String(), "EVENT_ACTION_") + " " + a["build_id"]
+		if a["state"] != "" {
+			line += " " + a["state"] + " " + a["reason"]
+		}
+		got = append(got, line)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("build events (-want +got):\n%s", diff)
+	}
 }
