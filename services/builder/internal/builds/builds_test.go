@@ -104,3 +104,15 @@ func TestRegistryKeepsTheLastEndedBuilds(t *testing.T) {
 		t.Errorf("Cancel(ended) = %v, want FAILED_PRECONDITION", err)
 	}
 }
+
+func TestQueuedBuildsReportTheirPlace(t *testing.T) {
+	b := NewRegistry(time.Hour, 1).Start(nil, "", func(error) {})
+	b.Send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Queued{Queued: &builderv1.BuildQueued{Ahead: 2}}})
+	if info := b.Info(); info.GetState() != builderv1.BuildState_BUILD_STATE_QUEUED || info.GetQueueAhead() != 2 {
+		t.Errorf("queued with 2 ahead: Info() = %v", info)
+	}
+	b.Running()
+	if info := b.Info(); info.GetState() != builderv1.BuildState_BUILD_STATE_RUNNING || info.GetQueueAhead() != 0 || info.GetStarted() == nil {
+		t.Errorf("running: Info() = %v", info)
+	}
+}

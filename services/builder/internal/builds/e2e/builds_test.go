@@ -395,3 +395,33 @@ func TestBuildEventsAppearInWatchEvents(t *testing.T) {
 		t.Errorf("build events (-want +got):\n%s", diff)
 	}
 }
+
+// strata builds ls, inspect, logs and cancel, as a user runs them.
+func TestBuildsCommands(t *testing.T) {
+	s := startStack(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM busybox\nRUN echo from-the-log\n"), 0o644)
+	cmd := exec.Command(filepath.Join(s.Bin, "strata"), "build", "--progress=plain", "-t", "cli-builds:1", dir)
+	cmd.Env = append(append(os.Environ(), "HOME="+t.TempDir()), s.Env()...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("strata build: %v\n%s", err, out)
+	}
+	id := strings.TrimSpace(s.cli(t, nil, "builds", "ls", "-q"))
+	if len(id) != 24 {
+		t.Fatalf("strata builds ls -q = %q, want one build ID", id)
+	}
+	if ls := s.cli(t, nil, "builds", "ls"); !strings.Contains(ls, "succeeded") || !strings.Contains(ls, "cli-builds:1") || !strings.Contains(ls, "2/2") {
+		t.Errorf("strata builds ls:\n%s\nwant the build, succeeded, at step 2/2, with its tag", ls)
+	}
+	if js := s.cli(t, nil, "builds", "inspect", id); !strings.Contains(js, `"state": "BUILD_STATE_SUCCEEDED"`) || !strings.Contains(js, id) {
+		t.Errorf("strata builds inspect:\n%s", js)
+	}
+	if logs := s.cli(t, nil, "builds", "logs", id); !strings.Contains(logs, "from-the-log") || !strings.Contains(logs, "Step 2/2 : RUN echo from-the-log") || !strings.Contains(logs, "Successfully tagged cli-builds:1") {
+		t.Errorf("strata builds logs:\n%s\nwant the build's output as strata build printed it", logs)
+	}
+	c := exec.Command(filepath.Join(s.Bin, "strata"), "builds", "cancel", id)
+	c.Env = append(append(os.Environ(), "HOME="+t.TempDir()), s.Env()...)
+	if out, err := c.CombinedOutput(); err == nil || !strings.Contains(string(out), "has ended") {
+		t.Errorf("strata builds cancel of an ended build: %v\n%s\nwant an error saying it has ended", err, out)
+	}
+}
