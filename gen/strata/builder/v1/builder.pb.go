@@ -1498,7 +1498,9 @@ type BuildEvent struct {
 	//	*BuildEvent_Accepted
 	Event isBuildEvent_Event `protobuf_oneof:"event"`
 	// The event's place in the build's event log, from 1: what
-	// WatchBuildRequest.from_sequence resumes after.
+	// WatchBuildRequest.from_sequence resumes after. 0 for RUN output past
+	// the 16 MiB the log keeps of a build's output, which only the Build
+	// stream sees (the log then holds a warning saying so).
 	Sequence      int64 `protobuf:"varint,9,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

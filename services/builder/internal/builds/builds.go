@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -122,17 +123,19 @@ type Build struct {
 	// that started the build, so that it sees them in log order.
 	send sync.Mutex
 
-	mu       sync.Mutex
-	info     *builderv1.Build
-	log      []*builderv1.BuildEvent
-	primary  func(*builderv1.BuildEvent) error // the starting client's stream, until it fails
-	watchers int
-	detach   bool // the build may outlive its watchers
-	timer    *time.Timer
-	changed  chan struct{} // closed and replaced when the log grows or the build ends
-	done     chan struct{}
-	result   *builderv1.BuildResult
-	err      error
+	mu        sync.Mutex
+	info      *builderv1.Build
+	log       []*builderv1.BuildEvent
+	logBytes  int                               // RUN output bytes sent
+	truncated bool                              // the log holds no more output
+	primary   func(*builderv1.BuildEvent) error // the starting client's stream, until it fails
+	watchers  int
+	detach    bool // the build may outlive its watchers
+	timer     *time.Timer
+	changed   chan struct{} // closed and replaced when the log grows or the build ends
+	done      chan struct{}
+	result    *builderv1.BuildResult
+	err       error
 }
 
 // ID returns the build's ID.
@@ -215,21 +218,42 @@ func (b *Build) busy() {
 	}
 }
 
+// MaxLogBytes bounds the RUN output a build's log keeps: past it, output
+// lines still reach the client that started the build, unnumbered, but
+// WatchBuild no longer sees them (a warning in the log says so). The
+// other events are always kept.
+const MaxLogBytes = 16 << 20
+
 // Send logs ev, numbering it, and sends it to the starting client.
 func (b *Build) Send(ev *builderv1.BuildEvent) {
 	b.send.Lock()
 	defer b.send.Unlock()
 	b.mu.Lock()
-	ev.Sequence = int64(len(b.log) + 1)
-	b.log = append(b.log, ev)
-	b.note(ev)
-	close(b.changed)
-	b.changed = make(chan struct{})
+	if out := ev.GetOutput(); out != nil {
+		b.logBytes += len(out.GetData())
+	}
+	if ev.GetOutput() == nil || b.logBytes <= MaxLogBytes {
+		b.append(ev)
+	} else if !b.truncated {
+		b.truncated = true
+		b.append(&builderv1.BuildEvent{Step: ev.GetStep(), Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{
+			Message: fmt.Sprintf("[warning]: the build's log is over %d MiB: later RUN output is not kept for WatchBuild", MaxLogBytes>>20),
+		}}})
+	}
 	primary := b.primary
 	b.mu.Unlock()
 	if primary != nil && primary(ev) != nil {
 		b.Detach()
 	}
+}
+
+// append numbers ev and adds it to the log. b.mu is held.
+func (b *Build) append(ev *builderv1.BuildEvent) {
+	ev.Sequence = int64(len(b.log) + 1)
+	b.log = append(b.log, ev)
+	b.note(ev)
+	close(b.changed)
+	b.changed = make(chan struct{})
 }
 
 // SendOther sends a message that is not part of the log (a context

@@ -116,3 +116,31 @@ func TestQueuedBuildsReportTheirPlace(t *testing.T) {
 		t.Errorf("running: Info() = %v", info)
 	}
 }
+
+func TestTheLogKeepsAtMostMaxLogBytesOfOutput(t *testing.T) {
+	b := NewRegistry(time.Hour, 1).Start(nil, "", func(error) {})
+	var primary int
+	b.Attach(func(*builderv1.BuildEvent) error { primary++; return nil })
+	line := make([]byte, 1<<20)
+	for range MaxLogBytes>>20 + 3 {
+		b.Send(&builderv1.BuildEvent{Step: 1, Event: &builderv1.BuildEvent_Output{Output: &builderv1.StepOutput{Data: line}}})
+	}
+	b.Send(step(2))
+	b.Finish(&builderv1.BuildResult{}, nil, false)
+	var outputs, warnings int
+	var last *builderv1.BuildEvent
+	b.Watch(context.Background(), 0, func(ev *builderv1.BuildEvent) error {
+		if ev.GetOutput() != nil {
+			outputs++
+		}
+		if ev.GetWarning() != nil {
+			warnings++
+		}
+		last = ev
+		return nil
+	})
+	if outputs != MaxLogBytes>>20 || warnings != 1 || last.GetStep() != 2 || primary != MaxLogBytes>>20+4 {
+		t.Errorf("logged %d outputs and %d warnings, last %v, primary saw %d; want %d outputs, one warning, step 2 last, every event to the primary",
+			outputs, warnings, last, primary, MaxLogBytes>>20)
+	}
+}
