@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ import (
 )
 
 // tarOf writes a tar of the headers, each regular file or link with body.
-func tarOf(t *testing.T, entries ...tarEntry) []byte {
+func tarOf(t testing.TB, entries ...tarEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -180,3 +181,48 @@ func TestReceiveTarFromABlob(t *testing.T) {
 var defaultLimits = compression.Limits{}
 
 func errorsAs(err error, target **errdefs.Error) bool { return errors.As(err, target) }
+
+// FuzzTarContext reads any bytes a client can send as a tar context. A
+// tar is refused with INVALID_ARGUMENT or RESOURCE_EXHAUSTED, or makes a
+// context whose every entry has a clean relative path, never ".." or
+// absolute, and whose every regular file's content is in the store.
+func FuzzTarContext(f *testing.F) {
+	f.Add(tarOf(f, tarEntry{name: "Dockerfile", body: "FROM scratch\n"}, tarEntry{name: "./a/b", body: "b"},
+		tarEntry{name: "./a/c", typ: tar.TypeLink, link: "a/b"}, tarEntry{name: "l", typ: tar.TypeSymlink, link: "../../x"}))
+	f.Add(tarOf(f, tarEntry{name: "../x", body: "x"}))
+	f.Add([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := newReceiver(t)
+		s := &Session{}
+		list, _, err := r.fromTar(bytes.NewReader(b), s, "context tar")
+		defer func() {
+			for _, rel := range s.release {
+				rel()
+			}
+		}()
+		if err != nil {
+			if !errdefs.IsInvalidArgument(err) && !errdefs.IsResourceExhausted(err) {
+				t.Fatalf("fromTar = %v, want INVALID_ARGUMENT or RESOURCE_EXHAUSTED", err)
+			}
+			return
+		}
+		c, err := New(list)
+		if err != nil {
+			if !errdefs.IsInvalidArgument(err) && !errdefs.IsResourceExhausted(err) {
+				t.Fatalf("New = %v", err)
+			}
+			return
+		}
+		c.Walk(".", func(e *Entry) error {
+			if e.Path != "." && (path.Clean(e.Path) != e.Path || path.IsAbs(e.Path) || e.Path == ".." || strings.HasPrefix(e.Path, "../")) {
+				t.Errorf("entry %q is not a clean path inside the context", e.Path)
+			}
+			if e.Mode.IsRegular() {
+				if _, err := r.store.Size(e.Digest); err != nil {
+					t.Errorf("entry %q: its content %s is not in the store: %v", e.Path, e.Digest, err)
+				}
+			}
+			return nil
+		})
+	})
+}
