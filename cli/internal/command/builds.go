@@ -10,6 +10,7 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -189,6 +190,11 @@ func watchBuild(ctx context.Context, builder builderv1.BuildServiceClient, id st
 	if err != nil {
 		return nil, err
 	}
+	return readWatch(w, event)
+}
+
+// readWatch reads a WatchBuild stream to the build's result or error.
+func readWatch(w grpc.ServerStreamingClient[builderv1.WatchBuildResponse], event func(*builderv1.BuildEvent)) (*builderv1.BuildResult, error) {
 	for {
 		resp, err := w.Recv()
 		if err != nil {
@@ -245,14 +251,31 @@ func (f *buildFollower) recover(ctx context.Context, builder builderv1.BuildServ
 	}
 	deadline := time.Now().Add(reattachFor)
 	for status.Code(err) == codes.Unavailable && time.Now().Before(deadline) {
+		// The call waits for the connection to come back (the build's
+		// grace runs meanwhile), but only until the deadline: once the
+		// stream is open, it lasts as long as the build.
+		wctx, cancel := context.WithCancel(ctx)
+		giveUp := time.AfterFunc(time.Until(deadline), cancel)
+		var res *builderv1.BuildResult
+		w, werr := builder.WatchBuild(wctx, &builderv1.WatchBuildRequest{BuildId: f.id, FromSequence: f.seen}, grpc.WaitForReady(true))
+		giveUp.Stop()
+		if err = werr; err == nil {
+			res, err = readWatch(w, f.track)
+		}
+		cancel()
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return f.recover(ctx, builder, ctx.Err())
+		}
+		if status.Code(err) == codes.Canceled && time.Now().After(deadline) {
+			err = status.Error(codes.Unavailable, "the builder did not come back within the build's grace")
+		}
 		select {
 		case <-ctx.Done():
 			return f.recover(ctx, builder, ctx.Err())
-		case <-time.After(time.Second):
-		}
-		var res *builderv1.BuildResult
-		if res, err = watchBuild(ctx, builder, f.id, f.seen, f.track); err == nil {
-			return res, nil
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	if ctx.Err() != nil {

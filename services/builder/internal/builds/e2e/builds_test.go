@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 // grace is the builder's --detached-grace in these tests: long enough to
 // reattach, short enough to wait out.
-const grace = 3 * time.Second
+const grace = 10 * time.Second
 
 type stack struct {
 	*harness.Stack
