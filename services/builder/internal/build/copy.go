@@ -90,11 +90,12 @@ type copier struct {
 	store  *buildctx.Store
 	limits compression.Limits
 
-	// dirs remembers the directories this copy resolved or made, so that
-	// thousands of files in a few directories do not resolve their parents
-	// again each time. Nothing else changes the root while a copy runs.
+	// made remembers the directories this copy made or found, so that
+	// thousands of files in a few directories do not make their parents
+	// again each time. It holds in-root paths only: a host path is always
+	// resolved again with securejoin, never taken from a cache.
 	mu   sync.Mutex
-	dirs map[string]string
+	made map[string]bool
 }
 
 // resolve returns the host path of an absolute path inside the root.
@@ -108,18 +109,18 @@ func (c *copier) resolve(p string) (string, error) {
 func (c *copier) mkdirAll(p string) (string, error) {
 	p = path.Clean(p)
 	c.mu.Lock()
-	host, ok := c.dirs[p]
+	made := c.made[p]
 	c.mu.Unlock()
-	if ok {
-		return host, nil
+	if made {
+		return c.resolve(p)
 	}
 	host, err := c.mkdirAllUncached(p)
 	if err == nil {
 		c.mu.Lock()
-		if c.dirs == nil {
-			c.dirs = map[string]string{}
+		if c.made == nil {
+			c.made = map[string]bool{}
 		}
-		c.dirs[p] = host
+		c.made[p] = true
 		c.mu.Unlock()
 	}
 	return host, err

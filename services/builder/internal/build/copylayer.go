@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -116,7 +115,9 @@ const (
 
 // layerPlanner works out a copyLayerTar over a mounted root.
 type layerPlanner struct {
-	root  string
+	// root is the parent's root filesystem; every path is looked up in it
+	// with os.Root, so nothing resolves outside it.
+	root  *os.Root
 	cp    *copyPlan
 	own   owner
 	now   time.Time
@@ -147,8 +148,13 @@ func (r *run) planCopyLayer(st *step, root string, now time.Time) (*copyLayerTar
 			return nil, nil
 		}
 	}
+	rootDir, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer rootDir.Close()
 	p := &layerPlanner{
-		root: root, cp: cp, now: time.Unix(now.Unix(), 0), store: r.b.Contexts,
+		root: rootDir, cp: cp, now: time.Unix(now.Unix(), 0), store: r.b.Contexts,
 		states: map[string]pathState{"/": stateDir}, created: map[string]*layerEntry{}, touched: map[string]bool{},
 	}
 	if cp.chown != "" {
@@ -158,16 +164,23 @@ func (r *run) planCopyLayer(st *step, root string, now time.Time) (*copyLayerTar
 		}
 		p.own = o
 	}
-	if err := p.plan(r.req.Context); err != nil {
-		if errors.Is(err, errNotFromContext) {
-			return nil, nil
-		}
+	cl, err := p.plan(r.req.Context)
+	if errors.Is(err, errNotFromContext) {
+		return nil, nil // any case the fast path cannot write takes the general path
+	}
+	return cl, err
+}
+
+// plan works out the layer, or returns an error matching errNotFromContext
+// when the COPY is not one the context alone makes.
+func (p *layerPlanner) plan(bctx *buildctx.Context) (*copyLayerTar, error) {
+	if err := p.entries(bctx); err != nil {
 		return nil, err
 	}
 	return p.layer()
 }
 
-func (p *layerPlanner) plan(bctx *buildctx.Context) error {
+func (p *layerPlanner) entries(bctx *buildctx.Context) error {
 	for _, f := range p.cp.files {
 		e := f.entry
 		if e.Mode.IsDir() {
@@ -218,7 +231,7 @@ func (p *layerPlanner) state(q string) (pathState, error) {
 	s := parent
 	if parent == stateDir {
 		var fi os.FileInfo
-		fi, err = os.Lstat(filepath.Join(p.root, q))
+		fi, err = p.root.Lstat(strings.TrimPrefix(q, "/"))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			s, err = stateAbsent, nil
@@ -379,12 +392,16 @@ func (p *layerPlanner) layer() (*copyLayerTar, error) {
 
 // copiedUp is the entry of an existing directory that overlay copies up.
 func (p *layerPlanner) copiedUp(dir string) (*layerEntry, error) {
-	host := filepath.Join(p.root, dir)
-	var st unix.Stat_t
-	if err := unix.Lstat(host, &st); err != nil {
-		return nil, &os.PathError{Op: "lstat", Path: host, Err: err}
+	f, err := p.root.OpenFile(strings.TrimPrefix(dir, "/"), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
 	}
-	if n, err := unix.Llistxattr(host, nil); err != nil && !errors.Is(err, unix.ENOTSUP) || n > 0 {
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: dir, Err: err}
+	}
+	if n, err := unix.Flistxattr(int(f.Fd()), nil); err != nil && !errors.Is(err, unix.ENOTSUP) || n > 0 {
 		return nil, errNotFromContext // copy-up keeps extended attributes; the general way has them
 	}
 	mtime := time.Unix(st.Mtim.Sec, 0)
