@@ -166,7 +166,7 @@ func (e *env) importLayers(ref string, tars ...[]byte) {
 	cfg := &image.Config{Architecture: "amd64", OS: "linux", Created: time.Unix(1, 0).UTC(), RootFS: image.RootFS{Type: "layers"}}
 	var layers []image.Layer
 	for _, b := range tars {
-		w, _ := e.blobs.writer(context.Background(), layer.MediaTypeGzip)
+		w, _ := e.blobs.Writer(context.Background(), layer.MediaTypeGzip)
 		d, err := layer.Write(context.Background(), w, bytes.NewReader(b))
 		if err != nil {
 			e.t.Fatal(err)

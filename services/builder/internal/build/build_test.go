@@ -83,8 +83,8 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, blobs: newMemBlobs(), index: newMemIndex(), store: store, snaps: snaps, sandbox: &fakeSandbox{}}
 	e.images = image.NewStore(e.blobs, e.index)
 	e.b = &Builder{
-		Images: e.images, Index: e.index, Snapshots: SnapshotStore(snaps, e.blobs), Sandbox: e.sandbox,
-		Layers: LayerWriter(e.blobs.writer), Contexts: store,
+		Images: e.images, Snapshots: SnapshotStore(snaps, e.blobs), Sandbox: e.sandbox,
+		Layers: LayerWriter(e.blobs), Contexts: store,
 	}
 	return e
 }
@@ -116,7 +116,7 @@ func (e *env) importBase(ref string, files []tarFile) {
 		io.WriteString(tw, f.body)
 	}
 	tw.Close()
-	w, _ := e.blobs.writer(context.Background(), layer.MediaTypeGzip)
+	w, _ := e.blobs.Writer(context.Background(), layer.MediaTypeGzip)
 	d, err := layer.Write(context.Background(), w, &buf)
 	if err != nil {
 		e.t.Fatal(err)

@@ -24,7 +24,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -35,22 +34,30 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
-// Images reads and records images (internal/image's Store).
+// Images is what a build needs of the metadata service (image.Store is
+// it): images, tags, and the cache records every builder replica shares.
 type Images interface {
 	// Get returns an image by reference or ID; ErrNotFound when unknown.
 	Get(ctx context.Context, ref string) (*image.Image, error)
 	// Put records an image with its tags.
 	Put(ctx context.Context, n image.New) (*metadatav1.Image, error)
+	// Tag points target at the image source and returns the tag recorded.
+	Tag(ctx context.Context, source, target string) (string, error)
+	// CacheRecords returns the image IDs of the keys that have a record.
+	CacheRecords(ctx context.Context, keys []digest.Digest) (map[digest.Digest]string, error)
+	// PutCacheRecord stores a record of a recorded image.
+	PutCacheRecord(ctx context.Context, r image.CacheRecord) error
 }
 
-// Index is the part of the metadata service a build uses besides images:
-// the shared cache records, and tags for a build whose result was cached.
-type Index interface {
-	LookupCacheRecords(ctx context.Context, in *metadatav1.LookupCacheRecordsRequest, opts ...grpc.CallOption) (*metadatav1.LookupCacheRecordsResponse, error)
-	PutCacheRecord(ctx context.Context, in *metadatav1.PutCacheRecordRequest, opts ...grpc.CallOption) (*metadatav1.PutCacheRecordResponse, error)
-	TagImage(ctx context.Context, in *metadatav1.TagImageRequest, opts ...grpc.CallOption) (*metadatav1.TagImageResponse, error)
+// Blobs is the part of the blob store a build uses (content.Store is it).
+type Blobs interface {
+	// Open reads a blob from its start; ErrNotFound when absent.
+	Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
+	// Writer opens an upload whose digest is given at Commit.
+	Writer(ctx context.Context, mediaType string) (layer.BlobWriter, error)
 }
 
 // Puller fetches an image that is not held locally from its registry.
@@ -99,12 +106,8 @@ type MountOptions struct {
 	// Tars produce, by diff ID, layers this build made without a directory
 	// (a COPY written straight from the context) whose blobs may not be
 	// stored yet.
-	Tars map[digest.Digest]TarSource
+	Tars map[digest.Digest]layer.Source
 }
-
-// TarSource writes a layer's uncompressed tar to w, the same bytes at every
-// call.
-type TarSource func(ctx context.Context, w io.Writer) error
 
 // Process is a RUN step's process.
 type Process struct {
@@ -133,20 +136,19 @@ type Sandbox interface {
 }
 
 // Layers turns layer tars (the changes of an upper directory or a committed
-// snapshot, see DirTar, or a tar written from elsewhere) into layers.
+// snapshot, see layer.DirSource, or a tar written from elsewhere) into layers.
 type Layers interface {
 	// DiffID returns the layer's diff ID and Docker's diff size, without
 	// storing anything.
-	DiffID(ctx context.Context, src TarSource) (image.Layer, error)
+	DiffID(ctx context.Context, src layer.Source) (image.Layer, error)
 	// Store compresses the layer and stores its blob in the blob store.
-	Store(ctx context.Context, src TarSource) (image.Layer, error)
+	Store(ctx context.Context, src layer.Source) (image.Layer, error)
 }
 
 // Builder runs builds. Its fields are its dependencies; all are required
 // but Puller.
 type Builder struct {
 	Images    Images
-	Index     Index
 	Puller    Puller
 	Snapshots Snapshots
 	Sandbox   Sandbox
@@ -232,8 +234,8 @@ type Events func(*builderv1.BuildEvent)
 
 // Build runs a build. It returns INVALID_ARGUMENT errors naming the
 // Dockerfile line for bad Dockerfiles and failed RUN steps. A failed build
-// records no tag; the step images made before the failure stay, as Docker
-// keeps them, for the cache.
+// records nothing: no image, no cache record, no tag (the step images are
+// recorded only once every step succeeded).
 func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Result, error) {
 	t0 := time.Now()
 	if b.Sandbox != nil {
@@ -280,11 +282,11 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	}
 	res := &Result{ImageID: finalID, ManifestDigest: string(manifest)}
 	for _, t := range req.Tags {
-		resp, err := b.Index.TagImage(ctx, &metadatav1.TagImageRequest{Source: res.ImageID, Target: t})
+		tag, err := b.Images.Tag(ctx, res.ImageID, t)
 		if err != nil {
 			return nil, fmt.Errorf("tagging %s: %w", t, err)
 		}
-		res.Tags = append(res.Tags, resp.GetTag())
+		res.Tags = append(res.Tags, tag)
 	}
 	if b.Log != nil {
 		b.Log.InfoContext(ctx, "build finished", "image", res.ImageID, "steps", pl.total, "cached", len(hits),
@@ -295,22 +297,15 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 
 // lookup asks the metadata service for every key of the plan at once.
 func (b *Builder) lookup(ctx context.Context, pl *plan) (map[digest.Digest]string, error) {
-	var keys []string
+	var keys []digest.Digest
 	for _, sp := range pl.stages {
 		for _, st := range sp.steps {
-			keys = append(keys, string(st.key))
+			keys = append(keys, st.key)
 		}
 	}
-	hits := map[digest.Digest]string{}
-	if len(keys) == 0 {
-		return hits, nil
-	}
-	resp, err := b.Index.LookupCacheRecords(ctx, &metadatav1.LookupCacheRecordsRequest{Keys: keys})
+	hits, err := b.Images.CacheRecords(ctx, keys)
 	if err != nil {
 		return nil, fmt.Errorf("looking up the build cache: %w", err)
-	}
-	for _, r := range resp.GetRecords() {
-		hits[digest.Digest(r.GetKey())] = r.GetImageId()
 	}
 	return hits, nil
 }

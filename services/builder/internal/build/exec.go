@@ -18,6 +18,7 @@ import (
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
 // emptyTarDiffID is the diff ID of a layer without changes (1024 zero
@@ -117,9 +118,7 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 		manifests[p.id] = digest.Digest(rec.GetManifest().GetDigest())
 	}
 	for _, p := range r.pending {
-		_, err := r.b.Index.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: &metadatav1.CacheRecord{
-			Key: string(p.key), ImageId: p.id, Description: p.desc, Size: p.size,
-		}})
+		err := r.b.Images.PutCacheRecord(ctx, image.CacheRecord{Key: p.key, ImageID: p.id, Description: p.desc, Size: p.size})
 		if err != nil {
 			return nil, fmt.Errorf("storing the cache record of %q: %w", p.desc, err)
 		}
@@ -319,7 +318,7 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 
 // mount mounts a step's root filesystem over layers.
 func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount, error) {
-	tars := map[digest.Digest]TarSource{}
+	tars := map[digest.Digest]layer.Source{}
 	r.mu.Lock()
 	for d, cl := range r.copies {
 		tars[d] = cl.write
@@ -385,7 +384,7 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 		return image.Layer{}, err
 	}
 	tWork := time.Now()
-	l, err := r.b.Layers.DiffID(ctx, DirTar(m.Upper()))
+	l, err := r.b.Layers.DiffID(ctx, layer.DirSource(m.Upper()))
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.number, err)
 	}
@@ -400,7 +399,7 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0),
 			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
-	r.upload(ctx, st.number, l, DirTar(snap.Dir()), snap.Release)
+	r.upload(ctx, st.number, l, layer.DirSource(snap.Dir()), snap.Release)
 	return l, nil
 }
 
@@ -431,7 +430,7 @@ func (r *run) copyLayer(ctx context.Context, st *step, cl *copyLayerTar, t0, tWo
 
 // upload stores a layer in the background from its tar; release is called
 // when src is no longer read.
-func (r *run) upload(ctx context.Context, step int, l image.Layer, src TarSource, release func()) {
+func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Source, release func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.uploads == nil {

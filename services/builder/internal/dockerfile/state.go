@@ -62,12 +62,6 @@ func (s *State) Env() []string {
 	return append(slices.Clone(s.Config.Env), s.Args.InScope(s.Config.Env)...)
 }
 
-// ExpandWord expands the variables of one word with the stage's
-// environment.
-func (s *State) ExpandWord(word string) (string, error) {
-	return expandWord(s.lex, word, s.Env())
-}
-
 // ExpandMeta expands a FROM line's base name with the meta args.
 func ExpandMeta(lex *shell.Lex, args *BuildArgs, word string) (string, error) {
 	return expandWord(lex, word, args.Meta())
@@ -196,16 +190,6 @@ func (s *State) nop(comment string) Commit {
 // withCmdCommentString writes it.
 func (s *State) NopString(comment string) []string {
 	return append(ShellOf(s.Config), "#(nop) "+comment)
-}
-
-// IsMetadata reports whether an instruction only changes the config (and
-// so makes an empty layer).
-func IsMetadata(cmd instructions.Command) bool {
-	switch cmd.(type) {
-	case *instructions.RunCommand, *instructions.CopyCommand, *instructions.AddCommand, *instructions.WorkdirCommand:
-		return false
-	}
-	return true
 }
 
 // Apply dispatches an instruction that changes only the config (and, for
