@@ -152,6 +152,17 @@ func Internal(format string, args ...any) *Error { return New(ErrInternal, forma
 // DataLoss returns an ErrDataLoss error with a formatted message.
 func DataLoss(format string, args ...any) *Error { return New(ErrDataLoss, format, args...) }
 
+// KindOf returns the kind of the first *Error in err's chain (ErrNotFound,
+// ErrInvalidArgument, …), and ErrInternal when err carries none: the kind
+// to keep when err is wrapped in a new message with New.
+func KindOf(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind()
+	}
+	return ErrInternal
+}
+
 // IsNotFound reports whether err is, or wraps, ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 

@@ -110,3 +110,18 @@ func TestForeignStatusPassesThrough(t *testing.T) {
 		t.Errorf("Code(plain error) = %v, want Unknown", got)
 	}
 }
+
+func TestKindOf(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want error
+	}{
+		{NotFound("image x"), ErrNotFound},
+		{fmt.Errorf("pulling: %w", Unavailable("registry down")), ErrUnavailable},
+		{errors.New("plain"), ErrInternal},
+	} {
+		if got := KindOf(tc.err); got != tc.want {
+			t.Errorf("KindOf(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

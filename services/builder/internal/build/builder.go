@@ -16,7 +16,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +34,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // Images is what a build needs of the metadata service (image.Store is
@@ -255,8 +255,10 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	for _, w := range df.Warnings {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w.Message, Line: int32(w.Line)}}})
 	}
-	p := &planner{b: b, req: req, df: df, args: dockerfile.NewBuildArgs(req.BuildArgs), maxConfigBytes: limits.MaxConfigBytes}
-	pl, err := p.plan(ctx)
+	pl, err := plan.Make(ctx, plan.Input{
+		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
+		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b}, Downloads: planImages{b},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -271,13 +273,14 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	// Layer uploads run in the background; a failed build stops them.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*stagePlan]current{}}
+	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*plan.Stage]current{},
+		cids: map[*plan.Step]string{}, fromCmds: map[*plan.Step][]string{}}
 	finalID, manifest, err := r.all(ctx)
 	if err != nil {
 		return nil, err
 	}
 	tRun := time.Now()
-	for _, w := range pl.warns {
+	for _, w := range pl.Warnings {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w}}})
 	}
 	res := &Result{ImageID: finalID, ManifestDigest: string(manifest)}
@@ -289,18 +292,18 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 		res.Tags = append(res.Tags, tag)
 	}
 	if b.Log != nil {
-		b.Log.InfoContext(ctx, "build finished", "image", res.ImageID, "steps", pl.total, "cached", len(hits),
+		b.Log.InfoContext(ctx, "build finished", "image", res.ImageID, "steps", pl.Total, "cached", len(hits),
 			"plan", tPlan.Sub(t0), "lookup", tLookup.Sub(tPlan), "run", tRun.Sub(tLookup), "tag", time.Since(tRun))
 	}
 	return res, nil
 }
 
 // lookup asks the metadata service for every key of the plan at once.
-func (b *Builder) lookup(ctx context.Context, pl *plan) (map[digest.Digest]string, error) {
+func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]string, error) {
 	var keys []digest.Digest
-	for _, sp := range pl.stages {
-		for _, st := range sp.steps {
-			keys = append(keys, st.key)
+	for _, sp := range pl.Stages {
+		for _, st := range sp.Steps {
+			keys = append(keys, st.Key)
 		}
 	}
 	hits, err := b.Images.CacheRecords(ctx, keys)
@@ -308,6 +311,17 @@ func (b *Builder) lookup(ctx context.Context, pl *plan) (map[digest.Digest]strin
 		return nil, fmt.Errorf("looking up the build cache: %w", err)
 	}
 	return hits, nil
+}
+
+// planImages gives the planner the builder's images and downloads.
+type planImages struct{ b *Builder }
+
+func (p planImages) Resolve(ctx context.Context, ref string) (*image.Image, error) {
+	return p.b.resolveImage(ctx, ref)
+}
+
+func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, error) {
+	return p.b.fetchURL(ctx, url)
 }
 
 // resolveImage finds a base image: held locally, or pulled.
@@ -320,14 +334,6 @@ func (b *Builder) resolveImage(ctx context.Context, ref string) (*image.Image, e
 		return img, err
 	}
 	return b.Puller.Pull(ctx, ref)
-}
-
-func kindOf(err error) error {
-	var e *errdefs.Error
-	if errors.As(err, &e) {
-		return e.Kind()
-	}
-	return errdefs.ErrInternal
 }
 
 func containerID() string {

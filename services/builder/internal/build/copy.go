@@ -25,6 +25,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/cache"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 	"github.com/strata-build/strata/services/builder/internal/rootfs"
 )
 
@@ -38,28 +39,28 @@ import (
 type owner struct{ uid, gid int }
 
 // copy carries out a COPY or ADD into a mounted root filesystem.
-func (r *run) copy(ctx context.Context, st *step, m Mount) error {
-	cp := st.copy
+func (r *run) copy(ctx context.Context, st *plan.Step, m Mount) error {
+	cp := st.Copy
 	root := m.Root()
 	var own *owner
-	if cp.chown != "" {
-		o, err := resolveChown(root, cp.chown)
+	if cp.Chown != "" {
+		o, err := resolveChown(root, cp.Chown)
 		if err != nil {
-			return errdefs.InvalidArgument("Dockerfile:%d: --chown=%s: %v", st.line, cp.chown, err)
+			return errdefs.InvalidArgument("Dockerfile:%d: --chown=%s: %v", st.Line, cp.Chown, err)
 		}
 		own = &o
 	}
-	c := &copier{root: root, chmod: cp.chmod, own: own, store: r.b.Contexts, limits: r.b.Archives, ctx: ctx}
-	if cp.fromStage != nil || cp.fromImage != nil {
+	c := &copier{root: root, chmod: cp.Chmod, own: own, store: r.b.Contexts, limits: r.b.Archives, ctx: ctx}
+	if cp.FromStage != nil || cp.FromImage != nil {
 		var layers []image.Layer
-		if cp.fromStage != nil {
-			from := r.results[cp.fromStage]
+		if cp.FromStage != nil {
+			from := r.results[cp.FromStage]
 			if err := r.load(ctx, &from); err != nil {
 				return err
 			}
 			layers = from.layers
 		} else {
-			layers = cp.fromImage.Layers()
+			layers = cp.FromImage.Layers()
 		}
 		src, err := r.mount(ctx, layers, false)
 		if err != nil {
@@ -68,15 +69,15 @@ func (r *run) copy(ctx context.Context, st *step, m Mount) error {
 		defer src.Release()
 		hash, err := c.fromRoot(src.Root(), cp)
 		if err != nil {
-			return errdefs.New(kindOf(err), "Dockerfile:%d: %w", st.line, err)
+			return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
 		}
-		shell := st.containerConfig.Cmd[:len(st.containerConfig.Cmd)-1]
-		cp.containerCmd = append(slices.Clone(shell), "#(nop) "+copyComment(strings.ToUpper(st.cmd.Name()), &copyPlan{chown: cp.chown, hash: hash, destText: cp.destText}))
+		shell := st.ContainerConfig.Cmd[:len(st.ContainerConfig.Cmd)-1]
+		r.fromCmds[st] = append(slices.Clone(shell), "#(nop) "+plan.CopyComment(strings.ToUpper(st.Cmd.Name()), &plan.Copy{Chown: cp.Chown, Hash: hash, DestText: cp.DestText}))
 		return nil
 	}
-	for _, f := range cp.files {
+	for _, f := range cp.Sources {
 		if err := c.fromContext(cp, f, r.req.Context); err != nil {
-			return errdefs.New(kindOf(err), "Dockerfile:%d: %s %s: %w", st.line, strings.ToUpper(st.cmd.Name()), f.src, err)
+			return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s %s: %w", st.Line, strings.ToUpper(st.Cmd.Name()), f.Src, err)
 		}
 	}
 	return nil
@@ -166,11 +167,11 @@ func (c *copier) mkdirAllUncached(p string) (string, error) {
 }
 
 // destFor returns the destination of a single source named base.
-func destFor(cp *copyPlan, base string, rootDirExists bool) string {
-	if cp.destDir || rootDirExists {
-		return path.Join(cp.dest, base)
+func destFor(cp *plan.Copy, base string, rootDirExists bool) string {
+	if cp.DestDir || rootDirExists {
+		return path.Join(cp.Dest, base)
 	}
-	return cp.dest
+	return cp.Dest
 }
 
 func (c *copier) isDir(p string) bool {
@@ -184,15 +185,15 @@ func (c *copier) isDir(p string) bool {
 
 // fromContext copies one source of the context (or a heredoc, or a
 // download) into the root.
-func (c *copier) fromContext(cp *copyPlan, f copyFile, bctx *buildctx.Context) error {
-	if f.entry == nil { // a heredoc
-		dst := destFor(cp, path.Base(f.name), c.isDir(cp.dest))
+func (c *copier) fromContext(cp *plan.Copy, f plan.Source, bctx *buildctx.Context) error {
+	if f.Entry == nil { // a heredoc
+		dst := destFor(cp, path.Base(f.Name), c.isDir(cp.Dest))
 		mode := fs.FileMode(0o644)
-		return c.writeFile(dst, bytes.NewReader(f.data), mode, owner{}, time.Now())
+		return c.writeFile(dst, bytes.NewReader(f.Data), mode, owner{}, time.Now())
 	}
-	e := f.entry
+	e := f.Entry
 	if e.Mode.IsDir() {
-		if _, err := c.mkdirAll(cp.dest); err != nil {
+		if _, err := c.mkdirAll(cp.Dest); err != nil {
 			return err
 		}
 		// Directories and symlinks first, in order; then the files, on
@@ -210,25 +211,25 @@ func (c *copier) fromContext(cp *copyPlan, f copyFile, bctx *buildctx.Context) e
 				files = append(files, x)
 				return nil
 			}
-			return c.entry(path.Join(cp.dest, relTo(base, x.Path)), x, owner{})
+			return c.entry(path.Join(cp.Dest, relTo(base, x.Path)), x, owner{})
 		})
 		if err != nil {
 			return err
 		}
 		return c.parallel(files, func(x *buildctx.Entry) error {
-			return c.entry(path.Join(cp.dest, relTo(base, x.Path)), x, owner{})
+			return c.entry(path.Join(cp.Dest, relTo(base, x.Path)), x, owner{})
 		})
 	}
-	if f.unpack {
+	if f.Unpack {
 		if ok, err := c.unpack(cp, e); ok || err != nil {
 			return err
 		}
 	}
 	name := path.Base(e.Path)
-	if f.name != "" {
-		name = f.name
+	if f.Name != "" {
+		name = f.Name
 	}
-	return c.entry(destFor(cp, name, c.isDir(cp.dest)), e, owner{})
+	return c.entry(destFor(cp, name, c.isDir(cp.Dest)), e, owner{})
 }
 
 // relTo returns p relative to the context directory base.
@@ -409,10 +410,10 @@ func setMtime(host string, t time.Time) error {
 // fromRoot copies sources out of another image's root filesystem (COPY
 // --from), keeping their owners unless --chown is given, as Docker does. It
 // returns the history hash of what it copied.
-func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
+func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 	var hashes []string
 	var srcs []string
-	for _, s := range cp.srcs {
+	for _, s := range cp.Paths {
 		if strings.ContainsAny(s, "*?[") {
 			matches, err := globIn(srcRoot, s)
 			if err != nil {
@@ -426,7 +427,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 		}
 		srcs = append(srcs, path.Clean("/"+s))
 	}
-	if len(srcs) > 1 && !cp.destDir {
+	if len(srcs) > 1 && !cp.DestDir {
 		return "", errdefs.InvalidArgument("When using COPY with more than one source file, the destination must be a directory and end with a /")
 	}
 	for _, s := range srcs {
@@ -440,7 +441,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 		}
 		var subs []string
 		if fi.IsDir() {
-			if _, err := c.mkdirAll(cp.dest); err != nil {
+			if _, err := c.mkdirAll(cp.Dest); err != nil {
 				return "", err
 			}
 			err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
@@ -454,7 +455,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 				if rel == "." {
 					return nil
 				}
-				h, err := c.hostEntry(p, path.Join(cp.dest, filepath.ToSlash(rel)))
+				h, err := c.hostEntry(p, path.Join(cp.Dest, filepath.ToSlash(rel)))
 				subs = append(subs, h)
 				return err
 			})
@@ -465,7 +466,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 			hashes = append(hashes, "dir:"+cache.New("dir").Strings(subs).Digest().Encoded())
 			continue
 		}
-		h, err := c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.dest)))
+		h, err := c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
 		if err != nil {
 			return "", err
 		}
@@ -556,13 +557,13 @@ func globIn(root, pattern string) ([]string, error) {
 // archive goes through the extractor layers are unpacked with (its names
 // and links resolved inside the destination at every entry, never through
 // a path an earlier entry planted), with the same bounds.
-func (c *copier) unpack(cp *copyPlan, e *buildctx.Entry) (bool, error) {
+func (c *copier) unpack(cp *plan.Copy, e *buildctx.Entry) (bool, error) {
 	f, err := c.store.Open(e.Digest)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	dir, err := c.mkdirAll(cp.dest)
+	dir, err := c.mkdirAll(cp.Dest)
 	if err != nil {
 		return false, err
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // A COPY from the build context whose files all land where the parent's
@@ -118,7 +119,7 @@ type layerPlanner struct {
 	// root is the parent's root filesystem; every path is looked up in it
 	// with os.Root, so nothing resolves outside it.
 	root  *os.Root
-	cp    *copyPlan
+	cp    *plan.Copy
 	own   owner
 	now   time.Time
 	store *buildctx.Store
@@ -138,13 +139,13 @@ var errNotFromContext = errors.New("the COPY's layer cannot be written from the 
 // planCopyLayer returns the layer of a COPY from the context when it can be
 // written from the context store alone, and nil when the COPY must go into
 // the mount at root. now is the time the directories it creates get.
-func (r *run) planCopyLayer(st *step, root string, now time.Time) (*copyLayerTar, error) {
-	cp := st.copy
-	if cp.fromStage != nil || cp.fromImage != nil || r.b.Contexts == nil || r.b.copyIntoMounts {
+func (r *run) planCopyLayer(st *plan.Step, root string, now time.Time) (*copyLayerTar, error) {
+	cp := st.Copy
+	if cp.FromStage != nil || cp.FromImage != nil || r.b.Contexts == nil || r.b.copyIntoMounts {
 		return nil, nil
 	}
-	for _, f := range cp.files {
-		if f.entry == nil || f.unpack || f.name != "" || f.data != nil {
+	for _, f := range cp.Sources {
+		if f.Entry == nil || f.Unpack || f.Name != "" || f.Data != nil {
 			return nil, nil
 		}
 	}
@@ -157,8 +158,8 @@ func (r *run) planCopyLayer(st *step, root string, now time.Time) (*copyLayerTar
 		root: rootDir, cp: cp, now: time.Unix(now.Unix(), 0), store: r.b.Contexts,
 		states: map[string]pathState{"/": stateDir}, created: map[string]*layerEntry{}, touched: map[string]bool{},
 	}
-	if cp.chown != "" {
-		o, err := resolveChown(root, cp.chown)
+	if cp.Chown != "" {
+		o, err := resolveChown(root, cp.Chown)
 		if err != nil {
 			return nil, nil // the general way reports it
 		}
@@ -181,10 +182,10 @@ func (p *layerPlanner) plan(bctx *buildctx.Context) (*copyLayerTar, error) {
 }
 
 func (p *layerPlanner) entries(bctx *buildctx.Context) error {
-	for _, f := range p.cp.files {
-		e := f.entry
+	for _, f := range p.cp.Sources {
+		e := f.Entry
 		if e.Mode.IsDir() {
-			dest := path.Clean(p.cp.dest)
+			dest := path.Clean(p.cp.Dest)
 			if err := p.mkdirAll(dest); err != nil {
 				return err
 			}
@@ -200,8 +201,8 @@ func (p *layerPlanner) entries(bctx *buildctx.Context) error {
 			continue
 		}
 		destIsDir := false
-		if !p.cp.destDir {
-			st, err := p.state(path.Clean(p.cp.dest))
+		if !p.cp.DestDir {
+			st, err := p.state(path.Clean(p.cp.Dest))
 			if err != nil {
 				return err
 			}
@@ -299,8 +300,8 @@ func (p *layerPlanner) add(dst string, x *buildctx.Entry) error {
 }
 
 func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode {
-	if p.cp.chmod != nil {
-		return *p.cp.chmod
+	if p.cp.Chmod != nil {
+		return *p.cp.Chmod
 	}
 	return m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
 }

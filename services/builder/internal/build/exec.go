@@ -19,6 +19,7 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // emptyTarDiffID is the diff ID of a layer without changes (1024 zero
@@ -29,11 +30,16 @@ const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103
 type run struct {
 	b      *Builder
 	req    *Request
-	pl     *plan
+	pl     *plan.Plan
 	hits   map[digest.Digest]string
 	events Events
 	// results holds each stage's final image.
-	results map[*stagePlan]current
+	results map[*plan.Stage]current
+	// cids are the container IDs the steps run as; fromCmds the container
+	// Cmd of each COPY --from that ran, whose source hash is known only once
+	// its sources were copied. The plan itself never changes.
+	cids     map[*plan.Step]string
+	fromCmds map[*plan.Step][]string
 	// pending are the images (and their cache records) the build made, in
 	// order; they are recorded only once the whole build succeeded, so a
 	// failed build records no image.
@@ -67,7 +73,7 @@ type upload struct {
 // and manifest digest.
 func (r *run) all(ctx context.Context) (string, digest.Digest, error) {
 	var last current
-	for _, sp := range r.pl.stages {
+	for _, sp := range r.pl.Stages {
 		cur, err := r.stage(ctx, sp)
 		if err != nil {
 			return "", "", err
@@ -168,43 +174,43 @@ type current struct {
 	layers []image.Layer
 }
 
-func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
+func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 	var cur current
 	switch {
-	case sp.baseStage != nil:
-		cur = r.results[sp.baseStage]
+	case sp.BaseStage != nil:
+		cur = r.results[sp.BaseStage]
 		if err := r.load(ctx, &cur); err != nil {
 			return current{}, err
 		}
-	case sp.baseImage != nil:
-		cur = current{id: string(sp.baseImage.ID()), config: sp.baseImage.Config, layers: sp.baseImage.Layers()}
+	case sp.BaseImage != nil:
+		cur = current{id: string(sp.BaseImage.ID()), config: sp.BaseImage.Config, layers: sp.BaseImage.Layers()}
 	default:
 		cur = current{config: &image.Config{Architecture: "amd64", OS: "linux", RootFS: image.RootFS{Type: "layers"}}}
 	}
-	r.events(&builderv1.BuildEvent{Step: int32(sp.number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-		TotalSteps: int32(r.pl.total), Instruction: sp.fromText, Stage: stageLabel(sp), BaseImageId: cur.id,
+	r.events(&builderv1.BuildEvent{Step: int32(sp.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
+		TotalSteps: int32(r.pl.Total), Instruction: sp.FromText, Stage: stageLabel(sp), BaseImageId: cur.id,
 	}}})
-	r.events(done(sp.number, cur.id, 0, nil))
+	r.events(done(sp.Number, cur.id, 0, nil))
 
 	missed := false
-	for _, st := range sp.steps {
+	for _, st := range sp.Steps {
 		t0 := time.Now()
-		if !st.trigger {
+		if !st.Trigger {
 			cid := ""
-			if st.container() {
+			if st.RunsContainer() {
 				cid = containerID()
 			}
-			r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-				TotalSteps: int32(r.pl.total), Instruction: st.text, Stage: stageLabel(sp), ContainerId: cid,
+			r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
+				TotalSteps: int32(r.pl.Total), Instruction: st.Text, Stage: stageLabel(sp), ContainerId: cid,
 			}}})
-			st.cid = cid
+			r.cids[st] = cid
 		} else {
-			st.cid = containerID()
+			r.cids[st] = containerID()
 		}
 		if err := r.load(ctx, &cur); err != nil {
 			return current{}, err
 		}
-		if id, ok := r.hits[st.key]; ok && !missed {
+		if id, ok := r.hits[st.Key]; ok && !missed {
 			// A record is used only if its image is what this step makes
 			// of this parent (see cached); any other is a miss.
 			hit, err := r.cached(ctx, st, cur, id)
@@ -213,8 +219,8 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
 			}
 			if hit != nil {
 				cur = *hit
-				r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
-				r.events(done(st.number, id, time.Since(t0), nil))
+				r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
+				r.events(done(st.Number, id, time.Since(t0), nil))
 				continue
 			}
 		}
@@ -224,7 +230,7 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
 			return current{}, err
 		}
 		cur = next
-		r.events(done(st.number, cur.id, time.Since(t0), l))
+		r.events(done(st.Number, cur.id, time.Since(t0), l))
 	}
 	if cur.id == "" {
 		return current{}, errdefs.InvalidArgument("stage %s is FROM scratch and has no steps: there is no image to make", stageLabel(sp))
@@ -245,19 +251,28 @@ func (r *run) load(ctx context.Context, cur *current) error {
 	return nil
 }
 
-func stageLabel(sp *stagePlan) string {
-	if sp.name != "" {
-		return sp.name
+// historyCreatedBy is the created_by of the history row st writes: a COPY
+// --from's is known only once it ran (and is empty until then).
+func (r *run) historyCreatedBy(st *plan.Step) string {
+	if st.FromElsewhere() {
+		return strings.Join(r.fromCmds[st], " ")
 	}
-	return fmt.Sprint(sp.index)
+	return st.CreatedBy()
+}
+
+func stageLabel(sp *plan.Stage) string {
+	if sp.Name != "" {
+		return sp.Name
+	}
+	return fmt.Sprint(sp.Index)
 }
 
 // step carries out one step that the cache did not serve and returns the
 // image it made (held in memory, recorded at the end of the build).
-func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (current, *image.Layer, error) {
+func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur current) (current, *image.Layer, error) {
 	var layer *image.Layer
-	switch st.kind {
-	case kindMeta:
+	switch st.Kind {
+	case plan.KindMeta:
 	default:
 		l, err := r.changeFS(ctx, sp, st, cur)
 		if err != nil {
@@ -268,31 +283,31 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 		}
 	}
 	cfg := cur.config.Clone()
-	cfg.Config = st.config.Clone()
+	cfg.Config = st.Config.Clone()
 	cfg.Config.Image = cur.id
-	cfg.ContainerConfig = st.containerConfig.Clone()
+	cfg.ContainerConfig = st.ContainerConfig.Clone()
 	cfg.ContainerConfig.Image = cur.id
 	cfg.Container = ""
-	if st.container() {
-		cfg.Container = st.cid
+	if st.RunsContainer() {
+		cfg.Container = r.cids[st]
 	}
-	if st.kind == kindMeta || st.kind == kindWorkdir {
+	if st.Kind == plan.KindMeta || st.Kind == plan.KindWorkdir {
 		// Docker creates these steps' containers from the very config it
 		// records, so the daemon's defaults show in it: the container's
 		// hostname, and labels as an empty map rather than null.
-		cfg.ContainerConfig.Hostname = st.cid[:12]
+		cfg.ContainerConfig.Hostname = r.cids[st][:12]
 		if cfg.ContainerConfig.Labels == nil {
 			cfg.ContainerConfig.Labels = map[string]string{}
 		}
 	}
 	now := time.Now().UTC()
 	cfg.Created = now
-	cfg.Author = st.author
+	cfg.Author = st.Author
 	cfg.DockerVersion = ""
 	cfg.Comment = ""
-	h := image.History{Created: now, CreatedBy: st.historyCreatedBy(), Author: st.author, EmptyLayer: layer == nil}
-	if st.copyFromElsewhere() {
-		cfg.ContainerConfig.Cmd = st.copy.containerCmd
+	h := image.History{Created: now, CreatedBy: r.historyCreatedBy(st), Author: st.Author, EmptyLayer: layer == nil}
+	if st.FromElsewhere() {
+		cfg.ContainerConfig.Cmd = r.fromCmds[st]
 	}
 	cfg.History = append(cfg.History, h)
 	layers := cur.layers
@@ -312,7 +327,7 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 		size = layer.DiffSize
 	}
 	n := image.New{Config: cfg, Layers: layers, Parent: cur.id, Action: metadatav1.EventAction_EVENT_ACTION_BUILD}
-	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.key, desc: st.createdBy(), size: size})
+	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.Key, desc: st.CreatedBy(), size: size})
 	return current{id: id, config: cfg, layers: layers}, layer, nil
 }
 
@@ -344,23 +359,23 @@ func (r *run) hasDir(layers []image.Layer, dir string) bool {
 // parent's layers. The changes are committed as the snapshot of the new
 // layer as soon as their diff ID is known; compressing and storing the
 // layer blob then goes on in the background while later steps run.
-func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current) (image.Layer, error) {
+func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur current) (image.Layer, error) {
 	t0 := time.Now()
-	if st.kind == kindWorkdir && r.hasDir(cur.layers, st.workdir) {
+	if st.Kind == plan.KindWorkdir && r.hasDir(cur.layers, st.Workdir) {
 		// The directory is there: nothing to create, nothing to mount.
 		return image.Layer{DiffID: emptyTarDiffID}, nil
 	}
-	if st.kind == kindCopy && r.req.ContextContents != nil {
+	if st.Kind == plan.KindCopy && r.req.ContextContents != nil {
 		if err := r.req.ContextContents(ctx); err != nil {
-			return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
+			return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 		}
 	}
-	m, err := r.mount(ctx, cur.layers, st.kind != kindCopy)
+	m, err := r.mount(ctx, cur.layers, st.Kind != plan.KindCopy)
 	if err != nil {
-		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.number, err)
+		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.Number, err)
 	}
 	defer m.Release()
-	if st.kind == kindCopy {
+	if st.Kind == plan.KindCopy {
 		cl, err := r.planCopyLayer(st, m.Root(), t0)
 		if err != nil {
 			return image.Layer{}, err
@@ -372,13 +387,13 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 			return r.copyLayer(ctx, st, cl, t0, time.Now())
 		}
 	}
-	switch st.kind {
-	case kindRun:
+	switch st.Kind {
+	case plan.KindRun:
 		err = r.runProcess(ctx, st, m)
-	case kindCopy:
+	case plan.KindCopy:
 		err = r.copy(ctx, st, m)
-	case kindWorkdir:
-		err = mkdirIn(m.Root(), st.workdir, cur.config.Config)
+	case plan.KindWorkdir:
+		err = mkdirIn(m.Root(), st.Workdir, cur.config.Config)
 	}
 	if err != nil {
 		return image.Layer{}, err
@@ -386,7 +401,7 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 	tWork := time.Now()
 	l, err := r.b.Layers.DiffID(ctx, layer.DirSource(m.Upper()))
 	if err != nil {
-		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.number, err)
+		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.Number, err)
 	}
 	if l.DiffID == emptyTarDiffID {
 		return l, nil
@@ -396,20 +411,20 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 		return image.Layer{}, err
 	}
 	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0),
+		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0),
 			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
-	r.upload(ctx, st.number, l, layer.DirSource(snap.Dir()), snap.Release)
+	r.upload(ctx, st.Number, l, layer.DirSource(snap.Dir()), snap.Release)
 	return l, nil
 }
 
 // copyLayer makes a COPY's layer from its tar: its diff ID now, the blob in
 // the background.
-func (r *run) copyLayer(ctx context.Context, st *step, cl *copyLayerTar, t0, tWork time.Time) (image.Layer, error) {
+func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copyLayerTar, t0, tWork time.Time) (image.Layer, error) {
 	src := cl.write
 	l, err := r.b.Layers.DiffID(ctx, src)
 	if err != nil {
-		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
+		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 	}
 	if l.DiffID == emptyTarDiffID {
 		return l, nil
@@ -421,10 +436,10 @@ func (r *run) copyLayer(ctx context.Context, st *step, cl *copyLayerTar, t0, tWo
 	r.copies[l.DiffID] = cl
 	r.mu.Unlock()
 	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
+		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
 			"diff_size", l.DiffSize, "written", "from the context store")
 	}
-	r.upload(ctx, st.number, l, src, func() {})
+	r.upload(ctx, st.Number, l, src, func() {})
 	return l, nil
 }
 
@@ -462,20 +477,20 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 }
 
 // runProcess runs a RUN step's command in the sandbox.
-func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
-	out := newLineWriter(st.number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
-	errw := newLineWriter(st.number, builderv1.OutputStream_OUTPUT_STREAM_STDERR, r.events)
+func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
+	out := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
+	errw := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDERR, r.events)
 	if r.b.Sandbox == nil {
-		return errdefs.Unimplemented("Dockerfile:%d: this builder has no sandbox to run RUN steps in", st.line)
+		return errdefs.Unimplemented("Dockerfile:%d: this builder has no sandbox to run RUN steps in", st.Line)
 	}
-	cwd := st.config.WorkingDir
+	cwd := st.Config.WorkingDir
 	if cwd == "" {
 		cwd = "/"
 	}
 	// The classic builder runs RUN with the image's volumes mounted: their
 	// mount points appear in the layer, and what the command writes inside
 	// them does not.
-	vols := slices.Sorted(maps.Keys(st.config.Volumes))
+	vols := slices.Sorted(maps.Keys(st.Config.Volumes))
 	for _, v := range vols {
 		if err := mkdirIn(m.Root(), v, nil); err != nil {
 			return err
@@ -483,8 +498,8 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 	}
 	defer discardVolumeWrites(m.Upper(), vols)
 	code, err := r.b.Sandbox.Run(ctx, Process{
-		Root: m.Root(), Args: st.run.Args, Env: st.run.Env, Cwd: cwd, User: st.config.User,
-		Hostname: st.cid[:12], Network: r.req.Network, Resources: r.req.Resources, Stdout: out, Stderr: errw,
+		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
+		Hostname: r.cids[st][:12], Network: r.req.Network, Resources: r.req.Resources, Stdout: out, Stderr: errw,
 	})
 	out.Flush()
 	errw.Flush()
@@ -494,11 +509,11 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 		}
 		// Most often the image or the Dockerfile is at fault (a WORKDIR
 		// runc refuses, a USER it cannot be), so the line is named.
-		return fmt.Errorf("Dockerfile:%d: running step %d: %w", st.line, st.number, err)
+		return fmt.Errorf("Dockerfile:%d: running step %d: %w", st.Line, st.Number, err)
 	}
 	if code != 0 {
 		tail := lastLines(out, errw)
-		msg := fmt.Sprintf("Dockerfile:%d: The command '%s' returned a non-zero code: %d", st.line, strings.Join(st.run.Args, " "), code)
+		msg := fmt.Sprintf("Dockerfile:%d: The command '%s' returned a non-zero code: %d", st.Line, strings.Join(st.Run.Args, " "), code)
 		if tail != "" {
 			msg += "\nlast output:\n" + tail
 		}
