@@ -1,588 +1,70 @@
 package build
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
-	"path"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
-	"golang.org/x/sys/unix"
-
-	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/buildctx"
-	"github.com/strata-build/strata/services/builder/internal/cache"
+	"github.com/strata-build/strata/services/builder/internal/copier"
 	"github.com/strata-build/strata/services/builder/internal/image"
-	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/plan"
-	"github.com/strata-build/strata/services/builder/internal/rootfs"
 )
-
-// Paths inside a step's root filesystem are always resolved with
-// securejoin, as if the root were "/": a symlink a lower layer planted
-// (`RUN ln -s / /app`, then `COPY f /app/x`) resolves inside the root, never
-// onto the builder's host. Nothing runs in the root while files are copied,
-// so there is no race to guard against beyond that.
-
-// owner is a uid/gid pair.
-type owner struct{ uid, gid int }
 
 // copy carries out a COPY or ADD into a mounted root filesystem.
 func (r *run) copy(ctx context.Context, st *plan.Step, m Mount) error {
 	cp := st.Copy
-	root := m.Root()
-	var own *owner
-	if cp.Chown != "" {
-		o, err := resolveChown(root, cp.Chown)
-		if err != nil {
-			return errdefs.InvalidArgument("Dockerfile:%d: --chown=%s: %v", st.Line, cp.Chown, err)
-		}
-		own = &o
-	}
-	c := &copier{root: root, chmod: cp.Chmod, own: own, store: r.b.Contexts, limits: r.b.Archives, ctx: ctx}
-	if cp.FromStage != nil || cp.FromImage != nil {
-		var layers []image.Layer
-		if cp.FromStage != nil {
-			from := r.results[cp.FromStage]
-			if err := r.load(ctx, &from); err != nil {
-				return err
-			}
-			layers = from.layers
-		} else {
-			layers = cp.FromImage.Layers()
-		}
-		src, err := r.mount(ctx, layers, false)
-		if err != nil {
-			return fmt.Errorf("mounting the source of COPY --from: %w", err)
-		}
-		defer src.Release()
-		hash, err := c.fromRoot(src.Root(), cp)
-		if err != nil {
+	if cp.FromStage == nil && cp.FromImage == nil {
+		if err := copier.IntoRoot(ctx, m.Root(), cp, r.copyOptions()); err != nil {
 			return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
 		}
-		shell := st.ContainerConfig.Cmd[:len(st.ContainerConfig.Cmd)-1]
-		r.fromCmds[st] = append(slices.Clone(shell), "#(nop) "+plan.CopyComment(strings.ToUpper(st.Cmd.Name()), &plan.Copy{Chown: cp.Chown, Hash: hash, DestText: cp.DestText}))
 		return nil
 	}
-	for _, f := range cp.Sources {
-		if err := c.fromContext(cp, f, r.req.Context); err != nil {
-			return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s %s: %w", st.Line, strings.ToUpper(st.Cmd.Name()), f.Src, err)
+	var layers []image.Layer
+	if cp.FromStage != nil {
+		from := r.results[cp.FromStage]
+		if err := r.load(ctx, &from); err != nil {
+			return err
 		}
+		layers = from.layers
+	} else {
+		layers = cp.FromImage.Layers()
 	}
+	src, err := r.mount(ctx, layers, false)
+	if err != nil {
+		return fmt.Errorf("mounting the source of COPY --from: %w", err)
+	}
+	defer src.Release()
+	hash, err := copier.FromRoot(ctx, m.Root(), src.Root(), cp)
+	if err != nil {
+		return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
+	}
+	shell := st.ContainerConfig.Cmd[:len(st.ContainerConfig.Cmd)-1]
+	r.fromCmds[st] = append(slices.Clone(shell), "#(nop) "+plan.CopyComment(strings.ToUpper(st.Cmd.Name()), &plan.Copy{Chown: cp.Chown, Hash: hash, DestText: cp.DestText}))
 	return nil
 }
 
-type copier struct {
-	ctx    context.Context
-	root   string
-	chmod  *fs.FileMode
-	own    *owner
-	store  *buildctx.Store
-	limits compression.Limits
-
-	// made remembers the directories this copy made or found, so that
-	// thousands of files in a few directories do not make their parents
-	// again each time. It holds in-root paths only: a host path is always
-	// resolved again with securejoin, never taken from a cache.
-	mu   sync.Mutex
-	made map[string]bool
+func (r *run) copyOptions() copier.Options {
+	return copier.Options{Store: r.b.Contexts, Context: r.req.Context, Archives: r.b.Archives}
 }
 
-// resolve returns the host path of an absolute path inside the root.
-func (c *copier) resolve(p string) (string, error) {
-	return securejoin.SecureJoin(c.root, p)
+// planCopyLayer returns the layer of a COPY from the context when it can be
+// written from the context store alone, and nil when the COPY must go into
+// the mount at root. now is the time the directories it creates get.
+func (r *run) planCopyLayer(st *plan.Step, root string, now time.Time) (*copier.Layer, error) {
+	if r.b.copyIntoMounts {
+		return nil, nil
+	}
+	return copier.ContextLayer(root, st.Copy, r.copyOptions(), now)
 }
 
-// mkdirAll creates a directory and its missing parents inside the root,
-// 0755 and owned by the --chown owner (root otherwise), as Docker creates
-// them.
-func (c *copier) mkdirAll(p string) (string, error) {
-	p = path.Clean(p)
-	c.mu.Lock()
-	made := c.made[p]
-	c.mu.Unlock()
-	if made {
-		return c.resolve(p)
-	}
-	host, err := c.mkdirAllUncached(p)
-	if err == nil {
-		c.mu.Lock()
-		if c.made == nil {
-			c.made = map[string]bool{}
-		}
-		c.made[p] = true
-		c.mu.Unlock()
-	}
-	return host, err
-}
-
-func (c *copier) mkdirAllUncached(p string) (string, error) {
-	host, err := c.resolve(p)
-	if err != nil {
-		return "", err
-	}
-	if fi, err := os.Stat(host); err == nil {
-		if !fi.IsDir() {
-			return "", errdefs.InvalidArgument("%s exists and is not a directory", p)
-		}
-		return host, nil
-	}
-	// The directories to make are those of the resolved path: a symlink
-	// on the way (planted by an earlier step or the base image) may lead
-	// where nothing exists yet, and what it leads to is made inside the
-	// root, as Docker makes it. Past the first missing element the resolved
-	// path has no symlinks to follow.
-	rel, err := filepath.Rel(c.root, host)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", fmt.Errorf("%s resolves to %s, outside the root %s", p, host, c.root) // securejoin never does this
-	}
-	resolved := path.Join("/", filepath.ToSlash(rel))
-	if parent := path.Dir(resolved); parent != resolved {
-		if _, err := c.mkdirAll(parent); err != nil {
-			return "", err
-		}
-	}
-	if host, err = c.resolve(resolved); err != nil {
-		return "", err
-	}
-	if err := os.Mkdir(host, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return "", err
-	}
-	o := owner{}
-	if c.own != nil {
-		o = *c.own
-	}
-	return host, os.Lchown(host, o.uid, o.gid)
-}
-
-// destFor returns the destination of a single source named base.
-func destFor(cp *plan.Copy, base string, rootDirExists bool) string {
-	if cp.DestDir || rootDirExists {
-		return path.Join(cp.Dest, base)
-	}
-	return cp.Dest
-}
-
-func (c *copier) isDir(p string) bool {
-	host, err := c.resolve(p)
-	if err != nil {
-		return false
-	}
-	fi, err := os.Stat(host)
-	return err == nil && fi.IsDir()
-}
-
-// fromContext copies one source of the context (or a heredoc, or a
-// download) into the root.
-func (c *copier) fromContext(cp *plan.Copy, f plan.Source, bctx *buildctx.Context) error {
-	if f.Entry == nil { // a heredoc
-		dst := destFor(cp, path.Base(f.Name), c.isDir(cp.Dest))
-		mode := fs.FileMode(0o644)
-		return c.writeFile(dst, bytes.NewReader(f.Data), mode, owner{}, time.Now())
-	}
-	e := f.Entry
-	if e.Mode.IsDir() {
-		if _, err := c.mkdirAll(cp.Dest); err != nil {
-			return err
-		}
-		// Directories and symlinks first, in order; then the files, on
-		// every core, since creating files is what a large COPY waits on.
-		base := e.Path
-		var files []*buildctx.Entry
-		err := bctx.Walk(base, func(x *buildctx.Entry) error {
-			if err := c.ctx.Err(); err != nil {
-				return err
-			}
-			if x == e {
-				return nil
-			}
-			if x.Mode.IsRegular() {
-				files = append(files, x)
-				return nil
-			}
-			return c.entry(path.Join(cp.Dest, relTo(base, x.Path)), x, owner{})
-		})
-		if err != nil {
-			return err
-		}
-		return c.parallel(files, func(x *buildctx.Entry) error {
-			return c.entry(path.Join(cp.Dest, relTo(base, x.Path)), x, owner{})
-		})
-	}
-	if f.Unpack {
-		if ok, err := c.unpack(cp, e); ok || err != nil {
-			return err
-		}
-	}
-	name := path.Base(e.Path)
-	if f.Name != "" {
-		name = f.Name
-	}
-	return c.entry(destFor(cp, name, c.isDir(cp.Dest)), e, owner{})
-}
-
-// relTo returns p relative to the context directory base.
-func relTo(base, p string) string {
-	if base == "." {
-		return p
-	}
-	return strings.TrimPrefix(strings.TrimPrefix(p, base), "/")
-}
-
-// parallel calls fn for every entry on a few goroutines, stopping at the
-// first error.
-func (c *copier) parallel(entries []*buildctx.Entry, fn func(*buildctx.Entry) error) error {
-	workers := min(runtime.NumCPU(), 4, len(entries))
-	if workers <= 1 {
-		for _, e := range entries {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	next := make(chan *buildctx.Entry)
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for e := range next {
-				if err := fn(e); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	var err error
-feed:
-	for _, e := range entries {
-		select {
-		case next <- e:
-		case err = <-errs:
-			break feed
-		case <-c.ctx.Done():
-			err = c.ctx.Err()
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return err
-}
-
-// entry writes one context entry at dst: context files belong to root (or
-// the --chown owner) in the image, whoever owned them on the client.
-func (c *copier) entry(dst string, e *buildctx.Entry, own owner) error {
-	if c.own != nil {
-		own = *c.own
-	}
-	mtime := time.Unix(0, e.ModTimeNano)
-	switch {
-	case e.Mode.IsDir():
-		host, err := c.mkdirAll(dst)
-		if err != nil {
-			return err
-		}
-		if err := os.Lchown(host, own.uid, own.gid); err != nil {
-			return err
-		}
-		if err := os.Chmod(host, c.mode(e.Mode)); err != nil {
-			return err
-		}
-		return setMtime(host, mtime)
-	case e.Mode&fs.ModeSymlink != 0:
-		return c.symlink(dst, e.LinkTarget, own, mtime)
-	default:
-		f, err := c.store.Open(e.Digest)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return c.writeFile(dst, f, e.Mode, own, mtime)
-	}
-}
-
-func (c *copier) mode(m fs.FileMode) fs.FileMode {
-	perm := m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
-	if c.chmod != nil {
-		perm = *c.chmod
-	}
-	return perm
-}
-
-// parentOf creates the parent of dst and returns dst's host path, with the
-// last element not resolved (so an existing symlink there is replaced, not
-// followed).
-func (c *copier) parentOf(dst string) (string, error) {
-	parent, err := c.mkdirAll(path.Dir(dst))
-	if err != nil {
-		return "", err
-	}
-	base := path.Base(dst)
-	if base == "/" || base == "." || base == ".." {
-		return "", errdefs.InvalidArgument("cannot write to %s", dst)
-	}
-	return filepath.Join(parent, base), nil
-}
-
-func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mtime time.Time) error {
-	host, err := c.parentOf(dst)
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Lstat(host); err == nil {
-		if fi.IsDir() {
-			return errdefs.InvalidArgument("cannot copy a file onto the directory %s", dst)
-		}
-		if err := os.Remove(host); err != nil {
-			return err
-		}
-	}
-	f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chown(own.uid, own.gid); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(c.mode(m)); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return setMtime(host, mtime)
-}
-
-func (c *copier) symlink(dst, target string, own owner, mtime time.Time) error {
-	host, err := c.parentOf(dst)
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Lstat(host); err == nil {
-		if fi.IsDir() {
-			return errdefs.InvalidArgument("cannot copy a symlink onto the directory %s", dst)
-		}
-		if err := os.Remove(host); err != nil {
-			return err
-		}
-	}
-	if err := os.Symlink(target, host); err != nil {
-		return err
-	}
-	if err := os.Lchown(host, own.uid, own.gid); err != nil {
-		return err
-	}
-	return setMtime(host, mtime)
-}
-
-func setMtime(host string, t time.Time) error {
-	ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, host, ts, unix.AT_SYMLINK_NOFOLLOW)
-}
-
-// fromRoot copies sources out of another image's root filesystem (COPY
-// --from), keeping their owners unless --chown is given, as Docker does. It
-// returns the history hash of what it copied.
-func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
-	var hashes []string
-	var srcs []string
-	for _, s := range cp.Paths {
-		if strings.ContainsAny(s, "*?[") {
-			matches, err := globIn(srcRoot, s)
-			if err != nil {
-				return "", err
-			}
-			if len(matches) == 0 {
-				return "", errdefs.NotFound("COPY --from: no source files match %s", s)
-			}
-			srcs = append(srcs, matches...)
-			continue
-		}
-		srcs = append(srcs, path.Clean("/"+s))
-	}
-	if len(srcs) > 1 && !cp.DestDir {
-		return "", errdefs.InvalidArgument("When using COPY with more than one source file, the destination must be a directory and end with a /")
-	}
-	for _, s := range srcs {
-		host, err := securejoin.SecureJoin(srcRoot, s)
-		if err != nil {
-			return "", err
-		}
-		fi, err := os.Lstat(host)
-		if err != nil {
-			return "", errdefs.NotFound("COPY --from: %s: not found in the source image", s)
-		}
-		var subs []string
-		if fi.IsDir() {
-			if _, err := c.mkdirAll(cp.Dest); err != nil {
-				return "", err
-			}
-			err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return err
-				}
-				if err := c.ctx.Err(); err != nil {
-					return err
-				}
-				rel, _ := filepath.Rel(host, p)
-				if rel == "." {
-					return nil
-				}
-				h, err := c.hostEntry(p, path.Join(cp.Dest, filepath.ToSlash(rel)))
-				subs = append(subs, h)
-				return err
-			})
-			if err != nil {
-				return "", err
-			}
-			slices.Sort(subs)
-			hashes = append(hashes, "dir:"+cache.New("dir").Strings(subs).Digest().Encoded())
-			continue
-		}
-		h, err := c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
-		if err != nil {
-			return "", err
-		}
-		hashes = append(hashes, "file:"+h)
-	}
-	if len(hashes) == 1 {
-		return hashes[0], nil
-	}
-	return "multi:" + cache.New("multi").Strings(hashes).Digest().Encoded(), nil
-}
-
-// hostEntry copies one file, directory or symlink of a source root to dst
-// and returns its hash for history.
-func (c *copier) hostEntry(src, dst string) (string, error) {
-	fi, err := os.Lstat(src)
-	if err != nil {
-		return "", err
-	}
-	st, _ := fi.Sys().(*unix.Stat_t)
-	own := owner{}
-	if st != nil {
-		own = owner{int(st.Uid), int(st.Gid)}
-	}
-	if c.own != nil {
-		own = *c.own
-	}
-	h := cache.New("file").String(dst).Int(int64(fi.Mode())).Int(int64(own.uid)).Int(int64(own.gid)).Int(fi.Size()).Int(fi.ModTime().UnixNano())
-	switch {
-	case fi.IsDir():
-		host, err := c.mkdirAll(dst)
-		if err != nil {
-			return "", err
-		}
-		if err := os.Lchown(host, own.uid, own.gid); err != nil {
-			return "", err
-		}
-		if err := os.Chmod(host, c.mode(fi.Mode())); err != nil {
-			return "", err
-		}
-		return h.Digest().Encoded(), setMtime(host, fi.ModTime())
-	case fi.Mode()&fs.ModeSymlink != 0:
-		target, err := os.Readlink(src)
-		if err != nil {
-			return "", err
-		}
-		return h.String(target).Digest().Encoded(), c.symlink(dst, target, own, fi.ModTime())
-	case fi.Mode().IsRegular():
-		f, err := os.Open(src)
-		if err != nil {
-			return "", err
-		}
-		defer f.Close()
-		return h.Digest().Encoded(), c.writeFile(dst, f, fi.Mode(), own, fi.ModTime())
-	default:
-		return "", errdefs.InvalidArgument("COPY --from: %s is a device or socket, which COPY does not copy", dst)
-	}
-}
-
-// globIn matches a wildcard pattern against the paths of a root.
-func globIn(root, pattern string) ([]string, error) {
-	pattern = path.Clean("/" + pattern)
-	dir := path.Dir(pattern)
-	for strings.ContainsAny(dir, "*?[") {
-		dir = path.Dir(dir)
-	}
-	host, err := securejoin.SecureJoin(root, dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		rel, _ := filepath.Rel(host, p)
-		full := path.Join(dir, filepath.ToSlash(rel))
-		if ok, _ := path.Match(pattern, full); ok {
-			out = append(out, full)
-		}
-		return nil
-	})
-	return out, err
-}
-
-// unpack extracts a local archive that ADD names into the destination
-// directory, as Docker does for tar archives, plain or compressed. It
-// reports false, and does nothing, when the file is not an archive. The
-// archive goes through the extractor layers are unpacked with (its names
-// and links resolved inside the destination at every entry, never through
-// a path an earlier entry planted), with the same bounds.
-func (c *copier) unpack(cp *plan.Copy, e *buildctx.Entry) (bool, error) {
-	f, err := c.store.Open(e.Digest)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	dir, err := c.mkdirAll(cp.Dest)
-	if err != nil {
-		return false, err
-	}
-	return layer.Extract(c.ctx, f, dir, layer.WithLimits(c.limits))
-}
-
-// resolveChown turns "user[:group]" into IDs, looking names up in the
-// image's /etc/passwd and /etc/group as Docker does.
-func resolveChown(root, spec string) (owner, error) {
-	uid, gid, err := rootfs.LookupChown(root, spec)
-	return owner{uid, gid}, err
-}
-
-// mkdirIn creates a WORKDIR in a root filesystem, owned by root and 0755
-// as Docker creates it, resolving symlinks inside the root.
-func mkdirIn(root, dir string, _ *image.ContainerConfig) error {
-	c := &copier{root: root}
-	_, err := c.mkdirAll(dir)
-	if err != nil {
+// mkdirIn creates a WORKDIR (or a volume's mount point) in a root
+// filesystem, owned by root and 0755 as Docker creates it, resolving
+// symlinks inside the root.
+func mkdirIn(root, dir string) error {
+	if err := copier.MkdirAll(root, dir); err != nil {
 		return errdefs.InvalidArgument("WORKDIR %s: %v", dir, err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
@@ -21,11 +22,12 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
-// layerListing lists a layer blob's entries as "name type mode uid:gid
-// content link mtime", leaving out what may differ between a COPY written
-// from the context and one copied into a mount: directories' mtimes, and
-// the opaque markers overlay puts on directories it creates where nothing
-// was (both mean the same).
+// layerListing lists a layer blob's entries, one line each: every field
+// of the tar header and the content's digest. It leaves out what differs,
+// by design, between a COPY written from the context and one copied into
+// a mount: directories' mtimes (the mount's are the time files were
+// created in them), and the opaque markers overlay puts on directories it
+// creates where nothing was (both mean the same).
 func (e *env) layerListing(l image.Layer) []string {
 	e.t.Helper()
 	rc, err := e.blobs.Open(context.Background(), l.Blob.Digest)
@@ -51,17 +53,10 @@ func (e *env) layerListing(l image.Layer) []string {
 		}
 		b, _ := io.ReadAll(tr)
 		sum := sha256.Sum256(b)
-		v := fmt.Sprintf("%s %c %04o %d:%d", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid)
-		switch h.Typeflag {
-		case tar.TypeReg:
-			v += " " + hex.EncodeToString(sum[:6])
-		case tar.TypeSymlink:
-			v += " -> " + h.Linkname
+		if h.Typeflag == tar.TypeDir {
+			h.ModTime = time.Time{}
 		}
-		if h.Typeflag != tar.TypeDir {
-			v += fmt.Sprintf(" @%d", h.ModTime.Unix())
-		}
-		out = append(out, v)
+		out = append(out, fmt.Sprintf("%+v %s", *h, hex.EncodeToString(sum[:])))
 	}
 	return out
 }

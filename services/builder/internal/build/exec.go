@@ -17,6 +17,7 @@ import (
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/copier"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/plan"
@@ -51,7 +52,7 @@ type run struct {
 	uploads map[digest.Digest]*upload
 	// copies are the layers this build wrote from the context without a
 	// directory, by diff ID, for the steps that mount them.
-	copies map[digest.Digest]*copyLayerTar
+	copies map[digest.Digest]*copier.Layer
 }
 
 type pendingImage struct {
@@ -336,7 +337,7 @@ func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount
 	tars := map[digest.Digest]layer.Source{}
 	r.mu.Lock()
 	for d, cl := range r.copies {
-		tars[d] = cl.write
+		tars[d] = cl.Write
 	}
 	r.mu.Unlock()
 	return r.b.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
@@ -352,7 +353,7 @@ func (r *run) hasDir(layers []image.Layer, dir string) bool {
 	r.mu.Lock()
 	cl := r.copies[layers[len(layers)-1].DiffID]
 	r.mu.Unlock()
-	return cl != nil && cl.hasDir(dir)
+	return cl != nil && cl.HasDir(dir)
 }
 
 // changeFS runs a step that changes the filesystem in a mount over the
@@ -393,7 +394,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	case plan.KindCopy:
 		err = r.copy(ctx, st, m)
 	case plan.KindWorkdir:
-		err = mkdirIn(m.Root(), st.Workdir, cur.config.Config)
+		err = mkdirIn(m.Root(), st.Workdir)
 	}
 	if err != nil {
 		return image.Layer{}, err
@@ -420,8 +421,8 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 
 // copyLayer makes a COPY's layer from its tar: its diff ID now, the blob in
 // the background.
-func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copyLayerTar, t0, tWork time.Time) (image.Layer, error) {
-	src := cl.write
+func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, t0, tWork time.Time) (image.Layer, error) {
+	src := cl.Write
 	l, err := r.b.Layers.DiffID(ctx, src)
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
@@ -431,7 +432,7 @@ func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copyLayerTar, t0
 	}
 	r.mu.Lock()
 	if r.copies == nil {
-		r.copies = map[digest.Digest]*copyLayerTar{}
+		r.copies = map[digest.Digest]*copier.Layer{}
 	}
 	r.copies[l.DiffID] = cl
 	r.mu.Unlock()
@@ -492,7 +493,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	// them does not.
 	vols := slices.Sorted(maps.Keys(st.Config.Volumes))
 	for _, v := range vols {
-		if err := mkdirIn(m.Root(), v, nil); err != nil {
+		if err := mkdirIn(m.Root(), v); err != nil {
 			return err
 		}
 	}
