@@ -144,3 +144,18 @@ func TestHugeDockerfilesFailFastInBoundedMemory(t *testing.T) {
 		t.Errorf("a Dockerfile of a few hundred LABEL lines: %v", err)
 	}
 }
+
+// The sandbox runs a RUN step with the hostname of the container the
+// image records.
+func TestRunSeesTheRecordedContainersHostname(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	res, _ := e.mustBuild("FROM busybox\nRUN touch x\n", nil)
+	img := e.image(res.ImageID)
+	if len(e.sandbox.runs) != 1 {
+		t.Fatalf("%d RUN steps ran, want 1", len(e.sandbox.runs))
+	}
+	if got, want := e.sandbox.runs[0].Hostname, img.Config.Container[:12]; got != want {
+		t.Errorf("RUN ran with hostname %q, the image records container %q", got, img.Config.Container)
+	}
+}

@@ -48,12 +48,11 @@ func busybox() *image.Image {
 }
 
 // testContext is the build context every golden is planned with.
-func testContext(t *testing.T) *buildctx.Context {
-	t.Helper()
+func testContext() (*buildctx.Context, error) {
 	file := func(p, body string, mode fs.FileMode) *builderv1.FileEntry {
 		return &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(digest.FromString(body))}
 	}
-	c, err := buildctx.New([]*builderv1.FileEntry{
+	return buildctx.New([]*builderv1.FileEntry{
 		file("Dockerfile", "FROM busybox\n", 0o644),
 		{Path: "app", Mode: buildctx.UnixMode(fs.ModeDir | 0o755)},
 		file("app/main.go", "package main\n", 0o644),
@@ -61,10 +60,6 @@ func testContext(t *testing.T) *buildctx.Context {
 		file("a b.txt", "spaces\n", 0o644),
 		file("one.txt", "one\n", 0o600),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // render writes a plan as text: what a golden file holds.
@@ -133,15 +128,7 @@ func TestGoldenPlans(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			df, err := dockerfile.Parse(src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pl, err := Make(context.Background(), Input{
-				Dockerfile: df, Context: testContext(t), BuildArgs: map[string]string{"VERSION": "1.2", "UNUSED": "x"},
-				Labels: map[string]string{"org.example.team": "builders"}, MaxConfigBytes: 1 << 20,
-				Images: baseImages{"busybox": busybox(), "busybox:latest": busybox()},
-			})
+			pl, err := makeGolden(src)
 			if err != nil {
 				t.Fatalf("Make: %v", err)
 			}
@@ -160,11 +147,7 @@ func TestGoldenPlans(t *testing.T) {
 				t.Errorf("plan of %s (-%s +got):\n%s", name, golden, diff)
 			}
 			// The same input makes the same plan: keys depend on nothing else.
-			again, err := Make(context.Background(), Input{
-				Dockerfile: mustParse(t, src), Context: testContext(t), BuildArgs: map[string]string{"VERSION": "1.2", "UNUSED": "x"},
-				Labels: map[string]string{"org.example.team": "builders"}, MaxConfigBytes: 1 << 20,
-				Images: baseImages{"busybox": busybox(), "busybox:latest": busybox()},
-			})
+			again, err := makeGolden(src)
 			if err != nil || render(again) != got {
 				t.Errorf("planning %s again gave another plan (%v)", name, err)
 			}
@@ -172,11 +155,19 @@ func TestGoldenPlans(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, src []byte) *dockerfile.Dockerfile {
-	t.Helper()
+// makeGolden plans a golden Dockerfile with the inputs every golden uses.
+func makeGolden(src []byte) (*Plan, error) {
 	df, err := dockerfile.Parse(src)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return df
+	c, err := testContext()
+	if err != nil {
+		return nil, err
+	}
+	return Make(context.Background(), Input{
+		Dockerfile: df, Context: c, BuildArgs: map[string]string{"VERSION": "1.2", "UNUSED": "x"},
+		Labels: map[string]string{"org.example.team": "builders"}, MaxConfigBytes: 1 << 20,
+		Images: baseImages{"busybox": busybox(), "busybox:latest": busybox()},
+	})
 }
