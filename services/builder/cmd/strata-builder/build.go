@@ -21,6 +21,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
+	"github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
 	"github.com/strata-build/strata/services/builder/internal/server"
@@ -196,9 +197,9 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 	b := &build.Builder{
 		Images:               images,
 		Puller:               puller{transfers: transfers, images: images},
-		Snapshots:            build.SnapshotStore(snaps, blobs),
-		Sandbox:              build.RuncSandbox(runner),
-		Layers:               build.LayerWriter(blobs),
+		Snapshots:            exec.SnapshotStore(snaps, blobs),
+		Sandbox:              exec.RuncSandbox(runner),
+		Layers:               exec.LayerWriter(blobs),
 		Contexts:             contexts,
 		Archives:             limits,
 		Limits:               c.limits,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	planexec "github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/layer/layertest"
@@ -214,7 +215,7 @@ func (e *env) imageTree(img *image.Image) layertest.Tree {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := SnapshotStore(snaps, e.blobs).Mount(context.Background(), img.Layers(), MountOptions{})
+	m, err := planexec.SnapshotStore(snaps, e.blobs).Mount(context.Background(), img.Layers(), planexec.MountOptions{})
 	if err != nil {
 		t.Fatalf("mounting the image: %v", err)
 	}

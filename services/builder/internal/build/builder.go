@@ -3,61 +3,42 @@
 // Docker writes them — with a cache keyed on content that every builder
 // replica shares through the metadata service.
 //
-// A build has two phases. Planning parses the Dockerfile, resolves base
-// images, expands every instruction and computes every step's cache key, so
-// that one LookupCacheRecords call serves the whole build. Execution then
-// walks the steps: a cached step costs nothing; any other runs (RUN in the
-// sandbox over a snapshot of its parent's layers, COPY and ADD into one),
-// its changes become a layer streamed into the blob store, and its image
-// and cache record are stored.
+// A build is a pipeline, one package an arrow: internal/dockerfile parses
+// the Dockerfile into instructions; internal/plan works out the plan
+// (base images resolved, every instruction expanded, every step's cache
+// key), so that one cache lookup serves the whole build; internal/exec
+// runs the plan (COPY and ADD through internal/copier). This package wires
+// them to the builder's services, looks the keys up and tags the result.
 package build
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
 	"github.com/strata-build/strata/services/builder/internal/egress"
+	"github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/image"
-	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // Images is what a build needs of the metadata service (image.Store is
-// it): images, tags, and the cache records every builder replica shares.
+// it): what running a plan needs, and tags and cache lookups.
 type Images interface {
-	// Get returns an image by reference or ID; ErrNotFound when unknown.
-	Get(ctx context.Context, ref string) (*image.Image, error)
-	// Put records an image with its tags.
-	Put(ctx context.Context, n image.New) (*metadatav1.Image, error)
+	exec.Images
 	// Tag points target at the image source and returns the tag recorded.
 	Tag(ctx context.Context, source, target string) (string, error)
 	// CacheRecords returns the image IDs of the keys that have a record.
 	CacheRecords(ctx context.Context, keys []digest.Digest) (map[digest.Digest]string, error)
-	// PutCacheRecord stores a record of a recorded image.
-	PutCacheRecord(ctx context.Context, r image.CacheRecord) error
-}
-
-// Blobs is the part of the blob store a build uses (content.Store is it).
-type Blobs interface {
-	// Open reads a blob from its start; ErrNotFound when absent.
-	Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
-	// Writer opens an upload whose digest is given at Commit.
-	Writer(ctx context.Context, mediaType string) (layer.BlobWriter, error)
 }
 
 // Puller fetches an image that is not held locally from its registry.
@@ -67,92 +48,14 @@ type Puller interface {
 	Pull(ctx context.Context, ref string) (*image.Image, error)
 }
 
-// Mount is a writable root filesystem over an image's layers.
-type Mount interface {
-	// Root is the merged directory the step works in.
-	Root() string
-	// Upper is the directory that collects the step's changes.
-	Upper() string
-	// Commit keeps the upper directory as the snapshot of the layer it
-	// holds (l's diff ID and size), so later steps mount it without
-	// unpacking, and returns it pinned until released.
-	Commit(ctx context.Context, l image.Layer) (Snapshot, error)
-	// Release unmounts and removes what was not committed.
-	Release() error
-}
-
-// Snapshot is a committed layer directory, kept from eviction until
-// released.
-type Snapshot interface {
-	// Dir holds the layer's files in overlay form (what Layers reads).
-	Dir() string
-	Release()
-}
-
-// Snapshots mounts root filesystems over layers.
-type Snapshots interface {
-	// Mount returns a writable root filesystem over layers (bottom first),
-	// unpacking the layers it does not hold: from opts.Tars when it has the
-	// layer's diff ID, from its blob otherwise.
-	Mount(ctx context.Context, layers []image.Layer, opts MountOptions) (Mount, error)
-}
-
-// MountOptions say how to mount a step.
-type MountOptions struct {
-	// Init puts Docker's init layer (the mount points of a container)
-	// between the layers and the upper directory, so they never show up in
-	// the step's diff.
-	Init bool
-	// Tars produce, by diff ID, layers this build made without a directory
-	// (a COPY written straight from the context) whose blobs may not be
-	// stored yet.
-	Tars map[digest.Digest]layer.Source
-}
-
-// Process is a RUN step's process.
-type Process struct {
-	Root     string
-	Args     []string
-	Env      []string
-	Cwd      string
-	User     string
-	Hostname string
-	Network  builderv1.NetworkMode
-	// Resources are the build's limits (nil: the sandbox's defaults).
-	Resources *builderv1.RunResources
-	Stdout    io.Writer
-	Stderr    io.Writer
-}
-
-// Sandbox runs RUN steps.
-type Sandbox interface {
-	// Admit refuses, before a build runs anything, a network or limits
-	// the sandbox does not allow, with an error naming the flag.
-	Admit(network builderv1.NetworkMode, res *builderv1.RunResources) error
-	// Run runs the process to its end and returns its exit code; the
-	// process is killed when ctx ends. A process the sandbox stopped at a
-	// limit is an error saying which.
-	Run(ctx context.Context, p Process) (int, error)
-}
-
-// Layers turns layer tars (the changes of an upper directory or a committed
-// snapshot, see layer.DirSource, or a tar written from elsewhere) into layers.
-type Layers interface {
-	// DiffID returns the layer's diff ID and Docker's diff size, without
-	// storing anything.
-	DiffID(ctx context.Context, src layer.Source) (image.Layer, error)
-	// Store compresses the layer and stores its blob in the blob store.
-	Store(ctx context.Context, src layer.Source) (image.Layer, error)
-}
-
 // Builder runs builds. Its fields are its dependencies; all are required
 // but Puller.
 type Builder struct {
 	Images    Images
 	Puller    Puller
-	Snapshots Snapshots
-	Sandbox   Sandbox
-	Layers    Layers
+	Snapshots exec.Snapshots
+	Sandbox   exec.Sandbox
+	Layers    exec.Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
 	// Archives bounds the decompression of ADD's local archives, as layers
@@ -229,14 +132,11 @@ type Result struct {
 	Tags           []string
 }
 
-// Events receives a build's progress.
-type Events func(*builderv1.BuildEvent)
-
 // Build runs a build. It returns INVALID_ARGUMENT errors naming the
 // Dockerfile line for bad Dockerfiles and failed RUN steps. A failed build
 // records nothing: no image, no cache record, no tag (the step images are
 // recorded only once every step succeeded).
-func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Result, error) {
+func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (*Result, error) {
 	t0 := time.Now()
 	if b.Sandbox != nil {
 		if err := b.Sandbox.Admit(req.Network, req.Resources); err != nil {
@@ -273,9 +173,9 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	// Layer uploads run in the background; a failed build stops them.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*plan.Stage]current{},
-		cids: map[*plan.Step]string{}, fromCmds: map[*plan.Step][]string{}}
-	finalID, manifest, err := r.all(ctx)
+	finalID, manifest, err := exec.Run(ctx, b.deps(), pl, exec.Options{
+		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
+	}, events)
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +224,14 @@ func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, 
 	return p.b.fetchURL(ctx, url)
 }
 
+// deps are what running a plan takes of the builder.
+func (b *Builder) deps() exec.Deps {
+	return exec.Deps{
+		Images: b.Images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: b.Layers, Contexts: b.Contexts,
+		Archives: b.Archives, Log: b.Log, RejectedCacheRecords: b.RejectedCacheRecords, CopyIntoMounts: b.copyIntoMounts,
+	}
+}
+
 // resolveImage finds a base image: held locally, or pulled.
 func (b *Builder) resolveImage(ctx context.Context, ref string) (*image.Image, error) {
 	img, err := b.Images.Get(ctx, ref)
@@ -334,18 +242,4 @@ func (b *Builder) resolveImage(ctx context.Context, ref string) (*image.Image, e
 		return img, err
 	}
 	return b.Puller.Pull(ctx, ref)
-}
-
-func containerID() string {
-	var b [32]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-func done(number int, id string, d time.Duration, l *image.Layer) *builderv1.BuildEvent {
-	ev := &builderv1.StepDone{ImageId: id, Duration: durationpb.New(d), EmptyLayer: l == nil}
-	if l != nil {
-		ev.LayerSize, ev.LayerBlobSize = l.DiffSize, l.Blob.Size
-	}
-	return &builderv1.BuildEvent{Step: int32(number), Event: &builderv1.BuildEvent_Done{Done: ev}}
 }

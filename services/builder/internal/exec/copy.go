@@ -1,4 +1,4 @@
-package build
+package exec
 
 import (
 	"context"
@@ -47,14 +47,14 @@ func (r *run) copy(ctx context.Context, st *plan.Step, m Mount) error {
 }
 
 func (r *run) copyOptions() copier.Options {
-	return copier.Options{Store: r.b.Contexts, Context: r.req.Context, Archives: r.b.Archives}
+	return copier.Options{Store: r.d.Contexts, Context: r.o.Context, Archives: r.d.Archives}
 }
 
 // planCopyLayer returns the layer of a COPY from the context when it can be
 // written from the context store alone, and nil when the COPY must go into
 // the mount at root. now is the time the directories it creates get.
 func (r *run) planCopyLayer(st *plan.Step, root string, now time.Time) (*copier.Layer, error) {
-	if r.b.copyIntoMounts {
+	if r.d.CopyIntoMounts {
 		return nil, nil
 	}
 	return copier.ContextLayer(root, st.Copy, r.copyOptions(), now)

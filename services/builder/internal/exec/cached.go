@@ -1,4 +1,4 @@
-package build
+package exec
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // runs, as on a miss. Cache keys are computable from public inputs, so a
 // record that does not hold up is never trusted, whoever wrote it.
 func (r *run) cached(ctx context.Context, st *plan.Step, cur current, id string) (*current, error) {
-	img, err := r.b.Images.Get(ctx, id)
+	img, err := r.d.Images.Get(ctx, id)
 	if errdefs.IsNotFound(err) {
 		r.reject(ctx, st, id, "its image does not exist")
 		return nil, nil
@@ -72,10 +72,10 @@ func sameHistory(a, b image.History) bool {
 
 // reject logs and counts a cache record that failed its check.
 func (r *run) reject(ctx context.Context, st *plan.Step, id, why string) {
-	if r.b.RejectedCacheRecords != nil {
-		r.b.RejectedCacheRecords.Inc()
+	if r.d.RejectedCacheRecords != nil {
+		r.d.RejectedCacheRecords.Inc()
 	}
-	if r.b.Log != nil {
-		r.b.Log.WarnContext(ctx, "cache record ignored: the step runs", "step", st.Number, "line", st.Line, "key", st.Key, "image", id, "reason", why)
+	if r.d.Log != nil {
+		r.d.Log.WarnContext(ctx, "cache record ignored: the step runs", "step", st.Number, "line", st.Line, "key", st.Key, "image", id, "reason", why)
 	}
 }

@@ -1,7 +1,9 @@
-package build
+package exec
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
@@ -27,10 +30,22 @@ import (
 // bytes): Docker records such a step as an empty layer.
 const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
 
+// Run carries out a plan, step by step: a step the cache serves costs
+// nothing; any other runs (RUN in the sandbox over a snapshot of its
+// parent's layers, COPY and ADD into one, or written from the context),
+// its changes become a layer streamed into the blob store, and its image
+// and cache record are recorded once every step succeeded, so a failed run
+// records nothing. It returns the target's image ID and manifest digest.
+func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
+	r := &run{d: d, o: o, pl: pl, hits: o.Hits, events: events, results: map[*plan.Stage]current{},
+		cids: map[*plan.Step]string{}, fromCmds: map[*plan.Step][]string{}}
+	return r.all(ctx)
+}
+
 // run is the execution of a plan.
 type run struct {
-	b      *Builder
-	req    *Request
+	d      Deps
+	o      Options
 	pl     *plan.Plan
 	hits   map[digest.Digest]string
 	events Events
@@ -89,7 +104,7 @@ func (r *run) all(ctx context.Context) (string, digest.Digest, error) {
 	if m, ok := manifests[last.id]; ok {
 		return last.id, m, nil
 	}
-	img, err := r.b.Images.Get(ctx, last.id)
+	img, err := r.d.Images.Get(ctx, last.id)
 	if err != nil {
 		return "", "", fmt.Errorf("reading the built image %s: %w", last.id, err)
 	}
@@ -115,7 +130,7 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 	manifests := map[string]digest.Digest{}
 	for _, p := range r.pending {
 		p.n.Layers = r.stored(p.n.Layers)
-		rec, err := r.b.Images.Put(ctx, p.n)
+		rec, err := r.d.Images.Put(ctx, p.n)
 		if err != nil {
 			return nil, fmt.Errorf("recording image %s: %w", p.id, err)
 		}
@@ -125,13 +140,13 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 		manifests[p.id] = digest.Digest(rec.GetManifest().GetDigest())
 	}
 	for _, p := range r.pending {
-		err := r.b.Images.PutCacheRecord(ctx, image.CacheRecord{Key: p.key, ImageID: p.id, Description: p.desc, Size: p.size})
+		err := r.d.Images.PutCacheRecord(ctx, image.CacheRecord{Key: p.key, ImageID: p.id, Description: p.desc, Size: p.size})
 		if err != nil {
 			return nil, fmt.Errorf("storing the cache record of %q: %w", p.desc, err)
 		}
 	}
-	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "images recorded", "images", len(r.pending), "waiting_for_layers", tUploads.Sub(t0),
+	if r.d.Log != nil {
+		r.d.Log.DebugContext(ctx, "images recorded", "images", len(r.pending), "waiting_for_layers", tUploads.Sub(t0),
 			"recording", time.Since(tUploads))
 	}
 	return manifests, nil
@@ -244,7 +259,7 @@ func (r *run) load(ctx context.Context, cur *current) error {
 	if cur.config != nil || cur.id == "" {
 		return nil
 	}
-	img, err := r.b.Images.Get(ctx, cur.id)
+	img, err := r.d.Images.Get(ctx, cur.id)
 	if err != nil {
 		return fmt.Errorf("reading cached image %s: %w", cur.id, err)
 	}
@@ -340,7 +355,7 @@ func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount
 		tars[d] = cl.Write
 	}
 	r.mu.Unlock()
-	return r.b.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
+	return r.d.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
 }
 
 // hasDir reports whether dir is a directory over layers, as far as the top
@@ -366,8 +381,8 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 		// The directory is there: nothing to create, nothing to mount.
 		return image.Layer{DiffID: emptyTarDiffID}, nil
 	}
-	if st.Kind == plan.KindCopy && r.req.ContextContents != nil {
-		if err := r.req.ContextContents(ctx); err != nil {
+	if st.Kind == plan.KindCopy && r.o.ContextContents != nil {
+		if err := r.o.ContextContents(ctx); err != nil {
 			return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 		}
 	}
@@ -400,7 +415,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 		return image.Layer{}, err
 	}
 	tWork := time.Now()
-	l, err := r.b.Layers.DiffID(ctx, layer.DirSource(m.Upper()))
+	l, err := r.d.Layers.DiffID(ctx, layer.DirSource(m.Upper()))
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.Number, err)
 	}
@@ -411,8 +426,8 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	if err != nil {
 		return image.Layer{}, err
 	}
-	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0),
+	if r.d.Log != nil {
+		r.d.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0),
 			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
 	r.upload(ctx, st.Number, l, layer.DirSource(snap.Dir()), snap.Release)
@@ -423,7 +438,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 // the background.
 func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, t0, tWork time.Time) (image.Layer, error) {
 	src := cl.Write
-	l, err := r.b.Layers.DiffID(ctx, src)
+	l, err := r.d.Layers.DiffID(ctx, src)
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 	}
@@ -436,8 +451,8 @@ func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, t0
 	}
 	r.copies[l.DiffID] = cl
 	r.mu.Unlock()
-	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
+	if r.d.Log != nil {
+		r.d.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
 			"diff_size", l.DiffSize, "written", "from the context store")
 	}
 	r.upload(ctx, st.Number, l, src, func() {})
@@ -462,7 +477,7 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 		defer close(u.done)
 		defer release()
 		t0 := time.Now()
-		stored, err := r.b.Layers.Store(ctx, src)
+		stored, err := r.d.Layers.Store(ctx, src)
 		switch {
 		case err != nil:
 			u.err = fmt.Errorf("storing the layer of step %d: %w", step, err)
@@ -471,8 +486,8 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 		default:
 			u.layer = stored
 		}
-		if r.b.Log != nil {
-			r.b.Log.DebugContext(ctx, "layer stored", "step", step, "duration", time.Since(t0), "blob_size", stored.Blob.Size, "error", u.err)
+		if r.d.Log != nil {
+			r.d.Log.DebugContext(ctx, "layer stored", "step", step, "duration", time.Since(t0), "blob_size", stored.Blob.Size, "error", u.err)
 		}
 	}()
 }
@@ -481,7 +496,7 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	out := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
 	errw := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDERR, r.events)
-	if r.b.Sandbox == nil {
+	if r.d.Sandbox == nil {
 		return errdefs.Unimplemented("Dockerfile:%d: this builder has no sandbox to run RUN steps in", st.Line)
 	}
 	cwd := st.Config.WorkingDir
@@ -498,9 +513,9 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 		}
 	}
 	defer discardVolumeWrites(m.Upper(), vols)
-	code, err := r.b.Sandbox.Run(ctx, Process{
+	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
-		Hostname: r.cids[st][:12], Network: r.req.Network, Resources: r.req.Resources, Stdout: out, Stderr: errw,
+		Hostname: r.cids[st][:12], Network: r.o.Network, Resources: r.o.Resources, Stdout: out, Stderr: errw,
 	})
 	out.Flush()
 	errw.Flush()
@@ -544,4 +559,18 @@ func discardVolumeWrites(upper string, vols []string) {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+func containerID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func done(number int, id string, d time.Duration, l *image.Layer) *builderv1.BuildEvent {
+	ev := &builderv1.StepDone{ImageId: id, Duration: durationpb.New(d), EmptyLayer: l == nil}
+	if l != nil {
+		ev.LayerSize, ev.LayerBlobSize = l.DiffSize, l.Blob.Size
+	}
+	return &builderv1.BuildEvent{Step: int32(number), Event: &builderv1.BuildEvent_Done{Done: ev}}
 }
