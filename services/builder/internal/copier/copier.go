@@ -291,18 +291,29 @@ func (c *copier) parentOf(dst string) (string, error) {
 	return filepath.Join(parent, base), nil
 }
 
-func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mtime time.Time) error {
+// replace creates the parent of dst and removes what is at dst, unless it
+// is a directory (what names the kind of entry copied, for the error). It
+// returns dst's host path, its last element not resolved.
+func (c *copier) replace(dst, what string) (string, error) {
 	host, err := c.parentOf(dst)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if fi, err := os.Lstat(host); err == nil {
 		if fi.IsDir() {
-			return errdefs.InvalidArgument("cannot copy a file onto the directory %s", dst)
+			return "", errdefs.InvalidArgument("cannot copy a %s onto the directory %s", what, dst)
 		}
 		if err := os.Remove(host); err != nil {
-			return err
+			return "", err
 		}
+	}
+	return host, nil
+}
+
+func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mtime time.Time) error {
+	host, err := c.replace(dst, "file")
+	if err != nil {
+		return err
 	}
 	f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -327,17 +338,9 @@ func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mt
 }
 
 func (c *copier) symlink(dst, target string, own owner, mtime time.Time) error {
-	host, err := c.parentOf(dst)
+	host, err := c.replace(dst, "symlink")
 	if err != nil {
 		return err
-	}
-	if fi, err := os.Lstat(host); err == nil {
-		if fi.IsDir() {
-			return errdefs.InvalidArgument("cannot copy a symlink onto the directory %s", dst)
-		}
-		if err := os.Remove(host); err != nil {
-			return err
-		}
 	}
 	if err := os.Symlink(target, host); err != nil {
 		return err
