@@ -138,10 +138,8 @@ type Result struct {
 // recorded only once every step succeeded).
 func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (*Result, error) {
 	t0 := time.Now()
-	if b.Sandbox != nil {
-		if err := b.Sandbox.Admit(req.Network, req.Resources); err != nil {
-			return nil, err
-		}
+	if err := b.Sandbox.Admit(req.Network, req.Resources); err != nil {
+		return nil, err
 	}
 	df, err := dockerfile.Parse(req.Dockerfile)
 	if err != nil {

@@ -142,7 +142,7 @@ var errNotFromContext = errors.New("the COPY's layer cannot be written from the 
 // the COPY must go into the mount at root (the general way, IntoRoot). now
 // is the time the directories it creates get.
 func ContextLayer(root string, cp *plan.Copy, o Options, now time.Time) (*Layer, error) {
-	if cp.FromStage != nil || cp.FromImage != nil || o.Store == nil {
+	if cp.FromStage != nil || cp.FromImage != nil {
 		return nil, nil
 	}
 	for _, f := range cp.Sources {

@@ -119,8 +119,8 @@ type Layers interface {
 	Store(ctx context.Context, src layer.Source) (image.Layer, error)
 }
 
-// Deps are what running a plan needs; all are required but Sandbox (a
-// plan with a RUN step fails without one) and the metrics and log.
+// Deps are what running a plan needs; all are required but the log and
+// the metric.
 type Deps struct {
 	Images    Images
 	Snapshots Snapshots

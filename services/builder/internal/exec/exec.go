@@ -496,9 +496,6 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	out := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
 	errw := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDERR, r.events)
-	if r.d.Sandbox == nil {
-		return errdefs.Unimplemented("Dockerfile:%d: this builder has no sandbox to run RUN steps in", st.Line)
-	}
 	cwd := st.Config.WorkingDir
 	if cwd == "" {
 		cwd = "/"

@@ -11,9 +11,9 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
-// The adapters below fit the builder's runtime packages (snapshot, layer)
-// to the small interfaces a build uses, so that the orchestration reads as
-// steps and can be tested without mounts.
+// The adapters below fit the builder's runtime packages (snapshot, layer,
+// sandbox) to the small interfaces a run uses, so that it reads as steps
+// and its tests can stand a fake in for runc.
 
 // SnapshotStore mounts steps over a snapshot.Store, unpacking missing layers
 // from blobs.
