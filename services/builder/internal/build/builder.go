@@ -115,11 +115,16 @@ type Request struct {
 	// ADD call it before reading them, so that a build can start while its
 	// context still streams in. Nil means they are there.
 	ContextContents func(ctx context.Context) error
-	BuildArgs       map[string]string
-	Target          string
-	Labels          map[string]string
-	NoCache         bool
-	Network         builderv1.NetworkMode
+	// BuildArgs are the --build-arg values. One given without a value
+	// arrives with the value of the client's environment, or not at all
+	// when that has none. BuildOptions.build_arg_names, which lists such
+	// args, is read by nothing (so an unset one is never reported unused);
+	// whether the proto keeps it is for the proto's owners.
+	BuildArgs map[string]string
+	Target    string
+	Labels    map[string]string
+	NoCache   bool
+	Network   builderv1.NetworkMode
 	// Resources limit each RUN step; nil means the sandbox's defaults.
 	Resources *builderv1.RunResources
 	Tags      []string
