@@ -1,6 +1,6 @@
 // Package content is the builder's view of the blob store: lib/blobclient
 // behind the small interfaces the builder's packages declare (image.Blobs,
-// transfer.Blobs, build.Blobs; every upload is a layer.BlobWriter), with one
+// transfer.Blobs, exec.Blobs; every upload is a layer.BlobWriter), with one
 // policy added — an upload that
 // is not committed is aborted, not left resumable, because a builder never
 // resumes one (a failed layer is produced again from its source).

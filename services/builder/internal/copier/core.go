@@ -8,7 +8,12 @@
 // Both take from this file where each entry lands (targets), its mode
 // (modeOf), its owner (ownerOf), its mtime (mtimeOf) and the directories
 // made above it (dirMode, owned by the COPY's owner), so that they make the
-// same layer; TestCopyBothWays in internal/build proves it.
+// same layer but for what a mount decides itself: directories' mtimes (a
+// mount's are when files were created in them) and the opaque markers
+// overlay puts on directories it creates. The both-ways tests in
+// internal/build (TestCopyFromContextMakesTheLayerCopyingWould,
+// TestCopyFastPathFallsBackToTheGeneralPath) compare every other header
+// field and every byte of content.
 //
 // Paths inside a root filesystem are always resolved in-root (securejoin,
 // os.Root): a symlink a lower layer planted (`RUN ln -s / /app`, then `COPY

@@ -3,7 +3,7 @@
 // dockerfile) become a Plan — the stages the target needs, each step with
 // its expanded instruction, the config and history it records and its
 // cache key — so that one cache lookup serves the whole build and the
-// builder's exec stage (internal/build) only carries steps out.
+// builder's exec stage (internal/exec) only carries steps out.
 //
 // A Plan is an immutable value; testdata/*.golden show, for each
 // testdata/*.Dockerfile, the plan Make returns.
