@@ -5,10 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
-	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
 )
 
@@ -136,15 +133,4 @@ func (s *Service) WatchEventsFrom(ctx context.Context, pos EventPosition, filter
 		}
 		t.Stop()
 	}
-}
-
-func (s *Service) RecordEvent(ctx context.Context, ev *metadatav1.Event) error {
-	if ev == nil || ev.GetAction() == metadatav1.EventAction_EVENT_ACTION_UNSPECIFIED {
-		return errdefs.InvalidArgument("an event needs an action")
-	}
-	e := event(ctx, s.now(), ev.GetAction(), ev.GetImageId(), ev.GetReference(), ev.GetAttributes())
-	if ev.GetTime() != nil {
-		e.Time = timestamppb.New(ev.GetTime().AsTime())
-	}
-	return s.update(ctx, func(tx Tx) error { return tx.AppendEvent(ctx, e) })
 }
