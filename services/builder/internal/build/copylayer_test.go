@@ -18,6 +18,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
 
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
@@ -215,5 +218,21 @@ func TestLaterStepsSeeACopyWrittenFromTheContext(t *testing.T) {
 	}
 	if len(e.sandbox.runs) != 1 {
 		t.Fatalf("%d RUN steps ran, want 1", len(e.sandbox.runs))
+	}
+}
+
+// A COPY the fast path fails at (here: content missing from the context
+// store) takes the general path too, whose error names the line and the
+// source, with the error's own kind.
+func TestCopyFastPathFailureFallsBack(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c, err := buildctx.New([]*builderv1.FileEntry{{Path: "ghost", Mode: buildctx.UnixMode(0o644), Size: 5, Digest: string(digest.FromString("ghost"))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = e.build("FROM busybox\nCOPY ghost /srv/\n", c)
+	if !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "Dockerfile:2: COPY ghost: ") {
+		t.Errorf("build = %v, want NOT_FOUND naming Dockerfile:2 and COPY ghost", err)
 	}
 }

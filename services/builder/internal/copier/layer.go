@@ -138,25 +138,26 @@ type layerPlanner struct {
 var errNotFromContext = errors.New("the COPY's layer cannot be written from the context alone")
 
 // ContextLayer returns the layer of a COPY from the context, written from
-// the context store alone, when it can be: and nil, without an error, when
-// the COPY must go into the mount at root (the general way, IntoRoot). now
-// is the time the directories it creates get.
-func ContextLayer(root string, cp *plan.Copy, o Options, now time.Time) (*Layer, error) {
+// the context store alone, when it can be, and nil when the COPY must go
+// into the mount at root (the general way, IntoRoot): a COPY this way does
+// not handle, and one it fails at. now is the time the directories it
+// creates get.
+func ContextLayer(root string, cp *plan.Copy, o Options, now time.Time) *Layer {
 	if cp.FromStage != nil || cp.FromImage != nil {
-		return nil, nil
+		return nil
 	}
 	for _, f := range cp.Sources {
 		if f.Entry == nil || f.Unpack || f.Name != "" || f.Data != nil {
-			return nil, nil
+			return nil
 		}
 	}
 	own, err := ownerOf(root, cp)
 	if err != nil {
-		return nil, nil // the general way reports it
+		return nil // the general way reports it
 	}
 	rootDir, err := os.OpenRoot(root)
 	if err != nil {
-		return nil, err
+		return nil // as any error below
 	}
 	defer rootDir.Close()
 	p := &layerPlanner{
@@ -164,10 +165,13 @@ func ContextLayer(root string, cp *plan.Copy, o Options, now time.Time) (*Layer,
 		states: map[string]pathState{"/": stateDir}, created: map[string]*layerEntry{}, touched: map[string]bool{},
 	}
 	cl, err := p.plan(o.Context)
-	if errors.Is(err, errNotFromContext) {
-		return nil, nil // any case the fast path cannot write takes the general path
+	if err != nil {
+		// A COPY this way does not handle (errNotFromContext), or one it
+		// fails at, takes the general way, which carries it out or says
+		// what is wrong with which source and line.
+		return nil
 	}
-	return cl, err
+	return cl
 }
 
 // plan works out the layer, or returns an error matching errNotFromContext

@@ -53,9 +53,9 @@ func (r *run) copyOptions() copier.Options {
 // planCopyLayer returns the layer of a COPY from the context when it can be
 // written from the context store alone, and nil when the COPY must go into
 // the mount at root. now is the time the directories it creates get.
-func (r *run) planCopyLayer(st *plan.Step, root string, now time.Time) (*copier.Layer, error) {
+func (r *run) planCopyLayer(st *plan.Step, root string, now time.Time) *copier.Layer {
 	if r.d.CopyIntoMounts {
-		return nil, nil
+		return nil
 	}
 	return copier.ContextLayer(root, st.Copy, r.copyOptions(), now)
 }

@@ -392,11 +392,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	}
 	defer m.Release()
 	if st.Kind == plan.KindCopy {
-		cl, err := r.planCopyLayer(st, m.Root(), t0)
-		if err != nil {
-			return image.Layer{}, err
-		}
-		if cl != nil {
+		if cl := r.planCopyLayer(st, m.Root(), t0); cl != nil {
 			// Nothing is written to the mount: the layer is written from
 			// the context store, and unpacked only if a later step mounts it.
 			m.Release()
