@@ -15,15 +15,14 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/prometheus/client_golang/prometheus"
 
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
+	"github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/image"
-	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
 	"github.com/strata-build/strata/services/builder/internal/server"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
@@ -158,7 +157,7 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 // wire builds the build service. peers are the addresses of the services
 // the builder calls, which RUN steps may not reach. The returned function
 // releases the RUN sandbox's network once the server has stopped.
-func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, index metadatav1.ImageServiceClient, transfers *transfer.Service,
+func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, transfers *transfer.Service,
 	limits compression.Limits, metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, func(), error) {
 	rejected := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "strata_build_cache_records_rejected_total",
@@ -196,14 +195,11 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		return nil, nil, err
 	}
 	b := &build.Builder{
-		Images:    images,
-		Index:     index,
-		Puller:    puller{transfers: transfers, images: images},
-		Snapshots: build.SnapshotStore(snaps, blobs),
-		Sandbox:   build.RuncSandbox(runner),
-		Layers: build.LayerWriter(func(ctx context.Context, mediaType string) (layer.BlobWriter, error) {
-			return blobs.Writer(ctx, mediaType)
-		}),
+		Images:               images,
+		Puller:               puller{transfers: transfers, images: images},
+		Snapshots:            exec.SnapshotStore(snaps, blobs),
+		Sandbox:              exec.RuncSandbox(runner),
+		Layers:               exec.LayerWriter(blobs),
 		Contexts:             contexts,
 		Archives:             limits,
 		Limits:               c.limits,

@@ -119,7 +119,7 @@ func main() {
 			// The peers' hosts, not their targets: "dns:///metadata:50052" is
 			// not an address RUN steps could be kept from.
 			peers := append(grpcclient.Hosts(cfg.metadataAddr), grpcclient.Hosts(cfg.blobstoreAddr)...)
-			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, metadatav1.NewImageServiceClient(metaConn), transfers, cfg.limits.Limits, srv.Metrics, log)
+			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()

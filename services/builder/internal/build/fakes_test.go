@@ -49,7 +49,7 @@ func (m *memBlobs) Open(_ context.Context, d digest.Digest) (io.ReadCloser, erro
 	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
-func (m *memBlobs) writer(context.Context, string) (layer.BlobWriter, error) {
+func (m *memBlobs) Writer(context.Context, string) (layer.BlobWriter, error) {
 	return &memWriter{m: m}, nil
 }
 
