@@ -20,12 +20,14 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
-	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/grpcclient"
+	"github.com/strata-build/strata/lib/version"
 )
 
 // Client reaches Strata's services. Connections are made on first use, one
@@ -169,12 +171,29 @@ func (c *Client) Blobs() (*blobclient.Client, error) {
 	return blobclient.New(conn), nil
 }
 
-// BlobService returns the blob store's generated client, for the RPCs
-// Blobs does not wrap.
-func (c *Client) BlobService() (blobv1.BlobServiceClient, error) {
-	conn, err := c.Conn(c.cfg.Blobstore)
+// ServiceStatus is a service's health and the version it reports.
+type ServiceStatus struct {
+	// Status is the gRPC health status, such as "SERVING".
+	Status string
+	// Version is the service's version, "unknown" when it sends none.
+	Version string
+}
+
+// Health asks the service at addr (one of Config's addresses) for its
+// health and version.
+func (c *Client) Health(ctx context.Context, addr string) (ServiceStatus, error) {
+	conn, err := c.Conn(addr)
 	if err != nil {
-		return nil, err
+		return ServiceStatus{}, err
 	}
-	return blobv1.NewBlobServiceClient(conn), nil
+	var header metadata.MD
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header))
+	if err != nil {
+		return ServiceStatus{}, err
+	}
+	s := ServiceStatus{Status: resp.GetStatus().String(), Version: "unknown"}
+	if h := header.Get(version.Header); len(h) > 0 {
+		s.Version = h[0]
+	}
+	return s, nil
 }

@@ -58,6 +58,10 @@ type Config struct {
 	Stack     string `json:"stack,omitempty"`
 }
 
+// EnvVars returns the names of the environment variables LoadConfig reads;
+// while any of them is set, the configuration file is not read.
+func EnvVars() []string { return append([]string(nil), clientEnv...) }
+
 func (c Config) connConfig() grpcclient.Config {
 	return grpcclient.Config{TLS: c.TLS, CAFile: c.TLSCACert, CertFile: c.TLSCert, KeyFile: c.TLSKey, Token: c.Token, TokenFile: c.TokenFile}
 }

@@ -71,3 +71,20 @@ func TestNewConfig(t *testing.T) {
 		t.Errorf("Config (-want +got):\n%s", diff)
 	}
 }
+
+func TestOptions(t *testing.T) {
+	base := Config{Builder: "b:1", Metadata: "m:1", Blobstore: "s:1", Token: "from-base"}
+	c, err := New(t.Context(), WithConfig(base), WithMetadataAddr("m:2"), WithBlobstoreAddr("s:2"),
+		WithTLS("ca.pem"), WithClientCertificate("c.pem", "k.pem"), WithTokenFile("/run/token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Builder: "b:1", Metadata: "m:2", Blobstore: "s:2", TLS: true, TLSCACert: "ca.pem",
+		TLSCert: "c.pem", TLSKey: "k.pem", Token: "from-base", TokenFile: "/run/token"}
+	if diff := cmp.Diff(want, c.Config()); diff != "" {
+		t.Errorf("Config (-want +got):\n%s", diff)
+	}
+	if _, err := New(t.Context(), WithConfig(Config{Builder: "b:1"})); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("New without a metadata address = %v, want ErrInvalidArgument", err)
+	}
+}
