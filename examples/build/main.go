@@ -1,12 +1,9 @@
 // Command build builds a directory, streams its progress and tags the
-// result: the program of docs/go-client.md.
-//
-//	go run ./examples/build DIR NAME[:TAG]
+// result: go run ./examples/build DIR NAME[:TAG]
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -16,7 +13,7 @@ import (
 
 func main() {
 	ctx := context.Background()
-	c, err := client.New(ctx) // STRATA_BUILDER_ADDR …, or localhost:50051 …
+	c, err := client.New(ctx) // STRATA_BUILDER_ADDR …, else localhost:50051 …
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -29,12 +26,8 @@ func main() {
 			os.Stdout.Write(ev.GetOutput().GetData())
 		},
 	})
-	var bad *client.BuildError
-	if errors.As(err, &bad) {
-		log.Fatalf("Dockerfile line %d (%s): %v", bad.Line, bad.Instruction, err)
-	}
 	if err != nil {
-		log.Fatal(err)
+		log.Fatal(err) // a *client.BuildError names the Dockerfile's line
 	}
 	if err := c.Tag(ctx, res.GetImageId(), os.Args[2]); err != nil {
 		log.Fatal(err)
