@@ -33,6 +33,8 @@ var rules = []rule{
 		from: `^lib/`, to: `^(services|cli|client)/`},
 	{why: "the client module is built on gen and lib only",
 		from: `^client/`, to: `^(services|cli)/`},
+	{why: "the examples are what a platform team writes: the client module only",
+		from: `^examples/`, to: `^(services|cli|lib)/`},
 	{why: "the CLI reaches the services over gRPC, never through their packages",
 		from: `^cli/`, to: `^services/`},
 	{why: "gen is generated from proto/ and imports nothing of the repository's but itself",
