@@ -161,6 +161,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	pl, err := plan.Make(ctx, plan.Input{
 		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
 		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b}, Downloads: planImages{b},
+		Network: keyNetwork(req.Network),
 	})
 	if err != nil {
 		return nil, err
@@ -214,6 +215,19 @@ func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]
 		return nil, fmt.Errorf("looking up the build cache: %w", err)
 	}
 	return hits, nil
+}
+
+// keyNetwork is the name the RUN steps' cache keys give the build's
+// network: none for the default bridge, so their keys are those of every
+// build before the network was keyed.
+func keyNetwork(m builderv1.NetworkMode) string {
+	switch m {
+	case builderv1.NetworkMode_NETWORK_MODE_NONE:
+		return "none"
+	case builderv1.NetworkMode_NETWORK_MODE_HOST:
+		return "host"
+	}
+	return ""
 }
 
 // planImages gives the planner the builder's images and downloads.

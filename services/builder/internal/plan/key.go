@@ -16,8 +16,8 @@ import (
 // ADD history.
 
 // stepKey returns the step's cache key and the size of the container config
-// it covers.
-func stepKey(parent digest.Digest, s *Step) (digest.Digest, int64) {
+// it covers. network is the build's RUN network when not the bridge.
+func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int64) {
 	cc := s.ContainerConfig.Clone()
 	cc.Image, cc.Hostname = "", ""
 	b, _ := json.Marshal(cc)
@@ -32,7 +32,17 @@ func stepKey(parent digest.Digest, s *Step) (digest.Digest, int64) {
 		Args:     s.Args,
 		Sources:  sources,
 		Platform: "linux/amd64",
+		Network:  runNetwork(s, network),
 	}.Key(), int64(len(b))
+}
+
+// runNetwork is what of the build's network a step's key names: a RUN
+// step's when not the bridge, nothing for other steps (they run nothing).
+func runNetwork(s *Step, network string) string {
+	if s.Kind != KindRun {
+		return ""
+	}
+	return network
 }
 
 // CopyComment is the history text of a COPY or ADD: Docker writes
