@@ -18,6 +18,7 @@ import (
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/grpcserver"
+	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -113,13 +114,15 @@ func main() {
 				metaConn.Close()
 				return nil, err
 			}
-			blobs := content.New(blobclient.New(blobConn))
-			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
+			blobc, metac := blobclient.New(blobConn), metadatav1.NewImageServiceClient(metaConn)
+			blobs := content.New(blobc)
+			images := image.NewStore(blobs, metac)
+			leases := build.MetadataLeases{Images: metac, Blobs: blobc, Expiry: cfg.builds.leaseExpiry, Log: log}
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits), transfer.WithEgress(cfg.registries))
 			// The peers' hosts, not their targets: "dns:///metadata:50052" is
 			// not an address RUN steps could be kept from.
 			peers := append(grpcclient.Hosts(cfg.metadataAddr), grpcclient.Hosts(cfg.blobstoreAddr)...)
-			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, transfers, cfg.limits.Limits, srv.Metrics, log)
+			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, leases, transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()
