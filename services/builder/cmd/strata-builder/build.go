@@ -46,6 +46,7 @@ type buildConfig struct {
 	entitlements      string
 	downloadTimeout   time.Duration
 	leaseExpiry       time.Duration
+	drainTimeout      time.Duration
 }
 
 // byteSize is a flag of bytes that takes Docker's sizes too ("4g", "512m").
@@ -70,6 +71,7 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
 	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
 	fs.DurationVar(&c.downloadTimeout, "download-timeout", build.DefaultDownloadTimeout, "longest one ADD download may take, start to end")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running builds may go on finishing (new ones are refused and health is NOT_SERVING) before they are canceled and the builder stops")
 	fs.DurationVar(&c.leaseExpiry, "build-lease-expiry", build.DefaultLeaseExpiry, "how long the lease that keeps a build's blobs from garbage collection lasts unless renewed (a running build renews it every third of this)")
 	fs.IntVar(&c.limits.MaxInstructions, "max-instructions", build.DefaultMaxInstructions, "most instructions a Dockerfile may hold")
 	fs.Int64Var(&c.limits.MaxConfigBytes, "max-config-bytes", build.DefaultMaxConfigBytes, "most bytes of image config a build's steps may record together (each step's image holds every label and history row before it)")
@@ -96,6 +98,9 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.snapshotBytes <= 0 {
 		errs = append(errs, fs.Invalid("snapshot-bytes", errors.New("must be positive")))
+	}
+	if c.drainTimeout < 0 {
+		errs = append(errs, fs.Invalid("drain-timeout", errors.New("must not be negative")))
 	}
 	if c.leaseExpiry < 3*time.Second || c.leaseExpiry > 7*24*time.Hour {
 		// The metadata service's bound is a week; below a few seconds the
