@@ -72,6 +72,7 @@ func sameHistory(a, b image.History) bool {
 
 // reject logs and counts a cache record that failed its check.
 func (r *run) reject(ctx context.Context, st *plan.Step, id, why string) {
+	r.rejected[st.Key] = id
 	if r.d.RejectedCacheRecords != nil {
 		r.d.RejectedCacheRecords.Inc()
 	}

@@ -38,7 +38,7 @@ const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103
 // records nothing. It returns the target's image ID and manifest digest.
 func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
 	r := &run{d: d, o: o, pl: pl, hits: o.Hits, events: events, results: map[*plan.Stage]current{},
-		cids: map[*plan.Step]string{}, fromCmds: map[*plan.Step][]string{}}
+		cids: map[*plan.Step]string{}, fromCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
 	return r.all(ctx)
 }
 
@@ -68,6 +68,9 @@ type run struct {
 	// copies are the layers this build wrote from the context without a
 	// directory, by diff ID, for the steps that mount them.
 	copies map[digest.Digest]*copier.Layer
+	// rejected are the images of the cache records the run found wrong,
+	// by key: the records it stores replace them.
+	rejected map[digest.Digest]string
 }
 
 type pendingImage struct {
@@ -139,10 +142,32 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 		}
 		manifests[p.id] = digest.Digest(rec.GetManifest().GetDigest())
 	}
+	// The records form chains, a step's image the child of its parent
+	// step's. When another build of the same steps recorded a key first,
+	// its record stays (the first writer wins), and this build's images
+	// that descend from the one it names get no record either: a later
+	// build, on the other build's image, would reject them. A record
+	// replaces one this run found wrong, and, below an image whose record
+	// this run stored, the one it saw at lookup, which is not that image's
+	// child.
+	lost, won := map[string]bool{}, map[string]bool{}
 	for _, p := range r.pending {
-		err := r.d.Images.PutCacheRecord(ctx, image.CacheRecord{Key: p.key, ImageID: p.id, Description: p.desc, Size: p.size})
+		if lost[p.n.Parent] {
+			lost[p.id] = true
+			continue
+		}
+		replaces := r.rejected[p.key]
+		if replaces == "" && won[p.n.Parent] {
+			replaces = r.hits[p.key]
+		}
+		stored, err := r.d.Images.PutCacheRecord(ctx, image.CacheRecord{Key: p.key, ImageID: p.id, Description: p.desc, Size: p.size, Replaces: replaces})
 		if err != nil {
 			return nil, fmt.Errorf("storing the cache record of %q: %w", p.desc, err)
+		}
+		if stored == p.id {
+			won[p.id] = true
+		} else {
+			lost[p.id] = true
 		}
 	}
 	if r.d.Log != nil {
