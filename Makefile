@@ -7,7 +7,7 @@ export PATH := $(TOOLS):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/strata-build/strata/lib/version.Version=$(VERSION)
-MODULES := bench gen lib client services/blobstore services/metadata services/builder services/registry cli deploy/k8s
+MODULES := bench gen lib client services/blobstore services/metadata services/builder services/registry cli deploy/k8s examples
 PACKAGES := $(foreach m,$(MODULES),github.com/strata-build/strata/$(m)/...)
 FUZZTIME ?= 30s
 BINARIES := ./services/blobstore/cmd/strata-blobstore ./services/metadata/cmd/strata-metadata \

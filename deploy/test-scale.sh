@@ -155,14 +155,19 @@ same_images() {
   done
 }
 
-# wait_running CONTAINER: waits until a RUN step's sleep runs in it.
-wait_running() {
-  local i
-  for i in $(seq 1 60); do
-    docker top "$1" 2>/dev/null | grep -q 'sleep 6' && return 0
+# running_builder ROUND prints a builder that is running a RUN step of the
+# slow round ROUND (the round robin decides which builders get its builds);
+# none within 60 s fails, with what the round's builds printed so far.
+running_builder() {
+  local i id
+  for i in $(seq 1 120); do
+    for id in $(compose ps -q builder); do
+      docker top "$id" 2>/dev/null | grep -q 'sleep 6' && { echo "$id"; return 0; }
+    done
     sleep 0.5
   done
-  echo "no RUN step ran on $(docker inspect -f '{{.Name}}' "$1") within 30 s"
+  echo "no RUN step ran on any builder within 60 s" >&2
+  tail -n 5 "$work/$1"-*.log >&2
   return 1
 }
 
@@ -263,10 +268,14 @@ check "round 2: every step of the 30 builds is a cache hit" all_cached r2
 check "the builds spread over the 3 builders" spread
 check "each Dockerfile made one image, the same history, whichever builder built it" same_images r1 r1b r2
 
-victim=$(compose ps -q builder | head -1)
 slow_round killb 9
-check "a RUN step runs on the builder to kill" wait_running "$victim"
-docker kill "$victim" >/dev/null
+if victim=$(running_builder killb 2>"$work/running.err"); then
+  ok "a RUN step runs on the builder to kill"
+  docker kill "$victim" >/dev/null
+else
+  fail "a RUN step runs on the builder to kill"
+  sed 's/^/     /' "$work/running.err"
+fi
 wait
 check "builds on the killed builder failed UNAVAILABLE and succeeded on another" failed_unavailable killb
 
@@ -274,11 +283,7 @@ meta=$(compose ps -q metadata | head -1)
 blob=$(compose ps -q blobstore | head -1)
 slow_round killmb 8
 imports killmb 4
-busy=
-for id in $(compose ps -q builder); do
-  [ "$(docker inspect -f '{{.State.Running}}' "$id")" = true ] && busy=$id && break
-done
-wait_running "$busy" >/dev/null
+running_builder killmb >/dev/null 2>&1
 docker kill "$meta" "$blob" >/dev/null
 wait
 check "with a metadata and a blob store replica killed, every build succeeded (tried again)" bash -c "grep -L '^Successfully built' $work/killmb-*.log | grep . && exit 1 || exit 0"

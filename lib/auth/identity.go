@@ -66,9 +66,13 @@ func printable(s string) bool {
 
 // IsLoopback reports whether host (a name or an IP address, as in a
 // "host:port") means this machine only: "localhost" or a loopback address.
-// An empty host, which listens on every interface, is not.
+// An empty host, which listens on every interface, is not. Nor is a name
+// under .localhost: RFC 6761 wants it on loopback, but Go's resolver (and
+// glibc's without nss-myhostname) asks DNS for it, and with a search domain
+// "x.localhost" becomes "x.localhost.corp.example", which whoever runs that
+// zone answers; a token would then go in clear text to their address.
 func IsLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))

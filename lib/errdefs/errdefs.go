@@ -152,6 +152,17 @@ func Internal(format string, args ...any) *Error { return New(ErrInternal, forma
 // DataLoss returns an ErrDataLoss error with a formatted message.
 func DataLoss(format string, args ...any) *Error { return New(ErrDataLoss, format, args...) }
 
+// KindOf returns the kind of the first *Error in err's chain (ErrNotFound,
+// ErrInvalidArgument, …), and ErrInternal when err carries none: the kind
+// to keep when err is wrapped in a new message with New.
+func KindOf(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind()
+	}
+	return ErrInternal
+}
+
 // IsNotFound reports whether err is, or wraps, ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
@@ -172,14 +183,3 @@ func IsResourceExhausted(err error) bool { return errors.Is(err, ErrResourceExha
 
 // IsDataLoss reports whether err is, or wraps, ErrDataLoss.
 func IsDataLoss(err error) bool { return errors.Is(err, ErrDataLoss) }
-
-// KindOf returns the kind err is classified as (the sentinel of the first
-// *Error in its chain), ErrInternal when it is not classified: an error
-// wrapped in a new message keeps its kind with New(KindOf(err), …, err).
-func KindOf(err error) error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Kind()
-	}
-	return ErrInternal
-}

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -36,12 +37,12 @@ func newBlobCommand(c *CLI) *cobra.Command {
 }
 
 // blobs returns a client of the blob store.
-func (c *CLI) blobs() (*blobclient.Client, error) {
-	conn, err := c.Dial(c.BlobstoreAddr)
+func (c *CLI) blobs(ctx context.Context) (*blobclient.Client, error) {
+	cl, err := c.client(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return blobclient.New(conn), nil
+	return cl.Blobs()
 }
 
 func parseDigest(s string) (digest.Digest, error) {
@@ -70,7 +71,7 @@ func newBlobPutCommand(c *CLI) *cobra.Command {
 				}
 				want = d
 			}
-			bc, err := c.blobs()
+			bc, err := c.blobs(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -144,7 +145,7 @@ func newBlobGetCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			bc, err := c.blobs()
+			bc, err := c.blobs(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -196,7 +197,7 @@ func newBlobStatCommand(c *CLI) *cobra.Command {
 		Args:    minArgs(1),
 		Example: "  strata blob stat sha256:…",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			bc, err := c.blobs()
+			bc, err := c.blobs(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -226,7 +227,7 @@ func newBlobListCommand(c *CLI) *cobra.Command {
 		Args:    noArgs,
 		Example: "  strata blob ls\n  strata blob ls -q",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			bc, err := c.blobs()
+			bc, err := c.blobs(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -252,7 +253,7 @@ func newBlobRemoveCommand(c *CLI) *cobra.Command {
 		Args:    minArgs(1),
 		Example: "  strata blob rm sha256:…",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			bc, err := c.blobs()
+			bc, err := c.blobs(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -289,7 +290,7 @@ func newBlobVerifyCommand(c *CLI) *cobra.Command {
 				}
 				ds[i] = d
 			}
-			bc, err := c.blobs()
+			bc, err := c.blobs(cmd.Context())
 			if err != nil {
 				return err
 			}

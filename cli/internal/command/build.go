@@ -11,9 +11,8 @@ import (
 
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/strata-build/strata/client/buildcontext"
+	"github.com/strata-build/strata/client"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 )
 
@@ -113,17 +112,15 @@ func newBuildCommand(c *CLI) *cobra.Command {
 }
 
 func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
-	opts := &builderv1.BuildOptions{Tags: o.tags, Target: o.target, NoCache: o.noCache, BuildArgs: map[string]string{}, Labels: map[string]string{}}
-	if r := (&builderv1.RunResources{Memory: o.memory, MemorySwap: o.memorySwap, CpuShares: o.cpuShares, CpuPeriod: o.cpuPeriod,
-		CpuQuota: o.cpuQuota, PidsLimit: o.pidsLimit, Ulimits: o.ulimits}); proto.Size(r) > 0 {
-		opts.Resources = r
-	}
+	opts := client.BuildOptions{Tags: o.tags, Target: o.target, NoCache: o.noCache, BuildArgs: map[string]string{}, Labels: map[string]string{},
+		Resources: &client.RunResources{Memory: o.memory, MemorySwap: o.memorySwap, CpuShares: o.cpuShares, CpuPeriod: o.cpuPeriod,
+			CpuQuota: o.cpuQuota, PidsLimit: o.pidsLimit, Ulimits: o.ulimits}}
 	switch o.network {
 	case "", "default", "bridge":
 	case "none":
-		opts.Network = builderv1.NetworkMode_NETWORK_MODE_NONE
+		opts.Network = client.NetworkNone
 	case "host":
-		opts.Network = builderv1.NetworkMode_NETWORK_MODE_HOST
+		opts.Network = client.NetworkHost
 	default:
 		return fmt.Errorf("invalid --network %q: want default, none or host", o.network)
 	}
@@ -162,63 +159,27 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	if o.contextDir == "-" {
 		return c.runStdinBuild(cmd, opts, o.file, p)
 	}
-	contextDir, err := filepath.Abs(o.contextDir)
-	if err != nil {
-		return err
-	}
-	dockerfileRel := "Dockerfile"
 	if o.file == "-" {
 		b, err := io.ReadAll(io.LimitReader(c.In, 1<<20+1))
 		if err != nil {
 			return fmt.Errorf("reading the Dockerfile from stdin: %w", err)
 		}
 		opts.DockerfileContent = b
-		dockerfileRel = ""
 	} else if o.file != "" {
 		// As with Docker, -f is relative to the current directory.
 		abs, err := filepath.Abs(o.file)
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(contextDir, abs)
-		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-			b, err := os.ReadFile(abs)
-			if err != nil {
-				return fmt.Errorf("unable to prepare context: %w", err)
-			}
-			opts.DockerfileContent = b
-			dockerfileRel = ""
-		} else {
-			dockerfileRel = filepath.ToSlash(rel)
-		}
+		opts.Dockerfile = abs
 	}
-	opts.Dockerfile = dockerfileRel
+	opts.OnEvent, opts.OnContext = p.event, p.context
 
-	cacheDir := ""
-	if dir, err := os.UserCacheDir(); err == nil {
-		cacheDir = filepath.Join(dir, "strata", "context")
-	}
-	bctx, err := buildcontext.Walk(buildcontext.Options{Dir: contextDir, Dockerfile: dockerfileRel, CacheDir: cacheDir})
+	cl, err := c.client(cmd.Context())
 	if err != nil {
 		return err
 	}
-	builder, err := c.builder()
-	if err != nil {
-		return err
-	}
-	stream, err := builder.Build(cmd.Context())
-	if err != nil {
-		return err
-	}
-	f := &buildFollower{event: p.event}
-	h := buildcontext.Handler{Event: f.track, Sending: p.context}
-	if err := bctx.Sync(stream, opts, h); err != nil {
-		return err
-	}
-	result, err := buildcontext.Result(stream, h)
-	if err != nil {
-		result, err = f.recover(cmd.Context(), builder, err)
-	}
+	result, err := cl.Build(cmd.Context(), o.contextDir, opts)
 	if err != nil {
 		p.fail()
 		return err

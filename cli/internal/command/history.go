@@ -4,7 +4,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strata-build/strata/cli/internal/formatter"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 )
 
 func newHistoryCommand(c *CLI) *cobra.Command {
@@ -21,16 +20,16 @@ func newHistoryCommand(c *CLI) *cobra.Command {
 			"  strata image history --format '{{.ID}}: {{.CreatedBy}}' my-nginx",
 		ValidArgsFunction: c.completeImageNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			images, err := c.images()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			resp, err := images.ImageHistory(cmd.Context(), &metadatav1.ImageHistoryRequest{Reference: args[0]})
+			rows, err := cl.History(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			ctx := c.formatContext(formatter.NewHistoryFormat(format, quiet, human), !noTrunc)
-			return formatter.WriteHistory(ctx, resp.GetRows(), human)
+			return formatter.WriteHistory(ctx, rows, human)
 		},
 	}
 	f := cmd.Flags()

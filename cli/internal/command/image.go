@@ -6,8 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/client"
 )
 
 // newImageCommand returns `strata image`, the group Docker's `docker image`
@@ -52,37 +51,19 @@ func addImageCommands(c *CLI, root, image *cobra.Command, constructors ...func(*
 	}
 }
 
-// images returns a client of the metadata service.
-func (c *CLI) images() (metadatav1.ImageServiceClient, error) {
-	conn, err := c.Dial(c.MetadataAddr)
-	if err != nil {
-		return nil, err
-	}
-	return metadatav1.NewImageServiceClient(conn), nil
-}
-
-// builder returns a client of the builder service.
-func (c *CLI) builder() (builderv1.BuildServiceClient, error) {
-	conn, err := c.Dial(c.BuilderAddr)
-	if err != nil {
-		return nil, err
-	}
-	return builderv1.NewBuildServiceClient(conn), nil
-}
-
 // completeImageNames completes image arguments with the tags the metadata
 // service holds.
 func (c *CLI) completeImageNames(cmd *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	images, err := c.images()
+	cl, err := c.client(cmd.Context())
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	resp, err := images.ListImages(cmd.Context(), &metadatav1.ListImagesRequest{})
+	images, err := cl.Images(cmd.Context(), client.ListOptions{})
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	var names []string
-	for _, img := range resp.GetImages() {
+	for _, img := range images {
 		for _, tag := range img.GetRepoTags() {
 			if strings.HasPrefix(tag, toComplete) {
 				names = append(names, tag)

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strata-build/strata/cli/internal/formatter"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/client"
 )
 
 func newInspectCommand(c *CLI) *cobra.Command {
@@ -26,19 +26,16 @@ func newInspectCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return statusError{code: 64, msg: err.Error()}
 			}
-			images, err := c.images()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
 			// As Docker: print what was found, then fail naming what was not.
 			var failures []string
 			for _, ref := range args {
-				resp, err := images.InspectImage(cmd.Context(), &metadatav1.InspectImageRequest{Reference: ref})
-				if err == nil && len(resp.GetDockerJson()) == 0 {
-					err = fmt.Errorf("the metadata service returned no Docker JSON for %s", ref)
-				}
+				doc, err := cl.Inspect(cmd.Context(), ref)
 				if err == nil {
-					err = inspector.Inspect(resp.GetDockerJson())
+					err = inspector.Inspect(doc)
 				}
 				if err != nil {
 					if cmd.Context().Err() != nil {
@@ -74,12 +71,11 @@ func newTagCommand(c *CLI) *cobra.Command {
 			"  strata image tag my-nginx localhost:5000/team/nginx:1.17",
 		ValidArgsFunction: c.completeImageNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			images, err := c.images()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			_, err = images.TagImage(cmd.Context(), &metadatav1.TagImageRequest{Source: args[0], Target: args[1]})
-			return err
+			return cl.Tag(cmd.Context(), args[0], args[1])
 		},
 	}
 }
@@ -95,14 +91,14 @@ func newRemoveCommand(c *CLI) *cobra.Command {
 			"  strata image rm -f 3ac2395f119b",
 		ValidArgsFunction: c.completeImageNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			images, err := c.images()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
 			var errs []error
 			fatal := false
 			for _, ref := range args {
-				resp, err := images.DeleteImage(cmd.Context(), &metadatav1.DeleteImageRequest{Reference: ref, Force: force, NoPrune: noPrune})
+				items, err := cl.Remove(cmd.Context(), ref, client.RemoveOptions{Force: force, NoPrune: noPrune})
 				if err != nil {
 					if cmd.Context().Err() != nil {
 						return err
@@ -113,7 +109,7 @@ func newRemoveCommand(c *CLI) *cobra.Command {
 					errs = append(errs, errors.New(describe(err)))
 					continue
 				}
-				printDeleted(c, resp.GetItems(), "Untagged: ", "Deleted: ")
+				printDeleted(c, items, "Untagged: ", "Deleted: ")
 			}
 			if err := errors.Join(errs...); err != nil {
 				// As Docker: with -f, images that do not exist are not a failure.
@@ -130,7 +126,7 @@ func newRemoveCommand(c *CLI) *cobra.Command {
 	return cmd
 }
 
-func printDeleted(c *CLI, items []*metadatav1.DeletedItem, untagged, deleted string) {
+func printDeleted(c *CLI, items []*client.DeletedItem, untagged, deleted string) {
 	for _, item := range items {
 		if item.GetDeleted() != "" {
 			fmt.Fprintln(c.Out, deleted+item.GetDeleted())

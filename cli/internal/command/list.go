@@ -4,7 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strata-build/strata/cli/internal/formatter"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/client"
 )
 
 func newListCommand(c *CLI) *cobra.Command {
@@ -24,25 +24,17 @@ func newListCommand(c *CLI) *cobra.Command {
 			"  strata image ls --filter dangling=true -q\n" +
 			"  strata image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}'",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &metadatav1.ListImagesRequest{All: all, Filters: filters.filters}
+			opts := client.ListOptions{All: all, Filters: filters.filters}
 			if len(args) > 0 {
-				req.Filters = append(req.Filters, &metadatav1.Filter{Key: "reference", Value: args[0]})
+				opts.Filters = append(opts.Filters, &client.Filter{Key: "reference", Value: args[0]})
 			}
-			images, err := c.images()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			var list []*metadatav1.ImageSummary
-			for {
-				resp, err := images.ListImages(cmd.Context(), req)
-				if err != nil {
-					return err
-				}
-				list = append(list, resp.GetImages()...)
-				if resp.GetNextPageToken() == "" {
-					break
-				}
-				req.PageToken = resp.GetNextPageToken()
+			list, err := cl.Images(cmd.Context(), opts)
+			if err != nil {
+				return err
 			}
 			ctx := c.formatContext(formatter.NewImageFormat(format, quiet, digests), !noTrunc)
 			return formatter.WriteImages(ctx, list, digests)

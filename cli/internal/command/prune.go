@@ -10,7 +10,7 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/client"
 )
 
 const (
@@ -43,20 +43,20 @@ func newPruneCommand(c *CLI) *cobra.Command {
 					return err
 				}
 			}
-			images, err := c.images()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			resp, err := images.PruneImages(cmd.Context(), &metadatav1.PruneImagesRequest{All: all, Filters: filters.filters})
+			report, err := cl.Prune(cmd.Context(), client.PruneOptions{All: all, Filters: filters.filters})
 			if err != nil {
 				return err
 			}
-			if len(resp.GetItems()) > 0 {
+			if len(report.Items) > 0 {
 				fmt.Fprintln(c.Out, "Deleted Images:")
-				printDeleted(c, resp.GetItems(), "untagged: ", "deleted: ")
+				printDeleted(c, report.Items, "untagged: ", "deleted: ")
 				fmt.Fprintln(c.Out)
 			}
-			fmt.Fprintln(c.Out, "Total reclaimed space:", units.HumanSize(float64(resp.GetSpaceReclaimed())))
+			fmt.Fprintln(c.Out, "Total reclaimed space:", units.HumanSize(float64(report.SpaceReclaimed)))
 			return nil
 		},
 	}

@@ -7,13 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
-	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/client"
+
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/requestid"
 )
@@ -32,36 +31,34 @@ type CLI struct {
 	// OutTerminal, when set, overrides whether Out is taken for a terminal.
 	OutTerminal *bool
 
-	conns map[string]*grpc.ClientConn
+	cl *client.Client
 }
 
-// Dial returns a connection to addr, made once per command run.
-func (c *CLI) Dial(addr string) (*grpc.ClientConn, error) {
-	if conn, ok := c.conns[addr]; ok {
-		return conn, nil
+// ConfigEnv names the CLI's configuration file when set.
+const ConfigEnv = client.ConfigEnv
+
+// client returns the Go client the commands call, made once per command
+// run from the global flags.
+func (c *CLI) client(ctx context.Context) (*client.Client, error) {
+	if c.cl != nil {
+		return c.cl, nil
 	}
-	conn, err := grpcclient.Dial(addr, c.Conn)
+	cl, err := client.New(ctx, client.WithConfig(client.Config{
+		Builder: c.BuilderAddr, Metadata: c.MetadataAddr, Blobstore: c.BlobstoreAddr,
+		TLS: c.Conn.TLS, TLSCACert: c.Conn.CAFile, TLSCert: c.Conn.CertFile, TLSKey: c.Conn.KeyFile,
+		Token: c.Conn.Token, TokenFile: c.Conn.TokenFile,
+	}))
 	if err != nil {
 		return nil, err
 	}
-	if c.conns == nil {
-		c.conns = map[string]*grpc.ClientConn{}
-	}
-	c.conns[addr] = conn
-	return conn, nil
+	c.cl = cl
+	return cl, nil
 }
 
 func (c *CLI) close() {
-	for _, conn := range c.conns {
-		conn.Close()
+	if c.cl != nil {
+		c.cl.Close()
 	}
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 // NewRoot returns the strata command tree.
@@ -80,23 +77,25 @@ func NewRoot(c *CLI) *cobra.Command {
 		return statusError{code: 125, msg: fmt.Sprintf("%v\nSee '%s --help'.", err, cmd.CommandPath())}
 	})
 	// Flags win over the environment, which wins over the configuration
-	// file (see loadConfig), which wins over the built-in defaults.
-	file, fileErr := loadConfig()
-	if fileErr != nil {
-		root.PersistentPreRunE = func(*cobra.Command, []string) error { return fileErr }
+	// file, which wins over the built-in defaults: client.LoadConfig's
+	// rules, which a broken file fails only when a command runs.
+	cfg, cfgErr := client.LoadConfig()
+	if cfgErr != nil {
+		root.PersistentPreRunE = func(*cobra.Command, []string) error { return cfgErr }
+		cfg = client.Config{Builder: client.DefaultBuilderAddr, Metadata: client.DefaultMetadataAddr, Blobstore: client.DefaultBlobstoreAddr}
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&c.BuilderAddr, "builder", envOr(grpcclient.BuilderAddrEnv, or(file.Builder, grpcclient.DefaultBuilderAddr)), "builder service address (env "+grpcclient.BuilderAddrEnv+")")
-	f.StringVar(&c.MetadataAddr, "metadata", envOr(grpcclient.MetadataAddrEnv, or(file.Metadata, grpcclient.DefaultMetadataAddr)), "metadata service address (env "+grpcclient.MetadataAddrEnv+")")
-	f.StringVar(&c.BlobstoreAddr, "blobstore", envOr(grpcclient.BlobstoreAddrEnv, or(file.Blobstore, grpcclient.DefaultBlobstoreAddr)), "blobstore service address (env "+grpcclient.BlobstoreAddrEnv+")")
+	f.StringVar(&c.BuilderAddr, "builder", cfg.Builder, "builder service address (env "+client.BuilderAddrEnv+")")
+	f.StringVar(&c.MetadataAddr, "metadata", cfg.Metadata, "metadata service address (env "+client.MetadataAddrEnv+")")
+	f.StringVar(&c.BlobstoreAddr, "blobstore", cfg.Blobstore, "blobstore service address (env "+client.BlobstoreAddrEnv+")")
 	// The client settings read the same STRATA_CLIENT_… variables as the
 	// services' --client-… flags, never the servers' own STRATA_TLS_CERT.
-	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("STRATA_CLIENT_TLS") != "" || file.TLS, "use TLS (env STRATA_CLIENT_TLS)")
-	f.StringVar(&c.Conn.CAFile, "tlscacert", envOr("STRATA_CLIENT_TLS_CA", file.TLSCACert), "trust certificates signed by this CA (env STRATA_CLIENT_TLS_CA)")
-	f.StringVar(&c.Conn.CertFile, "tlscert", envOr("STRATA_CLIENT_TLS_CERT", file.TLSCert), "client certificate for mutual TLS (env STRATA_CLIENT_TLS_CERT)")
-	f.StringVar(&c.Conn.KeyFile, "tlskey", envOr("STRATA_CLIENT_TLS_KEY", file.TLSKey), "client key for mutual TLS (env STRATA_CLIENT_TLS_KEY)")
-	f.StringVar(&c.Conn.Token, "token", os.Getenv("STRATA_CLIENT_TOKEN"), "bearer token (env STRATA_CLIENT_TOKEN)")
-	f.StringVar(&c.Conn.TokenFile, "token-file", envOr("STRATA_CLIENT_TOKEN_FILE", file.TokenFile), "file holding the bearer token (env STRATA_CLIENT_TOKEN_FILE)")
+	f.BoolVar(&c.Conn.TLS, "tls", cfg.TLS, "use TLS (env STRATA_CLIENT_TLS)")
+	f.StringVar(&c.Conn.CAFile, "tlscacert", cfg.TLSCACert, "trust certificates signed by this CA (env STRATA_CLIENT_TLS_CA)")
+	f.StringVar(&c.Conn.CertFile, "tlscert", cfg.TLSCert, "client certificate for mutual TLS (env STRATA_CLIENT_TLS_CERT)")
+	f.StringVar(&c.Conn.KeyFile, "tlskey", cfg.TLSKey, "client key for mutual TLS (env STRATA_CLIENT_TLS_KEY)")
+	f.StringVar(&c.Conn.Token, "token", cfg.Token, "bearer token (env STRATA_CLIENT_TOKEN)")
+	f.StringVar(&c.Conn.TokenFile, "token-file", cfg.TokenFile, "file holding the bearer token (env STRATA_CLIENT_TOKEN_FILE)")
 
 	image := newImageCommand()
 	addImageCommands(c, root, image,
@@ -186,7 +185,7 @@ func (e statusError) Error() string {
 // the CLI cannot reach a service. An UNAVAILABLE a service sent (the builder
 // cannot reach a registry or the blob store) says itself what is down.
 func describe(err error) string {
-	if errdefs.IsUnavailable(err) && !grpcclient.FromService(err) {
+	if errors.Is(err, client.ErrUnavailable) && !client.IsRemote(err) {
 		return err.Error() + " (is the service running? check --builder, --metadata, --blobstore or STRATA_*_ADDR)"
 	}
 	return err.Error()

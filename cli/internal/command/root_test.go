@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-build/strata/client"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
@@ -111,7 +112,7 @@ func TestUnavailableHintOnlyWhenTheServiceIsUnreachable(t *testing.T) {
 // paths from its directory; a client variable in the environment, or a
 // flag, wins.
 func TestConfigFile(t *testing.T) {
-	for _, v := range clientEnv {
+	for _, v := range client.EnvVars() {
 		t.Setenv(v, "")
 	}
 	dir := t.TempDir()

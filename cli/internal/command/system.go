@@ -1,11 +1,12 @@
 package command
 
 import (
+	"errors"
+
 	"github.com/spf13/cobra"
 
 	"github.com/strata-build/strata/cli/internal/formatter"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
-	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/client"
 )
 
 func newSystemCommand(c *CLI) *cobra.Command {
@@ -24,11 +25,11 @@ func newSystemCommand(c *CLI) *cobra.Command {
 		Example: "  strata system df\n" +
 			"  strata system df --format json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			images, err := c.images()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			resp, err := images.GetDiskUsage(cmd.Context(), &metadatav1.GetDiskUsageRequest{})
+			resp, err := cl.DiskUsage(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -40,4 +41,4 @@ func newSystemCommand(c *CLI) *cobra.Command {
 	return system
 }
 
-func isNotFound(err error) bool { return errdefs.IsNotFound(err) }
+func isNotFound(err error) bool { return errors.Is(err, client.ErrNotFound) }

@@ -11,17 +11,11 @@ import (
 	"github.com/distribution/reference"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/grpc"
 
 	"github.com/strata-build/strata/cli/internal/progress"
+	"github.com/strata-build/strata/client"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
-	"github.com/strata-build/strata/lib/errdefs"
 )
-
-// chunkSize is how many bytes of a tarball or archive one message carries,
-// well under the 16 MiB message limit.
-const chunkSize = 1 << 20
 
 func newImportCommand(c *CLI) *cobra.Command {
 	var (
@@ -41,31 +35,17 @@ func newImportCommand(c *CLI) *cobra.Command {
 				return err
 			}
 			defer closeSrc()
-			opts := &builderv1.ImportOptions{Changes: changes, Message: message, Platform: platform}
+			opts := client.ImportOptions{Changes: changes, Message: message, Platform: platform,
+				OnProgress: showProgress(progress.New(c.Out, true, progress.ImportWords), c.outIsTerminal())}
 			if len(args) > 1 {
 				opts.Reference = args[1]
 			}
-			builder, err := c.builder()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			stream, err := builder.Import(cmd.Context())
+			result, err := cl.Import(cmd.Context(), src, opts)
 			if err != nil {
-				return err
-			}
-			show := showProgress(progress.New(c.Out, true, progress.ImportWords), c.outIsTerminal())
-			var result *builderv1.ImportResult
-			err = upload(stream,
-				&builderv1.ImportRequest{Request: &builderv1.ImportRequest_Options{Options: opts}},
-				src,
-				func(b []byte) *builderv1.ImportRequest {
-					return &builderv1.ImportRequest{Request: &builderv1.ImportRequest_Data{Data: b}}
-				},
-				func() (err error) {
-					result, err = receiveProgress[builderv1.ImportResult](stream.Recv, show)
-					return err
-				})
-			if err := needResult(result, err, "import"); err != nil {
 				return err
 			}
 			fmt.Fprintln(c.Out, result.GetImageId())
@@ -116,28 +96,14 @@ func newLoadCommand(c *CLI) *cobra.Command {
 				defer f.Close()
 				src = f
 			}
-			builder, err := c.builder()
-			if err != nil {
-				return err
-			}
-			stream, err := builder.Load(cmd.Context())
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
 			live := !quiet && c.outIsTerminal()
-			show := showProgress(progress.New(c.Out, true, progress.LoadWords), live)
-			var result *builderv1.LoadResult
-			err = upload(stream,
-				&builderv1.LoadRequest{Request: &builderv1.LoadRequest_Options{Options: &builderv1.LoadOptions{Quiet: !live}}},
-				src,
-				func(b []byte) *builderv1.LoadRequest {
-					return &builderv1.LoadRequest{Request: &builderv1.LoadRequest_Data{Data: b}}
-				},
-				func() (err error) {
-					result, err = receiveProgress[builderv1.LoadResult](stream.Recv, show)
-					return err
-				})
-			if err := needResult(result, err, "load"); err != nil {
+			result, err := cl.Load(cmd.Context(), src, client.LoadOptions{
+				Quiet: !live, OnProgress: showProgress(progress.New(c.Out, true, progress.LoadWords), live)})
+			if err != nil {
 				return err
 			}
 			for _, img := range result.GetImages() {
@@ -156,76 +122,6 @@ func newLoadCommand(c *CLI) *cobra.Command {
 	return cmd
 }
 
-// upload runs a client-streaming transfer: first, then src in chunks, sent
-// while receive reads the server's answers until the server ends the
-// stream, so that neither side blocks the other.
-func upload[Req, Resp any](stream grpc.BidiStreamingClient[Req, Resp], first *Req, src io.Reader, chunk func([]byte) *Req, receive func() error) error {
-	sendErr := make(chan error, 1)
-	go func() {
-		sendErr <- func() error {
-			if err := stream.Send(first); err != nil {
-				return err
-			}
-			buf := make([]byte, chunkSize)
-			for {
-				n, err := io.ReadFull(src, buf)
-				if n > 0 {
-					if err := stream.Send(chunk(append([]byte(nil), buf[:n]...))); err != nil {
-						return err
-					}
-				}
-				if err == io.EOF || err == io.ErrUnexpectedEOF {
-					return stream.CloseSend()
-				}
-				if err != nil {
-					return readError{err}
-				}
-			}
-		}()
-	}()
-	if err := receive(); err != nil {
-		return err
-	}
-	// A send that failed because the server ended the stream reports
-	// io.EOF; the server's error, if any, came from Recv.
-	if err := <-sendErr; err != nil && err != io.EOF {
-		var re readError
-		if errors.As(err, &re) {
-			return re.err
-		}
-		return err
-	}
-	return nil
-}
-
-// progressResponse is a response of Import, Load, Pull or Push: progress,
-// or the result R.
-type progressResponse[R any] interface {
-	GetProgress() *builderv1.TransferProgress
-	GetResult() *R
-}
-
-// receiveProgress reads a transfer's responses until the server ends the
-// stream, showing the progress, and returns the result, nil when none came.
-func receiveProgress[R any, M progressResponse[R]](recv func() (M, error), show func(*builderv1.TransferProgress)) (*R, error) {
-	var result *R
-	for {
-		resp, err := recv()
-		if err == io.EOF {
-			return result, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if p := resp.GetProgress(); p != nil {
-			show(p)
-		}
-		if r := resp.GetResult(); r != nil {
-			result = r
-		}
-	}
-}
-
 // showProgress shows progress on display when shown, and drops it when not.
 func showProgress(display *progress.Display, shown bool) func(*builderv1.TransferProgress) {
 	return func(p *builderv1.TransferProgress) {
@@ -234,20 +130,6 @@ func showProgress(display *progress.Display, shown bool) func(*builderv1.Transfe
 		}
 	}
 }
-
-// needResult returns err, or an error when a transfer that succeeded ended
-// without a result.
-func needResult[R any](result *R, err error, op string) error {
-	if err == nil && result == nil {
-		return fmt.Errorf("the builder ended the %s without a result", op)
-	}
-	return err
-}
-
-// readError is a failure reading the local input, not the stream's.
-type readError struct{ err error }
-
-func (e readError) Error() string { return e.err.Error() }
 
 func newSaveCommand(c *CLI) *cobra.Command {
 	var (
@@ -266,50 +148,30 @@ func newSaveCommand(c *CLI) *cobra.Command {
 			if output == "" && c.outIsTerminal() {
 				return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
 			}
-			archive := builderv1.SaveFormat_SAVE_FORMAT_DOCKER
+			archive := client.SaveDocker
 			switch {
 			case format == "oci" || (format == "" && oci):
-				archive = builderv1.SaveFormat_SAVE_FORMAT_OCI
+				archive = client.SaveOCI
 			case format != "" && format != "docker":
 				return statusError{code: 125, msg: fmt.Sprintf("invalid --format %q: want docker or oci", format)}
 			case format == "docker" && oci:
 				return statusError{code: 125, msg: "--oci and --format docker contradict each other"}
 			}
-			builder, err := c.builder()
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			stream, err := builder.Save(ctx, &builderv1.SaveRequest{References: args, Format: archive})
-			if err != nil {
-				return err
-			}
+			save := func(w io.Writer) error { return cl.Save(cmd.Context(), w, args, archive) }
 			if output == "" {
-				return copyArchive(c.Out, stream)
+				return save(c.Out)
 			}
-			return writeFileAtomically(output, func(w io.Writer) error { return copyArchive(w, stream) })
+			return writeFileAtomically(output, save)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "Write to a file, instead of STDOUT")
 	cmd.Flags().StringVar(&format, "format", "", "Archive format: docker (a docker-archive, the default) or oci (an OCI image layout)")
 	cmd.Flags().BoolVar(&oci, "oci", false, "Write an OCI image layout (as --format oci)")
 	return cmd
-}
-
-func copyArchive(w io.Writer, stream grpc.ServerStreamingClient[builderv1.SaveResponse]) error {
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(resp.GetData()); err != nil {
-			return err
-		}
-	}
 }
 
 // writeFileAtomically writes path through a temporary file beside it, so
@@ -361,28 +223,24 @@ func newPullCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cl, err := c.client(cmd.Context())
+			if err != nil {
+				return err
+			}
 			// Docker says "up to date" when the reference already named
 			// the image the pull ends with, whatever moved on the wire.
-			before, err := c.imageIDOf(cmd.Context(), reference.FamiliarString(named))
-			if err != nil {
-				return err
-			}
-			builder, err := c.builder()
-			if err != nil {
-				return err
-			}
-			stream, err := builder.Pull(cmd.Context(), &builderv1.PullRequest{
-				Reference: reference.FamiliarString(named), Platform: platform, Auth: auth, Insecure: insecure,
-			})
+			before, err := imageIDOf(cmd.Context(), cl, reference.FamiliarString(named))
 			if err != nil {
 				return err
 			}
 			if !quiet {
 				fmt.Fprintf(c.Out, "%s: Pulling from %s\n", tagOrDigest(named), reference.Path(named))
 			}
-			show := showProgress(progress.New(c.Out, c.outIsTerminal(), progress.PullWords), !quiet)
-			result, err := receiveProgress[builderv1.PullResult](stream.Recv, show)
-			if err := needResult(result, err, "pull"); err != nil {
+			result, err := cl.Pull(cmd.Context(), reference.FamiliarString(named), client.PullOptions{
+				Platform: platform, Auth: auth, Insecure: insecure,
+				OnProgress: showProgress(progress.New(c.Out, c.outIsTerminal(), progress.PullWords), !quiet),
+			})
+			if err != nil {
 				return err
 			}
 			if !quiet {
@@ -430,22 +288,18 @@ func newPushCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			builder, err := c.builder()
-			if err != nil {
-				return err
-			}
-			stream, err := builder.Push(cmd.Context(), &builderv1.PushRequest{
-				Reference: reference.FamiliarString(named), Auth: auth, Insecure: insecure,
-			})
+			cl, err := c.client(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if !quiet {
 				fmt.Fprintf(c.Out, "The push refers to repository [%s]\n", named.Name())
 			}
-			show := showProgress(progress.New(c.Out, c.outIsTerminal(), progress.PushWords), !quiet)
-			result, err := receiveProgress[builderv1.PushResult](stream.Recv, show)
-			if err := needResult(result, err, "push"); err != nil {
+			result, err := cl.Push(cmd.Context(), reference.FamiliarString(named), client.PushOptions{
+				Auth: auth, Insecure: insecure,
+				OnProgress: showProgress(progress.New(c.Out, c.outIsTerminal(), progress.PushWords), !quiet),
+			})
+			if err != nil {
 				return err
 			}
 			if quiet {
@@ -486,17 +340,13 @@ func (c *CLI) outIsTerminal() bool {
 }
 
 // imageIDOf returns the ID of the image ref names, or "" when none does.
-func (c *CLI) imageIDOf(ctx context.Context, ref string) (string, error) {
-	images, err := c.images()
-	if err != nil {
-		return "", err
-	}
-	resp, err := images.GetImage(ctx, &metadatav1.GetImageRequest{Reference: ref})
-	if errdefs.IsNotFound(err) {
+func imageIDOf(ctx context.Context, cl *client.Client, ref string) (string, error) {
+	img, err := cl.Image(ctx, ref)
+	if errors.Is(err, client.ErrNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	return resp.GetImage().GetId(), nil
+	return img.GetId(), nil
 }

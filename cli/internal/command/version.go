@@ -9,9 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/strata-build/strata/cli/internal/formatter"
 	"github.com/strata-build/strata/lib/version"
@@ -92,22 +89,18 @@ func newVersionCommand(c *CLI) *cobra.Command {
 // serviceVersion asks a service's health check for its version header.
 func (c *CLI) serviceVersion(ctx context.Context, name, addr string) serviceVersion {
 	s := serviceVersion{Name: name, Address: addr}
-	conn, err := c.Dial(addr)
+	cl, err := c.client(ctx)
 	if err != nil {
 		s.Status = err.Error()
 		return s
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var header metadata.MD
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header))
+	st, err := cl.Health(ctx, addr)
 	if err != nil {
 		s.Status = err.Error()
 		return s
 	}
-	s.Version, s.Status = "unknown", resp.GetStatus().String()
-	if h := header.Get(version.Header); len(h) > 0 {
-		s.Version = h[0]
-	}
+	s.Version, s.Status = st.Version, st.Status
 	return s
 }

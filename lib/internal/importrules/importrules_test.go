@@ -21,8 +21,7 @@ type rule struct {
 }
 
 // The rules docs/architecture.md states. The builder's pipeline packages
-// (plan, copy, exec) are named as the split of build/ names them; adjust
-// the names here and in the document together.
+// (plan, copier, exec) are named here and in the document together.
 var rules = []rule{
 	{why: "a domain package does not import its service's gRPC adapter",
 		from: `^services/[^/]+/internal/`, to: `^services/[^/]+/internal/server$`},
@@ -34,6 +33,8 @@ var rules = []rule{
 		from: `^lib/`, to: `^(services|cli|client)/`},
 	{why: "the client module is built on gen and lib only",
 		from: `^client/`, to: `^(services|cli)/`},
+	{why: "the examples are what a platform team writes: the client module only",
+		from: `^examples/`, to: `^(services|cli|lib)/`},
 	{why: "the CLI reaches the services over gRPC, never through their packages",
 		from: `^cli/`, to: `^services/`},
 	{why: "gen is generated from proto/ and imports nothing of the repository's but itself",
@@ -41,7 +42,7 @@ var rules = []rule{
 	{why: "the build plan is a value: planning does not execute",
 		from: `^services/builder/internal/plan(/|$)`, to: `^services/builder/internal/(exec|sandbox|snapshot|server)(/|$)`},
 	{why: "the context is received in buildctx, which knows nothing of how builds run",
-		from: `^services/builder/internal/buildctx(/|$)`, to: `^services/builder/internal/(build|plan|exec|copy|server)(/|$)`},
+		from: `^services/builder/internal/buildctx(/|$)`, to: `^services/builder/internal/(build|plan|exec|copier|server)(/|$)`},
 }
 
 func TestImportRules(t *testing.T) {

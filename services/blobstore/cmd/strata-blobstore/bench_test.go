@@ -52,7 +52,12 @@ type blobSide struct {
 // flight, in order. It does so twice for uploads: with unsigned payloads
 // (the blob store's default) and with every part signed (streaming SigV4,
 // --s3-sign-payload) on both sides. GETs carry no payload, so a download
-// is the same either way and is measured once. Each run times Strata and
+// is the same either way and is measured once. The blob store checks a
+// whole blob it serves against its digest (SHA-256 of every byte, a
+// DATA_LOSS error when they differ), which a bare ranged GET does not: the
+// download is compared with minio-go as it is and, like for like, with
+// minio-go hashing what it reads and checking the digest too, both timed
+// in the same run. Each run times Strata and
 // minio-go back to back, in alternating order; ratios are the medians of
 // the runs' ratios. It reports the blob store's peak RSS during uploads
 // and downloads, and CPU time per GiB. Targets (issue 19): ratios of 0.9
@@ -71,7 +76,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 
 	type series struct{ direct, strata, directCPU, strataCPU []time.Duration }
 	var up = map[bool]*series{false: {}, true: {}}
-	var down series
+	var down, downChecked series
 	peak := map[string]int64{}
 	runs := 0
 	for b.Loop() {
@@ -95,12 +100,17 @@ func BenchmarkBlobTransfer(b *testing.B) {
 				})
 		}
 		pair(directFirst,
-			func() { measure(b, &down.direct, &down.directCPU, 0, func() { unsigned.getDirect(b, size) }) },
+			func() {
+				measure(b, &down.direct, &down.directCPU, 0, func() { unsigned.getDirect(b, size, "") })
+				measure(b, &downChecked.direct, &downChecked.directCPU, 0, func() { unsigned.getDirect(b, size, d) })
+			},
 			func() {
 				resetHWM(b, unsigned.proc)
 				measure(b, &down.strata, &down.strataCPU, unsigned.proc.Cmd.Process.Pid, func() { unsigned.getStrata(b, d, size) })
 				peak["download"] = max(peak["download"], vmHWM(b, unsigned.proc))
 			})
+		// One Strata download, compared with both of minio-go's.
+		downChecked.strata, downChecked.strataCPU = down.strata, down.strataCPU
 	}
 
 	mib := float64(size) / (1 << 20)
@@ -115,6 +125,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	const strataDid = "gRPC stream to strata-blobstore, which SHA-256s every byte to check the digest, then S3 parts of 8 MiB, 4 at once"
 	const unsignedDid = "; UNSIGNED-PAYLOAD"
 	const signedDid = "; streaming SigV4 (SHA-256 per 64 KiB chunk), checked by versitygw"
+	const strataDownDid = "strata-blobstore reads 8 MiB ranged GETs, 4 in flight, in order, into a gRPC stream; SHA-256 of every byte, checked against the digest (DATA_LOSS otherwise)"
 	rows := []struct {
 		name, strataDid, peerDid string
 		s                        *series
@@ -122,8 +133,9 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	}{
 		{"upload, unsigned payload", strataDid + unsignedDid, "PutObject of the file, parts of 8 MiB, 4 at once, no hash" + unsignedDid, up[false], false},
 		{"upload, signed payload", strataDid + signedDid, "PutObject of the file, parts of 8 MiB, 4 at once" + signedDid, up[true], false},
-		{"download", "strata-blobstore reads 8 MiB ranged GETs, 4 in flight, in order, into a gRPC stream; no hash",
-			"8 MiB ranged GETs (Core.GetObject), 4 in flight, in order; no hash", &down, true},
+		{"download", strataDownDid, "8 MiB ranged GETs (Core.GetObject), 4 in flight, in order; no hash", &down, true},
+		{"download, digest checked on both sides", strataDownDid,
+			"8 MiB ranged GETs (Core.GetObject), 4 in flight, in order; SHA-256 of every byte, checked against the digest", &downChecked, true},
 	}
 	what := fmt.Sprintf("%d MiB blob", size>>20)
 	if size == 1<<30 {
@@ -221,8 +233,10 @@ func (s *blobSide) putStrata(b *testing.B, file string, d digest.Digest, size in
 }
 
 // getDirect reads the object as the blob store reads a blob: ranged GETs
-// of partSize, concurrency of them in flight, delivered in order.
-func (s *blobSide) getDirect(b *testing.B, size int64) {
+// of partSize, concurrency of them in flight, delivered in order. With a
+// digest d, it hashes the bytes in order, as they are delivered, and fails
+// when they do not match, as the blob store checks a whole blob it serves.
+func (s *blobSide) getDirect(b *testing.B, size int64, d digest.Digest) {
 	ctx := context.Background()
 	core := minio.Core{Client: s.mc}
 	type part struct {
@@ -259,19 +273,27 @@ func (s *blobSide) getDirect(b *testing.B, size int64) {
 	}()
 	var n int64
 	var failed error
+	var sink io.Writer = io.Discard
+	h := sha256.New()
+	if d != "" {
+		sink = h
+	}
 	for f := range queue {
 		p := <-f
 		if p.err != nil && failed == nil {
 			failed = p.err
 		}
 		if p.buf != nil {
-			w, _ := io.Discard.Write(p.buf)
+			w, _ := sink.Write(p.buf)
 			n += int64(w)
 			free <- p.buf[:cap(p.buf)]
 		}
 	}
 	if failed != nil || n != size {
 		b.Fatalf("ranged GETs: %d bytes, %v", n, failed)
+	}
+	if got := digest.NewDigest(digest.SHA256, h); d != "" && got != d {
+		b.Fatalf("ranged GETs: the bytes hash to %s, want %s", got, d)
 	}
 }
 

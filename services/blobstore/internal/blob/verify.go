@@ -59,6 +59,20 @@ func (r *verifiedReader) Read(p []byte) (int, error) {
 
 func (r *verifiedReader) Close() error { return r.rc.Close() }
 
+// Unverified returns the reader under a reader Verified made, and the
+// digest and size it checks against; ok is false for any other reader. It
+// is for a caller that hashes the bytes itself, beside its other work, and
+// fails with Damaged when they are not the blob's, as the Verified reader
+// would have: the blob store's Read hashes while it sends. Close the
+// reader Verified returned, not this one.
+func Unverified(rc io.Reader) (r io.Reader, d digest.Digest, size int64, ok bool) {
+	v, ok := rc.(*verifiedReader)
+	if !ok || v.n != 0 {
+		return rc, "", 0, false
+	}
+	return v.rc, v.d, v.size, true
+}
+
 // Check reads the whole blob d from s and reports what it found: its
 // description when its bytes are intact, ErrDataLoss when they are not,
 // ErrNotFound when it is not stored, and the storage's error when it could

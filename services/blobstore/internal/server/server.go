@@ -232,12 +232,23 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 		return s.backend("read", err)
 	}
 	defer rc.Close()
+	// A whole blob's bytes are checked against its digest (blob.Verified).
+	// The hash, the biggest cost per byte of a read, runs in a goroutine of
+	// its own beside the reading and the sending rather than inside the
+	// backend's reader, in turn with them; the stream still ends with
+	// DATA_LOSS, after the last bytes, when they are not the blob's.
+	src := io.Reader(rc)
+	var check *hashCheck
+	if r, vd, size, ok := blob.Unverified(rc); ok {
+		src, check = r, newHashCheck(vd, size)
+		defer check.stop()
+	}
 	// A reader goroutine fills the next chunks while this one sends, so that
 	// the backend and the client are both kept busy.
 	chunks := make(chan chunk, readAhead)
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go s.readChunks(rctx, rc, chunks)
+	go s.readChunks(rctx, src, chunks)
 	offset, first := req.GetOffset(), true
 	for c := range chunks {
 		if c.err != nil {
@@ -249,8 +260,12 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 				resp.Size = info.Size
 			}
 			// gRPC writes the chunk out from its buffer, which goes back
-			// to the pool once it is on the wire.
+			// to the pool once it is on the wire and hashed.
 			data := mem.BufferSlice{s.bufs.Buffer(c.buf, n)}
+			if check != nil && n > 0 {
+				data[0].Ref()
+				check.add(data[0])
+			}
 			err := stream.SendMsg(&blobwire.Bulk{Msg: resp, Data: data})
 			data.Free()
 			offset += int64(n)
@@ -265,10 +280,65 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 			s.bufs.Put(c.buf)
 		}
 	}
+	if check != nil {
+		if err := check.result(); err != nil {
+			return s.backend("read", fmt.Errorf("reading %s at %d: %w", d, offset, err))
+		}
+	}
 	if s.metrics != nil {
 		s.metrics.downloadDuration.Observe(time.Since(start).Seconds())
 	}
 	return nil
+}
+
+// hashCheck hashes a whole blob's bytes, handed to it in order, in a
+// goroutine of its own, and checks them against the blob's digest and size.
+type hashCheck struct {
+	in   chan mem.Buffer
+	done chan error
+}
+
+// hashAhead is how many chunks may wait to be hashed: the sending stops
+// when the hash falls that far behind.
+const hashAhead = 4
+
+func newHashCheck(d digest.Digest, size int64) *hashCheck {
+	in, done := make(chan mem.Buffer, hashAhead), make(chan error, 1)
+	go func() {
+		h := d.Algorithm().Hash()
+		var n int64
+		for b := range in {
+			h.Write(b.ReadOnlyData())
+			n += int64(b.Len())
+			b.Free()
+		}
+		var err error
+		if actual := digest.NewDigest(d.Algorithm(), h); n != size || actual != d {
+			err = blob.Damaged(d, size, n, actual)
+		}
+		done <- err
+	}()
+	return &hashCheck{in: in, done: done}
+}
+
+// add hands over the next bytes and the caller's reference to them.
+func (c *hashCheck) add(b mem.Buffer) { c.in <- b }
+
+// result waits for the hash of every byte handed over and reports
+// ErrDataLoss when they are not the blob's.
+func (c *hashCheck) result() error {
+	close(c.in)
+	c.in = nil
+	return <-c.done
+}
+
+// stop ends the hashing of a read that ended early, freeing what waits.
+func (c *hashCheck) stop() {
+	if c.in != nil {
+		close(c.in)
+		c.in = nil
+		<-c.done
+	}
 }
 
 // readAhead is how many chunks a Read holds ready beyond the one it sends.

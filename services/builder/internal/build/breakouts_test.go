@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	planexec "github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/layer/layertest"
@@ -166,7 +167,7 @@ func (e *env) importLayers(ref string, tars ...[]byte) {
 	cfg := &image.Config{Architecture: "amd64", OS: "linux", Created: time.Unix(1, 0).UTC(), RootFS: image.RootFS{Type: "layers"}}
 	var layers []image.Layer
 	for _, b := range tars {
-		w, _ := e.blobs.writer(context.Background(), layer.MediaTypeGzip)
+		w, _ := e.blobs.Writer(context.Background(), layer.MediaTypeGzip)
 		d, err := layer.Write(context.Background(), w, bytes.NewReader(b))
 		if err != nil {
 			e.t.Fatal(err)
@@ -214,7 +215,7 @@ func (e *env) imageTree(img *image.Image) layertest.Tree {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := SnapshotStore(snaps, e.blobs).Mount(context.Background(), img.Layers(), MountOptions{})
+	m, err := planexec.SnapshotStore(snaps, e.blobs).Mount(context.Background(), img.Layers(), planexec.MountOptions{})
 	if err != nil {
 		t.Fatalf("mounting the image: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
@@ -41,13 +42,13 @@ type env struct {
 // effect. The RUN steps themselves are tested against real runc in the
 // integration tests.
 type fakeSandbox struct {
-	runs []Process
+	runs []exec.Process
 	code int
 }
 
 func (f *fakeSandbox) Admit(builderv1.NetworkMode, *builderv1.RunResources) error { return nil }
 
-func (f *fakeSandbox) Run(_ context.Context, p Process) (int, error) {
+func (f *fakeSandbox) Run(_ context.Context, p exec.Process) (int, error) {
 	f.runs = append(f.runs, p)
 	if len(p.Args) > 0 && strings.HasPrefix(p.Args[len(p.Args)-1], "touch ") {
 		name := strings.TrimPrefix(p.Args[len(p.Args)-1], "touch ")
@@ -83,8 +84,8 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, blobs: newMemBlobs(), index: newMemIndex(), store: store, snaps: snaps, sandbox: &fakeSandbox{}}
 	e.images = image.NewStore(e.blobs, e.index)
 	e.b = &Builder{
-		Images: e.images, Index: e.index, Snapshots: SnapshotStore(snaps, e.blobs), Sandbox: e.sandbox,
-		Layers: LayerWriter(e.blobs.writer), Contexts: store,
+		Images: e.images, Snapshots: exec.SnapshotStore(snaps, e.blobs), Sandbox: e.sandbox,
+		Layers: exec.LayerWriter(e.blobs), Contexts: store,
 	}
 	return e
 }
@@ -116,7 +117,7 @@ func (e *env) importBase(ref string, files []tarFile) {
 		io.WriteString(tw, f.body)
 	}
 	tw.Close()
-	w, _ := e.blobs.writer(context.Background(), layer.MediaTypeGzip)
+	w, _ := e.blobs.Writer(context.Background(), layer.MediaTypeGzip)
 	d, err := layer.Write(context.Background(), w, &buf)
 	if err != nil {
 		e.t.Fatal(err)
@@ -336,7 +337,7 @@ func TestMetadataStepsRecordDockerHistoryAndCache(t *testing.T) {
 	if diff := cmp.Diff([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "NGINX_VERSION=1.17.4"}, cfg.Config.Env); diff != "" {
 		t.Errorf("Env (-want +got):\n%s", diff)
 	}
-	if got := cfg.ContainerConfig.Cmd; !cmp.Equal(got, []string{"/bin/sh", "-c", "#(nop) ", `CMD ["nginx" "-g" "daemon off;"]`}) {
+	if got := []string(cfg.ContainerConfig.Cmd); !cmp.Equal(got, []string{"/bin/sh", "-c", "#(nop) ", `CMD ["nginx" "-g" "daemon off;"]`}) {
 		t.Errorf("ContainerConfig.Cmd = %q", got)
 	}
 	parent := img.Record.GetParent()

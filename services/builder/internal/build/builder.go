@@ -3,54 +3,42 @@
 // Docker writes them — with a cache keyed on content that every builder
 // replica shares through the metadata service.
 //
-// A build has two phases. Planning parses the Dockerfile, resolves base
-// images, expands every instruction and computes every step's cache key, so
-// that one LookupCacheRecords call serves the whole build. Execution then
-// walks the steps: a cached step costs nothing; any other runs (RUN in the
-// sandbox over a snapshot of its parent's layers, COPY and ADD into one),
-// its changes become a layer streamed into the blob store, and its image
-// and cache record are stored.
+// A build is a pipeline, one package an arrow: internal/dockerfile parses
+// the Dockerfile into instructions; internal/plan works out the plan
+// (base images resolved, every instruction expanded, every step's cache
+// key), so that one cache lookup serves the whole build; internal/exec
+// runs the plan (COPY and ADD through internal/copier). This package wires
+// them to the builder's services, looks the keys up and tags the result.
 package build
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
-	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
 	"github.com/strata-build/strata/services/builder/internal/egress"
+	"github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
-// Images reads and records images (internal/image's Store).
+// Images is what a build needs of the metadata service (image.Store is
+// it): what running a plan needs, and tags and cache lookups.
 type Images interface {
-	// Get returns an image by reference or ID; ErrNotFound when unknown.
-	Get(ctx context.Context, ref string) (*image.Image, error)
-	// Put records an image with its tags.
-	Put(ctx context.Context, n image.New) (*metadatav1.Image, error)
-}
-
-// Index is the part of the metadata service a build uses besides images:
-// the shared cache records, and tags for a build whose result was cached.
-type Index interface {
-	LookupCacheRecords(ctx context.Context, in *metadatav1.LookupCacheRecordsRequest, opts ...grpc.CallOption) (*metadatav1.LookupCacheRecordsResponse, error)
-	PutCacheRecord(ctx context.Context, in *metadatav1.PutCacheRecordRequest, opts ...grpc.CallOption) (*metadatav1.PutCacheRecordResponse, error)
-	TagImage(ctx context.Context, in *metadatav1.TagImageRequest, opts ...grpc.CallOption) (*metadatav1.TagImageResponse, error)
+	exec.Images
+	// Tag points target at the image source and returns the tag recorded.
+	Tag(ctx context.Context, source, target string) (string, error)
+	// CacheRecords returns the image IDs of the keys that have a record.
+	CacheRecords(ctx context.Context, keys []digest.Digest) (map[digest.Digest]string, error)
 }
 
 // Puller fetches an image that is not held locally from its registry.
@@ -60,97 +48,14 @@ type Puller interface {
 	Pull(ctx context.Context, ref string) (*image.Image, error)
 }
 
-// Mount is a writable root filesystem over an image's layers.
-type Mount interface {
-	// Root is the merged directory the step works in.
-	Root() string
-	// Upper is the directory that collects the step's changes.
-	Upper() string
-	// Commit keeps the upper directory as the snapshot of the layer it
-	// holds (l's diff ID and size), so later steps mount it without
-	// unpacking, and returns it pinned until released.
-	Commit(ctx context.Context, l image.Layer) (Snapshot, error)
-	// Release unmounts and removes what was not committed.
-	Release() error
-}
-
-// Snapshot is a committed layer directory, kept from eviction until
-// released.
-type Snapshot interface {
-	// Dir holds the layer's files in overlay form (what Layers reads).
-	Dir() string
-	Release()
-}
-
-// Snapshots mounts root filesystems over layers.
-type Snapshots interface {
-	// Mount returns a writable root filesystem over layers (bottom first),
-	// unpacking the layers it does not hold: from opts.Tars when it has the
-	// layer's diff ID, from its blob otherwise.
-	Mount(ctx context.Context, layers []image.Layer, opts MountOptions) (Mount, error)
-}
-
-// MountOptions say how to mount a step.
-type MountOptions struct {
-	// Init puts Docker's init layer (the mount points of a container)
-	// between the layers and the upper directory, so they never show up in
-	// the step's diff.
-	Init bool
-	// Tars produce, by diff ID, layers this build made without a directory
-	// (a COPY written straight from the context) whose blobs may not be
-	// stored yet.
-	Tars map[digest.Digest]TarSource
-}
-
-// TarSource writes a layer's uncompressed tar to w, the same bytes at every
-// call.
-type TarSource func(ctx context.Context, w io.Writer) error
-
-// Process is a RUN step's process.
-type Process struct {
-	Root     string
-	Args     []string
-	Env      []string
-	Cwd      string
-	User     string
-	Hostname string
-	Network  builderv1.NetworkMode
-	// Resources are the build's limits (nil: the sandbox's defaults).
-	Resources *builderv1.RunResources
-	Stdout    io.Writer
-	Stderr    io.Writer
-}
-
-// Sandbox runs RUN steps.
-type Sandbox interface {
-	// Admit refuses, before a build runs anything, a network or limits
-	// the sandbox does not allow, with an error naming the flag.
-	Admit(network builderv1.NetworkMode, res *builderv1.RunResources) error
-	// Run runs the process to its end and returns its exit code; the
-	// process is killed when ctx ends. A process the sandbox stopped at a
-	// limit is an error saying which.
-	Run(ctx context.Context, p Process) (int, error)
-}
-
-// Layers turns layer tars (the changes of an upper directory or a committed
-// snapshot, see DirTar, or a tar written from elsewhere) into layers.
-type Layers interface {
-	// DiffID returns the layer's diff ID and Docker's diff size, without
-	// storing anything.
-	DiffID(ctx context.Context, src TarSource) (image.Layer, error)
-	// Store compresses the layer and stores its blob in the blob store.
-	Store(ctx context.Context, src TarSource) (image.Layer, error)
-}
-
 // Builder runs builds. Its fields are its dependencies; all are required
 // but Puller.
 type Builder struct {
 	Images    Images
-	Index     Index
 	Puller    Puller
-	Snapshots Snapshots
-	Sandbox   Sandbox
-	Layers    Layers
+	Snapshots exec.Snapshots
+	Sandbox   exec.Sandbox
+	Layers    exec.Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
 	// Archives bounds the decompression of ADD's local archives, as layers
@@ -167,6 +72,9 @@ type Builder struct {
 	// RejectedCacheRecords, if set, counts the cache records ignored
 	// because their image is not what the step makes.
 	RejectedCacheRecords prometheus.Counter
+	// Leases, if set, hold each build's blobs against garbage collection
+	// from its start until its image is recorded.
+	Leases Leases
 
 	// copyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
@@ -210,11 +118,16 @@ type Request struct {
 	// ADD call it before reading them, so that a build can start while its
 	// context still streams in. Nil means they are there.
 	ContextContents func(ctx context.Context) error
-	BuildArgs       map[string]string
-	Target          string
-	Labels          map[string]string
-	NoCache         bool
-	Network         builderv1.NetworkMode
+	// BuildArgs are the --build-arg values. One given without a value
+	// arrives with the value of the client's environment, or not at all
+	// when that has none. BuildOptions.build_arg_names, which lists such
+	// args, is read by nothing (so an unset one is never reported unused);
+	// whether the proto keeps it is for the proto's owners.
+	BuildArgs map[string]string
+	Target    string
+	Labels    map[string]string
+	NoCache   bool
+	Network   builderv1.NetworkMode
 	// Resources limit each RUN step; nil means the sandbox's defaults.
 	Resources *builderv1.RunResources
 	Tags      []string
@@ -227,19 +140,14 @@ type Result struct {
 	Tags           []string
 }
 
-// Events receives a build's progress.
-type Events func(*builderv1.BuildEvent)
-
 // Build runs a build. It returns INVALID_ARGUMENT errors naming the
 // Dockerfile line for bad Dockerfiles and failed RUN steps. A failed build
-// records no tag; the step images made before the failure stay, as Docker
-// keeps them, for the cache.
-func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Result, error) {
+// records nothing: no image, no cache record, no tag (the step images are
+// recorded only once every step succeeded).
+func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (*Result, error) {
 	t0 := time.Now()
-	if b.Sandbox != nil {
-		if err := b.Sandbox.Admit(req.Network, req.Resources); err != nil {
-			return nil, err
-		}
+	if err := b.Sandbox.Admit(req.Network, req.Resources); err != nil {
+		return nil, err
 	}
 	df, err := dockerfile.Parse(req.Dockerfile)
 	if err != nil {
@@ -253,8 +161,27 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	for _, w := range df.Warnings {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w.Message, Line: int32(w.Line)}}})
 	}
-	p := &planner{b: b, req: req, df: df, args: dockerfile.NewBuildArgs(req.BuildArgs), maxConfigBytes: limits.MaxConfigBytes}
-	pl, err := p.plan(ctx)
+	images, layers := b.Images, exec.Layers(b.Layers)
+	if b.Leases != nil {
+		// From before the first image is read or blob stored until the
+		// image and its tags are recorded.
+		l, err := b.Leases.Start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := l.Release(context.WithoutCancel(ctx)); err != nil && b.Log != nil {
+				b.Log.WarnContext(ctx, "releasing a build's lease (it expires on its own)", "error", err)
+			}
+		}()
+		h := leased{Images: b.Images, layers: b.Layers, lease: l}
+		images, layers = h, h
+	}
+	pl, err := plan.Make(ctx, plan.Input{
+		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
+		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: planImages{b, images},
+		Network: keyNetwork(req.Network),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -269,82 +196,96 @@ func (b *Builder) Build(ctx context.Context, req *Request, events Events) (*Resu
 	// Layer uploads run in the background; a failed build stops them.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &run{b: b, req: req, pl: pl, hits: hits, events: events, results: map[*stagePlan]current{}}
-	finalID, manifest, err := r.all(ctx)
+	finalID, manifest, err := exec.Run(ctx, b.deps(images, layers), pl, exec.Options{
+		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
+	}, events)
 	if err != nil {
 		return nil, err
 	}
 	tRun := time.Now()
-	for _, w := range pl.warns {
+	for _, w := range pl.Warnings {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w}}})
 	}
 	res := &Result{ImageID: finalID, ManifestDigest: string(manifest)}
 	for _, t := range req.Tags {
-		resp, err := b.Index.TagImage(ctx, &metadatav1.TagImageRequest{Source: res.ImageID, Target: t})
+		tag, err := images.Tag(ctx, res.ImageID, t)
 		if err != nil {
 			return nil, fmt.Errorf("tagging %s: %w", t, err)
 		}
-		res.Tags = append(res.Tags, resp.GetTag())
+		res.Tags = append(res.Tags, tag)
 	}
 	if b.Log != nil {
-		b.Log.InfoContext(ctx, "build finished", "image", res.ImageID, "steps", pl.total, "cached", len(hits),
+		b.Log.InfoContext(ctx, "build finished", "image", res.ImageID, "steps", pl.Total, "cached", len(hits),
 			"plan", tPlan.Sub(t0), "lookup", tLookup.Sub(tPlan), "run", tRun.Sub(tLookup), "tag", time.Since(tRun))
 	}
 	return res, nil
 }
 
 // lookup asks the metadata service for every key of the plan at once.
-func (b *Builder) lookup(ctx context.Context, pl *plan) (map[digest.Digest]string, error) {
-	var keys []string
-	for _, sp := range pl.stages {
-		for _, st := range sp.steps {
-			keys = append(keys, string(st.key))
+func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]string, error) {
+	var keys []digest.Digest
+	for _, sp := range pl.Stages {
+		for _, st := range sp.Steps {
+			keys = append(keys, st.Key)
 		}
 	}
-	hits := map[digest.Digest]string{}
-	if len(keys) == 0 {
-		return hits, nil
-	}
-	resp, err := b.Index.LookupCacheRecords(ctx, &metadatav1.LookupCacheRecordsRequest{Keys: keys})
+	hits, err := b.Images.CacheRecords(ctx, keys)
 	if err != nil {
 		return nil, fmt.Errorf("looking up the build cache: %w", err)
-	}
-	for _, r := range resp.GetRecords() {
-		hits[digest.Digest(r.GetKey())] = r.GetImageId()
 	}
 	return hits, nil
 }
 
-// resolveImage finds a base image: held locally, or pulled.
-func (b *Builder) resolveImage(ctx context.Context, ref string) (*image.Image, error) {
-	img, err := b.Images.Get(ctx, ref)
+// keyNetwork is the name the RUN steps' cache keys give the build's
+// network: none for the default bridge, so their keys are those of every
+// build before the network was keyed.
+func keyNetwork(m builderv1.NetworkMode) string {
+	switch m {
+	case builderv1.NetworkMode_NETWORK_MODE_NONE:
+		return "none"
+	case builderv1.NetworkMode_NETWORK_MODE_HOST:
+		return "host"
+	}
+	return ""
+}
+
+// planImages gives the planner the build's images and the builder's
+// downloads.
+type planImages struct {
+	b      *Builder
+	images Images
+}
+
+func (p planImages) Resolve(ctx context.Context, ref string) (*image.Image, error) {
+	return p.b.resolveImage(ctx, p.images, ref)
+}
+
+func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, error) {
+	return p.b.fetchURL(ctx, url)
+}
+
+// deps are what running a plan takes of the builder, with the build's
+// images and layers.
+func (b *Builder) deps(images exec.Images, layers exec.Layers) exec.Deps {
+	return exec.Deps{
+		Images: images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: layers, Contexts: b.Contexts,
+		Archives: b.Archives, Log: b.Log, RejectedCacheRecords: b.RejectedCacheRecords, CopyIntoMounts: b.copyIntoMounts,
+	}
+}
+
+// resolveImage finds a base image: held locally, or pulled. It reads it
+// through images, the build's, which hold its blobs.
+func (b *Builder) resolveImage(ctx context.Context, images Images, ref string) (*image.Image, error) {
+	img, err := images.Get(ctx, ref)
 	if err == nil || !errdefs.IsNotFound(err) || b.Puller == nil {
 		if errdefs.IsNotFound(err) {
 			return nil, errdefs.NotFound("image %s not found locally and no registry to pull it from", ref)
 		}
 		return img, err
 	}
-	return b.Puller.Pull(ctx, ref)
-}
-
-func kindOf(err error) error {
-	var e *errdefs.Error
-	if errors.As(err, &e) {
-		return e.Kind()
+	pulled, err := b.Puller.Pull(ctx, ref)
+	if err != nil {
+		return nil, err
 	}
-	return errdefs.ErrInternal
-}
-
-func containerID() string {
-	var b [32]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-func done(number int, id string, d time.Duration, l *image.Layer) *builderv1.BuildEvent {
-	ev := &builderv1.StepDone{ImageId: id, Duration: durationpb.New(d), EmptyLayer: l == nil}
-	if l != nil {
-		ev.LayerSize, ev.LayerBlobSize = l.DiffSize, l.Blob.Size
-	}
-	return &builderv1.BuildEvent{Step: int32(number), Event: &builderv1.BuildEvent_Done{Done: ev}}
+	return images.Get(ctx, string(pulled.ID()))
 }

@@ -13,19 +13,24 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
 
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
-// layerListing lists a layer blob's entries as "name type mode uid:gid
-// content link mtime", leaving out what may differ between a COPY written
-// from the context and one copied into a mount: directories' mtimes, and
-// the opaque markers overlay puts on directories it creates where nothing
-// was (both mean the same).
+// layerListing lists a layer blob's entries, one line each: every field
+// of the tar header and the content's digest. It leaves out what differs,
+// by design, between a COPY written from the context and one copied into
+// a mount: directories' mtimes (the mount's are the time files were
+// created in them), and the opaque markers overlay puts on directories it
+// creates where nothing was (both mean the same).
 func (e *env) layerListing(l image.Layer) []string {
 	e.t.Helper()
 	rc, err := e.blobs.Open(context.Background(), l.Blob.Digest)
@@ -51,17 +56,10 @@ func (e *env) layerListing(l image.Layer) []string {
 		}
 		b, _ := io.ReadAll(tr)
 		sum := sha256.Sum256(b)
-		v := fmt.Sprintf("%s %c %04o %d:%d", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid)
-		switch h.Typeflag {
-		case tar.TypeReg:
-			v += " " + hex.EncodeToString(sum[:6])
-		case tar.TypeSymlink:
-			v += " -> " + h.Linkname
+		if h.Typeflag == tar.TypeDir {
+			h.ModTime = time.Time{}
 		}
-		if h.Typeflag != tar.TypeDir {
-			v += fmt.Sprintf(" @%d", h.ModTime.Unix())
-		}
-		out = append(out, v)
+		out = append(out, fmt.Sprintf("%+v %s", *h, hex.EncodeToString(sum[:])))
 	}
 	return out
 }
@@ -126,36 +124,82 @@ func TestCopyFromContextMakesTheLayerCopyingWould(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var listings [2][][]string
-			var sizes [2][]int64
-			for i, general := range []bool{true, false} {
-				e := newEnv(t)
-				e.b.copyIntoMounts = general
-				e.importBase("busybox:latest", base)
-				res, _ := e.mustBuild(tc.df, e.context(files))
-				img := e.image(res.ImageID)
-				layers := img.Layers()
+			buildBothWays(t, base, files, tc.df, func(e *env, general bool, layers []image.Layer) {
 				if len(layers) != len(tc.unpacked) {
 					t.Fatalf("%d layers, want %d", len(layers), len(tc.unpacked))
 				}
-				for j, l := range layers {
-					listings[i] = append(listings[i], e.layerListing(l))
-					sizes[i] = append(sizes[i], l.DiffSize)
-					if j == 0 {
-						continue
-					}
-					if want := general || tc.unpacked[j]; e.unpacked(l, layers[:j]) != want {
+				for j := 1; j < len(layers); j++ {
+					if want := general || tc.unpacked[j]; e.unpacked(layers[j], layers[:j]) != want {
 						t.Errorf("layer %d unpacked = %v, want %v", j, !want, want)
 					}
 				}
-			}
-			if diff := cmp.Diff(listings[0], listings[1]); diff != "" {
-				t.Errorf("layers (-copied into the mount +written from the context):\n%s", diff)
-			}
-			if !slices.Equal(sizes[0], sizes[1]) {
-				t.Errorf("diff sizes %v copied into the mount, %v written from the context", sizes[0], sizes[1])
-			}
+			})
 		})
+	}
+}
+
+// buildBothWays builds df over base with the context files twice, every
+// COPY copied into its mount and then written from the context where it
+// can be, and fails unless both make the same layers (see layerListing).
+// check, if not nil, looks at each build's layers.
+func buildBothWays(t *testing.T, base []tarFile, files []ctxFile, df string, check func(e *env, general bool, layers []image.Layer)) {
+	t.Helper()
+	var listings [2][][]string
+	var sizes [2][]int64
+	for i, general := range []bool{true, false} {
+		e := newEnv(t)
+		e.b.copyIntoMounts = general
+		e.importBase("busybox:latest", base)
+		res, _, err := e.build(df, e.context(files))
+		if err != nil {
+			t.Fatalf("build (every COPY into its mount: %v): %v", general, err)
+		}
+		layers := e.image(res.ImageID).Layers()
+		for _, l := range layers {
+			listings[i] = append(listings[i], e.layerListing(l))
+			sizes[i] = append(sizes[i], l.DiffSize)
+		}
+		if check != nil {
+			check(e, general, layers)
+		}
+	}
+	if diff := cmp.Diff(listings[0], listings[1]); diff != "" {
+		t.Errorf("layers (-copied into the mount +written from the context):\n%s", diff)
+	}
+	if !slices.Equal(sizes[0], sizes[1]) {
+		t.Errorf("diff sizes %v copied into the mount, %v written from the context", sizes[0], sizes[1])
+	}
+}
+
+// A COPY the context-store fast path cannot write takes the general path:
+// the build succeeds, and its layers are those copying into the mount
+// makes. (The fast path's "cannot be written from the context alone" once
+// reached clients as UNKNOWN for some of these.)
+func TestCopyFastPathFallsBackToTheGeneralPath(t *testing.T) {
+	base := append(busyboxLike(),
+		tarFile{name: "etc/conf.d/", dir: true, mode: 0o750},
+		tarFile{name: "etc/conf.d/old", body: "old\n", mode: 0o640},
+	)
+	files := []ctxFile{
+		{path: "Dockerfile", body: "x", mtime: 1_600_000_000_000_000_000},
+		{path: "foo", body: "foo\n", mtime: 1_600_000_001_000_000_000},
+		{path: "bar", body: "bar\n", mtime: 1_600_000_002_000_000_000},
+		{path: "a b.txt", body: "spaces\n", mtime: 1_600_000_003_000_000_000},
+		{path: "dir", dir: true, mode: 0o755, mtime: 1_600_000_004_000_000_000},
+		{path: "dir/x", body: "x\n", mtime: 1_600_000_005_000_000_000},
+	}
+	cases := []struct{ name, df string }{
+		{"into an existing directory", "FROM busybox\nCOPY foo /etc/\nCOPY dir /etc/conf.d/\n"},
+		{"several sources into one directory", "FROM busybox\nCOPY foo bar /etc/\nCOPY foo bar dir /new/\n"},
+		{"variable sources", "FROM busybox\nARG SRC=foo\nENV DST=/srv/\nCOPY $SRC ${DST}\nCOPY ${SRC} bar $DST\n"},
+		{"the Dockerfile", "FROM busybox\nCOPY Dockerfile /\nCOPY Dockerfile /etc/\n"},
+		{"into the WORKDIR", "FROM busybox\nWORKDIR /app\nCOPY foo ./\nCOPY bar .\nCOPY dir ./\n"},
+		{"into an existing WORKDIR", "FROM busybox\nWORKDIR /etc\nCOPY foo ./\nCOPY dir .\n"},
+		{"JSON sources with spaces", "FROM busybox\nCOPY [\"a b.txt\", \"/x/\"]\nCOPY [\"a b.txt\", \"foo\", \"/etc/\"]\n"},
+		{"twice to the same place", "FROM busybox\nCOPY foo /srv/\nCOPY foo /srv/\nCOPY dir /srv/\nCOPY dir /srv/\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { buildBothWays(t, base, files, tc.df, nil) })
 	}
 }
 
@@ -174,5 +218,21 @@ func TestLaterStepsSeeACopyWrittenFromTheContext(t *testing.T) {
 	}
 	if len(e.sandbox.runs) != 1 {
 		t.Fatalf("%d RUN steps ran, want 1", len(e.sandbox.runs))
+	}
+}
+
+// A COPY the fast path fails at (here: content missing from the context
+// store) takes the general path too, whose error names the line and the
+// source, with the error's own kind.
+func TestCopyFastPathFailureFallsBack(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c, err := buildctx.New([]*builderv1.FileEntry{{Path: "ghost", Mode: buildctx.UnixMode(0o644), Size: 5, Digest: string(digest.FromString("ghost"))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = e.build("FROM busybox\nCOPY ghost /srv/\n", c)
+	if !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "Dockerfile:2: COPY ghost: ") {
+		t.Errorf("build = %v, want NOT_FOUND naming Dockerfile:2 and COPY ghost", err)
 	}
 }

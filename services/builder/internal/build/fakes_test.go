@@ -49,7 +49,7 @@ func (m *memBlobs) Open(_ context.Context, d digest.Digest) (io.ReadCloser, erro
 	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
-func (m *memBlobs) writer(context.Context, string) (layer.BlobWriter, error) {
+func (m *memBlobs) Writer(context.Context, string) (layer.BlobWriter, error) {
 	return &memWriter{m: m}, nil
 }
 
@@ -149,6 +149,13 @@ func (m *memIndex) PutCacheRecord(_ context.Context, in *metadatav1.PutCacheReco
 	defer m.mu.Unlock()
 	if _, ok := m.images[in.GetRecord().GetImageId()]; !ok {
 		return nil, errdefs.FailedPrecondition("image %s unknown", in.GetRecord().GetImageId())
+	}
+	// As the metadata service: the first writer wins, unless the record
+	// names the image of the one it replaces.
+	if old, ok := m.records[in.GetRecord().GetKey()]; ok && old.GetImageId() != in.GetRecord().GetImageId() && old.GetImageId() != in.GetReplacesImageId() {
+		if _, live := m.images[old.GetImageId()]; live {
+			return &metadatav1.PutCacheRecordResponse{Record: old}, nil
+		}
 	}
 	m.records[in.GetRecord().GetKey()] = in.GetRecord()
 	return &metadatav1.PutCacheRecordResponse{Record: in.GetRecord()}, nil

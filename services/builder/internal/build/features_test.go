@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,8 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/dockerfile"
+	"github.com/strata-build/strata/services/builder/internal/exec"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 func TestOnbuildTriggersRunWhenTheImageIsABase(t *testing.T) {
@@ -142,5 +149,54 @@ func TestHugeDockerfilesFailFastInBoundedMemory(t *testing.T) {
 	e.b.Limits = Limits{}
 	if _, _, err := e.build(labelDockerfile(4<<10), nil); err != nil {
 		t.Errorf("a Dockerfile of a few hundred LABEL lines: %v", err)
+	}
+}
+
+// The sandbox runs a RUN step with the hostname of the container the
+// image records.
+func TestRunSeesTheRecordedContainersHostname(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	res, _ := e.mustBuild("FROM busybox\nRUN touch x\n", nil)
+	img := e.image(res.ImageID)
+	if len(e.sandbox.runs) != 1 {
+		t.Fatalf("%d RUN steps ran, want 1", len(e.sandbox.runs))
+	}
+	if got, want := e.sandbox.runs[0].Hostname, img.Config.Container[:12]; got != want {
+		t.Errorf("RUN ran with hostname %q, the image records container %q", got, img.Config.Container)
+	}
+}
+
+// Running a plan does not change it: what a run learns (container IDs, a
+// COPY --from's history row) stays in the run.
+func TestRunLeavesThePlanAsItWas(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c := e.context([]ctxFile{{path: "app", dir: true, mode: 0o755}, {path: "app/x", body: "x\n"}})
+	df, err := dockerfile.Parse([]byte("FROM busybox AS a\nCOPY app /app\nRUN touch /ran\nWORKDIR /w\nENV A=1\n" +
+		"FROM busybox\nCOPY --from=a /app /copied\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := plan.Make(context.Background(), plan.Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: planImages{e.b, e.b.Images}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := json.Marshal(pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := string(pl.Stages[0].Steps[0].Key); !strings.Contains(string(before), key) {
+		t.Fatalf("the plan's JSON does not hold its first key %s: it compares nothing", key)
+	}
+	if _, _, err := exec.Run(context.Background(), e.b.deps(e.b.Images, e.b.Layers), pl, exec.Options{Context: c}, func(*builderv1.BuildEvent) {}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := json.Marshal(pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(before), string(after)); diff != "" {
+		t.Errorf("the plan changed while it ran (-before +after):\n%s", diff)
 	}
 }

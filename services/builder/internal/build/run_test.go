@@ -12,6 +12,7 @@ import (
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
+	planexec "github.com/strata-build/strata/services/builder/internal/exec"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
 )
 
@@ -59,7 +60,7 @@ func newRuncEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close(context.Background()) })
-	e.b.Sandbox = RuncSandbox(r)
+	e.b.Sandbox = planexec.RuncSandbox(r)
 	e.importBase("busybox:latest", busybox(t))
 	return e
 }

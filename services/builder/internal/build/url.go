@@ -38,10 +38,10 @@ func urlClient(p egress.Policy) *http.Client {
 // fetchURL downloads an ADD source into the context store. The file gets
 // the URL's last path element as its name and mode 0600, as Docker gives
 // it; its mtime is the Last-Modified time when the server sends one.
-func (b *Builder) fetchURL(ctx context.Context, raw string) (copyFile, error) {
+func (b *Builder) fetchURL(ctx context.Context, raw string) (*buildctx.Entry, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return copyFile{}, errdefs.InvalidArgument("invalid URL: %v", err)
+		return nil, errdefs.InvalidArgument("invalid URL: %v", err)
 	}
 	timeout := b.DownloadTimeout
 	if timeout <= 0 {
@@ -60,35 +60,35 @@ func (b *Builder) fetchURL(ctx context.Context, raw string) (copyFile, error) {
 	}
 	req, err := http.NewRequestWithContext(dctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return copyFile{}, errdefs.InvalidArgument("invalid URL: %v", err)
+		return nil, errdefs.InvalidArgument("invalid URL: %v", err)
 	}
 	resp, err := urlClient(b.URLPolicy).Do(req)
 	if err != nil {
 		var e *errdefs.Error
 		if errors.As(err, &e) {
-			return copyFile{}, e
+			return nil, e
 		}
-		return copyFile{}, tooLong(errdefs.Unavailable("downloading: %v", err))
+		return nil, tooLong(errdefs.Unavailable("downloading: %v", err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return copyFile{}, errdefs.New(errdefs.ErrFailedPrecondition, "downloading: the server answered %s", resp.Status)
+		return nil, errdefs.New(errdefs.ErrFailedPrecondition, "downloading: the server answered %s", resp.Status)
 	}
 	tmp, err := b.Contexts.NewTempFile()
 	if err != nil {
-		return copyFile{}, err
+		return nil, err
 	}
 	defer tmp.Close()
 	n, err := io.Copy(tmp, io.LimitReader(resp.Body, MaxDownload+1))
 	if err != nil {
-		return copyFile{}, tooLong(errdefs.Unavailable("downloading: %v", err))
+		return nil, tooLong(errdefs.Unavailable("downloading: %v", err))
 	}
 	if n > MaxDownload {
-		return copyFile{}, errdefs.ResourceExhausted("download is larger than %d bytes", MaxDownload)
+		return nil, errdefs.ResourceExhausted("download is larger than %d bytes", MaxDownload)
 	}
 	d, err := tmp.Commit()
 	if err != nil {
-		return copyFile{}, err
+		return nil, err
 	}
 	name := path.Base(u.Path)
 	if name == "/" || name == "." || name == "" {
@@ -98,6 +98,5 @@ func (b *Builder) fetchURL(ctx context.Context, raw string) (copyFile, error) {
 	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
 		mtime = lm
 	}
-	e := &buildctx.Entry{Path: name, Mode: 0o600, Size: n, Digest: d, ModTimeNano: mtime.UnixNano()}
-	return copyFile{src: raw, entry: e, name: name}, nil
+	return &buildctx.Entry{Path: name, Mode: 0o600, Size: n, Digest: d, ModTimeNano: mtime.UnixNano()}, nil
 }

@@ -331,12 +331,16 @@ func (c *Context) Match(pattern string) ([]string, error) {
 	return out, nil
 }
 
-// Ignore removes the entries that .dockerignore patterns exclude, except
-// the paths in keep (the Dockerfile and .dockerignore travel always). The
+// Ignore removes the entries that .dockerignore patterns exclude. The
 // client applies the patterns already; applying them again here means a
 // client that sends excluded files anyway cannot get them into an image.
-// An excluded directory that still holds an entry ("dir" and "!dir/keep")
-// stays as Docker's context tar implies it: mode 0755.
+// The paths in keep (the Dockerfile and .dockerignore) travel always, so
+// that the builder can read them, and the directories above them stay; but
+// when the patterns name them they leave the context too, as Docker's
+// daemon removes them once it has read them (so COPY . leaves them out and
+// editing them misses no cache). Callers read them first. An excluded
+// directory that still holds an entry ("dir" and "!dir/keep") stays as
+// Docker's context tar implies it: mode 0755.
 func (c *Context) Ignore(patterns []string, keep ...string) error {
 	if len(patterns) == 0 {
 		return nil
@@ -350,10 +354,10 @@ func (c *Context) Ignore(patterns []string, keep ...string) error {
 		kept[k] = true
 	}
 	for p := range c.entries {
-		if p == "." || kept[p] {
+		if p == "." {
 			continue
 		}
-		if skip, err := pm.MatchesOrParentMatches(p); err == nil && skip && !c.keepsSomething(p, kept) {
+		if skip, err := pm.MatchesOrParentMatches(p); err == nil && skip && (kept[p] || !c.keepsSomething(p, kept)) {
 			delete(c.entries, p)
 		}
 	}

@@ -1,6 +1,7 @@
 // Package content is the builder's view of the blob store: lib/blobclient
 // behind the small interfaces the builder's packages declare (image.Blobs,
-// transfer.Blobs, layer.BlobWriter), with one policy added — an upload that
+// transfer.Blobs, exec.Blobs; every upload is a layer.BlobWriter), with one
+// policy added — an upload that
 // is not committed is aborted, not left resumable, because a builder never
 // resumes one (a failed layer is produced again from its source).
 package content
@@ -16,7 +17,7 @@ import (
 
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/services/builder/internal/transfer"
+	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
 // Store reads and writes blobs through the blob service.
@@ -34,7 +35,7 @@ func (s *Store) Put(ctx context.Context, desc ocispec.Descriptor, p []byte) erro
 }
 
 // Writer opens an upload whose digest is given at Commit.
-func (s *Store) Writer(ctx context.Context, mediaType string) (transfer.BlobWriter, error) {
+func (s *Store) Writer(ctx context.Context, mediaType string) (layer.BlobWriter, error) {
 	// The caller hashes what it writes and commits with that digest, which
 	// the blob service verifies: the client need not hash it a third time.
 	w, err := s.c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithMediaType(mediaType), blobclient.WithDigestAtCommit())

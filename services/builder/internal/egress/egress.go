@@ -137,12 +137,47 @@ func (p Policy) DialContext(ctx context.Context, network, addr string) (net.Conn
 	return d.DialContext(ctx, network, addr)
 }
 
+// A server the builder downloads from (a registry for FROM and pull, an
+// ADD URL) or pushes to is as hostile as a Dockerfile: left alone, one that
+// accepts a connection and never answers, or stops sending (or reading)
+// halfway, holds the build, and the build's slot, for ever. So a response
+// must start within ResponseHeaderTimeout, and a connection that moves no
+// byte either way for IdleTimeout fails. Both are variables for tests.
+var (
+	ResponseHeaderTimeout = time.Minute
+	IdleTimeout           = 2 * time.Minute
+)
+
+// idleConn fails a read or a write that waits longer than idle for a byte.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c idleConn) Read(b []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(b)
+}
+
+func (c idleConn) Write(b []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(b)
+}
+
 // Transport returns an HTTP transport (http.DefaultTransport's settings,
 // without a proxy, which would connect for it) that dials through the
-// policy.
+// policy, with ResponseHeaderTimeout and IdleTimeout.
 func (p Policy) Transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil
-	t.DialContext = p.DialContext
+	idle := IdleTimeout
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := p.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return idleConn{Conn: c, idle: idle}, nil
+	}
+	t.ResponseHeaderTimeout = ResponseHeaderTimeout
 	return t
 }

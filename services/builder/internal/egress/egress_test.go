@@ -3,10 +3,13 @@ package egress
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
 )
@@ -96,5 +99,67 @@ func TestDialChecksTheResolvedAddress(t *testing.T) {
 				t.Errorf("DialContext(%s) = %v, want PERMISSION_DENIED naming the address and the flag", tt.addr, err)
 			}
 		})
+	}
+}
+
+// A server that accepts and never answers, or answers and then stops
+// sending, fails a download in about the timeouts instead of holding it
+// (and the build's slot) for ever.
+func TestTransportTimesOutAStalledServer(t *testing.T) {
+	defer func(h, i time.Duration) { ResponseHeaderTimeout, IdleTimeout = h, i }(ResponseHeaderTimeout, IdleTimeout)
+	ResponseHeaderTimeout, IdleTimeout = 300*time.Millisecond, 300*time.Millisecond
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				n, _ := c.Read(buf)
+				if strings.Contains(string(buf[:n]), "/drip") {
+					// Headers and one byte of a large body, then nothing.
+					c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nx"))
+				}
+				<-stop
+			}()
+		}
+	}()
+	var p Policy
+	if err := p.ParseAllowList("127.0.0.0/8"); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: p.Transport()}
+	for _, path := range []string{"/silent", "/drip"} {
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() {
+			resp, err := client.Get("http://" + ln.Addr().String() + path)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("GET %s from a stalled server succeeded", path)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("GET %s failed only after %v", path, d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("GET %s from a stalled server still waits after 10s", path)
+		}
 	}
 }

@@ -54,6 +54,9 @@ type Blobs interface {
 type Images interface {
 	PutImage(ctx context.Context, in *metadatav1.PutImageRequest, opts ...grpc.CallOption) (*metadatav1.PutImageResponse, error)
 	GetImage(ctx context.Context, in *metadatav1.GetImageRequest, opts ...grpc.CallOption) (*metadatav1.GetImageResponse, error)
+	TagImage(ctx context.Context, in *metadatav1.TagImageRequest, opts ...grpc.CallOption) (*metadatav1.TagImageResponse, error)
+	LookupCacheRecords(ctx context.Context, in *metadatav1.LookupCacheRecordsRequest, opts ...grpc.CallOption) (*metadatav1.LookupCacheRecordsResponse, error)
+	PutCacheRecord(ctx context.Context, in *metadatav1.PutCacheRecordRequest, opts ...grpc.CallOption) (*metadatav1.PutCacheRecordResponse, error)
 }
 
 // Layer is a layer blob held in the blob store.
@@ -91,7 +94,9 @@ type New struct {
 	Action metadatav1.EventAction
 }
 
-// Store records images in the blob store and the metadata service.
+// Store records images in the blob store and the metadata service, and is
+// the builder's one way to the metadata service: images, tags and the
+// build cache's records.
 type Store struct {
 	blobs  Blobs
 	images Images
@@ -128,6 +133,65 @@ func (s *Store) Put(ctx context.Context, n New) (*metadatav1.Image, error) {
 		return nil, err
 	}
 	return resp.GetImage(), nil
+}
+
+// Tag points the reference target at the image source (an ID or a
+// reference) and returns the tag as the metadata service records it
+// ("app" becomes "app:latest"). NOT_FOUND when source is unknown.
+func (s *Store) Tag(ctx context.Context, source, target string) (string, error) {
+	resp, err := s.images.TagImage(ctx, &metadatav1.TagImageRequest{Source: source, Target: target})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetTag(), nil
+}
+
+// CacheRecord is a build cache record: the image a build step with this
+// key made.
+type CacheRecord struct {
+	Key     digest.Digest
+	ImageID string
+	// Description is the step's history text; Size its layer's diff size.
+	Description string
+	Size        int64
+	// Replaces is the image of the key's record this one replaces, one
+	// found not to be what the step makes; empty: the first writer wins.
+	Replaces string
+}
+
+// CacheRecords returns, by key, the image IDs the cache records of keys
+// name; a key without a record is absent from the map.
+func (s *Store) CacheRecords(ctx context.Context, keys []digest.Digest) (map[digest.Digest]string, error) {
+	hits := map[digest.Digest]string{}
+	if len(keys) == 0 {
+		return hits, nil
+	}
+	req := &metadatav1.LookupCacheRecordsRequest{Keys: make([]string, len(keys))}
+	for i, k := range keys {
+		req.Keys[i] = string(k)
+	}
+	resp, err := s.images.LookupCacheRecords(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range resp.GetRecords() {
+		hits[digest.Digest(r.GetKey())] = r.GetImageId()
+	}
+	return hits, nil
+}
+
+// PutCacheRecord stores a cache record; its image must be recorded
+// (FAILED_PRECONDITION otherwise). It returns the image ID of the key's
+// record, another image's when another build recorded the key first (the
+// first writer wins) unless that is r.Replaces.
+func (s *Store) PutCacheRecord(ctx context.Context, r CacheRecord) (string, error) {
+	resp, err := s.images.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: &metadatav1.CacheRecord{
+		Key: string(r.Key), ImageId: r.ImageID, Description: r.Description, Size: r.Size,
+	}, ReplacesImageId: r.Replaces})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetRecord().GetImageId(), nil
 }
 
 // Image is a recorded image with its config and manifest parsed.

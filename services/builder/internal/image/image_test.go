@@ -103,7 +103,10 @@ func (m memBlobs) Put(_ context.Context, desc ocispec.Descriptor, p []byte) erro
 	return nil
 }
 
+// recordingImages records PutImage calls; the tests use no other method
+// (the embedded nil client panics).
 type recordingImages struct {
+	metadatav1.ImageServiceClient
 	put []*metadatav1.PutImageRequest
 }
 

@@ -39,12 +39,12 @@ func smallFilesDir(b *testing.B) string {
 
 func benchWriteDiff(b *testing.B, dir string) {
 	ctx := context.Background()
-	desc, err := WriteDiff(ctx, discardBlob{}, dir) // warms the page cache
+	desc, err := WriteDiff(ctx, discardBlob{}, DirSource(dir)) // warms the page cache
 	must(b, err)
 	b.SetBytes(desc.DiffSize)
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := WriteDiff(ctx, discardBlob{}, dir); err != nil {
+		if _, err := WriteDiff(ctx, discardBlob{}, DirSource(dir)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -57,7 +57,7 @@ func benchUnpack(b *testing.B, dir string) {
 	requireRoot(b)
 	ctx := context.Background()
 	blob := &memBlob{}
-	desc, err := WriteDiff(ctx, blob, dir)
+	desc, err := WriteDiff(ctx, blob, DirSource(dir))
 	must(b, err)
 	b.SetBytes(desc.DiffSize)
 	b.ResetTimer()
@@ -77,12 +77,12 @@ func BenchmarkUnpack2000SmallFiles(b *testing.B) { benchUnpack(b, smallFilesDir(
 
 func benchDiffID(b *testing.B, dir string) {
 	ctx := context.Background()
-	res, err := DiffID(ctx, dir)
+	res, err := DiffID(ctx, DirSource(dir))
 	must(b, err)
 	b.SetBytes(res.DiffSize)
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := DiffID(ctx, dir); err != nil {
+		if _, err := DiffID(ctx, DirSource(dir)); err != nil {
 			b.Fatal(err)
 		}
 	}

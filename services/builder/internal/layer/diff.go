@@ -342,55 +342,59 @@ func pathJoin(dir, base string) string {
 	return dir + "/" + base
 }
 
-// WriteDiff stores the changes an overlay upper directory holds as a layer
-// blob through w: Diff piped into Write. It always closes w.
-func WriteDiff(ctx context.Context, w BlobWriter, upperDir string) (Descriptor, error) {
-	r := Pipe(ctx, DirDiff(upperDir))
-	defer r.Close() // the upper directory is not read after return
-	return Write(ctx, w, r)
-}
+// Source writes a layer's uncompressed tar to w, the same bytes at every
+// call: the changes of a directory (DirSource), or a tar written from
+// elsewhere.
+type Source func(ctx context.Context, w io.Writer) error
 
-// DiffID computes the diff ID and Docker's diff size of the layer an upper
-// directory holds, without compressing or storing anything: one pass of Diff
-// into sha256, several times faster than WriteDiff. With it a build can
-// commit a step's snapshot (whose chain ID needs the diff ID) and go on with
-// the next step while the layer is compressed and uploaded from the
-// committed directory (WriteDiff of snapshot.Store.Acquire's Dir), which
-// yields the same diff ID because Diff is deterministic for a directory that
-// does not change.
-func DiffID(ctx context.Context, upperDir string) (Unpacked, error) {
-	r := Pipe(ctx, DirDiff(upperDir))
-	defer r.Close()
-	return ReadDiffID(ctx, r)
-}
-
-// DirDiff is Diff of dir, as a tar source for Pipe.
-func DirDiff(dir string) func(ctx context.Context, w io.Writer) error {
+// DirSource is the layer tar of the changes a directory holds (an overlay
+// upper directory, or a committed snapshot's), as Diff writes it.
+func DirSource(dir string) Source {
 	return func(ctx context.Context, w io.Writer) error { return Diff(ctx, dir, w) }
 }
 
-// Pipe returns a reader of the tar that src writes, in a goroutine of its
-// own. Closing the reader stops src and waits for it, so that nothing reads
-// src's sources (a directory that may go away) once Close returns.
-func Pipe(ctx context.Context, src func(ctx context.Context, w io.Writer) error) io.ReadCloser {
+// Open returns a reader of the tar src writes. Closing it stops src and
+// waits for it, so nothing src reads is read after Close.
+func Open(ctx context.Context, src Source) io.ReadCloser {
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		pw.CloseWithError(src(ctx, pw))
 	}()
-	return &pipeReader{PipeReader: pr, done: done}
+	return &pipedTar{PipeReader: pr, done: done}
 }
 
-type pipeReader struct {
+type pipedTar struct {
 	*io.PipeReader
 	done chan struct{}
 }
 
-func (r *pipeReader) Close() error {
-	r.PipeReader.CloseWithError(errors.New("tar reader closed")) // unblocks src when the reader stopped early
+func (r *pipedTar) Close() error {
+	r.PipeReader.CloseWithError(errors.New("layer tar reader closed"))
 	<-r.done
 	return nil
+}
+
+// WriteDiff stores the layer src writes as a gzip layer blob through w:
+// src piped into Write. It always closes w.
+func WriteDiff(ctx context.Context, w BlobWriter, src Source) (Descriptor, error) {
+	r := Open(ctx, src)
+	defer r.Close()
+	return Write(ctx, w, r)
+}
+
+// DiffID computes the diff ID and Docker's diff size of the layer src
+// writes, without compressing or storing anything: one pass into sha256,
+// several times faster than WriteDiff. With it a build can commit a step's
+// snapshot (whose chain ID needs the diff ID) and go on with the next step
+// while the layer is compressed and uploaded from the committed directory,
+// which yields the same diff ID because a Source writes the same bytes at
+// every call.
+func DiffID(ctx context.Context, src Source) (Unpacked, error) {
+	r := Open(ctx, src)
+	defer r.Close()
+	return ReadDiffID(ctx, r)
 }
 
 // ReadDiffID reads a layer tar to its end and returns its diff ID and

@@ -167,7 +167,7 @@ func TestDiffUnpackRoundTrip(t *testing.T) {
 	seen := tree(t, merged)
 
 	blob := &memBlob{}
-	desc, err := WriteDiff(context.Background(), blob, upper)
+	desc, err := WriteDiff(context.Background(), blob, DirSource(upper))
 	if err != nil {
 		t.Fatalf("WriteDiff: %v", err)
 	}
@@ -207,7 +207,7 @@ func TestDiffRejectsWhiteoutNames(t *testing.T) {
 		t.Errorf("Diff of an upper dir holding .wh.secret = %v, want INVALID_ARGUMENT naming the file", err)
 	}
 	blob := &memBlob{}
-	if _, err := WriteDiff(context.Background(), blob, upper); !errdefs.IsInvalidArgument(err) || blob.committed {
+	if _, err := WriteDiff(context.Background(), blob, DirSource(upper)); !errdefs.IsInvalidArgument(err) || blob.committed {
 		t.Errorf("WriteDiff = %v (committed %v), want INVALID_ARGUMENT and nothing committed", err, blob.committed)
 	}
 }

@@ -50,7 +50,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	desc, err := layer.WriteDiff(ctx, w, dir)
+	desc, err := layer.WriteDiff(ctx, w, layer.DirSource(dir))
 	if err != nil {
 		t.Fatalf("WriteDiff into the blob store: %v", err)
 	}
@@ -170,7 +170,7 @@ func benchStore(b *testing.B, fill func(b *testing.B, dir string)) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				desc, err := layer.WriteDiff(ctx, w, dir)
+				desc, err := layer.WriteDiff(ctx, w, layer.DirSource(dir))
 				if err != nil {
 					b.Fatal(err)
 				}

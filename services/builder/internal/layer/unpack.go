@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -176,7 +177,49 @@ func apply(ctx context.Context, tarStream io.Reader, dir string, whiteouts archi
 		return true, nil
 	}
 	_, err := archive.Apply(ctx, dir, tarStream, archive.WithConvertWhiteout(whiteouts), archive.WithFilter(count))
-	return size, err
+	return size, hideRoot(err, dir)
+}
+
+// rootedError is an extraction error whose message names paths inside the
+// root ("/etc/x"), not where the root is on the builder's host: errors go
+// back to whoever sent the archive.
+type rootedError struct {
+	msg string
+	err error
+}
+
+func (e *rootedError) Error() string { return e.msg }
+func (e *rootedError) Unwrap() error { return e.err }
+
+// hideRoot rewrites the host paths under dir that err names (containerd's
+// messages and the *os.LinkError unpackError reports) as paths in the root.
+func hideRoot(err error, dir string) error {
+	if err == nil {
+		return nil
+	}
+	dir = filepath.Clean(dir)
+	rel := func(p string) string {
+		if r, err := filepath.Rel(dir, p); err == nil && r != ".." && !strings.HasPrefix(r, "../") {
+			if r == "." {
+				return "/"
+			}
+			return "/" + r
+		}
+		return p
+	}
+	inner := err
+	var link *os.LinkError
+	if errors.As(err, &link) {
+		c := *link
+		c.Old, c.New = rel(c.Old), rel(c.New)
+		inner = &c
+	}
+	msg := strings.ReplaceAll(err.Error(), dir+"/", "/")
+	msg = strings.ReplaceAll(msg, dir, "/")
+	if msg == err.Error() && inner == err {
+		return err
+	}
+	return &rootedError{msg: msg, err: inner}
 }
 
 // sparse reports whether an entry is a GNU sparse file (old GNU format,

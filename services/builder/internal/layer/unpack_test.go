@@ -184,6 +184,18 @@ func TestExtractLongFirstName(t *testing.T) {
 	}
 }
 
+// An archive's errors go back to whoever sent it: they name paths in the
+// root, never where the root is on the builder's host.
+func TestExtractErrorsHideTheRootsHostPath(t *testing.T) {
+	tc := tartest.TarContext{}.WithUIDGID(os.Getuid(), os.Getgid())
+	dir := t.TempDir()
+	archive := tarBytes(t, tartest.TarAll(tc.File("f", []byte("x"), 0o644), tc.Link("missing", "dst/h")))
+	_, err := Extract(context.Background(), bytes.NewReader(archive), dir)
+	if !errdefs.IsInvalidArgument(err) || strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "/dst/h") {
+		t.Errorf("Extract of a hard link to a missing file = %v; want INVALID_ARGUMENT naming /dst/h, not %s", err, dir)
+	}
+}
+
 // The spec's ordering example: an opaque marker listed after a file of the
 // same layer hides the lower layers only.
 func TestUnpackOpaqueAfterFiles(t *testing.T) {

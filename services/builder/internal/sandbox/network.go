@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	cnitypes "github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -83,6 +85,7 @@ type bridgeNet struct {
 	cni     *libcni.CNIConfig
 	conf    *libcni.NetworkConfigList
 	bridge  string
+	subnet  netip.Prefix
 	gateway netip.Addr
 	chain   string
 	deny    []string
@@ -157,6 +160,7 @@ func newBridgeNet(ctx context.Context, dir string, o NetworkOptions, upstreams [
 		return nil, errdefs.InvalidArgument("step subnet %s: want an IPv4 prefix of /28 or larger", subnet)
 	}
 	subnet = subnet.Masked()
+	n.subnet = subnet
 	n.gateway = subnet.Addr().Next()
 	if n.conf, err = n.config(dir, subnet); err != nil {
 		return nil, err
@@ -237,6 +241,10 @@ func (n *bridgeNet) installRules(ipt, ip6t *iptables.IPTables) error {
 	rules := [][]string{
 		{"-d", gw, "-p", "udp", "--dport", "53", "-j", "RETURN"},
 		{"-d", gw, "-p", "tcp", "--dport", "53", "-j", "RETURN"},
+		// Other steps (other builds, other users) on the bridge: routed
+		// through the gateway, or bridged where br_netfilter passes
+		// bridged packets through iptables.
+		{"-d", n.subnet.String(), "-j", "DROP"},
 		{"-m", "addrtype", "--dst-type", "LOCAL", "-j", "DROP"},
 		{"-m", "addrtype", "--dst-type", "BROADCAST", "-j", "DROP"},
 		{"-m", "addrtype", "--dst-type", "MULTICAST", "-j", "DROP"},
@@ -384,11 +392,117 @@ func (n *bridgeNet) create(ctx context.Context) (string, error) {
 	if err := newNetNS(file); err != nil {
 		return "", fmt.Errorf("creating a network namespace: %w", err)
 	}
-	if _, err := n.cni.AddNetworkList(ctx, n.conf, n.runtimeConf(file)); err != nil {
+	res, err := n.cni.AddNetworkList(ctx, n.conf, n.runtimeConf(file))
+	if err != nil {
 		n.release(context.Background(), file)
 		return "", errdefs.FailedPrecondition("setting up the network of RUN steps (CNI %s): %v", n.conf.Name, err)
 	}
+	if err := n.pin(res); err != nil {
+		n.release(context.Background(), file)
+		return "", errdefs.FailedPrecondition("isolating the network of RUN steps (CNI %s): %v", n.conf.Name, err)
+	}
 	return file, nil
+}
+
+// stepPort is what CNI gave a namespace: the bridge port of its veth, and
+// the address and MAC address of its eth0.
+type stepPort struct {
+	veth string
+	ip   net.IP
+	mac  net.HardwareAddr
+}
+
+func portOf(r cnitypes.Result) (stepPort, error) {
+	var p stepPort
+	res, err := types100.NewResultFromResult(r)
+	if err != nil {
+		return p, err
+	}
+	for i, ifc := range res.Interfaces {
+		switch {
+		case ifc.Sandbox != "" && ifc.Name == "eth0":
+			if p.mac, err = net.ParseMAC(ifc.Mac); err != nil {
+				return p, fmt.Errorf("eth0's MAC address %q: %w", ifc.Mac, err)
+			}
+			for _, ip := range res.IPs {
+				if ip.Interface != nil && *ip.Interface == i && ip.Address.IP.To4() != nil {
+					p.ip = ip.Address.IP.To4()
+				}
+			}
+		case ifc.Sandbox == "" && ifc.Name != "" && ifc.Name != "lo":
+			if l, err := netlink.LinkByName(ifc.Name); err == nil && l.Type() == "veth" {
+				p.veth = ifc.Name
+			}
+		}
+	}
+	if p.veth == "" || p.ip == nil || p.mac == nil {
+		return p, fmt.Errorf("CNI's result names no veth, address and MAC address for eth0: %s", res)
+	}
+	return p, nil
+}
+
+// pin keeps the step on its own bridge port, as a switch with port
+// security would. A step has CAP_NET_RAW (Docker's default set), so it can
+// send any frame: left alone it could talk to other steps on the bridge
+// (other builds, other users), and claim another step's address by ARP or
+// its MAC address by the bridge's learning, and so receive what the host
+// sends that step (its downloads, its DNS answers) and answer in its place,
+// poisoning the image that step records for everyone. So the port is
+// isolated (its frames reach the bridge's own interface only, never another
+// step's port), does not learn (the step's MAC address is a static entry
+// of the port) and gets no unicast flood, and the bridge knows the step's
+// address by a permanent neighbour entry, which no ARP packet changes.
+func (n *bridgeNet) pin(r cnitypes.Result) error {
+	p, err := portOf(r)
+	if err != nil {
+		return err
+	}
+	veth, err := netlink.LinkByName(p.veth)
+	if err != nil {
+		return err
+	}
+	br, err := netlink.LinkByName(n.bridge)
+	if err != nil {
+		return err
+	}
+	if err := netlink.NeighSet(&netlink.Neigh{
+		LinkIndex: veth.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_MASTER,
+		State: netlink.NUD_NOARP, HardwareAddr: p.mac,
+	}); err != nil {
+		return fmt.Errorf("static bridge entry for %s on %s: %w", p.mac, p.veth, err)
+	}
+	for _, set := range []struct {
+		what string
+		f    func(netlink.Link, bool) error
+		on   bool
+	}{{"isolated", netlink.LinkSetIsolated, true}, {"learning", netlink.LinkSetLearning, false}, {"flood", netlink.LinkSetFlood, false}} {
+		if err := set.f(veth, set.on); err != nil {
+			return fmt.Errorf("setting %s %v on bridge port %s: %w", set.what, set.on, p.veth, err)
+		}
+	}
+	if err := netlink.NeighSet(&netlink.Neigh{
+		LinkIndex: br.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+		IP: p.ip, HardwareAddr: p.mac,
+	}); err != nil {
+		return fmt.Errorf("permanent neighbour %s at %s on %s: %w", p.ip, p.mac, n.bridge, err)
+	}
+	return nil
+}
+
+// unpin removes the bridge's neighbour entry of a namespace about to be
+// released (its veth, and the port's entries with it, go with CNI's DEL).
+func (n *bridgeNet) unpin(ctx context.Context, file string) {
+	r, err := n.cni.GetNetworkListCachedResult(n.conf, n.runtimeConf(file))
+	if err != nil || r == nil {
+		return
+	}
+	p, err := portOf(r)
+	if err != nil && p.ip == nil {
+		return
+	}
+	if br, err := netlink.LinkByName(n.bridge); err == nil {
+		netlink.NeighDel(&netlink.Neigh{LinkIndex: br.Attrs().Index, Family: unix.AF_INET, IP: p.ip})
+	}
 }
 
 func (n *bridgeNet) runtimeConf(file string) *libcni.RuntimeConf {
@@ -400,6 +514,7 @@ func (n *bridgeNet) runtimeConf(file string) *libcni.RuntimeConf {
 // can fail for a moment while other programs change the tables, and a
 // rule left behind would outlive the builder.
 func (n *bridgeNet) release(ctx context.Context, file string) error {
+	n.unpin(ctx, file)
 	var err error
 	for wait := 50 * time.Millisecond; ; wait *= 2 {
 		if err = n.cni.DelNetworkList(ctx, n.conf, n.runtimeConf(file)); err == nil || wait > time.Second {

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/http"
@@ -338,4 +339,189 @@ func TestNewRemovesALeftoverNetwork(t *testing.T) {
 	}
 	r2.Close(context.Background())
 	assertNothingLeft(t, r2)
+}
+
+// inNetNS runs f on a thread in the network namespace at path.
+func inNetNS(t *testing.T, path string, f func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		// The thread, locked and never unlocked, ends with the goroutine.
+		runtime.LockOSThread()
+		ns, err := os.Open(path)
+		if err == nil {
+			err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
+			ns.Close()
+		}
+		if err == nil {
+			err = f()
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("in %s: %v", path, err)
+	}
+}
+
+// sendFrame sends one Ethernet frame out of eth0 of the current network
+// namespace, as a step may with CAP_NET_RAW (Docker's default set).
+func sendFrame(frame []byte) error {
+	ifc, err := net.InterfaceByName("eth0")
+	if err != nil {
+		return err
+	}
+	var be [2]byte
+	binary.BigEndian.PutUint16(be[:], unix.ETH_P_ARP)
+	proto := binary.NativeEndian.Uint16(be[:]) // htons
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(proto))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	sa := &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifc.Index, Halen: 6}
+	copy(sa.Addr[:], frame[:6])
+	return unix.Sendto(fd, frame, 0, sa)
+}
+
+// arpReply is a broadcast ARP reply from srcMAC saying that ip is at
+// claimedMAC.
+func arpReply(srcMAC, claimedMAC net.HardwareAddr, ip, target net.IP) []byte {
+	bcast := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	f := make([]byte, 0, 42)
+	f = append(f, bcast...)
+	f = append(f, srcMAC...)
+	f = append(f, 0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2)
+	f = append(f, claimedMAC...)
+	f = append(f, ip.To4()...)
+	f = append(f, bcast...)
+	return append(f, target.To4()...)
+}
+
+// One step (one build, one user) can neither connect to another on the
+// bridge nor take its place: an ARP reply claiming the other's address, or
+// a frame sent from the other's MAC address, changes neither where the
+// host sends the other's packets nor the bridge's port for it.
+func TestRunStepsCannotReachOrImpersonateEachOther(t *testing.T) {
+	e := newEnv(t)
+	n := e.runner.net
+	ctx := context.Background()
+	port := func(ns string) stepPort {
+		t.Helper()
+		r, err := n.cni.GetNetworkListCachedResult(n.conf, n.runtimeConf(ns))
+		if err != nil || r == nil {
+			t.Fatalf("CNI result of %s: %v", ns, err)
+		}
+		p, err := portOf(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	victimNS, err := n.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.put(victimNS)
+	attackerNS, err := n.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.put(attackerNS)
+	victim, attacker := port(victimNS), port(attackerNS)
+	// The host has talked to the victim, so knows its MAC address.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(victim.ip.String(), "9"), time.Second); err == nil {
+		c.Close()
+	}
+
+	inNetNS(t, attackerNS, func() error {
+		for range 3 {
+			// The victim's address is at the attacker's MAC address…
+			if err := sendFrame(arpReply(attacker.mac, attacker.mac, victim.ip, n.gateway.AsSlice())); err != nil {
+				return err
+			}
+			// …and the victim's MAC address is behind the attacker's port.
+			if err := sendFrame(arpReply(victim.mac, victim.mac, victim.ip, n.gateway.AsSlice())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	br, err := netlink.LinkByName(n.bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	neighs, err := netlink.NeighList(br.Attrs().Index, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nb := range neighs {
+		if nb.IP.Equal(victim.ip) && nb.HardwareAddr.String() != victim.mac.String() {
+			t.Errorf("after a step's ARP reply, the host sends %s's packets to %s (the attacker's %s), not %s", victim.ip, nb.HardwareAddr, attacker.mac, victim.mac)
+		}
+	}
+	fdb, err := netlink.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fdb {
+		if f.HardwareAddr.String() == victim.mac.String() && f.MasterIndex == br.Attrs().Index {
+			if l, err := netlink.LinkByIndex(f.LinkIndex); err == nil && l.Attrs().Name != victim.veth {
+				t.Errorf("after a frame from the victim's MAC address %s, the bridge sends it to port %s, not the victim's %s", victim.mac, l.Attrs().Name, victim.veth)
+			}
+		}
+	}
+
+	// A step connects to neither namespace's listener.
+	lnVictim := listen(t, victimNS, net.JoinHostPort(victim.ip.String(), "0"))
+	lnAttacker := listen(t, attackerNS, net.JoinHostPort(attacker.ip.String(), "0"))
+	cv, ca := countAccepts(lnVictim), countAccepts(lnAttacker)
+	script := fmt.Sprintf(`nc -w 2 %s </dev/null && echo REACHED victim; nc -w 2 %s </dev/null && echo REACHED attacker; true`,
+		strings.Replace(lnVictim.Addr().String(), ":", " ", 1), strings.Replace(lnAttacker.Addr().String(), ":", " ", 1))
+	code, lines, _, err := e.run(t, Process{}, script)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v (%v)", code, err, lines)
+	}
+	if out := stdout(lines); strings.Contains(out, "REACHED") || cv.Load()+ca.Load() != 0 {
+		t.Errorf("a step reached another step's listener: %q, %d connections", out, cv.Load()+ca.Load())
+	}
+}
+
+// A step that opens TCP connections to the DNS forwarder as fast as it can
+// holds at most maxDNSConns of the builder's file descriptors, and DNS over
+// TCP still answers once they close.
+func TestDNSForwarderBoundsTCPConnections(t *testing.T) {
+	gw := netip.MustParseAddr(fmt.Sprintf("127.%d.%d.1", time.Now().UnixNano()%200+20, os.Getpid()%250))
+	f, err := startDNS(gw, []string{"127.0.0.1:9"}) // no upstream: SERVFAIL
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	fds := func() int {
+		entries, _ := os.ReadDir("/proc/self/fd")
+		return len(entries)
+	}
+	before := fds()
+	var conns []net.Conn
+	for range 4 * maxDNSConns {
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(gw, 53).String(), 100*time.Millisecond)
+		if err != nil {
+			continue
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(300 * time.Millisecond) // the server accepts what it will
+	if held := fds() - before - len(conns); held > maxDNSConns+16 {
+		t.Errorf("%d client connections held %d of the server's descriptors, want at most %d", len(conns), held, maxDNSConns)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion("web.strata.test.", dns.TypeA)
+	resp, _, err := c.Exchange(m, netip.AddrPortFrom(gw, 53).String())
+	if err != nil || resp.Rcode != dns.RcodeServerFailure {
+		t.Errorf("a TCP query once the connections closed: %v, %v; want SERVFAIL", resp, err)
+	}
 }

@@ -95,6 +95,10 @@ type Process struct {
 	// Cwd is the working directory (WORKDIR); empty means "/". It is
 	// created, owned by root, when it does not exist.
 	Cwd string
+	// Hostname is the container's hostname; empty means the first 12 hex
+	// digits of the run's own ID. A build passes its step's container ID's,
+	// so that the image records the hostname RUN saw.
+	Hostname string
 	// Network is NetworkBridge when empty.
 	Network Network
 	// Limits are the build's limits; the runner's defaults where zero.
@@ -290,6 +294,9 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		return -1, err
 	}
 	hostname := id[:12]
+	if p.Hostname != "" {
+		hostname = p.Hostname
+	}
 	bundle := filepath.Join(r.dir, "bundles", id)
 	if err := os.Mkdir(bundle, 0o700); err != nil {
 		return -1, err

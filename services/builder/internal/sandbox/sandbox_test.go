@@ -158,6 +158,16 @@ func TestRunProcessSettings(t *testing.T) {
 			t.Errorf("line %d = %q, want %q", i, got[i], want[i])
 		}
 	}
+
+	// A hostname given is the one the process sees (a build passes its
+	// step's container ID's).
+	code, lines, _, err = e.run(t, Process{Hostname: "0123456789ab"}, `hostname; echo "$HOSTNAME"; cat /etc/hostname`)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v; output %v", code, err, lines)
+	}
+	if got := strings.Fields(stdout(lines)); len(got) != 3 || got[0] != "0123456789ab" || got[1] != got[0] || got[2] != got[0] {
+		t.Errorf("hostname, $HOSTNAME, /etc/hostname = %q, want 0123456789ab thrice", got)
+	}
 }
 
 func TestRunUsers(t *testing.T) {
@@ -466,7 +476,7 @@ func BenchmarkRunStep200MB(b *testing.B) {
 		if code, err := e.runner.Run(ctx, Process{RootFS: a.RootFS(), Args: []string{"/bin/sh", "-c", script}}); err != nil || code != 0 {
 			b.Fatalf("Run = %d, %v", code, err)
 		}
-		desc, err := layer.WriteDiff(ctx, discardBlob{}, a.UpperDir())
+		desc, err := layer.WriteDiff(ctx, discardBlob{}, layer.DirSource(a.UpperDir()))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -27,6 +28,12 @@ type Builds struct {
 	registry *builds.Registry
 	record   func(context.Context, *metadatav1.Event)
 	stopping context.Context
+
+	mu       sync.Mutex
+	draining bool
+	running  int
+	// idle is closed when the last running build ends during a drain.
+	idle chan struct{}
 }
 
 // NewBuilds returns the Builds that receives contexts with contexts,
@@ -41,6 +48,52 @@ func NewBuilds(stopping context.Context, b *build.Builder, contexts *buildctx.Re
 		record = func(context.Context, *metadatav1.Event) {}
 	}
 	return &Builds{builder: b, contexts: contexts, registry: registry, record: record, stopping: stopping}
+}
+
+// Drain refuses new builds (UNAVAILABLE, reason BUILDER_DRAINING: the
+// client retries on another replica) and waits until the running ones
+// have ended, or ctx has. It is for a rolling restart: the caller stops
+// the builder after it, which cancels what still runs.
+func (b *Builds) Drain(ctx context.Context) error {
+	b.mu.Lock()
+	b.draining = true
+	if b.running == 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	if b.idle == nil {
+		b.idle = make(chan struct{})
+	}
+	idle := b.idle
+	b.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// begin counts a new build in, unless the builder drains.
+func (b *Builds) begin() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.draining {
+		return errdefs.Unavailable("this builder is shutting down and takes no new builds: try again (another replica will take it)").
+			WithReason("BUILDER_DRAINING")
+	}
+	b.running++
+	return nil
+}
+
+func (b *Builds) end() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.running--
+	if b.running == 0 && b.idle != nil {
+		close(b.idle)
+		b.idle = nil
+	}
 }
 
 // Causes of a build's cancellation besides the registry's.
@@ -62,6 +115,10 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	opts := first.GetOptions()
 	if opts == nil {
 		return errdefs.InvalidArgument("build: the first message must carry the options")
+	}
+	// A drain waits for the build, detached or not: runBuild ends it.
+	if err := s.builds.begin(); err != nil {
+		return err
 	}
 	// The build keeps the call's values (identity, request ID for logs)
 	// but not its cancellation.
@@ -97,6 +154,7 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 // runBuild receives b's context over stream and runs the build. It closes
 // streamFree once it no longer reads the stream.
 func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b *builds.Build, stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], opts *builderv1.BuildOptions, streamFree chan<- struct{}) {
+	defer s.builds.end()
 	defer cancel(nil)
 	defer context.AfterFunc(s.builds.stopping, func() { cancel(errStopping) })()
 	start := time.Now()

@@ -539,25 +539,3 @@ func (s *Store) Acquire(chainID digest.Digest) (*Ref, error) {
 	e.lastUsed = time.Now()
 	return &Ref{s: s, chain: chainID}, nil
 }
-
-// Ensure unpacks whichever of the layers (bottom first) are not unpacked yet,
-// without mounting anything, and returns their chain IDs. Import, load and
-// pull can call it so that the first build over the image finds its layers
-// ready.
-func (s *Store) Ensure(ctx context.Context, layers []Layer) ([]digest.Digest, error) {
-	chain := make([]digest.Digest, 0, len(layers))
-	defer func() { s.unpin(chain) }()
-	var parent digest.Digest
-	for _, l := range layers {
-		if err := l.DiffID.Validate(); err != nil {
-			return nil, errdefs.InvalidArgument("layer diff ID %q: %v", l.DiffID, err)
-		}
-		id := ChainID(parent, l.DiffID)
-		if err := s.ensure(ctx, parent, id, l); err != nil {
-			return nil, err
-		}
-		chain = append(chain, id)
-		parent = id
-	}
-	return slices.Clone(chain), nil
-}

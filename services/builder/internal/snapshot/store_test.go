@@ -109,7 +109,7 @@ func step(t *testing.T, s *Store, layers []Layer, change func(root string)) (Lay
 	defer a.Release()
 	change(a.RootFS())
 	blob := &memBlob{}
-	desc, err := layer.WriteDiff(ctx, blob, a.UpperDir())
+	desc, err := layer.WriteDiff(ctx, blob, layer.DirSource(a.UpperDir()))
 	must(t, err)
 	chainID, err := a.Commit(ctx, desc.DiffID, desc.DiffSize)
 	must(t, err)
@@ -419,7 +419,7 @@ func TestCommitThenUploadFromLayerDir(t *testing.T) {
 	must(t, os.Remove(filepath.Join(a.RootFS(), "etc/gone")))
 	must(t, os.Link(filepath.Join(a.RootFS(), "etc/new"), filepath.Join(a.RootFS(), "etc/new2")))
 
-	id, err := layer.DiffID(ctx, a.UpperDir())
+	id, err := layer.DiffID(ctx, layer.DirSource(a.UpperDir()))
 	must(t, err)
 	chainID, err := a.Commit(ctx, id.DiffID, id.DiffSize)
 	must(t, err)
@@ -429,7 +429,7 @@ func TestCommitThenUploadFromLayerDir(t *testing.T) {
 	if err := s.Remove(chainID); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("Remove of an acquired layer = %v, want FAILED_PRECONDITION", err)
 	}
-	desc, err := layer.WriteDiff(ctx, &memBlob{}, ref.Dir())
+	desc, err := layer.WriteDiff(ctx, &memBlob{}, layer.DirSource(ref.Dir()))
 	must(t, err)
 	ref.Release()
 	ref.Release()
@@ -437,27 +437,6 @@ func TestCommitThenUploadFromLayerDir(t *testing.T) {
 		t.Errorf("layer uploaded from the committed dir: diff ID %s size %d, want %s size %d", desc.DiffID, desc.DiffSize, id.DiffID, id.DiffSize)
 	}
 	must(t, s.Remove(chainID))
-}
-
-func TestEnsure(t *testing.T) {
-	s := newStore(t, Options{})
-	l1, l2 := newTarLayer(t, "a", "1"), newTarLayer(t, "b", "2")
-	chain, err := s.Ensure(context.Background(), []Layer{l1.Layer(), l2.Layer()})
-	must(t, err)
-	want := []digest.Digest{l1.Layer().DiffID, ChainID(l1.Layer().DiffID, l2.Layer().DiffID)}
-	if len(chain) != 2 || chain[0] != want[0] || chain[1] != want[1] {
-		t.Errorf("Ensure = %v, want %v", chain, want)
-	}
-	for _, c := range chain {
-		info, err := s.Stat(c)
-		if err != nil || info.InUse != 0 {
-			t.Errorf("Stat(%s) = %+v, %v; want unpacked and not in use", c, info, err)
-		}
-	}
-	// Prepare finds them: no blob needed.
-	a, err := s.Prepare(context.Background(), []Layer{{DiffID: l1.Layer().DiffID}, {DiffID: l2.Layer().DiffID}})
-	must(t, err)
-	must(t, a.Release())
 }
 
 func TestPrepareLayerLimits(t *testing.T) {

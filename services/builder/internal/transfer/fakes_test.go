@@ -16,6 +16,7 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
 // memBlobs is an in-memory blob store for the fast unit tests; the
@@ -37,7 +38,7 @@ func (m *memBlobs) Put(_ context.Context, desc ocispec.Descriptor, p []byte) err
 	return nil
 }
 
-func (m *memBlobs) Writer(context.Context, string) (BlobWriter, error) {
+func (m *memBlobs) Writer(context.Context, string) (layer.BlobWriter, error) {
 	return &memWriter{m: m}, nil
 }
 
@@ -89,8 +90,11 @@ func (w *memWriter) Commit(_ context.Context, size int64, expected digest.Digest
 	return nil
 }
 
-// memImages keeps image records by ID and tag.
+// memImages keeps image records by ID and tag. Transfers use no other
+// method of the metadata service (the embedded nil client panics).
 type memImages struct {
+	metadatav1.ImageServiceClient
+
 	mu     sync.Mutex
 	byID   map[string]*metadatav1.Image
 	tags   map[string]string

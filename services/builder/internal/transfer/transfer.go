@@ -26,24 +26,15 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
 )
-
-// BlobWriter receives a blob's bytes; Commit verifies size and digest and
-// makes the blob visible, failing with errdefs.ErrAlreadyExists when it is
-// stored already (a success for every caller here). Close discards an
-// uncommitted upload and is always called. It is layer.BlobWriter's contract.
-type BlobWriter interface {
-	io.Writer
-	Commit(ctx context.Context, size int64, expected digest.Digest) error
-	Close() error
-}
 
 // Blobs is the part of the blob store transfers use.
 type Blobs interface {
 	image.Blobs
 	// Writer opens an upload of a blob of the given media type; its digest
 	// is given at Commit.
-	Writer(ctx context.Context, mediaType string) (BlobWriter, error)
+	Writer(ctx context.Context, mediaType string) (layer.BlobWriter, error)
 	// Missing returns those of the digests the store does not hold.
 	Missing(ctx context.Context, digests []digest.Digest) ([]digest.Digest, error)
 	// Open reads a blob from its start (ErrNotFound when absent).

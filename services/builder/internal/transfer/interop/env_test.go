@@ -49,7 +49,9 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	t.Helper()
 	st := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
 	dir, blobAddr, metaAddr := st.Dir, st.BlobstoreAddr, st.MetadataAddr
-	blobConn := dial(t, blobAddr)
+	// The blob store's connection has the bulk options strata-builder
+	// dials it with (buffers and windows of a few MiB, pooled buffers).
+	blobConn := dial(t, blobAddr, blobclient.DialOptions()...)
 	metaConn := dial(t, metaAddr)
 	bc := blobclient.New(blobConn)
 	blobs := content.New(bc)
@@ -70,10 +72,10 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 }
 
 // dial waits until a service serves and connects to it.
-func dial(t testing.TB, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	harness.WaitServing(t, addr)
-	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
+	conn, err := grpcclient.Dial(addr, grpcclient.Config{}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package build
+package copier
 
 import (
 	"archive/tar"
@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // A COPY from the build context whose files all land where the parent's
@@ -38,8 +38,8 @@ import (
 // the general way: the files are copied into the mount and the upper
 // directory becomes the layer.
 
-// copyLayerTar is the layer of a COPY written from the context store.
-type copyLayerTar struct {
+// Layer is the layer of a COPY written from the context store.
+type Layer struct {
 	store   *buildctx.Store
 	entries []layerEntry
 	// dirs are the directories the layer holds, by absolute path.
@@ -54,9 +54,9 @@ type layerEntry struct {
 	digest digest.Digest
 }
 
-// hasDir reports whether the layer holds dir and every directory above it,
+// HasDir reports whether the layer holds dir and every directory above it,
 // so that dir is a directory, not a symlink, over any parent layers.
-func (cl *copyLayerTar) hasDir(dir string) bool {
+func (cl *Layer) HasDir(dir string) bool {
 	for p := path.Clean("/" + dir); p != "/"; p = path.Dir(p) {
 		if !cl.dirs[p] {
 			return false
@@ -65,8 +65,9 @@ func (cl *copyLayerTar) hasDir(dir string) bool {
 	return true
 }
 
-// write writes the layer tar to w; every call writes the same bytes.
-func (cl *copyLayerTar) write(ctx context.Context, w io.Writer) error {
+// Write writes the layer tar to w; every call writes the same bytes (it is
+// a layer.Source).
+func (cl *Layer) Write(ctx context.Context, w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	tw := tar.NewWriter(bw)
 	buf := make([]byte, 1<<20)
@@ -114,10 +115,12 @@ const (
 	stateOther                   // a symlink or a file on the way, or there
 )
 
-// layerPlanner works out a copyLayerTar over a mounted root.
+// layerPlanner works out a Layer over a mounted root.
 type layerPlanner struct {
-	root  string
-	cp    *copyPlan
+	// root is the parent's root filesystem; every path is looked up in it
+	// with os.Root, so nothing resolves outside it.
+	root  *os.Root
+	cp    *plan.Copy
 	own   owner
 	now   time.Time
 	store *buildctx.Store
@@ -134,72 +137,76 @@ type layerPlanner struct {
 // not one this way handles, and takes the general one.
 var errNotFromContext = errors.New("the COPY's layer cannot be written from the context alone")
 
-// planCopyLayer returns the layer of a COPY from the context when it can be
-// written from the context store alone, and nil when the COPY must go into
-// the mount at root. now is the time the directories it creates get.
-func (r *run) planCopyLayer(st *step, root string, now time.Time) (*copyLayerTar, error) {
-	cp := st.copy
-	if cp.fromStage != nil || cp.fromImage != nil || r.b.Contexts == nil || r.b.copyIntoMounts {
-		return nil, nil
+// ContextLayer returns the layer of a COPY from the context, written from
+// the context store alone, when it can be, and nil when the COPY must go
+// into the mount at root (the general way, IntoRoot): a COPY this way does
+// not handle, and one it fails at. now is the time the directories it
+// creates get.
+func ContextLayer(root string, cp *plan.Copy, o Options, now time.Time) *Layer {
+	if cp.FromStage != nil || cp.FromImage != nil {
+		return nil
 	}
-	for _, f := range cp.files {
-		if f.entry == nil || f.unpack || f.name != "" || f.data != nil {
-			return nil, nil
+	for _, f := range cp.Sources {
+		if f.Entry == nil || f.Unpack || f.Name != "" || f.Data != nil {
+			return nil
 		}
 	}
+	own, err := ownerOf(root, cp)
+	if err != nil {
+		return nil // the general way reports it
+	}
+	rootDir, err := os.OpenRoot(root)
+	if err != nil {
+		return nil // as any error below
+	}
+	defer rootDir.Close()
 	p := &layerPlanner{
-		root: root, cp: cp, now: time.Unix(now.Unix(), 0), store: r.b.Contexts,
+		root: rootDir, cp: cp, now: time.Unix(now.Unix(), 0), store: o.Store, own: own.or(owner{}),
 		states: map[string]pathState{"/": stateDir}, created: map[string]*layerEntry{}, touched: map[string]bool{},
 	}
-	if cp.chown != "" {
-		o, err := resolveChown(root, cp.chown)
-		if err != nil {
-			return nil, nil // the general way reports it
-		}
-		p.own = o
+	cl, err := p.plan(o.Context)
+	if err != nil {
+		// A COPY this way does not handle (errNotFromContext), or one it
+		// fails at, takes the general way, which carries it out or says
+		// what is wrong with which source and line.
+		return nil
 	}
-	if err := p.plan(r.req.Context); err != nil {
-		if errors.Is(err, errNotFromContext) {
-			return nil, nil
-		}
+	return cl
+}
+
+// plan works out the layer, or returns an error matching errNotFromContext
+// when the COPY is not one the context alone makes.
+func (p *layerPlanner) plan(bctx *buildctx.Context) (*Layer, error) {
+	if err := p.entries(bctx); err != nil {
 		return nil, err
 	}
 	return p.layer()
 }
 
-func (p *layerPlanner) plan(bctx *buildctx.Context) error {
-	for _, f := range p.cp.files {
-		e := f.entry
-		if e.Mode.IsDir() {
-			dest := path.Clean(p.cp.dest)
-			if err := p.mkdirAll(dest); err != nil {
+func (p *layerPlanner) entries(bctx *buildctx.Context) error {
+	destIsDir := func() (bool, error) {
+		st, err := p.state(path.Clean(p.cp.Dest))
+		return st == stateDir, err
+	}
+	for _, f := range p.cp.Sources {
+		if f.Entry.Mode.IsDir() {
+			if err := p.mkdirAll(path.Clean(p.cp.Dest)); err != nil {
 				return err
 			}
-			err := bctx.Walk(e.Path, func(x *buildctx.Entry) error {
-				if x == e {
-					return nil
+		}
+		ts, err := targets(bctx, p.cp, f, destIsDir)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			if !f.Entry.Mode.IsDir() {
+				if err := p.mkdirAll(path.Dir(path.Clean(t.dst))); err != nil {
+					return err
 				}
-				return p.add(path.Join(dest, relTo(e.Path, x.Path)), x)
-			})
-			if err != nil {
+			}
+			if err := p.add(path.Clean(t.dst), t.e); err != nil {
 				return err
 			}
-			continue
-		}
-		destIsDir := false
-		if !p.cp.destDir {
-			st, err := p.state(path.Clean(p.cp.dest))
-			if err != nil {
-				return err
-			}
-			destIsDir = st == stateDir
-		}
-		dst := destFor(p.cp, path.Base(e.Path), destIsDir)
-		if err := p.mkdirAll(path.Dir(path.Clean(dst))); err != nil {
-			return err
-		}
-		if err := p.add(path.Clean(dst), e); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -218,7 +225,7 @@ func (p *layerPlanner) state(q string) (pathState, error) {
 	s := parent
 	if parent == stateDir {
 		var fi os.FileInfo
-		fi, err = os.Lstat(filepath.Join(p.root, q))
+		fi, err = p.root.Lstat(strings.TrimPrefix(q, "/"))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			s, err = stateAbsent, nil
@@ -259,13 +266,12 @@ func (p *layerPlanner) mkdirAll(dir string) error {
 	if err := p.mkdirAll(path.Dir(dir)); err != nil {
 		return err
 	}
-	return p.create(dir, tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: p.now}, "")
+	return p.create(dir, tar.Header{Typeflag: tar.TypeDir, Mode: tarMode(dirMode), ModTime: p.now}, "")
 }
 
 // add makes the context entry x at dst, as the general way's entry does.
 func (p *layerPlanner) add(dst string, x *buildctx.Entry) error {
-	mtime := time.Unix(0, x.ModTimeNano)
-	mtime = time.Unix(mtime.Unix(), 0)
+	mtime := time.Unix(mtimeOf(x).Unix(), 0) // tar headers keep seconds
 	switch {
 	case x.Mode.IsDir():
 		if x.ModTimeNano == 0 {
@@ -285,12 +291,7 @@ func (p *layerPlanner) add(dst string, x *buildctx.Entry) error {
 	}
 }
 
-func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode {
-	if p.cp.chmod != nil {
-		return *p.cp.chmod
-	}
-	return m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
-}
+func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode { return modeOf(m, p.cp.Chmod) }
 
 // tarMode is m's permission and special bits as a tar header has them.
 func tarMode(m fs.FileMode) int64 {
@@ -342,8 +343,8 @@ func (p *layerPlanner) create(dst string, hdr tar.Header, d digest.Digest) error
 // copies them up: same owner and mode, and a new mtime where an entry was
 // created directly inside) and orders the entries as layer.Diff walks an
 // upper directory.
-func (p *layerPlanner) layer() (*copyLayerTar, error) {
-	cl := &copyLayerTar{store: p.store, dirs: map[string]bool{}}
+func (p *layerPlanner) layer() (*Layer, error) {
+	cl := &Layer{store: p.store, dirs: map[string]bool{}}
 	all := map[string]*layerEntry{}
 	for _, q := range p.order {
 		e := p.created[q]
@@ -379,12 +380,16 @@ func (p *layerPlanner) layer() (*copyLayerTar, error) {
 
 // copiedUp is the entry of an existing directory that overlay copies up.
 func (p *layerPlanner) copiedUp(dir string) (*layerEntry, error) {
-	host := filepath.Join(p.root, dir)
-	var st unix.Stat_t
-	if err := unix.Lstat(host, &st); err != nil {
-		return nil, &os.PathError{Op: "lstat", Path: host, Err: err}
+	f, err := p.root.OpenFile(strings.TrimPrefix(dir, "/"), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
 	}
-	if n, err := unix.Llistxattr(host, nil); err != nil && !errors.Is(err, unix.ENOTSUP) || n > 0 {
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: dir, Err: err}
+	}
+	if n, err := unix.Flistxattr(int(f.Fd()), nil); err != nil && !errors.Is(err, unix.ENOTSUP) || n > 0 {
 		return nil, errNotFromContext // copy-up keeps extended attributes; the general way has them
 	}
 	mtime := time.Unix(st.Mtim.Sec, 0)

@@ -1,4 +1,4 @@
-package build
+package exec
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // cached returns the image a cache record names for step st over parent
@@ -16,8 +17,8 @@ import (
 // layer. Otherwise it logs and counts the record and returns nil: the step
 // runs, as on a miss. Cache keys are computable from public inputs, so a
 // record that does not hold up is never trusted, whoever wrote it.
-func (r *run) cached(ctx context.Context, st *step, cur current, id string) (*current, error) {
-	img, err := r.b.Images.Get(ctx, id)
+func (r *run) cached(ctx context.Context, st *plan.Step, cur current, id string) (*current, error) {
+	img, err := r.d.Images.Get(ctx, id)
 	if errdefs.IsNotFound(err) {
 		r.reject(ctx, st, id, "its image does not exist")
 		return nil, nil
@@ -25,15 +26,16 @@ func (r *run) cached(ctx context.Context, st *step, cur current, id string) (*cu
 	if err != nil {
 		return nil, fmt.Errorf("reading cached image %s: %w", id, err)
 	}
-	if why := mismatch(st, cur, img); why != "" {
+	if why := mismatch(st, r.historyCreatedBy(st), cur, img); why != "" {
 		r.reject(ctx, st, id, why)
 		return nil, nil
 	}
 	return &current{id: string(img.ID()), config: img.Config, layers: img.Layers()}, nil
 }
 
-// mismatch says how img is not what st makes over parent, or "".
-func mismatch(st *step, parent current, img *image.Image) string {
+// mismatch says how img is not what st, whose history row is createdBy,
+// makes over parent, or "".
+func mismatch(st *plan.Step, createdBy string, parent current, img *image.Image) string {
 	if p := img.Record.GetParent(); p != parent.id {
 		return fmt.Sprintf("its image's parent is %q, the step's is %q", p, parent.id)
 	}
@@ -47,10 +49,10 @@ func mismatch(st *step, parent current, img *image.Image) string {
 		return "its image's history is not its parent's and one step"
 	}
 	last := got.History[n]
-	if last.CreatedBy != st.historyCreatedBy() {
-		return fmt.Sprintf("its image's last step is %q, not %q", last.CreatedBy, st.historyCreatedBy())
+	if last.CreatedBy != createdBy {
+		return fmt.Sprintf("its image's last step is %q, not %q", last.CreatedBy, createdBy)
 	}
-	if st.kind == kindMeta && !last.EmptyLayer {
+	if st.Kind == plan.KindMeta && !last.EmptyLayer {
 		return "its image has a layer for a step that makes none"
 	}
 	layers := len(want.RootFS.DiffIDs)
@@ -69,11 +71,12 @@ func sameHistory(a, b image.History) bool {
 }
 
 // reject logs and counts a cache record that failed its check.
-func (r *run) reject(ctx context.Context, st *step, id, why string) {
-	if r.b.RejectedCacheRecords != nil {
-		r.b.RejectedCacheRecords.Inc()
+func (r *run) reject(ctx context.Context, st *plan.Step, id, why string) {
+	r.rejected[st.Key] = id
+	if r.d.RejectedCacheRecords != nil {
+		r.d.RejectedCacheRecords.Inc()
 	}
-	if r.b.Log != nil {
-		r.b.Log.WarnContext(ctx, "cache record ignored: the step runs", "step", st.number, "line", st.line, "key", st.key, "image", id, "reason", why)
+	if r.d.Log != nil {
+		r.d.Log.WarnContext(ctx, "cache record ignored: the step runs", "step", st.Number, "line", st.Line, "key", st.Key, "image", id, "reason", why)
 	}
 }

@@ -1,7 +1,9 @@
-package build
+package exec
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"os"
@@ -13,26 +15,47 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/copier"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // emptyTarDiffID is the diff ID of a layer without changes (1024 zero
 // bytes): Docker records such a step as an empty layer.
 const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
 
+// Run carries out a plan, step by step: a step the cache serves costs
+// nothing; any other runs (RUN in the sandbox over a snapshot of its
+// parent's layers, COPY and ADD into one, or written from the context),
+// its changes become a layer streamed into the blob store, and its image
+// and cache record are recorded once every step succeeded, so a failed run
+// records nothing. It returns the target's image ID and manifest digest.
+func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
+	r := &run{d: d, o: o, pl: pl, hits: o.Hits, events: events, results: map[*plan.Stage]current{},
+		cids: map[*plan.Step]string{}, fromCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
+	return r.all(ctx)
+}
+
 // run is the execution of a plan.
 type run struct {
-	b      *Builder
-	req    *Request
-	pl     *plan
+	d      Deps
+	o      Options
+	pl     *plan.Plan
 	hits   map[digest.Digest]string
 	events Events
 	// results holds each stage's final image.
-	results map[*stagePlan]current
+	results map[*plan.Stage]current
+	// cids are the container IDs the steps run as; fromCmds the container
+	// Cmd of each COPY --from that ran, whose source hash is known only once
+	// its sources were copied. The plan itself never changes.
+	cids     map[*plan.Step]string
+	fromCmds map[*plan.Step][]string
 	// pending are the images (and their cache records) the build made, in
 	// order; they are recorded only once the whole build succeeded, so a
 	// failed build records no image.
@@ -44,7 +67,10 @@ type run struct {
 	uploads map[digest.Digest]*upload
 	// copies are the layers this build wrote from the context without a
 	// directory, by diff ID, for the steps that mount them.
-	copies map[digest.Digest]*copyLayerTar
+	copies map[digest.Digest]*copier.Layer
+	// rejected are the images of the cache records the run found wrong,
+	// by key: the records it stores replace them.
+	rejected map[digest.Digest]string
 }
 
 type pendingImage struct {
@@ -66,7 +92,7 @@ type upload struct {
 // and manifest digest.
 func (r *run) all(ctx context.Context) (string, digest.Digest, error) {
 	var last current
-	for _, sp := range r.pl.stages {
+	for _, sp := range r.pl.Stages {
 		cur, err := r.stage(ctx, sp)
 		if err != nil {
 			return "", "", err
@@ -81,7 +107,7 @@ func (r *run) all(ctx context.Context) (string, digest.Digest, error) {
 	if m, ok := manifests[last.id]; ok {
 		return last.id, m, nil
 	}
-	img, err := r.b.Images.Get(ctx, last.id)
+	img, err := r.d.Images.Get(ctx, last.id)
 	if err != nil {
 		return "", "", fmt.Errorf("reading the built image %s: %w", last.id, err)
 	}
@@ -107,7 +133,7 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 	manifests := map[string]digest.Digest{}
 	for _, p := range r.pending {
 		p.n.Layers = r.stored(p.n.Layers)
-		rec, err := r.b.Images.Put(ctx, p.n)
+		rec, err := r.d.Images.Put(ctx, p.n)
 		if err != nil {
 			return nil, fmt.Errorf("recording image %s: %w", p.id, err)
 		}
@@ -116,16 +142,36 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 		}
 		manifests[p.id] = digest.Digest(rec.GetManifest().GetDigest())
 	}
+	// The records form chains, a step's image the child of its parent
+	// step's. When another build of the same steps recorded a key first,
+	// its record stays (the first writer wins), and this build's images
+	// that descend from the one it names get no record either: a later
+	// build, on the other build's image, would reject them. A record
+	// replaces one this run found wrong, and, below an image whose record
+	// this run stored, the one it saw at lookup, which is not that image's
+	// child.
+	lost, won := map[string]bool{}, map[string]bool{}
 	for _, p := range r.pending {
-		_, err := r.b.Index.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: &metadatav1.CacheRecord{
-			Key: string(p.key), ImageId: p.id, Description: p.desc, Size: p.size,
-		}})
+		if lost[p.n.Parent] {
+			lost[p.id] = true
+			continue
+		}
+		replaces := r.rejected[p.key]
+		if replaces == "" && won[p.n.Parent] {
+			replaces = r.hits[p.key]
+		}
+		stored, err := r.d.Images.PutCacheRecord(ctx, image.CacheRecord{Key: p.key, ImageID: p.id, Description: p.desc, Size: p.size, Replaces: replaces})
 		if err != nil {
 			return nil, fmt.Errorf("storing the cache record of %q: %w", p.desc, err)
 		}
+		if stored == p.id {
+			won[p.id] = true
+		} else {
+			lost[p.id] = true
+		}
 	}
-	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "images recorded", "images", len(r.pending), "waiting_for_layers", tUploads.Sub(t0),
+	if r.d.Log != nil {
+		r.d.Log.DebugContext(ctx, "images recorded", "images", len(r.pending), "waiting_for_layers", tUploads.Sub(t0),
 			"recording", time.Since(tUploads))
 	}
 	return manifests, nil
@@ -169,43 +215,43 @@ type current struct {
 	layers []image.Layer
 }
 
-func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
+func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 	var cur current
 	switch {
-	case sp.baseStage != nil:
-		cur = r.results[sp.baseStage]
+	case sp.BaseStage != nil:
+		cur = r.results[sp.BaseStage]
 		if err := r.load(ctx, &cur); err != nil {
 			return current{}, err
 		}
-	case sp.baseImage != nil:
-		cur = current{id: string(sp.baseImage.ID()), config: sp.baseImage.Config, layers: sp.baseImage.Layers()}
+	case sp.BaseImage != nil:
+		cur = current{id: string(sp.BaseImage.ID()), config: sp.BaseImage.Config, layers: sp.BaseImage.Layers()}
 	default:
 		cur = current{config: &image.Config{Architecture: "amd64", OS: "linux", RootFS: image.RootFS{Type: "layers"}}}
 	}
-	r.events(&builderv1.BuildEvent{Step: int32(sp.number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-		TotalSteps: int32(r.pl.total), Instruction: sp.fromText, Stage: stageLabel(sp), BaseImageId: cur.id,
+	r.events(&builderv1.BuildEvent{Step: int32(sp.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
+		TotalSteps: int32(r.pl.Total), Instruction: sp.FromText, Stage: stageLabel(sp), BaseImageId: cur.id,
 	}}})
-	r.events(done(sp.number, cur.id, 0, nil))
+	r.events(done(sp.Number, cur.id, 0, nil))
 
 	missed := false
-	for _, st := range sp.steps {
+	for _, st := range sp.Steps {
 		t0 := time.Now()
-		if !st.trigger {
+		if !st.Trigger {
 			cid := ""
-			if st.container() {
+			if st.RunsContainer() {
 				cid = containerID()
 			}
-			r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-				TotalSteps: int32(r.pl.total), Instruction: st.text, Stage: stageLabel(sp), ContainerId: cid,
+			r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
+				TotalSteps: int32(r.pl.Total), Instruction: st.Text, Stage: stageLabel(sp), ContainerId: cid,
 			}}})
-			st.cid = cid
+			r.cids[st] = cid
 		} else {
-			st.cid = containerID()
+			r.cids[st] = containerID()
 		}
 		if err := r.load(ctx, &cur); err != nil {
 			return current{}, err
 		}
-		if id, ok := r.hits[st.key]; ok && !missed {
+		if id, ok := r.hits[st.Key]; ok && !missed {
 			// A record is used only if its image is what this step makes
 			// of this parent (see cached); any other is a miss.
 			hit, err := r.cached(ctx, st, cur, id)
@@ -214,8 +260,8 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
 			}
 			if hit != nil {
 				cur = *hit
-				r.events(&builderv1.BuildEvent{Step: int32(st.number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
-				r.events(done(st.number, id, time.Since(t0), nil))
+				r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
+				r.events(done(st.Number, id, time.Since(t0), nil))
 				continue
 			}
 		}
@@ -225,7 +271,7 @@ func (r *run) stage(ctx context.Context, sp *stagePlan) (current, error) {
 			return current{}, err
 		}
 		cur = next
-		r.events(done(st.number, cur.id, time.Since(t0), l))
+		r.events(done(st.Number, cur.id, time.Since(t0), l))
 	}
 	if cur.id == "" {
 		return current{}, errdefs.InvalidArgument("stage %s is FROM scratch and has no steps: there is no image to make", stageLabel(sp))
@@ -238,7 +284,7 @@ func (r *run) load(ctx context.Context, cur *current) error {
 	if cur.config != nil || cur.id == "" {
 		return nil
 	}
-	img, err := r.b.Images.Get(ctx, cur.id)
+	img, err := r.d.Images.Get(ctx, cur.id)
 	if err != nil {
 		return fmt.Errorf("reading cached image %s: %w", cur.id, err)
 	}
@@ -246,19 +292,28 @@ func (r *run) load(ctx context.Context, cur *current) error {
 	return nil
 }
 
-func stageLabel(sp *stagePlan) string {
-	if sp.name != "" {
-		return sp.name
+// historyCreatedBy is the created_by of the history row st writes: a COPY
+// --from's is known only once it ran (and is empty until then).
+func (r *run) historyCreatedBy(st *plan.Step) string {
+	if st.FromElsewhere() {
+		return strings.Join(r.fromCmds[st], " ")
 	}
-	return fmt.Sprint(sp.index)
+	return st.CreatedBy()
+}
+
+func stageLabel(sp *plan.Stage) string {
+	if sp.Name != "" {
+		return sp.Name
+	}
+	return fmt.Sprint(sp.Index)
 }
 
 // step carries out one step that the cache did not serve and returns the
 // image it made (held in memory, recorded at the end of the build).
-func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (current, *image.Layer, error) {
+func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur current) (current, *image.Layer, error) {
 	var layer *image.Layer
-	switch st.kind {
-	case kindMeta:
+	switch st.Kind {
+	case plan.KindMeta:
 	default:
 		l, err := r.changeFS(ctx, sp, st, cur)
 		if err != nil {
@@ -269,31 +324,31 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 		}
 	}
 	cfg := cur.config.Clone()
-	cfg.Config = st.config.Clone()
+	cfg.Config = st.Config.Clone()
 	cfg.Config.Image = cur.id
-	cfg.ContainerConfig = st.containerConfig.Clone()
+	cfg.ContainerConfig = st.ContainerConfig.Clone()
 	cfg.ContainerConfig.Image = cur.id
 	cfg.Container = ""
-	if st.container() {
-		cfg.Container = st.cid
+	if st.RunsContainer() {
+		cfg.Container = r.cids[st]
 	}
-	if st.kind == kindMeta || st.kind == kindWorkdir {
+	if st.Kind == plan.KindMeta || st.Kind == plan.KindWorkdir {
 		// Docker creates these steps' containers from the very config it
 		// records, so the daemon's defaults show in it: the container's
 		// hostname, and labels as an empty map rather than null.
-		cfg.ContainerConfig.Hostname = st.cid[:12]
+		cfg.ContainerConfig.Hostname = r.cids[st][:12]
 		if cfg.ContainerConfig.Labels == nil {
 			cfg.ContainerConfig.Labels = map[string]string{}
 		}
 	}
 	now := time.Now().UTC()
 	cfg.Created = now
-	cfg.Author = st.author
+	cfg.Author = st.Author
 	cfg.DockerVersion = ""
 	cfg.Comment = ""
-	h := image.History{Created: now, CreatedBy: st.historyCreatedBy(), Author: st.author, EmptyLayer: layer == nil}
-	if st.copyFromElsewhere() {
-		cfg.ContainerConfig.Cmd = st.copy.containerCmd
+	h := image.History{Created: now, CreatedBy: r.historyCreatedBy(st), Author: st.Author, EmptyLayer: layer == nil}
+	if st.FromElsewhere() {
+		cfg.ContainerConfig.Cmd = r.fromCmds[st]
 	}
 	cfg.History = append(cfg.History, h)
 	layers := cur.layers
@@ -313,19 +368,19 @@ func (r *run) step(ctx context.Context, sp *stagePlan, st *step, cur current) (c
 		size = layer.DiffSize
 	}
 	n := image.New{Config: cfg, Layers: layers, Parent: cur.id, Action: metadatav1.EventAction_EVENT_ACTION_BUILD}
-	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.key, desc: st.createdBy(), size: size})
+	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.Key, desc: st.CreatedBy(), size: size})
 	return current{id: id, config: cfg, layers: layers}, layer, nil
 }
 
 // mount mounts a step's root filesystem over layers.
 func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount, error) {
-	tars := map[digest.Digest]TarSource{}
+	tars := map[digest.Digest]layer.Source{}
 	r.mu.Lock()
 	for d, cl := range r.copies {
-		tars[d] = cl.write
+		tars[d] = cl.Write
 	}
 	r.mu.Unlock()
-	return r.b.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
+	return r.d.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
 }
 
 // hasDir reports whether dir is a directory over layers, as far as the top
@@ -338,56 +393,52 @@ func (r *run) hasDir(layers []image.Layer, dir string) bool {
 	r.mu.Lock()
 	cl := r.copies[layers[len(layers)-1].DiffID]
 	r.mu.Unlock()
-	return cl != nil && cl.hasDir(dir)
+	return cl != nil && cl.HasDir(dir)
 }
 
 // changeFS runs a step that changes the filesystem in a mount over the
 // parent's layers. The changes are committed as the snapshot of the new
 // layer as soon as their diff ID is known; compressing and storing the
 // layer blob then goes on in the background while later steps run.
-func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current) (image.Layer, error) {
+func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur current) (image.Layer, error) {
 	t0 := time.Now()
-	if st.kind == kindWorkdir && r.hasDir(cur.layers, st.workdir) {
+	if st.Kind == plan.KindWorkdir && r.hasDir(cur.layers, st.Workdir) {
 		// The directory is there: nothing to create, nothing to mount.
 		return image.Layer{DiffID: emptyTarDiffID}, nil
 	}
-	if st.kind == kindCopy && r.req.ContextContents != nil {
-		if err := r.req.ContextContents(ctx); err != nil {
-			return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
+	if st.Kind == plan.KindCopy && r.o.ContextContents != nil {
+		if err := r.o.ContextContents(ctx); err != nil {
+			return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 		}
 	}
-	m, err := r.mount(ctx, cur.layers, st.kind != kindCopy)
+	m, err := r.mount(ctx, cur.layers, st.Kind != plan.KindCopy)
 	if err != nil {
-		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.number, err)
+		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.Number, err)
 	}
 	defer m.Release()
-	if st.kind == kindCopy {
-		cl, err := r.planCopyLayer(st, m.Root(), t0)
-		if err != nil {
-			return image.Layer{}, err
-		}
-		if cl != nil {
+	if st.Kind == plan.KindCopy {
+		if cl := r.planCopyLayer(st, m.Root(), t0); cl != nil {
 			// Nothing is written to the mount: the layer is written from
 			// the context store, and unpacked only if a later step mounts it.
 			m.Release()
 			return r.copyLayer(ctx, st, cl, t0, time.Now())
 		}
 	}
-	switch st.kind {
-	case kindRun:
+	switch st.Kind {
+	case plan.KindRun:
 		err = r.runProcess(ctx, st, m)
-	case kindCopy:
+	case plan.KindCopy:
 		err = r.copy(ctx, st, m)
-	case kindWorkdir:
-		err = mkdirIn(m.Root(), st.workdir, cur.config.Config)
+	case plan.KindWorkdir:
+		err = mkdirIn(m.Root(), st.Workdir)
 	}
 	if err != nil {
 		return image.Layer{}, err
 	}
 	tWork := time.Now()
-	l, err := r.b.Layers.DiffID(ctx, DirTar(m.Upper()))
+	l, err := r.d.Layers.DiffID(ctx, layer.DirSource(m.Upper()))
 	if err != nil {
-		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.number, err)
+		return image.Layer{}, fmt.Errorf("reading the changes of step %d: %w", st.Number, err)
 	}
 	if l.DiffID == emptyTarDiffID {
 		return l, nil
@@ -396,42 +447,42 @@ func (r *run) changeFS(ctx context.Context, sp *stagePlan, st *step, cur current
 	if err != nil {
 		return image.Layer{}, err
 	}
-	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0),
+	if r.d.Log != nil {
+		r.d.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0),
 			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
-	r.upload(ctx, st.number, l, DirTar(snap.Dir()), snap.Release)
+	r.upload(ctx, st.Number, l, layer.DirSource(snap.Dir()), snap.Release)
 	return l, nil
 }
 
 // copyLayer makes a COPY's layer from its tar: its diff ID now, the blob in
 // the background.
-func (r *run) copyLayer(ctx context.Context, st *step, cl *copyLayerTar, t0, tWork time.Time) (image.Layer, error) {
-	src := cl.write
-	l, err := r.b.Layers.DiffID(ctx, src)
+func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, t0, tWork time.Time) (image.Layer, error) {
+	src := cl.Write
+	l, err := r.d.Layers.DiffID(ctx, src)
 	if err != nil {
-		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.line, strings.ToUpper(st.cmd.Name()), err)
+		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 	}
 	if l.DiffID == emptyTarDiffID {
 		return l, nil
 	}
 	r.mu.Lock()
 	if r.copies == nil {
-		r.copies = map[digest.Digest]*copyLayerTar{}
+		r.copies = map[digest.Digest]*copier.Layer{}
 	}
 	r.copies[l.DiffID] = cl
 	r.mu.Unlock()
-	if r.b.Log != nil {
-		r.b.Log.DebugContext(ctx, "step changed the filesystem", "step", st.number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
+	if r.d.Log != nil {
+		r.d.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
 			"diff_size", l.DiffSize, "written", "from the context store")
 	}
-	r.upload(ctx, st.number, l, src, func() {})
+	r.upload(ctx, st.Number, l, src, func() {})
 	return l, nil
 }
 
 // upload stores a layer in the background from its tar; release is called
 // when src is no longer read.
-func (r *run) upload(ctx context.Context, step int, l image.Layer, src TarSource, release func()) {
+func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Source, release func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.uploads == nil {
@@ -447,7 +498,7 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src TarSource
 		defer close(u.done)
 		defer release()
 		t0 := time.Now()
-		stored, err := r.b.Layers.Store(ctx, src)
+		stored, err := r.d.Layers.Store(ctx, src)
 		switch {
 		case err != nil:
 			u.err = fmt.Errorf("storing the layer of step %d: %w", step, err)
@@ -456,36 +507,33 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src TarSource
 		default:
 			u.layer = stored
 		}
-		if r.b.Log != nil {
-			r.b.Log.DebugContext(ctx, "layer stored", "step", step, "duration", time.Since(t0), "blob_size", stored.Blob.Size, "error", u.err)
+		if r.d.Log != nil {
+			r.d.Log.DebugContext(ctx, "layer stored", "step", step, "duration", time.Since(t0), "blob_size", stored.Blob.Size, "error", u.err)
 		}
 	}()
 }
 
 // runProcess runs a RUN step's command in the sandbox.
-func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
-	out := newLineWriter(st.number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
-	errw := newLineWriter(st.number, builderv1.OutputStream_OUTPUT_STREAM_STDERR, r.events)
-	if r.b.Sandbox == nil {
-		return errdefs.Unimplemented("Dockerfile:%d: this builder has no sandbox to run RUN steps in", st.line)
-	}
-	cwd := st.config.WorkingDir
+func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
+	out := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
+	errw := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDERR, r.events)
+	cwd := st.Config.WorkingDir
 	if cwd == "" {
 		cwd = "/"
 	}
 	// The classic builder runs RUN with the image's volumes mounted: their
 	// mount points appear in the layer, and what the command writes inside
 	// them does not.
-	vols := slices.Sorted(maps.Keys(st.config.Volumes))
+	vols := slices.Sorted(maps.Keys(st.Config.Volumes))
 	for _, v := range vols {
-		if err := mkdirIn(m.Root(), v, nil); err != nil {
+		if err := mkdirIn(m.Root(), v); err != nil {
 			return err
 		}
 	}
 	defer discardVolumeWrites(m.Upper(), vols)
-	code, err := r.b.Sandbox.Run(ctx, Process{
-		Root: m.Root(), Args: st.run.Args, Env: st.run.Env, Cwd: cwd, User: st.config.User,
-		Hostname: st.cid[:12], Network: r.req.Network, Resources: r.req.Resources, Stdout: out, Stderr: errw,
+	code, err := r.d.Sandbox.Run(ctx, Process{
+		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
+		Hostname: r.cids[st][:12], Network: r.o.Network, Resources: r.o.Resources, Stdout: out, Stderr: errw,
 	})
 	out.Flush()
 	errw.Flush()
@@ -495,11 +543,11 @@ func (r *run) runProcess(ctx context.Context, st *step, m Mount) error {
 		}
 		// Most often the image or the Dockerfile is at fault (a WORKDIR
 		// runc refuses, a USER it cannot be), so the line is named.
-		return fmt.Errorf("Dockerfile:%d: running step %d: %w", st.line, st.number, err)
+		return fmt.Errorf("Dockerfile:%d: running step %d: %w", st.Line, st.Number, err)
 	}
 	if code != 0 {
 		tail := lastLines(out, errw)
-		msg := fmt.Sprintf("Dockerfile:%d: The command '%s' returned a non-zero code: %d", st.line, strings.Join(st.run.Args, " "), code)
+		msg := fmt.Sprintf("Dockerfile:%d: The command '%s' returned a non-zero code: %d", st.Line, strings.Join(st.Run.Args, " "), code)
 		if tail != "" {
 			msg += "\nlast output:\n" + tail
 		}
@@ -529,4 +577,18 @@ func discardVolumeWrites(upper string, vols []string) {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+func containerID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func done(number int, id string, d time.Duration, l *image.Layer) *builderv1.BuildEvent {
+	ev := &builderv1.StepDone{ImageId: id, Duration: durationpb.New(d), EmptyLayer: l == nil}
+	if l != nil {
+		ev.LayerSize, ev.LayerBlobSize = l.DiffSize, l.Blob.Size
+	}
+	return &builderv1.BuildEvent{Step: int32(number), Event: &builderv1.BuildEvent_Done{Done: ev}}
 }

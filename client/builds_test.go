@@ -1,4 +1,4 @@
-package command
+package client
 
 import (
 	"context"
@@ -60,7 +60,7 @@ func watchEvent(ev *builderv1.BuildEvent) *builderv1.WatchBuildResponse {
 	return &builderv1.WatchBuildResponse{Response: &builderv1.WatchBuildResponse_Event{Event: ev}}
 }
 
-// After a transient disconnect, `strata build` reattaches where it left
+// After a transient disconnect, Build reattaches where it left
 // off, showing no event twice, and gets the result.
 func TestBuildReattachesAfterADisconnect(t *testing.T) {
 	var shown []int64

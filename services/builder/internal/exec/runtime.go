@@ -1,11 +1,8 @@
-package build
+package exec
 
 import (
 	"context"
-	"errors"
 	"io"
-
-	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -14,27 +11,19 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
-// The adapters below fit the builder's runtime packages (snapshot, layer)
-// to the small interfaces a build uses, so that the orchestration reads as
-// steps and can be tested without mounts.
-
-// BlobSource opens blobs of the blob store.
-type BlobSource interface {
-	Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
-}
-
-// BlobSink opens uploads whose digest is known only once written.
-type BlobSink func(ctx context.Context, mediaType string) (layer.BlobWriter, error)
+// The adapters below fit the builder's runtime packages (snapshot, layer,
+// sandbox) to the small interfaces a run uses, so that it reads as steps
+// and its tests can stand a fake in for runc.
 
 // SnapshotStore mounts steps over a snapshot.Store, unpacking missing layers
 // from blobs.
-func SnapshotStore(s *snapshot.Store, blobs BlobSource) Snapshots {
+func SnapshotStore(s *snapshot.Store, blobs Blobs) Snapshots {
 	return snapshots{s: s, blobs: blobs}
 }
 
 type snapshots struct {
 	s     *snapshot.Store
-	blobs BlobSource
+	blobs Blobs
 }
 
 func (s snapshots) Mount(ctx context.Context, layers []image.Layer, mo MountOptions) (Mount, error) {
@@ -45,7 +34,7 @@ func (s snapshots) Mount(ctx context.Context, layers []image.Layer, mo MountOpti
 			return s.blobs.Open(ctx, blob)
 		}}
 		if src, ok := mo.Tars[l.DiffID]; ok {
-			ls[i].Open = func(ctx context.Context) (io.ReadCloser, error) { return openTar(ctx, src), nil }
+			ls[i].Open = func(ctx context.Context) (io.ReadCloser, error) { return layer.Open(ctx, src), nil }
 		}
 	}
 	var opts []snapshot.PrepareOpt
@@ -78,59 +67,25 @@ func (a active) Commit(ctx context.Context, l image.Layer) (Snapshot, error) {
 	return a.s.Acquire(chain)
 }
 
-// DirTar is the layer tar of the changes a directory holds: an overlay
-// upper directory, or a committed snapshot's.
-func DirTar(dir string) TarSource {
-	return func(ctx context.Context, w io.Writer) error { return layer.Diff(ctx, dir, w) }
-}
+// LayerWriter writes layer tars as gzip layers into blobs.
+func LayerWriter(blobs Blobs) Layers { return layers{blobs} }
 
-// openTar returns a reader of the tar src writes; closing it stops src.
-func openTar(ctx context.Context, src TarSource) io.ReadCloser {
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pw.CloseWithError(src(ctx, pw))
-	}()
-	return &tarReader{PipeReader: pr, done: done}
-}
+type layers struct{ blobs Blobs }
 
-type tarReader struct {
-	*io.PipeReader
-	done chan struct{}
-}
-
-// Close stops the writer and waits for it, so nothing reads the tar's
-// sources after Close.
-func (r *tarReader) Close() error {
-	r.PipeReader.CloseWithError(errors.New("layer tar reader closed"))
-	<-r.done
-	return nil
-}
-
-// LayerWriter writes layer tars as gzip layers through sink.
-func LayerWriter(sink BlobSink) Layers { return layers{sink} }
-
-type layers struct{ sink BlobSink }
-
-func (l layers) DiffID(ctx context.Context, src TarSource) (image.Layer, error) {
-	r := openTar(ctx, src)
-	defer r.Close()
-	u, err := layer.ReadDiffID(ctx, r)
+func (l layers) DiffID(ctx context.Context, src layer.Source) (image.Layer, error) {
+	u, err := layer.DiffID(ctx, src)
 	if err != nil {
 		return image.Layer{}, err
 	}
 	return image.Layer{DiffID: u.DiffID, DiffSize: u.DiffSize}, nil
 }
 
-func (l layers) Store(ctx context.Context, src TarSource) (image.Layer, error) {
-	w, err := l.sink(ctx, layer.MediaTypeGzip)
+func (l layers) Store(ctx context.Context, src layer.Source) (image.Layer, error) {
+	w, err := l.blobs.Writer(ctx, layer.MediaTypeGzip)
 	if err != nil {
 		return image.Layer{}, err
 	}
-	r := openTar(ctx, src)
-	defer r.Close()
-	d, err := layer.Write(ctx, w, r)
+	d, err := layer.WriteDiff(ctx, w, src)
 	if err != nil {
 		return image.Layer{}, err
 	}
@@ -148,7 +103,7 @@ func (s runner) Admit(network builderv1.NetworkMode, res *builderv1.RunResources
 
 func (s runner) Run(ctx context.Context, p Process) (int, error) {
 	return s.r.Run(ctx, sandbox.Process{
-		RootFS: p.Root, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd,
+		RootFS: p.Root, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd, Hostname: p.Hostname,
 		Network: sandboxNetwork(p.Network), Limits: sandboxLimits(p.Resources),
 		Output: func(stream sandbox.Stream, line []byte) {
 			w := p.Stdout

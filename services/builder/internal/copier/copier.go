@@ -1,4 +1,4 @@
-package build
+package copier
 
 import (
 	"bytes"
@@ -23,63 +23,46 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/cache"
-	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
-	"github.com/strata-build/strata/services/builder/internal/rootfs"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
-// Paths inside a step's root filesystem are always resolved with
-// securejoin, as if the root were "/": a symlink a lower layer planted
-// (`RUN ln -s / /app`, then `COPY f /app/x`) resolves inside the root, never
-// onto the builder's host. Nothing runs in the root while files are copied,
-// so there is no race to guard against beyond that.
-
-// owner is a uid/gid pair.
-type owner struct{ uid, gid int }
-
-// copy carries out a COPY or ADD into a mounted root filesystem.
-func (r *run) copy(ctx context.Context, st *step, m Mount) error {
-	cp := st.copy
-	root := m.Root()
-	var own *owner
-	if cp.chown != "" {
-		o, err := resolveChown(root, cp.chown)
-		if err != nil {
-			return errdefs.InvalidArgument("Dockerfile:%d: --chown=%s: %v", st.line, cp.chown, err)
-		}
-		own = &o
+// IntoRoot copies cp's sources from the build context (or its heredocs
+// and downloads) into the mounted root filesystem root, extracting ADD's
+// local archives. Errors name the source.
+func IntoRoot(ctx context.Context, root string, cp *plan.Copy, o Options) error {
+	own, err := ownerOf(root, cp)
+	if err != nil {
+		return err
 	}
-	c := &copier{root: root, chmod: cp.chmod, own: own, store: r.b.Contexts, limits: r.b.Archives, ctx: ctx}
-	if cp.fromStage != nil || cp.fromImage != nil {
-		var layers []image.Layer
-		if cp.fromStage != nil {
-			from := r.results[cp.fromStage]
-			if err := r.load(ctx, &from); err != nil {
-				return err
-			}
-			layers = from.layers
-		} else {
-			layers = cp.fromImage.Layers()
-		}
-		src, err := r.mount(ctx, layers, false)
-		if err != nil {
-			return fmt.Errorf("mounting the source of COPY --from: %w", err)
-		}
-		defer src.Release()
-		hash, err := c.fromRoot(src.Root(), cp)
-		if err != nil {
-			return errdefs.New(kindOf(err), "Dockerfile:%d: %w", st.line, err)
-		}
-		shell := st.containerConfig.Cmd[:len(st.containerConfig.Cmd)-1]
-		cp.containerCmd = append(slices.Clone(shell), "#(nop) "+copyComment(strings.ToUpper(st.cmd.Name()), &copyPlan{chown: cp.chown, hash: hash, destText: cp.destText}))
-		return nil
-	}
-	for _, f := range cp.files {
-		if err := c.fromContext(cp, f, r.req.Context); err != nil {
-			return errdefs.New(kindOf(err), "Dockerfile:%d: %s %s: %w", st.line, strings.ToUpper(st.cmd.Name()), f.src, err)
+	c := &copier{root: root, chmod: cp.Chmod, own: own, store: o.Store, limits: o.Archives, ctx: ctx}
+	for _, f := range cp.Sources {
+		if err := c.fromContext(cp, f, o.Context); err != nil {
+			return errdefs.New(errdefs.KindOf(err), "%s %s: %w", name(cp), f.Src, err)
 		}
 	}
 	return nil
+}
+
+// FromRoot copies cp's sources out of another image's root filesystem
+// srcRoot into root (COPY --from), keeping their owners unless --chown is
+// given, as Docker does. It returns the history hash of what it copied.
+func FromRoot(ctx context.Context, root, srcRoot string, cp *plan.Copy) (string, error) {
+	own, err := ownerOf(root, cp)
+	if err != nil {
+		return "", err
+	}
+	c := &copier{root: root, chmod: cp.Chmod, own: own, ctx: ctx}
+	return c.fromRoot(srcRoot, cp)
+}
+
+// MkdirAll creates dir and its missing parents in the root filesystem
+// root, owned by root and 0755 as Docker creates them (WORKDIR, the mount
+// points of volumes).
+func MkdirAll(root, dir string) error {
+	c := &copier{root: root}
+	_, err := c.mkdirAll(dir)
+	return err
 }
 
 type copier struct {
@@ -90,11 +73,12 @@ type copier struct {
 	store  *buildctx.Store
 	limits compression.Limits
 
-	// dirs remembers the directories this copy resolved or made, so that
-	// thousands of files in a few directories do not resolve their parents
-	// again each time. Nothing else changes the root while a copy runs.
+	// made remembers the directories this copy made or found, so that
+	// thousands of files in a few directories do not make their parents
+	// again each time. It holds in-root paths only: a host path is always
+	// resolved again with securejoin, never taken from a cache.
 	mu   sync.Mutex
-	dirs map[string]string
+	made map[string]bool
 }
 
 // resolve returns the host path of an absolute path inside the root.
@@ -108,18 +92,18 @@ func (c *copier) resolve(p string) (string, error) {
 func (c *copier) mkdirAll(p string) (string, error) {
 	p = path.Clean(p)
 	c.mu.Lock()
-	host, ok := c.dirs[p]
+	made := c.made[p]
 	c.mu.Unlock()
-	if ok {
-		return host, nil
+	if made {
+		return c.resolve(p)
 	}
 	host, err := c.mkdirAllUncached(p)
 	if err == nil {
 		c.mu.Lock()
-		if c.dirs == nil {
-			c.dirs = map[string]string{}
+		if c.made == nil {
+			c.made = map[string]bool{}
 		}
-		c.dirs[p] = host
+		c.made[p] = true
 		c.mu.Unlock()
 	}
 	return host, err
@@ -154,22 +138,11 @@ func (c *copier) mkdirAllUncached(p string) (string, error) {
 	if host, err = c.resolve(resolved); err != nil {
 		return "", err
 	}
-	if err := os.Mkdir(host, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(host, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", err
 	}
-	o := owner{}
-	if c.own != nil {
-		o = *c.own
-	}
+	o := c.own.or(owner{})
 	return host, os.Lchown(host, o.uid, o.gid)
-}
-
-// destFor returns the destination of a single source named base.
-func destFor(cp *copyPlan, base string, rootDirExists bool) string {
-	if cp.destDir || rootDirExists {
-		return path.Join(cp.dest, base)
-	}
-	return cp.dest
 }
 
 func (c *copier) isDir(p string) bool {
@@ -183,64 +156,47 @@ func (c *copier) isDir(p string) bool {
 
 // fromContext copies one source of the context (or a heredoc, or a
 // download) into the root.
-func (c *copier) fromContext(cp *copyPlan, f copyFile, bctx *buildctx.Context) error {
-	if f.entry == nil { // a heredoc
-		dst := destFor(cp, path.Base(f.name), c.isDir(cp.dest))
+func (c *copier) fromContext(cp *plan.Copy, f plan.Source, bctx *buildctx.Context) error {
+	if f.Entry == nil { // a heredoc
+		dst := destFor(cp, path.Base(f.Name), c.isDir(cp.Dest))
 		mode := fs.FileMode(0o644)
-		return c.writeFile(dst, bytes.NewReader(f.data), mode, owner{}, time.Now())
+		return c.writeFile(dst, bytes.NewReader(f.Data), mode, owner{}, time.Now())
 	}
-	e := f.entry
+	e := f.Entry
 	if e.Mode.IsDir() {
-		if _, err := c.mkdirAll(cp.dest); err != nil {
+		if _, err := c.mkdirAll(cp.Dest); err != nil {
 			return err
 		}
-		// Directories and symlinks first, in order; then the files, on
-		// every core, since creating files is what a large COPY waits on.
-		base := e.Path
-		var files []*buildctx.Entry
-		err := bctx.Walk(base, func(x *buildctx.Entry) error {
-			if err := c.ctx.Err(); err != nil {
-				return err
-			}
-			if x == e {
-				return nil
-			}
-			if x.Mode.IsRegular() {
-				files = append(files, x)
-				return nil
-			}
-			return c.entry(path.Join(cp.dest, relTo(base, x.Path)), x, owner{})
-		})
-		if err != nil {
-			return err
-		}
-		return c.parallel(files, func(x *buildctx.Entry) error {
-			return c.entry(path.Join(cp.dest, relTo(base, x.Path)), x, owner{})
-		})
-	}
-	if f.unpack {
+	} else if f.Unpack {
 		if ok, err := c.unpack(cp, e); ok || err != nil {
 			return err
 		}
 	}
-	name := path.Base(e.Path)
-	if f.name != "" {
-		name = f.name
+	ts, err := targets(bctx, cp, f, func() (bool, error) { return c.isDir(cp.Dest), nil })
+	if err != nil {
+		return err
 	}
-	return c.entry(destFor(cp, name, c.isDir(cp.dest)), e, owner{})
-}
-
-// relTo returns p relative to the context directory base.
-func relTo(base, p string) string {
-	if base == "." {
-		return p
+	// Directories and symlinks first, in order; then the files, on every
+	// core, since creating files is what a large COPY waits on.
+	var files []target
+	for _, t := range ts {
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		if t.e.Mode.IsRegular() {
+			files = append(files, t)
+			continue
+		}
+		if err := c.entry(t.dst, t.e); err != nil {
+			return err
+		}
 	}
-	return strings.TrimPrefix(strings.TrimPrefix(p, base), "/")
+	return c.parallel(files, func(t target) error { return c.entry(t.dst, t.e) })
 }
 
 // parallel calls fn for every entry on a few goroutines, stopping at the
 // first error.
-func (c *copier) parallel(entries []*buildctx.Entry, fn func(*buildctx.Entry) error) error {
+func (c *copier) parallel(entries []target, fn func(target) error) error {
 	workers := min(runtime.NumCPU(), 4, len(entries))
 	if workers <= 1 {
 		for _, e := range entries {
@@ -250,7 +206,7 @@ func (c *copier) parallel(entries []*buildctx.Entry, fn func(*buildctx.Entry) er
 		}
 		return nil
 	}
-	next := make(chan *buildctx.Entry)
+	next := make(chan target)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
 	for range workers {
@@ -290,11 +246,9 @@ feed:
 
 // entry writes one context entry at dst: context files belong to root (or
 // the --chown owner) in the image, whoever owned them on the client.
-func (c *copier) entry(dst string, e *buildctx.Entry, own owner) error {
-	if c.own != nil {
-		own = *c.own
-	}
-	mtime := time.Unix(0, e.ModTimeNano)
+func (c *copier) entry(dst string, e *buildctx.Entry) error {
+	own := c.own.or(owner{})
+	mtime := mtimeOf(e)
 	switch {
 	case e.Mode.IsDir():
 		host, err := c.mkdirAll(dst)
@@ -320,13 +274,7 @@ func (c *copier) entry(dst string, e *buildctx.Entry, own owner) error {
 	}
 }
 
-func (c *copier) mode(m fs.FileMode) fs.FileMode {
-	perm := m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
-	if c.chmod != nil {
-		perm = *c.chmod
-	}
-	return perm
-}
+func (c *copier) mode(m fs.FileMode) fs.FileMode { return modeOf(m, c.chmod) }
 
 // parentOf creates the parent of dst and returns dst's host path, with the
 // last element not resolved (so an existing symlink there is replaced, not
@@ -343,18 +291,29 @@ func (c *copier) parentOf(dst string) (string, error) {
 	return filepath.Join(parent, base), nil
 }
 
-func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mtime time.Time) error {
+// replace creates the parent of dst and removes what is at dst, unless it
+// is a directory (what names the kind of entry copied, for the error). It
+// returns dst's host path, its last element not resolved.
+func (c *copier) replace(dst, what string) (string, error) {
 	host, err := c.parentOf(dst)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if fi, err := os.Lstat(host); err == nil {
 		if fi.IsDir() {
-			return errdefs.InvalidArgument("cannot copy a file onto the directory %s", dst)
+			return "", errdefs.InvalidArgument("cannot copy a %s onto the directory %s", what, dst)
 		}
 		if err := os.Remove(host); err != nil {
-			return err
+			return "", err
 		}
+	}
+	return host, nil
+}
+
+func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mtime time.Time) error {
+	host, err := c.replace(dst, "file")
+	if err != nil {
+		return err
 	}
 	f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -379,17 +338,9 @@ func (c *copier) writeFile(dst string, r io.Reader, m fs.FileMode, own owner, mt
 }
 
 func (c *copier) symlink(dst, target string, own owner, mtime time.Time) error {
-	host, err := c.parentOf(dst)
+	host, err := c.replace(dst, "symlink")
 	if err != nil {
 		return err
-	}
-	if fi, err := os.Lstat(host); err == nil {
-		if fi.IsDir() {
-			return errdefs.InvalidArgument("cannot copy a symlink onto the directory %s", dst)
-		}
-		if err := os.Remove(host); err != nil {
-			return err
-		}
 	}
 	if err := os.Symlink(target, host); err != nil {
 		return err
@@ -408,10 +359,10 @@ func setMtime(host string, t time.Time) error {
 // fromRoot copies sources out of another image's root filesystem (COPY
 // --from), keeping their owners unless --chown is given, as Docker does. It
 // returns the history hash of what it copied.
-func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
+func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 	var hashes []string
 	var srcs []string
-	for _, s := range cp.srcs {
+	for _, s := range cp.Paths {
 		if strings.ContainsAny(s, "*?[") {
 			matches, err := globIn(srcRoot, s)
 			if err != nil {
@@ -425,7 +376,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 		}
 		srcs = append(srcs, path.Clean("/"+s))
 	}
-	if len(srcs) > 1 && !cp.destDir {
+	if len(srcs) > 1 && !cp.DestDir {
 		return "", errdefs.InvalidArgument("When using COPY with more than one source file, the destination must be a directory and end with a /")
 	}
 	for _, s := range srcs {
@@ -439,7 +390,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 		}
 		var subs []string
 		if fi.IsDir() {
-			if _, err := c.mkdirAll(cp.dest); err != nil {
+			if _, err := c.mkdirAll(cp.Dest); err != nil {
 				return "", err
 			}
 			err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
@@ -453,7 +404,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 				if rel == "." {
 					return nil
 				}
-				h, err := c.hostEntry(p, path.Join(cp.dest, filepath.ToSlash(rel)))
+				h, err := c.hostEntry(p, path.Join(cp.Dest, filepath.ToSlash(rel)))
 				subs = append(subs, h)
 				return err
 			})
@@ -464,7 +415,7 @@ func (c *copier) fromRoot(srcRoot string, cp *copyPlan) (string, error) {
 			hashes = append(hashes, "dir:"+cache.New("dir").Strings(subs).Digest().Encoded())
 			continue
 		}
-		h, err := c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.dest)))
+		h, err := c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
 		if err != nil {
 			return "", err
 		}
@@ -488,9 +439,7 @@ func (c *copier) hostEntry(src, dst string) (string, error) {
 	if st != nil {
 		own = owner{int(st.Uid), int(st.Gid)}
 	}
-	if c.own != nil {
-		own = *c.own
-	}
+	own = c.own.or(own)
 	h := cache.New("file").String(dst).Int(int64(fi.Mode())).Int(int64(own.uid)).Int(int64(own.gid)).Int(fi.Size()).Int(fi.ModTime().UnixNano())
 	switch {
 	case fi.IsDir():
@@ -555,33 +504,15 @@ func globIn(root, pattern string) ([]string, error) {
 // archive goes through the extractor layers are unpacked with (its names
 // and links resolved inside the destination at every entry, never through
 // a path an earlier entry planted), with the same bounds.
-func (c *copier) unpack(cp *copyPlan, e *buildctx.Entry) (bool, error) {
+func (c *copier) unpack(cp *plan.Copy, e *buildctx.Entry) (bool, error) {
 	f, err := c.store.Open(e.Digest)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	dir, err := c.mkdirAll(cp.dest)
+	dir, err := c.mkdirAll(cp.Dest)
 	if err != nil {
 		return false, err
 	}
 	return layer.Extract(c.ctx, f, dir, layer.WithLimits(c.limits))
-}
-
-// resolveChown turns "user[:group]" into IDs, looking names up in the
-// image's /etc/passwd and /etc/group as Docker does.
-func resolveChown(root, spec string) (owner, error) {
-	uid, gid, err := rootfs.LookupChown(root, spec)
-	return owner{uid, gid}, err
-}
-
-// mkdirIn creates a WORKDIR in a root filesystem, owned by root and 0755
-// as Docker creates it, resolving symlinks inside the root.
-func mkdirIn(root, dir string, _ *image.ContainerConfig) error {
-	c := &copier{root: root}
-	_, err := c.mkdirAll(dir)
-	if err != nil {
-		return errdefs.InvalidArgument("WORKDIR %s: %v", dir, err)
-	}
-	return nil
 }

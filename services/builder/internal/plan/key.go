@@ -1,0 +1,164 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/cache"
+)
+
+// The cache key of a step, and the source hashes Docker writes in COPY and
+// ADD history.
+
+// stepKey returns the step's cache key and the size of the container config
+// it covers. network is the build's RUN network when not the bridge.
+func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int64) {
+	cc := s.ContainerConfig.Clone()
+	cc.Image, cc.Hostname = "", ""
+	b, _ := json.Marshal(cc)
+	var sources digest.Digest
+	if cp := s.Copy; cp != nil {
+		sources = cp.sourcesKey()
+	}
+	return cache.Step{
+		Parent:   parent,
+		Config:   b,
+		Author:   s.Author,
+		Args:     s.Args,
+		Sources:  sources,
+		Platform: "linux/amd64",
+		Network:  runNetwork(s, network),
+	}.Key(), int64(len(b))
+}
+
+// runNetwork is what of the build's network a step's key names: a RUN
+// step's when not the bridge, nothing for other steps (they run nothing).
+func runNetwork(s *Step, network string) string {
+	if s.Kind != KindRun {
+		return ""
+	}
+	return network
+}
+
+// CopyComment is the history text of a COPY or ADD: Docker writes
+// "COPY <hash> in <dest> ", with the destination as written and
+// "--chown=…" glued before the hash.
+func CopyComment(name string, cp *Copy) string {
+	chown := ""
+	if cp.Chown != "" {
+		chown = "--chown=" + cp.Chown
+	}
+	return fmt.Sprintf("%s %s%s in %s ", name, chown, cp.Hash, cp.DestText)
+}
+
+// sourcesKey is the part of a COPY's key its sources make: the content,
+// mode and owner of every file from the context, or the source stage's key
+// (or image ID) and the paths for --from.
+func (cp *Copy) sourcesKey() digest.Digest {
+	h := cache.New("copy")
+	switch {
+	case cp.FromStage != nil:
+		h.String("stage").String(string(cp.FromStage.LastKey())).Strings(cp.Paths)
+	case cp.FromImage != nil:
+		h.String("image").String(string(cp.FromImage.ID())).Strings(cp.Paths)
+	}
+	var files []cache.File
+	for _, f := range cp.Sources {
+		switch {
+		case f.Entry != nil:
+			files = append(files, cp.contextFiles(f)...)
+		default:
+			files = append(files, cache.File{Path: f.Name, Mode: 0o644, Digest: digest.FromBytes(f.Data)})
+		}
+	}
+	h.String(string(cache.Sources(files)))
+	h.String(cp.Chown)
+	if cp.Chmod != nil {
+		h.Int(int64(*cp.Chmod))
+	}
+	h.String(cp.Dest)
+	return h.Digest()
+}
+
+// contextFiles lists what a context source contributes, relative to it.
+func (cp *Copy) contextFiles(f Source) []cache.File {
+	if cp.context == nil || isURL(f.Src) {
+		return cp.walkFiles(f)
+	}
+	key := fmt.Sprintf("files\x00%s\x00%s\x00%t", f.Src, f.Entry.Path, f.Unpack)
+	return cp.context.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
+}
+
+func (cp *Copy) walkFiles(f Source) []cache.File {
+	var out []cache.File
+	add := func(rel string, e *buildctx.Entry) {
+		out = append(out, cache.File{Path: f.Src + "\x00" + rel, Mode: e.Mode, UID: e.UID, GID: e.GID, Digest: e.Digest, LinkTarget: e.LinkTarget})
+	}
+	if !f.Entry.Mode.IsDir() {
+		add("", f.Entry)
+		if f.Unpack {
+			out = append(out, cache.File{Path: "\x00unpack"})
+		}
+		return out
+	}
+	root := f.Entry.Path
+	_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) {
+		add(strings.TrimPrefix(strings.TrimPrefix(e.Path, root), "/"), e)
+	})
+	return out
+}
+
+// ctxWalk is set by the planner to walk the build context.
+func (cp *Copy) ctxWalk(e *buildctx.Entry, fn func(*buildctx.Entry)) error {
+	if cp.walk == nil {
+		return nil
+	}
+	return cp.walk(e.Path, fn)
+}
+
+// historyHash is the source hash Docker writes in COPY and ADD history:
+// "file:<hex>" for one file, "dir:<hex>" for one directory, and
+// "multi:<hex>" over the others' for several.
+func (cp *Copy) historyHash() string {
+	var hashes []string
+	for _, f := range cp.Sources {
+		switch {
+		case f.Entry == nil:
+			hashes = append(hashes, "file:"+digest.FromBytes(f.Data).Encoded())
+		case f.Entry.Mode.IsDir():
+			hash := func() any {
+				var subs []string
+				_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) {
+					if e != f.Entry {
+						subs = append(subs, fileHash(e))
+					}
+				})
+				slices.Sort(subs)
+				return "dir:" + digest.FromString(strings.Join(subs, ",")).Encoded()
+			}
+			if cp.context != nil {
+				hashes = append(hashes, cp.context.Memo("dirhash\x00"+f.Entry.Path, hash).(string))
+			} else {
+				hashes = append(hashes, hash().(string))
+			}
+		default:
+			hashes = append(hashes, "file:"+fileHash(f.Entry))
+		}
+	}
+	if len(hashes) == 1 {
+		return hashes[0]
+	}
+	return "multi:" + digest.FromString(strings.Join(hashes, ",")).Encoded()
+}
+
+// fileHash is a file's hash for history: over its name, mode, owner, link
+// target and content, as Docker's tarsum covers its header and content.
+func fileHash(e *buildctx.Entry) string {
+	return cache.New("file").String(e.Path).Int(int64(e.Mode)).Int(int64(e.UID)).Int(int64(e.GID)).
+		String(e.LinkTarget).String(string(e.Digest)).Digest().Encoded()
+}

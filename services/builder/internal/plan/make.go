@@ -1,0 +1,427 @@
+package plan
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"maps"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/cache"
+	"github.com/strata-build/strata/services/builder/internal/dockerfile"
+	"github.com/strata-build/strata/services/builder/internal/image"
+)
+
+// Images resolves the images a Dockerfile names (FROM, COPY --from).
+type Images interface {
+	// Resolve returns the image ref names, held locally or pulled;
+	// ErrNotFound or ErrUnavailable naming ref when it cannot be had.
+	Resolve(ctx context.Context, ref string) (*image.Image, error)
+}
+
+// Downloads fetches ADD's URL sources: their content must be known to key
+// the step.
+type Downloads interface {
+	// Download stores the content at url in the context store and returns
+	// its entry, whose Path is the file's name.
+	Download(ctx context.Context, url string) (*buildctx.Entry, error)
+}
+
+// Input is what a plan is made of.
+type Input struct {
+	// Dockerfile is the parsed Dockerfile; Make adds the Labels to its
+	// target stage.
+	Dockerfile *dockerfile.Dockerfile
+	Context    *buildctx.Context
+	BuildArgs  map[string]string
+	Target     string
+	Labels     map[string]string
+	// Network is the network RUN steps run on when not the default
+	// bridge ("none", "host"); their cache keys name it.
+	Network string
+	// MaxConfigBytes bounds what the steps' image configs weigh together.
+	MaxConfigBytes int64
+	Images         Images
+	// Downloads is needed only by an ADD of a URL.
+	Downloads Downloads
+}
+
+// Make works out the plan of a build: it resolves base images, downloads
+// ADD's URLs and expands every instruction. Dockerfile errors are
+// INVALID_ARGUMENT errors naming the line.
+func Make(ctx context.Context, in Input) (*Plan, error) {
+	p := &planner{in: in, df: in.Dockerfile, args: dockerfile.NewBuildArgs(in.BuildArgs), maxConfigBytes: in.MaxConfigBytes,
+		byIndex: map[int]*Stage{}}
+	return p.plan(ctx)
+}
+
+// planner works out a plan.
+type planner struct {
+	in   Input
+	df   *dockerfile.Dockerfile
+	args *dockerfile.BuildArgs
+	// byIndex are the stages planned so far, by their index in the
+	// Dockerfile.
+	byIndex map[int]*Stage
+
+	// configBytes counts what the steps' image configs will weigh, against
+	// maxConfigBytes.
+	configBytes, maxConfigBytes int64
+}
+
+func (p *planner) plan(ctx context.Context) (*Plan, error) {
+	df := p.df
+	if err := df.DeclareMetaArgs(p.args); err != nil {
+		return nil, err
+	}
+	target, err := df.Target(p.in.Target)
+	if err != nil {
+		return nil, err
+	}
+	// --label values become LABEL instructions at the end of the target
+	// stage, sorted, as the classic builder adds them.
+	for _, k := range slices.Sorted(maps.Keys(p.in.Labels)) {
+		df.Stages[target].AddCommand(instructions.NewLabelCommand(k, p.in.Labels[k], true))
+	}
+	needed, err := df.Needed(target, p.args)
+	if err != nil {
+		return nil, err
+	}
+	pl := &Plan{}
+	for _, i := range needed {
+		sp, err := p.stage(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		p.byIndex[i] = sp
+		pl.Stages = append(pl.Stages, sp)
+	}
+	n := 0
+	for _, sp := range pl.Stages {
+		n++
+		sp.Number = n
+		for _, st := range sp.Steps {
+			if !st.Trigger {
+				n++
+			}
+			st.Number = n
+		}
+	}
+	pl.Total = n
+	if unused := p.args.Unused(); len(unused) > 0 {
+		pl.Warnings = append(pl.Warnings, fmt.Sprintf("[Warning] One or more build-args %v were not consumed", unused))
+	}
+	return pl, nil
+}
+
+func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
+	df := p.df
+	s := df.Stages[i]
+	sp := &Stage{Index: i, Name: s.Name, FromText: s.SourceCode}
+	base, err := df.BaseName(i, p.args)
+	if err != nil {
+		return nil, err
+	}
+	sp.BaseName = base
+	if pf := s.Platform; pf != "" {
+		if pf, err = dockerfile.ExpandMeta(df.Lex(), p.args, pf); err != nil || (pf != "" && pf != "linux/amd64" && pf != "linux") {
+			return nil, errdefs.InvalidArgument("Dockerfile:%d: FROM --platform=%s: this builder builds linux/amd64 only", s.Line, s.Platform)
+		}
+	}
+	var baseCfg *image.ContainerConfig
+	if j, ok, _ := df.StageIndex(base, i); ok {
+		sp.BaseStage = p.byIndex[j]
+		sp.FromKey = sp.BaseStage.LastKey()
+		baseCfg = sp.BaseStage.FinalConfig()
+	} else if strings.EqualFold(base, "scratch") {
+		sp.FromKey = cache.FromImage("scratch")
+	} else {
+		img, err := p.in.Images.Resolve(ctx, base)
+		if err != nil {
+			return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: FROM %s: %w", s.Line, base, err)
+		}
+		sp.BaseImage = img
+		sp.FromKey = cache.FromImage(string(img.ID()))
+		baseCfg = img.Config.Config
+	}
+	st := dockerfile.NewState(baseCfg, p.args.ForStage(), df.EscapeToken)
+	parent := sp.FromKey
+
+	var cmds []instructions.Command
+	triggers := st.Config.OnBuild
+	st.Config.OnBuild = nil
+	for _, t := range triggers {
+		cmd, err := parseTrigger(t)
+		if err != nil {
+			return nil, errdefs.InvalidArgument("Dockerfile:%d: ONBUILD trigger %q of %s: %v", s.Line, t, base, err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	nTriggers := len(cmds)
+	cmds = append(cmds, s.Commands...)
+	sp.Config = st.Config.Clone()
+	var history int64
+	if sp.BaseImage != nil {
+		history = int64(len(sp.BaseImage.Config.History)) * 64
+	}
+
+	for k, cmd := range cmds {
+		stp := &Step{Cmd: cmd, Trigger: k < nTriggers, Line: dockerfile.Line(cmd), Text: commandText(cmd)}
+		if stp.Trigger {
+			stp.Line = s.Line
+		}
+		// The args the step sees: those in scope before it (an ARG's own
+		// value reaches the key through the steps that use it).
+		stp.Args = st.Args.InScope(st.Config.Env)
+		if err := st.Expand(cmd); err != nil {
+			return nil, err
+		}
+		var commit dockerfile.Commit
+		switch c := cmd.(type) {
+		case *instructions.RunCommand:
+			r, err := st.Run(c)
+			if err != nil {
+				return nil, err
+			}
+			stp.Kind, stp.Run, commit = KindRun, &r, r.Commit
+		case *instructions.WorkdirCommand:
+			commit, err = st.Workdir(c)
+			if err != nil {
+				return nil, err
+			}
+			stp.Kind, stp.Workdir = KindWorkdir, commit.WorkingDir
+		case *instructions.CopyCommand:
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod}, i)
+			if err != nil {
+				return nil, err
+			}
+			stp.Kind, stp.Copy = KindCopy, cp
+			commit = dockerfile.Commit{ContainerCmd: st.NopString(CopyComment("COPY", cp))}
+		case *instructions.AddCommand:
+			if c.Checksum != "" {
+				return nil, dockerfile.Errorf(cmd, "ADD --checksum is not supported by this builder")
+			}
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, add: true}, i)
+			if err != nil {
+				return nil, err
+			}
+			stp.Kind, stp.Copy = KindCopy, cp
+			commit = dockerfile.Commit{ContainerCmd: st.NopString(CopyComment("ADD", cp))}
+		default:
+			commit, err = st.Apply(cmd)
+			if err != nil {
+				return nil, err
+			}
+		}
+		stp.Config = st.Config.Clone()
+		stp.Author = st.Maintainer
+		cc := st.Config.Clone()
+		cc.Cmd = commit.ContainerCmd
+		if stp.Kind == KindRun {
+			// The classic builder records a RUN's container config with the
+			// command as Cmd and no entrypoint.
+			cc.Cmd = stp.Run.Commit.ContainerCmd
+			cc.ArgsEscaped = false
+			cc.Entrypoint = nil
+		}
+		stp.ContainerConfig = cc
+		var size int64
+		stp.Key, size = stepKey(parent, stp, p.in.Network)
+		// The step's image holds its config and container config (about
+		// the size of the key's JSON each) and the history so far.
+		history += int64(len(stp.CreatedBy())) + 64
+		if p.configBytes += 2*size + history; p.configBytes > p.maxConfigBytes {
+			return nil, errdefs.ResourceExhausted("Dockerfile:%d: the build's image configs grow past %d bytes, the builder's limit (--max-config-bytes): each step's image holds every label, variable and history row before it",
+				stp.Line, p.maxConfigBytes).WithReason("DOCKERFILE_TOO_LARGE")
+		}
+		parent = stp.Key
+		sp.Steps = append(sp.Steps, stp)
+	}
+	return sp, nil
+}
+
+// finalConfig is the config a stage's result has.
+func (s *Stage) FinalConfig() *image.ContainerConfig {
+	if len(s.Steps) == 0 {
+		return s.Config
+	}
+	return s.Steps[len(s.Steps)-1].Config
+}
+
+func commandText(cmd instructions.Command) string {
+	if s, ok := cmd.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return cmd.Name()
+}
+
+func parseTrigger(expr string) (instructions.Command, error) {
+	res, err := parser.Parse(strings.NewReader(expr))
+	if err != nil {
+		return nil, err
+	}
+	if len(res.AST.Children) != 1 {
+		return nil, fmt.Errorf("want one instruction")
+	}
+	cmd, err := instructions.ParseCommand(res.AST.Children[0])
+	if err != nil {
+		return nil, err
+	}
+	switch cmd.(type) {
+	case *instructions.OnbuildCommand:
+		return nil, fmt.Errorf("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+	case *instructions.MaintainerCommand:
+		return nil, fmt.Errorf("MAINTAINER isn't allowed as an ONBUILD trigger")
+	}
+	return cmd, nil
+}
+
+// copyInstruction is what a COPY or an ADD says.
+type copyInstruction struct {
+	cmd                instructions.Command
+	sd                 instructions.SourcesAndDest
+	from, chown, chmod string // --from (COPY only), --chown, --chmod
+	add                bool
+}
+
+// copyPlan resolves a COPY or ADD of stage, with st the state before it.
+func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyInstruction, stage int) (*Copy, error) {
+	cmd, sd, from, chown, chmod, add := in.cmd, in.sd, in.from, in.chown, in.chmod, in.add
+	name := strings.ToUpper(cmd.Name())
+	cp := &Copy{Add: add, Chown: chown, Paths: slices.Clone(sd.SourcePaths)}
+	if chmod != "" {
+		m, err := strconv.ParseUint(chmod, 8, 32)
+		if err != nil || m > 0o7777 {
+			return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755", name, chmod)
+		}
+		mode := fs.FileMode(m & 0o777)
+		cp.Chmod = &mode
+	}
+	if chown != "" {
+		if _, _, err := splitChown(chown); err != nil {
+			return nil, dockerfile.Errorf(cmd, "%s --chown=%s: %v", name, chown, err)
+		}
+	}
+	dest := sd.DestPath
+	cp.DestText = dest
+	cp.DestDir = strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.")
+	if !path.IsAbs(dest) {
+		dest = path.Join("/", st.Config.WorkingDir, dest)
+	}
+	cp.Dest = path.Clean(dest)
+	if cp.DestDir && cp.Dest != "/" {
+		cp.Dest += "/"
+	}
+	if cp.Dest == "/" {
+		cp.DestDir = true
+	}
+	nsrc := len(sd.SourcePaths) + len(sd.SourceContents)
+	if nsrc == 0 {
+		return nil, dockerfile.Errorf(cmd, "%s needs a source", name)
+	}
+
+	if from != "" {
+		from, err := dockerfile.ExpandMeta(p.df.Lex(), p.args, from)
+		if err != nil {
+			return nil, dockerfile.Errorf(cmd, "%s --from: %v", name, err)
+		}
+		if j, ok, err := p.df.StageIndex(from, stage); err != nil {
+			return nil, dockerfile.Errorf(cmd, "%s --from=%s: %v", name, from, err)
+		} else if ok {
+			cp.FromStage = p.byIndex[j]
+		} else {
+			img, err := p.in.Images.Resolve(ctx, from)
+			if err != nil {
+				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s --from=%s: no stage of that name, and the image: %w", dockerfile.Line(cmd), name, from, err)
+			}
+			cp.FromImage = img
+		}
+		if nsrc > 1 && !cp.DestDir {
+			return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
+		}
+		cp.Hash = "from:" + from
+		return cp, nil
+	}
+
+	c := p.in.Context
+	cp.context = c
+	cp.walk = func(dir string, fn func(*buildctx.Entry)) error {
+		return c.Walk(dir, func(e *buildctx.Entry) error { fn(e); return nil })
+	}
+	for _, sc := range sd.SourceContents {
+		cp.Sources = append(cp.Sources, Source{Src: "<<" + sc.Path, Data: []byte(sc.Data), Name: sc.Path})
+	}
+	for _, src := range sd.SourcePaths {
+		if add && isURL(src) {
+			f, err := p.download(ctx, src)
+			if err != nil {
+				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), src, err)
+			}
+			cp.Sources = append(cp.Sources, f)
+			continue
+		}
+		if isURL(src) {
+			return nil, dockerfile.Errorf(cmd, "COPY source %q is a URL: use ADD to download", src)
+		}
+		paths := []string{src}
+		if strings.ContainsAny(src, "*?[") {
+			var err error
+			if paths, err = c.Match(src); err != nil {
+				return nil, dockerfile.Errorf(cmd, "%v", err)
+			}
+			if len(paths) == 0 {
+				return nil, dockerfile.Errorf(cmd, "%s failed: no source files were specified", name)
+			}
+		}
+		for _, sp := range paths {
+			e, err := c.Resolve(sp)
+			if err != nil {
+				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s %s: %w", dockerfile.Line(cmd), name, src, err)
+			}
+			f := Source{Src: sp, Entry: e}
+			if add && e.Mode.IsRegular() {
+				f.Unpack = true // decided on the content when copied; keyed the same
+			}
+			cp.Sources = append(cp.Sources, f)
+		}
+	}
+	if len(cp.Sources) > 1 && !cp.DestDir {
+		return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
+	}
+	cp.Hash = cp.historyHash()
+	return cp, nil
+}
+
+// download fetches an ADD source. The file gets the URL's last path element
+// as its name.
+func (p *planner) download(ctx context.Context, url string) (Source, error) {
+	if p.in.Downloads == nil {
+		return Source{}, errdefs.Unimplemented("this builder does not download ADD sources")
+	}
+	e, err := p.in.Downloads.Download(ctx, url)
+	if err != nil {
+		return Source{}, err
+	}
+	return Source{Src: url, Entry: e, Name: e.Path}, nil
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// splitChown splits "user[:group]".
+func splitChown(s string) (string, string, error) {
+	u, g, _ := strings.Cut(s, ":")
+	if u == "" {
+		return "", "", fmt.Errorf("want user[:group]")
+	}
+	return u, g, nil
+}

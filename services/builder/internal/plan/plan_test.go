@@ -1,0 +1,212 @@
+package plan
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/dockerfile"
+	"github.com/strata-build/strata/services/builder/internal/image"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden plans under testdata")
+
+// baseImages resolves the one base image the goldens use.
+type baseImages map[string]*image.Image
+
+func (b baseImages) Resolve(_ context.Context, ref string) (*image.Image, error) {
+	if img, ok := b[ref]; ok {
+		return img, nil
+	}
+	return nil, errdefs.NotFound("image %s not found", ref)
+}
+
+func busybox() *image.Image {
+	cfg := &image.Config{
+		Architecture: "amd64", OS: "linux",
+		Config: &image.ContainerConfig{
+			Env:     []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+			Cmd:     []string{"sh"},
+			OnBuild: []string{"LABEL from.onbuild=yes"},
+		},
+		History: []image.History{{CreatedBy: "/bin/sh -c #(nop) ADD file:base in / "}},
+	}
+	return &image.Image{Record: &metadatav1.Image{Id: string(digest.FromString("busybox"))}, Config: cfg}
+}
+
+// testContext is the build context every golden is planned with.
+func testContext() (*buildctx.Context, error) {
+	file := func(p, body string, mode fs.FileMode) *builderv1.FileEntry {
+		return &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(digest.FromString(body))}
+	}
+	return buildctx.New([]*builderv1.FileEntry{
+		file("Dockerfile", "FROM busybox\n", 0o644),
+		{Path: "app", Mode: buildctx.UnixMode(fs.ModeDir | 0o755)},
+		file("app/main.go", "package main\n", 0o644),
+		file("app/run.sh", "#!/bin/sh\n", 0o755),
+		file("a b.txt", "spaces\n", 0o644),
+		file("one.txt", "one\n", 0o600),
+	})
+}
+
+// render writes a plan as text: what a golden file holds.
+func render(pl *Plan) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "total %d\n", pl.Total)
+	for _, w := range pl.Warnings {
+		fmt.Fprintf(&b, "warning %s\n", w)
+	}
+	for _, sp := range pl.Stages {
+		base := "scratch"
+		switch {
+		case sp.BaseImage != nil:
+			base = "image " + sp.BaseName
+		case sp.BaseStage != nil:
+			base = fmt.Sprintf("stage %d", sp.BaseStage.Index)
+		}
+		fmt.Fprintf(&b, "\nstage %d %q: step %d, %s, from key %s\n", sp.Index, sp.Name, sp.Number, base, sp.FromKey)
+		for _, st := range sp.Steps {
+			trigger := ""
+			if st.Trigger {
+				trigger = " (trigger)"
+			}
+			fmt.Fprintf(&b, "  step %d line %d kind %d%s: %s\n", st.Number, st.Line, st.Kind, trigger, st.Text)
+			fmt.Fprintf(&b, "    key %s\n    created by %q\n", st.Key, st.CreatedBy())
+			if len(st.Args) > 0 {
+				fmt.Fprintf(&b, "    args %q\n", st.Args)
+			}
+			if st.Run != nil {
+				fmt.Fprintf(&b, "    run %q env %q\n", st.Run.Args, st.Run.Env)
+			}
+			if cp := st.Copy; cp != nil {
+				fmt.Fprintf(&b, "    copy add=%v dest %q (dir %v, as written %q) hash %q chown %q", cp.Add, cp.Dest, cp.DestDir, cp.DestText, cp.Hash, cp.Chown)
+				if cp.Chmod != nil {
+					fmt.Fprintf(&b, " chmod %o", *cp.Chmod)
+				}
+				b.WriteString("\n")
+				for _, s := range cp.Sources {
+					fmt.Fprintf(&b, "      source %q name %q unpack %v\n", s.Src, s.Name, s.Unpack)
+				}
+				if cp.FromStage != nil || cp.FromImage != nil {
+					fmt.Fprintf(&b, "      from paths %q\n", cp.Paths)
+				}
+			}
+			if st.Workdir != "" {
+				fmt.Fprintf(&b, "    workdir %q\n", st.Workdir)
+			}
+			cfg, _ := json.Marshal(st.Config)
+			fmt.Fprintf(&b, "    config %s\n", cfg)
+		}
+	}
+	return b.String()
+}
+
+// Dockerfile in, plan out: each testdata/NAME.Dockerfile is planned with
+// the build args and labels below, and the plan must be testdata/NAME.golden
+// (go test -update rewrites them).
+func TestGoldenPlans(t *testing.T) {
+	dfs, err := filepath.Glob("testdata/*.Dockerfile")
+	if err != nil || len(dfs) == 0 {
+		t.Fatalf("no testdata/*.Dockerfile: %v", err)
+	}
+	for _, name := range dfs {
+		t.Run(filepath.Base(name), func(t *testing.T) {
+			src, err := os.ReadFile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl, err := makeGolden(src)
+			if err != nil {
+				t.Fatalf("Make: %v", err)
+			}
+			got := render(pl)
+			golden := strings.TrimSuffix(name, ".Dockerfile") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("plan of %s (-%s +got):\n%s", name, golden, diff)
+			}
+			// The same input makes the same plan: keys depend on nothing else.
+			again, err := makeGolden(src)
+			if err != nil || render(again) != got {
+				t.Errorf("planning %s again gave another plan (%v)", name, err)
+			}
+		})
+	}
+}
+
+// makeGolden plans a golden Dockerfile with the inputs every golden uses.
+func makeGolden(src []byte) (*Plan, error) {
+	df, err := dockerfile.Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	c, err := testContext()
+	if err != nil {
+		return nil, err
+	}
+	return Make(context.Background(), Input{
+		Dockerfile: df, Context: c, BuildArgs: map[string]string{"VERSION": "1.2", "UNUSED": "x"},
+		Labels: map[string]string{"org.example.team": "builders"}, MaxConfigBytes: 1 << 20,
+		Images: baseImages{"busybox": busybox(), "busybox:latest": busybox()},
+	})
+}
+
+// A RUN step's key names the network it runs on when that is not the
+// bridge, so a step run offline (or on the host's network) is never the
+// cache hit of one run on the bridge; steps that run nothing keep their
+// keys, and so does every step of a build on the bridge.
+func TestRunKeysNameTheNetwork(t *testing.T) {
+	df, err := dockerfile.Parse([]byte("FROM busybox\nRUN wget -q -O /x http://example.com || echo offline > /x\nCOPY app /app\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := func(network string) []digest.Digest {
+		pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, Network: network, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []digest.Digest
+		for _, st := range pl.Stages[0].Steps {
+			out = append(out, st.Key)
+		}
+		return out
+	}
+	bridge, none, host := keys(""), keys("none"), keys("host")
+	if len(bridge) != 3 {
+		t.Fatalf("%d steps, want the base's ONBUILD LABEL, the RUN and the COPY", len(bridge))
+	}
+	if bridge[0] != none[0] || bridge[0] != host[0] {
+		t.Errorf("the step before the RUN has a key that depends on the network: %v %v %v", bridge[0], none[0], host[0])
+	}
+	for i := 1; i < 3; i++ {
+		if bridge[i] == none[i] || bridge[i] == host[i] || none[i] == host[i] {
+			t.Errorf("step %d: keys %v (bridge), %v (none), %v (host): want three different keys from the RUN on", i, bridge[i], none[i], host[i])
+		}
+	}
+}
