@@ -77,7 +77,8 @@ func (c *Client) WatchBuild(ctx context.Context, id string, from int64, onEvent 
 }
 
 // CancelBuild cancels the build id: its RUN steps are killed and nothing
-// is recorded. Canceling a build that ended is not an error.
+// is recorded. A build that already ended is ErrFailedPrecondition
+// (reason BUILD_ENDED).
 func (c *Client) CancelBuild(ctx context.Context, id string) error {
 	builder, err := c.builder()
 	if err != nil {
