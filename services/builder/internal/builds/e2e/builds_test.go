@@ -425,3 +425,26 @@ func TestBuildsCommands(t *testing.T) {
 		t.Errorf("strata builds cancel of an ended build: %v\n%s\nwant an error saying it has ended", err, out)
 	}
 }
+
+// A builder told to stop (SIGTERM) drains its detached builds too: a build
+// whose client went away once it ran still finishes and records its image
+// before the builder exits.
+func TestSIGTERMDrainWaitsForADetachedBuild(t *testing.T) {
+	s := startStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	clientCtx, drop := context.WithCancel(ctx)
+	b := s.startBuild(t, clientCtx, "FROM busybox\nRUN echo started && sleep 3 && echo finished > /f\n", "drained-detached:1")
+	b.until(t, "the RUN step's output", func(ev *builderv1.BuildEvent) bool { return output(ev, "started") })
+	drop()
+	// The handler returns once the stream is gone; the build goes on.
+	time.Sleep(200 * time.Millisecond)
+	s.Builder.Terminate()
+	if code := s.Builder.Cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("builder exit code after draining: %d, want 0", code)
+	}
+	img, err := metadatav1.NewImageServiceClient(s.conn(t, s.MetadataAddr)).GetImage(ctx, &metadatav1.GetImageRequest{Reference: "drained-detached:1"})
+	if err != nil || img.GetImage().GetId() == "" {
+		t.Errorf("GetImage(drained-detached:1) = %v, %v; want the detached build's image, recorded during the drain", img, err)
+	}
+}
