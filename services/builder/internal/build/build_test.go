@@ -408,6 +408,25 @@ func TestCopyLandsFilesAsDockerDoes(t *testing.T) {
 	}
 }
 
+// ADD of a file that is no archive, to a path without a trailing slash,
+// writes the file at that path, as COPY does; it once made a directory
+// there, holding the file.
+func TestAddOfAPlainFileWritesItAtTheDestination(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c := e.context([]ctxFile{{path: "Dockerfile", body: "x"}, {path: "test", body: "#!/bin/sh\n", mode: 0o755}})
+	res, _ := e.mustBuild("FROM busybox\nADD test /test\nADD test /new/dir/test\n", c)
+	files := e.files(e.image(res.ImageID))
+	for path, want := range map[string]string{
+		"test":         "-rwxr-xr-x 0:0 #!/bin/sh\n",
+		"new/dir/test": "-rwxr-xr-x 0:0 #!/bin/sh\n",
+	} {
+		if got := files[path]; got != want {
+			t.Errorf("%s = %q, want %q", path, got, want)
+		}
+	}
+}
+
 func TestCacheKeysFollowContentNotMtimes(t *testing.T) {
 	e := newEnv(t)
 	e.importBase("busybox:latest", busyboxLike())

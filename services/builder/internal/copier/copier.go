@@ -510,9 +510,5 @@ func (c *copier) unpack(cp *plan.Copy, e *buildctx.Entry) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
-	dir, err := c.mkdirAll(cp.Dest)
-	if err != nil {
-		return false, err
-	}
-	return layer.Extract(c.ctx, f, dir, layer.WithLimits(c.limits))
+	return layer.ExtractInto(c.ctx, f, func() (string, error) { return c.mkdirAll(cp.Dest) }, layer.WithLimits(c.limits))
 }
