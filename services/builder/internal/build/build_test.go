@@ -337,7 +337,7 @@ func TestMetadataStepsRecordDockerHistoryAndCache(t *testing.T) {
 	if diff := cmp.Diff([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "NGINX_VERSION=1.17.4"}, cfg.Config.Env); diff != "" {
 		t.Errorf("Env (-want +got):\n%s", diff)
 	}
-	if got := cfg.ContainerConfig.Cmd; !cmp.Equal(got, []string{"/bin/sh", "-c", "#(nop) ", `CMD ["nginx" "-g" "daemon off;"]`}) {
+	if got := []string(cfg.ContainerConfig.Cmd); !cmp.Equal(got, []string{"/bin/sh", "-c", "#(nop) ", `CMD ["nginx" "-g" "daemon off;"]`}) {
 		t.Errorf("ContainerConfig.Cmd = %q", got)
 	}
 	parent := img.Record.GetParent()
