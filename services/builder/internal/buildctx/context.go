@@ -43,6 +43,7 @@ type Context struct {
 	entries  map[string]*Entry
 	children map[string][]string
 	sizes    map[digest.Digest]int64 // the declared size of each content
+	removed  map[string]*Entry       // what Ignore took out though keep named it
 	memo     sync.Map
 }
 
@@ -331,12 +332,16 @@ func (c *Context) Match(pattern string) ([]string, error) {
 	return out, nil
 }
 
-// Ignore removes the entries that .dockerignore patterns exclude, except
-// the paths in keep (the Dockerfile and .dockerignore travel always). The
+// Ignore removes the entries that .dockerignore patterns exclude. The
 // client applies the patterns already; applying them again here means a
 // client that sends excluded files anyway cannot get them into an image.
-// An excluded directory that still holds an entry ("dir" and "!dir/keep")
-// stays as Docker's context tar implies it: mode 0755.
+// The paths in keep (the Dockerfile and .dockerignore) travel always, so
+// that the builder can read them, and the directories above them stay; but
+// when the patterns name them they leave the context too (Removed still
+// finds them), as Docker's daemon removes them once it has read them: COPY
+// . leaves them out, and editing them misses no cache. An excluded
+// directory that still holds an entry ("dir" and "!dir/keep") stays as
+// Docker's context tar implies it: mode 0755.
 func (c *Context) Ignore(patterns []string, keep ...string) error {
 	if len(patterns) == 0 {
 		return nil
@@ -350,15 +355,28 @@ func (c *Context) Ignore(patterns []string, keep ...string) error {
 		kept[k] = true
 	}
 	for p := range c.entries {
-		if p == "." || kept[p] {
+		if p == "." {
 			continue
 		}
-		if skip, err := pm.MatchesOrParentMatches(p); err == nil && skip && !c.keepsSomething(p, kept) {
+		if skip, err := pm.MatchesOrParentMatches(p); err == nil && skip && (kept[p] || !c.keepsSomething(p, kept)) {
+			if kept[p] {
+				if c.removed == nil {
+					c.removed = map[string]*Entry{}
+				}
+				c.removed[p] = c.entries[p]
+			}
 			delete(c.entries, p)
 		}
 	}
 	c.memo.Clear()
 	return c.index()
+}
+
+// Removed returns the entry at p that Ignore took out of the context
+// though its caller kept it to read (an ignored Dockerfile).
+func (c *Context) Removed(p string) (*Entry, bool) {
+	e, ok := c.removed[path.Clean(p)]
+	return e, ok
 }
 
 // keepsSomething reports whether a directory holds a path that must stay.

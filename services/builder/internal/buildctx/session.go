@@ -380,6 +380,9 @@ func (r *Receiver) ignore(c *Context, dockerfile string) error {
 // a symlink is followed inside the context only.
 func (r *Receiver) readDockerfile(c *Context, name string) ([]byte, error) {
 	e, err := c.Resolve(name)
+	if removed, ok := c.Removed(name); err != nil && ok {
+		e, err = removed, nil // .dockerignore names it: read, but out of the context
+	}
 	if err != nil {
 		return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile %s: %w", name, err)
 	}
