@@ -36,6 +36,10 @@ type Entry struct {
 	// ModTimeNano is the modification time, kept in layers; never part of a
 	// cache key.
 	ModTimeNano int64
+	// Implied marks a directory the context holds only because an entry
+	// below it is there: .dockerignore excludes it, or the list did not
+	// name it. Docker's context tar has no header of its own for it.
+	Implied bool
 }
 
 // Context is the tree of one build's context.
@@ -116,7 +120,7 @@ func (c *Context) index() error {
 		for p != "." {
 			parent := path.Dir(p)
 			if _, ok := c.entries[parent]; !ok {
-				c.entries[parent] = &Entry{Path: parent, Mode: fs.ModeDir | 0o755}
+				c.entries[parent] = &Entry{Path: parent, Mode: fs.ModeDir | 0o755, Implied: true}
 			} else if !c.entries[parent].Mode.IsDir() {
 				return errdefs.InvalidArgument("context entry %q is inside %q, which is not a directory", p, parent)
 			}
@@ -366,6 +370,8 @@ func (c *Context) Ignore(patterns []string, keep ...string) error {
 				c.removed[p] = c.entries[p]
 			}
 			delete(c.entries, p)
+		} else if err == nil && skip {
+			c.entries[p] = &Entry{Path: p, Mode: fs.ModeDir | 0o755, Implied: true}
 		}
 	}
 	c.memo.Clear()

@@ -153,14 +153,18 @@ func contextDirHash(o Options, dir *buildctx.Entry) (string, error) {
 }
 
 // contextEntryHash is what an entry met in a directory counts as: its sum,
-// its target's for a symlink, or its path when the target is not there.
+// its target's for a symlink, or its path when the tar had no header for
+// it (the target is not there, or the directory is only implied).
 func contextEntryHash(o Options, x *buildctx.Entry) (string, error) {
 	if x.Mode&fs.ModeSymlink != 0 {
 		t, err := o.Context.Resolve(x.Path)
-		if err != nil || t.Path == "." {
+		if err != nil || t.Path == "." || t.Implied {
 			return x.Path, nil
 		}
 		x = t
+	}
+	if x.Implied {
+		return x.Path, nil
 	}
 	return contextSum(o, x)
 }

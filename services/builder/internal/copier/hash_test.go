@@ -16,7 +16,7 @@ import (
 // The hashes Docker 20.10's classic builder wrote for these sources, taken
 // from the parity goldens (TestBuildRm, TestBuildCopyWholeDirToRoot).
 func TestSourceHashIsDockers(t *testing.T) {
-	files := map[string]string{"foo": "bar\n", "test_dir/test_file": "test1\n"}
+	files := map[string]string{"foo": "bar\n", "test_dir/test_file": "test1\n", "implied/keep.txt": "k\n"}
 	store, err := buildctx.NewStore(t.TempDir(), 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +53,9 @@ func TestSourceHashIsDockers(t *testing.T) {
 	}{
 		{[]string{"foo"}, "file:46420617f5ac06ffb227993f70086c2a76c44efe7ecfad50548193e4ff2cc943"},
 		{[]string{"test_dir"}, "dir:8bb15d83ece63896770592bd23516d3e859785bdea1030d569f8a4b2636e68ce"},
+		// A directory the list does not name (as .dockerignore's "dir" and
+		// "!dir/keep" leave it) has no tar header: Docker counts its path.
+		{[]string{"implied"}, "dir:f1ee1ee22587bc3b4c2dc0c3b170c3fa7fb61220159ae814dea84baf467215fe"},
 		{[]string{"foo", "test_dir"}, joinHash("multi", []string{
 			"file:46420617f5ac06ffb227993f70086c2a76c44efe7ecfad50548193e4ff2cc943",
 			"dir:8bb15d83ece63896770592bd23516d3e859785bdea1030d569f8a4b2636e68ce"})},
