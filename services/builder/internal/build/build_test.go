@@ -427,6 +427,19 @@ func TestAddOfAPlainFileWritesItAtTheDestination(t *testing.T) {
 	}
 }
 
+// VOLUME over a file fails as Docker's does when it creates the step's
+// container ("file exists"); over a directory, or a new path, it builds.
+func TestVolumeOverAFileFails(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c := e.context([]ctxFile{{path: "Dockerfile", body: "x"}, {path: "f", body: "f\n"}})
+	e.mustBuild("FROM busybox\nCOPY f /dir/f\nVOLUME /dir /new\n", c)
+	_, _, err := e.build("FROM busybox\nCOPY f /foo\nVOLUME /foo\n", c)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "file exists") {
+		t.Errorf("VOLUME over a file: build = %v, want INVALID_ARGUMENT naming \"file exists\"", err)
+	}
+}
+
 func TestCacheKeysFollowContentNotMtimes(t *testing.T) {
 	e := newEnv(t)
 	e.importBase("busybox:latest", busyboxLike())

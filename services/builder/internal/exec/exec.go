@@ -308,6 +308,9 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 	var layer *image.Layer
 	switch st.Kind {
 	case plan.KindMeta:
+		if err := r.checkVolumes(ctx, st, cur); err != nil {
+			return current{}, nil, err
+		}
 	default:
 		l, err := r.changeFS(ctx, sp, st, cur)
 		if err != nil {
@@ -512,6 +515,39 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 			r.d.Log.DebugContext(ctx, "layer stored", "step", step, "duration", time.Since(t0), "blob_size", stored.Blob.Size, "error", u.err)
 		}
 	}()
+}
+
+// checkVolumes fails a VOLUME step whose mount point is a file the parent
+// holds, as Docker does: it creates the step's container with the volume
+// mounted, which a file cannot take ("file exists").
+func (r *run) checkVolumes(ctx context.Context, st *plan.Step, cur current) error {
+	var vols []string
+	for v := range st.Config.Volumes {
+		if cur.config != nil {
+			if _, had := cur.config.Config.Volumes[v]; had {
+				continue
+			}
+		}
+		vols = append(vols, v)
+	}
+	if len(vols) == 0 || len(cur.layers) == 0 {
+		return nil
+	}
+	m, err := r.mount(ctx, cur.layers, false)
+	if err != nil {
+		return fmt.Errorf("preparing the root filesystem of step %d: %w", st.Number, err)
+	}
+	defer m.Release()
+	for _, v := range vols {
+		host, err := securejoin.SecureJoin(m.Root(), v)
+		if err != nil {
+			return err
+		}
+		if fi, err := os.Stat(host); err == nil && !fi.IsDir() {
+			return errdefs.InvalidArgument("Dockerfile:%d: VOLUME %s: cannot mount volume over existing file, file exists %s", st.Line, v, v)
+		}
+	}
+	return nil
 }
 
 // runProcess runs a RUN step's command in the sandbox.
