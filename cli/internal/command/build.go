@@ -163,6 +163,13 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 		return err
 	}
 	dockerfileRel := "Dockerfile"
+	if _, err := os.Lstat(filepath.Join(contextDir, dockerfileRel)); o.file == "" && os.IsNotExist(err) {
+		// As Docker's CLI does: a lowercase dockerfile when there is no
+		// Dockerfile, so that it travels even if .dockerignore names it.
+		if _, err := os.Lstat(filepath.Join(contextDir, "dockerfile")); err == nil {
+			dockerfileRel = "dockerfile"
+		}
+	}
 	if o.file == "-" {
 		b, err := io.ReadAll(io.LimitReader(c.In, 1<<20+1))
 		if err != nil {

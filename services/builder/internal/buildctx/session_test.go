@@ -185,6 +185,22 @@ func TestReceiveReadsIgnoredBuildFilesButLeavesThemOut(t *testing.T) {
 	}
 }
 
+// With no Dockerfile, Docker's daemon takes a lowercase dockerfile.
+func TestReceiveFallsBackToALowercaseDockerfile(t *testing.T) {
+	files := map[string]string{"dockerfile": "FROM scratch\n", ".dockerignore": "dockerfile\n"}
+	for _, name := range []string{"", "Dockerfile"} {
+		c := newClient(files)
+		s := receive(t, newReceiver(t), c, &builderv1.BuildOptions{Dockerfile: name, ContextDigest: ListDigest(c.list)})
+		if string(s.Dockerfile) != files["dockerfile"] {
+			t.Errorf("Dockerfile %q: read %q, want the lowercase one's %q", name, s.Dockerfile, files["dockerfile"])
+		}
+		if _, ok := s.Context.Lookup("dockerfile"); ok {
+			t.Errorf("Dockerfile %q: .dockerignore names dockerfile, yet the context holds it", name)
+		}
+		s.Close()
+	}
+}
+
 func TestReceiveRefusesBadInput(t *testing.T) {
 	files := map[string]string{"Dockerfile": "FROM scratch\n"}
 	tests := []struct {
