@@ -439,6 +439,11 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	if err != nil {
 		return image.Layer{}, err
 	}
+	if st.Kind == plan.KindCopy && len(cur.layers) > 0 {
+		if same, err := r.unchanged(ctx, cur.layers, m.Upper()); err != nil || same {
+			return image.Layer{DiffID: emptyTarDiffID}, err
+		}
+	}
 	tWork := time.Now()
 	l, err := r.d.Layers.DiffID(ctx, layer.DirSource(m.Upper()))
 	if err != nil {
@@ -457,6 +462,17 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	}
 	r.upload(ctx, st.Number, l, layer.DirSource(snap.Dir()), snap.Release)
 	return l, nil
+}
+
+// unchanged reports whether a COPY's upper directory changes nothing of
+// the root over layers: Docker then records an empty layer.
+func (r *run) unchanged(ctx context.Context, layers []image.Layer, upper string) (bool, error) {
+	lower, err := r.mount(ctx, layers, false)
+	if err != nil {
+		return false, err
+	}
+	defer lower.Release()
+	return layer.Unchanged(upper, lower.Root())
 }
 
 // copyLayer makes a COPY's layer from its tar: its diff ID now, the blob in
