@@ -172,7 +172,7 @@ func contextEntryHash(o Options, x *buildctx.Entry) (string, error) {
 // contextSum is the tarsum of a context entry, as the tar Docker's CLI
 // sends it.
 func contextSum(o Options, e *buildctx.Entry) (string, error) {
-	m := o.Context.Memo("dockerhash\x00"+e.Path, func() any {
+	sum := func() any {
 		h := tarHeader{name: e.Path, mode: tarPermBits(e.Mode)}
 		var r io.Reader
 		switch {
@@ -192,7 +192,12 @@ func contextSum(o Options, e *buildctx.Entry) (string, error) {
 		}
 		s, err := tarsum(h, r)
 		return memoHash{s, err}
-	}).(memoHash)
+	}
+	if x, ok := o.Context.Lookup(e.Path); !ok || x != e {
+		m := sum().(memoHash) // a download, which the context does not hold
+		return m.h, m.err
+	}
+	m := o.Context.Memo("dockerhash\x00"+e.Path, sum).(memoHash)
 	return m.h, m.err
 }
 
