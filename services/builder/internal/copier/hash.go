@@ -3,14 +3,17 @@ package copier
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
@@ -134,20 +137,40 @@ type memoHash struct {
 	err error
 }
 
-// contextDirHash is the "dir:" hash of a context directory.
+// contextDirHash is the "dir:" hash of a context directory. Its files are
+// read on a few cores, as copying them is.
 func contextDirHash(o Options, dir *buildctx.Entry) (string, error) {
 	m := o.Context.Memo("dockerhash\x00dir\x00"+dir.Path, func() any {
-		var subs []string
+		var entries []*buildctx.Entry
 		err := o.Context.Walk(dir.Path, func(x *buildctx.Entry) error {
-			if x.Path == "." {
-				return nil
+			if x.Path != "." {
+				entries = append(entries, x)
 			}
-			h, err := contextEntryHash(o, x)
-			subs = append(subs, h)
-			return err
+			return nil
 		})
+		if err != nil {
+			return memoHash{err: err}
+		}
+		subs := make([]string, len(entries))
+		errs := make([]error, len(entries))
+		next := make(chan int)
+		var wg sync.WaitGroup
+		for range min(runtime.NumCPU(), 4, max(len(entries), 1)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					subs[i], errs[i] = contextEntryHash(o, entries[i])
+				}
+			}()
+		}
+		for i := range entries {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
 		slices.Sort(subs)
-		return memoHash{joinHash("dir", subs), err}
+		return memoHash{joinHash("dir", subs), errors.Join(errs...)}
 	}).(memoHash)
 	return m.h, m.err
 }
