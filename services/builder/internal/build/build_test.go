@@ -434,6 +434,7 @@ func TestVolumeOverAFileFails(t *testing.T) {
 	e.importBase("busybox:latest", busyboxLike())
 	c := e.context([]ctxFile{{path: "Dockerfile", body: "x"}, {path: "f", body: "f\n"}})
 	e.mustBuild("FROM busybox\nCOPY f /dir/f\nVOLUME /dir /new\n", c)
+	e.mustBuild("FROM scratch\nVOLUME /a\nCOPY f /f\nVOLUME /b\n", c)
 	_, _, err := e.build("FROM busybox\nCOPY f /foo\nVOLUME /foo\n", c)
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "file exists") {
 		t.Errorf("VOLUME over a file: build = %v, want INVALID_ARGUMENT naming \"file exists\"", err)

@@ -537,16 +537,19 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 // holds, as Docker does: it creates the step's container with the volume
 // mounted, which a file cannot take ("file exists").
 func (r *run) checkVolumes(ctx context.Context, st *plan.Step, cur current) error {
+	if len(cur.layers) == 0 || st.Config == nil {
+		return nil
+	}
 	var vols []string
 	for v := range st.Config.Volumes {
-		if cur.config != nil {
+		if cur.config != nil && cur.config.Config != nil {
 			if _, had := cur.config.Config.Volumes[v]; had {
 				continue
 			}
 		}
 		vols = append(vols, v)
 	}
-	if len(vols) == 0 || len(cur.layers) == 0 {
+	if len(vols) == 0 {
 		return nil
 	}
 	m, err := r.mount(ctx, cur.layers, false)
