@@ -12,6 +12,8 @@
 // memory, process and CPU limits (the runner's defaults, which a build may
 // lower), and Docker's open-file limit. A step the kernel's OOM killer
 // struck, or that reached its process limit, fails with an error saying so.
+// A step given its upper directory is held to the runner's disk limit and
+// the filesystem's free-space floor (disk.go).
 //
 // Network: NetworkBridge (the default) gives the process a namespace of its
 // own on the runner's bridge, with outbound access and no route to the
