@@ -78,7 +78,7 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.stepPids, "step-pids", sandbox.DefaultPids, "process limit of every RUN step, and the most a build's --pids-limit may ask")
 	fs.Float64Var(&c.stepCPUs, "step-cpus", float64(runtime.NumCPU()), "CPUs every RUN step may use, and the most a build's --cpu-quota/--cpu-period may ask")
 	c.stepDisk = sandbox.DefaultStepDisk
-	fs.Var(&c.stepDisk, "step-disk", "most bytes one RUN step may write; a step past it is killed (bytes, or 10g, 512m)")
+	fs.Var(&c.stepDisk, "step-disk", "most bytes one RUN step may write (a step past it is killed), and the most a build's --disk may ask (bytes, or 10g, 512m)")
 	fs.Var(&c.minFreeDisk, "min-free-disk", "free space of the state directory's filesystem below which the RUN step that wrote the most is killed and new steps wait (bytes, or 2g; default 0: 5% of that filesystem, at most 1 GiB)")
 	fs.StringVar(&c.stepSubnet, "step-subnet", "", "IPv4 subnet of the RUN steps' bridge (default: a free /24 of 10.88.0.0/14)")
 	fs.StringVar(&c.stepBridge, "step-bridge", "", "name of the RUN steps' bridge (default: strata and 8 hex digits of the state directory)")

@@ -54,7 +54,7 @@ func TestBuildRunPastTheDiskLimit(t *testing.T) {
 
 	t0 := time.Now()
 	_, _, err = e.build("FROM busybox\nRUN dd if=/dev/zero of=/fill bs=1M; sleep 60\n", nil)
-	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "disk limit 16MiB exceeded (builder flag --step-disk)") {
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "disk limit 16MiB exceeded (build flag --disk, builder flag --step-disk)") {
 		t.Fatalf("Build = %v, want RESOURCE_EXHAUSTED naming the limit and --step-disk", err)
 	}
 	t.Logf("Build error: %v", err)

@@ -129,6 +129,7 @@ func sandboxLimits(r *builderv1.RunResources) sandbox.Limits {
 	l := sandbox.Limits{
 		Memory: r.GetMemory(), MemorySwap: r.GetMemorySwap(), Pids: r.GetPidsLimit(),
 		CPUShares: r.GetCpuShares(), CPUPeriod: r.GetCpuPeriod(), CPUQuota: r.GetCpuQuota(),
+		Disk: r.GetDisk(),
 	}
 	for _, u := range r.GetUlimits() {
 		l.Ulimits = append(l.Ulimits, sandbox.Ulimit{Name: u.GetName(), Soft: u.GetSoft(), Hard: u.GetHard()})

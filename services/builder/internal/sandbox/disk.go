@@ -51,7 +51,6 @@ func DefaultMinFreeDisk(size int64) int64 {
 // disks tracks the running steps' upper directories, for the free-space
 // floor: which step to kill when the filesystem is low.
 type disks struct {
-	stepMax int64 // --step-disk
 	minFree int64 // --min-free-disk; 0 for DefaultMinFreeDisk
 	wait    time.Duration
 
@@ -253,7 +252,7 @@ func (u *usage) walk(fd int) {
 
 // stepDiskExceeded is the error of a step that wrote more than its limit.
 func stepDiskExceeded(limit int64) error {
-	return errdefs.ResourceExhausted("RUN step killed: disk limit %s exceeded (builder flag --step-disk)",
+	return errdefs.ResourceExhausted("RUN step killed: disk limit %s exceeded (build flag --disk, builder flag --step-disk)",
 		units.BytesSize(float64(limit))).WithReason("RUN_DISK_LIMIT")
 }
 

@@ -67,12 +67,17 @@ func freeBytes(t *testing.T, dir string) int64 {
 // and returns Run's error, how long it took and the step.
 func (e *env) runWatched(t *testing.T, script string) (int, []line, *snapshot.Active, time.Duration, error) {
 	t.Helper()
+	return e.runWatchedWith(t, Limits{}, script)
+}
+
+func (e *env) runWatchedWith(t *testing.T, l Limits, script string) (int, []line, *snapshot.Active, time.Duration, error) {
+	t.Helper()
 	a := e.rootfs(t)
 	var (
 		mu    sync.Mutex
 		lines []line
 	)
-	p := Process{RootFS: a.RootFS(), UpperDir: a.UpperDir(), Discard: a.Release, Args: []string{"/bin/sh", "-c", script},
+	p := Process{RootFS: a.RootFS(), UpperDir: a.UpperDir(), Discard: a.Release, Limits: l, Args: []string{"/bin/sh", "-c", script},
 		Output: func(s Stream, b []byte) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -130,6 +135,11 @@ func TestRunStepDiskLimit(t *testing.T) {
 			assertDiskKilled(t, fs, a, took, err, before, "disk limit 16MiB exceeded", "--step-disk")
 		})
 	}
+	t.Run("--disk 4MiB", func(t *testing.T) {
+		before := freeBytes(t, fs)
+		_, _, a, took, err := e.runWatchedWith(t, Limits{Disk: 4 << 20}, `dd if=/dev/zero of=/fill bs=1M count=8 2>/dev/null; sleep 60`)
+		assertDiskKilled(t, fs, a, took, err, before, "disk limit 4MiB exceeded", "build flag --disk", "--step-disk")
+	})
 	// Under the limit: the step runs and keeps its changes.
 	code, _, a, _, err := e.runWatched(t, `dd if=/dev/zero of=/fine bs=1M count=8 2>/dev/null`)
 	if err != nil || code != 0 {

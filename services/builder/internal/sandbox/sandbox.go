@@ -135,8 +135,9 @@ type Options struct {
 	Memory int64
 	Pids   int64
 	CPUs   float64
-	// StepDisk is the most bytes a step may write to its upper directory
-	// (the builder's --step-disk): DefaultStepDisk when 0. MinFreeDisk is
+	// StepDisk is the most bytes a step may write to its upper directory,
+	// and the most a build may ask for (the builder's --step-disk):
+	// DefaultStepDisk when 0. MinFreeDisk is
 	// the free space below which the running step that wrote the most is
 	// killed and new steps wait (--min-free-disk): DefaultMinFreeDisk of
 	// the filesystem when 0.
@@ -196,12 +197,12 @@ func New(ctx context.Context, dir string, opts Options) (*Runner, error) {
 		resolvConf: resolv,
 		max:        maxima{memory: opts.Memory, pids: opts.Pids, cpus: opts.CPUs},
 		allowHost:  opts.Network.AllowHost,
-		disks:      &disks{stepMax: opts.StepDisk, minFree: opts.MinFreeDisk, wait: admitWait},
+		disks:      &disks{minFree: opts.MinFreeDisk, wait: admitWait},
 	}
-	if r.disks.stepMax == 0 {
-		r.disks.stepMax = DefaultStepDisk
+	if r.max.disk = opts.StepDisk; r.max.disk == 0 {
+		r.max.disk = DefaultStepDisk
 	}
-	if r.disks.stepMax < 0 || r.disks.minFree < 0 {
+	if r.max.disk < 0 || r.disks.minFree < 0 {
 		return nil, errdefs.InvalidArgument("step disk limit %d and free-space floor %d: want 0 (the default) or more", opts.StepDisk, opts.MinFreeDisk)
 	}
 	if r.max.memory == 0 {
@@ -364,7 +365,7 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		}
 		s := r.disks.add(id, p.UpperDir)
 		defer r.disks.remove(s)
-		disk = &diskWatch{d: r.disks, s: s, limit: r.disks.stepMax, discard: p.Discard}
+		disk = &diskWatch{d: r.disks, s: s, limit: limits.Disk, discard: p.Discard}
 	}
 	return r.run(ctx, id, bundle, limits, disk, p.Output)
 }
