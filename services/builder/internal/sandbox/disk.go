@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,14 +64,24 @@ type disks struct {
 type diskStep struct {
 	id    string
 	upper string
-	used  int64 // guarded by disks.mu
+	// devs are the devices the step's files are on: the overlay's, and the
+	// upper directory's filesystem's.
+	devs [2]uint64
+	used int64 // guarded by disks.mu
 	// evicted is set (under disks.mu) once the step is killed for disk: no
 	// other step is killed for the floor until this one's space is back.
 	evicted bool
 }
 
-func (d *disks) add(id, upper string) *diskStep {
+func (d *disks) add(id, rootfs, upper string) *diskStep {
 	s := &diskStep{id: id, upper: upper}
+	var st unix.Stat_t
+	if unix.Stat(rootfs, &st) == nil {
+		s.devs[0] = st.Dev
+	}
+	if unix.Stat(upper, &st) == nil {
+		s.devs[1] = st.Dev
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.steps == nil {
@@ -151,10 +163,12 @@ func (d *disks) admit(done <-chan struct{}, upper string) error {
 
 // diskWatch is the disk side of a running step's watch loop.
 type diskWatch struct {
-	d        *disks
-	s        *diskStep
-	limit    int64
-	discard  func() error
+	d       *disks
+	s       *diskStep
+	limit   int64
+	discard func() error
+	// procs lists the step's processes.
+	procs    func() []int
 	nextWalk time.Time
 	// hit is the step's error once it was found over a limit.
 	hit error
@@ -168,6 +182,9 @@ func (w *diskWatch) check(now time.Time) bool {
 	}
 	if !now.Before(w.nextWalk) {
 		used, err := dirUsage(w.s.upper)
+		if w.procs != nil {
+			used += heldDeleted(w.procs(), w.s.devs)
+		}
 		took := time.Since(now)
 		w.nextWalk = time.Now().Add(max(diskPoll, 5*took))
 		if err == nil {
@@ -248,6 +265,42 @@ func (u *usage) walk(fd int) {
 			return
 		}
 	}
+}
+
+// heldDeleted returns the bytes of the files the processes hold open after
+// removing them (`exec 3>/f; rm /f; dd >&3`): gone from the upper
+// directory's tree, still on its disk. Only regular files on the step's
+// devices count (not a memfd, not a pipe).
+func heldDeleted(pids []int, devs [2]uint64) int64 {
+	var total int64
+	seen := map[[2]uint64]bool{}
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+		f, err := os.Open(dir)
+		if err != nil {
+			continue
+		}
+		fds, _ := f.Readdirnames(-1)
+		f.Close()
+		for _, fd := range fds {
+			link := dir + "/" + fd
+			target, err := os.Readlink(link)
+			if err != nil || !strings.HasSuffix(target, " (deleted)") {
+				continue
+			}
+			// stat of the fd's magic link is the open file's.
+			var st unix.Stat_t
+			if unix.Stat(link, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Dev != devs[0] && st.Dev != devs[1] {
+				continue
+			}
+			key := [2]uint64{st.Dev, st.Ino}
+			if !seen[key] {
+				seen[key] = true
+				total += st.Blocks * 512
+			}
+		}
+	}
+	return total
 }
 
 // stepDiskExceeded is the error of a step that wrote more than its limit.

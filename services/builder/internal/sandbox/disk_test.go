@@ -126,6 +126,8 @@ func TestRunStepDiskLimit(t *testing.T) {
 		{"still writing", `dd if=/dev/zero of=/fill bs=1M count=48 2>/dev/null; sleep 60`},
 		// The review's command: fills the filesystem, fails, ends.
 		{"dd to ENOSPC", `dd if=/dev/zero of=/fill bs=1M`},
+		// Out of the upper directory's tree, still on the disk.
+		{"held open after rm", `exec 3>/fill; rm /fill; dd if=/dev/zero bs=1M count=48 >&3 2>/dev/null; sleep 60`},
 		// Done before a poll: measured once more when it ends.
 		{"done at once", `dd if=/dev/zero of=/fill bs=1M count=20 2>/dev/null`},
 	} {

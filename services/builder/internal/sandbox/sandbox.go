@@ -363,9 +363,10 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return -1, err
 		}
-		s := r.disks.add(id, p.UpperDir)
+		s := r.disks.add(id, p.RootFS, p.UpperDir)
 		defer r.disks.remove(s)
-		disk = &diskWatch{d: r.disks, s: s, limit: limits.Disk, discard: p.Discard}
+		disk = &diskWatch{d: r.disks, s: s, limit: limits.Disk, discard: p.Discard,
+			procs: func() []int { return r.cgroups.procs(id) }}
 	}
 	return r.run(ctx, id, bundle, limits, disk, p.Output)
 }
