@@ -73,6 +73,12 @@ func (e *env) runWatched(t *testing.T, script string) (int, []line, *snapshot.Ac
 func (e *env) runWatchedWith(t *testing.T, l Limits, script string) (int, []line, *snapshot.Active, time.Duration, error) {
 	t.Helper()
 	a := e.rootfs(t)
+	code, lines, took, err := e.runIn(a, l, script)
+	return code, lines, a, took, err
+}
+
+// runIn runs script in the step a; it may run in a goroutine of its own.
+func (e *env) runIn(a *snapshot.Active, l Limits, script string) (int, []line, time.Duration, error) {
 	var (
 		mu    sync.Mutex
 		lines []line
@@ -85,7 +91,9 @@ func (e *env) runWatchedWith(t *testing.T, l Limits, script string) (int, []line
 		}}
 	t0 := time.Now()
 	code, err := e.runner.Run(context.Background(), p)
-	return code, lines, a, time.Since(t0), err
+	mu.Lock()
+	defer mu.Unlock()
+	return code, lines, time.Since(t0), err
 }
 
 // assertDiskKilled checks that a step ended with a disk error naming want
@@ -160,26 +168,39 @@ func TestRunDiskFloorKillsTheLargestStep(t *testing.T) {
 	type result struct {
 		code  int
 		lines []line
-		a     *snapshot.Active
-		took  time.Duration
 		err   error
 	}
+	// The other step writes once the test tells it (by creating /go in its
+	// root): after the filler filled the disk and was stopped.
+	oa := e.rootfs(t)
 	other := make(chan result, 1)
 	go func() {
-		// Writes once the filler has filled the disk and been stopped.
 		var r result
-		r.code, r.lines, r.a, r.took, r.err = e.runWatched(t, `sleep 3; dd if=/dev/zero of=/small bs=1M count=4 2>/dev/null && echo ok`)
+		r.code, r.lines, _, r.err = e.runIn(oa, Limits{}, `while [ ! -e /go ]; do sleep 0.1; done; dd if=/dev/zero of=/small bs=1M count=4 2>/dev/null && echo ok`)
 		other <- r
 	}()
-	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		e.runner.disks.mu.Lock()
+		n := len(e.runner.disks.steps)
+		e.runner.disks.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the other step did not start")
+		}
+	}
 	_, _, a, took, err := e.runWatched(t, `dd if=/dev/zero of=/fill bs=1M; sleep 60`)
-	assertDiskKilled(t, fs, a, took, err, before-(6<<20), "free disk space fell below 24MiB", "--min-free-disk")
+	assertDiskKilled(t, fs, a, took, err, before, "free disk space fell below 24MiB", "--min-free-disk")
 
+	if err := os.WriteFile(filepath.Join(oa.RootFS(), "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := <-other
 	if r.err != nil || r.code != 0 || stdout(r.lines) != "ok\n" {
 		t.Fatalf("the other step: Run = %d, %v, %v; want it to finish", r.code, r.err, r.lines)
 	}
-	if fi, err := os.Stat(filepath.Join(r.a.UpperDir(), "small")); err != nil || fi.Size() != 4<<20 {
+	if fi, err := os.Stat(filepath.Join(oa.UpperDir(), "small")); err != nil || fi.Size() != 4<<20 {
 		t.Errorf("the other step's file: %v, %v", fi, err)
 	}
 }
