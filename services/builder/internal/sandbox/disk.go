@@ -105,9 +105,11 @@ func (d *disks) setUsed(s *diskStep, n int64) {
 
 // evict reports whether s is the step to kill for the floor: the one that
 // uses the most (by ID on a tie, so that steps agree), and only when no
-// step picked before still holds its space. A step that wrote nothing is
-// never picked: killing it frees nothing.
-func (d *disks) evict(s *diskStep) bool {
+// step picked before still holds its space. A step that wrote less than a
+// hundredth of the floor is never picked: killing it would hardly help
+// when something else (the layer cache, another process) took the space,
+// and each running step would be killed in turn.
+func (d *disks) evict(s *diskStep, floor int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var top *diskStep
@@ -119,7 +121,7 @@ func (d *disks) evict(s *diskStep) bool {
 			top = o
 		}
 	}
-	if top != s || s.used == 0 {
+	if top != s || s.used == 0 || s.used < floor/100 {
 		return false
 	}
 	s.evicted = true
@@ -199,7 +201,7 @@ func (w *diskWatch) check(now time.Time) bool {
 		}
 	}
 	free, floor, err := w.d.floor(w.s.upper)
-	if err == nil && free < floor && w.d.evict(w.s) {
+	if err == nil && free < floor && w.d.evict(w.s, floor) {
 		w.hit = diskFloorReached(floor)
 		return true
 	}

@@ -264,3 +264,29 @@ func TestDirUsage(t *testing.T) {
 		t.Errorf("dirUsage = %d, want about 1 MiB (the file once, nothing of the sparse file or the symlink's target)", got)
 	}
 }
+
+func TestDisksEvictTheLargestOnce(t *testing.T) {
+	const floor = 100 << 20
+	var d disks
+	small, large, idle := d.add("a", "", ""), d.add("b", "", ""), d.add("c", "", "")
+	d.setUsed(small, 10<<20)
+	d.setUsed(large, 50<<20)
+	if d.evict(small, floor) || d.evict(idle, floor) {
+		t.Error("a step that is not the largest was picked")
+	}
+	if !d.evict(large, floor) {
+		t.Fatal("the largest step was not picked")
+	}
+	if d.evict(small, floor) {
+		t.Error("a second step was picked while the first still held its space")
+	}
+	d.remove(large)
+	if !d.evict(small, floor) {
+		t.Error("the next largest was not picked once the first was gone")
+	}
+	d.remove(small)
+	d.setUsed(idle, floor/200)
+	if d.evict(idle, floor) {
+		t.Error("a step that wrote less than a hundredth of the floor was picked")
+	}
+}
