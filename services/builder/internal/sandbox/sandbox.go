@@ -137,10 +137,9 @@ type Options struct {
 	CPUs   float64
 	// StepDisk is the most bytes a step may write to its upper directory,
 	// and the most a build may ask for (the builder's --step-disk):
-	// DefaultStepDisk when 0. MinFreeDisk is
-	// the free space below which the running step that wrote the most is
-	// killed and new steps wait (--min-free-disk): DefaultMinFreeDisk of
-	// the filesystem when 0.
+	// DefaultStepDisk when 0. MinFreeDisk is the free space below which the
+	// running step that wrote the most is killed and new steps wait
+	// (--min-free-disk): DefaultMinFreeDisk of the filesystem when 0.
 	StepDisk    int64
 	MinFreeDisk int64
 	// Network configures NetworkBridge and the network.host entitlement.
