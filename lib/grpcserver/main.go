@@ -34,6 +34,13 @@ type Binary struct {
 	Wire func(ctx context.Context, srv *Server, log *slog.Logger) (release func(), err error)
 	// ServerOptions, if any, are added to the gRPC server's own.
 	ServerOptions []grpc.ServerOption
+	// Drain, if set, runs on SIGTERM or SIGINT before the server stops:
+	// health turns NOT_SERVING, the server goes on serving, and Drain
+	// refuses new work and waits for the running work to end (up to a
+	// timeout of its own). Then the server stops as without it: Wire's
+	// context ends and running calls are waited for up to the shutdown
+	// timeout. Drain's context ends on a second signal.
+	Drain func(ctx context.Context, log *slog.Logger)
 }
 
 // Main parses args and the environment, runs the server until SIGTERM or
@@ -74,6 +81,21 @@ func (b Binary) main(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if b.Drain != nil {
+		signaled := ctx
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-signaled.Done():
+			case <-ctx.Done():
+				return
+			}
+			b.drain(srv, log)
+			cancel()
+		}()
+	}
 
 	release, err := b.Wire(ctx, srv, log)
 	if err != nil {
@@ -101,4 +123,26 @@ func (b Binary) main(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// drain marks srv NOT_SERVING and runs Drain, whose context a second
+// signal ends.
+func (b Binary) drain(srv *Server, log *slog.Logger) {
+	srv.SetDraining()
+	log.Info("draining: health is NOT_SERVING, new work is refused and running work finishes; a second signal stops at once")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			log.Warn("second signal: stopping without waiting for running work")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	b.Drain(ctx, log)
+	log.Info("drained")
 }

@@ -22,6 +22,30 @@ type Probe struct {
 // Call it before Serve.
 func (s *Server) SetProbe(p Probe) { s.probe = p }
 
+// setStatus sets the health of the server and of every service it
+// serves; NOT_SERVING for good once it drains.
+func (s *Server) setStatus(status healthpb.HealthCheckResponse_ServingStatus) {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	if s.draining {
+		status = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	for name := range s.GRPC.GetServiceInfo() {
+		s.health.SetServingStatus(name, status)
+	}
+	s.health.SetServingStatus("", status)
+}
+
+// SetDraining marks the server NOT_SERVING for good, whatever its probe
+// says, so that load balancers and clients that check health send new
+// calls to other replicas while the calls it runs finish.
+func (s *Server) SetDraining() {
+	s.statusMu.Lock()
+	s.draining = true
+	s.statusMu.Unlock()
+	s.setStatus(healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
 // watch runs the probe until ctx ends, setting the health of the server
 // and of every service it serves from each result and logging each change.
 func (s *Server) watch(ctx context.Context) {
@@ -42,10 +66,7 @@ func (s *Server) watch(ctx context.Context) {
 				status = healthpb.HealthCheckResponse_NOT_SERVING
 				s.log.WarnContext(ctx, "dependency check failed: health is NOT_SERVING until it passes", "error", err.Error())
 			}
-			for name := range s.GRPC.GetServiceInfo() {
-				s.health.SetServingStatus(name, status)
-			}
-			s.health.SetServingStatus("", status)
+			s.setStatus(status)
 		}
 		select {
 		case <-ctx.Done():

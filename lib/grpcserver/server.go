@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -54,6 +55,10 @@ type Server struct {
 	grpcMet *grpcprom.ServerMetrics
 	auth    *auth.Checker
 	probe   Probe
+
+	// statusMu orders health changes: the probe's and SetDraining's.
+	statusMu sync.Mutex
+	draining bool
 }
 
 // New builds a server from a validated cfg. extra options come after
@@ -170,10 +175,7 @@ func (s *Server) Run(ctx context.Context) error {
 // to the shutdown timeout before cutting them off.
 func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Listener) error {
 	s.grpcMet.InitializeMetrics(s.GRPC)
-	for name := range s.GRPC.GetServiceInfo() {
-		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
-	}
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.setStatus(healthpb.HealthCheckResponse_SERVING)
 	if s.probe.Check != nil {
 		probeCtx, stopProbe := context.WithCancel(ctx)
 		probed := make(chan struct{})

@@ -250,6 +250,12 @@ func TestProbeDrivesHealth(t *testing.T) {
 	want(healthpb.HealthCheckResponse_NOT_SERVING)
 	down.Store(false)
 	want(healthpb.HealthCheckResponse_SERVING)
+
+	// A draining server stays NOT_SERVING whatever the probe says.
+	srv.SetDraining()
+	want(healthpb.HealthCheckResponse_NOT_SERVING)
+	time.Sleep(100 * time.Millisecond) // five probe intervals: a probe that passes must not undo the drain
+	want(healthpb.HealthCheckResponse_NOT_SERVING)
 }
 
 func TestTokenAuth(t *testing.T) {

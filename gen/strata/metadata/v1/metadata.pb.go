@@ -2630,9 +2630,15 @@ func (x *PruneImagesResponse) GetSpaceReclaimed() int64 {
 type PutCacheRecordRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The record; created and last_used are set by the server.
-	Record        *CacheRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Record *CacheRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// The image ID of the key's record this one replaces: one the builder
+	// found not to be what its step makes. When empty, or when the key's
+	// record names another image, the record is stored only if the key has
+	// none of an image still recorded: the first writer wins, so that two
+	// builds of one Dockerfile at once leave one consistent chain of records.
+	ReplacesImageId string `protobuf:"bytes,2,opt,name=replaces_image_id,json=replacesImageId,proto3" json:"replaces_image_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PutCacheRecordRequest) Reset() {
@@ -2670,6 +2676,13 @@ func (x *PutCacheRecordRequest) GetRecord() *CacheRecord {
 		return x.Record
 	}
 	return nil
+}
+
+func (x *PutCacheRecordRequest) GetReplacesImageId() string {
+	if x != nil {
+		return x.ReplacesImageId
+	}
+	return ""
 }
 
 // PutCacheRecordResponse returns the stored record.
@@ -5054,9 +5067,10 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\afilters\x18\x02 \x03(\v2\x1a.strata.metadata.v1.FilterR\afilters\"u\n" +
 	"\x13PruneImagesResponse\x125\n" +
 	"\x05items\x18\x01 \x03(\v2\x1f.strata.metadata.v1.DeletedItemR\x05items\x12'\n" +
-	"\x0fspace_reclaimed\x18\x02 \x01(\x03R\x0espaceReclaimed\"P\n" +
+	"\x0fspace_reclaimed\x18\x02 \x01(\x03R\x0espaceReclaimed\"|\n" +
 	"\x15PutCacheRecordRequest\x127\n" +
-	"\x06record\x18\x01 \x01(\v2\x1f.strata.metadata.v1.CacheRecordR\x06record\"Q\n" +
+	"\x06record\x18\x01 \x01(\v2\x1f.strata.metadata.v1.CacheRecordR\x06record\x12*\n" +
+	"\x11replaces_image_id\x18\x02 \x01(\tR\x0freplacesImageId\"Q\n" +
 	"\x16PutCacheRecordResponse\x127\n" +
 	"\x06record\x18\x01 \x01(\v2\x1f.strata.metadata.v1.CacheRecordR\x06record\"/\n" +
 	"\x19LookupCacheRecordsRequest\x12\x12\n" +

@@ -86,7 +86,9 @@ type ImageServiceClient interface {
 	// PruneImages removes dangling images, or every image without a tag or a
 	// child when all is set, like `docker image prune`.
 	PruneImages(ctx context.Context, in *PruneImagesRequest, opts ...grpc.CallOption) (*PruneImagesResponse, error)
-	// PutCacheRecord records the result of a build step under its cache key.
+	// PutCacheRecord records the result of a build step under its cache key
+	// and returns the key's record: another image's when another writer was
+	// first (see PutCacheRecordRequest.replaces_image_id).
 	PutCacheRecord(ctx context.Context, in *PutCacheRecordRequest, opts ...grpc.CallOption) (*PutCacheRecordResponse, error)
 	// LookupCacheRecords returns the records stored under any of the given
 	// keys, and marks them used.
@@ -496,7 +498,9 @@ type ImageServiceServer interface {
 	// PruneImages removes dangling images, or every image without a tag or a
 	// child when all is set, like `docker image prune`.
 	PruneImages(context.Context, *PruneImagesRequest) (*PruneImagesResponse, error)
-	// PutCacheRecord records the result of a build step under its cache key.
+	// PutCacheRecord records the result of a build step under its cache key
+	// and returns the key's record: another image's when another writer was
+	// first (see PutCacheRecordRequest.replaces_image_id).
 	PutCacheRecord(context.Context, *PutCacheRecordRequest) (*PutCacheRecordResponse, error)
 	// LookupCacheRecords returns the records stored under any of the given
 	// keys, and marks them used.

@@ -47,6 +47,8 @@ type buildConfig struct {
 	stepDeny          string
 	entitlements      string
 	downloadTimeout   time.Duration
+	leaseExpiry       time.Duration
+	drainTimeout      time.Duration
 }
 
 // byteSize is a flag of bytes that takes Docker's sizes too ("4g", "512m").
@@ -71,6 +73,8 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
 	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
 	fs.DurationVar(&c.downloadTimeout, "download-timeout", build.DefaultDownloadTimeout, "longest one ADD download may take, start to end")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running builds may go on finishing (new ones are refused and health is NOT_SERVING) before they are canceled and the builder stops")
+	fs.DurationVar(&c.leaseExpiry, "build-lease-expiry", build.DefaultLeaseExpiry, "how long the lease that keeps a build's blobs from garbage collection lasts unless renewed (a running build renews it every third of this)")
 	fs.IntVar(&c.limits.MaxInstructions, "max-instructions", build.DefaultMaxInstructions, "most instructions a Dockerfile may hold")
 	fs.Int64Var(&c.limits.MaxConfigBytes, "max-config-bytes", build.DefaultMaxConfigBytes, "most bytes of image config a build's steps may record together (each step's image holds every label and history row before it)")
 	c.stepMemory = byteSize(sandbox.DefaultMemory())
@@ -99,6 +103,14 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.snapshotBytes <= 0 {
 		errs = append(errs, fs.Invalid("snapshot-bytes", errors.New("must be positive")))
+	}
+	if c.drainTimeout < 0 {
+		errs = append(errs, fs.Invalid("drain-timeout", errors.New("must not be negative")))
+	}
+	if c.leaseExpiry < 3*time.Second || c.leaseExpiry > 7*24*time.Hour {
+		// The metadata service's bound is a week; below a few seconds the
+		// renewals could not keep up.
+		errs = append(errs, fs.Invalid("build-lease-expiry", errors.New("must be between 3s and 168h")))
 	}
 	if c.limits.MaxInstructions <= 0 {
 		errs = append(errs, fs.Invalid("max-instructions", errors.New("must be positive")))
@@ -168,7 +180,7 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 // wire builds the build service. peers are the addresses of the services
 // the builder calls, which RUN steps may not reach. The returned function
 // releases the RUN sandbox's network once the server has stopped.
-func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, transfers *transfer.Service,
+func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, leases build.Leases, transfers *transfer.Service,
 	limits compression.Limits, metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, func(), error) {
 	rejected := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "strata_build_cache_records_rejected_total",
@@ -219,6 +231,7 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		DownloadTimeout:      c.downloadTimeout,
 		Log:                  log,
 		RejectedCacheRecords: rejected,
+		Leases:               leases,
 	}
 	return server.NewBuilds(ctx, b, buildctx.NewReceiver(contexts, c.maxBuilds, log)), release, nil
 }

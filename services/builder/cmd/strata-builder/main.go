@@ -18,6 +18,7 @@ import (
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/grpcserver"
+	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -94,6 +95,9 @@ func init() { runtime.LockOSThread() }
 
 func main() {
 	var cfg config
+	// builds is set by Wire; Drain, which runs only after Wire succeeded,
+	// waits for its running builds.
+	var builds *server.Builds
 	os.Exit(grpcserver.Binary{
 		Name:          "strata-builder",
 		DefaultListen: ":50051",
@@ -103,6 +107,16 @@ func main() {
 		// kill their steps and unmount their roots, and the server waits
 		// for that before the sandbox's network is released.
 		ServerOptions: []grpc.ServerOption{grpc.WaitForHandlers(true)},
+		// A rolling restart: SIGTERM refuses new builds and lets running
+		// ones finish for up to --drain-timeout before the stop cancels
+		// what is left.
+		Drain: func(ctx context.Context, log *slog.Logger) {
+			ctx, cancel := context.WithTimeout(ctx, cfg.builds.drainTimeout)
+			defer cancel()
+			if err := builds.Drain(ctx); err != nil {
+				log.Warn("drain timed out: canceling the builds still running", "timeout", cfg.builds.drainTimeout.String())
+			}
+		},
 		Wire: func(ctx context.Context, srv *grpcserver.Server, log *slog.Logger) (func(), error) {
 			metaConn, err := grpcclient.Dial(cfg.metadataAddr, cfg.client, grpcclient.Naming("metadata service", cfg.metadataAddr)...)
 			if err != nil {
@@ -113,13 +127,16 @@ func main() {
 				metaConn.Close()
 				return nil, err
 			}
-			blobs := content.New(blobclient.New(blobConn))
-			images := image.NewStore(blobs, metadatav1.NewImageServiceClient(metaConn))
+			blobc, metac := blobclient.New(blobConn), metadatav1.NewImageServiceClient(metaConn)
+			blobs := content.New(blobc)
+			images := image.NewStore(blobs, metac)
+			leases := build.MetadataLeases{Images: metac, Blobs: blobc, Expiry: cfg.builds.leaseExpiry, Log: log}
 			transfers := transfer.New(blobs, images, log, transfer.WithLimits(cfg.limits), transfer.WithEgress(cfg.registries))
 			// The peers' hosts, not their targets: "dns:///metadata:50052" is
 			// not an address RUN steps could be kept from.
 			peers := append(grpcclient.Hosts(cfg.metadataAddr), grpcclient.Hosts(cfg.blobstoreAddr)...)
-			builds, releaseBuilds, err := cfg.builds.wire(ctx, peers, blobs, images, transfers, cfg.limits.Limits, srv.Metrics, log)
+			var releaseBuilds func()
+			builds, releaseBuilds, err = cfg.builds.wire(ctx, peers, blobs, images, leases, transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()

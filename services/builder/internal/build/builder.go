@@ -72,6 +72,9 @@ type Builder struct {
 	// RejectedCacheRecords, if set, counts the cache records ignored
 	// because their image is not what the step makes.
 	RejectedCacheRecords prometheus.Counter
+	// Leases, if set, hold each build's blobs against garbage collection
+	// from its start until its image is recorded.
+	Leases Leases
 
 	// copyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
@@ -158,9 +161,26 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	for _, w := range df.Warnings {
 		events(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Warning{Warning: &builderv1.BuildWarning{Message: w.Message, Line: int32(w.Line)}}})
 	}
+	images, layers := b.Images, exec.Layers(b.Layers)
+	if b.Leases != nil {
+		// From before the first image is read or blob stored until the
+		// image and its tags are recorded.
+		l, err := b.Leases.Start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := l.Release(context.WithoutCancel(ctx)); err != nil && b.Log != nil {
+				b.Log.WarnContext(ctx, "releasing a build's lease (it expires on its own)", "error", err)
+			}
+		}()
+		h := leased{Images: b.Images, layers: b.Layers, lease: l}
+		images, layers = h, h
+	}
 	pl, err := plan.Make(ctx, plan.Input{
 		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
-		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b}, Downloads: planImages{b},
+		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: planImages{b, images},
+		Network: keyNetwork(req.Network),
 	})
 	if err != nil {
 		return nil, err
@@ -176,7 +196,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	// Layer uploads run in the background; a failed build stops them.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	finalID, manifest, err := exec.Run(ctx, b.deps(), pl, exec.Options{
+	finalID, manifest, err := exec.Run(ctx, b.deps(images, layers), pl, exec.Options{
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
 	}, events)
 	if err != nil {
@@ -188,7 +208,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	}
 	res := &Result{ImageID: finalID, ManifestDigest: string(manifest)}
 	for _, t := range req.Tags {
-		tag, err := b.Images.Tag(ctx, res.ImageID, t)
+		tag, err := images.Tag(ctx, res.ImageID, t)
 		if err != nil {
 			return nil, fmt.Errorf("tagging %s: %w", t, err)
 		}
@@ -216,33 +236,56 @@ func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]
 	return hits, nil
 }
 
-// planImages gives the planner the builder's images and downloads.
-type planImages struct{ b *Builder }
+// keyNetwork is the name the RUN steps' cache keys give the build's
+// network: none for the default bridge, so their keys are those of every
+// build before the network was keyed.
+func keyNetwork(m builderv1.NetworkMode) string {
+	switch m {
+	case builderv1.NetworkMode_NETWORK_MODE_NONE:
+		return "none"
+	case builderv1.NetworkMode_NETWORK_MODE_HOST:
+		return "host"
+	}
+	return ""
+}
+
+// planImages gives the planner the build's images and the builder's
+// downloads.
+type planImages struct {
+	b      *Builder
+	images Images
+}
 
 func (p planImages) Resolve(ctx context.Context, ref string) (*image.Image, error) {
-	return p.b.resolveImage(ctx, ref)
+	return p.b.resolveImage(ctx, p.images, ref)
 }
 
 func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, error) {
 	return p.b.fetchURL(ctx, url)
 }
 
-// deps are what running a plan takes of the builder.
-func (b *Builder) deps() exec.Deps {
+// deps are what running a plan takes of the builder, with the build's
+// images and layers.
+func (b *Builder) deps(images exec.Images, layers exec.Layers) exec.Deps {
 	return exec.Deps{
-		Images: b.Images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: b.Layers, Contexts: b.Contexts,
+		Images: images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: layers, Contexts: b.Contexts,
 		Archives: b.Archives, Log: b.Log, RejectedCacheRecords: b.RejectedCacheRecords, CopyIntoMounts: b.copyIntoMounts,
 	}
 }
 
-// resolveImage finds a base image: held locally, or pulled.
-func (b *Builder) resolveImage(ctx context.Context, ref string) (*image.Image, error) {
-	img, err := b.Images.Get(ctx, ref)
+// resolveImage finds a base image: held locally, or pulled. It reads it
+// through images, the build's, which hold its blobs.
+func (b *Builder) resolveImage(ctx context.Context, images Images, ref string) (*image.Image, error) {
+	img, err := images.Get(ctx, ref)
 	if err == nil || !errdefs.IsNotFound(err) || b.Puller == nil {
 		if errdefs.IsNotFound(err) {
 			return nil, errdefs.NotFound("image %s not found locally and no registry to pull it from", ref)
 		}
 		return img, err
 	}
-	return b.Puller.Pull(ctx, ref)
+	pulled, err := b.Puller.Pull(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return images.Get(ctx, string(pulled.ID()))
 }

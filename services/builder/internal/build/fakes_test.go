@@ -150,6 +150,13 @@ func (m *memIndex) PutCacheRecord(_ context.Context, in *metadatav1.PutCacheReco
 	if _, ok := m.images[in.GetRecord().GetImageId()]; !ok {
 		return nil, errdefs.FailedPrecondition("image %s unknown", in.GetRecord().GetImageId())
 	}
+	// As the metadata service: the first writer wins, unless the record
+	// names the image of the one it replaces.
+	if old, ok := m.records[in.GetRecord().GetKey()]; ok && old.GetImageId() != in.GetRecord().GetImageId() && old.GetImageId() != in.GetReplacesImageId() {
+		if _, live := m.images[old.GetImageId()]; live {
+			return &metadatav1.PutCacheRecordResponse{Record: old}, nil
+		}
+	}
 	m.records[in.GetRecord().GetKey()] = in.GetRecord()
 	return &metadatav1.PutCacheRecordResponse{Record: in.GetRecord()}, nil
 }

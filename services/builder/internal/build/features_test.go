@@ -178,7 +178,7 @@ func TestRunLeavesThePlanAsItWas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl, err := plan.Make(context.Background(), plan.Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: planImages{e.b}})
+	pl, err := plan.Make(context.Background(), plan.Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: planImages{e.b, e.b.Images}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestRunLeavesThePlanAsItWas(t *testing.T) {
 	if key := string(pl.Stages[0].Steps[0].Key); !strings.Contains(string(before), key) {
 		t.Fatalf("the plan's JSON does not hold its first key %s: it compares nothing", key)
 	}
-	if _, _, err := exec.Run(context.Background(), e.b.deps(), pl, exec.Options{Context: c}, func(*builderv1.BuildEvent) {}); err != nil {
+	if _, _, err := exec.Run(context.Background(), e.b.deps(e.b.Images, e.b.Layers), pl, exec.Options{Context: c}, func(*builderv1.BuildEvent) {}); err != nil {
 		t.Fatal(err)
 	}
 	after, err := json.Marshal(pl)

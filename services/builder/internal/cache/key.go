@@ -86,18 +86,27 @@ type Step struct {
 	Sources digest.Digest
 	// Platform is the OS/architecture the step runs for.
 	Platform string
+	// Network names the network a RUN step runs on when it is not the
+	// default bridge ("none", "host"): a step that could not reach the
+	// network, or reached the host's, does not stand for one that ran on
+	// the bridge. Empty for the bridge and for other steps, whose keys
+	// stay what they were before it was added.
+	Network string
 }
 
 // Key returns the step's cache key.
 func (s Step) Key() digest.Digest {
-	return New("step").
+	h := New("step").
 		String(string(s.Parent)).
 		String(string(s.Config)).
 		String(s.Author).
 		Strings(s.Args).
 		String(string(s.Sources)).
-		String(s.Platform).
-		Digest()
+		String(s.Platform)
+	if s.Network != "" {
+		h.String("network").String(s.Network)
+	}
+	return h.Digest()
 }
 
 // File is one source file of a COPY or ADD as it will land in the image.

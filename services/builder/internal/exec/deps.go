@@ -29,8 +29,10 @@ type Images interface {
 	Get(ctx context.Context, ref string) (*image.Image, error)
 	// Put records an image with its tags.
 	Put(ctx context.Context, n image.New) (*metadatav1.Image, error)
-	// PutCacheRecord stores a record of a recorded image.
-	PutCacheRecord(ctx context.Context, r image.CacheRecord) error
+	// PutCacheRecord stores a record of a recorded image and returns the
+	// image ID of the key's record: another image's when another build
+	// recorded the key first (the first writer wins).
+	PutCacheRecord(ctx context.Context, r image.CacheRecord) (string, error)
 }
 
 // Blobs is the part of the blob store a build uses (content.Store is it).

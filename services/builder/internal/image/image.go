@@ -154,6 +154,9 @@ type CacheRecord struct {
 	// Description is the step's history text; Size its layer's diff size.
 	Description string
 	Size        int64
+	// Replaces is the image of the key's record this one replaces, one
+	// found not to be what the step makes; empty: the first writer wins.
+	Replaces string
 }
 
 // CacheRecords returns, by key, the image IDs the cache records of keys
@@ -178,12 +181,17 @@ func (s *Store) CacheRecords(ctx context.Context, keys []digest.Digest) (map[dig
 }
 
 // PutCacheRecord stores a cache record; its image must be recorded
-// (FAILED_PRECONDITION otherwise).
-func (s *Store) PutCacheRecord(ctx context.Context, r CacheRecord) error {
-	_, err := s.images.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: &metadatav1.CacheRecord{
+// (FAILED_PRECONDITION otherwise). It returns the image ID of the key's
+// record, another image's when another build recorded the key first (the
+// first writer wins) unless that is r.Replaces.
+func (s *Store) PutCacheRecord(ctx context.Context, r CacheRecord) (string, error) {
+	resp, err := s.images.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: &metadatav1.CacheRecord{
 		Key: string(r.Key), ImageId: r.ImageID, Description: r.Description, Size: r.Size,
-	}})
-	return err
+	}, ReplacesImageId: r.Replaces})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetRecord().GetImageId(), nil
 }
 
 // Image is a recorded image with its config and manifest parsed.

@@ -44,6 +44,9 @@ type Input struct {
 	BuildArgs  map[string]string
 	Target     string
 	Labels     map[string]string
+	// Network is the network RUN steps run on when not the default
+	// bridge ("none", "host"); their cache keys name it.
+	Network string
 	// MaxConfigBytes bounds what the steps' image configs weigh together.
 	MaxConfigBytes int64
 	Images         Images
@@ -231,7 +234,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 		}
 		stp.ContainerConfig = cc
 		var size int64
-		stp.Key, size = stepKey(parent, stp)
+		stp.Key, size = stepKey(parent, stp, p.in.Network)
 		// The step's image holds its config and container config (about
 		// the size of the key's JSON each) and the history so far.
 		history += int64(len(stp.CreatedBy())) + 64
@@ -393,7 +396,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 	if len(cp.Sources) > 1 && !cp.DestDir {
 		return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
 	}
-	cp.Hash = cp.historyHash()
+	cp.Hash = cp.keyHash()
 	return cp, nil
 }
 

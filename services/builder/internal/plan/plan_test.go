@@ -171,3 +171,42 @@ func makeGolden(src []byte) (*Plan, error) {
 		Images: baseImages{"busybox": busybox(), "busybox:latest": busybox()},
 	})
 }
+
+// A RUN step's key names the network it runs on when that is not the
+// bridge, so a step run offline (or on the host's network) is never the
+// cache hit of one run on the bridge; steps that run nothing keep their
+// keys, and so does every step of a build on the bridge.
+func TestRunKeysNameTheNetwork(t *testing.T) {
+	df, err := dockerfile.Parse([]byte("FROM busybox\nRUN wget -q -O /x http://example.com || echo offline > /x\nCOPY app /app\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := func(network string) []digest.Digest {
+		pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, Network: network, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []digest.Digest
+		for _, st := range pl.Stages[0].Steps {
+			out = append(out, st.Key)
+		}
+		return out
+	}
+	bridge, none, host := keys(""), keys("none"), keys("host")
+	if len(bridge) != 3 {
+		t.Fatalf("%d steps, want the base's ONBUILD LABEL, the RUN and the COPY", len(bridge))
+	}
+	if bridge[0] != none[0] || bridge[0] != host[0] {
+		t.Errorf("the step before the RUN has a key that depends on the network: %v %v %v", bridge[0], none[0], host[0])
+	}
+	for i := 1; i < 3; i++ {
+		if bridge[i] == none[i] || bridge[i] == host[i] || none[i] == host[i] {
+			t.Errorf("step %d: keys %v (bridge), %v (none), %v (host): want three different keys from the RUN on", i, bridge[i], none[i], host[i])
+		}
+	}
+}

@@ -20,6 +20,12 @@ type Builds struct {
 	builder  *build.Builder
 	contexts *buildctx.Receiver
 	stopping context.Context
+
+	mu       sync.Mutex
+	draining bool
+	running  int
+	// idle is closed when the last running build ends during a drain.
+	idle chan struct{}
 }
 
 // NewBuilds returns the Builds that receives contexts with contexts and
@@ -30,10 +36,60 @@ func NewBuilds(stopping context.Context, b *build.Builder, contexts *buildctx.Re
 	return &Builds{builder: b, contexts: contexts, stopping: stopping}
 }
 
+// Drain refuses new builds (UNAVAILABLE, reason BUILDER_DRAINING: the
+// client retries on another replica) and waits until the running ones
+// have ended, or ctx has. It is for a rolling restart: the caller stops
+// the builder after it, which cancels what still runs.
+func (b *Builds) Drain(ctx context.Context) error {
+	b.mu.Lock()
+	b.draining = true
+	if b.running == 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	if b.idle == nil {
+		b.idle = make(chan struct{})
+	}
+	idle := b.idle
+	b.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// begin counts a new build in, unless the builder drains.
+func (b *Builds) begin() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.draining {
+		return errdefs.Unavailable("this builder is shutting down and takes no new builds: try again (another replica will take it)").
+			WithReason("BUILDER_DRAINING")
+	}
+	b.running++
+	return nil
+}
+
+func (b *Builds) end() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.running--
+	if b.running == 0 && b.idle != nil {
+		close(b.idle)
+		b.idle = nil
+	}
+}
+
 // Build runs one build over the stream. Closing the stream (or the client
 // going away) cancels the build, which kills its RUN processes and removes
 // its temporary state.
 func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse]) error {
+	if err := s.builds.begin(); err != nil {
+		return err
+	}
+	defer s.builds.end()
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	defer context.AfterFunc(s.builds.stopping, cancel)()

@@ -184,8 +184,11 @@ type Tx interface {
 	// PruneEvents removes the events older than before.
 	PruneEvents(ctx context.Context, before time.Time) (int64, error)
 
-	// PutCacheRecord inserts or replaces a cache record.
-	PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord) error
+	// PutCacheRecord inserts a cache record, or replaces the key's record
+	// when that is of the same image, of the image replaces, or of one no
+	// longer recorded. A record of another recorded image stays: the first
+	// writer wins.
+	PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord, replaces string) error
 	// CacheRecords returns the records of the keys whose image exists.
 	CacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error)
 	// TouchCacheRecords sets last_used of the keys.

@@ -22,7 +22,7 @@ func checkKey(k string) error {
 	return nil
 }
 
-func (s *Service) PutCacheRecord(ctx context.Context, in *metadatav1.CacheRecord) (*metadatav1.CacheRecord, error) {
+func (s *Service) PutCacheRecord(ctx context.Context, in *metadatav1.CacheRecord, replaces string) (*metadatav1.CacheRecord, error) {
 	if in == nil {
 		return nil, errdefs.InvalidArgument("a cache record is required")
 	}
@@ -48,7 +48,20 @@ func (s *Service) PutCacheRecord(ctx context.Context, in *metadatav1.CacheRecord
 		}
 		now := timestamppb.New(s.now())
 		rec.ImageId, rec.Created, rec.LastUsed = id, now, now
-		return tx.PutCacheRecord(ctx, rec)
+		if err := tx.PutCacheRecord(ctx, rec, replaces); err != nil {
+			return err
+		}
+		// The record stored: another image's when another writer (two
+		// builds of one Dockerfile at once) was first.
+		stored, err := tx.CacheRecords(ctx, []string{rec.GetKey()})
+		if err != nil {
+			return err
+		}
+		if len(stored) != 1 {
+			return errdefs.Internal("cache record %s: %d records after storing it", rec.GetKey(), len(stored))
+		}
+		rec = stored[0]
+		return nil
 	})
 	if err != nil {
 		return nil, err

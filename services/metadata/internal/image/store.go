@@ -53,9 +53,13 @@ type Store interface {
 	// `docker image prune`, returning what went and the bytes reclaimed.
 	PruneImages(ctx context.Context, all bool, filters []*metadatav1.Filter) ([]*metadatav1.DeletedItem, int64, error)
 
-	// PutCacheRecord stores a build-step cache record (replacing one with the
-	// same key); the image must exist.
-	PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord) (*metadatav1.CacheRecord, error)
+	// PutCacheRecord stores a build-step cache record and returns the
+	// key's record: this one, unless the key has a record of another image
+	// that exists, which stays (the first writer wins, so that two builds
+	// of one Dockerfile at once leave one consistent chain of records),
+	// or its image is replaces (a record its writer found wrong). The image
+	// must exist.
+	PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord, replaces string) (*metadatav1.CacheRecord, error)
 	// LookupCacheRecords returns the records of the keys whose image still
 	// exists, marking them used.
 	LookupCacheRecords(ctx context.Context, keys []string) ([]*metadatav1.CacheRecord, error)

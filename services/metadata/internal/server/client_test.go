@@ -76,8 +76,8 @@ func (c Client) PruneImages(ctx context.Context, all bool, filters []*metadatav1
 }
 
 // PutCacheRecord implements image.Store.
-func (c Client) PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord) (*metadatav1.CacheRecord, error) {
-	r, err := c.C.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: rec})
+func (c Client) PutCacheRecord(ctx context.Context, rec *metadatav1.CacheRecord, replaces string) (*metadatav1.CacheRecord, error) {
+	r, err := c.C.PutCacheRecord(ctx, &metadatav1.PutCacheRecordRequest{Record: rec, ReplacesImageId: replaces})
 	return r.GetRecord(), err
 }
 

@@ -165,7 +165,7 @@ func (s *Server) PruneImages(ctx context.Context, req *metadatav1.PruneImagesReq
 
 // PutCacheRecord implements metadatav1.ImageServiceServer.
 func (s *Server) PutCacheRecord(ctx context.Context, req *metadatav1.PutCacheRecordRequest) (*metadatav1.PutCacheRecordResponse, error) {
-	rec, err := s.images.PutCacheRecord(ctx, req.GetRecord())
+	rec, err := s.images.PutCacheRecord(ctx, req.GetRecord(), req.GetReplacesImageId())
 	if err != nil {
 		return nil, err
 	}

@@ -838,10 +838,11 @@ func (t *txn) PruneEvents(ctx context.Context, before time.Time) (int64, error) 
 	return res.RowsAffected()
 }
 
-func (t *txn) PutCacheRecord(ctx context.Context, r *metadatav1.CacheRecord) error {
+func (t *txn) PutCacheRecord(ctx context.Context, r *metadatav1.CacheRecord, replaces string) error {
 	_, err := t.exec(ctx, `INSERT INTO cache_records (key, image_id, description, size, created, last_used) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (key) DO UPDATE SET image_id = excluded.image_id, description = excluded.description, size = excluded.size, created = excluded.created, last_used = excluded.last_used`,
-		r.GetKey(), r.GetImageId(), r.GetDescription(), r.GetSize(), nanos(r.GetCreated()), nanos(r.GetLastUsed()))
+		ON CONFLICT (key) DO UPDATE SET image_id = excluded.image_id, description = excluded.description, size = excluded.size, created = excluded.created, last_used = excluded.last_used
+		WHERE cache_records.image_id IN (excluded.image_id, $7) OR NOT EXISTS (SELECT 1 FROM images WHERE images.id = cache_records.image_id)`,
+		r.GetKey(), r.GetImageId(), r.GetDescription(), r.GetSize(), nanos(r.GetCreated()), nanos(r.GetLastUsed()), replaces)
 	return err
 }
 

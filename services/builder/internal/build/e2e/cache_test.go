@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -51,10 +52,10 @@ func TestForgedCacheRecordIsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var key string
+	var key, good string
 	for _, r := range list.GetRecords() {
 		if strings.HasSuffix(r.GetDescription(), "echo good > /f") {
-			key = r.GetKey()
+			key, good = r.GetKey(), r.GetImageId()
 		}
 	}
 	if key == "" {
@@ -66,8 +67,11 @@ func TestForgedCacheRecordIsIgnored(t *testing.T) {
 			t.Errorf("PutCacheRecord with a %s token: %v, want PERMISSION_DENIED", role, err)
 		}
 	}
-	if _, err := metadata(auth.RoleService).PutCacheRecord(ctx, forged); err != nil {
-		t.Fatalf("PutCacheRecord with the service token: %v", err)
+	// A record stays once written (the first writer wins) unless the
+	// writer names the one it replaces, as a forger can.
+	forged.ReplacesImageId = good
+	if r, err := metadata(auth.RoleService).PutCacheRecord(ctx, forged); err != nil || r.GetRecord().GetImageId() != evil {
+		t.Fatalf("PutCacheRecord with the service token = %v, %v; want the forged record stored", r, err)
 	}
 
 	out := s.ok(t, ours, "build", "-t", "ours", ".")
@@ -76,6 +80,10 @@ func TestForgedCacheRecordIsIgnored(t *testing.T) {
 	}
 	if strings.Contains(out, evil[:12]) {
 		t.Errorf("rebuild used the forged image %s:\n%s", evil, out)
+	}
+	// The rebuild put the record right: the next build is all cache.
+	if out := s.ok(t, ours, "build", "-t", "ours", "."); strings.Count(out, "Using cache") != 2 {
+		t.Errorf("build after the rebuild: want both steps from the cache:\n%s", out)
 	}
 	history := s.ok(t, "", "history", "--no-trunc", "--format", "{{.CreatedBy}}", "ours")
 	if want := "/bin/sh -c cat /f\n/bin/sh -c echo good > /f\n"; !strings.HasPrefix(history, want) {
@@ -97,5 +105,51 @@ func TestForgedCacheRecordIsIgnored(t *testing.T) {
 	// The step's record is right again.
 	if again := s.ok(t, ours, "build", "-t", "ours", "."); strings.Count(again, "Using cache") != 2 {
 		t.Errorf("the next build: want both steps from the cache:\n%s", again)
+	}
+}
+
+// Two builds of one Dockerfile at once, on an empty cache: both miss and
+// both record their images, and the cache records they leave form one
+// chain (the first writer's), so the next build hits every step.
+func TestConcurrentFirstBuildsLeaveOneCache(t *testing.T) {
+	s := withBusybox(t)
+	images, blobs := s.clients(t)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"Dockerfile": "FROM busybox\nRUN sleep 1; echo one > /one\nENV A=1\nRUN sleep 1; echo two > /two\nCOPY f /f\nRUN cat /one /two /f\n",
+		"f":          "f\n",
+	})
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := s.strata(t, dir, "build", "-t", fmt.Sprintf("race%d", i), ".")
+			if r.code != 0 {
+				t.Errorf("build %d: exit %d\n%s%s", i, r.code, r.stdout, r.stderr)
+			}
+			outs[i] = r.stdout
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for i, out := range outs {
+		if strings.Contains(out, "Using cache") {
+			t.Fatalf("build %d hit the cache, the builds did not race:\n%s", i, out)
+		}
+		checkBlobs(t, images, blobs, fmt.Sprintf("race%d", i))
+	}
+	out := s.ok(t, dir, "build", "-t", "after", ".")
+	if n := strings.Count(out, "Using cache"); n != 5 {
+		t.Errorf("build after the race: %d steps from the cache, want all 5:\n%s", n, out)
+	}
+	after := s.ok(t, "", "inspect", "--format", "{{.Id}}", "after")
+	first := s.ok(t, "", "inspect", "--format", "{{.Id}}", "race0")
+	second := s.ok(t, "", "inspect", "--format", "{{.Id}}", "race1")
+	if after != first && after != second {
+		t.Errorf("build after the race made %s, neither race0 (%s) nor race1 (%s)", after, first, second)
 	}
 }

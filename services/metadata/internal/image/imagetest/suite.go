@@ -783,17 +783,41 @@ func testCacheRecords(t *testing.T, s image.Store, c *Clock) {
 	a := put(t, s, Make(t, Step{LayerSize: 3}), "a")
 	b := put(t, s, Make(t, Step{LayerSize: 4}), "b")
 	key := func(i int) string { return fmt.Sprintf("sha256:%064x", i) }
-	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(1), ImageId: a.GetId(), Description: "RUN a", Size: 3}); err != nil {
+	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(1), ImageId: a.GetId(), Description: "RUN a", Size: 3}, ""); err != nil {
 		t.Fatal(err)
 	}
 	c.Add(time.Hour)
-	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(2), ImageId: b.GetId(), Description: "RUN b", Size: 4}); err != nil {
+	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(2), ImageId: b.GetId(), Description: "RUN b", Size: 4}, ""); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: "nope", ImageId: a.GetId()})
+	_, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: "nope", ImageId: a.GetId()}, "")
 	wantKind(t, "PutCacheRecord(bad key)", err, errdefs.ErrInvalidArgument)
-	_, err = s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(3), ImageId: Make(t, Step{}).GetId()})
+	_, err = s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(3), ImageId: Make(t, Step{}).GetId()}, "")
 	wantKind(t, "PutCacheRecord(unknown image)", err, errdefs.ErrFailedPrecondition)
+	// The first writer wins: a record of another recorded image stays and
+	// is what PutCacheRecord returns (two builds of one Dockerfile at once
+	// leave the first one's records); storing the same record again is
+	// harmless.
+	got, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(1), ImageId: b.GetId(), Description: "RUN b", Size: 4}, "")
+	if err != nil || got.GetImageId() != a.GetId() || got.GetDescription() != "RUN a" {
+		t.Errorf("PutCacheRecord(key 1, image b) over a's record = %v, %v; want a's record", got, err)
+	}
+	got, err = s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(1), ImageId: a.GetId(), Description: "RUN a", Size: 3}, "")
+	if err != nil || got.GetImageId() != a.GetId() || got.GetKey() != key(1) {
+		t.Errorf("PutCacheRecord(key 1, image a) again = %v, %v; want a's record", got, err)
+	}
+	// A writer that found a record wrong replaces exactly that one.
+	got, err = s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(1), ImageId: b.GetId(), Description: "RUN b"}, b.GetId())
+	if err != nil || got.GetImageId() != a.GetId() {
+		t.Errorf("PutCacheRecord(key 1, image b, replacing b) over a's record = %v, %v; want a's record", got, err)
+	}
+	got, err = s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(1), ImageId: b.GetId(), Description: "RUN b"}, a.GetId())
+	if err != nil || got.GetImageId() != b.GetId() {
+		t.Errorf("PutCacheRecord(key 1, image b, replacing a) = %v, %v; want b's record", got, err)
+	}
+	if got, err = s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(1), ImageId: a.GetId(), Description: "RUN a", Size: 3}, b.GetId()); err != nil || got.GetImageId() != a.GetId() {
+		t.Fatalf("PutCacheRecord(key 1, image a, replacing b) = %v, %v; want a's record", got, err)
+	}
 
 	c.Add(time.Minute)
 	recs, err := s.LookupCacheRecords(ctx, []string{key(1), key(2), key(9)})
@@ -813,9 +837,14 @@ func testCacheRecords(t *testing.T, s image.Store, c *Clock) {
 	if err != nil || len(recs) != 1 || recs[0].GetKey() != key(1) || recs[0].GetImageId() != a.GetId() || recs[0].GetDescription() != "RUN a" {
 		t.Errorf("LookupCacheRecords after deleting b = %v, %v", recs, err)
 	}
+	// ... and gives way to a new one.
+	got, err = s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(2), ImageId: a.GetId(), Description: "RUN b again"}, "")
+	if err != nil || got.GetImageId() != a.GetId() || got.GetDescription() != "RUN b again" {
+		t.Errorf("PutCacheRecord(key 2, image a) over a record of a deleted image = %v, %v; want the new record", got, err)
+	}
 	// List, most recently used first, paged.
 	c.Add(time.Minute)
-	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(4), ImageId: a.GetId()}); err != nil {
+	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: key(4), ImageId: a.GetId()}, ""); err != nil {
 		t.Fatal(err)
 	}
 	first, next, err := s.ListCacheRecords(ctx, 2, "")
@@ -898,7 +927,7 @@ func testDiskUsage(t *testing.T, s image.Store, _ *Clock) {
 	put(t, s, chain[0], "base")
 	put(t, s, chain[1])
 	d := put(t, s, Make(t, Step{LayerSize: 50}))
-	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: "sha256:" + strings.Repeat("1", 64), ImageId: d.GetId(), Size: 50}); err != nil {
+	if _, err := s.PutCacheRecord(ctx, &metadatav1.CacheRecord{Key: "sha256:" + strings.Repeat("1", 64), ImageId: d.GetId(), Size: 50}, ""); err != nil {
 		t.Fatal(err)
 	}
 	u, err := s.DiskUsage(ctx)

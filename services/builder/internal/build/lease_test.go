@@ -1,0 +1,70 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/blobclient"
+	"github.com/strata-build/strata/lib/grpcclient"
+	"github.com/strata-build/strata/lib/harness"
+)
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+
+// A build's lease outlives its expiry while the build runs (it is renewed)
+// and holds its blobs through collections with no grace period; released,
+// it holds nothing.
+func TestBuildLeaseIsRenewedUntilReleased(t *testing.T) {
+	ctx := context.Background()
+	s := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
+	dial := func(addr string) *grpc.ClientConn {
+		conn, err := grpcclient.Dial(addr, s.Client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	images, blobs := metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	collect := func() *metadatav1.CollectGarbageResponse {
+		t.Helper()
+		res, err := images.CollectGarbage(ctx, &metadatav1.CollectGarbageRequest{GracePeriod: durationpb.New(0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+
+	const expiry = 3 * time.Second
+	l, err := MetadataLeases{Images: images, Blobs: blobs, Expiry: expiry}.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := blobs.Put(ctx, bytes.NewReader([]byte("a layer of a long build")), "", blobclient.SizeUnknown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if missing, err := l.Hold(ctx, info.Digest); err != nil || len(missing) != 0 {
+		t.Fatalf("Hold(%s) = %v, %v; want nothing missing", info.Digest, missing, err)
+	}
+	// The lease's own lifetime, not a wait for a server: past it, only the
+	// renewals hold the blob.
+	time.Sleep(expiry + expiry/2)
+	if res := collect(); slices.Contains(res.GetDeleted(), info.Digest.String()) || res.GetLeased() != 1 {
+		t.Fatalf("CollectGarbage past the first lease's expiry = %v; want %s kept for the lease", res, info.Digest)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release = %v", err)
+	}
+	if res := collect(); !slices.Contains(res.GetDeleted(), info.Digest.String()) || res.GetLeased() != 0 {
+		t.Errorf("CollectGarbage after Release = %v; want %s deleted and nothing leased", res, info.Digest)
+	}
+}
