@@ -39,7 +39,8 @@ const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103
 func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
 	r := &run{d: d, o: o, pl: pl, hits: o.Hits, events: events, results: map[*plan.Stage]current{},
 		cids: map[*plan.Step]string{}, copyCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
-	return r.all(ctx)
+	id, manifest, err := r.all(ctx)
+	return id, manifest, r.noSpace(ctx, nil, err)
 }
 
 // run is the execution of a plan.
@@ -269,7 +270,7 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 		missed = true
 		next, l, err := r.step(ctx, sp, st, cur)
 		if err != nil {
-			return current{}, err
+			return current{}, r.noSpace(ctx, st, err)
 		}
 		cur = next
 		r.events(done(st.Number, cur.id, time.Since(t0), l))
@@ -615,6 +616,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
 		Hostname: r.cids[st][:12], Network: r.o.Network, Resources: r.o.Resources, Stdout: out, Stderr: errw,
+		Upper: m.Upper(), Discard: m.Release,
 	})
 	out.Flush()
 	errw.Flush()
