@@ -232,6 +232,13 @@ func buildRequest(dir string, o BuildOptions) (*builderv1.BuildOptions, buildcon
 	}
 	req := baseRequest(o)
 	dockerfileRel := "Dockerfile"
+	if _, err := os.Lstat(filepath.Join(contextDir, dockerfileRel)); os.IsNotExist(err) {
+		// As Docker's CLI does: a lowercase dockerfile when there is no
+		// Dockerfile, so that it travels even if .dockerignore names it.
+		if _, err := os.Lstat(filepath.Join(contextDir, "dockerfile")); err == nil {
+			dockerfileRel = "dockerfile"
+		}
+	}
 	switch {
 	case o.DockerfileContent != nil:
 		req.DockerfileContent = o.DockerfileContent

@@ -30,6 +30,8 @@ type buildOptions struct {
 	// RUN limits, by docker build's flags.
 	memory, memorySwap, cpuShares, cpuPeriod, cpuQuota, pidsLimit int64
 	ulimits                                                       ulimits
+	// disk is Strata's own: Docker has no limit of what a step writes.
+	disk int64
 }
 
 // memBytes is --memory: bytes, or Docker's sizes ("512m", "2g"), read with
@@ -108,13 +110,14 @@ func newBuildCommand(c *CLI) *cobra.Command {
 	f.Int64Var(&o.cpuQuota, "cpu-quota", 0, "Limit the CPU CFS (Completely Fair Scheduler) quota")
 	f.Int64Var(&o.pidsLimit, "pids-limit", 0, "Limit the number of processes of RUN steps (at most the builder's --step-pids)")
 	f.Var(&o.ulimits, "ulimit", "Ulimit options")
+	f.Var(memBytes{v: &o.disk}, "disk", "Most bytes one RUN step may write (at most the builder's --step-disk)")
 	return cmd
 }
 
 func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	opts := client.BuildOptions{Tags: o.tags, Target: o.target, NoCache: o.noCache, BuildArgs: map[string]string{}, Labels: map[string]string{},
 		Resources: &client.RunResources{Memory: o.memory, MemorySwap: o.memorySwap, CpuShares: o.cpuShares, CpuPeriod: o.cpuPeriod,
-			CpuQuota: o.cpuQuota, PidsLimit: o.pidsLimit, Ulimits: o.ulimits}}
+			CpuQuota: o.cpuQuota, PidsLimit: o.pidsLimit, Ulimits: o.ulimits, Disk: o.disk}}
 	switch o.network {
 	case "", "default", "bridge":
 	case "none":

@@ -396,9 +396,9 @@ func (x *Ulimit) GetHard() int64 {
 
 // RunResources limit each RUN step of a build, with the meaning of
 // `docker build`'s flags of the same names. Zero means the builder's
-// default (its --step-memory, --step-pids, --step-cpus), which is also the
-// most a build may ask for: a larger value is INVALID_ARGUMENT naming the
-// flag and the maximum.
+// default (its --step-memory, --step-pids, --step-cpus, --step-disk), which
+// is also the most a build may ask for: a larger value is INVALID_ARGUMENT
+// naming the flag and the maximum.
 type RunResources struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Memory limit in bytes (--memory).
@@ -414,7 +414,9 @@ type RunResources struct {
 	// Most processes and threads at once (--pids-limit).
 	PidsLimit int64 `protobuf:"varint,6,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
 	// Resource limits of the processes (--ulimit).
-	Ulimits       []*Ulimit `protobuf:"bytes,7,rep,name=ulimits,proto3" json:"ulimits,omitempty"`
+	Ulimits []*Ulimit `protobuf:"bytes,7,rep,name=ulimits,proto3" json:"ulimits,omitempty"`
+	// Most bytes one RUN step may write (--disk; Docker has no such flag).
+	Disk          int64 `protobuf:"varint,8,opt,name=disk,proto3" json:"disk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +498,13 @@ func (x *RunResources) GetUlimits() []*Ulimit {
 		return x.Ulimits
 	}
 	return nil
+}
+
+func (x *RunResources) GetDisk() int64 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
 }
 
 // BuildOptions are the options of `docker build`.
@@ -3865,7 +3874,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06Ulimit\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04soft\x18\x02 \x01(\x03R\x04soft\x12\x12\n" +
-	"\x04hard\x18\x03 \x01(\x03R\x04hard\"\xf6\x01\n" +
+	"\x04hard\x18\x03 \x01(\x03R\x04hard\"\x8a\x02\n" +
 	"\fRunResources\x12\x16\n" +
 	"\x06memory\x18\x01 \x01(\x03R\x06memory\x12\x1f\n" +
 	"\vmemory_swap\x18\x02 \x01(\x03R\n" +
@@ -3877,7 +3886,8 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\tcpu_quota\x18\x05 \x01(\x03R\bcpuQuota\x12\x1d\n" +
 	"\n" +
 	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
-	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\"\xe6\x05\n" +
+	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\x12\x12\n" +
+	"\x04disk\x18\b \x01(\x03R\x04disk\"\xe6\x05\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +

@@ -44,6 +44,8 @@ type buildConfig struct {
 	stepMemory        byteSize
 	stepPids          int64
 	stepCPUs          float64
+	stepDisk          byteSize
+	minFreeDisk       byteSize
 	stepSubnet        string
 	stepBridge        string
 	stepDeny          string
@@ -85,6 +87,9 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.Var(&c.stepMemory, "step-memory", "memory limit of every RUN step, and the most a build's --memory may ask (bytes, or 4g, 512m; default: half of the builder's memory)")
 	fs.Int64Var(&c.stepPids, "step-pids", sandbox.DefaultPids, "process limit of every RUN step, and the most a build's --pids-limit may ask")
 	fs.Float64Var(&c.stepCPUs, "step-cpus", float64(runtime.NumCPU()), "CPUs every RUN step may use, and the most a build's --cpu-quota/--cpu-period may ask")
+	c.stepDisk = sandbox.DefaultStepDisk
+	fs.Var(&c.stepDisk, "step-disk", "most bytes one RUN step may write (a step past it is killed), and the most a build's --disk may ask (bytes, or 10g, 512m)")
+	fs.Var(&c.minFreeDisk, "min-free-disk", "free space of the state directory's filesystem below which the RUN step that wrote the most is killed and new steps wait (bytes, or 2g; default 0: 5% of that filesystem, at most 1 GiB)")
 	fs.StringVar(&c.stepSubnet, "step-subnet", "", "IPv4 subnet of the RUN steps' bridge (default: a free /24 of 10.88.0.0/14)")
 	fs.StringVar(&c.stepBridge, "step-bridge", "", "name of the RUN steps' bridge (default: strata and 8 hex digits of the state directory)")
 	fs.StringVar(&c.stepDeny, "step-deny", "", "comma-separated hosts, addresses and CIDR prefixes RUN steps may not reach, besides the builder's host, its metadata and blob store, and link-local addresses (S3, a database, ...)")
@@ -133,6 +138,12 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.stepCPUs < 0.01 {
 		errs = append(errs, fs.Invalid("step-cpus", errors.New("must be at least 0.01")))
+	}
+	if c.stepDisk < 1<<20 {
+		errs = append(errs, fs.Invalid("step-disk", errors.New("must be at least 1 MiB")))
+	}
+	if c.minFreeDisk < 0 {
+		errs = append(errs, fs.Invalid("min-free-disk", errors.New("must not be negative")))
 	}
 	if c.stepSubnet != "" {
 		if p, err := netip.ParsePrefix(c.stepSubnet); err != nil || !p.Addr().Is4() || p.Bits() > 28 {
@@ -198,6 +209,7 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 	}
 	runner, err := sandbox.New(ctx, filepath.Join(c.stateDir, "sandbox"), sandbox.Options{
 		Memory: int64(c.stepMemory), Pids: c.stepPids, CPUs: c.stepCPUs,
+		StepDisk: int64(c.stepDisk), MinFreeDisk: int64(c.minFreeDisk),
 		Network: sandbox.NetworkOptions{
 			Bridge: c.stepBridge, Subnet: subnet, Deny: append(peers, list(c.stepDeny)...),
 			AllowHost: slices.Contains(list(c.entitlements), entitlementNetworkHost),

@@ -408,6 +408,39 @@ func TestCopyLandsFilesAsDockerDoes(t *testing.T) {
 	}
 }
 
+// ADD of a file that is no archive, to a path without a trailing slash,
+// writes the file at that path, as COPY does; it once made a directory
+// there, holding the file.
+func TestAddOfAPlainFileWritesItAtTheDestination(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c := e.context([]ctxFile{{path: "Dockerfile", body: "x"}, {path: "test", body: "#!/bin/sh\n", mode: 0o755}})
+	res, _ := e.mustBuild("FROM busybox\nADD test /test\nADD test /new/dir/test\n", c)
+	files := e.files(e.image(res.ImageID))
+	for path, want := range map[string]string{
+		"test":         "-rwxr-xr-x 0:0 #!/bin/sh\n",
+		"new/dir/test": "-rwxr-xr-x 0:0 #!/bin/sh\n",
+	} {
+		if got := files[path]; got != want {
+			t.Errorf("%s = %q, want %q", path, got, want)
+		}
+	}
+}
+
+// VOLUME over a file fails as Docker's does when it creates the step's
+// container ("file exists"); over a directory, or a new path, it builds.
+func TestVolumeOverAFileFails(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	c := e.context([]ctxFile{{path: "Dockerfile", body: "x"}, {path: "f", body: "f\n"}})
+	e.mustBuild("FROM busybox\nCOPY f /dir/f\nVOLUME /dir /new\n", c)
+	e.mustBuild("FROM scratch\nVOLUME /a\nCOPY f /f\nVOLUME /b\n", c)
+	_, _, err := e.build("FROM busybox\nCOPY f /foo\nVOLUME /foo\n", c)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "file exists") {
+		t.Errorf("VOLUME over a file: build = %v, want INVALID_ARGUMENT naming \"file exists\"", err)
+	}
+}
+
 func TestCacheKeysFollowContentNotMtimes(t *testing.T) {
 	e := newEnv(t)
 	e.importBase("busybox:latest", busyboxLike())

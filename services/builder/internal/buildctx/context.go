@@ -36,6 +36,10 @@ type Entry struct {
 	// ModTimeNano is the modification time, kept in layers; never part of a
 	// cache key.
 	ModTimeNano int64
+	// Implied marks a directory the context holds only because an entry
+	// below it is there: .dockerignore excludes it, or the list did not
+	// name it. Docker's context tar has no header of its own for it.
+	Implied bool
 }
 
 // Context is the tree of one build's context.
@@ -43,6 +47,7 @@ type Context struct {
 	entries  map[string]*Entry
 	children map[string][]string
 	sizes    map[digest.Digest]int64 // the declared size of each content
+	removed  map[string]*Entry       // what Ignore took out though keep named it
 	memo     sync.Map
 }
 
@@ -115,7 +120,7 @@ func (c *Context) index() error {
 		for p != "." {
 			parent := path.Dir(p)
 			if _, ok := c.entries[parent]; !ok {
-				c.entries[parent] = &Entry{Path: parent, Mode: fs.ModeDir | 0o755}
+				c.entries[parent] = &Entry{Path: parent, Mode: fs.ModeDir | 0o755, Implied: true}
 			} else if !c.entries[parent].Mode.IsDir() {
 				return errdefs.InvalidArgument("context entry %q is inside %q, which is not a directory", p, parent)
 			}
@@ -336,9 +341,9 @@ func (c *Context) Match(pattern string) ([]string, error) {
 // client that sends excluded files anyway cannot get them into an image.
 // The paths in keep (the Dockerfile and .dockerignore) travel always, so
 // that the builder can read them, and the directories above them stay; but
-// when the patterns name them they leave the context too, as Docker's
-// daemon removes them once it has read them (so COPY . leaves them out and
-// editing them misses no cache). Callers read them first. An excluded
+// when the patterns name them they leave the context too (Removed still
+// finds them), as Docker's daemon removes them once it has read them: COPY
+// . leaves them out, and editing them misses no cache. An excluded
 // directory that still holds an entry ("dir" and "!dir/keep") stays as
 // Docker's context tar implies it: mode 0755.
 func (c *Context) Ignore(patterns []string, keep ...string) error {
@@ -358,11 +363,26 @@ func (c *Context) Ignore(patterns []string, keep ...string) error {
 			continue
 		}
 		if skip, err := pm.MatchesOrParentMatches(p); err == nil && skip && (kept[p] || !c.keepsSomething(p, kept)) {
+			if kept[p] {
+				if c.removed == nil {
+					c.removed = map[string]*Entry{}
+				}
+				c.removed[p] = c.entries[p]
+			}
 			delete(c.entries, p)
+		} else if err == nil && skip {
+			c.entries[p] = &Entry{Path: p, Mode: fs.ModeDir | 0o755, Implied: true}
 		}
 	}
 	c.memo.Clear()
 	return c.index()
+}
+
+// Removed returns the entry at p that Ignore took out of the context
+// though its caller kept it to read (an ignored Dockerfile).
+func (c *Context) Removed(p string) (*Entry, bool) {
+	e, ok := c.removed[path.Clean(p)]
+	return e, ok
 }
 
 // keepsSomething reports whether a directory holds a path that must stay.

@@ -101,6 +101,7 @@ func (r *Receiver) sync(ctx context.Context, s *Session, stream Stream, opts *bu
 		return err
 	}
 	fresh := entries >= 0
+	dfName = dockerfileName(bctx, dfName)
 	tList := time.Now()
 	digests := bctx.Digests()
 	s.release = append(s.release, r.store.Hold(digests))
@@ -383,10 +384,28 @@ func (r *Receiver) ignore(c *Context, dockerfile string) error {
 	return c.Ignore(patterns, ".dockerignore", path.Clean(dockerfile))
 }
 
+// dockerfileName is the Dockerfile's name in c: name, or "dockerfile" when
+// name is the default "Dockerfile" and only the lowercase one is there, as
+// Docker's daemon looks for it.
+func dockerfileName(c *Context, name string) string {
+	has := func(p string) bool {
+		_, in := c.Lookup(p)
+		_, removed := c.Removed(p)
+		return in || removed
+	}
+	if name == "Dockerfile" && !has(name) && has("dockerfile") {
+		return "dockerfile"
+	}
+	return name
+}
+
 // readDockerfile reads the Dockerfile from the context. A Dockerfile that is
 // a symlink is followed inside the context only.
 func (r *Receiver) readDockerfile(c *Context, name string) ([]byte, error) {
 	e, err := c.Resolve(name)
+	if removed, ok := c.Removed(name); err != nil && ok {
+		e, err = removed, nil // .dockerignore names it: read, but out of the context
+	}
 	if err != nil {
 		return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile %s: %w", name, err)
 	}

@@ -159,6 +159,48 @@ func TestReceiveFreshThenRemembered(t *testing.T) {
 	}
 }
 
+// A .dockerignore that names the Dockerfile and itself: Docker reads both
+// and then leaves them out of the context, so COPY . does not copy them and
+// editing them misses no cache. A remembered context still has its
+// Dockerfile.
+func TestReceiveReadsIgnoredBuildFilesButLeavesThemOut(t *testing.T) {
+	files := map[string]string{
+		"Dockerfile":    "FROM scratch\nCOPY . /\n",
+		".dockerignore": "./Dockerfile\n.dockerignore\n",
+		"a.txt":         "a",
+	}
+	r := newReceiver(t)
+	opts := &builderv1.BuildOptions{ContextDigest: ListDigest(newClient(files).list)}
+	for _, round := range []string{"fresh", "remembered"} {
+		s := receive(t, r, newClient(files), opts)
+		if string(s.Dockerfile) != files["Dockerfile"] {
+			t.Errorf("%s: Dockerfile = %q, want %q", round, s.Dockerfile, files["Dockerfile"])
+		}
+		var walked []string
+		s.Context.Walk(".", func(e *Entry) error { walked = append(walked, e.Path); return nil })
+		if want := []string{".", "a.txt"}; !slices.Equal(walked, want) {
+			t.Errorf("%s: the context holds %q, want %q", round, walked, want)
+		}
+		s.Close()
+	}
+}
+
+// With no Dockerfile, Docker's daemon takes a lowercase dockerfile.
+func TestReceiveFallsBackToALowercaseDockerfile(t *testing.T) {
+	files := map[string]string{"dockerfile": "FROM scratch\n", ".dockerignore": "dockerfile\n"}
+	for _, name := range []string{"", "Dockerfile"} {
+		c := newClient(files)
+		s := receive(t, newReceiver(t), c, &builderv1.BuildOptions{Dockerfile: name, ContextDigest: ListDigest(c.list)})
+		if string(s.Dockerfile) != files["dockerfile"] {
+			t.Errorf("Dockerfile %q: read %q, want the lowercase one's %q", name, s.Dockerfile, files["dockerfile"])
+		}
+		if _, ok := s.Context.Lookup("dockerfile"); ok {
+			t.Errorf("Dockerfile %q: .dockerignore names dockerfile, yet the context holds it", name)
+		}
+		s.Close()
+	}
+}
+
 func TestReceiveRefusesBadInput(t *testing.T) {
 	files := map[string]string{"Dockerfile": "FROM scratch\n"}
 	tests := []struct {

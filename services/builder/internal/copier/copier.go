@@ -11,7 +11,6 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +21,6 @@ import (
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
-	"github.com/strata-build/strata/services/builder/internal/cache"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/plan"
 )
@@ -388,7 +386,6 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 		if err != nil {
 			return "", errdefs.NotFound("COPY --from: %s: not found in the source image", s)
 		}
-		var subs []string
 		if fi.IsDir() {
 			if _, err := c.mkdirAll(cp.Dest); err != nil {
 				return "", err
@@ -404,35 +401,28 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 				if rel == "." {
 					return nil
 				}
-				h, err := c.hostEntry(p, path.Join(cp.Dest, filepath.ToSlash(rel)))
-				subs = append(subs, h)
-				return err
+				return c.hostEntry(p, path.Join(cp.Dest, filepath.ToSlash(rel)))
 			})
-			if err != nil {
-				return "", err
-			}
-			slices.Sort(subs)
-			hashes = append(hashes, "dir:"+cache.New("dir").Strings(subs).Digest().Encoded())
-			continue
+		} else {
+			err = c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
 		}
-		h, err := c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
 		if err != nil {
 			return "", err
 		}
-		hashes = append(hashes, "file:"+h)
+		h, err := rootHash(srcRoot, s)
+		if err != nil {
+			return "", err
+		}
+		hashes = append(hashes, h)
 	}
-	if len(hashes) == 1 {
-		return hashes[0], nil
-	}
-	return "multi:" + cache.New("multi").Strings(hashes).Digest().Encoded(), nil
+	return combine(hashes), nil
 }
 
-// hostEntry copies one file, directory or symlink of a source root to dst
-// and returns its hash for history.
-func (c *copier) hostEntry(src, dst string) (string, error) {
+// hostEntry copies one file, directory or symlink of a source root to dst.
+func (c *copier) hostEntry(src, dst string) error {
 	fi, err := os.Lstat(src)
 	if err != nil {
-		return "", err
+		return err
 	}
 	st, _ := fi.Sys().(*unix.Stat_t)
 	own := owner{}
@@ -440,35 +430,34 @@ func (c *copier) hostEntry(src, dst string) (string, error) {
 		own = owner{int(st.Uid), int(st.Gid)}
 	}
 	own = c.own.or(own)
-	h := cache.New("file").String(dst).Int(int64(fi.Mode())).Int(int64(own.uid)).Int(int64(own.gid)).Int(fi.Size()).Int(fi.ModTime().UnixNano())
 	switch {
 	case fi.IsDir():
 		host, err := c.mkdirAll(dst)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if err := os.Lchown(host, own.uid, own.gid); err != nil {
-			return "", err
+			return err
 		}
 		if err := os.Chmod(host, c.mode(fi.Mode())); err != nil {
-			return "", err
+			return err
 		}
-		return h.Digest().Encoded(), setMtime(host, fi.ModTime())
+		return setMtime(host, fi.ModTime())
 	case fi.Mode()&fs.ModeSymlink != 0:
 		target, err := os.Readlink(src)
 		if err != nil {
-			return "", err
+			return err
 		}
-		return h.String(target).Digest().Encoded(), c.symlink(dst, target, own, fi.ModTime())
+		return c.symlink(dst, target, own, fi.ModTime())
 	case fi.Mode().IsRegular():
 		f, err := os.Open(src)
 		if err != nil {
-			return "", err
+			return err
 		}
 		defer f.Close()
-		return h.Digest().Encoded(), c.writeFile(dst, f, fi.Mode(), own, fi.ModTime())
+		return c.writeFile(dst, f, fi.Mode(), own, fi.ModTime())
 	default:
-		return "", errdefs.InvalidArgument("COPY --from: %s is a device or socket, which COPY does not copy", dst)
+		return errdefs.InvalidArgument("COPY --from: %s is a device or socket, which COPY does not copy", dst)
 	}
 }
 
@@ -510,9 +499,5 @@ func (c *copier) unpack(cp *plan.Copy, e *buildctx.Entry) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
-	dir, err := c.mkdirAll(cp.Dest)
-	if err != nil {
-		return false, err
-	}
-	return layer.Extract(c.ctx, f, dir, layer.WithLimits(c.limits))
+	return layer.ExtractInto(c.ctx, f, func() (string, error) { return c.mkdirAll(cp.Dest) }, layer.WithLimits(c.limits))
 }

@@ -288,6 +288,9 @@ func (s *State) Apply(cmd instructions.Command) (Commit, error) {
 		return s.nop(fmt.Sprintf("CMD %q", cfg.Cmd)), nil
 	case *instructions.EntrypointCommand:
 		cfg.Entrypoint, cfg.ArgsEscaped = s.resolveCmdLine(c.ShellDependantCmdLine)
+		if len(cfg.Entrypoint) == 0 {
+			cfg.Entrypoint = nil // Docker 20.10 stores ENTRYPOINT [] as none (null)
+		}
 		if !s.cmdSet {
 			cfg.Cmd = nil
 		}

@@ -3,6 +3,7 @@ package exec
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 
 	"github.com/strata-build/strata/lib/errdefs"
@@ -49,7 +50,7 @@ func mismatch(st *plan.Step, createdBy string, parent current, img *image.Image)
 		return "its image's history is not its parent's and one step"
 	}
 	last := got.History[n]
-	if last.CreatedBy != createdBy {
+	if last.CreatedBy != createdBy && (st.Kind != plan.KindCopy || maskHash(last.CreatedBy) != maskHash(createdBy)) {
 		return fmt.Sprintf("its image's last step is %q, not %q", last.CreatedBy, createdBy)
 	}
 	if st.Kind == plan.KindMeta && !last.EmptyLayer {
@@ -64,6 +65,14 @@ func mismatch(st *plan.Step, createdBy string, parent current, img *image.Image)
 	}
 	return ""
 }
+
+// copyHashRE matches the source hash of a COPY or ADD history row. Until
+// the step runs, the plan's hash stands in for the one Docker writes (which
+// needs the sources at hand); the cache key covers the sources themselves,
+// so a cached row is checked for everything but the hash.
+var copyHashRE = regexp.MustCompile(`(?:file|dir|multi):[0-9a-f]{64}|from:\S+`)
+
+func maskHash(createdBy string) string { return copyHashRE.ReplaceAllString(createdBy, "<hash>") }
 
 func sameHistory(a, b image.History) bool {
 	return a.Created.Equal(b.Created) && a.CreatedBy == b.CreatedBy && a.Author == b.Author &&

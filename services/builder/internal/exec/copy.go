@@ -3,8 +3,6 @@ package exec
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
@@ -41,8 +39,7 @@ func (r *run) copy(ctx context.Context, st *plan.Step, m Mount) error {
 	if err != nil {
 		return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
 	}
-	shell := st.ContainerConfig.Cmd[:len(st.ContainerConfig.Cmd)-1]
-	r.fromCmds[st] = append(slices.Clone(shell), "#(nop) "+plan.CopyComment(strings.ToUpper(st.Cmd.Name()), &plan.Copy{Chown: cp.Chown, Hash: hash, DestText: cp.DestText}))
+	r.setCopyCmd(st, hash)
 	return nil
 }
 

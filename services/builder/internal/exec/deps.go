@@ -96,8 +96,13 @@ type Process struct {
 	Network  builderv1.NetworkMode
 	// Resources are the build's limits (nil: the sandbox's defaults).
 	Resources *builderv1.RunResources
-	Stdout    io.Writer
-	Stderr    io.Writer
+	// Upper is the directory collecting the step's writes, which the
+	// sandbox holds to its disk limits; Discard gives its space back
+	// (Mount.Release) when the sandbox killed the step for disk.
+	Upper   string
+	Discard func() error
+	Stdout  io.Writer
+	Stderr  io.Writer
 }
 
 // Sandbox runs RUN steps.

@@ -38,8 +38,9 @@ const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103
 // records nothing. It returns the target's image ID and manifest digest.
 func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
 	r := &run{d: d, o: o, pl: pl, hits: o.Hits, events: events, results: map[*plan.Stage]current{},
-		cids: map[*plan.Step]string{}, fromCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
-	return r.all(ctx)
+		cids: map[*plan.Step]string{}, copyCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
+	id, manifest, err := r.all(ctx)
+	return id, manifest, r.noSpace(ctx, nil, err)
 }
 
 // run is the execution of a plan.
@@ -51,11 +52,12 @@ type run struct {
 	events Events
 	// results holds each stage's final image.
 	results map[*plan.Stage]current
-	// cids are the container IDs the steps run as; fromCmds the container
-	// Cmd of each COPY --from that ran, whose source hash is known only once
-	// its sources were copied. The plan itself never changes.
+	// cids are the container IDs the steps run as; copyCmds the container
+	// Cmd of each COPY and ADD that ran, with the source hash Docker writes,
+	// known only once the sources are at hand (the plan's stands in for it
+	// in the cache key). The plan itself never changes.
 	cids     map[*plan.Step]string
-	fromCmds map[*plan.Step][]string
+	copyCmds map[*plan.Step][]string
 	// pending are the images (and their cache records) the build made, in
 	// order; they are recorded only once the whole build succeeded, so a
 	// failed build records no image.
@@ -268,7 +270,7 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 		missed = true
 		next, l, err := r.step(ctx, sp, st, cur)
 		if err != nil {
-			return current{}, err
+			return current{}, r.noSpace(ctx, st, err)
 		}
 		cur = next
 		r.events(done(st.Number, cur.id, time.Since(t0), l))
@@ -293,12 +295,30 @@ func (r *run) load(ctx context.Context, cur *current) error {
 }
 
 // historyCreatedBy is the created_by of the history row st writes: a COPY
-// --from's is known only once it ran (and is empty until then).
+// or ADD that ran writes Docker's source hash.
 func (r *run) historyCreatedBy(st *plan.Step) string {
-	if st.FromElsewhere() {
-		return strings.Join(r.fromCmds[st], " ")
+	if cmd := r.copyCmd(st); cmd != nil {
+		return strings.Join(cmd, " ")
 	}
 	return st.CreatedBy()
+}
+
+// copyCmd is the container Cmd a COPY or ADD that ran records, or nil.
+func (r *run) copyCmd(st *plan.Step) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.copyCmds[st]
+}
+
+// setCopyCmd records the container Cmd of a COPY or ADD whose sources
+// hash to hash.
+func (r *run) setCopyCmd(st *plan.Step, hash string) {
+	cp := st.Copy
+	shell := st.ContainerConfig.Cmd[:len(st.ContainerConfig.Cmd)-1]
+	cmd := append(slices.Clone(shell), "#(nop) "+plan.CopyComment(strings.ToUpper(st.Cmd.Name()), &plan.Copy{Chown: cp.Chown, Hash: hash, DestText: cp.DestText}))
+	r.mu.Lock()
+	r.copyCmds[st] = cmd
+	r.mu.Unlock()
 }
 
 func stageLabel(sp *plan.Stage) string {
@@ -314,6 +334,9 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 	var layer *image.Layer
 	switch st.Kind {
 	case plan.KindMeta:
+		if err := r.checkVolumes(ctx, st, cur); err != nil {
+			return current{}, nil, err
+		}
 	default:
 		l, err := r.changeFS(ctx, sp, st, cur)
 		if err != nil {
@@ -347,8 +370,8 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 	cfg.DockerVersion = ""
 	cfg.Comment = ""
 	h := image.History{Created: now, CreatedBy: r.historyCreatedBy(st), Author: st.Author, EmptyLayer: layer == nil}
-	if st.FromElsewhere() {
-		cfg.ContainerConfig.Cmd = r.fromCmds[st]
+	if cmd := r.copyCmd(st); cmd != nil {
+		cfg.ContainerConfig.Cmd = cmd
 	}
 	cfg.History = append(cfg.History, h)
 	layers := cur.layers
@@ -406,10 +429,17 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 		// The directory is there: nothing to create, nothing to mount.
 		return image.Layer{DiffID: emptyTarDiffID}, nil
 	}
-	if st.Kind == plan.KindCopy && r.o.ContextContents != nil {
-		if err := r.o.ContextContents(ctx); err != nil {
-			return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
+	if st.Kind == plan.KindCopy && !st.FromElsewhere() {
+		if r.o.ContextContents != nil {
+			if err := r.o.ContextContents(ctx); err != nil {
+				return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
+			}
 		}
+		hash, err := copier.SourceHash(st.Copy, r.copyOptions())
+		if err != nil {
+			return image.Layer{}, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
+		}
+		r.setCopyCmd(st, hash)
 	}
 	m, err := r.mount(ctx, cur.layers, st.Kind != plan.KindCopy)
 	if err != nil {
@@ -435,6 +465,11 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	if err != nil {
 		return image.Layer{}, err
 	}
+	if st.Kind == plan.KindCopy && len(cur.layers) > 0 {
+		if same, err := r.unchanged(ctx, cur.layers, m.Upper()); err != nil || same {
+			return image.Layer{DiffID: emptyTarDiffID}, err
+		}
+	}
 	tWork := time.Now()
 	l, err := r.d.Layers.DiffID(ctx, layer.DirSource(m.Upper()))
 	if err != nil {
@@ -453,6 +488,17 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	}
 	r.upload(ctx, st.Number, l, layer.DirSource(snap.Dir()), snap.Release)
 	return l, nil
+}
+
+// unchanged reports whether a COPY's upper directory changes nothing of
+// the root over layers: Docker then records an empty layer.
+func (r *run) unchanged(ctx context.Context, layers []image.Layer, upper string) (bool, error) {
+	lower, err := r.mount(ctx, layers, false)
+	if err != nil {
+		return false, err
+	}
+	defer lower.Release()
+	return layer.Unchanged(upper, lower.Root())
 }
 
 // copyLayer makes a COPY's layer from its tar: its diff ID now, the blob in
@@ -513,6 +559,42 @@ func (r *run) upload(ctx context.Context, step int, l image.Layer, src layer.Sou
 	}()
 }
 
+// checkVolumes fails a VOLUME step whose mount point is a file the parent
+// holds, as Docker does: it creates the step's container with the volume
+// mounted, which a file cannot take ("file exists").
+func (r *run) checkVolumes(ctx context.Context, st *plan.Step, cur current) error {
+	if len(cur.layers) == 0 || st.Config == nil {
+		return nil
+	}
+	var vols []string
+	for v := range st.Config.Volumes {
+		if cur.config != nil && cur.config.Config != nil {
+			if _, had := cur.config.Config.Volumes[v]; had {
+				continue
+			}
+		}
+		vols = append(vols, v)
+	}
+	if len(vols) == 0 {
+		return nil
+	}
+	m, err := r.mount(ctx, cur.layers, false)
+	if err != nil {
+		return fmt.Errorf("preparing the root filesystem of step %d: %w", st.Number, err)
+	}
+	defer m.Release()
+	for _, v := range vols {
+		host, err := securejoin.SecureJoin(m.Root(), v)
+		if err != nil {
+			return err
+		}
+		if fi, err := os.Stat(host); err == nil && !fi.IsDir() {
+			return errdefs.InvalidArgument("Dockerfile:%d: VOLUME %s: cannot mount volume over existing file, file exists %s", st.Line, v, v)
+		}
+	}
+	return nil
+}
+
 // runProcess runs a RUN step's command in the sandbox.
 func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	out := newLineWriter(st.Number, builderv1.OutputStream_OUTPUT_STREAM_STDOUT, r.events)
@@ -534,6 +616,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
 		Hostname: r.cids[st][:12], Network: r.o.Network, Resources: r.o.Resources, Stdout: out, Stderr: errw,
+		Upper: m.Upper(), Discard: m.Release,
 	})
 	out.Flush()
 	errw.Flush()

@@ -103,7 +103,7 @@ func (s runner) Admit(network builderv1.NetworkMode, res *builderv1.RunResources
 
 func (s runner) Run(ctx context.Context, p Process) (int, error) {
 	return s.r.Run(ctx, sandbox.Process{
-		RootFS: p.Root, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd, Hostname: p.Hostname,
+		RootFS: p.Root, UpperDir: p.Upper, Discard: p.Discard, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd, Hostname: p.Hostname,
 		Network: sandboxNetwork(p.Network), Limits: sandboxLimits(p.Resources),
 		Output: func(stream sandbox.Stream, line []byte) {
 			w := p.Stdout
@@ -129,6 +129,7 @@ func sandboxLimits(r *builderv1.RunResources) sandbox.Limits {
 	l := sandbox.Limits{
 		Memory: r.GetMemory(), MemorySwap: r.GetMemorySwap(), Pids: r.GetPidsLimit(),
 		CPUShares: r.GetCpuShares(), CPUPeriod: r.GetCpuPeriod(), CPUQuota: r.GetCpuQuota(),
+		Disk: r.GetDisk(),
 	}
 	for _, u := range r.GetUlimits() {
 		l.Ulimits = append(l.Ulimits, sandbox.Ulimit{Name: u.GetName(), Soft: u.GetSoft(), Hard: u.GetHard()})

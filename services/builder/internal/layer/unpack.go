@@ -103,6 +103,14 @@ func Unpack(ctx context.Context, blob io.Reader, dir string, opts ...UnpackOpt) 
 // nothing, when the stream is not a tar archive (ADD then copies the file
 // as it is).
 func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (bool, error) {
+	return ExtractInto(ctx, r, func() (string, error) { return dir, nil }, opts...)
+}
+
+// ExtractInto is Extract into the directory dir returns, which it calls
+// only once it knows the stream is an archive: ADD of a plain file to a
+// path without a trailing slash writes the file at that path, so the
+// destination directory must not be made before then.
+func ExtractInto(ctx context.Context, r io.Reader, dir func() (string, error), opts ...UnpackOpt) (bool, error) {
 	var o unpackOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -123,8 +131,12 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ...UnpackOpt) (b
 	if _, err := tar.NewReader(io.TeeReader(io.LimitReader(tarStream, maxFirstHeader), &head)).Next(); err != nil {
 		return false, nil
 	}
+	d, err := dir()
+	if err != nil {
+		return false, err
+	}
 	keep := func(*tar.Header, string) (bool, error) { return true, nil }
-	if _, err := apply(ctx, io.MultiReader(&head, tarStream), dir, keep, o.maxEntries, "archive"); err != nil {
+	if _, err := apply(ctx, io.MultiReader(&head, tarStream), d, keep, o.maxEntries, "archive"); err != nil {
 		return true, unpackError(err, "archive")
 	}
 	return true, nil

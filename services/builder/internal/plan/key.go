@@ -121,10 +121,13 @@ func (cp *Copy) ctxWalk(e *buildctx.Entry, fn func(*buildctx.Entry)) error {
 	return cp.walk(e.Path, fn)
 }
 
-// historyHash is the source hash Docker writes in COPY and ADD history:
-// "file:<hex>" for one file, "dir:<hex>" for one directory, and
-// "multi:<hex>" over the others' for several.
-func (cp *Copy) historyHash() string {
+// keyHash is the source hash the plan writes in a COPY or ADD step's
+// container Cmd, and so in its cache key, in the shape Docker's history has
+// ("file:<hex>", "dir:<hex>", "multi:<hex>"), over every file's name, mode,
+// owner, link target and content digest. It stands in for the hash Docker
+// writes, which covers the file contents as tar streams them and so needs
+// them at hand: the step writes that one (copier.SourceHash) when it runs.
+func (cp *Copy) keyHash() string {
 	var hashes []string
 	for _, f := range cp.Sources {
 		switch {
@@ -156,8 +159,8 @@ func (cp *Copy) historyHash() string {
 	return "multi:" + digest.FromString(strings.Join(hashes, ",")).Encoded()
 }
 
-// fileHash is a file's hash for history: over its name, mode, owner, link
-// target and content, as Docker's tarsum covers its header and content.
+// fileHash is a file's part of keyHash: its name, mode, owner, link target
+// and content digest.
 func fileHash(e *buildctx.Entry) string {
 	return cache.New("file").String(e.Path).Int(int64(e.Mode)).Int(int64(e.UID)).Int(int64(e.GID)).
 		String(e.LinkTarget).String(string(e.Digest)).Digest().Encoded()

@@ -396,7 +396,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 	if len(cp.Sources) > 1 && !cp.DestDir {
 		return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
 	}
-	cp.Hash = cp.historyHash()
+	cp.Hash = cp.keyHash()
 	return cp, nil
 }
 

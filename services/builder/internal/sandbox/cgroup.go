@@ -152,6 +152,21 @@ func (c *stepCgroups) events(id string) (oomKills, pidsMax int64) {
 	return flatValue(filepath.Join(c.memDir, leaf, memFile), memKey), flatValue(filepath.Join(c.pidsDir, leaf, "pids.events"), "max")
 }
 
+// procs lists the processes in step id's cgroup.
+func (c *stepCgroups) procs(id string) []int {
+	b, err := os.ReadFile(filepath.Join(c.pidsDir, "strata-"+id, "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // flatValue reads key's value from a cgroup file of "key value" lines; 0
 // when the file or the key is missing.
 func flatValue(file, key string) int64 {

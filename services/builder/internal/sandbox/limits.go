@@ -32,6 +32,9 @@ type Limits struct {
 	// Ulimits are resource limits of the step's processes (--ulimit), by
 	// Docker's names (nofile, nproc, core, ...).
 	Ulimits []Ulimit
+	// Disk is the most bytes the step may write to its upper directory
+	// (Strata's --disk); see Process.UpperDir.
+	Disk int64
 }
 
 // Ulimit is one --ulimit NAME=SOFT[:HARD].
@@ -84,6 +87,7 @@ type maxima struct {
 	memory int64
 	pids   int64
 	cpus   float64
+	disk   int64
 }
 
 // resolve fills the zero fields of l with the defaults (the maxima) and
@@ -114,6 +118,13 @@ func (m maxima) resolve(l Limits) (Limits, error) {
 		l.Pids = m.pids
 	case l.Pids < 0 || l.Pids > m.pids:
 		return l, errdefs.InvalidArgument("--pids-limit %d is above this builder's maximum of %d (builder flag --step-pids)", l.Pids, m.pids)
+	}
+	switch {
+	case l.Disk == 0:
+		l.Disk = m.disk
+	case l.Disk < 0 || l.Disk > m.disk:
+		return l, errdefs.InvalidArgument("--disk %s is above this builder's maximum of %s (builder flag --step-disk)",
+			units.BytesSize(float64(l.Disk)), units.BytesSize(float64(m.disk)))
 	}
 	if l.CPUShares != 0 && (l.CPUShares < 2 || l.CPUShares > 262144) {
 		return l, errdefs.InvalidArgument("--cpu-shares %d: want 2 to 262144", l.CPUShares)

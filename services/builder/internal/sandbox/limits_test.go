@@ -117,7 +117,7 @@ func TestRunCgroupLimits(t *testing.T) {
 }
 
 func TestRunLimitsAboveTheMaximumAreRefused(t *testing.T) {
-	e := newEnvWith(t, Options{Memory: 1 << 30, Pids: 100, CPUs: 2})
+	e := newEnvWith(t, Options{Memory: 1 << 30, Pids: 100, CPUs: 2, StepDisk: 1 << 30})
 	for _, tc := range []struct {
 		l    Limits
 		want []string
@@ -131,6 +131,7 @@ func TestRunLimitsAboveTheMaximumAreRefused(t *testing.T) {
 		{Limits{CPUQuota: 300000}, []string{"--cpu-quota 300000", "3.00 CPUs", "maximum of 2", "--step-cpus"}},
 		{Limits{CPUPeriod: 10000, CPUQuota: 30000}, []string{"--cpu-quota 30000 per --cpu-period 10000"}},
 		{Limits{CPUShares: 1}, []string{"--cpu-shares 1"}},
+		{Limits{Disk: 2 << 30}, []string{"--disk 2GiB", "maximum of 1GiB", "--step-disk"}},
 		{Limits{Ulimits: []Ulimit{{Name: "nofile", Soft: 10, Hard: 1 << 40}}}, []string{"--ulimit nofile", "above this builder's own"}},
 		{Limits{Ulimits: []Ulimit{{Name: "bogus", Soft: 1, Hard: 1}}}, []string{"--ulimit bogus"}},
 	} {
@@ -148,7 +149,7 @@ func TestRunLimitsAboveTheMaximumAreRefused(t *testing.T) {
 			t.Errorf("Run with %+v = %v, want INVALID_ARGUMENT", tc.l, runErr)
 		}
 	}
-	if err := e.runner.Admit(NetworkBridge, Limits{Memory: 1 << 30, Pids: 100, CPUQuota: 200000, MemorySwap: 2 << 30}); err != nil {
+	if err := e.runner.Admit(NetworkBridge, Limits{Memory: 1 << 30, Pids: 100, CPUQuota: 200000, MemorySwap: 2 << 30, Disk: 1 << 30}); err != nil {
 		t.Errorf("Admit at the maxima = %v, want nil", err)
 	}
 }

@@ -12,6 +12,8 @@
 // memory, process and CPU limits (the runner's defaults, which a build may
 // lower), and Docker's open-file limit. A step the kernel's OOM killer
 // struck, or that reached its process limit, fails with an error saying so.
+// A step given its upper directory is held to the runner's disk limit and
+// the filesystem's free-space floor (disk.go).
 //
 // Network: NetworkBridge (the default) gives the process a namespace of its
 // own on the runner's bridge, with outbound access and no route to the
@@ -82,6 +84,15 @@ func (s Stream) String() string {
 type Process struct {
 	// RootFS is the mounted root filesystem (snapshot.Active.RootFS).
 	RootFS string
+	// UpperDir is the directory that receives the step's writes
+	// (snapshot.Active.UpperDir); while the process runs it is held to the
+	// runner's disk limits. Empty: no disk limit.
+	UpperDir string
+	// Discard gives the step's space back (snapshot.Active.Release: unmount
+	// the root filesystem, remove the upper directory); Run calls it when
+	// it killed the step for disk, before another step could be killed for
+	// the space the step still held. Optional.
+	Discard func() error
 	// Args is the command line; a shell-form RUN is the caller's
 	// ["/bin/sh", "-c", cmd].
 	Args []string
@@ -124,6 +135,13 @@ type Options struct {
 	Memory int64
 	Pids   int64
 	CPUs   float64
+	// StepDisk is the most bytes a step may write to its upper directory,
+	// and the most a build may ask for (the builder's --step-disk):
+	// DefaultStepDisk when 0. MinFreeDisk is the free space below which the
+	// running step that wrote the most is killed and new steps wait
+	// (--min-free-disk): DefaultMinFreeDisk of the filesystem when 0.
+	StepDisk    int64
+	MinFreeDisk int64
 	// Network configures NetworkBridge and the network.host entitlement.
 	Network NetworkOptions
 }
@@ -135,6 +153,7 @@ type Runner struct {
 	resolvConf []byte
 	max        maxima
 	cgroups    *stepCgroups
+	disks      *disks
 	net        *bridgeNet
 	allowHost  bool
 }
@@ -177,6 +196,13 @@ func New(ctx context.Context, dir string, opts Options) (*Runner, error) {
 		resolvConf: resolv,
 		max:        maxima{memory: opts.Memory, pids: opts.Pids, cpus: opts.CPUs},
 		allowHost:  opts.Network.AllowHost,
+		disks:      &disks{minFree: opts.MinFreeDisk, wait: admitWait},
+	}
+	if r.max.disk = opts.StepDisk; r.max.disk == 0 {
+		r.max.disk = DefaultStepDisk
+	}
+	if r.max.disk < 0 || r.disks.minFree < 0 {
+		return nil, errdefs.InvalidArgument("step disk limit %d and free-space floor %d: want 0 (the default) or more", opts.StepDisk, opts.MinFreeDisk)
 	}
 	if r.max.memory == 0 {
 		r.max.memory = DefaultMemory()
@@ -328,14 +354,27 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 			return -1, err
 		}
 	}
-	return r.run(ctx, id, bundle, limits, p.Output)
+	var disk *diskWatch
+	if p.UpperDir != "" {
+		if err := r.disks.admit(ctx.Done(), p.UpperDir); err != nil {
+			return -1, err
+		}
+		if err := ctx.Err(); err != nil {
+			return -1, err
+		}
+		s := r.disks.add(id, p.RootFS, p.UpperDir)
+		defer r.disks.remove(s)
+		disk = &diskWatch{d: r.disks, s: s, limit: limits.Disk, discard: p.Discard,
+			procs: func() []int { return r.cgroups.procs(id) }}
+	}
+	return r.run(ctx, id, bundle, limits, disk, p.Output)
 }
 
 // pidsPoll is how often a running step's cgroup is checked for a refused
 // fork.
 const pidsPoll = 100 * time.Millisecond
 
-func (r *Runner) run(ctx context.Context, id, bundle string, limits Limits, output func(Stream, []byte)) (int, error) {
+func (r *Runner) run(ctx context.Context, id, bundle string, limits Limits, disk *diskWatch, output func(Stream, []byte)) (int, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return -1, err
@@ -371,7 +410,7 @@ func (r *Runner) run(ctx context.Context, id, bundle string, limits Limits, outp
 	running := make(chan struct{})
 	done := make(chan struct{})
 	killed := make(chan struct{})
-	var pidsHit atomic.Bool
+	var pidsHit, diskHit atomic.Bool
 	go func() {
 		// Once runc has the pipes, only the container holds their write
 		// ends: the readers see EOF when its last process is gone.
@@ -403,6 +442,13 @@ func (r *Runner) run(ctx context.Context, id, bundle string, limits Limits, outp
 						pidsHit.Store(true)
 						break watch
 					}
+					// A step past its disk limit, or the largest when
+					// the filesystem is low, is killed before it fills
+					// the disk other builds write to.
+					if disk != nil && disk.check(time.Now()) {
+						diskHit.Store(true)
+						break watch
+					}
 				default:
 				}
 			}
@@ -431,9 +477,28 @@ func (r *Runner) run(ctx context.Context, id, bundle string, limits Limits, outp
 	})
 	close(done)
 	<-killed
+	if disk != nil && !diskHit.Load() {
+		// A writer faster than the polls may have finished in between:
+		// its changes are measured once more, so that no step past its
+		// limit, or filling the disk, ends with a layer.
+		disk.nextWalk = time.Time{}
+		if disk.check(time.Now()) {
+			diskHit.Store(true)
+		}
+	}
 	readers.Wait()
 	ooms, forks := r.cgroups.events(id)
 	rc.Delete(context.Background(), id, &runc.DeleteOpts{Force: true})
+	if diskHit.Load() {
+		// Nothing runs in the step any more: its space is given back
+		// before it stops counting as the step the floor picked.
+		if disk.discard != nil {
+			if err := disk.discard(); err != nil {
+				return -1, errors.Join(disk.hit, fmt.Errorf("discarding the step's changes: %w", err))
+			}
+		}
+		return -1, disk.hit
+	}
 
 	if err := ctx.Err(); err != nil {
 		return -1, err

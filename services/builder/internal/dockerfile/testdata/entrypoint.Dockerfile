@@ -5,3 +5,4 @@ ENV PATH=/custom
 FROM busybox
 ENTRYPOINT ["x"]
 CMD ["y"]
+ENTRYPOINT []
