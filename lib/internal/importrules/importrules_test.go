@@ -40,7 +40,7 @@ var rules = []rule{
 	{why: "gen is generated from proto/ and imports nothing of the repository's but itself",
 		from: `^gen/`, to: `^(lib|services|cli|client)/`},
 	{why: "the build plan is a value: planning does not execute",
-		from: `^services/builder/internal/plan(/|$)`, to: `^services/builder/internal/(exec|sandbox|snapshot|server)(/|$)`},
+		from: `^services/builder/internal/plan(/|$)`, to: `^services/builder/internal/(exec|sandbox|stepnet|snapshot|server)(/|$)`},
 	{why: "the context is received in buildctx, which knows nothing of how builds run",
 		from: `^services/builder/internal/buildctx(/|$)`, to: `^services/builder/internal/(build|plan|exec|copier|server)(/|$)`},
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
 	"github.com/strata-build/strata/services/builder/internal/server"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
+	"github.com/strata-build/strata/services/builder/internal/stepnet"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
@@ -210,7 +211,7 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 	runner, err := sandbox.New(ctx, filepath.Join(c.stateDir, "sandbox"), sandbox.Options{
 		Memory: int64(c.stepMemory), Pids: c.stepPids, CPUs: c.stepCPUs,
 		StepDisk: int64(c.stepDisk), MinFreeDisk: int64(c.minFreeDisk),
-		Network: sandbox.NetworkOptions{
+		Network: stepnet.Options{
 			Bridge: c.stepBridge, Subnet: subnet, Deny: append(peers, list(c.stepDeny)...),
 			AllowHost: slices.Contains(list(c.entitlements), entitlementNetworkHost),
 			PoolSize:  c.maxBuilds,

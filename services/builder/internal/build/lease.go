@@ -280,10 +280,15 @@ func (h leased) DiffID(ctx context.Context, src layer.Source) (image.Layer, erro
 }
 
 // Store stores the layer and holds its blob, storing it again when a
-// collection deleted it before it was held.
+// collection deleted it before it was held, or while the upload committed
+// onto a copy another build had stored (the blob store then finds no blob
+// to commit onto: NOT_FOUND).
 func (h leased) Store(ctx context.Context, src layer.Source) (image.Layer, error) {
 	for range storeAttempts {
 		l, err := h.layers.Store(ctx, src)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
 		if err != nil {
 			return image.Layer{}, err
 		}

@@ -21,20 +21,21 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/stepnet"
 )
 
 // assertNothingLeft checks that a closed runner left nothing on the host:
 // no bridge, veth, firewall chain, network namespace or mount.
 func assertNothingLeft(t testing.TB, r *Runner) {
 	t.Helper()
-	if _, err := netlink.LinkByName(r.net.bridge); err == nil {
-		t.Errorf("bridge %s left on the host", r.net.bridge)
+	if _, err := netlink.LinkByName(r.net.Name()); err == nil {
+		t.Errorf("bridge %s left on the host", r.net.Name())
 	}
 	links, _ := netlink.LinkList()
 	for _, l := range links {
 		if l.Type() == "veth" && l.Attrs().MasterIndex != 0 {
-			if m, err := netlink.LinkByIndex(l.Attrs().MasterIndex); err == nil && m.Attrs().Name == r.net.bridge {
-				t.Errorf("veth %s left on bridge %s", l.Attrs().Name, r.net.bridge)
+			if m, err := netlink.LinkByIndex(l.Attrs().MasterIndex); err == nil && m.Attrs().Name == r.net.Name() {
+				t.Errorf("veth %s left on bridge %s", l.Attrs().Name, r.net.Name())
 			}
 		}
 	}
@@ -43,12 +44,12 @@ func assertNothingLeft(t testing.TB, r *Runner) {
 		if err != nil {
 			t.Errorf("%s: %v", cmd, err)
 		}
-		if strings.Contains(string(out), r.net.chain) || strings.Contains(string(out), r.net.bridge) {
-			t.Errorf("%s still names %s", cmd, r.net.bridge)
+		if strings.Contains(string(out), r.net.Chain()) || strings.Contains(string(out), r.net.Name()) {
+			t.Errorf("%s still names %s", cmd, r.net.Name())
 		}
 	}
-	if entries, _ := os.ReadDir(r.net.dir); len(entries) != 0 {
-		t.Errorf("%d network namespaces left in %s", len(entries), r.net.dir)
+	if entries, _ := os.ReadDir(r.net.Dir()); len(entries) != 0 {
+		t.Errorf("%d network namespaces left in %s", len(entries), r.net.Dir())
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(mounts), r.dir) {
@@ -217,11 +218,11 @@ func TestRunNetworkIsolation(t *testing.T) {
 	all := listen(t, self, ":0") // a service on every address, the gateway's too
 	peerDenied := listen(t, peer.path, netip.AddrPortFrom(peer.denied, 80).String())
 	metadata := listen(t, peer.path, netip.AddrPortFrom(peer.metadata, 80).String())
-	e := newEnvWith(t, Options{ResolvConf: resolv, Network: NetworkOptions{
+	e := newEnvWith(t, Options{ResolvConf: resolv, Network: stepnet.Options{
 		// As the builder passes --metadata-addr and --blobstore-addr.
 		Deny: []string{loopback.Addr().String(), peer.denied.String()},
 	}})
-	gateway := e.runner.net.gateway
+	gateway := e.runner.net.Gateway()
 
 	unreached := map[string]net.Listener{
 		"host loopback":         loopback,
@@ -288,13 +289,13 @@ func TestRunNetworkHostNeedsTheEntitlement(t *testing.T) {
 		t.Errorf("Admit(host) = %v, want FAILED_PRECONDITION", err)
 	}
 
-	allowed := newEnvWith(t, Options{Network: NetworkOptions{AllowHost: true}})
+	allowed := newEnvWith(t, Options{Network: stepnet.Options{AllowHost: true}})
 	code, lines, _, err := allowed.run(t, Process{Network: NetworkHost}, `cat /proc/net/dev`)
 	if err != nil || code != 0 {
 		t.Fatalf("--network host with the entitlement: Run = %d, %v", code, err)
 	}
-	if !strings.Contains(stdout(lines), allowed.runner.net.bridge+":") {
-		t.Errorf("--network host does not see the host's interfaces (its bridge %s): %q", allowed.runner.net.bridge, stdout(lines))
+	if !strings.Contains(stdout(lines), allowed.runner.net.Name()+":") {
+		t.Errorf("--network host does not see the host's interfaces (its bridge %s): %q", allowed.runner.net.Name(), stdout(lines))
 	}
 }
 
@@ -322,9 +323,8 @@ func TestNewRemovesALeftoverNetwork(t *testing.T) {
 	// The dead runner's pool is full of namespaces; its forwarder's socket
 	// went with its process. (Its filler must be done: one still adding a
 	// namespace would plant rules after the second runner's cleanup.)
-	old.fills.Wait()
-	old.dns.close()
-	before, _ := os.ReadDir(old.dir)
+	old.Abandon()
+	before, _ := os.ReadDir(old.Dir())
 	if len(before) == 0 {
 		t.Fatal("the first runner holds no namespace")
 	}
@@ -333,7 +333,7 @@ func TestNewRemovesALeftoverNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ent := range before {
-		if _, err := os.Stat(filepath.Join(old.dir, ent.Name())); err == nil {
+		if _, err := os.Stat(filepath.Join(old.Dir(), ent.Name())); err == nil {
 			t.Errorf("namespace %s of the dead runner is still there", ent.Name())
 		}
 	}
@@ -405,28 +405,30 @@ func TestRunStepsCannotReachOrImpersonateEachOther(t *testing.T) {
 	e := newEnv(t)
 	n := e.runner.net
 	ctx := context.Background()
+	type stepPort struct {
+		veth string
+		ip   net.IP
+		mac  net.HardwareAddr
+	}
 	port := func(ns string) stepPort {
 		t.Helper()
-		r, err := n.cni.GetNetworkListCachedResult(n.conf, n.runtimeConf(ns))
-		if err != nil || r == nil {
+		var p stepPort
+		var err error
+		if p.veth, p.ip, p.mac, err = n.Port(ns); err != nil {
 			t.Fatalf("CNI result of %s: %v", ns, err)
-		}
-		p, err := portOf(r)
-		if err != nil {
-			t.Fatal(err)
 		}
 		return p
 	}
-	victimNS, err := n.get(ctx)
+	victimNS, err := n.Get(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.put(victimNS)
-	attackerNS, err := n.get(ctx)
+	defer n.Put(victimNS)
+	attackerNS, err := n.Get(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.put(attackerNS)
+	defer n.Put(attackerNS)
 	victim, attacker := port(victimNS), port(attackerNS)
 	// The host has talked to the victim, so knows its MAC address.
 	if c, err := net.DialTimeout("tcp", net.JoinHostPort(victim.ip.String(), "9"), time.Second); err == nil {
@@ -436,18 +438,18 @@ func TestRunStepsCannotReachOrImpersonateEachOther(t *testing.T) {
 	inNetNS(t, attackerNS, func() error {
 		for range 3 {
 			// The victim's address is at the attacker's MAC address…
-			if err := sendFrame(arpReply(attacker.mac, attacker.mac, victim.ip, n.gateway.AsSlice())); err != nil {
+			if err := sendFrame(arpReply(attacker.mac, attacker.mac, victim.ip, n.Gateway().AsSlice())); err != nil {
 				return err
 			}
 			// …and the victim's MAC address is behind the attacker's port.
-			if err := sendFrame(arpReply(victim.mac, victim.mac, victim.ip, n.gateway.AsSlice())); err != nil {
+			if err := sendFrame(arpReply(victim.mac, victim.mac, victim.ip, n.Gateway().AsSlice())); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	time.Sleep(200 * time.Millisecond)
-	br, err := netlink.LinkByName(n.bridge)
+	br, err := netlink.LinkByName(n.Name())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,44 +486,5 @@ func TestRunStepsCannotReachOrImpersonateEachOther(t *testing.T) {
 	}
 	if out := stdout(lines); strings.Contains(out, "REACHED") || cv.Load()+ca.Load() != 0 {
 		t.Errorf("a step reached another step's listener: %q, %d connections", out, cv.Load()+ca.Load())
-	}
-}
-
-// A step that opens TCP connections to the DNS forwarder as fast as it can
-// holds at most maxDNSConns of the builder's file descriptors, and DNS over
-// TCP still answers once they close.
-func TestDNSForwarderBoundsTCPConnections(t *testing.T) {
-	gw := netip.MustParseAddr(fmt.Sprintf("127.%d.%d.1", time.Now().UnixNano()%200+20, os.Getpid()%250))
-	f, err := startDNS(gw, []string{"127.0.0.1:9"}) // no upstream: SERVFAIL
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.close()
-	fds := func() int {
-		entries, _ := os.ReadDir("/proc/self/fd")
-		return len(entries)
-	}
-	before := fds()
-	var conns []net.Conn
-	for range 4 * maxDNSConns {
-		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(gw, 53).String(), 100*time.Millisecond)
-		if err != nil {
-			continue
-		}
-		conns = append(conns, c)
-	}
-	time.Sleep(300 * time.Millisecond) // the server accepts what it will
-	if held := fds() - before - len(conns); held > maxDNSConns+16 {
-		t.Errorf("%d client connections held %d of the server's descriptors, want at most %d", len(conns), held, maxDNSConns)
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second}
-	m := new(dns.Msg)
-	m.SetQuestion("web.strata.test.", dns.TypeA)
-	resp, _, err := c.Exchange(m, netip.AddrPortFrom(gw, 53).String())
-	if err != nil || resp.Rcode != dns.RcodeServerFailure {
-		t.Errorf("a TCP query once the connections closed: %v, %v; want SERVFAIL", resp, err)
 	}
 }

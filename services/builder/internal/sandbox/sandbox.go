@@ -48,6 +48,7 @@ import (
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/rootfs"
+	"github.com/strata-build/strata/services/builder/internal/stepnet"
 )
 
 // Network selects the network a process sees.
@@ -60,7 +61,7 @@ const (
 	// NetworkNone gives the process a namespace with only loopback.
 	NetworkNone Network = "none"
 	// NetworkHost shares the builder's network namespace; it needs the
-	// runner's network.host entitlement (NetworkOptions.AllowHost).
+	// runner's network.host entitlement (stepnet.Options.AllowHost).
 	NetworkHost Network = "host"
 )
 
@@ -143,7 +144,7 @@ type Options struct {
 	StepDisk    int64
 	MinFreeDisk int64
 	// Network configures NetworkBridge and the network.host entitlement.
-	Network NetworkOptions
+	Network stepnet.Options
 }
 
 // Runner runs processes with runc. It is safe for concurrent use.
@@ -154,7 +155,7 @@ type Runner struct {
 	max        maxima
 	cgroups    *stepCgroups
 	disks      *disks
-	net        *bridgeNet
+	net        *stepnet.Bridge
 	allowHost  bool
 }
 
@@ -223,7 +224,7 @@ func New(ctx context.Context, dir string, opts Options) (*Runner, error) {
 	if err := r.cleanup(ctx); err != nil {
 		return nil, err
 	}
-	if r.net, err = newBridgeNet(ctx, dir, opts.Network, resolvers(resolv)); err != nil {
+	if r.net, err = stepnet.New(ctx, dir, opts.Network, stepnet.Resolvers(resolv)); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -233,7 +234,7 @@ func New(ctx context.Context, dir string, opts Options) (*Runner, error) {
 // addresses, its firewall rules and bridge, and stops its DNS forwarder.
 // Every Run must have returned.
 func (r *Runner) Close(ctx context.Context) {
-	r.net.close(ctx)
+	r.net.Close(ctx)
 }
 
 // Admit refuses, before a build runs anything, a network it may not have
@@ -332,13 +333,13 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		resources: limits.resources(r.cgroups.swapAccounted()), rlimits: rlimits(limits.Ulimits)}
 	resolv := r.resolvConf
 	if p.Network == NetworkBridge {
-		if s.netns, err = r.net.get(ctx); err != nil {
+		if s.netns, err = r.net.Get(ctx); err != nil {
 			return -1, err
 		}
 		// Back to the pool once runc deleted the container (this defer
 		// runs after run returns): no process of the step is left in it.
-		defer r.net.put(s.netns)
-		resolv = stepResolvConf(r.resolvConf, r.net.gateway)
+		defer r.net.Put(s.netns)
+		resolv = r.net.ResolvConf(r.resolvConf)
 	}
 	b, err := json.Marshal(runtimeSpec(p, u, s))
 	if err != nil {

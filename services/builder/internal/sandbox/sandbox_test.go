@@ -434,7 +434,7 @@ func TestNewCleansUpAfterACrash(t *testing.T) {
 	}
 	// The "restarted" builder. A crashed builder's sockets are gone with
 	// it; this one's DNS forwarder still holds the gateway's port 53.
-	e.runner.net.dns.close()
+	e.runner.net.Abandon()
 	r2, err := New(context.Background(), e.runner.dir, Options{Runc: "/usr/sbin/runc"})
 	if err != nil {
 		t.Fatalf("New after a crash: %v", err)

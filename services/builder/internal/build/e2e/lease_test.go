@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -67,7 +68,7 @@ func TestCollectionDuringABuildLosesNothing(t *testing.T) {
 	images, blobs := s.clients(t)
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
-		"Dockerfile": "FROM busybox\nCOPY a /a\nRUN head -c 300000 /dev/urandom > /r1\nCOPY b /b\nRUN head -c 300000 /dev/urandom > /r2\nRUN cat /a /b > /c\nLABEL done=yes\n",
+		"Dockerfile": "FROM busybox\nARG N\nCOPY a /a\nRUN echo $N > /n && head -c 300000 /dev/urandom > /r1\nCOPY b /b\nRUN head -c 300000 /dev/urandom > /r2\nRUN cat /a /b > /c\nLABEL done=yes\n",
 		"a":          strings.Repeat("a", 100000),
 		"b":          strings.Repeat("b", 100000),
 	})
@@ -96,22 +97,43 @@ func TestCollectionDuringABuildLosesNothing(t *testing.T) {
 			}
 		}()
 	}
+	// Ten builds at once, each its own (the build argument reaches a RUN),
+	// so every one writes layers of its own while the collections run.
 	t0 := time.Now()
-	id := strings.TrimSpace(s.ok(t, dir, "build", "-q", "-t", "leased", "."))
+	const builds = 10
+	results := make([]result, builds)
+	var bw sync.WaitGroup
+	for i := range builds {
+		bw.Go(func() {
+			results[i] = s.strata(t, dir, "build", "-q", "--build-arg", fmt.Sprintf("N=%d", i), "-t", fmt.Sprintf("leased:%d", i), ".")
+		})
+	}
+	bw.Wait()
 	cancel()
 	wg.Wait()
-	t.Logf("build took %v; %d collections ran during it, deleting %d blobs", time.Since(t0), collections, deleted)
+	t.Logf("%d builds took %v; %d collections ran during them, deleting %d blobs", builds, time.Since(t0), collections, deleted)
 	if collections < 2 {
-		t.Fatalf("only %d collections ran during the build; the test proves nothing", collections)
+		t.Fatalf("only %d collections ran during the builds; the test proves nothing", collections)
 	}
-	checkBlobs(t, images, blobs, id)
+	var ids []string
+	for i, r := range results {
+		if r.code != 0 {
+			t.Fatalf("build %d: exit %d\n%s%s", i, r.code, r.stdout, r.stderr)
+		}
+		ids = append(ids, strings.TrimSpace(r.stdout))
+	}
+	for _, id := range ids {
+		checkBlobs(t, images, blobs, id)
+	}
 	// And once the build is over its lease is gone: nothing stays leased.
 	res, err := images.CollectGarbage(context.Background(), &metadatav1.CollectGarbageRequest{GracePeriod: durationpb.New(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.GetLeased() != 0 {
-		t.Errorf("CollectGarbage after the build kept %d blobs for leases, want 0 (the build's lease released)", res.GetLeased())
+		t.Errorf("CollectGarbage after the builds kept %d blobs for leases, want 0 (the builds' leases released)", res.GetLeased())
 	}
-	checkBlobs(t, images, blobs, id)
+	for _, id := range ids {
+		checkBlobs(t, images, blobs, id)
+	}
 }

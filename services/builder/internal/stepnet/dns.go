@@ -1,4 +1,4 @@
-package sandbox
+package stepnet
 
 import (
 	"bytes"
@@ -139,9 +139,9 @@ func (f *dnsForwarder) close() {
 	}
 }
 
-// resolvers reads the name servers of a resolv.conf ("host:port"); the
+// Resolvers reads the name servers of a resolv.conf ("host:port"); the
 // resolver's default, 127.0.0.1:53, when it names none.
-func resolvers(resolvConf []byte) []string {
+func Resolvers(resolvConf []byte) []string {
 	cfg, err := dns.ClientConfigFromReader(bytes.NewReader(resolvConf))
 	if err != nil || len(cfg.Servers) == 0 {
 		return []string{"127.0.0.1:53"}
@@ -151,6 +151,12 @@ func resolvers(resolvConf []byte) []string {
 		out[i] = net.JoinHostPort(s, cfg.Port)
 	}
 	return out
+}
+
+// ResolvConf is the resolv.conf of a step on the bridge: host's, with the
+// gateway's forwarder as its only name server.
+func (n *Bridge) ResolvConf(host []byte) []byte {
+	return stepResolvConf(host, n.gateway)
 }
 
 // stepResolvConf is the resolv.conf of a step on the bridge: the host's,

@@ -1,7 +1,13 @@
-package sandbox
+// Package stepnet is the bridge network of RUN steps: a pool of network
+// namespaces attached by CNI to a bridge of the builder, the firewall rules
+// that keep steps from the builder's host and peers, and the DNS forwarder
+// on the bridge's gateway. The sandbox's runner takes a namespace for each
+// step on the bridge and gives it back when the step's processes are gone.
+package stepnet
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -51,8 +57,8 @@ import (
 // whole: steps get IPv4 only, so fd00:ec2::254 and the host's link-local
 // addresses are out of reach too.
 
-// NetworkOptions configure the network of RUN steps.
-type NetworkOptions struct {
+// Options configure the network of RUN steps.
+type Options struct {
 	// Bridge names the bridge the steps' namespaces attach to; derived
 	// from the runner's directory when empty, so that builders with their
 	// own state directories never share one.
@@ -78,9 +84,9 @@ type NetworkOptions struct {
 	AllowHost bool
 }
 
-// bridgeNet is the runner's bridge network: a pool of namespaces set up by
+// Bridge is the runner's bridge network: a pool of namespaces set up by
 // CNI, the firewall chain and the DNS forwarder.
-type bridgeNet struct {
+type Bridge struct {
 	dir     string // the namespaces' files
 	cni     *libcni.CNIConfig
 	conf    *libcni.NetworkConfigList
@@ -100,10 +106,10 @@ type bridgeNet struct {
 	fills  sync.WaitGroup
 }
 
-// newBridgeNet removes what a previous runner on dir left (namespaces,
+// New removes what a previous runner on dir left (namespaces,
 // their veths and addresses, its chains, its bridge), then sets the network
 // up anew. upstreams are the host's DNS servers.
-func newBridgeNet(ctx context.Context, dir string, o NetworkOptions, upstreams []string) (*bridgeNet, error) {
+func New(ctx context.Context, dir string, o Options, upstreams []string) (*Bridge, error) {
 	sum := sha256.Sum256([]byte(dir))
 	if o.Bridge == "" {
 		o.Bridge = "strata" + hex.EncodeToString(sum[:4])
@@ -130,7 +136,7 @@ func newBridgeNet(ctx context.Context, dir string, o NetworkOptions, upstreams [
 	if err != nil {
 		return nil, errdefs.FailedPrecondition("ip6tables: %v (install Debian's iptables package)", err)
 	}
-	n := &bridgeNet{
+	n := &Bridge{
 		dir:    filepath.Join(dir, "netns"),
 		cni:    libcni.NewCNIConfigWithCacheDir(o.CNIPath, filepath.Join(dir, "cni"), nil),
 		bridge: o.Bridge,
@@ -187,7 +193,7 @@ func newBridgeNet(ctx context.Context, dir string, o NetworkOptions, upstreams [
 }
 
 // config is the CNI network of the runner: BuildKit's bridge network.
-func (n *bridgeNet) config(dir string, subnet netip.Prefix) (*libcni.NetworkConfigList, error) {
+func (n *Bridge) config(dir string, subnet netip.Prefix) (*libcni.NetworkConfigList, error) {
 	b, err := json.Marshal(map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "strata-" + n.bridge,
@@ -236,7 +242,7 @@ func freeSubnet(seed uint16) (netip.Prefix, error) {
 }
 
 // installRules adds the runner's chains (see the top of this file).
-func (n *bridgeNet) installRules(ipt, ip6t *iptables.IPTables) error {
+func (n *Bridge) installRules(ipt, ip6t *iptables.IPTables) error {
 	gw := n.gateway.String() + "/32"
 	rules := [][]string{
 		{"-d", gw, "-p", "udp", "--dport", "53", "-j", "RETURN"},
@@ -277,7 +283,7 @@ func (n *bridgeNet) installRules(ipt, ip6t *iptables.IPTables) error {
 // refreshDeny resolves the deny list and drops what it newly names. It
 // only adds: an address once denied stays so (a peer that moved may come
 // back), and a name that does not resolve now keeps what it had.
-func (n *bridgeNet) refreshDeny(ctx context.Context) error {
+func (n *Bridge) refreshDeny(ctx context.Context) error {
 	var found []netip.Prefix
 	for _, d := range n.deny {
 		if p, err := netip.ParsePrefix(d); err == nil {
@@ -322,9 +328,9 @@ func (n *bridgeNet) refreshDeny(ctx context.Context) error {
 	return nil
 }
 
-// get returns a namespace for a step: a ready one, or a new one when
+// Get returns a namespace for a step: a ready one, or a new one when
 // more steps run at once than the pool holds.
-func (n *bridgeNet) get(ctx context.Context) (string, error) {
+func (n *Bridge) Get(ctx context.Context) (string, error) {
 	if err := n.refreshDeny(ctx); err != nil {
 		return "", err
 	}
@@ -346,11 +352,11 @@ func (n *bridgeNet) get(ctx context.Context) (string, error) {
 	return ns, err
 }
 
-// put takes back a namespace whose step ended (all its processes are gone,
+// Put takes back a namespace whose step ended (all its processes are gone,
 // and it holds no socket); it serves the next step, as in BuildKit, since
 // a step cannot change its network (it has no CAP_NET_ADMIN). The pool
 // keeps every namespace it made, at most as many as steps ran at once.
-func (n *bridgeNet) put(ns string) {
+func (n *Bridge) Put(ns string) {
 	n.mu.Lock()
 	if !n.closed {
 		n.free = append(n.free, ns)
@@ -362,7 +368,7 @@ func (n *bridgeNet) put(ns string) {
 }
 
 // fill prepares namespaces until the pool holds its size.
-func (n *bridgeNet) fill() {
+func (n *Bridge) fill() {
 	for {
 		n.mu.Lock()
 		if n.closed || n.total >= n.size {
@@ -378,17 +384,17 @@ func (n *bridgeNet) fill() {
 			n.mu.Unlock()
 			return
 		}
-		n.put(ns)
+		n.Put(ns)
 	}
 }
 
 // create makes a namespace and attaches it to the bridge.
-func (n *bridgeNet) create(ctx context.Context) (string, error) {
-	id, err := newID()
-	if err != nil {
+func (n *Bridge) create(ctx context.Context) (string, error) {
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
 		return "", err
 	}
-	file := filepath.Join(n.dir, id[:16])
+	file := filepath.Join(n.dir, hex.EncodeToString(id[:]))
 	if err := newNetNS(file); err != nil {
 		return "", fmt.Errorf("creating a network namespace: %w", err)
 	}
@@ -452,7 +458,7 @@ func portOf(r cnitypes.Result) (stepPort, error) {
 // step's port), does not learn (the step's MAC address is a static entry
 // of the port) and gets no unicast flood, and the bridge knows the step's
 // address by a permanent neighbour entry, which no ARP packet changes.
-func (n *bridgeNet) pin(r cnitypes.Result) error {
+func (n *Bridge) pin(r cnitypes.Result) error {
 	p, err := portOf(r)
 	if err != nil {
 		return err
@@ -491,7 +497,7 @@ func (n *bridgeNet) pin(r cnitypes.Result) error {
 
 // unpin removes the bridge's neighbour entry of a namespace about to be
 // released (its veth, and the port's entries with it, go with CNI's DEL).
-func (n *bridgeNet) unpin(ctx context.Context, file string) {
+func (n *Bridge) unpin(ctx context.Context, file string) {
 	r, err := n.cni.GetNetworkListCachedResult(n.conf, n.runtimeConf(file))
 	if err != nil || r == nil {
 		return
@@ -505,7 +511,7 @@ func (n *bridgeNet) unpin(ctx context.Context, file string) {
 	}
 }
 
-func (n *bridgeNet) runtimeConf(file string) *libcni.RuntimeConf {
+func (n *Bridge) runtimeConf(file string) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{ContainerID: filepath.Base(file), NetNS: file, IfName: "eth0"}
 }
 
@@ -513,7 +519,7 @@ func (n *bridgeNet) runtimeConf(file string) *libcni.RuntimeConf {
 // and removes it. A plugin that fails is tried again: the iptables they run
 // can fail for a moment while other programs change the tables, and a
 // rule left behind would outlive the builder.
-func (n *bridgeNet) release(ctx context.Context, file string) error {
+func (n *Bridge) release(ctx context.Context, file string) error {
 	n.unpin(ctx, file)
 	var err error
 	for wait := 50 * time.Millisecond; ; wait *= 2 {
@@ -531,9 +537,9 @@ func (n *bridgeNet) release(ctx context.Context, file string) error {
 	return err
 }
 
-// close releases every namespace and removes the rules and the bridge. The
+// Close releases every namespace and removes the rules and the bridge. The
 // caller has ended every step.
-func (n *bridgeNet) close(ctx context.Context) {
+func (n *Bridge) Close(ctx context.Context) {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
@@ -546,7 +552,7 @@ func (n *bridgeNet) close(ctx context.Context) {
 
 // teardown removes every namespace under the runner's directory (a
 // previous runner's too, found by its file), the chains and the bridge.
-func (n *bridgeNet) teardown(ctx context.Context) {
+func (n *Bridge) teardown(ctx context.Context) {
 	n.mu.Lock()
 	n.free, n.total = nil, 0
 	n.mu.Unlock()
