@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,8 +63,23 @@ type BuildOptions struct {
 	// strata/context in the user's cache directory, as the CLI; "-": none.
 	CacheDir string
 
-	// OnEvent, when set, receives each event as it comes: steps started,
-	// cached, output, done, warnings, a place in the queue.
+	// ContextTar, when set, is the context as a tar stream (plain or
+	// compressed: gzip, zstd, bzip2, xz), as `docker build - <
+	// context.tar` sends it, and Build's dir is ignored. Dockerfile then
+	// names the Dockerfile inside the tar ("Dockerfile" when empty) unless
+	// DockerfileContent is set.
+	ContextTar io.Reader
+	// ContextBlob, when set, is the digest of a tar context already in the
+	// blob store (e.g. put with Blobs), and Build's dir is ignored; the
+	// Dockerfile is found as for ContextTar.
+	ContextBlob string
+	// NoContext builds DockerfileContent without a context, as `docker
+	// build - < Dockerfile`; Build's dir is ignored.
+	NoContext bool
+
+	// OnEvent, when set, receives each event as it comes: the build's
+	// BuildAccepted (with its ID, for GetBuild, WatchBuild, CancelBuild),
+	// steps started, cached, output, done, warnings, a place in the queue.
 	OnEvent func(*BuildEvent)
 	// OnContext, when set, is told before the context's contents travel how
 	// many bytes go to the builder, out of the context's distinct contents
@@ -73,36 +89,101 @@ type BuildOptions struct {
 }
 
 // Build builds the directory dir (the build context, filtered by its
-// .dockerignore) and returns the result once the image is recorded.
+// .dockerignore), or the context opts.ContextTar or opts.ContextBlob name,
+// and returns the result, with the build's ID, once the image is recorded.
 // A Dockerfile error or a failed RUN step is a *BuildError.
+//
+// The build runs on the builder apart from the call: when the connection
+// drops once the builder accepted it, Build reattaches (WatchBuild) where
+// it left off, for as long as the builder keeps a detached build (its
+// default grace, a minute). Canceling ctx cancels the build (CancelBuild).
 func (c *Client) Build(ctx context.Context, dir string, opts BuildOptions) (*BuildResult, error) {
-	req, walkOpts, err := buildRequest(dir, opts)
-	if err != nil {
-		return nil, err
+	sources := 0
+	for _, set := range []bool{opts.ContextTar != nil, opts.ContextBlob != "", opts.NoContext} {
+		if set {
+			sources++
+		}
 	}
-	bctx, err := buildcontext.Walk(walkOpts)
-	if err != nil {
-		return nil, err
+	if sources > 1 {
+		return nil, errors.New("build: at most one of ContextTar, ContextBlob and NoContext")
+	}
+	if opts.NoContext && opts.DockerfileContent == nil {
+		return nil, errors.New("build: NoContext needs DockerfileContent")
+	}
+	var (
+		req  *builderv1.BuildOptions
+		bctx *buildcontext.Context
+		err  error
+	)
+	if sources == 0 {
+		var walkOpts buildcontext.Options
+		if req, walkOpts, err = buildRequest(dir, opts); err != nil {
+			return nil, err
+		}
+		if bctx, err = buildcontext.Walk(walkOpts); err != nil {
+			return nil, err
+		}
+	} else {
+		req = streamRequest(opts)
 	}
 	builder, err := c.builder()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := builder.Build(ctx)
+	stream, err := builder.Build(sctx)
 	if err != nil {
 		return nil, err
 	}
-	h := buildcontext.Handler{Event: opts.OnEvent, Sending: opts.OnContext}
-	if err := bctx.Sync(stream, req, h); err != nil {
-		return nil, asBuildError(err)
+	f := &buildFollower{event: opts.OnEvent}
+	h := buildcontext.Handler{Event: f.track, Sending: opts.OnContext}
+	switch {
+	case bctx != nil:
+		err = bctx.Sync(stream, req, h)
+	case opts.ContextTar != nil:
+		err = buildcontext.SendTar(stream, req, opts.ContextTar)
+	default:
+		err = sendOptionsOnly(stream, req)
 	}
-	result, err := buildcontext.Result(stream, h)
+	var result *BuildResult
+	if err == nil {
+		result, err = buildcontext.Result(stream, h)
+	}
+	if err != nil {
+		result, err = f.recover(ctx, builder, err)
+	}
 	if err != nil {
 		return nil, asBuildError(err)
 	}
 	return result, nil
+}
+
+// sendOptionsOnly sends the options of a build whose context is a blob or
+// none: for none, an empty file list follows.
+func sendOptionsOnly(stream buildcontext.Stream, req *builderv1.BuildOptions) error {
+	if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Options{Options: req}}); err != nil {
+		return err
+	}
+	if req.GetContextBlob() == "" {
+		if err := stream.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Entries{Entries: &builderv1.ContextEntries{Last: true}}}); err != nil {
+			return err
+		}
+	}
+	return stream.CloseSend()
+}
+
+// streamRequest is the options of a build whose context is a tar stream,
+// a blob or none: the Dockerfile is a name inside the tar.
+func streamRequest(o BuildOptions) *builderv1.BuildOptions {
+	req := baseRequest(o)
+	req.ContextBlob = o.ContextBlob
+	if o.DockerfileContent != nil {
+		req.DockerfileContent = o.DockerfileContent
+	} else {
+		req.Dockerfile = filepath.ToSlash(o.Dockerfile)
+	}
+	return req
 }
 
 // BuildRun is a build started by StartBuild.
@@ -149,19 +230,7 @@ func buildRequest(dir string, o BuildOptions) (*builderv1.BuildOptions, buildcon
 	if err != nil {
 		return nil, buildcontext.Options{}, err
 	}
-	req := &builderv1.BuildOptions{
-		Tags: o.Tags, Target: o.Target, NoCache: o.NoCache, Network: o.Network,
-		BuildArgs: map[string]string{}, Labels: map[string]string{}, BuildArgNames: o.BuildArgNames,
-	}
-	for k, v := range o.BuildArgs {
-		req.BuildArgs[k] = v
-	}
-	for k, v := range o.Labels {
-		req.Labels[k] = v
-	}
-	if o.Resources != nil && proto.Size(o.Resources) > 0 {
-		req.Resources = o.Resources
-	}
+	req := baseRequest(o)
 	dockerfileRel := "Dockerfile"
 	if _, err := os.Lstat(filepath.Join(contextDir, dockerfileRel)); os.IsNotExist(err) {
 		// As Docker's CLI does: a lowercase dockerfile when there is no
@@ -202,6 +271,24 @@ func buildRequest(dir string, o BuildOptions) (*builderv1.BuildOptions, buildcon
 		}
 	}
 	return req, buildcontext.Options{Dir: contextDir, Dockerfile: dockerfileRel, CacheDir: cacheDir}, nil
+}
+
+// baseRequest is the options every build sends, whatever its context.
+func baseRequest(o BuildOptions) *builderv1.BuildOptions {
+	req := &builderv1.BuildOptions{
+		Tags: o.Tags, Target: o.Target, NoCache: o.NoCache, Network: o.Network,
+		BuildArgs: map[string]string{}, Labels: map[string]string{}, BuildArgNames: o.BuildArgNames,
+	}
+	for k, v := range o.BuildArgs {
+		req.BuildArgs[k] = v
+	}
+	for k, v := range o.Labels {
+		req.Labels[k] = v
+	}
+	if o.Resources != nil && proto.Size(o.Resources) > 0 {
+		req.Resources = o.Resources
+	}
+	return req
 }
 
 // errNoResult is a transfer the builder ended without its result.

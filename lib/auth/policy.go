@@ -82,6 +82,8 @@ var policy = map[string]Role{
 	metadatav1.ImageService_DeleteLease_FullMethodName:      RoleService,
 	metadatav1.ImageService_GetDiskUsage_FullMethodName:     RoleRead,
 	metadatav1.ImageService_WatchEvents_FullMethodName:      RoleRead,
+	// The builder records its builds' starts and ends for WatchEvents.
+	metadatav1.ImageService_RecordBuildEvent_FullMethodName: RoleService,
 
 	builderv1.BuildService_Build_FullMethodName:  RoleWrite,
 	builderv1.BuildService_Import_FullMethodName: RoleWrite,
@@ -89,4 +91,13 @@ var policy = map[string]Role{
 	builderv1.BuildService_Save_FullMethodName:   RoleRead,
 	builderv1.BuildService_Pull_FullMethodName:   RoleWrite,
 	builderv1.BuildService_Push_FullMethodName:   RoleWrite,
+	// Builds as resources: anyone who may read sees the builds (their
+	// tags, state and requester) and may watch their own; canceling needs
+	// write. Watching or canceling another caller's build also needs
+	// admin, checked by the builder, since a build's output is its
+	// requester's.
+	builderv1.BuildService_ListBuilds_FullMethodName:  RoleRead,
+	builderv1.BuildService_GetBuild_FullMethodName:    RoleRead,
+	builderv1.BuildService_WatchBuild_FullMethodName:  RoleRead,
+	builderv1.BuildService_CancelBuild_FullMethodName: RoleWrite,
 }

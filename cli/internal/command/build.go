@@ -81,12 +81,13 @@ func (*ulimits) Type() string { return "ulimit" }
 func newBuildCommand(c *CLI) *cobra.Command {
 	var o buildOptions
 	cmd := &cobra.Command{
-		Use:   "build [OPTIONS] PATH",
+		Use:   "build [OPTIONS] PATH | -",
 		Short: "Build an image from a Dockerfile",
 		Args:  exactArgs(1),
 		Example: "  strata image build -t my-nginx -f Dockerfile-1 .\n" +
 			"  strata image build --build-arg VERSION=1.2 --target runtime -t app:1.2 .\n" +
-			"  strata image build --no-cache --progress=plain -t app .",
+			"  strata image build --no-cache --progress=plain -t app .\n" +
+			"  strata image build -f docker/Dockerfile -t app - < context.tar.gz",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.contextDir = args[0]
 			return c.runBuild(cmd, &o)
@@ -158,6 +159,9 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 		p = &classicPrinter{out: c.Out}
 	}
 
+	if o.contextDir == "-" {
+		return c.runStdinBuild(cmd, opts, o.file, p)
+	}
 	if o.file == "-" {
 		b, err := io.ReadAll(io.LimitReader(c.In, 1<<20+1))
 		if err != nil {

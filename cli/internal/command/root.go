@@ -119,6 +119,7 @@ func NewRoot(c *CLI) *cobra.Command {
 		newVersionCommand(c),
 		newCompletionCommand(root),
 		newBlobCommand(c),
+		newBuildsCommand(c),
 	)
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetHelpCommand(newHelpCommand(root))

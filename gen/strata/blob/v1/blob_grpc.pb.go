@@ -40,6 +40,11 @@ const (
 //
 // A blob becomes visible only once all of its bytes are stored and they hash to
 // the digest the writer declared: readers never see a partial or wrong blob.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
 type BlobServiceClient interface {
 	// Write uploads one blob over a bidirectional stream.
 	//
@@ -225,6 +230,11 @@ type BlobService_VerifyClient = grpc.ServerStreamingClient[VerifyResponse]
 //
 // A blob becomes visible only once all of its bytes are stored and they hash to
 // the digest the writer declared: readers never see a partial or wrong blob.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
 type BlobServiceServer interface {
 	// Write uploads one blob over a bidirectional stream.
 	//

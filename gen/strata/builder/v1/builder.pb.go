@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -262,6 +263,72 @@ func (SaveFormat) EnumDescriptor() ([]byte, []int) {
 	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
 }
 
+// BuildState is where a build is in its life.
+type BuildState int32
+
+const (
+	// Not set.
+	BuildState_BUILD_STATE_UNSPECIFIED BuildState = 0
+	// Waiting for a build slot (--max-builds).
+	BuildState_BUILD_STATE_QUEUED BuildState = 1
+	// Receiving its context or running its steps.
+	BuildState_BUILD_STATE_RUNNING BuildState = 2
+	// Ended with an image.
+	BuildState_BUILD_STATE_SUCCEEDED BuildState = 3
+	// Ended with an error.
+	BuildState_BUILD_STATE_FAILED BuildState = 4
+	// Canceled: by CancelBuild, by its client before the context was in, by
+	// the detached grace ending, or by the builder stopping.
+	BuildState_BUILD_STATE_CANCELED BuildState = 5
+)
+
+// Enum value maps for BuildState.
+var (
+	BuildState_name = map[int32]string{
+		0: "BUILD_STATE_UNSPECIFIED",
+		1: "BUILD_STATE_QUEUED",
+		2: "BUILD_STATE_RUNNING",
+		3: "BUILD_STATE_SUCCEEDED",
+		4: "BUILD_STATE_FAILED",
+		5: "BUILD_STATE_CANCELED",
+	}
+	BuildState_value = map[string]int32{
+		"BUILD_STATE_UNSPECIFIED": 0,
+		"BUILD_STATE_QUEUED":      1,
+		"BUILD_STATE_RUNNING":     2,
+		"BUILD_STATE_SUCCEEDED":   3,
+		"BUILD_STATE_FAILED":      4,
+		"BUILD_STATE_CANCELED":    5,
+	}
+)
+
+func (x BuildState) Enum() *BuildState {
+	p := new(BuildState)
+	*p = x
+	return p
+}
+
+func (x BuildState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BuildState) Descriptor() protoreflect.EnumDescriptor {
+	return file_strata_builder_v1_builder_proto_enumTypes[4].Descriptor()
+}
+
+func (BuildState) Type() protoreflect.EnumType {
+	return &file_strata_builder_v1_builder_proto_enumTypes[4]
+}
+
+func (x BuildState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BuildState.Descriptor instead.
+func (BuildState) EnumDescriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
+}
+
 // Ulimit is one resource limit of RUN steps' processes, as
 // `docker build --ulimit NAME=SOFT:HARD`.
 type Ulimit struct {
@@ -470,9 +537,28 @@ type BuildOptions struct {
 	// the same list recently does not need it again.
 	ContextDigest string `protobuf:"bytes,10,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
 	// Limits of each RUN step.
-	Resources     *RunResources `protobuf:"bytes,11,opt,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Resources *RunResources `protobuf:"bytes,11,opt,name=resources,proto3" json:"resources,omitempty"`
+	// The context comes as a tar stream (plain or compressed: gzip, zstd,
+	// bzip2, xz), as `docker build - < context.tar` sends it: the client
+	// sends it in context_tar messages after the options, ending with an
+	// empty one or by closing its side of the stream, and waits for no
+	// ContextRequest. dockerfile names the Dockerfile inside the tar
+	// ("Dockerfile" when empty) unless dockerfile_content is set; a
+	// .dockerignore at the tar's root applies. Entries must be regular
+	// files, directories, symlinks or hard links to earlier files; a name
+	// that is absolute or climbs out with "..", a hard link to anything
+	// else, or a device is INVALID_ARGUMENT (reason UNSAFE_TAR_ENTRY)
+	// naming the entry. The context's limits are those of a file list.
+	ContextTar bool `protobuf:"varint,12,opt,name=context_tar,json=contextTar,proto3" json:"context_tar,omitempty"`
+	// The context is the tar (as context_tar describes) already stored in
+	// the blob store under this digest, e.g. by `strata blob put`; the
+	// client sends nothing after the options.
+	ContextBlob string `protobuf:"bytes,13,opt,name=context_blob,json=contextBlob,proto3" json:"context_blob,omitempty"`
+	// The Dockerfile's text, when it is not in the context: the readable
+	// alternative to dockerfile_content (which wins when both are set).
+	DockerfileText string `protobuf:"bytes,14,opt,name=dockerfile_text,json=dockerfileText,proto3" json:"dockerfile_text,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BuildOptions) Reset() {
@@ -580,6 +666,27 @@ func (x *BuildOptions) GetResources() *RunResources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *BuildOptions) GetContextTar() bool {
+	if x != nil {
+		return x.ContextTar
+	}
+	return false
+}
+
+func (x *BuildOptions) GetContextBlob() string {
+	if x != nil {
+		return x.ContextBlob
+	}
+	return ""
+}
+
+func (x *BuildOptions) GetDockerfileText() string {
+	if x != nil {
+		return x.DockerfileText
+	}
+	return ""
 }
 
 // FileEntry describes one entry of the build context.
@@ -831,6 +938,7 @@ type BuildRequest struct {
 	//	*BuildRequest_Options
 	//	*BuildRequest_Entries
 	//	*BuildRequest_FileData
+	//	*BuildRequest_ContextTar
 	Request       isBuildRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -900,6 +1008,15 @@ func (x *BuildRequest) GetFileData() *FileData {
 	return nil
 }
 
+func (x *BuildRequest) GetContextTar() []byte {
+	if x != nil {
+		if x, ok := x.Request.(*BuildRequest_ContextTar); ok {
+			return x.ContextTar
+		}
+	}
+	return nil
+}
+
 type isBuildRequest_Request interface {
 	isBuildRequest_Request()
 }
@@ -919,11 +1036,19 @@ type BuildRequest_FileData struct {
 	FileData *FileData `protobuf:"bytes,3,opt,name=file_data,json=fileData,proto3,oneof"`
 }
 
+type BuildRequest_ContextTar struct {
+	// The next bytes of the context's tar stream (BuildOptions.context_tar);
+	// an empty one ends it.
+	ContextTar []byte `protobuf:"bytes,4,opt,name=context_tar,json=contextTar,proto3,oneof"`
+}
+
 func (*BuildRequest_Options) isBuildRequest_Request() {}
 
 func (*BuildRequest_Entries) isBuildRequest_Request() {}
 
 func (*BuildRequest_FileData) isBuildRequest_Request() {}
+
+func (*BuildRequest_ContextTar) isBuildRequest_Request() {}
 
 // ContextRequest names the file contents the builder lacks.
 type ContextRequest struct {
@@ -1117,7 +1242,10 @@ type StepOutput struct {
 	// The stream written to.
 	Stream OutputStream `protobuf:"varint,1,opt,name=stream,proto3,enum=strata.builder.v1.OutputStream" json:"stream,omitempty"`
 	// The line, with its trailing newline if it had one.
-	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// The line as text, when it is valid UTF-8 (grpcurl shows bytes as
+	// base64); empty otherwise.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1164,6 +1292,13 @@ func (x *StepOutput) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *StepOutput) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
 }
 
 // StepDone reports that a step finished.
@@ -1369,7 +1504,13 @@ type BuildEvent struct {
 	//	*BuildEvent_Done
 	//	*BuildEvent_Warning
 	//	*BuildEvent_Queued
-	Event         isBuildEvent_Event `protobuf_oneof:"event"`
+	//	*BuildEvent_Accepted
+	Event isBuildEvent_Event `protobuf_oneof:"event"`
+	// The event's place in the build's event log, from 1: what
+	// WatchBuildRequest.from_sequence resumes after. 0 for RUN output past
+	// the 16 MiB the log keeps of a build's output, which only the Build
+	// stream sees (the log then holds a warning saying so).
+	Sequence      int64 `protobuf:"varint,9,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1472,6 +1613,22 @@ func (x *BuildEvent) GetQueued() *BuildQueued {
 	return nil
 }
 
+func (x *BuildEvent) GetAccepted() *BuildAccepted {
+	if x != nil {
+		if x, ok := x.Event.(*BuildEvent_Accepted); ok {
+			return x.Accepted
+		}
+	}
+	return nil
+}
+
+func (x *BuildEvent) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
 type isBuildEvent_Event interface {
 	isBuildEvent_Event()
 }
@@ -1506,6 +1663,11 @@ type BuildEvent_Queued struct {
 	Queued *BuildQueued `protobuf:"bytes,7,opt,name=queued,proto3,oneof"`
 }
 
+type BuildEvent_Accepted struct {
+	// The build has an ID; the first event of every build.
+	Accepted *BuildAccepted `protobuf:"bytes,8,opt,name=accepted,proto3,oneof"`
+}
+
 func (*BuildEvent_Started) isBuildEvent_Event() {}
 
 func (*BuildEvent_Cached) isBuildEvent_Event() {}
@@ -1517,6 +1679,55 @@ func (*BuildEvent_Done) isBuildEvent_Event() {}
 func (*BuildEvent_Warning) isBuildEvent_Event() {}
 
 func (*BuildEvent_Queued) isBuildEvent_Event() {}
+
+func (*BuildEvent_Accepted) isBuildEvent_Event() {}
+
+// BuildAccepted names a build: the ID that ListBuilds, GetBuild,
+// WatchBuild and CancelBuild take.
+type BuildAccepted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build's ID.
+	BuildId       string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildAccepted) Reset() {
+	*x = BuildAccepted{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildAccepted) ProtoMessage() {}
+
+func (x *BuildAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildAccepted.ProtoReflect.Descriptor instead.
+func (*BuildAccepted) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BuildAccepted) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
 
 // BuildResult is the outcome of a successful build.
 type BuildResult struct {
@@ -1530,14 +1741,16 @@ type BuildResult struct {
 	// The context file contents received, in bytes.
 	ContextBytesReceived int64 `protobuf:"varint,4,opt,name=context_bytes_received,json=contextBytesReceived,proto3" json:"context_bytes_received,omitempty"`
 	// How long the build took.
-	Duration      *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The build's ID, as BuildAccepted gave it.
+	BuildId       string `protobuf:"bytes,6,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1762,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1775,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BuildResult) GetImageId() string {
@@ -1600,6 +1813,13 @@ func (x *BuildResult) GetDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *BuildResult) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
 // BuildResponse is one server message of a build stream.
 type BuildResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1617,7 +1837,7 @@ type BuildResponse struct {
 
 func (x *BuildResponse) Reset() {
 	*x = BuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1849,7 @@ func (x *BuildResponse) String() string {
 func (*BuildResponse) ProtoMessage() {}
 
 func (x *BuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1862,7 @@ func (x *BuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
 func (*BuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BuildResponse) GetResponse() isBuildResponse_Response {
@@ -1723,7 +1943,7 @@ type TransferProgress struct {
 
 func (x *TransferProgress) Reset() {
 	*x = TransferProgress{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1955,7 @@ func (x *TransferProgress) String() string {
 func (*TransferProgress) ProtoMessage() {}
 
 func (x *TransferProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1968,7 @@ func (x *TransferProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferProgress.ProtoReflect.Descriptor instead.
 func (*TransferProgress) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransferProgress) GetId() string {
@@ -1804,7 +2024,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +2036,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +2049,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ImportOptions) GetReference() string {
@@ -1876,7 +2096,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2108,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2121,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportRequest) GetRequest() isImportRequest_Request {
@@ -1960,7 +2180,7 @@ type ImportResult struct {
 
 func (x *ImportResult) Reset() {
 	*x = ImportResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2192,7 @@ func (x *ImportResult) String() string {
 func (*ImportResult) ProtoMessage() {}
 
 func (x *ImportResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2205,7 @@ func (x *ImportResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
 func (*ImportResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportResult) GetImageId() string {
@@ -2018,7 +2238,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2250,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2263,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportResponse) GetResponse() isImportResponse_Response {
@@ -2100,7 +2320,7 @@ type LoadOptions struct {
 
 func (x *LoadOptions) Reset() {
 	*x = LoadOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2332,7 @@ func (x *LoadOptions) String() string {
 func (*LoadOptions) ProtoMessage() {}
 
 func (x *LoadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2345,7 @@ func (x *LoadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadOptions.ProtoReflect.Descriptor instead.
 func (*LoadOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LoadOptions) GetQuiet() bool {
@@ -2151,7 +2371,7 @@ type LoadRequest struct {
 
 func (x *LoadRequest) Reset() {
 	*x = LoadRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2383,7 @@ func (x *LoadRequest) String() string {
 func (*LoadRequest) ProtoMessage() {}
 
 func (x *LoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2396,7 @@ func (x *LoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadRequest.ProtoReflect.Descriptor instead.
 func (*LoadRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LoadRequest) GetRequest() isLoadRequest_Request {
@@ -2235,7 +2455,7 @@ type LoadedImage struct {
 
 func (x *LoadedImage) Reset() {
 	*x = LoadedImage{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2467,7 @@ func (x *LoadedImage) String() string {
 func (*LoadedImage) ProtoMessage() {}
 
 func (x *LoadedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2480,7 @@ func (x *LoadedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedImage.ProtoReflect.Descriptor instead.
 func (*LoadedImage) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LoadedImage) GetImageId() string {
@@ -2288,7 +2508,7 @@ type LoadResult struct {
 
 func (x *LoadResult) Reset() {
 	*x = LoadResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2520,7 @@ func (x *LoadResult) String() string {
 func (*LoadResult) ProtoMessage() {}
 
 func (x *LoadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2533,7 @@ func (x *LoadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResult.ProtoReflect.Descriptor instead.
 func (*LoadResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LoadResult) GetImages() []*LoadedImage {
@@ -2339,7 +2559,7 @@ type LoadResponse struct {
 
 func (x *LoadResponse) Reset() {
 	*x = LoadResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2571,7 @@ func (x *LoadResponse) String() string {
 func (*LoadResponse) ProtoMessage() {}
 
 func (x *LoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2584,7 @@ func (x *LoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResponse.ProtoReflect.Descriptor instead.
 func (*LoadResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LoadResponse) GetResponse() isLoadResponse_Response {
@@ -2423,7 +2643,7 @@ type SaveRequest struct {
 
 func (x *SaveRequest) Reset() {
 	*x = SaveRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2655,7 @@ func (x *SaveRequest) String() string {
 func (*SaveRequest) ProtoMessage() {}
 
 func (x *SaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2668,7 @@ func (x *SaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveRequest.ProtoReflect.Descriptor instead.
 func (*SaveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SaveRequest) GetReferences() []string {
@@ -2476,7 +2696,7 @@ type SaveResponse struct {
 
 func (x *SaveResponse) Reset() {
 	*x = SaveResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2708,7 @@ func (x *SaveResponse) String() string {
 func (*SaveResponse) ProtoMessage() {}
 
 func (x *SaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2721,7 @@ func (x *SaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveResponse.ProtoReflect.Descriptor instead.
 func (*SaveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SaveResponse) GetData() []byte {
@@ -2528,7 +2748,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2760,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2773,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -2602,7 +2822,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2834,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2847,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PullRequest) GetReference() string {
@@ -2675,7 +2895,7 @@ type PullResult struct {
 
 func (x *PullResult) Reset() {
 	*x = PullResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2907,7 @@ func (x *PullResult) String() string {
 func (*PullResult) ProtoMessage() {}
 
 func (x *PullResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2920,7 @@ func (x *PullResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResult.ProtoReflect.Descriptor instead.
 func (*PullResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PullResult) GetImageId() string {
@@ -2747,7 +2967,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +2979,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +2992,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -2834,7 +3054,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +3066,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +3079,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -2900,7 +3120,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3132,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3145,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PushResult) GetReference() string {
@@ -2972,7 +3192,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3204,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3217,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -3043,11 +3263,614 @@ func (*PushResponse_Progress) isPushResponse_Response() {}
 
 func (*PushResponse_Result) isPushResponse_Response() {}
 
+// Build is one build as a resource.
+type Build struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build's ID.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Where the build is.
+	State BuildState `protobuf:"varint,2,opt,name=state,proto3,enum=strata.builder.v1.BuildState" json:"state,omitempty"`
+	// The tags the build applies (its options' tags).
+	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Who asked for it: the caller's token name or certificate subject;
+	// empty when the builder runs without auth.
+	Requester string `protobuf:"bytes,4,opt,name=requester,proto3" json:"requester,omitempty"`
+	// When the builder received its options.
+	Created *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	// When it got a build slot; unset while queued.
+	Started *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started,proto3" json:"started,omitempty"`
+	// When it ended; unset while queued or running.
+	Ended *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ended,proto3" json:"ended,omitempty"`
+	// While queued: how many builds wait ahead of it.
+	QueueAhead int32 `protobuf:"varint,8,opt,name=queue_ahead,json=queueAhead,proto3" json:"queue_ahead,omitempty"`
+	// The steps the build runs, once known, and the steps started so far.
+	TotalSteps int32 `protobuf:"varint,9,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
+	// The step being run, 1-based; 0 before the first.
+	CurrentStep int32 `protobuf:"varint,10,opt,name=current_step,json=currentStep,proto3" json:"current_step,omitempty"`
+	// Steps whose result came from the build cache.
+	CacheHits int32 `protobuf:"varint,11,opt,name=cache_hits,json=cacheHits,proto3" json:"cache_hits,omitempty"`
+	// The image built, once the build succeeded.
+	ImageId string `protobuf:"bytes,12,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	// Why it failed or was canceled: the error's message.
+	Error string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	// True while a client streams its events (the Build stream or a
+	// WatchBuild).
+	Attached bool `protobuf:"varint,14,opt,name=attached,proto3" json:"attached,omitempty"`
+	// How many events its log holds.
+	Events        int64 `protobuf:"varint,15,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Build) Reset() {
+	*x = Build{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Build) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Build) ProtoMessage() {}
+
+func (x *Build) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Build.ProtoReflect.Descriptor instead.
+func (*Build) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Build) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Build) GetState() BuildState {
+	if x != nil {
+		return x.State
+	}
+	return BuildState_BUILD_STATE_UNSPECIFIED
+}
+
+func (x *Build) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Build) GetRequester() string {
+	if x != nil {
+		return x.Requester
+	}
+	return ""
+}
+
+func (x *Build) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Build) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Build) GetEnded() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+func (x *Build) GetQueueAhead() int32 {
+	if x != nil {
+		return x.QueueAhead
+	}
+	return 0
+}
+
+func (x *Build) GetTotalSteps() int32 {
+	if x != nil {
+		return x.TotalSteps
+	}
+	return 0
+}
+
+func (x *Build) GetCurrentStep() int32 {
+	if x != nil {
+		return x.CurrentStep
+	}
+	return 0
+}
+
+func (x *Build) GetCacheHits() int32 {
+	if x != nil {
+		return x.CacheHits
+	}
+	return 0
+}
+
+func (x *Build) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *Build) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Build) GetAttached() bool {
+	if x != nil {
+		return x.Attached
+	}
+	return false
+}
+
+func (x *Build) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+// ListBuildsRequest chooses the builds to list.
+type ListBuildsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only builds that are queued or running.
+	ActiveOnly bool `protobuf:"varint,1,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
+	// Only the caller's own builds (requester is the caller).
+	Mine          bool `protobuf:"varint,2,opt,name=mine,proto3" json:"mine,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBuildsRequest) Reset() {
+	*x = ListBuildsRequest{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBuildsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBuildsRequest) ProtoMessage() {}
+
+func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
+func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListBuildsRequest) GetActiveOnly() bool {
+	if x != nil {
+		return x.ActiveOnly
+	}
+	return false
+}
+
+func (x *ListBuildsRequest) GetMine() bool {
+	if x != nil {
+		return x.Mine
+	}
+	return false
+}
+
+// ListBuildsResponse lists builds, newest first.
+type ListBuildsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The builds.
+	Builds        []*Build `protobuf:"bytes,1,rep,name=builds,proto3" json:"builds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBuildsResponse) Reset() {
+	*x = ListBuildsResponse{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBuildsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBuildsResponse) ProtoMessage() {}
+
+func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
+func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListBuildsResponse) GetBuilds() []*Build {
+	if x != nil {
+		return x.Builds
+	}
+	return nil
+}
+
+// GetBuildRequest names a build.
+type GetBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build's ID.
+	BuildId       string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBuildRequest) Reset() {
+	*x = GetBuildRequest{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBuildRequest) ProtoMessage() {}
+
+func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
+func (*GetBuildRequest) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GetBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+// GetBuildResponse returns a build.
+type GetBuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build.
+	Build         *Build `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBuildResponse) Reset() {
+	*x = GetBuildResponse{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBuildResponse) ProtoMessage() {}
+
+func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
+func (*GetBuildResponse) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetBuildResponse) GetBuild() *Build {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+// WatchBuildRequest names a build to watch.
+type WatchBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build's ID.
+	BuildId string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// Stream the events after this sequence number; 0 streams the log from
+	// the start.
+	FromSequence  int64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBuildRequest) Reset() {
+	*x = WatchBuildRequest{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBuildRequest) ProtoMessage() {}
+
+func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
+func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *WatchBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *WatchBuildRequest) GetFromSequence() int64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
+}
+
+// WatchBuildResponse is one message of a watched build.
+type WatchBuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message.
+	//
+	// Types that are valid to be assigned to Response:
+	//
+	//	*WatchBuildResponse_Event
+	//	*WatchBuildResponse_Result
+	Response      isWatchBuildResponse_Response `protobuf_oneof:"response"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBuildResponse) Reset() {
+	*x = WatchBuildResponse{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBuildResponse) ProtoMessage() {}
+
+func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
+func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *WatchBuildResponse) GetResponse() isWatchBuildResponse_Response {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *WatchBuildResponse) GetEvent() *BuildEvent {
+	if x != nil {
+		if x, ok := x.Response.(*WatchBuildResponse_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *WatchBuildResponse) GetResult() *BuildResult {
+	if x != nil {
+		if x, ok := x.Response.(*WatchBuildResponse_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isWatchBuildResponse_Response interface {
+	isWatchBuildResponse_Response()
+}
+
+type WatchBuildResponse_Event struct {
+	// A progress event.
+	Event *BuildEvent `protobuf:"bytes,1,opt,name=event,proto3,oneof"`
+}
+
+type WatchBuildResponse_Result struct {
+	// The result; the last message of a build that succeeded.
+	Result *BuildResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*WatchBuildResponse_Event) isWatchBuildResponse_Response() {}
+
+func (*WatchBuildResponse_Result) isWatchBuildResponse_Response() {}
+
+// CancelBuildRequest names a build to cancel.
+type CancelBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build's ID.
+	BuildId       string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelBuildRequest) Reset() {
+	*x = CancelBuildRequest{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelBuildRequest) ProtoMessage() {}
+
+func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
+func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CancelBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+// CancelBuildResponse returns the build as the cancel left it.
+type CancelBuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build, canceled (its state may still be RUNNING for the moment
+	// its steps take to stop; WatchBuild sees the end).
+	Build         *Build `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelBuildResponse) Reset() {
+	*x = CancelBuildResponse{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelBuildResponse) ProtoMessage() {}
+
+func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
+func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CancelBuildResponse) GetBuild() *Build {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
 var File_strata_builder_v1_builder_proto protoreflect.FileDescriptor
 
 const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
-	"\x1fstrata/builder/v1/builder.proto\x12\x11strata.builder.v1\x1a\x1egoogle/protobuf/duration.proto\"D\n" +
+	"\x1fstrata/builder/v1/builder.proto\x12\x11strata.builder.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
 	"\x06Ulimit\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04soft\x18\x02 \x01(\x03R\x04soft\x12\x12\n" +
@@ -3064,7 +3887,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
 	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
 	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\x12\x12\n" +
-	"\x04disk\x18\b \x01(\x03R\x04disk\"\xf9\x04\n" +
+	"\x04disk\x18\b \x01(\x03R\x04disk\"\xe6\x05\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -3080,7 +3903,11 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x0fbuild_arg_names\x18\t \x03(\tR\rbuildArgNames\x12%\n" +
 	"\x0econtext_digest\x18\n" +
 	" \x01(\tR\rcontextDigest\x12=\n" +
-	"\tresources\x18\v \x01(\v2\x1f.strata.builder.v1.RunResourcesR\tresources\x1a<\n" +
+	"\tresources\x18\v \x01(\v2\x1f.strata.builder.v1.RunResourcesR\tresources\x12\x1f\n" +
+	"\vcontext_tar\x18\f \x01(\bR\n" +
+	"contextTar\x12!\n" +
+	"\fcontext_blob\x18\r \x01(\tR\vcontextBlob\x12'\n" +
+	"\x0fdockerfile_text\x18\x0e \x01(\tR\x0edockerfileText\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -3104,11 +3931,13 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xd1\x01\n" +
+	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xf4\x01\n" +
 	"\fBuildRequest\x12;\n" +
 	"\aoptions\x18\x01 \x01(\v2\x1f.strata.builder.v1.BuildOptionsH\x00R\aoptions\x12=\n" +
 	"\aentries\x18\x02 \x01(\v2!.strata.builder.v1.ContextEntriesH\x00R\aentries\x12:\n" +
-	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileDataB\t\n" +
+	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileData\x12!\n" +
+	"\vcontext_tar\x18\x04 \x01(\fH\x00R\n" +
+	"contextTarB\t\n" +
 	"\arequest\"M\n" +
 	"\x0eContextRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\tR\adigests\x12!\n" +
@@ -3122,11 +3951,12 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\rbase_image_id\x18\x05 \x01(\tR\vbaseImageId\"'\n" +
 	"\n" +
 	"StepCached\x12\x19\n" +
-	"\bimage_id\x18\x01 \x01(\tR\aimageId\"Y\n" +
+	"\bimage_id\x18\x01 \x01(\tR\aimageId\"m\n" +
 	"\n" +
 	"StepOutput\x127\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x1f.strata.builder.v1.OutputStreamR\x06stream\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xc4\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"\xc4\x01\n" +
 	"\bStepDone\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1d\n" +
@@ -3139,7 +3969,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x12\n" +
 	"\x04line\x18\x02 \x01(\x05R\x04line\"#\n" +
 	"\vBuildQueued\x12\x14\n" +
-	"\x05ahead\x18\x01 \x01(\x05R\x05ahead\"\x81\x03\n" +
+	"\x05ahead\x18\x01 \x01(\x05R\x05ahead\"\xdd\x03\n" +
 	"\n" +
 	"BuildEvent\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x05R\x04step\x12:\n" +
@@ -3148,14 +3978,19 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06output\x18\x04 \x01(\v2\x1d.strata.builder.v1.StepOutputH\x00R\x06output\x121\n" +
 	"\x04done\x18\x05 \x01(\v2\x1b.strata.builder.v1.StepDoneH\x00R\x04done\x12;\n" +
 	"\awarning\x18\x06 \x01(\v2\x1f.strata.builder.v1.BuildWarningH\x00R\awarning\x128\n" +
-	"\x06queued\x18\a \x01(\v2\x1e.strata.builder.v1.BuildQueuedH\x00R\x06queuedB\a\n" +
-	"\x05event\"\xd2\x01\n" +
+	"\x06queued\x18\a \x01(\v2\x1e.strata.builder.v1.BuildQueuedH\x00R\x06queued\x12>\n" +
+	"\baccepted\x18\b \x01(\v2 .strata.builder.v1.BuildAcceptedH\x00R\baccepted\x12\x1a\n" +
+	"\bsequence\x18\t \x01(\x03R\bsequenceB\a\n" +
+	"\x05event\"*\n" +
+	"\rBuildAccepted\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"\xed\x01\n" +
 	"\vBuildResult\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12'\n" +
 	"\x0fmanifest_digest\x18\x02 \x01(\tR\x0emanifestDigest\x12\x12\n" +
 	"\x04tags\x18\x03 \x03(\tR\x04tags\x124\n" +
 	"\x16context_bytes_received\x18\x04 \x01(\x03R\x14contextBytesReceived\x125\n" +
-	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xda\x01\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x19\n" +
+	"\bbuild_id\x18\x06 \x01(\tR\abuildId\"\xda\x01\n" +
 	"\rBuildResponse\x12L\n" +
 	"\x0fcontext_request\x18\x01 \x01(\v2!.strata.builder.v1.ContextRequestH\x00R\x0econtextRequest\x125\n" +
 	"\x05event\x18\x02 \x01(\v2\x1d.strata.builder.v1.BuildEventH\x00R\x05event\x128\n" +
@@ -3245,7 +4080,49 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\bprogress\x18\x01 \x01(\v2#.strata.builder.v1.TransferProgressH\x00R\bprogress\x127\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.strata.builder.v1.PushResultH\x00R\x06resultB\n" +
 	"\n" +
-	"\bresponse*Y\n" +
+	"\bresponse\"\x85\x04\n" +
+	"\x05Build\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1d.strata.builder.v1.BuildStateR\x05state\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12\x1c\n" +
+	"\trequester\x18\x04 \x01(\tR\trequester\x124\n" +
+	"\acreated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\astarted\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x120\n" +
+	"\x05ended\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05ended\x12\x1f\n" +
+	"\vqueue_ahead\x18\b \x01(\x05R\n" +
+	"queueAhead\x12\x1f\n" +
+	"\vtotal_steps\x18\t \x01(\x05R\n" +
+	"totalSteps\x12!\n" +
+	"\fcurrent_step\x18\n" +
+	" \x01(\x05R\vcurrentStep\x12\x1d\n" +
+	"\n" +
+	"cache_hits\x18\v \x01(\x05R\tcacheHits\x12\x19\n" +
+	"\bimage_id\x18\f \x01(\tR\aimageId\x12\x14\n" +
+	"\x05error\x18\r \x01(\tR\x05error\x12\x1a\n" +
+	"\battached\x18\x0e \x01(\bR\battached\x12\x16\n" +
+	"\x06events\x18\x0f \x01(\x03R\x06events\"H\n" +
+	"\x11ListBuildsRequest\x12\x1f\n" +
+	"\vactive_only\x18\x01 \x01(\bR\n" +
+	"activeOnly\x12\x12\n" +
+	"\x04mine\x18\x02 \x01(\bR\x04mine\"F\n" +
+	"\x12ListBuildsResponse\x120\n" +
+	"\x06builds\x18\x01 \x03(\v2\x18.strata.builder.v1.BuildR\x06builds\",\n" +
+	"\x0fGetBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"B\n" +
+	"\x10GetBuildResponse\x12.\n" +
+	"\x05build\x18\x01 \x01(\v2\x18.strata.builder.v1.BuildR\x05build\"S\n" +
+	"\x11WatchBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12#\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x03R\ffromSequence\"\x91\x01\n" +
+	"\x12WatchBuildResponse\x125\n" +
+	"\x05event\x18\x01 \x01(\v2\x1d.strata.builder.v1.BuildEventH\x00R\x05event\x128\n" +
+	"\x06result\x18\x02 \x01(\v2\x1e.strata.builder.v1.BuildResultH\x00R\x06resultB\n" +
+	"\n" +
+	"\bresponse\"/\n" +
+	"\x12CancelBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"E\n" +
+	"\x13CancelBuildResponse\x12.\n" +
+	"\x05build\x18\x01 \x01(\v2\x18.strata.builder.v1.BuildR\x05build*Y\n" +
 	"\vNetworkMode\x12\x1c\n" +
 	"\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11NETWORK_MODE_NONE\x10\x01\x12\x15\n" +
@@ -3268,9 +4145,23 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"SaveFormat\x12\x1b\n" +
 	"\x17SAVE_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SAVE_FORMAT_DOCKER\x10\x01\x12\x13\n" +
-	"\x0fSAVE_FORMAT_OCI\x10\x022\xdf\x03\n" +
+	"\x0fSAVE_FORMAT_OCI\x10\x02*\xa7\x01\n" +
+	"\n" +
+	"BuildState\x12\x1b\n" +
+	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12BUILD_STATE_QUEUED\x10\x01\x12\x17\n" +
+	"\x13BUILD_STATE_RUNNING\x10\x02\x12\x19\n" +
+	"\x15BUILD_STATE_SUCCEEDED\x10\x03\x12\x16\n" +
+	"\x12BUILD_STATE_FAILED\x10\x04\x12\x18\n" +
+	"\x14BUILD_STATE_CANCELED\x10\x052\xca\x06\n" +
 	"\fBuildService\x12N\n" +
-	"\x05Build\x12\x1f.strata.builder.v1.BuildRequest\x1a .strata.builder.v1.BuildResponse(\x010\x01\x12Q\n" +
+	"\x05Build\x12\x1f.strata.builder.v1.BuildRequest\x1a .strata.builder.v1.BuildResponse(\x010\x01\x12Y\n" +
+	"\n" +
+	"ListBuilds\x12$.strata.builder.v1.ListBuildsRequest\x1a%.strata.builder.v1.ListBuildsResponse\x12S\n" +
+	"\bGetBuild\x12\".strata.builder.v1.GetBuildRequest\x1a#.strata.builder.v1.GetBuildResponse\x12[\n" +
+	"\n" +
+	"WatchBuild\x12$.strata.builder.v1.WatchBuildRequest\x1a%.strata.builder.v1.WatchBuildResponse0\x01\x12\\\n" +
+	"\vCancelBuild\x12%.strata.builder.v1.CancelBuildRequest\x1a&.strata.builder.v1.CancelBuildResponse\x12Q\n" +
 	"\x06Import\x12 .strata.builder.v1.ImportRequest\x1a!.strata.builder.v1.ImportResponse(\x010\x01\x12K\n" +
 	"\x04Load\x12\x1e.strata.builder.v1.LoadRequest\x1a\x1f.strata.builder.v1.LoadResponse(\x010\x01\x12I\n" +
 	"\x04Save\x12\x1e.strata.builder.v1.SaveRequest\x1a\x1f.strata.builder.v1.SaveResponse0\x01\x12I\n" +
@@ -3290,107 +4181,137 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 	return file_strata_builder_v1_builder_proto_rawDescData
 }
 
-var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
-	(NetworkMode)(0),            // 0: strata.builder.v1.NetworkMode
-	(OutputStream)(0),           // 1: strata.builder.v1.OutputStream
-	(TransferAction)(0),         // 2: strata.builder.v1.TransferAction
-	(SaveFormat)(0),             // 3: strata.builder.v1.SaveFormat
-	(*Ulimit)(nil),              // 4: strata.builder.v1.Ulimit
-	(*RunResources)(nil),        // 5: strata.builder.v1.RunResources
-	(*BuildOptions)(nil),        // 6: strata.builder.v1.BuildOptions
-	(*FileEntry)(nil),           // 7: strata.builder.v1.FileEntry
-	(*ContextEntries)(nil),      // 8: strata.builder.v1.ContextEntries
-	(*FileData)(nil),            // 9: strata.builder.v1.FileData
-	(*BuildRequest)(nil),        // 10: strata.builder.v1.BuildRequest
-	(*ContextRequest)(nil),      // 11: strata.builder.v1.ContextRequest
-	(*StepStarted)(nil),         // 12: strata.builder.v1.StepStarted
-	(*StepCached)(nil),          // 13: strata.builder.v1.StepCached
-	(*StepOutput)(nil),          // 14: strata.builder.v1.StepOutput
-	(*StepDone)(nil),            // 15: strata.builder.v1.StepDone
-	(*BuildWarning)(nil),        // 16: strata.builder.v1.BuildWarning
-	(*BuildQueued)(nil),         // 17: strata.builder.v1.BuildQueued
-	(*BuildEvent)(nil),          // 18: strata.builder.v1.BuildEvent
-	(*BuildResult)(nil),         // 19: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),       // 20: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),    // 21: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),       // 22: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),       // 23: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),        // 24: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),      // 25: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),         // 26: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),         // 27: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),         // 28: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),          // 29: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),        // 30: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),         // 31: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),        // 32: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),        // 33: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),         // 34: strata.builder.v1.PullRequest
-	(*PullResult)(nil),          // 35: strata.builder.v1.PullResult
-	(*PullResponse)(nil),        // 36: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),         // 37: strata.builder.v1.PushRequest
-	(*PushResult)(nil),          // 38: strata.builder.v1.PushResult
-	(*PushResponse)(nil),        // 39: strata.builder.v1.PushResponse
-	nil,                         // 40: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                         // 41: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil), // 42: google.protobuf.Duration
+	(NetworkMode)(0),              // 0: strata.builder.v1.NetworkMode
+	(OutputStream)(0),             // 1: strata.builder.v1.OutputStream
+	(TransferAction)(0),           // 2: strata.builder.v1.TransferAction
+	(SaveFormat)(0),               // 3: strata.builder.v1.SaveFormat
+	(BuildState)(0),               // 4: strata.builder.v1.BuildState
+	(*Ulimit)(nil),                // 5: strata.builder.v1.Ulimit
+	(*RunResources)(nil),          // 6: strata.builder.v1.RunResources
+	(*BuildOptions)(nil),          // 7: strata.builder.v1.BuildOptions
+	(*FileEntry)(nil),             // 8: strata.builder.v1.FileEntry
+	(*ContextEntries)(nil),        // 9: strata.builder.v1.ContextEntries
+	(*FileData)(nil),              // 10: strata.builder.v1.FileData
+	(*BuildRequest)(nil),          // 11: strata.builder.v1.BuildRequest
+	(*ContextRequest)(nil),        // 12: strata.builder.v1.ContextRequest
+	(*StepStarted)(nil),           // 13: strata.builder.v1.StepStarted
+	(*StepCached)(nil),            // 14: strata.builder.v1.StepCached
+	(*StepOutput)(nil),            // 15: strata.builder.v1.StepOutput
+	(*StepDone)(nil),              // 16: strata.builder.v1.StepDone
+	(*BuildWarning)(nil),          // 17: strata.builder.v1.BuildWarning
+	(*BuildQueued)(nil),           // 18: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),            // 19: strata.builder.v1.BuildEvent
+	(*BuildAccepted)(nil),         // 20: strata.builder.v1.BuildAccepted
+	(*BuildResult)(nil),           // 21: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),         // 22: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),      // 23: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),         // 24: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),         // 25: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),          // 26: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),        // 27: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),           // 28: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),           // 29: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),           // 30: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),            // 31: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),          // 32: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),           // 33: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),          // 34: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),          // 35: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),           // 36: strata.builder.v1.PullRequest
+	(*PullResult)(nil),            // 37: strata.builder.v1.PullResult
+	(*PullResponse)(nil),          // 38: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),           // 39: strata.builder.v1.PushRequest
+	(*PushResult)(nil),            // 40: strata.builder.v1.PushResult
+	(*PushResponse)(nil),          // 41: strata.builder.v1.PushResponse
+	(*Build)(nil),                 // 42: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),     // 43: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 44: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),       // 45: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),      // 46: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),     // 47: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),    // 48: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),    // 49: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 50: strata.builder.v1.CancelBuildResponse
+	nil,                           // 51: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                           // 52: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
-	4,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	40, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	41, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	5,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
+	51, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	52, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
-	5,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
-	7,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
-	6,  // 6: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
-	8,  // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
-	9,  // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
+	6,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
+	8,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
+	7,  // 6: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
+	9,  // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
+	10, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
 	1,  // 9: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	42, // 10: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
-	12, // 11: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
-	13, // 12: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
-	14, // 13: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
-	15, // 14: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
-	16, // 15: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
-	17, // 16: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
-	42, // 17: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
-	11, // 18: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
-	18, // 19: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	19, // 20: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	2,  // 21: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
-	22, // 22: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
-	21, // 23: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	24, // 24: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
-	26, // 25: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
-	28, // 26: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
-	21, // 27: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	29, // 28: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
-	3,  // 29: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
-	33, // 30: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	21, // 31: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	35, // 32: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	33, // 33: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	21, // 34: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	38, // 35: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	10, // 36: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	23, // 37: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	27, // 38: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	31, // 39: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	34, // 40: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	37, // 41: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	20, // 42: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	25, // 43: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	30, // 44: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	32, // 45: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	36, // 46: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	39, // 47: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	42, // [42:48] is the sub-list for method output_type
-	36, // [36:42] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	53, // 10: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	13, // 11: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
+	14, // 12: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
+	15, // 13: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
+	16, // 14: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
+	17, // 15: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
+	18, // 16: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
+	20, // 17: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
+	53, // 18: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	12, // 19: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
+	19, // 20: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	21, // 21: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	2,  // 22: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
+	24, // 23: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
+	23, // 24: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	26, // 25: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
+	28, // 26: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
+	30, // 27: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
+	23, // 28: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	31, // 29: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
+	3,  // 30: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
+	35, // 31: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	23, // 32: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	37, // 33: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	35, // 34: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	23, // 35: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	40, // 36: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	4,  // 37: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
+	54, // 38: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	54, // 39: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	54, // 40: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	42, // 41: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
+	42, // 42: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
+	19, // 43: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	21, // 44: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	42, // 45: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
+	11, // 46: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	43, // 47: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	45, // 48: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	47, // 49: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	49, // 50: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	25, // 51: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	29, // 52: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	33, // 53: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	36, // 54: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	39, // 55: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	22, // 56: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	44, // 57: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	46, // 58: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	48, // 59: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	50, // 60: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	27, // 61: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	32, // 62: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	34, // 63: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	38, // 64: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	41, // 65: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	56, // [56:66] is the sub-list for method output_type
+	46, // [46:56] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -3402,6 +4323,7 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildRequest_Options)(nil),
 		(*BuildRequest_Entries)(nil),
 		(*BuildRequest_FileData)(nil),
+		(*BuildRequest_ContextTar)(nil),
 	}
 	file_strata_builder_v1_builder_proto_msgTypes[14].OneofWrappers = []any{
 		(*BuildEvent_Started)(nil),
@@ -3410,43 +4332,48 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildEvent_Done)(nil),
 		(*BuildEvent_Warning)(nil),
 		(*BuildEvent_Queued)(nil),
+		(*BuildEvent_Accepted)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[16].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[17].OneofWrappers = []any{
 		(*BuildResponse_ContextRequest)(nil),
 		(*BuildResponse_Event)(nil),
 		(*BuildResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[19].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[20].OneofWrappers = []any{
 		(*ImportRequest_Options)(nil),
 		(*ImportRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[21].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[22].OneofWrappers = []any{
 		(*ImportResponse_Progress)(nil),
 		(*ImportResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[23].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[24].OneofWrappers = []any{
 		(*LoadRequest_Options)(nil),
 		(*LoadRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[26].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[27].OneofWrappers = []any{
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[32].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[33].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[35].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[36].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
+	}
+	file_strata_builder_v1_builder_proto_msgTypes[43].OneofWrappers = []any{
+		(*WatchBuildResponse_Event)(nil),
+		(*WatchBuildResponse_Result)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   38,
+			NumEnums:      5,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

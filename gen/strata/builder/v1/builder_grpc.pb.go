@@ -19,12 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BuildService_Build_FullMethodName  = "/strata.builder.v1.BuildService/Build"
-	BuildService_Import_FullMethodName = "/strata.builder.v1.BuildService/Import"
-	BuildService_Load_FullMethodName   = "/strata.builder.v1.BuildService/Load"
-	BuildService_Save_FullMethodName   = "/strata.builder.v1.BuildService/Save"
-	BuildService_Pull_FullMethodName   = "/strata.builder.v1.BuildService/Pull"
-	BuildService_Push_FullMethodName   = "/strata.builder.v1.BuildService/Push"
+	BuildService_Build_FullMethodName       = "/strata.builder.v1.BuildService/Build"
+	BuildService_ListBuilds_FullMethodName  = "/strata.builder.v1.BuildService/ListBuilds"
+	BuildService_GetBuild_FullMethodName    = "/strata.builder.v1.BuildService/GetBuild"
+	BuildService_WatchBuild_FullMethodName  = "/strata.builder.v1.BuildService/WatchBuild"
+	BuildService_CancelBuild_FullMethodName = "/strata.builder.v1.BuildService/CancelBuild"
+	BuildService_Import_FullMethodName      = "/strata.builder.v1.BuildService/Import"
+	BuildService_Load_FullMethodName        = "/strata.builder.v1.BuildService/Load"
+	BuildService_Save_FullMethodName        = "/strata.builder.v1.BuildService/Save"
+	BuildService_Pull_FullMethodName        = "/strata.builder.v1.BuildService/Pull"
+	BuildService_Push_FullMethodName        = "/strata.builder.v1.BuildService/Push"
 )
 
 // BuildServiceClient is the client API for BuildService service.
@@ -33,6 +37,20 @@ const (
 //
 // BuildService builds images from Dockerfiles and moves images in and out of
 // Strata: import, load, save, pull and push.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
+//
+// A failed build's reasons include DOCKERFILE_ERROR, RUN_FAILED,
+// RUN_MEMORY_LIMIT, RUN_PIDS_LIMIT, DOCKERFILE_TOO_LARGE, UNSAFE_TAR_ENTRY,
+// TRUNCATED, DECOMPRESSION_LIMIT, IMAGE_NOT_FOUND, ENTITLEMENT_REQUIRED,
+// EGRESS_REFUSED, DOWNLOAD_TIMEOUT and BUILD_CANCELED. An error that
+// concerns a Dockerfile line carries the metadata "file", "line",
+// "instruction" (the keyword, such as RUN) and "source" (the line's text);
+// RUN_FAILED also "exit_code". The builds-as-resources RPCs add
+// BUILD_NOT_FOUND, BUILD_ENDED and BUILD_NOT_YOURS.
 type BuildServiceClient interface {
 	// Build runs one Dockerfile build over a bidirectional stream.
 	//
@@ -45,9 +63,37 @@ type BuildServiceClient interface {
 	// (send_entries) or names the contents right away. The builder then streams progress events
 	// and, once the image is recorded, the result. A build that fails ends the
 	// stream with an error (INVALID_ARGUMENT with the Dockerfile line for
-	// Dockerfile errors) and records no image. Closing the stream cancels the
-	// build.
+	// Dockerfile errors) and records no image.
+	//
+	// The first event names the build (BuildAccepted): the build is a
+	// resource that ListBuilds, GetBuild, WatchBuild and CancelBuild reach by
+	// that ID. Once its context has been received, closing the stream no
+	// longer cancels the build: it keeps running for the builder's
+	// --detached-grace (60s by default) so that a client can reattach with
+	// WatchBuild, and is canceled when the grace ends with nobody watching.
+	// A stream that closes before the context is in cancels the build.
 	Build(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BuildRequest, BuildResponse], error)
+	// ListBuilds lists the builds that are queued or running and the recent
+	// ones that ended (the builder keeps the last --keep-builds), newest
+	// first. Builds are the builder replica's own: another replica's are not
+	// listed. Any caller who may read sees every build's summary.
+	ListBuilds(ctx context.Context, in *ListBuildsRequest, opts ...grpc.CallOption) (*ListBuildsResponse, error)
+	// GetBuild returns one build; NOT_FOUND (reason BUILD_NOT_FOUND) when the
+	// builder does not know its ID (never started here, or ended long ago).
+	GetBuild(ctx context.Context, in *GetBuildRequest, opts ...grpc.CallOption) (*GetBuildResponse, error)
+	// WatchBuild streams a build's events from the start (or after a
+	// sequence number), then live, as the Build stream sent them; it ends
+	// with the result when the build succeeds, or with the build's error
+	// when it fails or is canceled (CANCELED, reason BUILD_CANCELED).
+	// Watching a build keeps it from being canceled for want of a client.
+	// Only the build's requester or an admin may watch it (PERMISSION_DENIED,
+	// reason BUILD_NOT_YOURS).
+	WatchBuild(ctx context.Context, in *WatchBuildRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBuildResponse], error)
+	// CancelBuild cancels a queued or running build: its RUN step is killed
+	// and nothing is recorded (no image, no tag, no cache record). Only the
+	// build's requester or an admin may cancel it. Canceling a build that
+	// has ended is FAILED_PRECONDITION (reason BUILD_ENDED).
+	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error)
 	// Import turns a root filesystem tarball (plain, gzip or zstd) into a
 	// one-layer image, like `docker import`. The client sends ImportOptions,
 	// then the tarball's bytes.
@@ -87,9 +133,58 @@ func (c *buildServiceClient) Build(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BuildService_BuildClient = grpc.BidiStreamingClient[BuildRequest, BuildResponse]
 
+func (c *buildServiceClient) ListBuilds(ctx context.Context, in *ListBuildsRequest, opts ...grpc.CallOption) (*ListBuildsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBuildsResponse)
+	err := c.cc.Invoke(ctx, BuildService_ListBuilds_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *buildServiceClient) GetBuild(ctx context.Context, in *GetBuildRequest, opts ...grpc.CallOption) (*GetBuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBuildResponse)
+	err := c.cc.Invoke(ctx, BuildService_GetBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *buildServiceClient) WatchBuild(ctx context.Context, in *WatchBuildRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBuildResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[1], BuildService_WatchBuild_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchBuildRequest, WatchBuildResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BuildService_WatchBuildClient = grpc.ServerStreamingClient[WatchBuildResponse]
+
+func (c *buildServiceClient) CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelBuildResponse)
+	err := c.cc.Invoke(ctx, BuildService_CancelBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *buildServiceClient) Import(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ImportRequest, ImportResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[1], BuildService_Import_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[2], BuildService_Import_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +197,7 @@ type BuildService_ImportClient = grpc.BidiStreamingClient[ImportRequest, ImportR
 
 func (c *buildServiceClient) Load(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LoadRequest, LoadResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[2], BuildService_Load_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[3], BuildService_Load_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +210,7 @@ type BuildService_LoadClient = grpc.BidiStreamingClient[LoadRequest, LoadRespons
 
 func (c *buildServiceClient) Save(ctx context.Context, in *SaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[3], BuildService_Save_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[4], BuildService_Save_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +229,7 @@ type BuildService_SaveClient = grpc.ServerStreamingClient[SaveResponse]
 
 func (c *buildServiceClient) Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[4], BuildService_Pull_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[5], BuildService_Pull_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +248,7 @@ type BuildService_PullClient = grpc.ServerStreamingClient[PullResponse]
 
 func (c *buildServiceClient) Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PushResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[5], BuildService_Push_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &BuildService_ServiceDesc.Streams[6], BuildService_Push_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +271,20 @@ type BuildService_PushClient = grpc.ServerStreamingClient[PushResponse]
 //
 // BuildService builds images from Dockerfiles and moves images in and out of
 // Strata: import, load, save, pull and push.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
+//
+// A failed build's reasons include DOCKERFILE_ERROR, RUN_FAILED,
+// RUN_MEMORY_LIMIT, RUN_PIDS_LIMIT, DOCKERFILE_TOO_LARGE, UNSAFE_TAR_ENTRY,
+// TRUNCATED, DECOMPRESSION_LIMIT, IMAGE_NOT_FOUND, ENTITLEMENT_REQUIRED,
+// EGRESS_REFUSED, DOWNLOAD_TIMEOUT and BUILD_CANCELED. An error that
+// concerns a Dockerfile line carries the metadata "file", "line",
+// "instruction" (the keyword, such as RUN) and "source" (the line's text);
+// RUN_FAILED also "exit_code". The builds-as-resources RPCs add
+// BUILD_NOT_FOUND, BUILD_ENDED and BUILD_NOT_YOURS.
 type BuildServiceServer interface {
 	// Build runs one Dockerfile build over a bidirectional stream.
 	//
@@ -188,9 +297,37 @@ type BuildServiceServer interface {
 	// (send_entries) or names the contents right away. The builder then streams progress events
 	// and, once the image is recorded, the result. A build that fails ends the
 	// stream with an error (INVALID_ARGUMENT with the Dockerfile line for
-	// Dockerfile errors) and records no image. Closing the stream cancels the
-	// build.
+	// Dockerfile errors) and records no image.
+	//
+	// The first event names the build (BuildAccepted): the build is a
+	// resource that ListBuilds, GetBuild, WatchBuild and CancelBuild reach by
+	// that ID. Once its context has been received, closing the stream no
+	// longer cancels the build: it keeps running for the builder's
+	// --detached-grace (60s by default) so that a client can reattach with
+	// WatchBuild, and is canceled when the grace ends with nobody watching.
+	// A stream that closes before the context is in cancels the build.
 	Build(grpc.BidiStreamingServer[BuildRequest, BuildResponse]) error
+	// ListBuilds lists the builds that are queued or running and the recent
+	// ones that ended (the builder keeps the last --keep-builds), newest
+	// first. Builds are the builder replica's own: another replica's are not
+	// listed. Any caller who may read sees every build's summary.
+	ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error)
+	// GetBuild returns one build; NOT_FOUND (reason BUILD_NOT_FOUND) when the
+	// builder does not know its ID (never started here, or ended long ago).
+	GetBuild(context.Context, *GetBuildRequest) (*GetBuildResponse, error)
+	// WatchBuild streams a build's events from the start (or after a
+	// sequence number), then live, as the Build stream sent them; it ends
+	// with the result when the build succeeds, or with the build's error
+	// when it fails or is canceled (CANCELED, reason BUILD_CANCELED).
+	// Watching a build keeps it from being canceled for want of a client.
+	// Only the build's requester or an admin may watch it (PERMISSION_DENIED,
+	// reason BUILD_NOT_YOURS).
+	WatchBuild(*WatchBuildRequest, grpc.ServerStreamingServer[WatchBuildResponse]) error
+	// CancelBuild cancels a queued or running build: its RUN step is killed
+	// and nothing is recorded (no image, no tag, no cache record). Only the
+	// build's requester or an admin may cancel it. Canceling a build that
+	// has ended is FAILED_PRECONDITION (reason BUILD_ENDED).
+	CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error)
 	// Import turns a root filesystem tarball (plain, gzip or zstd) into a
 	// one-layer image, like `docker import`. The client sends ImportOptions,
 	// then the tarball's bytes.
@@ -219,6 +356,18 @@ type UnimplementedBuildServiceServer struct{}
 
 func (UnimplementedBuildServiceServer) Build(grpc.BidiStreamingServer[BuildRequest, BuildResponse]) error {
 	return status.Error(codes.Unimplemented, "method Build not implemented")
+}
+func (UnimplementedBuildServiceServer) ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBuilds not implemented")
+}
+func (UnimplementedBuildServiceServer) GetBuild(context.Context, *GetBuildRequest) (*GetBuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBuild not implemented")
+}
+func (UnimplementedBuildServiceServer) WatchBuild(*WatchBuildRequest, grpc.ServerStreamingServer[WatchBuildResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchBuild not implemented")
+}
+func (UnimplementedBuildServiceServer) CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelBuild not implemented")
 }
 func (UnimplementedBuildServiceServer) Import(grpc.BidiStreamingServer[ImportRequest, ImportResponse]) error {
 	return status.Error(codes.Unimplemented, "method Import not implemented")
@@ -262,6 +411,71 @@ func _BuildService_Build_Handler(srv interface{}, stream grpc.ServerStream) erro
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BuildService_BuildServer = grpc.BidiStreamingServer[BuildRequest, BuildResponse]
+
+func _BuildService_ListBuilds_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBuildsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServiceServer).ListBuilds(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BuildService_ListBuilds_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServiceServer).ListBuilds(ctx, req.(*ListBuildsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BuildService_GetBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServiceServer).GetBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BuildService_GetBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServiceServer).GetBuild(ctx, req.(*GetBuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BuildService_WatchBuild_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchBuildRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BuildServiceServer).WatchBuild(m, &grpc.GenericServerStream[WatchBuildRequest, WatchBuildResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BuildService_WatchBuildServer = grpc.ServerStreamingServer[WatchBuildResponse]
+
+func _BuildService_CancelBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelBuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServiceServer).CancelBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BuildService_CancelBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServiceServer).CancelBuild(ctx, req.(*CancelBuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 
 func _BuildService_Import_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(BuildServiceServer).Import(&grpc.GenericServerStream[ImportRequest, ImportResponse]{ServerStream: stream})
@@ -316,13 +530,31 @@ type BuildService_PushServer = grpc.ServerStreamingServer[PushResponse]
 var BuildService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "strata.builder.v1.BuildService",
 	HandlerType: (*BuildServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListBuilds",
+			Handler:    _BuildService_ListBuilds_Handler,
+		},
+		{
+			MethodName: "GetBuild",
+			Handler:    _BuildService_GetBuild_Handler,
+		},
+		{
+			MethodName: "CancelBuild",
+			Handler:    _BuildService_CancelBuild_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Build",
 			Handler:       _BuildService_Build_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchBuild",
+			Handler:       _BuildService_WatchBuild_Handler,
+			ServerStreams: true,
 		},
 		{
 			StreamName:    "Import",

@@ -50,6 +50,13 @@ const (
 	EventAction_EVENT_ACTION_DELETE EventAction = 9
 	// A prune ran.
 	EventAction_EVENT_ACTION_PRUNE EventAction = 10
+	// A build got its slot and started (attributes: build_id, tags).
+	EventAction_EVENT_ACTION_BUILD_STARTED EventAction = 11
+	// A build finished with an image (image_id; attributes: build_id, tags).
+	EventAction_EVENT_ACTION_BUILD_FINISHED EventAction = 12
+	// A build failed or was canceled (attributes: build_id, tags, state
+	// "failed" or "canceled", reason, error).
+	EventAction_EVENT_ACTION_BUILD_FAILED EventAction = 13
 )
 
 // Enum value maps for EventAction.
@@ -66,19 +73,25 @@ var (
 		8:  "EVENT_ACTION_UNTAG",
 		9:  "EVENT_ACTION_DELETE",
 		10: "EVENT_ACTION_PRUNE",
+		11: "EVENT_ACTION_BUILD_STARTED",
+		12: "EVENT_ACTION_BUILD_FINISHED",
+		13: "EVENT_ACTION_BUILD_FAILED",
 	}
 	EventAction_value = map[string]int32{
-		"EVENT_ACTION_UNSPECIFIED": 0,
-		"EVENT_ACTION_BUILD":       1,
-		"EVENT_ACTION_IMPORT":      2,
-		"EVENT_ACTION_LOAD":        3,
-		"EVENT_ACTION_PULL":        4,
-		"EVENT_ACTION_PUSH":        5,
-		"EVENT_ACTION_SAVE":        6,
-		"EVENT_ACTION_TAG":         7,
-		"EVENT_ACTION_UNTAG":       8,
-		"EVENT_ACTION_DELETE":      9,
-		"EVENT_ACTION_PRUNE":       10,
+		"EVENT_ACTION_UNSPECIFIED":    0,
+		"EVENT_ACTION_BUILD":          1,
+		"EVENT_ACTION_IMPORT":         2,
+		"EVENT_ACTION_LOAD":           3,
+		"EVENT_ACTION_PULL":           4,
+		"EVENT_ACTION_PUSH":           5,
+		"EVENT_ACTION_SAVE":           6,
+		"EVENT_ACTION_TAG":            7,
+		"EVENT_ACTION_UNTAG":          8,
+		"EVENT_ACTION_DELETE":         9,
+		"EVENT_ACTION_PRUNE":          10,
+		"EVENT_ACTION_BUILD_STARTED":  11,
+		"EVENT_ACTION_BUILD_FINISHED": 12,
+		"EVENT_ACTION_BUILD_FAILED":   13,
 	}
 )
 
@@ -4852,6 +4865,90 @@ func (x *HasBlobResponse) GetFound() bool {
 	return false
 }
 
+// RecordBuildEventRequest records one build event.
+type RecordBuildEventRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event; time, actor and via are set by the service (the actor is
+	// the user the builder acts for).
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordBuildEventRequest) Reset() {
+	*x = RecordBuildEventRequest{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordBuildEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordBuildEventRequest) ProtoMessage() {}
+
+func (x *RecordBuildEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordBuildEventRequest.ProtoReflect.Descriptor instead.
+func (*RecordBuildEventRequest) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *RecordBuildEventRequest) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// RecordBuildEventResponse is empty.
+type RecordBuildEventResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordBuildEventResponse) Reset() {
+	*x = RecordBuildEventResponse{}
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordBuildEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordBuildEventResponse) ProtoMessage() {}
+
+func (x *RecordBuildEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_metadata_v1_metadata_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordBuildEventResponse.ProtoReflect.Descriptor instead.
+func (*RecordBuildEventResponse) Descriptor() ([]byte, []int) {
+	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{75}
+}
+
 var File_strata_metadata_v1_metadata_proto protoreflect.FileDescriptor
 
 const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
@@ -5211,7 +5308,10 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"repository\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\"'\n" +
 	"\x0fHasBlobResponse\x12\x14\n" +
-	"\x05found\x18\x01 \x01(\bR\x05found*\x97\x02\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\"J\n" +
+	"\x17RecordBuildEventRequest\x12/\n" +
+	"\x05event\x18\x01 \x01(\v2\x19.strata.metadata.v1.EventR\x05event\"\x1a\n" +
+	"\x18RecordBuildEventResponse*\xf7\x02\n" +
 	"\vEventAction\x12\x1c\n" +
 	"\x18EVENT_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EVENT_ACTION_BUILD\x10\x01\x12\x17\n" +
@@ -5224,7 +5324,10 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x12EVENT_ACTION_UNTAG\x10\b\x12\x17\n" +
 	"\x13EVENT_ACTION_DELETE\x10\t\x12\x16\n" +
 	"\x12EVENT_ACTION_PRUNE\x10\n" +
-	"2\xd5\x15\n" +
+	"\x12\x1e\n" +
+	"\x1aEVENT_ACTION_BUILD_STARTED\x10\v\x12\x1f\n" +
+	"\x1bEVENT_ACTION_BUILD_FINISHED\x10\f\x12\x1d\n" +
+	"\x19EVENT_ACTION_BUILD_FAILED\x10\r2\xc4\x16\n" +
 	"\fImageService\x12U\n" +
 	"\bPutImage\x12#.strata.metadata.v1.PutImageRequest\x1a$.strata.metadata.v1.PutImageResponse\x12U\n" +
 	"\bGetImage\x12#.strata.metadata.v1.GetImageRequest\x1a$.strata.metadata.v1.GetImageResponse\x12a\n" +
@@ -5247,7 +5350,8 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x10AddLeaseResource\x12+.strata.metadata.v1.AddLeaseResourceRequest\x1a,.strata.metadata.v1.AddLeaseResourceResponse\x12^\n" +
 	"\vDeleteLease\x12&.strata.metadata.v1.DeleteLeaseRequest\x1a'.strata.metadata.v1.DeleteLeaseResponse\x12a\n" +
 	"\fGetDiskUsage\x12'.strata.metadata.v1.GetDiskUsageRequest\x1a(.strata.metadata.v1.GetDiskUsageResponse\x12`\n" +
-	"\vWatchEvents\x12&.strata.metadata.v1.WatchEventsRequest\x1a'.strata.metadata.v1.WatchEventsResponse0\x01\x12^\n" +
+	"\vWatchEvents\x12&.strata.metadata.v1.WatchEventsRequest\x1a'.strata.metadata.v1.WatchEventsResponse0\x01\x12m\n" +
+	"\x10RecordBuildEvent\x12+.strata.metadata.v1.RecordBuildEventRequest\x1a,.strata.metadata.v1.RecordBuildEventResponse\x12^\n" +
 	"\vPutManifest\x12&.strata.metadata.v1.PutManifestRequest\x1a'.strata.metadata.v1.PutManifestResponse\x12^\n" +
 	"\vGetManifest\x12&.strata.metadata.v1.GetManifestRequest\x1a'.strata.metadata.v1.GetManifestResponse\x12g\n" +
 	"\x0eDeleteManifest\x12).strata.metadata.v1.DeleteManifestRequest\x1a*.strata.metadata.v1.DeleteManifestResponse\x12U\n" +
@@ -5272,7 +5376,7 @@ func file_strata_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_metadata_v1_metadata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_strata_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(EventAction)(0),                    // 0: strata.metadata.v1.EventAction
 	(*Descriptor)(nil),                  // 1: strata.metadata.v1.Descriptor
@@ -5349,43 +5453,45 @@ var file_strata_metadata_v1_metadata_proto_goTypes = []any{
 	(*UnlinkBlobResponse)(nil),          // 72: strata.metadata.v1.UnlinkBlobResponse
 	(*HasBlobRequest)(nil),              // 73: strata.metadata.v1.HasBlobRequest
 	(*HasBlobResponse)(nil),             // 74: strata.metadata.v1.HasBlobResponse
-	nil,                                 // 75: strata.metadata.v1.Image.LabelsEntry
-	nil,                                 // 76: strata.metadata.v1.ContainerConfig.LabelsEntry
-	nil,                                 // 77: strata.metadata.v1.ImageSummary.LabelsEntry
-	nil,                                 // 78: strata.metadata.v1.Event.AttributesEntry
-	nil,                                 // 79: strata.metadata.v1.Manifest.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 80: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 81: google.protobuf.Duration
+	(*RecordBuildEventRequest)(nil),     // 75: strata.metadata.v1.RecordBuildEventRequest
+	(*RecordBuildEventResponse)(nil),    // 76: strata.metadata.v1.RecordBuildEventResponse
+	nil,                                 // 77: strata.metadata.v1.Image.LabelsEntry
+	nil,                                 // 78: strata.metadata.v1.ContainerConfig.LabelsEntry
+	nil,                                 // 79: strata.metadata.v1.ImageSummary.LabelsEntry
+	nil,                                 // 80: strata.metadata.v1.Event.AttributesEntry
+	nil,                                 // 81: strata.metadata.v1.Manifest.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 82: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 83: google.protobuf.Duration
 }
 var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
-	80, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
+	82, // 0: strata.metadata.v1.HistoryEntry.created:type_name -> google.protobuf.Timestamp
 	1,  // 1: strata.metadata.v1.Image.manifest:type_name -> strata.metadata.v1.Descriptor
 	2,  // 2: strata.metadata.v1.Image.layers:type_name -> strata.metadata.v1.Layer
 	3,  // 3: strata.metadata.v1.Image.history:type_name -> strata.metadata.v1.HistoryEntry
-	80, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
-	75, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
-	80, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
-	80, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
-	81, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
-	81, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
-	81, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
-	81, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
+	82, // 4: strata.metadata.v1.Image.created:type_name -> google.protobuf.Timestamp
+	77, // 5: strata.metadata.v1.Image.labels:type_name -> strata.metadata.v1.Image.LabelsEntry
+	82, // 6: strata.metadata.v1.Image.last_tag_time:type_name -> google.protobuf.Timestamp
+	82, // 7: strata.metadata.v1.Image.recorded_at:type_name -> google.protobuf.Timestamp
+	83, // 8: strata.metadata.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
+	83, // 9: strata.metadata.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
+	83, // 10: strata.metadata.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
+	83, // 11: strata.metadata.v1.HealthConfig.start_interval:type_name -> google.protobuf.Duration
 	5,  // 12: strata.metadata.v1.ContainerConfig.healthcheck:type_name -> strata.metadata.v1.HealthConfig
-	76, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
-	80, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
-	80, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
+	78, // 13: strata.metadata.v1.ContainerConfig.labels:type_name -> strata.metadata.v1.ContainerConfig.LabelsEntry
+	82, // 14: strata.metadata.v1.ImageMetadata.last_tag_time:type_name -> google.protobuf.Timestamp
+	82, // 15: strata.metadata.v1.ImageInspect.created:type_name -> google.protobuf.Timestamp
 	6,  // 16: strata.metadata.v1.ImageInspect.container_config:type_name -> strata.metadata.v1.ContainerConfig
 	6,  // 17: strata.metadata.v1.ImageInspect.config:type_name -> strata.metadata.v1.ContainerConfig
 	7,  // 18: strata.metadata.v1.ImageInspect.root_fs:type_name -> strata.metadata.v1.RootFS
 	8,  // 19: strata.metadata.v1.ImageInspect.metadata:type_name -> strata.metadata.v1.ImageMetadata
-	80, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
-	77, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
-	80, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
-	80, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
-	80, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
-	80, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
+	82, // 20: strata.metadata.v1.ImageSummary.created:type_name -> google.protobuf.Timestamp
+	79, // 21: strata.metadata.v1.ImageSummary.labels:type_name -> strata.metadata.v1.ImageSummary.LabelsEntry
+	82, // 22: strata.metadata.v1.HistoryRow.created:type_name -> google.protobuf.Timestamp
+	82, // 23: strata.metadata.v1.CacheRecord.created:type_name -> google.protobuf.Timestamp
+	82, // 24: strata.metadata.v1.CacheRecord.last_used:type_name -> google.protobuf.Timestamp
+	82, // 25: strata.metadata.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 26: strata.metadata.v1.Event.action:type_name -> strata.metadata.v1.EventAction
-	78, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
+	80, // 27: strata.metadata.v1.Event.attributes:type_name -> strata.metadata.v1.Event.AttributesEntry
 	4,  // 28: strata.metadata.v1.PutImageRequest.image:type_name -> strata.metadata.v1.Image
 	0,  // 29: strata.metadata.v1.PutImageRequest.action:type_name -> strata.metadata.v1.EventAction
 	4,  // 30: strata.metadata.v1.PutImageResponse.image:type_name -> strata.metadata.v1.Image
@@ -5401,85 +5507,88 @@ var file_strata_metadata_v1_metadata_proto_depIdxs = []int32{
 	14, // 40: strata.metadata.v1.PutCacheRecordResponse.record:type_name -> strata.metadata.v1.CacheRecord
 	14, // 41: strata.metadata.v1.LookupCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
 	14, // 42: strata.metadata.v1.ListCacheRecordsResponse.records:type_name -> strata.metadata.v1.CacheRecord
-	81, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
-	81, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
-	80, // 45: strata.metadata.v1.Lease.created:type_name -> google.protobuf.Timestamp
-	80, // 46: strata.metadata.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	81, // 47: strata.metadata.v1.CreateLeaseRequest.expire_after:type_name -> google.protobuf.Duration
+	83, // 43: strata.metadata.v1.PruneCacheRecordsRequest.unused_for:type_name -> google.protobuf.Duration
+	83, // 44: strata.metadata.v1.CollectGarbageRequest.grace_period:type_name -> google.protobuf.Duration
+	82, // 45: strata.metadata.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	82, // 46: strata.metadata.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	83, // 47: strata.metadata.v1.CreateLeaseRequest.expire_after:type_name -> google.protobuf.Duration
 	46, // 48: strata.metadata.v1.CreateLeaseResponse.lease:type_name -> strata.metadata.v1.Lease
 	54, // 49: strata.metadata.v1.GetDiskUsageResponse.images:type_name -> strata.metadata.v1.DiskUsage
 	54, // 50: strata.metadata.v1.GetDiskUsageResponse.layers:type_name -> strata.metadata.v1.DiskUsage
 	54, // 51: strata.metadata.v1.GetDiskUsageResponse.build_cache:type_name -> strata.metadata.v1.DiskUsage
-	80, // 52: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
+	82, // 52: strata.metadata.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
 	10, // 53: strata.metadata.v1.WatchEventsRequest.filters:type_name -> strata.metadata.v1.Filter
 	15, // 54: strata.metadata.v1.WatchEventsResponse.event:type_name -> strata.metadata.v1.Event
-	79, // 55: strata.metadata.v1.Manifest.annotations:type_name -> strata.metadata.v1.Manifest.AnnotationsEntry
+	81, // 55: strata.metadata.v1.Manifest.annotations:type_name -> strata.metadata.v1.Manifest.AnnotationsEntry
 	58, // 56: strata.metadata.v1.PutManifestRequest.manifest:type_name -> strata.metadata.v1.Manifest
 	4,  // 57: strata.metadata.v1.PutManifestRequest.image:type_name -> strata.metadata.v1.Image
 	58, // 58: strata.metadata.v1.PutManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
 	58, // 59: strata.metadata.v1.GetManifestResponse.manifest:type_name -> strata.metadata.v1.Manifest
 	58, // 60: strata.metadata.v1.ListReferrersResponse.referrers:type_name -> strata.metadata.v1.Manifest
-	16, // 61: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
-	18, // 62: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
-	20, // 63: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
-	22, // 64: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
-	24, // 65: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
-	26, // 66: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
-	28, // 67: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
-	30, // 68: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
-	32, // 69: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
-	34, // 70: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
-	36, // 71: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
-	38, // 72: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
-	40, // 73: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
-	42, // 74: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
-	44, // 75: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
-	47, // 76: strata.metadata.v1.ImageService.CreateLease:input_type -> strata.metadata.v1.CreateLeaseRequest
-	49, // 77: strata.metadata.v1.ImageService.AddLeaseResource:input_type -> strata.metadata.v1.AddLeaseResourceRequest
-	51, // 78: strata.metadata.v1.ImageService.DeleteLease:input_type -> strata.metadata.v1.DeleteLeaseRequest
-	53, // 79: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
-	56, // 80: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
-	59, // 81: strata.metadata.v1.ImageService.PutManifest:input_type -> strata.metadata.v1.PutManifestRequest
-	61, // 82: strata.metadata.v1.ImageService.GetManifest:input_type -> strata.metadata.v1.GetManifestRequest
-	63, // 83: strata.metadata.v1.ImageService.DeleteManifest:input_type -> strata.metadata.v1.DeleteManifestRequest
-	65, // 84: strata.metadata.v1.ImageService.ListTags:input_type -> strata.metadata.v1.ListTagsRequest
-	67, // 85: strata.metadata.v1.ImageService.ListReferrers:input_type -> strata.metadata.v1.ListReferrersRequest
-	69, // 86: strata.metadata.v1.ImageService.LinkBlob:input_type -> strata.metadata.v1.LinkBlobRequest
-	71, // 87: strata.metadata.v1.ImageService.UnlinkBlob:input_type -> strata.metadata.v1.UnlinkBlobRequest
-	73, // 88: strata.metadata.v1.ImageService.HasBlob:input_type -> strata.metadata.v1.HasBlobRequest
-	17, // 89: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
-	19, // 90: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
-	21, // 91: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
-	23, // 92: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
-	25, // 93: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
-	27, // 94: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
-	29, // 95: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
-	31, // 96: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
-	33, // 97: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
-	35, // 98: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
-	37, // 99: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
-	39, // 100: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
-	41, // 101: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
-	43, // 102: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
-	45, // 103: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
-	48, // 104: strata.metadata.v1.ImageService.CreateLease:output_type -> strata.metadata.v1.CreateLeaseResponse
-	50, // 105: strata.metadata.v1.ImageService.AddLeaseResource:output_type -> strata.metadata.v1.AddLeaseResourceResponse
-	52, // 106: strata.metadata.v1.ImageService.DeleteLease:output_type -> strata.metadata.v1.DeleteLeaseResponse
-	55, // 107: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
-	57, // 108: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
-	60, // 109: strata.metadata.v1.ImageService.PutManifest:output_type -> strata.metadata.v1.PutManifestResponse
-	62, // 110: strata.metadata.v1.ImageService.GetManifest:output_type -> strata.metadata.v1.GetManifestResponse
-	64, // 111: strata.metadata.v1.ImageService.DeleteManifest:output_type -> strata.metadata.v1.DeleteManifestResponse
-	66, // 112: strata.metadata.v1.ImageService.ListTags:output_type -> strata.metadata.v1.ListTagsResponse
-	68, // 113: strata.metadata.v1.ImageService.ListReferrers:output_type -> strata.metadata.v1.ListReferrersResponse
-	70, // 114: strata.metadata.v1.ImageService.LinkBlob:output_type -> strata.metadata.v1.LinkBlobResponse
-	72, // 115: strata.metadata.v1.ImageService.UnlinkBlob:output_type -> strata.metadata.v1.UnlinkBlobResponse
-	74, // 116: strata.metadata.v1.ImageService.HasBlob:output_type -> strata.metadata.v1.HasBlobResponse
-	89, // [89:117] is the sub-list for method output_type
-	61, // [61:89] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	15, // 61: strata.metadata.v1.RecordBuildEventRequest.event:type_name -> strata.metadata.v1.Event
+	16, // 62: strata.metadata.v1.ImageService.PutImage:input_type -> strata.metadata.v1.PutImageRequest
+	18, // 63: strata.metadata.v1.ImageService.GetImage:input_type -> strata.metadata.v1.GetImageRequest
+	20, // 64: strata.metadata.v1.ImageService.InspectImage:input_type -> strata.metadata.v1.InspectImageRequest
+	22, // 65: strata.metadata.v1.ImageService.ListImages:input_type -> strata.metadata.v1.ListImagesRequest
+	24, // 66: strata.metadata.v1.ImageService.ImageHistory:input_type -> strata.metadata.v1.ImageHistoryRequest
+	26, // 67: strata.metadata.v1.ImageService.TagImage:input_type -> strata.metadata.v1.TagImageRequest
+	28, // 68: strata.metadata.v1.ImageService.UntagImage:input_type -> strata.metadata.v1.UntagImageRequest
+	30, // 69: strata.metadata.v1.ImageService.DeleteImage:input_type -> strata.metadata.v1.DeleteImageRequest
+	32, // 70: strata.metadata.v1.ImageService.PruneImages:input_type -> strata.metadata.v1.PruneImagesRequest
+	34, // 71: strata.metadata.v1.ImageService.PutCacheRecord:input_type -> strata.metadata.v1.PutCacheRecordRequest
+	36, // 72: strata.metadata.v1.ImageService.LookupCacheRecords:input_type -> strata.metadata.v1.LookupCacheRecordsRequest
+	38, // 73: strata.metadata.v1.ImageService.ListCacheRecords:input_type -> strata.metadata.v1.ListCacheRecordsRequest
+	40, // 74: strata.metadata.v1.ImageService.PruneCacheRecords:input_type -> strata.metadata.v1.PruneCacheRecordsRequest
+	42, // 75: strata.metadata.v1.ImageService.ListReferencedBlobs:input_type -> strata.metadata.v1.ListReferencedBlobsRequest
+	44, // 76: strata.metadata.v1.ImageService.CollectGarbage:input_type -> strata.metadata.v1.CollectGarbageRequest
+	47, // 77: strata.metadata.v1.ImageService.CreateLease:input_type -> strata.metadata.v1.CreateLeaseRequest
+	49, // 78: strata.metadata.v1.ImageService.AddLeaseResource:input_type -> strata.metadata.v1.AddLeaseResourceRequest
+	51, // 79: strata.metadata.v1.ImageService.DeleteLease:input_type -> strata.metadata.v1.DeleteLeaseRequest
+	53, // 80: strata.metadata.v1.ImageService.GetDiskUsage:input_type -> strata.metadata.v1.GetDiskUsageRequest
+	56, // 81: strata.metadata.v1.ImageService.WatchEvents:input_type -> strata.metadata.v1.WatchEventsRequest
+	75, // 82: strata.metadata.v1.ImageService.RecordBuildEvent:input_type -> strata.metadata.v1.RecordBuildEventRequest
+	59, // 83: strata.metadata.v1.ImageService.PutManifest:input_type -> strata.metadata.v1.PutManifestRequest
+	61, // 84: strata.metadata.v1.ImageService.GetManifest:input_type -> strata.metadata.v1.GetManifestRequest
+	63, // 85: strata.metadata.v1.ImageService.DeleteManifest:input_type -> strata.metadata.v1.DeleteManifestRequest
+	65, // 86: strata.metadata.v1.ImageService.ListTags:input_type -> strata.metadata.v1.ListTagsRequest
+	67, // 87: strata.metadata.v1.ImageService.ListReferrers:input_type -> strata.metadata.v1.ListReferrersRequest
+	69, // 88: strata.metadata.v1.ImageService.LinkBlob:input_type -> strata.metadata.v1.LinkBlobRequest
+	71, // 89: strata.metadata.v1.ImageService.UnlinkBlob:input_type -> strata.metadata.v1.UnlinkBlobRequest
+	73, // 90: strata.metadata.v1.ImageService.HasBlob:input_type -> strata.metadata.v1.HasBlobRequest
+	17, // 91: strata.metadata.v1.ImageService.PutImage:output_type -> strata.metadata.v1.PutImageResponse
+	19, // 92: strata.metadata.v1.ImageService.GetImage:output_type -> strata.metadata.v1.GetImageResponse
+	21, // 93: strata.metadata.v1.ImageService.InspectImage:output_type -> strata.metadata.v1.InspectImageResponse
+	23, // 94: strata.metadata.v1.ImageService.ListImages:output_type -> strata.metadata.v1.ListImagesResponse
+	25, // 95: strata.metadata.v1.ImageService.ImageHistory:output_type -> strata.metadata.v1.ImageHistoryResponse
+	27, // 96: strata.metadata.v1.ImageService.TagImage:output_type -> strata.metadata.v1.TagImageResponse
+	29, // 97: strata.metadata.v1.ImageService.UntagImage:output_type -> strata.metadata.v1.UntagImageResponse
+	31, // 98: strata.metadata.v1.ImageService.DeleteImage:output_type -> strata.metadata.v1.DeleteImageResponse
+	33, // 99: strata.metadata.v1.ImageService.PruneImages:output_type -> strata.metadata.v1.PruneImagesResponse
+	35, // 100: strata.metadata.v1.ImageService.PutCacheRecord:output_type -> strata.metadata.v1.PutCacheRecordResponse
+	37, // 101: strata.metadata.v1.ImageService.LookupCacheRecords:output_type -> strata.metadata.v1.LookupCacheRecordsResponse
+	39, // 102: strata.metadata.v1.ImageService.ListCacheRecords:output_type -> strata.metadata.v1.ListCacheRecordsResponse
+	41, // 103: strata.metadata.v1.ImageService.PruneCacheRecords:output_type -> strata.metadata.v1.PruneCacheRecordsResponse
+	43, // 104: strata.metadata.v1.ImageService.ListReferencedBlobs:output_type -> strata.metadata.v1.ListReferencedBlobsResponse
+	45, // 105: strata.metadata.v1.ImageService.CollectGarbage:output_type -> strata.metadata.v1.CollectGarbageResponse
+	48, // 106: strata.metadata.v1.ImageService.CreateLease:output_type -> strata.metadata.v1.CreateLeaseResponse
+	50, // 107: strata.metadata.v1.ImageService.AddLeaseResource:output_type -> strata.metadata.v1.AddLeaseResourceResponse
+	52, // 108: strata.metadata.v1.ImageService.DeleteLease:output_type -> strata.metadata.v1.DeleteLeaseResponse
+	55, // 109: strata.metadata.v1.ImageService.GetDiskUsage:output_type -> strata.metadata.v1.GetDiskUsageResponse
+	57, // 110: strata.metadata.v1.ImageService.WatchEvents:output_type -> strata.metadata.v1.WatchEventsResponse
+	76, // 111: strata.metadata.v1.ImageService.RecordBuildEvent:output_type -> strata.metadata.v1.RecordBuildEventResponse
+	60, // 112: strata.metadata.v1.ImageService.PutManifest:output_type -> strata.metadata.v1.PutManifestResponse
+	62, // 113: strata.metadata.v1.ImageService.GetManifest:output_type -> strata.metadata.v1.GetManifestResponse
+	64, // 114: strata.metadata.v1.ImageService.DeleteManifest:output_type -> strata.metadata.v1.DeleteManifestResponse
+	66, // 115: strata.metadata.v1.ImageService.ListTags:output_type -> strata.metadata.v1.ListTagsResponse
+	68, // 116: strata.metadata.v1.ImageService.ListReferrers:output_type -> strata.metadata.v1.ListReferrersResponse
+	70, // 117: strata.metadata.v1.ImageService.LinkBlob:output_type -> strata.metadata.v1.LinkBlobResponse
+	72, // 118: strata.metadata.v1.ImageService.UnlinkBlob:output_type -> strata.metadata.v1.UnlinkBlobResponse
+	74, // 119: strata.metadata.v1.ImageService.HasBlob:output_type -> strata.metadata.v1.HasBlobResponse
+	91, // [91:120] is the sub-list for method output_type
+	62, // [62:91] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_strata_metadata_v1_metadata_proto_init() }
@@ -5493,7 +5602,7 @@ func file_strata_metadata_v1_metadata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_metadata_v1_metadata_proto_rawDesc), len(file_strata_metadata_v1_metadata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   79,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

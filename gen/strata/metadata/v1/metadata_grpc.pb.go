@@ -39,6 +39,7 @@ const (
 	ImageService_DeleteLease_FullMethodName         = "/strata.metadata.v1.ImageService/DeleteLease"
 	ImageService_GetDiskUsage_FullMethodName        = "/strata.metadata.v1.ImageService/GetDiskUsage"
 	ImageService_WatchEvents_FullMethodName         = "/strata.metadata.v1.ImageService/WatchEvents"
+	ImageService_RecordBuildEvent_FullMethodName    = "/strata.metadata.v1.ImageService/RecordBuildEvent"
 	ImageService_PutManifest_FullMethodName         = "/strata.metadata.v1.ImageService/PutManifest"
 	ImageService_GetManifest_FullMethodName         = "/strata.metadata.v1.ImageService/GetManifest"
 	ImageService_DeleteManifest_FullMethodName      = "/strata.metadata.v1.ImageService/DeleteManifest"
@@ -60,6 +61,11 @@ const (
 // reference names an image the way Docker does: "nginx" is "nginx:latest",
 // "user/app:1.2", "localhost:5000/team/app@sha256:…", a full image ID
 // "sha256:<hex>" or a unique prefix of at least 4 hex digits of one.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
 type ImageServiceClient interface {
 	// PutImage records an image and applies its tags in one transaction. It is
 	// idempotent on the image ID. The manifest, config and layers it names must
@@ -129,6 +135,10 @@ type ImageServiceClient interface {
 	GetDiskUsage(ctx context.Context, in *GetDiskUsageRequest, opts ...grpc.CallOption) (*GetDiskUsageResponse, error)
 	// WatchEvents streams image events as they happen, like `docker events`.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// RecordBuildEvent records that a build started, finished or failed, for
+	// WatchEvents: the builder's, as builds are not images. Only the build
+	// actions are accepted (INVALID_ARGUMENT otherwise).
+	RecordBuildEvent(ctx context.Context, in *RecordBuildEventRequest, opts ...grpc.CallOption) (*RecordBuildEventResponse, error)
 	// PutManifest records a manifest or an index pushed to a repository
 	// through the registry, and points the tags given at it, in one
 	// transaction. The blobs it names, but for non-distributable layers, must
@@ -381,6 +391,16 @@ func (c *imageServiceClient) WatchEvents(ctx context.Context, in *WatchEventsReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ImageService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *imageServiceClient) RecordBuildEvent(ctx context.Context, in *RecordBuildEventRequest, opts ...grpc.CallOption) (*RecordBuildEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordBuildEventResponse)
+	err := c.cc.Invoke(ctx, ImageService_RecordBuildEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *imageServiceClient) PutManifest(ctx context.Context, in *PutManifestRequest, opts ...grpc.CallOption) (*PutManifestResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutManifestResponse)
@@ -472,6 +492,11 @@ func (c *imageServiceClient) HasBlob(ctx context.Context, in *HasBlobRequest, op
 // reference names an image the way Docker does: "nginx" is "nginx:latest",
 // "user/app:1.2", "localhost:5000/team/app@sha256:…", a full image ID
 // "sha256:<hex>" or a unique prefix of at least 4 hex digits of one.
+//
+// Errors carry a google.rpc.ErrorInfo (domain "strata.build") whose reason
+// is one of a stable, documented list (docs/api.md, "Error reasons"): a
+// reason is never renamed or given another meaning; an unknown one is to be
+// treated as its code alone.
 type ImageServiceServer interface {
 	// PutImage records an image and applies its tags in one transaction. It is
 	// idempotent on the image ID. The manifest, config and layers it names must
@@ -541,6 +566,10 @@ type ImageServiceServer interface {
 	GetDiskUsage(context.Context, *GetDiskUsageRequest) (*GetDiskUsageResponse, error)
 	// WatchEvents streams image events as they happen, like `docker events`.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// RecordBuildEvent records that a build started, finished or failed, for
+	// WatchEvents: the builder's, as builds are not images. Only the build
+	// actions are accepted (INVALID_ARGUMENT otherwise).
+	RecordBuildEvent(context.Context, *RecordBuildEventRequest) (*RecordBuildEventResponse, error)
 	// PutManifest records a manifest or an index pushed to a repository
 	// through the registry, and points the tags given at it, in one
 	// transaction. The blobs it names, but for non-distributable layers, must
@@ -643,6 +672,9 @@ func (UnimplementedImageServiceServer) GetDiskUsage(context.Context, *GetDiskUsa
 }
 func (UnimplementedImageServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedImageServiceServer) RecordBuildEvent(context.Context, *RecordBuildEventRequest) (*RecordBuildEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordBuildEvent not implemented")
 }
 func (UnimplementedImageServiceServer) PutManifest(context.Context, *PutManifestRequest) (*PutManifestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutManifest not implemented")
@@ -1042,6 +1074,24 @@ func _ImageService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ImageService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _ImageService_RecordBuildEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordBuildEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).RecordBuildEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_RecordBuildEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).RecordBuildEvent(ctx, req.(*RecordBuildEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ImageService_PutManifest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PutManifestRequest)
 	if err := dec(in); err != nil {
@@ -1268,6 +1318,10 @@ var ImageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetDiskUsage",
 			Handler:    _ImageService_GetDiskUsage_Handler,
+		},
+		{
+			MethodName: "RecordBuildEvent",
+			Handler:    _ImageService_RecordBuildEvent_Handler,
 		},
 		{
 			MethodName: "PutManifest",

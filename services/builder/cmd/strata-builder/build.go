@@ -15,10 +15,12 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/prometheus/client_golang/prometheus"
 
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/builds"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/exec"
@@ -34,6 +36,8 @@ import (
 type buildConfig struct {
 	stateDir          string
 	maxBuilds         int
+	detachedGrace     time.Duration
+	keepBuilds        int
 	contextStoreBytes int64
 	snapshotBytes     int64
 	allowPrivateURLs  bool
@@ -70,6 +74,8 @@ const entitlementNetworkHost = "network.host"
 func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/strata-builder", "directory for unpacked layers, step mounts and context files (a real filesystem, not overlayfs)")
 	fs.IntVar(&c.maxBuilds, "max-builds", 4, "most builds that run at once; more wait")
+	fs.DurationVar(&c.detachedGrace, "detached-grace", 60*time.Second, "how long a build whose client went away keeps running for a client to reattach (WatchBuild) before it is canceled")
+	fs.IntVar(&c.keepBuilds, "keep-builds", 100, "most ended builds ListBuilds, GetBuild and WatchBuild still know")
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
 	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
@@ -98,6 +104,12 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.maxBuilds < 1 {
 		errs = append(errs, fs.Invalid("max-builds", errors.New("must be at least 1")))
+	}
+	if c.detachedGrace < 0 {
+		errs = append(errs, fs.Invalid("detached-grace", errors.New("must not be negative")))
+	}
+	if c.keepBuilds < 1 {
+		errs = append(errs, fs.Invalid("keep-builds", errors.New("must be at least 1")))
 	}
 	if c.contextStoreBytes <= 0 {
 		errs = append(errs, fs.Invalid("context-store-bytes", errors.New("must be positive")))
@@ -181,7 +193,7 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 // wire builds the build service. peers are the addresses of the services
 // the builder calls, which RUN steps may not reach. The returned function
 // releases the RUN sandbox's network once the server has stopped.
-func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, leases build.Leases, transfers *transfer.Service,
+func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, leases build.Leases, index metadatav1.ImageServiceClient, transfers *transfer.Service,
 	limits compression.Limits, metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, func(), error) {
 	rejected := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "strata_build_cache_records_rejected_total",
@@ -234,5 +246,16 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		RejectedCacheRecords: rejected,
 		Leases:               leases,
 	}
-	return server.NewBuilds(ctx, b, buildctx.NewReceiver(contexts, c.maxBuilds, log)), release, nil
+	receiver := buildctx.NewReceiver(contexts, c.maxBuilds, log)
+	receiver.SetTarSources(blobs.Open, limits)
+	// Build events are a convenience for WatchEvents: a metadata service
+	// that is down or older (no RecordBuildEvent) does not fail a build.
+	record := func(ctx context.Context, ev *metadatav1.Event) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := index.RecordBuildEvent(ctx, &metadatav1.RecordBuildEventRequest{Event: ev}); err != nil {
+			log.WarnContext(ctx, "recording a build event", "action", ev.GetAction().String(), "build", ev.GetAttributes()["build_id"], "error", err.Error())
+		}
+	}
+	return server.NewBuilds(ctx, b, receiver, builds.NewRegistry(c.detachedGrace, c.keepBuilds), record), release, nil
 }

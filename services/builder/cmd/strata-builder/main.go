@@ -136,7 +136,7 @@ func main() {
 			// not an address RUN steps could be kept from.
 			peers := append(grpcclient.Hosts(cfg.metadataAddr), grpcclient.Hosts(cfg.blobstoreAddr)...)
 			var releaseBuilds func()
-			builds, releaseBuilds, err = cfg.builds.wire(ctx, peers, blobs, images, leases, transfers, cfg.limits.Limits, srv.Metrics, log)
+			builds, releaseBuilds, err = cfg.builds.wire(ctx, peers, blobs, images, leases, metac, transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()

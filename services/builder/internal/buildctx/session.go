@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
@@ -36,6 +37,9 @@ type Receiver struct {
 	slots  *slots
 	recent recentContexts
 	log    *slog.Logger
+
+	blobs     BlobOpener
+	tarLimits compression.Limits
 }
 
 // NewReceiver returns a Receiver into store that lets at most maxBuilds
@@ -85,6 +89,9 @@ func (r *Receiver) sync(ctx context.Context, s *Session, stream Stream, opts *bu
 	if dfName == "" {
 		dfName = "Dockerfile"
 	}
+	if opts.GetContextTar() || opts.GetContextBlob() != "" {
+		return r.syncTar(ctx, s, stream, opts, dfName, start)
+	}
 	key := opts.GetContextDigest()
 	if key != "" {
 		key += "\x00" + dfName
@@ -101,7 +108,7 @@ func (r *Receiver) sync(ctx context.Context, s *Session, stream Stream, opts *bu
 	// What the build needs before it can start — the .dockerignore and the
 	// Dockerfile — is asked for first; the build then runs while the rest
 	// of the context streams in, and only COPY and ADD wait for it.
-	s.Dockerfile = opts.GetDockerfileContent()
+	s.Dockerfile = dockerfileOf(opts)
 	var needed []digest.Digest
 	if fresh {
 		needed = append(needed, entryDigest(bctx, ".dockerignore"))
@@ -414,4 +421,70 @@ func (r *Receiver) readDockerfile(c *Context, name string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, maxDockerfile+1))
+}
+
+// dockerfileOf is the Dockerfile the options carry, if any.
+func dockerfileOf(opts *builderv1.BuildOptions) []byte {
+	if b := opts.GetDockerfileContent(); len(b) > 0 {
+		return b
+	}
+	return []byte(opts.GetDockerfileText())
+}
+
+// syncTar receives a context sent as a tar stream, or read from the blob
+// store, whole, before the build starts.
+func (r *Receiver) syncTar(ctx context.Context, s *Session, stream Stream, opts *builderv1.BuildOptions, dfName string, start time.Time) error {
+	var (
+		list     []*builderv1.FileEntry
+		received int64
+		err      error
+	)
+	switch blob := opts.GetContextBlob(); {
+	case opts.GetContextTar() && blob != "":
+		return errdefs.InvalidArgument("build: the options name both a tar stream and a blob as the context")
+	case blob != "":
+		if r.blobs == nil {
+			return errdefs.FailedPrecondition("build: this builder takes no context from the blob store")
+		}
+		d := digest.Digest(blob)
+		if err := d.Validate(); err != nil {
+			return errdefs.InvalidArgument("build: context_blob %q: %v", shortString(blob), err)
+		}
+		rc, err := r.blobs(ctx, d)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		list, received, err = r.fromTar(rc, s, "context blob "+blob)
+		if err != nil {
+			return err
+		}
+	default:
+		ts := &tarStream{stream: stream}
+		if list, received, err = r.fromTar(ts, s, "context tar"); err != nil {
+			return err
+		}
+		if err := ts.drain(); err != nil {
+			return err
+		}
+	}
+	bctx, err := New(list)
+	if err != nil {
+		return err
+	}
+	s.xfer = newTransfer(nil, nil)
+	s.xfer.finish(received, nil)
+	if err := r.ignore(bctx, dfName); err != nil {
+		return err
+	}
+	s.Context = bctx
+	if s.Dockerfile = dockerfileOf(opts); len(s.Dockerfile) == 0 {
+		if s.Dockerfile, err = r.readDockerfile(bctx, dfName); err != nil {
+			return err
+		}
+	}
+	if r.log != nil {
+		r.log.InfoContext(ctx, "build context received", "entries", len(list), "tar", true, "bytes", received, "took", time.Since(start))
+	}
+	return nil
 }

@@ -2,23 +2,31 @@ package server
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/builds"
 )
 
 // Builds serves Build RPCs: buildctx receives the context, build runs the
-// build.
+// build, builds keeps it as a resource.
 type Builds struct {
 	builder  *build.Builder
 	contexts *buildctx.Receiver
+	registry *builds.Registry
+	record   func(context.Context, *metadatav1.Event)
 	stopping context.Context
 
 	mu       sync.Mutex
@@ -28,12 +36,18 @@ type Builds struct {
 	idle chan struct{}
 }
 
-// NewBuilds returns the Builds that receives contexts with contexts and
-// builds with b. When stopping ends (the builder is told to stop), every
-// running build is canceled: its steps are killed and its temporary state
-// removed while the server drains.
-func NewBuilds(stopping context.Context, b *build.Builder, contexts *buildctx.Receiver) *Builds {
-	return &Builds{builder: b, contexts: contexts, stopping: stopping}
+// NewBuilds returns the Builds that receives contexts with contexts,
+// builds with b and keeps the builds in registry. When stopping ends (the
+// builder is told to stop), every running build is canceled: its steps
+// are killed and its temporary state removed while the server drains.
+//
+// record records a build's start and end for the metadata event stream
+// (best effort: it reports its own failures); nil records nothing.
+func NewBuilds(stopping context.Context, b *build.Builder, contexts *buildctx.Receiver, registry *builds.Registry, record func(context.Context, *metadatav1.Event)) *Builds {
+	if record == nil {
+		record = func(context.Context, *metadatav1.Event) {}
+	}
+	return &Builds{builder: b, contexts: contexts, registry: registry, record: record, stopping: stopping}
 }
 
 // Drain refuses new builds (UNAVAILABLE, reason BUILDER_DRAINING: the
@@ -82,18 +96,18 @@ func (b *Builds) end() {
 	}
 }
 
-// Build runs one build over the stream. Closing the stream (or the client
-// going away) cancels the build, which kills its RUN processes and removes
-// its temporary state.
+// Causes of a build's cancellation besides the registry's.
+var (
+	errStopping   = errors.New("the builder is stopping")
+	errClientGone = errors.New("the client went away before the context was received")
+	errNoContext  = errors.New("the context transfer failed")
+)
+
+// Build starts a build and streams its events. The build runs apart from
+// the stream: once its context is in, the client going away leaves it
+// running for the detached grace (see builds.Build.Detachable); before,
+// it cancels the build.
 func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse]) error {
-	if err := s.builds.begin(); err != nil {
-		return err
-	}
-	defer s.builds.end()
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	defer context.AfterFunc(s.builds.stopping, cancel)()
-	start := time.Now()
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -102,28 +116,149 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	if opts == nil {
 		return errdefs.InvalidArgument("build: the first message must carry the options")
 	}
-	sess, err := s.builds.contexts.Receive(ctx, stream, opts, cancel)
+	// A drain waits for the build, detached or not: runBuild ends it.
+	if err := s.builds.begin(); err != nil {
+		return err
+	}
+	// The build keeps the call's values (identity, request ID for logs)
+	// but not its cancellation.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(stream.Context()))
+	b := s.builds.registry.Start(opts.GetTags(), requester(stream.Context()), cancel)
+	b.Attach(func(ev *builderv1.BuildEvent) error {
+		return stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Event{Event: ev}})
+	})
+	b.Send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Accepted{Accepted: &builderv1.BuildAccepted{BuildId: b.ID()}}})
+	streamFree := make(chan struct{})
+	go s.runBuild(ctx, cancel, b, stream, opts, streamFree)
+
+	select {
+	case <-b.Done():
+	case <-stream.Context().Done():
+		b.Detach()
+		// The handler may return only once nothing uses the stream: no
+		// event send in flight, no context transfer reading it.
+		b.SendOther(func() error { return nil })
+		<-streamFree
+		return stream.Context().Err()
+	}
+	<-streamFree
+	res, err := b.Outcome()
 	if err != nil {
 		return err
 	}
+	return b.SendOther(func() error {
+		return stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Result{Result: res}})
+	})
+}
+
+// runBuild receives b's context over stream and runs the build. It closes
+// streamFree once it no longer reads the stream.
+func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b *builds.Build, stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], opts *builderv1.BuildOptions, streamFree chan<- struct{}) {
+	defer s.builds.end()
+	defer cancel(nil)
+	defer context.AfterFunc(s.builds.stopping, func() { cancel(errStopping) })()
+	start := time.Now()
+	clientGone := context.AfterFunc(stream.Context(), func() { cancel(errClientGone) })
+	sess, err := s.builds.contexts.Receive(ctx, &logStream{stream: stream, build: b}, opts, func() { cancel(errNoContext) })
+	clientGone()
+	if err != nil {
+		close(streamFree)
+		b.Finish(nil, buildError(err, nil, ctx), ctx.Err() != nil)
+		return
+	}
 	defer sess.Close()
-	events := &eventSender{stream: stream, cancel: cancel}
-	res, err := s.builds.builder.Build(ctx, buildRequest(opts, sess), events.send)
+	b.Running()
+	s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_STARTED, b, opts, nil, nil))
+	go func() {
+		defer close(streamFree)
+		// Once every content is in, the build needs its client no more.
+		if sess.Contents(context.WithoutCancel(ctx)) == nil {
+			b.Detachable()
+		}
+	}()
+	res, err := s.builds.builder.Build(ctx, buildRequest(opts, sess), withText(b.Send))
 	if err == nil {
 		// A build that needed no context contents still ends only once
 		// they all came: the client sends them before it reads the result.
 		err = sess.Contents(ctx)
 	}
 	if err != nil {
-		return buildError(err, sess, ctx, stream.Context())
+		err = withDockerfileDetails(buildError(err, sess, ctx), dockerfileFile(opts), sess.Dockerfile)
+		s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_FAILED, b, opts, nil, err))
+		b.Finish(nil, err, errdefs.KindOf(err) == errdefs.ErrCanceled)
+		return
 	}
-	return events.result(&builderv1.BuildResult{
+	result := &builderv1.BuildResult{
 		ImageId:              res.ImageID,
 		ManifestDigest:       res.ManifestDigest,
 		Tags:                 res.Tags,
 		ContextBytesReceived: sess.Received(),
 		Duration:             durationpb.New(time.Since(start)),
-	})
+		BuildId:              b.ID(),
+	}
+	s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_FINISHED, b, opts, result, nil))
+	b.Finish(result, nil, false)
+}
+
+// buildEvent is the metadata event of a build's start (res and err nil),
+// success (res) or failure (err).
+func buildEvent(action metadatav1.EventAction, b *builds.Build, opts *builderv1.BuildOptions, res *builderv1.BuildResult, err error) *metadatav1.Event {
+	ev := &metadatav1.Event{Action: action, ImageId: res.GetImageId(), Attributes: map[string]string{"build_id": b.ID()}}
+	if tags := opts.GetTags(); len(tags) > 0 {
+		ev.Attributes["tags"] = strings.Join(tags, ",")
+		ev.Reference = tags[0]
+	}
+	if err != nil {
+		state := "failed"
+		if errdefs.KindOf(err) == errdefs.ErrCanceled {
+			state = "canceled"
+		}
+		ev.Attributes["state"] = state
+		ev.Attributes["error"] = err.Error()
+		var e *errdefs.Error
+		if errors.As(err, &e) && e.Reason() != "" {
+			ev.Attributes["reason"] = e.Reason()
+		}
+	}
+	return ev
+}
+
+// withText gives RUN output lines their text rendering (StepOutput.text)
+// when they are valid UTF-8, for clients such as grpcurl that show bytes
+// as base64.
+func withText(send func(*builderv1.BuildEvent)) func(*builderv1.BuildEvent) {
+	return func(ev *builderv1.BuildEvent) {
+		if o := ev.GetOutput(); o != nil && o.Text == "" && utf8.Valid(o.GetData()) {
+			o.Text = string(o.GetData())
+		}
+		send(ev)
+	}
+}
+
+// logStream is the Build stream as the context session uses it: its
+// events (queued) go to the build's log, its context requests to the
+// client in order with them.
+type logStream struct {
+	stream buildctx.Stream
+	build  *builds.Build
+}
+
+func (l *logStream) Send(m *builderv1.BuildResponse) error {
+	if ev := m.GetEvent(); ev != nil {
+		l.build.Send(ev)
+		return nil
+	}
+	return l.build.SendOther(func() error { return l.stream.Send(m) })
+}
+
+func (l *logStream) Recv() (*builderv1.BuildRequest, error) { return l.stream.Recv() }
+
+// requester names the caller of ctx's call, or "" without auth.
+func requester(ctx context.Context) string {
+	if id, ok := auth.IdentityFrom(ctx); ok {
+		return id.Name
+	}
+	return ""
 }
 
 // buildRequest converts a build's options and its context.
@@ -146,16 +281,18 @@ func buildRequest(opts *builderv1.BuildOptions, sess *buildctx.Session) *build.R
 	}
 }
 
-// buildError is the error a failed build ends its RPC with: the context
-// transfer's when the context did not come, a cancellation when the client
-// went away (ctx is the build's, rpc the stream's), and the build's
-// otherwise.
-func buildError(err error, sess *buildctx.Session, ctx, rpc context.Context) error {
-	if xerr := sess.Err(); xerr != nil {
-		return xerr
+// buildError is the error a failed build ends with: the context
+// transfer's when the context did not come, a cancellation when the build
+// was canceled (by its client, CancelBuild or the detached grace; ctx is
+// the build's), and the build's otherwise. sess may be nil.
+func buildError(err error, sess *buildctx.Session, ctx context.Context) error {
+	if sess != nil {
+		if xerr := sess.Err(); xerr != nil {
+			return xerr
+		}
 	}
-	if ctx.Err() != nil && rpc.Err() != nil {
-		return errdefs.New(errdefs.ErrCanceled, "build canceled: %v", rpc.Err())
+	if cause := context.Cause(ctx); ctx.Err() != nil && cause != errStopping && cause != errNoContext {
+		return errdefs.New(errdefs.ErrCanceled, "build canceled: %v", cause).WithReason("BUILD_CANCELED")
 	}
 	if errdefs.IsUnavailable(err) {
 		// A service the build needs went away (the blob store, the
@@ -163,38 +300,4 @@ func buildError(err error, sess *buildctx.Session, ctx, rpc context.Context) err
 		return errdefs.New(errdefs.ErrUnavailable, "build failed: %w", err)
 	}
 	return err
-}
-
-// eventSender sends a build's events and result. Events come from the
-// build's goroutine and from RUN output copiers; a stream allows one sender
-// at a time. A failed send cancels the build.
-type eventSender struct {
-	stream interface {
-		Send(*builderv1.BuildResponse) error
-	}
-	cancel func()
-
-	mu  sync.Mutex
-	err error
-}
-
-func (e *eventSender) send(ev *builderv1.BuildEvent) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.err != nil {
-		return
-	}
-	if e.err = e.stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Event{Event: ev}}); e.err != nil {
-		e.cancel()
-	}
-}
-
-// result sends the result, or returns the error an event's send failed with.
-func (e *eventSender) result(r *builderv1.BuildResult) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.err != nil {
-		return e.err
-	}
-	return e.stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Result{Result: r}})
 }

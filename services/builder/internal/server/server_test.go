@@ -6,13 +6,15 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/testing/protocmp"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/auth"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/builds"
 )
 
 func TestBuildRequestConvertsTheOptions(t *testing.T) {
@@ -33,68 +35,31 @@ func TestBuildRequestConvertsTheOptions(t *testing.T) {
 }
 
 func TestBuildError(t *testing.T) {
-	canceled, cancel := context.WithCancel(context.Background())
-	cancel()
 	live := context.Background()
+	canceledBy := func(cause error) context.Context {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(cause)
+		return ctx
+	}
 	failed := errdefs.InvalidArgument("Dockerfile line 1: unknown instruction")
 	tests := []struct {
-		name     string
-		err      error
-		ctx, rpc context.Context
-		kind     error
+		name string
+		err  error
+		ctx  context.Context
+		kind error
 	}{
-		{"the build's own error", failed, live, live, errdefs.ErrInvalidArgument},
-		{"the client went away", context.Canceled, canceled, canceled, errdefs.ErrCanceled},
-		{"stopping the builder keeps the build's error", failed, canceled, live, errdefs.ErrInvalidArgument},
-		{"a neighbour is down", errdefs.Unavailable("blob store: connection refused"), live, live, errdefs.ErrUnavailable},
+		{"the build's own error", failed, live, errdefs.ErrInvalidArgument},
+		{"the client went away", context.Canceled, canceledBy(errClientGone), errdefs.ErrCanceled},
+		{"CancelBuild", context.Canceled, canceledBy(builds.ErrCanceledByRequest), errdefs.ErrCanceled},
+		{"the detached grace ended", context.Canceled, canceledBy(builds.ErrNoWatcher), errdefs.ErrCanceled},
+		{"stopping the builder keeps the build's error", failed, canceledBy(errStopping), errdefs.ErrInvalidArgument},
+		{"a neighbour is down", errdefs.Unavailable("blob store: connection refused"), live, errdefs.ErrUnavailable},
 	}
 	for _, tt := range tests {
-		got := buildError(tt.err, &buildctx.Session{}, tt.ctx, tt.rpc)
+		got := buildError(tt.err, &buildctx.Session{}, tt.ctx)
 		if !errors.Is(got, tt.kind) {
 			t.Errorf("%s: buildError(%v) = %v, want %v", tt.name, tt.err, got, tt.kind)
 		}
-	}
-}
-
-// sendStream records what is sent, failing from the failAt-th send on (0:
-// never).
-type sendStream struct {
-	sent   []*builderv1.BuildResponse
-	failAt int
-}
-
-func (s *sendStream) Send(m *builderv1.BuildResponse) error {
-	if s.failAt > 0 && len(s.sent)+1 >= s.failAt {
-		return io.ErrClosedPipe
-	}
-	s.sent = append(s.sent, m)
-	return nil
-}
-
-func TestEventSender(t *testing.T) {
-	ev := &builderv1.BuildEvent{Step: 1}
-	res := &builderv1.BuildResult{ImageId: "sha256:1"}
-
-	s := &sendStream{}
-	e := &eventSender{stream: s, cancel: func() { t.Error("a build whose sends succeed was canceled") }}
-	e.send(ev)
-	if err := e.result(res); err != nil {
-		t.Fatalf("result: %v", err)
-	}
-	want := []*builderv1.BuildResponse{
-		{Response: &builderv1.BuildResponse_Event{Event: ev}},
-		{Response: &builderv1.BuildResponse_Result{Result: res}},
-	}
-	if diff := cmp.Diff(want, s.sent, protocmp.Transform()); diff != "" {
-		t.Errorf("sent (-want +got):\n%s", diff)
-	}
-
-	canceled := false
-	e = &eventSender{stream: &sendStream{failAt: 1}, cancel: func() { canceled = true }}
-	e.send(ev)
-	e.send(ev)
-	if err := e.result(res); !errors.Is(err, io.ErrClosedPipe) || !canceled {
-		t.Errorf("after a failed send: result = %v, canceled = %v; want the send's error and a canceled build", err, canceled)
 	}
 }
 
@@ -133,5 +98,66 @@ func TestSendWriterChunks(t *testing.T) {
 	}
 	if diff := cmp.Diff([]int{saveChunk, saveChunk, 1}, sizes); diff != "" {
 		t.Errorf("message sizes (-want +got):\n%s", diff)
+	}
+}
+
+func TestOnlyTheRequesterOrAnAdminTouchesABuild(t *testing.T) {
+	b := builds.NewRegistry(time.Hour, 1).Start(nil, "alice", func(error) {})
+	tests := []struct {
+		name string
+		ctx  context.Context
+		ok   bool
+	}{
+		{"no auth", context.Background(), true},
+		{"the requester", auth.WithIdentity(context.Background(), auth.Identity{Name: "alice", Role: auth.RoleWrite}), true},
+		{"another writer", auth.WithIdentity(context.Background(), auth.Identity{Name: "bob", Role: auth.RoleWrite}), false},
+		{"an admin", auth.WithIdentity(context.Background(), auth.Identity{Name: "root", Role: auth.RoleAdmin}), true},
+	}
+	for _, tt := range tests {
+		err := mayTouch(tt.ctx, b, "cancel")
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, errdefs.ErrPermissionDenied) {
+			t.Errorf("%s: mayTouch = %v, want allowed %v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestOutputGetsItsTextWhenItIsUTF8(t *testing.T) {
+	var got []string
+	send := withText(func(ev *builderv1.BuildEvent) { got = append(got, ev.GetOutput().GetText()) })
+	send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Output{Output: &builderv1.StepOutput{Data: []byte("héllo\n")}}})
+	send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Output{Output: &builderv1.StepOutput{Data: []byte{0xff, 0xfe, '\n'}}}})
+	if diff := cmp.Diff([]string{"héllo\n", ""}, got); diff != "" {
+		t.Errorf("texts (-want +got):\n%s", diff)
+	}
+}
+
+func TestDockerfileErrorsCarryFileLineAndInstruction(t *testing.T) {
+	df := []byte("FROM busybox\n\n  run exit 3\n")
+	tests := []struct {
+		name   string
+		err    error
+		reason string
+		want   map[string]string
+	}{
+		{"a RUN failure", errdefs.InvalidArgument("Dockerfile:3: The command '/bin/sh -c exit 3' returned a non-zero code: 3").WithReason("RUN_FAILED").WithDetail("exit_code", "3"),
+			"RUN_FAILED", map[string]string{"file": "app.Dockerfile", "line": "3", "instruction": "RUN", "source": "run exit 3", "exit_code": "3"}},
+		{"a Dockerfile error", errdefs.InvalidArgument("Dockerfile:1: FROM: bad"),
+			"DOCKERFILE_ERROR", map[string]string{"file": "app.Dockerfile", "line": "1", "instruction": "FROM", "source": "FROM busybox"}},
+		{"a line past the end", errdefs.NotFound("Dockerfile:9: COPY x: not found"),
+			"", map[string]string{"file": "app.Dockerfile", "line": "9"}},
+		{"no line", errdefs.InvalidArgument("build: bad options"), "", nil},
+	}
+	for _, tt := range tests {
+		got := withDockerfileDetails(tt.err, "app.Dockerfile", df)
+		var e *errdefs.Error
+		if !errors.As(got, &e) || errdefs.KindOf(got) != errdefs.KindOf(tt.err) || got.Error() != tt.err.Error() {
+			t.Fatalf("%s: withDockerfileDetails = %v, want the same kind and message", tt.name, got)
+		}
+		if e.Reason() != tt.reason {
+			t.Errorf("%s: reason %q, want %q", tt.name, e.Reason(), tt.reason)
+		}
+		if diff := cmp.Diff(tt.want, e.Details()); diff != "" {
+			t.Errorf("%s: details (-want +got):\n%s", tt.name, diff)
+		}
 	}
 }

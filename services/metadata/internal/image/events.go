@@ -6,6 +6,7 @@ import (
 	"time"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
+	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
 )
 
@@ -32,7 +33,7 @@ func parseEventFilters(filters []*metadatav1.Filter) (*eventFilters, error) {
 		case "event":
 			a, ok := metadatav1.EventAction_value["EVENT_ACTION_"+strings.ToUpper(v)]
 			if !ok || a == 0 {
-				return nil, invalidFilter(k, v, "not an image event (build, import, load, pull, push, save, tag, untag, delete, prune)")
+				return nil, invalidFilter(k, v, "not an event (build, import, load, pull, push, save, tag, untag, delete, prune, build_started, build_finished, build_failed)")
 			}
 			if f.actions == nil {
 				f.actions = map[metadatav1.EventAction]bool{}
@@ -133,4 +134,33 @@ func (s *Service) WatchEventsFrom(ctx context.Context, pos EventPosition, filter
 		}
 		t.Stop()
 	}
+}
+
+// Bounds of a build event's attributes: the builder's, but stored.
+const (
+	maxBuildEventAttrs    = 16
+	maxBuildEventAttrSize = 4096
+)
+
+// RecordBuildEvent records a build's start or end for the event stream.
+// Only the build actions are accepted; the time and the actor are the
+// call's.
+func (s *Service) RecordBuildEvent(ctx context.Context, in *metadatav1.Event) error {
+	switch in.GetAction() {
+	case metadatav1.EventAction_EVENT_ACTION_BUILD_STARTED, metadatav1.EventAction_EVENT_ACTION_BUILD_FINISHED, metadatav1.EventAction_EVENT_ACTION_BUILD_FAILED:
+	default:
+		return errdefs.InvalidArgument("build event: action %s is not a build's", in.GetAction())
+	}
+	if len(in.GetAttributes()) > maxBuildEventAttrs {
+		return errdefs.InvalidArgument("build event: %d attributes; at most %d", len(in.GetAttributes()), maxBuildEventAttrs)
+	}
+	attrs := make(map[string]string, len(in.GetAttributes()))
+	for k, v := range in.GetAttributes() {
+		if len(k)+len(v) > maxBuildEventAttrSize {
+			v = v[:max(0, maxBuildEventAttrSize-len(k))]
+		}
+		attrs[k] = v
+	}
+	ev := event(ctx, s.now(), in.GetAction(), in.GetImageId(), in.GetReference(), attrs)
+	return s.update(ctx, func(tx Tx) error { return tx.AppendEvent(ctx, ev) })
 }

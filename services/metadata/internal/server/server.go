@@ -267,6 +267,14 @@ func (s *Server) GetDiskUsage(ctx context.Context, _ *metadatav1.GetDiskUsageReq
 	return s.images.DiskUsage(ctx)
 }
 
+// RecordBuildEvent implements metadatav1.ImageServiceServer.
+func (s *Server) RecordBuildEvent(ctx context.Context, req *metadatav1.RecordBuildEventRequest) (*metadatav1.RecordBuildEventResponse, error) {
+	if err := s.images.RecordBuildEvent(ctx, req.GetEvent()); err != nil {
+		return nil, err
+	}
+	return &metadatav1.RecordBuildEventResponse{}, nil
+}
+
 // WatchEvents implements metadatav1.ImageServiceServer.
 func (s *Server) WatchEvents(req *metadatav1.WatchEventsRequest, stream metadatav1.ImageService_WatchEventsServer) error {
 	var since time.Time

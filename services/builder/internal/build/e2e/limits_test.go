@@ -55,13 +55,19 @@ func openBuild(t *testing.T, ctx context.Context, addr string, opts *builderv1.B
 	return &buildStream{BidiStreamingClient: stream, t: t}
 }
 
+// next returns the next message, past the BuildAccepted event that
+// starts every build.
 func (b *buildStream) next() *builderv1.BuildResponse {
 	b.t.Helper()
-	resp, err := b.Recv()
-	if err != nil {
-		b.t.Fatalf("build stream: %v", err)
+	for {
+		resp, err := b.Recv()
+		if err != nil {
+			b.t.Fatalf("build stream: %v", err)
+		}
+		if resp.GetEvent().GetAccepted() == nil {
+			return resp
+		}
 	}
-	return resp
 }
 
 func TestBuildsWaitForASlotBeforeTheirContext(t *testing.T) {

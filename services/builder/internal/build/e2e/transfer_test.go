@@ -41,6 +41,9 @@ func lateContext(t *testing.T, s *stack, tag string, want, body []byte) (*builde
 		Entries: []*builderv1.FileEntry{fileEntry("Dockerfile", df), fileEntry("big", want)}, Last: true,
 	}}})
 	resp, err := stream.Recv()
+	if err == nil && resp.GetEvent().GetAccepted() != nil { // every build's first event
+		resp, err = stream.Recv()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
