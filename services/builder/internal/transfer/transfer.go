@@ -64,8 +64,7 @@ const (
 	DefaultMaxArchiveDocumentBytes = 256 << 20
 )
 
-// WithDefaults returns l with its zero fields set to their defaults.
-func (l Limits) WithDefaults() Limits {
+func (l Limits) withDefaults() Limits {
 	l.Limits = l.Limits.WithDefaults()
 	if l.MaxArchiveSize <= 0 {
 		l.MaxArchiveSize = DefaultMaxArchiveSize
@@ -101,7 +100,7 @@ type Service struct {
 type Option func(*Service)
 
 // WithLimits sets the limits of what transfers accept.
-func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l.WithDefaults() } }
+func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l.withDefaults() } }
 
 // WithEgress sets which registry addresses may be reached (by default only
 // public ones).
@@ -115,7 +114,7 @@ func New(blobs Blobs, images *image.Store, log *slog.Logger, opts ...Option) *Se
 	s := &Service{
 		blobs:        blobs,
 		images:       images,
-		limits:       Limits{}.WithDefaults(),
+		limits:       Limits{}.withDefaults(),
 		log:          log,
 		transport:    egress.Policy{}.Transport(),
 		retryBackoff: time.Second,
