@@ -43,6 +43,8 @@ var rules = []rule{
 		from: `^services/builder/internal/plan(/|$)`, to: `^services/builder/internal/(exec|sandbox|stepnet|snapshot|server)(/|$)`},
 	{why: "the context is received in buildctx, which knows nothing of how builds run",
 		from: `^services/builder/internal/buildctx(/|$)`, to: `^services/builder/internal/(build|plan|exec|copier|server)(/|$)`},
+	{why: "archive is built on transfer's core; transfer knows nothing of archives",
+		from: `^services/builder/internal/transfer(/|$)`, to: `^services/builder/internal/archive(/|$)`},
 }
 
 func TestImportRules(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/strata-build/strata/lib/flagenv"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/grpcserver"
+	"github.com/strata-build/strata/services/builder/internal/archive"
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
@@ -142,7 +143,7 @@ func main() {
 				blobConn.Close()
 				return nil, err
 			}
-			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(builds, transfers))
+			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(builds, transfers, archive.New(transfers, blobs, images)))
 			return func() {
 				releaseBuilds()
 				metaConn.Close()

@@ -10,12 +10,13 @@ import (
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/archive"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
 // Import turns the streamed tarball into an image.
 func (s *Server) Import(stream grpc.BidiStreamingServer[builderv1.ImportRequest, builderv1.ImportResponse]) error {
-	svc := s.transfers
+	svc := s.archives
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -28,7 +29,7 @@ func (s *Server) Import(stream grpc.BidiStreamingServer[builderv1.ImportRequest,
 		return stream.Send(&builderv1.ImportResponse{Response: &builderv1.ImportResponse_Progress{Progress: progressProto(u)}})
 	})
 	data := &recvReader{recv: dataOf[builderv1.ImportOptions]("import", stream.Recv)}
-	res, err := svc.Import(stream.Context(), data, transfer.ImportOptions{
+	res, err := svc.Import(stream.Context(), data, archive.ImportOptions{
 		Reference: opts.GetReference(),
 		Changes:   opts.GetChanges(),
 		Message:   opts.GetMessage(),
@@ -47,7 +48,7 @@ func (s *Server) Import(stream grpc.BidiStreamingServer[builderv1.ImportRequest,
 
 // Load records the images of the streamed archive.
 func (s *Server) Load(stream grpc.BidiStreamingServer[builderv1.LoadRequest, builderv1.LoadResponse]) error {
-	svc := s.transfers
+	svc := s.archives
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -86,10 +87,10 @@ const saveChunk = 1 << 20
 
 // Save streams an archive of the named images.
 func (s *Server) Save(req *builderv1.SaveRequest, stream grpc.ServerStreamingServer[builderv1.SaveResponse]) error {
-	svc := s.transfers
-	format := transfer.FormatDocker
+	svc := s.archives
+	format := archive.FormatDocker
 	if req.GetFormat() == builderv1.SaveFormat_SAVE_FORMAT_OCI {
-		format = transfer.FormatOCI
+		format = archive.FormatOCI
 	}
 	w := bufio.NewWriterSize(sendWriter(func(p []byte) error {
 		return stream.Send(&builderv1.SaveResponse{Data: p})

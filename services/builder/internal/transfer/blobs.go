@@ -14,13 +14,13 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
-// storeLayer copies a layer blob (compressed or not) from r into the blob
+// StoreLayer copies a layer blob (compressed or not) from r into the blob
 // store as it is, computing on the way its digest, its diff ID (the digest
 // of the uncompressed tar) and Docker's diff size, and checking its tar
 // entries. It commits the blob only when everything matches what is
 // expected: want.Digest and want.Size when set, and wantDiffID when set.
 // On any mismatch or error nothing is stored. what names the layer in errors.
-func (s *Service) storeLayer(ctx context.Context, r io.Reader, want ocispec.Descriptor, wantDiffID digest.Digest, what string) (image.Layer, error) {
+func (s *Service) StoreLayer(ctx context.Context, r io.Reader, want ocispec.Descriptor, wantDiffID digest.Digest, what string) (image.Layer, error) {
 	w, err := s.blobs.Writer(ctx, want.MediaType)
 	if err != nil {
 		return image.Layer{}, err

@@ -1,9 +1,11 @@
-package transfer
+package transfer_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -11,7 +13,11 @@ import (
 	"testing"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/archive"
 	"github.com/strata-build/strata/services/builder/internal/egress"
+	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
+	"github.com/strata-build/strata/services/builder/internal/transfer/transfertest"
 )
 
 // Pull and push reach registries on loopback (and other special-purpose
@@ -27,17 +33,17 @@ func TestRegistryEgress(t *testing.T) {
 	port := host[strings.LastIndex(host, ":")+1:]
 	ctx := context.Background()
 
-	refused := newFixture(t, WithEgress(egress.Policy{Allow: "--allow-private-registries"}))
-	if _, err := refused.svc.Import(ctx, bytes.NewReader(rootfs(t)), ImportOptions{Reference: host + "/team/app:1"}, nil); err != nil {
+	refused, images := newService(t, transfer.WithEgress(egress.Policy{Allow: "--allow-private-registries"}))
+	if _, err := archive.New(refused, images.blobs, images.store).Import(ctx, bytes.NewReader(rootfs(t)), archive.ImportOptions{Reference: host + "/team/app:1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, ref := range []string{host + "/team/app:1", "localhost:" + port + "/team/app:1"} {
-		_, err := refused.svc.Pull(ctx, ref, PullOptions{}, nil)
+		_, err := refused.Pull(ctx, ref, transfer.PullOptions{}, nil)
 		if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "127.0.0.1") || !strings.Contains(err.Error(), "--allow-private-registries") {
 			t.Errorf("Pull(%s) = %v, want PERMISSION_DENIED naming the address and the flag", ref, err)
 		}
 	}
-	_, err := refused.svc.Push(ctx, host+"/team/app:1", PushOptions{}, nil)
+	_, err := refused.Push(ctx, host+"/team/app:1", transfer.PushOptions{}, nil)
 	if !errors.Is(err, errdefs.ErrPermissionDenied) {
 		t.Errorf("Push to %s = %v, want PERMISSION_DENIED", host, err)
 	}
@@ -50,11 +56,41 @@ func TestRegistryEgress(t *testing.T) {
 		"the registry allowed":   {Hosts: []string{host}},
 		"private allowed":        {AllowPrivate: true},
 	} {
-		f := newFixture(t, WithEgress(p))
+		f, _ := newService(t, transfer.WithEgress(p))
 		before := hits
-		_, err := f.svc.Pull(ctx, host+"/team/app:1", PullOptions{}, nil)
+		_, err := f.Pull(ctx, host+"/team/app:1", transfer.PullOptions{}, nil)
 		if errors.Is(err, errdefs.ErrPermissionDenied) || hits == before {
 			t.Errorf("%s: Pull(%s) = %v after %d requests; want the registry asked", name, host, err, hits-before)
 		}
 	}
+}
+
+type stores struct {
+	blobs *transfertest.Blobs
+	store *image.Store
+}
+
+func newService(t testing.TB, opts ...transfer.Option) (*transfer.Service, stores) {
+	t.Helper()
+	blobs := transfertest.NewBlobs()
+	st := stores{blobs: blobs, store: image.NewStore(blobs, transfertest.NewImages())}
+	return transfer.New(blobs, st.store, slog.New(slog.DiscardHandler), opts...), st
+}
+
+// rootfs is a root filesystem tarball of one file.
+func rootfs(t testing.TB) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	body := []byte("#!/not/really\n")
+	if err := tw.WriteHeader(&tar.Header{Name: "bin/sh", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

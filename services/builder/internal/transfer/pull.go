@@ -49,7 +49,7 @@ func (s *Service) Pull(ctx context.Context, refStr string, opts PullOptions, pro
 	if err != nil {
 		return PullResult{}, err
 	}
-	platform, err := parsePlatform(opts.Platform)
+	platform, err := ParsePlatform(opts.Platform)
 	if err != nil {
 		return PullResult{}, err
 	}
@@ -77,7 +77,7 @@ func (s *Service) Pull(ctx context.Context, refStr string, opts PullOptions, pro
 		if err != nil {
 			return PullResult{}, fmt.Errorf("%s: %w", what, err)
 		}
-		child, err := pickPlatform(idx, platform)
+		child, err := PickPlatform(idx, platform)
 		if err != nil {
 			return PullResult{}, fmt.Errorf("%s: %w", what, err)
 		}
@@ -144,9 +144,9 @@ func (s *Service) Pull(ctx context.Context, refStr string, opts PullOptions, pro
 	}, nil
 }
 
-// pickPlatform returns the entry of an index for the platform, or
+// PickPlatform returns the entry of an index for the platform, or
 // NOT_FOUND listing the platforms the index has.
-func pickPlatform(idx *image.Index, p Platform) (ocispec.Descriptor, error) {
+func PickPlatform(idx *image.Index, p Platform) (ocispec.Descriptor, error) {
 	var have []string
 	for _, m := range idx.Manifests {
 		if m.Platform == nil {
@@ -218,7 +218,7 @@ func (s *Service) pullLayers(ctx context.Context, fetcher *blobFetcher, descs []
 	for i, d := range descs {
 		id := d.Digest.String()
 		if slices.Contains(missing, d.Digest) {
-			progress.send(Update{ID: id, Action: ActionWaiting, Total: d.Size})
+			progress.Send(Update{ID: id, Action: ActionWaiting, Total: d.Size})
 		}
 		g.Go(func() error {
 			layerWhat := fmt.Sprintf("%s: layer %s", what, d.Digest)
@@ -236,7 +236,7 @@ func (s *Service) pullLayers(ctx context.Context, fetcher *blobFetcher, descs []
 				}
 				l.Blob = d
 				layers[i] = l
-				progress.send(Update{ID: id, Action: ActionExists, Current: d.Size, Total: d.Size})
+				progress.Send(Update{ID: id, Action: ActionExists, Current: d.Size, Total: d.Size})
 				return nil
 			}
 			return s.withRetries(gctx, progress, id, func() error {
@@ -245,16 +245,16 @@ func (s *Service) pullLayers(ctx context.Context, fetcher *blobFetcher, descs []
 					return registryError(err, layerWhat)
 				}
 				defer rc.Close()
-				in := newProgressReader(registryReader{rc, layerWhat}, progress, id, ActionDownloading, d.Size)
-				l, err := s.storeLayer(gctx, in, d, diffIDs[i], layerWhat)
+				in := NewProgressReader(registryReader{rc, layerWhat}, progress, id, ActionDownloading, d.Size)
+				l, err := s.StoreLayer(gctx, in, d, diffIDs[i], layerWhat)
 				if err != nil {
 					return err
 				}
 				layers[i] = l
 				mu.Lock()
-				fetched += in.count()
+				fetched += in.Count()
 				mu.Unlock()
-				progress.send(Update{ID: id, Action: ActionDone, Current: d.Size, Total: d.Size})
+				progress.Send(Update{ID: id, Action: ActionDone, Current: d.Size, Total: d.Size})
 				return nil
 			})
 		})

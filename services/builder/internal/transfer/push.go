@@ -85,7 +85,7 @@ func (s *Service) Push(ctx context.Context, refStr string, opts PushOptions, pro
 		return err
 	})
 	for _, d := range blobs {
-		progress.send(Update{ID: d.Digest.String(), Action: ActionWaiting, Total: d.Size})
+		progress.Send(Update{ID: d.Digest.String(), Action: ActionWaiting, Total: d.Size})
 		g.Go(func() error {
 			n, err := s.pushBlob(gctx, puller, pusher, repo, d, mountFrom, what, progress)
 			sent.Add(n)
@@ -146,7 +146,7 @@ func (s *Service) pushBlob(ctx context.Context, puller *remote.Puller, pusher *r
 		return 0, err
 	}
 	if exists {
-		progress.send(Update{ID: id, Action: ActionExists, Current: d.Size, Total: d.Size})
+		progress.Send(Update{ID: id, Action: ActionExists, Current: d.Size, Total: d.Size})
 		return 0, nil
 	}
 	sl := &storedLayer{ctx: ctx, s: s, desc: d, progress: progress}
@@ -160,10 +160,10 @@ func (s *Service) pushBlob(ctx context.Context, puller *remote.Puller, pusher *r
 		return sl.sent(), registryError(err, blobWhat)
 	}
 	if sl.opens.Load() == 0 {
-		progress.send(Update{ID: id, Action: ActionMounted, Current: d.Size, Total: d.Size})
+		progress.Send(Update{ID: id, Action: ActionMounted, Current: d.Size, Total: d.Size})
 		return 0, nil
 	}
-	progress.send(Update{ID: id, Action: ActionDone, Current: d.Size, Total: d.Size})
+	progress.Send(Update{ID: id, Action: ActionDone, Current: d.Size, Total: d.Size})
 	return sl.sent(), nil
 }
 
@@ -189,12 +189,12 @@ type storedLayer struct {
 	desc     ocispec.Descriptor
 	progress Progress
 	opens    atomic.Int32
-	last     atomic.Pointer[progressReader]
+	last     atomic.Pointer[ProgressReader]
 }
 
 func (l *storedLayer) sent() int64 {
 	if pr := l.last.Load(); pr != nil {
-		return pr.count()
+		return pr.Count()
 	}
 	return 0
 }
@@ -217,7 +217,7 @@ func (l *storedLayer) Compressed() (io.ReadCloser, error) {
 		return nil, err
 	}
 	l.opens.Add(1)
-	pr := newProgressReader(rc, l.progress, l.desc.Digest.String(), ActionUploading, l.desc.Size)
+	pr := NewProgressReader(rc, l.progress, l.desc.Digest.String(), ActionUploading, l.desc.Size)
 	l.last.Store(pr)
 	return struct {
 		io.Reader

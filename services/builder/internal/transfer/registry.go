@@ -74,7 +74,7 @@ func registryError(err error, what string) error {
 	if err == nil {
 		return nil
 	}
-	if isClassified(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if IsClassified(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	var te *transport.Error
@@ -131,7 +131,7 @@ func (s *Service) withRetries(ctx context.Context, progress Progress, id string,
 		if !transient(err) || try >= retries {
 			return err
 		}
-		progress.send(Update{ID: id, Action: ActionRetrying, Message: fmt.Sprintf("retrying in %v (try %d of %d): %v", wait, try+1, retries, err)})
+		progress.Send(Update{ID: id, Action: ActionRetrying, Message: fmt.Sprintf("retrying in %v (try %d of %d): %v", wait, try+1, retries, err)})
 		s.log.WarnContext(ctx, "retrying blob transfer", "blob", id, "try", try+1, "error", err)
 		select {
 		case <-ctx.Done():

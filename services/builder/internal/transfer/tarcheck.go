@@ -10,7 +10,7 @@ import (
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
-// checkEntry refuses a tar entry that would land outside the root it is
+// CheckEntry refuses a tar entry that would land outside the root it is
 // unpacked into: a name that is absolute or climbs out with "..", or a hard
 // link whose target does. Symlink targets are data — they are resolved
 // inside the root when a layer is unpacked — so any target is allowed.
@@ -18,7 +18,7 @@ import (
 // containerd re-roots such names instead; Strata refuses them because it
 // keeps layer tars verbatim (the diff ID is their digest), and a layer whose
 // names other tools read differently is not one to pass on.
-func checkEntry(hdr *tar.Header, what string) error {
+func CheckEntry(hdr *tar.Header, what string) error {
 	if err := checkName(hdr.Name); err != nil {
 		return errdefs.InvalidArgument("%s: tar entry %q %s", what, hdr.Name, err).WithReason("UNSAFE_TAR_ENTRY")
 	}
@@ -56,7 +56,7 @@ func scanTar(r io.Reader, what string) (int64, error) {
 		if err != nil {
 			return 0, tarError(err, what)
 		}
-		if err := checkEntry(hdr, what); err != nil {
+		if err := CheckEntry(hdr, what); err != nil {
 			return 0, err
 		}
 		switch hdr.Typeflag {
@@ -77,7 +77,7 @@ func scanTar(r io.Reader, what string) (int64, error) {
 }
 
 func tarError(err error, what string) error {
-	if isClassified(err) {
+	if IsClassified(err) {
 		return err
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {

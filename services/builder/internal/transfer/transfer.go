@@ -1,14 +1,14 @@
-// Package transfer moves images in and out of Strata: import (a root
-// filesystem tarball), load and save (docker-archive and OCI image-layout
-// archives), pull and push (any OCI or Docker registry, through
-// go-containerregistry).
+// Package transfer moves images between Strata and registries: pull and push
+// (any OCI or Docker registry, through go-containerregistry). It also holds
+// what package archive (import, load and save) shares with them: storing and
+// checking layers, tar entry checks, limits and progress reports.
 //
 // Every operation stores blobs first and records the image last, through
 // image.Store, in one metadata call: a failed or cancelled transfer leaves no
 // image and no tag, only unreferenced blobs that garbage collection removes.
-// Input is never trusted: archives, manifests and layers are checked against
-// their digests, decompression is bounded, and tar entries that would escape
-// a root are refused.
+// Input is never trusted: manifests and layers are checked against their
+// digests, decompression is bounded, and tar entries that would escape a root
+// are refused.
 package transfer
 
 import (
@@ -78,8 +78,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// isClassified reports whether err already carries an errdefs kind.
-func isClassified(err error) bool {
+// IsClassified reports whether err already carries an errdefs kind.
+func IsClassified(err error) bool {
 	var e *errdefs.Error
 	return errors.As(err, &e)
 }
@@ -94,7 +94,6 @@ type Service struct {
 	transport http.RoundTripper
 	// retryBackoff is the first wait before retrying a registry request.
 	retryBackoff time.Duration
-	now          func() time.Time
 }
 
 // Option configures a Service.
@@ -110,9 +109,6 @@ func WithEgress(p egress.Policy) Option { return func(s *Service) { s.transport 
 // WithRetryBackoff sets the first wait before a registry request is retried.
 func WithRetryBackoff(d time.Duration) Option { return func(s *Service) { s.retryBackoff = d } }
 
-// WithClock sets the clock that dates imported images.
-func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
-
 // New returns a Service storing into blobs and recording through images.
 func New(blobs Blobs, images *image.Store, log *slog.Logger, opts ...Option) *Service {
 	s := &Service{
@@ -122,13 +118,15 @@ func New(blobs Blobs, images *image.Store, log *slog.Logger, opts ...Option) *Se
 		log:          log,
 		transport:    egress.Policy{}.Transport(),
 		retryBackoff: time.Second,
-		now:          time.Now,
 	}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
 }
+
+// Limits returns the limits of what the Service accepts.
+func (s *Service) Limits() Limits { return s.limits }
 
 // Action says what is happening to one blob of a transfer.
 type Action int
@@ -159,16 +157,17 @@ type Update struct {
 // must not block for long. A nil Progress drops them.
 type Progress func(Update)
 
-func (p Progress) send(u Update) {
+// Send passes u to p, if p is not nil.
+func (p Progress) Send(u Update) {
 	if p != nil {
 		p(u)
 	}
 }
 
-// progressReader reports the bytes read through it, at most every
+// ProgressReader reports the bytes read through it, at most every
 // progressEvery bytes (and at the end), so a fast transfer does not flood the
 // stream.
-type progressReader struct {
+type ProgressReader struct {
 	r        io.Reader
 	progress Progress
 	id       string
@@ -182,11 +181,13 @@ type progressReader struct {
 
 const progressEvery = 4 << 20
 
-func newProgressReader(r io.Reader, p Progress, id string, action Action, total int64) *progressReader {
-	return &progressReader{r: r, progress: p, id: id, action: action, total: total}
+// NewProgressReader reports to p, as action on the blob id of total bytes,
+// the bytes read through r.
+func NewProgressReader(r io.Reader, p Progress, id string, action Action, total int64) *ProgressReader {
+	return &ProgressReader{r: r, progress: p, id: id, action: action, total: total}
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
+func (p *ProgressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
 		p.mu.Lock()
@@ -198,14 +199,14 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		}
 		p.mu.Unlock()
 		if report {
-			p.progress.send(Update{ID: p.id, Action: p.action, Current: cur, Total: p.total})
+			p.progress.Send(Update{ID: p.id, Action: p.action, Current: cur, Total: p.total})
 		}
 	}
 	return n, err
 }
 
-// count returns the bytes read so far.
-func (p *progressReader) count() int64 {
+// Count returns the bytes read so far.
+func (p *ProgressReader) Count() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.n

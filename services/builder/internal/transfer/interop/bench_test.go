@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/strata-build/strata/lib/harness"
+	"github.com/strata-build/strata/services/builder/internal/archive"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
@@ -66,7 +67,7 @@ func BenchmarkRegistryTransfer(b *testing.B) {
 	src := newEnv(b)
 	source := harness.StartRegistry(b)
 	ref := source + "/bench/image:1"
-	if _, err := src.svc.Import(ctx, randomRootfs(b), transfer.ImportOptions{Reference: ref}, nil); err != nil {
+	if _, err := src.archive.Import(ctx, randomRootfs(b), archive.ImportOptions{Reference: ref}, nil); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := src.svc.Push(ctx, ref, transfer.PushOptions{}, nil); err != nil {

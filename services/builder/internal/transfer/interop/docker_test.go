@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/services/builder/internal/archive"
 	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
@@ -47,19 +48,19 @@ func TestDockerSaveLoadRun(t *testing.T) {
 		t.Fatalf("the original prints %q", want)
 	}
 
-	archive := filepath.Join(t.TempDir(), "docker-save.tar")
-	docker(t, "save", "-o", archive, name)
-	f, err := os.Open(archive)
+	tarball := filepath.Join(t.TempDir(), "docker-save.tar")
+	docker(t, "save", "-o", tarball, name)
+	f, err := os.Open(tarball)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	var updates []transfer.Update
-	loaded, err := e.svc.Load(ctx, f, func(u transfer.Update) { updates = append(updates, u) })
+	loaded, err := e.archive.Load(ctx, f, func(u transfer.Update) { updates = append(updates, u) })
 	if err != nil {
 		t.Fatalf("Load(docker save output): %v", err)
 	}
-	if diff := cmp.Diff([]transfer.LoadedImage{{ImageID: id, Tags: []string{name}}}, loaded); diff != "" {
+	if diff := cmp.Diff([]archive.LoadedImage{{ImageID: id, Tags: []string{name}}}, loaded); diff != "" {
 		t.Fatalf("Load (-want +got):\n%s", diff)
 	}
 	img, err := e.images.Get(ctx, name)
@@ -75,7 +76,7 @@ func TestDockerSaveLoadRun(t *testing.T) {
 	}
 
 	var saved bytes.Buffer
-	if err := e.svc.Save(ctx, []string{name}, transfer.FormatDocker, &saved); err != nil {
+	if err := e.archive.Save(ctx, []string{name}, archive.FormatDocker, &saved); err != nil {
 		t.Fatalf("Save: %v", err)
 	}
 	docker(t, "rmi", name)
@@ -94,7 +95,7 @@ func TestStrataImportRunsInDocker(t *testing.T) {
 	name := "strata-interop-imported:" + uniqueTag(t)
 	e.importBusybox(t, busyboxRootfs(t), name, `CMD ["/bin/sh", "-c", "echo imported by strata"]`)
 	var saved bytes.Buffer
-	if err := e.svc.Save(context.Background(), []string{name}, transfer.FormatDocker, &saved); err != nil {
+	if err := e.archive.Save(context.Background(), []string{name}, archive.FormatDocker, &saved); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = runQuiet("docker", "rmi", "-f", name) })
@@ -114,14 +115,14 @@ func TestDockerSaveSeveralImages(t *testing.T) {
 	base := strings.Replace(app, "strata-interop-app", "strata-interop-base", 1)
 	baseID := digest.Digest(strings.TrimSpace(docker(t, "image", "inspect", "--format", "{{.Id}}", base)))
 	t.Cleanup(func() { _ = runQuiet("docker", "rmi", other) })
-	archive := filepath.Join(t.TempDir(), "several.tar")
-	docker(t, "save", "-o", archive, app, other, base)
-	f, err := os.Open(archive)
+	tarball := filepath.Join(t.TempDir(), "several.tar")
+	docker(t, "save", "-o", tarball, app, other, base)
+	f, err := os.Open(tarball)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	loaded, err := e.svc.Load(context.Background(), f, nil)
+	loaded, err := e.archive.Load(context.Background(), f, nil)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

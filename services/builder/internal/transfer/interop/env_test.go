@@ -26,6 +26,7 @@ import (
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
+	"github.com/strata-build/strata/services/builder/internal/archive"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -40,6 +41,7 @@ type env struct {
 	dir                string
 	blobAddr, metaAddr string
 	svc                *transfer.Service
+	archive            *archive.Service
 	images             *image.Store
 	meta               metadatav1.ImageServiceClient
 	blobs              *blobclient.Client
@@ -60,11 +62,13 @@ func newEnv(t testing.TB, opts ...transfer.Option) *env {
 	// The registries of these tests listen on loopback, as make run's may.
 	loopback := egress.Policy{Prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}
 	opts = append([]transfer.Option{transfer.WithRetryBackoff(10 * time.Millisecond), transfer.WithEgress(loopback)}, opts...)
+	svc := transfer.New(blobs, images, slog.New(slog.DiscardHandler), opts...)
 	return &env{
 		dir:      dir,
 		blobAddr: blobAddr,
 		metaAddr: metaAddr,
-		svc:      transfer.New(blobs, images, slog.New(slog.DiscardHandler), opts...),
+		svc:      svc,
+		archive:  archive.New(svc, blobs, images),
 		images:   images,
 		meta:     meta,
 		blobs:    bc,
@@ -144,7 +148,7 @@ func (e *env) importBusybox(t *testing.T, rootfs, tag string, changes ...string)
 		t.Fatal(err)
 	}
 	defer f.Close()
-	res, err := e.svc.Import(context.Background(), f, transfer.ImportOptions{Reference: tag, Changes: changes}, nil)
+	res, err := e.archive.Import(context.Background(), f, archive.ImportOptions{Reference: tag, Changes: changes}, nil)
 	if err != nil {
 		t.Fatalf("Import: %v", err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/strata-build/strata/lib/harness"
 
-	"github.com/strata-build/strata/services/builder/internal/transfer"
+	"github.com/strata-build/strata/services/builder/internal/archive"
 )
 
 // skopeo and umoci read the OCI archive Strata saves.
@@ -26,12 +26,12 @@ func TestOCIArchiveReadBySkopeoAndUmoci(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	archive := filepath.Join(dir, "oci.tar")
+	tarball := filepath.Join(dir, "oci.tar")
 	var buf bytes.Buffer
-	if err := e.svc.Save(ctx, []string{"busybox:latest"}, transfer.FormatOCI, &buf); err != nil {
+	if err := e.archive.Save(ctx, []string{"busybox:latest"}, archive.FormatOCI, &buf); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(archive, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(tarball, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -40,20 +40,20 @@ func TestOCIArchiveReadBySkopeoAndUmoci(t *testing.T) {
 		Digest string
 		Env    []string
 	}
-	if err := json.Unmarshal([]byte(run(t, nil, skopeo, "inspect", "oci-archive:"+archive+":latest")), &inspect); err != nil {
+	if err := json.Unmarshal([]byte(run(t, nil, skopeo, "inspect", "oci-archive:"+tarball+":latest")), &inspect); err != nil {
 		t.Fatal(err)
 	}
 	if inspect.Digest != img.ManifestDescriptor().Digest.String() || !cmp.Equal(inspect.Env, []string{"A=1"}) {
 		t.Errorf("skopeo inspect = %+v, want digest %s and env A=1", inspect, img.ManifestDescriptor().Digest)
 	}
 	// Copying checks every blob against its digest.
-	run(t, nil, skopeo, "copy", "oci-archive:"+archive+":latest", "dir:"+filepath.Join(dir, "copied"))
+	run(t, nil, skopeo, "copy", "oci-archive:"+tarball+":latest", "dir:"+filepath.Join(dir, "copied"))
 
 	layout := filepath.Join(dir, "layout")
 	if err := os.MkdirAll(layout, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	run(t, nil, "tar", "-xf", archive, "-C", layout)
+	run(t, nil, "tar", "-xf", tarball, "-C", layout)
 	bundle := filepath.Join(dir, "bundle")
 	run(t, nil, harness.Tool(t, "umoci"), "unpack", "--image", layout+":latest", bundle)
 	if fi, err := os.Stat(filepath.Join(bundle, "rootfs", "bin", "busybox")); err != nil || fi.Mode()&0o111 == 0 {
@@ -97,11 +97,11 @@ func TestSkopeoOCIArchiveLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	loaded, err := e.svc.Load(context.Background(), f, nil)
+	loaded, err := e.archive.Load(context.Background(), f, nil)
 	if err != nil {
 		t.Fatalf("Load(skopeo's OCI archive): %v", err)
 	}
-	if diff := cmp.Diff([]transfer.LoadedImage{{ImageID: id, Tags: []string{"strata-test/skopeo:1"}}}, loaded); diff != "" {
+	if diff := cmp.Diff([]archive.LoadedImage{{ImageID: id, Tags: []string{"strata-test/skopeo:1"}}}, loaded); diff != "" {
 		t.Errorf("Load (-want +got):\n%s", diff)
 	}
 }

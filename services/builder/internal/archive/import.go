@@ -1,19 +1,18 @@
-package transfer
+package archive
 
 import (
 	"archive/tar"
 	"context"
 	"io"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/compression"
-	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
 // ImportOptions are the options of `docker import`.
@@ -41,7 +40,7 @@ const importLabel = "rootfs"
 // Import turns a root filesystem tarball (plain, gzip, zstd or bzip2) into
 // a one-layer image with the config `docker import` writes. The options are
 // checked before a byte of r is read.
-func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, progress Progress) (ImportResult, error) {
+func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, progress transfer.Progress) (ImportResult, error) {
 	var tag reference.Reference
 	if opts.Reference != "" {
 		var err error
@@ -49,7 +48,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, p
 			return ImportResult{}, err
 		}
 	}
-	platform, err := parsePlatform(opts.Platform)
+	platform, err := transfer.ParsePlatform(opts.Platform)
 	if err != nil {
 		return ImportResult{}, err
 	}
@@ -63,7 +62,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, p
 	}
 
 	const what = "import tarball"
-	in := newProgressReader(r, progress, importLabel, ActionDownloading, 0)
+	in := transfer.NewProgressReader(r, progress, importLabel, transfer.ActionDownloading, 0)
 	d, err := compression.NewReader(in, s.limits.Limits, what)
 	if err != nil {
 		return ImportResult{}, err
@@ -73,11 +72,11 @@ func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, p
 	if err != nil {
 		return ImportResult{}, err
 	}
-	desc, err := layer.Write(ctx, w, d, layer.WithCheck(func(h *tar.Header) error { return checkEntry(h, what) }))
+	desc, err := layer.Write(ctx, w, d, layer.WithCheck(func(h *tar.Header) error { return transfer.CheckEntry(h, what) }))
 	if err != nil {
 		return ImportResult{}, err
 	}
-	progress.send(Update{ID: desc.Digest.String(), Action: ActionDone, Current: in.count(), Total: in.count()})
+	progress.Send(transfer.Update{ID: desc.Digest.String(), Action: transfer.ActionDone, Current: in.Count(), Total: in.Count()})
 
 	created := s.now().UTC()
 	cfg := &image.Config{
@@ -108,33 +107,4 @@ func (s *Service) Import(ctx context.Context, r io.Reader, opts ImportOptions, p
 		res.Reference = tag.Familiar()
 	}
 	return res, nil
-}
-
-// Platform is an OS, architecture and variant.
-type Platform struct {
-	OS, Architecture, Variant string
-}
-
-func (p Platform) String() string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
-// parsePlatform parses "os/arch[/variant]"; empty means linux/amd64.
-func parsePlatform(s string) (Platform, error) {
-	if s == "" {
-		return Platform{OS: "linux", Architecture: "amd64"}, nil
-	}
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return Platform{}, errdefs.InvalidArgument("invalid platform %q: want os/arch[/variant], such as linux/amd64", s)
-	}
-	p := Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
 }

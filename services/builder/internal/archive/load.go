@@ -1,4 +1,4 @@
-package transfer
+package archive
 
 import (
 	"archive/tar"
@@ -21,6 +21,7 @@ import (
 	"github.com/strata-build/strata/lib/reference"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
 // LoadedImage is one image a load recorded.
@@ -45,7 +46,7 @@ type archive struct {
 
 // keep counts one more document of n bytes (or a link, of 0) against the
 // limits of what a load holds in memory.
-func (a *archive) keep(l Limits, n int64) error {
+func (a *archive) keep(l transfer.Limits, n int64) error {
 	if len(a.docs)+len(a.links) >= l.MaxArchiveDocuments {
 		return errdefs.ResourceExhausted("the archive holds more than %d JSON documents and links, the limit of a load (--max-archive-documents)", l.MaxArchiveDocuments).
 			WithReason("ARCHIVE_TOO_MANY_DOCUMENTS")
@@ -63,7 +64,7 @@ func (a *archive) keep(l Limits, n int64) error {
 // checked against its digest and against the diff ID its config lists, and
 // every image is checked before any is recorded, so a bad archive records
 // nothing.
-func (s *Service) Load(ctx context.Context, r io.Reader, progress Progress) ([]LoadedImage, error) {
+func (s *Service) Load(ctx context.Context, r io.Reader, progress transfer.Progress) ([]LoadedImage, error) {
 	a := &archive{docs: map[string][]byte{}, layers: map[string]image.Layer{}, links: map[string]string{}}
 	counted := &countReader{r: r}
 	tr := tar.NewReader(&archiveLimit{r: counted, max: s.limits.MaxArchiveSize})
@@ -75,7 +76,7 @@ func (s *Service) Load(ctx context.Context, r io.Reader, progress Progress) ([]L
 		if err != nil {
 			return nil, archiveError(err)
 		}
-		if err := checkEntry(hdr, "archive"); err != nil {
+		if err := transfer.CheckEntry(hdr, "archive"); err != nil {
 			return nil, err
 		}
 		name := path.Clean(hdr.Name)
@@ -140,7 +141,7 @@ func (s *Service) Load(ctx context.Context, r io.Reader, progress Progress) ([]L
 
 // loadEntry takes one regular file of the archive: a small JSON document is
 // kept in memory, anything else is stored as a layer blob.
-func (s *Service) loadEntry(ctx context.Context, a *archive, name string, size int64, r io.Reader, progress Progress) error {
+func (s *Service) loadEntry(ctx context.Context, a *archive, name string, size int64, r io.Reader, progress transfer.Progress) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	if size <= image.MaxConfigSize {
 		head, _ := br.Peek(1)
@@ -171,7 +172,7 @@ func (s *Service) loadEntry(ctx context.Context, a *archive, name string, size i
 	if want.Digest != "" {
 		id = want.Digest.String()
 	}
-	in := newProgressReader(br, progress, id, ActionDownloading, size)
+	in := transfer.NewProgressReader(br, progress, id, transfer.ActionDownloading, size)
 	c := compression.Detect(br)
 	var l image.Layer
 	var err error
@@ -180,12 +181,12 @@ func (s *Service) loadEntry(ctx context.Context, a *archive, name string, size i
 		// <id>/layer.tar: store them gzip-compressed, as Docker pushes them.
 		l, err = s.writeLayer(ctx, in, what)
 	} else {
-		l, err = s.storeLayer(ctx, in, want, "", what)
+		l, err = s.core.StoreLayer(ctx, in, want, "", what)
 	}
 	if err != nil {
 		return archiveError(err) // the archive may end inside the layer
 	}
-	progress.send(Update{ID: l.Blob.Digest.String(), Action: ActionDone, Current: size, Total: size})
+	progress.Send(transfer.Update{ID: l.Blob.Digest.String(), Action: transfer.ActionDone, Current: size, Total: size})
 	a.layers[name] = l
 	return nil
 }
@@ -203,7 +204,7 @@ func (s *Service) writeLayer(ctx context.Context, r io.Reader, what string) (ima
 		return image.Layer{}, err
 	}
 	defer d.Close()
-	desc, err := layer.Write(ctx, w, d, layer.WithCheck(func(h *tar.Header) error { return checkEntry(h, what) }))
+	desc, err := layer.Write(ctx, w, d, layer.WithCheck(func(h *tar.Header) error { return transfer.CheckEntry(h, what) }))
 	if err != nil {
 		return image.Layer{}, err
 	}
@@ -252,7 +253,7 @@ func (s *Service) layerAt(ctx context.Context, a *archive, p string) (image.Laye
 		if d, ok := blobDigest(p); ok {
 			want = ocispec.Descriptor{Digest: d, Size: int64(len(b))}
 		}
-		l, err := s.storeLayer(ctx, bytes.NewReader(b), want, "", "archive entry "+p)
+		l, err := s.core.StoreLayer(ctx, bytes.NewReader(b), want, "", "archive entry "+p)
 		if err != nil {
 			return image.Layer{}, err
 		}
@@ -400,7 +401,7 @@ func (s *Service) ociImage(ctx context.Context, a *archive, d ocispec.Descriptor
 		if err != nil {
 			return image.New{}, err
 		}
-		child, err := pickPlatform(idx, Platform{OS: "linux", Architecture: "amd64"})
+		child, err := transfer.PickPlatform(idx, transfer.Platform{OS: "linux", Architecture: "amd64"})
 		if err != nil {
 			return image.New{}, fmt.Errorf("the archive's index %s: %w", d.Digest, err)
 		}
@@ -475,7 +476,7 @@ func (l *archiveLimit) Read(p []byte) (int, error) {
 }
 
 func archiveError(err error) error {
-	if err == nil || isClassified(err) {
+	if err == nil || transfer.IsClassified(err) {
 		return err
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {

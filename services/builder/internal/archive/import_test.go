@@ -1,4 +1,4 @@
-package transfer
+package archive
 
 import (
 	"archive/tar"
@@ -18,6 +18,7 @@ import (
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
 type entry struct {
@@ -91,8 +92,8 @@ func TestImportRecordsTheImageDockerImportWould(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, WithClock(func() time.Time { return created }))
 			ctx := context.Background()
-			var updates []Update
-			res, err := f.svc.Import(ctx, bytes.NewReader(input), ImportOptions{Reference: "busybox"}, func(u Update) { updates = append(updates, u) })
+			var updates []transfer.Update
+			res, err := f.svc.Import(ctx, bytes.NewReader(input), ImportOptions{Reference: "busybox"}, func(u transfer.Update) { updates = append(updates, u) })
 			if err != nil {
 				t.Fatalf("Import: %v", err)
 			}
@@ -125,7 +126,7 @@ func TestImportRecordsTheImageDockerImportWould(t *testing.T) {
 			if l := img.Layers()[0]; l.Blob.MediaType != image.MediaTypeOCILayerGzip {
 				t.Errorf("layer media type = %s", l.Blob.MediaType)
 			}
-			if len(updates) == 0 || updates[len(updates)-1].Action != ActionDone {
+			if len(updates) == 0 || updates[len(updates)-1].Action != transfer.ActionDone {
 				t.Errorf("progress = %v, want it to end with done", updates)
 			}
 		})
@@ -195,7 +196,7 @@ var zstdWindowBomb = []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xa8, 0x01, 0x00, 0x00
 func TestImportRefusesBadInput(t *testing.T) {
 	good := gzipped(t, rootfs(t))
 	zeros := gzipped(t, make([]byte, 64<<20))
-	limits := Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}}
+	limits := transfer.Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100}}
 	for _, tc := range []struct {
 		name  string
 		input []byte
@@ -216,7 +217,7 @@ func TestImportRefusesBadInput(t *testing.T) {
 		{"zstd window bomb", zstdWindowBomb, errdefs.ErrResourceExhausted, "window"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, WithLimits(limits))
+			f := newLimitedFixture(t, limits)
 			_, err := f.svc.Import(context.Background(), bytes.NewReader(tc.input), ImportOptions{Reference: "bad:1"}, nil)
 			if !errors.Is(err, tc.kind) {
 				t.Fatalf("Import(%s) = %v, want %v", tc.name, err, tc.kind)
@@ -224,8 +225,8 @@ func TestImportRefusesBadInput(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("Import(%s) = %q, want it to say %q", tc.name, err, tc.msg)
 			}
-			if f.images.count() != 0 || f.blobs.count() != 0 {
-				t.Errorf("a refused import left %d images and %d blobs", f.images.count(), f.blobs.count())
+			if f.images.Count() != 0 || f.blobs.Count() != 0 {
+				t.Errorf("a refused import left %d images and %d blobs", f.images.Count(), f.blobs.Count())
 			}
 		})
 	}

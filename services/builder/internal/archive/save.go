@@ -1,4 +1,4 @@
-package transfer
+package archive
 
 import (
 	"archive/tar"

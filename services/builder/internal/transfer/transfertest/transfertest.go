@@ -1,12 +1,13 @@
-package transfer
+// Package transfertest holds in-memory stand-ins for the blob store and the
+// metadata service, for the fast unit tests of transfer and archive; the
+// integration tests run the real services.
+package transfertest
 
 import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"sync"
-	"testing"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -15,20 +16,19 @@ import (
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/reference"
-	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 )
 
-// memBlobs is an in-memory blob store for the fast unit tests; the
-// integration tests run the real blobstore service.
-type memBlobs struct {
+// Blobs is an in-memory blob store.
+type Blobs struct {
 	mu    sync.Mutex
 	blobs map[digest.Digest][]byte
 }
 
-func newMemBlobs() *memBlobs { return &memBlobs{blobs: map[digest.Digest][]byte{}} }
+// NewBlobs returns an empty Blobs.
+func NewBlobs() *Blobs { return &Blobs{blobs: map[digest.Digest][]byte{}} }
 
-func (m *memBlobs) Put(_ context.Context, desc ocispec.Descriptor, p []byte) error {
+func (m *Blobs) Put(_ context.Context, desc ocispec.Descriptor, p []byte) error {
 	if digest.FromBytes(p) != desc.Digest || int64(len(p)) != desc.Size {
 		return errdefs.InvalidArgument("blob does not match %s", desc.Digest)
 	}
@@ -38,11 +38,11 @@ func (m *memBlobs) Put(_ context.Context, desc ocispec.Descriptor, p []byte) err
 	return nil
 }
 
-func (m *memBlobs) Writer(context.Context, string) (layer.BlobWriter, error) {
-	return &memWriter{m: m}, nil
+func (m *Blobs) Writer(context.Context, string) (layer.BlobWriter, error) {
+	return &writer{m: m}, nil
 }
 
-func (m *memBlobs) Missing(_ context.Context, ds []digest.Digest) ([]digest.Digest, error) {
+func (m *Blobs) Missing(_ context.Context, ds []digest.Digest) ([]digest.Digest, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []digest.Digest
@@ -54,7 +54,7 @@ func (m *memBlobs) Missing(_ context.Context, ds []digest.Digest) ([]digest.Dige
 	return out, nil
 }
 
-func (m *memBlobs) Open(_ context.Context, d digest.Digest) (io.ReadCloser, error) {
+func (m *Blobs) Open(_ context.Context, d digest.Digest) (io.ReadCloser, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.blobs[d]
@@ -64,20 +64,21 @@ func (m *memBlobs) Open(_ context.Context, d digest.Digest) (io.ReadCloser, erro
 	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
-func (m *memBlobs) count() int {
+// Count returns how many blobs m holds.
+func (m *Blobs) Count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.blobs)
 }
 
-type memWriter struct {
-	m   *memBlobs
+type writer struct {
+	m   *Blobs
 	buf bytes.Buffer
 }
 
-func (w *memWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
-func (w *memWriter) Close() error                { return nil }
-func (w *memWriter) Commit(_ context.Context, size int64, expected digest.Digest) error {
+func (w *writer) Write(p []byte) (int, error) { return w.buf.Write(p) }
+func (w *writer) Close() error                { return nil }
+func (w *writer) Commit(_ context.Context, size int64, expected digest.Digest) error {
 	if int64(w.buf.Len()) != size || digest.FromBytes(w.buf.Bytes()) != expected {
 		return errdefs.InvalidArgument("upload does not match %s", expected)
 	}
@@ -90,9 +91,9 @@ func (w *memWriter) Commit(_ context.Context, size int64, expected digest.Digest
 	return nil
 }
 
-// memImages keeps image records by ID and tag. Transfers use no other
-// method of the metadata service (the embedded nil client panics).
-type memImages struct {
+// Images is an in-memory metadata service keeping image records by ID and
+// tag. Transfers use no other method of it (the embedded nil client panics).
+type Images struct {
 	metadatav1.ImageServiceClient
 
 	mu     sync.Mutex
@@ -101,11 +102,12 @@ type memImages struct {
 	putReq []*metadatav1.PutImageRequest
 }
 
-func newMemImages() *memImages {
-	return &memImages{byID: map[string]*metadatav1.Image{}, tags: map[string]string{}}
+// NewImages returns an empty Images.
+func NewImages() *Images {
+	return &Images{byID: map[string]*metadatav1.Image{}, tags: map[string]string{}}
 }
 
-func (m *memImages) PutImage(_ context.Context, in *metadatav1.PutImageRequest, _ ...grpc.CallOption) (*metadatav1.PutImageResponse, error) {
+func (m *Images) PutImage(_ context.Context, in *metadatav1.PutImageRequest, _ ...grpc.CallOption) (*metadatav1.PutImageResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	img := in.GetImage()
@@ -121,7 +123,7 @@ func (m *memImages) PutImage(_ context.Context, in *metadatav1.PutImageRequest, 
 	return &metadatav1.PutImageResponse{Image: img}, nil
 }
 
-func (m *memImages) GetImage(_ context.Context, in *metadatav1.GetImageRequest, _ ...grpc.CallOption) (*metadatav1.GetImageResponse, error) {
+func (m *Images) GetImage(_ context.Context, in *metadatav1.GetImageRequest, _ ...grpc.CallOption) (*metadatav1.GetImageResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if img, ok := m.byID[in.GetReference()]; ok {
@@ -135,33 +137,22 @@ func (m *memImages) GetImage(_ context.Context, in *metadatav1.GetImageRequest, 
 	return nil, errdefs.NotFound("no image %q", in.GetReference())
 }
 
-func (m *memImages) count() int {
+// Count returns how many images m holds.
+func (m *Images) Count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.byID)
 }
 
-type fixture struct {
-	blobs  *memBlobs
-	images *memImages
-	svc    *Service
-}
-
-func newFixture(t testing.TB, opts ...Option) *fixture {
-	t.Helper()
-	f := &fixture{blobs: newMemBlobs(), images: newMemImages()}
-	f.svc = New(f.blobs, image.NewStore(f.blobs, f.images), slog.New(slog.DiscardHandler), opts...)
-	return f
-}
-
-// putTag is the PutImage request that points one more tag at a recorded image.
-func putTag(f *fixture, id digest.Digest, tag string) *metadatav1.PutImageRequest {
-	f.images.mu.Lock()
-	img := f.images.byID[id.String()]
-	f.images.mu.Unlock()
+// PutTag is the PutImage request that points one more tag at the image m
+// records as id.
+func (m *Images) PutTag(id digest.Digest, tag string) (*metadatav1.PutImageRequest, error) {
+	m.mu.Lock()
+	img := m.byID[id.String()]
+	m.mu.Unlock()
 	r, err := reference.ParseTag(tag)
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
-	return &metadatav1.PutImageRequest{Image: img, Tags: []string{r.String()}}
+	return &metadatav1.PutImageRequest{Image: img, Tags: []string{r.String()}}, nil
 }

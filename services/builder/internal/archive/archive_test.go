@@ -1,4 +1,4 @@
-package transfer
+package archive
 
 import (
 	"archive/tar"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
 // importTwo imports two images, one of them under two tags.
@@ -168,14 +169,14 @@ func TestLoadRefusesBadArchives(t *testing.T) {
 		}), errdefs.ErrResourceExhausted, "--max-archive-document-bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dst := newFixture(t, WithLimits(Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100},
-				MaxArchiveDocuments: 15, MaxArchiveDocumentBytes: 128 << 10}))
+			dst := newLimitedFixture(t, transfer.Limits{Limits: compression.Limits{ExpansionFloor: 1 << 20, MaxExpansion: 100},
+				MaxArchiveDocuments: 15, MaxArchiveDocumentBytes: 128 << 10})
 			_, err := dst.svc.Load(ctx, bytes.NewReader(tc.archive), nil)
 			if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("Load(%s) = %v, want %v saying %q", tc.name, err, tc.kind, tc.msg)
 			}
-			if dst.images.count() != 0 {
-				t.Errorf("a refused load recorded %d images", dst.images.count())
+			if dst.images.Count() != 0 {
+				t.Errorf("a refused load recorded %d images", dst.images.Count())
 			}
 		})
 	}

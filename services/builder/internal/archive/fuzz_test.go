@@ -1,4 +1,4 @@
-package transfer
+package archive
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/strata-build/strata/lib/compression"
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/transfer"
 )
 
 // FuzzLoad loads any bytes as a `docker load` archive, under small limits.
@@ -31,18 +32,18 @@ func FuzzLoad(f *testing.F) {
 	legacy, _, _ := legacyArchive(f)
 	f.Add(legacy)
 	f.Fuzz(func(t *testing.T, archive []byte) {
-		dst := newFixture(t, WithLimits(Limits{
+		dst := newLimitedFixture(t, transfer.Limits{
 			Limits:                  compression.Limits{MaxSize: 1 << 20},
 			MaxArchiveSize:          4 << 20,
 			MaxArchiveDocuments:     64,
 			MaxArchiveDocumentBytes: 256 << 10,
-		}))
+		})
 		loaded, err := dst.svc.Load(ctx, bytes.NewReader(archive), nil)
 		if err != nil {
 			if !errdefs.IsInvalidArgument(err) && !errors.Is(err, errdefs.ErrResourceExhausted) && !errdefs.IsNotFound(err) {
 				t.Fatalf("Load = %v (%T), want INVALID_ARGUMENT, RESOURCE_EXHAUSTED or NOT_FOUND", err, err)
 			}
-			if n := dst.images.count(); n != 0 {
+			if n := dst.images.Count(); n != 0 {
 				t.Fatalf("a refused load (%v) recorded %d images", err, n)
 			}
 			return
