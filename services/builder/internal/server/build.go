@@ -188,16 +188,21 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 		b.Finish(nil, err, errdefs.KindOf(err) == errdefs.ErrCanceled)
 		return
 	}
-	result := &builderv1.BuildResult{
+	result := buildResult(res, sess, time.Since(start), b.ID())
+	s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_FINISHED, b, opts, result, nil))
+	b.Finish(result, nil, false)
+}
+
+// buildResult converts a finished build's result.
+func buildResult(res *build.Result, sess *buildctx.Session, took time.Duration, id string) *builderv1.BuildResult {
+	return &builderv1.BuildResult{
 		ImageId:              res.ImageID,
 		ManifestDigest:       res.ManifestDigest,
 		Tags:                 res.Tags,
 		ContextBytesReceived: sess.Received(),
-		Duration:             durationpb.New(time.Since(start)),
-		BuildId:              b.ID(),
+		Duration:             durationpb.New(took),
+		BuildId:              id,
 	}
-	s.builds.record(ctx, buildEvent(metadatav1.EventAction_EVENT_ACTION_BUILD_FINISHED, b, opts, result, nil))
-	b.Finish(result, nil, false)
 }
 
 // buildEvent is the metadata event of a build's start (res and err nil),
