@@ -1941,9 +1941,12 @@ type InspectImageResponse struct {
 	// The fields, structured.
 	Image *ImageInspect `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
 	// The same as Docker's JSON object, byte for byte in Docker's field order.
-	DockerJson    []byte `protobuf:"bytes,2,opt,name=docker_json,json=dockerJson,proto3" json:"docker_json,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DockerJson []byte `protobuf:"bytes,2,opt,name=docker_json,json=dockerJson,proto3" json:"docker_json,omitempty"`
+	// docker_json as text, for clients such as grpcurl that show bytes as
+	// base64 (the JSON is UTF-8, so the two hold the same bytes).
+	DockerJsonText string `protobuf:"bytes,3,opt,name=docker_json_text,json=dockerJsonText,proto3" json:"docker_json_text,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *InspectImageResponse) Reset() {
@@ -1988,6 +1991,13 @@ func (x *InspectImageResponse) GetDockerJson() []byte {
 		return x.DockerJson
 	}
 	return nil
+}
+
+func (x *InspectImageResponse) GetDockerJsonText() string {
+	if x != nil {
+		return x.DockerJsonText
+	}
+	return ""
 }
 
 // ListImagesRequest asks for one page of images.
@@ -5125,11 +5135,12 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x10GetImageResponse\x12/\n" +
 	"\x05image\x18\x01 \x01(\v2\x19.strata.metadata.v1.ImageR\x05image\"3\n" +
 	"\x13InspectImageRequest\x12\x1c\n" +
-	"\treference\x18\x01 \x01(\tR\treference\"o\n" +
+	"\treference\x18\x01 \x01(\tR\treference\"\x99\x01\n" +
 	"\x14InspectImageResponse\x126\n" +
 	"\x05image\x18\x01 \x01(\v2 .strata.metadata.v1.ImageInspectR\x05image\x12\x1f\n" +
 	"\vdocker_json\x18\x02 \x01(\fR\n" +
-	"dockerJson\"\x97\x01\n" +
+	"dockerJson\x12(\n" +
+	"\x10docker_json_text\x18\x03 \x01(\tR\x0edockerJsonText\"\x97\x01\n" +
 	"\x11ListImagesRequest\x124\n" +
 	"\afilters\x18\x01 \x03(\v2\x1a.strata.metadata.v1.FilterR\afilters\x12\x10\n" +
 	"\x03all\x18\x02 \x01(\bR\x03all\x12\x1b\n" +

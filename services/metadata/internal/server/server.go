@@ -104,7 +104,7 @@ func (s *Server) InspectImage(ctx context.Context, req *metadatav1.InspectImageR
 	if err != nil {
 		return nil, err
 	}
-	return &metadatav1.InspectImageResponse{Image: insp, DockerJson: raw}, nil
+	return &metadatav1.InspectImageResponse{Image: insp, DockerJson: raw, DockerJsonText: string(raw)}, nil
 }
 
 // ListImages implements metadatav1.ImageServiceServer.
