@@ -932,9 +932,19 @@ func (t *txn) ReferencedBlobs(ctx context.Context, after string, limit int) ([]s
 }
 
 func (t *txn) Referenced(ctx context.Context, digests []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	for _, c := range chunks(digests, chunk) {
-		rows, err := t.direct().QueryContext(ctx, referenced(`digest IN `+in(1, len(c))), args(c)...)
+	found, err := t.stringsIn(ctx, digests, nil, func(in string) string { return referenced(`digest IN ` + in) })
+	return set(found), err
+}
+
+// stringsIn runs the query query makes of an IN list over vals, a chunk
+// of vals at a time (a statement's parameters are bounded), with lead's
+// arguments before each chunk's, and returns the first column of every
+// row.
+func (t *txn) stringsIn(ctx context.Context, vals []string, lead []any, query func(in string) string) ([]string, error) {
+	var out []string
+	for _, c := range chunks(vals, chunk) {
+		a := append(append([]any{}, lead...), args(c)...)
+		rows, err := t.direct().QueryContext(ctx, query(in(len(lead)+1, len(c))), a...)
 		if err != nil {
 			return nil, err
 		}
@@ -942,11 +952,18 @@ func (t *txn) Referenced(ctx context.Context, digests []string) (map[string]bool
 		if err != nil {
 			return nil, err
 		}
-		for _, d := range found {
-			out[d] = true
-		}
+		out = append(out, found...)
 	}
 	return out, nil
+}
+
+// set is the set of ss.
+func set(ss []string) map[string]bool {
+	out := make(map[string]bool, len(ss))
+	for _, s := range ss {
+		out[s] = true
+	}
+	return out
 }
 
 func (t *txn) Usage(ctx context.Context) (image.Usage, error) {
@@ -1013,20 +1030,9 @@ func (t *txn) SetCollected(ctx context.Context, digest string, deleted bool, at 
 }
 
 func (t *txn) Collected(ctx context.Context, digests []string, since time.Time) ([]string, error) {
-	var out []string
-	for _, c := range chunks(digests, chunk) {
-		a := append([]any{since.UnixNano()}, args(c)...)
-		rows, err := t.direct().QueryContext(ctx, `SELECT digest FROM gc_marks WHERE (deleted_at = 0 OR deleted_at >= $1) AND digest IN `+in(2, len(c)), a...)
-		if err != nil {
-			return nil, err
-		}
-		found, err := scanStrings(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, found...)
-	}
-	return out, nil
+	return t.stringsIn(ctx, digests, []any{since.UnixNano()}, func(in string) string {
+		return `SELECT digest FROM gc_marks WHERE (deleted_at = 0 OR deleted_at >= $1) AND digest IN ` + in
+	})
 }
 
 func (t *txn) PruneMarks(ctx context.Context, before time.Time) error {
@@ -1079,23 +1085,11 @@ func (t *txn) DeleteLease(ctx context.Context, id string) error {
 }
 
 func (t *txn) Leased(ctx context.Context, digests []string, now time.Time) (map[string]bool, error) {
-	out := map[string]bool{}
-	for _, c := range chunks(digests, chunk) {
-		a := append([]any{now.UnixNano()}, args(c)...)
-		rows, err := t.direct().QueryContext(ctx, `SELECT DISTINCT b.digest FROM lease_blobs b JOIN leases l ON l.id = b.lease_id
-			WHERE l.expires > $1 AND b.digest IN `+in(2, len(c)), a...)
-		if err != nil {
-			return nil, err
-		}
-		found, err := scanStrings(rows)
-		if err != nil {
-			return nil, err
-		}
-		for _, d := range found {
-			out[d] = true
-		}
-	}
-	return out, nil
+	found, err := t.stringsIn(ctx, digests, []any{now.UnixNano()}, func(in string) string {
+		return `SELECT DISTINCT b.digest FROM lease_blobs b JOIN leases l ON l.id = b.lease_id
+			WHERE l.expires > $1 AND b.digest IN ` + in
+	})
+	return set(found), err
 }
 
 func (t *txn) PruneLeases(ctx context.Context, now time.Time) (int64, error) {
