@@ -16,7 +16,11 @@ import (
 // A target names one service, in one of three forms:
 //
 //   - "host:port": that address (every IP the name resolves to, the first
-//     that answers taking every call, as gRPC's pick_first does).
+//     that answers taking every call). The name is looked up again on each
+//     connection attempt (gRPC's passthrough resolver, Go's own lookup), so
+//     a service whose name stopped resolving while it was down (a stopped
+//     compose container) is reached as soon as it is back, not after gRPC's
+//     DNS resolver has backed off for up to two minutes.
 //   - "dns:///host:port" (or "dns://RESOLVER/host:port"): every IP the
 //     name resolves to, each a replica, re-resolved when a connection
 //     breaks; a compose service scaled to several containers or a
@@ -84,8 +88,10 @@ func balance(target string) (string, []grpc.DialOption) {
 	switch {
 	case strings.HasPrefix(target, "dns:"):
 		return target, []grpc.DialOption{grpc.WithDefaultServiceConfig(balancedConfig)}
-	case !strings.Contains(target, ","):
+	case strings.Contains(target, ":///"), strings.HasPrefix(target, "unix:"), strings.HasPrefix(target, "unix-abstract:"):
 		return target, nil
+	case !strings.Contains(target, ","):
+		return "passthrough:///" + target, nil
 	}
 	var state resolver.State
 	for _, a := range strings.Split(target, ",") {
