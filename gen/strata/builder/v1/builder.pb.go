@@ -2815,7 +2815,13 @@ type PullRequest struct {
 	// Credentials for the registry; anonymous when unset.
 	Auth *RegistryAuth `protobuf:"bytes,3,opt,name=auth,proto3" json:"auth,omitempty"`
 	// Use plain HTTP. Always true for localhost and 127.0.0.1 registries.
-	Insecure      bool `protobuf:"varint,4,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	Insecure bool `protobuf:"varint,4,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// Keep an index whole (`docker pull --all-platforms`): fetch every
+	// manifest it lists with its config and layers, record each image, and
+	// record the index itself in the reference's repository, so the registry
+	// serves it as it was pulled. The tag stands for the platform's image.
+	// An index may list at most 64 manifests (RESOURCE_EXHAUSTED otherwise).
+	AllPlatforms  bool `protobuf:"varint,5,opt,name=all_platforms,json=allPlatforms,proto3" json:"all_platforms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2878,6 +2884,13 @@ func (x *PullRequest) GetInsecure() bool {
 	return false
 }
 
+func (x *PullRequest) GetAllPlatforms() bool {
+	if x != nil {
+		return x.AllPlatforms
+	}
+	return false
+}
+
 // PullResult is the outcome of a pull.
 type PullResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2888,7 +2901,10 @@ type PullResult struct {
 	// The manifest digest, the image's repository digest.
 	ManifestDigest string `protobuf:"bytes,3,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
 	// Layer bytes fetched from the registry.
-	BytesFetched  int64 `protobuf:"varint,4,opt,name=bytes_fetched,json=bytesFetched,proto3" json:"bytes_fetched,omitempty"`
+	BytesFetched int64 `protobuf:"varint,4,opt,name=bytes_fetched,json=bytesFetched,proto3" json:"bytes_fetched,omitempty"`
+	// With all_platforms, the images recorded, one per manifest of the index
+	// that is an image, in the index's order.
+	Platforms     []*PulledPlatform `protobuf:"bytes,5,rep,name=platforms,proto3" json:"platforms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2951,6 +2967,77 @@ func (x *PullResult) GetBytesFetched() int64 {
 	return 0
 }
 
+func (x *PullResult) GetPlatforms() []*PulledPlatform {
+	if x != nil {
+		return x.Platforms
+	}
+	return nil
+}
+
+// PulledPlatform is one image of an index pulled whole.
+type PulledPlatform struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The platform, "os/arch[/variant]".
+	Platform string `protobuf:"bytes,1,opt,name=platform,proto3" json:"platform,omitempty"`
+	// The ID of the image.
+	ImageId string `protobuf:"bytes,2,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	// The digest of its manifest.
+	ManifestDigest string `protobuf:"bytes,3,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PulledPlatform) Reset() {
+	*x = PulledPlatform{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PulledPlatform) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PulledPlatform) ProtoMessage() {}
+
+func (x *PulledPlatform) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PulledPlatform.ProtoReflect.Descriptor instead.
+func (*PulledPlatform) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PulledPlatform) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *PulledPlatform) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *PulledPlatform) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
 // PullResponse is one server message of a pull.
 type PullResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2967,7 +3054,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3066,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3079,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -3054,7 +3141,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3153,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3166,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -3120,7 +3207,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3132,7 +3219,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3145,7 +3232,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PushResult) GetReference() string {
@@ -3192,7 +3279,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3291,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3304,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -3304,7 +3391,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3403,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3416,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Build) GetId() string {
@@ -3450,7 +3537,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3462,7 +3549,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3475,7 +3562,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListBuildsRequest) GetActiveOnly() bool {
@@ -3503,7 +3590,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3602,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3615,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -3549,7 +3636,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3561,7 +3648,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3574,7 +3661,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -3595,7 +3682,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +3694,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +3707,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -3644,7 +3731,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +3743,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +3756,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -3702,7 +3789,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3714,7 +3801,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3727,7 +3814,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *WatchBuildResponse) GetResponse() isWatchBuildResponse_Response {
@@ -3784,7 +3871,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +3883,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +3896,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -3831,7 +3918,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3843,7 +3930,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3856,7 +3943,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CancelBuildResponse) GetBuild() *Build {
@@ -4048,18 +4135,24 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12%\n" +
 	"\x0eidentity_token\x18\x03 \x01(\tR\ridentityToken\x12%\n" +
-	"\x0eregistry_token\x18\x04 \x01(\tR\rregistryToken\"\x98\x01\n" +
+	"\x0eregistry_token\x18\x04 \x01(\tR\rregistryToken\"\xbd\x01\n" +
 	"\vPullRequest\x12\x1c\n" +
 	"\treference\x18\x01 \x01(\tR\treference\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x123\n" +
 	"\x04auth\x18\x03 \x01(\v2\x1f.strata.builder.v1.RegistryAuthR\x04auth\x12\x1a\n" +
-	"\binsecure\x18\x04 \x01(\bR\binsecure\"\x93\x01\n" +
+	"\binsecure\x18\x04 \x01(\bR\binsecure\x12#\n" +
+	"\rall_platforms\x18\x05 \x01(\bR\fallPlatforms\"\xd4\x01\n" +
 	"\n" +
 	"PullResult\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12\x1c\n" +
 	"\treference\x18\x02 \x01(\tR\treference\x12'\n" +
 	"\x0fmanifest_digest\x18\x03 \x01(\tR\x0emanifestDigest\x12#\n" +
-	"\rbytes_fetched\x18\x04 \x01(\x03R\fbytesFetched\"\x96\x01\n" +
+	"\rbytes_fetched\x18\x04 \x01(\x03R\fbytesFetched\x12?\n" +
+	"\tplatforms\x18\x05 \x03(\v2!.strata.builder.v1.PulledPlatformR\tplatforms\"p\n" +
+	"\x0ePulledPlatform\x12\x1a\n" +
+	"\bplatform\x18\x01 \x01(\tR\bplatform\x12\x19\n" +
+	"\bimage_id\x18\x02 \x01(\tR\aimageId\x12'\n" +
+	"\x0fmanifest_digest\x18\x03 \x01(\tR\x0emanifestDigest\"\x96\x01\n" +
 	"\fPullResponse\x12A\n" +
 	"\bprogress\x18\x01 \x01(\v2#.strata.builder.v1.TransferProgressH\x00R\bprogress\x127\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.strata.builder.v1.PullResultH\x00R\x06resultB\n" +
@@ -4182,7 +4275,7 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),              // 0: strata.builder.v1.NetworkMode
 	(OutputStream)(0),             // 1: strata.builder.v1.OutputStream
@@ -4222,28 +4315,29 @@ var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(*RegistryAuth)(nil),          // 35: strata.builder.v1.RegistryAuth
 	(*PullRequest)(nil),           // 36: strata.builder.v1.PullRequest
 	(*PullResult)(nil),            // 37: strata.builder.v1.PullResult
-	(*PullResponse)(nil),          // 38: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),           // 39: strata.builder.v1.PushRequest
-	(*PushResult)(nil),            // 40: strata.builder.v1.PushResult
-	(*PushResponse)(nil),          // 41: strata.builder.v1.PushResponse
-	(*Build)(nil),                 // 42: strata.builder.v1.Build
-	(*ListBuildsRequest)(nil),     // 43: strata.builder.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 44: strata.builder.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),       // 45: strata.builder.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),      // 46: strata.builder.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),     // 47: strata.builder.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),    // 48: strata.builder.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),    // 49: strata.builder.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 50: strata.builder.v1.CancelBuildResponse
-	nil,                           // 51: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                           // 52: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
+	(*PulledPlatform)(nil),        // 38: strata.builder.v1.PulledPlatform
+	(*PullResponse)(nil),          // 39: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),           // 40: strata.builder.v1.PushRequest
+	(*PushResult)(nil),            // 41: strata.builder.v1.PushResult
+	(*PushResponse)(nil),          // 42: strata.builder.v1.PushResponse
+	(*Build)(nil),                 // 43: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),     // 44: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 45: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),       // 46: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),      // 47: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),     // 48: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),    // 49: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),    // 50: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 51: strata.builder.v1.CancelBuildResponse
+	nil,                           // 52: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                           // 53: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),   // 54: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 55: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	5,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	51, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	52, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	52, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	53, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
 	6,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
 	8,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
@@ -4251,7 +4345,7 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	9,  // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
 	10, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
 	1,  // 9: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	53, // 10: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	54, // 10: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
 	13, // 11: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
 	14, // 12: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
 	15, // 13: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
@@ -4259,7 +4353,7 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	17, // 15: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
 	18, // 16: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
 	20, // 17: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
-	53, // 18: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	54, // 18: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
 	12, // 19: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
 	19, // 20: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
 	21, // 21: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
@@ -4273,45 +4367,46 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	31, // 29: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
 	3,  // 30: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
 	35, // 31: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	23, // 32: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	37, // 33: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	35, // 34: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	23, // 35: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	40, // 36: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	4,  // 37: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
-	54, // 38: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
-	54, // 39: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
-	54, // 40: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
-	42, // 41: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
-	42, // 42: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
-	19, // 43: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	21, // 44: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	42, // 45: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
-	11, // 46: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	43, // 47: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
-	45, // 48: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
-	47, // 49: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
-	49, // 50: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
-	25, // 51: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	29, // 52: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	33, // 53: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	36, // 54: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	39, // 55: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	22, // 56: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	44, // 57: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
-	46, // 58: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
-	48, // 59: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
-	50, // 60: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
-	27, // 61: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	32, // 62: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	34, // 63: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	38, // 64: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	41, // 65: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	56, // [56:66] is the sub-list for method output_type
-	46, // [46:56] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	38, // 32: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
+	23, // 33: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	37, // 34: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	35, // 35: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	23, // 36: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	41, // 37: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	4,  // 38: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
+	55, // 39: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	55, // 40: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	55, // 41: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	43, // 42: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
+	43, // 43: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
+	19, // 44: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	21, // 45: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	43, // 46: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
+	11, // 47: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	44, // 48: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	46, // 49: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	48, // 50: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	50, // 51: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	25, // 52: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	29, // 53: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	33, // 54: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	36, // 55: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	40, // 56: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	22, // 57: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	45, // 58: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	47, // 59: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	49, // 60: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	51, // 61: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	27, // 62: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	32, // 63: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	34, // 64: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	39, // 65: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	42, // 66: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -4355,15 +4450,15 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[33].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[34].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[36].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[37].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[43].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[44].OneofWrappers = []any{
 		(*WatchBuildResponse_Event)(nil),
 		(*WatchBuildResponse_Result)(nil),
 	}
@@ -4373,7 +4468,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
