@@ -2894,11 +2894,15 @@ func (x *PullRequest) GetAllPlatforms() bool {
 // PullResult is the outcome of a pull.
 type PullResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The ID of the pulled image.
+	// The ID of the pulled image; with all_platforms, the image of the
+	// platform asked for (linux/amd64 by default), empty when the index has
+	// none.
 	ImageId string `protobuf:"bytes,1,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
 	// The reference as Docker shows it.
 	Reference string `protobuf:"bytes,2,opt,name=reference,proto3" json:"reference,omitempty"`
-	// The manifest digest, the image's repository digest.
+	// The digest of what the reference named, the image's repository
+	// digest: the index's, for an image picked from an index or with
+	// all_platforms.
 	ManifestDigest string `protobuf:"bytes,3,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
 	// Layer bytes fetched from the registry.
 	BytesFetched int64 `protobuf:"varint,4,opt,name=bytes_fetched,json=bytesFetched,proto3" json:"bytes_fetched,omitempty"`

@@ -180,6 +180,11 @@ func TestPullAllPlatforms(t *testing.T) {
 		t.Errorf("strata images shows %q, want the tag for the amd64 image: %q", got, want)
 	}
 
+	// Pulling it again changes nothing.
+	if out := s.ok(t, "", "pull", "--insecure", "--all-platforms", src+"/multi:v1"); !strings.Contains(out, "Image is up to date") {
+		t.Errorf("a second pull --all-platforms printed:\n%s", out)
+	}
+
 	// strata-registry serves the index as the source does, and each child
 	// with all its blobs (validate reads and checks every one).
 	served := insecureRef(t, s.RegistryAddr+"/"+src+"/multi:v1")
