@@ -33,6 +33,7 @@ const maxArtifactBlobSize = 64 << 20
 // tag. The tag stands for the index's linux/amd64 image, as the metadata
 // service decides for every index. Manifests that are no image
 // (attestations) are stored and recorded in the repository as they are.
+// Nothing is recorded until every blob of every platform is stored.
 // The result names the image of platform, if the index has one.
 func (s *Service) pullIndex(ctx context.Context, ref reference.Reference, puller *remote.Puller, fetcher *blobFetcher,
 	idx *image.Index, indexBytes []byte, platform Platform, what string, progress Progress) (PullResult, error) {
@@ -47,6 +48,16 @@ func (s *Service) pullIndex(ctx context.Context, ref reference.Reference, puller
 	repo := fetcher.repo
 	repoName := ref.Repository().String()
 	res := PullResult{Reference: ref.Familiar(), ManifestDigest: digest.FromBytes(indexBytes)}
+	// Every blob is fetched and checked before anything is recorded, so a
+	// pull that fails on one platform records none.
+	type pending struct {
+		entry     ocispec.Descriptor
+		image     *image.New // nil for a manifest that is no image
+		manifest  []byte
+		mediaType string
+		what      string
+	}
+	var todo []pending
 	for _, entry := range idx.Manifests {
 		entryWhat := fmt.Sprintf("%s: manifest %s", what, entry.Digest)
 		if image.IsIndexMediaType(entry.MediaType) {
@@ -60,33 +71,42 @@ func (s *Service) pullIndex(ctx context.Context, ref reference.Reference, puller
 		if err != nil {
 			return PullResult{}, err
 		}
+		p := pending{entry: entry, manifest: b, mediaType: mediaType, what: entryWhat}
 		if !isImage(b, mediaType) {
 			if err := s.fetchArtifact(ctx, fetcher, b, mediaType, entryWhat); err != nil {
 				return PullResult{}, err
 			}
-			if _, err := s.images.PutManifest(ctx, repoName, nil, mediaType, b); err != nil {
-				return PullResult{}, fmt.Errorf("%s: %w", entryWhat, err)
-			}
+			todo = append(todo, p)
 			continue
 		}
 		n, fetched, err := s.fetchImage(ctx, puller, fetcher, repo, b, mediaType, entryWhat, progress)
 		if err != nil {
 			return PullResult{}, err
 		}
+		res.BytesFetched += fetched
 		n.RepoDigests = []string{repoName + "@" + entry.Digest.String()}
 		n.Action = metadatav1.EventAction_EVENT_ACTION_PULL
-		rec, err := s.images.Put(ctx, n)
+		p.image = &n
+		todo = append(todo, p)
+	}
+	for _, p := range todo {
+		if p.image == nil {
+			if _, err := s.images.PutManifest(ctx, repoName, nil, p.mediaType, p.manifest); err != nil {
+				return PullResult{}, fmt.Errorf("%s: %w", p.what, err)
+			}
+			continue
+		}
+		rec, err := s.images.Put(ctx, *p.image)
 		if err != nil {
 			return PullResult{}, err
 		}
-		res.BytesFetched += fetched
-		p := ""
-		if entry.Platform != nil {
-			p = Platform{OS: entry.Platform.OS, Architecture: entry.Platform.Architecture, Variant: entry.Platform.Variant}.String()
+		platform := ""
+		if e := p.entry.Platform; e != nil {
+			platform = Platform{OS: e.OS, Architecture: e.Architecture, Variant: e.Variant}.String()
 		}
 		id := digest.Digest(rec.GetId())
-		res.Platforms = append(res.Platforms, PulledPlatform{Platform: p, ImageID: id, ManifestDigest: entry.Digest})
-		if entry.Digest == want.Digest && res.ImageID == "" {
+		res.Platforms = append(res.Platforms, PulledPlatform{Platform: platform, ImageID: id, ManifestDigest: p.entry.Digest})
+		if p.entry.Digest == want.Digest && res.ImageID == "" {
 			res.ImageID = id
 		}
 	}
