@@ -37,7 +37,7 @@ func dispatch(src []byte, w io.Writer) error {
 		return err
 	}
 	args := NewBuildArgs(map[string]string{"V": "9"})
-	if err := df.DeclareMetaArgs(args); err != nil {
+	if err := df.DeclareMetaArgs(args, ""); err != nil {
 		return err
 	}
 	for i, s := range df.Stages {

@@ -210,3 +210,39 @@ func TestRunKeysNameTheNetwork(t *testing.T) {
 		}
 	}
 }
+
+// FROM --platform is expanded with the automatic platform args before it
+// is checked against the one platform the builder builds.
+func TestFromPlatform(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		from      string
+		buildArgs map[string]string
+		err       string
+	}{
+		{from: "FROM --platform=$BUILDPLATFORM busybox"},
+		{from: "FROM --platform=$TARGETPLATFORM busybox"},
+		{from: "FROM --platform=${TARGETOS}/${TARGETARCH}${TARGETVARIANT:+/$TARGETVARIANT} busybox"},
+		{from: "FROM --platform=linux/amd64 busybox"},
+		{from: "FROM --platform=linux/arm64 busybox", err: "Dockerfile:1: FROM --platform=linux/arm64: this builder builds linux/amd64 only"},
+		{from: "FROM --platform=$TARGETPLATFORM busybox", buildArgs: map[string]string{"TARGETPLATFORM": "linux/arm64"},
+			err: "Dockerfile:1: FROM --platform=$TARGETPLATFORM (linux/arm64): this builder builds linux/amd64 only"},
+		{from: "FROM --platform=$NOPE busybox"},
+	} {
+		df, err := dockerfile.Parse([]byte(tc.from + "\nRUN echo\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Make(context.Background(), Input{Dockerfile: df, Context: c, BuildArgs: tc.buildArgs, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: Make = %v, want no error", tc.from, err)
+		case tc.err != "" && (!errdefs.IsInvalidArgument(err) || err.Error() != tc.err):
+			t.Errorf("%s %v: Make = %v, want INVALID_ARGUMENT %q", tc.from, tc.buildArgs, err, tc.err)
+		}
+	}
+}
