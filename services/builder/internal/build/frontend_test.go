@@ -1,8 +1,10 @@
 package build
 
 import (
+	"strings"
 	"testing"
 
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
@@ -31,6 +33,52 @@ RUN echo $TARGETPLATFORM $BUILDOS $ARCH > /p
 	h := history(img)
 	if got, want := h[len(h)-1], "|3 ARCH=amd64 BUILDOS=linux TARGETPLATFORM=linux/amd64 /bin/sh -c echo $TARGETPLATFORM $BUILDOS $ARCH > /p"; got != want {
 		t.Errorf("history of the last RUN = %q, want %q", got, want)
+	}
+}
+
+// RUN --network=none runs the step with loopback only, whatever the
+// build's network; host needs the builder's network.host entitlement.
+func TestRunNetworkFlag(t *testing.T) {
+	e := newRuncEnv(t)
+	const ifs = `cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort`
+	res, _ := e.mustBuild("FROM busybox\nRUN --network=none "+ifs+" > /none\nRUN --network=default --security=sandbox echo ok > /default\n", nil)
+	files := e.files(e.image(res.ImageID))
+	if got, want := files["none"], "-rw-r--r-- 0:0 lo\n"; got != want {
+		t.Errorf("interfaces of a RUN --network=none = %q, want %q", got, want)
+	}
+	if got, want := files["default"], "-rw-r--r-- 0:0 ok\n"; got != want {
+		t.Errorf("RUN --network=default wrote %q, want %q", got, want)
+	}
+
+	_, _, err := e.build("FROM busybox\nRUN --network=host echo\n", nil)
+	if !errdefs.IsFailedPrecondition(err) || !strings.HasPrefix(err.Error(), "Dockerfile:2: RUN --network=host: ") || !strings.Contains(err.Error(), "network.host") {
+		t.Errorf("RUN --network=host without the entitlement: err = %v, want FAILED_PRECONDITION naming line 2 and the entitlement", err)
+	}
+	_, _, err = e.build("FROM busybox\nRUN --security=insecure echo\n", nil)
+	if !errdefs.IsInvalidArgument(err) || !strings.HasPrefix(err.Error(), "Dockerfile:2: RUN --security=insecure") {
+		t.Errorf("RUN --security=insecure: err = %v, want INVALID_ARGUMENT naming line 2", err)
+	}
+}
+
+// A build on the host network keeps a RUN --network=none offline, and a
+// build with --network none does not refuse it.
+func TestRunNetworkNoneInAHostBuild(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	_, _, err := e.build("FROM busybox\nRUN --network=none touch /x\nRUN touch /y\n", nil, func(r *Request) {
+		r.Network = builderv1.NetworkMode_NETWORK_MODE_HOST
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.sandbox.runs) != 2 {
+		t.Fatalf("%d runs, want 2", len(e.sandbox.runs))
+	}
+	if got := e.sandbox.runs[0].Network; got != builderv1.NetworkMode_NETWORK_MODE_NONE {
+		t.Errorf("RUN --network=none ran on %v", got)
+	}
+	if got := e.sandbox.runs[1].Network; got != builderv1.NetworkMode_NETWORK_MODE_HOST {
+		t.Errorf("RUN ran on %v, want the build's host network", got)
 	}
 }
 

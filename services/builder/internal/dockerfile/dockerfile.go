@@ -185,7 +185,15 @@ func checkCommand(cmd instructions.Command) error {
 	switch c := cmd.(type) {
 	case *instructions.RunCommand:
 		for _, f := range c.FlagsUsed {
-			return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+			switch f {
+			case "network": // Run.Network
+			case "security":
+				if instructions.GetSecurity(c) != instructions.SecuritySandbox {
+					return Errorf(cmd, "RUN --security=%s is not supported by this builder: steps run only in its sandbox", instructions.GetSecurity(c))
+				}
+			default:
+				return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+			}
 		}
 	case *instructions.CopyCommand:
 		if c.Link {

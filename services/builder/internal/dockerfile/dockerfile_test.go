@@ -58,6 +58,9 @@ func dispatch(src []byte, w io.Writer) error {
 				if err != nil {
 					return err
 				}
+				if r.Network != "" {
+					fmt.Fprintf(w, "  (network %s)\n", r.Network)
+				}
 				c = r.Commit
 			case *instructions.WorkdirCommand:
 				c, err = st.Workdir(x)

@@ -90,6 +90,9 @@ func render(pl *Plan) string {
 			}
 			if st.Run != nil {
 				fmt.Fprintf(&b, "    run %q env %q\n", st.Run.Args, st.Run.Env)
+				if st.Run.Network != "" {
+					fmt.Fprintf(&b, "    network %s\n", st.Run.Network)
+				}
 			}
 			if cp := st.Copy; cp != nil {
 				fmt.Fprintf(&b, "    copy add=%v dest %q (dir %v, as written %q) hash %q chown %q", cp.Add, cp.Dest, cp.DestDir, cp.DestText, cp.Hash, cp.Chown)
@@ -208,6 +211,46 @@ func TestRunKeysNameTheNetwork(t *testing.T) {
 		if bridge[i] == none[i] || bridge[i] == host[i] || none[i] == host[i] {
 			t.Errorf("step %d: keys %v (bridge), %v (none), %v (host): want three different keys from the RUN on", i, bridge[i], none[i], host[i])
 		}
+	}
+}
+
+// RUN --network sets the step's network, and its key names it as the
+// build's network would: a RUN --network=none on the bridge is keyed as a
+// RUN of a build with --network none, and --network=default as no flag.
+func TestRunNetworkFlag(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(run, network string) digest.Digest {
+		t.Helper()
+		df, err := dockerfile.Parse([]byte("FROM busybox\n" + run + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, Network: network, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pl.Stages[0].LastKey()
+	}
+	for _, tc := range []struct {
+		run, network, sameAsRun, sameAsNetwork string
+	}{
+		{"RUN --network=none echo", "", "RUN echo", "none"},
+		{"RUN --network=none echo", "host", "RUN echo", "none"},
+		{"RUN --network=host echo", "", "RUN echo", "host"},
+		{"RUN --network=default echo", "", "RUN echo", ""},
+		{"RUN --network=default echo", "none", "RUN echo", "none"},
+		{"RUN --security=sandbox echo", "", "RUN echo", ""},
+	} {
+		if got, want := key(tc.run, tc.network), key(tc.sameAsRun, tc.sameAsNetwork); got != want {
+			t.Errorf("key of %q on network %q = %v, want %v (%q on network %q)", tc.run, tc.network, got, want, tc.sameAsRun, tc.sameAsNetwork)
+		}
+	}
+	if key("RUN --network=none echo", "") == key("RUN echo", "") {
+		t.Errorf("RUN --network=none has the key of a RUN on the bridge")
 	}
 }
 
