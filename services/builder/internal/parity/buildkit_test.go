@@ -150,8 +150,8 @@ func (b *buildkit) remove(tags ...string) {
 
 // TestBuildKit builds every case of testdata/buildkit with BuildKit and
 // with Strata: both must pass the case's checks (or fail as it says), and
-// make the same root filesystem. History and config are not compared:
-// Strata writes the classic builder's, by design.
+// make the same root filesystem and config (setConfig). History is not
+// compared: Strata writes the classic builder's, by design.
 func TestBuildKit(t *testing.T) {
 	if *writeGolden {
 		t.Skip("writing the goldens")
@@ -172,11 +172,27 @@ func TestBuildKit(t *testing.T) {
 			if err := dockerAgrees(c, got); err != nil {
 				t.Errorf("the case does not hold on Strata: %v", err)
 			}
+			if diff := cmp.Diff(setConfig(want.golden), setConfig(got.golden)); diff != "" {
+				t.Errorf("config (-buildkit +strata):\n%s", diff)
+			}
 			if diff := cmp.Diff(want.golden.Files, got.golden.Files); diff != "" {
 				t.Errorf("root filesystem (-buildkit +strata):\n%s", diff)
 			}
 		})
 	}
+}
+
+// setConfig is the config fields of g that are set: the classic builder,
+// and so Strata, writes an unset User or WorkingDir as "", BuildKit leaves
+// it out.
+func setConfig(g *Golden) map[string]string {
+	out := map[string]string{}
+	for k, v := range g.Config {
+		if v != `""` {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // The BuildKit cases are written like the Docker ones.
