@@ -52,7 +52,7 @@ func TestClientModuleOutsideWorkspace(t *testing.T) {
 	env := append(os.Environ(),
 		"GOWORK=off",
 		"GOFLAGS=-mod=mod -modcacherw",
-		"GOPROXY=file://"+filepath.ToSlash(proxy)+",file://"+filepath.ToSlash(filepath.Join(goEnv(t, "GOMODCACHE"), "cache", "download")),
+		"GOPROXY="+proxies(t, proxy),
 		"GOSUMDB=off", "GONOSUMDB=*", "GOPRIVATE=", "GOTOOLCHAIN=local",
 		"GOMODCACHE="+modcache,
 	)
@@ -109,6 +109,20 @@ func main() {
 	fmt.Println(c.Config().Builder)
 }
 `
+
+// proxies is the GOPROXY the consumer resolves modules through: the
+// published modules, then what this machine's module cache holds, then
+// the proxy the developer configured, for the third-party versions that
+// the published modules require but the workspace never downloaded (it
+// selects newer ones: a fresh CI machine holds only their go.mod files).
+func proxies(t *testing.T, published string) string {
+	t.Helper()
+	list := "file://" + filepath.ToSlash(published) + ",file://" + filepath.ToSlash(filepath.Join(goEnv(t, "GOMODCACHE"), "cache", "download"))
+	if p := goEnv(t, "GOPROXY"); p != "" && p != "off" {
+		list += "," + p
+	}
+	return list
+}
 
 // siblingVersion is the version the client's go.mod requires of gen and
 // lib: the version the three modules are published at together.

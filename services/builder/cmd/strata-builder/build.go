@@ -36,6 +36,7 @@ import (
 type buildConfig struct {
 	stateDir          string
 	maxBuilds         int
+	parallelStages    int
 	detachedGrace     time.Duration
 	keepBuilds        int
 	contextStoreBytes int64
@@ -74,6 +75,7 @@ const entitlementNetworkHost = "network.host"
 func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/strata-builder", "directory for unpacked layers, step mounts and context files (a real filesystem, not overlayfs)")
 	fs.IntVar(&c.maxBuilds, "max-builds", 4, "most builds that run at once; more wait")
+	fs.IntVar(&c.parallelStages, "parallel-stages", exec.DefaultParallelStages, "most stages of one build that run at once (stages that do not build on each other run in parallel; 1: one after another)")
 	fs.DurationVar(&c.detachedGrace, "detached-grace", 60*time.Second, "how long a build whose client went away keeps running for a client to reattach (WatchBuild) before it is canceled")
 	fs.IntVar(&c.keepBuilds, "keep-builds", 100, "most ended builds ListBuilds, GetBuild and WatchBuild still know")
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
@@ -104,6 +106,9 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.maxBuilds < 1 {
 		errs = append(errs, fs.Invalid("max-builds", errors.New("must be at least 1")))
+	}
+	if c.parallelStages < 1 {
+		errs = append(errs, fs.Invalid("parallel-stages", errors.New("must be at least 1")))
 	}
 	if c.detachedGrace < 0 {
 		errs = append(errs, fs.Invalid("detached-grace", errors.New("must not be negative")))
@@ -245,6 +250,7 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		Log:                  log,
 		RejectedCacheRecords: rejected,
 		Leases:               leases,
+		ParallelStages:       c.parallelStages,
 	}
 	receiver := buildctx.NewReceiver(contexts, c.maxBuilds, log)
 	receiver.SetTarSources(blobs.Open, limits)

@@ -75,6 +75,9 @@ type Builder struct {
 	// Leases, if set, hold each build's blobs against garbage collection
 	// from its start until its image is recorded.
 	Leases Leases
+	// ParallelStages is the most stages of one build that run at once
+	// (exec.DefaultParallelStages when zero).
+	ParallelStages int
 
 	// copyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
@@ -201,6 +204,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	defer cancel()
 	finalID, manifest, err := exec.Run(ctx, b.deps(images, layers), pl, exec.Options{
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
+		ParallelStages: b.ParallelStages,
 	}, events)
 	if err != nil {
 		return nil, err

@@ -81,7 +81,9 @@ func sameHistory(a, b image.History) bool {
 
 // reject logs and counts a cache record that failed its check.
 func (r *run) reject(ctx context.Context, st *plan.Step, id, why string) {
+	r.mu.Lock()
 	r.rejected[st.Key] = id
+	r.mu.Unlock()
 	if r.d.RejectedCacheRecords != nil {
 		r.d.RejectedCacheRecords.Inc()
 	}

@@ -22,7 +22,7 @@ func (r *run) copy(ctx context.Context, st *plan.Step, m Mount) error {
 	}
 	var layers []image.Layer
 	if cp.FromStage != nil {
-		from := r.results[cp.FromStage]
+		from := r.result(cp.FromStage)
 		if err := r.load(ctx, &from); err != nil {
 			return err
 		}

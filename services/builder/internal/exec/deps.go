@@ -161,6 +161,9 @@ type Options struct {
 	Network         builderv1.NetworkMode
 	// Resources limit each RUN step; nil means the sandbox's defaults.
 	Resources *builderv1.RunResources
+	// ParallelStages is the most stages that run at once
+	// (DefaultParallelStages when zero).
+	ParallelStages int
 }
 
 // Events receives a build's progress.

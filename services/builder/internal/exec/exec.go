@@ -30,26 +30,33 @@ import (
 // bytes): Docker records such a step as an empty layer.
 const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
 
-// Run carries out a plan, step by step: a step the cache serves costs
+// Run carries out a plan, step by step, stages that do not build on each
+// other at the same time (stages.go): a step the cache serves costs
 // nothing; any other runs (RUN in the sandbox over a snapshot of its
 // parent's layers, COPY and ADD into one, or written from the context),
 // its changes become a layer streamed into the blob store, and its image
 // and cache record are recorded once every step succeeded, so a failed run
 // records nothing. It returns the target's image ID and manifest digest.
 func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
-	r := &run{d: d, o: o, pl: pl, hits: o.Hits, events: events, results: map[*plan.Stage]current{},
+	r := &run{d: d, o: o, pl: pl, hits: o.Hits, seq: newSequencer(pl, events), results: map[*plan.Stage]current{},
 		cids: map[*plan.Step]string{}, copyCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
+	r.events = r.seq.event
 	id, manifest, err := r.all(ctx)
 	return id, manifest, r.noSpace(ctx, nil, err)
 }
 
 // run is the execution of a plan.
 type run struct {
-	d      Deps
-	o      Options
-	pl     *plan.Plan
-	hits   map[digest.Digest]string
+	d    Deps
+	o    Options
+	pl   *plan.Plan
+	hits map[digest.Digest]string
+	// events sends a build event, in sequential order (seq).
 	events Events
+	seq    *sequencer
+
+	// mu guards what stages running at once share: the maps below.
+	mu sync.Mutex
 	// results holds each stage's final image.
 	results map[*plan.Stage]current
 	// cids are the container IDs the steps run as; copyCmds the container
@@ -58,14 +65,12 @@ type run struct {
 	// in the cache key). The plan itself never changes.
 	cids     map[*plan.Step]string
 	copyCmds map[*plan.Step][]string
-	// pending are the images (and their cache records) the build made, in
-	// order; they are recorded only once the whole build succeeded, so a
-	// failed build records no image.
+	// pending are the images (and their cache records) the build made,
+	// parents first; they are recorded only once the whole build
+	// succeeded, so a failed build records no image.
 	pending []pendingImage
-
 	// uploads are the layers being compressed and stored in the
 	// background while later steps run, by diff ID.
-	mu      sync.Mutex
 	uploads map[digest.Digest]*upload
 	// copies are the layers this build wrote from the context without a
 	// directory, by diff ID, for the steps that mount them.
@@ -93,15 +98,12 @@ type upload struct {
 // all runs every stage and records the images; it returns the target's ID
 // and manifest digest.
 func (r *run) all(ctx context.Context) (string, digest.Digest, error) {
-	var last current
-	for _, sp := range r.pl.Stages {
-		cur, err := r.stage(ctx, sp)
-		if err != nil {
-			return "", "", err
-		}
-		r.results[sp] = cur
-		last = cur
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := r.stages(ctx, cancel); err != nil {
+		return "", "", err
 	}
+	last := r.results[r.pl.Stages[len(r.pl.Stages)-1]]
 	manifests, err := r.record(ctx)
 	if err != nil {
 		return "", "", err
@@ -221,7 +223,7 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 	var cur current
 	switch {
 	case sp.BaseStage != nil:
-		cur = r.results[sp.BaseStage]
+		cur = r.result(sp.BaseStage)
 		if err := r.load(ctx, &cur); err != nil {
 			return current{}, err
 		}
@@ -246,9 +248,9 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 			r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
 				TotalSteps: int32(r.pl.Total), Instruction: st.Text, Stage: stageLabel(sp), ContainerId: cid,
 			}}})
-			r.cids[st] = cid
+			r.setCID(st, cid)
 		} else {
-			r.cids[st] = containerID()
+			r.setCID(st, containerID())
 		}
 		if err := r.load(ctx, &cur); err != nil {
 			return current{}, err
@@ -279,6 +281,26 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 		return current{}, errdefs.InvalidArgument("stage %s is FROM scratch and has no steps: there is no image to make", stageLabel(sp))
 	}
 	return cur, nil
+}
+
+// result is the final image of a stage that has finished.
+func (r *run) result(sp *plan.Stage) current {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.results[sp]
+}
+
+// cid is the container ID step st runs as.
+func (r *run) cid(st *plan.Step) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cids[st]
+}
+
+func (r *run) setCID(st *plan.Step, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cids[st] = id
 }
 
 // load reads the image of a cached step, which the build needs after all.
@@ -353,13 +375,13 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 	cfg.ContainerConfig.Image = cur.id
 	cfg.Container = ""
 	if st.RunsContainer() {
-		cfg.Container = r.cids[st]
+		cfg.Container = r.cid(st)
 	}
 	if st.Kind == plan.KindMeta || st.Kind == plan.KindWorkdir {
 		// Docker creates these steps' containers from the very config it
 		// records, so the daemon's defaults show in it: the container's
 		// hostname, and labels as an empty map rather than null.
-		cfg.ContainerConfig.Hostname = r.cids[st][:12]
+		cfg.ContainerConfig.Hostname = r.cid(st)[:12]
 		if cfg.ContainerConfig.Labels == nil {
 			cfg.ContainerConfig.Labels = map[string]string{}
 		}
@@ -391,7 +413,9 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 		size = layer.DiffSize
 	}
 	n := image.New{Config: cfg, Layers: layers, Parent: cur.id, Action: metadatav1.EventAction_EVENT_ACTION_BUILD}
+	r.mu.Lock()
 	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.Key, desc: st.CreatedBy(), size: size})
+	r.mu.Unlock()
 	return current{id: id, config: cfg, layers: layers}, layer, nil
 }
 
@@ -615,7 +639,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	defer discardVolumeWrites(m.Upper(), vols)
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
-		Hostname: r.cids[st][:12], Network: StepNetwork(st, r.o.Network), Resources: r.o.Resources, Stdout: out, Stderr: errw,
+		Hostname: r.cid(st)[:12], Network: StepNetwork(st, r.o.Network), Resources: r.o.Resources, Stdout: out, Stderr: errw,
 		Upper: m.Upper(), Discard: m.Release,
 	})
 	out.Flush()
