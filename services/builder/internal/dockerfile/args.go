@@ -176,11 +176,12 @@ func (b *BuildArgs) forHistory(args []string) []string {
 }
 
 // Unused returns the --build-arg names no ARG of the build declared, sorted,
-// for Docker's "were not consumed" warning.
+// for Docker's "were not consumed" warning. BUILDKIT_SYNTAX is the
+// frontend's (CheckSyntaxArg).
 func (b *BuildArgs) Unused() []string {
 	var out []string
 	for _, k := range slices.Sorted(maps.Keys(b.options)) {
-		if !b.referenced[k] && !slices.Contains(builtinArgs, k) {
+		if !b.referenced[k] && !slices.Contains(builtinArgs, k) && k != SyntaxArg {
 			out = append(out, k)
 		}
 	}

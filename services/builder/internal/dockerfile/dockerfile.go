@@ -178,6 +178,21 @@ func checkSyntax(b []byte) (string, error) {
 	return "", errdefs.InvalidArgument("Dockerfile:%d: the syntax directive names frontend image %q; this builder has only its own Dockerfile frontend (docker/dockerfile:1)", line, ref)
 }
 
+// SyntaxArg is the build argument with which BuildKit names the frontend
+// from the command line, in place of the syntax directive.
+const SyntaxArg = "BUILDKIT_SYNTAX"
+
+// CheckSyntaxArg accepts a --build-arg BUILDKIT_SYNTAX value as the syntax
+// directive's: it may name docker/dockerfile:1 (and options after a space,
+// which this builder ignores, as BuildKit passes them to the frontend).
+func CheckSyntaxArg(value string) error {
+	ref, _, _ := strings.Cut(strings.TrimSpace(value), " ")
+	if dockerfileFrontend.MatchString(ref) {
+		return nil
+	}
+	return errdefs.InvalidArgument("--build-arg %s names frontend image %q; this builder has only its own Dockerfile frontend (docker/dockerfile:1)", SyntaxArg, ref)
+}
+
 // checkCommand refuses what the classic builder refuses and BuildKit's
 // grammar accepts for its own features: flags Strata does not implement are
 // errors, never silently ignored.

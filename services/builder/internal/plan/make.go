@@ -79,6 +79,11 @@ type planner struct {
 
 func (p *planner) plan(ctx context.Context) (*Plan, error) {
 	df := p.df
+	if v, ok := p.in.BuildArgs[dockerfile.SyntaxArg]; ok {
+		if err := dockerfile.CheckSyntaxArg(v); err != nil {
+			return nil, err
+		}
+	}
 	target, err := df.Target(p.in.Target)
 	if err != nil {
 		return nil, err

@@ -289,3 +289,36 @@ func TestFromPlatform(t *testing.T) {
 		}
 	}
 }
+
+// --build-arg BUILDKIT_SYNTAX names the frontend as the syntax directive
+// does: docker/dockerfile:1 is this builder's own, and consumed; any other
+// image is refused.
+func TestSyntaxBuildArg(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	df, err := dockerfile.Parse([]byte("FROM busybox\nRUN echo\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func(v string) (*Plan, error) {
+		return Make(context.Background(), Input{Dockerfile: df, Context: c, BuildArgs: map[string]string{"BUILDKIT_SYNTAX": v},
+			MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": busybox()}})
+	}
+	for _, v := range []string{"docker/dockerfile:1", "docker.io/docker/dockerfile:1.7-labs", "docker/dockerfile:1.7 --opt"} {
+		pl, err := plan(v)
+		if err != nil {
+			t.Errorf("BUILDKIT_SYNTAX=%s: Make = %v", v, err)
+			continue
+		}
+		if len(pl.Warnings) != 0 {
+			t.Errorf("BUILDKIT_SYNTAX=%s: warnings %q, want none", v, pl.Warnings)
+		}
+	}
+	_, err = plan("foo/bar:1")
+	want := `--build-arg BUILDKIT_SYNTAX names frontend image "foo/bar:1"; this builder has only its own Dockerfile frontend (docker/dockerfile:1)`
+	if !errdefs.IsInvalidArgument(err) || err.Error() != want {
+		t.Errorf("BUILDKIT_SYNTAX=foo/bar:1: Make = %v, want INVALID_ARGUMENT %q", err, want)
+	}
+}
