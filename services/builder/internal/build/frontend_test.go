@@ -1,11 +1,18 @@
 package build
 
 import (
+	"context"
+	"net"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
+	planexec "github.com/strata-build/strata/services/builder/internal/exec"
+	"github.com/strata-build/strata/services/builder/internal/sandbox"
+	"github.com/strata-build/strata/services/builder/internal/stepnet"
 )
 
 // BuildKit's automatic platform args: usable in FROM, and in a stage once
@@ -58,6 +65,50 @@ func TestRunNetworkFlag(t *testing.T) {
 	if !errdefs.IsInvalidArgument(err) || !strings.HasPrefix(err.Error(), "Dockerfile:2: RUN --security=insecure") {
 		t.Errorf("RUN --security=insecure: err = %v, want INVALID_ARGUMENT naming line 2", err)
 	}
+}
+
+// With the network.host entitlement, RUN --network=host runs in the
+// builder's network namespace: it sees the host's interfaces (those there
+// before and after the build: other builds add and remove theirs).
+func TestRunNetworkHostWithTheEntitlement(t *testing.T) {
+	e := newEnv(t)
+	r, err := sandbox.New(context.Background(), filepath.Join(t.TempDir(), "sandbox"), sandbox.Options{Network: stepnet.Options{AllowHost: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	e.b.Sandbox = planexec.RuncSandbox(r)
+	e.importBase("busybox:latest", busybox(t))
+	before := hostInterfaces(t)
+	res, _ := e.mustBuild("FROM busybox\nRUN --network=host cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /host\n", nil)
+	after := hostInterfaces(t)
+	seen := strings.Fields(strings.TrimPrefix(e.files(e.image(res.ImageID))["host"], "-rw-r--r-- 0:0 "))
+	stable := 0
+	for _, name := range before {
+		if !slices.Contains(after, name) {
+			continue
+		}
+		stable++
+		if !slices.Contains(seen, name) {
+			t.Errorf("RUN --network=host does not see the host's interface %s: it sees %q", name, seen)
+		}
+	}
+	if stable < 2 {
+		t.Logf("the host has only loopback: nothing tells its namespace from an empty one")
+	}
+}
+
+func hostInterfaces(t *testing.T) []string {
+	t.Helper()
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range ifaces {
+		names = append(names, i.Name)
+	}
+	return names
 }
 
 // A build on the host network keeps a RUN --network=none offline, and a
