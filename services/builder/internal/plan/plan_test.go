@@ -252,6 +252,21 @@ func TestRunNetworkFlag(t *testing.T) {
 	if key("RUN --network=none echo", "") == key("RUN echo", "") {
 		t.Errorf("RUN --network=none has the key of a RUN on the bridge")
 	}
+
+	// An ONBUILD trigger's flag counts too.
+	base := busybox()
+	base.Config.Config.OnBuild = []string{"RUN --network=none echo"}
+	df, err := dockerfile.Parse([]byte("FROM busybox\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := pl.Stages[0].Steps[0]; st.Run == nil || st.Run.Network != "none" {
+		t.Errorf("the trigger RUN --network=none planned as %+v", st.Run)
+	}
 }
 
 // FROM --platform is expanded with the automatic platform args before it
