@@ -188,6 +188,9 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	if err != nil {
 		return nil, err
 	}
+	if err := b.admitSteps(pl, req); err != nil {
+		return nil, err
+	}
 	tPlan := time.Now()
 	hits := map[digest.Digest]string{}
 	if !req.NoCache {
@@ -238,6 +241,21 @@ func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]
 		return nil, fmt.Errorf("looking up the build cache: %w", err)
 	}
 	return hits, nil
+}
+
+// admitSteps refuses, before anything runs, a RUN --network the sandbox
+// does not allow (host, without the builder's network.host entitlement).
+func (b *Builder) admitSteps(pl *plan.Plan, req *Request) error {
+	for _, sp := range pl.Stages {
+		for _, st := range sp.Steps {
+			if n := exec.StepNetwork(st, req.Network); n != req.Network {
+				if err := b.Sandbox.Admit(n, req.Resources); err != nil {
+					return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: RUN --network=%s: %w", st.Line, st.Run.Network, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // keyNetwork is the name the RUN steps' cache keys give the build's

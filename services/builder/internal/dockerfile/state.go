@@ -340,6 +340,9 @@ type Run struct {
 	// arguments in scope as "|N NAME=value …" before the command, as Docker
 	// writes RUN history.
 	Commit Commit
+	// Network is the step's RUN --network: "none" or "host", or "" for the
+	// build's network (no flag, or --network=default).
+	Network string
 }
 
 // Run resolves a RUN instruction.
@@ -370,10 +373,15 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 	if hist := s.Args.forHistory(inScope); len(hist) > 0 {
 		save = append(append([]string{fmt.Sprintf("|%d", len(hist))}, hist...), args...)
 	}
+	network := instructions.GetNetwork(c)
+	if network == instructions.NetworkDefault {
+		network = ""
+	}
 	return Run{
-		Args:   args,
-		Env:    append(slices.Clone(s.Config.Env), inScope...),
-		Commit: Commit{ContainerCmd: save},
+		Args:    args,
+		Env:     append(slices.Clone(s.Config.Env), inScope...),
+		Commit:  Commit{ContainerCmd: save},
+		Network: network,
 	}, nil
 }
 

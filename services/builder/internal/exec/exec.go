@@ -639,7 +639,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	defer discardVolumeWrites(m.Upper(), vols)
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
-		Hostname: r.cid(st)[:12], Network: r.o.Network, Resources: r.o.Resources, Stdout: out, Stderr: errw,
+		Hostname: r.cid(st)[:12], Network: StepNetwork(st, r.o.Network), Resources: r.o.Resources, Stdout: out, Stderr: errw,
 		Upper: m.Upper(), Discard: m.Release,
 	})
 	out.Flush()
@@ -698,4 +698,19 @@ func done(number int, id string, d time.Duration, l *image.Layer) *builderv1.Bui
 		ev.LayerSize, ev.LayerBlobSize = l.DiffSize, l.Blob.Size
 	}
 	return &builderv1.BuildEvent{Step: int32(number), Event: &builderv1.BuildEvent_Done{Done: ev}}
+}
+
+// StepNetwork is the network a RUN step runs on: its RUN --network, else
+// the build's.
+func StepNetwork(st *plan.Step, build builderv1.NetworkMode) builderv1.NetworkMode {
+	if st.Run == nil {
+		return build
+	}
+	switch st.Run.Network {
+	case "none":
+		return builderv1.NetworkMode_NETWORK_MODE_NONE
+	case "host":
+		return builderv1.NetworkMode_NETWORK_MODE_HOST
+	}
+	return build
 }

@@ -37,10 +37,14 @@ func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int6
 }
 
 // runNetwork is what of the build's network a step's key names: a RUN
-// step's when not the bridge, nothing for other steps (they run nothing).
+// step's when not the bridge (its RUN --network, else the build's), nothing
+// for other steps (they run nothing).
 func runNetwork(s *Step, network string) string {
 	if s.Kind != KindRun {
 		return ""
+	}
+	if s.Run.Network != "" {
+		return s.Run.Network
 	}
 	return network
 }
