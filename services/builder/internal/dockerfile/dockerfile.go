@@ -151,7 +151,10 @@ func checkCommand(cmd instructions.Command) error {
 	switch c := cmd.(type) {
 	case *instructions.RunCommand:
 		for _, f := range c.FlagsUsed {
-			return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+			// --mount's types are checked once expanded (State.Run).
+			if f != "mount" {
+				return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+			}
 		}
 	case *instructions.CopyCommand:
 		if c.Link {
