@@ -30,7 +30,7 @@ func TestRunSecretMounts(t *testing.T) {
 	e := newRuncEnv(t)
 	fileSecret, envSecret := randomSecret(t), randomSecret(t)
 	df := `FROM busybox
-RUN --mount=type=secret,id=npmrc sh -c 'sha256sum /run/secrets/npmrc | cut -d" " -f1 > /file.sum; stat -c "%a %u:%g" /run/secrets/npmrc > /file.stat'
+RUN --mount=type=secret,id=npmrc --mount=type=secret,id=TOKEN sh -c 'sha256sum /run/secrets/npmrc | cut -d" " -f1 > /file.sum; stat -c "%a %u:%g" /run/secrets/npmrc > /file.stat; ls /run/secrets > /file.ls'
 RUN --mount=type=secret,id=npmrc,target=/etc/app/npmrc,mode=0440,uid=1000,gid=1001 stat -c "%a %u:%g" /etc/app/npmrc > /tmp/owned.stat
 RUN --mount=type=secret,id=TOKEN,env=TOKEN sh -c 'printf %s "$TOKEN" | sha256sum | cut -d" " -f1 > /env.sum; test ! -e /run/secrets/TOKEN && echo nofile > /env.nofile'
 RUN --mount=type=secret,id=npmrc,target=/etc/npmrc cat /etc/npmrc > /dev/null
@@ -74,6 +74,21 @@ RUN ls -a / > /root.ls
 	}
 
 	e.assertNowhere(t, rec, fileSecret, envSecret)
+
+	// A step that writes beside its secret's file keeps its writes, and
+	// only them.
+	res, _ = e.mustBuild("FROM busybox\nRUN --mount=type=secret,id=npmrc,target=/etc/npmrc sh -c 'echo x > /etc/written'\n", nil,
+		func(r *Request) { r.Secrets = map[string][]byte{"npmrc": fileSecret} })
+	layers = e.image(res.ImageID).Layers()
+	var names []string
+	for _, entry := range e.layerListing(layers[len(layers)-1]) {
+		_, rest, _ := strings.Cut(entry, "Name:")
+		name, _, _ := strings.Cut(rest, " ")
+		names = append(names, name)
+	}
+	if strings.Join(names, " ") != "etc/ etc/written" {
+		t.Errorf("the layer of a step that wrote beside its secret holds %q, want etc/ and etc/written", names)
+	}
 }
 
 func TestRunRequiredSecretMissingFails(t *testing.T) {
