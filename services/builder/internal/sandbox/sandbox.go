@@ -279,6 +279,13 @@ func (r *Runner) cleanup(ctx context.Context) error {
 		}
 	}
 	bundles := filepath.Join(r.dir, "bundles")
+	// A run with secrets has a tmpfs on its bundle: unmounted first, or
+	// the bundle could not be removed (its values go with it).
+	if entries, err := os.ReadDir(bundles); err == nil {
+		for _, e := range entries {
+			_ = unix.Unmount(filepath.Join(bundles, e.Name()), unix.MNT_DETACH)
+		}
+	}
 	if err := os.RemoveAll(bundles); err != nil {
 		return err
 	}
