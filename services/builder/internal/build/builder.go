@@ -134,6 +134,10 @@ type Request struct {
 	// Resources limit each RUN step; nil means the sandbox's defaults.
 	Resources *builderv1.RunResources
 	Tags      []string
+	// Secrets are the build's secrets by ID (strata build --secret), for
+	// RUN --mount=type=secret. They are held in memory only, given to the
+	// steps that mount them, and never logged, recorded or hashed.
+	Secrets map[string][]byte
 }
 
 // Result is a finished build.
@@ -205,6 +209,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	finalID, manifest, err := exec.Run(ctx, b.deps(images, layers), pl, exec.Options{
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
 		ParallelStages: b.ParallelStages,
+		Secrets:        req.Secrets,
 	}, events)
 	if err != nil {
 		return nil, err

@@ -201,6 +201,7 @@ func checkCommand(cmd instructions.Command) error {
 	case *instructions.RunCommand:
 		for _, f := range c.FlagsUsed {
 			switch f {
+			case "mount": // its types are checked once expanded (State.Run)
 			case "network": // Run.Network
 			case "security":
 				if instructions.GetSecurity(c) != instructions.SecuritySandbox {

@@ -62,6 +62,9 @@ func dispatch(src []byte, w io.Writer) error {
 					fmt.Fprintf(w, "  (network %s)\n", r.Network)
 				}
 				c = r.Commit
+				for _, m := range r.Secrets {
+					fmt.Fprintf(w, "  mount %s\n", m.Spec())
+				}
 			case *instructions.WorkdirCommand:
 				c, err = st.Workdir(x)
 			case *instructions.CopyCommand, *instructions.AddCommand:

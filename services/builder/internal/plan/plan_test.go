@@ -337,3 +337,51 @@ func TestSyntaxBuildArg(t *testing.T) {
 		t.Errorf("BUILDKIT_SYNTAX=foo/bar:1: Make = %v, want INVALID_ARGUMENT %q", err, want)
 	}
 }
+
+// A RUN step's key covers its secret mounts' specs (a step given another
+// secret, target or mode is another step) and nothing else of them: the
+// secret's value is not part of the plan at all.
+func TestRunKeysNameTheSecretMounts(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(run string) digest.Digest {
+		df, err := dockerfile.Parse([]byte("FROM busybox\n" + run + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := pl.Stages[0].Steps
+		return steps[len(steps)-1].Key
+	}
+	runs := []string{
+		"RUN cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a cat /run/secrets/a",
+		"RUN --mount=type=secret,id=b cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,target=/a cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,env=A cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,required cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,mode=0444 cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,uid=1 cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,gid=1 cat /run/secrets/a",
+	}
+	seen := map[digest.Digest]string{}
+	for _, run := range runs {
+		k := key(run)
+		if prev, ok := seen[k]; ok {
+			t.Errorf("%q and %q have the same key %s", prev, run, k)
+		}
+		seen[k] = run
+	}
+	if again := key(runs[1]); again != key(runs[1]) {
+		t.Error("a secret mount's key is not deterministic")
+	}
+	if _, err := dockerfile.Parse([]byte("FROM busybox\nRUN --mount=type=secret,id=a true\n")); err != nil {
+		t.Errorf("Parse(RUN --mount=type=secret) = %v, want no error", err)
+	}
+}
