@@ -92,6 +92,11 @@ type Step struct {
 	// the bridge. Empty for the bridge and for other steps, whose keys
 	// stay what they were before it was added.
 	Network string
+	// Mounts are a RUN step's --mount specs, in order (every option, never
+	// a secret's value): the same command with another secret or target
+	// is another step. Empty for steps without mounts, whose keys stay
+	// what they were before it was added.
+	Mounts []string
 }
 
 // Key returns the step's cache key.
@@ -105,6 +110,9 @@ func (s Step) Key() digest.Digest {
 		String(s.Platform)
 	if s.Network != "" {
 		h.String("network").String(s.Network)
+	}
+	if len(s.Mounts) > 0 {
+		h.String("mounts").Strings(s.Mounts)
 	}
 	return h.Digest()
 }

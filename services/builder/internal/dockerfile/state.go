@@ -336,10 +336,15 @@ type Run struct {
 	// Env is the process's environment: the config's Env and the build
 	// arguments in scope.
 	Env []string
+	// Secrets are the step's secret mounts.
+	Secrets []SecretMount
 	// Commit is what the step records: its container Cmd has the build
 	// arguments in scope as "|N NAME=value …" before the command, as Docker
 	// writes RUN history.
 	Commit Commit
+	// Network is the step's RUN --network: "none" or "host", or "" for the
+	// build's network (no flag, or --network=default).
+	Network string
 }
 
 // Run resolves a RUN instruction.
@@ -366,14 +371,24 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 		return Run{}, Errorf(c, "RUN needs a command")
 	}
 	inScope := s.Args.InScope(s.Config.Env)
+	secrets, err := s.runMounts(c, append(slices.Clone(s.Config.Env), inScope...))
+	if err != nil {
+		return Run{}, err
+	}
 	save := args
 	if hist := s.Args.forHistory(inScope); len(hist) > 0 {
 		save = append(append([]string{fmt.Sprintf("|%d", len(hist))}, hist...), args...)
 	}
+	network := instructions.GetNetwork(c)
+	if network == instructions.NetworkDefault {
+		network = ""
+	}
 	return Run{
-		Args:   args,
-		Env:    append(slices.Clone(s.Config.Env), inScope...),
-		Commit: Commit{ContainerCmd: save},
+		Args:    args,
+		Env:     append(slices.Clone(s.Config.Env), inScope...),
+		Secrets: secrets,
+		Commit:  Commit{ContainerCmd: save},
+		Network: network,
 	}, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/sandbox"
 )
 
 // Images reads and records images and their cache records (image.Store is
@@ -103,6 +104,8 @@ type Process struct {
 	Discard func() error
 	Stdout  io.Writer
 	Stderr  io.Writer
+	// Secrets are the step's secret mounts with their values.
+	Secrets []sandbox.Secret
 }
 
 // Sandbox runs RUN steps.
@@ -164,6 +167,9 @@ type Options struct {
 	// ParallelStages is the most stages that run at once
 	// (DefaultParallelStages when zero).
 	ParallelStages int
+	// Secrets are the build's secrets by ID, for RUN --mount=type=secret;
+	// they are given to the steps that mount them and kept nowhere.
+	Secrets map[string][]byte
 }
 
 // Events receives a build's progress.
