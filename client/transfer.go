@@ -17,6 +17,7 @@ type (
 	ImportResult     = builderv1.ImportResult
 	LoadResult       = builderv1.LoadResult
 	PullResult       = builderv1.PullResult
+	PulledPlatform   = builderv1.PulledPlatform
 	PushResult       = builderv1.PushResult
 	RegistryAuth     = builderv1.RegistryAuth
 	SaveFormat       = builderv1.SaveFormat
@@ -144,6 +145,11 @@ type PullOptions struct {
 	Auth *RegistryAuth
 	// Insecure uses plain HTTP (always so for localhost).
 	Insecure bool
+	// AllPlatforms keeps a multi-platform index whole, as docker pull
+	// --all-platforms: every image it lists is pulled and recorded, and the
+	// index itself is recorded in the repository (served as pulled by
+	// strata-registry). Platform then picks the image the result names.
+	AllPlatforms bool
 	// OnProgress, when set, receives the transfer's progress.
 	OnProgress func(*TransferProgress)
 }
@@ -156,7 +162,9 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*PullR
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := builder.Pull(ctx, &builderv1.PullRequest{Reference: ref, Platform: opts.Platform, Auth: opts.Auth, Insecure: opts.Insecure})
+	stream, err := builder.Pull(ctx, &builderv1.PullRequest{
+		Reference: ref, Platform: opts.Platform, Auth: opts.Auth, Insecure: opts.Insecure, AllPlatforms: opts.AllPlatforms,
+	})
 	if err != nil {
 		return nil, err
 	}

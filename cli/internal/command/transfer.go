@@ -198,9 +198,9 @@ func writeFileAtomically(path string, write func(io.Writer) error) error {
 
 func newPullCommand(c *CLI) *cobra.Command {
 	var (
-		platform        string
-		quiet, insecure bool
-		creds           registryCredentials
+		platform                      string
+		quiet, insecure, allPlatforms bool
+		creds                         registryCredentials
 	)
 	cmd := &cobra.Command{
 		Use:   "pull [OPTIONS] NAME[:TAG|@DIGEST]",
@@ -209,6 +209,7 @@ func newPullCommand(c *CLI) *cobra.Command {
 		Example: "  strata image pull nginx:1.27\n" +
 			"  strata image pull localhost:5000/team/app@sha256:3ac2395f119b…\n" +
 			"  strata image pull --platform linux/arm64 busybox\n" +
+			"  strata image pull --all-platforms busybox\n" +
 			"  echo \"$TOKEN\" | strata image pull --creds ci registry.example.com/team/app:1",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			named, err := reference.ParseNormalizedNamed(args[0])
@@ -237,7 +238,7 @@ func newPullCommand(c *CLI) *cobra.Command {
 				fmt.Fprintf(c.Out, "%s: Pulling from %s\n", tagOrDigest(named), reference.Path(named))
 			}
 			result, err := cl.Pull(cmd.Context(), reference.FamiliarString(named), client.PullOptions{
-				Platform: platform, Auth: auth, Insecure: insecure,
+				Platform: platform, Auth: auth, Insecure: insecure, AllPlatforms: allPlatforms,
 				OnProgress: showProgress(progress.New(c.Out, c.outIsTerminal(), progress.PullWords), !quiet),
 			})
 			if err != nil {
@@ -259,6 +260,7 @@ func newPullCommand(c *CLI) *cobra.Command {
 	f.StringVar(&platform, "platform", os.Getenv("DOCKER_DEFAULT_PLATFORM"), "Set platform if server is multi-platform capable")
 	f.BoolVarP(&quiet, "quiet", "q", false, "Suppress verbose output")
 	f.BoolVar(&insecure, "insecure", false, "Use plain HTTP to reach the registry (always so for localhost)")
+	f.BoolVar(&allPlatforms, "all-platforms", false, "Pull every platform of a multi-platform image and keep its index")
 	creds.register(f)
 	return cmd
 }

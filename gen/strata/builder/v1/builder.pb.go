@@ -2907,7 +2907,13 @@ type PullRequest struct {
 	// Credentials for the registry; anonymous when unset.
 	Auth *RegistryAuth `protobuf:"bytes,3,opt,name=auth,proto3" json:"auth,omitempty"`
 	// Use plain HTTP. Always true for localhost and 127.0.0.1 registries.
-	Insecure      bool `protobuf:"varint,4,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	Insecure bool `protobuf:"varint,4,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// Keep an index whole (`docker pull --all-platforms`): fetch every
+	// manifest it lists with its config and layers, record each image, and
+	// record the index itself in the reference's repository, so the registry
+	// serves it as it was pulled. The tag stands for the platform's image.
+	// An index may list at most 64 manifests (RESOURCE_EXHAUSTED otherwise).
+	AllPlatforms  bool `protobuf:"varint,5,opt,name=all_platforms,json=allPlatforms,proto3" json:"all_platforms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2970,17 +2976,31 @@ func (x *PullRequest) GetInsecure() bool {
 	return false
 }
 
+func (x *PullRequest) GetAllPlatforms() bool {
+	if x != nil {
+		return x.AllPlatforms
+	}
+	return false
+}
+
 // PullResult is the outcome of a pull.
 type PullResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The ID of the pulled image.
+	// The ID of the pulled image; with all_platforms, the image of the
+	// platform asked for (linux/amd64 by default), empty when the index has
+	// none.
 	ImageId string `protobuf:"bytes,1,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
 	// The reference as Docker shows it.
 	Reference string `protobuf:"bytes,2,opt,name=reference,proto3" json:"reference,omitempty"`
-	// The manifest digest, the image's repository digest.
+	// The digest of what the reference named, the image's repository
+	// digest: the index's, for an image picked from an index or with
+	// all_platforms.
 	ManifestDigest string `protobuf:"bytes,3,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
 	// Layer bytes fetched from the registry.
-	BytesFetched  int64 `protobuf:"varint,4,opt,name=bytes_fetched,json=bytesFetched,proto3" json:"bytes_fetched,omitempty"`
+	BytesFetched int64 `protobuf:"varint,4,opt,name=bytes_fetched,json=bytesFetched,proto3" json:"bytes_fetched,omitempty"`
+	// With all_platforms, the images recorded, one per manifest of the index
+	// that is an image, in the index's order.
+	Platforms     []*PulledPlatform `protobuf:"bytes,5,rep,name=platforms,proto3" json:"platforms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3043,6 +3063,77 @@ func (x *PullResult) GetBytesFetched() int64 {
 	return 0
 }
 
+func (x *PullResult) GetPlatforms() []*PulledPlatform {
+	if x != nil {
+		return x.Platforms
+	}
+	return nil
+}
+
+// PulledPlatform is one image of an index pulled whole.
+type PulledPlatform struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The platform, "os/arch[/variant]".
+	Platform string `protobuf:"bytes,1,opt,name=platform,proto3" json:"platform,omitempty"`
+	// The ID of the image.
+	ImageId string `protobuf:"bytes,2,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	// The digest of its manifest.
+	ManifestDigest string `protobuf:"bytes,3,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PulledPlatform) Reset() {
+	*x = PulledPlatform{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PulledPlatform) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PulledPlatform) ProtoMessage() {}
+
+func (x *PulledPlatform) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PulledPlatform.ProtoReflect.Descriptor instead.
+func (*PulledPlatform) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PulledPlatform) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *PulledPlatform) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *PulledPlatform) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
 // PullResponse is one server message of a pull.
 type PullResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3059,7 +3150,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3071,7 +3162,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3084,7 +3175,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -3146,7 +3237,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3249,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3262,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -3212,7 +3303,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +3315,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +3328,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PushResult) GetReference() string {
@@ -3284,7 +3375,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3296,7 +3387,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3309,7 +3400,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -3396,7 +3487,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3408,7 +3499,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3421,7 +3512,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Build) GetId() string {
@@ -3542,7 +3633,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3554,7 +3645,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3567,7 +3658,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListBuildsRequest) GetActiveOnly() bool {
@@ -3595,7 +3686,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +3698,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +3711,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -3641,7 +3732,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3653,7 +3744,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3666,7 +3757,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -3687,7 +3778,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3699,7 +3790,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3712,7 +3803,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -3736,7 +3827,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3748,7 +3839,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3761,7 +3852,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -3794,7 +3885,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3806,7 +3897,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3819,7 +3910,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchBuildResponse) GetResponse() isWatchBuildResponse_Response {
@@ -3876,7 +3967,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +3979,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +3992,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -3923,7 +4014,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3935,7 +4026,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3948,7 +4039,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CancelBuildResponse) GetBuild() *Build {
@@ -4146,18 +4237,24 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12%\n" +
 	"\x0eidentity_token\x18\x03 \x01(\tR\ridentityToken\x12%\n" +
-	"\x0eregistry_token\x18\x04 \x01(\tR\rregistryToken\"\x98\x01\n" +
+	"\x0eregistry_token\x18\x04 \x01(\tR\rregistryToken\"\xbd\x01\n" +
 	"\vPullRequest\x12\x1c\n" +
 	"\treference\x18\x01 \x01(\tR\treference\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x123\n" +
 	"\x04auth\x18\x03 \x01(\v2\x1f.strata.builder.v1.RegistryAuthR\x04auth\x12\x1a\n" +
-	"\binsecure\x18\x04 \x01(\bR\binsecure\"\x93\x01\n" +
+	"\binsecure\x18\x04 \x01(\bR\binsecure\x12#\n" +
+	"\rall_platforms\x18\x05 \x01(\bR\fallPlatforms\"\xd4\x01\n" +
 	"\n" +
 	"PullResult\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12\x1c\n" +
 	"\treference\x18\x02 \x01(\tR\treference\x12'\n" +
 	"\x0fmanifest_digest\x18\x03 \x01(\tR\x0emanifestDigest\x12#\n" +
-	"\rbytes_fetched\x18\x04 \x01(\x03R\fbytesFetched\"\x96\x01\n" +
+	"\rbytes_fetched\x18\x04 \x01(\x03R\fbytesFetched\x12?\n" +
+	"\tplatforms\x18\x05 \x03(\v2!.strata.builder.v1.PulledPlatformR\tplatforms\"p\n" +
+	"\x0ePulledPlatform\x12\x1a\n" +
+	"\bplatform\x18\x01 \x01(\tR\bplatform\x12\x19\n" +
+	"\bimage_id\x18\x02 \x01(\tR\aimageId\x12'\n" +
+	"\x0fmanifest_digest\x18\x03 \x01(\tR\x0emanifestDigest\"\x96\x01\n" +
 	"\fPullResponse\x12A\n" +
 	"\bprogress\x18\x01 \x01(\v2#.strata.builder.v1.TransferProgressH\x00R\bprogress\x127\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.strata.builder.v1.PullResultH\x00R\x06resultB\n" +
@@ -4280,7 +4377,7 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),              // 0: strata.builder.v1.NetworkMode
 	(OutputStream)(0),             // 1: strata.builder.v1.OutputStream
@@ -4321,28 +4418,29 @@ var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(*RegistryAuth)(nil),          // 36: strata.builder.v1.RegistryAuth
 	(*PullRequest)(nil),           // 37: strata.builder.v1.PullRequest
 	(*PullResult)(nil),            // 38: strata.builder.v1.PullResult
-	(*PullResponse)(nil),          // 39: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),           // 40: strata.builder.v1.PushRequest
-	(*PushResult)(nil),            // 41: strata.builder.v1.PushResult
-	(*PushResponse)(nil),          // 42: strata.builder.v1.PushResponse
-	(*Build)(nil),                 // 43: strata.builder.v1.Build
-	(*ListBuildsRequest)(nil),     // 44: strata.builder.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 45: strata.builder.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),       // 46: strata.builder.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),      // 47: strata.builder.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),     // 48: strata.builder.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),    // 49: strata.builder.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),    // 50: strata.builder.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 51: strata.builder.v1.CancelBuildResponse
-	nil,                           // 52: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                           // 53: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil),   // 54: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 55: google.protobuf.Timestamp
+	(*PulledPlatform)(nil),        // 39: strata.builder.v1.PulledPlatform
+	(*PullResponse)(nil),          // 40: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),           // 41: strata.builder.v1.PushRequest
+	(*PushResult)(nil),            // 42: strata.builder.v1.PushResult
+	(*PushResponse)(nil),          // 43: strata.builder.v1.PushResponse
+	(*Build)(nil),                 // 44: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),     // 45: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 46: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),       // 47: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),      // 48: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),     // 49: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),    // 50: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),    // 51: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 52: strata.builder.v1.CancelBuildResponse
+	nil,                           // 53: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                           // 54: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),   // 55: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 56: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	5,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	52, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	53, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	53, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	54, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
 	6,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
 	9,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
@@ -4351,7 +4449,7 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	11, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
 	8,  // 9: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
 	1,  // 10: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	54, // 11: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	55, // 11: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
 	14, // 12: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
 	15, // 13: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
 	16, // 14: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
@@ -4359,7 +4457,7 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	18, // 16: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
 	19, // 17: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
 	21, // 18: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
-	54, // 19: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	55, // 19: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
 	13, // 20: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
 	20, // 21: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
 	22, // 22: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
@@ -4373,45 +4471,46 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	32, // 30: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
 	3,  // 31: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
 	36, // 32: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	24, // 33: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	38, // 34: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	36, // 35: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	24, // 36: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	41, // 37: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	4,  // 38: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
-	55, // 39: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
-	55, // 40: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
-	55, // 41: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
-	43, // 42: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
-	43, // 43: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
-	20, // 44: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	22, // 45: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	43, // 46: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
-	12, // 47: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	44, // 48: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
-	46, // 49: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
-	48, // 50: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
-	50, // 51: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
-	26, // 52: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	30, // 53: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	34, // 54: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	37, // 55: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	40, // 56: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	23, // 57: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	45, // 58: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
-	47, // 59: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
-	49, // 60: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
-	51, // 61: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
-	28, // 62: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	33, // 63: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	35, // 64: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	39, // 65: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	42, // 66: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	57, // [57:67] is the sub-list for method output_type
-	47, // [47:57] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	39, // 33: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
+	24, // 34: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	38, // 35: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	36, // 36: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	24, // 37: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	42, // 38: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	4,  // 39: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
+	56, // 40: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	56, // 41: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	56, // 42: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	44, // 43: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
+	44, // 44: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
+	20, // 45: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	22, // 46: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	44, // 47: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
+	12, // 48: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	45, // 49: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	47, // 50: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	49, // 51: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	51, // 52: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	26, // 53: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	30, // 54: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	34, // 55: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	37, // 56: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	41, // 57: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	23, // 58: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	46, // 59: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	48, // 60: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	50, // 61: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	52, // 62: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	28, // 63: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	33, // 64: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	35, // 65: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	40, // 66: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	43, // 67: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	58, // [58:68] is the sub-list for method output_type
+	48, // [48:58] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -4456,15 +4555,15 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[34].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[35].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[37].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[38].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[44].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[45].OneofWrappers = []any{
 		(*WatchBuildResponse_Event)(nil),
 		(*WatchBuildResponse_Result)(nil),
 	}
@@ -4474,7 +4573,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   49,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

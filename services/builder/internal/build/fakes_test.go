@@ -144,6 +144,11 @@ func (m *memIndex) LookupCacheRecords(_ context.Context, in *metadatav1.LookupCa
 	return resp, nil
 }
 
+// PutManifest is not used by builds.
+func (m *memIndex) PutManifest(context.Context, *metadatav1.PutManifestRequest, ...grpc.CallOption) (*metadatav1.PutManifestResponse, error) {
+	return nil, errdefs.Unimplemented("PutManifest")
+}
+
 func (m *memIndex) PutCacheRecord(_ context.Context, in *metadatav1.PutCacheRecordRequest, _ ...grpc.CallOption) (*metadatav1.PutCacheRecordResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

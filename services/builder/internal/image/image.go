@@ -57,6 +57,7 @@ type Images interface {
 	TagImage(ctx context.Context, in *metadatav1.TagImageRequest, opts ...grpc.CallOption) (*metadatav1.TagImageResponse, error)
 	LookupCacheRecords(ctx context.Context, in *metadatav1.LookupCacheRecordsRequest, opts ...grpc.CallOption) (*metadatav1.LookupCacheRecordsResponse, error)
 	PutCacheRecord(ctx context.Context, in *metadatav1.PutCacheRecordRequest, opts ...grpc.CallOption) (*metadatav1.PutCacheRecordResponse, error)
+	PutManifest(ctx context.Context, in *metadatav1.PutManifestRequest, opts ...grpc.CallOption) (*metadatav1.PutManifestResponse, error)
 }
 
 // Layer is a layer blob held in the blob store.
@@ -133,6 +134,29 @@ func (s *Store) Put(ctx context.Context, n New) (*metadatav1.Image, error) {
 		return nil, err
 	}
 	return resp.GetImage(), nil
+}
+
+// PutManifest records a manifest or an index that is no image of its own
+// (an index pulled whole, an attestation it lists) in a repository, as the
+// registry records a pushed one: it writes the bytes to the blob store, then
+// calls PutManifest, which points tags at it. An index's tags stand for its
+// linux/amd64 image. The blobs it names, and the manifests an index lists,
+// must already be in the blob store and the repository (FAILED_PRECONDITION
+// otherwise). repo is a Docker repository, "docker.io/library/nginx".
+func (s *Store) PutManifest(ctx context.Context, repo string, tags []string, mediaType string, content []byte) (*metadatav1.Manifest, error) {
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(content), Size: int64(len(content))}
+	if err := s.blobs.Put(ctx, desc, content); err != nil {
+		return nil, fmt.Errorf("storing %s: %w", desc.Digest, err)
+	}
+	resp, err := s.images.PutManifest(ctx, &metadatav1.PutManifestRequest{
+		Repository: repo,
+		Tags:       tags,
+		Manifest:   &metadatav1.Manifest{Digest: desc.Digest.String(), MediaType: mediaType, Content: content},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetManifest(), nil
 }
 
 // Tag points the reference target at the image source (an ID or a

@@ -108,20 +108,27 @@ func (s *Server) Pull(req *builderv1.PullRequest, stream grpc.ServerStreamingSer
 		return stream.Send(&builderv1.PullResponse{Response: &builderv1.PullResponse_Progress{Progress: progressProto(u)}})
 	})
 	res, err := svc.Pull(stream.Context(), req.GetReference(), transfer.PullOptions{
-		Platform: req.GetPlatform(),
-		Auth:     authOf(req.GetAuth()),
-		Insecure: req.GetInsecure(),
+		Platform:     req.GetPlatform(),
+		Auth:         authOf(req.GetAuth()),
+		Insecure:     req.GetInsecure(),
+		AllPlatforms: req.GetAllPlatforms(),
 	}, send.progress)
 	if err != nil {
 		return err
 	}
+	result := &builderv1.PullResult{
+		ImageId:        res.ImageID.String(),
+		Reference:      res.Reference,
+		ManifestDigest: res.ManifestDigest.String(),
+		BytesFetched:   res.BytesFetched,
+	}
+	for _, p := range res.Platforms {
+		result.Platforms = append(result.Platforms, &builderv1.PulledPlatform{
+			Platform: p.Platform, ImageId: p.ImageID.String(), ManifestDigest: p.ManifestDigest.String(),
+		})
+	}
 	return send.do(func() error {
-		return stream.Send(&builderv1.PullResponse{Response: &builderv1.PullResponse_Result{Result: &builderv1.PullResult{
-			ImageId:        res.ImageID.String(),
-			Reference:      res.Reference,
-			ManifestDigest: res.ManifestDigest.String(),
-			BytesFetched:   res.BytesFetched,
-		}}})
+		return stream.Send(&builderv1.PullResponse{Response: &builderv1.PullResponse_Result{Result: result}})
 	})
 }
 

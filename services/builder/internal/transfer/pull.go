@@ -27,6 +27,10 @@ type PullOptions struct {
 	Auth     Auth
 	// Insecure uses plain HTTP (always so for localhost and loopback).
 	Insecure bool
+	// AllPlatforms keeps an index whole: every image it lists is recorded,
+	// and the index itself in the reference's repository (see pullIndex).
+	// Platform then picks the image PullResult names.
+	AllPlatforms bool
 }
 
 // PullResult is what a pull recorded.
@@ -35,6 +39,15 @@ type PullResult struct {
 	Reference      string // as Docker shows it
 	ManifestDigest digest.Digest
 	BytesFetched   int64 // layer bytes that came from the registry
+	// Platforms are the images of an index pulled whole, in its order.
+	Platforms []PulledPlatform
+}
+
+// PulledPlatform is one image of an index pulled whole.
+type PulledPlatform struct {
+	Platform       string
+	ImageID        digest.Digest
+	ManifestDigest digest.Digest
 }
 
 // layerJobs is how many layers move at once, as Docker's default.
@@ -72,63 +85,33 @@ func (s *Service) Pull(ctx context.Context, refStr string, opts PullOptions, pro
 	}
 	repoDigest := digest.Digest(desc.Digest.String())
 	mediaType := string(desc.MediaType)
+	repo := rref.Context()
+	fetcher, err := s.newBlobFetcher(ctx, repo, opts.Auth)
+	if err != nil {
+		return PullResult{}, registryError(err, what)
+	}
 	if image.IsIndexMediaType(mediaType) {
 		idx, err := image.ParseIndex(manifestBytes, mediaType)
 		if err != nil {
 			return PullResult{}, fmt.Errorf("%s: %w", what, err)
 		}
+		if opts.AllPlatforms {
+			return s.pullIndex(ctx, ref, puller, fetcher, idx, manifestBytes, platform, what, progress)
+		}
 		child, err := PickPlatform(idx, platform)
 		if err != nil {
 			return PullResult{}, fmt.Errorf("%s: %w", what, err)
 		}
-		d, err := puller.Get(ctx, rref.Context().Digest(child.Digest.String()))
-		if err != nil {
-			return PullResult{}, registryError(err, what)
-		}
-		if digest.FromBytes(d.Manifest) != child.Digest {
-			return PullResult{}, errdefs.InvalidArgument("%s: the %s manifest does not match its digest %s", what, platform, child.Digest).WithReason("DIGEST_MISMATCH")
-		}
-		manifestBytes, mediaType = d.Manifest, string(d.MediaType)
-		if child.MediaType != "" && child.MediaType != mediaType {
-			mediaType = child.MediaType
+		if manifestBytes, mediaType, err = s.getManifest(ctx, puller, repo, child, what+": the "+platform.String()+" manifest"); err != nil {
+			return PullResult{}, err
 		}
 	}
-	m, err := image.ParseManifest(manifestBytes, mediaType)
-	if err != nil {
-		return PullResult{}, fmt.Errorf("%s: %w", what, err)
-	}
-	repo := rref.Context()
-
-	configBytes, err := s.fetchConfig(ctx, puller, repo, m.Config, what)
+	n, fetched, err := s.fetchImage(ctx, puller, fetcher, repo, manifestBytes, mediaType, what, progress)
 	if err != nil {
 		return PullResult{}, err
 	}
-	cfg, err := image.ParseConfig(configBytes)
-	if err != nil {
-		return PullResult{}, fmt.Errorf("%s: %w", what, err)
-	}
-	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return PullResult{}, errdefs.InvalidArgument("%s: the manifest lists %d layers, the config %d diff IDs", what, len(m.Layers), len(cfg.RootFS.DiffIDs))
-	}
-
-	fetcher, err := s.newBlobFetcher(ctx, repo, opts.Auth)
-	if err != nil {
-		return PullResult{}, registryError(err, what)
-	}
-	layers, fetched, err := s.pullLayers(ctx, fetcher, m.Layers, cfg.RootFS.DiffIDs, configBytes, what, progress)
-	if err != nil {
-		return PullResult{}, err
-	}
-
-	n := image.New{
-		ConfigBytes:       configBytes,
-		Layers:            layers,
-		Manifest:          manifestBytes,
-		ManifestMediaType: m.MediaType,
-		RepoDigests:       []string{ref.Repository().String() + "@" + repoDigest.String()},
-		Action:            metadatav1.EventAction_EVENT_ACTION_PULL,
-	}
-	shown := ref.Familiar()
+	n.RepoDigests = []string{ref.Repository().String() + "@" + repoDigest.String()}
+	n.Action = metadatav1.EventAction_EVENT_ACTION_PULL
 	if ref.Digest() == "" {
 		n.Tags = []string{ref.String()}
 	}
@@ -138,10 +121,59 @@ func (s *Service) Pull(ctx context.Context, refStr string, opts PullOptions, pro
 	}
 	return PullResult{
 		ImageID:        digest.Digest(rec.GetId()),
-		Reference:      shown,
+		Reference:      ref.Familiar(),
 		ManifestDigest: repoDigest,
 		BytesFetched:   fetched,
 	}, nil
+}
+
+// getManifest fetches the manifest an index entry names and checks it
+// against the entry's digest; it returns its bytes and media type.
+func (s *Service) getManifest(ctx context.Context, puller *remote.Puller, repo name.Repository, entry ocispec.Descriptor, what string) ([]byte, string, error) {
+	d, err := puller.Get(ctx, repo.Digest(entry.Digest.String()))
+	if err != nil {
+		return nil, "", registryError(err, what)
+	}
+	if digest.FromBytes(d.Manifest) != entry.Digest {
+		return nil, "", errdefs.InvalidArgument("%s does not match its digest %s", what, entry.Digest).WithReason("DIGEST_MISMATCH")
+	}
+	mediaType := string(d.MediaType)
+	if entry.MediaType != "" && entry.MediaType != mediaType {
+		mediaType = entry.MediaType
+	}
+	return d.Manifest, mediaType, nil
+}
+
+// fetchImage fetches the config and the layers of an image manifest into
+// the blob store, checking each, and returns the image to record (without
+// its references) and the layer bytes that came from the registry.
+func (s *Service) fetchImage(ctx context.Context, puller *remote.Puller, fetcher *blobFetcher, repo name.Repository,
+	manifestBytes []byte, mediaType, what string, progress Progress) (image.New, int64, error) {
+	m, err := image.ParseManifest(manifestBytes, mediaType)
+	if err != nil {
+		return image.New{}, 0, fmt.Errorf("%s: %w", what, err)
+	}
+	configBytes, err := s.fetchConfig(ctx, puller, repo, m.Config, what)
+	if err != nil {
+		return image.New{}, 0, err
+	}
+	cfg, err := image.ParseConfig(configBytes)
+	if err != nil {
+		return image.New{}, 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return image.New{}, 0, errdefs.InvalidArgument("%s: the manifest lists %d layers, the config %d diff IDs", what, len(m.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	layers, fetched, err := s.pullLayers(ctx, fetcher, m.Layers, cfg.RootFS.DiffIDs, configBytes, what, progress)
+	if err != nil {
+		return image.New{}, 0, err
+	}
+	return image.New{
+		ConfigBytes:       configBytes,
+		Layers:            layers,
+		Manifest:          manifestBytes,
+		ManifestMediaType: m.MediaType,
+	}, fetched, nil
 }
 
 // PickPlatform returns the entry of an index for the platform, or
