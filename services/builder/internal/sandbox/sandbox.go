@@ -45,6 +45,7 @@ import (
 	runc "github.com/containerd/go-runc"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	units "github.com/docker/go-units"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/rootfs"
@@ -115,6 +116,11 @@ type Process struct {
 	Network Network
 	// Limits are the build's limits; the runner's defaults where zero.
 	Limits Limits
+	// Mounts are the step's own mounts (RUN --mount), added after the
+	// container's default ones, in order. Their destinations must exist
+	// in RootFS or be creatable there; the caller keeps the mount points
+	// out of the step's layer.
+	Mounts []specs.Mount
 	// Output receives each line the process writes, without its newline,
 	// with the stream it came on; a last line without a newline counts too.
 	// Calls never overlap. The line is only valid during the call.
