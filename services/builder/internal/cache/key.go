@@ -92,6 +92,10 @@ type Step struct {
 	// the bridge. Empty for the bridge and for other steps, whose keys
 	// stay what they were before it was added.
 	Network string
+	// Mounts is the digest of a RUN step's --mount options and of what its
+	// bind mounts show (never a cache mount's content); empty without
+	// mounts, so that other steps keep their keys.
+	Mounts digest.Digest
 }
 
 // Key returns the step's cache key.
@@ -105,6 +109,9 @@ func (s Step) Key() digest.Digest {
 		String(s.Platform)
 	if s.Network != "" {
 		h.String("network").String(s.Network)
+	}
+	if s.Mounts != "" {
+		h.String("mounts").String(string(s.Mounts))
 	}
 	return h.Digest()
 }

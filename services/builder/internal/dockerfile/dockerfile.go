@@ -151,7 +151,12 @@ func checkCommand(cmd instructions.Command) error {
 	switch c := cmd.(type) {
 	case *instructions.RunCommand:
 		for _, f := range c.FlagsUsed {
-			return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+			if f != "mount" {
+				return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+			}
+		}
+		if err := checkMountTypes(c); err != nil {
+			return err
 		}
 	case *instructions.CopyCommand:
 		if c.Link {

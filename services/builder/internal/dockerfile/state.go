@@ -340,6 +340,9 @@ type Run struct {
 	// arguments in scope as "|N NAME=value …" before the command, as Docker
 	// writes RUN history.
 	Commit Commit
+	// Mounts are the step's --mount options, expanded, checked and with
+	// BuildKit's defaults filled in (see runMounts).
+	Mounts []*instructions.Mount
 }
 
 // Run resolves a RUN instruction.
@@ -365,6 +368,10 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 	if len(args) == 0 {
 		return Run{}, Errorf(c, "RUN needs a command")
 	}
+	mounts, err := s.runMounts(c)
+	if err != nil {
+		return Run{}, err
+	}
 	inScope := s.Args.InScope(s.Config.Env)
 	save := args
 	if hist := s.Args.forHistory(inScope); len(hist) > 0 {
@@ -374,6 +381,7 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 		Args:   args,
 		Env:    append(slices.Clone(s.Config.Env), inScope...),
 		Commit: Commit{ContainerCmd: save},
+		Mounts: mounts,
 	}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -103,6 +104,9 @@ type Process struct {
 	Discard func() error
 	Stdout  io.Writer
 	Stderr  io.Writer
+	// Mounts are the step's RUN --mount options, their mount points
+	// present in Root.
+	Mounts []specs.Mount
 }
 
 // Sandbox runs RUN steps.
@@ -135,6 +139,9 @@ type Deps struct {
 	Layers    Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
+	// CacheMounts holds RUN --mount=type=cache directories; without it a
+	// step with a cache mount fails.
+	CacheMounts CacheMounts
 	// Archives bounds the decompression of ADD's local archives, as layers
 	// are bounded.
 	Archives compression.Limits

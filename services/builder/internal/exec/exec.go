@@ -637,10 +637,20 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 		}
 	}
 	defer discardVolumeWrites(m.Upper(), vols)
+	mounts, release, err := r.stepMounts(ctx, st)
+	if err != nil {
+		return err
+	}
+	defer release()
+	stubs, err := makeStubs(m.Root(), m.Upper(), mounts)
+	defer stubs.remove()
+	if err != nil {
+		return fmt.Errorf("Dockerfile:%d: creating the mount points of step %d: %w", st.Line, st.Number, err)
+	}
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
 		Hostname: r.cid(st)[:12], Network: r.o.Network, Resources: r.o.Resources, Stdout: out, Stderr: errw,
-		Upper: m.Upper(), Discard: m.Release,
+		Upper: m.Upper(), Discard: m.Release, Mounts: mounts,
 	})
 	out.Flush()
 	errw.Flush()

@@ -33,6 +33,7 @@ func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int6
 		Sources:  sources,
 		Platform: "linux/amd64",
 		Network:  runNetwork(s, network),
+		Mounts:   mountsKey(s.Mounts),
 	}.Key(), int64(len(b))
 }
 
