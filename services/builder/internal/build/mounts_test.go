@@ -136,6 +136,31 @@ func TestCacheMountSharing(t *testing.T) {
 	}
 }
 
+// A cache mount's from= and source= fill it when it is created; later
+// steps see what earlier ones left.
+func TestCacheMountSeededFromAStage(t *testing.T) {
+	e := newRuncEnv(t)
+	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
+	df := `FROM busybox AS src
+RUN mkdir /seed && echo seeded > /seed/f
+FROM busybox
+RUN --mount=type=cache,from=src,source=/seed,target=/c sh -c 'cat /c/f > /got; echo more >> /c/f'
+RUN --mount=type=cache,from=src,source=/seed,target=/c cat /c/f > /got2
+RUN --mount=type=cache,target=/c sh -c 'ls /c > /plain'
+`
+	res, _ := e.mustBuild(df, nil)
+	files := e.files(e.image(res.ImageID))
+	for p, want := range map[string]string{
+		"got":   "-rw-r--r-- 0:0 seeded\n",
+		"got2":  "-rw-r--r-- 0:0 seeded\nmore\n",
+		"plain": "-rw-r--r-- 0:0 ",
+	} {
+		if got := files[p]; got != want {
+			t.Errorf("/%s = %q, want %q", p, got, want)
+		}
+	}
+}
+
 func TestTmpfsMount(t *testing.T) {
 	e := newRuncEnv(t)
 	res, _ := e.mustBuild("FROM busybox\nRUN --mount=type=tmpfs,target=/scratch/t,size=1m sh -c 'grep \" /scratch/t \" /proc/mounts > /m; echo x > /scratch/t/f'\n", nil)
@@ -218,16 +243,15 @@ func TestBadMountOptions(t *testing.T) {
 	e.importBase("busybox:latest", busyboxLike())
 	e.withCacheMounts(t.TempDir())
 	for mount, want := range map[string]string{
-		"type=ssh":                          "RUN --mount=type=ssh is not supported by this builder",
-		"type=cache,target=/x,sharing=all":  `unsupported sharing value "all"`,
-		"type=cache,id=x":                   "target is required",
-		"type=tmpfs,target=/t,uid=1":        `uid not allowed for "tmpfs" type mounts`,
-		"type=tmpfs,target=/t,size=lots":    "invalid value for size: lots",
-		"type=cache,target=/c,bogus=1":      "unexpected key 'bogus'",
-		"type=cache,target=/":               "cannot mount over the root",
-		"type=cache,target=/c,from=busybox": "seeding a cache mount from a stage or image is not supported",
-		"type=bind,target=/c,source=nope":   "nope",
-		"type=bind,target=/c,from=nosuch":   "nosuch",
+		"type=ssh":                         "RUN --mount=type=ssh is not supported by this builder",
+		"type=cache,target=/x,sharing=all": `unsupported sharing value "all"`,
+		"type=cache,id=x":                  "target is required",
+		"type=tmpfs,target=/t,uid=1":       `uid not allowed for "tmpfs" type mounts`,
+		"type=tmpfs,target=/t,size=lots":   "invalid value for size: lots",
+		"type=cache,target=/c,bogus=1":     "unexpected key 'bogus'",
+		"type=cache,target=/":              "cannot mount over the root",
+		"type=bind,target=/c,source=nope":  "nope",
+		"type=bind,target=/c,from=nosuch":  "nosuch",
 	} {
 		_, _, err := e.build("FROM busybox AS base\nRUN --mount="+mount+" true\n", nil)
 		if err == nil || !strings.Contains(err.Error(), "Dockerfile:2: ") || !strings.Contains(err.Error(), want) {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,19 @@ type Spec struct {
 	// an existing one keeps its own.
 	Mode     fs.FileMode
 	UID, GID int
+	// Seed, if set, fills a directory when it is created (a cache mount's
+	// from= and source=); Base names what it fills it with. The same id
+	// with different bases are different directories, as in BuildKit.
+	Seed func(dir string) error
+	Base string
+}
+
+// key is the entry a spec uses.
+func (sp Spec) key() string {
+	if sp.Base == "" {
+		return sp.ID
+	}
+	return sp.ID + "\x00" + sp.Base
 }
 
 // Store holds the cache directories under one directory:
@@ -125,10 +139,11 @@ func (s *Store) Acquire(ctx context.Context, sp Spec) (dir string, release func(
 		return "", nil, errdefs.InvalidArgument("a cache mount needs an id")
 	}
 	s.mu.Lock()
-	e, ok := s.entries[sp.ID]
+	key := sp.key()
+	e, ok := s.entries[key]
 	if !ok {
-		e = &entry{id: sp.ID, dir: filepath.Join(s.dir, hashID(sp.ID)), lock: make(chan struct{}, 1)}
-		s.entries[sp.ID] = e
+		e = &entry{id: key, dir: filepath.Join(s.dir, hashID(key)), lock: make(chan struct{}, 1)}
+		s.entries[key] = e
 	}
 	e.users++
 	private := sp.Sharing == Private && e.users > 1
@@ -198,7 +213,13 @@ func (s *Store) create(e *entry, sp Spec) error {
 	if err := mkdirOwned(e.data(), sp); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(e.dir, "id"), []byte(sp.ID), 0o600)
+	if sp.Seed != nil {
+		if err := sp.Seed(e.data()); err != nil {
+			os.RemoveAll(e.dir)
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(e.dir, "id"), []byte(e.id), 0o600)
 }
 
 // privateDir makes a directory for one private step, removed when it ends.
@@ -213,6 +234,12 @@ func (s *Store) privateDir(sp Spec) (string, error) {
 	if err := mkdirOwned(dir, sp); err != nil {
 		os.RemoveAll(parent)
 		return "", err
+	}
+	if sp.Seed != nil {
+		if err := sp.Seed(dir); err != nil {
+			os.RemoveAll(parent)
+			return "", err
+		}
 	}
 	return dir, nil
 }
@@ -292,7 +319,8 @@ func (s *Store) Usage() []Usage {
 		if _, err := os.Stat(filepath.Join(e.dir, "id")); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		out = append(out, Usage{ID: e.id, Size: e.size, LastUsed: e.used, InUse: e.users > 0})
+		id, _, _ := strings.Cut(e.id, "\x00")
+		out = append(out, Usage{ID: id, Size: e.size, LastUsed: e.used, InUse: e.users > 0})
 	}
 	slices.SortFunc(out, func(a, b Usage) int { return b.LastUsed.Compare(a.LastUsed) })
 	return out

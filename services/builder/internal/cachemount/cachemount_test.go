@@ -146,3 +146,29 @@ func TestEvictsLeastRecentlyUsedIdleIDs(t *testing.T) {
 		t.Errorf("ids held = %v, want old,new", ids)
 	}
 }
+
+func TestSeedFillsANewDirectoryPerBase(t *testing.T) {
+	s, err := New(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds := 0
+	seed := func(body string) func(string) error {
+		return func(dir string) error {
+			seeds++
+			return os.WriteFile(filepath.Join(dir, "f"), []byte(body), 0o644)
+		}
+	}
+	a, ra := acquire(t, s, Spec{ID: "id", Base: "one", Seed: seed("one")})
+	ra()
+	a2, ra2 := acquire(t, s, Spec{ID: "id", Base: "one", Seed: seed("again")})
+	ra2()
+	b, rb := acquire(t, s, Spec{ID: "id", Base: "two", Seed: seed("two")})
+	defer rb()
+	if a != a2 || a == b || seeds != 2 {
+		t.Errorf("dirs %s %s %s after %d seeds, want the first two the same, seeded once, the third apart", a, a2, b, seeds)
+	}
+	if got, _ := os.ReadFile(filepath.Join(b, "f")); string(got) != "two" {
+		t.Errorf("the second base's directory holds %q", got)
+	}
+}

@@ -50,6 +50,33 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 			release()
 		}
 	}()
+	// Cache directories first, in id order, so that two steps locking the
+	// same ids never wait for each other.
+	caches := map[*plan.Mount]string{}
+	byID := slices.Clone(st.Mounts)
+	slices.SortStableFunc(byID, func(a, b *plan.Mount) int { return strings.Compare(a.CacheID, b.CacheID) })
+	for _, m := range byID {
+		if m.Type != instructions.MountTypeCache {
+			continue
+		}
+		what := fmt.Sprintf("Dockerfile:%d: RUN --mount=type=cache,target=%s", st.Line, m.Target)
+		if r.d.CacheMounts == nil {
+			return nil, nil, errdefs.Unimplemented("%s: this builder keeps no cache mounts", what)
+		}
+		uid, gid := m.CacheOwner()
+		sp := cachemount.Spec{
+			ID: m.CacheID, Sharing: cachemount.Sharing(m.CacheSharing), Mode: fs.FileMode(m.CacheMode()), UID: uid, GID: gid,
+		}
+		if m.FromStage != nil || m.FromImage != nil {
+			sp.Base, sp.Seed = r.cacheSeed(ctx, m)
+		}
+		dir, done, err := r.d.CacheMounts.Acquire(ctx, sp)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", what, err)
+		}
+		releases = append(releases, done)
+		caches[m] = dir
+	}
 	ms := slices.Clone(st.Mounts)
 	slices.SortStableFunc(ms, func(a, b *plan.Mount) int { return strings.Compare(a.Target, b.Target) })
 	var out []specs.Mount
@@ -61,18 +88,7 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 		}
 		switch m.Type {
 		case instructions.MountTypeCache:
-			if r.d.CacheMounts == nil {
-				return nil, nil, errdefs.Unimplemented("%s: this builder keeps no cache mounts", what)
-			}
-			uid, gid := m.CacheOwner()
-			dir, done, err := r.d.CacheMounts.Acquire(ctx, cachemount.Spec{
-				ID: m.CacheID, Sharing: cachemount.Sharing(m.CacheSharing), Mode: fs.FileMode(m.CacheMode()), UID: uid, GID: gid,
-			})
-			if err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", what, err)
-			}
-			releases = append(releases, done)
-			out = append(out, specs.Mount{Destination: m.Target, Type: "bind", Source: dir, Options: opts})
+			out = append(out, specs.Mount{Destination: m.Target, Type: "bind", Source: caches[m], Options: opts})
 		case instructions.MountTypeTmpfs:
 			o := []string{"nosuid"}
 			if m.SizeLimit > 0 {
@@ -93,19 +109,53 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 	return out, release, nil
 }
 
-// bindSource returns the host path a bind mount shows, in a mount of its
-// own that release unmounts (with whatever a rw mount's step wrote).
-func (r *run) bindSource(ctx context.Context, m *plan.Mount) (string, func(), error) {
-	var layers []image.Layer
+// cacheSeed returns what a cache mount's from= and source= fill its
+// directory with when it is created: the files under the source in the
+// stage's or image's root filesystem, with their owners.
+func (r *run) cacheSeed(ctx context.Context, m *plan.Mount) (string, func(dir string) error) {
+	base := ""
+	if m.FromStage != nil {
+		base = "stage " + string(m.FromStage.LastKey())
+	} else {
+		base = "image " + string(m.FromImage.ID())
+	}
+	return base + " " + m.Source, func(dir string) error {
+		layers, err := r.fromLayers(ctx, m)
+		if err != nil {
+			return err
+		}
+		src, err := r.mount(ctx, layers, false)
+		if err != nil {
+			return err
+		}
+		defer src.Release()
+		_, err = copier.FromRoot(ctx, dir, src.Root(), &plan.Copy{Paths: []string{m.Source}, Dest: "/", DestText: "/", DestDir: true})
+		return err
+	}
+}
+
+// fromLayers are the layers of a mount's from= stage or image; none for
+// the context.
+func (r *run) fromLayers(ctx context.Context, m *plan.Mount) ([]image.Layer, error) {
 	switch {
 	case m.FromStage != nil:
 		from := r.result(m.FromStage)
 		if err := r.load(ctx, &from); err != nil {
-			return "", nil, err
+			return nil, err
 		}
-		layers = from.layers
+		return from.layers, nil
 	case m.FromImage != nil:
-		layers = m.FromImage.Layers()
+		return m.FromImage.Layers(), nil
+	}
+	return nil, nil
+}
+
+// bindSource returns the host path a bind mount shows, in a mount of its
+// own that release unmounts (with whatever a rw mount's step wrote).
+func (r *run) bindSource(ctx context.Context, m *plan.Mount) (string, func(), error) {
+	layers, err := r.fromLayers(ctx, m)
+	if err != nil {
+		return "", nil, err
 	}
 	src, err := r.mount(ctx, layers, false)
 	if err != nil {

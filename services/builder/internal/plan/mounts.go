@@ -21,7 +21,8 @@ type Mount struct {
 	*instructions.Mount
 	// At most one of these is set for a bind mount: the stage or image
 	// whose root filesystem it mounts from; neither is the build context,
-	// whose Source entry is ContextEntry.
+	// whose Source entry is ContextEntry. A cache mount's from= seeds its
+	// directory when it is created.
 	FromStage    *Stage
 	FromImage    *image.Image
 	ContextEntry *buildctx.Entry
@@ -56,8 +57,6 @@ func (p *planner) mounts(ctx context.Context, c *instructions.RunCommand, ms []*
 		pm := &Mount{Mount: m}
 		opt := fmt.Sprintf("RUN --mount=type=%s", m.Type)
 		switch {
-		case m.From != "" && m.Type == instructions.MountTypeCache:
-			return nil, dockerfile.Errorf(c, "%s,from=%s: seeding a cache mount from a stage or image is not supported by this builder", opt, m.From)
 		case m.From != "":
 			if j, ok, err := p.df.StageIndex(m.From, stage); err != nil {
 				return nil, dockerfile.Errorf(c, "%s,from=%s: %v", opt, m.From, err)
