@@ -263,3 +263,23 @@ func TestBadMountOptions(t *testing.T) {
 		}
 	}
 }
+
+// A step that swaps its mount point's parent for a symlink to a host
+// directory must not make the builder remove what the host holds there
+// when it takes the mount point out of the layer.
+func TestMountStubRemovalStaysInTheLayer(t *testing.T) {
+	e := newRuncEnv(t)
+	host := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(host, "y", "victim"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	df := "FROM busybox\nRUN --mount=type=tmpfs,target=/x/y/victim sh -c 'mv /x /moved && ln -s " + host + " /x'\n"
+	if _, _, err := e.build(df, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"y/victim", "y"} {
+		if _, err := os.Stat(filepath.Join(host, p)); err != nil {
+			t.Errorf("the host directory the step's symlink led to was removed: %v", err)
+		}
+	}
+}

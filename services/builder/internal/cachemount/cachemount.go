@@ -79,8 +79,10 @@ type entry struct {
 	users int
 	// lock is held by a locked step for its whole run.
 	lock chan struct{}
-	used time.Time
-	size int64
+	// creating is held while the directory is made and seeded.
+	creating sync.Mutex
+	used     time.Time
+	size     int64
 }
 
 // New opens (or creates) the store in dir, holding it to maxBytes
@@ -200,9 +202,12 @@ func (s *Store) Acquire(ctx context.Context, sp Spec) (dir string, release func(
 
 // create makes an id's directory if it is not there yet. The id file is
 // written last: a directory without it is not an entry (see New).
+//
+// Only the entry is locked meanwhile: seeding may copy a tree, and other
+// ids go on. Eviction leaves it alone, since the caller counts as a user.
 func (s *Store) create(e *entry, sp Spec) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	e.creating.Lock()
+	defer e.creating.Unlock()
 	if _, err := os.Stat(filepath.Join(e.dir, "id")); err == nil {
 		return nil
 	}

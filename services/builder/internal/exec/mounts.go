@@ -257,10 +257,13 @@ func makeStubs(root, upper string, ms []specs.Mount) (*stubs, error) {
 // remove takes the stubs out of the upper directory: the mount points it
 // created, where the step left them empty, and the directories above them
 // copied up only because of them (still empty there, mode and owner
-// unchanged).
+// unchanged). The step may have swapped any of them for a symlink: a path
+// whose resolution inside the upper directory is not itself is left alone.
 func (s *stubs) remove() {
 	for i := len(s.created) - 1; i >= 0; i-- {
-		os.Remove(filepath.Join(s.upper, s.created[i]))
+		if host, ok := s.plain(s.created[i]); ok {
+			os.Remove(host)
+		}
 		delete(s.above, s.created[i])
 	}
 	above := make([]string, 0, len(s.above))
@@ -270,7 +273,10 @@ func (s *stubs) remove() {
 	// Deepest first: a parent empties once its children go.
 	slices.SortFunc(above, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 	for _, p := range above {
-		host := filepath.Join(s.upper, p)
+		host, ok := s.plain(p)
+		if !ok {
+			continue
+		}
 		fi, err := os.Lstat(host)
 		if err != nil || !fi.IsDir() {
 			continue
@@ -284,6 +290,14 @@ func (s *stubs) remove() {
 		}
 		os.Remove(host) // fails, as it should, unless empty
 	}
+}
+
+// plain returns the host path of rel in the upper directory when no
+// symlink lies on the way to it.
+func (s *stubs) plain(rel string) (string, bool) {
+	want := filepath.Join(s.upper, rel)
+	got, err := securejoin.SecureJoin(s.upper, rel)
+	return want, err == nil && got == want
 }
 
 func owner(fi fs.FileInfo) [2]uint32 {
