@@ -250,6 +250,8 @@ func TestBadMountOptions(t *testing.T) {
 		"type=tmpfs,target=/t,size=lots":   "invalid value for size: lots",
 		"type=cache,target=/c,bogus=1":     "unexpected key 'bogus'",
 		"type=cache,target=/":              "cannot mount over the root",
+		"type=tmpfs,target=/etc/passwd/x":  "/etc/passwd is not a directory",
+		"type=cache,target=/etc/passwd":    "a directory cannot be mounted on a file",
 		"type=bind,target=/c,source=nope":  "nope",
 		"type=bind,target=/c,from=nosuch":  "nosuch",
 	} {

@@ -645,7 +645,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	stubs, err := makeStubs(m.Root(), m.Upper(), mounts)
 	defer stubs.remove()
 	if err != nil {
-		return fmt.Errorf("Dockerfile:%d: creating the mount points of step %d: %w", st.Line, st.Number, err)
+		return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: RUN --mount: %w", st.Line, err)
 	}
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,

@@ -2,6 +2,7 @@ package exec
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -227,8 +228,15 @@ func makeStubs(root, upper string, ms []specs.Mount) (*stubs, error) {
 		parts := strings.Split(rel, string(filepath.Separator))
 		for i := range parts {
 			p := filepath.Join(parts[:i+1]...)
+			last := i == len(parts)-1
 			fi, err := os.Lstat(filepath.Join(root, p))
 			if err == nil {
+				switch {
+				case !last && !fi.IsDir():
+					return s, errdefs.InvalidArgument("mount target %s: /%s is not a directory", m.Destination, p)
+				case last && fi.IsDir() == file:
+					return s, errdefs.InvalidArgument("mount target %s: a %s cannot be mounted on a %s", m.Destination, kind(file), kind(!fi.IsDir()))
+				}
 				if _, inUpper := os.Lstat(filepath.Join(upper, p)); inUpper != nil {
 					if _, seen := s.above[p]; !seen {
 						s.above[p] = fi
@@ -237,21 +245,39 @@ func makeStubs(root, upper string, ms []specs.Mount) (*stubs, error) {
 				continue
 			}
 			if !os.IsNotExist(err) {
-				return s, err
+				return s, errdefs.InvalidArgument("mount target %s: /%s: %v", m.Destination, p, unwrapPath(err))
 			}
-			if i == len(parts)-1 && file {
+			if last && file {
 				f, err := os.OpenFile(filepath.Join(root, p), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 				if err != nil {
-					return s, err
+					return s, errdefs.InvalidArgument("mount target %s: creating it: %v", m.Destination, unwrapPath(err))
 				}
 				f.Close()
 			} else if err := os.Mkdir(filepath.Join(root, p), 0o755); err != nil {
-				return s, err
+				return s, errdefs.InvalidArgument("mount target %s: creating /%s: %v", m.Destination, p, unwrapPath(err))
 			}
 			s.created = append(s.created, p)
 		}
 	}
 	return s, nil
+}
+
+// kind names a file or a directory, for messages.
+func kind(file bool) string {
+	if file {
+		return "file"
+	}
+	return "directory"
+}
+
+// unwrapPath drops the host path of an error, which names the builder's
+// state directory.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // remove takes the stubs out of the upper directory: the mount points it
