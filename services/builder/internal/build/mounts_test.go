@@ -97,7 +97,9 @@ func TestCacheMountOutlivesTheBuildAndTheBuilder(t *testing.T) {
 }
 
 // Two steps on one locked id run one after the other; on a shared id they
-// overlap (which shows the test can tell).
+// overlap (which shows the test can tell). Each step waits up to 3 s for
+// the other to start: steps sharing the id meet, a locked one times out
+// alone.
 func TestCacheMountSharing(t *testing.T) {
 	for _, tc := range []struct {
 		sharing string
@@ -111,7 +113,7 @@ func TestCacheMountSharing(t *testing.T) {
 			for _, who := range []string{"a", "b"} {
 				go func() {
 					df := "FROM busybox\nRUN --mount=type=cache,id=lk,target=/c,sharing=" + tc.sharing +
-						" sh -c 'echo start " + who + " >> /c/log; sleep 1; echo end " + who + " >> /c/log'\n"
+						" sh -c 'echo start " + who + " >> /c/log; i=0; while [ $(grep -c start /c/log) -lt 2 ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; echo end " + who + " >> /c/log'\n"
 					_, _, err := e.build(df, nil, func(r *Request) { r.Tags = []string{"lk:" + who} })
 					errs <- err
 				}()
@@ -125,12 +127,14 @@ func TestCacheMountSharing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			lines := strings.Fields(strings.ReplaceAll(string(b), "\n", ";"))
 			log := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-			serial := len(log) == 4 && strings.HasPrefix(log[0], "start") && strings.HasPrefix(log[1], "end") &&
+			if len(log) != 4 {
+				t.Fatalf("sharing=%s: the cache's log is %q, want both steps' start and end", tc.sharing, log)
+			}
+			serial := strings.HasPrefix(log[0], "start") && strings.HasPrefix(log[1], "end") &&
 				strings.HasPrefix(log[2], "start") && strings.HasPrefix(log[3], "end")
 			if serial == tc.overlap {
-				t.Errorf("sharing=%s: log %q, want overlap %t", tc.sharing, lines, tc.overlap)
+				t.Errorf("sharing=%s: log %q, want overlap %t", tc.sharing, log, tc.overlap)
 			}
 		})
 	}
