@@ -186,8 +186,10 @@ func TestTmpfsMount(t *testing.T) {
 func TestBindMounts(t *testing.T) {
 	e := newRuncEnv(t)
 	c := e.context([]ctxFile{{path: "sub", dir: true, mode: 0o755}, {path: "sub/a", body: "from the context\n"}, {path: "top", body: "t\n"}})
+	// The stages run at once but for the mounts: the second waits for src
+	// (which takes its time) because its RUN mounts from it.
 	df := `FROM busybox AS src
-RUN mkdir /out && echo from the stage > /out/f
+RUN sleep 1 && mkdir /out && echo from the stage > /out/f
 FROM busybox
 RUN --mount=type=bind,from=src,source=/out,target=/in,rw sh -c 'cat /in/f > /got; echo w > /in/new; echo w > /in/f'
 RUN --mount=type=bind,from=src,source=/out,target=/in sh -c 'cat /in/f > /again; ls /in > /list; touch /in/x 2>/dev/null || echo refused > /ro'
