@@ -48,6 +48,12 @@ type BuildOptions struct {
 	// BuildArgNames are --build-arg NAME without a value, when NAME is not
 	// in BuildArgs: Docker passes no value and does not warn of them.
 	BuildArgNames []string
+	// Secrets are the build's secrets by ID (--secret), for RUN
+	// --mount=type=secret: sent to the builder right after the options,
+	// never part of them, and kept by the builder in memory for the build
+	// only. ReadSecret reads one as `docker buildx build --secret` does.
+	// At most 100, each at most 500 KiB.
+	Secrets map[string][]byte
 	// Target is the stage to build (--target).
 	Target string
 	// Labels are set on the image.
@@ -126,15 +132,22 @@ func (c *Client) Build(ctx context.Context, dir string, opts BuildOptions) (*Bui
 	} else {
 		req = streamRequest(opts)
 	}
+	if err := checkSecrets(opts.Secrets); err != nil {
+		return nil, err
+	}
 	builder, err := c.builder()
 	if err != nil {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := builder.Build(sctx)
+	bstream, err := builder.Build(sctx)
 	if err != nil {
 		return nil, err
+	}
+	var stream buildcontext.Stream = bstream
+	if len(opts.Secrets) > 0 {
+		stream = secretsStream{Stream: bstream, secrets: opts.Secrets}
 	}
 	f := &buildFollower{event: opts.OnEvent}
 	h := buildcontext.Handler{Event: f.track, Sending: opts.OnContext}
@@ -278,6 +291,7 @@ func baseRequest(o BuildOptions) *builderv1.BuildOptions {
 	req := &builderv1.BuildOptions{
 		Tags: o.Tags, Target: o.Target, NoCache: o.NoCache, Network: o.Network,
 		BuildArgs: map[string]string{}, Labels: map[string]string{}, BuildArgNames: o.BuildArgNames,
+		SecretIds: secretIDs(o.Secrets),
 	}
 	for k, v := range o.BuildArgs {
 		req.BuildArgs[k] = v

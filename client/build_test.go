@@ -25,6 +25,7 @@ type fakeBuilder struct {
 	opts     *builderv1.BuildOptions
 	tar      []byte
 	entries  int
+	secrets  map[string][]byte
 	canceled []string
 }
 
@@ -35,7 +36,17 @@ func (f *fakeBuilder) Build(stream grpc.BidiStreamingServer[builderv1.BuildReque
 	}
 	f.mu.Lock()
 	f.opts = first.GetOptions()
+	f.secrets = map[string][]byte{}
 	f.mu.Unlock()
+	for range f.opts.GetSecretIds() {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.secrets[m.GetSecret().GetId()] = m.GetSecret().GetValue()
+		f.mu.Unlock()
+	}
 	switch {
 	case f.opts.GetContextTar():
 		for {

@@ -20,6 +20,7 @@ type buildOptions struct {
 	tags       []string
 	file       string
 	buildArgs  []string
+	secrets    []string
 	target     string
 	labels     []string
 	noCache    bool
@@ -87,6 +88,7 @@ func newBuildCommand(c *CLI) *cobra.Command {
 		Example: "  strata image build -t my-nginx -f Dockerfile-1 .\n" +
 			"  strata image build --build-arg VERSION=1.2 --target runtime -t app:1.2 .\n" +
 			"  strata image build --no-cache --progress=plain -t app .\n" +
+			"  strata image build --secret id=npmrc,src=$HOME/.npmrc --secret id=TOKEN,env=TOKEN -t app .\n" +
 			"  strata image build -f docker/Dockerfile -t app - < context.tar.gz",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.contextDir = args[0]
@@ -97,6 +99,7 @@ func newBuildCommand(c *CLI) *cobra.Command {
 	f.StringArrayVarP(&o.tags, "tag", "t", nil, "Name and optionally a tag in the 'name:tag' format")
 	f.StringVarP(&o.file, "file", "f", "", "Name of the Dockerfile (Default is 'PATH/Dockerfile')")
 	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "Set build-time variables")
+	f.StringArrayVar(&o.secrets, "secret", nil, "Secret to expose to the build's RUN --mount=type=secret (format: \"id=mysecret[,src=/local/secret]\" or \"id=mysecret,env=VARIABLE\")")
 	f.StringVar(&o.target, "target", "", "Set the target build stage to build.")
 	f.StringArrayVar(&o.labels, "label", nil, "Set metadata for an image")
 	f.BoolVar(&o.noCache, "no-cache", false, "Do not use cache when building the image")
@@ -141,6 +144,16 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	for _, l := range o.labels {
 		k, v, _ := strings.Cut(l, "=")
 		opts.Labels[k] = v
+	}
+	for _, spec := range o.secrets {
+		id, v, err := client.ReadSecret(spec)
+		if err != nil {
+			return fmt.Errorf("invalid --secret: %w", err)
+		}
+		if opts.Secrets == nil {
+			opts.Secrets = map[string][]byte{}
+		}
+		opts.Secrets[id] = v
 	}
 	var p printer
 	switch o.progress {

@@ -557,8 +557,15 @@ type BuildOptions struct {
 	// The Dockerfile's text, when it is not in the context: the readable
 	// alternative to dockerfile_content (which wins when both are set).
 	DockerfileText string `protobuf:"bytes,14,opt,name=dockerfile_text,json=dockerfileText,proto3" json:"dockerfile_text,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The IDs of the build's secrets (`strata build --secret id=…`), for
+	// RUN --mount=type=secret. The client sends their values right after
+	// the options, one BuildSecret message each in this order, before any
+	// context message: a secret's value is never part of the options. IDs
+	// are unique, at most 100 (INVALID_ARGUMENT, reason SECRET_INVALID,
+	// beyond).
+	SecretIds     []string `protobuf:"bytes,15,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildOptions) Reset() {
@@ -689,6 +696,73 @@ func (x *BuildOptions) GetDockerfileText() string {
 	return ""
 }
 
+func (x *BuildOptions) GetSecretIds() []string {
+	if x != nil {
+		return x.SecretIds
+	}
+	return nil
+}
+
+// BuildSecret is one of a build's secrets. The builder holds it in memory
+// for the build only and gives it to the RUN steps that mount it, in a
+// tmpfs or a variable of the step's process; it is never written to a
+// layer, the image's config or history, a cache key, the build's events or
+// logs, the metadata service or the builder's disk.
+type BuildSecret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The secret's ID, as RUN --mount=type=secret,id=… names it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The secret's value: at most 500 KiB (as in BuildKit);
+	// INVALID_ARGUMENT, reason SECRET_INVALID, beyond.
+	Value         []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildSecret) Reset() {
+	*x = BuildSecret{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildSecret) ProtoMessage() {}
+
+func (x *BuildSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildSecret.ProtoReflect.Descriptor instead.
+func (*BuildSecret) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BuildSecret) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BuildSecret) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 // FileEntry describes one entry of the build context.
 type FileEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -716,7 +790,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +802,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +815,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FileEntry) GetPath() string {
@@ -813,7 +887,7 @@ type ContextEntries struct {
 
 func (x *ContextEntries) Reset() {
 	*x = ContextEntries{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +899,7 @@ func (x *ContextEntries) String() string {
 func (*ContextEntries) ProtoMessage() {}
 
 func (x *ContextEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +912,7 @@ func (x *ContextEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextEntries.ProtoReflect.Descriptor instead.
 func (*ContextEntries) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ContextEntries) GetEntries() []*FileEntry {
@@ -872,7 +946,7 @@ type FileData struct {
 
 func (x *FileData) Reset() {
 	*x = FileData{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +958,7 @@ func (x *FileData) String() string {
 func (*FileData) ProtoMessage() {}
 
 func (x *FileData) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +971,7 @@ func (x *FileData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileData.ProtoReflect.Descriptor instead.
 func (*FileData) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FileData) GetDigest() string {
@@ -939,6 +1013,7 @@ type BuildRequest struct {
 	//	*BuildRequest_Entries
 	//	*BuildRequest_FileData
 	//	*BuildRequest_ContextTar
+	//	*BuildRequest_Secret
 	Request       isBuildRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -946,7 +1021,7 @@ type BuildRequest struct {
 
 func (x *BuildRequest) Reset() {
 	*x = BuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1033,7 @@ func (x *BuildRequest) String() string {
 func (*BuildRequest) ProtoMessage() {}
 
 func (x *BuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1046,7 @@ func (x *BuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildRequest.ProtoReflect.Descriptor instead.
 func (*BuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BuildRequest) GetRequest() isBuildRequest_Request {
@@ -1017,6 +1092,15 @@ func (x *BuildRequest) GetContextTar() []byte {
 	return nil
 }
 
+func (x *BuildRequest) GetSecret() *BuildSecret {
+	if x != nil {
+		if x, ok := x.Request.(*BuildRequest_Secret); ok {
+			return x.Secret
+		}
+	}
+	return nil
+}
+
 type isBuildRequest_Request interface {
 	isBuildRequest_Request()
 }
@@ -1042,6 +1126,12 @@ type BuildRequest_ContextTar struct {
 	ContextTar []byte `protobuf:"bytes,4,opt,name=context_tar,json=contextTar,proto3,oneof"`
 }
 
+type BuildRequest_Secret struct {
+	// One of the build's secrets (BuildOptions.secret_ids), right after
+	// the options.
+	Secret *BuildSecret `protobuf:"bytes,5,opt,name=secret,proto3,oneof"`
+}
+
 func (*BuildRequest_Options) isBuildRequest_Request() {}
 
 func (*BuildRequest_Entries) isBuildRequest_Request() {}
@@ -1049,6 +1139,8 @@ func (*BuildRequest_Entries) isBuildRequest_Request() {}
 func (*BuildRequest_FileData) isBuildRequest_Request() {}
 
 func (*BuildRequest_ContextTar) isBuildRequest_Request() {}
+
+func (*BuildRequest_Secret) isBuildRequest_Request() {}
 
 // ContextRequest names the file contents the builder lacks.
 type ContextRequest struct {
@@ -1065,7 +1157,7 @@ type ContextRequest struct {
 
 func (x *ContextRequest) Reset() {
 	*x = ContextRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1169,7 @@ func (x *ContextRequest) String() string {
 func (*ContextRequest) ProtoMessage() {}
 
 func (x *ContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1182,7 @@ func (x *ContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextRequest.ProtoReflect.Descriptor instead.
 func (*ContextRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContextRequest) GetDigests() []string {
@@ -1127,7 +1219,7 @@ type StepStarted struct {
 
 func (x *StepStarted) Reset() {
 	*x = StepStarted{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1231,7 @@ func (x *StepStarted) String() string {
 func (*StepStarted) ProtoMessage() {}
 
 func (x *StepStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1244,7 @@ func (x *StepStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepStarted.ProtoReflect.Descriptor instead.
 func (*StepStarted) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StepStarted) GetTotalSteps() int32 {
@@ -1201,7 +1293,7 @@ type StepCached struct {
 
 func (x *StepCached) Reset() {
 	*x = StepCached{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1305,7 @@ func (x *StepCached) String() string {
 func (*StepCached) ProtoMessage() {}
 
 func (x *StepCached) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1318,7 @@ func (x *StepCached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepCached.ProtoReflect.Descriptor instead.
 func (*StepCached) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StepCached) GetImageId() string {
@@ -1252,7 +1344,7 @@ type StepOutput struct {
 
 func (x *StepOutput) Reset() {
 	*x = StepOutput{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1356,7 @@ func (x *StepOutput) String() string {
 func (*StepOutput) ProtoMessage() {}
 
 func (x *StepOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1369,7 @@ func (x *StepOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepOutput.ProtoReflect.Descriptor instead.
 func (*StepOutput) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StepOutput) GetStream() OutputStream {
@@ -1323,7 +1415,7 @@ type StepDone struct {
 
 func (x *StepDone) Reset() {
 	*x = StepDone{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1427,7 @@ func (x *StepDone) String() string {
 func (*StepDone) ProtoMessage() {}
 
 func (x *StepDone) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1440,7 @@ func (x *StepDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepDone.ProtoReflect.Descriptor instead.
 func (*StepDone) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StepDone) GetImageId() string {
@@ -1399,7 +1491,7 @@ type BuildWarning struct {
 
 func (x *BuildWarning) Reset() {
 	*x = BuildWarning{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1503,7 @@ func (x *BuildWarning) String() string {
 func (*BuildWarning) ProtoMessage() {}
 
 func (x *BuildWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1516,7 @@ func (x *BuildWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildWarning.ProtoReflect.Descriptor instead.
 func (*BuildWarning) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BuildWarning) GetMessage() string {
@@ -1454,7 +1546,7 @@ type BuildQueued struct {
 
 func (x *BuildQueued) Reset() {
 	*x = BuildQueued{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1558,7 @@ func (x *BuildQueued) String() string {
 func (*BuildQueued) ProtoMessage() {}
 
 func (x *BuildQueued) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1571,7 @@ func (x *BuildQueued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildQueued.ProtoReflect.Descriptor instead.
 func (*BuildQueued) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BuildQueued) GetAhead() int32 {
@@ -1517,7 +1609,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1621,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1634,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BuildEvent) GetStep() int32 {
@@ -1694,7 +1786,7 @@ type BuildAccepted struct {
 
 func (x *BuildAccepted) Reset() {
 	*x = BuildAccepted{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +1798,7 @@ func (x *BuildAccepted) String() string {
 func (*BuildAccepted) ProtoMessage() {}
 
 func (x *BuildAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +1811,7 @@ func (x *BuildAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildAccepted.ProtoReflect.Descriptor instead.
 func (*BuildAccepted) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BuildAccepted) GetBuildId() string {
@@ -1750,7 +1842,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1854,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1867,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BuildResult) GetImageId() string {
@@ -1837,7 +1929,7 @@ type BuildResponse struct {
 
 func (x *BuildResponse) Reset() {
 	*x = BuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1941,7 @@ func (x *BuildResponse) String() string {
 func (*BuildResponse) ProtoMessage() {}
 
 func (x *BuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1954,7 @@ func (x *BuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
 func (*BuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BuildResponse) GetResponse() isBuildResponse_Response {
@@ -1943,7 +2035,7 @@ type TransferProgress struct {
 
 func (x *TransferProgress) Reset() {
 	*x = TransferProgress{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2047,7 @@ func (x *TransferProgress) String() string {
 func (*TransferProgress) ProtoMessage() {}
 
 func (x *TransferProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2060,7 @@ func (x *TransferProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferProgress.ProtoReflect.Descriptor instead.
 func (*TransferProgress) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransferProgress) GetId() string {
@@ -2024,7 +2116,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2128,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2141,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportOptions) GetReference() string {
@@ -2096,7 +2188,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2200,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2213,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportRequest) GetRequest() isImportRequest_Request {
@@ -2180,7 +2272,7 @@ type ImportResult struct {
 
 func (x *ImportResult) Reset() {
 	*x = ImportResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2284,7 @@ func (x *ImportResult) String() string {
 func (*ImportResult) ProtoMessage() {}
 
 func (x *ImportResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2297,7 @@ func (x *ImportResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
 func (*ImportResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportResult) GetImageId() string {
@@ -2238,7 +2330,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2342,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2355,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImportResponse) GetResponse() isImportResponse_Response {
@@ -2320,7 +2412,7 @@ type LoadOptions struct {
 
 func (x *LoadOptions) Reset() {
 	*x = LoadOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2424,7 @@ func (x *LoadOptions) String() string {
 func (*LoadOptions) ProtoMessage() {}
 
 func (x *LoadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2437,7 @@ func (x *LoadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadOptions.ProtoReflect.Descriptor instead.
 func (*LoadOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LoadOptions) GetQuiet() bool {
@@ -2371,7 +2463,7 @@ type LoadRequest struct {
 
 func (x *LoadRequest) Reset() {
 	*x = LoadRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2475,7 @@ func (x *LoadRequest) String() string {
 func (*LoadRequest) ProtoMessage() {}
 
 func (x *LoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2488,7 @@ func (x *LoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadRequest.ProtoReflect.Descriptor instead.
 func (*LoadRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LoadRequest) GetRequest() isLoadRequest_Request {
@@ -2455,7 +2547,7 @@ type LoadedImage struct {
 
 func (x *LoadedImage) Reset() {
 	*x = LoadedImage{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2559,7 @@ func (x *LoadedImage) String() string {
 func (*LoadedImage) ProtoMessage() {}
 
 func (x *LoadedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2572,7 @@ func (x *LoadedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedImage.ProtoReflect.Descriptor instead.
 func (*LoadedImage) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LoadedImage) GetImageId() string {
@@ -2508,7 +2600,7 @@ type LoadResult struct {
 
 func (x *LoadResult) Reset() {
 	*x = LoadResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2612,7 @@ func (x *LoadResult) String() string {
 func (*LoadResult) ProtoMessage() {}
 
 func (x *LoadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2625,7 @@ func (x *LoadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResult.ProtoReflect.Descriptor instead.
 func (*LoadResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LoadResult) GetImages() []*LoadedImage {
@@ -2559,7 +2651,7 @@ type LoadResponse struct {
 
 func (x *LoadResponse) Reset() {
 	*x = LoadResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +2663,7 @@ func (x *LoadResponse) String() string {
 func (*LoadResponse) ProtoMessage() {}
 
 func (x *LoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +2676,7 @@ func (x *LoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResponse.ProtoReflect.Descriptor instead.
 func (*LoadResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LoadResponse) GetResponse() isLoadResponse_Response {
@@ -2643,7 +2735,7 @@ type SaveRequest struct {
 
 func (x *SaveRequest) Reset() {
 	*x = SaveRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2747,7 @@ func (x *SaveRequest) String() string {
 func (*SaveRequest) ProtoMessage() {}
 
 func (x *SaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2760,7 @@ func (x *SaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveRequest.ProtoReflect.Descriptor instead.
 func (*SaveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SaveRequest) GetReferences() []string {
@@ -2696,7 +2788,7 @@ type SaveResponse struct {
 
 func (x *SaveResponse) Reset() {
 	*x = SaveResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2708,7 +2800,7 @@ func (x *SaveResponse) String() string {
 func (*SaveResponse) ProtoMessage() {}
 
 func (x *SaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2721,7 +2813,7 @@ func (x *SaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveResponse.ProtoReflect.Descriptor instead.
 func (*SaveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SaveResponse) GetData() []byte {
@@ -2748,7 +2840,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +2852,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +2865,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -2822,7 +2914,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +2926,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +2939,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PullRequest) GetReference() string {
@@ -2895,7 +2987,7 @@ type PullResult struct {
 
 func (x *PullResult) Reset() {
 	*x = PullResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2907,7 +2999,7 @@ func (x *PullResult) String() string {
 func (*PullResult) ProtoMessage() {}
 
 func (x *PullResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2920,7 +3012,7 @@ func (x *PullResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResult.ProtoReflect.Descriptor instead.
 func (*PullResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PullResult) GetImageId() string {
@@ -2967,7 +3059,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3071,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3084,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -3054,7 +3146,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3158,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3171,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -3120,7 +3212,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3132,7 +3224,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3145,7 +3237,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PushResult) GetReference() string {
@@ -3192,7 +3284,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3296,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3309,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -3304,7 +3396,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3408,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3421,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Build) GetId() string {
@@ -3450,7 +3542,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3462,7 +3554,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3475,7 +3567,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListBuildsRequest) GetActiveOnly() bool {
@@ -3503,7 +3595,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3607,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3620,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -3549,7 +3641,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3561,7 +3653,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3574,7 +3666,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -3595,7 +3687,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +3699,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +3712,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -3644,7 +3736,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +3748,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +3761,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -3702,7 +3794,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3714,7 +3806,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3727,7 +3819,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *WatchBuildResponse) GetResponse() isWatchBuildResponse_Response {
@@ -3784,7 +3876,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +3888,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +3901,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -3831,7 +3923,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3843,7 +3935,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3856,7 +3948,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CancelBuildResponse) GetBuild() *Build {
@@ -3887,7 +3979,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
 	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
 	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\x12\x12\n" +
-	"\x04disk\x18\b \x01(\x03R\x04disk\"\xe6\x05\n" +
+	"\x04disk\x18\b \x01(\x03R\x04disk\"\x85\x06\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -3907,13 +3999,18 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\vcontext_tar\x18\f \x01(\bR\n" +
 	"contextTar\x12!\n" +
 	"\fcontext_blob\x18\r \x01(\tR\vcontextBlob\x12'\n" +
-	"\x0fdockerfile_text\x18\x0e \x01(\tR\x0edockerfileText\x1a<\n" +
+	"\x0fdockerfile_text\x18\x0e \x01(\tR\x0edockerfileText\x12\x1d\n" +
+	"\n" +
+	"secret_ids\x18\x0f \x03(\tR\tsecretIds\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\vBuildSecret\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\x05value\x18\x02 \x01(\fB\x03\x80\x01\x01R\x05value\"\xcc\x01\n" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x10\n" +
@@ -3931,13 +4028,14 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xf4\x01\n" +
+	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xae\x02\n" +
 	"\fBuildRequest\x12;\n" +
 	"\aoptions\x18\x01 \x01(\v2\x1f.strata.builder.v1.BuildOptionsH\x00R\aoptions\x12=\n" +
 	"\aentries\x18\x02 \x01(\v2!.strata.builder.v1.ContextEntriesH\x00R\aentries\x12:\n" +
 	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileData\x12!\n" +
 	"\vcontext_tar\x18\x04 \x01(\fH\x00R\n" +
-	"contextTarB\t\n" +
+	"contextTar\x128\n" +
+	"\x06secret\x18\x05 \x01(\v2\x1e.strata.builder.v1.BuildSecretH\x00R\x06secretB\t\n" +
 	"\arequest\"M\n" +
 	"\x0eContextRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\tR\adigests\x12!\n" +
@@ -4182,7 +4280,7 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),              // 0: strata.builder.v1.NetworkMode
 	(OutputStream)(0),             // 1: strata.builder.v1.OutputStream
@@ -4192,126 +4290,128 @@ var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(*Ulimit)(nil),                // 5: strata.builder.v1.Ulimit
 	(*RunResources)(nil),          // 6: strata.builder.v1.RunResources
 	(*BuildOptions)(nil),          // 7: strata.builder.v1.BuildOptions
-	(*FileEntry)(nil),             // 8: strata.builder.v1.FileEntry
-	(*ContextEntries)(nil),        // 9: strata.builder.v1.ContextEntries
-	(*FileData)(nil),              // 10: strata.builder.v1.FileData
-	(*BuildRequest)(nil),          // 11: strata.builder.v1.BuildRequest
-	(*ContextRequest)(nil),        // 12: strata.builder.v1.ContextRequest
-	(*StepStarted)(nil),           // 13: strata.builder.v1.StepStarted
-	(*StepCached)(nil),            // 14: strata.builder.v1.StepCached
-	(*StepOutput)(nil),            // 15: strata.builder.v1.StepOutput
-	(*StepDone)(nil),              // 16: strata.builder.v1.StepDone
-	(*BuildWarning)(nil),          // 17: strata.builder.v1.BuildWarning
-	(*BuildQueued)(nil),           // 18: strata.builder.v1.BuildQueued
-	(*BuildEvent)(nil),            // 19: strata.builder.v1.BuildEvent
-	(*BuildAccepted)(nil),         // 20: strata.builder.v1.BuildAccepted
-	(*BuildResult)(nil),           // 21: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),         // 22: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),      // 23: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),         // 24: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),         // 25: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),          // 26: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),        // 27: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),           // 28: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),           // 29: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),           // 30: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),            // 31: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),          // 32: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),           // 33: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),          // 34: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),          // 35: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),           // 36: strata.builder.v1.PullRequest
-	(*PullResult)(nil),            // 37: strata.builder.v1.PullResult
-	(*PullResponse)(nil),          // 38: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),           // 39: strata.builder.v1.PushRequest
-	(*PushResult)(nil),            // 40: strata.builder.v1.PushResult
-	(*PushResponse)(nil),          // 41: strata.builder.v1.PushResponse
-	(*Build)(nil),                 // 42: strata.builder.v1.Build
-	(*ListBuildsRequest)(nil),     // 43: strata.builder.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 44: strata.builder.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),       // 45: strata.builder.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),      // 46: strata.builder.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),     // 47: strata.builder.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),    // 48: strata.builder.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),    // 49: strata.builder.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 50: strata.builder.v1.CancelBuildResponse
-	nil,                           // 51: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                           // 52: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
+	(*BuildSecret)(nil),           // 8: strata.builder.v1.BuildSecret
+	(*FileEntry)(nil),             // 9: strata.builder.v1.FileEntry
+	(*ContextEntries)(nil),        // 10: strata.builder.v1.ContextEntries
+	(*FileData)(nil),              // 11: strata.builder.v1.FileData
+	(*BuildRequest)(nil),          // 12: strata.builder.v1.BuildRequest
+	(*ContextRequest)(nil),        // 13: strata.builder.v1.ContextRequest
+	(*StepStarted)(nil),           // 14: strata.builder.v1.StepStarted
+	(*StepCached)(nil),            // 15: strata.builder.v1.StepCached
+	(*StepOutput)(nil),            // 16: strata.builder.v1.StepOutput
+	(*StepDone)(nil),              // 17: strata.builder.v1.StepDone
+	(*BuildWarning)(nil),          // 18: strata.builder.v1.BuildWarning
+	(*BuildQueued)(nil),           // 19: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),            // 20: strata.builder.v1.BuildEvent
+	(*BuildAccepted)(nil),         // 21: strata.builder.v1.BuildAccepted
+	(*BuildResult)(nil),           // 22: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),         // 23: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),      // 24: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),         // 25: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),         // 26: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),          // 27: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),        // 28: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),           // 29: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),           // 30: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),           // 31: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),            // 32: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),          // 33: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),           // 34: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),          // 35: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),          // 36: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),           // 37: strata.builder.v1.PullRequest
+	(*PullResult)(nil),            // 38: strata.builder.v1.PullResult
+	(*PullResponse)(nil),          // 39: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),           // 40: strata.builder.v1.PushRequest
+	(*PushResult)(nil),            // 41: strata.builder.v1.PushResult
+	(*PushResponse)(nil),          // 42: strata.builder.v1.PushResponse
+	(*Build)(nil),                 // 43: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),     // 44: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 45: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),       // 46: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),      // 47: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),     // 48: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),    // 49: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),    // 50: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 51: strata.builder.v1.CancelBuildResponse
+	nil,                           // 52: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                           // 53: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),   // 54: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 55: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	5,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	51, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	52, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	52, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	53, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
 	6,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
-	8,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
+	9,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
 	7,  // 6: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
-	9,  // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
-	10, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
-	1,  // 9: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	53, // 10: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
-	13, // 11: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
-	14, // 12: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
-	15, // 13: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
-	16, // 14: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
-	17, // 15: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
-	18, // 16: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
-	20, // 17: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
-	53, // 18: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
-	12, // 19: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
-	19, // 20: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	21, // 21: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	2,  // 22: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
-	24, // 23: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
-	23, // 24: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	26, // 25: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
-	28, // 26: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
-	30, // 27: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
-	23, // 28: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	31, // 29: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
-	3,  // 30: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
-	35, // 31: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	23, // 32: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	37, // 33: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	35, // 34: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	23, // 35: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	40, // 36: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	4,  // 37: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
-	54, // 38: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
-	54, // 39: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
-	54, // 40: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
-	42, // 41: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
-	42, // 42: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
-	19, // 43: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	21, // 44: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	42, // 45: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
-	11, // 46: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	43, // 47: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
-	45, // 48: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
-	47, // 49: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
-	49, // 50: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
-	25, // 51: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	29, // 52: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	33, // 53: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	36, // 54: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	39, // 55: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	22, // 56: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	44, // 57: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
-	46, // 58: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
-	48, // 59: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
-	50, // 60: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
-	27, // 61: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	32, // 62: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	34, // 63: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	38, // 64: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	41, // 65: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	56, // [56:66] is the sub-list for method output_type
-	46, // [46:56] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	10, // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
+	11, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
+	8,  // 9: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
+	1,  // 10: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
+	54, // 11: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	14, // 12: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
+	15, // 13: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
+	16, // 14: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
+	17, // 15: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
+	18, // 16: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
+	19, // 17: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
+	21, // 18: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
+	54, // 19: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	13, // 20: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
+	20, // 21: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	22, // 22: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	2,  // 23: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
+	25, // 24: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
+	24, // 25: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	27, // 26: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
+	29, // 27: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
+	31, // 28: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
+	24, // 29: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	32, // 30: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
+	3,  // 31: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
+	36, // 32: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	24, // 33: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	38, // 34: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	36, // 35: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	24, // 36: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	41, // 37: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	4,  // 38: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
+	55, // 39: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	55, // 40: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	55, // 41: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	43, // 42: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
+	43, // 43: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
+	20, // 44: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	22, // 45: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	43, // 46: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
+	12, // 47: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	44, // 48: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	46, // 49: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	48, // 50: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	50, // 51: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	26, // 52: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	30, // 53: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	34, // 54: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	37, // 55: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	40, // 56: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	23, // 57: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	45, // 58: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	47, // 59: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	49, // 60: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	51, // 61: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	28, // 62: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	33, // 63: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	35, // 64: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	39, // 65: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	42, // 66: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -4319,13 +4419,14 @@ func file_strata_builder_v1_builder_proto_init() {
 	if File_strata_builder_v1_builder_proto != nil {
 		return
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[6].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[7].OneofWrappers = []any{
 		(*BuildRequest_Options)(nil),
 		(*BuildRequest_Entries)(nil),
 		(*BuildRequest_FileData)(nil),
 		(*BuildRequest_ContextTar)(nil),
+		(*BuildRequest_Secret)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[14].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[15].OneofWrappers = []any{
 		(*BuildEvent_Started)(nil),
 		(*BuildEvent_Cached)(nil),
 		(*BuildEvent_Output)(nil),
@@ -4334,36 +4435,36 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildEvent_Queued)(nil),
 		(*BuildEvent_Accepted)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[17].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[18].OneofWrappers = []any{
 		(*BuildResponse_ContextRequest)(nil),
 		(*BuildResponse_Event)(nil),
 		(*BuildResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[20].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[21].OneofWrappers = []any{
 		(*ImportRequest_Options)(nil),
 		(*ImportRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[22].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[23].OneofWrappers = []any{
 		(*ImportResponse_Progress)(nil),
 		(*ImportResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[24].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[25].OneofWrappers = []any{
 		(*LoadRequest_Options)(nil),
 		(*LoadRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[27].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[28].OneofWrappers = []any{
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[33].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[34].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[36].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[37].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[43].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[44].OneofWrappers = []any{
 		(*WatchBuildResponse_Event)(nil),
 		(*WatchBuildResponse_Result)(nil),
 	}
@@ -4373,7 +4474,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

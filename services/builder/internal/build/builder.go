@@ -137,6 +137,10 @@ type Request struct {
 	// Resources limit each RUN step; nil means the sandbox's defaults.
 	Resources *builderv1.RunResources
 	Tags      []string
+	// Secrets are the build's secrets by ID (strata build --secret), for
+	// RUN --mount=type=secret. They are held in memory only, given to the
+	// steps that mount them, and never logged, recorded or hashed.
+	Secrets map[string][]byte
 }
 
 // Result is a finished build.
@@ -191,6 +195,9 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	if err != nil {
 		return nil, err
 	}
+	if err := b.admitSteps(pl, req); err != nil {
+		return nil, err
+	}
 	tPlan := time.Now()
 	hits := map[digest.Digest]string{}
 	if !req.NoCache {
@@ -205,6 +212,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	finalID, manifest, err := exec.Run(ctx, b.deps(images, layers), pl, exec.Options{
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
 		ParallelStages: b.ParallelStages,
+		Secrets:        req.Secrets,
 	}, events)
 	if err != nil {
 		return nil, err
@@ -241,6 +249,21 @@ func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]
 		return nil, fmt.Errorf("looking up the build cache: %w", err)
 	}
 	return hits, nil
+}
+
+// admitSteps refuses, before anything runs, a RUN --network the sandbox
+// does not allow (host, without the builder's network.host entitlement).
+func (b *Builder) admitSteps(pl *plan.Plan, req *Request) error {
+	for _, sp := range pl.Stages {
+		for _, st := range sp.Steps {
+			if n := exec.StepNetwork(st, req.Network); n != req.Network {
+				if err := b.Sandbox.Admit(n, req.Resources); err != nil {
+					return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: RUN --network=%s: %w", st.Line, st.Run.Network, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // keyNetwork is the name the RUN steps' cache keys give the build's

@@ -92,10 +92,11 @@ type Step struct {
 	// the bridge. Empty for the bridge and for other steps, whose keys
 	// stay what they were before it was added.
 	Network string
-	// Mounts is the digest of a RUN step's --mount options and of what its
-	// bind mounts show (never a cache mount's content); empty without
-	// mounts, so that other steps keep their keys.
-	Mounts digest.Digest
+	// Mounts are a RUN step's --mount specs, in order (every option, never
+	// a secret's value): the same command with another secret or target
+	// is another step. Empty for steps without mounts, whose keys stay
+	// what they were before it was added.
+	Mounts []string
 }
 
 // Key returns the step's cache key.
@@ -110,8 +111,8 @@ func (s Step) Key() digest.Digest {
 	if s.Network != "" {
 		h.String("network").String(s.Network)
 	}
-	if s.Mounts != "" {
-		h.String("mounts").String(string(s.Mounts))
+	if len(s.Mounts) > 0 {
+		h.String("mounts").Strings(s.Mounts)
 	}
 	return h.Digest()
 }

@@ -23,6 +23,7 @@ func TestEveryInputChangesTheStepKey(t *testing.T) {
 		"no args":  func(s *Step) { s.Args = nil },
 		"sources":  func(s *Step) { s.Sources = "" },
 		"platform": func(s *Step) { s.Platform = "linux/arm64" },
+		"mounts":   func(s *Step) { s.Mounts = []string{"secret,id=x"} },
 		// Fields are length-prefixed, so moving bytes between them changes the key.
 		"split": func(s *Step) { s.Args = []string{"A=1B=2"} },
 	}

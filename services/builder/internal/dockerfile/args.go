@@ -6,6 +6,32 @@ import (
 	"sort"
 )
 
+// The one platform this builder builds on and for.
+const (
+	PlatformOS   = "linux"
+	PlatformArch = "amd64"
+	// Platform is PlatformOS/PlatformArch, as FROM --platform and the
+	// platform args write it.
+	Platform = PlatformOS + "/" + PlatformArch
+)
+
+// AutomaticArgs returns the args BuildKit's Dockerfile frontend defines for
+// every build (dockerfile2llb's defaultArgs), for this builder's single
+// platform: TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT and their
+// BUILD* twins, the OSVERSION ones (empty on Linux) and TARGETSTAGE, the
+// name of the target stage ("default" when it has none). Docker's classic
+// builder (20.10) defines none of them.
+func AutomaticArgs(targetStage string) map[string]string {
+	if targetStage == "" {
+		targetStage = "default"
+	}
+	return map[string]string{
+		"BUILDPLATFORM": Platform, "BUILDOS": PlatformOS, "BUILDOSVERSION": "", "BUILDARCH": PlatformArch, "BUILDVARIANT": "",
+		"TARGETPLATFORM": Platform, "TARGETOS": PlatformOS, "TARGETOSVERSION": "", "TARGETARCH": PlatformArch, "TARGETVARIANT": "",
+		"TARGETSTAGE": targetStage,
+	}
+}
+
 // builtinArgs are the build arguments Docker allows without an ARG (proxy
 // settings). They reach RUN steps but stay out of history unless declared.
 var builtinArgs = []string{
@@ -22,6 +48,8 @@ type BuildArgs struct {
 	meta       map[string]*string
 	allowed    map[string]*string
 	referenced map[string]bool
+	// automatic are the meta args the builder defines (AddAutomatic).
+	automatic map[string]bool
 }
 
 // NewBuildArgs returns the scope of a build with the given --build-arg
@@ -32,6 +60,7 @@ func NewBuildArgs(options map[string]string) *BuildArgs {
 		meta:       map[string]*string{},
 		allowed:    map[string]*string{},
 		referenced: map[string]bool{},
+		automatic:  map[string]bool{},
 	}
 	for k, v := range options {
 		b.options[k] = &v
@@ -47,13 +76,31 @@ func (b *BuildArgs) ForStage() *BuildArgs {
 		meta:       b.meta,
 		allowed:    map[string]*string{},
 		referenced: b.referenced,
+		automatic:  b.automatic,
 	}
 }
 
-// AddMeta declares an ARG before the first FROM.
+// AddMeta declares an ARG before the first FROM. Declared without a value,
+// an automatic arg keeps its value, as in BuildKit.
 func (b *BuildArgs) AddMeta(key string, value *string) {
+	if value == nil && b.automatic[key] {
+		return
+	}
 	b.meta[key] = value
 	b.referenced[key] = true
+}
+
+// AddAutomatic defines args as BuildKit defines its automatic platform args
+// (AutomaticArgs): in the global scope, so FROM lines can use them, and
+// inside a stage once an ARG without a value declares them. A --build-arg
+// of the same name overrides the value, as BuildKit's do. They are never
+// reported unused.
+func (b *BuildArgs) AddAutomatic(args map[string]string) {
+	for k, v := range args {
+		b.meta[k] = &v
+		b.referenced[k] = true
+		b.automatic[k] = true
+	}
 }
 
 // Add declares an ARG inside a stage.
@@ -129,11 +176,12 @@ func (b *BuildArgs) forHistory(args []string) []string {
 }
 
 // Unused returns the --build-arg names no ARG of the build declared, sorted,
-// for Docker's "were not consumed" warning.
+// for Docker's "were not consumed" warning. BUILDKIT_SYNTAX is the
+// frontend's (CheckSyntaxArg).
 func (b *BuildArgs) Unused() []string {
 	var out []string
 	for _, k := range slices.Sorted(maps.Keys(b.options)) {
-		if !b.referenced[k] && !slices.Contains(builtinArgs, k) {
+		if !b.referenced[k] && !slices.Contains(builtinArgs, k) && k != SyntaxArg {
 			out = append(out, k)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,10 @@ type Dockerfile struct {
 	MetaArgs []instructions.ArgCommand
 	// EscapeToken is the escape character (the `# escape=` directive).
 	EscapeToken rune
+	// Syntax is the frontend image the `# syntax=` directive names, one
+	// of BuildKit's Dockerfile frontend (docker/dockerfile:1…), which this
+	// package stands in for; "" without the directive.
+	Syntax string
 	// Warnings are the parser's warnings, such as empty continuation lines.
 	Warnings []Warning
 }
@@ -63,11 +68,15 @@ func Parse(b []byte) (*Dockerfile, error) {
 	if line := longLine(b); line > 0 {
 		return nil, errdefs.InvalidArgument("Dockerfile:%d: line longer than %d bytes", line, maxLineLength)
 	}
+	syntax, err := checkSyntax(b)
+	if err != nil {
+		return nil, err
+	}
 	res, err := parser.Parse(bytes.NewReader(b))
 	if err != nil {
 		return nil, lineError(err)
 	}
-	df := &Dockerfile{EscapeToken: res.EscapeToken}
+	df := &Dockerfile{EscapeToken: res.EscapeToken, Syntax: syntax}
 	for _, w := range res.Warnings {
 		line := 0
 		if w.Location != nil {
@@ -144,6 +153,46 @@ func longLine(b []byte) int {
 	return 0
 }
 
+// dockerfileFrontend matches the references of BuildKit's Dockerfile
+// frontend, version 1: docker/dockerfile:1, :1.x or :1.x.y, with or
+// without docker.io/, a -labs suffix and a digest.
+var dockerfileFrontend = regexp.MustCompile(`^(docker\.io/)?docker/dockerfile:1(\.[0-9]+){0,2}(-labs)?(@sha256:[0-9a-f]{64})?$`)
+
+// checkSyntax reads the `# syntax=` directive as BuildKit does
+// (parser.DetectSyntax). BuildKit would run the frontend image it names;
+// this builder has only its own frontend, which follows docker/dockerfile:1,
+// so it accepts that and refuses any other image rather than build the
+// Dockerfile with a frontend it did not ask for.
+func checkSyntax(b []byte) (string, error) {
+	ref, _, loc, ok := parser.DetectSyntax(b)
+	if !ok {
+		return "", nil
+	}
+	if dockerfileFrontend.MatchString(ref) {
+		return ref, nil
+	}
+	line := 1
+	if len(loc) > 0 && loc[0].Start.Line > 0 {
+		line = loc[0].Start.Line
+	}
+	return "", errdefs.InvalidArgument("Dockerfile:%d: the syntax directive names frontend image %q; this builder has only its own Dockerfile frontend (docker/dockerfile:1)", line, ref)
+}
+
+// SyntaxArg is the build argument with which BuildKit names the frontend
+// from the command line, in place of the syntax directive.
+const SyntaxArg = "BUILDKIT_SYNTAX"
+
+// CheckSyntaxArg accepts a --build-arg BUILDKIT_SYNTAX value as the syntax
+// directive's: it may name docker/dockerfile:1 (and options after a space,
+// which this builder ignores, as BuildKit passes them to the frontend).
+func CheckSyntaxArg(value string) error {
+	ref, _, _ := strings.Cut(strings.TrimSpace(value), " ")
+	if dockerfileFrontend.MatchString(ref) {
+		return nil
+	}
+	return errdefs.InvalidArgument("--build-arg %s names frontend image %q; this builder has only its own Dockerfile frontend (docker/dockerfile:1)", SyntaxArg, ref)
+}
+
 // checkCommand refuses what the classic builder refuses and BuildKit's
 // grammar accepts for its own features: flags Strata does not implement are
 // errors, never silently ignored.
@@ -151,12 +200,16 @@ func checkCommand(cmd instructions.Command) error {
 	switch c := cmd.(type) {
 	case *instructions.RunCommand:
 		for _, f := range c.FlagsUsed {
-			if f != "mount" {
+			switch f {
+			case "mount": // its types are checked once expanded (State.Run)
+			case "network": // Run.Network
+			case "security":
+				if instructions.GetSecurity(c) != instructions.SecuritySandbox {
+					return Errorf(cmd, "RUN --security=%s is not supported by this builder: steps run only in its sandbox", instructions.GetSecurity(c))
+				}
+			default:
 				return Errorf(cmd, "RUN --%s is not supported by this builder", f)
 			}
-		}
-		if err := checkMountTypes(c); err != nil {
-			return err
 		}
 	case *instructions.CopyCommand:
 		if c.Link {

@@ -37,7 +37,7 @@ func dispatch(src []byte, w io.Writer) error {
 		return err
 	}
 	args := NewBuildArgs(map[string]string{"V": "9"})
-	if err := df.DeclareMetaArgs(args); err != nil {
+	if err := df.DeclareMetaArgs(args, ""); err != nil {
 		return err
 	}
 	for i, s := range df.Stages {
@@ -58,12 +58,16 @@ func dispatch(src []byte, w io.Writer) error {
 				if err != nil {
 					return err
 				}
-				c = r.Commit
-				fmt.Fprintf(w, "  %s\n", c.CreatedBy())
-				for _, m := range r.Mounts {
-					fmt.Fprintf(w, "    mount %s\n", describeMount(m))
+				if r.Network != "" {
+					fmt.Fprintf(w, "  (network %s)\n", r.Network)
 				}
-				continue
+				c = r.Commit
+				for _, m := range r.Secrets {
+					fmt.Fprintf(w, "  mount %s\n", m.Spec())
+				}
+				for _, m := range r.Mounts {
+					fmt.Fprintf(w, "  mount %s\n", describeMount(m))
+				}
 			case *instructions.WorkdirCommand:
 				c, err = st.Workdir(x)
 			case *instructions.CopyCommand, *instructions.AddCommand:
@@ -195,5 +199,39 @@ func TestPatternSubstitutionBlowUpIsRefused(t *testing.T) {
 		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "limit") {
 			t.Errorf("%s with a 2 KiB A: err = %.200v, want INVALID_ARGUMENT naming the limit", inst, err)
 		}
+	}
+}
+
+func TestSyntaxDirective(t *testing.T) {
+	const digest = "@sha256:93bfd3b68c109427185cd78b4779fc82b484b0b7618e36d0f104d4d801e66d25"
+	for _, ref := range []string{
+		"docker/dockerfile:1", "docker/dockerfile:1.7", "docker/dockerfile:1.7.1",
+		"docker.io/docker/dockerfile:1", "docker/dockerfile:1-labs", "docker/dockerfile:1.7-labs",
+		"docker/dockerfile:1" + digest, "docker.io/docker/dockerfile:1.7.1-labs" + digest,
+	} {
+		for _, src := range []string{"# syntax=" + ref + "\n", "#syntax = " + ref + "\n# escape=`\n", "# check=skip=all\n# syntax=" + ref + "\n"} {
+			df, err := Parse([]byte(src + "FROM busybox\n"))
+			if err != nil {
+				t.Errorf("Parse(%q): %v", src, err)
+				continue
+			}
+			if df.Syntax != ref {
+				t.Errorf("Parse(%q).Syntax = %q, want %q", src, df.Syntax, ref)
+			}
+		}
+	}
+	for _, ref := range []string{
+		"foo/bar:1", "docker/dockerfile:2", "docker/dockerfile", "docker/dockerfile:latest", "docker/dockerfile:1.x",
+		"docker/dockerfile-upstream:master", "example.com/docker/dockerfile:1", "docker/dockerfile:1@sha256:abc",
+	} {
+		_, err := Parse([]byte("# escape=\\\n# syntax=" + ref + "\nFROM busybox\n"))
+		want := fmt.Sprintf("Dockerfile:2: the syntax directive names frontend image %q; this builder has only its own Dockerfile frontend (docker/dockerfile:1)", ref)
+		if !errdefs.IsInvalidArgument(err) || err.Error() != want {
+			t.Errorf("syntax=%s: Parse = %v, want INVALID_ARGUMENT %q", ref, err, want)
+		}
+	}
+	// A comment after the first instruction is no directive.
+	if _, err := Parse([]byte("FROM busybox\n# syntax=foo/bar:1\n")); err != nil {
+		t.Errorf("a syntax comment after FROM: Parse = %v, want no error", err)
 	}
 }

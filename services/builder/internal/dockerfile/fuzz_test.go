@@ -66,7 +66,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%d instructions in %d lines", n, lines)
 		}
 		args := NewBuildArgs(nil)
-		if err := df.DeclareMetaArgs(args); err != nil {
+		if err := df.DeclareMetaArgs(args, ""); err != nil {
 			check("DeclareMetaArgs", err)
 			return
 		}

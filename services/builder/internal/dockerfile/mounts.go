@@ -2,32 +2,84 @@ package dockerfile
 
 import (
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 )
 
-// Mount types RUN --mount takes on this builder. BuildKit's grammar knows
-// more (secret, ssh); checkMountTypes refuses those.
-var mountTypes = map[instructions.MountType]bool{
-	instructions.MountTypeCache: true,
-	instructions.MountTypeTmpfs: true,
-	instructions.MountTypeBind:  true,
+// SecretMount is a RUN --mount=type=secret, resolved as BuildKit's frontend
+// resolves it: the secret named ID is given to the step as the file Target
+// (when Env is empty or Target was given) and as the variable Env. It holds
+// the mount's spec only; the secret's value comes with the build request.
+type SecretMount struct {
+	ID string
+	// Target is the file's absolute path; empty for an env-only secret.
+	Target string
+	// Env is the variable that holds the value; empty for a file only.
+	Env string
+	// Required fails the step when the build has no such secret; without
+	// it, a missing secret means no file and no variable, as in BuildKit.
+	Required bool
+	// Mode is the file's permission bits (0400 unless given); UID and GID
+	// its owner (root unless given).
+	Mode     uint32
+	UID, GID uint32
 }
 
-// checkMountTypes refuses a RUN whose --mount options do not parse or name
-// a mount type this builder does not implement. Values are not expanded
-// yet: a type given by a variable is checked again by State.Run.
-func checkMountTypes(c *instructions.RunCommand) error {
-	if err := c.Expand(func(w string) (string, error) { return w, nil }); err != nil {
-		return Errorf(c, "RUN --mount: %v", err)
+// DefaultSecretDir is where a secret's file is when the mount names no
+// target, as in BuildKit.
+const DefaultSecretDir = "/run/secrets"
+
+// Spec is the mount as the step's cache key covers it: every option, never
+// the secret's value.
+func (m SecretMount) Spec() string {
+	return strings.Join([]string{"secret", "id=" + m.ID, "target=" + m.Target, "env=" + m.Env,
+		"required=" + strconv.FormatBool(m.Required), "mode=" + strconv.FormatUint(uint64(m.Mode), 8),
+		"uid=" + strconv.FormatUint(uint64(m.UID), 10), "gid=" + strconv.FormatUint(uint64(m.GID), 10)}, ",")
+}
+
+// runMounts expands a RUN's --mount flags with env (the build arguments in
+// scope and the config's variables, as BuildKit expands them) and resolves
+// them: secret mounts, and the cache, tmpfs and bind mounts the step's
+// root gets (see fsMount). Other types are refused.
+func (s *State) runMounts(c *instructions.RunCommand, env []string) ([]SecretMount, []*instructions.Mount, error) {
+	if !hasFlag(c.FlagsUsed, "mount") {
+		return nil, nil, nil
 	}
+	if err := c.Expand(func(word string) (string, error) { return expandWord(s.lex, word, env) }); err != nil {
+		return nil, nil, Errorf(c, "RUN --mount: %v", err)
+	}
+	var secrets []SecretMount
+	var mounts []*instructions.Mount
+	targets := map[string]bool{}
 	for _, m := range instructions.GetMounts(c) {
-		if !mountTypes[m.Type] {
-			return Errorf(c, "RUN --mount=type=%s is not supported by this builder", m.Type)
+		target := ""
+		switch m.Type {
+		case instructions.MountTypeSecret:
+			sm, err := s.secretMount(c, m)
+			if err != nil {
+				return nil, nil, err
+			}
+			secrets = append(secrets, sm)
+			target = sm.Target
+		case instructions.MountTypeCache, instructions.MountTypeTmpfs, instructions.MountTypeBind:
+			if err := s.fsMount(c, m); err != nil {
+				return nil, nil, err
+			}
+			mounts = append(mounts, m)
+			target = m.Target
+		default:
+			return nil, nil, Errorf(c, "RUN --mount=type=%s is not supported by this builder", m.Type)
+		}
+		if target != "" {
+			if targets[target] {
+				return nil, nil, Errorf(c, "RUN --mount: two mounts at %s", target)
+			}
+			targets[target] = true
 		}
 	}
-	return nil
+	return secrets, mounts, nil
 }
 
 // MountFroms returns the from= of a RUN's mounts, as written: stages the
@@ -42,65 +94,108 @@ func MountFroms(c *instructions.RunCommand) []string {
 	return out
 }
 
-// runMounts expands a RUN's --mount options with the variables in scope and
-// checks them, and returns them with BuildKit's defaults filled in: an
-// absolute target (relative ones are taken from the working directory), a
-// cache's id (its target) and sharing (shared), a clean absolute source.
-func (s *State) runMounts(c *instructions.RunCommand) ([]*instructions.Mount, error) {
-	env := s.Env()
-	if err := c.Expand(func(w string) (string, error) { return expandWord(s.lex, w, env) }); err != nil {
-		return nil, Errorf(c, "RUN --mount: %v", err)
+// fsMount checks a cache, tmpfs or bind mount and fills in BuildKit's
+// defaults: an absolute target (relative ones are taken from the working
+// directory), a cache's id (its target) and sharing (shared), a clean
+// absolute source.
+func (s *State) fsMount(c *instructions.RunCommand, m *instructions.Mount) error {
+	if m.Target == "" {
+		return Errorf(c, "RUN --mount=type=%s: target is required", m.Type)
 	}
-	mounts := instructions.GetMounts(c)
-	targets := map[string]bool{}
-	for _, m := range mounts {
-		if !mountTypes[m.Type] {
-			return nil, Errorf(c, "RUN --mount=type=%s is not supported by this builder", m.Type)
+	if !path.IsAbs(m.Target) {
+		m.Target = path.Join("/", s.Config.WorkingDir, m.Target)
+	}
+	m.Target = path.Clean(m.Target)
+	if m.Target == "/" {
+		return Errorf(c, "RUN --mount=type=%s,target=/: cannot mount over the root", m.Type)
+	}
+	m.Source = path.Join("/", m.Source)
+	switch m.Type {
+	case instructions.MountTypeCache:
+		if m.CacheID == "" {
+			m.CacheID = m.Target
 		}
-		if m.Target == "" {
-			return nil, Errorf(c, "RUN --mount=type=%s: target is required", m.Type)
+		if m.CacheSharing == "" {
+			m.CacheSharing = instructions.MountSharingShared
 		}
-		if !path.IsAbs(m.Target) {
-			m.Target = path.Join("/", s.Config.WorkingDir, m.Target)
+		if m.Mode != nil && *m.Mode > 0o7777 {
+			return Errorf(c, "RUN --mount=type=cache: mode=%o is not a file mode", *m.Mode)
 		}
-		m.Target = path.Clean(m.Target)
-		if m.Target == "/" {
-			return nil, Errorf(c, "RUN --mount=type=%s,target=/: cannot mount over the root", m.Type)
+		if m.From == "" && m.Source != "/" {
+			return Errorf(c, "RUN --mount=type=cache: source=%s needs from=", m.Source)
 		}
-		if targets[m.Target] {
-			return nil, Errorf(c, "RUN --mount: target %s is mounted twice", m.Target)
+	case instructions.MountTypeTmpfs:
+		if m.From != "" || m.Source != "/" {
+			return Errorf(c, "RUN --mount=type=tmpfs takes no from or source")
 		}
-		targets[m.Target] = true
-		m.Source = path.Join("/", m.Source)
-		switch m.Type {
-		case instructions.MountTypeCache:
-			if m.CacheID == "" {
-				m.CacheID = m.Target
-			}
-			if m.CacheSharing == "" {
-				m.CacheSharing = instructions.MountSharingShared
-			}
-			if m.Mode != nil && *m.Mode > 0o7777 {
-				return nil, Errorf(c, "RUN --mount=type=cache: mode=%o is not a file mode", *m.Mode)
-			}
-			if m.From == "" && m.Source != "/" {
-				return nil, Errorf(c, "RUN --mount=type=cache: source=%s needs from=", m.Source)
-			}
-		case instructions.MountTypeTmpfs:
-			if m.From != "" || m.Source != "/" {
-				return nil, Errorf(c, "RUN --mount=type=tmpfs takes no from or source")
-			}
-			if m.SizeLimit < 0 {
-				return nil, Errorf(c, "RUN --mount=type=tmpfs: size must not be negative")
-			}
-		case instructions.MountTypeBind:
-			if m.CacheID != "" {
-				return nil, Errorf(c, "RUN --mount=type=bind takes no id")
-			}
+		if m.SizeLimit < 0 {
+			return Errorf(c, "RUN --mount=type=tmpfs: size must not be negative")
 		}
-		if strings.ContainsRune(m.Target, 0) || strings.ContainsRune(m.Source, 0) {
-			return nil, Errorf(c, "RUN --mount: a path holds a NUL byte")
+	case instructions.MountTypeBind:
+		if m.CacheID != "" {
+			return Errorf(c, "RUN --mount=type=bind takes no id")
 		}
 	}
-	return mounts, nil
+	if strings.ContainsRune(m.Target, 0) || strings.ContainsRune(m.Source, 0) {
+		return Errorf(c, "RUN --mount: a path holds a NUL byte")
+	}
+	return nil
+}
+
+// secretMount resolves a secret mount as BuildKit's dispatchSecret does: the
+// ID defaults to the target's base name, the target to /run/secrets/<id>
+// unless the secret goes to a variable only.
+func (s *State) secretMount(c *instructions.RunCommand, m *instructions.Mount) (SecretMount, error) {
+	sm := SecretMount{ID: m.CacheID, Target: m.Target, Required: m.Required, Mode: 0o400}
+	if m.Source != "" {
+		sm.ID = m.Source
+	}
+	if sm.ID == "" {
+		if sm.Target == "" {
+			return SecretMount{}, Errorf(c, "RUN --mount=type=secret: one of id, source or target is required")
+		}
+		sm.ID = path.Base(sm.Target)
+	}
+	if m.Env != nil {
+		sm.Env = *m.Env
+		if sm.Env == "" {
+			sm.Env = sm.ID
+		}
+		if strings.ContainsAny(sm.Env, "=\x00") {
+			return SecretMount{}, Errorf(c, "RUN --mount=type=secret: env=%q is not a variable name", sm.Env)
+		}
+	} else if sm.Target == "" {
+		sm.Target = DefaultSecretDir + "/" + path.Base(sm.ID)
+	}
+	if sm.Target != "" {
+		if !path.IsAbs(sm.Target) {
+			sm.Target = path.Join("/", s.Config.WorkingDir, sm.Target)
+		}
+		sm.Target = path.Clean(sm.Target)
+		if sm.Target == "/" {
+			return SecretMount{}, Errorf(c, "RUN --mount=type=secret: the target cannot be /")
+		}
+	}
+	if m.Mode != nil {
+		if *m.Mode > 0o7777 {
+			return SecretMount{}, Errorf(c, "RUN --mount=type=secret: mode %o is not a permission", *m.Mode)
+		}
+		sm.Mode = uint32(*m.Mode)
+	}
+	if m.UID != nil {
+		sm.UID = uint32(*m.UID)
+	}
+	if m.GID != nil {
+		sm.GID = uint32(*m.GID)
+	}
+	return sm, nil
+}
+
+func hasFlag(flags []string, name string) bool {
+	for _, f := range flags {
+		if f == name {
+			return true
+		}
+	}
+	return false
 }

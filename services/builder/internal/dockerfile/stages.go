@@ -13,9 +13,15 @@ import (
 // Lex returns a shell lexer with the Dockerfile's escape token.
 func (df *Dockerfile) Lex() *shell.Lex { return shell.NewLex(df.EscapeToken) }
 
-// MetaArgs declares the Dockerfile's meta args (ARGs before the first FROM)
-// in args, expanding their defaults as the classic builder does.
-func (df *Dockerfile) DeclareMetaArgs(args *BuildArgs) error {
+// DeclareMetaArgs declares in args BuildKit's automatic platform args
+// (AutomaticArgs, with target the stage to build, "" for the last) and the
+// Dockerfile's meta args (ARGs before the first FROM), expanding their
+// defaults as the classic builder does.
+func (df *Dockerfile) DeclareMetaArgs(args *BuildArgs, target string) error {
+	if target == "" {
+		target = df.Stages[len(df.Stages)-1].Name
+	}
+	args.AddAutomatic(AutomaticArgs(target))
 	lex := df.Lex()
 	for i := range df.MetaArgs {
 		meta := &df.MetaArgs[i]

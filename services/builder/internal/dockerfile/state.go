@@ -336,12 +336,17 @@ type Run struct {
 	// Env is the process's environment: the config's Env and the build
 	// arguments in scope.
 	Env []string
+	// Secrets are the step's secret mounts.
+	Secrets []SecretMount
 	// Commit is what the step records: its container Cmd has the build
 	// arguments in scope as "|N NAME=value …" before the command, as Docker
 	// writes RUN history.
 	Commit Commit
-	// Mounts are the step's --mount options, expanded, checked and with
-	// BuildKit's defaults filled in (see runMounts).
+	// Network is the step's RUN --network: "none" or "host", or "" for the
+	// build's network (no flag, or --network=default).
+	Network string
+	// Mounts are the step's cache, tmpfs and bind mounts, expanded, checked
+	// and with BuildKit's defaults filled in (see fsMount).
 	Mounts []*instructions.Mount
 }
 
@@ -368,20 +373,26 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 	if len(args) == 0 {
 		return Run{}, Errorf(c, "RUN needs a command")
 	}
-	mounts, err := s.runMounts(c)
+	inScope := s.Args.InScope(s.Config.Env)
+	secrets, mounts, err := s.runMounts(c, append(slices.Clone(s.Config.Env), inScope...))
 	if err != nil {
 		return Run{}, err
 	}
-	inScope := s.Args.InScope(s.Config.Env)
 	save := args
 	if hist := s.Args.forHistory(inScope); len(hist) > 0 {
 		save = append(append([]string{fmt.Sprintf("|%d", len(hist))}, hist...), args...)
 	}
+	network := instructions.GetNetwork(c)
+	if network == instructions.NetworkDefault {
+		network = ""
+	}
 	return Run{
-		Args:   args,
-		Env:    append(slices.Clone(s.Config.Env), inScope...),
-		Commit: Commit{ContainerCmd: save},
-		Mounts: mounts,
+		Args:    args,
+		Env:     append(slices.Clone(s.Config.Env), inScope...),
+		Secrets: secrets,
+		Commit:  Commit{ContainerCmd: save},
+		Network: network,
+		Mounts:  mounts,
 	}, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/sandbox"
 )
 
 // Images reads and records images and their cache records (image.Store is
@@ -107,6 +108,8 @@ type Process struct {
 	// Mounts are the step's RUN --mount options, their mount points
 	// present in Root.
 	Mounts []specs.Mount
+	// Secrets are the step's secret mounts with their values.
+	Secrets []sandbox.Secret
 }
 
 // Sandbox runs RUN steps.
@@ -171,6 +174,9 @@ type Options struct {
 	// ParallelStages is the most stages that run at once
 	// (DefaultParallelStages when zero).
 	ParallelStages int
+	// Secrets are the build's secrets by ID, for RUN --mount=type=secret;
+	// they are given to the steps that mount them and kept nowhere.
+	Secrets map[string][]byte
 }
 
 // Events receives a build's progress.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/plan"
+	"github.com/strata-build/strata/services/builder/internal/sandbox"
 )
 
 // emptyTarDiffID is the diff ID of a layer without changes (1024 zero
@@ -637,6 +639,10 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 		}
 	}
 	defer discardVolumeWrites(m.Upper(), vols)
+	secrets, err := r.secrets(st)
+	if err != nil {
+		return err
+	}
 	mounts, release, err := r.stepMounts(ctx, st)
 	if err != nil {
 		return err
@@ -649,8 +655,8 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	}
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
-		Hostname: r.cid(st)[:12], Network: r.o.Network, Resources: r.o.Resources, Stdout: out, Stderr: errw,
-		Upper: m.Upper(), Discard: m.Release, Mounts: mounts,
+		Hostname: r.cid(st)[:12], Network: StepNetwork(st, r.o.Network), Resources: r.o.Resources, Stdout: out, Stderr: errw,
+		Upper: m.Upper(), Discard: m.Release, Mounts: mounts, Secrets: secrets,
 	})
 	out.Flush()
 	errw.Flush()
@@ -675,6 +681,25 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 
 // discardVolumeWrites drops what a RUN wrote inside volume mount points
 // from its upper directory, keeping the mount points.
+// secrets returns a RUN step's secret mounts with their values. A secret
+// the build lacks is left out, as in BuildKit, unless the mount requires
+// it: then the step fails naming it.
+func (r *run) secrets(st *plan.Step) ([]sandbox.Secret, error) {
+	var out []sandbox.Secret
+	for _, m := range st.Run.Secrets {
+		v, ok := r.o.Secrets[m.ID]
+		if !ok {
+			if m.Required {
+				return nil, errdefs.InvalidArgument("Dockerfile:%d: secret %q is required but the build has none of that ID: pass it with strata build --secret id=%s,src=FILE (or env=VARIABLE)",
+					st.Line, m.ID, m.ID).WithReason("SECRET_NOT_FOUND")
+			}
+			continue
+		}
+		out = append(out, sandbox.Secret{Target: m.Target, Env: m.Env, Data: v, Mode: fs.FileMode(m.Mode), UID: m.UID, GID: m.GID})
+	}
+	return out, nil
+}
+
 func discardVolumeWrites(upper string, vols []string) {
 	for _, v := range vols {
 		// Resolved inside the upper directory: the command may have planted
@@ -708,4 +733,19 @@ func done(number int, id string, d time.Duration, l *image.Layer) *builderv1.Bui
 		ev.LayerSize, ev.LayerBlobSize = l.DiffSize, l.Blob.Size
 	}
 	return &builderv1.BuildEvent{Step: int32(number), Event: &builderv1.BuildEvent_Done{Done: ev}}
+}
+
+// StepNetwork is the network a RUN step runs on: its RUN --network, else
+// the build's.
+func StepNetwork(st *plan.Step, build builderv1.NetworkMode) builderv1.NetworkMode {
+	if st.Run == nil {
+		return build
+	}
+	switch st.Run.Network {
+	case "none":
+		return builderv1.NetworkMode_NETWORK_MODE_NONE
+	case "host":
+		return builderv1.NetworkMode_NETWORK_MODE_HOST
+	}
+	return build
 }

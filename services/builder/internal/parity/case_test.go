@@ -69,11 +69,17 @@ type archiveEntry struct {
 // them from baseTag, the imported busybox rootfs, under both builders.
 const baseTag = "parity-busybox"
 
-var fromBusybox = regexp.MustCompile(`(?im)^(\s*FROM\s+)busybox(:latest)?([ \t]|$)`)
+var fromBusybox = regexp.MustCompile(`(?im)^(\s*FROM\s+(?:--\S+\s+)*)busybox(:latest)?([ \t]|$)`)
 
 func loadCases(t testing.TB) []*Case {
 	t.Helper()
-	paths, err := filepath.Glob("testdata/cases/*.txtar")
+	return loadCasesIn(t, "testdata/cases")
+}
+
+// loadCasesIn reads the cases of a directory.
+func loadCasesIn(t testing.TB, dir string) []*Case {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "*.txtar"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,15 +33,35 @@ func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int6
 		Sources:  sources,
 		Platform: "linux/amd64",
 		Network:  runNetwork(s, network),
-		Mounts:   mountsKey(s.Mounts),
+		Mounts:   runMounts(s),
 	}.Key(), int64(len(b))
 }
 
+// runMounts is what of a RUN step's mounts its key names: each mount's
+// spec, never a secret's value nor a cache mount's content.
+func runMounts(s *Step) []string {
+	if s.Kind != KindRun || s.Run == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range s.Run.Secrets {
+		out = append(out, m.Spec())
+	}
+	for _, m := range s.Mounts {
+		out = append(out, m.spec())
+	}
+	return out
+}
+
 // runNetwork is what of the build's network a step's key names: a RUN
-// step's when not the bridge, nothing for other steps (they run nothing).
+// step's when not the bridge (its RUN --network, else the build's), nothing
+// for other steps (they run nothing).
 func runNetwork(s *Step, network string) string {
 	if s.Kind != KindRun {
 		return ""
+	}
+	if s.Run.Network != "" {
+		return s.Run.Network
 	}
 	return network
 }

@@ -79,11 +79,16 @@ type planner struct {
 
 func (p *planner) plan(ctx context.Context) (*Plan, error) {
 	df := p.df
-	if err := df.DeclareMetaArgs(p.args); err != nil {
-		return nil, err
+	if v, ok := p.in.BuildArgs[dockerfile.SyntaxArg]; ok {
+		if err := dockerfile.CheckSyntaxArg(v); err != nil {
+			return nil, err
+		}
 	}
 	target, err := df.Target(p.in.Target)
 	if err != nil {
+		return nil, err
+	}
+	if err := df.DeclareMetaArgs(p.args, p.in.Target); err != nil {
 		return nil, err
 	}
 	// --label values become LABEL instructions at the end of the target
@@ -132,8 +137,16 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 	}
 	sp.BaseName = base
 	if pf := s.Platform; pf != "" {
-		if pf, err = dockerfile.ExpandMeta(df.Lex(), p.args, pf); err != nil || (pf != "" && pf != "linux/amd64" && pf != "linux") {
-			return nil, errdefs.InvalidArgument("Dockerfile:%d: FROM --platform=%s: this builder builds linux/amd64 only", s.Line, s.Platform)
+		// Expanded first: FROM --platform=$BUILDPLATFORM is the usual form.
+		x, err := dockerfile.ExpandMeta(df.Lex(), p.args, pf)
+		if err != nil {
+			return nil, errdefs.InvalidArgument("Dockerfile:%d: FROM --platform=%s: %v", s.Line, pf, err)
+		}
+		if x != "" && x != dockerfile.Platform && x != dockerfile.PlatformOS {
+			if x != pf {
+				pf += " (" + x + ")"
+			}
+			return nil, errdefs.InvalidArgument("Dockerfile:%d: FROM --platform=%s: this builder builds %s only", s.Line, pf, dockerfile.Platform)
 		}
 	}
 	var baseCfg *image.ContainerConfig

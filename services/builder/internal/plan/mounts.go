@@ -85,38 +85,32 @@ func (p *planner) mounts(ctx context.Context, c *instructions.RunCommand, ms []*
 	return out, nil
 }
 
-// mountsKey is the part of a RUN step's key its mounts make: every option
-// (type, target, source, read-only, a cache's id, sharing, mode and owner,
-// a tmpfs's size) and what a bind mount shows: the source stage's key, the
-// image's ID, or the content of the context's files under its source. A
-// cache mount's content is never part of it, as in BuildKit. Empty without
-// mounts, so that other steps keep their keys.
-func mountsKey(ms []*Mount) digest.Digest {
-	if len(ms) == 0 {
-		return ""
+// spec is what of a cache, tmpfs or bind mount a RUN step's key names:
+// every option (type, target, source, read-only, a cache's id, sharing,
+// mode and owner, a tmpfs's size) and what the mount shows: the from=
+// stage's key, the image's ID, or the content of the context's files under
+// a bind mount's source. A cache mount's content is never part of it, as
+// in BuildKit.
+func (m *Mount) spec() string {
+	h := cache.New("run-mount").String(string(m.Type)).String(m.Target).String(m.Source).String(fmt.Sprint(m.ReadOnly))
+	switch m.Type {
+	case instructions.MountTypeCache:
+		uid, gid := m.CacheOwner()
+		h.String(m.CacheID).String(string(m.CacheSharing)).Int(int64(m.CacheMode())).Int(int64(uid)).Int(int64(gid))
+	case instructions.MountTypeTmpfs:
+		h.Int(m.SizeLimit)
 	}
-	h := cache.New("run-mounts").Int(int64(len(ms)))
-	for _, m := range ms {
-		h.String(string(m.Type)).String(m.Target).String(m.Source).String(fmt.Sprint(m.ReadOnly))
-		switch m.Type {
-		case instructions.MountTypeCache:
-			uid, gid := m.CacheOwner()
-			h.String(m.CacheID).String(string(m.CacheSharing)).Int(int64(m.CacheMode())).Int(int64(uid)).Int(int64(gid))
-		case instructions.MountTypeTmpfs:
-			h.Int(m.SizeLimit)
-		}
-		switch {
-		case m.FromStage != nil:
-			h.String("stage").String(string(m.FromStage.LastKey()))
-		case m.FromImage != nil:
-			h.String("image").String(string(m.FromImage.ID()))
-		case m.ContextEntry != nil:
-			h.String("context").String(string(m.contextKey()))
-		default:
-			h.String("")
-		}
+	switch {
+	case m.FromStage != nil:
+		h.String("stage").String(string(m.FromStage.LastKey()))
+	case m.FromImage != nil:
+		h.String("image").String(string(m.FromImage.ID()))
+	case m.ContextEntry != nil:
+		h.String("context").String(string(m.contextKey()))
+	default:
+		h.String("")
 	}
-	return h.Digest()
+	return string(m.Type) + "," + string(h.Digest())
 }
 
 // contextKey is the content of what a bind mount of the context shows:

@@ -90,6 +90,9 @@ func render(pl *Plan) string {
 			}
 			if st.Run != nil {
 				fmt.Fprintf(&b, "    run %q env %q\n", st.Run.Args, st.Run.Env)
+				if st.Run.Network != "" {
+					fmt.Fprintf(&b, "    network %s\n", st.Run.Network)
+				}
 			}
 			if cp := st.Copy; cp != nil {
 				fmt.Fprintf(&b, "    copy add=%v dest %q (dir %v, as written %q) hash %q chown %q", cp.Add, cp.Dest, cp.DestDir, cp.DestText, cp.Hash, cp.Chown)
@@ -208,5 +211,177 @@ func TestRunKeysNameTheNetwork(t *testing.T) {
 		if bridge[i] == none[i] || bridge[i] == host[i] || none[i] == host[i] {
 			t.Errorf("step %d: keys %v (bridge), %v (none), %v (host): want three different keys from the RUN on", i, bridge[i], none[i], host[i])
 		}
+	}
+}
+
+// RUN --network sets the step's network, and its key names it as the
+// build's network would: a RUN --network=none on the bridge is keyed as a
+// RUN of a build with --network none, and --network=default as no flag.
+func TestRunNetworkFlag(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(run, network string) digest.Digest {
+		t.Helper()
+		df, err := dockerfile.Parse([]byte("FROM busybox\n" + run + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, Network: network, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pl.Stages[0].LastKey()
+	}
+	for _, tc := range []struct {
+		run, network, sameAsRun, sameAsNetwork string
+	}{
+		{"RUN --network=none echo", "", "RUN echo", "none"},
+		{"RUN --network=none echo", "host", "RUN echo", "none"},
+		{"RUN --network=host echo", "", "RUN echo", "host"},
+		{"RUN --network=default echo", "", "RUN echo", ""},
+		{"RUN --network=default echo", "none", "RUN echo", "none"},
+		{"RUN --security=sandbox echo", "", "RUN echo", ""},
+	} {
+		if got, want := key(tc.run, tc.network), key(tc.sameAsRun, tc.sameAsNetwork); got != want {
+			t.Errorf("key of %q on network %q = %v, want %v (%q on network %q)", tc.run, tc.network, got, want, tc.sameAsRun, tc.sameAsNetwork)
+		}
+	}
+	if key("RUN --network=none echo", "") == key("RUN echo", "") {
+		t.Errorf("RUN --network=none has the key of a RUN on the bridge")
+	}
+
+	// An ONBUILD trigger's flag counts too.
+	base := busybox()
+	base.Config.Config.OnBuild = []string{"RUN --network=none echo"}
+	df, err := dockerfile.Parse([]byte("FROM busybox\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := pl.Stages[0].Steps[0]; st.Run == nil || st.Run.Network != "none" {
+		t.Errorf("the trigger RUN --network=none planned as %+v", st.Run)
+	}
+}
+
+// FROM --platform is expanded with the automatic platform args before it
+// is checked against the one platform the builder builds.
+func TestFromPlatform(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		from      string
+		buildArgs map[string]string
+		err       string
+	}{
+		{from: "FROM --platform=$BUILDPLATFORM busybox"},
+		{from: "FROM --platform=$TARGETPLATFORM busybox"},
+		{from: "FROM --platform=${TARGETOS}/${TARGETARCH}${TARGETVARIANT:+/$TARGETVARIANT} busybox"},
+		{from: "FROM --platform=linux/amd64 busybox"},
+		{from: "FROM --platform=linux/arm64 busybox", err: "Dockerfile:1: FROM --platform=linux/arm64: this builder builds linux/amd64 only"},
+		{from: "FROM --platform=$TARGETPLATFORM busybox", buildArgs: map[string]string{"TARGETPLATFORM": "linux/arm64"},
+			err: "Dockerfile:1: FROM --platform=$TARGETPLATFORM (linux/arm64): this builder builds linux/amd64 only"},
+		{from: "FROM --platform=$NOPE busybox"},
+	} {
+		df, err := dockerfile.Parse([]byte(tc.from + "\nRUN echo\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Make(context.Background(), Input{Dockerfile: df, Context: c, BuildArgs: tc.buildArgs, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: Make = %v, want no error", tc.from, err)
+		case tc.err != "" && (!errdefs.IsInvalidArgument(err) || err.Error() != tc.err):
+			t.Errorf("%s %v: Make = %v, want INVALID_ARGUMENT %q", tc.from, tc.buildArgs, err, tc.err)
+		}
+	}
+}
+
+// --build-arg BUILDKIT_SYNTAX names the frontend as the syntax directive
+// does: docker/dockerfile:1 is this builder's own, and consumed; any other
+// image is refused.
+func TestSyntaxBuildArg(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	df, err := dockerfile.Parse([]byte("FROM busybox\nRUN echo\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func(v string) (*Plan, error) {
+		return Make(context.Background(), Input{Dockerfile: df, Context: c, BuildArgs: map[string]string{"BUILDKIT_SYNTAX": v},
+			MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": busybox()}})
+	}
+	for _, v := range []string{"docker/dockerfile:1", "docker.io/docker/dockerfile:1.7-labs", "docker/dockerfile:1.7 --opt"} {
+		pl, err := plan(v)
+		if err != nil {
+			t.Errorf("BUILDKIT_SYNTAX=%s: Make = %v", v, err)
+			continue
+		}
+		if len(pl.Warnings) != 0 {
+			t.Errorf("BUILDKIT_SYNTAX=%s: warnings %q, want none", v, pl.Warnings)
+		}
+	}
+	_, err = plan("foo/bar:1")
+	want := `--build-arg BUILDKIT_SYNTAX names frontend image "foo/bar:1"; this builder has only its own Dockerfile frontend (docker/dockerfile:1)`
+	if !errdefs.IsInvalidArgument(err) || err.Error() != want {
+		t.Errorf("BUILDKIT_SYNTAX=foo/bar:1: Make = %v, want INVALID_ARGUMENT %q", err, want)
+	}
+}
+
+// A RUN step's key covers its secret mounts' specs (a step given another
+// secret, target or mode is another step) and nothing else of them: the
+// secret's value is not part of the plan at all.
+func TestRunKeysNameTheSecretMounts(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(run string) digest.Digest {
+		df, err := dockerfile.Parse([]byte("FROM busybox\n" + run + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20,
+			Images: baseImages{"busybox": busybox()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := pl.Stages[0].Steps
+		return steps[len(steps)-1].Key
+	}
+	runs := []string{
+		"RUN cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a cat /run/secrets/a",
+		"RUN --mount=type=secret,id=b cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,target=/a cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,env=A cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,required cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,mode=0444 cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,uid=1 cat /run/secrets/a",
+		"RUN --mount=type=secret,id=a,gid=1 cat /run/secrets/a",
+	}
+	seen := map[digest.Digest]string{}
+	for _, run := range runs {
+		k := key(run)
+		if prev, ok := seen[k]; ok {
+			t.Errorf("%q and %q have the same key %s", prev, run, k)
+		}
+		seen[k] = run
+	}
+	if again := key(runs[1]); again != key(runs[1]) {
+		t.Error("a secret mount's key is not deterministic")
+	}
+	if _, err := dockerfile.Parse([]byte("FROM busybox\nRUN --mount=type=secret,id=a true\n")); err != nil {
+		t.Errorf("Parse(RUN --mount=type=secret) = %v, want no error", err)
 	}
 }

@@ -46,6 +46,7 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	units "github.com/docker/go-units"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/rootfs"
@@ -121,6 +122,9 @@ type Process struct {
 	// in RootFS or be creatable there; the caller keeps the mount points
 	// out of the step's layer.
 	Mounts []specs.Mount
+	// Secrets are given to the process as files (in a tmpfs, bind-mounted
+	// read-only) and variables, for this run only.
+	Secrets []Secret
 	// Output receives each line the process writes, without its newline,
 	// with the stream it came on; a last line without a newline counts too.
 	// Calls never overlap. The line is only valid during the call.
@@ -280,6 +284,13 @@ func (r *Runner) cleanup(ctx context.Context) error {
 		}
 	}
 	bundles := filepath.Join(r.dir, "bundles")
+	// A run with secrets has a tmpfs on its bundle: unmounted first, or
+	// the bundle could not be removed (its values go with it).
+	if entries, err := os.ReadDir(bundles); err == nil {
+		for _, e := range entries {
+			_ = unix.Unmount(filepath.Join(bundles, e.Name()), unix.MNT_DETACH)
+		}
+	}
 	if err := os.RemoveAll(bundles); err != nil {
 		return err
 	}
@@ -292,7 +303,7 @@ func (r *Runner) cleanup(ctx context.Context) error {
 // runc refusing the spec, a working directory outside the root, ...) or
 // that ctx ended, in which case every process of the container has been
 // killed and its state removed before Run returns.
-func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
+func (r *Runner) Run(ctx context.Context, p Process) (code int, err error) {
 	if len(p.Args) == 0 {
 		return -1, errdefs.InvalidArgument("no command to run")
 	}
@@ -335,6 +346,32 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		return -1, err
 	}
 	defer os.RemoveAll(bundle)
+	var secretMounts []specs.Mount
+	if len(p.Secrets) > 0 {
+		// Unmounted before the bundle is removed (defers run last first),
+		// once runc deleted the container: the values go with the tmpfs.
+		defer unix.Unmount(bundle, unix.MNT_DETACH)
+		if secretMounts, err = secretsTmpfs(bundle, p.Secrets); err != nil {
+			return -1, err
+		}
+		p.Env = withSecretEnv(p.Env, p.Secrets)
+		for _, sec := range p.Secrets {
+			if sec.Target == "" {
+				continue
+			}
+			st, serr := makeStub(p.RootFS, p.UpperDir, sec.Target)
+			if serr != nil {
+				return -1, serr
+			}
+			if st != nil {
+				defer func() {
+					if rerr := st.remove(p.RootFS, p.UpperDir); rerr != nil && err == nil {
+						code, err = -1, fmt.Errorf("removing the mount point of secret target %s: %w", sec.Target, rerr)
+					}
+				}()
+			}
+		}
+	}
 	s := stepSpec{id: id, hostname: hostname, bundle: bundle, cgroupsPath: r.cgroups.specPath(id),
 		resources: limits.resources(r.cgroups.swapAccounted()), rlimits: rlimits(limits.Ulimits)}
 	resolv := r.resolvConf
@@ -347,7 +384,9 @@ func (r *Runner) Run(ctx context.Context, p Process) (int, error) {
 		defer r.net.Put(s.netns)
 		resolv = r.net.ResolvConf(r.resolvConf)
 	}
-	b, err := json.Marshal(runtimeSpec(p, u, s))
+	spec := runtimeSpec(p, u, s)
+	spec.Mounts = append(spec.Mounts, secretMounts...)
+	b, err := json.Marshal(spec)
 	if err != nil {
 		return -1, err
 	}

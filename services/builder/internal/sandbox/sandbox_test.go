@@ -17,6 +17,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/lib/harness"
@@ -411,8 +412,9 @@ func BenchmarkRunSmallFiles(b *testing.B) {
 	}
 }
 
-// A builder killed mid-RUN leaves a container behind; the next Runner on the
-// same state directory kills and deletes it.
+// A builder killed mid-RUN leaves a container behind, and the tmpfs of
+// its secrets on its bundle; the next Runner on the same state directory
+// kills and deletes the one and unmounts the other.
 func TestNewCleansUpAfterACrash(t *testing.T) {
 	e := newEnv(t)
 	a := e.rootfs(t)
@@ -421,9 +423,10 @@ func TestNewCleansUpAfterACrash(t *testing.T) {
 	result := make(chan int, 1)
 	go func() {
 		code, _ := e.runner.Run(context.Background(), Process{
-			RootFS: a.RootFS(),
-			Args:   []string{"/bin/sh", "-c", "echo up; exec sleep 1000"},
-			Output: func(Stream, []byte) { once.Do(func() { close(started) }) },
+			RootFS:  a.RootFS(),
+			Args:    []string{"/bin/sh", "-c", "echo up; exec sleep 1000"},
+			Secrets: []Secret{{Target: "/run/secrets/s", Data: []byte("crash"), Mode: 0o400}},
+			Output:  func(Stream, []byte) { once.Do(func() { close(started) }) },
 		})
 		result <- code
 	}()
@@ -435,6 +438,14 @@ func TestNewCleansUpAfterACrash(t *testing.T) {
 	// The "restarted" builder. A crashed builder's sockets are gone with
 	// it; this one's DNS forwarder still holds the gateway's port 53.
 	e.runner.net.Abandon()
+	// A crashed builder's runs never unmount their secrets' tmpfs.
+	crashed := filepath.Join(e.runner.dir, "bundles", "crashed")
+	if err := os.Mkdir(crashed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", crashed, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
 	r2, err := New(context.Background(), e.runner.dir, Options{Runc: "/usr/sbin/runc"})
 	if err != nil {
 		t.Fatalf("New after a crash: %v", err)

@@ -116,6 +116,10 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	if opts == nil {
 		return errdefs.InvalidArgument("build: the first message must carry the options")
 	}
+	secrets, err := receiveSecrets(stream, opts.GetSecretIds())
+	if err != nil {
+		return err
+	}
 	// A drain waits for the build, detached or not: runBuild ends it.
 	if err := s.builds.begin(); err != nil {
 		return err
@@ -129,7 +133,7 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	})
 	b.Send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Accepted{Accepted: &builderv1.BuildAccepted{BuildId: b.ID()}}})
 	streamFree := make(chan struct{})
-	go s.runBuild(ctx, cancel, b, stream, opts, streamFree)
+	go s.runBuild(ctx, cancel, b, stream, opts, secrets, streamFree)
 
 	select {
 	case <-b.Done():
@@ -153,7 +157,8 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 
 // runBuild receives b's context over stream and runs the build. It closes
 // streamFree once it no longer reads the stream.
-func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b *builds.Build, stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], opts *builderv1.BuildOptions, streamFree chan<- struct{}) {
+func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b *builds.Build, stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], opts *builderv1.BuildOptions, secrets map[string][]byte, streamFree chan<- struct{}) {
+	defer wipe(secrets)
 	defer s.builds.end()
 	defer cancel(nil)
 	defer context.AfterFunc(s.builds.stopping, func() { cancel(errStopping) })()
@@ -176,7 +181,9 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 			b.Detachable()
 		}
 	}()
-	res, err := s.builds.builder.Build(ctx, buildRequest(opts, sess), withText(b.Send))
+	req := buildRequest(opts, sess)
+	req.Secrets = secrets
+	res, err := s.builds.builder.Build(ctx, req, withText(b.Send))
 	if err == nil {
 		// A build that needed no context contents still ends only once
 		// they all came: the client sends them before it reads the result.

@@ -1,2 +1,0 @@
-FROM busybox
-RUN --mount=type=secret,id=npmrc cat /run/secrets/npmrc

@@ -1,0 +1,3 @@
+# syntax=foo/bar:1
+FROM busybox
+RUN echo a
