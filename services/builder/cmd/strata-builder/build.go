@@ -21,6 +21,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/build"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/builds"
+	"github.com/strata-build/strata/services/builder/internal/cachemount"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/exec"
@@ -41,6 +42,7 @@ type buildConfig struct {
 	keepBuilds        int
 	contextStoreBytes int64
 	snapshotBytes     int64
+	cacheMountBytes   byteSize
 	allowPrivateURLs  bool
 	limits            build.Limits
 	stepMemory        byteSize
@@ -80,6 +82,8 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.IntVar(&c.keepBuilds, "keep-builds", 100, "most ended builds ListBuilds, GetBuild and WatchBuild still know")
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
+	c.cacheMountBytes = cachemount.DefaultMaxBytes
+	fs.Var(&c.cacheMountBytes, "cache-mount-bytes", "most bytes the RUN --mount=type=cache directories keep between builds; past it, the least recently used ids no step uses are removed (bytes, or 10g, 512m)")
 	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
 	fs.DurationVar(&c.downloadTimeout, "download-timeout", build.DefaultDownloadTimeout, "longest one ADD download may take, start to end")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running builds may go on finishing (new ones are refused and health is NOT_SERVING) before they are canceled and the builder stops")
@@ -121,6 +125,9 @@ func (c *buildConfig) validate(fs *flagenv.Set) error {
 	}
 	if c.snapshotBytes <= 0 {
 		errs = append(errs, fs.Invalid("snapshot-bytes", errors.New("must be positive")))
+	}
+	if c.cacheMountBytes <= 0 {
+		errs = append(errs, fs.Invalid("cache-mount-bytes", errors.New("must be positive")))
 	}
 	if c.drainTimeout < 0 {
 		errs = append(errs, fs.Invalid("drain-timeout", errors.New("must not be negative")))
@@ -236,6 +243,11 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		release()
 		return nil, nil, err
 	}
+	cacheMounts, err := cachemount.New(filepath.Join(c.stateDir, "cachemounts"), int64(c.cacheMountBytes))
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
 	b := &build.Builder{
 		Images:               images,
 		Puller:               puller{transfers: transfers, images: images},
@@ -243,6 +255,7 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		Sandbox:              exec.RuncSandbox(runner),
 		Layers:               exec.LayerWriter(blobs),
 		Contexts:             contexts,
+		CacheMounts:          cacheMounts,
 		Archives:             limits,
 		Limits:               c.limits,
 		URLPolicy:            egress.Policy{AllowPrivate: c.allowPrivateURLs, Allow: "the builder's --allow-private-urls"},

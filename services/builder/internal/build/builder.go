@@ -58,6 +58,9 @@ type Builder struct {
 	Layers    exec.Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
+	// CacheMounts holds RUN --mount=type=cache directories (optional: a
+	// build with a cache mount fails without it).
+	CacheMounts exec.CacheMounts
 	// Archives bounds the decompression of ADD's local archives, as layers
 	// are bounded.
 	Archives compression.Limits
@@ -295,7 +298,7 @@ func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, 
 // images and layers.
 func (b *Builder) deps(images exec.Images, layers exec.Layers) exec.Deps {
 	return exec.Deps{
-		Images: images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: layers, Contexts: b.Contexts,
+		Images: images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: layers, Contexts: b.Contexts, CacheMounts: b.CacheMounts,
 		Archives: b.Archives, Log: b.Log, RejectedCacheRecords: b.RejectedCacheRecords, CopyIntoMounts: b.copyIntoMounts,
 	}
 }

@@ -65,6 +65,9 @@ func dispatch(src []byte, w io.Writer) error {
 				for _, m := range r.Secrets {
 					fmt.Fprintf(w, "  mount %s\n", m.Spec())
 				}
+				for _, m := range r.Mounts {
+					fmt.Fprintf(w, "  mount %s\n", describeMount(m))
+				}
 			case *instructions.WorkdirCommand:
 				c, err = st.Workdir(x)
 			case *instructions.CopyCommand, *instructions.AddCommand:
@@ -82,6 +85,26 @@ func dispatch(src []byte, w io.Writer) error {
 		fmt.Fprintf(w, "  config %s\n", cfg)
 	}
 	return nil
+}
+
+func describeMount(m *instructions.Mount) string {
+	s := fmt.Sprintf("type=%s target=%s source=%s from=%q ro=%t", m.Type, m.Target, m.Source, m.From, m.ReadOnly)
+	switch m.Type {
+	case instructions.MountTypeCache:
+		s += fmt.Sprintf(" id=%s sharing=%s", m.CacheID, m.CacheSharing)
+		if m.Mode != nil {
+			s += fmt.Sprintf(" mode=%o", *m.Mode)
+		}
+		if m.UID != nil {
+			s += fmt.Sprintf(" uid=%d", *m.UID)
+		}
+		if m.GID != nil {
+			s += fmt.Sprintf(" gid=%d", *m.GID)
+		}
+	case instructions.MountTypeTmpfs:
+		s += fmt.Sprintf(" size=%d", m.SizeLimit)
+	}
+	return s
 }
 
 func TestGolden(t *testing.T) {

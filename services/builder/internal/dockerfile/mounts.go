@@ -41,31 +41,105 @@ func (m SecretMount) Spec() string {
 
 // runMounts expands a RUN's --mount flags with env (the build arguments in
 // scope and the config's variables, as BuildKit expands them) and resolves
-// them. Only secret mounts are implemented; other types are refused.
-func (s *State) runMounts(c *instructions.RunCommand, env []string) ([]SecretMount, error) {
+// them: secret mounts, and the cache, tmpfs and bind mounts the step's
+// root gets (see fsMount). Other types are refused.
+func (s *State) runMounts(c *instructions.RunCommand, env []string) ([]SecretMount, []*instructions.Mount, error) {
 	if !hasFlag(c.FlagsUsed, "mount") {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err := c.Expand(func(word string) (string, error) { return expandWord(s.lex, word, env) }); err != nil {
-		return nil, Errorf(c, "RUN --mount: %v", err)
+		return nil, nil, Errorf(c, "RUN --mount: %v", err)
 	}
-	var out []SecretMount
+	var secrets []SecretMount
+	var mounts []*instructions.Mount
+	targets := map[string]bool{}
 	for _, m := range instructions.GetMounts(c) {
-		if m.Type != instructions.MountTypeSecret {
-			return nil, Errorf(c, "RUN --mount=type=%s is not supported by this builder", m.Type)
-		}
-		sm, err := s.secretMount(c, m)
-		if err != nil {
-			return nil, err
-		}
-		for _, prev := range out {
-			if sm.Target != "" && prev.Target == sm.Target {
-				return nil, Errorf(c, "RUN --mount: two secrets mounted at %s", sm.Target)
+		target := ""
+		switch m.Type {
+		case instructions.MountTypeSecret:
+			sm, err := s.secretMount(c, m)
+			if err != nil {
+				return nil, nil, err
 			}
+			secrets = append(secrets, sm)
+			target = sm.Target
+		case instructions.MountTypeCache, instructions.MountTypeTmpfs, instructions.MountTypeBind:
+			if err := s.fsMount(c, m); err != nil {
+				return nil, nil, err
+			}
+			mounts = append(mounts, m)
+			target = m.Target
+		default:
+			return nil, nil, Errorf(c, "RUN --mount=type=%s is not supported by this builder", m.Type)
 		}
-		out = append(out, sm)
+		if target != "" {
+			if targets[target] {
+				return nil, nil, Errorf(c, "RUN --mount: two mounts at %s", target)
+			}
+			targets[target] = true
+		}
 	}
-	return out, nil
+	return secrets, mounts, nil
+}
+
+// MountFroms returns the from= of a RUN's mounts, as written: stages the
+// step needs built before it (or images, or nothing for the context).
+func MountFroms(c *instructions.RunCommand) []string {
+	var out []string
+	for _, m := range instructions.GetMounts(c) {
+		if m.From != "" {
+			out = append(out, m.From)
+		}
+	}
+	return out
+}
+
+// fsMount checks a cache, tmpfs or bind mount and fills in BuildKit's
+// defaults: an absolute target (relative ones are taken from the working
+// directory), a cache's id (its target) and sharing (shared), a clean
+// absolute source.
+func (s *State) fsMount(c *instructions.RunCommand, m *instructions.Mount) error {
+	if m.Target == "" {
+		return Errorf(c, "RUN --mount=type=%s: target is required", m.Type)
+	}
+	if !path.IsAbs(m.Target) {
+		m.Target = path.Join("/", s.Config.WorkingDir, m.Target)
+	}
+	m.Target = path.Clean(m.Target)
+	if m.Target == "/" {
+		return Errorf(c, "RUN --mount=type=%s,target=/: cannot mount over the root", m.Type)
+	}
+	m.Source = path.Join("/", m.Source)
+	switch m.Type {
+	case instructions.MountTypeCache:
+		if m.CacheID == "" {
+			m.CacheID = m.Target
+		}
+		if m.CacheSharing == "" {
+			m.CacheSharing = instructions.MountSharingShared
+		}
+		if m.Mode != nil && *m.Mode > 0o7777 {
+			return Errorf(c, "RUN --mount=type=cache: mode=%o is not a file mode", *m.Mode)
+		}
+		if m.From == "" && m.Source != "/" {
+			return Errorf(c, "RUN --mount=type=cache: source=%s needs from=", m.Source)
+		}
+	case instructions.MountTypeTmpfs:
+		if m.From != "" || m.Source != "/" {
+			return Errorf(c, "RUN --mount=type=tmpfs takes no from or source")
+		}
+		if m.SizeLimit < 0 {
+			return Errorf(c, "RUN --mount=type=tmpfs: size must not be negative")
+		}
+	case instructions.MountTypeBind:
+		if m.CacheID != "" {
+			return Errorf(c, "RUN --mount=type=bind takes no id")
+		}
+	}
+	if strings.ContainsRune(m.Target, 0) || strings.ContainsRune(m.Source, 0) {
+		return Errorf(c, "RUN --mount: a path holds a NUL byte")
+	}
+	return nil
 }
 
 // secretMount resolves a secret mount as BuildKit's dispatchSecret does: the

@@ -117,6 +117,20 @@ func (df *Dockerfile) Needed(target int, args *BuildArgs) ([]int, error) {
 			}
 		}
 		for _, cmd := range df.Stages[i].Commands {
+			if r, ok := cmd.(*instructions.RunCommand); ok {
+				for _, from := range MountFroms(r) {
+					j, ok, err := df.StageIndex(from, i)
+					if err != nil {
+						return Errorf(r, "RUN --mount from=%s: %v", from, err)
+					}
+					if ok {
+						if err := visit(j); err != nil {
+							return err
+						}
+					}
+				}
+				continue
+			}
 			c, ok := cmd.(*instructions.CopyCommand)
 			if !ok || c.From == "" {
 				continue

@@ -345,6 +345,9 @@ type Run struct {
 	// Network is the step's RUN --network: "none" or "host", or "" for the
 	// build's network (no flag, or --network=default).
 	Network string
+	// Mounts are the step's cache, tmpfs and bind mounts, expanded, checked
+	// and with BuildKit's defaults filled in (see fsMount).
+	Mounts []*instructions.Mount
 }
 
 // Run resolves a RUN instruction.
@@ -371,7 +374,7 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 		return Run{}, Errorf(c, "RUN needs a command")
 	}
 	inScope := s.Args.InScope(s.Config.Env)
-	secrets, err := s.runMounts(c, append(slices.Clone(s.Config.Env), inScope...))
+	secrets, mounts, err := s.runMounts(c, append(slices.Clone(s.Config.Env), inScope...))
 	if err != nil {
 		return Run{}, err
 	}
@@ -389,6 +392,7 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 		Secrets: secrets,
 		Commit:  Commit{ContainerCmd: save},
 		Network: network,
+		Mounts:  mounts,
 	}, nil
 }
 

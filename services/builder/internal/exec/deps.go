@@ -12,6 +12,7 @@ import (
 	"log/slog"
 
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -104,6 +105,9 @@ type Process struct {
 	Discard func() error
 	Stdout  io.Writer
 	Stderr  io.Writer
+	// Mounts are the step's RUN --mount options, their mount points
+	// present in Root.
+	Mounts []specs.Mount
 	// Secrets are the step's secret mounts with their values.
 	Secrets []sandbox.Secret
 }
@@ -138,6 +142,9 @@ type Deps struct {
 	Layers    Layers
 	// Contexts holds context file contents (and ADD downloads).
 	Contexts *buildctx.Store
+	// CacheMounts holds RUN --mount=type=cache directories; without it a
+	// step with a cache mount fails.
+	CacheMounts CacheMounts
 	// Archives bounds the decompression of ADD's local archives, as layers
 	// are bounded.
 	Archives compression.Limits

@@ -643,10 +643,20 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	if err != nil {
 		return err
 	}
+	mounts, release, err := r.stepMounts(ctx, st)
+	if err != nil {
+		return err
+	}
+	defer release()
+	stubs, err := makeStubs(m.Root(), m.Upper(), mounts)
+	defer stubs.remove()
+	if err != nil {
+		return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: RUN --mount: %w", st.Line, err)
+	}
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
 		Hostname: r.cid(st)[:12], Network: StepNetwork(st, r.o.Network), Resources: r.o.Resources, Stdout: out, Stderr: errw,
-		Upper: m.Upper(), Discard: m.Release, Secrets: secrets,
+		Upper: m.Upper(), Discard: m.Release, Mounts: mounts, Secrets: secrets,
 	})
 	out.Flush()
 	errw.Flush()

@@ -13,7 +13,8 @@ import (
 const DefaultParallelStages = 4
 
 // stages runs the plan's stages, each as soon as the stages it builds on
-// (its base and the sources of its COPY --from) are done, at most
+// (its base, the sources of its COPY --from and its RUN --mount from=)
+// are done, at most
 // Options.ParallelStages at a time, as BuildKit runs independent stages.
 // The first error cancels ctx, through cancel, stopping the others, and is
 // the one returned. Stage results are what a sequential run makes: a
@@ -77,7 +78,8 @@ func (r *run) stages(ctx context.Context, cancel context.CancelFunc) error {
 	return first
 }
 
-// dependencies are the stages sp needs done before it starts.
+// dependencies are the stages sp needs done before it starts: its base,
+// and those its COPY --from and RUN --mount from= read.
 func dependencies(sp *plan.Stage) []*plan.Stage {
 	var deps []*plan.Stage
 	if sp.BaseStage != nil {
@@ -86,6 +88,11 @@ func dependencies(sp *plan.Stage) []*plan.Stage {
 	for _, st := range sp.Steps {
 		if st.Copy != nil && st.Copy.FromStage != nil {
 			deps = append(deps, st.Copy.FromStage)
+		}
+		for _, m := range st.Mounts {
+			if m.FromStage != nil {
+				deps = append(deps, m.FromStage)
+			}
 		}
 	}
 	return deps

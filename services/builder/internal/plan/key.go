@@ -38,7 +38,7 @@ func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int6
 }
 
 // runMounts is what of a RUN step's mounts its key names: each mount's
-// spec, never a secret's value.
+// spec, never a secret's value nor a cache mount's content.
 func runMounts(s *Step) []string {
 	if s.Kind != KindRun || s.Run == nil {
 		return nil
@@ -46,6 +46,9 @@ func runMounts(s *Step) []string {
 	var out []string
 	for _, m := range s.Run.Secrets {
 		out = append(out, m.Spec())
+	}
+	for _, m := range s.Mounts {
+		out = append(out, m.spec())
 	}
 	return out
 }

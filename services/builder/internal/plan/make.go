@@ -205,6 +205,9 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 				return nil, err
 			}
 			stp.Kind, stp.Run, commit = KindRun, &r, r.Commit
+			if stp.Mounts, err = p.mounts(ctx, c, r.Mounts, i); err != nil {
+				return nil, err
+			}
 		case *instructions.WorkdirCommand:
 			commit, err = st.Workdir(c)
 			if err != nil {

@@ -86,6 +86,7 @@ type Step struct {
 	Author          string
 	Args            []string // build args in scope, for the key
 	Run             *dockerfile.Run
+	Mounts          []*Mount // a RUN's --mount options, resolved
 	Copy            *Copy
 	Workdir         string
 	Key             digest.Digest

@@ -117,6 +117,11 @@ type Process struct {
 	Network Network
 	// Limits are the build's limits; the runner's defaults where zero.
 	Limits Limits
+	// Mounts are the step's own mounts (RUN --mount), added after the
+	// container's default ones, in order. Their destinations must exist
+	// in RootFS or be creatable there; the caller keeps the mount points
+	// out of the step's layer.
+	Mounts []specs.Mount
 	// Secrets are given to the process as files (in a tmpfs, bind-mounted
 	// read-only) and variables, for this run only.
 	Secrets []Secret

@@ -119,6 +119,7 @@ func runtimeSpec(p Process, u rootfs.User, st stepSpec) *specs.Spec {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
+	s.Mounts = append(s.Mounts, p.Mounts...)
 	s.Linux.Seccomp = seccomp.DefaultProfile(s)
 	return s
 }

@@ -1,0 +1,341 @@
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/cachemount"
+	"github.com/strata-build/strata/services/builder/internal/copier"
+	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/plan"
+)
+
+// CacheMounts holds the directories of RUN --mount=type=cache
+// (cachemount.Store is it).
+type CacheMounts interface {
+	// Acquire returns the directory of a cache mount and the function
+	// that gives it back once the step ended; a locked one waits for the
+	// other steps using its id, or for ctx to end.
+	Acquire(ctx context.Context, sp cachemount.Spec) (dir string, release func(), err error)
+}
+
+// stepMounts prepares a RUN step's --mount options: a cache's directory,
+// a tmpfs, a bind mount's source (a stage's or an image's root filesystem
+// mounted apart, or the context's files under the source copied into a
+// scratch mount), in target order so that a mount inside another comes
+// after it. release gives back everything they hold: a bind mount's writes
+// (rw) go with it.
+func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, release func(), retErr error) {
+	var releases []func()
+	release = func() {
+		for i := len(releases) - 1; i >= 0; i-- {
+			releases[i]()
+		}
+	}
+	defer func() {
+		if retErr != nil {
+			release()
+		}
+	}()
+	// Cache directories first, in id order, so that two steps locking the
+	// same ids never wait for each other.
+	caches := map[*plan.Mount]string{}
+	byID := slices.Clone(st.Mounts)
+	slices.SortStableFunc(byID, func(a, b *plan.Mount) int { return strings.Compare(a.CacheID, b.CacheID) })
+	for _, m := range byID {
+		if m.Type != instructions.MountTypeCache {
+			continue
+		}
+		what := fmt.Sprintf("Dockerfile:%d: RUN --mount=type=cache,target=%s", st.Line, m.Target)
+		if r.d.CacheMounts == nil {
+			return nil, nil, errdefs.Unimplemented("%s: this builder keeps no cache mounts", what)
+		}
+		uid, gid := m.CacheOwner()
+		sp := cachemount.Spec{
+			ID: m.CacheID, Sharing: cachemount.Sharing(m.CacheSharing), Mode: fs.FileMode(m.CacheMode()), UID: uid, GID: gid,
+		}
+		if m.FromStage != nil || m.FromImage != nil {
+			sp.Base, sp.Seed = r.cacheSeed(ctx, m)
+		}
+		dir, done, err := r.d.CacheMounts.Acquire(ctx, sp)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", what, err)
+		}
+		releases = append(releases, done)
+		caches[m] = dir
+	}
+	ms := slices.Clone(st.Mounts)
+	slices.SortStableFunc(ms, func(a, b *plan.Mount) int { return strings.Compare(a.Target, b.Target) })
+	var out []specs.Mount
+	for _, m := range ms {
+		what := fmt.Sprintf("Dockerfile:%d: RUN --mount=type=%s,target=%s", st.Line, m.Type, m.Target)
+		opts := []string{"rbind", "rprivate"}
+		if m.ReadOnly {
+			opts = append(opts, "ro")
+		}
+		switch m.Type {
+		case instructions.MountTypeCache:
+			out = append(out, specs.Mount{Destination: m.Target, Type: "bind", Source: caches[m], Options: opts})
+		case instructions.MountTypeTmpfs:
+			o := []string{"nosuid"}
+			if m.SizeLimit > 0 {
+				o = append(o, fmt.Sprintf("size=%d", m.SizeLimit))
+			}
+			out = append(out, specs.Mount{Destination: m.Target, Type: "tmpfs", Source: "tmpfs", Options: o})
+		case instructions.MountTypeBind:
+			src, done, err := r.bindSource(ctx, m)
+			if err != nil {
+				return nil, nil, errdefs.New(errdefs.KindOf(err), "%s: %w", what, err)
+			}
+			releases = append(releases, done)
+			out = append(out, specs.Mount{Destination: m.Target, Type: "bind", Source: src, Options: opts})
+		default:
+			return nil, nil, errdefs.InvalidArgument("Dockerfile:%d: RUN --mount=type=%s is not supported by this builder", st.Line, m.Type)
+		}
+	}
+	return out, release, nil
+}
+
+// cacheSeed returns what a cache mount's from= and source= fill its
+// directory with when it is created: the files under the source in the
+// stage's or image's root filesystem, with their owners.
+func (r *run) cacheSeed(ctx context.Context, m *plan.Mount) (string, func(dir string) error) {
+	base := ""
+	if m.FromStage != nil {
+		base = "stage " + string(m.FromStage.LastKey())
+	} else {
+		base = "image " + string(m.FromImage.ID())
+	}
+	return base + " " + m.Source, func(dir string) error {
+		layers, err := r.fromLayers(ctx, m)
+		if err != nil {
+			return err
+		}
+		src, err := r.mount(ctx, layers, false)
+		if err != nil {
+			return err
+		}
+		defer src.Release()
+		_, err = copier.FromRoot(ctx, dir, src.Root(), &plan.Copy{Paths: []string{m.Source}, Dest: "/", DestText: "/", DestDir: true})
+		return err
+	}
+}
+
+// fromLayers are the layers of a mount's from= stage or image; none for
+// the context.
+func (r *run) fromLayers(ctx context.Context, m *plan.Mount) ([]image.Layer, error) {
+	switch {
+	case m.FromStage != nil:
+		from := r.result(m.FromStage)
+		if err := r.load(ctx, &from); err != nil {
+			return nil, err
+		}
+		return from.layers, nil
+	case m.FromImage != nil:
+		return m.FromImage.Layers(), nil
+	}
+	return nil, nil
+}
+
+// bindSource returns the host path a bind mount shows, in a mount of its
+// own that release unmounts (with whatever a rw mount's step wrote).
+func (r *run) bindSource(ctx context.Context, m *plan.Mount) (string, func(), error) {
+	layers, err := r.fromLayers(ctx, m)
+	if err != nil {
+		return "", nil, err
+	}
+	src, err := r.mount(ctx, layers, false)
+	if err != nil {
+		return "", nil, err
+	}
+	done := func() { src.Release() }
+	if m.FromStage == nil && m.FromImage == nil {
+		// The build context: its files under the source, copied into an
+		// empty root as COPY would copy them.
+		if r.o.ContextContents != nil {
+			if err := r.o.ContextContents(ctx); err != nil {
+				done()
+				return "", nil, fmt.Errorf("receiving the build context: %w", err)
+			}
+		}
+		e := m.ContextEntry
+		cp := &plan.Copy{Dest: "/", DestText: "/", DestDir: true, Sources: []plan.Source{{Src: m.Source, Entry: e}}}
+		if err := copier.IntoRoot(ctx, src.Root(), cp, r.copyOptions()); err != nil {
+			done()
+			return "", nil, err
+		}
+		if !e.Mode.IsDir() {
+			return filepath.Join(src.Root(), path.Base(e.Path)), done, nil
+		}
+		return src.Root(), done, nil
+	}
+	host, err := securejoin.SecureJoin(src.Root(), m.Source)
+	if err != nil {
+		done()
+		return "", nil, err
+	}
+	if _, err := os.Stat(host); err != nil {
+		done()
+		return "", nil, errdefs.NotFound("source %s: not found in %s", m.Source, m.From)
+	}
+	return host, done, nil
+}
+
+// stubs are the mount points a step's mounts needed created in its root
+// filesystem, and the directories above them that creating them copied up
+// into the upper directory. As BuildKit's mount stubs, they are removed
+// from the upper directory once the step ended, so that a mount point made
+// only for the step never shows up in its layer.
+type stubs struct {
+	upper   string
+	created []string // relative to the root, parents first
+	above   map[string]fs.FileInfo
+}
+
+// makeStubs creates in root the mount points of ms that are missing: a
+// directory, or an empty file for a bind mount of a file.
+func makeStubs(root, upper string, ms []specs.Mount) (*stubs, error) {
+	s := &stubs{upper: upper, above: map[string]fs.FileInfo{}}
+	for _, m := range ms {
+		host, err := securejoin.SecureJoin(root, m.Destination)
+		if err != nil {
+			return s, err
+		}
+		rel, err := filepath.Rel(root, host)
+		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+			return s, errdefs.InvalidArgument("mount target %s resolves to the root", m.Destination)
+		}
+		file := false
+		if m.Type == "bind" {
+			if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
+				file = true
+			}
+		}
+		parts := strings.Split(rel, string(filepath.Separator))
+		for i := range parts {
+			p := filepath.Join(parts[:i+1]...)
+			last := i == len(parts)-1
+			fi, err := os.Lstat(filepath.Join(root, p))
+			if err == nil {
+				switch {
+				case !last && !fi.IsDir():
+					return s, errdefs.InvalidArgument("mount target %s: /%s is not a directory", m.Destination, p)
+				case last && fi.IsDir() == file:
+					return s, errdefs.InvalidArgument("mount target %s: a %s cannot be mounted on a %s", m.Destination, kind(file), kind(!fi.IsDir()))
+				}
+				if _, inUpper := os.Lstat(filepath.Join(upper, p)); inUpper != nil {
+					if _, seen := s.above[p]; !seen {
+						s.above[p] = fi
+					}
+				}
+				continue
+			}
+			if !os.IsNotExist(err) {
+				return s, errdefs.InvalidArgument("mount target %s: /%s: %v", m.Destination, p, unwrapPath(err))
+			}
+			if last && file {
+				f, err := os.OpenFile(filepath.Join(root, p), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+				if err != nil {
+					return s, errdefs.InvalidArgument("mount target %s: creating it: %v", m.Destination, unwrapPath(err))
+				}
+				f.Close()
+			} else if err := os.Mkdir(filepath.Join(root, p), 0o755); err != nil {
+				return s, errdefs.InvalidArgument("mount target %s: creating /%s: %v", m.Destination, p, unwrapPath(err))
+			}
+			s.created = append(s.created, p)
+		}
+	}
+	return s, nil
+}
+
+// kind names a file or a directory, for messages.
+func kind(file bool) string {
+	if file {
+		return "file"
+	}
+	return "directory"
+}
+
+// unwrapPath drops the host path of an error, which names the builder's
+// state directory.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// remove takes the stubs out of the upper directory: the mount points it
+// created, where the step left them empty, and the directories above them
+// copied up only because of them (still empty there, mode and owner
+// unchanged). The step may have swapped any of them for a symlink: a path
+// whose resolution inside the upper directory is not itself is left alone.
+func (s *stubs) remove() {
+	for i := len(s.created) - 1; i >= 0; i-- {
+		if host, ok := s.plain(s.created[i]); ok {
+			os.Remove(host)
+		}
+		delete(s.above, s.created[i])
+	}
+	above := make([]string, 0, len(s.above))
+	for p := range s.above {
+		above = append(above, p)
+	}
+	// Deepest first: a parent empties once its children go.
+	slices.SortFunc(above, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	for _, p := range above {
+		host, ok := s.plain(p)
+		if !ok {
+			continue
+		}
+		fi, err := os.Lstat(host)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		was := s.above[p]
+		if !was.IsDir() || fi.Mode() != was.Mode() || owner(fi) != owner(was) {
+			continue
+		}
+		if opaque(host) {
+			continue
+		}
+		os.Remove(host) // fails, as it should, unless empty
+	}
+}
+
+// plain returns the host path of rel in the upper directory when no
+// symlink lies on the way to it.
+func (s *stubs) plain(rel string) (string, bool) {
+	want := filepath.Join(s.upper, rel)
+	got, err := securejoin.SecureJoin(s.upper, rel)
+	return want, err == nil && got == want
+}
+
+func owner(fi fs.FileInfo) [2]uint32 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return [2]uint32{st.Uid, st.Gid}
+	}
+	return [2]uint32{}
+}
+
+// opaque reports whether an upper directory hides its lower ones.
+func opaque(dir string) bool {
+	var b [1]byte
+	n, err := unix.Lgetxattr(dir, "trusted.overlay.opaque", b[:])
+	return err == nil && n == 1 && b[0] == 'y'
+}
