@@ -29,7 +29,7 @@ func counterBuild(round int) string {
 }
 
 // Cache mounts over the RPCs of a builder with auth: a build fills one,
-// ListCacheMounts shows it (a read token may list), PruneCacheMounts
+// ListCacheMounts shows it after a restart (a read token may list), PruneCacheMounts
 // (admin only) removes it but not one a running step uses, and the next
 // build starts from an empty directory.
 func TestCacheMountsListAndPrune(t *testing.T) {
@@ -48,15 +48,6 @@ func TestCacheMountsListAndPrune(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := s.builds(t)
-	readCfg := s.Client
-	readCfg.Token = s.Tokens[auth.RoleRead]
-	readConn, err := grpcclient.Dial(s.BuilderAddr, readCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer readConn.Close()
-	reader := builderv1.NewBuildServiceClient(readConn)
 
 	counted := func(round int, want string) {
 		t.Helper()
@@ -76,6 +67,19 @@ func TestCacheMountsListAndPrune(t *testing.T) {
 	}
 	counted(1, "count=1")
 	counted(2, "count=2")
+	// The cache mount and what it holds survive a restart.
+	s.Builder.Terminate()
+	s.RestartBuilder(t)
+
+	admin := s.builds(t)
+	readCfg := s.Client
+	readCfg.Token = s.Tokens[auth.RoleRead]
+	readConn, err := grpcclient.Dial(s.BuilderAddr, readCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readConn.Close()
+	reader := builderv1.NewBuildServiceClient(readConn)
 
 	list, err := reader.ListCacheMounts(ctx, &builderv1.ListCacheMountsRequest{})
 	if err != nil {
