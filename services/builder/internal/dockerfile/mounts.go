@@ -96,11 +96,15 @@ func MountFroms(c *instructions.RunCommand) []string {
 
 // fsMount checks a cache, tmpfs or bind mount and fills in BuildKit's
 // defaults: an absolute target (relative ones are taken from the working
-// directory), a cache's id (its target) and sharing (shared), a clean
-// absolute source.
+// directory), a cache's id (its target as written, cleaned: a relative
+// target names the same cache under any working directory, as in
+// BuildKit) and sharing (shared), a clean absolute source.
 func (s *State) fsMount(c *instructions.RunCommand, m *instructions.Mount) error {
 	if m.Target == "" {
 		return Errorf(c, "RUN --mount=type=%s: target is required", m.Type)
+	}
+	if m.Type == instructions.MountTypeCache && m.CacheID == "" {
+		m.CacheID = path.Clean(m.Target)
 	}
 	if !path.IsAbs(m.Target) {
 		m.Target = path.Join("/", s.Config.WorkingDir, m.Target)
@@ -112,9 +116,6 @@ func (s *State) fsMount(c *instructions.RunCommand, m *instructions.Mount) error
 	m.Source = path.Join("/", m.Source)
 	switch m.Type {
 	case instructions.MountTypeCache:
-		if m.CacheID == "" {
-			m.CacheID = m.Target
-		}
 		if m.CacheSharing == "" {
 			m.CacheSharing = instructions.MountSharingShared
 		}
