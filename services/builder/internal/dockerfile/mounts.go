@@ -19,7 +19,8 @@ type SecretMount struct {
 	// Env is the variable that holds the value; empty for a file only.
 	Env string
 	// Required fails the step when the build has no such secret; without
-	// it, a missing secret means no file and no variable, as in BuildKit.
+	// it, a missing secret means no file and an empty variable, as in
+	// BuildKit.
 	Required bool
 	// Mode is the file's permission bits (0400 unless given); UID and GID
 	// its owner (root unless given).
