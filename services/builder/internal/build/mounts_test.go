@@ -145,14 +145,16 @@ func TestCacheMountSharing(t *testing.T) {
 	}
 }
 
-// A cache mount's from= and source= fill it when it is created; later
-// steps see what earlier ones left.
+// A cache mount's from= and source= fill it when it is created, owners
+// and modes kept, the source directory's for the mount too, as BuildKit's
+// snapshot of the stage has them; later steps see what earlier ones left.
 func TestCacheMountSeededFromAStage(t *testing.T) {
 	e := newRuncEnv(t)
 	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
 	df := `FROM busybox AS src
-RUN mkdir /seed && echo seeded > /seed/f
+RUN mkdir /seed && echo seeded > /seed/f && chown 5:6 /seed /seed/f && chmod 0700 /seed && chmod 0640 /seed/f
 FROM busybox
+RUN --mount=type=cache,from=src,source=/seed,target=/c sh -c 'stat -c "%a %u:%g" /c /c/f > /owners'
 RUN --mount=type=cache,from=src,source=/seed,target=/c sh -c 'cat /c/f > /got; echo more >> /c/f'
 RUN --mount=type=cache,from=src,source=/seed,target=/c cat /c/f > /got2
 RUN --mount=type=cache,target=/c sh -c 'ls /c > /plain'
@@ -160,9 +162,10 @@ RUN --mount=type=cache,target=/c sh -c 'ls /c > /plain'
 	res, _ := e.mustBuild(df, nil)
 	files := e.files(e.image(res.ImageID))
 	for p, want := range map[string]string{
-		"got":   "-rw-r--r-- 0:0 seeded\n",
-		"got2":  "-rw-r--r-- 0:0 seeded\nmore\n",
-		"plain": "-rw-r--r-- 0:0 ",
+		"owners": "-rw-r--r-- 0:0 700 5:6\n640 5:6\n",
+		"got":    "-rw-r--r-- 0:0 seeded\n",
+		"got2":   "-rw-r--r-- 0:0 seeded\nmore\n",
+		"plain":  "-rw-r--r-- 0:0 ",
 	} {
 		if got := files[p]; got != want {
 			t.Errorf("/%s = %q, want %q", p, got, want)

@@ -112,7 +112,10 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 
 // cacheSeed returns what a cache mount's from= and source= fill its
 // directory with when it is created: the files under the source in the
-// stage's or image's root filesystem, with their owners.
+// stage's or image's root filesystem, with their owners and modes, and the
+// source directory's own for the directory (BuildKit's cache is a
+// snapshot of the stage, the source its subpath), unless source is the
+// root and mode, uid or gid say otherwise.
 func (r *run) cacheSeed(ctx context.Context, m *plan.Mount) (string, func(dir string) error) {
 	base := ""
 	if m.FromStage != nil {
@@ -130,9 +133,56 @@ func (r *run) cacheSeed(ctx context.Context, m *plan.Mount) (string, func(dir st
 			return err
 		}
 		defer src.Release()
-		_, err = copier.FromRoot(ctx, dir, src.Root(), &plan.Copy{Paths: []string{m.Source}, Dest: "/", DestText: "/", DestDir: true})
+		if _, err := copier.FromRoot(ctx, dir, src.Root(), &plan.Copy{Paths: []string{m.Source}, Dest: "/", DestText: "/", DestDir: true}); err != nil {
+			return err
+		}
+		host, err := securejoin.SecureJoin(src.Root(), m.Source)
+		if err != nil {
+			return err
+		}
+		keepRoot := m.Source != "/" || (m.Mode == nil && m.UID == nil && m.GID == nil)
+		return keepOwners(dir, host, keepRoot)
+	}
+}
+
+// keepOwners gives the tree copied from src into dst the owners and modes
+// it has in src (the copier gives COPY's: root's), dst itself too when
+// root is set. It changes only what src and dst both hold, and follows
+// no symlink.
+func keepOwners(dst, src string, root bool) error {
+	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
 		return err
 	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil || (rel == "." && !root) {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		got, err := os.Lstat(target)
+		if err != nil || got.Mode().Type() != fi.Mode().Type() {
+			return nil
+		}
+		// Chown before chmod: chown clears the setuid and setgid bits.
+		if err := os.Lchown(target, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		return os.Chmod(target, fi.Mode())
+	})
 }
 
 // fromLayers are the layers of a mount's from= stage or image; none for
