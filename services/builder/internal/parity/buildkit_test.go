@@ -122,6 +122,9 @@ func (b *buildkit) build(t testing.TB, dir string, c *Case, dockerfile, tag stri
 	if c.Target != "" {
 		args = append(args, "--opt", "target="+c.Target)
 	}
+	for _, sec := range c.secretFlags(t) {
+		args = append(args, "--secret", sec)
+	}
 	cmd := exec.Command(b.ctl, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
