@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/cachemount"
@@ -142,6 +143,61 @@ func TestCacheMountSharing(t *testing.T) {
 				t.Errorf("sharing=%s: log %q, want overlap %t", tc.sharing, log, tc.overlap)
 			}
 		})
+	}
+}
+
+// Mounts of one cache id in a step are one directory whatever their
+// sharing, as in BuildKit: two locked ones do not wait for each other,
+// two private ones see each other's writes.
+func TestCacheMountTwiceInAStep(t *testing.T) {
+	e := newRuncEnv(t)
+	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
+	df := `FROM busybox
+RUN --mount=type=cache,id=lk,target=/a,sharing=locked --mount=type=cache,id=lk,target=/b,sharing=locked sh -c 'echo l > /a/f; cat /b/f > /locked'
+RUN --mount=type=cache,id=pv,target=/a,sharing=private --mount=type=cache,id=pv,target=/b,sharing=private sh -c 'echo p > /a/f; cat /b/f > /private'
+`
+	done := make(chan string, 1)
+	go func() {
+		res, _, err := e.build(df, nil)
+		if err != nil {
+			done <- "error: " + err.Error()
+			return
+		}
+		files := e.files(e.image(res.ImageID))
+		done <- files["locked"] + files["private"]
+	}()
+	select {
+	case got := <-done:
+		if want := "-rw-r--r-- 0:0 l\n-rw-r--r-- 0:0 p\n"; got != want {
+			t.Errorf("/locked and /private = %q, want %q", got, want)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a step mounting one locked cache id twice waits for itself")
+	}
+}
+
+// A cache mount's mode, uid or gid make it another cache than its id
+// without them (or with others), as in BuildKit, where they are part of
+// the cache's key.
+func TestCacheMountOwnerIsPartOfTheCache(t *testing.T) {
+	e := newRuncEnv(t)
+	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
+	df := `FROM busybox
+RUN --mount=type=cache,id=mo,target=/m echo plain > /m/f
+RUN --mount=type=cache,id=mo,target=/m,uid=1000 sh -c 'ls /m > /owned; echo owned > /m/g'
+RUN --mount=type=cache,id=mo,target=/m,uid=1000 ls /m > /owned2
+RUN --mount=type=cache,id=mo,target=/m ls /m > /plain
+`
+	res, _ := e.mustBuild(df, nil)
+	files := e.files(e.image(res.ImageID))
+	for p, want := range map[string]string{
+		"owned":  "-rw-r--r-- 0:0 ",
+		"owned2": "-rw-r--r-- 0:0 g\n",
+		"plain":  "-rw-r--r-- 0:0 f\n",
+	} {
+		if got := files[p]; got != want {
+			t.Errorf("/%s = %q, want %q", p, got, want)
+		}
 	}
 }
 

@@ -52,8 +52,12 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 		}
 	}()
 	// Cache directories first, in id order, so that two steps locking the
-	// same ids never wait for each other.
+	// same ids never wait for each other. Mounts of one id (and from=) in
+	// a step share its directory whatever their sharing, as BuildKit's
+	// exec op shares them: a second locked one would wait for the step
+	// itself.
 	caches := map[*plan.Mount]string{}
+	acquired := map[[2]string]string{}
 	byID := slices.Clone(st.Mounts)
 	slices.SortStableFunc(byID, func(a, b *plan.Mount) int { return strings.Compare(a.CacheID, b.CacheID) })
 	for _, m := range byID {
@@ -71,12 +75,23 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 		if m.FromStage != nil || m.FromImage != nil {
 			sp.Base, sp.Seed = r.cacheSeed(ctx, m)
 		}
+		if m.Source == "/" && (m.Mode != nil || m.UID != nil || m.GID != nil) {
+			// BuildKit makes such a cache's directory in a state of its
+			// own, which is part of the cache's key: the id with another
+			// mode or owner, or with none, is another cache.
+			sp.Base += fmt.Sprintf(" dir %o %d:%d", sp.Mode, uid, gid)
+		}
+		if dir, ok := acquired[[2]string{sp.ID, sp.Base}]; ok {
+			caches[m] = dir
+			continue
+		}
 		dir, done, err := r.d.CacheMounts.Acquire(ctx, sp)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", what, err)
 		}
 		releases = append(releases, done)
 		caches[m] = dir
+		acquired[[2]string{sp.ID, sp.Base}] = dir
 	}
 	ms := slices.Clone(st.Mounts)
 	slices.SortStableFunc(ms, func(a, b *plan.Mount) int { return strings.Compare(a.Target, b.Target) })
