@@ -242,6 +242,20 @@ func TestTmpfsMount(t *testing.T) {
 	}
 }
 
+// A mount the step cannot have fails the build, naming it, after a cache
+// mount of the step was acquired (and is given back): the builder goes on.
+func TestBindMountMissingSourceFails(t *testing.T) {
+	e := newRuncEnv(t)
+	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
+	df := "FROM busybox AS src\nFROM busybox\nRUN --mount=type=cache,id=c,target=/c,sharing=locked --mount=type=bind,from=src,source=/nope,target=/n true\n"
+	for range 2 {
+		_, _, err := e.build(df, nil)
+		if err == nil || !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "/nope") {
+			t.Fatalf("build error = %v, want NOT_FOUND naming /nope", err)
+		}
+	}
+}
+
 func TestBindMounts(t *testing.T) {
 	e := newRuncEnv(t)
 	c := e.context([]ctxFile{{path: "sub", dir: true, mode: 0o755}, {path: "sub/a", body: "from the context\n"}, {path: "top", body: "t\n"}})

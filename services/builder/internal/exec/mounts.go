@@ -39,9 +39,11 @@ type CacheMounts interface {
 // scratch mount), in target order so that a mount inside another comes
 // after it. release gives back everything they hold: a bind mount's writes
 // (rw) go with it.
-func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, release func(), retErr error) {
+func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, _ func(), retErr error) {
 	var releases []func()
-	release = func() {
+	// Not the named result, which an error return sets to nil before the
+	// deferred call runs.
+	release := func() {
 		for i := len(releases) - 1; i >= 0; i-- {
 			releases[i]()
 		}
