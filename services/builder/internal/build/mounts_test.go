@@ -240,6 +240,11 @@ func TestTmpfsMount(t *testing.T) {
 	if got := strings.Join(e.layerNames(img), " "); got != "m" {
 		t.Errorf("the step's layer holds %q, want only m", got)
 	}
+	// ro, as BuildKit mounts it.
+	res, _ = e.mustBuild("FROM busybox\nRUN --mount=type=tmpfs,target=/t,ro sh -c 'touch /t/x 2>/dev/null && echo rw > /ro || echo ro > /ro'\n", nil)
+	if got := e.files(e.image(res.ImageID))["ro"]; got != "-rw-r--r-- 0:0 ro\n" {
+		t.Errorf("a readonly tmpfs: /ro = %q, want ro", got)
+	}
 }
 
 // A mount the step cannot have fails the build, naming it, after a cache

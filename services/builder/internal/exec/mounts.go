@@ -109,6 +109,9 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, _
 			out = append(out, specs.Mount{Destination: m.Target, Type: "bind", Source: caches[m], Options: opts})
 		case instructions.MountTypeTmpfs:
 			o := []string{"nosuid"}
+			if m.ReadOnly {
+				o = append(o, "ro")
+			}
 			if m.SizeLimit > 0 {
 				o = append(o, fmt.Sprintf("size=%d", m.SizeLimit))
 			}
