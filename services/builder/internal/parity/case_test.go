@@ -35,6 +35,10 @@ import (
 //	tar: ARCHIVE TYPE NAME MODE UID:GID [BODY|LINK]
 //	                         an entry of an archive written into the context,
 //	                         compressed as ARCHIVE's name says (.gz, .bz2, .xz, .xz.gz)
+//	known: WHY               BuildKit cases only: Strata's root filesystem and
+//	                         config differ from BuildKit's, for the reason
+//	                         WHY; TestBuildKit logs the difference, and fails
+//	                         when it has gone
 //	check: file PATH "BODY"  the image holds PATH with BODY
 //	check: entry PATH TEXT   PATH's entry in the file list starts with TEXT
 //	check: absent PATH       the image has no PATH
@@ -59,6 +63,7 @@ type Case struct {
 	Symlinks  map[string]string
 	Archives  map[string][]archiveEntry
 	Secrets   [][2]string // id, value
+	Known     string
 	Checks    []string
 	Rebuilds  []string
 }
@@ -175,6 +180,8 @@ func parseCase(name string, data []byte) (*Case, error) {
 				return nil, fmt.Errorf("secret: want ID \"VALUE\", got %q", val)
 			}
 			c.Secrets = append(c.Secrets, [2]string{f[0], f[1]})
+		case "known":
+			c.Known = val
 		case "check":
 			c.Checks = append(c.Checks, val)
 		case "rebuild":
