@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/cachemount"
@@ -145,14 +146,71 @@ func TestCacheMountSharing(t *testing.T) {
 	}
 }
 
-// A cache mount's from= and source= fill it when it is created; later
-// steps see what earlier ones left.
+// Mounts of one cache id in a step are one directory whatever their
+// sharing, as in BuildKit: two locked ones do not wait for each other,
+// two private ones see each other's writes.
+func TestCacheMountTwiceInAStep(t *testing.T) {
+	e := newRuncEnv(t)
+	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
+	df := `FROM busybox
+RUN --mount=type=cache,id=lk,target=/a,sharing=locked --mount=type=cache,id=lk,target=/b,sharing=locked sh -c 'echo l > /a/f; cat /b/f > /locked'
+RUN --mount=type=cache,id=pv,target=/a,sharing=private --mount=type=cache,id=pv,target=/b,sharing=private sh -c 'echo p > /a/f; cat /b/f > /private'
+`
+	done := make(chan string, 1)
+	go func() {
+		res, _, err := e.build(df, nil)
+		if err != nil {
+			done <- "error: " + err.Error()
+			return
+		}
+		files := e.files(e.image(res.ImageID))
+		done <- files["locked"] + files["private"]
+	}()
+	select {
+	case got := <-done:
+		if want := "-rw-r--r-- 0:0 l\n-rw-r--r-- 0:0 p\n"; got != want {
+			t.Errorf("/locked and /private = %q, want %q", got, want)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a step mounting one locked cache id twice waits for itself")
+	}
+}
+
+// A cache mount's mode, uid or gid make it another cache than its id
+// without them (or with others), as in BuildKit, where they are part of
+// the cache's key.
+func TestCacheMountOwnerIsPartOfTheCache(t *testing.T) {
+	e := newRuncEnv(t)
+	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
+	df := `FROM busybox
+RUN --mount=type=cache,id=mo,target=/m echo plain > /m/f
+RUN --mount=type=cache,id=mo,target=/m,uid=1000 sh -c 'ls /m > /owned; echo owned > /m/g'
+RUN --mount=type=cache,id=mo,target=/m,uid=1000 ls /m > /owned2
+RUN --mount=type=cache,id=mo,target=/m ls /m > /plain
+`
+	res, _ := e.mustBuild(df, nil)
+	files := e.files(e.image(res.ImageID))
+	for p, want := range map[string]string{
+		"owned":  "-rw-r--r-- 0:0 ",
+		"owned2": "-rw-r--r-- 0:0 g\n",
+		"plain":  "-rw-r--r-- 0:0 f\n",
+	} {
+		if got := files[p]; got != want {
+			t.Errorf("/%s = %q, want %q", p, got, want)
+		}
+	}
+}
+
+// A cache mount's from= and source= fill it when it is created, owners
+// and modes kept, the source directory's for the mount too, as BuildKit's
+// snapshot of the stage has them; later steps see what earlier ones left.
 func TestCacheMountSeededFromAStage(t *testing.T) {
 	e := newRuncEnv(t)
 	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
 	df := `FROM busybox AS src
-RUN mkdir /seed && echo seeded > /seed/f
+RUN mkdir /seed && echo seeded > /seed/f && chown 5:6 /seed /seed/f && chmod 0700 /seed && chmod 0640 /seed/f
 FROM busybox
+RUN --mount=type=cache,from=src,source=/seed,target=/c sh -c 'stat -c "%a %u:%g" /c /c/f > /owners'
 RUN --mount=type=cache,from=src,source=/seed,target=/c sh -c 'cat /c/f > /got; echo more >> /c/f'
 RUN --mount=type=cache,from=src,source=/seed,target=/c cat /c/f > /got2
 RUN --mount=type=cache,target=/c sh -c 'ls /c > /plain'
@@ -160,9 +218,10 @@ RUN --mount=type=cache,target=/c sh -c 'ls /c > /plain'
 	res, _ := e.mustBuild(df, nil)
 	files := e.files(e.image(res.ImageID))
 	for p, want := range map[string]string{
-		"got":   "-rw-r--r-- 0:0 seeded\n",
-		"got2":  "-rw-r--r-- 0:0 seeded\nmore\n",
-		"plain": "-rw-r--r-- 0:0 ",
+		"owners": "-rw-r--r-- 0:0 700 5:6\n640 5:6\n",
+		"got":    "-rw-r--r-- 0:0 seeded\n",
+		"got2":   "-rw-r--r-- 0:0 seeded\nmore\n",
+		"plain":  "-rw-r--r-- 0:0 ",
 	} {
 		if got := files[p]; got != want {
 			t.Errorf("/%s = %q, want %q", p, got, want)
@@ -180,6 +239,25 @@ func TestTmpfsMount(t *testing.T) {
 	}
 	if got := strings.Join(e.layerNames(img), " "); got != "m" {
 		t.Errorf("the step's layer holds %q, want only m", got)
+	}
+	// ro, as BuildKit mounts it.
+	res, _ = e.mustBuild("FROM busybox\nRUN --mount=type=tmpfs,target=/t,ro sh -c 'touch /t/x 2>/dev/null && echo rw > /ro || echo ro > /ro'\n", nil)
+	if got := e.files(e.image(res.ImageID))["ro"]; got != "-rw-r--r-- 0:0 ro\n" {
+		t.Errorf("a readonly tmpfs: /ro = %q, want ro", got)
+	}
+}
+
+// A mount the step cannot have fails the build, naming it, after a cache
+// mount of the step was acquired (and is given back): the builder goes on.
+func TestBindMountMissingSourceFails(t *testing.T) {
+	e := newRuncEnv(t)
+	e.withCacheMounts(filepath.Join(t.TempDir(), "cachemounts"))
+	df := "FROM busybox AS src\nFROM busybox\nRUN --mount=type=cache,id=c,target=/c,sharing=locked --mount=type=bind,from=src,source=/nope,target=/n true\n"
+	for range 2 {
+		_, _, err := e.build(df, nil)
+		if err == nil || !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "/nope") {
+			t.Fatalf("build error = %v, want NOT_FOUND naming /nope", err)
+		}
 	}
 }
 

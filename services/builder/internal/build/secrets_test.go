@@ -34,7 +34,7 @@ RUN --mount=type=secret,id=npmrc --mount=type=secret,id=TOKEN sh -c 'sha256sum /
 RUN --mount=type=secret,id=npmrc,target=/etc/app/npmrc,mode=0440,uid=1000,gid=1001 stat -c "%a %u:%g" /etc/app/npmrc > /tmp/owned.stat
 RUN --mount=type=secret,id=TOKEN,env=TOKEN sh -c 'printf %s "$TOKEN" | sha256sum | cut -d" " -f1 > /env.sum; test ! -e /run/secrets/TOKEN && echo nofile > /env.nofile'
 RUN --mount=type=secret,id=npmrc,target=/etc/npmrc cat /etc/npmrc > /dev/null
-RUN --mount=type=secret,id=absent sh -c 'test ! -e /run/secrets/absent && echo none > /absent'
+RUN --mount=type=secret,id=absent --mount=type=secret,id=absent-env,env=ABSENT sh -c 'test ! -e /run/secrets/absent && echo none > /absent; echo "[${ABSENT-unset}]" > /absent.env'
 RUN ls -a / > /root.ls
 `
 	res, rec := e.mustBuild(df, nil, func(r *Request) {
@@ -49,6 +49,7 @@ RUN ls -a / > /root.ls
 		"env.sum":        "-rw-r--r-- 0:0 " + sha256Hex(envSecret) + "\n",
 		"env.nofile":     "-rw-r--r-- 0:0 nofile\n",
 		"absent":         "-rw-r--r-- 0:0 none\n",
+		"absent.env":     "-rw-r--r-- 0:0 []\n", // set, empty, as in BuildKit
 	} {
 		if got := files[path]; got != want {
 			t.Errorf("%s = %q, want %q", path, got, want)

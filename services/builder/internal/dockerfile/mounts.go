@@ -19,7 +19,8 @@ type SecretMount struct {
 	// Env is the variable that holds the value; empty for a file only.
 	Env string
 	// Required fails the step when the build has no such secret; without
-	// it, a missing secret means no file and no variable, as in BuildKit.
+	// it, a missing secret means no file and an empty variable, as in
+	// BuildKit.
 	Required bool
 	// Mode is the file's permission bits (0400 unless given); UID and GID
 	// its owner (root unless given).
@@ -96,11 +97,15 @@ func MountFroms(c *instructions.RunCommand) []string {
 
 // fsMount checks a cache, tmpfs or bind mount and fills in BuildKit's
 // defaults: an absolute target (relative ones are taken from the working
-// directory), a cache's id (its target) and sharing (shared), a clean
-// absolute source.
+// directory), a cache's id (its target as written, cleaned: a relative
+// target names the same cache under any working directory, as in
+// BuildKit) and sharing (shared), a clean absolute source.
 func (s *State) fsMount(c *instructions.RunCommand, m *instructions.Mount) error {
 	if m.Target == "" {
 		return Errorf(c, "RUN --mount=type=%s: target is required", m.Type)
+	}
+	if m.Type == instructions.MountTypeCache && m.CacheID == "" {
+		m.CacheID = path.Clean(m.Target)
 	}
 	if !path.IsAbs(m.Target) {
 		m.Target = path.Join("/", s.Config.WorkingDir, m.Target)
@@ -112,9 +117,6 @@ func (s *State) fsMount(c *instructions.RunCommand, m *instructions.Mount) error
 	m.Source = path.Join("/", m.Source)
 	switch m.Type {
 	case instructions.MountTypeCache:
-		if m.CacheID == "" {
-			m.CacheID = m.Target
-		}
 		if m.CacheSharing == "" {
 			m.CacheSharing = instructions.MountSharingShared
 		}

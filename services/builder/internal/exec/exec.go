@@ -682,8 +682,9 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 // discardVolumeWrites drops what a RUN wrote inside volume mount points
 // from its upper directory, keeping the mount points.
 // secrets returns a RUN step's secret mounts with their values. A secret
-// the build lacks is left out, as in BuildKit, unless the mount requires
-// it: then the step fails naming it.
+// the build lacks is no file, as in BuildKit, unless the mount requires
+// it: then the step fails naming it. Its env= variable is set, empty, as
+// BuildKit's exec op sets it.
 func (r *run) secrets(st *plan.Step) ([]sandbox.Secret, error) {
 	var out []sandbox.Secret
 	for _, m := range st.Run.Secrets {
@@ -692,6 +693,9 @@ func (r *run) secrets(st *plan.Step) ([]sandbox.Secret, error) {
 			if m.Required {
 				return nil, errdefs.InvalidArgument("Dockerfile:%d: secret %q is required but the build has none of that ID: pass it with strata build --secret id=%s,src=FILE (or env=VARIABLE)",
 					st.Line, m.ID, m.ID).WithReason("SECRET_NOT_FOUND")
+			}
+			if m.Env != "" {
+				out = append(out, sandbox.Secret{Env: m.Env})
 			}
 			continue
 		}

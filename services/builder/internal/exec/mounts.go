@@ -39,9 +39,11 @@ type CacheMounts interface {
 // scratch mount), in target order so that a mount inside another comes
 // after it. release gives back everything they hold: a bind mount's writes
 // (rw) go with it.
-func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, release func(), retErr error) {
+func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, _ func(), retErr error) {
 	var releases []func()
-	release = func() {
+	// Not the named result, which an error return sets to nil before the
+	// deferred call runs.
+	release := func() {
 		for i := len(releases) - 1; i >= 0; i-- {
 			releases[i]()
 		}
@@ -52,8 +54,12 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 		}
 	}()
 	// Cache directories first, in id order, so that two steps locking the
-	// same ids never wait for each other.
+	// same ids never wait for each other. Mounts of one id (and from=) in
+	// a step share its directory whatever their sharing, as BuildKit's
+	// exec op shares them: a second locked one would wait for the step
+	// itself.
 	caches := map[*plan.Mount]string{}
+	acquired := map[[2]string]string{}
 	byID := slices.Clone(st.Mounts)
 	slices.SortStableFunc(byID, func(a, b *plan.Mount) int { return strings.Compare(a.CacheID, b.CacheID) })
 	for _, m := range byID {
@@ -71,12 +77,23 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 		if m.FromStage != nil || m.FromImage != nil {
 			sp.Base, sp.Seed = r.cacheSeed(ctx, m)
 		}
+		if m.Source == "/" && (m.Mode != nil || m.UID != nil || m.GID != nil) {
+			// BuildKit makes such a cache's directory in a state of its
+			// own, which is part of the cache's key: the id with another
+			// mode or owner, or with none, is another cache.
+			sp.Base += fmt.Sprintf(" dir %o %d:%d", sp.Mode, uid, gid)
+		}
+		if dir, ok := acquired[[2]string{sp.ID, sp.Base}]; ok {
+			caches[m] = dir
+			continue
+		}
 		dir, done, err := r.d.CacheMounts.Acquire(ctx, sp)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", what, err)
 		}
 		releases = append(releases, done)
 		caches[m] = dir
+		acquired[[2]string{sp.ID, sp.Base}] = dir
 	}
 	ms := slices.Clone(st.Mounts)
 	slices.SortStableFunc(ms, func(a, b *plan.Mount) int { return strings.Compare(a.Target, b.Target) })
@@ -92,6 +109,9 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 			out = append(out, specs.Mount{Destination: m.Target, Type: "bind", Source: caches[m], Options: opts})
 		case instructions.MountTypeTmpfs:
 			o := []string{"nosuid"}
+			if m.ReadOnly {
+				o = append(o, "ro")
+			}
 			if m.SizeLimit > 0 {
 				o = append(o, fmt.Sprintf("size=%d", m.SizeLimit))
 			}
@@ -112,7 +132,10 @@ func (r *run) stepMounts(ctx context.Context, st *plan.Step) (_ []specs.Mount, r
 
 // cacheSeed returns what a cache mount's from= and source= fill its
 // directory with when it is created: the files under the source in the
-// stage's or image's root filesystem, with their owners.
+// stage's or image's root filesystem, with their owners and modes, and the
+// source directory's own for the directory (BuildKit's cache is a
+// snapshot of the stage, the source its subpath), unless source is the
+// root and mode, uid or gid say otherwise.
 func (r *run) cacheSeed(ctx context.Context, m *plan.Mount) (string, func(dir string) error) {
 	base := ""
 	if m.FromStage != nil {
@@ -130,9 +153,56 @@ func (r *run) cacheSeed(ctx context.Context, m *plan.Mount) (string, func(dir st
 			return err
 		}
 		defer src.Release()
-		_, err = copier.FromRoot(ctx, dir, src.Root(), &plan.Copy{Paths: []string{m.Source}, Dest: "/", DestText: "/", DestDir: true})
+		if _, err := copier.FromRoot(ctx, dir, src.Root(), &plan.Copy{Paths: []string{m.Source}, Dest: "/", DestText: "/", DestDir: true}); err != nil {
+			return err
+		}
+		host, err := securejoin.SecureJoin(src.Root(), m.Source)
+		if err != nil {
+			return err
+		}
+		keepRoot := m.Source != "/" || (m.Mode == nil && m.UID == nil && m.GID == nil)
+		return keepOwners(dir, host, keepRoot)
+	}
+}
+
+// keepOwners gives the tree copied from src into dst the owners and modes
+// it has in src (the copier gives COPY's: root's), dst itself too when
+// root is set. It changes only what src and dst both hold, and follows
+// no symlink.
+func keepOwners(dst, src string, root bool) error {
+	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
 		return err
 	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil || (rel == "." && !root) {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		got, err := os.Lstat(target)
+		if err != nil || got.Mode().Type() != fi.Mode().Type() {
+			return nil
+		}
+		// Chown before chmod: chown clears the setuid and setgid bits.
+		if err := os.Lchown(target, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		return os.Chmod(target, fi.Mode())
+	})
 }
 
 // fromLayers are the layers of a mount's from= stage or image; none for

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -145,7 +146,11 @@ func (s *strata) run(t testing.TB, dir string, args ...string) (string, string, 
 }
 
 func (s *strata) build(t testing.TB, dir string, c *Case, dockerfile, tag string) (string, string) {
-	out, stderr, err := s.run(t, dir, buildArgs(c, dockerfile, tag)...)
+	args := buildArgs(c, dockerfile, tag)
+	for _, sec := range c.secretFlags(t) {
+		args = slices.Insert(args, len(args)-1, "--secret", sec) // before the context
+	}
+	out, stderr, err := s.run(t, dir, args...)
 	if err != nil {
 		return out, strings.TrimSpace(stderr)
 	}

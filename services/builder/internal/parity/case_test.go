@@ -29,9 +29,16 @@ import (
 //	mode: PATH MODE          a context file's mode (octal; files 0644 and directories 0755 otherwise)
 //	owner: PATH UID:GID      a context file's owner (root's otherwise)
 //	bytes: PATH "BODY"       a context file of exactly BODY (Go syntax), no newline added
+//	secret: ID "VALUE"       a build secret (--secret id=ID,src=FILE, FILE
+//	                         holding VALUE outside the context); BuildKit
+//	                         cases only: the classic builder has none
 //	tar: ARCHIVE TYPE NAME MODE UID:GID [BODY|LINK]
 //	                         an entry of an archive written into the context,
 //	                         compressed as ARCHIVE's name says (.gz, .bz2, .xz, .xz.gz)
+//	known: WHY               BuildKit cases only: Strata's root filesystem and
+//	                         config differ from BuildKit's, for the reason
+//	                         WHY; TestBuildKit logs the difference, and fails
+//	                         when it has gone
 //	check: file PATH "BODY"  the image holds PATH with BODY
 //	check: entry PATH TEXT   PATH's entry in the file list starts with TEXT
 //	check: absent PATH       the image has no PATH
@@ -55,6 +62,8 @@ type Case struct {
 	Owners    map[string][2]int
 	Symlinks  map[string]string
 	Archives  map[string][]archiveEntry
+	Secrets   [][2]string // id, value
+	Known     string
 	Checks    []string
 	Rebuilds  []string
 }
@@ -166,6 +175,13 @@ func parseCase(name string, data []byte) (*Case, error) {
 				e.body = f[5]
 			}
 			c.Archives[f[0]] = append(c.Archives[f[0]], e)
+		case "secret":
+			if len(f) != 2 {
+				return nil, fmt.Errorf("secret: want ID \"VALUE\", got %q", val)
+			}
+			c.Secrets = append(c.Secrets, [2]string{f[0], f[1]})
+		case "known":
+			c.Known = val
 		case "check":
 			c.Checks = append(c.Checks, val)
 		case "rebuild":
@@ -282,6 +298,26 @@ func (c *Case) writeContext(t testing.TB, dir string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// secretFlags writes the case's secrets into files of a directory of
+// their own, outside the build context, and returns the --secret values
+// that give them to a build (strata build and buildctl take the same).
+func (c *Case) secretFlags(t testing.TB) []string {
+	t.Helper()
+	if len(c.Secrets) == 0 {
+		return nil
+	}
+	dir := t.TempDir()
+	var out []string
+	for i, s := range c.Secrets {
+		p := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.WriteFile(p, []byte(s[1]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, "id="+s[0]+",src="+p)
+	}
+	return out
 }
 
 // contextFile is what the context holds as name: body, with the base

@@ -14,6 +14,8 @@ func TestParseCase(t *testing.T) {
 	c, err := parseCase("TestX", []byte(`What it is about.
 fail: (?i)boom
 arg: A=1
+secret: tok "s3 cret"
+known: a reason
 tar: a.tar file x 0640 7:8 "hi there"
 check: file /x "a b"
 rebuild: edit foo "bye" different
@@ -27,6 +29,9 @@ f
 	}
 	if !c.Fail.MatchString("BOOM") || !cmp.Equal(c.BuildArgs, []string{"A=1"}) {
 		t.Errorf("fail %v, args %v", c.Fail, c.BuildArgs)
+	}
+	if want := [][2]string{{"tok", "s3 cret"}}; !cmp.Equal(c.Secrets, want) || c.Known != "a reason" {
+		t.Errorf("secrets %q, known %q", c.Secrets, c.Known)
 	}
 	if want := []archiveEntry{{typ: "file", name: "x", body: "hi there", mode: 0o640, uid: 7, gid: 8}}; !cmp.Equal(c.Archives["a.tar"], want, cmp.AllowUnexported(archiveEntry{})) {
 		t.Errorf("archive %+v, want %+v", c.Archives["a.tar"], want)
