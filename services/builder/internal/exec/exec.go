@@ -679,8 +679,6 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	return nil
 }
 
-// discardVolumeWrites drops what a RUN wrote inside volume mount points
-// from its upper directory, keeping the mount points.
 // secrets returns a RUN step's secret mounts with their values. A secret
 // the build lacks is no file, as in BuildKit, unless the mount requires
 // it: then the step fails naming it. Its env= variable is set, empty, as
@@ -704,6 +702,8 @@ func (r *run) secrets(st *plan.Step) ([]sandbox.Secret, error) {
 	return out, nil
 }
 
+// discardVolumeWrites drops what a RUN wrote inside volume mount points
+// from its upper directory, keeping the mount points.
 func discardVolumeWrites(upper string, vols []string) {
 	for _, v := range vols {
 		// Resolved inside the upper directory: the command may have planted
