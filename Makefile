@@ -96,7 +96,7 @@ bench-compare: ## Compare the last make bench with an earlier one: make bench-co
 	@test -n "$(OLD)" || { echo "usage: make bench-compare OLD.json" >&2; exit 2; }
 	@go run ./bench/cmd/benchreport compare $(OLD) $(BENCH_JSON)
 
-bench-build: build tools ## Builds of ../shared/bench (files, app): Strata, Docker classic and BuildKit interleaved, cold/warm/touch1, N runs (3)
+bench-build: build tools ## Builds of ../shared/bench (files, app) and bench/stages: Strata, Docker classic (not stages) and BuildKit interleaved, cold/warm/touch1, N runs (3)
 	@scripts/bench-build.sh $(or $(N),3)
 
 bench-blob: build ## 1 GiB up and down through the blob store on versitygw against minio-go with the same settings, unsigned and signed

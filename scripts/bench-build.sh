@@ -22,17 +22,23 @@
 #             `buildctl build` with the dockerfile frontend, busybox:bench
 #             given as an OCI layout named context, exported to its image
 #             store (type=image: layers gzip-compressed, default level).
+#             Its built-in Dockerfile frontend serves `# syntax=` (cmdline:
+#             no registry is reachable for the frontend image).
 #             Cold: a fresh daemon on an empty root.
+#
+# The workloads: files and app of ../shared/bench, and stages (bench/stages):
+# today's Dockerfile syntax, two independent stages and a cache mount, which
+# Docker's classic builder cannot build, so only Strata and BuildKit run it.
 #
 # Usage: scripts/bench-build.sh [N] [WORKLOADS]
 #   N           runs per scenario (default 3)
-#   WORKLOADS   "files app" (default), or one of them
+#   WORKLOADS   "files app stages" (default), or some of them
 # Needs make build, make tools (versitygw, buildkitd, buildctl), runc,
 # skopeo, docker.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-3}
-workloads=${2:-files app}
+workloads=${2:-files app stages}
 shared=${STRATA_SHARED:-$root/../shared}
 [ -d "$shared/bench" ] || shared=/work/shared
 bench=$shared/bench
@@ -45,6 +51,8 @@ strata=$root/bin/strata
 export XDG_CACHE_HOME=$work/client-cache
 systems=(strata docker buildkit)
 
+# num VALUE [UNIT]: VALUE to 3 decimals with UNIT, or "-" when it is nan.
+num() { if [ "$1" = nan ]; then echo -; else printf '%.3f%s' "$1" "${2:-}"; fi; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 # runs of "workload scenario system": one a line, in run order.
@@ -56,11 +64,26 @@ for w in $workloads; do
   case $w in
     files) [ -d "$work/ctx-files" ] || "$bench/make-context.sh" "$work/ctx-files" ;;
     app) [ -d "$work/ctx-app" ] || "$bench/app/make-context.sh" "$work/ctx-app" ;;
-    *) echo "unknown workload $w (files or app)" >&2; exit 2 ;;
+    stages) [ -d "$work/ctx-stages" ] || "$root/bench/stages/make-context.sh" "$work/ctx-stages" ;;
+    *) echo "unknown workload $w (files, app or stages)" >&2; exit 2 ;;
   esac
 done
-dockerfile() { if [ "$1" = files ]; then echo "$bench/Dockerfile"; else echo "$bench/app/Dockerfile"; fi; }
-touched() { if [ "$1" = files ]; then echo "$work/ctx-files/src/d1/f1.go"; else echo "$work/ctx-app/$(cat "$bench/app/touch1")"; fi; }
+dockerfile() {
+  case $1 in
+    files) echo "$bench/Dockerfile" ;;
+    app) echo "$bench/app/Dockerfile" ;;
+    stages) echo "$root/bench/stages/Dockerfile" ;;
+  esac
+}
+touched() {
+  case $1 in
+    files) echo "$work/ctx-files/src/d1/f1.go" ;;
+    app) echo "$work/ctx-app/$(cat "$bench/app/touch1")" ;;
+    stages) echo "$work/ctx-stages/$(cat "$root/bench/stages/touch1")" ;;
+  esac
+}
+# systems_of WORKLOAD: the systems that build it.
+systems_of() { if [ "$1" = stages ]; then echo strata buildkit; else echo "${systems[@]}"; fi; }
 
 # The base image, for each system: Docker imports the rootfs; BuildKit reads
 # Docker's image as an OCI layout; Strata imports it into each fresh stack.
@@ -121,6 +144,7 @@ buildkit_build() {
   df=$(dockerfile "$1")
   buildctl --addr "unix://$bk/sock" build --progress quiet --frontend dockerfile.v0 \
     --local "context=$work/ctx-$1" --local "dockerfile=$(dirname "$df")" --opt "filename=$(basename "$df")" \
+    --opt cmdline=docker/dockerfile:1 \
     --oci-layout "base=$work/base" --opt "context:busybox:bench=oci-layout://base@$base_digest" \
     --output "type=image,name=docker.io/library/bench-$1:buildkit" >"$bk/buildctl.log" 2>&1 ||
     { cat "$bk/buildctl.log" >&2; return 1; }
@@ -145,8 +169,10 @@ timed() {
 
 declare -A times # "workload scenario system" -> the runs' seconds, in run order
 for w in $workloads; do
+  read -ra sys_w <<<"$(systems_of "$w")"
   for r in $(seq 0 $((n - 1))); do
-    order=("${systems[@]:r%3}" "${systems[@]:0:r%3}")
+    k=${#sys_w[@]}
+    order=("${sys_w[@]:r%k}" "${sys_w[@]:0:r%k}")
     for scenario in cold warm touch1; do
       for sys in "${order[@]}"; do
         timed "$sys" "$w" "$scenario"
@@ -166,15 +192,17 @@ declare -A did=(
 declare -A target=(
   [files cold docker]="<= 0.35" [files warm docker]="<= 0.03" [files touch1 docker]="<= 0.15"
   [app cold buildkit]="<= 0.6" [app warm buildkit]="<= 0.25" [app touch1 buildkit]="<= 0.6"
+  [stages cold buildkit]="<= 0.8" [stages touch1 buildkit]="<= 0.8"
 )
 printf '%-6s %-7s %10s %10s %10s %14s %16s\n' workload scenario strata docker buildkit strata/docker strata/buildkit
 for w in $workloads; do
+  read -ra sys_w <<<"$(systems_of "$w")"
   for scenario in cold warm touch1; do
-    declare -A med=() ratio=()
-    for sys in "${systems[@]}"; do
+    declare -A med=([docker]=nan) ratio=([docker]=nan)
+    for sys in "${sys_w[@]}"; do
       med[$sys]=$(runs "$w $scenario $sys" | median)
     done
-    for peer in docker buildkit; do
+    for peer in "${sys_w[@]:1}"; do
       ratio[$peer]=$(paste <(runs "$w $scenario strata") <(runs "$w $scenario $peer") |
         awk '{printf "%.6f\n", $1 / $2}' | median)
       if [ -n "${STRATA_BENCH_RESULTS:-}" ]; then
@@ -186,7 +214,8 @@ for w in $workloads; do
             ratio: $ratio, target: $target, runs: $runs}' >>"$STRATA_BENCH_RESULTS"
       fi
     done
-    printf '%-6s %-7s %9.3fs %9.3fs %9.3fs %14.3f %16.3f\n' "$w" "$scenario" "${med[strata]}" "${med[docker]}" \
-      "${med[buildkit]}" "${ratio[docker]}" "${ratio[buildkit]}"
+    # Docker's columns are "-" for a workload it cannot build.
+    printf '%-6s %-7s %9.3fs %10s %9.3fs %14s %16.3f\n' "$w" "$scenario" "${med[strata]}" \
+      "$(num "${med[docker]}" s)" "${med[buildkit]}" "$(num "${ratio[docker]}")" "${ratio[buildkit]}"
   done
 done
