@@ -390,19 +390,7 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 			if _, err := c.mkdirAll(cp.Dest); err != nil {
 				return "", err
 			}
-			err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return err
-				}
-				if err := c.ctx.Err(); err != nil {
-					return err
-				}
-				rel, _ := filepath.Rel(host, p)
-				if rel == "." {
-					return nil
-				}
-				return c.hostEntry(p, path.Join(cp.Dest, filepath.ToSlash(rel)))
-			})
+			err = c.hostTree(host, cp)
 		} else {
 			err = c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
 		}
@@ -416,6 +404,45 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 		hashes = append(hashes, h)
 	}
 	return combine(hashes), nil
+}
+
+// hostTree copies what is under the directory host of a source root (what
+// --exclude keeps) into cp.Dest.
+func (c *copier) hostTree(host string, cp *plan.Copy) error {
+	type entry struct {
+		rel string
+		dir bool
+	}
+	var all []entry
+	err := filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(host, p)
+		if rel == "." {
+			rel = ""
+		}
+		all = append(all, entry{filepath.ToSlash(rel), d.IsDir()})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range plan.Filter(cp.Excluder, all, func(e entry) (string, bool) { return e.rel, e.dir }) {
+		if e.rel == "" {
+			continue
+		}
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.hostEntry(filepath.Join(host, e.rel), path.Join(cp.Dest, e.rel)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // hostEntry copies one file, directory or symlink of a source root to dst.

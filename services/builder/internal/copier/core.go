@@ -94,19 +94,28 @@ type target struct {
 
 // targets lists where the entries of the context source f land, in the
 // context's walk order: a directory's entries (not the directory itself)
-// below cp.Dest, or the file at its destination. destIsDir reports whether
+// below cp.Dest that --exclude keeps, or the file at its destination. destIsDir reports whether
 // cp.Dest is a directory in the root; it is asked only for a single file.
 func targets(bctx *buildctx.Context, cp *plan.Copy, f plan.Source, destIsDir func() (bool, error)) ([]target, error) {
 	e := f.Entry
 	if e.Mode.IsDir() {
+		var all []*buildctx.Entry
+		if err := bctx.Walk(e.Path, func(x *buildctx.Entry) error { all = append(all, x); return nil }); err != nil {
+			return nil, err
+		}
+		all = plan.Filter(cp.Excluder, all, func(x *buildctx.Entry) (string, bool) {
+			if x == e {
+				return "", true
+			}
+			return relTo(e.Path, x.Path), x.Mode.IsDir()
+		})
 		var out []target
-		err := bctx.Walk(e.Path, func(x *buildctx.Entry) error {
+		for _, x := range all {
 			if x != e {
 				out = append(out, target{dst: path.Join(cp.Dest, relTo(e.Path, x.Path)), e: x})
 			}
-			return nil
-		})
-		return out, err
+		}
+		return out, nil
 	}
 	name := path.Base(e.Path)
 	if f.Name != "" {

@@ -99,6 +99,9 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	}
 	h.String(string(cache.Sources(files)))
 	h.String(cp.Chown)
+	if len(cp.Exclude) > 0 {
+		h.String("exclude").Strings(cp.Exclude)
+	}
 	if cp.Chmod != nil {
 		h.Int(int64(*cp.Chmod))
 	}
@@ -111,7 +114,7 @@ func (cp *Copy) contextFiles(f Source) []cache.File {
 	if cp.context == nil || isURL(f.Src) {
 		return cp.walkFiles(f)
 	}
-	key := fmt.Sprintf("files\x00%s\x00%s\x00%t", f.Src, f.Entry.Path, f.Unpack)
+	key := fmt.Sprintf("files\x00%s\x00%s\x00%t\x00%q", f.Src, f.Entry.Path, f.Unpack, cp.Exclude)
 	return cp.context.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
 }
 
@@ -128,10 +131,28 @@ func (cp *Copy) walkFiles(f Source) []cache.File {
 		return out
 	}
 	root := f.Entry.Path
-	_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) {
+	for _, e := range cp.walkSource(f.Entry) {
 		add(strings.TrimPrefix(strings.TrimPrefix(e.Path, root), "/"), e)
-	})
+	}
 	return out
+}
+
+// walkSource lists a directory source and everything under it that
+// --exclude keeps, in walk order.
+func (cp *Copy) walkSource(src *buildctx.Entry) []*buildctx.Entry {
+	var all []*buildctx.Entry
+	_ = cp.ctxWalk(src, func(e *buildctx.Entry) { all = append(all, e) })
+	return Filter(cp.Excluder, all, func(e *buildctx.Entry) (string, bool) {
+		return relPath(src.Path, e.Path), e.Mode.IsDir()
+	})
+}
+
+// relPath is the context path p relative to the context directory root.
+func relPath(root, p string) string {
+	if root == "." {
+		return p
+	}
+	return strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
 }
 
 // ctxWalk is set by the planner to walk the build context.
@@ -157,16 +178,16 @@ func (cp *Copy) keyHash() string {
 		case f.Entry.Mode.IsDir():
 			hash := func() any {
 				var subs []string
-				_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) {
+				for _, e := range cp.walkSource(f.Entry) {
 					if e != f.Entry {
 						subs = append(subs, fileHash(e))
 					}
-				})
+				}
 				slices.Sort(subs)
 				return "dir:" + digest.FromString(strings.Join(subs, ",")).Encoded()
 			}
 			if cp.context != nil {
-				hashes = append(hashes, cp.context.Memo("dirhash\x00"+f.Entry.Path, hash).(string))
+				hashes = append(hashes, cp.context.Memo(fmt.Sprintf("dirhash\x00%s\x00%q", f.Entry.Path, cp.Exclude), hash).(string))
 			} else {
 				hashes = append(hashes, hash().(string))
 			}

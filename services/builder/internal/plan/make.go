@@ -215,7 +215,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			}
 			stp.Kind, stp.Workdir = KindWorkdir, commit.WorkingDir
 		case *instructions.CopyCommand:
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns}, i)
 			if err != nil {
 				return nil, err
 			}
@@ -225,7 +225,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			if c.Checksum != "" {
 				return nil, dockerfile.Errorf(cmd, "ADD --checksum is not supported by this builder")
 			}
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, add: true}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, add: true}, i)
 			if err != nil {
 				return nil, err
 			}
@@ -305,6 +305,7 @@ type copyInstruction struct {
 	cmd                instructions.Command
 	sd                 instructions.SourcesAndDest
 	from, chown, chmod string // --from (COPY only), --chown, --chmod
+	exclude            []string
 	add                bool
 }
 
@@ -312,7 +313,12 @@ type copyInstruction struct {
 func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyInstruction, stage int) (*Copy, error) {
 	cmd, sd, from, chown, chmod, add := in.cmd, in.sd, in.from, in.chown, in.chmod, in.add
 	name := strings.ToUpper(cmd.Name())
-	cp := &Copy{Add: add, Chown: chown, Paths: slices.Clone(sd.SourcePaths)}
+	cp := &Copy{Add: add, Chown: chown, Paths: slices.Clone(sd.SourcePaths), Exclude: slices.Clone(in.exclude)}
+	x, err := NewExcluder(cp.Exclude)
+	if err != nil {
+		return nil, dockerfile.Errorf(cmd, "%s --exclude: %v", name, err)
+	}
+	cp.Excluder = x
 	if chmod != "" {
 		m, err := strconv.ParseUint(chmod, 8, 32)
 		if err != nil || m > 0o7777 {

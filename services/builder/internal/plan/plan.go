@@ -117,9 +117,13 @@ type Copy struct {
 	DestDir   bool   // the destination is a directory (ends in "/" or many sources)
 	Chown     string
 	Chmod     *fs.FileMode
-	Hash      string // "file:…", "dir:…" or "multi:…", for history
-	walk      func(dir string, fn func(*buildctx.Entry)) error
-	context   *buildctx.Context
+	// Exclude are the --exclude patterns, and Excluder what they leave
+	// out of each source.
+	Exclude  []string
+	Excluder *Excluder
+	Hash     string // "file:…", "dir:…" or "multi:…", for history
+	walk     func(dir string, fn func(*buildctx.Entry)) error
+	context  *buildctx.Context
 }
 
 // Source is one top-level source of a COPY or ADD from the context (or a

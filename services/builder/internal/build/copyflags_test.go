@@ -1,0 +1,63 @@
+package build
+
+import (
+	"testing"
+)
+
+// copyFlagsContext is the context the COPY flag tests copy from.
+func copyFlagsContext() []ctxFile {
+	return []ctxFile{
+		{path: "src", dir: true, mode: 0o755},
+		{path: "src/main.go", body: "package main\n"},
+		{path: "src/notes.md", body: "notes\n"},
+		{path: "src/lib", dir: true, mode: 0o755},
+		{path: "src/lib/lib.go", body: "package lib\n"},
+		{path: "src/lib/README.md", body: "readme\n"},
+		{path: "src/docs", dir: true, mode: 0o700},
+		{path: "src/docs/a.md", body: "a\n"},
+		{path: "top.md", body: "top\n"},
+	}
+}
+
+// checkFiles fails the test for each path of present the image's files
+// lack, and each of absent they hold.
+func checkFiles(t *testing.T, got map[string]string, present, absent []string) {
+	t.Helper()
+	for _, p := range present {
+		if _, ok := got[p]; !ok {
+			t.Errorf("%s missing", p)
+		}
+	}
+	for _, p := range absent {
+		if _, ok := got[p]; ok {
+			t.Errorf("%s copied, want it left out", p)
+		}
+	}
+}
+
+// COPY and ADD --exclude leave out what the patterns match below each
+// source (never the source itself), from the context, both ways a COPY
+// takes, and from a stage.
+func TestCopyExclude(t *testing.T) {
+	for _, intoMounts := range []bool{false, true} {
+		e := newEnv(t)
+		e.b.copyIntoMounts = intoMounts
+		e.importBase("busybox:latest", busyboxLike())
+		res, _ := e.mustBuild(`FROM busybox AS s
+COPY --exclude=*.md --exclude=docs src /a/
+ADD --exclude=**/*.go src /b/
+COPY --exclude=*.md *.md /c/
+COPY --exclude=docs --exclude=!docs/a.md --exclude=lib/*.md src /d
+FROM s
+COPY --from=s --exclude=lib /a /e
+`, e.context(copyFlagsContext()))
+		got := e.files(e.image(res.ImageID))
+		checkFiles(t, got,
+			[]string{"a/main.go", "a/lib/lib.go", "a/lib/README.md", "b/notes.md", "b/lib/README.md", "b/docs/a.md",
+				"c/top.md", "d/main.go", "d/notes.md", "d/docs/a.md", "d/lib/lib.go", "e/main.go"},
+			[]string{"a/notes.md", "a/docs", "b/main.go", "b/lib/lib.go", "d/lib/README.md", "e/lib"})
+		if got["d/docs"][:10] != "drwx------" {
+			t.Errorf("into mounts %v: d/docs = %q, want the source directory's mode (it holds a file a ! pattern keeps)", intoMounts, got["d/docs"])
+		}
+	}
+}
