@@ -61,3 +61,31 @@ COPY --from=s --exclude=lib /a /e
 		}
 	}
 }
+
+// COPY --parents keeps the sources' directories relative to the context
+// root, or to a "/./" in the source, from the context and from a stage.
+func TestCopyParents(t *testing.T) {
+	for _, intoMounts := range []bool{false, true} {
+		e := newEnv(t)
+		e.b.copyIntoMounts = intoMounts
+		e.importBase("busybox:latest", busyboxLike())
+		res, _ := e.mustBuild(`FROM busybox AS s
+COPY --parents src/lib/lib.go top.md /a/
+WORKDIR /w
+COPY --parents src/*/*.md .
+COPY --parents src/./lib /b
+COPY --parents --exclude=**/*.md src/./docs src/./lib /c/
+FROM s
+COPY --from=s --parents /w/src/./docs /a/./src/lib /d/
+`, e.context(copyFlagsContext()))
+		got := e.files(e.image(res.ImageID))
+		checkFiles(t, got,
+			[]string{"a/src/lib/lib.go", "a/top.md", "w/src/lib/README.md", "w/src/docs/a.md", "b/lib/lib.go", "b/lib/README.md",
+				"c/lib/lib.go", "d/docs/a.md", "d/src/lib/lib.go"},
+			[]string{"a/src/main.go", "a/src/lib/README.md", "w/src/main.go", "w/src/notes.md", "w/src/lib/lib.go", "b/src", "b/main.go",
+				"c/docs/a.md", "c/lib/README.md", "d/w"})
+		if got["w/src/docs"][:10] != "drwx------" {
+			t.Errorf("into mounts %v: w/src/docs = %q, want the source directory's mode", intoMounts, got["w/src/docs"])
+		}
+	}
+}

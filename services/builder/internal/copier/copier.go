@@ -358,6 +358,9 @@ func setMtime(host string, t time.Time) error {
 // --from), keeping their owners unless --chown is given, as Docker does. It
 // returns the history hash of what it copied.
 func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
+	if cp.Parents {
+		return c.parentsFromRoot(srcRoot, cp)
+	}
 	var hashes []string
 	var srcs []string
 	for _, s := range cp.Paths {
@@ -390,7 +393,7 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 			if _, err := c.mkdirAll(cp.Dest); err != nil {
 				return "", err
 			}
-			err = c.hostTree(host, cp)
+			err = c.hostTree(host, cp, "")
 		} else {
 			err = c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
 		}
@@ -407,8 +410,8 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 }
 
 // hostTree copies what is under the directory host of a source root (what
-// --exclude keeps) into cp.Dest.
-func (c *copier) hostTree(host string, cp *plan.Copy) error {
+// --exclude keeps and include selects) into cp.Dest.
+func (c *copier) hostTree(host string, cp *plan.Copy, include string) error {
 	type entry struct {
 		rel string
 		dir bool
@@ -431,7 +434,7 @@ func (c *copier) hostTree(host string, cp *plan.Copy) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range plan.Filter(cp.Excluder, all, func(e entry) (string, bool) { return e.rel, e.dir }) {
+	for _, e := range plan.Filter(cp.Excluder, include, all, func(e entry) (string, bool) { return e.rel, e.dir }) {
 		if e.rel == "" {
 			continue
 		}
@@ -443,6 +446,49 @@ func (c *copier) hostTree(host string, cp *plan.Copy) error {
 		}
 	}
 	return nil
+}
+
+// parentsFromRoot carries out a COPY --from --parents: each source's
+// directory (each match, when it has wildcards) is copied into cp.Dest for
+// what its pattern selects. Its history hash covers the sources as written.
+func (c *copier) parentsFromRoot(srcRoot string, cp *plan.Copy) (string, error) {
+	for _, s := range cp.Paths {
+		dir, pattern := plan.SplitParents(s)
+		dirs := []string{dir}
+		if strings.ContainsAny(dir, "*?[") {
+			var err error
+			if dirs, err = globIn(srcRoot, dir); err != nil {
+				return "", err
+			}
+		} else if !strings.ContainsAny(pattern, "*?[") {
+			host, err := securejoin.SecureJoin(srcRoot, path.Join(dir, pattern))
+			if err != nil {
+				return "", err
+			}
+			if _, err := os.Lstat(host); err != nil {
+				return "", errdefs.NotFound("COPY --from --parents: %s: not found in the source image", path.Join(dir, pattern))
+			}
+		}
+		for _, d := range dirs {
+			host, err := securejoin.SecureJoin(srcRoot, d)
+			if err != nil {
+				return "", err
+			}
+			if fi, err := os.Stat(host); err != nil || !fi.IsDir() {
+				if len(dirs) > 1 || d != dir {
+					continue
+				}
+				return "", errdefs.NotFound("COPY --from --parents: %s: not a directory in the source image", d)
+			}
+			if _, err := c.mkdirAll(cp.Dest); err != nil {
+				return "", err
+			}
+			if err := c.hostTree(host, cp, pattern); err != nil {
+				return "", err
+			}
+		}
+	}
+	return joinHash("multi", cp.Paths), nil
 }
 
 // hostEntry copies one file, directory or symlink of a source root to dst.

@@ -103,7 +103,7 @@ func targets(bctx *buildctx.Context, cp *plan.Copy, f plan.Source, destIsDir fun
 		if err := bctx.Walk(e.Path, func(x *buildctx.Entry) error { all = append(all, x); return nil }); err != nil {
 			return nil, err
 		}
-		all = plan.Filter(cp.Excluder, all, func(x *buildctx.Entry) (string, bool) {
+		all = plan.Filter(cp.Excluder, f.Include, all, func(x *buildctx.Entry) (string, bool) {
 			if x == e {
 				return "", true
 			}

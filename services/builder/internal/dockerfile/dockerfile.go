@@ -215,9 +215,6 @@ func checkCommand(cmd instructions.Command) error {
 		if c.Link {
 			return Errorf(cmd, "COPY --link is not supported by this builder")
 		}
-		if c.Parents {
-			return Errorf(cmd, "COPY --parents is not supported by this builder")
-		}
 	case *instructions.AddCommand:
 		if c.Link {
 			return Errorf(cmd, "ADD --link is not supported by this builder")

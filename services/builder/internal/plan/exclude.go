@@ -33,12 +33,20 @@ func NewExcluder(patterns []string) (*Excluder, error) {
 	return &Excluder{pm: pm}, nil
 }
 
-// Filter returns the entries the patterns keep. entries are everything
-// under one top-level source, parents before their children, and rel gives
-// an entry's path relative to that source ("" for the source itself) and
-// whether it is a directory.
-func Filter[T any](x *Excluder, entries []T, rel func(T) (string, bool)) []T {
-	if x == nil {
+// Filter returns the entries the patterns keep, and that include (a
+// COPY --parents source's pattern; "" for everything) selects. entries
+// are everything under one top-level source, parents before their
+// children, and rel gives an entry's path relative to that source ("" for
+// the source itself) and whether it is a directory. As in BuildKit's copy,
+// a directory include does not select is copied only for what it holds
+// that is selected, and the patterns of include select what they match and
+// everything under it.
+func Filter[T any](x *Excluder, include string, entries []T, rel func(T) (string, bool)) []T {
+	var inc *patternmatcher.PatternMatcher
+	if include != "" {
+		inc, _ = patternmatcher.New([]string{include}) // checked by Make
+	}
+	if x == nil && inc == nil {
 		return entries
 	}
 	// keep is set on what is copied, and on an excluded directory that
@@ -46,7 +54,7 @@ func Filter[T any](x *Excluder, entries []T, rel func(T) (string, bool)) []T {
 	keep := make([]bool, len(entries))
 	index := map[string]int{}
 	gone := map[string]bool{} // excluded directories not looked into
-	exclusions := x.pm.Exclusions()
+	exclusions := x != nil && x.pm.Exclusions()
 	for i, e := range entries {
 		p, dir := rel(e)
 		if p == "" || p == "." {
@@ -60,12 +68,20 @@ func Filter[T any](x *Excluder, entries []T, rel func(T) (string, bool)) []T {
 			}
 			continue
 		}
-		m, err := x.pm.MatchesOrParentMatches(p)
-		excluded := err == nil && m
+		excluded := false
+		if x != nil {
+			m, err := x.pm.MatchesOrParentMatches(p)
+			excluded = err == nil && m
+		}
+		selected := true
+		if inc != nil {
+			m, err := inc.MatchesOrParentMatches(p)
+			selected = err == nil && m
+		}
 		if dir {
 			index[p] = i
 		}
-		if !excluded {
+		if selected && !excluded {
 			keep[i] = true
 			// An excluded directory above it is copied for it.
 			for d := path.Dir(p); d != "."; d = path.Dir(d) {
@@ -77,7 +93,7 @@ func Filter[T any](x *Excluder, entries []T, rel func(T) (string, bool)) []T {
 			}
 			continue
 		}
-		if dir && !exclusions {
+		if excluded && dir && !exclusions {
 			gone[p] = true
 		}
 	}
@@ -89,3 +105,19 @@ func Filter[T any](x *Excluder, entries []T, rel func(T) (string, bool)) []T {
 	}
 	return out
 }
+
+// SplitParents splits a COPY --parents source as BuildKit does: at its
+// first "/./" into the directory the copied paths are kept relative to and
+// the pattern of what is copied; without one, the root and the whole
+// source. The pattern is clean and relative ("" for everything).
+func SplitParents(src string) (dir, pattern string) {
+	dir, pattern, ok := strings.Cut(src, "/./")
+	if !ok {
+		dir, pattern = "/", src
+	}
+	pattern = strings.TrimPrefix(path.Clean("/"+pattern), "/")
+	return path.Clean("/" + dir), pattern
+}
+
+// hasWildcards reports whether a path has pattern characters.
+func hasWildcards(p string) bool { return strings.ContainsAny(p, "*?[") }

@@ -40,7 +40,7 @@ func TestFilter(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got []string
-		for _, e := range Filter(x, tree, func(e entry) (string, bool) { return e.rel, e.dir }) {
+		for _, e := range Filter(x, "", tree, func(e entry) (string, bool) { return e.rel, e.dir }) {
 			got = append(got, e.rel)
 		}
 		if diff := cmp.Diff(tc.want, got); diff != "" {

@@ -102,6 +102,14 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	if len(cp.Exclude) > 0 {
 		h.String("exclude").Strings(cp.Exclude)
 	}
+	if cp.Parents {
+		h.String("parents")
+		for _, f := range cp.Sources {
+			if f.Entry != nil {
+				h.String(f.Entry.Path).String(f.Include)
+			}
+		}
+	}
 	if cp.Chmod != nil {
 		h.Int(int64(*cp.Chmod))
 	}
@@ -114,7 +122,7 @@ func (cp *Copy) contextFiles(f Source) []cache.File {
 	if cp.context == nil || isURL(f.Src) {
 		return cp.walkFiles(f)
 	}
-	key := fmt.Sprintf("files\x00%s\x00%s\x00%t\x00%q", f.Src, f.Entry.Path, f.Unpack, cp.Exclude)
+	key := fmt.Sprintf("files\x00%s\x00%s\x00%t\x00%q\x00%s", f.Src, f.Entry.Path, f.Unpack, cp.Exclude, f.Include)
 	return cp.context.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
 }
 
@@ -131,7 +139,7 @@ func (cp *Copy) walkFiles(f Source) []cache.File {
 		return out
 	}
 	root := f.Entry.Path
-	for _, e := range cp.walkSource(f.Entry) {
+	for _, e := range cp.walkSource(f) {
 		add(strings.TrimPrefix(strings.TrimPrefix(e.Path, root), "/"), e)
 	}
 	return out
@@ -139,11 +147,11 @@ func (cp *Copy) walkFiles(f Source) []cache.File {
 
 // walkSource lists a directory source and everything under it that
 // --exclude keeps, in walk order.
-func (cp *Copy) walkSource(src *buildctx.Entry) []*buildctx.Entry {
+func (cp *Copy) walkSource(f Source) []*buildctx.Entry {
 	var all []*buildctx.Entry
-	_ = cp.ctxWalk(src, func(e *buildctx.Entry) { all = append(all, e) })
-	return Filter(cp.Excluder, all, func(e *buildctx.Entry) (string, bool) {
-		return relPath(src.Path, e.Path), e.Mode.IsDir()
+	_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) { all = append(all, e) })
+	return Filter(cp.Excluder, f.Include, all, func(e *buildctx.Entry) (string, bool) {
+		return relPath(f.Entry.Path, e.Path), e.Mode.IsDir()
 	})
 }
 
@@ -178,7 +186,7 @@ func (cp *Copy) keyHash() string {
 		case f.Entry.Mode.IsDir():
 			hash := func() any {
 				var subs []string
-				for _, e := range cp.walkSource(f.Entry) {
+				for _, e := range cp.walkSource(f) {
 					if e != f.Entry {
 						subs = append(subs, fileHash(e))
 					}
@@ -187,7 +195,7 @@ func (cp *Copy) keyHash() string {
 				return "dir:" + digest.FromString(strings.Join(subs, ",")).Encoded()
 			}
 			if cp.context != nil {
-				hashes = append(hashes, cp.context.Memo(fmt.Sprintf("dirhash\x00%s\x00%q", f.Entry.Path, cp.Exclude), hash).(string))
+				hashes = append(hashes, cp.context.Memo(fmt.Sprintf("dirhash\x00%s\x00%q\x00%s", f.Entry.Path, cp.Exclude, f.Include), hash).(string))
 			} else {
 				hashes = append(hashes, hash().(string))
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/patternmatcher"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
@@ -215,7 +216,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			}
 			stp.Kind, stp.Workdir = KindWorkdir, commit.WorkingDir
 		case *instructions.CopyCommand:
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, parents: c.Parents}, i)
 			if err != nil {
 				return nil, err
 			}
@@ -306,7 +307,7 @@ type copyInstruction struct {
 	sd                 instructions.SourcesAndDest
 	from, chown, chmod string // --from (COPY only), --chown, --chmod
 	exclude            []string
-	add                bool
+	add, parents       bool
 }
 
 // copyPlan resolves a COPY or ADD of stage, with st the state before it.
@@ -319,6 +320,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		return nil, dockerfile.Errorf(cmd, "%s --exclude: %v", name, err)
 	}
 	cp.Excluder = x
+	cp.Parents = in.parents
 	if chmod != "" {
 		m, err := strconv.ParseUint(chmod, 8, 32)
 		if err != nil || m > 0o7777 {
@@ -366,8 +368,15 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 			}
 			cp.FromImage = img
 		}
-		if nsrc > 1 && !cp.DestDir {
+		if nsrc > 1 && !cp.DestDir && !cp.Parents {
 			return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
+		}
+		if cp.Parents {
+			for _, src := range sd.SourcePaths {
+				if err := checkParents(src); err != nil {
+					return nil, dockerfile.Errorf(cmd, "%s --parents %s: %v", name, src, err)
+				}
+			}
 		}
 		cp.Hash = "from:" + from
 		return cp, nil
@@ -393,6 +402,14 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		if isURL(src) {
 			return nil, dockerfile.Errorf(cmd, "COPY source %q is a URL: use ADD to download", src)
 		}
+		if cp.Parents {
+			srcs, err := p.parentsSources(c, src)
+			if err != nil {
+				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s --parents %s: %w", dockerfile.Line(cmd), name, src, err)
+			}
+			cp.Sources = append(cp.Sources, srcs...)
+			continue
+		}
 		paths := []string{src}
 		if strings.ContainsAny(src, "*?[") {
 			var err error
@@ -415,11 +432,60 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 			cp.Sources = append(cp.Sources, f)
 		}
 	}
-	if len(cp.Sources) > 1 && !cp.DestDir {
+	if len(cp.Sources) > 1 && !cp.DestDir && !cp.Parents {
 		return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
 	}
 	cp.Hash = cp.keyHash()
 	return cp, nil
+}
+
+// parentsSources resolves a COPY --parents source of the context: the
+// directory its paths are kept relative to (each match, when it has
+// wildcards) with its pattern. As BuildKit requires, a source without
+// wildcards must exist.
+func (p *planner) parentsSources(c *buildctx.Context, src string) ([]Source, error) {
+	if err := checkParents(src); err != nil {
+		return nil, errdefs.InvalidArgument("%v", err)
+	}
+	dir, pattern := SplitParents(src)
+	dirs := []string{dir}
+	if hasWildcards(dir) {
+		var err error
+		if dirs, err = c.Match(dir); err != nil {
+			return nil, err
+		}
+	} else if !hasWildcards(pattern) {
+		if _, err := c.Resolve(path.Join(dir, pattern)); err != nil {
+			return nil, err
+		}
+	}
+	var out []Source
+	for _, d := range dirs {
+		e, err := c.Resolve(d)
+		if err != nil {
+			return nil, err
+		}
+		if !e.Mode.IsDir() {
+			if hasWildcards(dir) {
+				continue
+			}
+			return nil, errdefs.InvalidArgument("%s is not a directory", d)
+		}
+		out = append(out, Source{Src: src, Entry: e, Include: pattern})
+	}
+	return out, nil
+}
+
+// checkParents checks a COPY --parents source's pattern.
+func checkParents(src string) error {
+	_, pattern := SplitParents(src)
+	if pattern == "" {
+		return nil
+	}
+	if _, err := patternmatcher.New([]string{pattern}); err != nil {
+		return err
+	}
+	return nil
 }
 
 // download fetches an ADD source. The file gets the URL's last path element

@@ -121,9 +121,13 @@ type Copy struct {
 	// out of each source.
 	Exclude  []string
 	Excluder *Excluder
-	Hash     string // "file:…", "dir:…" or "multi:…", for history
-	walk     func(dir string, fn func(*buildctx.Entry)) error
-	context  *buildctx.Context
+	// Parents is COPY --parents: each source is a directory (the context
+	// root, a --from root, or what a "/./" ends) whose entries the source's
+	// pattern selects, copied below Dest at their paths relative to it.
+	Parents bool
+	Hash    string // "file:…", "dir:…" or "multi:…", for history
+	walk    func(dir string, fn func(*buildctx.Entry)) error
+	context *buildctx.Context
 }
 
 // Source is one top-level source of a COPY or ADD from the context (or a
@@ -134,4 +138,7 @@ type Source struct {
 	Data   []byte // heredoc content
 	Name   string // heredoc or URL file name
 	Unpack bool   // ADD of a local archive: extracted, not copied
+	// Include is a COPY --parents source's pattern: what of the
+	// directory Entry is copied, relative to it ("" for everything).
+	Include string
 }
