@@ -89,3 +89,31 @@ COPY --from=s --parents /w/src/./docs /a/./src/lib /d/
 		}
 	}
 }
+
+// --chmod takes chmod(1)'s symbolic modes, applied to each entry's own
+// mode, as BuildKit does.
+func TestCopyChmodSymbolic(t *testing.T) {
+	for _, intoMounts := range []bool{false, true} {
+		e := newEnv(t)
+		e.b.copyIntoMounts = intoMounts
+		e.importBase("busybox:latest", busyboxLike())
+		files := copyFlagsContext()
+		files = append(files, ctxFile{path: "run.sh", body: "#!/bin/sh\n", mode: 0o750})
+		res, _ := e.mustBuild(`FROM busybox AS s
+COPY --chmod=u+x,go-w top.md run.sh /a/
+COPY --chmod=a=rX src /b
+FROM s
+COPY --from=s --chmod=o+w /a/run.sh /c
+`, e.context(files))
+		got := e.files(e.image(res.ImageID))
+		for p, want := range map[string]string{
+			"a/top.md": "-rwxr--r--", "a/run.sh": "-rwxr-x---",
+			"b/main.go": "-r--r--r--", "b/docs": "dr-xr-xr-x",
+			"c": "-rwxr-x-w-",
+		} {
+			if v := got[p]; len(v) < 10 || v[:10] != want {
+				t.Errorf("into mounts %v: %s = %q, want mode %s", intoMounts, p, v, want)
+			}
+		}
+	}
+}

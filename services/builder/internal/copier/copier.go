@@ -33,7 +33,7 @@ func IntoRoot(ctx context.Context, root string, cp *plan.Copy, o Options) error 
 	if err != nil {
 		return err
 	}
-	c := &copier{root: root, chmod: cp.Chmod, own: own, store: o.Store, limits: o.Archives, ctx: ctx}
+	c := &copier{root: root, cp: cp, own: own, store: o.Store, limits: o.Archives, ctx: ctx}
 	for _, f := range cp.Sources {
 		if err := c.fromContext(cp, f, o.Context); err != nil {
 			return errdefs.New(errdefs.KindOf(err), "%s %s: %w", name(cp), f.Src, err)
@@ -50,7 +50,7 @@ func FromRoot(ctx context.Context, root, srcRoot string, cp *plan.Copy) (string,
 	if err != nil {
 		return "", err
 	}
-	c := &copier{root: root, chmod: cp.Chmod, own: own, ctx: ctx}
+	c := &copier{root: root, cp: cp, own: own, ctx: ctx}
 	return c.fromRoot(srcRoot, cp)
 }
 
@@ -66,7 +66,7 @@ func MkdirAll(root, dir string) error {
 type copier struct {
 	ctx    context.Context
 	root   string
-	chmod  *fs.FileMode
+	cp     *plan.Copy // its --chmod; nil for none
 	own    *owner
 	store  *buildctx.Store
 	limits compression.Limits
@@ -272,7 +272,7 @@ func (c *copier) entry(dst string, e *buildctx.Entry) error {
 	}
 }
 
-func (c *copier) mode(m fs.FileMode) fs.FileMode { return modeOf(m, c.chmod) }
+func (c *copier) mode(m fs.FileMode) fs.FileMode { return c.cp.Mode(m) }
 
 // parentOf creates the parent of dst and returns dst's host path, with the
 // last element not resolved (so an existing symlink there is replaced, not

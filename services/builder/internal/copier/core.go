@@ -6,7 +6,7 @@
 // build context as a tar straight from the context store (ContextLayer),
 // when the COPY's files all land where the parent's root has nothing yet.
 // Both take from this file where each entry lands (targets), its mode
-// (modeOf), its owner (ownerOf), its mtime (mtimeOf) and the directories
+// (plan.Copy.Mode), its owner (ownerOf), its mtime (mtimeOf) and the directories
 // made above it (dirMode, owned by the COPY's owner), so that they make the
 // same layer but for what a mount decides itself: directories' mtimes (a
 // mount's are when files were created in them) and the opaque markers
@@ -73,15 +73,6 @@ func (o *owner) or(def owner) owner {
 // dirMode is the mode of the directories a COPY creates above what it
 // copies, as Docker creates them; their owner is the COPY's owner.
 const dirMode fs.FileMode = 0o755
-
-// modeOf is the permission and special bits an entry of mode m gets:
-// --chmod's, or m's own.
-func modeOf(m fs.FileMode, chmod *fs.FileMode) fs.FileMode {
-	if chmod != nil {
-		return *chmod
-	}
-	return m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
-}
 
 // mtimeOf is the mtime a context entry keeps.
 func mtimeOf(e *buildctx.Entry) time.Time { return time.Unix(0, e.ModTimeNano) }

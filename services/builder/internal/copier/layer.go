@@ -291,7 +291,7 @@ func (p *layerPlanner) add(dst string, x *buildctx.Entry) error {
 	}
 }
 
-func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode { return modeOf(m, p.cp.Chmod) }
+func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode { return p.cp.Mode(m) }
 
 // tarMode is m's permission and special bits as a tar header has them.
 func tarMode(m fs.FileMode) int64 {

@@ -113,6 +113,9 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	if cp.Chmod != nil {
 		h.Int(int64(*cp.Chmod))
 	}
+	if cp.ChmodSymbolic != "" {
+		h.String("chmod").String(cp.ChmodSymbolic)
+	}
 	h.String(cp.Dest)
 	return h.Digest()
 }

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/patternmatcher"
+	mode "github.com/tonistiigi/dchapes-mode"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
@@ -322,12 +324,26 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 	cp.Excluder = x
 	cp.Parents = in.parents
 	if chmod != "" {
+		// As BuildKit: an octal mode, else a symbolic one (refused as
+		// not octal when it looks like a number).
 		m, err := strconv.ParseUint(chmod, 8, 32)
-		if err != nil || m > 0o7777 {
+		switch {
+		case err == nil && m > 0o7777:
 			return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755", name, chmod)
+		case err == nil:
+			mode := fs.FileMode(m & 0o777)
+			cp.Chmod = &mode
+		default:
+			set, perr := mode.Parse(chmod)
+			if perr != nil {
+				var ne *strconv.NumError
+				if errors.As(perr, &ne) {
+					return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755", name, chmod)
+				}
+				return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755 or a symbolic one such as u+x: %v", name, chmod, perr)
+			}
+			cp.ChmodSymbolic, cp.chmodSet = chmod, &set
 		}
-		mode := fs.FileMode(m & 0o777)
-		cp.Chmod = &mode
 	}
 	if chown != "" {
 		if _, _, err := splitChown(chown); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/opencontainers/go-digest"
+	mode "github.com/tonistiigi/dchapes-mode"
 
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
@@ -117,6 +118,11 @@ type Copy struct {
 	DestDir   bool   // the destination is a directory (ends in "/" or many sources)
 	Chown     string
 	Chmod     *fs.FileMode
+	// ChmodSymbolic is a --chmod in chmod(1)'s symbolic form (u+x,
+	// go-w, a=rX), applied to each entry's own mode; chmodSet is it
+	// parsed.
+	ChmodSymbolic string
+	chmodSet      *mode.Set
 	// Exclude are the --exclude patterns, and Excluder what they leave
 	// out of each source.
 	Exclude  []string
@@ -128,6 +134,22 @@ type Copy struct {
 	Hash    string // "file:…", "dir:…" or "multi:…", for history
 	walk    func(dir string, fn func(*buildctx.Entry)) error
 	context *buildctx.Context
+}
+
+// Mode is the permission and special bits an entry of mode m gets:
+// --chmod's, octal or applied to m as BuildKit applies a symbolic mode
+// (X sets x for a directory or what some x is set for already), or m's
+// own. A nil Copy has no --chmod.
+func (cp *Copy) Mode(m fs.FileMode) fs.FileMode {
+	special := fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+	switch {
+	case cp == nil:
+	case cp.Chmod != nil:
+		return *cp.Chmod
+	case cp.chmodSet != nil:
+		m = cp.chmodSet.Apply(m)
+	}
+	return m.Perm() | m&special
 }
 
 // Source is one top-level source of a COPY or ADD from the context (or a
