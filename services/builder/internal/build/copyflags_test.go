@@ -1,7 +1,16 @@
 package build
 
 import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/lib/errdefs"
 )
 
 // copyFlagsContext is the context the COPY flag tests copy from.
@@ -114,6 +123,39 @@ COPY --from=s --chmod=o+w /a/run.sh /c
 			if v := got[p]; len(v) < 10 || v[:10] != want {
 				t.Errorf("into mounts %v: %s = %q, want mode %s", intoMounts, p, v, want)
 			}
+		}
+	}
+}
+
+// ADD --checksum verifies a download: a mismatch fails naming the URL and
+// both digests; BuildKit's refusals for other sources hold.
+func TestAddChecksum(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	const body = "#!/bin/sh\necho tool\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+	defer srv.Close()
+	e.b.URLPolicy.AllowPrivate = true
+	url := srv.URL + "/tool.sh"
+	good := digest.FromString(body)
+	res, _ := e.mustBuild("FROM busybox\nADD --checksum="+good.String()+" "+url+" /tool.sh\n", nil)
+	if got := e.files(e.image(res.ImageID))["tool.sh"]; !strings.HasSuffix(got, body) {
+		t.Errorf("tool.sh = %q, want the download", got)
+	}
+	bad := digest.FromString("other")
+	_, _, err := e.build("FROM busybox\nADD --checksum="+bad.String()+" "+url+" /tool.sh\n", nil)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), url) ||
+		!strings.Contains(err.Error(), good.String()) || !strings.Contains(err.Error(), bad.String()) {
+		t.Errorf("ADD with a wrong checksum: err = %v, want FAILED_PRECONDITION naming the URL and both digests", err)
+	}
+	for df, want := range map[string]string{
+		"ADD --checksum=" + good.String() + " top.md /x":                  "checksum requires HTTP(S) or Git sources",
+		"ADD --checksum=" + good.String() + " " + url + " " + url + " /x/": "checksum can't be specified for multiple sources",
+		"ADD --checksum=sha256:xyz " + url + " /x":                         "--checksum=sha256:xyz",
+	} {
+		_, _, err := e.build("FROM busybox\n"+df+"\n", e.context(copyFlagsContext()))
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want INVALID_ARGUMENT saying %q", df, err, want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/patternmatcher"
+	"github.com/opencontainers/go-digest"
 	mode "github.com/tonistiigi/dchapes-mode"
 
 	"github.com/strata-build/strata/lib/errdefs"
@@ -225,10 +227,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			stp.Kind, stp.Copy = KindCopy, cp
 			commit = dockerfile.Commit{ContainerCmd: st.NopString(CopyComment("COPY", cp))}
 		case *instructions.AddCommand:
-			if c.Checksum != "" {
-				return nil, dockerfile.Errorf(cmd, "ADD --checksum is not supported by this builder")
-			}
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, add: true}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, add: true}, i)
 			if err != nil {
 				return nil, err
 			}
@@ -309,6 +308,7 @@ type copyInstruction struct {
 	sd                 instructions.SourcesAndDest
 	from, chown, chmod string // --from (COPY only), --chown, --chmod
 	exclude            []string
+	checksum           string // ADD --checksum
 	add, parents       bool
 }
 
@@ -367,6 +367,20 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 	if nsrc == 0 {
 		return nil, dockerfile.Errorf(cmd, "%s needs a source", name)
 	}
+	var checksum digest.Digest
+	if in.checksum != "" {
+		// BuildKit's rules and words.
+		if len(sd.SourcePaths) != 1 {
+			return nil, dockerfile.Errorf(cmd, "checksum can't be specified for multiple sources")
+		}
+		if !isURL(sd.SourcePaths[0]) {
+			return nil, dockerfile.Errorf(cmd, "checksum requires HTTP(S) or Git sources")
+		}
+		var err error
+		if checksum, err = digest.Parse(in.checksum); err != nil {
+			return nil, dockerfile.Errorf(cmd, "ADD --checksum=%s: %v", in.checksum, err)
+		}
+	}
 
 	if from != "" {
 		from, err := dockerfile.ExpandMeta(p.df.Lex(), p.args, from)
@@ -411,6 +425,11 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 			f, err := p.download(ctx, src)
 			if err != nil {
 				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), src, err)
+			}
+			if checksum != "" {
+				if err := verify(f, src, checksum); err != nil {
+					return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), redact(src), err)
+				}
 			}
 			cp.Sources = append(cp.Sources, f)
 			continue
@@ -515,6 +534,28 @@ func (p *planner) download(ctx context.Context, url string) (Source, error) {
 		return Source{}, err
 	}
 	return Source{Src: url, Entry: e, Name: e.Path}, nil
+}
+
+// verify checks a download against ADD --checksum. The content store
+// knows each file's sha256 digest; another algorithm is refused.
+func verify(f Source, url string, want digest.Digest) error {
+	got := f.Entry.Digest
+	if want.Algorithm() != got.Algorithm() {
+		return errdefs.InvalidArgument("--checksum=%s: this builder verifies %s checksums only", want, got.Algorithm())
+	}
+	if got != want {
+		return errdefs.New(errdefs.ErrFailedPrecondition, "digest mismatch for %s: %s (expected: %s)", redact(url), got, want).WithReason("CHECKSUM_MISMATCH")
+	}
+	return nil
+}
+
+// redact hides a URL's password, for messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
 }
 
 func isURL(s string) bool {
