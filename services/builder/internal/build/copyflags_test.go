@@ -149,7 +149,7 @@ func TestAddChecksum(t *testing.T) {
 		t.Errorf("ADD with a wrong checksum: err = %v, want FAILED_PRECONDITION naming the URL and both digests", err)
 	}
 	for df, want := range map[string]string{
-		"ADD --checksum=" + good.String() + " top.md /x":                  "checksum requires HTTP(S) or Git sources",
+		"ADD --checksum=" + good.String() + " top.md /x":                   "checksum requires HTTP(S) or Git sources",
 		"ADD --checksum=" + good.String() + " " + url + " " + url + " /x/": "checksum can't be specified for multiple sources",
 		"ADD --checksum=sha256:xyz " + url + " /x":                         "--checksum=sha256:xyz",
 	} {
