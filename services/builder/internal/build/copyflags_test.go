@@ -159,3 +159,32 @@ func TestAddChecksum(t *testing.T) {
 		}
 	}
 }
+
+// COPY --link makes its layer on its own: its files land as in an empty
+// root (a symlink or a directory below does not redirect them), and the
+// layer holds only what the COPY made.
+func TestCopyLink(t *testing.T) {
+	for _, intoMounts := range []bool{false, true} {
+		e := newEnv(t)
+		e.b.copyIntoMounts = intoMounts
+		e.importBase("busybox:latest", append(busyboxLike(),
+			tarFile{name: "data/", dir: true, mode: 0o755}, tarFile{name: "dst/", dir: true, mode: 0o755},
+			tarFile{name: "app", link: "/data", mode: 0o777}))
+		res, _ := e.mustBuild(`FROM busybox
+COPY --link --chown=1000:1000 top.md /app/
+COPY --link src/lib /dst
+`, e.context(copyFlagsContext()))
+		img := e.image(res.ImageID)
+		got := e.files(img)
+		checkFiles(t, got, []string{"app/top.md", "dst/lib.go", "dst/README.md"}, []string{"data/top.md", "dst/lib/lib.go"})
+		if v := got["app/top.md"]; len(v) < 21 || v[11:20] != "1000:1000" {
+			t.Errorf("into mounts %v: app/top.md = %q, want it owned by 1000:1000", intoMounts, v)
+		}
+	}
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	_, _, err := e.build("FROM busybox\nCOPY --link --chown=app top.md /x\n", e.context(copyFlagsContext()))
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "can't be resolved when used with --link") {
+		t.Errorf("COPY --link --chown=app: err = %v, want BuildKit's refusal", err)
+	}
+}

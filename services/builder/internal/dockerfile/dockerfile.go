@@ -211,14 +211,7 @@ func checkCommand(cmd instructions.Command) error {
 				return Errorf(cmd, "RUN --%s is not supported by this builder", f)
 			}
 		}
-	case *instructions.CopyCommand:
-		if c.Link {
-			return Errorf(cmd, "COPY --link is not supported by this builder")
-		}
 	case *instructions.AddCommand:
-		if c.Link {
-			return Errorf(cmd, "ADD --link is not supported by this builder")
-		}
 		if c.KeepGitDir != nil {
 			return Errorf(cmd, "ADD --keep-git-dir is not supported by this builder")
 		}

@@ -113,6 +113,9 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	if cp.Chmod != nil {
 		h.Int(int64(*cp.Chmod))
 	}
+	if cp.Link {
+		h.String("link")
+	}
 	if cp.ChmodSymbolic != "" {
 		h.String("chmod").String(cp.ChmodSymbolic)
 	}

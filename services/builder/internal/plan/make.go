@@ -220,14 +220,14 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			}
 			stp.Kind, stp.Workdir = KindWorkdir, commit.WorkingDir
 		case *instructions.CopyCommand:
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, parents: c.Parents}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, parents: c.Parents, link: c.Link}, i)
 			if err != nil {
 				return nil, err
 			}
 			stp.Kind, stp.Copy = KindCopy, cp
 			commit = dockerfile.Commit{ContainerCmd: st.NopString(CopyComment("COPY", cp))}
 		case *instructions.AddCommand:
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, add: true}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, link: c.Link, add: true}, i)
 			if err != nil {
 				return nil, err
 			}
@@ -309,7 +309,7 @@ type copyInstruction struct {
 	from, chown, chmod string // --from (COPY only), --chown, --chmod
 	exclude            []string
 	checksum           string // ADD --checksum
-	add, parents       bool
+	add, parents, link bool
 }
 
 // copyPlan resolves a COPY or ADD of stage, with st the state before it.
@@ -346,10 +346,16 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		}
 	}
 	if chown != "" {
-		if _, _, err := splitChown(chown); err != nil {
+		u, g, err := splitChown(chown)
+		if err != nil {
 			return nil, dockerfile.Errorf(cmd, "%s --chown=%s: %v", name, chown, err)
 		}
+		if in.link && (!numeric(u) || g != "" && !numeric(g)) {
+			// BuildKit's words: the root the copy goes into is empty.
+			return nil, dockerfile.Errorf(cmd, "--chown=%s: user and group names can't be resolved when used with --link, use numeric uid[:gid] instead", chown)
+		}
 	}
+	cp.Link = in.link && chmod == ""
 	dest := sd.DestPath
 	cp.DestText = dest
 	cp.DestDir = strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.")
@@ -560,6 +566,12 @@ func redact(raw string) string {
 
 func isURL(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// numeric reports whether a --chown user or group is an ID.
+func numeric(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
 }
 
 // splitChown splits "user[:group]".

@@ -131,6 +131,10 @@ type Copy struct {
 	// root, a --from root, or what a "/./" ends) whose entries the source's
 	// pattern selects, copied below Dest at their paths relative to it.
 	Parents bool
+	// Link is COPY or ADD --link (without --chmod, as BuildKit links
+	// only then): the copy is made into an empty root and its layer put
+	// over the ones below.
+	Link    bool
 	Hash    string // "file:…", "dir:…" or "multi:…", for history
 	walk    func(dir string, fn func(*buildctx.Entry)) error
 	context *buildctx.Context
