@@ -2,6 +2,7 @@ package plan
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
 )
@@ -89,5 +91,47 @@ func TestCopyExcludeKey(t *testing.T) {
 	}
 	if k := key("COPY app /app", "a", "b"); k == base {
 		t.Errorf("no --exclude, same key")
+	}
+}
+
+func TestSplitParents(t *testing.T) {
+	for _, tc := range []struct{ src, dir, pattern string }{
+		{"a/b/c.txt", "/", "a/b/c.txt"},
+		{"a/./b/c", "/a", "b/c"},
+		{"/test/a/./b/./c", "/test/a", "b/c"},
+		{"a/b/.", "/", "a/b"},
+		{"./x", "/", "x"},
+		{"a/b*/./c/**/e", "/a/b*", "c/**/e"},
+	} {
+		dir, pattern := SplitParents(tc.src)
+		if dir != tc.dir || pattern != tc.pattern {
+			t.Errorf("SplitParents(%q) = %q, %q, want %q, %q", tc.src, dir, pattern, tc.dir, tc.pattern)
+		}
+	}
+}
+
+// A COPY --parents source without wildcards must exist, as BuildKit
+// requires; one with wildcards may match nothing.
+func TestCopyParentsSources(t *testing.T) {
+	plan := func(src string) error {
+		df, err := dockerfile.Parse([]byte("FROM busybox\n" + src + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := testContext()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": busybox()}})
+		return err
+	}
+	if err := plan("COPY --parents app/main.go app/./run.sh /x"); err != nil {
+		t.Errorf("COPY --parents of existing files: %v", err)
+	}
+	if err := plan("COPY --parents app/*.c /x/"); err != nil {
+		t.Errorf("COPY --parents of a wildcard that matches nothing: %v", err)
+	}
+	if err := plan("COPY --parents app/missing /x/"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("COPY --parents of a missing file: err = %v, want NOT_FOUND", err)
 	}
 }
