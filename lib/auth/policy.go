@@ -100,4 +100,9 @@ var policy = map[string]Role{
 	builderv1.BuildService_GetBuild_FullMethodName:    RoleRead,
 	builderv1.BuildService_WatchBuild_FullMethodName:  RoleRead,
 	builderv1.BuildService_CancelBuild_FullMethodName: RoleWrite,
+	// Cache mounts are shared by every build on a builder: listing them
+	// tells only ids and sizes, but removing them takes from every build
+	// what it relies on, an operator's job.
+	builderv1.BuildService_ListCacheMounts_FullMethodName:  RoleRead,
+	builderv1.BuildService_PruneCacheMounts_FullMethodName: RoleAdmin,
 }

@@ -44,6 +44,19 @@ type fakeServices struct {
 	pull       *builderv1.PullResult
 	push       *builderv1.PushResult
 	block      chan struct{} // when set, streaming calls wait on it or their context
+
+	cacheMounts *builderv1.ListCacheMountsResponse
+	pruneMounts *builderv1.PruneCacheMountsResponse
+}
+
+func (f *fakeServices) ListCacheMounts(_ context.Context, req *builderv1.ListCacheMountsRequest) (*builderv1.ListCacheMountsResponse, error) {
+	f.record(req)
+	return f.cacheMounts, nil
+}
+
+func (f *fakeServices) PruneCacheMounts(_ context.Context, req *builderv1.PruneCacheMountsRequest) (*builderv1.PruneCacheMountsResponse, error) {
+	f.record(req)
+	return f.pruneMounts, nil
 }
 
 func (f *fakeServices) record(req any) {

@@ -120,6 +120,7 @@ func NewRoot(c *CLI) *cobra.Command {
 		newCompletionCommand(root),
 		newBlobCommand(c),
 		newBuildsCommand(c),
+		newBuilderCommand(c),
 	)
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetHelpCommand(newHelpCommand(root))

@@ -4049,6 +4049,307 @@ func (x *CancelBuildResponse) GetBuild() *Build {
 	return nil
 }
 
+// CacheMount is one directory of RUN --mount=type=cache on the builder.
+type CacheMount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cache's id: the mount's id=, or its target when it has none.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What filled the directory when it was made, for a mount with from=
+	// ("stage KEY PATH" or "image ID PATH"); empty when it started empty.
+	// The same id with different sources are different directories.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The bytes of the files it holds, as of its last use.
+	Size int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// When a step last released it.
+	LastUsed *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
+	// True while a RUN step uses it: a prune leaves it alone.
+	InUse         bool `protobuf:"varint,5,opt,name=in_use,json=inUse,proto3" json:"in_use,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheMount) Reset() {
+	*x = CacheMount{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheMount) ProtoMessage() {}
+
+func (x *CacheMount) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheMount.ProtoReflect.Descriptor instead.
+func (*CacheMount) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *CacheMount) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CacheMount) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *CacheMount) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CacheMount) GetLastUsed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsed
+	}
+	return nil
+}
+
+func (x *CacheMount) GetInUse() bool {
+	if x != nil {
+		return x.InUse
+	}
+	return false
+}
+
+// ListCacheMountsRequest asks for the builder's cache mounts.
+type ListCacheMountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCacheMountsRequest) Reset() {
+	*x = ListCacheMountsRequest{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCacheMountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCacheMountsRequest) ProtoMessage() {}
+
+func (x *ListCacheMountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCacheMountsRequest.ProtoReflect.Descriptor instead.
+func (*ListCacheMountsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{49}
+}
+
+// ListCacheMountsResponse lists the cache mounts.
+type ListCacheMountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cache mounts, most recently used first.
+	CacheMounts []*CacheMount `protobuf:"bytes,1,rep,name=cache_mounts,json=cacheMounts,proto3" json:"cache_mounts,omitempty"`
+	// The bytes they hold in all: the size the builder's --cache-mount-bytes
+	// holds them to.
+	TotalSize     int64 `protobuf:"varint,2,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCacheMountsResponse) Reset() {
+	*x = ListCacheMountsResponse{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCacheMountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCacheMountsResponse) ProtoMessage() {}
+
+func (x *ListCacheMountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCacheMountsResponse.ProtoReflect.Descriptor instead.
+func (*ListCacheMountsResponse) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ListCacheMountsResponse) GetCacheMounts() []*CacheMount {
+	if x != nil {
+		return x.CacheMounts
+	}
+	return nil
+}
+
+func (x *ListCacheMountsResponse) GetTotalSize() int64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
+// PruneCacheMountsRequest chooses the cache mounts to remove. The criteria
+// that are set must all hold; with none, every cache mount no step uses is
+// removed.
+type PruneCacheMountsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only these ids (every source of each); Docker's --filter id=….
+	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Only cache mounts not used for at least this long; Docker's
+	// --filter until=24h.
+	UnusedFor *durationpb.Duration `protobuf:"bytes,2,opt,name=unused_for,json=unusedFor,proto3" json:"unused_for,omitempty"`
+	// Stop once the cache mounts hold at most this many bytes, removing the
+	// least recently used first (Docker's --keep-storage); 0 removes every
+	// one chosen.
+	KeepBytes     int64 `protobuf:"varint,3,opt,name=keep_bytes,json=keepBytes,proto3" json:"keep_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCacheMountsRequest) Reset() {
+	*x = PruneCacheMountsRequest{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCacheMountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCacheMountsRequest) ProtoMessage() {}
+
+func (x *PruneCacheMountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCacheMountsRequest.ProtoReflect.Descriptor instead.
+func (*PruneCacheMountsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *PruneCacheMountsRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *PruneCacheMountsRequest) GetUnusedFor() *durationpb.Duration {
+	if x != nil {
+		return x.UnusedFor
+	}
+	return nil
+}
+
+func (x *PruneCacheMountsRequest) GetKeepBytes() int64 {
+	if x != nil {
+		return x.KeepBytes
+	}
+	return 0
+}
+
+// PruneCacheMountsResponse reports what was removed.
+type PruneCacheMountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cache mounts removed, least recently used first, as they were.
+	Removed []*CacheMount `protobuf:"bytes,1,rep,name=removed,proto3" json:"removed,omitempty"`
+	// The bytes freed: the sum of the removed ones' sizes.
+	SpaceReclaimed int64 `protobuf:"varint,2,opt,name=space_reclaimed,json=spaceReclaimed,proto3" json:"space_reclaimed,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PruneCacheMountsResponse) Reset() {
+	*x = PruneCacheMountsResponse{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCacheMountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCacheMountsResponse) ProtoMessage() {}
+
+func (x *PruneCacheMountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCacheMountsResponse.ProtoReflect.Descriptor instead.
+func (*PruneCacheMountsResponse) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *PruneCacheMountsResponse) GetRemoved() []*CacheMount {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *PruneCacheMountsResponse) GetSpaceReclaimed() int64 {
+	if x != nil {
+		return x.SpaceReclaimed
+	}
+	return 0
+}
+
 var File_strata_builder_v1_builder_proto protoreflect.FileDescriptor
 
 const file_strata_builder_v1_builder_proto_rawDesc = "" +
@@ -4317,7 +4618,28 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x12CancelBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"E\n" +
 	"\x13CancelBuildResponse\x12.\n" +
-	"\x05build\x18\x01 \x01(\v2\x18.strata.builder.v1.BuildR\x05build*Y\n" +
+	"\x05build\x18\x01 \x01(\v2\x18.strata.builder.v1.BuildR\x05build\"\x98\x01\n" +
+	"\n" +
+	"CacheMount\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x127\n" +
+	"\tlast_used\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x12\x15\n" +
+	"\x06in_use\x18\x05 \x01(\bR\x05inUse\"\x18\n" +
+	"\x16ListCacheMountsRequest\"z\n" +
+	"\x17ListCacheMountsResponse\x12@\n" +
+	"\fcache_mounts\x18\x01 \x03(\v2\x1d.strata.builder.v1.CacheMountR\vcacheMounts\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x02 \x01(\x03R\ttotalSize\"\x84\x01\n" +
+	"\x17PruneCacheMountsRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x128\n" +
+	"\n" +
+	"unused_for\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tunusedFor\x12\x1d\n" +
+	"\n" +
+	"keep_bytes\x18\x03 \x01(\x03R\tkeepBytes\"|\n" +
+	"\x18PruneCacheMountsResponse\x127\n" +
+	"\aremoved\x18\x01 \x03(\v2\x1d.strata.builder.v1.CacheMountR\aremoved\x12'\n" +
+	"\x0fspace_reclaimed\x18\x02 \x01(\x03R\x0espaceReclaimed*Y\n" +
 	"\vNetworkMode\x12\x1c\n" +
 	"\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11NETWORK_MODE_NONE\x10\x01\x12\x15\n" +
@@ -4348,7 +4670,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x13BUILD_STATE_RUNNING\x10\x02\x12\x19\n" +
 	"\x15BUILD_STATE_SUCCEEDED\x10\x03\x12\x16\n" +
 	"\x12BUILD_STATE_FAILED\x10\x04\x12\x18\n" +
-	"\x14BUILD_STATE_CANCELED\x10\x052\xca\x06\n" +
+	"\x14BUILD_STATE_CANCELED\x10\x052\xa1\b\n" +
 	"\fBuildService\x12N\n" +
 	"\x05Build\x12\x1f.strata.builder.v1.BuildRequest\x1a .strata.builder.v1.BuildResponse(\x010\x01\x12Y\n" +
 	"\n" +
@@ -4356,7 +4678,9 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\bGetBuild\x12\".strata.builder.v1.GetBuildRequest\x1a#.strata.builder.v1.GetBuildResponse\x12[\n" +
 	"\n" +
 	"WatchBuild\x12$.strata.builder.v1.WatchBuildRequest\x1a%.strata.builder.v1.WatchBuildResponse0\x01\x12\\\n" +
-	"\vCancelBuild\x12%.strata.builder.v1.CancelBuildRequest\x1a&.strata.builder.v1.CancelBuildResponse\x12Q\n" +
+	"\vCancelBuild\x12%.strata.builder.v1.CancelBuildRequest\x1a&.strata.builder.v1.CancelBuildResponse\x12h\n" +
+	"\x0fListCacheMounts\x12).strata.builder.v1.ListCacheMountsRequest\x1a*.strata.builder.v1.ListCacheMountsResponse\x12k\n" +
+	"\x10PruneCacheMounts\x12*.strata.builder.v1.PruneCacheMountsRequest\x1a+.strata.builder.v1.PruneCacheMountsResponse\x12Q\n" +
 	"\x06Import\x12 .strata.builder.v1.ImportRequest\x1a!.strata.builder.v1.ImportResponse(\x010\x01\x12K\n" +
 	"\x04Load\x12\x1e.strata.builder.v1.LoadRequest\x1a\x1f.strata.builder.v1.LoadResponse(\x010\x01\x12I\n" +
 	"\x04Save\x12\x1e.strata.builder.v1.SaveRequest\x1a\x1f.strata.builder.v1.SaveResponse0\x01\x12I\n" +
@@ -4377,70 +4701,75 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
-	(NetworkMode)(0),              // 0: strata.builder.v1.NetworkMode
-	(OutputStream)(0),             // 1: strata.builder.v1.OutputStream
-	(TransferAction)(0),           // 2: strata.builder.v1.TransferAction
-	(SaveFormat)(0),               // 3: strata.builder.v1.SaveFormat
-	(BuildState)(0),               // 4: strata.builder.v1.BuildState
-	(*Ulimit)(nil),                // 5: strata.builder.v1.Ulimit
-	(*RunResources)(nil),          // 6: strata.builder.v1.RunResources
-	(*BuildOptions)(nil),          // 7: strata.builder.v1.BuildOptions
-	(*BuildSecret)(nil),           // 8: strata.builder.v1.BuildSecret
-	(*FileEntry)(nil),             // 9: strata.builder.v1.FileEntry
-	(*ContextEntries)(nil),        // 10: strata.builder.v1.ContextEntries
-	(*FileData)(nil),              // 11: strata.builder.v1.FileData
-	(*BuildRequest)(nil),          // 12: strata.builder.v1.BuildRequest
-	(*ContextRequest)(nil),        // 13: strata.builder.v1.ContextRequest
-	(*StepStarted)(nil),           // 14: strata.builder.v1.StepStarted
-	(*StepCached)(nil),            // 15: strata.builder.v1.StepCached
-	(*StepOutput)(nil),            // 16: strata.builder.v1.StepOutput
-	(*StepDone)(nil),              // 17: strata.builder.v1.StepDone
-	(*BuildWarning)(nil),          // 18: strata.builder.v1.BuildWarning
-	(*BuildQueued)(nil),           // 19: strata.builder.v1.BuildQueued
-	(*BuildEvent)(nil),            // 20: strata.builder.v1.BuildEvent
-	(*BuildAccepted)(nil),         // 21: strata.builder.v1.BuildAccepted
-	(*BuildResult)(nil),           // 22: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),         // 23: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),      // 24: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),         // 25: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),         // 26: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),          // 27: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),        // 28: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),           // 29: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),           // 30: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),           // 31: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),            // 32: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),          // 33: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),           // 34: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),          // 35: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),          // 36: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),           // 37: strata.builder.v1.PullRequest
-	(*PullResult)(nil),            // 38: strata.builder.v1.PullResult
-	(*PulledPlatform)(nil),        // 39: strata.builder.v1.PulledPlatform
-	(*PullResponse)(nil),          // 40: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),           // 41: strata.builder.v1.PushRequest
-	(*PushResult)(nil),            // 42: strata.builder.v1.PushResult
-	(*PushResponse)(nil),          // 43: strata.builder.v1.PushResponse
-	(*Build)(nil),                 // 44: strata.builder.v1.Build
-	(*ListBuildsRequest)(nil),     // 45: strata.builder.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 46: strata.builder.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),       // 47: strata.builder.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),      // 48: strata.builder.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),     // 49: strata.builder.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),    // 50: strata.builder.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),    // 51: strata.builder.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 52: strata.builder.v1.CancelBuildResponse
-	nil,                           // 53: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                           // 54: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil),   // 55: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 56: google.protobuf.Timestamp
+	(NetworkMode)(0),                 // 0: strata.builder.v1.NetworkMode
+	(OutputStream)(0),                // 1: strata.builder.v1.OutputStream
+	(TransferAction)(0),              // 2: strata.builder.v1.TransferAction
+	(SaveFormat)(0),                  // 3: strata.builder.v1.SaveFormat
+	(BuildState)(0),                  // 4: strata.builder.v1.BuildState
+	(*Ulimit)(nil),                   // 5: strata.builder.v1.Ulimit
+	(*RunResources)(nil),             // 6: strata.builder.v1.RunResources
+	(*BuildOptions)(nil),             // 7: strata.builder.v1.BuildOptions
+	(*BuildSecret)(nil),              // 8: strata.builder.v1.BuildSecret
+	(*FileEntry)(nil),                // 9: strata.builder.v1.FileEntry
+	(*ContextEntries)(nil),           // 10: strata.builder.v1.ContextEntries
+	(*FileData)(nil),                 // 11: strata.builder.v1.FileData
+	(*BuildRequest)(nil),             // 12: strata.builder.v1.BuildRequest
+	(*ContextRequest)(nil),           // 13: strata.builder.v1.ContextRequest
+	(*StepStarted)(nil),              // 14: strata.builder.v1.StepStarted
+	(*StepCached)(nil),               // 15: strata.builder.v1.StepCached
+	(*StepOutput)(nil),               // 16: strata.builder.v1.StepOutput
+	(*StepDone)(nil),                 // 17: strata.builder.v1.StepDone
+	(*BuildWarning)(nil),             // 18: strata.builder.v1.BuildWarning
+	(*BuildQueued)(nil),              // 19: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),               // 20: strata.builder.v1.BuildEvent
+	(*BuildAccepted)(nil),            // 21: strata.builder.v1.BuildAccepted
+	(*BuildResult)(nil),              // 22: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),            // 23: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),         // 24: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),            // 25: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),            // 26: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),             // 27: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),           // 28: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),              // 29: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),              // 30: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),              // 31: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),               // 32: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),             // 33: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),              // 34: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),             // 35: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),             // 36: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),              // 37: strata.builder.v1.PullRequest
+	(*PullResult)(nil),               // 38: strata.builder.v1.PullResult
+	(*PulledPlatform)(nil),           // 39: strata.builder.v1.PulledPlatform
+	(*PullResponse)(nil),             // 40: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),              // 41: strata.builder.v1.PushRequest
+	(*PushResult)(nil),               // 42: strata.builder.v1.PushResult
+	(*PushResponse)(nil),             // 43: strata.builder.v1.PushResponse
+	(*Build)(nil),                    // 44: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),        // 45: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),       // 46: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),          // 47: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 48: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 49: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 50: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),       // 51: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),      // 52: strata.builder.v1.CancelBuildResponse
+	(*CacheMount)(nil),               // 53: strata.builder.v1.CacheMount
+	(*ListCacheMountsRequest)(nil),   // 54: strata.builder.v1.ListCacheMountsRequest
+	(*ListCacheMountsResponse)(nil),  // 55: strata.builder.v1.ListCacheMountsResponse
+	(*PruneCacheMountsRequest)(nil),  // 56: strata.builder.v1.PruneCacheMountsRequest
+	(*PruneCacheMountsResponse)(nil), // 57: strata.builder.v1.PruneCacheMountsResponse
+	nil,                              // 58: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                              // 59: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),      // 60: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 61: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	5,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	53, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	54, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	58, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	59, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
 	6,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
 	9,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
@@ -4449,7 +4778,7 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	11, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
 	8,  // 9: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
 	1,  // 10: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	55, // 11: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	60, // 11: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
 	14, // 12: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
 	15, // 13: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
 	16, // 14: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
@@ -4457,7 +4786,7 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	18, // 16: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
 	19, // 17: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
 	21, // 18: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
-	55, // 19: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	60, // 19: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
 	13, // 20: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
 	20, // 21: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
 	22, // 22: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
@@ -4478,39 +4807,47 @@ var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	24, // 37: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
 	42, // 38: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
 	4,  // 39: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
-	56, // 40: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
-	56, // 41: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
-	56, // 42: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	61, // 40: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	61, // 41: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	61, // 42: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
 	44, // 43: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
 	44, // 44: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
 	20, // 45: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
 	22, // 46: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
 	44, // 47: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
-	12, // 48: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	45, // 49: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
-	47, // 50: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
-	49, // 51: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
-	51, // 52: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
-	26, // 53: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	30, // 54: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	34, // 55: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	37, // 56: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	41, // 57: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	23, // 58: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	46, // 59: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
-	48, // 60: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
-	50, // 61: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
-	52, // 62: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
-	28, // 63: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	33, // 64: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	35, // 65: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	40, // 66: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	43, // 67: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	58, // [58:68] is the sub-list for method output_type
-	48, // [48:58] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	61, // 48: strata.builder.v1.CacheMount.last_used:type_name -> google.protobuf.Timestamp
+	53, // 49: strata.builder.v1.ListCacheMountsResponse.cache_mounts:type_name -> strata.builder.v1.CacheMount
+	60, // 50: strata.builder.v1.PruneCacheMountsRequest.unused_for:type_name -> google.protobuf.Duration
+	53, // 51: strata.builder.v1.PruneCacheMountsResponse.removed:type_name -> strata.builder.v1.CacheMount
+	12, // 52: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	45, // 53: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	47, // 54: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	49, // 55: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	51, // 56: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	54, // 57: strata.builder.v1.BuildService.ListCacheMounts:input_type -> strata.builder.v1.ListCacheMountsRequest
+	56, // 58: strata.builder.v1.BuildService.PruneCacheMounts:input_type -> strata.builder.v1.PruneCacheMountsRequest
+	26, // 59: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	30, // 60: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	34, // 61: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	37, // 62: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	41, // 63: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	23, // 64: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	46, // 65: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	48, // 66: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	50, // 67: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	52, // 68: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	55, // 69: strata.builder.v1.BuildService.ListCacheMounts:output_type -> strata.builder.v1.ListCacheMountsResponse
+	57, // 70: strata.builder.v1.BuildService.PruneCacheMounts:output_type -> strata.builder.v1.PruneCacheMountsResponse
+	28, // 71: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	33, // 72: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	35, // 73: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	40, // 74: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	43, // 75: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	64, // [64:76] is the sub-list for method output_type
+	52, // [52:64] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -4573,7 +4910,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   50,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

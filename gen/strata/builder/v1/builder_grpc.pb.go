@@ -19,16 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BuildService_Build_FullMethodName       = "/strata.builder.v1.BuildService/Build"
-	BuildService_ListBuilds_FullMethodName  = "/strata.builder.v1.BuildService/ListBuilds"
-	BuildService_GetBuild_FullMethodName    = "/strata.builder.v1.BuildService/GetBuild"
-	BuildService_WatchBuild_FullMethodName  = "/strata.builder.v1.BuildService/WatchBuild"
-	BuildService_CancelBuild_FullMethodName = "/strata.builder.v1.BuildService/CancelBuild"
-	BuildService_Import_FullMethodName      = "/strata.builder.v1.BuildService/Import"
-	BuildService_Load_FullMethodName        = "/strata.builder.v1.BuildService/Load"
-	BuildService_Save_FullMethodName        = "/strata.builder.v1.BuildService/Save"
-	BuildService_Pull_FullMethodName        = "/strata.builder.v1.BuildService/Pull"
-	BuildService_Push_FullMethodName        = "/strata.builder.v1.BuildService/Push"
+	BuildService_Build_FullMethodName            = "/strata.builder.v1.BuildService/Build"
+	BuildService_ListBuilds_FullMethodName       = "/strata.builder.v1.BuildService/ListBuilds"
+	BuildService_GetBuild_FullMethodName         = "/strata.builder.v1.BuildService/GetBuild"
+	BuildService_WatchBuild_FullMethodName       = "/strata.builder.v1.BuildService/WatchBuild"
+	BuildService_CancelBuild_FullMethodName      = "/strata.builder.v1.BuildService/CancelBuild"
+	BuildService_ListCacheMounts_FullMethodName  = "/strata.builder.v1.BuildService/ListCacheMounts"
+	BuildService_PruneCacheMounts_FullMethodName = "/strata.builder.v1.BuildService/PruneCacheMounts"
+	BuildService_Import_FullMethodName           = "/strata.builder.v1.BuildService/Import"
+	BuildService_Load_FullMethodName             = "/strata.builder.v1.BuildService/Load"
+	BuildService_Save_FullMethodName             = "/strata.builder.v1.BuildService/Save"
+	BuildService_Pull_FullMethodName             = "/strata.builder.v1.BuildService/Pull"
+	BuildService_Push_FullMethodName             = "/strata.builder.v1.BuildService/Push"
 )
 
 // BuildServiceClient is the client API for BuildService service.
@@ -94,6 +96,15 @@ type BuildServiceClient interface {
 	// build's requester or an admin may cancel it. Canceling a build that
 	// has ended is FAILED_PRECONDITION (reason BUILD_ENDED).
 	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error)
+	// ListCacheMounts lists the directories of RUN --mount=type=cache the
+	// builder keeps between builds (`strata builder du`), most recently used
+	// first. They are the builder replica's own, on its disk.
+	ListCacheMounts(ctx context.Context, in *ListCacheMountsRequest, opts ...grpc.CallOption) (*ListCacheMountsResponse, error)
+	// PruneCacheMounts removes cache mount directories (`strata builder
+	// prune`): every one no RUN step is using, or those the request chooses.
+	// A directory a running step uses is never removed. The next build that
+	// mounts a removed id starts from an empty directory (or its from=).
+	PruneCacheMounts(ctx context.Context, in *PruneCacheMountsRequest, opts ...grpc.CallOption) (*PruneCacheMountsResponse, error)
 	// Import turns a root filesystem tarball (plain, gzip or zstd) into a
 	// one-layer image, like `docker import`. The client sends ImportOptions,
 	// then the tarball's bytes.
@@ -176,6 +187,26 @@ func (c *buildServiceClient) CancelBuild(ctx context.Context, in *CancelBuildReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CancelBuildResponse)
 	err := c.cc.Invoke(ctx, BuildService_CancelBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *buildServiceClient) ListCacheMounts(ctx context.Context, in *ListCacheMountsRequest, opts ...grpc.CallOption) (*ListCacheMountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCacheMountsResponse)
+	err := c.cc.Invoke(ctx, BuildService_ListCacheMounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *buildServiceClient) PruneCacheMounts(ctx context.Context, in *PruneCacheMountsRequest, opts ...grpc.CallOption) (*PruneCacheMountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PruneCacheMountsResponse)
+	err := c.cc.Invoke(ctx, BuildService_PruneCacheMounts_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -328,6 +359,15 @@ type BuildServiceServer interface {
 	// build's requester or an admin may cancel it. Canceling a build that
 	// has ended is FAILED_PRECONDITION (reason BUILD_ENDED).
 	CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error)
+	// ListCacheMounts lists the directories of RUN --mount=type=cache the
+	// builder keeps between builds (`strata builder du`), most recently used
+	// first. They are the builder replica's own, on its disk.
+	ListCacheMounts(context.Context, *ListCacheMountsRequest) (*ListCacheMountsResponse, error)
+	// PruneCacheMounts removes cache mount directories (`strata builder
+	// prune`): every one no RUN step is using, or those the request chooses.
+	// A directory a running step uses is never removed. The next build that
+	// mounts a removed id starts from an empty directory (or its from=).
+	PruneCacheMounts(context.Context, *PruneCacheMountsRequest) (*PruneCacheMountsResponse, error)
 	// Import turns a root filesystem tarball (plain, gzip or zstd) into a
 	// one-layer image, like `docker import`. The client sends ImportOptions,
 	// then the tarball's bytes.
@@ -368,6 +408,12 @@ func (UnimplementedBuildServiceServer) WatchBuild(*WatchBuildRequest, grpc.Serve
 }
 func (UnimplementedBuildServiceServer) CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelBuild not implemented")
+}
+func (UnimplementedBuildServiceServer) ListCacheMounts(context.Context, *ListCacheMountsRequest) (*ListCacheMountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCacheMounts not implemented")
+}
+func (UnimplementedBuildServiceServer) PruneCacheMounts(context.Context, *PruneCacheMountsRequest) (*PruneCacheMountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PruneCacheMounts not implemented")
 }
 func (UnimplementedBuildServiceServer) Import(grpc.BidiStreamingServer[ImportRequest, ImportResponse]) error {
 	return status.Error(codes.Unimplemented, "method Import not implemented")
@@ -477,6 +523,42 @@ func _BuildService_CancelBuild_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BuildService_ListCacheMounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCacheMountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServiceServer).ListCacheMounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BuildService_ListCacheMounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServiceServer).ListCacheMounts(ctx, req.(*ListCacheMountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BuildService_PruneCacheMounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PruneCacheMountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServiceServer).PruneCacheMounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BuildService_PruneCacheMounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServiceServer).PruneCacheMounts(ctx, req.(*PruneCacheMountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _BuildService_Import_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(BuildServiceServer).Import(&grpc.GenericServerStream[ImportRequest, ImportResponse]{ServerStream: stream})
 }
@@ -542,6 +624,14 @@ var BuildService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelBuild",
 			Handler:    _BuildService_CancelBuild_Handler,
+		},
+		{
+			MethodName: "ListCacheMounts",
+			Handler:    _BuildService_ListCacheMounts_Handler,
+		},
+		{
+			MethodName: "PruneCacheMounts",
+			Handler:    _BuildService_PruneCacheMounts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

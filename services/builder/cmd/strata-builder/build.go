@@ -206,13 +206,13 @@ func (p puller) Pull(ctx context.Context, ref string) (*image.Image, error) {
 // the builder calls, which RUN steps may not reach. The returned function
 // releases the RUN sandbox's network once the server has stopped.
 func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.Store, images *image.Store, leases build.Leases, index metadatav1.ImageServiceClient, transfers *transfer.Service,
-	limits compression.Limits, metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, func(), error) {
+	limits compression.Limits, metrics prometheus.Registerer, log *slog.Logger) (*server.Builds, *cachemount.Store, func(), error) {
 	rejected := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "strata_build_cache_records_rejected_total",
 		Help: "Cache records ignored because their image is not what the step makes of its parent (a miss: the step ran).",
 	})
 	if err := metrics.Register(rejected); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// The sandbox first: it kills the containers a crashed builder left
 	// before the snapshot store unmounts the root filesystems they run in.
@@ -230,23 +230,23 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 		},
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	release := func() { runner.Close(context.Background()) }
 	snaps, err := snapshot.New(filepath.Join(c.stateDir, "snapshots"), snapshot.Options{MaxBytes: c.snapshotBytes, Limits: limits})
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	contexts, err := buildctx.NewStore(filepath.Join(c.stateDir, "context"), c.contextStoreBytes)
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cacheMounts, err := cachemount.New(filepath.Join(c.stateDir, "cachemounts"), int64(c.cacheMountBytes))
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	b := &build.Builder{
 		Images:               images,
@@ -276,5 +276,5 @@ func (c *buildConfig) wire(ctx context.Context, peers []string, blobs *content.S
 			log.WarnContext(ctx, "recording a build event", "action", ev.GetAction().String(), "build", ev.GetAttributes()["build_id"], "error", err.Error())
 		}
 	}
-	return server.NewBuilds(ctx, b, receiver, builds.NewRegistry(c.detachedGrace, c.keepBuilds), record), release, nil
+	return server.NewBuilds(ctx, b, receiver, builds.NewRegistry(c.detachedGrace, c.keepBuilds), record), cacheMounts, release, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/strata-build/strata/lib/grpcserver"
 	"github.com/strata-build/strata/services/builder/internal/archive"
 	"github.com/strata-build/strata/services/builder/internal/build"
+	"github.com/strata-build/strata/services/builder/internal/cachemount"
 	"github.com/strata-build/strata/services/builder/internal/content"
 	"github.com/strata-build/strata/services/builder/internal/egress"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -137,13 +138,14 @@ func main() {
 			// not an address RUN steps could be kept from.
 			peers := append(grpcclient.Hosts(cfg.metadataAddr), grpcclient.Hosts(cfg.blobstoreAddr)...)
 			var releaseBuilds func()
-			builds, releaseBuilds, err = cfg.builds.wire(ctx, peers, blobs, images, leases, metac, transfers, cfg.limits.Limits, srv.Metrics, log)
+			var cacheMounts *cachemount.Store
+			builds, cacheMounts, releaseBuilds, err = cfg.builds.wire(ctx, peers, blobs, images, leases, metac, transfers, cfg.limits.Limits, srv.Metrics, log)
 			if err != nil {
 				metaConn.Close()
 				blobConn.Close()
 				return nil, err
 			}
-			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(builds, transfers, archive.New(transfers, blobs, images)))
+			builderv1.RegisterBuildServiceServer(srv.GRPC, server.New(builds, transfers, archive.New(transfers, blobs, images), cacheMounts))
 			return func() {
 				releaseBuilds()
 				metaConn.Close()

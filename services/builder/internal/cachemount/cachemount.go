@@ -309,10 +309,20 @@ func (s *Store) evict() {
 
 // Usage is one cache id's directory.
 type Usage struct {
-	ID       string
+	ID string
+	// Source is what filled the directory when it was made (a cache
+	// mount's from= and source=: "stage KEY PATH" or "image ID PATH");
+	// empty for a directory that started empty. The same id with
+	// different sources are different directories.
+	Source   string
 	Size     int64
 	LastUsed time.Time
 	InUse    bool
+}
+
+func (e *entry) usage() Usage {
+	id, source, _ := strings.Cut(e.id, "\x00")
+	return Usage{ID: id, Source: source, Size: e.size, LastUsed: e.used, InUse: e.users > 0}
 }
 
 // Usage lists the cache ids held, most recently used first.
@@ -324,11 +334,88 @@ func (s *Store) Usage() []Usage {
 		if _, err := os.Stat(filepath.Join(e.dir, "id")); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		id, _, _ := strings.Cut(e.id, "\x00")
-		out = append(out, Usage{ID: id, Size: e.size, LastUsed: e.used, InUse: e.users > 0})
+		out = append(out, e.usage())
 	}
 	slices.SortFunc(out, func(a, b Usage) int { return b.LastUsed.Compare(a.LastUsed) })
 	return out
+}
+
+// PruneOptions choose the cache ids Prune removes. The zero value removes
+// every id no step uses.
+type PruneOptions struct {
+	// IDs, when set, limits the prune to these cache ids (every source of
+	// each).
+	IDs []string
+	// UnusedFor, when positive, limits it to the ids last used at least
+	// this long ago.
+	UnusedFor time.Duration
+	// KeepBytes, when positive, stops it once the store holds at most
+	// this many bytes, removing the least recently used ids first.
+	KeepBytes int64
+}
+
+// Prune removes the cache ids opts chooses that no step uses, least
+// recently used first, and returns them (with their size as they were).
+// An id a step uses is never removed: it is counted in the store's size
+// but left alone.
+func (s *Store) Prune(opts PruneOptions) []Usage {
+	s.mu.Lock()
+	var total int64
+	var idle []*entry
+	for _, e := range s.entries {
+		total += e.size
+		if e.users > 0 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(e.dir, "id")); err != nil {
+			continue // never made (see create)
+		}
+		id, _, _ := strings.Cut(e.id, "\x00")
+		if len(opts.IDs) > 0 && !slices.Contains(opts.IDs, id) {
+			continue
+		}
+		if opts.UnusedFor > 0 && time.Since(e.used) < opts.UnusedFor {
+			continue
+		}
+		idle = append(idle, e)
+	}
+	slices.SortFunc(idle, func(a, b *entry) int { return a.used.Compare(b.used) })
+	var removed []Usage
+	var trash []string
+	for _, e := range idle {
+		if opts.KeepBytes > 0 && total <= opts.KeepBytes {
+			break
+		}
+		total -= e.size
+		delete(s.entries, e.id)
+		removed = append(removed, e.usage())
+		// As in evict, under the lock and the id file first; the rest
+		// moves to the private directory (which New empties) so that
+		// removing a large tree does not hold the store.
+		os.Remove(filepath.Join(e.dir, "id"))
+		if t, err := s.trashDir(); err == nil && os.Rename(e.dir, t) == nil {
+			trash = append(trash, t)
+		} else {
+			os.RemoveAll(e.dir)
+		}
+	}
+	s.mu.Unlock()
+	for _, t := range trash {
+		os.RemoveAll(t)
+	}
+	return removed
+}
+
+// trashDir is a new name under the private directory for a directory to
+// remove.
+func (s *Store) trashDir() (string, error) {
+	var b [8]byte
+	rand.Read(b[:])
+	parent := filepath.Join(s.dir, "private")
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(parent, "pruned-"+hex.EncodeToString(b[:])), nil
 }
 
 // dirSize is the bytes of the files under dir (directories not counted).

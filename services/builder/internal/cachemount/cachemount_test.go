@@ -172,3 +172,95 @@ func TestSeedFillsANewDirectoryPerBase(t *testing.T) {
 		t.Errorf("the second base's directory holds %q", got)
 	}
 }
+
+// fill acquires id, writes size bytes into it and releases it.
+func fill(t *testing.T, s *Store, id string, size int) {
+	t.Helper()
+	dir, release := acquire(t, s, Spec{ID: id, Sharing: Shared})
+	if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	release()
+}
+
+func ids(us []Usage) []string {
+	var out []string
+	for _, u := range us {
+		out = append(out, u.ID)
+	}
+	return out
+}
+
+func TestPrune(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		opts        PruneOptions
+		wantRemoved []string // least recently used first
+		wantKept    []string // most recently used first
+	}{
+		{"everything idle", PruneOptions{}, []string{"a", "b", "c"}, []string{"busy"}},
+		{"by id", PruneOptions{IDs: []string{"b", "busy", "nope"}}, []string{"b"}, []string{"busy", "c", "a"}},
+		{"unused for", PruneOptions{UnusedFor: time.Hour}, []string{"a"}, []string{"busy", "c", "b"}},
+		// 400 bytes held (busy's 100 counted): a and b go to reach 200.
+		{"keep bytes", PruneOptions{KeepBytes: 250}, []string{"a", "b"}, []string{"busy", "c"}},
+		{"keep bytes above the size", PruneOptions{KeepBytes: 1000}, nil, []string{"busy", "c", "b", "a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(t.TempDir(), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"a", "b", "c", "busy"} {
+				fill(t, s, id, 100)
+			}
+			s.mu.Lock()
+			s.entries["a"].used = time.Now().Add(-2 * time.Hour)
+			s.mu.Unlock()
+			_, release := acquire(t, s, Spec{ID: "busy", Sharing: Shared})
+			defer release()
+
+			removed := s.Prune(tc.opts)
+			if got := ids(removed); strings.Join(got, ",") != strings.Join(tc.wantRemoved, ",") {
+				t.Errorf("Prune(%+v) removed %v, want %v", tc.opts, got, tc.wantRemoved)
+			}
+			for _, u := range removed {
+				if u.Size != 100 {
+					t.Errorf("removed %s of size %d, want 100", u.ID, u.Size)
+				}
+				if _, err := os.Stat(filepath.Join(s.dir, hashID(u.ID))); !os.IsNotExist(err) {
+					t.Errorf("%s's directory is still there (%v)", u.ID, err)
+				}
+			}
+			if got := ids(s.Usage()); strings.Join(got, ",") != strings.Join(tc.wantKept, ",") {
+				t.Errorf("after Prune(%+v) Usage lists %v, want %v", tc.opts, got, tc.wantKept)
+			}
+			if des, _ := os.ReadDir(filepath.Join(s.dir, "private")); len(des) != 0 {
+				t.Errorf("the private directory keeps %d pruned directories", len(des))
+			}
+		})
+	}
+}
+
+func TestPrunedIDStartsEmpty(t *testing.T) {
+	root := t.TempDir()
+	s, err := New(root, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, s, "x", 10)
+	if got := s.Prune(PruneOptions{}); len(got) != 1 {
+		t.Fatalf("Prune removed %v, want x", got)
+	}
+	dir, release := acquire(t, s, Spec{ID: "x", Sharing: Shared})
+	defer release()
+	if des, err := os.ReadDir(dir); err != nil || len(des) != 0 {
+		t.Errorf("x after the prune holds %d entries (%v), want none", len(des), err)
+	}
+	s2, err := New(root, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := s2.Usage(); len(u) != 1 || u[0].Size != 0 {
+		t.Errorf("a new store lists %+v, want x empty", u)
+	}
+}
