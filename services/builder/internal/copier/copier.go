@@ -136,7 +136,11 @@ func (c *copier) mkdirAllUncached(p string) (string, error) {
 	if host, err = c.resolve(resolved); err != nil {
 		return "", err
 	}
-	if err := os.Mkdir(host, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+	mode := c.cp.DirMode()
+	if err := os.Mkdir(host, mode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	if err := os.Chmod(host, mode); err != nil { // the umask left out
 		return "", err
 	}
 	o := c.own.or(owner{})

@@ -7,7 +7,7 @@
 // when the COPY's files all land where the parent's root has nothing yet.
 // Both take from this file where each entry lands (targets), its mode
 // (plan.Copy.Mode), its owner (ownerOf), its mtime (mtimeOf) and the directories
-// made above it (dirMode, owned by the COPY's owner), so that they make the
+// made above it (plan.Copy.DirMode, owned by the COPY's owner), so that they make the
 // same layer but for what a mount decides itself: directories' mtimes (a
 // mount's are when files were created in them) and the opaque markers
 // overlay puts on directories it creates. The both-ways tests in
@@ -21,7 +21,6 @@
 package copier
 
 import (
-	"io/fs"
 	"path"
 	"strings"
 	"time"
@@ -69,10 +68,6 @@ func (o *owner) or(def owner) owner {
 	}
 	return def
 }
-
-// dirMode is the mode of the directories a COPY creates above what it
-// copies, as Docker creates them; their owner is the COPY's owner.
-const dirMode fs.FileMode = 0o755
 
 // mtimeOf is the mtime a context entry keeps.
 func mtimeOf(e *buildctx.Entry) time.Time { return time.Unix(0, e.ModTimeNano) }

@@ -331,7 +331,14 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		case err == nil && m > 0o7777:
 			return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755", name, chmod)
 		case err == nil:
+			// The special bits too, as BuildKit sets them (Docker's
+			// classic builder has no --chmod).
 			mode := fs.FileMode(m & 0o777)
+			for bit, fm := range map[uint64]fs.FileMode{0o4000: fs.ModeSetuid, 0o2000: fs.ModeSetgid, 0o1000: fs.ModeSticky} {
+				if m&bit != 0 {
+					mode |= fm
+				}
+			}
 			cp.Chmod = &mode
 		default:
 			set, perr := mode.Parse(chmod)

@@ -156,6 +156,16 @@ func (cp *Copy) Mode(m fs.FileMode) fs.FileMode {
 	return m.Perm() | m&special
 }
 
+// DirMode is the mode of the directories a COPY creates above what it
+// copies: 0755 as Docker creates them, or an octal --chmod's permission
+// bits, as BuildKit creates them. A nil Copy has no --chmod.
+func (cp *Copy) DirMode() fs.FileMode {
+	if cp != nil && cp.Chmod != nil {
+		return cp.Chmod.Perm()
+	}
+	return 0o755
+}
+
 // Source is one top-level source of a COPY or ADD from the context (or a
 // heredoc or URL): the entry and everything under it lands at Dest.
 type Source struct {
