@@ -45,3 +45,42 @@ func TestCopyMode(t *testing.T) {
 		}
 	}
 }
+
+// An octal --chmod keeps its special bits, and the directories a COPY
+// creates get its permission bits (0755 otherwise), as BuildKit makes them.
+func TestCopyChmodOctal(t *testing.T) {
+	for _, tc := range []struct {
+		chmod     string
+		file, dir fs.FileMode
+	}{
+		{"", 0o644, 0o755},
+		{"0640", 0o640, 0o640},
+		{"4755", 0o755 | fs.ModeSetuid, 0o755},
+		{"1777", 0o777 | fs.ModeSticky, 0o777},
+		{"u+x", 0o744, 0o755},
+	} {
+		src := "COPY one.txt /x"
+		if tc.chmod != "" {
+			src = "COPY --chmod=" + tc.chmod + " one.txt /x"
+		}
+		pl, err := makeGolden([]byte("FROM busybox\n" + src + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cp *Copy
+		for _, st := range pl.Stages[0].Steps {
+			if st.Copy != nil {
+				cp = st.Copy
+			}
+		}
+		if got := cp.Mode(0o644); got != tc.file {
+			t.Errorf("--chmod=%s: Mode(0644) = %v, want %v", tc.chmod, got, tc.file)
+		}
+		if got := cp.DirMode(); got != tc.dir {
+			t.Errorf("--chmod=%s: DirMode() = %v, want %v", tc.chmod, got, tc.dir)
+		}
+	}
+	if _, err := makeGolden([]byte("FROM busybox\nCOPY --chmod=u+q one.txt /x\n")); err == nil {
+		t.Error("--chmod=u+q: no error")
+	}
+}
