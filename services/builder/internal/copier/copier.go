@@ -33,7 +33,7 @@ func IntoRoot(ctx context.Context, root string, cp *plan.Copy, o Options) error 
 	if err != nil {
 		return err
 	}
-	c := &copier{root: root, chmod: cp.Chmod, own: own, store: o.Store, limits: o.Archives, ctx: ctx}
+	c := &copier{root: root, cp: cp, own: own, store: o.Store, limits: o.Archives, ctx: ctx}
 	for _, f := range cp.Sources {
 		if err := c.fromContext(cp, f, o.Context); err != nil {
 			return errdefs.New(errdefs.KindOf(err), "%s %s: %w", name(cp), f.Src, err)
@@ -50,7 +50,7 @@ func FromRoot(ctx context.Context, root, srcRoot string, cp *plan.Copy) (string,
 	if err != nil {
 		return "", err
 	}
-	c := &copier{root: root, chmod: cp.Chmod, own: own, ctx: ctx}
+	c := &copier{root: root, cp: cp, own: own, ctx: ctx}
 	return c.fromRoot(srcRoot, cp)
 }
 
@@ -66,7 +66,7 @@ func MkdirAll(root, dir string) error {
 type copier struct {
 	ctx    context.Context
 	root   string
-	chmod  *fs.FileMode
+	cp     *plan.Copy // its --chmod; nil for none
 	own    *owner
 	store  *buildctx.Store
 	limits compression.Limits
@@ -136,7 +136,11 @@ func (c *copier) mkdirAllUncached(p string) (string, error) {
 	if host, err = c.resolve(resolved); err != nil {
 		return "", err
 	}
-	if err := os.Mkdir(host, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+	mode := c.cp.DirMode()
+	if err := os.Mkdir(host, mode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	if err := os.Chmod(host, mode); err != nil { // the umask left out
 		return "", err
 	}
 	o := c.own.or(owner{})
@@ -272,7 +276,7 @@ func (c *copier) entry(dst string, e *buildctx.Entry) error {
 	}
 }
 
-func (c *copier) mode(m fs.FileMode) fs.FileMode { return modeOf(m, c.chmod) }
+func (c *copier) mode(m fs.FileMode) fs.FileMode { return c.cp.Mode(m) }
 
 // parentOf creates the parent of dst and returns dst's host path, with the
 // last element not resolved (so an existing symlink there is replaced, not
@@ -358,6 +362,9 @@ func setMtime(host string, t time.Time) error {
 // --from), keeping their owners unless --chown is given, as Docker does. It
 // returns the history hash of what it copied.
 func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
+	if cp.Parents {
+		return c.parentsFromRoot(srcRoot, cp)
+	}
 	var hashes []string
 	var srcs []string
 	for _, s := range cp.Paths {
@@ -390,19 +397,7 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 			if _, err := c.mkdirAll(cp.Dest); err != nil {
 				return "", err
 			}
-			err = filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return err
-				}
-				if err := c.ctx.Err(); err != nil {
-					return err
-				}
-				rel, _ := filepath.Rel(host, p)
-				if rel == "." {
-					return nil
-				}
-				return c.hostEntry(p, path.Join(cp.Dest, filepath.ToSlash(rel)))
-			})
+			err = c.hostTree(host, cp, "")
 		} else {
 			err = c.hostEntry(host, destFor(cp, path.Base(s), c.isDir(cp.Dest)))
 		}
@@ -416,6 +411,88 @@ func (c *copier) fromRoot(srcRoot string, cp *plan.Copy) (string, error) {
 		hashes = append(hashes, h)
 	}
 	return combine(hashes), nil
+}
+
+// hostTree copies what is under the directory host of a source root (what
+// --exclude keeps and include selects) into cp.Dest.
+func (c *copier) hostTree(host string, cp *plan.Copy, include string) error {
+	type entry struct {
+		rel string
+		dir bool
+	}
+	var all []entry
+	err := filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(host, p)
+		if rel == "." {
+			rel = ""
+		}
+		all = append(all, entry{filepath.ToSlash(rel), d.IsDir()})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range plan.Filter(cp.Excluder, include, all, func(e entry) (string, bool) { return e.rel, e.dir }) {
+		if e.rel == "" {
+			continue
+		}
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.hostEntry(filepath.Join(host, e.rel), path.Join(cp.Dest, e.rel)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parentsFromRoot carries out a COPY --from --parents: each source's
+// directory (each match, when it has wildcards) is copied into cp.Dest for
+// what its pattern selects. Its history hash covers the sources as written.
+func (c *copier) parentsFromRoot(srcRoot string, cp *plan.Copy) (string, error) {
+	for _, s := range cp.Paths {
+		dir, pattern := plan.SplitParents(s)
+		dirs := []string{dir}
+		if strings.ContainsAny(dir, "*?[") {
+			var err error
+			if dirs, err = globIn(srcRoot, dir); err != nil {
+				return "", err
+			}
+		} else if !strings.ContainsAny(pattern, "*?[") {
+			host, err := securejoin.SecureJoin(srcRoot, path.Join(dir, pattern))
+			if err != nil {
+				return "", err
+			}
+			if _, err := os.Lstat(host); err != nil {
+				return "", errdefs.NotFound("COPY --from --parents: %s: not found in the source image", path.Join(dir, pattern))
+			}
+		}
+		for _, d := range dirs {
+			host, err := securejoin.SecureJoin(srcRoot, d)
+			if err != nil {
+				return "", err
+			}
+			if fi, err := os.Stat(host); err != nil || !fi.IsDir() {
+				if len(dirs) > 1 || d != dir {
+					continue
+				}
+				return "", errdefs.NotFound("COPY --from --parents: %s: not a directory in the source image", d)
+			}
+			if _, err := c.mkdirAll(cp.Dest); err != nil {
+				return "", err
+			}
+			if err := c.hostTree(host, cp, pattern); err != nil {
+				return "", err
+			}
+		}
+	}
+	return joinHash("multi", cp.Paths), nil
 }
 
 // hostEntry copies one file, directory or symlink of a source root to dst.

@@ -6,8 +6,8 @@
 // build context as a tar straight from the context store (ContextLayer),
 // when the COPY's files all land where the parent's root has nothing yet.
 // Both take from this file where each entry lands (targets), its mode
-// (modeOf), its owner (ownerOf), its mtime (mtimeOf) and the directories
-// made above it (dirMode, owned by the COPY's owner), so that they make the
+// (plan.Copy.Mode), its owner (ownerOf), its mtime (mtimeOf) and the directories
+// made above it (plan.Copy.DirMode, owned by the COPY's owner), so that they make the
 // same layer but for what a mount decides itself: directories' mtimes (a
 // mount's are when files were created in them) and the opaque markers
 // overlay puts on directories it creates. The both-ways tests in
@@ -21,7 +21,6 @@
 package copier
 
 import (
-	"io/fs"
 	"path"
 	"strings"
 	"time"
@@ -70,19 +69,6 @@ func (o *owner) or(def owner) owner {
 	return def
 }
 
-// dirMode is the mode of the directories a COPY creates above what it
-// copies, as Docker creates them; their owner is the COPY's owner.
-const dirMode fs.FileMode = 0o755
-
-// modeOf is the permission and special bits an entry of mode m gets:
-// --chmod's, or m's own.
-func modeOf(m fs.FileMode, chmod *fs.FileMode) fs.FileMode {
-	if chmod != nil {
-		return *chmod
-	}
-	return m.Perm() | m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
-}
-
 // mtimeOf is the mtime a context entry keeps.
 func mtimeOf(e *buildctx.Entry) time.Time { return time.Unix(0, e.ModTimeNano) }
 
@@ -94,19 +80,28 @@ type target struct {
 
 // targets lists where the entries of the context source f land, in the
 // context's walk order: a directory's entries (not the directory itself)
-// below cp.Dest, or the file at its destination. destIsDir reports whether
+// below cp.Dest that --exclude keeps, or the file at its destination. destIsDir reports whether
 // cp.Dest is a directory in the root; it is asked only for a single file.
 func targets(bctx *buildctx.Context, cp *plan.Copy, f plan.Source, destIsDir func() (bool, error)) ([]target, error) {
 	e := f.Entry
 	if e.Mode.IsDir() {
+		var all []*buildctx.Entry
+		if err := bctx.Walk(e.Path, func(x *buildctx.Entry) error { all = append(all, x); return nil }); err != nil {
+			return nil, err
+		}
+		all = plan.Filter(cp.Excluder, f.Include, all, func(x *buildctx.Entry) (string, bool) {
+			if x == e {
+				return "", true
+			}
+			return relTo(e.Path, x.Path), x.Mode.IsDir()
+		})
 		var out []target
-		err := bctx.Walk(e.Path, func(x *buildctx.Entry) error {
+		for _, x := range all {
 			if x != e {
 				out = append(out, target{dst: path.Join(cp.Dest, relTo(e.Path, x.Path)), e: x})
 			}
-			return nil
-		})
-		return out, err
+		}
+		return out, nil
 	}
 	name := path.Base(e.Path)
 	if f.Name != "" {

@@ -13,24 +13,6 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
-func TestModeOf(t *testing.T) {
-	chmod := fs.FileMode(0o750)
-	for _, tc := range []struct {
-		m     fs.FileMode
-		chmod *fs.FileMode
-		want  fs.FileMode
-	}{
-		{0o644, nil, 0o644},
-		{fs.ModeDir | 0o755, nil, 0o755},
-		{0o755 | fs.ModeSetuid | fs.ModeSticky, nil, 0o755 | fs.ModeSetuid | fs.ModeSticky},
-		{0o644 | fs.ModeSetgid, &chmod, 0o750},
-	} {
-		if got := modeOf(tc.m, tc.chmod); got != tc.want {
-			t.Errorf("modeOf(%v, %v) = %v, want %v", tc.m, tc.chmod, got, tc.want)
-		}
-	}
-}
-
 // Both ways of copying take an entry's destination from targets: a
 // directory's entries below the destination, a file at the destination or
 // inside it when it is a directory.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -116,7 +117,7 @@ func SourceHash(cp *plan.Copy, o Options) (string, error) {
 			d := sha256.Sum256(f.Data)
 			hashes = append(hashes, "file:"+hex.EncodeToString(d[:]))
 		case e.Mode.IsDir():
-			h, err := contextDirHash(o, e)
+			h, err := contextDirHash(o, cp, f)
 			if err != nil {
 				return "", errdefs.New(errdefs.KindOf(err), "%s %s: %w", name(cp), f.Src, err)
 			}
@@ -137,19 +138,32 @@ type memoHash struct {
 	err error
 }
 
-// contextDirHash is the "dir:" hash of a context directory. Its files are
-// read on a few cores, as copying them is.
-func contextDirHash(o Options, dir *buildctx.Entry) (string, error) {
-	m := o.Context.Memo("dockerhash\x00dir\x00"+dir.Path, func() any {
-		var entries []*buildctx.Entry
+// contextDirHash is the "dir:" hash of a context directory source, over
+// what --exclude and a --parents pattern keep of it. Its files are read on
+// a few cores, as copying them is.
+func contextDirHash(o Options, cp *plan.Copy, f plan.Source) (string, error) {
+	dir := f.Entry
+	key := fmt.Sprintf("dockerhash\x00dir\x00%s\x00%q\x00%s", dir.Path, cp.Exclude, f.Include)
+	m := o.Context.Memo(key, func() any {
+		var all []*buildctx.Entry
 		err := o.Context.Walk(dir.Path, func(x *buildctx.Entry) error {
-			if x.Path != "." {
-				entries = append(entries, x)
-			}
+			all = append(all, x)
 			return nil
 		})
 		if err != nil {
 			return memoHash{err: err}
+		}
+		all = plan.Filter(cp.Excluder, f.Include, all, func(x *buildctx.Entry) (string, bool) {
+			if x == dir {
+				return "", true
+			}
+			return relTo(dir.Path, x.Path), x.Mode.IsDir()
+		})
+		var entries []*buildctx.Entry
+		for _, x := range all {
+			if x.Path != "." {
+				entries = append(entries, x)
+			}
 		}
 		subs := make([]string, len(entries))
 		errs := make([]error, len(entries))

@@ -266,7 +266,7 @@ func (p *layerPlanner) mkdirAll(dir string) error {
 	if err := p.mkdirAll(path.Dir(dir)); err != nil {
 		return err
 	}
-	return p.create(dir, tar.Header{Typeflag: tar.TypeDir, Mode: tarMode(dirMode), ModTime: p.now}, "")
+	return p.create(dir, tar.Header{Typeflag: tar.TypeDir, Mode: tarMode(p.cp.DirMode()), ModTime: p.now}, "")
 }
 
 // add makes the context entry x at dst, as the general way's entry does.
@@ -291,7 +291,7 @@ func (p *layerPlanner) add(dst string, x *buildctx.Entry) error {
 	}
 }
 
-func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode { return modeOf(m, p.cp.Chmod) }
+func (p *layerPlanner) mode(m fs.FileMode) fs.FileMode { return p.cp.Mode(m) }
 
 // tarMode is m's permission and special bits as a tar header has them.
 func tarMode(m fs.FileMode) int64 {

@@ -211,23 +211,7 @@ func checkCommand(cmd instructions.Command) error {
 				return Errorf(cmd, "RUN --%s is not supported by this builder", f)
 			}
 		}
-	case *instructions.CopyCommand:
-		if c.Link {
-			return Errorf(cmd, "COPY --link is not supported by this builder")
-		}
-		if c.Parents {
-			return Errorf(cmd, "COPY --parents is not supported by this builder")
-		}
-		if len(c.ExcludePatterns) > 0 {
-			return Errorf(cmd, "COPY --exclude is not supported by this builder")
-		}
 	case *instructions.AddCommand:
-		if c.Link {
-			return Errorf(cmd, "ADD --link is not supported by this builder")
-		}
-		if len(c.ExcludePatterns) > 0 {
-			return Errorf(cmd, "ADD --exclude is not supported by this builder")
-		}
 		if c.KeepGitDir != nil {
 			return Errorf(cmd, "ADD --keep-git-dir is not supported by this builder")
 		}

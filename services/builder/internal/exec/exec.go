@@ -467,7 +467,14 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 		}
 		r.setCopyCmd(st, hash)
 	}
-	m, err := r.mount(ctx, cur.layers, st.Kind != plan.KindCopy)
+	below := cur.layers
+	if st.Kind == plan.KindCopy && st.Copy.Link {
+		// COPY --link makes its layer on its own, as BuildKit merges it:
+		// the copy goes into an empty root, so nothing below (a symlink,
+		// a directory at the destination) decides where its files land.
+		below = nil
+	}
+	m, err := r.mount(ctx, below, st.Kind != plan.KindCopy)
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("preparing the root filesystem of step %d: %w", st.Number, err)
 	}
@@ -491,7 +498,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	if err != nil {
 		return image.Layer{}, err
 	}
-	if st.Kind == plan.KindCopy && len(cur.layers) > 0 {
+	if st.Kind == plan.KindCopy && len(below) > 0 {
 		if same, err := r.unchanged(ctx, cur.layers, m.Upper()); err != nil || same {
 			return image.Layer{DiffID: emptyTarDiffID}, err
 		}

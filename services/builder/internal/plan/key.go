@@ -99,8 +99,25 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	}
 	h.String(string(cache.Sources(files)))
 	h.String(cp.Chown)
+	if len(cp.Exclude) > 0 {
+		h.String("exclude").Strings(cp.Exclude)
+	}
+	if cp.Parents {
+		h.String("parents")
+		for _, f := range cp.Sources {
+			if f.Entry != nil {
+				h.String(f.Entry.Path).String(f.Include)
+			}
+		}
+	}
 	if cp.Chmod != nil {
 		h.Int(int64(*cp.Chmod))
+	}
+	if cp.Link {
+		h.String("link")
+	}
+	if cp.ChmodSymbolic != "" {
+		h.String("chmod").String(cp.ChmodSymbolic)
 	}
 	h.String(cp.Dest)
 	return h.Digest()
@@ -111,7 +128,7 @@ func (cp *Copy) contextFiles(f Source) []cache.File {
 	if cp.context == nil || isURL(f.Src) {
 		return cp.walkFiles(f)
 	}
-	key := fmt.Sprintf("files\x00%s\x00%s\x00%t", f.Src, f.Entry.Path, f.Unpack)
+	key := fmt.Sprintf("files\x00%s\x00%s\x00%t\x00%q\x00%s", f.Src, f.Entry.Path, f.Unpack, cp.Exclude, f.Include)
 	return cp.context.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
 }
 
@@ -128,10 +145,28 @@ func (cp *Copy) walkFiles(f Source) []cache.File {
 		return out
 	}
 	root := f.Entry.Path
-	_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) {
+	for _, e := range cp.walkSource(f) {
 		add(strings.TrimPrefix(strings.TrimPrefix(e.Path, root), "/"), e)
-	})
+	}
 	return out
+}
+
+// walkSource lists a directory source and everything under it that
+// --exclude keeps, in walk order.
+func (cp *Copy) walkSource(f Source) []*buildctx.Entry {
+	var all []*buildctx.Entry
+	_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) { all = append(all, e) })
+	return Filter(cp.Excluder, f.Include, all, func(e *buildctx.Entry) (string, bool) {
+		return relPath(f.Entry.Path, e.Path), e.Mode.IsDir()
+	})
+}
+
+// relPath is the context path p relative to the context directory root.
+func relPath(root, p string) string {
+	if root == "." {
+		return p
+	}
+	return strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
 }
 
 // ctxWalk is set by the planner to walk the build context.
@@ -157,16 +192,16 @@ func (cp *Copy) keyHash() string {
 		case f.Entry.Mode.IsDir():
 			hash := func() any {
 				var subs []string
-				_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) {
+				for _, e := range cp.walkSource(f) {
 					if e != f.Entry {
 						subs = append(subs, fileHash(e))
 					}
-				})
+				}
 				slices.Sort(subs)
 				return "dir:" + digest.FromString(strings.Join(subs, ",")).Encoded()
 			}
 			if cp.context != nil {
-				hashes = append(hashes, cp.context.Memo("dirhash\x00"+f.Entry.Path, hash).(string))
+				hashes = append(hashes, cp.context.Memo(fmt.Sprintf("dirhash\x00%s\x00%q\x00%s", f.Entry.Path, cp.Exclude, f.Include), hash).(string))
 			} else {
 				hashes = append(hashes, hash().(string))
 			}

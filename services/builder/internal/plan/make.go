@@ -2,9 +2,11 @@ package plan
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -12,6 +14,9 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/patternmatcher"
+	"github.com/opencontainers/go-digest"
+	mode "github.com/tonistiigi/dchapes-mode"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
@@ -215,17 +220,14 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			}
 			stp.Kind, stp.Workdir = KindWorkdir, commit.WorkingDir
 		case *instructions.CopyCommand:
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, parents: c.Parents, link: c.Link}, i)
 			if err != nil {
 				return nil, err
 			}
 			stp.Kind, stp.Copy = KindCopy, cp
 			commit = dockerfile.Commit{ContainerCmd: st.NopString(CopyComment("COPY", cp))}
 		case *instructions.AddCommand:
-			if c.Checksum != "" {
-				return nil, dockerfile.Errorf(cmd, "ADD --checksum is not supported by this builder")
-			}
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, add: true}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, link: c.Link, add: true}, i)
 			if err != nil {
 				return nil, err
 			}
@@ -305,27 +307,62 @@ type copyInstruction struct {
 	cmd                instructions.Command
 	sd                 instructions.SourcesAndDest
 	from, chown, chmod string // --from (COPY only), --chown, --chmod
-	add                bool
+	exclude            []string
+	checksum           string // ADD --checksum
+	add, parents, link bool
 }
 
 // copyPlan resolves a COPY or ADD of stage, with st the state before it.
 func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyInstruction, stage int) (*Copy, error) {
 	cmd, sd, from, chown, chmod, add := in.cmd, in.sd, in.from, in.chown, in.chmod, in.add
 	name := strings.ToUpper(cmd.Name())
-	cp := &Copy{Add: add, Chown: chown, Paths: slices.Clone(sd.SourcePaths)}
+	cp := &Copy{Add: add, Chown: chown, Paths: slices.Clone(sd.SourcePaths), Exclude: slices.Clone(in.exclude)}
+	x, err := NewExcluder(cp.Exclude)
+	if err != nil {
+		return nil, dockerfile.Errorf(cmd, "%s --exclude: %v", name, err)
+	}
+	cp.Excluder = x
+	cp.Parents = in.parents
 	if chmod != "" {
+		// As BuildKit: an octal mode, else a symbolic one (refused as
+		// not octal when it looks like a number).
 		m, err := strconv.ParseUint(chmod, 8, 32)
-		if err != nil || m > 0o7777 {
+		switch {
+		case err == nil && m > 0o7777:
 			return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755", name, chmod)
+		case err == nil:
+			// The special bits too, as BuildKit sets them (Docker's
+			// classic builder has no --chmod).
+			mode := fs.FileMode(m & 0o777)
+			for bit, fm := range map[uint64]fs.FileMode{0o4000: fs.ModeSetuid, 0o2000: fs.ModeSetgid, 0o1000: fs.ModeSticky} {
+				if m&bit != 0 {
+					mode |= fm
+				}
+			}
+			cp.Chmod = &mode
+		default:
+			set, perr := mode.Parse(chmod)
+			if perr != nil {
+				var ne *strconv.NumError
+				if errors.As(perr, &ne) {
+					return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755", name, chmod)
+				}
+				return nil, dockerfile.Errorf(cmd, "%s --chmod=%s: want an octal mode such as 0755 or a symbolic one such as u+x: %v", name, chmod, perr)
+			}
+			cp.ChmodSymbolic, cp.chmodSet = chmod, &set
 		}
-		mode := fs.FileMode(m & 0o777)
-		cp.Chmod = &mode
 	}
 	if chown != "" {
-		if _, _, err := splitChown(chown); err != nil {
+		u, g, err := splitChown(chown)
+		if err != nil {
 			return nil, dockerfile.Errorf(cmd, "%s --chown=%s: %v", name, chown, err)
 		}
+		if in.link && (!numeric(u) || g != "" && !numeric(g)) {
+			// BuildKit's words: the root the copy goes into is empty.
+			return nil, dockerfile.Errorf(cmd, "--chown=%s: user and group names can't be resolved when used with --link, use numeric uid[:gid] instead", chown)
+		}
 	}
+	cp.Link = in.link && chmod == ""
 	dest := sd.DestPath
 	cp.DestText = dest
 	cp.DestDir = strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.")
@@ -342,6 +379,20 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 	nsrc := len(sd.SourcePaths) + len(sd.SourceContents)
 	if nsrc == 0 {
 		return nil, dockerfile.Errorf(cmd, "%s needs a source", name)
+	}
+	var checksum digest.Digest
+	if in.checksum != "" {
+		// BuildKit's rules and words.
+		if len(sd.SourcePaths) != 1 {
+			return nil, dockerfile.Errorf(cmd, "checksum can't be specified for multiple sources")
+		}
+		if !isURL(sd.SourcePaths[0]) {
+			return nil, dockerfile.Errorf(cmd, "checksum requires HTTP(S) or Git sources")
+		}
+		var err error
+		if checksum, err = digest.Parse(in.checksum); err != nil {
+			return nil, dockerfile.Errorf(cmd, "ADD --checksum=%s: %v", in.checksum, err)
+		}
 	}
 
 	if from != "" {
@@ -360,8 +411,15 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 			}
 			cp.FromImage = img
 		}
-		if nsrc > 1 && !cp.DestDir {
+		if nsrc > 1 && !cp.DestDir && !cp.Parents {
 			return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
+		}
+		if cp.Parents {
+			for _, src := range sd.SourcePaths {
+				if err := checkParents(src); err != nil {
+					return nil, dockerfile.Errorf(cmd, "%s --parents %s: %v", name, src, err)
+				}
+			}
 		}
 		cp.Hash = "from:" + from
 		return cp, nil
@@ -381,11 +439,24 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 			if err != nil {
 				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), src, err)
 			}
+			if checksum != "" {
+				if err := verify(f, src, checksum); err != nil {
+					return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), redact(src), err)
+				}
+			}
 			cp.Sources = append(cp.Sources, f)
 			continue
 		}
 		if isURL(src) {
 			return nil, dockerfile.Errorf(cmd, "COPY source %q is a URL: use ADD to download", src)
+		}
+		if cp.Parents {
+			srcs, err := p.parentsSources(c, src)
+			if err != nil {
+				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s --parents %s: %w", dockerfile.Line(cmd), name, src, err)
+			}
+			cp.Sources = append(cp.Sources, srcs...)
+			continue
 		}
 		paths := []string{src}
 		if strings.ContainsAny(src, "*?[") {
@@ -409,11 +480,60 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 			cp.Sources = append(cp.Sources, f)
 		}
 	}
-	if len(cp.Sources) > 1 && !cp.DestDir {
+	if len(cp.Sources) > 1 && !cp.DestDir && !cp.Parents {
 		return nil, dockerfile.Errorf(cmd, "When using %s with more than one source file, the destination must be a directory and end with a /", name)
 	}
 	cp.Hash = cp.keyHash()
 	return cp, nil
+}
+
+// parentsSources resolves a COPY --parents source of the context: the
+// directory its paths are kept relative to (each match, when it has
+// wildcards) with its pattern. As BuildKit requires, a source without
+// wildcards must exist.
+func (p *planner) parentsSources(c *buildctx.Context, src string) ([]Source, error) {
+	if err := checkParents(src); err != nil {
+		return nil, errdefs.InvalidArgument("%v", err)
+	}
+	dir, pattern := SplitParents(src)
+	dirs := []string{dir}
+	if hasWildcards(dir) {
+		var err error
+		if dirs, err = c.Match(dir); err != nil {
+			return nil, err
+		}
+	} else if !hasWildcards(pattern) {
+		if _, err := c.Resolve(path.Join(dir, pattern)); err != nil {
+			return nil, err
+		}
+	}
+	var out []Source
+	for _, d := range dirs {
+		e, err := c.Resolve(d)
+		if err != nil {
+			return nil, err
+		}
+		if !e.Mode.IsDir() {
+			if hasWildcards(dir) {
+				continue
+			}
+			return nil, errdefs.InvalidArgument("%s is not a directory", d)
+		}
+		out = append(out, Source{Src: src, Entry: e, Include: pattern})
+	}
+	return out, nil
+}
+
+// checkParents checks a COPY --parents source's pattern.
+func checkParents(src string) error {
+	_, pattern := SplitParents(src)
+	if pattern == "" {
+		return nil
+	}
+	if _, err := patternmatcher.New([]string{pattern}); err != nil {
+		return err
+	}
+	return nil
 }
 
 // download fetches an ADD source. The file gets the URL's last path element
@@ -429,8 +549,36 @@ func (p *planner) download(ctx context.Context, url string) (Source, error) {
 	return Source{Src: url, Entry: e, Name: e.Path}, nil
 }
 
+// verify checks a download against ADD --checksum. The content store
+// knows each file's sha256 digest; another algorithm is refused.
+func verify(f Source, url string, want digest.Digest) error {
+	got := f.Entry.Digest
+	if want.Algorithm() != got.Algorithm() {
+		return errdefs.InvalidArgument("--checksum=%s: this builder verifies %s checksums only", want, got.Algorithm())
+	}
+	if got != want {
+		return errdefs.New(errdefs.ErrFailedPrecondition, "digest mismatch for %s: %s (expected: %s)", redact(url), got, want).WithReason("CHECKSUM_MISMATCH")
+	}
+	return nil
+}
+
+// redact hides a URL's password, for messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
 func isURL(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// numeric reports whether a --chown user or group is an ID.
+func numeric(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
 }
 
 // splitChown splits "user[:group]".

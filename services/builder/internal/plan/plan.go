@@ -15,6 +15,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/opencontainers/go-digest"
+	mode "github.com/tonistiigi/dchapes-mode"
 
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
@@ -117,9 +118,52 @@ type Copy struct {
 	DestDir   bool   // the destination is a directory (ends in "/" or many sources)
 	Chown     string
 	Chmod     *fs.FileMode
-	Hash      string // "file:…", "dir:…" or "multi:…", for history
-	walk      func(dir string, fn func(*buildctx.Entry)) error
-	context   *buildctx.Context
+	// ChmodSymbolic is a --chmod in chmod(1)'s symbolic form (u+x,
+	// go-w, a=rX), applied to each entry's own mode; chmodSet is it
+	// parsed.
+	ChmodSymbolic string
+	chmodSet      *mode.Set
+	// Exclude are the --exclude patterns, and Excluder what they leave
+	// out of each source.
+	Exclude  []string
+	Excluder *Excluder
+	// Parents is COPY --parents: each source is a directory (the context
+	// root, a --from root, or what a "/./" ends) whose entries the source's
+	// pattern selects, copied below Dest at their paths relative to it.
+	Parents bool
+	// Link is COPY or ADD --link (without --chmod, as BuildKit links
+	// only then): the copy is made into an empty root and its layer put
+	// over the ones below.
+	Link    bool
+	Hash    string // "file:…", "dir:…" or "multi:…", for history
+	walk    func(dir string, fn func(*buildctx.Entry)) error
+	context *buildctx.Context
+}
+
+// Mode is the permission and special bits an entry of mode m gets:
+// --chmod's, octal or applied to m as BuildKit applies a symbolic mode
+// (X sets x for a directory or what some x is set for already), or m's
+// own. A nil Copy has no --chmod.
+func (cp *Copy) Mode(m fs.FileMode) fs.FileMode {
+	special := fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+	switch {
+	case cp == nil:
+	case cp.Chmod != nil:
+		return *cp.Chmod
+	case cp.chmodSet != nil:
+		m = cp.chmodSet.Apply(m)
+	}
+	return m.Perm() | m&special
+}
+
+// DirMode is the mode of the directories a COPY creates above what it
+// copies: 0755 as Docker creates them, or an octal --chmod's permission
+// bits, as BuildKit creates them. A nil Copy has no --chmod.
+func (cp *Copy) DirMode() fs.FileMode {
+	if cp != nil && cp.Chmod != nil {
+		return cp.Chmod.Perm()
+	}
+	return 0o755
 }
 
 // Source is one top-level source of a COPY or ADD from the context (or a
@@ -130,4 +174,7 @@ type Source struct {
 	Data   []byte // heredoc content
 	Name   string // heredoc or URL file name
 	Unpack bool   // ADD of a local archive: extracted, not copied
+	// Include is a COPY --parents source's pattern: what of the
+	// directory Entry is copied, relative to it ("" for everything).
+	Include string
 }
