@@ -197,6 +197,17 @@ func CheckSyntaxArg(value string) error {
 // grammar accepts for its own features: flags Strata does not implement are
 // errors, never silently ignored.
 func checkCommand(cmd instructions.Command) error {
+	if msg := Unsupported(cmd); msg != "" {
+		return Errorf(cmd, "%s", msg)
+	}
+	return nil
+}
+
+// Unsupported says which of a command's BuildKit features this builder
+// does not implement, or "". Parse refuses such an instruction naming its
+// line; an ONBUILD trigger, parsed when a build uses its image, is refused
+// the same way on its FROM's line.
+func Unsupported(cmd instructions.Command) string {
 	switch c := cmd.(type) {
 	case *instructions.RunCommand:
 		for _, f := range c.FlagsUsed {
@@ -205,18 +216,18 @@ func checkCommand(cmd instructions.Command) error {
 			case "network": // Run.Network
 			case "security":
 				if instructions.GetSecurity(c) != instructions.SecuritySandbox {
-					return Errorf(cmd, "RUN --security=%s is not supported by this builder: steps run only in its sandbox", instructions.GetSecurity(c))
+					return fmt.Sprintf("RUN --security=%s is not supported by this builder: steps run only in its sandbox", instructions.GetSecurity(c))
 				}
 			default:
-				return Errorf(cmd, "RUN --%s is not supported by this builder", f)
+				return fmt.Sprintf("RUN --%s is not supported by this builder", f)
 			}
 		}
 	case *instructions.AddCommand:
 		if c.KeepGitDir != nil {
-			return Errorf(cmd, "ADD --keep-git-dir is not supported by this builder")
+			return "ADD --keep-git-dir is not supported by this builder"
 		}
 	}
-	return nil
+	return ""
 }
 
 // Line returns the first line of an instruction, or 0.

@@ -299,6 +299,9 @@ func parseTrigger(expr string) (instructions.Command, error) {
 	case *instructions.MaintainerCommand:
 		return nil, fmt.Errorf("MAINTAINER isn't allowed as an ONBUILD trigger")
 	}
+	if msg := dockerfile.Unsupported(cmd); msg != "" {
+		return nil, errors.New(msg)
+	}
 	return cmd, nil
 }
 

@@ -385,3 +385,35 @@ func TestRunKeysNameTheSecretMounts(t *testing.T) {
 		t.Errorf("Parse(RUN --mount=type=secret) = %v, want no error", err)
 	}
 }
+
+// An ONBUILD trigger is held to what the Dockerfile's own instructions
+// are: a flag this builder does not implement fails the build on the FROM
+// that brings the trigger, naming it, rather than running without it.
+func TestTriggersAreCheckedLikeInstructions(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	df, err := dockerfile.Parse([]byte("FROM busybox\nRUN true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for trigger, want := range map[string]string{
+		"RUN --security=insecure true":                         `Dockerfile:1: ONBUILD trigger "RUN --security=insecure true" of busybox: RUN --security=insecure is not supported by this builder: steps run only in its sandbox`,
+		"RUN --mount=type=ssh true":                            "RUN --mount=type=ssh is not supported by this builder",
+		"ADD --keep-git-dir=true https://example.com/r.git /r": `ONBUILD trigger "ADD --keep-git-dir=true https://example.com/r.git /r" of busybox: ADD --keep-git-dir is not supported by this builder`,
+	} {
+		base := busybox()
+		base.Config.Config.OnBuild = []string{trigger}
+		_, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": base}})
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), want) {
+			t.Errorf("trigger %q: Make = %v, want INVALID_ARGUMENT with %q", trigger, err, want)
+		}
+	}
+	// What the builder implements still runs from a trigger.
+	base := busybox()
+	base.Config.Config.OnBuild = []string{"RUN --security=sandbox --mount=type=tmpfs,target=/t true"}
+	if _, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": base}}); err != nil {
+		t.Errorf("a trigger with a tmpfs mount: Make = %v", err)
+	}
+}
