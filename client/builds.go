@@ -183,6 +183,13 @@ func (f *buildFollower) recover(ctx context.Context, builder builderv1.BuildServ
 		if ctx.Err() != nil {
 			return f.recover(ctx, builder, ctx.Err())
 		}
+		if isCode(err, codes.NotFound) {
+			// The builder that ran it is gone (killed, or restarted) and
+			// the one reached now never had it: the build's work is lost,
+			// which is the unavailability the caller retries, not a
+			// missing resource.
+			return nil, errdefs.Unavailable("build %s: the builder running it is unavailable and no builder reached has it (%v): its work is lost; build again", f.id, status.Convert(err).Message())
+		}
 		if isCode(err, codes.Canceled) && time.Now().After(deadline) {
 			err = errdefs.Unavailable("the builder did not come back within the build's grace")
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/errdefs"
 )
 
 // watchingBuilder answers WatchBuild with each of watches in turn (an
@@ -104,5 +106,20 @@ func TestBuildErrorIsNotRetried(t *testing.T) {
 	b := &watchingBuilder{}
 	if _, err := f.recover(context.Background(), b, failed); err != failed || len(b.froms) > 0 || len(b.canceled) > 0 {
 		t.Errorf("recover(%v) = %v after %d watches, %d cancels; want the error as it is", failed, err, len(b.froms), len(b.canceled))
+	}
+}
+
+// When the builder that ran a build is gone and the replica reached on
+// reattach does not know the build, Build fails UNAVAILABLE saying the
+// work is lost (what a caller retries), not NOT_FOUND.
+func TestBuildLostWithItsBuilderIsUnavailable(t *testing.T) {
+	f := &buildFollower{event: func(*builderv1.BuildEvent) {}, id: "b1"}
+	b := &watchingBuilder{watches: []any{status.Error(codes.NotFound, `build "b1": no such build on this builder`)}}
+	_, err := f.recover(context.Background(), b, status.Error(codes.Unavailable, "connection reset"))
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "build b1: the builder running it is unavailable") {
+		t.Errorf("recover = %v, want UNAVAILABLE saying the build's builder is gone", err)
+	}
+	if len(b.froms) != 1 {
+		t.Errorf("%d reattaches, want 1", len(b.froms))
 	}
 }
