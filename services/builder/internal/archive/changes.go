@@ -11,6 +11,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/dockerfile"
 	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
@@ -30,7 +31,7 @@ func applyChanges(cfg *image.ContainerConfig, changes []string) error {
 			return errdefs.InvalidArgument("--change %q: want exactly one instruction", change)
 		}
 		node := res.AST.Children[0]
-		cmd, err := instructions.ParseInstruction(node)
+		cmd, err := dockerfile.ParseInstruction(node)
 		if err != nil {
 			return errdefs.InvalidArgument("--change %q: %v", change, err)
 		}

@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 
 	"github.com/strata-build/strata/lib/errdefs"
@@ -84,7 +85,7 @@ func Parse(b []byte) (*Dockerfile, error) {
 		}
 		df.Warnings = append(df.Warnings, Warning{Line: line, Message: w.Short})
 	}
-	stages, metaArgs, err := instructions.Parse(res.AST, nil)
+	stages, metaArgs, err := instructions.Parse(res.AST, quietLinter())
 	if err != nil {
 		return nil, lineError(err)
 	}
@@ -119,6 +120,20 @@ func Parse(b []byte) (*Dockerfile, error) {
 	}
 	return df, nil
 }
+
+// ParseInstruction is BuildKit's instructions.ParseInstruction for one
+// instruction outside a Dockerfile (an ONBUILD trigger, an import
+// --change), with the linter Parse uses.
+func ParseInstruction(node *parser.Node) (any, error) {
+	return instructions.ParseInstructionWithLinter(node, quietLinter())
+}
+
+// quietLinter is a BuildKit linter that reports nothing. BuildKit's parse
+// functions need one: without it, an instruction under a `# check=`
+// comment that is no directive (one not at the top of the file) makes
+// them dereference nil (linter.WithMergedConfigFromComments in v0.34.2),
+// which would crash the builder on a hostile Dockerfile.
+func quietLinter() *linter.Linter { return linter.New(&linter.Config{}) }
 
 // Instructions counts the Dockerfile's instructions, FROMs and the ARGs
 // before the first FROM included.

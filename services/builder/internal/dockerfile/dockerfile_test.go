@@ -235,3 +235,17 @@ func TestSyntaxDirective(t *testing.T) {
 		t.Errorf("a syntax comment after FROM: Parse = %v, want no error", err)
 	}
 }
+
+// A `# check=` comment below the top of the file is a comment, not a
+// directive: the instruction under it parses (BuildKit's parser, given no
+// linter, crashed on it; a fuzz input found it).
+func TestCheckCommentBelowTheTop(t *testing.T) {
+	for _, src := range []string{
+		"FROM busybox\n# check=skip=all\nRUN true\n",
+		"# syntax is not first\n# check=skip=all\nFROM busybox\n",
+	} {
+		if _, err := Parse([]byte(src)); err != nil {
+			t.Errorf("Parse(%q) = %v", src, err)
+		}
+	}
+}

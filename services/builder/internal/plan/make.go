@@ -289,9 +289,13 @@ func parseTrigger(expr string) (instructions.Command, error) {
 	if len(res.AST.Children) != 1 {
 		return nil, fmt.Errorf("want one instruction")
 	}
-	cmd, err := instructions.ParseCommand(res.AST.Children[0])
+	parsed, err := dockerfile.ParseInstruction(res.AST.Children[0])
 	if err != nil {
 		return nil, err
+	}
+	cmd, ok := parsed.(instructions.Command)
+	if !ok {
+		return nil, fmt.Errorf("want an instruction other than FROM")
 	}
 	switch cmd.(type) {
 	case *instructions.OnbuildCommand:

@@ -417,3 +417,25 @@ func TestTriggersAreCheckedLikeInstructions(t *testing.T) {
 		t.Errorf("a trigger with a tmpfs mount: Make = %v", err)
 	}
 }
+
+// A trigger with a `# check=` comment above it (a base image's config may
+// hold any text) plans like the trigger alone.
+func TestTriggerUnderACheckComment(t *testing.T) {
+	c, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	df, err := dockerfile.Parse([]byte("FROM busybox\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := busybox()
+	base.Config.Config.OnBuild = []string{"# a comment\n# check=skip=all\nRUN true"}
+	pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := pl.Stages[0].Steps[0]; st.Run == nil || !st.Trigger {
+		t.Errorf("the trigger planned as %+v", st)
+	}
+}
