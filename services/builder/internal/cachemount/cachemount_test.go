@@ -366,15 +366,18 @@ func TestLockedWaitsForAFreeInstance(t *testing.T) {
 
 	// Two instances (a private step's beside a shared one): a locked step
 	// takes the free one at once.
-	a, ra = acquire(t, s, Spec{ID: "id", Sharing: Shared})
+	sh, rs := acquire(t, s, Spec{ID: "id", Sharing: Shared})
 	p, rp := acquire(t, s, Spec{ID: "id", Sharing: Private})
+	if p == sh {
+		t.Fatalf("a private step got %s, which a shared one uses", p)
+	}
 	rp()
 	l, rl := acquire(t, s, Spec{ID: "id", Sharing: Locked})
 	if l != p {
 		t.Errorf("a locked step got %s, want the free instance %s", l, p)
 	}
 	rl()
-	ra()
+	rs()
 }
 
 // The store's size counts every instance: past it the least recently used
