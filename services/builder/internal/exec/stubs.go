@@ -101,6 +101,9 @@ func timesOf(fi fs.FileInfo) times {
 // made, for remove.
 func makeStubs(root, upper string, ps []mountPoint) (*stubs, error) {
 	s := &stubs{upper: upper, dirs: map[string]*dirState{}}
+	if len(ps) == 0 {
+		return s, nil
+	}
 	r, err := os.OpenRoot(root)
 	if err != nil {
 		return s, err
@@ -205,6 +208,9 @@ func unwrapPath(err error) error {
 // directory above them that stays gets its times back: those from before
 // the stubs when the step did not change them, else those the step left.
 func (s *stubs) remove() {
+	if len(s.created) == 0 {
+		return
+	}
 	u, err := os.OpenRoot(s.upper)
 	if err != nil {
 		return
