@@ -655,7 +655,10 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 		return err
 	}
 	defer release()
-	stubs, err := makeStubs(m.Root(), m.Upper(), mounts)
+	// The mount points, the secrets' too, are made here, where the step's
+	// upper directory is known to become its layer, and taken out of it
+	// after the run.
+	stubs, err := makeStubs(m.Root(), m.Upper(), mountPoints(mounts, secrets))
 	defer stubs.remove()
 	if err != nil {
 		return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: RUN --mount: %w", st.Line, err)
