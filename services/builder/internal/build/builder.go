@@ -141,6 +141,9 @@ type Request struct {
 	// RUN --mount=type=secret. They are held in memory only, given to the
 	// steps that mount them, and never logged, recorded or hashed.
 	Secrets map[string][]byte
+	// LiveEvents sends the events of stages that run at once as they
+	// happen, interleaved, rather than in a sequential build's order.
+	LiveEvents bool
 }
 
 // Result is a finished build.
@@ -213,6 +216,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
 		ParallelStages: b.ParallelStages,
 		Secrets:        req.Secrets,
+		LiveEvents:     req.LiveEvents,
 	}, events)
 	if err != nil {
 		return nil, err
