@@ -81,6 +81,10 @@ type run struct {
 	// rejected are the images of the cache records the run found wrong,
 	// by key: the records it stores replace them.
 	rejected map[digest.Digest]string
+	// sources are the COPY --from sources being mounted ahead of their
+	// steps, and prep bounds how many are mounted at once.
+	sources map[*plan.Step]*prepared
+	prep    chan struct{}
 }
 
 type pendingImage struct {
@@ -223,6 +227,7 @@ type current struct {
 }
 
 func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
+	defer r.prepareSources(ctx, sp)()
 	var cur current
 	switch {
 	case sp.BaseStage != nil:

@@ -26,6 +26,7 @@ func (r *run) stages(ctx context.Context, cancel context.CancelFunc) error {
 	if limit <= 0 {
 		limit = DefaultParallelStages
 	}
+	r.prep = make(chan struct{}, limit)
 	done := map[*plan.Stage]chan struct{}{}
 	for _, sp := range r.pl.Stages {
 		done[sp] = make(chan struct{})
