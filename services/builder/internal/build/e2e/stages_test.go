@@ -139,7 +139,7 @@ COPY --from=b /b /b
 	out := s.ok(t, dir, "build", "--progress=plain", "-t", "plain", ".")
 
 	headers := map[string]string{} // vertex number → its header
-	var lines []string            // the stages' lines, as printed
+	var lines []string             // the stages' lines, as printed
 	for _, l := range strings.Split(out, "\n") {
 		m := regexp.MustCompile(`^#(\d+) (.*)$`).FindStringSubmatch(l)
 		if m == nil {
