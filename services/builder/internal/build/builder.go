@@ -141,6 +141,9 @@ type Request struct {
 	// RUN --mount=type=secret. They are held in memory only, given to the
 	// steps that mount them, and never logged, recorded or hashed.
 	Secrets map[string][]byte
+	// LiveEvents sends the events of stages that run at once as they
+	// happen, interleaved, rather than in a sequential build's order.
+	LiveEvents bool
 }
 
 // Result is a finished build.
@@ -190,7 +193,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	pl, err := plan.Make(ctx, plan.Input{
 		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
 		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: planImages{b, images},
-		Network: keyNetwork(req.Network),
+		Network: keyNetwork(req.Network), Parallel: b.parallelStages(),
 	})
 	if err != nil {
 		return nil, err
@@ -211,8 +214,9 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	defer cancel()
 	finalID, manifest, err := exec.Run(ctx, b.deps(images, layers), pl, exec.Options{
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
-		ParallelStages: b.ParallelStages,
+		ParallelStages: b.parallelStages(),
 		Secrets:        req.Secrets,
+		LiveEvents:     req.LiveEvents,
 	}, events)
 	if err != nil {
 		return nil, err
@@ -234,6 +238,15 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 			"plan", tPlan.Sub(t0), "lookup", tLookup.Sub(tPlan), "run", tRun.Sub(tLookup), "tag", time.Since(tRun))
 	}
 	return res, nil
+}
+
+// parallelStages is how many stages of a build run at once, and how many
+// of the images it names are fetched at once.
+func (b *Builder) parallelStages() int {
+	if b.ParallelStages > 0 {
+		return b.ParallelStages
+	}
+	return exec.DefaultParallelStages
 }
 
 // lookup asks the metadata service for every key of the plan at once.

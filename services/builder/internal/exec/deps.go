@@ -177,6 +177,10 @@ type Options struct {
 	// Secrets are the build's secrets by ID, for RUN --mount=type=secret;
 	// they are given to the steps that mount them and kept nowhere.
 	Secrets map[string][]byte
+	// LiveEvents sends each event as it happens, the steps of stages
+	// that run at once interleaved, rather than in the order of a
+	// sequential build.
+	LiveEvents bool
 }
 
 // Events receives a build's progress.

@@ -40,7 +40,7 @@ const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103
 // and cache record are recorded once every step succeeded, so a failed run
 // records nothing. It returns the target's image ID and manifest digest.
 func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
-	r := &run{d: d, o: o, pl: pl, hits: o.Hits, seq: newSequencer(pl, events), results: map[*plan.Stage]current{},
+	r := &run{d: d, o: o, pl: pl, hits: o.Hits, seq: newSequencer(pl, events, o.LiveEvents), results: map[*plan.Stage]current{},
 		cids: map[*plan.Step]string{}, copyCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
 	r.events = r.seq.event
 	id, manifest, err := r.all(ctx)
@@ -53,7 +53,8 @@ type run struct {
 	o    Options
 	pl   *plan.Plan
 	hits map[digest.Digest]string
-	// events sends a build event, in sequential order (seq).
+	// events sends a build event, in sequential order (seq) unless the
+	// run's options want them live.
 	events Events
 	seq    *sequencer
 
@@ -80,6 +81,10 @@ type run struct {
 	// rejected are the images of the cache records the run found wrong,
 	// by key: the records it stores replace them.
 	rejected map[digest.Digest]string
+	// sources are the COPY --from sources being mounted ahead of their
+	// steps, and prep bounds how many are mounted at once.
+	sources map[*plan.Step]*prepared
+	prep    chan struct{}
 }
 
 type pendingImage struct {
@@ -222,6 +227,7 @@ type current struct {
 }
 
 func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
+	defer r.prepareSources(ctx, sp)()
 	var cur current
 	switch {
 	case sp.BaseStage != nil:
@@ -234,9 +240,10 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 	default:
 		cur = current{config: &image.Config{Architecture: "amd64", OS: "linux", RootFS: image.RootFS{Type: "layers"}}}
 	}
-	r.events(&builderv1.BuildEvent{Step: int32(sp.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-		TotalSteps: int32(r.pl.Total), Instruction: sp.FromText, Stage: stageLabel(sp), BaseImageId: cur.id,
-	}}})
+	started := r.startedIn(sp)
+	r.events(&builderv1.BuildEvent{Step: int32(sp.Number), Event: &builderv1.BuildEvent_Started{Started: started(&builderv1.StepStarted{
+		Instruction: sp.FromText, BaseImageId: cur.id,
+	})}})
 	r.events(done(sp.Number, cur.id, 0, nil))
 
 	missed := false
@@ -247,9 +254,9 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 			if st.RunsContainer() {
 				cid = containerID()
 			}
-			r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-				TotalSteps: int32(r.pl.Total), Instruction: st.Text, Stage: stageLabel(sp), ContainerId: cid,
-			}}})
+			r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Started{Started: started(&builderv1.StepStarted{
+				Instruction: st.Text, ContainerId: cid, Line: int32(st.Line),
+			})}})
 			r.setCID(st, cid)
 		} else {
 			r.setCID(st, containerID())
@@ -343,6 +350,25 @@ func (r *run) setCopyCmd(st *plan.Step, hash string) {
 	r.mu.Lock()
 	r.copyCmds[st] = cmd
 	r.mu.Unlock()
+}
+
+// startedIn returns what fills in the StepStarted events of stage sp's
+// steps, in their order: the build's step count, the stage and the step's
+// place in it.
+func (r *run) startedIn(sp *plan.Stage) func(*builderv1.StepStarted) *builderv1.StepStarted {
+	steps := 1
+	for _, st := range sp.Steps {
+		if !st.Trigger {
+			steps++
+		}
+	}
+	n := 0
+	return func(s *builderv1.StepStarted) *builderv1.StepStarted {
+		n++
+		s.TotalSteps, s.Stage, s.StageIndex, s.StageName = int32(r.pl.Total), stageLabel(sp), int32(sp.Index), sp.Name
+		s.StageStep, s.StageSteps = int32(n), int32(steps)
+		return s
+	}
 }
 
 func stageLabel(sp *plan.Stage) string {

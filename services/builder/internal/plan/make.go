@@ -57,6 +57,8 @@ type Input struct {
 	Images         Images
 	// Downloads is needed only by an ADD of a URL.
 	Downloads Downloads
+	// Parallel is the most images resolved at once (1 when zero).
+	Parallel int
 }
 
 // Make works out the plan of a build: it resolves base images, downloads
@@ -65,6 +67,10 @@ type Input struct {
 func Make(ctx context.Context, in Input) (*Plan, error) {
 	p := &planner{in: in, df: in.Dockerfile, args: dockerfile.NewBuildArgs(in.BuildArgs), maxConfigBytes: in.MaxConfigBytes,
 		byIndex: map[int]*Stage{}}
+	// Images resolved ahead and not needed after all (planning failed
+	// first) stop being fetched.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	return p.plan(ctx)
 }
 
@@ -80,6 +86,52 @@ type planner struct {
 	// configBytes counts what the steps' image configs will weigh, against
 	// maxConfigBytes.
 	configBytes, maxConfigBytes int64
+	// resolving are the images the stages name, being resolved (pulled,
+	// when not held) all at once ahead of the planning that needs them,
+	// by name.
+	resolving map[string]*resolution
+}
+
+// resolution is an image being resolved.
+type resolution struct {
+	done chan struct{}
+	img  *image.Image
+	err  error
+}
+
+// resolveAhead starts resolving refs, at most Input.Parallel at a time.
+func (p *planner) resolveAhead(ctx context.Context, refs []string) {
+	slots := make(chan struct{}, max(p.in.Parallel, 1))
+	p.resolving = map[string]*resolution{}
+	for _, ref := range refs {
+		r := &resolution{done: make(chan struct{})}
+		p.resolving[ref] = r
+		go func() {
+			defer close(r.done)
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				r.err = ctx.Err()
+				return
+			}
+			defer func() { <-slots }()
+			r.img, r.err = p.in.Images.Resolve(ctx, ref)
+		}()
+	}
+}
+
+// resolve returns the image ref names: resolved ahead, or now.
+func (p *planner) resolve(ctx context.Context, ref string) (*image.Image, error) {
+	r, ok := p.resolving[ref]
+	if !ok {
+		return p.in.Images.Resolve(ctx, ref)
+	}
+	select {
+	case <-r.done:
+		return r.img, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (p *planner) plan(ctx context.Context) (*Plan, error) {
@@ -105,6 +157,7 @@ func (p *planner) plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.resolveAhead(ctx, df.Images(needed, p.args))
 	pl := &Plan{}
 	for _, i := range needed {
 		sp, err := p.stage(ctx, i)
@@ -162,7 +215,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 	} else if strings.EqualFold(base, "scratch") {
 		sp.FromKey = cache.FromImage("scratch")
 	} else {
-		img, err := p.in.Images.Resolve(ctx, base)
+		img, err := p.resolve(ctx, base)
 		if err != nil {
 			return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: FROM %s: %w", s.Line, base, err)
 		}
@@ -412,7 +465,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		} else if ok {
 			cp.FromStage = p.byIndex[j]
 		} else {
-			img, err := p.in.Images.Resolve(ctx, from)
+			img, err := p.resolve(ctx, from)
 			if err != nil {
 				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s --from=%s: no stage of that name, and the image: %w", dockerfile.Line(cmd), name, from, err)
 			}
