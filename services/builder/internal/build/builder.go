@@ -236,12 +236,16 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	return res, nil
 }
 
-// lookup asks the metadata service for every key of the plan at once.
+// lookup asks the metadata service for every key of the plan at once, the
+// link keys of --link steps with them.
 func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]string, error) {
 	var keys []digest.Digest
 	for _, sp := range pl.Stages {
 		for _, st := range sp.Steps {
 			keys = append(keys, st.Key)
+			if st.LinkKey != "" {
+				keys = append(keys, st.LinkKey)
+			}
 		}
 	}
 	hits, err := b.Images.CacheRecords(ctx, keys)

@@ -80,6 +80,9 @@ type run struct {
 	// rejected are the images of the cache records the run found wrong,
 	// by key: the records it stores replace them.
 	rejected map[digest.Digest]string
+	// links are the link records of --link steps a chain record served
+	// that have none.
+	links []image.CacheRecord
 }
 
 type pendingImage struct {
@@ -88,6 +91,9 @@ type pendingImage struct {
 	key  digest.Digest
 	desc string
 	size int64
+	// linkKey is a --link step's link key when the build stores its
+	// record (it had none, or a wrong one).
+	linkKey digest.Digest
 }
 
 // upload is a layer being stored from its committed snapshot.
@@ -176,11 +182,34 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 			lost[p.id] = true
 		}
 	}
+	// A --link step's link record names an image whose top layer is the
+	// step's own, whatever the image's parent: it stands outside the
+	// chains, and the first writer's stays.
+	for _, lr := range r.linkRecords() {
+		if _, err := r.d.Images.PutCacheRecord(ctx, lr); err != nil {
+			return nil, fmt.Errorf("storing the link cache record of %q: %w", lr.Description, err)
+		}
+	}
 	if r.d.Log != nil {
 		r.d.Log.DebugContext(ctx, "images recorded", "images", len(r.pending), "waiting_for_layers", tUploads.Sub(t0),
 			"recording", time.Since(tUploads))
 	}
 	return manifests, nil
+}
+
+// linkRecords are the link records the build stores: of the --link steps
+// it ran or rebased without a record to rely on, and of those its chain
+// records served that have none (recorded before link records were).
+func (r *run) linkRecords() []image.CacheRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.links)
+	for _, p := range r.pending {
+		if p.linkKey != "" {
+			out = append(out, image.CacheRecord{Key: p.linkKey, ImageID: p.id, Description: p.desc, Size: p.size, Replaces: r.rejected[p.linkKey]})
+		}
+	}
+	return out
 }
 
 func (r *run) uploadList() []*upload {
@@ -266,12 +295,28 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 			}
 			if hit != nil {
 				cur = *hit
+				r.linkServed(st, *hit)
 				r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
 				r.events(done(st.Number, id, time.Since(t0), nil))
 				continue
 			}
 		}
 		missed = true
+		if id, ok := r.hits[st.LinkKey]; ok && st.LinkKey != "" {
+			// A --link step's layer does not depend on its parent: the
+			// one its link record names is put over this parent, as
+			// BuildKit rebases a linked copy (see rebase).
+			next, l, err := r.rebase(ctx, st, cur, id)
+			if err != nil {
+				return current{}, err
+			}
+			if next != nil {
+				cur = *next
+				r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: cur.id}}})
+				r.events(done(st.Number, cur.id, time.Since(t0), l))
+				continue
+			}
+		}
 		next, l, err := r.step(ctx, sp, st, cur)
 		if err != nil {
 			return current{}, r.noSpace(ctx, st, err)
@@ -370,6 +415,13 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 			layer = &l
 		}
 	}
+	next, err := r.commit(st, cur, layer)
+	return next, layer, err
+}
+
+// commit makes the image of step st over cur with its layer (nil for an
+// empty one), held in memory and recorded at the end of the build.
+func (r *run) commit(st *plan.Step, cur current, layer *image.Layer) (current, error) {
 	cfg := cur.config.Clone()
 	cfg.Config = st.Config.Clone()
 	cfg.Config.Image = cur.id
@@ -407,7 +459,7 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 	// layer uploads, at the end of the build.
 	b, err := cfg.Marshal()
 	if err != nil {
-		return current{}, nil, err
+		return current{}, err
 	}
 	id := string(digest.FromBytes(b))
 	var size int64
@@ -415,10 +467,14 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 		size = layer.DiffSize
 	}
 	n := image.New{Config: cfg, Layers: layers, Parent: cur.id, Action: metadatav1.EventAction_EVENT_ACTION_BUILD}
+	p := pendingImage{n: n, id: id, key: st.Key, desc: st.CreatedBy(), size: size}
 	r.mu.Lock()
-	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.Key, desc: st.CreatedBy(), size: size})
+	if st.LinkKey != "" && (r.hits[st.LinkKey] == "" || r.rejected[st.LinkKey] != "") {
+		p.linkKey = st.LinkKey
+	}
+	r.pending = append(r.pending, p)
 	r.mu.Unlock()
-	return current{id: id, config: cfg, layers: layers}, layer, nil
+	return current{id: id, config: cfg, layers: layers}, nil
 }
 
 // mount mounts a step's root filesystem over layers.

@@ -253,6 +253,9 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 		stp.ContainerConfig = cc
 		var size int64
 		stp.Key, size = stepKey(parent, stp, p.in.Network)
+		if stp.Copy != nil && stp.Copy.Link {
+			stp.LinkKey = linkKey(stp)
+		}
 		// The step's image holds its config and container config (about
 		// the size of the key's JSON each) and the history so far.
 		history += int64(len(stp.CreatedBy())) + 64

@@ -91,6 +91,11 @@ type Step struct {
 	Copy            *Copy
 	Workdir         string
 	Key             digest.Digest
+	// LinkKey is a COPY or ADD --link step's key of its layer alone: it
+	// names what the step copies and not the steps below (see linkKey),
+	// so a record of it serves the step over any parent. Empty for other
+	// steps.
+	LinkKey digest.Digest
 }
 
 // CreatedBy is the step's history text.
