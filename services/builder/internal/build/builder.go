@@ -189,7 +189,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	}
 	pl, err := plan.Make(ctx, plan.Input{
 		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
-		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: planImages{b, images},
+		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: downloads{b},
 		Network: keyNetwork(req.Network),
 	})
 	if err != nil {
@@ -283,8 +283,7 @@ func keyNetwork(m builderv1.NetworkMode) string {
 	return ""
 }
 
-// planImages gives the planner the build's images and the builder's
-// downloads.
+// planImages gives the planner the build's images.
 type planImages struct {
 	b      *Builder
 	images Images
@@ -294,16 +293,13 @@ func (p planImages) Resolve(ctx context.Context, ref string) (*image.Image, erro
 	return p.b.resolveImage(ctx, p.images, ref)
 }
 
-func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, error) {
-	return p.b.fetchURL(ctx, url)
-}
-
 // deps are what running a plan takes of the builder, with the build's
 // images and layers.
 func (b *Builder) deps(images exec.Images, layers exec.Layers) exec.Deps {
 	return exec.Deps{
 		Images: images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: layers, Contexts: b.Contexts, CacheMounts: b.CacheMounts,
 		Archives: b.Archives, Log: b.Log, RejectedCacheRecords: b.RejectedCacheRecords, CopyIntoMounts: b.copyIntoMounts,
+		Downloads: downloads{b},
 	}
 }
 

@@ -511,13 +511,19 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 		// The directory is there: nothing to create, nothing to mount.
 		return image.Layer{DiffID: emptyTarDiffID}, nil
 	}
+	// cp is the step's COPY or ADD with its downloads at hand.
+	cp := st.Copy
 	if st.Kind == plan.KindCopy && !st.FromElsewhere() {
 		if r.o.ContextContents != nil {
 			if err := r.o.ContextContents(ctx); err != nil {
 				return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 			}
 		}
-		hash, err := copier.SourceHash(st.Copy, r.copyOptions())
+		var err error
+		if cp, err = cp.Fetch(ctx, r.d.Downloads); err != nil {
+			return image.Layer{}, errdefs.Wrap(err, "Dockerfile:%d", st.Line)
+		}
+		hash, err := copier.SourceHash(cp, r.copyOptions())
 		if err != nil {
 			return image.Layer{}, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
 		}
@@ -536,7 +542,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	}
 	defer m.Release()
 	if st.Kind == plan.KindCopy {
-		if cl := r.planCopyLayer(st, m.Root(), t0); cl != nil {
+		if cl := r.planCopyLayer(cp, m.Root(), t0); cl != nil {
 			// Nothing is written to the mount: the layer is written from
 			// the context store, and unpacked only if a later step mounts it.
 			m.Release()
@@ -547,7 +553,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	case plan.KindRun:
 		err = r.runProcess(ctx, st, m)
 	case plan.KindCopy:
-		err = r.copy(ctx, st, m)
+		err = r.copy(ctx, st, cp, m)
 	case plan.KindWorkdir:
 		err = mkdirIn(m.Root(), st.Workdir)
 	}

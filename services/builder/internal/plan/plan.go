@@ -182,4 +182,8 @@ type Source struct {
 	// Include is a COPY --parents source's pattern: what of the
 	// directory Entry is copied, relative to it ("" for everything).
 	Include string
+	// Checksum is an ADD --checksum URL source's digest: its download
+	// waits for the step to run (Copy.Fetch), so a cache hit never
+	// fetches it, and until then Entry stands for it as the key sees it.
+	Checksum digest.Digest
 }
