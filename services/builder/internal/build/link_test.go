@@ -57,7 +57,6 @@ func configOf(img *image.Image) image.ContainerConfig {
 // it; the steps after it run again, and the image is the one a build
 // without the cache makes. COPY without --link runs again.
 func TestCopyLinkIsRebasedFromCache(t *testing.T) {
-	e := newRuncEnv(t)
 	files := []ctxFile{{path: "f", body: "linked\n"}}
 	for _, c := range []struct {
 		name, from, copy string
@@ -66,6 +65,7 @@ func TestCopyLinkIsRebasedFromCache(t *testing.T) {
 		{"from a stage", "FROM busybox AS src\nCOPY f /src/f\n", "COPY --link --from=src /src/f /f"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			e := newRuncEnv(t)
 			df := c.from + "FROM busybox\nARG X\nRUN echo $X > /x\n" + c.copy + "\nRUN cat /f\n"
 			// The steps of the last stage: the COPY is its third after FROM.
 			first := strings.Count(c.from, "\n") + 1

@@ -83,6 +83,10 @@ type run struct {
 	// links are the link records of --link steps a chain record served
 	// that have none.
 	links []image.CacheRecord
+	// linked are the diff IDs of the --link layers this build made in a
+	// mount: each was committed as a snapshot over an empty root, which a
+	// mount over the layers below it cannot use.
+	linked map[digest.Digest]bool
 }
 
 type pendingImage struct {
@@ -479,6 +483,9 @@ func (r *run) commit(st *plan.Step, cur current, layer *image.Layer) (current, e
 
 // mount mounts a step's root filesystem over layers.
 func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount, error) {
+	if err := r.linkedStored(ctx, layers); err != nil {
+		return nil, err
+	}
 	tars := map[digest.Digest]layer.Source{}
 	r.mu.Lock()
 	for d, cl := range r.copies {
@@ -486,6 +493,31 @@ func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount
 	}
 	r.mu.Unlock()
 	return r.d.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
+}
+
+// linkedStored waits for the blobs of the --link layers this build made
+// in a mount that layers holds over others: they are unpacked from their
+// blobs there (see linked), while the layers of other steps were
+// committed over their parents and are mounted as they are.
+func (r *run) linkedStored(ctx context.Context, layers []image.Layer) error {
+	for i, l := range layers {
+		r.mu.Lock()
+		u := r.uploads[l.DiffID]
+		wait := i > 0 && r.linked[l.DiffID] && u != nil && l.Blob.Digest == ""
+		r.mu.Unlock()
+		if !wait {
+			continue
+		}
+		select {
+		case <-u.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if u.err != nil {
+			return u.err
+		}
+	}
+	return nil
 }
 
 // hasDir reports whether dir is a directory over layers, as far as the top
@@ -582,6 +614,14 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
 	r.upload(ctx, st.Number, l, layer.DirSource(snap.Dir()), snap.Release)
+	if len(below) < len(cur.layers) {
+		r.mu.Lock()
+		if r.linked == nil {
+			r.linked = map[digest.Digest]bool{}
+		}
+		r.linked[l.DiffID] = true
+		r.mu.Unlock()
+	}
 	return l, nil
 }
 
