@@ -192,7 +192,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	}
 	pl, err := plan.Make(ctx, plan.Input{
 		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
-		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: planImages{b, images},
+		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: downloads{b},
 		Network: keyNetwork(req.Network), Parallel: b.parallelStages(),
 	})
 	if err != nil {
@@ -249,12 +249,16 @@ func (b *Builder) parallelStages() int {
 	return exec.DefaultParallelStages
 }
 
-// lookup asks the metadata service for every key of the plan at once.
+// lookup asks the metadata service for every key of the plan at once, the
+// link keys of --link steps with them.
 func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]string, error) {
 	var keys []digest.Digest
 	for _, sp := range pl.Stages {
 		for _, st := range sp.Steps {
 			keys = append(keys, st.Key)
+			if st.LinkKey != "" {
+				keys = append(keys, st.LinkKey)
+			}
 		}
 	}
 	hits, err := b.Images.CacheRecords(ctx, keys)
@@ -292,8 +296,7 @@ func keyNetwork(m builderv1.NetworkMode) string {
 	return ""
 }
 
-// planImages gives the planner the build's images and the builder's
-// downloads.
+// planImages gives the planner the build's images.
 type planImages struct {
 	b      *Builder
 	images Images
@@ -303,16 +306,13 @@ func (p planImages) Resolve(ctx context.Context, ref string) (*image.Image, erro
 	return p.b.resolveImage(ctx, p.images, ref)
 }
 
-func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, error) {
-	return p.b.fetchURL(ctx, url)
-}
-
 // deps are what running a plan takes of the builder, with the build's
 // images and layers.
 func (b *Builder) deps(images exec.Images, layers exec.Layers) exec.Deps {
 	return exec.Deps{
 		Images: images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: layers, Contexts: b.Contexts, CacheMounts: b.CacheMounts,
 		Archives: b.Archives, Log: b.Log, RejectedCacheRecords: b.RejectedCacheRecords, CopyIntoMounts: b.copyIntoMounts,
+		Downloads: downloads{b},
 	}
 }
 

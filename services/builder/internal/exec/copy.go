@@ -11,9 +11,9 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
-// copy carries out a COPY or ADD into a mounted root filesystem.
-func (r *run) copy(ctx context.Context, st *plan.Step, m Mount) error {
-	cp := st.Copy
+// copy carries out COPY or ADD cp of step st into a mounted root
+// filesystem.
+func (r *run) copy(ctx context.Context, st *plan.Step, cp *plan.Copy, m Mount) error {
 	if cp.FromStage == nil && cp.FromImage == nil {
 		if err := copier.IntoRoot(ctx, m.Root(), cp, r.copyOptions()); err != nil {
 			return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
@@ -129,11 +129,11 @@ func (r *run) copyOptions() copier.Options {
 // planCopyLayer returns the layer of a COPY from the context when it can be
 // written from the context store alone, and nil when the COPY must go into
 // the mount at root. now is the time the directories it creates get.
-func (r *run) planCopyLayer(st *plan.Step, root string, now time.Time) *copier.Layer {
+func (r *run) planCopyLayer(cp *plan.Copy, root string, now time.Time) *copier.Layer {
 	if r.d.CopyIntoMounts {
 		return nil
 	}
-	return copier.ContextLayer(root, st.Copy, r.copyOptions(), now)
+	return copier.ContextLayer(root, cp, r.copyOptions(), now)
 }
 
 // mkdirIn creates a WORKDIR (or a volume's mount point) in a root
