@@ -41,6 +41,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
+	// Pprof serves Go's profiles (net/http/pprof) at /debug/pprof/ on the
+	// metrics listener, which must be set.
+	Pprof bool
 }
 
 // RegisterFlags registers the shared server flags on fs, listening on
@@ -59,6 +62,7 @@ func (c *Config) RegisterFlags(fs *flagenv.Set, defaultListen string) {
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", 10*time.Second, "shortest keepalive ping interval allowed to clients")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful stop waits for running calls")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's CPU, heap and goroutine profiles at /debug/pprof/ on --metrics-addr")
 }
 
 // Validate checks the values, naming the flag and the value that is wrong.
@@ -69,6 +73,9 @@ func (c *Config) Validate(fs *flagenv.Set) error {
 	}
 	if err := validateAddr(c.MetricsAddr, true); err != nil {
 		errs = append(errs, fs.Invalid("metrics-addr", err))
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		errs = append(errs, errors.New("--pprof needs --metrics-addr: profiles are served on the metrics listener"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, fmt.Errorf("--tls-cert %q and --tls-key %q must be given together", c.TLSCert, c.TLSKey))

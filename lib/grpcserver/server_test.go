@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -665,6 +666,7 @@ func TestBadFlagsExitWithCodeTwo(t *testing.T) {
 		{"unknown flag", []string{"--no-such-flag"}, nil, []string{"no-such-flag"}},
 		{"bad log level", []string{"--log-level", "loud"}, nil, []string{"--log-level", "loud"}},
 		{"service flag", []string{"--backend", "tape"}, nil, []string{"--backend", "tape"}},
+		{"pprof without metrics", []string{"--pprof"}, nil, []string{"--pprof", "--metrics-addr"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -694,6 +696,40 @@ func TestBadFlagsExitWithCodeTwo(t *testing.T) {
 				if !strings.Contains(stderr.String(), w) {
 					t.Errorf("message %q does not name %s", stderr.String(), w)
 				}
+			}
+		})
+	}
+}
+
+// TestPprofOnMetricsListener checks that --pprof serves profiles beside
+// /metrics, and that without it the metrics listener serves none.
+func TestPprofOnMetricsListener(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pprof=%v", on), func(t *testing.T) {
+			srv, err := New(Config{Listen: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Pprof: on, ShutdownTimeout: time.Second}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			mlis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx, lis, mlis) }()
+			t.Cleanup(func() { cancel(); <-done })
+			resp, err := http.Get("http://" + mlis.Addr().String() + "/debug/pprof/goroutine?debug=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if got := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "goroutine profile"); got != on {
+				t.Errorf("GET /debug/pprof/goroutine with pprof %v: %s %.100q", on, resp.Status, body)
 			}
 		})
 	}

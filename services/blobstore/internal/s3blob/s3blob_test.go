@@ -280,3 +280,49 @@ func TestDeclaredSizeBoundsMemory(t *testing.T) {
 		t.Errorf("a refused upload is visible: Upload = %v", err)
 	}
 }
+
+// TestReadRequests checks how many requests a read sends to S3: a small
+// blob is one GET (its size comes in Content-Range, no HEAD before it),
+// since for the registry's small layers each request is most of a pull.
+func TestReadRequests(t *testing.T) {
+	s := NewTestStore(t, harness.StartS3(t))
+	ctx := context.Background()
+	b := blobtest.Content(1, 4096)
+	d := digest.FromBytes(b)
+	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "read-requests", Expected: d, Size: int64(len(b))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	var trace bytes.Buffer
+	s.core.TraceOn(&trace)
+	defer s.core.TraceOff()
+	for _, tc := range []struct {
+		offset, length int64
+		want           []byte
+		requests       int
+	}{
+		{0, 0, b, 1},
+		{100, 10, b[100:110], 1},
+		{4096, 0, nil, 2}, // S3 refuses the empty range: a Stat tells the size
+	} {
+		trace.Reset()
+		rc, info, err := s.Open(ctx, d, tc.offset, tc.length)
+		if err != nil {
+			t.Fatalf("Open(offset %d, length %d) = %v", tc.offset, tc.length, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, tc.want) || info.Size != int64(len(b)) {
+			t.Errorf("Open(offset %d, length %d) read %d bytes, %v, size %d; want %d bytes of %d", tc.offset, tc.length, len(got), err, info.Size, len(tc.want), len(b))
+		}
+		if n := strings.Count(trace.String(), "---------START-HTTP---------"); n != tc.requests {
+			t.Errorf("Open(offset %d, length %d) sent %d requests to S3, want %d:\n%s", tc.offset, tc.length, n, tc.requests, trace.String())
+		}
+	}
+}

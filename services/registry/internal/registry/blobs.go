@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -36,16 +37,41 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, name, ref s
 	ctx := r.Context()
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		rs := &blobReader{ctx: ctx, blobs: g.blobs, d: d}
+		defer rs.Close()
+		// A whole-blob GET opens the stream of the blob store at once and
+		// takes the size from its first message, while the metadata
+		// service says whether the repository holds the blob: the two
+		// round trips overlap, and no Stat comes before the Read. For a
+		// small blob these round trips are most of the request. Nothing
+		// is sent before the repository's answer. HEAD and ranges ask the
+		// size alone, after it.
+		whole := r.Method == http.MethodGet && r.Header.Get("Range") == ""
+		opened := make(chan error, 1)
+		if whole {
+			go func() { opened <- rs.open() }()
+		}
 		has, err := g.meta.HasBlob(ctx, &metadatav1.HasBlobRequest{Repository: name, Digest: d.String()})
+		if err == nil && !has.GetFound() {
+			err = newError(http.StatusNotFound, codeBlobUnknown, fmt.Sprintf("blob %s not found in repository %s", d, name))
+		}
 		if err != nil {
+			if whole {
+				cancel()
+				<-opened
+			}
 			writeError(w, toAPIError(err, codeBlobUnknown))
 			return
 		}
-		if !has.GetFound() {
-			writeError(w, newError(http.StatusNotFound, codeBlobUnknown, fmt.Sprintf("blob %s not found in repository %s", d, name)))
-			return
+		if whole {
+			err = <-opened
+		} else {
+			var info blobclient.Info
+			info, err = g.blobs.Stat(ctx, d)
+			rs.size = info.Size
 		}
-		info, err := g.blobs.Stat(ctx, d)
 		if err != nil {
 			writeError(w, toAPIError(err, codeBlobUnknown))
 			return
@@ -55,11 +81,10 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, name, ref s
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Etag", `"`+d.String()+`"`)
 		h.Set("Cache-Control", "max-age=31536000")
-		// ServeContent answers ranges (206, 416), conditional requests and
-		// HEAD; the blob is read from the store only where it asks.
-		rs := &blobReader{ctx: ctx, blobs: g.blobs, d: d, size: info.Size}
-		defer rs.Close()
-		http.ServeContent(w, r, "", info.CreatedAt, rs)
+		// ServeContent answers ranges (206, 416), conditional requests
+		// (on the Etag: a blob never changes, so it has no Last-Modified)
+		// and HEAD; the blob is read from the store only where it asks.
+		http.ServeContent(w, r, "", time.Time{}, rs)
 	case http.MethodDelete:
 		if _, err := g.meta.UnlinkBlob(ctx, &metadatav1.UnlinkBlobRequest{Repository: name, Digest: d.String()}); err != nil {
 			writeError(w, toAPIError(err, codeBlobUnknown))
@@ -72,7 +97,9 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, name, ref s
 }
 
 // blobReader is an io.ReadSeeker over a stored blob for http.ServeContent:
-// it opens a stream of the blob store at the offset it is first read from.
+// it opens a stream of the blob store at the offset it is first read from,
+// and keeps an open stream across seeks that come back to where it stands
+// (ServeContent seeks to the end and back to learn the size).
 type blobReader struct {
 	ctx   context.Context
 	blobs *blobclient.Client
@@ -80,6 +107,7 @@ type blobReader struct {
 	size  int64
 	off   int64
 	r     *blobclient.Reader
+	rOff  int64 // of the next byte r returns
 }
 
 func (b *blobReader) Seek(offset int64, whence int) (int64, error) {
@@ -92,10 +120,7 @@ func (b *blobReader) Seek(offset int64, whence int) (int64, error) {
 	if offset < 0 {
 		return 0, errors.New("seek before the start of the blob")
 	}
-	if offset != b.off {
-		b.Close()
-		b.off = offset
-	}
+	b.off = offset
 	return offset, nil
 }
 
@@ -103,16 +128,28 @@ func (b *blobReader) Read(p []byte) (int, error) {
 	if b.off >= b.size {
 		return 0, io.EOF
 	}
+	if b.r != nil && b.rOff != b.off {
+		b.Close()
+	}
 	if b.r == nil {
-		r, err := b.blobs.Open(b.ctx, b.d, b.off, 0)
-		if err != nil {
+		if err := b.open(); err != nil {
 			return 0, err
 		}
-		b.r = r
 	}
 	n, err := b.r.Read(p)
 	b.off += int64(n)
+	b.rOff = b.off
 	return n, err
+}
+
+// open starts the stream at the current offset and learns the blob's size.
+func (b *blobReader) open() error {
+	r, err := b.blobs.Open(b.ctx, b.d, b.off, 0)
+	if err != nil {
+		return err
+	}
+	b.r, b.rOff, b.size = r, b.off, r.Size()
+	return nil
 }
 
 func (b *blobReader) Close() error {
