@@ -294,6 +294,10 @@ func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, 
 	return p.b.fetchURL(ctx, url)
 }
 
+func (p planImages) Clone(ctx context.Context, g plan.GitSource) (*buildctx.Context, string, error) {
+	return p.b.cloneGit(ctx, g)
+}
+
 // deps are what running a plan takes of the builder, with the build's
 // images and layers.
 func (b *Builder) deps(images exec.Images, layers exec.Layers) exec.Deps {

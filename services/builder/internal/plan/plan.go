@@ -177,4 +177,17 @@ type Source struct {
 	// Include is a COPY --parents source's pattern: what of the
 	// directory Entry is copied, relative to it ("" for everything).
 	Include string
+	// Checkout is the tree Entry (its root) is of for an ADD of a Git
+	// repository, in place of the build context; Commit is the commit it
+	// holds.
+	Checkout *buildctx.Context
+	Commit   string
+}
+
+// Tree is the tree f's Entry is of: its Checkout, or the build context.
+func (f Source) Tree(build *buildctx.Context) *buildctx.Context {
+	if f.Checkout != nil {
+		return f.Checkout
+	}
+	return build
 }

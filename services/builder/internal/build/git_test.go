@@ -1,0 +1,203 @@
+package build
+
+import (
+	"errors"
+	"net"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/strata-build/strata/lib/errdefs"
+)
+
+// gitServer is a Git repository served over smart HTTP by git's own
+// http-backend, as a forge serves one.
+type gitServer struct {
+	t    *testing.T
+	work string // the repository's work tree
+	url  string // the repository's URL
+}
+
+func newGitServer(t *testing.T) *gitServer {
+	t.Helper()
+	gitBin, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed: the test serves a repository with git http-backend")
+	}
+	root := t.TempDir()
+	s := &gitServer{t: t, work: filepath.Join(root, "work")}
+	s.git(root, "init", "-q", "-b", "main", s.work)
+	s.write("README", "hello\n", 0o644)
+	s.write("bin/run.sh", "#!/bin/sh\necho run\n", 0o755)
+	s.write("sub/dir/deep.txt", "deep\n", 0o644)
+	if err := os.Symlink("README", filepath.Join(s.work, "link")); err != nil {
+		t.Fatal(err)
+	}
+	s.commit("first")
+	s.git(s.work, "tag", "-a", "-m", "v1", "v1")
+	s.git(root, "clone", "-q", "--bare", s.work, filepath.Join(root, "srv", "repo.git"))
+	srv := httptest.NewServer(&cgi.Handler{Path: gitBin, Args: []string{"http-backend"},
+		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Join(root, "srv"), "GIT_HTTP_EXPORT_ALL=1"}})
+	t.Cleanup(srv.Close)
+	s.url = srv.URL + "/repo.git"
+	return s
+}
+
+func (s *gitServer) git(dir string, args ...string) {
+	s.t.Helper()
+	cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+}
+
+func (s *gitServer) write(p, body string, mode os.FileMode) {
+	s.t.Helper()
+	host := filepath.Join(s.work, p)
+	if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.WriteFile(host, []byte(body), mode); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// commit commits the work tree on main and pushes it to the served
+// repository.
+func (s *gitServer) commit(msg string) {
+	s.t.Helper()
+	s.git(s.work, "add", "-A")
+	s.git(s.work, "commit", "-q", "-m", msg)
+	if bare := filepath.Join(filepath.Dir(s.work), "srv", "repo.git"); fileExists(bare) {
+		s.git(s.work, "push", "-q", bare, "main")
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// ADD of a Git URL copies the commit's files into the destination, as
+// BuildKit does: root-owned, 0644 or 0755 as git checks them out, symlinks
+// kept, the subdirectory of "#ref:dir" only, .git only with
+// --keep-git-dir.
+func TestAddGitRepository(t *testing.T) {
+	for _, intoMounts := range []bool{false, true} {
+		s := newGitServer(t)
+		e := newEnv(t)
+		e.b.copyIntoMounts = intoMounts
+		e.b.URLPolicy.AllowPrivate = true
+		e.importBase("busybox:latest", busyboxLike())
+		res, _ := e.mustBuild("FROM busybox\nADD "+s.url+" /all\nADD "+s.url+"#main:sub /s/\n"+
+			"ADD --keep-git-dir=true "+s.url+"#v1 /k\nADD "+s.url+"?ref=main&subdir=sub/dir /q\n", nil)
+		got := e.files(e.image(res.ImageID))
+		want := map[string]string{
+			"all/README":           "-rw-r--r-- 0:0 hello\n",
+			"all/bin":              "drwxr-xr-x 0:0",
+			"all/bin/run.sh":       "-rwxr-xr-x 0:0 #!/bin/sh\necho run\n",
+			"all/link":             "-rwxrwxrwx 0:0 -> README",
+			"all/sub/dir/deep.txt": "-rw-r--r-- 0:0 deep\n",
+			"s/dir/deep.txt":       "-rw-r--r-- 0:0 deep\n",
+			"k/README":             "-rw-r--r-- 0:0 hello\n",
+			"q/deep.txt":           "-rw-r--r-- 0:0 deep\n",
+		}
+		for p, w := range want {
+			if got[p] != w {
+				t.Errorf("into mounts %v: %s = %q, want %q", intoMounts, p, got[p], w)
+			}
+		}
+		checkFiles(t, got, []string{"k/.git/HEAD", "k/.git/config"}, []string{"all/.git", "s/README", "s/sub", "q/dir"})
+		if !strings.Contains(got["k/.git/config"], s.url) {
+			t.Errorf("k/.git/config = %q, want origin %s", got["k/.git/config"], s.url)
+		}
+	}
+}
+
+// A rebuild is a cache hit while the branch stays where it was, and a miss
+// once it moves.
+func TestAddGitCacheFollowsTheCommit(t *testing.T) {
+	s := newGitServer(t)
+	e := newEnv(t)
+	e.b.URLPolicy.AllowPrivate = true
+	e.importBase("busybox:latest", busyboxLike())
+	df := "FROM busybox\nADD " + s.url + "#main /src\n"
+	e.mustBuild(df, nil)
+	if _, rec := e.mustBuild(df, nil); rec.cached() != 1 {
+		t.Errorf("rebuild with the branch unmoved: %d steps cached, want 1", rec.cached())
+	}
+	s.write("README", "hello again\n", 0o644)
+	s.commit("second")
+	res, rec := e.mustBuild(df, nil)
+	if rec.cached() != 0 {
+		t.Errorf("rebuild after the branch moved: %d steps cached, want 0", rec.cached())
+	}
+	if got := e.files(e.image(res.ImageID))["src/README"]; got != "-rw-r--r-- 0:0 hello again\n" {
+		t.Errorf("src/README after the branch moved = %q", got)
+	}
+	// The fetch is shallow: the commit without its parent.
+	kept := e.files(e.image(e.mustBuildID("FROM busybox\nADD --keep-git-dir " + s.url + "#main /src\n")))
+	if _, ok := kept["src/.git/shallow"]; !ok {
+		t.Errorf("ADD --keep-git-dir of a branch of two commits: no .git/shallow, want a depth-1 fetch")
+	}
+	// The tag still names the first commit.
+	if got := e.files(e.image(e.mustBuildID("FROM busybox\nADD " + s.url + "#v1 /src\n")))["src/README"]; got != "-rw-r--r-- 0:0 hello\n" {
+		t.Errorf("src/README at v1 = %q", got)
+	}
+}
+
+func (e *env) mustBuildID(df string) string {
+	e.t.Helper()
+	res, _ := e.mustBuild(df, nil)
+	return res.ImageID
+}
+
+// What cannot be fetched fails naming the URL and what is wrong: a ref the
+// repository lacks, a host nothing answers on, an address the policy
+// refuses, a transport this builder does not speak, a COPY of a repository.
+func TestAddGitErrors(t *testing.T) {
+	s := newGitServer(t)
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	_, _, err := e.build("FROM busybox\nADD "+s.url+" /src\n", nil)
+	if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("ADD of a loopback repository without the policy allowing it: %v, want PERMISSION_DENIED naming the address", err)
+	}
+	e.b.URLPolicy.AllowPrivate = true
+
+	_, _, err = e.build("FROM busybox\nADD "+s.url+"#nosuchbranch /src\n", nil)
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), `"nosuchbranch"`) || !strings.Contains(err.Error(), s.url) {
+		t.Errorf("ADD of a ref the repository lacks: %v, want NOT_FOUND naming the ref and the URL", err)
+	}
+	_, _, err = e.build("FROM busybox\nADD "+s.url+"#main:nosuchdir /src\n", nil)
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), `"nosuchdir"`) {
+		t.Errorf("ADD of a subdirectory the commit lacks: %v, want NOT_FOUND naming it", err)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String() + "/repo.git"
+	l.Close()
+	_, _, err = e.build("FROM busybox\nADD "+dead+" /src\n", nil)
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), dead) {
+		t.Errorf("ADD of a repository nothing serves: %v, want UNAVAILABLE naming the URL", err)
+	}
+
+	for _, src := range []string{"git@github.com:moby/buildkit.git#master", "ssh://git@github.com/moby/buildkit.git"} {
+		_, _, err = e.build("FROM busybox\nADD "+src+" /src\n", nil)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), strings.TrimSuffix(src, "#master")) || !strings.Contains(err.Error(), "https://") {
+			t.Errorf("ADD %s: %v, want INVALID_ARGUMENT naming it and what is supported", src, err)
+		}
+	}
+	_, _, err = e.build("FROM busybox\nCOPY "+s.url+" /src\n", nil)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "use ADD") {
+		t.Errorf("COPY of a repository: %v, want INVALID_ARGUMENT saying to use ADD", err)
+	}
+}
