@@ -78,6 +78,16 @@ func (s *gitServer) commit(msg string) {
 	}
 }
 
+// head is the commit main is at.
+func (s *gitServer) head() string {
+	s.t.Helper()
+	out, err := exec.Command("git", "-C", s.work, "rev-parse", "HEAD").Output()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
@@ -199,5 +209,31 @@ func TestAddGitErrors(t *testing.T) {
 	_, _, err = e.build("FROM busybox\nCOPY "+s.url+" /src\n", nil)
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "use ADD") {
 		t.Errorf("COPY of a repository: %v, want INVALID_ARGUMENT saying to use ADD", err)
+	}
+}
+
+// ADD --checksum of a Git source is the commit (or its start), as BuildKit
+// checks it; a commit hash as the ref is fetched though no branch names it
+// at depth 1.
+func TestAddGitChecksum(t *testing.T) {
+	s := newGitServer(t)
+	e := newEnv(t)
+	e.b.URLPolicy.AllowPrivate = true
+	e.importBase("busybox:latest", busyboxLike())
+	first := s.head()
+	e.mustBuild("FROM busybox\nADD --checksum="+first[:12]+" "+s.url+"#main /src\nADD "+s.url+"?checksum="+first+" /q\n", nil)
+	s.write("README", "changed\n", 0o644)
+	s.commit("second")
+	_, _, err := e.build("FROM busybox\nADD --checksum="+first+" "+s.url+"#main /src\n", nil)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), first) || !strings.Contains(err.Error(), s.head()) {
+		t.Errorf("ADD --checksum of a branch that moved on: %v, want FAILED_PRECONDITION naming both commits", err)
+	}
+	_, _, err = e.build("FROM busybox\nADD --checksum=sha256:abc "+s.url+" /src\n", nil)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "sha256:abc") {
+		t.Errorf("ADD --checksum=sha256:abc of a Git source: %v, want INVALID_ARGUMENT naming it", err)
+	}
+	res, _ := e.mustBuild("FROM busybox\nADD "+s.url+"#"+first+" /src\n", nil)
+	if got := e.files(e.image(res.ImageID))["src/README"]; got != "-rw-r--r-- 0:0 hello\n" {
+		t.Errorf("ADD of %s#<first commit>: src/README = %q, want the first commit's", s.url, got)
 	}
 }
