@@ -30,6 +30,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
@@ -159,6 +160,7 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 		mtime = commit.Committer.When
 	}
 	c := checkout{b: b, objects: st, mtime: mtime.UnixNano(), left: MaxDownload, remote: redactURL(g.Remote)}
+	defer c.close()
 	if err := c.tree(dctx, tree, g.SkipSubmodules); err != nil {
 		return nil, "", what(err)
 	}
@@ -261,6 +263,14 @@ type checkout struct {
 	left    int64 // bytes the checkout may still store
 	remote  string
 	list    []*builderv1.FileEntry
+	batch   *buildctx.Batch // small contents, once one is stored
+}
+
+// close makes the small contents stored survive a restart.
+func (c *checkout) close() {
+	if c.batch != nil {
+		c.batch.Close()
+	}
 }
 
 func (c *checkout) add(p string, mode fs.FileMode, size int64, d, target string) {
@@ -310,7 +320,7 @@ func (c *checkout) tree(ctx context.Context, t *object.Tree, skipSubmodules bool
 			if err != nil {
 				return err
 			}
-			d, n, err := c.store(r)
+			d, n, err := c.store(r, blob.Size)
 			r.Close()
 			if err != nil {
 				return err
@@ -334,9 +344,43 @@ func (c *checkout) blobText(h plumbing.Hash) (string, error) {
 	return string(b), err
 }
 
-// store puts a content into the context store, within what the checkout
-// may still store.
-func (c *checkout) store(r io.Reader) (string, int64, error) {
+// smallBlob is the size up to which a file of a checkout is read whole,
+// to be stored once (a rebuild of an unchanged repository writes nothing)
+// and packed with the checkout's other small files.
+const smallBlob = 1 << 20
+
+// store puts a content of size bytes into the context store, within what
+// the checkout may still store.
+func (c *checkout) store(r io.Reader, size int64) (string, int64, error) {
+	if size > c.left {
+		return "", 0, errdefs.ResourceExhausted("checking out %s: more than %d bytes", c.remote, MaxDownload)
+	}
+	if size <= smallBlob {
+		b, err := io.ReadAll(io.LimitReader(r, size+1))
+		if err != nil {
+			return "", 0, err
+		}
+		if int64(len(b)) != size {
+			return "", 0, fmt.Errorf("checking out %s: a file of %d bytes read as %d", c.remote, size, len(b))
+		}
+		c.left -= size
+		d := digest.FromBytes(b)
+		if len(c.b.Contexts.Missing([]digest.Digest{d})) == 0 {
+			return string(d), size, nil
+		}
+		if c.batch == nil {
+			c.batch = c.b.Contexts.NewBatch()
+		}
+		w, err := c.batch.NewWriter(d, size)
+		if err != nil {
+			return "", 0, err
+		}
+		if _, err := w.Write(b); err != nil {
+			w.Close()
+			return "", 0, err
+		}
+		return string(d), size, w.Commit()
+	}
 	tmp, err := c.b.Contexts.NewTempFile()
 	if err != nil {
 		return "", 0, err
@@ -376,7 +420,7 @@ func (c *checkout) dir(host, name string) error {
 			if err != nil {
 				return err
 			}
-			dg, n, err := c.store(f)
+			dg, n, err := c.store(f, fi.Size())
 			f.Close()
 			if err != nil {
 				return err
