@@ -60,9 +60,9 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tr := &fetchTransport{rt: urlClient(b.URLPolicy).Transport}
-	tr.left.Store(MaxDownload)
 	hc := urlClient(b.URLPolicy)
+	tr := &fetchTransport{rt: hc.Transport}
+	tr.left.Store(MaxDownload)
 	hc.Transport = tr
 	// what turns an error into the one to report: the bound the fetch
 	// outlived or overran, the policy's refusal, or err.
