@@ -3,6 +3,7 @@ package build
 import (
 	"errors"
 	"net"
+	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
 )
@@ -244,5 +246,24 @@ func TestAddGitChecksum(t *testing.T) {
 		if got := e.files(e.image(res.ImageID))["src/README"]; got != "-rw-r--r-- 0:0 hello\n" {
 			t.Errorf("ADD of %s#%s: src/README = %q, want the first commit's", s.url, ref, got)
 		}
+	}
+}
+
+// A Git server that never answers fails the build within the download
+// timeout, naming the URL and the setting.
+func TestAddGitTimeout(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer srv.Close()
+	e.b.URLPolicy.AllowPrivate = true
+	e.b.DownloadTimeout = 300 * time.Millisecond
+	t0 := time.Now()
+	_, _, err := e.build("FROM busybox\nADD "+srv.URL+"/slow.git /src\n", nil)
+	if !errors.Is(err, errdefs.ErrDeadlineExceeded) || !strings.Contains(err.Error(), srv.URL+"/slow.git") || !strings.Contains(err.Error(), "--download-timeout") {
+		t.Errorf("ADD of a repository whose server never answers: %v, want DEADLINE_EXCEEDED naming the URL and --download-timeout", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("the build took %v to give up", d)
 	}
 }
