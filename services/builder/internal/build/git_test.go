@@ -1,7 +1,11 @@
 package build
 
 import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/strata-build/strata/lib/errdefs"
+	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
 // gitServer is a Git repository served over smart HTTP by git's own
@@ -265,5 +270,67 @@ func TestAddGitTimeout(t *testing.T) {
 	}
 	if d := time.Since(t0); d > 10*time.Second {
 		t.Errorf("the build took %v to give up", d)
+	}
+}
+
+// Files get the checkout's time, as BuildKit's, or the commit's with
+// ?mtime=commit.
+func TestAddGitMtimes(t *testing.T) {
+	s := newGitServer(t)
+	commitTime := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	s.write("README", "dated\n", 0o644)
+	s.t.Setenv("GIT_COMMITTER_DATE", commitTime.Format(time.RFC3339))
+	s.commit("dated")
+	e := newEnv(t)
+	e.b.URLPolicy.AllowPrivate = true
+	e.importBase("busybox:latest", busyboxLike())
+	t0 := time.Now().Truncate(time.Second)
+	res, _ := e.mustBuild("FROM busybox\nADD "+s.url+" /co\nADD "+s.url+"?mtime=commit /cm\n", nil)
+	img := e.image(res.ImageID)
+	layers := img.Layers()
+	for _, c := range []struct {
+		layer image.Layer
+		path  string
+		ok    func(time.Time) bool
+		want  string
+	}{
+		{layers[len(layers)-2], "co/README", func(m time.Time) bool { return !m.Before(t0) }, "the checkout's time"},
+		{layers[len(layers)-1], "cm/README", func(m time.Time) bool { return m.Equal(commitTime) }, "the commit's time " + commitTime.String()},
+	} {
+		var mtime time.Time
+		for _, line := range e.layerHeaders(c.layer) {
+			if line.Name == c.path {
+				mtime = line.ModTime
+			}
+		}
+		if !c.ok(mtime) {
+			t.Errorf("%s mtime = %v, want %s", c.path, mtime, c.want)
+		}
+	}
+}
+
+// layerHeaders lists the tar headers of a layer.
+func (e *env) layerHeaders(l image.Layer) []tar.Header {
+	e.t.Helper()
+	rc, err := e.blobs.Open(context.Background(), l.Blob.Digest)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rc.Close()
+	gz, err := gzip.NewReader(rc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []tar.Header
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, *h)
 	}
 }
