@@ -92,7 +92,7 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 	if err != nil {
 		return nil, "", what(remoteError(g.Remote, err))
 	}
-	want, commitish, shallow, err := resolveRef(ar, g)
+	want, name, commitish, shallow, err := resolveRef(ar, g)
 	if err != nil {
 		return nil, "", err
 	}
@@ -168,7 +168,7 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 	// repository whose HEAD is the commit, checked out, with origin the
 	// remote (its files are go-git's, not byte for byte git's).
 	if g.KeepGitDir && subdir == "" {
-		if err := keepGitDir(repo, g, commit.Hash); err != nil {
+		if err := keepGitDir(repo, g, name, plumbing.NewHash(commitish), commit.Hash); err != nil {
 			return nil, "", err
 		}
 		if err := c.dir(tmp, ".git"); err != nil {
@@ -184,41 +184,41 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 
 // resolveRef picks what to fetch for the source's ref among the remote's
 // refs, in git's order (the full name, a tag, a branch; HEAD for none): the
-// object to want, the commit (or tag) to check out and whether a depth-1
-// fetch has it. A ref that names no branch or tag but looks like a commit
+// object to want, the name of the ref it is ("" for HEAD or a commit hash),
+// the commit (or tag) to check out and whether a depth-1 fetch has it. A ref that names no branch or tag but looks like a commit
 // hash is fetched with the branches and tags in full and looked up.
-func resolveRef(ar *packp.AdvRefs, g plan.GitSource) (want []plumbing.Hash, commitish string, shallow bool, err error) {
+func resolveRef(ar *packp.AdvRefs, g plan.GitSource) (want []plumbing.Hash, name plumbing.ReferenceName, commitish string, shallow bool, err error) {
 	refs, err := ar.AllReferences()
 	if err != nil {
-		return nil, "", false, errdefs.Unavailable("fetching %s: %v", redactURL(g.Remote), err)
+		return nil, "", "", false, errdefs.Unavailable("fetching %s: %v", redactURL(g.Remote), err)
 	}
 	if g.Ref == "" {
 		if ar.Head == nil {
-			return nil, "", false, errdefs.NotFound("repository %s has no HEAD (it is empty?)", redactURL(g.Remote))
+			return nil, "", "", false, errdefs.NotFound("repository %s has no HEAD (it is empty?)", redactURL(g.Remote))
 		}
-		return []plumbing.Hash{*ar.Head}, ar.Head.String(), true, nil
+		return []plumbing.Hash{*ar.Head}, "", ar.Head.String(), true, nil
 	}
-	for _, name := range []string{g.Ref, "refs/tags/" + g.Ref, "refs/heads/" + g.Ref} {
-		if !strings.HasPrefix(name, "refs/") {
+	for _, cand := range []string{g.Ref, "refs/tags/" + g.Ref, "refs/heads/" + g.Ref} {
+		if !strings.HasPrefix(cand, "refs/") {
 			continue
 		}
-		if r, ok := refs[plumbing.ReferenceName(name)]; ok && r.Type() == plumbing.HashReference {
-			return []plumbing.Hash{r.Hash()}, r.Hash().String(), true, nil
+		if r, ok := refs[plumbing.ReferenceName(cand)]; ok && r.Type() == plumbing.HashReference {
+			return []plumbing.Hash{r.Hash()}, r.Name(), r.Hash().String(), true, nil
 		}
 	}
 	if len(g.Ref) >= 7 && len(g.Ref) <= 40 && gitHex(g.Ref) {
 		seen := map[plumbing.Hash]bool{}
-		for name, r := range refs {
-			if r.Type() == plumbing.HashReference && (name.IsBranch() || name.IsTag() || name == plumbing.HEAD) && !seen[r.Hash()] {
+		for n, r := range refs {
+			if r.Type() == plumbing.HashReference && (n.IsBranch() || n.IsTag() || n == plumbing.HEAD) && !seen[r.Hash()] {
 				seen[r.Hash()] = true
 				want = append(want, r.Hash())
 			}
 		}
 		if len(want) > 0 {
-			return want, strings.ToLower(g.Ref), false, nil
+			return want, "", strings.ToLower(g.Ref), false, nil
 		}
 	}
-	return nil, "", false, errdefs.NotFound("repository %s has no branch, tag or commit %q", redactURL(g.Remote), g.Ref)
+	return nil, "", "", false, errdefs.NotFound("repository %s has no branch, tag or commit %q", redactURL(g.Remote), g.Ref)
 }
 
 func gitHex(s string) bool {
@@ -239,11 +239,17 @@ func findCommit(repo *git.Repository, commitish string) (*object.Commit, error) 
 }
 
 // keepGitDir makes the fetched repository the checkout BuildKit keeps:
-// HEAD detached at the commit, origin the remote (without credentials),
-// the index and work tree at the commit.
-func keepGitDir(repo *git.Repository, g plan.GitSource, commit plumbing.Hash) error {
+// HEAD detached at the commit, the branch or tag named (when one is) at
+// what was fetched for it (so git describe finds a tag), origin the remote
+// (without credentials), the index and work tree at the commit.
+func keepGitDir(repo *git.Repository, g plan.GitSource, name plumbing.ReferenceName, fetched, commit plumbing.Hash) error {
 	if _, err := repo.CreateRemote(&gitconfig.RemoteConfig{Name: "origin", URLs: []string{redactURL(g.Remote)}}); err != nil {
 		return err
+	}
+	if name != "" {
+		if err := repo.Storer.SetReference(plumbing.NewHashReference(name, fetched)); err != nil {
+			return err
+		}
 	}
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(plumbing.HEAD, commit)); err != nil {
 		return err

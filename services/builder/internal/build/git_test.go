@@ -129,7 +129,7 @@ func TestAddGitRepository(t *testing.T) {
 				t.Errorf("into mounts %v: %s = %q, want %q", intoMounts, p, got[p], w)
 			}
 		}
-		checkFiles(t, got, []string{"k/.git/HEAD", "k/.git/config"}, []string{"all/.git", "s/README", "s/sub", "q/dir"})
+		checkFiles(t, got, []string{"k/.git/HEAD", "k/.git/config", "k/.git/refs/tags/v1"}, []string{"all/.git", "s/README", "s/sub", "q/dir"})
 		if !strings.Contains(got["k/.git/config"], s.url) {
 			t.Errorf("k/.git/config = %q, want origin %s", got["k/.git/config"], s.url)
 		}
