@@ -23,6 +23,18 @@ type (
 	RunResources = builderv1.RunResources
 	Ulimit       = builderv1.Ulimit
 	NetworkMode  = builderv1.NetworkMode
+	EventOrder   = builderv1.EventOrder
+)
+
+// The orders a build's events come in.
+const (
+	// EventsSequential sends the events in a sequential build's order, as
+	// Docker's classic builder prints them: a stage's wait while an
+	// earlier stage runs.
+	EventsSequential = builderv1.EventOrder_EVENT_ORDER_UNSPECIFIED
+	// EventsLive sends them as they happen, the steps of stages that run
+	// at once interleaved (each StepStarted names its stage).
+	EventsLive = builderv1.EventOrder_EVENT_ORDER_LIVE
 )
 
 // The network modes of RUN steps.
@@ -64,6 +76,9 @@ type BuildOptions struct {
 	Network NetworkMode
 	// Resources limits RUN steps (--memory, --cpu-shares, --ulimit, …).
 	Resources *RunResources
+	// EventOrder is the order OnEvent sees the events in
+	// (EventsSequential by default).
+	EventOrder EventOrder
 	// CacheDir keeps the digests of the context's files between builds, by
 	// size and mtime, so that an unchanged file is not hashed again. Empty:
 	// strata/context in the user's cache directory, as the CLI; "-": none.
@@ -291,7 +306,7 @@ func baseRequest(o BuildOptions) *builderv1.BuildOptions {
 	req := &builderv1.BuildOptions{
 		Tags: o.Tags, Target: o.Target, NoCache: o.NoCache, Network: o.Network,
 		BuildArgs: map[string]string{}, Labels: map[string]string{}, BuildArgNames: o.BuildArgNames,
-		SecretIds: secretIDs(o.Secrets),
+		SecretIds: secretIDs(o.Secrets), EventOrder: o.EventOrder,
 	}
 	for k, v := range o.BuildArgs {
 		req.BuildArgs[k] = v

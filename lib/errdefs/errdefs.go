@@ -163,6 +163,19 @@ func KindOf(err error) error {
 	return ErrInternal
 }
 
+// Wrap returns err with its message prefixed by a formatted context
+// ("context: message"), of err's kind (KindOf) and with the reason and
+// details of the first *Error in its chain, so that what the error was
+// classified as where it arose reaches the client through the wrapping.
+func Wrap(err error, format string, args ...any) *Error {
+	e := New(KindOf(err), "%s: %w", fmt.Sprintf(format, args...), err)
+	var inner *Error
+	if errors.As(err, &inner) {
+		e.reason, e.details = inner.reason, inner.details
+	}
+	return e
+}
+
 // IsNotFound reports whether err is, or wraps, ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 

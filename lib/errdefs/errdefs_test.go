@@ -128,3 +128,16 @@ func TestKindOf(t *testing.T) {
 		}
 	}
 }
+
+func TestWrapKeepsTheClassification(t *testing.T) {
+	inner := FailedPrecondition("digest mismatch").WithReason("CHECKSUM_MISMATCH").WithDetail("url", "http://x")
+	err := Wrap(fmt.Errorf("fetching: %w", inner), "Dockerfile:%d", 3)
+	back := FromGRPC(ToGRPC(err))
+	var e *Error
+	if !errors.As(back, &e) || !IsFailedPrecondition(back) || e.Reason() != "CHECKSUM_MISMATCH" || e.Details()["url"] != "http://x" {
+		t.Errorf("Wrap then the wire: %v (reason %q), want FAILED_PRECONDITION CHECKSUM_MISMATCH with its detail", back, e.Reason())
+	}
+	if got, want := err.Error(), "Dockerfile:3: fetching: digest mismatch"; got != want {
+		t.Errorf("Wrap message %q, want %q", got, want)
+	}
+}

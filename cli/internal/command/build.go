@@ -159,13 +159,17 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	switch o.progress {
 	case "quiet":
 		o.quiet = true
-	case "auto", "plain", "tty":
+	case "plain":
+		opts.EventOrder = client.EventsLive
+	case "auto", "tty":
 	default:
 		return fmt.Errorf("invalid --progress %q: want auto, plain or quiet", o.progress)
 	}
 	switch {
 	case o.quiet:
 		p = &quietPrinter{out: c.Out}
+	case o.progress == "plain":
+		p = newPlainPrinter(c.Out, time.Now)
 	case o.progress == "tty" || o.progress == "auto" && c.outIsTerminal():
 		p = newLivePrinter(c.Out)
 	default:
@@ -197,7 +201,7 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 	}
 	result, err := cl.Build(cmd.Context(), o.contextDir, opts)
 	if err != nil {
-		p.fail()
+		p.fail(err)
 		return err
 	}
 	p.result(result)
@@ -211,7 +215,8 @@ type printer interface {
 	// (unique) and all its files (total).
 	context(sending, unique, total int64)
 	event(ev *builderv1.BuildEvent)
-	fail()
+	// fail ends the display of a build that failed with err.
+	fail(err error)
 	result(r *builderv1.BuildResult)
 }
 
@@ -236,12 +241,14 @@ func (p *classicPrinter) context(sending, unique, total int64) {
 	fmt.Fprintf(p.out, "%s\n\n", sendingLine(sending, unique, total))
 }
 
+const sendingPrefix = "Sending build context to Strata builder  "
+
 // sendingLine is Docker's "Sending build context to Docker daemon  2.048kB"
 // for Strata, where only the contents the builder does not hold travel, each
 // once: the figure is what is sent, and the context's size follows when the
 // builder holds some of it.
 func sendingLine(sending, unique, total int64) string {
-	line := "Sending build context to Strata builder  " + units.HumanSize(float64(sending))
+	line := sendingPrefix + units.HumanSize(float64(sending))
 	switch {
 	case sending >= unique:
 	case sending == 0:
@@ -294,7 +301,7 @@ func (p *classicPrinter) running() {
 	}
 }
 
-func (p *classicPrinter) fail() {}
+func (p *classicPrinter) fail(error) {}
 
 func (p *classicPrinter) result(r *builderv1.BuildResult) {
 	fmt.Fprintf(p.out, "Successfully built %s\n", shortID(r.GetImageId()))
@@ -308,7 +315,7 @@ type quietPrinter struct{ out io.Writer }
 
 func (p *quietPrinter) context(int64, int64, int64)     {}
 func (p *quietPrinter) event(*builderv1.BuildEvent)     {}
-func (p *quietPrinter) fail()                           {}
+func (p *quietPrinter) fail(error)                      {}
 func (p *quietPrinter) result(r *builderv1.BuildResult) { fmt.Fprintln(p.outw(), r.GetImageId()) }
 func (p *quietPrinter) outw() io.Writer {
 	if p.out == nil {
@@ -427,7 +434,7 @@ func (p *livePrinter) event(ev *builderv1.BuildEvent) {
 	}
 }
 
-func (p *livePrinter) fail() {
+func (p *livePrinter) fail(error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	close(p.stop)

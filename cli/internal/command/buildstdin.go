@@ -36,7 +36,7 @@ func (c *CLI) runStdinBuild(cmd *cobra.Command, opts client.BuildOptions, file s
 	}
 	result, err := cl.Build(cmd.Context(), "", opts)
 	if err != nil {
-		p.fail()
+		p.fail(err)
 		return err
 	}
 	p.result(result)

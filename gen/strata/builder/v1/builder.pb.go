@@ -80,6 +80,61 @@ func (NetworkMode) EnumDescriptor() ([]byte, []int) {
 	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{0}
 }
 
+// EventOrder chooses the order of a build's events when stages run at
+// once.
+type EventOrder int32
+
+const (
+	// The order of a sequential build: the events of a stage that runs
+	// while an earlier one has not finished wait until it has, so that
+	// "Step N/M" and the output under it read as Docker's classic builder
+	// prints them (`strata build --progress=auto`).
+	EventOrder_EVENT_ORDER_UNSPECIFIED EventOrder = 0
+	// As they happen: the steps of stages that run at once interleave, each
+	// event joined to its step by BuildEvent.step and to its stage by the
+	// step's StepStarted (`strata build --progress=plain`).
+	EventOrder_EVENT_ORDER_LIVE EventOrder = 1
+)
+
+// Enum value maps for EventOrder.
+var (
+	EventOrder_name = map[int32]string{
+		0: "EVENT_ORDER_UNSPECIFIED",
+		1: "EVENT_ORDER_LIVE",
+	}
+	EventOrder_value = map[string]int32{
+		"EVENT_ORDER_UNSPECIFIED": 0,
+		"EVENT_ORDER_LIVE":        1,
+	}
+)
+
+func (x EventOrder) Enum() *EventOrder {
+	p := new(EventOrder)
+	*p = x
+	return p
+}
+
+func (x EventOrder) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventOrder) Descriptor() protoreflect.EnumDescriptor {
+	return file_strata_builder_v1_builder_proto_enumTypes[1].Descriptor()
+}
+
+func (EventOrder) Type() protoreflect.EnumType {
+	return &file_strata_builder_v1_builder_proto_enumTypes[1]
+}
+
+func (x EventOrder) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventOrder.Descriptor instead.
+func (EventOrder) EnumDescriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{1}
+}
+
 // OutputStream names the stream a RUN step wrote to.
 type OutputStream int32
 
@@ -117,11 +172,11 @@ func (x OutputStream) String() string {
 }
 
 func (OutputStream) Descriptor() protoreflect.EnumDescriptor {
-	return file_strata_builder_v1_builder_proto_enumTypes[1].Descriptor()
+	return file_strata_builder_v1_builder_proto_enumTypes[2].Descriptor()
 }
 
 func (OutputStream) Type() protoreflect.EnumType {
-	return &file_strata_builder_v1_builder_proto_enumTypes[1]
+	return &file_strata_builder_v1_builder_proto_enumTypes[2]
 }
 
 func (x OutputStream) Number() protoreflect.EnumNumber {
@@ -130,7 +185,7 @@ func (x OutputStream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OutputStream.Descriptor instead.
 func (OutputStream) EnumDescriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{1}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{2}
 }
 
 // TransferAction says what is happening to one blob of a transfer.
@@ -194,11 +249,11 @@ func (x TransferAction) String() string {
 }
 
 func (TransferAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_strata_builder_v1_builder_proto_enumTypes[2].Descriptor()
+	return file_strata_builder_v1_builder_proto_enumTypes[3].Descriptor()
 }
 
 func (TransferAction) Type() protoreflect.EnumType {
-	return &file_strata_builder_v1_builder_proto_enumTypes[2]
+	return &file_strata_builder_v1_builder_proto_enumTypes[3]
 }
 
 func (x TransferAction) Number() protoreflect.EnumNumber {
@@ -207,7 +262,7 @@ func (x TransferAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransferAction.Descriptor instead.
 func (TransferAction) EnumDescriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{2}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
 }
 
 // SaveFormat is the archive format of a save.
@@ -247,11 +302,11 @@ func (x SaveFormat) String() string {
 }
 
 func (SaveFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_strata_builder_v1_builder_proto_enumTypes[3].Descriptor()
+	return file_strata_builder_v1_builder_proto_enumTypes[4].Descriptor()
 }
 
 func (SaveFormat) Type() protoreflect.EnumType {
-	return &file_strata_builder_v1_builder_proto_enumTypes[3]
+	return &file_strata_builder_v1_builder_proto_enumTypes[4]
 }
 
 func (x SaveFormat) Number() protoreflect.EnumNumber {
@@ -260,7 +315,7 @@ func (x SaveFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SaveFormat.Descriptor instead.
 func (SaveFormat) EnumDescriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
 }
 
 // BuildState is where a build is in its life.
@@ -313,11 +368,11 @@ func (x BuildState) String() string {
 }
 
 func (BuildState) Descriptor() protoreflect.EnumDescriptor {
-	return file_strata_builder_v1_builder_proto_enumTypes[4].Descriptor()
+	return file_strata_builder_v1_builder_proto_enumTypes[5].Descriptor()
 }
 
 func (BuildState) Type() protoreflect.EnumType {
-	return &file_strata_builder_v1_builder_proto_enumTypes[4]
+	return &file_strata_builder_v1_builder_proto_enumTypes[5]
 }
 
 func (x BuildState) Number() protoreflect.EnumNumber {
@@ -326,7 +381,7 @@ func (x BuildState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BuildState.Descriptor instead.
 func (BuildState) EnumDescriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
 }
 
 // Ulimit is one resource limit of RUN steps' processes, as
@@ -563,7 +618,10 @@ type BuildOptions struct {
 	// context message: a secret's value is never part of the options. IDs
 	// are unique, at most 100 (INVALID_ARGUMENT, reason SECRET_INVALID,
 	// beyond).
-	SecretIds     []string `protobuf:"bytes,15,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
+	SecretIds []string `protobuf:"bytes,15,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
+	// The order the build's events come in: by default that of a
+	// sequential build, as Docker's classic builder prints them.
+	EventOrder    EventOrder `protobuf:"varint,16,opt,name=event_order,json=eventOrder,proto3,enum=strata.builder.v1.EventOrder" json:"event_order,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,6 +759,13 @@ func (x *BuildOptions) GetSecretIds() []string {
 		return x.SecretIds
 	}
 	return nil
+}
+
+func (x *BuildOptions) GetEventOrder() EventOrder {
+	if x != nil {
+		return x.EventOrder
+	}
+	return EventOrder_EVENT_ORDER_UNSPECIFIED
 }
 
 // BuildSecret is one of a build's secrets. The builder holds it in memory
@@ -1212,7 +1277,18 @@ type StepStarted struct {
 	// that run one.
 	ContainerId string `protobuf:"bytes,4,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	// The ID of the base image, for FROM steps.
-	BaseImageId   string `protobuf:"bytes,5,opt,name=base_image_id,json=baseImageId,proto3" json:"base_image_id,omitempty"`
+	BaseImageId string `protobuf:"bytes,5,opt,name=base_image_id,json=baseImageId,proto3" json:"base_image_id,omitempty"`
+	// The stage's place among the Dockerfile's stages, from 0.
+	StageIndex int32 `protobuf:"varint,6,opt,name=stage_index,json=stageIndex,proto3" json:"stage_index,omitempty"`
+	// The stage's name (FROM … AS name); empty when it has none.
+	StageName string `protobuf:"bytes,7,opt,name=stage_name,json=stageName,proto3" json:"stage_name,omitempty"`
+	// The step's place in its stage, from 1 (its FROM), and the stage's
+	// number of steps: BuildKit's "[name 2/4]".
+	StageStep int32 `protobuf:"varint,8,opt,name=stage_step,json=stageStep,proto3" json:"stage_step,omitempty"`
+	// The number of steps of the stage, its FROM included.
+	StageSteps int32 `protobuf:"varint,9,opt,name=stage_steps,json=stageSteps,proto3" json:"stage_steps,omitempty"`
+	// The Dockerfile line of the instruction; 0 for FROM steps.
+	Line          int32 `protobuf:"varint,10,opt,name=line,proto3" json:"line,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1280,6 +1356,41 @@ func (x *StepStarted) GetBaseImageId() string {
 		return x.BaseImageId
 	}
 	return ""
+}
+
+func (x *StepStarted) GetStageIndex() int32 {
+	if x != nil {
+		return x.StageIndex
+	}
+	return 0
+}
+
+func (x *StepStarted) GetStageName() string {
+	if x != nil {
+		return x.StageName
+	}
+	return ""
+}
+
+func (x *StepStarted) GetStageStep() int32 {
+	if x != nil {
+		return x.StageStep
+	}
+	return 0
+}
+
+func (x *StepStarted) GetStageSteps() int32 {
+	if x != nil {
+		return x.StageSteps
+	}
+	return 0
+}
+
+func (x *StepStarted) GetLine() int32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
 }
 
 // StepCached reports that a step's result came from the build cache.
@@ -4371,7 +4482,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
 	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
 	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\x12\x12\n" +
-	"\x04disk\x18\b \x01(\x03R\x04disk\"\x85\x06\n" +
+	"\x04disk\x18\b \x01(\x03R\x04disk\"\xc5\x06\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -4393,7 +4504,9 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\fcontext_blob\x18\r \x01(\tR\vcontextBlob\x12'\n" +
 	"\x0fdockerfile_text\x18\x0e \x01(\tR\x0edockerfileText\x12\x1d\n" +
 	"\n" +
-	"secret_ids\x18\x0f \x03(\tR\tsecretIds\x1a<\n" +
+	"secret_ids\x18\x0f \x03(\tR\tsecretIds\x12>\n" +
+	"\vevent_order\x18\x10 \x01(\x0e2\x1d.strata.builder.v1.EventOrderR\n" +
+	"eventOrder\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -4431,14 +4544,24 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\arequest\"M\n" +
 	"\x0eContextRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\tR\adigests\x12!\n" +
-	"\fsend_entries\x18\x02 \x01(\bR\vsendEntries\"\xad\x01\n" +
+	"\fsend_entries\x18\x02 \x01(\bR\vsendEntries\"\xc1\x02\n" +
 	"\vStepStarted\x12\x1f\n" +
 	"\vtotal_steps\x18\x01 \x01(\x05R\n" +
 	"totalSteps\x12 \n" +
 	"\vinstruction\x18\x02 \x01(\tR\vinstruction\x12\x14\n" +
 	"\x05stage\x18\x03 \x01(\tR\x05stage\x12!\n" +
 	"\fcontainer_id\x18\x04 \x01(\tR\vcontainerId\x12\"\n" +
-	"\rbase_image_id\x18\x05 \x01(\tR\vbaseImageId\"'\n" +
+	"\rbase_image_id\x18\x05 \x01(\tR\vbaseImageId\x12\x1f\n" +
+	"\vstage_index\x18\x06 \x01(\x05R\n" +
+	"stageIndex\x12\x1d\n" +
+	"\n" +
+	"stage_name\x18\a \x01(\tR\tstageName\x12\x1d\n" +
+	"\n" +
+	"stage_step\x18\b \x01(\x05R\tstageStep\x12\x1f\n" +
+	"\vstage_steps\x18\t \x01(\x05R\n" +
+	"stageSteps\x12\x12\n" +
+	"\x04line\x18\n" +
+	" \x01(\x05R\x04line\"'\n" +
 	"\n" +
 	"StepCached\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\"m\n" +
@@ -4643,7 +4766,11 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\vNetworkMode\x12\x1c\n" +
 	"\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11NETWORK_MODE_NONE\x10\x01\x12\x15\n" +
-	"\x11NETWORK_MODE_HOST\x10\x02*a\n" +
+	"\x11NETWORK_MODE_HOST\x10\x02*?\n" +
+	"\n" +
+	"EventOrder\x12\x1b\n" +
+	"\x17EVENT_ORDER_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10EVENT_ORDER_LIVE\x10\x01*a\n" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
@@ -4700,154 +4827,156 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 	return file_strata_builder_v1_builder_proto_rawDescData
 }
 
-var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),                 // 0: strata.builder.v1.NetworkMode
-	(OutputStream)(0),                // 1: strata.builder.v1.OutputStream
-	(TransferAction)(0),              // 2: strata.builder.v1.TransferAction
-	(SaveFormat)(0),                  // 3: strata.builder.v1.SaveFormat
-	(BuildState)(0),                  // 4: strata.builder.v1.BuildState
-	(*Ulimit)(nil),                   // 5: strata.builder.v1.Ulimit
-	(*RunResources)(nil),             // 6: strata.builder.v1.RunResources
-	(*BuildOptions)(nil),             // 7: strata.builder.v1.BuildOptions
-	(*BuildSecret)(nil),              // 8: strata.builder.v1.BuildSecret
-	(*FileEntry)(nil),                // 9: strata.builder.v1.FileEntry
-	(*ContextEntries)(nil),           // 10: strata.builder.v1.ContextEntries
-	(*FileData)(nil),                 // 11: strata.builder.v1.FileData
-	(*BuildRequest)(nil),             // 12: strata.builder.v1.BuildRequest
-	(*ContextRequest)(nil),           // 13: strata.builder.v1.ContextRequest
-	(*StepStarted)(nil),              // 14: strata.builder.v1.StepStarted
-	(*StepCached)(nil),               // 15: strata.builder.v1.StepCached
-	(*StepOutput)(nil),               // 16: strata.builder.v1.StepOutput
-	(*StepDone)(nil),                 // 17: strata.builder.v1.StepDone
-	(*BuildWarning)(nil),             // 18: strata.builder.v1.BuildWarning
-	(*BuildQueued)(nil),              // 19: strata.builder.v1.BuildQueued
-	(*BuildEvent)(nil),               // 20: strata.builder.v1.BuildEvent
-	(*BuildAccepted)(nil),            // 21: strata.builder.v1.BuildAccepted
-	(*BuildResult)(nil),              // 22: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),            // 23: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),         // 24: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),            // 25: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),            // 26: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),             // 27: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),           // 28: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),              // 29: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),              // 30: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),              // 31: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),               // 32: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),             // 33: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),              // 34: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),             // 35: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),             // 36: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),              // 37: strata.builder.v1.PullRequest
-	(*PullResult)(nil),               // 38: strata.builder.v1.PullResult
-	(*PulledPlatform)(nil),           // 39: strata.builder.v1.PulledPlatform
-	(*PullResponse)(nil),             // 40: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),              // 41: strata.builder.v1.PushRequest
-	(*PushResult)(nil),               // 42: strata.builder.v1.PushResult
-	(*PushResponse)(nil),             // 43: strata.builder.v1.PushResponse
-	(*Build)(nil),                    // 44: strata.builder.v1.Build
-	(*ListBuildsRequest)(nil),        // 45: strata.builder.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),       // 46: strata.builder.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),          // 47: strata.builder.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),         // 48: strata.builder.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),        // 49: strata.builder.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),       // 50: strata.builder.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),       // 51: strata.builder.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),      // 52: strata.builder.v1.CancelBuildResponse
-	(*CacheMount)(nil),               // 53: strata.builder.v1.CacheMount
-	(*ListCacheMountsRequest)(nil),   // 54: strata.builder.v1.ListCacheMountsRequest
-	(*ListCacheMountsResponse)(nil),  // 55: strata.builder.v1.ListCacheMountsResponse
-	(*PruneCacheMountsRequest)(nil),  // 56: strata.builder.v1.PruneCacheMountsRequest
-	(*PruneCacheMountsResponse)(nil), // 57: strata.builder.v1.PruneCacheMountsResponse
-	nil,                              // 58: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                              // 59: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil),      // 60: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 61: google.protobuf.Timestamp
+	(EventOrder)(0),                  // 1: strata.builder.v1.EventOrder
+	(OutputStream)(0),                // 2: strata.builder.v1.OutputStream
+	(TransferAction)(0),              // 3: strata.builder.v1.TransferAction
+	(SaveFormat)(0),                  // 4: strata.builder.v1.SaveFormat
+	(BuildState)(0),                  // 5: strata.builder.v1.BuildState
+	(*Ulimit)(nil),                   // 6: strata.builder.v1.Ulimit
+	(*RunResources)(nil),             // 7: strata.builder.v1.RunResources
+	(*BuildOptions)(nil),             // 8: strata.builder.v1.BuildOptions
+	(*BuildSecret)(nil),              // 9: strata.builder.v1.BuildSecret
+	(*FileEntry)(nil),                // 10: strata.builder.v1.FileEntry
+	(*ContextEntries)(nil),           // 11: strata.builder.v1.ContextEntries
+	(*FileData)(nil),                 // 12: strata.builder.v1.FileData
+	(*BuildRequest)(nil),             // 13: strata.builder.v1.BuildRequest
+	(*ContextRequest)(nil),           // 14: strata.builder.v1.ContextRequest
+	(*StepStarted)(nil),              // 15: strata.builder.v1.StepStarted
+	(*StepCached)(nil),               // 16: strata.builder.v1.StepCached
+	(*StepOutput)(nil),               // 17: strata.builder.v1.StepOutput
+	(*StepDone)(nil),                 // 18: strata.builder.v1.StepDone
+	(*BuildWarning)(nil),             // 19: strata.builder.v1.BuildWarning
+	(*BuildQueued)(nil),              // 20: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),               // 21: strata.builder.v1.BuildEvent
+	(*BuildAccepted)(nil),            // 22: strata.builder.v1.BuildAccepted
+	(*BuildResult)(nil),              // 23: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),            // 24: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),         // 25: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),            // 26: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),            // 27: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),             // 28: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),           // 29: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),              // 30: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),              // 31: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),              // 32: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),               // 33: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),             // 34: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),              // 35: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),             // 36: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),             // 37: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),              // 38: strata.builder.v1.PullRequest
+	(*PullResult)(nil),               // 39: strata.builder.v1.PullResult
+	(*PulledPlatform)(nil),           // 40: strata.builder.v1.PulledPlatform
+	(*PullResponse)(nil),             // 41: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),              // 42: strata.builder.v1.PushRequest
+	(*PushResult)(nil),               // 43: strata.builder.v1.PushResult
+	(*PushResponse)(nil),             // 44: strata.builder.v1.PushResponse
+	(*Build)(nil),                    // 45: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),        // 46: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),       // 47: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),          // 48: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 49: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 50: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 51: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),       // 52: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),      // 53: strata.builder.v1.CancelBuildResponse
+	(*CacheMount)(nil),               // 54: strata.builder.v1.CacheMount
+	(*ListCacheMountsRequest)(nil),   // 55: strata.builder.v1.ListCacheMountsRequest
+	(*ListCacheMountsResponse)(nil),  // 56: strata.builder.v1.ListCacheMountsResponse
+	(*PruneCacheMountsRequest)(nil),  // 57: strata.builder.v1.PruneCacheMountsRequest
+	(*PruneCacheMountsResponse)(nil), // 58: strata.builder.v1.PruneCacheMountsResponse
+	nil,                              // 59: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                              // 60: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),      // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 62: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
-	5,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	58, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	59, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	6,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
+	59, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	60, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
-	6,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
-	9,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
-	7,  // 6: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
-	10, // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
-	11, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
-	8,  // 9: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
-	1,  // 10: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	60, // 11: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
-	14, // 12: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
-	15, // 13: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
-	16, // 14: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
-	17, // 15: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
-	18, // 16: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
-	19, // 17: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
-	21, // 18: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
-	60, // 19: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
-	13, // 20: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
-	20, // 21: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	22, // 22: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	2,  // 23: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
-	25, // 24: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
-	24, // 25: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	27, // 26: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
-	29, // 27: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
-	31, // 28: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
-	24, // 29: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	32, // 30: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
-	3,  // 31: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
-	36, // 32: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	39, // 33: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
-	24, // 34: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	38, // 35: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	36, // 36: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	24, // 37: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	42, // 38: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	4,  // 39: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
-	61, // 40: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
-	61, // 41: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
-	61, // 42: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
-	44, // 43: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
-	44, // 44: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
-	20, // 45: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	22, // 46: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	44, // 47: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
-	61, // 48: strata.builder.v1.CacheMount.last_used:type_name -> google.protobuf.Timestamp
-	53, // 49: strata.builder.v1.ListCacheMountsResponse.cache_mounts:type_name -> strata.builder.v1.CacheMount
-	60, // 50: strata.builder.v1.PruneCacheMountsRequest.unused_for:type_name -> google.protobuf.Duration
-	53, // 51: strata.builder.v1.PruneCacheMountsResponse.removed:type_name -> strata.builder.v1.CacheMount
-	12, // 52: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	45, // 53: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
-	47, // 54: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
-	49, // 55: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
-	51, // 56: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
-	54, // 57: strata.builder.v1.BuildService.ListCacheMounts:input_type -> strata.builder.v1.ListCacheMountsRequest
-	56, // 58: strata.builder.v1.BuildService.PruneCacheMounts:input_type -> strata.builder.v1.PruneCacheMountsRequest
-	26, // 59: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	30, // 60: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	34, // 61: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	37, // 62: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	41, // 63: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	23, // 64: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	46, // 65: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
-	48, // 66: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
-	50, // 67: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
-	52, // 68: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
-	55, // 69: strata.builder.v1.BuildService.ListCacheMounts:output_type -> strata.builder.v1.ListCacheMountsResponse
-	57, // 70: strata.builder.v1.BuildService.PruneCacheMounts:output_type -> strata.builder.v1.PruneCacheMountsResponse
-	28, // 71: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	33, // 72: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	35, // 73: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	40, // 74: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	43, // 75: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	64, // [64:76] is the sub-list for method output_type
-	52, // [52:64] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	7,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
+	1,  // 5: strata.builder.v1.BuildOptions.event_order:type_name -> strata.builder.v1.EventOrder
+	10, // 6: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
+	8,  // 7: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
+	11, // 8: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
+	12, // 9: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
+	9,  // 10: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
+	2,  // 11: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
+	61, // 12: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	15, // 13: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
+	16, // 14: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
+	17, // 15: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
+	18, // 16: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
+	19, // 17: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
+	20, // 18: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
+	22, // 19: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
+	61, // 20: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	14, // 21: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
+	21, // 22: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	23, // 23: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	3,  // 24: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
+	26, // 25: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
+	25, // 26: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	28, // 27: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
+	30, // 28: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
+	32, // 29: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
+	25, // 30: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	33, // 31: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
+	4,  // 32: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
+	37, // 33: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	40, // 34: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
+	25, // 35: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	39, // 36: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	37, // 37: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	25, // 38: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	43, // 39: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	5,  // 40: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
+	62, // 41: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	62, // 42: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	62, // 43: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	45, // 44: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
+	45, // 45: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
+	21, // 46: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	23, // 47: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	45, // 48: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
+	62, // 49: strata.builder.v1.CacheMount.last_used:type_name -> google.protobuf.Timestamp
+	54, // 50: strata.builder.v1.ListCacheMountsResponse.cache_mounts:type_name -> strata.builder.v1.CacheMount
+	61, // 51: strata.builder.v1.PruneCacheMountsRequest.unused_for:type_name -> google.protobuf.Duration
+	54, // 52: strata.builder.v1.PruneCacheMountsResponse.removed:type_name -> strata.builder.v1.CacheMount
+	13, // 53: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	46, // 54: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	48, // 55: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	50, // 56: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	52, // 57: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	55, // 58: strata.builder.v1.BuildService.ListCacheMounts:input_type -> strata.builder.v1.ListCacheMountsRequest
+	57, // 59: strata.builder.v1.BuildService.PruneCacheMounts:input_type -> strata.builder.v1.PruneCacheMountsRequest
+	27, // 60: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	31, // 61: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	35, // 62: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	38, // 63: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	42, // 64: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	24, // 65: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	47, // 66: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	49, // 67: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	51, // 68: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	53, // 69: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	56, // 70: strata.builder.v1.BuildService.ListCacheMounts:output_type -> strata.builder.v1.ListCacheMountsResponse
+	58, // 71: strata.builder.v1.BuildService.PruneCacheMounts:output_type -> strata.builder.v1.PruneCacheMountsResponse
+	29, // 72: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	34, // 73: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	36, // 74: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	41, // 75: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	44, // 76: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	65, // [65:77] is the sub-list for method output_type
+	53, // [53:65] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -4909,7 +5038,7 @@ func file_strata_builder_v1_builder_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,

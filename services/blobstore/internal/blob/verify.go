@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/mem"
 
 	"github.com/strata-build/strata/lib/errdefs"
 )
@@ -58,6 +59,16 @@ func (r *verifiedReader) Read(p []byte) (int, error) {
 }
 
 func (r *verifiedReader) Close() error { return r.rc.Close() }
+
+// BufferReader is a reader that can also hand out its bytes in the buffers
+// it read them into, sparing the copy Read makes: the blob store's Read
+// sends such buffers as they are.
+type BufferReader interface {
+	io.Reader
+	// ReadBuffer returns the next bytes, at least one and at most n, as a
+	// buffer the caller frees; io.EOF after the last.
+	ReadBuffer(n int) (mem.Buffer, error)
+}
 
 // Unverified returns the reader under a reader Verified made, and the
 // digest and size it checks against; ok is false for any other reader. It

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/mem"
+
+	"github.com/strata-build/strata/services/blobstore/internal/blob"
 )
 
 // openParallel reads a long range as consecutive ranged GETs of a part's
@@ -148,19 +151,22 @@ type parallelReader struct {
 	s      *Store
 	queue  chan chan fetched
 	cancel context.CancelFunc
-	cur    []byte // what is left of the current range
-	buf    []byte // the current range's buffer, for the pool
+	part   mem.Buffer // what is left of the current range; nil when none
 	err    error
 }
 
-func (r *parallelReader) Read(p []byte) (int, error) {
-	for len(r.cur) == 0 {
+var _ blob.BufferReader = (*parallelReader)(nil)
+
+// next makes r.part the next bytes to read, reporting false, with r.err
+// set, at the end or on failure.
+func (r *parallelReader) next() bool {
+	for r.part == nil || r.part.Len() == 0 {
 		if r.err != nil {
-			return 0, r.err
+			return false
 		}
-		if r.buf != nil {
-			r.s.putBuf(r.buf)
-			r.buf = nil
+		if r.part != nil {
+			r.part.Free()
+			r.part = nil
 		}
 		f, ok := <-r.queue
 		if !ok {
@@ -172,15 +178,57 @@ func (r *parallelReader) Read(p []byte) (int, error) {
 			r.err = got.err
 			continue
 		}
-		r.buf, r.cur = got.buf, got.buf
+		// The range's buffer goes back to the pool once every piece of it
+		// handed out (ReadBuffer) and this reader's reference are freed.
+		r.part = mem.NewBuffer(&got.buf, partPool{r.s})
 	}
-	n := copy(p, r.cur)
-	r.cur = r.cur[n:]
+	return true
+}
+
+// skip drops the first n bytes of r.part.
+func (r *parallelReader) skip(n int) {
+	rest := r.part.Slice(n, r.part.Len())
+	r.part.Free()
+	r.part = rest
+}
+
+func (r *parallelReader) Read(p []byte) (int, error) {
+	if !r.next() {
+		return 0, r.err
+	}
+	n := copy(p, r.part.ReadOnlyData())
+	r.skip(n)
 	return n, nil
 }
 
-// Close stops the fetches; their buffers go to the garbage collector.
+// ReadBuffer implements blob.BufferReader: the next at most n bytes, in
+// the buffer the ranged GET filled, so that the blob store's Read sends
+// them without copying them first.
+func (r *parallelReader) ReadBuffer(n int) (mem.Buffer, error) {
+	if !r.next() {
+		return nil, r.err
+	}
+	n = min(n, r.part.Len())
+	b := r.part.Slice(0, n)
+	r.skip(n)
+	return b, nil
+}
+
+// Close stops the fetches; their buffers, and the current one, go to the
+// garbage collector (a Read or ReadBuffer may still be running).
 func (r *parallelReader) Close() error {
 	r.cancel()
 	return nil
 }
+
+// partPool hands a range's buffer back to the store's pool of parts, as
+// the mem.BufferPool of mem.NewBuffer, which only puts buffers back: they
+// come from fetch.
+type partPool struct{ s *Store }
+
+func (p partPool) Get(n int) *[]byte {
+	b := make([]byte, n)
+	return &b
+}
+
+func (p partPool) Put(b *[]byte) { p.s.putBuf(*b) }

@@ -254,14 +254,14 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 		if c.err != nil {
 			return s.backend("read", fmt.Errorf("reading %s at %d: %w", d, offset, c.err))
 		}
-		if n := len(*c.buf); n > 0 || first {
+		if n := c.data.Len(); n > 0 || first {
 			resp := &blobv1.ReadResponse{Offset: offset}
 			if first {
 				resp.Size = info.Size
 			}
 			// gRPC writes the chunk out from its buffer, which goes back
-			// to the pool once it is on the wire and hashed.
-			data := mem.BufferSlice{s.bufs.Buffer(c.buf, n)}
+			// to its pool once it is on the wire and hashed.
+			data := mem.BufferSlice{c.data}
 			if check != nil && n > 0 {
 				data[0].Ref()
 				check.add(data[0])
@@ -277,7 +277,7 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 			}
 			first = false
 		} else {
-			s.bufs.Put(c.buf)
+			c.data.Free()
 		}
 	}
 	if check != nil {
@@ -346,29 +346,47 @@ const readAhead = 2
 
 // chunk is the next bytes of a read, or its failure.
 type chunk struct {
-	buf *[]byte
-	err error
+	data mem.Buffer
+	err  error
 }
 
 // readChunks reads r in chunks until its end, an error or ctx's end. The
-// last chunk may be short; an empty blob gives one empty chunk.
+// last chunk may be short; an empty blob gives one empty chunk. A
+// blob.BufferReader hands over its own buffers, which are sent as they
+// are; other readers are copied into the server's.
 func (s *Server) readChunks(ctx context.Context, r io.Reader, out chan<- chunk) {
 	defer close(out)
+	br, direct := r.(blob.BufferReader)
 	for sent := false; ; sent = true {
-		bp := s.bufs.Get(s.chunkSize)
-		n, err := io.ReadFull(r, *bp)
-		*bp = (*bp)[:n]
+		var c chunk
+		var err error
+		if direct {
+			c.data, err = br.ReadBuffer(s.chunkSize)
+			if c.data == nil {
+				c.data = mem.SliceBuffer(nil) // the end: an empty chunk
+			}
+		} else {
+			bp := s.bufs.Get(s.chunkSize)
+			var n int
+			n, err = io.ReadFull(r, *bp)
+			c.data = s.bufs.Buffer(bp, n)
+		}
 		end := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-		c := chunk{buf: bp}
 		if err != nil && !end {
+			c.data.Free()
 			c = chunk{err: err}
 		}
-		if n > 0 || !sent || c.err != nil {
+		if c.err != nil || c.data.Len() > 0 || !sent {
 			select {
 			case out <- c:
 			case <-ctx.Done():
+				if c.data != nil {
+					c.data.Free()
+				}
 				return
 			}
+		} else {
+			c.data.Free()
 		}
 		if end || c.err != nil {
 			return

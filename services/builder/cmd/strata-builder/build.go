@@ -83,7 +83,7 @@ func (c *buildConfig) register(fs *flagenv.Set) {
 	fs.Int64Var(&c.contextStoreBytes, "context-store-bytes", 10<<30, "most bytes of build context files kept between builds")
 	fs.Int64Var(&c.snapshotBytes, "snapshot-bytes", 20<<30, "most bytes of unpacked layers kept between builds")
 	c.cacheMountBytes = cachemount.DefaultMaxBytes
-	fs.Var(&c.cacheMountBytes, "cache-mount-bytes", "most bytes the RUN --mount=type=cache directories keep between builds; past it, the least recently used ids no step uses are removed (bytes, or 10g, 512m)")
+	fs.Var(&c.cacheMountBytes, "cache-mount-bytes", "most bytes the RUN --mount=type=cache directories keep between builds; past it, the least recently used directories no step uses are removed (bytes, or 10g, 512m)")
 	fs.BoolVar(&c.allowPrivateURLs, "allow-private-urls", false, "let ADD download from loopback, link-local, private and other special-purpose addresses")
 	fs.DurationVar(&c.downloadTimeout, "download-timeout", build.DefaultDownloadTimeout, "longest one ADD download may take, start to end")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running builds may go on finishing (new ones are refused and health is NOT_SERVING) before they are canceled and the builder stops")

@@ -141,6 +141,9 @@ type Request struct {
 	// RUN --mount=type=secret. They are held in memory only, given to the
 	// steps that mount them, and never logged, recorded or hashed.
 	Secrets map[string][]byte
+	// LiveEvents sends the events of stages that run at once as they
+	// happen, interleaved, rather than in a sequential build's order.
+	LiveEvents bool
 }
 
 // Result is a finished build.
@@ -189,8 +192,8 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	}
 	pl, err := plan.Make(ctx, plan.Input{
 		Dockerfile: df, Context: req.Context, BuildArgs: req.BuildArgs, Target: req.Target, Labels: req.Labels,
-		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: planImages{b, images},
-		Network: keyNetwork(req.Network),
+		MaxConfigBytes: limits.MaxConfigBytes, Images: planImages{b, images}, Downloads: downloads{b},
+		Network: keyNetwork(req.Network), Parallel: b.parallelStages(),
 	})
 	if err != nil {
 		return nil, err
@@ -211,8 +214,9 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	defer cancel()
 	finalID, manifest, err := exec.Run(ctx, b.deps(images, layers), pl, exec.Options{
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
-		ParallelStages: b.ParallelStages,
+		ParallelStages: b.parallelStages(),
 		Secrets:        req.Secrets,
+		LiveEvents:     req.LiveEvents,
 	}, events)
 	if err != nil {
 		return nil, err
@@ -236,12 +240,25 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	return res, nil
 }
 
-// lookup asks the metadata service for every key of the plan at once.
+// parallelStages is how many stages of a build run at once, and how many
+// of the images it names are fetched at once.
+func (b *Builder) parallelStages() int {
+	if b.ParallelStages > 0 {
+		return b.ParallelStages
+	}
+	return exec.DefaultParallelStages
+}
+
+// lookup asks the metadata service for every key of the plan at once, the
+// link keys of --link steps with them.
 func (b *Builder) lookup(ctx context.Context, pl *plan.Plan) (map[digest.Digest]string, error) {
 	var keys []digest.Digest
 	for _, sp := range pl.Stages {
 		for _, st := range sp.Steps {
 			keys = append(keys, st.Key)
+			if st.LinkKey != "" {
+				keys = append(keys, st.LinkKey)
+			}
 		}
 	}
 	hits, err := b.Images.CacheRecords(ctx, keys)
@@ -279,8 +296,7 @@ func keyNetwork(m builderv1.NetworkMode) string {
 	return ""
 }
 
-// planImages gives the planner the build's images and the builder's
-// downloads.
+// planImages gives the planner the build's images.
 type planImages struct {
 	b      *Builder
 	images Images
@@ -290,20 +306,13 @@ func (p planImages) Resolve(ctx context.Context, ref string) (*image.Image, erro
 	return p.b.resolveImage(ctx, p.images, ref)
 }
 
-func (p planImages) Download(ctx context.Context, url string) (*buildctx.Entry, error) {
-	return p.b.fetchURL(ctx, url)
-}
-
-func (p planImages) Clone(ctx context.Context, g plan.GitSource) (*buildctx.Context, string, error) {
-	return p.b.cloneGit(ctx, g)
-}
-
 // deps are what running a plan takes of the builder, with the build's
 // images and layers.
 func (b *Builder) deps(images exec.Images, layers exec.Layers) exec.Deps {
 	return exec.Deps{
 		Images: images, Snapshots: b.Snapshots, Sandbox: b.Sandbox, Layers: layers, Contexts: b.Contexts, CacheMounts: b.CacheMounts,
 		Archives: b.Archives, Log: b.Log, RejectedCacheRecords: b.RejectedCacheRecords, CopyIntoMounts: b.copyIntoMounts,
+		Downloads: downloads{b},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -149,9 +150,10 @@ func TestAddChecksum(t *testing.T) {
 		t.Errorf("ADD with a wrong checksum: err = %v, want FAILED_PRECONDITION naming the URL and both digests", err)
 	}
 	for df, want := range map[string]string{
-		"ADD --checksum=" + good.String() + " top.md /x":                   "checksum requires HTTP(S) or Git sources",
-		"ADD --checksum=" + good.String() + " " + url + " " + url + " /x/": "checksum can't be specified for multiple sources",
-		"ADD --checksum=sha256:xyz " + url + " /x":                         "--checksum=sha256:xyz",
+		"ADD --checksum=" + good.String() + " top.md /x":                    "checksum requires HTTP(S) or Git sources",
+		"ADD --checksum=" + good.String() + " " + url + " " + url + " /x/":  "checksum can't be specified for multiple sources",
+		"ADD --checksum=sha256:xyz " + url + " /x":                          "--checksum=sha256:xyz",
+		"ADD --checksum=md5:" + strings.Repeat("0", 32) + " " + url + " /x": "--checksum=md5:" + strings.Repeat("0", 32) + ": want a sha256, sha384 or sha512 digest",
 	} {
 		_, _, err := e.build("FROM busybox\n"+df+"\n", e.context(copyFlagsContext()))
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
@@ -186,5 +188,75 @@ COPY --link src/lib /dst
 	_, _, err := e.build("FROM busybox\nCOPY --link --chown=app top.md /x\n", e.context(copyFlagsContext()))
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "can't be resolved when used with --link") {
 		t.Errorf("COPY --link --chown=app: err = %v, want BuildKit's refusal", err)
+	}
+}
+
+// ADD --checksum takes sha256, sha384 and sha512 digests, as BuildKit does,
+// and keys the step on the checksum, not the download: a build its cache
+// serves does not fetch the URL (here, a server that now fails), while an
+// ADD without --checksum downloads again, as Docker's classic ADD does.
+func TestAddChecksumIsNotFetchedOnACacheHit(t *testing.T) {
+	e := newEnv(t)
+	e.importBase("busybox:latest", busyboxLike())
+	e.b.URLPolicy.AllowPrivate = true
+	const body = "#!/bin/sh\necho tool\n"
+	var failing atomic.Bool
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		if failing.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	url := srv.URL + "/tool.sh"
+	for _, algo := range []digest.Algorithm{digest.SHA256, digest.SHA384, digest.SHA512} {
+		t.Run(string(algo), func(t *testing.T) {
+			failing.Store(false)
+			sum := algo.FromString(body)
+			df := "FROM busybox\nADD --checksum=" + sum.String() + " " + url + " /tool.sh\nRUN touch x\n"
+			before := fetches.Load()
+			res, rec := e.mustBuild(df, nil)
+			if n := fetches.Load() - before; n != 1 || rec.cached() != 0 {
+				t.Errorf("first build: %d downloads, %d steps cached; want 1 and none", n, rec.cached())
+			}
+			if got := e.files(e.image(res.ImageID))["tool.sh"]; got != "-rw------- 0:0 "+body {
+				t.Errorf("tool.sh = %q, want the download, mode 0600", got)
+			}
+
+			failing.Store(true)
+			before = fetches.Load()
+			again, rec := e.mustBuild(df, nil)
+			if n := fetches.Load() - before; n != 0 || rec.cached() != 2 || again.ImageID != res.ImageID {
+				t.Errorf("rebuild: %d downloads, %d steps cached, image %s; want none, 2 and %s", n, rec.cached(), again.ImageID, res.ImageID)
+			}
+
+			// On a miss the step downloads, and the server's answer fails it.
+			_, _, err := e.build(df, nil, noCache)
+			if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "500") || !strings.Contains(err.Error(), "Dockerfile:2") {
+				t.Errorf("--no-cache build over the failing server: err = %v, want FAILED_PRECONDITION naming line 2 and the 500", err)
+			}
+		})
+	}
+
+	// A mismatch found when the step runs names the URL and both digests.
+	failing.Store(false)
+	bad := digest.SHA512.FromString("other")
+	_, _, err := e.build("FROM busybox\nADD --checksum="+bad.String()+" "+url+" /tool.sh\n", nil)
+	good := digest.SHA512.FromString(body)
+	var de *errdefs.Error
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !errors.As(err, &de) || de.Reason() != "CHECKSUM_MISMATCH" ||
+		!strings.Contains(err.Error(), url) || !strings.Contains(err.Error(), good.String()) || !strings.Contains(err.Error(), bad.String()) {
+		t.Errorf("ADD with a wrong sha512 checksum: err = %v, want FAILED_PRECONDITION CHECKSUM_MISMATCH naming the URL and both digests", err)
+	}
+
+	// Without --checksum the URL is fetched to key the step, every build.
+	df := "FROM busybox\nADD " + url + " /tool.sh\n"
+	e.mustBuild(df, nil)
+	failing.Store(true)
+	if _, _, err := e.build(df, nil); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Errorf("ADD without --checksum over the failing server: err = %v, want the download's failure", err)
 	}
 }

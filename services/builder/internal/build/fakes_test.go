@@ -24,9 +24,13 @@ type memBlobs struct {
 	mu    sync.Mutex
 	blobs map[digest.Digest][]byte
 	puts  int
+	// layerWrites counts the layer blobs stored, by digest.
+	layerWrites map[digest.Digest]int
 }
 
-func newMemBlobs() *memBlobs { return &memBlobs{blobs: map[digest.Digest][]byte{}} }
+func newMemBlobs() *memBlobs {
+	return &memBlobs{blobs: map[digest.Digest][]byte{}, layerWrites: map[digest.Digest]int{}}
+}
 
 func (m *memBlobs) Put(_ context.Context, desc ocispec.Descriptor, p []byte) error {
 	if digest.FromBytes(p) != desc.Digest {
@@ -67,6 +71,7 @@ func (w *memWriter) Commit(_ context.Context, size int64, d digest.Digest) error
 	w.m.mu.Lock()
 	defer w.m.mu.Unlock()
 	w.m.puts++
+	w.m.layerWrites[d]++
 	w.m.blobs[d] = bytes.Clone(w.buf.Bytes())
 	return nil
 }

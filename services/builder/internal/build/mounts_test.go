@@ -146,6 +146,83 @@ func TestCacheMountSharing(t *testing.T) {
 	}
 }
 
+// Two steps that use a private cache id at once get an instance each
+// (they meet over a shared id, and each counts its runs in its own
+// instance); both instances are kept, as in BuildKit: a later step reuses
+// one, the store lists both, keeps them across a restart, and a prune
+// removes them.
+func TestCacheMountPrivateInstancesAreKept(t *testing.T) {
+	e := newRuncEnv(t)
+	root := filepath.Join(t.TempDir(), "cachemounts")
+	e.withCacheMounts(root)
+	step := func(who string) string {
+		return "FROM busybox\nRUN --mount=type=cache,id=meet,target=/m --mount=type=cache,id=pv,target=/c,sharing=private sh -c '" +
+			"echo " + who + " >> /m/started; i=0; while [ $(grep -c . /m/started) -lt 2 ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; " +
+			"n=$(cat /c/n 2>/dev/null || echo 0); echo $((n+1)) > /c/n; cp /c/n /seen'\n"
+	}
+	seen := func(res *Result) string {
+		t.Helper()
+		return strings.TrimPrefix(e.files(e.image(res.ImageID))["seen"], "-rw-r--r-- 0:0 ")
+	}
+	instances := func() []cachemount.Usage {
+		var out []cachemount.Usage
+		for _, u := range e.b.CacheMounts.(*cachemount.Store).Usage() {
+			if u.ID == "pv" {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	type result struct {
+		res *Result
+		err error
+	}
+	results := make(chan result, 2)
+	for _, who := range []string{"a", "b"} {
+		go func() {
+			res, _, err := e.build(step(who), nil, func(r *Request) { r.Tags = []string{"pv:" + who} })
+			results <- result{res, err}
+		}()
+	}
+	for range 2 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if got := seen(r.res); got != "1\n" {
+			t.Errorf("a step beside another on the private id counted %q, want 1: its own instance", got)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(cacheDir(root, "meet"), "started")); err != nil || string(b) != "a\nb\n" && string(b) != "b\na\n" {
+		t.Fatalf("the steps' meeting log is %q (%v): they did not run at once", b, err)
+	}
+	if got := instances(); len(got) != 2 || got[0].Size != 2 || got[1].Size != 2 {
+		t.Fatalf("the store lists %+v for pv, want two instances of 2 bytes", got)
+	}
+	// A later step reuses an instance: its count goes on.
+	res, _ := e.mustBuild(step("c"), nil)
+	if got := seen(res); got != "2\n" {
+		t.Errorf("a later step on the private id counted %q, want 2: a kept instance", got)
+	}
+	// A restart: a new store over the same directory.
+	e.withCacheMounts(root)
+	if got := instances(); len(got) != 2 {
+		t.Fatalf("after a restart the store lists %+v for pv, want two instances", got)
+	}
+	res, _ = e.mustBuild(step("d"), nil)
+	if got := seen(res); got != "3\n" {
+		t.Errorf("after a restart a step on the private id counted %q, want 3: the last used instance", got)
+	}
+	removed := e.b.CacheMounts.(*cachemount.Store).Prune(cachemount.PruneOptions{IDs: []string{"pv"}})
+	if len(removed) != 2 || len(instances()) != 0 {
+		t.Errorf("Prune removed %+v and left %+v, want both instances removed", removed, instances())
+	}
+	res, _ = e.mustBuild(step("e"), nil)
+	if got := seen(res); got != "1\n" {
+		t.Errorf("after the prune a step on the private id counted %q, want 1", got)
+	}
+}
+
 // Mounts of one cache id in a step are one directory whatever their
 // sharing, as in BuildKit: two locked ones do not wait for each other,
 // two private ones see each other's writes.

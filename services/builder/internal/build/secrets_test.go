@@ -92,6 +92,51 @@ RUN ls -a / > /root.ls
 	}
 }
 
+// A step that swaps its secret's mount point, or a directory above it,
+// for a symlink to a host directory must not make the builder remove what
+// the host holds there when it takes the mount point out of the layer:
+// the host directory holds what the stubs were (an empty file in an empty
+// directory), which a removal that followed the symlink would take.
+func TestSecretStubRemovalStaysInTheLayer(t *testing.T) {
+	e := newRuncEnv(t)
+	for _, tc := range []struct{ name, target, swap string }{
+		{"a directory made for the mount point", "/x/y/npmrc", "/x"},
+		{"the mount point's own directory", "/x/y/npmrc", "/x/y"},
+		// The image's own directories cannot be renamed (overlayfs
+		// refuses): a directory made in one.
+		{"the mount point's own directory in the image's", "/tmp/y/npmrc", "/tmp/y"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(host, "y"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(host, "y", "npmrc"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// host stands for the swapped directory: for .../y its y is
+			// the mount point's directory.
+			link := host
+			if strings.HasSuffix(tc.swap, "/y") {
+				link = filepath.Join(host, "y")
+				if err := os.WriteFile(filepath.Join(link, "keep"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			df := "FROM busybox\nRUN --mount=type=secret,id=npmrc,target=" + tc.target +
+				" sh -c 'test -s " + tc.target + " && /bin/mv " + tc.swap + " /moved && /bin/ln -s " + link + " " + tc.swap + "'\n"
+			if _, _, err := e.build(df, nil, func(r *Request) { r.Secrets = map[string][]byte{"npmrc": []byte("s3cret")} }); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{"y/npmrc", "y"} {
+				if _, err := os.Stat(filepath.Join(host, p)); err != nil {
+					t.Errorf("the host's %s, where the step's symlink led, was removed: %v", p, err)
+				}
+			}
+		})
+	}
+}
+
 func TestRunRequiredSecretMissingFails(t *testing.T) {
 	e := newRuncEnv(t)
 	_, _, err := e.build("FROM busybox\nRUN --mount=type=secret,id=npmrc,required=true cat /run/secrets/npmrc\n", nil,

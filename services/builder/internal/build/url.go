@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/egress"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
 // MaxDownload bounds one ADD download.
@@ -35,10 +38,24 @@ func urlClient(p egress.Policy) *http.Client {
 	}}
 }
 
+// downloads are the builder's ADD downloads, for the planner and for the
+// steps that fetch theirs when they run (ADD --checksum).
+type downloads struct{ b *Builder }
+
+func (d downloads) Download(ctx context.Context, url string, checksum digest.Digest) (*buildctx.Entry, error) {
+	return d.b.fetchURL(ctx, url, checksum)
+}
+
+func (d downloads) Clone(ctx context.Context, g plan.GitSource) (*buildctx.Context, string, error) {
+	return d.b.cloneGit(ctx, g)
+}
+
 // fetchURL downloads an ADD source into the context store. The file gets
 // the URL's last path element as its name and mode 0600, as Docker gives
-// it; its mtime is the Last-Modified time when the server sends one.
-func (b *Builder) fetchURL(ctx context.Context, raw string) (*buildctx.Entry, error) {
+// it; its mtime is the Last-Modified time when the server sends one. With
+// a checksum (ADD --checksum), content of another digest is refused as
+// BuildKit refuses it, and not stored.
+func (b *Builder) fetchURL(ctx context.Context, raw string, checksum digest.Digest) (*buildctx.Entry, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, errdefs.InvalidArgument("invalid URL: %v", err)
@@ -79,21 +96,29 @@ func (b *Builder) fetchURL(ctx context.Context, raw string) (*buildctx.Entry, er
 		return nil, err
 	}
 	defer tmp.Close()
-	n, err := io.Copy(tmp, io.LimitReader(resp.Body, MaxDownload+1))
+	var w io.Writer = tmp
+	var sum hash.Hash
+	if checksum != "" {
+		sum = checksum.Algorithm().Hash()
+		w = io.MultiWriter(tmp, sum)
+	}
+	n, err := io.Copy(w, io.LimitReader(resp.Body, MaxDownload+1))
 	if err != nil {
 		return nil, tooLong(errdefs.Unavailable("downloading: %v", err))
 	}
 	if n > MaxDownload {
 		return nil, errdefs.ResourceExhausted("download is larger than %d bytes", MaxDownload)
 	}
+	if sum != nil {
+		if got := digest.NewDigest(checksum.Algorithm(), sum); got != checksum {
+			return nil, errdefs.New(errdefs.ErrFailedPrecondition, "digest mismatch for %s: %s (expected: %s)", u.Redacted(), got, checksum).WithReason("CHECKSUM_MISMATCH")
+		}
+	}
 	d, err := tmp.Commit()
 	if err != nil {
 		return nil, err
 	}
-	name := path.Base(u.Path)
-	if name == "/" || name == "." || name == "" {
-		name = "__unnamed__"
-	}
+	name := plan.URLFileName(raw)
 	mtime := time.Now()
 	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
 		mtime = lm

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,21 +73,19 @@ func TestSharing(t *testing.T) {
 		t.Errorf("two shared steps got %s and %s, want one directory", a, b)
 	}
 	p, rp := acquire(t, s, Spec{ID: "id", Sharing: Private})
-	if p == a || !strings.Contains(p, "private") {
-		t.Errorf("a private step while the id is in use got %s, want its own directory", p)
+	if p == a {
+		t.Errorf("a private step while the id is in use got %s, the shared steps' directory", p)
 	}
-	os.WriteFile(filepath.Join(p, "f"), nil, 0o644)
 	rp()
-	if _, err := os.Stat(p); !os.IsNotExist(err) {
-		t.Errorf("the private directory outlives its step: %v", err)
-	}
 	ra()
 	rb()
 
-	l, rl := acquire(t, s, Spec{ID: "id", Sharing: Locked})
+	// Another id: "id" has two instances now, which two locked steps
+	// take at once.
+	l, rl := acquire(t, s, Spec{ID: "lk", Sharing: Locked})
 	got := make(chan string)
 	go func() {
-		d, r, err := s.Acquire(context.Background(), Spec{ID: "id", Sharing: Locked})
+		d, r, err := s.Acquire(context.Background(), Spec{ID: "lk", Sharing: Locked})
 		if err != nil {
 			got <- err.Error()
 			return
@@ -105,9 +104,9 @@ func TestSharing(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	_, rl = acquire(t, s, Spec{ID: "id", Sharing: Locked})
+	_, rl = acquire(t, s, Spec{ID: "lk", Sharing: Locked})
 	cancel()
-	if _, _, err := s.Acquire(ctx, Spec{ID: "id", Sharing: Locked}); err == nil {
+	if _, _, err := s.Acquire(ctx, Spec{ID: "lk", Sharing: Locked}); err == nil {
 		t.Error("a locked wait outlived its context")
 	}
 	rl()
@@ -214,7 +213,7 @@ func TestPrune(t *testing.T) {
 				fill(t, s, id, 100)
 			}
 			s.mu.Lock()
-			s.entries["a"].used = time.Now().Add(-2 * time.Hour)
+			s.caches["a"].instances[0].used = time.Now().Add(-2 * time.Hour)
 			s.mu.Unlock()
 			_, release := acquire(t, s, Spec{ID: "busy", Sharing: Shared})
 			defer release()
@@ -234,7 +233,7 @@ func TestPrune(t *testing.T) {
 			if got := ids(s.Usage()); strings.Join(got, ",") != strings.Join(tc.wantKept, ",") {
 				t.Errorf("after Prune(%+v) Usage lists %v, want %v", tc.opts, got, tc.wantKept)
 			}
-			if des, _ := os.ReadDir(filepath.Join(s.dir, "private")); len(des) != 0 {
+			if des, _ := os.ReadDir(filepath.Join(s.dir, "trash")); len(des) != 0 {
 				t.Errorf("the private directory keeps %d pruned directories", len(des))
 			}
 		})
@@ -262,5 +261,147 @@ func TestPrunedIDStartsEmpty(t *testing.T) {
 	}
 	if u := s2.Usage(); len(u) != 1 || u[0].Size != 0 {
 		t.Errorf("a new store lists %+v, want x empty", u)
+	}
+}
+
+// As in BuildKit, the instance a private step gets while its id is in use
+// is kept: a later step of any sharing reuses it when it is free, the
+// store lists it, counts it in its size, prunes it, and keeps it across a
+// restart.
+func TestPrivateInstancesAreKept(t *testing.T) {
+	root := t.TempDir()
+	s, err := New(root, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ra := acquire(t, s, Spec{ID: "id", Sharing: Private})
+	b, rb := acquire(t, s, Spec{ID: "id", Sharing: Private})
+	if a == b {
+		t.Fatalf("two private steps at once got one directory, %s", a)
+	}
+	os.WriteFile(filepath.Join(a, "f"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(b, "f"), []byte("bb"), 0o644)
+	ra()
+	time.Sleep(10 * time.Millisecond)
+	rb()
+	// Free again: the most recently used instance first, whatever the
+	// sharing; a second step at once gets the other.
+	for _, sh := range []Sharing{Private, Shared, Locked} {
+		d, r := acquire(t, s, Spec{ID: "id", Sharing: sh})
+		if d != b {
+			t.Errorf("a %s step after both ended got %s, want %s, the last used", sh, d, b)
+		}
+		d2, r2 := acquire(t, s, Spec{ID: "id", Sharing: Private})
+		if d2 != a {
+			t.Errorf("a private step beside a %s one got %s, want %s", sh, d2, a)
+		}
+		r2()
+		time.Sleep(10 * time.Millisecond)
+		r()
+	}
+	sizes := func(us []Usage) string {
+		var out []string
+		for _, u := range us {
+			out = append(out, u.ID+":"+strconv.FormatInt(u.Size, 10))
+		}
+		return strings.Join(out, ",")
+	}
+	if got := sizes(s.Usage()); got != "id:2,id:1" {
+		t.Errorf("Usage lists %s, want both instances, the last used first", got)
+	}
+	s2, err := New(root, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sizes(s2.Usage()); got != "id:2,id:1" {
+		t.Errorf("after a restart Usage lists %s, want both instances", got)
+	}
+	d, r := acquire(t, s2, Spec{ID: "id", Sharing: Private})
+	d2, r2 := acquire(t, s2, Spec{ID: "id", Sharing: Private})
+	if d != b || d2 != a {
+		t.Errorf("after a restart two private steps got %s and %s, want %s and %s", d, d2, b, a)
+	}
+	r()
+	r2()
+	if got := sizes(s2.Prune(PruneOptions{IDs: []string{"id"}})); got != "id:2,id:1" {
+		t.Errorf("Prune removed %s, want both instances, the least recently used first", got)
+	}
+	for _, dir := range []string{a, b} {
+		if _, err := os.Stat(filepath.Dir(dir)); !os.IsNotExist(err) {
+			t.Errorf("after the prune %s is still there (%v)", dir, err)
+		}
+	}
+	if u := s2.Usage(); len(u) != 0 {
+		t.Errorf("after the prune Usage lists %+v", u)
+	}
+}
+
+// A locked step waits while every instance is in use, by any sharing, and
+// takes a free one when there is one.
+func TestLockedWaitsForAFreeInstance(t *testing.T) {
+	s, err := New(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ra := acquire(t, s, Spec{ID: "id", Sharing: Shared})
+	got := make(chan string, 1)
+	go func() {
+		d, r, err := s.Acquire(context.Background(), Spec{ID: "id", Sharing: Locked})
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		r()
+		got <- d
+	}()
+	select {
+	case d := <-got:
+		t.Fatalf("a locked step got %s while a shared one uses the id's one instance", d)
+	case <-time.After(200 * time.Millisecond):
+	}
+	ra()
+	if d := <-got; d != a {
+		t.Errorf("the locked step got %s, want %s", d, a)
+	}
+
+	// Two instances (a private step's beside a shared one): a locked step
+	// takes the free one at once.
+	sh, rs := acquire(t, s, Spec{ID: "id", Sharing: Shared})
+	p, rp := acquire(t, s, Spec{ID: "id", Sharing: Private})
+	if p == sh {
+		t.Fatalf("a private step got %s, which a shared one uses", p)
+	}
+	rp()
+	l, rl := acquire(t, s, Spec{ID: "id", Sharing: Locked})
+	if l != p {
+		t.Errorf("a locked step got %s, want the free instance %s", l, p)
+	}
+	rl()
+	rs()
+}
+
+// The store's size counts every instance: past it the least recently used
+// go, one instance at a time.
+func TestEvictsInstances(t *testing.T) {
+	s, err := New(t.TempDir(), 2500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ra := acquire(t, s, Spec{ID: "id", Sharing: Private})
+	b, rb := acquire(t, s, Spec{ID: "id", Sharing: Private})
+	os.WriteFile(filepath.Join(a, "f"), make([]byte, 1000), 0o644)
+	os.WriteFile(filepath.Join(b, "f"), make([]byte, 1000), 0o644)
+	ra()
+	time.Sleep(10 * time.Millisecond)
+	rb()
+	fill(t, s, "other", 1000)
+	if _, err := os.Stat(a); !os.IsNotExist(err) {
+		t.Errorf("the least recently used instance was kept over the limit")
+	}
+	if _, err := os.Stat(filepath.Join(b, "f")); err != nil {
+		t.Errorf("the other instance went too: %v", err)
+	}
+	if got := len(s.Usage()); got != 2 {
+		t.Errorf("Usage lists %d instances, want 2", got)
 	}
 }

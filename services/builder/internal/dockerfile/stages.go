@@ -1,6 +1,7 @@
 package dockerfile
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -161,4 +162,43 @@ func (df *Dockerfile) Needed(target int, args *BuildArgs) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// Images returns the images the given stages name rather than a stage —
+// their FROM, COPY --from and RUN --mount from= — each once, in order,
+// so that they can be fetched before the planning that needs them. A
+// name that does not expand is left out: planning the stage reports it.
+func (df *Dockerfile) Images(stages []int, args *BuildArgs) []string {
+	var out []string
+	add := func(name string, stage int) {
+		if name == "" || strings.EqualFold(name, "scratch") || slices.Contains(out, name) {
+			return
+		}
+		if _, ok, err := df.StageIndex(name, stage); err == nil && !ok {
+			out = append(out, name)
+		}
+	}
+	for _, i := range stages {
+		if base, err := df.BaseName(i, args); err == nil {
+			add(base, i)
+		}
+		for _, cmd := range df.Stages[i].Commands {
+			switch c := cmd.(type) {
+			case *instructions.RunCommand:
+				for _, from := range MountFroms(c) {
+					if !strings.Contains(from, "$") { // expanded in the stage's scope
+						add(from, i)
+					}
+				}
+			case *instructions.CopyCommand:
+				if c.From == "" {
+					continue
+				}
+				if from, err := ExpandMeta(df.Lex(), args, c.From); err == nil {
+					add(from, i)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -21,14 +24,14 @@ import (
 func (r *run) cached(ctx context.Context, st *plan.Step, cur current, id string) (*current, error) {
 	img, err := r.d.Images.Get(ctx, id)
 	if errdefs.IsNotFound(err) {
-		r.reject(ctx, st, id, "its image does not exist")
+		r.reject(ctx, st, st.Key, id, "its image does not exist")
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading cached image %s: %w", id, err)
 	}
 	if why := mismatch(st, r.historyCreatedBy(st), cur, img); why != "" {
-		r.reject(ctx, st, id, why)
+		r.reject(ctx, st, st.Key, id, why)
 		return nil, nil
 	}
 	return &current{id: string(img.ID()), config: img.Config, layers: img.Layers()}, nil
@@ -79,15 +82,88 @@ func sameHistory(a, b image.History) bool {
 		a.Comment == b.Comment && a.EmptyLayer == b.EmptyLayer
 }
 
-// reject logs and counts a cache record that failed its check.
-func (r *run) reject(ctx context.Context, st *plan.Step, id, why string) {
+// rebase makes the image of --link step st over parent cur from the image
+// id its link record names: that image's top layer (the step's, made in an
+// empty root, so the same over any parent) goes over cur's layers, blob
+// and all, with the step's config and Docker's history row, as if the step
+// had run. It is BuildKit's rebase of a linked copy: nothing is copied or
+// stored again. A record whose image is not a --link step's of the same
+// instruction is logged and counted, and nil returned: the step runs.
+func (r *run) rebase(ctx context.Context, st *plan.Step, cur current, id string) (*current, *image.Layer, error) {
+	img, err := r.d.Images.Get(ctx, id)
+	if errdefs.IsNotFound(err) {
+		r.reject(ctx, st, st.LinkKey, id, "its image does not exist")
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading cached image %s: %w", id, err)
+	}
+	l, hash, why := linkLayer(st, img)
+	if why != "" {
+		r.reject(ctx, st, st.LinkKey, id, why)
+		return nil, nil, nil
+	}
+	r.setCopyCmd(st, hash)
+	next, err := r.commit(st, cur, l)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &next, l, nil
+}
+
+// linkLayer returns the layer (nil for an empty one) and the history
+// source hash of --link step st that img, the image a link record names,
+// ends with; or why img does not end with st.
+func linkLayer(st *plan.Step, img *image.Image) (*image.Layer, string, string) {
+	hist := img.Config.History
+	if len(hist) == 0 {
+		return nil, "", "its image has no history"
+	}
+	last := hist[len(hist)-1]
+	// The shell that prefixes "#(nop)" is the parent's (SHELL), not the
+	// step's layer.
+	_, got, _ := strings.Cut(last.CreatedBy, "#(nop) ")
+	_, want, _ := strings.Cut(st.CreatedBy(), "#(nop) ")
+	hash := copyHashRE.FindString(got)
+	if got == "" || hash == "" || maskHash(got) != maskHash(want) {
+		return nil, "", fmt.Sprintf("its image's last step is %q, not %q", last.CreatedBy, st.CreatedBy())
+	}
+	if last.EmptyLayer {
+		return nil, hash, ""
+	}
+	layers := img.Layers()
+	diffIDs := img.Config.RootFS.DiffIDs
+	if len(layers) == 0 || len(layers) != len(diffIDs) || layers[len(layers)-1].DiffID != diffIDs[len(diffIDs)-1] {
+		return nil, "", "its image's layers are not its config's"
+	}
+	top := layers[len(layers)-1]
+	return &top, hash, ""
+}
+
+// linkServed notes the link record of a --link step that the chain record
+// id served, when the step has none.
+func (r *run) linkServed(st *plan.Step, hit current) {
+	if st.LinkKey == "" || r.hits[st.LinkKey] != "" {
+		return
+	}
+	var size int64
+	if h := hit.config.History; len(h) > 0 && !h[len(h)-1].EmptyLayer && len(hit.layers) > 0 {
+		size = hit.layers[len(hit.layers)-1].DiffSize
+	}
 	r.mu.Lock()
-	r.rejected[st.Key] = id
+	r.links = append(r.links, image.CacheRecord{Key: st.LinkKey, ImageID: hit.id, Description: st.CreatedBy(), Size: size})
+	r.mu.Unlock()
+}
+
+// reject logs and counts a cache record, of key, that failed its check.
+func (r *run) reject(ctx context.Context, st *plan.Step, key digest.Digest, id, why string) {
+	r.mu.Lock()
+	r.rejected[key] = id
 	r.mu.Unlock()
 	if r.d.RejectedCacheRecords != nil {
 		r.d.RejectedCacheRecords.Inc()
 	}
 	if r.d.Log != nil {
-		r.d.Log.WarnContext(ctx, "cache record ignored: the step runs", "step", st.Number, "line", st.Line, "key", st.Key, "image", id, "reason", why)
+		r.d.Log.WarnContext(ctx, "cache record ignored: the step runs", "step", st.Number, "line", st.Line, "key", key, "image", id, "reason", why)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/plan"
 	"github.com/strata-build/strata/services/builder/internal/sandbox"
 )
 
@@ -155,6 +156,9 @@ type Deps struct {
 	// CopyIntoMounts makes every COPY go into its mount, as when its layer
 	// cannot be written from the context alone (tests compare the two).
 	CopyIntoMounts bool
+	// Downloads fetches the ADD --checksum sources of the steps that run
+	// (planning leaves them to the step); a build with one fails without it.
+	Downloads plan.Downloads
 }
 
 // Options are one run's.
@@ -177,6 +181,10 @@ type Options struct {
 	// Secrets are the build's secrets by ID, for RUN --mount=type=secret;
 	// they are given to the steps that mount them and kept nowhere.
 	Secrets map[string][]byte
+	// LiveEvents sends each event as it happens, the steps of stages
+	// that run at once interleaved, rather than in the order of a
+	// sequential build.
+	LiveEvents bool
 }
 
 // Events receives a build's progress.

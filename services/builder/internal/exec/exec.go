@@ -40,7 +40,7 @@ const emptyTarDiffID = digest.Digest("sha256:5f70bf18a086007016e948b04aed3b82103
 // and cache record are recorded once every step succeeded, so a failed run
 // records nothing. It returns the target's image ID and manifest digest.
 func Run(ctx context.Context, d Deps, pl *plan.Plan, o Options, events Events) (string, digest.Digest, error) {
-	r := &run{d: d, o: o, pl: pl, hits: o.Hits, seq: newSequencer(pl, events), results: map[*plan.Stage]current{},
+	r := &run{d: d, o: o, pl: pl, hits: o.Hits, seq: newSequencer(pl, events, o.LiveEvents), results: map[*plan.Stage]current{},
 		cids: map[*plan.Step]string{}, copyCmds: map[*plan.Step][]string{}, rejected: map[digest.Digest]string{}}
 	r.events = r.seq.event
 	id, manifest, err := r.all(ctx)
@@ -53,7 +53,8 @@ type run struct {
 	o    Options
 	pl   *plan.Plan
 	hits map[digest.Digest]string
-	// events sends a build event, in sequential order (seq).
+	// events sends a build event, in sequential order (seq) unless the
+	// run's options want them live.
 	events Events
 	seq    *sequencer
 
@@ -80,6 +81,17 @@ type run struct {
 	// rejected are the images of the cache records the run found wrong,
 	// by key: the records it stores replace them.
 	rejected map[digest.Digest]string
+	// sources are the COPY --from sources being mounted ahead of their
+	// steps, and prep bounds how many are mounted at once.
+	sources map[*plan.Step]*prepared
+	prep    chan struct{}
+	// links are the link records of --link steps a chain record served
+	// that have none.
+	links []image.CacheRecord
+	// linked are the diff IDs of the --link layers this build made in a
+	// mount: each was committed as a snapshot over an empty root, which a
+	// mount over the layers below it cannot use.
+	linked map[digest.Digest]bool
 }
 
 type pendingImage struct {
@@ -88,6 +100,9 @@ type pendingImage struct {
 	key  digest.Digest
 	desc string
 	size int64
+	// linkKey is a --link step's link key when the build stores its
+	// record (it had none, or a wrong one).
+	linkKey digest.Digest
 }
 
 // upload is a layer being stored from its committed snapshot.
@@ -176,11 +191,34 @@ func (r *run) record(ctx context.Context) (map[string]digest.Digest, error) {
 			lost[p.id] = true
 		}
 	}
+	// A --link step's link record names an image whose top layer is the
+	// step's own, whatever the image's parent: it stands outside the
+	// chains, and the first writer's stays.
+	for _, lr := range r.linkRecords() {
+		if _, err := r.d.Images.PutCacheRecord(ctx, lr); err != nil {
+			return nil, fmt.Errorf("storing the link cache record of %q: %w", lr.Description, err)
+		}
+	}
 	if r.d.Log != nil {
 		r.d.Log.DebugContext(ctx, "images recorded", "images", len(r.pending), "waiting_for_layers", tUploads.Sub(t0),
 			"recording", time.Since(tUploads))
 	}
 	return manifests, nil
+}
+
+// linkRecords are the link records the build stores: of the --link steps
+// it ran or rebased without a record to rely on, and of those its chain
+// records served that have none (recorded before link records were).
+func (r *run) linkRecords() []image.CacheRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.links)
+	for _, p := range r.pending {
+		if p.linkKey != "" {
+			out = append(out, image.CacheRecord{Key: p.linkKey, ImageID: p.id, Description: p.desc, Size: p.size, Replaces: r.rejected[p.linkKey]})
+		}
+	}
+	return out
 }
 
 func (r *run) uploadList() []*upload {
@@ -222,6 +260,7 @@ type current struct {
 }
 
 func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
+	defer r.prepareSources(ctx, sp)()
 	var cur current
 	switch {
 	case sp.BaseStage != nil:
@@ -234,9 +273,10 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 	default:
 		cur = current{config: &image.Config{Architecture: "amd64", OS: "linux", RootFS: image.RootFS{Type: "layers"}}}
 	}
-	r.events(&builderv1.BuildEvent{Step: int32(sp.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-		TotalSteps: int32(r.pl.Total), Instruction: sp.FromText, Stage: stageLabel(sp), BaseImageId: cur.id,
-	}}})
+	started := r.startedIn(sp)
+	r.events(&builderv1.BuildEvent{Step: int32(sp.Number), Event: &builderv1.BuildEvent_Started{Started: started(&builderv1.StepStarted{
+		Instruction: sp.FromText, BaseImageId: cur.id,
+	})}})
 	r.events(done(sp.Number, cur.id, 0, nil))
 
 	missed := false
@@ -247,9 +287,9 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 			if st.RunsContainer() {
 				cid = containerID()
 			}
-			r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Started{Started: &builderv1.StepStarted{
-				TotalSteps: int32(r.pl.Total), Instruction: st.Text, Stage: stageLabel(sp), ContainerId: cid,
-			}}})
+			r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Started{Started: started(&builderv1.StepStarted{
+				Instruction: st.Text, ContainerId: cid, Line: int32(st.Line),
+			})}})
 			r.setCID(st, cid)
 		} else {
 			r.setCID(st, containerID())
@@ -266,12 +306,28 @@ func (r *run) stage(ctx context.Context, sp *plan.Stage) (current, error) {
 			}
 			if hit != nil {
 				cur = *hit
+				r.linkServed(st, *hit)
 				r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: id}}})
 				r.events(done(st.Number, id, time.Since(t0), nil))
 				continue
 			}
 		}
 		missed = true
+		if id, ok := r.hits[st.LinkKey]; ok && st.LinkKey != "" {
+			// A --link step's layer does not depend on its parent: the
+			// one its link record names is put over this parent, as
+			// BuildKit rebases a linked copy (see rebase).
+			next, l, err := r.rebase(ctx, st, cur, id)
+			if err != nil {
+				return current{}, err
+			}
+			if next != nil {
+				cur = *next
+				r.events(&builderv1.BuildEvent{Step: int32(st.Number), Event: &builderv1.BuildEvent_Cached{Cached: &builderv1.StepCached{ImageId: cur.id}}})
+				r.events(done(st.Number, cur.id, time.Since(t0), l))
+				continue
+			}
+		}
 		next, l, err := r.step(ctx, sp, st, cur)
 		if err != nil {
 			return current{}, r.noSpace(ctx, st, err)
@@ -345,6 +401,25 @@ func (r *run) setCopyCmd(st *plan.Step, hash string) {
 	r.mu.Unlock()
 }
 
+// startedIn returns what fills in the StepStarted events of stage sp's
+// steps, in their order: the build's step count, the stage and the step's
+// place in it.
+func (r *run) startedIn(sp *plan.Stage) func(*builderv1.StepStarted) *builderv1.StepStarted {
+	steps := 1
+	for _, st := range sp.Steps {
+		if !st.Trigger {
+			steps++
+		}
+	}
+	n := 0
+	return func(s *builderv1.StepStarted) *builderv1.StepStarted {
+		n++
+		s.TotalSteps, s.Stage, s.StageIndex, s.StageName = int32(r.pl.Total), stageLabel(sp), int32(sp.Index), sp.Name
+		s.StageStep, s.StageSteps = int32(n), int32(steps)
+		return s
+	}
+}
+
 func stageLabel(sp *plan.Stage) string {
 	if sp.Name != "" {
 		return sp.Name
@@ -370,6 +445,13 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 			layer = &l
 		}
 	}
+	next, err := r.commit(st, cur, layer)
+	return next, layer, err
+}
+
+// commit makes the image of step st over cur with its layer (nil for an
+// empty one), held in memory and recorded at the end of the build.
+func (r *run) commit(st *plan.Step, cur current, layer *image.Layer) (current, error) {
 	cfg := cur.config.Clone()
 	cfg.Config = st.Config.Clone()
 	cfg.Config.Image = cur.id
@@ -407,7 +489,7 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 	// layer uploads, at the end of the build.
 	b, err := cfg.Marshal()
 	if err != nil {
-		return current{}, nil, err
+		return current{}, err
 	}
 	id := string(digest.FromBytes(b))
 	var size int64
@@ -415,14 +497,21 @@ func (r *run) step(ctx context.Context, sp *plan.Stage, st *plan.Step, cur curre
 		size = layer.DiffSize
 	}
 	n := image.New{Config: cfg, Layers: layers, Parent: cur.id, Action: metadatav1.EventAction_EVENT_ACTION_BUILD}
+	p := pendingImage{n: n, id: id, key: st.Key, desc: st.CreatedBy(), size: size}
 	r.mu.Lock()
-	r.pending = append(r.pending, pendingImage{n: n, id: id, key: st.Key, desc: st.CreatedBy(), size: size})
+	if st.LinkKey != "" && (r.hits[st.LinkKey] == "" || r.rejected[st.LinkKey] != "") {
+		p.linkKey = st.LinkKey
+	}
+	r.pending = append(r.pending, p)
 	r.mu.Unlock()
-	return current{id: id, config: cfg, layers: layers}, layer, nil
+	return current{id: id, config: cfg, layers: layers}, nil
 }
 
 // mount mounts a step's root filesystem over layers.
 func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount, error) {
+	if err := r.linkedStored(ctx, layers); err != nil {
+		return nil, err
+	}
 	tars := map[digest.Digest]layer.Source{}
 	r.mu.Lock()
 	for d, cl := range r.copies {
@@ -430,6 +519,31 @@ func (r *run) mount(ctx context.Context, layers []image.Layer, init bool) (Mount
 	}
 	r.mu.Unlock()
 	return r.d.Snapshots.Mount(ctx, r.stored(layers), MountOptions{Init: init, Tars: tars})
+}
+
+// linkedStored waits for the blobs of the --link layers this build made
+// in a mount that layers holds over others: they are unpacked from their
+// blobs there (see linked), while the layers of other steps were
+// committed over their parents and are mounted as they are.
+func (r *run) linkedStored(ctx context.Context, layers []image.Layer) error {
+	for i, l := range layers {
+		r.mu.Lock()
+		u := r.uploads[l.DiffID]
+		wait := i > 0 && r.linked[l.DiffID] && u != nil && l.Blob.Digest == ""
+		r.mu.Unlock()
+		if !wait {
+			continue
+		}
+		select {
+		case <-u.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if u.err != nil {
+			return u.err
+		}
+	}
+	return nil
 }
 
 // hasDir reports whether dir is a directory over layers, as far as the top
@@ -455,13 +569,19 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 		// The directory is there: nothing to create, nothing to mount.
 		return image.Layer{DiffID: emptyTarDiffID}, nil
 	}
+	// cp is the step's COPY or ADD with its downloads at hand.
+	cp := st.Copy
 	if st.Kind == plan.KindCopy && !st.FromElsewhere() {
 		if r.o.ContextContents != nil {
 			if err := r.o.ContextContents(ctx); err != nil {
 				return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: receiving the build context: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 			}
 		}
-		hash, err := copier.SourceHash(st.Copy, r.copyOptions())
+		var err error
+		if cp, err = cp.Fetch(ctx, r.d.Downloads); err != nil {
+			return image.Layer{}, errdefs.Wrap(err, "Dockerfile:%d", st.Line)
+		}
+		hash, err := copier.SourceHash(cp, r.copyOptions())
 		if err != nil {
 			return image.Layer{}, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %w", st.Line, err)
 		}
@@ -480,7 +600,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	}
 	defer m.Release()
 	if st.Kind == plan.KindCopy {
-		if cl := r.planCopyLayer(st, m.Root(), t0); cl != nil {
+		if cl := r.planCopyLayer(cp, m.Root(), t0); cl != nil {
 			// Nothing is written to the mount: the layer is written from
 			// the context store, and unpacked only if a later step mounts it.
 			m.Release()
@@ -491,7 +611,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 	case plan.KindRun:
 		err = r.runProcess(ctx, st, m)
 	case plan.KindCopy:
-		err = r.copy(ctx, st, m)
+		err = r.copy(ctx, st, cp, m)
 	case plan.KindWorkdir:
 		err = mkdirIn(m.Root(), st.Workdir)
 	}
@@ -520,6 +640,14 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 			"diff_id", time.Since(tWork), "diff_size", l.DiffSize)
 	}
 	r.upload(ctx, st.Number, l, layer.DirSource(snap.Dir()), snap.Release)
+	if len(below) < len(cur.layers) {
+		r.mu.Lock()
+		if r.linked == nil {
+			r.linked = map[digest.Digest]bool{}
+		}
+		r.linked[l.DiffID] = true
+		r.mu.Unlock()
+	}
 	return l, nil
 }
 
@@ -655,7 +783,10 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 		return err
 	}
 	defer release()
-	stubs, err := makeStubs(m.Root(), m.Upper(), mounts)
+	// The mount points, the secrets' too, are made here, where the step's
+	// upper directory is known to become its layer, and taken out of it
+	// after the run.
+	stubs, err := makeStubs(m.Root(), m.Upper(), mountPoints(mounts, secrets))
 	defer stubs.remove()
 	if err != nil {
 		return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: RUN --mount: %w", st.Line, err)

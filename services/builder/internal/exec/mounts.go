@@ -2,7 +2,6 @@ package exec
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -15,7 +14,6 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/cachemount"
@@ -263,149 +261,4 @@ func (r *run) bindSource(ctx context.Context, m *plan.Mount) (string, func(), er
 		return "", nil, errdefs.NotFound("source %s: not found in %s", m.Source, m.From)
 	}
 	return host, done, nil
-}
-
-// stubs are the mount points a step's mounts needed created in its root
-// filesystem, and the directories above them that creating them copied up
-// into the upper directory. As BuildKit's mount stubs, they are removed
-// from the upper directory once the step ended, so that a mount point made
-// only for the step never shows up in its layer.
-type stubs struct {
-	upper   string
-	created []string // relative to the root, parents first
-	above   map[string]fs.FileInfo
-}
-
-// makeStubs creates in root the mount points of ms that are missing: a
-// directory, or an empty file for a bind mount of a file.
-func makeStubs(root, upper string, ms []specs.Mount) (*stubs, error) {
-	s := &stubs{upper: upper, above: map[string]fs.FileInfo{}}
-	for _, m := range ms {
-		host, err := securejoin.SecureJoin(root, m.Destination)
-		if err != nil {
-			return s, err
-		}
-		rel, err := filepath.Rel(root, host)
-		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
-			return s, errdefs.InvalidArgument("mount target %s resolves to the root", m.Destination)
-		}
-		file := false
-		if m.Type == "bind" {
-			if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
-				file = true
-			}
-		}
-		parts := strings.Split(rel, string(filepath.Separator))
-		for i := range parts {
-			p := filepath.Join(parts[:i+1]...)
-			last := i == len(parts)-1
-			fi, err := os.Lstat(filepath.Join(root, p))
-			if err == nil {
-				switch {
-				case !last && !fi.IsDir():
-					return s, errdefs.InvalidArgument("mount target %s: /%s is not a directory", m.Destination, p)
-				case last && fi.IsDir() == file:
-					return s, errdefs.InvalidArgument("mount target %s: a %s cannot be mounted on a %s", m.Destination, kind(file), kind(!fi.IsDir()))
-				}
-				if _, inUpper := os.Lstat(filepath.Join(upper, p)); inUpper != nil {
-					if _, seen := s.above[p]; !seen {
-						s.above[p] = fi
-					}
-				}
-				continue
-			}
-			if !os.IsNotExist(err) {
-				return s, errdefs.InvalidArgument("mount target %s: /%s: %v", m.Destination, p, unwrapPath(err))
-			}
-			if last && file {
-				f, err := os.OpenFile(filepath.Join(root, p), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-				if err != nil {
-					return s, errdefs.InvalidArgument("mount target %s: creating it: %v", m.Destination, unwrapPath(err))
-				}
-				f.Close()
-			} else if err := os.Mkdir(filepath.Join(root, p), 0o755); err != nil {
-				return s, errdefs.InvalidArgument("mount target %s: creating /%s: %v", m.Destination, p, unwrapPath(err))
-			}
-			s.created = append(s.created, p)
-		}
-	}
-	return s, nil
-}
-
-// kind names a file or a directory, for messages.
-func kind(file bool) string {
-	if file {
-		return "file"
-	}
-	return "directory"
-}
-
-// unwrapPath drops the host path of an error, which names the builder's
-// state directory.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
-
-// remove takes the stubs out of the upper directory: the mount points it
-// created, where the step left them empty, and the directories above them
-// copied up only because of them (still empty there, mode and owner
-// unchanged). The step may have swapped any of them for a symlink: a path
-// whose resolution inside the upper directory is not itself is left alone.
-func (s *stubs) remove() {
-	for i := len(s.created) - 1; i >= 0; i-- {
-		if host, ok := s.plain(s.created[i]); ok {
-			os.Remove(host)
-		}
-		delete(s.above, s.created[i])
-	}
-	above := make([]string, 0, len(s.above))
-	for p := range s.above {
-		above = append(above, p)
-	}
-	// Deepest first: a parent empties once its children go.
-	slices.SortFunc(above, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	for _, p := range above {
-		host, ok := s.plain(p)
-		if !ok {
-			continue
-		}
-		fi, err := os.Lstat(host)
-		if err != nil || !fi.IsDir() {
-			continue
-		}
-		was := s.above[p]
-		if !was.IsDir() || fi.Mode() != was.Mode() || owner(fi) != owner(was) {
-			continue
-		}
-		if opaque(host) {
-			continue
-		}
-		os.Remove(host) // fails, as it should, unless empty
-	}
-}
-
-// plain returns the host path of rel in the upper directory when no
-// symlink lies on the way to it.
-func (s *stubs) plain(rel string) (string, bool) {
-	want := filepath.Join(s.upper, rel)
-	got, err := securejoin.SecureJoin(s.upper, rel)
-	return want, err == nil && got == want
-}
-
-func owner(fi fs.FileInfo) [2]uint32 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return [2]uint32{st.Uid, st.Gid}
-	}
-	return [2]uint32{}
-}
-
-// opaque reports whether an upper directory hides its lower ones.
-func opaque(dir string) bool {
-	var b [1]byte
-	n, err := unix.Lgetxattr(dir, "trusted.overlay.opaque", b[:])
-	return err == nil && n == 1 && b[0] == 'y'
 }

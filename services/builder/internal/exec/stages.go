@@ -26,6 +26,7 @@ func (r *run) stages(ctx context.Context, cancel context.CancelFunc) error {
 	if limit <= 0 {
 		limit = DefaultParallelStages
 	}
+	r.prep = make(chan struct{}, limit)
 	done := map[*plan.Stage]chan struct{}{}
 	for _, sp := range r.pl.Stages {
 		done[sp] = make(chan struct{})
@@ -103,10 +104,12 @@ func dependencies(sp *plan.Stage) []*plan.Stage {
 // the first unfinished stage go through as they come, a later stage's
 // wait until every stage before it has finished. So `Step N/M` lines and
 // the output under them read as Docker's classic builder prints them,
-// while the stages run at once.
+// while the stages run at once. A live sequencer holds nothing: it only
+// sends one event at a time.
 type sequencer struct {
 	mu    sync.Mutex
 	send  Events
+	live  bool
 	order []*plan.Stage // the plan's stages
 	of    map[int32]int // a step number's stage, by position in order
 	front int           // the first stage not finished
@@ -114,8 +117,8 @@ type sequencer struct {
 	held  map[int][]*builderv1.BuildEvent
 }
 
-func newSequencer(pl *plan.Plan, send Events) *sequencer {
-	s := &sequencer{send: send, order: pl.Stages, of: map[int32]int{}, ended: map[*plan.Stage]bool{}, held: map[int][]*builderv1.BuildEvent{}}
+func newSequencer(pl *plan.Plan, send Events, live bool) *sequencer {
+	s := &sequencer{send: send, live: live, order: pl.Stages, of: map[int32]int{}, ended: map[*plan.Stage]bool{}, held: map[int][]*builderv1.BuildEvent{}}
 	for i, sp := range pl.Stages {
 		s.of[int32(sp.Number)] = i
 		for _, st := range sp.Steps {
@@ -131,7 +134,7 @@ func (s *sequencer) event(ev *builderv1.BuildEvent) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, ok := s.of[ev.GetStep()]
-	if !ok || i <= s.front {
+	if s.live || !ok || i <= s.front {
 		s.send(ev)
 		return
 	}

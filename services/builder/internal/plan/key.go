@@ -37,6 +37,20 @@ func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int6
 	}.Key(), int64(len(b))
 }
 
+// linkKey is the key of a COPY or ADD --link step's layer, made in an
+// empty root and put over the layers below, as BuildKit merges it
+// (llb.Merge of the base and a copy onto llb.Scratch): like BuildKit's key
+// of that copy, it covers what is copied and how — the instruction, the
+// sources' content, mode and owner (or the --from stage's key or image),
+// the absolute destination (the working directory of a relative one), and
+// --chown, --exclude and --parents (sourcesKey) — and nothing of the
+// parent, so a change to an earlier step leaves it as it was. It is of a
+// kind of its own ("link"), never equal to a step key, and it leaves the
+// step's own key, which the step's chain records use, unchanged.
+func linkKey(s *Step) digest.Digest {
+	return cache.New("link").String(s.Cmd.Name()).String(string(s.Copy.sourcesKey())).String("linux/amd64").Digest()
+}
+
 // runMounts is what of a RUN step's mounts its key names: each mount's
 // spec, never a secret's value nor a cache mount's content.
 func runMounts(s *Step) []string {

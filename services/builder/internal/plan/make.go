@@ -2,6 +2,9 @@ package plan
 
 import (
 	"context"
+	// The sha384 and sha512 digests ADD --checksum takes (go-digest knows
+	// an algorithm only once its hash is linked in).
+	_ "crypto/sha512"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,12 +37,16 @@ type Images interface {
 	Resolve(ctx context.Context, ref string) (*image.Image, error)
 }
 
-// Downloads fetches ADD's URL sources: their content must be known to key
-// the step.
+// Downloads fetches ADD's URL sources: at planning, as their content keys
+// the step, but for an ADD --checksum, whose checksum keys it, only when
+// the step runs (Copy.Fetch).
 type Downloads interface {
 	// Download stores the content at url in the context store and returns
-	// its entry, whose Path is the file's name.
-	Download(ctx context.Context, url string) (*buildctx.Entry, error)
+	// its entry, whose Path is the file's name (URLFileName). When
+	// checksum is set the content must have that digest: otherwise the
+	// error is FAILED_PRECONDITION, reason CHECKSUM_MISMATCH, naming the
+	// URL and both digests, and nothing is stored.
+	Download(ctx context.Context, url string, checksum digest.Digest) (*buildctx.Entry, error)
 	// Clone fetches the commit a Git source names and returns its
 	// checkout as a tree whose contents are in the context store, and the
 	// commit's hash.
@@ -111,6 +118,8 @@ type Input struct {
 	Images         Images
 	// Downloads is needed only by an ADD of a URL.
 	Downloads Downloads
+	// Parallel is the most images resolved at once (1 when zero).
+	Parallel int
 }
 
 // Make works out the plan of a build: it resolves base images, downloads
@@ -119,6 +128,10 @@ type Input struct {
 func Make(ctx context.Context, in Input) (*Plan, error) {
 	p := &planner{in: in, df: in.Dockerfile, args: dockerfile.NewBuildArgs(in.BuildArgs), maxConfigBytes: in.MaxConfigBytes,
 		byIndex: map[int]*Stage{}}
+	// Images resolved ahead and not needed after all (planning failed
+	// first) stop being fetched.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	return p.plan(ctx)
 }
 
@@ -134,6 +147,52 @@ type planner struct {
 	// configBytes counts what the steps' image configs will weigh, against
 	// maxConfigBytes.
 	configBytes, maxConfigBytes int64
+	// resolving are the images the stages name, being resolved (pulled,
+	// when not held) all at once ahead of the planning that needs them,
+	// by name.
+	resolving map[string]*resolution
+}
+
+// resolution is an image being resolved.
+type resolution struct {
+	done chan struct{}
+	img  *image.Image
+	err  error
+}
+
+// resolveAhead starts resolving refs, at most Input.Parallel at a time.
+func (p *planner) resolveAhead(ctx context.Context, refs []string) {
+	slots := make(chan struct{}, max(p.in.Parallel, 1))
+	p.resolving = map[string]*resolution{}
+	for _, ref := range refs {
+		r := &resolution{done: make(chan struct{})}
+		p.resolving[ref] = r
+		go func() {
+			defer close(r.done)
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				r.err = ctx.Err()
+				return
+			}
+			defer func() { <-slots }()
+			r.img, r.err = p.in.Images.Resolve(ctx, ref)
+		}()
+	}
+}
+
+// resolve returns the image ref names: resolved ahead, or now.
+func (p *planner) resolve(ctx context.Context, ref string) (*image.Image, error) {
+	r, ok := p.resolving[ref]
+	if !ok {
+		return p.in.Images.Resolve(ctx, ref)
+	}
+	select {
+	case <-r.done:
+		return r.img, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (p *planner) plan(ctx context.Context) (*Plan, error) {
@@ -159,6 +218,7 @@ func (p *planner) plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.resolveAhead(ctx, df.Images(needed, p.args))
 	pl := &Plan{}
 	for _, i := range needed {
 		sp, err := p.stage(ctx, i)
@@ -216,7 +276,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 	} else if strings.EqualFold(base, "scratch") {
 		sp.FromKey = cache.FromImage("scratch")
 	} else {
-		img, err := p.in.Images.Resolve(ctx, base)
+		img, err := p.resolve(ctx, base)
 		if err != nil {
 			return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: FROM %s: %w", s.Line, base, err)
 		}
@@ -307,6 +367,9 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 		stp.ContainerConfig = cc
 		var size int64
 		stp.Key, size = stepKey(parent, stp, p.in.Network)
+		if stp.Copy != nil && stp.Copy.Link {
+			stp.LinkKey = linkKey(stp)
+		}
 		// The step's image holds its config and container config (about
 		// the size of the key's JSON each) and the history so far.
 		history += int64(len(stp.CreatedBy())) + 64
@@ -459,7 +522,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		default:
 			var err error
 			if checksum, err = digest.Parse(in.checksum); err != nil {
-				return nil, dockerfile.Errorf(cmd, "ADD --checksum=%s: %v", in.checksum, err)
+				return nil, dockerfile.Errorf(cmd, "ADD --checksum=%s: want a sha256, sha384 or sha512 digest, as algorithm:hex (sha256:<64 hex digits>): %v", in.checksum, err)
 			}
 		}
 	}
@@ -474,7 +537,7 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		} else if ok {
 			cp.FromStage = p.byIndex[j]
 		} else {
-			img, err := p.in.Images.Resolve(ctx, from)
+			img, err := p.resolve(ctx, from)
 			if err != nil {
 				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s --from=%s: no stage of that name, and the image: %w", dockerfile.Line(cmd), name, from, err)
 			}
@@ -524,15 +587,14 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 			cp.Sources = append(cp.Sources, f)
 			continue
 		}
+		if add && isURL(src) && checksum != "" {
+			cp.Sources = append(cp.Sources, deferredDownload(src, checksum))
+			continue
+		}
 		if add && isURL(src) {
 			f, err := p.download(ctx, src)
 			if err != nil {
-				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), src, err)
-			}
-			if checksum != "" {
-				if err := verify(f, src, checksum); err != nil {
-					return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), redact(src), err)
-				}
+				return nil, errdefs.Wrap(err, "Dockerfile:%d: ADD %s", dockerfile.Line(cmd), redact(src))
 			}
 			cp.Sources = append(cp.Sources, f)
 			continue
@@ -632,7 +694,7 @@ func (p *planner) download(ctx context.Context, url string) (Source, error) {
 	if p.in.Downloads == nil {
 		return Source{}, errdefs.Unimplemented("this builder does not download ADD sources")
 	}
-	e, err := p.in.Downloads.Download(ctx, url)
+	e, err := p.in.Downloads.Download(ctx, url, "")
 	if err != nil {
 		return Source{}, err
 	}
@@ -660,17 +722,55 @@ func (p *planner) clone(ctx context.Context, g GitSource, checksum string) (Sour
 	return Source{Src: g.URL, Entry: root, Checkout: tree, Commit: commit}, nil
 }
 
-// verify checks a download against ADD --checksum. The content store
-// knows each file's sha256 digest; another algorithm is refused.
-func verify(f Source, url string, want digest.Digest) error {
-	got := f.Entry.Digest
-	if want.Algorithm() != got.Algorithm() {
-		return errdefs.InvalidArgument("--checksum=%s: this builder verifies %s checksums only", want, got.Algorithm())
+// deferredDownload is the source of an ADD --checksum of url, whose
+// download waits for the step to run (Copy.Fetch), as BuildKit takes a
+// pinned checksum for the content's digest without fetching it: its entry
+// stands for the download as the key sees it — the name, mode and owner
+// the file gets and, for its content digest, the checksum (the content's
+// sha256 digest when the checksum is one, so the key is that of the step
+// with the download at hand).
+func deferredDownload(url string, checksum digest.Digest) Source {
+	name := URLFileName(url)
+	return Source{Src: url, Name: name, Checksum: checksum, Entry: &buildctx.Entry{Path: name, Mode: 0o600, Digest: checksum}}
+}
+
+// URLFileName is the name of the file an ADD of url downloads: the URL
+// path's last element, as Docker and BuildKit name it, or "__unnamed__".
+func URLFileName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "__unnamed__"
 	}
-	if got != want {
-		return errdefs.New(errdefs.ErrFailedPrecondition, "digest mismatch for %s: %s (expected: %s)", redact(url), got, want).WithReason("CHECKSUM_MISMATCH")
+	name := path.Base(u.Path)
+	if name == "/" || name == "." || name == "" {
+		return "__unnamed__"
 	}
-	return nil
+	return name
+}
+
+// Fetch returns cp with the downloads of its ADD --checksum sources, which
+// planning left to the step (see Source.Checksum), fetched and verified;
+// cp itself when it has none. cp does not change.
+func (cp *Copy) Fetch(ctx context.Context, d Downloads) (*Copy, error) {
+	if !slices.ContainsFunc(cp.Sources, func(s Source) bool { return s.Checksum != "" }) {
+		return cp, nil
+	}
+	if d == nil {
+		return nil, errdefs.Unimplemented("this builder does not download ADD sources")
+	}
+	out := *cp
+	out.Sources = slices.Clone(cp.Sources)
+	for i, s := range out.Sources {
+		if s.Checksum == "" {
+			continue
+		}
+		e, err := d.Download(ctx, s.Src, s.Checksum)
+		if err != nil {
+			return nil, errdefs.Wrap(err, "ADD %s", redact(s.Src))
+		}
+		out.Sources[i] = Source{Src: s.Src, Entry: e, Name: e.Path}
+	}
+	return &out, nil
 }
 
 // redact hides a URL's password, for messages.

@@ -63,7 +63,7 @@ func (p *planner) mounts(ctx context.Context, c *instructions.RunCommand, ms []*
 			} else if ok {
 				pm.FromStage = p.byIndex[j]
 			} else {
-				img, err := p.in.Images.Resolve(ctx, m.From)
+				img, err := p.resolve(ctx, m.From)
 				if err != nil {
 					return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: %s,from=%s: no stage of that name, and the image: %w", dockerfile.Line(c), opt, m.From, err)
 				}

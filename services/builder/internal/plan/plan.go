@@ -91,6 +91,11 @@ type Step struct {
 	Copy            *Copy
 	Workdir         string
 	Key             digest.Digest
+	// LinkKey is a COPY or ADD --link step's key of its layer alone: it
+	// names what the step copies and not the steps below (see linkKey),
+	// so a record of it serves the step over any parent. Empty for other
+	// steps.
+	LinkKey digest.Digest
 }
 
 // CreatedBy is the step's history text.
@@ -177,6 +182,10 @@ type Source struct {
 	// Include is a COPY --parents source's pattern: what of the
 	// directory Entry is copied, relative to it ("" for everything).
 	Include string
+	// Checksum is an ADD --checksum URL source's digest: its download
+	// waits for the step to run (Copy.Fetch), so a cache hit never
+	// fetches it, and until then Entry stands for it as the key sees it.
+	Checksum digest.Digest
 	// Checkout is the tree Entry (its root) is of for an ADD of a Git
 	// repository, in place of the build context; Commit is the commit it
 	// holds.

@@ -123,7 +123,8 @@ type Process struct {
 	// out of the step's layer.
 	Mounts []specs.Mount
 	// Secrets are given to the process as files (in a tmpfs, bind-mounted
-	// read-only) and variables, for this run only.
+	// read-only) and variables, for this run only. As for Mounts, the
+	// caller keeps the files' mount points out of the step's layer.
 	Secrets []Secret
 	// Output receives each line the process writes, without its newline,
 	// with the stream it came on; a last line without a newline counts too.
@@ -355,22 +356,6 @@ func (r *Runner) Run(ctx context.Context, p Process) (code int, err error) {
 			return -1, err
 		}
 		p.Env = withSecretEnv(p.Env, p.Secrets)
-		for _, sec := range p.Secrets {
-			if sec.Target == "" {
-				continue
-			}
-			st, serr := makeStub(p.RootFS, p.UpperDir, sec.Target)
-			if serr != nil {
-				return -1, serr
-			}
-			if st != nil {
-				defer func() {
-					if rerr := st.remove(p.RootFS, p.UpperDir); rerr != nil && err == nil {
-						code, err = -1, fmt.Errorf("removing the mount point of secret target %s: %w", sec.Target, rerr)
-					}
-				}()
-			}
-		}
 	}
 	s := stepSpec{id: id, hostname: hostname, bundle: bundle, cgroupsPath: r.cgroups.specPath(id),
 		resources: limits.resources(r.cgroups.swapAccounted()), rlimits: rlimits(limits.Ulimits)}

@@ -1,30 +1,22 @@
 package sandbox
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/strata-build/strata/lib/errdefs"
 )
 
 // Secret is a build secret given to one process (RUN
 // --mount=type=secret): as the read-only file Target, as the variable Env,
 // or both. Its value stays in memory and in a tmpfs the runner mounts for
-// the run and unmounts after it: never on disk, and never in the upper
-// directory, where the runner removes the mount point it created for the
-// file.
+// the run and unmounts after it: never on disk. The mount point of the
+// file is the caller's to make and remove, as a mount's.
 type Secret struct {
 	// Target is the file's absolute path in the container; empty for a
 	// variable only.
@@ -96,153 +88,6 @@ func withSecretEnv(env []string, secrets []Secret) []string {
 			}
 		}
 		out = append(kept, s.Env+"="+string(s.Data))
-	}
-	return out
-}
-
-// stub is a mount point the runner created in the root filesystem (the
-// overlay's merged view) for a secret's file, so that it can remove what
-// it created after the run: the mount target, and directories such as
-// /run/secrets, must not show up in the step's layer.
-type stub struct {
-	// created are the paths the runner created, relative to the root,
-	// outermost first; the last is the file.
-	created []string
-	// ancestors are the directories above the outermost created path,
-	// innermost first, as they were before: creating a path in one copies
-	// it (and its own ancestors) up into the upper directory.
-	ancestors []ancestor
-}
-
-type ancestor struct {
-	rel          string
-	inUpper      bool
-	mode         uint32
-	uid, gid     uint32
-	atime, mtime time.Time
-}
-
-// makeStub creates the mount point of a secret's file at target under
-// root unless it exists; nil when it does. A target whose path has a file
-// where a directory is needed, or that is a directory, is refused: the
-// bind mount of a file could not be made there.
-func makeStub(rootDir, upper, target string) (*stub, error) {
-	root, err := os.OpenRoot(rootDir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	rel := strings.TrimPrefix(path.Clean("/"+target), "/")
-	parts := prefixes(rel)
-	missing := -1
-	for i, p := range parts {
-		fi, err := root.Stat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			missing = i
-			break
-		}
-		if err != nil {
-			return nil, errdefs.InvalidArgument("secret target %s: %v", target, err)
-		}
-		if i < len(parts)-1 && !fi.IsDir() {
-			return nil, errdefs.InvalidArgument("secret target %s: /%s is not a directory", target, p)
-		}
-		if i == len(parts)-1 && fi.IsDir() {
-			return nil, errdefs.InvalidArgument("secret target %s is a directory in the image", target)
-		}
-	}
-	if missing < 0 {
-		return nil, nil
-	}
-	st := &stub{created: parts[missing:]}
-	for dir := path.Dir(parts[missing]); dir != "."; dir = path.Dir(dir) {
-		fi, err := root.Stat(dir)
-		if err != nil {
-			return nil, err
-		}
-		sys := fi.Sys().(*syscall.Stat_t)
-		a := ancestor{rel: dir, mode: sys.Mode, uid: sys.Uid, gid: sys.Gid,
-			atime: time.Unix(sys.Atim.Unix()), mtime: time.Unix(sys.Mtim.Unix())}
-		if upper != "" {
-			if host, err := securejoin.SecureJoin(upper, dir); err == nil {
-				_, err := os.Lstat(host)
-				a.inUpper = err == nil
-			}
-		}
-		st.ancestors = append(st.ancestors, a)
-	}
-	if err := root.MkdirAll(path.Dir(rel), 0o755); err != nil {
-		return nil, fmt.Errorf("creating the mount point of secret target %s: %w", target, err)
-	}
-	f, err := root.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("creating the mount point of secret target %s: %w", target, err)
-	}
-	return st, f.Close()
-}
-
-// remove removes what makeStub created, as long as the step left it as it
-// was (an empty file, directories holding nothing else), and gives the
-// directories above it back their state: an ancestor the stub alone
-// copied up into the upper directory leaves it when it is still the
-// unchanged, empty copy; one that stays gets its times back.
-func (s *stub) remove(rootDir, upper string) error {
-	root, err := os.OpenRoot(rootDir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	for i := len(s.created) - 1; i >= 0; i-- {
-		p := s.created[i]
-		fi, err := root.Lstat(p)
-		if err != nil {
-			return nil
-		}
-		if i == len(s.created)-1 && (!fi.Mode().IsRegular() || fi.Size() != 0) || i < len(s.created)-1 && !fi.IsDir() {
-			return nil // the step replaced the mount point: its own file
-		}
-		if err := root.Remove(p); err != nil {
-			return nil // a directory the step put something in
-		}
-	}
-	for _, a := range s.ancestors {
-		if upper != "" && !a.inUpper && unchangedCopy(upper, a) {
-			host, err := securejoin.SecureJoin(upper, a.rel)
-			if err == nil && os.Remove(host) == nil {
-				continue
-			}
-		}
-		return root.Chtimes(a.rel, a.atime, a.mtime)
-	}
-	return nil
-}
-
-// unchangedCopy reports whether the upper directory's copy of a is an
-// empty directory with a's mode and owner, and not opaque: what copying it
-// up for a child left, which the lower directory stands for.
-func unchangedCopy(upper string, a ancestor) bool {
-	host, err := securejoin.SecureJoin(upper, a.rel)
-	if err != nil {
-		return false
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(host, &st); err != nil || st.Mode != a.mode || st.Uid != a.uid || st.Gid != a.gid {
-		return false
-	}
-	for _, x := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
-		if n, err := unix.Lgetxattr(host, x, make([]byte, 8)); err == nil && n > 0 {
-			return false
-		}
-	}
-	entries, err := os.ReadDir(host)
-	return err == nil && len(entries) == 0
-}
-
-// prefixes returns "a", "a/b", "a/b/c" for "a/b/c".
-func prefixes(rel string) []string {
-	var out []string
-	for p := rel; p != "." && p != "/" && p != ""; p = path.Dir(p) {
-		out = append([]string{p}, out...)
 	}
 	return out
 }

@@ -290,6 +290,7 @@ func buildRequest(opts *builderv1.BuildOptions, sess *buildctx.Session) *build.R
 		Network:         opts.GetNetwork(),
 		Resources:       opts.GetResources(),
 		Tags:            opts.GetTags(),
+		LiveEvents:      opts.GetEventOrder() == builderv1.EventOrder_EVENT_ORDER_LIVE,
 	}
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -115,5 +116,66 @@ COPY --from=broken /bin/sh /b
 	}
 	if r := s.strata(t, "", "inspect", "broken"); r.code == 0 {
 		t.Error("the failed build recorded its image")
+	}
+}
+
+// TestPlainProgressInterleavesStages: with --progress=plain the lines of
+// two stages that run at once come as they are written, interleaved, each
+// under the number of its step's vertex, whose header names the stage and
+// the step ("[a 2/2] RUN …"); the build records what a default build
+// makes, which then finds every step in the cache and ends with the same
+// image.
+func TestPlainProgressInterleavesStages(t *testing.T) {
+	s := withBusybox(t)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"Dockerfile": `FROM busybox:latest AS a
+RUN for i in 1 2 3; do echo a-line-$i; sleep 1; done > /dev/stderr; echo a > /a
+FROM busybox:latest AS b
+RUN for i in 1 2 3; do echo b-line-$i; sleep 1; done; echo b > /b
+FROM busybox:latest
+COPY --from=a /a /a
+COPY --from=b /b /b
+`})
+	out := s.ok(t, dir, "build", "--progress=plain", "-t", "plain", ".")
+
+	headers := map[string]string{} // vertex number → its header
+	var lines []string             // the stages' lines, as printed
+	for _, l := range strings.Split(out, "\n") {
+		m := regexp.MustCompile(`^#(\d+) (.*)$`).FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n, rest := m[1], m[2]
+		if o := regexp.MustCompile(`^\d+\.\d{3} ([ab])-line-\d$`).FindStringSubmatch(rest); o != nil {
+			stage := o[1]
+			if want := "[" + stage + " 2/2] RUN for i in 1 2 3"; !strings.HasPrefix(headers[n], want) {
+				t.Errorf("line %q is under #%s %q, want a vertex %q", l, n, headers[n], want)
+			}
+			lines = append(lines, stage)
+			continue
+		}
+		if _, seen := headers[n]; !seen {
+			headers[n] = rest
+		}
+	}
+	if got := strings.Join(lines, ""); len(got) != 6 || strings.LastIndex(got, "a") < strings.Index(got, "b") || strings.LastIndex(got, "b") < strings.Index(got, "a") {
+		t.Errorf("the stages' lines came in the order %q: want 3 of each, interleaved:\n%s", got, out)
+	}
+	for _, want := range []string{"[stage-2 1/3] FROM busybox:latest", "[stage-2 3/3] COPY --from=b /b /b"} {
+		if !slices.Contains(slices.Collect(maps.Values(headers)), want) {
+			t.Errorf("no vertex %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^#\d+ naming to plain:latest done$`).MatchString(out) {
+		t.Errorf("the build's output does not end naming the image:\n%s", out)
+	}
+
+	classic := s.ok(t, dir, "build", "-t", "classic", ".")
+	if n := strings.Count(classic, " ---> Using cache\n"); n != 4 {
+		t.Errorf("the default build after the plain one used the cache %d times, want 4:\n%s", n, classic)
+	}
+	id := func(ref string) string { return s.ok(t, "", "inspect", "--format", "{{.Id}}", ref) }
+	if p, c := id("plain"), id("classic"); p != c {
+		t.Errorf("the plain build made %s, the default build %s", p, c)
 	}
 }

@@ -150,4 +150,48 @@ func TestCacheMountsListAndPrune(t *testing.T) {
 	if err != nil || len(pruned.GetRemoved()) != 1 || !strings.EqualFold(pruned.GetRemoved()[0].GetId(), "counter") {
 		t.Errorf("PruneCacheMounts(id counter) = %v, %v; want counter removed", pruned, err)
 	}
+
+	// Two builds use a private id at once (they meet over a shared one):
+	// each gets a directory, both are kept and listed, across a restart,
+	// and a prune of the id removes both.
+	var private []*build
+	for _, who := range []string{"a", "b"} {
+		private = append(private, s.startBuild(t, ctx, "FROM busybox\nRUN --mount=type=cache,id=meet,target=/m --mount=type=cache,id=pv,target=/c,sharing=private sh -c '"+
+			"echo "+who+" >> /m/started; i=0; while [ $(grep -c . /m/started) -lt 2 ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; echo "+who+" > /c/who'\n"))
+	}
+	for _, b := range private {
+		if err := b.rest(); err != nil {
+			t.Fatalf("a build on the private id: %v", err)
+		}
+	}
+	privateRows := func(cl builderv1.BuildServiceClient) int {
+		t.Helper()
+		list, err := cl.ListCacheMounts(ctx, &builderv1.ListCacheMountsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, m := range list.GetCacheMounts() {
+			if m.GetId() == "pv" && m.GetSize() == 2 {
+				n++
+			}
+		}
+		return n
+	}
+	if n := privateRows(admin); n != 2 {
+		t.Errorf("ListCacheMounts lists pv %d times, want twice: a directory for each build", n)
+	}
+	s.Builder.Terminate()
+	s.RestartBuilder(t)
+	admin = s.builds(t)
+	if n := privateRows(admin); n != 2 {
+		t.Errorf("after a restart ListCacheMounts lists pv %d times, want twice", n)
+	}
+	pruned, err = admin.PruneCacheMounts(ctx, &builderv1.PruneCacheMountsRequest{Ids: []string{"pv"}})
+	if err != nil || len(pruned.GetRemoved()) != 2 || pruned.GetSpaceReclaimed() != 4 {
+		t.Errorf("PruneCacheMounts(id pv) = %v, %v; want both directories removed", pruned, err)
+	}
+	if n := privateRows(admin); n != 0 {
+		t.Errorf("after the prune ListCacheMounts lists pv %d times", n)
+	}
 }

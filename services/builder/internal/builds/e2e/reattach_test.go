@@ -21,7 +21,7 @@ func TestStrataBuildReattachesAfterADisconnect(t *testing.T) {
 	proxy := harness.StartToxiproxy(t).Proxy(t, "builder", s.BuilderAddr)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM busybox\nRUN echo before && sleep 4 && echo after\n"), 0o644)
-	cmd := exec.Command(filepath.Join(s.Bin, "strata"), "build", "--progress=plain", "-t", "reattached:1", dir)
+	cmd := exec.Command(filepath.Join(s.Bin, "strata"), "build", "-t", "reattached:1", dir)
 	cmd.Env = append(append(os.Environ(), "HOME="+t.TempDir()), s.Env()...)
 	cmd.Env = append(cmd.Env, "STRATA_BUILDER_ADDR="+proxy.Listen)
 	outPath := filepath.Join(t.TempDir(), "build.log")
