@@ -46,6 +46,10 @@ func (d downloads) Download(ctx context.Context, url string, checksum digest.Dig
 	return d.b.fetchURL(ctx, url, checksum)
 }
 
+func (d downloads) Clone(ctx context.Context, g plan.GitSource) (*buildctx.Context, string, error) {
+	return d.b.cloneGit(ctx, g)
+}
+
 // fetchURL downloads an ADD source into the context store. The file gets
 // the URL's last path element as its name and mode 0600, as Docker gives
 // it; its mtime is the Last-Modified time when the server sends one. With

@@ -35,7 +35,7 @@ func IntoRoot(ctx context.Context, root string, cp *plan.Copy, o Options) error 
 	}
 	c := &copier{root: root, cp: cp, own: own, store: o.Store, limits: o.Archives, ctx: ctx}
 	for _, f := range cp.Sources {
-		if err := c.fromContext(cp, f, o.Context); err != nil {
+		if err := c.fromContext(cp, f, f.Tree(o.Context)); err != nil {
 			return errdefs.New(errdefs.KindOf(err), "%s %s: %w", name(cp), f.Src, err)
 		}
 	}

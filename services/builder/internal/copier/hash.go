@@ -117,7 +117,9 @@ func SourceHash(cp *plan.Copy, o Options) (string, error) {
 			d := sha256.Sum256(f.Data)
 			hashes = append(hashes, "file:"+hex.EncodeToString(d[:]))
 		case e.Mode.IsDir():
-			h, err := contextDirHash(o, cp, f)
+			fo := o
+			fo.Context = f.Tree(o.Context)
+			h, err := contextDirHash(fo, cp, f)
 			if err != nil {
 				return "", errdefs.New(errdefs.KindOf(err), "%s %s: %w", name(cp), f.Src, err)
 			}

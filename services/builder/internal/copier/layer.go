@@ -194,7 +194,7 @@ func (p *layerPlanner) entries(bctx *buildctx.Context) error {
 				return err
 			}
 		}
-		ts, err := targets(bctx, p.cp, f, destIsDir)
+		ts, err := targets(f.Tree(bctx), p.cp, f, destIsDir)
 		if err != nil {
 			return err
 		}

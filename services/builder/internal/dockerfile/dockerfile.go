@@ -237,10 +237,6 @@ func Unsupported(cmd instructions.Command) string {
 				return fmt.Sprintf("RUN --%s is not supported by this builder", f)
 			}
 		}
-	case *instructions.AddCommand:
-		if c.KeepGitDir != nil {
-			return "ADD --keep-git-dir is not supported by this builder"
-		}
 	}
 	return ""
 }

@@ -119,12 +119,12 @@ type strata struct {
 	home string
 }
 
-func startStrata(t testing.TB, rootfs string) *strata {
+func startStrata(t testing.TB, rootfs string, builderEnv ...string) *strata {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("the builder needs root for overlay mounts and runc")
 	}
-	s := &strata{Stack: harness.StartStack(t, harness.StackOptions{})}
+	s := &strata{Stack: harness.StartStack(t, harness.StackOptions{BuilderEnv: builderEnv})}
 	s.home = filepath.Join(s.Dir, "home")
 	if _, stderr, err := s.run(t, "", "import", rootfs, baseTag); err != nil {
 		t.Fatalf("strata import: %s", stderr)

@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,9 +168,13 @@ func TestBuildKit(t *testing.T) {
 	}
 	rootfs, base := baseRootfs(t)
 	bk := startBuildKit(t, rootfs)
-	s := startStrata(t, rootfs)
+	// ADD of a Git URL fetches from a repository on loopback.
+	s := startStrata(t, rootfs, "STRATA_ALLOW_PRIVATE_URLS=true")
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
+			if c.Repo != "" {
+				c = c.withRepo(t)
+			}
 			want, got := run(t, bk, c, base), run(t, s, c, base)
 			if err := dockerAgrees(c, want); err != nil {
 				t.Fatalf("the case does not hold on BuildKit: %v", err)
@@ -186,6 +193,40 @@ func TestBuildKit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withRepo serves the case's repository (Case.Repo) with git's own
+// http-backend, as a forge serves one, and returns the case with its URL
+// as the REPO build argument. buildkitd fetches it with git, Strata with
+// go-git.
+func (c *Case) withRepo(t *testing.T) *Case {
+	t.Helper()
+	gitBin, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed: buildkitd needs it to fetch a Git source, and the test to serve one")
+	}
+	dir := t.TempDir()
+	c.writeContext(t, dir)
+	work := filepath.Join(dir, c.Repo)
+	gitRun := func(dir string, args ...string) {
+		cmd := exec.Command(gitBin, append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	srv := filepath.Join(t.TempDir(), "srv")
+	gitRun(work, "init", "-q", "-b", "main")
+	gitRun(work, "add", "-A")
+	gitRun(work, "commit", "-q", "-m", "case "+c.Name)
+	gitRun(work, "tag", "-a", "-m", "v1", "v1")
+	gitRun(dir, "clone", "-q", "--bare", work, filepath.Join(srv, "repo.git"))
+	hs := httptest.NewServer(&cgi.Handler{Path: gitBin, Args: []string{"http-backend"},
+		Env: []string{"GIT_PROJECT_ROOT=" + srv, "GIT_HTTP_EXPORT_ALL=1"}})
+	t.Cleanup(hs.Close)
+	cc := *c
+	cc.BuildArgs = append(slices.Clone(c.BuildArgs), "REPO="+hs.URL+"/repo.git")
+	return &cc
 }
 
 // setConfig is the config fields of g that are set: the classic builder,

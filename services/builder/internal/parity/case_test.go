@@ -35,6 +35,10 @@ import (
 //	tar: ARCHIVE TYPE NAME MODE UID:GID [BODY|LINK]
 //	                         an entry of an archive written into the context,
 //	                         compressed as ARCHIVE's name says (.gz, .bz2, .xz, .xz.gz)
+//	repo: DIR                BuildKit cases only: the context's DIR is also
+//	                         a Git repository (one commit on main, tagged
+//	                         v1) served over smart HTTP on loopback, whose
+//	                         URL the build gets as --build-arg REPO
 //	known: WHY               BuildKit cases only: Strata's root filesystem and
 //	                         config differ from BuildKit's, for the reason
 //	                         WHY; TestBuildKit logs the difference, and fails
@@ -63,6 +67,7 @@ type Case struct {
 	Symlinks  map[string]string
 	Archives  map[string][]archiveEntry
 	Secrets   [][2]string // id, value
+	Repo      string
 	Known     string
 	Checks    []string
 	Rebuilds  []string
@@ -180,6 +185,8 @@ func parseCase(name string, data []byte) (*Case, error) {
 				return nil, fmt.Errorf("secret: want ID \"VALUE\", got %q", val)
 			}
 			c.Secrets = append(c.Secrets, [2]string{f[0], f[1]})
+		case "repo":
+			c.Repo = val
 		case "known":
 			c.Known = val
 		case "check":

@@ -104,6 +104,11 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	}
 	var files []cache.File
 	for _, f := range cp.Sources {
+		if f.Commit != "" {
+			// The commit, as BuildKit keys a Git source: a branch that
+			// moved is a miss even to the same files.
+			h.String("git").String(f.Commit)
+		}
 		switch {
 		case f.Entry != nil:
 			files = append(files, cp.contextFiles(f)...)
@@ -139,6 +144,10 @@ func (cp *Copy) sourcesKey() digest.Digest {
 
 // contextFiles lists what a context source contributes, relative to it.
 func (cp *Copy) contextFiles(f Source) []cache.File {
+	if f.Checkout != nil {
+		key := fmt.Sprintf("files\x00%q", cp.Exclude)
+		return f.Checkout.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
+	}
 	if cp.context == nil || isURL(f.Src) {
 		return cp.walkFiles(f)
 	}
@@ -169,7 +178,11 @@ func (cp *Copy) walkFiles(f Source) []cache.File {
 // --exclude keeps, in walk order.
 func (cp *Copy) walkSource(f Source) []*buildctx.Entry {
 	var all []*buildctx.Entry
-	_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) { all = append(all, e) })
+	if f.Checkout != nil {
+		_ = f.Checkout.Walk(f.Entry.Path, func(e *buildctx.Entry) error { all = append(all, e); return nil })
+	} else {
+		_ = cp.ctxWalk(f.Entry, func(e *buildctx.Entry) { all = append(all, e) })
+	}
 	return Filter(cp.Excluder, f.Include, all, func(e *buildctx.Entry) (string, bool) {
 		return relPath(f.Entry.Path, e.Path), e.Mode.IsDir()
 	})
@@ -214,8 +227,8 @@ func (cp *Copy) keyHash() string {
 				slices.Sort(subs)
 				return "dir:" + digest.FromString(strings.Join(subs, ",")).Encoded()
 			}
-			if cp.context != nil {
-				hashes = append(hashes, cp.context.Memo(fmt.Sprintf("dirhash\x00%s\x00%q\x00%s", f.Entry.Path, cp.Exclude, f.Include), hash).(string))
+			if tree := f.Tree(cp.context); tree != nil {
+				hashes = append(hashes, tree.Memo(fmt.Sprintf("dirhash\x00%s\x00%q\x00%s", f.Entry.Path, cp.Exclude, f.Include), hash).(string))
 			} else {
 				hashes = append(hashes, hash().(string))
 			}

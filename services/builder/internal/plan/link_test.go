@@ -6,6 +6,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/dockerfile"
 )
@@ -82,6 +83,10 @@ type fixedDownload struct {
 func (f fixedDownload) Download(context.Context, string, digest.Digest) (*buildctx.Entry, error) {
 	*f.n++
 	return f.e, nil
+}
+
+func (f fixedDownload) Clone(context.Context, GitSource) (*buildctx.Context, string, error) {
+	return nil, "", errdefs.Unimplemented("no Git sources here")
 }
 
 // An ADD --checksum is planned without its download, keyed on the

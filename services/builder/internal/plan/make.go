@@ -11,10 +11,12 @@ import (
 	"maps"
 	"net/url"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/moby/buildkit/frontend/dockerfile/dfgitutil"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/patternmatcher"
@@ -45,6 +47,58 @@ type Downloads interface {
 	// error is FAILED_PRECONDITION, reason CHECKSUM_MISMATCH, naming the
 	// URL and both digests, and nothing is stored.
 	Download(ctx context.Context, url string, checksum digest.Digest) (*buildctx.Entry, error)
+	// Clone fetches the commit a Git source names and returns its
+	// checkout as a tree whose contents are in the context store, and the
+	// commit's hash.
+	Clone(ctx context.Context, g GitSource) (*buildctx.Context, string, error)
+}
+
+// GitSource is an ADD source that names a Git repository, as BuildKit's
+// Dockerfile frontend tells one (dfgitutil.ParseGitRef): an http(s) URL
+// whose path ends in ".git", an ssh://, git:// or git@host:path URL, each
+// with an optional "#ref:subdir" fragment and BuildKit's query options.
+type GitSource struct {
+	URL        string // as written, for messages
+	Remote     string // the repository: the URL without fragment and query
+	Ref        string // branch, tag or commit; "" for the remote's HEAD
+	Subdir     string // the directory of the repository to copy; "" for all
+	KeepGitDir bool   // keep .git (--keep-git-dir, ?keep-git-dir)
+	// SkipSubmodules is ?submodules=false: a submodule is an empty
+	// directory, as BuildKit leaves it.
+	SkipSubmodules bool
+	// CommitMTime is ?mtime=commit: the files get the commit's time
+	// rather than the checkout's.
+	CommitMTime bool
+	// Checksum is ?checksum= (or ?commit=): what the commit must start
+	// with.
+	Checksum string
+}
+
+// gitSource parses an ADD source that names a Git repository; ok is false
+// for any other source, err set for a Git URL BuildKit refuses.
+func gitSource(src string, keepGitDir *bool) (g *GitSource, ok bool, err error) {
+	ref, isGit, err := dfgitutil.ParseGitRef(src)
+	if err != nil {
+		if isGit {
+			return nil, true, err
+		}
+		return nil, false, nil
+	}
+	if ref.IndistinguishableFromLocal { // github.com/org/repo: a context path
+		return nil, false, nil
+	}
+	if keepGitDir != nil && ref.KeepGitDir != nil && *keepGitDir != *ref.KeepGitDir {
+		return nil, true, errors.New("inconsistent keep-git-dir configuration") // BuildKit's words
+	}
+	if ref.KeepGitDir != nil {
+		keepGitDir = ref.KeepGitDir
+	}
+	g = &GitSource{URL: src, Remote: ref.Remote, Ref: ref.Ref, Subdir: ref.SubDir, CommitMTime: ref.MTime == "commit",
+		KeepGitDir: keepGitDir != nil && *keepGitDir, SkipSubmodules: ref.Submodules != nil && !*ref.Submodules}
+	if g.Checksum = ref.Checksum; g.Ref == "" {
+		g.Ref = ref.Checksum // the commit itself, when no ref is named
+	}
+	return g, true, nil
 }
 
 // Input is what a plan is made of.
@@ -287,7 +341,7 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			stp.Kind, stp.Copy = KindCopy, cp
 			commit = dockerfile.Commit{ContainerCmd: st.NopString(CopyComment("COPY", cp))}
 		case *instructions.AddCommand:
-			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, link: c.Link, add: true}, i)
+			cp, err := p.copyPlan(ctx, st, copyInstruction{cmd: cmd, sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, keepGitDir: c.KeepGitDir, link: c.Link, add: true}, i)
 			if err != nil {
 				return nil, err
 			}
@@ -379,6 +433,7 @@ type copyInstruction struct {
 	from, chown, chmod string // --from (COPY only), --chown, --chmod
 	exclude            []string
 	checksum           string // ADD --checksum
+	keepGitDir         *bool  // ADD --keep-git-dir
 	add, parents, link bool
 }
 
@@ -456,12 +511,19 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		if len(sd.SourcePaths) != 1 {
 			return nil, dockerfile.Errorf(cmd, "checksum can't be specified for multiple sources")
 		}
-		if !isURL(sd.SourcePaths[0]) {
+		_, isGit, _ := gitSource(sd.SourcePaths[0], nil)
+		switch {
+		case isGit:
+			if !gitCommitPrefix.MatchString(in.checksum) {
+				return nil, dockerfile.Errorf(cmd, "invalid checksum %s for Git URL, expected hex commit hash", in.checksum)
+			}
+		case !isURL(sd.SourcePaths[0]):
 			return nil, dockerfile.Errorf(cmd, "checksum requires HTTP(S) or Git sources")
-		}
-		var err error
-		if checksum, err = digest.Parse(in.checksum); err != nil {
-			return nil, dockerfile.Errorf(cmd, "ADD --checksum=%s: want a sha256, sha384 or sha512 digest, as algorithm:hex (sha256:<64 hex digits>): %v", in.checksum, err)
+		default:
+			var err error
+			if checksum, err = digest.Parse(in.checksum); err != nil {
+				return nil, dockerfile.Errorf(cmd, "ADD --checksum=%s: want a sha256, sha384 or sha512 digest, as algorithm:hex (sha256:<64 hex digits>): %v", in.checksum, err)
+			}
 		}
 	}
 
@@ -504,6 +566,27 @@ func (p *planner) copyPlan(ctx context.Context, st *dockerfile.State, in copyIns
 		cp.Sources = append(cp.Sources, Source{Src: "<<" + sc.Path, Data: []byte(sc.Data), Name: sc.Path})
 	}
 	for _, src := range sd.SourcePaths {
+		if g, isGit, err := gitSource(src, in.keepGitDir); isGit {
+			if !add {
+				return nil, dockerfile.Errorf(cmd, "COPY source %q is a Git repository: use ADD to fetch it", redact(src))
+			}
+			if err != nil {
+				return nil, dockerfile.Errorf(cmd, "ADD %s: %v", redact(src), err)
+			}
+			sum := in.checksum
+			if g.Checksum != "" {
+				if sum != "" && sum != g.Checksum {
+					return nil, dockerfile.Errorf(cmd, "checksum mismatch %q != %q", sum, g.Checksum) // BuildKit's words
+				}
+				sum = g.Checksum
+			}
+			f, err := p.clone(ctx, *g, sum)
+			if err != nil {
+				return nil, errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: ADD %s: %w", dockerfile.Line(cmd), redact(src), err)
+			}
+			cp.Sources = append(cp.Sources, f)
+			continue
+		}
 		if add && isURL(src) && checksum != "" {
 			cp.Sources = append(cp.Sources, deferredDownload(src, checksum))
 			continue
@@ -616,6 +699,27 @@ func (p *planner) download(ctx context.Context, url string) (Source, error) {
 		return Source{}, err
 	}
 	return Source{Src: url, Entry: e, Name: e.Path}, nil
+}
+
+// gitCommitPrefix is what BuildKit takes as a Git source's checksum.
+var gitCommitPrefix = regexp.MustCompile("^[a-fA-F0-9]+$")
+
+// clone fetches an ADD Git source; its checkout is copied into the
+// destination as a directory of the context is. checksum, when set, is
+// what the commit must start with, as BuildKit checks it.
+func (p *planner) clone(ctx context.Context, g GitSource, checksum string) (Source, error) {
+	if p.in.Downloads == nil {
+		return Source{}, errdefs.Unimplemented("this builder does not fetch ADD sources")
+	}
+	tree, commit, err := p.in.Downloads.Clone(ctx, g)
+	if err != nil {
+		return Source{}, err
+	}
+	if checksum != "" && !strings.HasPrefix(commit, strings.ToLower(checksum)) {
+		return Source{}, errdefs.New(errdefs.ErrFailedPrecondition, "expected checksum to match %s, got %s", checksum, commit).WithReason("CHECKSUM_MISMATCH")
+	}
+	root, _ := tree.Lookup(".")
+	return Source{Src: g.URL, Entry: root, Checkout: tree, Commit: commit}, nil
 }
 
 // deferredDownload is the source of an ADD --checksum of url, whose

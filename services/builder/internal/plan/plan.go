@@ -186,4 +186,17 @@ type Source struct {
 	// waits for the step to run (Copy.Fetch), so a cache hit never
 	// fetches it, and until then Entry stands for it as the key sees it.
 	Checksum digest.Digest
+	// Checkout is the tree Entry (its root) is of for an ADD of a Git
+	// repository, in place of the build context; Commit is the commit it
+	// holds.
+	Checkout *buildctx.Context
+	Commit   string
+}
+
+// Tree is the tree f's Entry is of: its Checkout, or the build context.
+func (f Source) Tree(build *buildctx.Context) *buildctx.Context {
+	if f.Checkout != nil {
+		return f.Checkout
+	}
+	return build
 }
