@@ -94,6 +94,7 @@ type tarFile struct {
 	name, body, link string
 	mode             int64
 	dir              bool
+	uid              int // and gid
 }
 
 // importBase records a one-layer base image made of files, as `strata
@@ -102,7 +103,7 @@ func (e *env) importBase(ref string, files []tarFile) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
-		h := &tar.Header{Name: f.name, Mode: f.mode, ModTime: time.Unix(0, 0)}
+		h := &tar.Header{Name: f.name, Mode: f.mode, Uid: f.uid, Gid: f.uid, ModTime: time.Unix(0, 0)}
 		switch {
 		case f.dir:
 			h.Typeflag = tar.TypeDir

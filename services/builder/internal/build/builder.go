@@ -15,6 +15,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -187,7 +189,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 				b.Log.WarnContext(ctx, "releasing a build's lease (it expires on its own)", "error", err)
 			}
 		}()
-		h := leased{Images: b.Images, layers: b.Layers, lease: l}
+		h := newLeased(b.Images, b.Layers, l)
 		images, layers = h, h
 	}
 	pl, err := plan.Make(ctx, plan.Input{
@@ -205,6 +207,13 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 	hits := map[digest.Digest]string{}
 	if !req.NoCache {
 		if hits, err = b.lookup(ctx, pl); err != nil {
+			return nil, err
+		}
+	}
+	if h, ok := images.(leased); ok && len(hits) > 0 {
+		ids := slices.Collect(maps.Values(hits))
+		slices.Sort(ids)
+		if err := h.prefetch(ctx, slices.Compact(ids)); err != nil {
 			return nil, err
 		}
 	}

@@ -236,3 +236,108 @@ func TestCopyFastPathFailureFallsBack(t *testing.T) {
 		t.Errorf("build = %v, want NOT_FOUND naming Dockerfile:2 and COPY ghost", err)
 	}
 }
+
+// A COPY from the context onto what the parent's root holds already — a
+// directory it copies over (`COPY deps/ ./deps/`, then `COPY . .`), files
+// and symlinks it replaces — is written from the context too, and makes
+// the layer copying into the mount makes: the directories copied over with
+// the COPY's mode, owner and mtime, the replaced files as new files, no
+// whiteout, and what the directories held below still there.
+func TestCopyOntoExistingPathsMakesTheLayerCopyingWould(t *testing.T) {
+	base := append(busyboxLike(),
+		tarFile{name: "src/", dir: true, mode: 0o755},
+		tarFile{name: "opt/", dir: true, mode: 0o755},
+		tarFile{name: "opt/app/", dir: true, mode: 0o700, uid: 1000},
+		tarFile{name: "opt/app/conf/", dir: true, mode: 0o711, uid: 1000},
+		tarFile{name: "opt/app/conf/old", body: "old\n", mode: 0o600, uid: 1000},
+		tarFile{name: "opt/app/run.sh", body: "old run\n", mode: 0o700, uid: 1000},
+		tarFile{name: "opt/app/link", link: "conf/old"},
+		tarFile{name: "opt/app/tool", body: "a file the context has as a symlink\n", mode: 0o755},
+		tarFile{name: "opt/app/lib", link: "/bin"},
+	)
+	files := []ctxFile{
+		{path: "app", dir: true, mode: 0o755, mtime: 1_600_000_001_000_000_000},
+		{path: "app/conf", dir: true, mode: 0o750 | fs.ModeSetgid, mtime: 1_600_000_002_000_000_000},
+		{path: "app/conf/a.txt", body: "a\n", mode: 0o640, mtime: 1_600_000_003_000_000_000},
+		{path: "app/run.sh", body: "echo new\n", mode: 0o755, mtime: 1_600_000_004_000_000_000},
+		{path: "app/link", link: "run.sh", mtime: 1_600_000_005_000_000_000},
+		{path: "app/tool", link: "run.sh", mtime: 1_600_000_006_000_000_000},
+		{path: "app/lib", body: "a file where a symlink to a directory was\n", mtime: 1_600_000_007_000_000_000},
+		{path: "app/new", dir: true, mode: 0o755, mtime: 1_600_000_008_000_000_000},
+		{path: "app/new/n.txt", body: "n\n", mtime: 1_600_000_009_000_000_000},
+		{path: "deps", dir: true, mode: 0o755, mtime: 1_600_000_010_000_000_000},
+		{path: "deps/m1", dir: true, mode: 0o755, mtime: 1_600_000_011_000_000_000},
+		{path: "deps/m1/f1.go", body: "package m1\n", mtime: 1_600_000_012_000_000_000},
+		{path: "src", dir: true, mode: 0o755, mtime: 1_600_000_013_000_000_000},
+		{path: "src/main.c", body: "int main;\n", mtime: 1_600_000_014_000_000_000},
+	}
+	cases := []struct {
+		name, df string
+		unpacked []bool // as in TestCopyFromContextMakesTheLayerCopyingWould
+	}{
+		{"dependencies first, then everything", "FROM busybox\nWORKDIR /src\nCOPY deps/ ./deps/\nCOPY . .\n", []bool{true, true, false}},
+		{"then a step reads both", "FROM busybox\nWORKDIR /src\nCOPY deps/ ./deps/\nCOPY . .\nRUN test -e /src/deps/m1/f1.go\nRUN test -e /src/app/conf/a.txt\n",
+			[]bool{true, true, true}},
+		{"over a directory of another mode, owner and mtime", "FROM busybox\nCOPY app /opt/app/\n", []bool{true, false}},
+		{"what was below stays", "FROM busybox\nCOPY app /opt/app/\nRUN test -e /opt/app/conf/old\n", []bool{true, true}},
+		{"--chown and --chmod", "FROM busybox\nCOPY --chown=app:app --chmod=0751 app /opt/app/\n", []bool{true, false}},
+		// Nothing new: whether it changes anything (an empty layer if not)
+		// is the general way's to say.
+		{"the same directory twice", "FROM busybox\nCOPY app /opt/app/\nCOPY app /opt/app/\n", []bool{true, true, true}},
+		{"nothing new", "FROM busybox\nCOPY deps /x/\nCOPY deps /x/\n", []bool{true, true}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			buildBothWays(t, base, files, tc.df, func(e *env, general bool, layers []image.Layer) {
+				if len(layers) != len(tc.unpacked) {
+					t.Fatalf("%d layers, want %d", len(layers), len(tc.unpacked))
+				}
+				for j := 1; j < len(layers); j++ {
+					if want := general || tc.unpacked[j]; e.unpacked(layers[j], layers[:j]) != want {
+						t.Errorf("layer %d unpacked = %v, want %v", j, !want, want)
+					}
+					for _, entry := range e.layerListing(layers[j]) {
+						if strings.Contains(entry, "/.wh.") || strings.HasPrefix(entry, "{Typeflag:48 Name:.wh.") {
+							t.Errorf("layer %d has a whiteout: %s", j, entry)
+						}
+					}
+				}
+			})
+		})
+	}
+}
+
+// A COPY that puts a file where the root has a directory, or a directory
+// where it has a file, fails the same way written from the context or not.
+func TestCopyOntoTheOtherKindFailsAsCopyingWould(t *testing.T) {
+	base := append(busyboxLike(),
+		tarFile{name: "opt/", dir: true, mode: 0o755},
+		tarFile{name: "opt/conf/", dir: true, mode: 0o755},
+		tarFile{name: "opt/run.sh", body: "x\n", mode: 0o755},
+	)
+	files := []ctxFile{
+		{path: "a", dir: true, mode: 0o755},
+		{path: "a/conf", body: "a file\n"},
+		{path: "a/new.txt", body: "new\n"},
+		{path: "b", dir: true, mode: 0o755},
+		{path: "b/run.sh", dir: true, mode: 0o755},
+		{path: "b/run.sh/x", body: "x\n"},
+		{path: "b/new.txt", body: "new\n"},
+	}
+	for _, df := range []string{"FROM busybox\nCOPY a /opt/\n", "FROM busybox\nCOPY b /opt/\n"} {
+		var errs [2]string
+		for i, general := range []bool{true, false} {
+			e := newEnv(t)
+			e.b.copyIntoMounts = general
+			e.importBase("busybox:latest", base)
+			_, _, err := e.build(df, e.context(files))
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("%q (every COPY into its mount: %v): build = %v, want INVALID_ARGUMENT", df, general, err)
+			}
+			errs[i] = err.Error()
+		}
+		if errs[0] != errs[1] {
+			t.Errorf("%q fails with %q copied into the mount, %q written from the context", df, errs[0], errs[1])
+		}
+	}
+}

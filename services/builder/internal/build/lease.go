@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
@@ -72,7 +73,8 @@ func (m MetadataLeases) Start(ctx context.Context) (Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("taking the build's lease: %w", err)
 	}
-	ml := &metadataLease{m: m, expiry: expiry, cur: l, held: map[digest.Digest]bool{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	ml := &metadataLease{m: m, expiry: expiry, cur: l, held: map[digest.Digest]bool{}, present: map[digest.Digest]bool{},
+		stop: make(chan struct{}), stopped: make(chan struct{})}
 	go ml.renew(context.WithoutCancel(ctx))
 	return ml, nil
 }
@@ -82,9 +84,13 @@ type metadataLease struct {
 	expiry time.Duration
 	// mu orders Add, Hold and a renewal, so that a renewal moves every
 	// digest held so far to the new lease before the old one ends.
-	mu      sync.Mutex
-	cur     *lease.Lease
-	held    map[digest.Digest]bool
+	mu   sync.Mutex
+	cur  *lease.Lease
+	held map[digest.Digest]bool
+	// present are the held blobs the blob store was seen to have: held,
+	// they stay until Release, so Hold does not ask about them again (a
+	// cached step's image shares every layer of its parent's).
+	present map[digest.Digest]bool
 	stop    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
@@ -109,16 +115,31 @@ func (l *metadataLease) addLocked(ctx context.Context, to *lease.Lease, ds []dig
 }
 
 func (l *metadataLease) Hold(ctx context.Context, ds ...digest.Digest) ([]digest.Digest, error) {
-	if err := l.Add(ctx, ds...); err != nil {
+	var ask []digest.Digest
+	l.mu.Lock()
+	for _, d := range ds {
+		if !l.present[d] && !slices.Contains(ask, d) {
+			ask = append(ask, d)
+		}
+	}
+	l.mu.Unlock()
+	if len(ask) == 0 {
+		return nil, nil
+	}
+	if err := l.Add(ctx, ask...); err != nil {
 		return nil, err
 	}
-	have, err := l.m.Blobs.Exists(ctx, ds)
+	have, err := l.m.Blobs.Exists(ctx, ask)
 	if err != nil {
 		return nil, err
 	}
 	var missing []digest.Digest
-	for _, d := range ds {
-		if _, ok := have[d]; !ok {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, d := range ask {
+		if _, ok := have[d]; ok {
+			l.present[d] = true
+		} else {
 			missing = append(missing, d)
 		}
 	}
@@ -181,6 +202,76 @@ type leased struct {
 	Images
 	layers exec.Layers
 	lease  Lease
+	read   *readImages
+}
+
+func newLeased(images Images, layers exec.Layers, l Lease) leased {
+	return leased{Images: images, layers: layers, lease: l, read: &readImages{byID: map[string]*image.Image{}}}
+}
+
+// readImages are the images a build read by ID, their blobs held: the
+// same image is read once per build (a cached step's image is read to
+// check it, and again as the next step's parent or the build's result).
+type readImages struct {
+	mu   sync.Mutex
+	byID map[string]*image.Image
+}
+
+func (r *readImages) get(id string) *image.Image {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[id]
+}
+
+func (r *readImages) put(img *image.Image) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.byID[string(img.ID())] = img
+}
+
+// prefetchConcurrency bounds the images prefetch reads at once.
+const prefetchConcurrency = 8
+
+// prefetch reads the images of ids at once and holds all their blobs with
+// one lease call and one blob store call, so that the steps their cache
+// records serve read them without a round trip each. An image that is not
+// found, or whose blobs are not all stored, is left for Get to report.
+func (h leased) prefetch(ctx context.Context, ids []string) error {
+	imgs := make([]*image.Image, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(prefetchConcurrency)
+	for i, id := range ids {
+		g.Go(func() error {
+			img, err := h.Images.Get(gctx, id)
+			if errdefs.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading cached image %s: %w", id, err)
+			}
+			imgs[i] = img
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	var ds []digest.Digest
+	for _, img := range imgs {
+		if img != nil {
+			ds = append(ds, imageBlobs(img)...)
+		}
+	}
+	missing, err := h.lease.Hold(ctx, ds...)
+	if err != nil {
+		return err
+	}
+	for _, img := range imgs {
+		if img != nil && !slices.ContainsFunc(imageBlobs(img), func(d digest.Digest) bool { return slices.Contains(missing, d) }) {
+			h.read.put(img)
+		}
+	}
+	return nil
 }
 
 // storeAttempts bounds how often a layer is stored again because a
@@ -191,6 +282,9 @@ const storeAttempts = 3
 // some were collected before they were held (the image was deleted
 // meanwhile; a cache hit is then a miss).
 func (h leased) Get(ctx context.Context, ref string) (*image.Image, error) {
+	if img := h.read.get(ref); img != nil {
+		return img, nil
+	}
 	img, err := h.Images.Get(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -198,17 +292,26 @@ func (h leased) Get(ctx context.Context, ref string) (*image.Image, error) {
 	if err := h.holdImage(ctx, img); err != nil {
 		return nil, err
 	}
+	if string(img.ID()) == ref {
+		// Only by ID: a tag may move during the build.
+		h.read.put(img)
+	}
 	return img, nil
 }
 
-func (h leased) holdImage(ctx context.Context, img *image.Image) error {
+// imageBlobs are the blobs an image needs: manifest, config and layers.
+func imageBlobs(img *image.Image) []digest.Digest {
 	ds := []digest.Digest{img.ManifestDescriptor().Digest, img.ID()}
 	for _, l := range img.Layers() {
 		if l.Blob.Digest != "" {
 			ds = append(ds, l.Blob.Digest)
 		}
 	}
-	missing, err := h.lease.Hold(ctx, ds...)
+	return ds
+}
+
+func (h leased) holdImage(ctx context.Context, img *image.Image) error {
+	missing, err := h.lease.Hold(ctx, imageBlobs(img)...)
 	if err != nil {
 		return err
 	}

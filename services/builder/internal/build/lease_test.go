@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
+	"github.com/strata-build/strata/lib/lease"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -66,5 +68,62 @@ func TestBuildLeaseIsRenewedUntilReleased(t *testing.T) {
 	}
 	if res := collect(); !slices.Contains(res.GetDeleted(), info.Digest.String()) || res.GetLeased() != 0 {
 		t.Errorf("CollectGarbage after Release = %v; want %s deleted and nothing leased", res, info.Digest)
+	}
+}
+
+// countingBlobs counts the digests a lease asks the blob store about.
+type countingBlobs struct {
+	lease.Blobs
+	asked []digest.Digest
+}
+
+func (c *countingBlobs) Exists(ctx context.Context, ds []digest.Digest) (map[digest.Digest]blobclient.Info, error) {
+	c.asked = append(c.asked, ds...)
+	return c.Blobs.Exists(ctx, ds)
+}
+
+// A lease asks the blob store about a blob until it has seen it stored:
+// held, it stays (a warm build's cached steps share their layers, and each
+// used to cost a blob store call for all of them). A blob it did not find
+// is asked about again, and reported missing.
+func TestLeaseAsksAboutAHeldBlobOnce(t *testing.T) {
+	ctx := context.Background()
+	s := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
+	dial := func(addr string) *grpc.ClientConn {
+		conn, err := grpcclient.Dial(addr, s.Client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	images, blobs := metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	counted := &countingBlobs{Blobs: blobs}
+	l, err := MetadataLeases{Images: images, Blobs: counted}.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	a, err := blobs.Put(ctx, bytes.NewReader([]byte("layer a")), "", blobclient.SizeUnknown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := blobs.Put(ctx, bytes.NewReader([]byte("layer b")), "", blobclient.SizeUnknown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := digest.FromString("never stored")
+	for i, hold := range [][]digest.Digest{{a.Digest}, {a.Digest, b.Digest, gone}, {a.Digest, b.Digest, gone}} {
+		var want []digest.Digest
+		if slices.Contains(hold, gone) {
+			want = []digest.Digest{gone}
+		}
+		missing, err := l.Hold(ctx, hold...)
+		if err != nil || !slices.Equal(missing, want) {
+			t.Fatalf("Hold %d (%v) = %v, %v; want %v missing", i, hold, missing, err, want)
+		}
+	}
+	if want := []digest.Digest{a.Digest, b.Digest, gone, gone}; !slices.Equal(counted.asked, want) {
+		t.Errorf("the blob store was asked about %v, want %v", counted.asked, want)
 	}
 }

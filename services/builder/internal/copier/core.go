@@ -4,7 +4,9 @@
 // (IntoRoot, FromRoot for COPY --from): the mount's upper directory then
 // becomes the layer. The fast way writes the layer of a COPY from the
 // build context as a tar straight from the context store (ContextLayer),
-// when the COPY's files all land where the parent's root has nothing yet.
+// when the COPY's files land where the parent's root has nothing yet, or
+// onto directories, files and symlinks the general way would merge into or
+// replace (layer.go says which).
 // Both take from this file where each entry lands (targets), its mode
 // (plan.Copy.Mode), its owner (ownerOf), its mtime (mtimeOf) and the directories
 // made above it (plan.Copy.DirMode, owned by the COPY's owner), so that they make the

@@ -21,22 +21,31 @@ import (
 	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
-// A COPY from the build context whose files all land where the parent's
-// root filesystem has nothing yet (a new /app, or an empty WORKDIR) has a
-// layer that follows from the context alone: its files, made by the COPY,
-// and the directories above them that the COPY creates or that overlay
-// copies up because something is created inside them. Such a layer is
+// A COPY from the build context whose files land where the parent's root
+// filesystem has nothing yet (a new /app, or an empty WORKDIR), or onto
+// what the general way would replace or merge into (a file or symlink the
+// COPY's file or symlink replaces, a directory the COPY's directory is
+// copied over: `COPY deps/ ./deps/` then `COPY . .`), has a layer that
+// follows from the context alone: its files, made by the COPY; the
+// directories it copies over, with the mode, owner and mtime the COPY
+// gives them (the general way's chown, chmod and utimes copy them up); and
+// the directories above them that the COPY creates or that overlay copies
+// up because something is created inside them. Nothing is removed from
+// the lower layers, so no whiteout is needed: a replaced file is the new
+// file, a directory copied over keeps what it held. Such a layer is
 // written as a tar straight from the context store — once for its diff ID,
 // once more, in the background, compressed into the blob store — and no
 // file is created for it unless a later step mounts it (its tar is then
 // unpacked like any layer). Creating thousands of small files is what a
 // large COPY into a mount spends its time on.
 //
-// Anything else — a destination through a symlink, a path that exists
-// already, sources that overlap, ADD's archives and downloads, heredocs,
-// --from, extended attributes on a directory above the destination — takes
-// the general way: the files are copied into the mount and the upper
-// directory becomes the layer.
+// Anything else — a destination through a symlink, a file where the COPY
+// has a directory or the other way round, sources that overlap, ADD's
+// archives and downloads, heredocs, --from, extended attributes on a
+// directory the layer holds from below, a COPY that makes nothing new (it
+// may change nothing, which Docker records as an empty layer) — takes the
+// general way: the files are copied into the mount and the upper directory
+// becomes the layer.
 
 // Layer is the layer of a COPY written from the context store.
 type Layer struct {
@@ -131,6 +140,12 @@ type layerPlanner struct {
 	// touched are the existing directories that get an entry created
 	// directly inside them.
 	touched map[string]bool
+	// below are the created paths where the parent's root has something
+	// already: a directory copied over, or a file or symlink replaced.
+	below map[string]bool
+	// fresh says that an entry lands where the root has nothing, so that
+	// the layer changes the root.
+	fresh bool
 }
 
 // errNotFromContext stops planning a COPY's layer from the context: it is
@@ -163,6 +178,7 @@ func ContextLayer(root string, cp *plan.Copy, o Options, now time.Time) *Layer {
 	p := &layerPlanner{
 		root: rootDir, cp: cp, now: time.Unix(now.Unix(), 0), store: o.Store, own: own.or(owner{}),
 		states: map[string]pathState{"/": stateDir}, created: map[string]*layerEntry{}, touched: map[string]bool{},
+		below: map[string]bool{},
 	}
 	cl, err := p.plan(o.Context)
 	if err != nil {
@@ -180,12 +196,22 @@ func (p *layerPlanner) plan(bctx *buildctx.Context) (*Layer, error) {
 	if err := p.entries(bctx); err != nil {
 		return nil, err
 	}
+	if !p.fresh {
+		// Everything lands on something: whether the COPY changes the
+		// root at all (an empty layer if not) is the general way's to say.
+		return nil, errNotFromContext
+	}
 	return p.layer()
 }
 
 func (p *layerPlanner) entries(bctx *buildctx.Context) error {
 	destIsDir := func() (bool, error) {
 		st, err := p.state(path.Clean(p.cp.Dest))
+		if st == stateOther {
+			// A symlink there may lead to a directory, which the general
+			// way's file goes into.
+			return false, errNotFromContext
+		}
 		return st == stateDir, err
 	}
 	for _, f := range p.cp.Sources {
@@ -248,7 +274,7 @@ func (p *layerPlanner) mkdirAll(dir string) error {
 		return nil
 	}
 	if e, ok := p.created[dir]; ok {
-		if e.hdr.Typeflag != tar.TypeDir {
+		if e.hdr.Typeflag != tar.TypeDir { // as the general way, which refuses it
 			return errNotFromContext
 		}
 		return nil
@@ -308,7 +334,11 @@ func tarMode(m fs.FileMode) int64 {
 	return mode
 }
 
-// create records an entry the COPY makes at dst, where nothing may be yet.
+// create records an entry the COPY makes at dst: where nothing is yet; a
+// directory over a directory, which the general way copies up and gives
+// the COPY's mode, owner and mtime; or a file or symlink over a file or
+// symlink, which the general way removes and makes anew. Its parent is a
+// directory (mkdirAll made sure).
 func (p *layerPlanner) create(dst string, hdr tar.Header, d digest.Digest) error {
 	if _, dup := p.created[dst]; dup {
 		return errNotFromContext // two sources meet: the general way decides
@@ -317,17 +347,27 @@ func (p *layerPlanner) create(dst string, hdr tar.Header, d digest.Digest) error
 		return errNotFromContext // not representable; the general way refuses it
 	}
 	parent := path.Dir(dst)
-	if _, ok := p.created[parent]; !ok {
+	if _, made := p.created[parent]; !made || p.below[parent] {
 		st, err := p.state(dst)
 		if err != nil {
 			return err
 		}
-		if st != stateAbsent {
+		isDir := hdr.Typeflag == tar.TypeDir
+		switch {
+		case st == stateAbsent:
+			p.fresh = true
+		case st == stateDir && isDir, st == stateOther && !isDir:
+			p.below[dst] = true
+		default:
+			// A directory onto a file or the other way round: the general
+			// way refuses it, naming the path.
 			return errNotFromContext
 		}
-		if parent != "/" {
+		if !made && (st == stateAbsent || !isDir) && parent != "/" {
 			p.touched[parent] = true
 		}
+	} else {
+		p.fresh = true
 	}
 	hdr.Uid, hdr.Gid = p.own.uid, p.own.gid
 	hdr.Name = strings.TrimPrefix(dst, "/")
@@ -351,6 +391,11 @@ func (p *layerPlanner) layer() (*Layer, error) {
 		all[q] = e
 		if e.hdr.Typeflag == tar.TypeDir {
 			cl.dirs[q] = true
+			if p.below[q] {
+				if _, err := p.existingDir(q); err != nil {
+					return nil, err
+				}
+			}
 		}
 		for a := path.Dir(q); a != "/"; a = path.Dir(a) {
 			if _, ok := all[a]; ok {
@@ -380,6 +425,24 @@ func (p *layerPlanner) layer() (*Layer, error) {
 
 // copiedUp is the entry of an existing directory that overlay copies up.
 func (p *layerPlanner) copiedUp(dir string) (*layerEntry, error) {
+	st, err := p.existingDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	mtime := time.Unix(st.Mtim.Sec, 0)
+	if p.touched[dir] {
+		mtime = p.now
+	}
+	return &layerEntry{path: dir, hdr: tar.Header{
+		Typeflag: tar.TypeDir, Name: strings.TrimPrefix(dir, "/") + "/", Mode: int64(st.Mode & 0o7777),
+		Uid: int(st.Uid), Gid: int(st.Gid), ModTime: mtime,
+	}}, nil
+}
+
+// existingDir stats a directory of the root that the layer holds because
+// overlay copies it up, failing with errNotFromContext when it has
+// extended attributes: copy-up keeps them, and the general way has them.
+func (p *layerPlanner) existingDir(dir string) (*unix.Stat_t, error) {
 	f, err := p.root.OpenFile(strings.TrimPrefix(dir, "/"), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
@@ -390,16 +453,9 @@ func (p *layerPlanner) copiedUp(dir string) (*layerEntry, error) {
 		return nil, &os.PathError{Op: "fstat", Path: dir, Err: err}
 	}
 	if n, err := unix.Flistxattr(int(f.Fd()), nil); err != nil && !errors.Is(err, unix.ENOTSUP) || n > 0 {
-		return nil, errNotFromContext // copy-up keeps extended attributes; the general way has them
+		return nil, errNotFromContext
 	}
-	mtime := time.Unix(st.Mtim.Sec, 0)
-	if p.touched[dir] {
-		mtime = p.now
-	}
-	return &layerEntry{path: dir, hdr: tar.Header{
-		Typeflag: tar.TypeDir, Name: strings.TrimPrefix(dir, "/") + "/", Mode: int64(st.Mode & 0o7777),
-		Uid: int(st.Uid), Gid: int(st.Gid), ModTime: mtime,
-	}}, nil
+	return &st, nil
 }
 
 // walkOrder orders absolute paths as filepath.WalkDir visits them: by
