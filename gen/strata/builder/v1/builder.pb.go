@@ -563,7 +563,16 @@ type BuildOptions struct {
 	// context message: a secret's value is never part of the options. IDs
 	// are unique, at most 100 (INVALID_ARGUMENT, reason SECRET_INVALID,
 	// beyond).
-	SecretIds     []string `protobuf:"bytes,15,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
+	SecretIds []string `protobuf:"bytes,15,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
+	// The IDs of the SSH agents the client forwards (`strata build --ssh
+	// id…`), for RUN --mount=type=ssh. A step's connection to its agent
+	// socket travels over the Build stream as AgentData messages, which the
+	// client answers from the agent of that ID. A client that sets this keeps
+	// its side of the stream open after the context until the builder's
+	// AgentData with connection 0 says the build needs its agents no more.
+	// IDs are unique, at most 100 (INVALID_ARGUMENT, reason SSH_INVALID,
+	// beyond).
+	SshIds        []string `protobuf:"bytes,16,rep,name=ssh_ids,json=sshIds,proto3" json:"ssh_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +712,95 @@ func (x *BuildOptions) GetSecretIds() []string {
 	return nil
 }
 
+func (x *BuildOptions) GetSshIds() []string {
+	if x != nil {
+		return x.SshIds
+	}
+	return nil
+}
+
+// AgentData carries one SSH agent protocol message of a step's connection
+// to a forwarded agent (RUN --mount=type=ssh), from the builder (a
+// request) or the client (its answer). Only the agent's list and sign
+// requests are answered; a step cannot add, remove or lock keys. A
+// message, its 4-byte length included, has at most 256 KiB; the builder
+// closes a connection whose request or answer is larger. None of it is
+// kept: not in a layer, a log, an event or the metadata service.
+type AgentData struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection, numbered by the builder from 1 for the build; 0 with
+	// close set (from the builder) ends the forwarding: the client then
+	// closes its side of the stream once it sent the context.
+	Connection uint32 `protobuf:"varint,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	// The agent's ID (BuildOptions.ssh_ids), on the builder's messages.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// One agent protocol message, with its 4-byte length prefix.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The connection is over (the step closed it, or the client could not
+	// reach its agent): data is empty.
+	Close         bool `protobuf:"varint,4,opt,name=close,proto3" json:"close,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentData) Reset() {
+	*x = AgentData{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentData) ProtoMessage() {}
+
+func (x *AgentData) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentData.ProtoReflect.Descriptor instead.
+func (*AgentData) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AgentData) GetConnection() uint32 {
+	if x != nil {
+		return x.Connection
+	}
+	return 0
+}
+
+func (x *AgentData) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AgentData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *AgentData) GetClose() bool {
+	if x != nil {
+		return x.Close
+	}
+	return false
+}
+
 // BuildSecret is one of a build's secrets. The builder holds it in memory
 // for the build only and gives it to the RUN steps that mount it, in a
 // tmpfs or a variable of the step's process; it is never written to a
@@ -721,7 +819,7 @@ type BuildSecret struct {
 
 func (x *BuildSecret) Reset() {
 	*x = BuildSecret{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +831,7 @@ func (x *BuildSecret) String() string {
 func (*BuildSecret) ProtoMessage() {}
 
 func (x *BuildSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +844,7 @@ func (x *BuildSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildSecret.ProtoReflect.Descriptor instead.
 func (*BuildSecret) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BuildSecret) GetId() string {
@@ -790,7 +888,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +900,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +913,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FileEntry) GetPath() string {
@@ -887,7 +985,7 @@ type ContextEntries struct {
 
 func (x *ContextEntries) Reset() {
 	*x = ContextEntries{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +997,7 @@ func (x *ContextEntries) String() string {
 func (*ContextEntries) ProtoMessage() {}
 
 func (x *ContextEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1010,7 @@ func (x *ContextEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextEntries.ProtoReflect.Descriptor instead.
 func (*ContextEntries) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContextEntries) GetEntries() []*FileEntry {
@@ -946,7 +1044,7 @@ type FileData struct {
 
 func (x *FileData) Reset() {
 	*x = FileData{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1056,7 @@ func (x *FileData) String() string {
 func (*FileData) ProtoMessage() {}
 
 func (x *FileData) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1069,7 @@ func (x *FileData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileData.ProtoReflect.Descriptor instead.
 func (*FileData) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FileData) GetDigest() string {
@@ -1014,6 +1112,7 @@ type BuildRequest struct {
 	//	*BuildRequest_FileData
 	//	*BuildRequest_ContextTar
 	//	*BuildRequest_Secret
+	//	*BuildRequest_Agent
 	Request       isBuildRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1021,7 +1120,7 @@ type BuildRequest struct {
 
 func (x *BuildRequest) Reset() {
 	*x = BuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1132,7 @@ func (x *BuildRequest) String() string {
 func (*BuildRequest) ProtoMessage() {}
 
 func (x *BuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1145,7 @@ func (x *BuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildRequest.ProtoReflect.Descriptor instead.
 func (*BuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BuildRequest) GetRequest() isBuildRequest_Request {
@@ -1101,6 +1200,15 @@ func (x *BuildRequest) GetSecret() *BuildSecret {
 	return nil
 }
 
+func (x *BuildRequest) GetAgent() *AgentData {
+	if x != nil {
+		if x, ok := x.Request.(*BuildRequest_Agent); ok {
+			return x.Agent
+		}
+	}
+	return nil
+}
+
 type isBuildRequest_Request interface {
 	isBuildRequest_Request()
 }
@@ -1132,6 +1240,12 @@ type BuildRequest_Secret struct {
 	Secret *BuildSecret `protobuf:"bytes,5,opt,name=secret,proto3,oneof"`
 }
 
+type BuildRequest_Agent struct {
+	// The agent's answer on a forwarded SSH agent connection
+	// (BuildOptions.ssh_ids), at any time during the build.
+	Agent *AgentData `protobuf:"bytes,6,opt,name=agent,proto3,oneof"`
+}
+
 func (*BuildRequest_Options) isBuildRequest_Request() {}
 
 func (*BuildRequest_Entries) isBuildRequest_Request() {}
@@ -1141,6 +1255,8 @@ func (*BuildRequest_FileData) isBuildRequest_Request() {}
 func (*BuildRequest_ContextTar) isBuildRequest_Request() {}
 
 func (*BuildRequest_Secret) isBuildRequest_Request() {}
+
+func (*BuildRequest_Agent) isBuildRequest_Request() {}
 
 // ContextRequest names the file contents the builder lacks.
 type ContextRequest struct {
@@ -1157,7 +1273,7 @@ type ContextRequest struct {
 
 func (x *ContextRequest) Reset() {
 	*x = ContextRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1285,7 @@ func (x *ContextRequest) String() string {
 func (*ContextRequest) ProtoMessage() {}
 
 func (x *ContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1298,7 @@ func (x *ContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextRequest.ProtoReflect.Descriptor instead.
 func (*ContextRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ContextRequest) GetDigests() []string {
@@ -1219,7 +1335,7 @@ type StepStarted struct {
 
 func (x *StepStarted) Reset() {
 	*x = StepStarted{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1347,7 @@ func (x *StepStarted) String() string {
 func (*StepStarted) ProtoMessage() {}
 
 func (x *StepStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1360,7 @@ func (x *StepStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepStarted.ProtoReflect.Descriptor instead.
 func (*StepStarted) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StepStarted) GetTotalSteps() int32 {
@@ -1293,7 +1409,7 @@ type StepCached struct {
 
 func (x *StepCached) Reset() {
 	*x = StepCached{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1421,7 @@ func (x *StepCached) String() string {
 func (*StepCached) ProtoMessage() {}
 
 func (x *StepCached) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1434,7 @@ func (x *StepCached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepCached.ProtoReflect.Descriptor instead.
 func (*StepCached) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StepCached) GetImageId() string {
@@ -1344,7 +1460,7 @@ type StepOutput struct {
 
 func (x *StepOutput) Reset() {
 	*x = StepOutput{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1472,7 @@ func (x *StepOutput) String() string {
 func (*StepOutput) ProtoMessage() {}
 
 func (x *StepOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1485,7 @@ func (x *StepOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepOutput.ProtoReflect.Descriptor instead.
 func (*StepOutput) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StepOutput) GetStream() OutputStream {
@@ -1415,7 +1531,7 @@ type StepDone struct {
 
 func (x *StepDone) Reset() {
 	*x = StepDone{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1543,7 @@ func (x *StepDone) String() string {
 func (*StepDone) ProtoMessage() {}
 
 func (x *StepDone) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1556,7 @@ func (x *StepDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepDone.ProtoReflect.Descriptor instead.
 func (*StepDone) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StepDone) GetImageId() string {
@@ -1491,7 +1607,7 @@ type BuildWarning struct {
 
 func (x *BuildWarning) Reset() {
 	*x = BuildWarning{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1619,7 @@ func (x *BuildWarning) String() string {
 func (*BuildWarning) ProtoMessage() {}
 
 func (x *BuildWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1632,7 @@ func (x *BuildWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildWarning.ProtoReflect.Descriptor instead.
 func (*BuildWarning) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BuildWarning) GetMessage() string {
@@ -1546,7 +1662,7 @@ type BuildQueued struct {
 
 func (x *BuildQueued) Reset() {
 	*x = BuildQueued{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1674,7 @@ func (x *BuildQueued) String() string {
 func (*BuildQueued) ProtoMessage() {}
 
 func (x *BuildQueued) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1687,7 @@ func (x *BuildQueued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildQueued.ProtoReflect.Descriptor instead.
 func (*BuildQueued) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BuildQueued) GetAhead() int32 {
@@ -1609,7 +1725,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1737,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1750,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BuildEvent) GetStep() int32 {
@@ -1786,7 +1902,7 @@ type BuildAccepted struct {
 
 func (x *BuildAccepted) Reset() {
 	*x = BuildAccepted{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1914,7 @@ func (x *BuildAccepted) String() string {
 func (*BuildAccepted) ProtoMessage() {}
 
 func (x *BuildAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1927,7 @@ func (x *BuildAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildAccepted.ProtoReflect.Descriptor instead.
 func (*BuildAccepted) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BuildAccepted) GetBuildId() string {
@@ -1842,7 +1958,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +1970,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +1983,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BuildResult) GetImageId() string {
@@ -1922,6 +2038,7 @@ type BuildResponse struct {
 	//	*BuildResponse_ContextRequest
 	//	*BuildResponse_Event
 	//	*BuildResponse_Result
+	//	*BuildResponse_Agent
 	Response      isBuildResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1929,7 +2046,7 @@ type BuildResponse struct {
 
 func (x *BuildResponse) Reset() {
 	*x = BuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2058,7 @@ func (x *BuildResponse) String() string {
 func (*BuildResponse) ProtoMessage() {}
 
 func (x *BuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2071,7 @@ func (x *BuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
 func (*BuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BuildResponse) GetResponse() isBuildResponse_Response {
@@ -1991,6 +2108,15 @@ func (x *BuildResponse) GetResult() *BuildResult {
 	return nil
 }
 
+func (x *BuildResponse) GetAgent() *AgentData {
+	if x != nil {
+		if x, ok := x.Response.(*BuildResponse_Agent); ok {
+			return x.Agent
+		}
+	}
+	return nil
+}
+
 type isBuildResponse_Response interface {
 	isBuildResponse_Response()
 }
@@ -2010,11 +2136,18 @@ type BuildResponse_Result struct {
 	Result *BuildResult `protobuf:"bytes,3,opt,name=result,proto3,oneof"`
 }
 
+type BuildResponse_Agent struct {
+	// A request on a forwarded SSH agent connection (BuildOptions.ssh_ids).
+	Agent *AgentData `protobuf:"bytes,4,opt,name=agent,proto3,oneof"`
+}
+
 func (*BuildResponse_ContextRequest) isBuildResponse_Response() {}
 
 func (*BuildResponse_Event) isBuildResponse_Response() {}
 
 func (*BuildResponse_Result) isBuildResponse_Response() {}
+
+func (*BuildResponse_Agent) isBuildResponse_Response() {}
 
 // TransferProgress reports the progress of one blob of a transfer.
 type TransferProgress struct {
@@ -2035,7 +2168,7 @@ type TransferProgress struct {
 
 func (x *TransferProgress) Reset() {
 	*x = TransferProgress{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2180,7 @@ func (x *TransferProgress) String() string {
 func (*TransferProgress) ProtoMessage() {}
 
 func (x *TransferProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2193,7 @@ func (x *TransferProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferProgress.ProtoReflect.Descriptor instead.
 func (*TransferProgress) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TransferProgress) GetId() string {
@@ -2116,7 +2249,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2261,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2274,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportOptions) GetReference() string {
@@ -2188,7 +2321,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2333,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2346,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportRequest) GetRequest() isImportRequest_Request {
@@ -2272,7 +2405,7 @@ type ImportResult struct {
 
 func (x *ImportResult) Reset() {
 	*x = ImportResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2417,7 @@ func (x *ImportResult) String() string {
 func (*ImportResult) ProtoMessage() {}
 
 func (x *ImportResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2430,7 @@ func (x *ImportResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
 func (*ImportResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImportResult) GetImageId() string {
@@ -2330,7 +2463,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2475,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2488,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ImportResponse) GetResponse() isImportResponse_Response {
@@ -2412,7 +2545,7 @@ type LoadOptions struct {
 
 func (x *LoadOptions) Reset() {
 	*x = LoadOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2557,7 @@ func (x *LoadOptions) String() string {
 func (*LoadOptions) ProtoMessage() {}
 
 func (x *LoadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2570,7 @@ func (x *LoadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadOptions.ProtoReflect.Descriptor instead.
 func (*LoadOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LoadOptions) GetQuiet() bool {
@@ -2463,7 +2596,7 @@ type LoadRequest struct {
 
 func (x *LoadRequest) Reset() {
 	*x = LoadRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2608,7 @@ func (x *LoadRequest) String() string {
 func (*LoadRequest) ProtoMessage() {}
 
 func (x *LoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2621,7 @@ func (x *LoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadRequest.ProtoReflect.Descriptor instead.
 func (*LoadRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LoadRequest) GetRequest() isLoadRequest_Request {
@@ -2547,7 +2680,7 @@ type LoadedImage struct {
 
 func (x *LoadedImage) Reset() {
 	*x = LoadedImage{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2692,7 @@ func (x *LoadedImage) String() string {
 func (*LoadedImage) ProtoMessage() {}
 
 func (x *LoadedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2705,7 @@ func (x *LoadedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedImage.ProtoReflect.Descriptor instead.
 func (*LoadedImage) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LoadedImage) GetImageId() string {
@@ -2600,7 +2733,7 @@ type LoadResult struct {
 
 func (x *LoadResult) Reset() {
 	*x = LoadResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2745,7 @@ func (x *LoadResult) String() string {
 func (*LoadResult) ProtoMessage() {}
 
 func (x *LoadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2758,7 @@ func (x *LoadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResult.ProtoReflect.Descriptor instead.
 func (*LoadResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LoadResult) GetImages() []*LoadedImage {
@@ -2651,7 +2784,7 @@ type LoadResponse struct {
 
 func (x *LoadResponse) Reset() {
 	*x = LoadResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +2796,7 @@ func (x *LoadResponse) String() string {
 func (*LoadResponse) ProtoMessage() {}
 
 func (x *LoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +2809,7 @@ func (x *LoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResponse.ProtoReflect.Descriptor instead.
 func (*LoadResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LoadResponse) GetResponse() isLoadResponse_Response {
@@ -2735,7 +2868,7 @@ type SaveRequest struct {
 
 func (x *SaveRequest) Reset() {
 	*x = SaveRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +2880,7 @@ func (x *SaveRequest) String() string {
 func (*SaveRequest) ProtoMessage() {}
 
 func (x *SaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +2893,7 @@ func (x *SaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveRequest.ProtoReflect.Descriptor instead.
 func (*SaveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SaveRequest) GetReferences() []string {
@@ -2788,7 +2921,7 @@ type SaveResponse struct {
 
 func (x *SaveResponse) Reset() {
 	*x = SaveResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +2933,7 @@ func (x *SaveResponse) String() string {
 func (*SaveResponse) ProtoMessage() {}
 
 func (x *SaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +2946,7 @@ func (x *SaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveResponse.ProtoReflect.Descriptor instead.
 func (*SaveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SaveResponse) GetData() []byte {
@@ -2840,7 +2973,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2985,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2998,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -2920,7 +3053,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2932,7 +3065,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2945,7 +3078,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PullRequest) GetReference() string {
@@ -3007,7 +3140,7 @@ type PullResult struct {
 
 func (x *PullResult) Reset() {
 	*x = PullResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3152,7 @@ func (x *PullResult) String() string {
 func (*PullResult) ProtoMessage() {}
 
 func (x *PullResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3165,7 @@ func (x *PullResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResult.ProtoReflect.Descriptor instead.
 func (*PullResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PullResult) GetImageId() string {
@@ -3085,7 +3218,7 @@ type PulledPlatform struct {
 
 func (x *PulledPlatform) Reset() {
 	*x = PulledPlatform{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3097,7 +3230,7 @@ func (x *PulledPlatform) String() string {
 func (*PulledPlatform) ProtoMessage() {}
 
 func (x *PulledPlatform) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3110,7 +3243,7 @@ func (x *PulledPlatform) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulledPlatform.ProtoReflect.Descriptor instead.
 func (*PulledPlatform) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PulledPlatform) GetPlatform() string {
@@ -3150,7 +3283,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3295,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3308,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -3237,7 +3370,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3249,7 +3382,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3262,7 +3395,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -3303,7 +3436,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3315,7 +3448,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3328,7 +3461,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PushResult) GetReference() string {
@@ -3375,7 +3508,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3387,7 +3520,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3400,7 +3533,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -3487,7 +3620,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3499,7 +3632,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3512,7 +3645,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Build) GetId() string {
@@ -3633,7 +3766,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3645,7 +3778,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3658,7 +3791,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListBuildsRequest) GetActiveOnly() bool {
@@ -3686,7 +3819,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3698,7 +3831,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3711,7 +3844,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -3732,7 +3865,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3744,7 +3877,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3757,7 +3890,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -3778,7 +3911,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +3923,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +3936,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -3827,7 +3960,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3839,7 +3972,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3852,7 +3985,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -3885,7 +4018,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3897,7 +4030,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3910,7 +4043,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WatchBuildResponse) GetResponse() isWatchBuildResponse_Response {
@@ -3967,7 +4100,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3979,7 +4112,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3992,7 +4125,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -4014,7 +4147,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4026,7 +4159,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4039,7 +4172,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{47}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CancelBuildResponse) GetBuild() *Build {
@@ -4070,7 +4203,7 @@ type CacheMount struct {
 
 func (x *CacheMount) Reset() {
 	*x = CacheMount{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4082,7 +4215,7 @@ func (x *CacheMount) String() string {
 func (*CacheMount) ProtoMessage() {}
 
 func (x *CacheMount) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4095,7 +4228,7 @@ func (x *CacheMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheMount.ProtoReflect.Descriptor instead.
 func (*CacheMount) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{48}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CacheMount) GetId() string {
@@ -4142,7 +4275,7 @@ type ListCacheMountsRequest struct {
 
 func (x *ListCacheMountsRequest) Reset() {
 	*x = ListCacheMountsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4154,7 +4287,7 @@ func (x *ListCacheMountsRequest) String() string {
 func (*ListCacheMountsRequest) ProtoMessage() {}
 
 func (x *ListCacheMountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4167,7 +4300,7 @@ func (x *ListCacheMountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCacheMountsRequest.ProtoReflect.Descriptor instead.
 func (*ListCacheMountsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{49}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{50}
 }
 
 // ListCacheMountsResponse lists the cache mounts.
@@ -4184,7 +4317,7 @@ type ListCacheMountsResponse struct {
 
 func (x *ListCacheMountsResponse) Reset() {
 	*x = ListCacheMountsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4196,7 +4329,7 @@ func (x *ListCacheMountsResponse) String() string {
 func (*ListCacheMountsResponse) ProtoMessage() {}
 
 func (x *ListCacheMountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4209,7 +4342,7 @@ func (x *ListCacheMountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCacheMountsResponse.ProtoReflect.Descriptor instead.
 func (*ListCacheMountsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{50}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListCacheMountsResponse) GetCacheMounts() []*CacheMount {
@@ -4246,7 +4379,7 @@ type PruneCacheMountsRequest struct {
 
 func (x *PruneCacheMountsRequest) Reset() {
 	*x = PruneCacheMountsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4258,7 +4391,7 @@ func (x *PruneCacheMountsRequest) String() string {
 func (*PruneCacheMountsRequest) ProtoMessage() {}
 
 func (x *PruneCacheMountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4271,7 +4404,7 @@ func (x *PruneCacheMountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCacheMountsRequest.ProtoReflect.Descriptor instead.
 func (*PruneCacheMountsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{51}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PruneCacheMountsRequest) GetIds() []string {
@@ -4308,7 +4441,7 @@ type PruneCacheMountsResponse struct {
 
 func (x *PruneCacheMountsResponse) Reset() {
 	*x = PruneCacheMountsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4320,7 +4453,7 @@ func (x *PruneCacheMountsResponse) String() string {
 func (*PruneCacheMountsResponse) ProtoMessage() {}
 
 func (x *PruneCacheMountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4333,7 +4466,7 @@ func (x *PruneCacheMountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCacheMountsResponse.ProtoReflect.Descriptor instead.
 func (*PruneCacheMountsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{52}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PruneCacheMountsResponse) GetRemoved() []*CacheMount {
@@ -4371,7 +4504,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
 	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
 	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\x12\x12\n" +
-	"\x04disk\x18\b \x01(\x03R\x04disk\"\x85\x06\n" +
+	"\x04disk\x18\b \x01(\x03R\x04disk\"\x9e\x06\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -4393,13 +4526,21 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\fcontext_blob\x18\r \x01(\tR\vcontextBlob\x12'\n" +
 	"\x0fdockerfile_text\x18\x0e \x01(\tR\x0edockerfileText\x12\x1d\n" +
 	"\n" +
-	"secret_ids\x18\x0f \x03(\tR\tsecretIds\x1a<\n" +
+	"secret_ids\x18\x0f \x03(\tR\tsecretIds\x12\x17\n" +
+	"\assh_ids\x18\x10 \x03(\tR\x06sshIds\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
+	"\tAgentData\x12\x1e\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\rR\n" +
+	"connection\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x17\n" +
+	"\x04data\x18\x03 \x01(\fB\x03\x80\x01\x01R\x04data\x12\x14\n" +
+	"\x05close\x18\x04 \x01(\bR\x05close\"8\n" +
 	"\vBuildSecret\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fB\x03\x80\x01\x01R\x05value\"\xcc\x01\n" +
@@ -4420,14 +4561,15 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xae\x02\n" +
+	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xe4\x02\n" +
 	"\fBuildRequest\x12;\n" +
 	"\aoptions\x18\x01 \x01(\v2\x1f.strata.builder.v1.BuildOptionsH\x00R\aoptions\x12=\n" +
 	"\aentries\x18\x02 \x01(\v2!.strata.builder.v1.ContextEntriesH\x00R\aentries\x12:\n" +
 	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileData\x12!\n" +
 	"\vcontext_tar\x18\x04 \x01(\fH\x00R\n" +
 	"contextTar\x128\n" +
-	"\x06secret\x18\x05 \x01(\v2\x1e.strata.builder.v1.BuildSecretH\x00R\x06secretB\t\n" +
+	"\x06secret\x18\x05 \x01(\v2\x1e.strata.builder.v1.BuildSecretH\x00R\x06secret\x124\n" +
+	"\x05agent\x18\x06 \x01(\v2\x1c.strata.builder.v1.AgentDataH\x00R\x05agentB\t\n" +
 	"\arequest\"M\n" +
 	"\x0eContextRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\tR\adigests\x12!\n" +
@@ -4480,11 +4622,12 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x04tags\x18\x03 \x03(\tR\x04tags\x124\n" +
 	"\x16context_bytes_received\x18\x04 \x01(\x03R\x14contextBytesReceived\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x19\n" +
-	"\bbuild_id\x18\x06 \x01(\tR\abuildId\"\xda\x01\n" +
+	"\bbuild_id\x18\x06 \x01(\tR\abuildId\"\x90\x02\n" +
 	"\rBuildResponse\x12L\n" +
 	"\x0fcontext_request\x18\x01 \x01(\v2!.strata.builder.v1.ContextRequestH\x00R\x0econtextRequest\x125\n" +
 	"\x05event\x18\x02 \x01(\v2\x1d.strata.builder.v1.BuildEventH\x00R\x05event\x128\n" +
-	"\x06result\x18\x03 \x01(\v2\x1e.strata.builder.v1.BuildResultH\x00R\x06resultB\n" +
+	"\x06result\x18\x03 \x01(\v2\x1e.strata.builder.v1.BuildResultH\x00R\x06result\x124\n" +
+	"\x05agent\x18\x04 \x01(\v2\x1c.strata.builder.v1.AgentDataH\x00R\x05agentB\n" +
 	"\n" +
 	"\bresponse\"\xa7\x01\n" +
 	"\x10TransferProgress\x12\x0e\n" +
@@ -4701,7 +4844,7 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),                 // 0: strata.builder.v1.NetworkMode
 	(OutputStream)(0),                // 1: strata.builder.v1.OutputStream
@@ -4711,143 +4854,146 @@ var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(*Ulimit)(nil),                   // 5: strata.builder.v1.Ulimit
 	(*RunResources)(nil),             // 6: strata.builder.v1.RunResources
 	(*BuildOptions)(nil),             // 7: strata.builder.v1.BuildOptions
-	(*BuildSecret)(nil),              // 8: strata.builder.v1.BuildSecret
-	(*FileEntry)(nil),                // 9: strata.builder.v1.FileEntry
-	(*ContextEntries)(nil),           // 10: strata.builder.v1.ContextEntries
-	(*FileData)(nil),                 // 11: strata.builder.v1.FileData
-	(*BuildRequest)(nil),             // 12: strata.builder.v1.BuildRequest
-	(*ContextRequest)(nil),           // 13: strata.builder.v1.ContextRequest
-	(*StepStarted)(nil),              // 14: strata.builder.v1.StepStarted
-	(*StepCached)(nil),               // 15: strata.builder.v1.StepCached
-	(*StepOutput)(nil),               // 16: strata.builder.v1.StepOutput
-	(*StepDone)(nil),                 // 17: strata.builder.v1.StepDone
-	(*BuildWarning)(nil),             // 18: strata.builder.v1.BuildWarning
-	(*BuildQueued)(nil),              // 19: strata.builder.v1.BuildQueued
-	(*BuildEvent)(nil),               // 20: strata.builder.v1.BuildEvent
-	(*BuildAccepted)(nil),            // 21: strata.builder.v1.BuildAccepted
-	(*BuildResult)(nil),              // 22: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),            // 23: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),         // 24: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),            // 25: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),            // 26: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),             // 27: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),           // 28: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),              // 29: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),              // 30: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),              // 31: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),               // 32: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),             // 33: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),              // 34: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),             // 35: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),             // 36: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),              // 37: strata.builder.v1.PullRequest
-	(*PullResult)(nil),               // 38: strata.builder.v1.PullResult
-	(*PulledPlatform)(nil),           // 39: strata.builder.v1.PulledPlatform
-	(*PullResponse)(nil),             // 40: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),              // 41: strata.builder.v1.PushRequest
-	(*PushResult)(nil),               // 42: strata.builder.v1.PushResult
-	(*PushResponse)(nil),             // 43: strata.builder.v1.PushResponse
-	(*Build)(nil),                    // 44: strata.builder.v1.Build
-	(*ListBuildsRequest)(nil),        // 45: strata.builder.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),       // 46: strata.builder.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),          // 47: strata.builder.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),         // 48: strata.builder.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),        // 49: strata.builder.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),       // 50: strata.builder.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),       // 51: strata.builder.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),      // 52: strata.builder.v1.CancelBuildResponse
-	(*CacheMount)(nil),               // 53: strata.builder.v1.CacheMount
-	(*ListCacheMountsRequest)(nil),   // 54: strata.builder.v1.ListCacheMountsRequest
-	(*ListCacheMountsResponse)(nil),  // 55: strata.builder.v1.ListCacheMountsResponse
-	(*PruneCacheMountsRequest)(nil),  // 56: strata.builder.v1.PruneCacheMountsRequest
-	(*PruneCacheMountsResponse)(nil), // 57: strata.builder.v1.PruneCacheMountsResponse
-	nil,                              // 58: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                              // 59: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil),      // 60: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 61: google.protobuf.Timestamp
+	(*AgentData)(nil),                // 8: strata.builder.v1.AgentData
+	(*BuildSecret)(nil),              // 9: strata.builder.v1.BuildSecret
+	(*FileEntry)(nil),                // 10: strata.builder.v1.FileEntry
+	(*ContextEntries)(nil),           // 11: strata.builder.v1.ContextEntries
+	(*FileData)(nil),                 // 12: strata.builder.v1.FileData
+	(*BuildRequest)(nil),             // 13: strata.builder.v1.BuildRequest
+	(*ContextRequest)(nil),           // 14: strata.builder.v1.ContextRequest
+	(*StepStarted)(nil),              // 15: strata.builder.v1.StepStarted
+	(*StepCached)(nil),               // 16: strata.builder.v1.StepCached
+	(*StepOutput)(nil),               // 17: strata.builder.v1.StepOutput
+	(*StepDone)(nil),                 // 18: strata.builder.v1.StepDone
+	(*BuildWarning)(nil),             // 19: strata.builder.v1.BuildWarning
+	(*BuildQueued)(nil),              // 20: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),               // 21: strata.builder.v1.BuildEvent
+	(*BuildAccepted)(nil),            // 22: strata.builder.v1.BuildAccepted
+	(*BuildResult)(nil),              // 23: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),            // 24: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),         // 25: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),            // 26: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),            // 27: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),             // 28: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),           // 29: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),              // 30: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),              // 31: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),              // 32: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),               // 33: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),             // 34: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),              // 35: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),             // 36: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),             // 37: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),              // 38: strata.builder.v1.PullRequest
+	(*PullResult)(nil),               // 39: strata.builder.v1.PullResult
+	(*PulledPlatform)(nil),           // 40: strata.builder.v1.PulledPlatform
+	(*PullResponse)(nil),             // 41: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),              // 42: strata.builder.v1.PushRequest
+	(*PushResult)(nil),               // 43: strata.builder.v1.PushResult
+	(*PushResponse)(nil),             // 44: strata.builder.v1.PushResponse
+	(*Build)(nil),                    // 45: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),        // 46: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),       // 47: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),          // 48: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 49: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 50: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 51: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),       // 52: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),      // 53: strata.builder.v1.CancelBuildResponse
+	(*CacheMount)(nil),               // 54: strata.builder.v1.CacheMount
+	(*ListCacheMountsRequest)(nil),   // 55: strata.builder.v1.ListCacheMountsRequest
+	(*ListCacheMountsResponse)(nil),  // 56: strata.builder.v1.ListCacheMountsResponse
+	(*PruneCacheMountsRequest)(nil),  // 57: strata.builder.v1.PruneCacheMountsRequest
+	(*PruneCacheMountsResponse)(nil), // 58: strata.builder.v1.PruneCacheMountsResponse
+	nil,                              // 59: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                              // 60: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),      // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 62: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	5,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	58, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	59, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	59, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	60, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
 	6,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
-	9,  // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
+	10, // 5: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
 	7,  // 6: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
-	10, // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
-	11, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
-	8,  // 9: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
-	1,  // 10: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	60, // 11: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
-	14, // 12: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
-	15, // 13: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
-	16, // 14: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
-	17, // 15: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
-	18, // 16: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
-	19, // 17: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
-	21, // 18: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
-	60, // 19: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
-	13, // 20: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
-	20, // 21: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	22, // 22: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	2,  // 23: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
-	25, // 24: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
-	24, // 25: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	27, // 26: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
-	29, // 27: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
-	31, // 28: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
-	24, // 29: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	32, // 30: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
-	3,  // 31: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
-	36, // 32: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	39, // 33: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
-	24, // 34: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	38, // 35: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	36, // 36: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	24, // 37: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	42, // 38: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	4,  // 39: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
-	61, // 40: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
-	61, // 41: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
-	61, // 42: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
-	44, // 43: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
-	44, // 44: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
-	20, // 45: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	22, // 46: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	44, // 47: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
-	61, // 48: strata.builder.v1.CacheMount.last_used:type_name -> google.protobuf.Timestamp
-	53, // 49: strata.builder.v1.ListCacheMountsResponse.cache_mounts:type_name -> strata.builder.v1.CacheMount
-	60, // 50: strata.builder.v1.PruneCacheMountsRequest.unused_for:type_name -> google.protobuf.Duration
-	53, // 51: strata.builder.v1.PruneCacheMountsResponse.removed:type_name -> strata.builder.v1.CacheMount
-	12, // 52: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	45, // 53: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
-	47, // 54: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
-	49, // 55: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
-	51, // 56: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
-	54, // 57: strata.builder.v1.BuildService.ListCacheMounts:input_type -> strata.builder.v1.ListCacheMountsRequest
-	56, // 58: strata.builder.v1.BuildService.PruneCacheMounts:input_type -> strata.builder.v1.PruneCacheMountsRequest
-	26, // 59: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	30, // 60: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	34, // 61: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	37, // 62: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	41, // 63: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	23, // 64: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	46, // 65: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
-	48, // 66: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
-	50, // 67: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
-	52, // 68: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
-	55, // 69: strata.builder.v1.BuildService.ListCacheMounts:output_type -> strata.builder.v1.ListCacheMountsResponse
-	57, // 70: strata.builder.v1.BuildService.PruneCacheMounts:output_type -> strata.builder.v1.PruneCacheMountsResponse
-	28, // 71: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	33, // 72: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	35, // 73: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	40, // 74: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	43, // 75: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	64, // [64:76] is the sub-list for method output_type
-	52, // [52:64] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	11, // 7: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
+	12, // 8: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
+	9,  // 9: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
+	8,  // 10: strata.builder.v1.BuildRequest.agent:type_name -> strata.builder.v1.AgentData
+	1,  // 11: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
+	61, // 12: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	15, // 13: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
+	16, // 14: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
+	17, // 15: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
+	18, // 16: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
+	19, // 17: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
+	20, // 18: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
+	22, // 19: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
+	61, // 20: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	14, // 21: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
+	21, // 22: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	23, // 23: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	8,  // 24: strata.builder.v1.BuildResponse.agent:type_name -> strata.builder.v1.AgentData
+	2,  // 25: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
+	26, // 26: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
+	25, // 27: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	28, // 28: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
+	30, // 29: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
+	32, // 30: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
+	25, // 31: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	33, // 32: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
+	3,  // 33: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
+	37, // 34: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	40, // 35: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
+	25, // 36: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	39, // 37: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	37, // 38: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	25, // 39: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	43, // 40: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	4,  // 41: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
+	62, // 42: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	62, // 43: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	62, // 44: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	45, // 45: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
+	45, // 46: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
+	21, // 47: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	23, // 48: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	45, // 49: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
+	62, // 50: strata.builder.v1.CacheMount.last_used:type_name -> google.protobuf.Timestamp
+	54, // 51: strata.builder.v1.ListCacheMountsResponse.cache_mounts:type_name -> strata.builder.v1.CacheMount
+	61, // 52: strata.builder.v1.PruneCacheMountsRequest.unused_for:type_name -> google.protobuf.Duration
+	54, // 53: strata.builder.v1.PruneCacheMountsResponse.removed:type_name -> strata.builder.v1.CacheMount
+	13, // 54: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	46, // 55: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	48, // 56: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	50, // 57: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	52, // 58: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	55, // 59: strata.builder.v1.BuildService.ListCacheMounts:input_type -> strata.builder.v1.ListCacheMountsRequest
+	57, // 60: strata.builder.v1.BuildService.PruneCacheMounts:input_type -> strata.builder.v1.PruneCacheMountsRequest
+	27, // 61: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	31, // 62: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	35, // 63: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	38, // 64: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	42, // 65: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	24, // 66: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	47, // 67: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	49, // 68: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	51, // 69: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	53, // 70: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	56, // 71: strata.builder.v1.BuildService.ListCacheMounts:output_type -> strata.builder.v1.ListCacheMountsResponse
+	58, // 72: strata.builder.v1.BuildService.PruneCacheMounts:output_type -> strata.builder.v1.PruneCacheMountsResponse
+	29, // 73: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	34, // 74: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	36, // 75: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	41, // 76: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	44, // 77: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	66, // [66:78] is the sub-list for method output_type
+	54, // [54:66] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -4855,14 +5001,15 @@ func file_strata_builder_v1_builder_proto_init() {
 	if File_strata_builder_v1_builder_proto != nil {
 		return
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[7].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[8].OneofWrappers = []any{
 		(*BuildRequest_Options)(nil),
 		(*BuildRequest_Entries)(nil),
 		(*BuildRequest_FileData)(nil),
 		(*BuildRequest_ContextTar)(nil),
 		(*BuildRequest_Secret)(nil),
+		(*BuildRequest_Agent)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[15].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[16].OneofWrappers = []any{
 		(*BuildEvent_Started)(nil),
 		(*BuildEvent_Cached)(nil),
 		(*BuildEvent_Output)(nil),
@@ -4871,36 +5018,37 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildEvent_Queued)(nil),
 		(*BuildEvent_Accepted)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[18].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[19].OneofWrappers = []any{
 		(*BuildResponse_ContextRequest)(nil),
 		(*BuildResponse_Event)(nil),
 		(*BuildResponse_Result)(nil),
+		(*BuildResponse_Agent)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[21].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[22].OneofWrappers = []any{
 		(*ImportRequest_Options)(nil),
 		(*ImportRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[23].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[24].OneofWrappers = []any{
 		(*ImportResponse_Progress)(nil),
 		(*ImportResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[25].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[26].OneofWrappers = []any{
 		(*LoadRequest_Options)(nil),
 		(*LoadRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[28].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[29].OneofWrappers = []any{
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[35].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[36].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[38].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[39].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[45].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[46].OneofWrappers = []any{
 		(*WatchBuildResponse_Event)(nil),
 		(*WatchBuildResponse_Result)(nil),
 	}
@@ -4910,7 +5058,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   55,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -141,6 +141,9 @@ type Request struct {
 	// RUN --mount=type=secret. They are held in memory only, given to the
 	// steps that mount them, and never logged, recorded or hashed.
 	Secrets map[string][]byte
+	// Agents are the SSH agents the client forwards (strata build --ssh),
+	// for RUN --mount=type=ssh; nil when none.
+	Agents exec.Agents
 }
 
 // Result is a finished build.
@@ -213,6 +216,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 		Hits: hits, Context: req.Context, ContextContents: req.ContextContents, Network: req.Network, Resources: req.Resources,
 		ParallelStages: b.ParallelStages,
 		Secrets:        req.Secrets,
+		Agents:         req.Agents,
 	}, events)
 	if err != nil {
 		return nil, err

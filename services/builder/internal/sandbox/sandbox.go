@@ -125,6 +125,9 @@ type Process struct {
 	// Secrets are given to the process as files (in a tmpfs, bind-mounted
 	// read-only) and variables, for this run only.
 	Secrets []Secret
+	// Agents are SSH agents given to the process as unix sockets, for
+	// this run only.
+	Agents []Agent
 	// Output receives each line the process writes, without its newline,
 	// with the stream it came on; a last line without a newline counts too.
 	// Calls never overlap. The line is only valid during the call.
@@ -347,7 +350,7 @@ func (r *Runner) Run(ctx context.Context, p Process) (code int, err error) {
 	}
 	defer os.RemoveAll(bundle)
 	var secretMounts []specs.Mount
-	if len(p.Secrets) > 0 {
+	if len(p.Secrets) > 0 || len(p.Agents) > 0 {
 		// Unmounted before the bundle is removed (defers run last first),
 		// once runc deleted the container: the values go with the tmpfs.
 		defer unix.Unmount(bundle, unix.MNT_DETACH)
@@ -355,18 +358,33 @@ func (r *Runner) Run(ctx context.Context, p Process) (code int, err error) {
 			return -1, err
 		}
 		p.Env = withSecretEnv(p.Env, p.Secrets)
-		for _, sec := range p.Secrets {
-			if sec.Target == "" {
-				continue
+		if len(p.Agents) > 0 {
+			agents, mounts, aerr := listenAgents(bundle, p.Agents)
+			if aerr != nil {
+				return -1, aerr
 			}
-			st, serr := makeStub(p.RootFS, p.UpperDir, sec.Target)
+			// Once the process ended: a step's agent connections end with it.
+			defer agents.close()
+			secretMounts = append(secretMounts, mounts...)
+		}
+		var targets []string
+		for _, sec := range p.Secrets {
+			if sec.Target != "" {
+				targets = append(targets, sec.Target)
+			}
+		}
+		for _, ag := range p.Agents {
+			targets = append(targets, ag.Target)
+		}
+		for _, target := range targets {
+			st, serr := makeStub(p.RootFS, p.UpperDir, target)
 			if serr != nil {
 				return -1, serr
 			}
 			if st != nil {
 				defer func() {
 					if rerr := st.remove(p.RootFS, p.UpperDir); rerr != nil && err == nil {
-						code, err = -1, fmt.Errorf("removing the mount point of secret target %s: %w", sec.Target, rerr)
+						code, err = -1, fmt.Errorf("removing the mount point of %s: %w", target, rerr)
 					}
 				}()
 			}

@@ -142,13 +142,13 @@ func makeStub(rootDir, upper, target string) (*stub, error) {
 			break
 		}
 		if err != nil {
-			return nil, errdefs.InvalidArgument("secret target %s: %v", target, err)
+			return nil, errdefs.InvalidArgument("mount target %s: %v", target, err)
 		}
 		if i < len(parts)-1 && !fi.IsDir() {
-			return nil, errdefs.InvalidArgument("secret target %s: /%s is not a directory", target, p)
+			return nil, errdefs.InvalidArgument("mount target %s: /%s is not a directory", target, p)
 		}
 		if i == len(parts)-1 && fi.IsDir() {
-			return nil, errdefs.InvalidArgument("secret target %s is a directory in the image", target)
+			return nil, errdefs.InvalidArgument("mount target %s is a directory in the image", target)
 		}
 	}
 	if missing < 0 {
@@ -172,11 +172,11 @@ func makeStub(rootDir, upper, target string) (*stub, error) {
 		st.ancestors = append(st.ancestors, a)
 	}
 	if err := root.MkdirAll(path.Dir(rel), 0o755); err != nil {
-		return nil, fmt.Errorf("creating the mount point of secret target %s: %w", target, err)
+		return nil, fmt.Errorf("creating the mount point of %s: %w", target, err)
 	}
 	f, err := root.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("creating the mount point of secret target %s: %w", target, err)
+		return nil, fmt.Errorf("creating the mount point of %s: %w", target, err)
 	}
 	return st, f.Close()
 }
