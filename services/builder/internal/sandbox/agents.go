@@ -45,12 +45,20 @@ type agentSockets struct {
 // agent and serves its connections until close. It returns the bind
 // mounts that put the sockets at their targets.
 func listenAgents(bundle string, agents []Agent) (*agentSockets, []specs.Mount, error) {
+	// A socket's path has at most 107 bytes, which the bundle's may
+	// exceed: the socket is bound through a descriptor of the bundle.
+	dir, err := os.Open(bundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer dir.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &agentSockets{cancel: cancel, conns: map[net.Conn]struct{}{}}
 	var mounts []specs.Mount
 	for i, ag := range agents {
-		name := filepath.Join(bundle, "ssh-"+strconv.Itoa(i))
-		l, err := net.Listen("unix", name)
+		base := "ssh-" + strconv.Itoa(i)
+		name := filepath.Join(bundle, base)
+		l, err := net.Listen("unix", "/proc/self/fd/"+strconv.Itoa(int(dir.Fd()))+"/"+base)
 		if err == nil {
 			if err = os.Chown(name, int(ag.UID), int(ag.GID)); err == nil {
 				err = os.Chmod(name, ag.Mode.Perm()|ag.Mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
