@@ -25,7 +25,6 @@ const (
 	maxAgentConns      = 16
 	maxAgentMessage    = 256 << 10
 	agentLengthBytes   = 4
-	defaultSSHAgentID  = "default"
 	sshAuthSockEnvName = "SSH_AUTH_SOCK"
 )
 
@@ -166,7 +165,6 @@ type agentsStream struct {
 // agentConn is one connection of a step to an agent, answered here.
 type agentConn struct {
 	requests chan []byte
-	pipe     net.Conn
 }
 
 func newAgentsStream(s buildcontext.Stream, agents map[string]SSHAgent) *agentsStream {
