@@ -400,7 +400,7 @@ func TestTriggersAreCheckedLikeInstructions(t *testing.T) {
 	}
 	for trigger, want := range map[string]string{
 		"RUN --security=insecure true":                         `Dockerfile:1: ONBUILD trigger "RUN --security=insecure true" of busybox: RUN --security=insecure is not supported by this builder: steps run only in its sandbox`,
-		"RUN --mount=type=ssh true":                            "RUN --mount=type=ssh is not supported by this builder",
+		"RUN --mount=type=ssh,source=x true":                   "RUN --mount=type=ssh does not support source",
 		"ADD --keep-git-dir=true https://example.com/r.git /r": `ONBUILD trigger "ADD --keep-git-dir=true https://example.com/r.git /r" of busybox: ADD --keep-git-dir is not supported by this builder`,
 	} {
 		base := busybox()
