@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,11 +100,11 @@ func TestBuildWithSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := s.ok(t, "", "build", "--progress=plain", "--ssh", "default", "--ssh", "deploy="+keyFile, "-t", "ssh:1", ctx)
+	// The steps' "one key=value" lines, whatever the progress output puts
+	// before them.
 	lines := map[string]string{}
-	for _, line := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
-			lines[k] = v
-		}
+	for _, m := range regexp.MustCompile(`(?m)(?:^|\s)((?:one|two|three) [a-z]+)=(.*)$`).FindAllStringSubmatch(out, -1) {
+		lines[m[1]] = strings.TrimSpace(m[2])
 	}
 	for k, want := range map[string]string{
 		"one auth":      "/run/buildkit/ssh_agent.0",
