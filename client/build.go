@@ -66,6 +66,12 @@ type BuildOptions struct {
 	// only. ReadSecret reads one as `docker buildx build --secret` does.
 	// At most 100, each at most 500 KiB.
 	Secrets map[string][]byte
+	// SSH are the SSH agents the build forwards by ID (--ssh), for RUN
+	// --mount=type=ssh: a step's connection to its agent socket travels
+	// over the build's stream and is answered here, list and sign
+	// requests only. LoadSSHAgent makes one as `docker buildx build
+	// --ssh` does. At most 100.
+	SSH map[string]SSHAgent
 	// Target is the stage to build (--target).
 	Target string
 	// Labels are set on the image.
@@ -150,6 +156,9 @@ func (c *Client) Build(ctx context.Context, dir string, opts BuildOptions) (*Bui
 	if err := checkSecrets(opts.Secrets); err != nil {
 		return nil, err
 	}
+	if err := checkAgents(opts.SSH); err != nil {
+		return nil, err
+	}
 	builder, err := c.builder()
 	if err != nil {
 		return nil, err
@@ -161,8 +170,13 @@ func (c *Client) Build(ctx context.Context, dir string, opts BuildOptions) (*Bui
 		return nil, err
 	}
 	var stream buildcontext.Stream = bstream
+	if len(opts.SSH) > 0 {
+		agents := newAgentsStream(stream, opts.SSH)
+		defer agents.close()
+		stream = agents
+	}
 	if len(opts.Secrets) > 0 {
-		stream = secretsStream{Stream: bstream, secrets: opts.Secrets}
+		stream = secretsStream{Stream: stream, secrets: opts.Secrets}
 	}
 	f := &buildFollower{event: opts.OnEvent}
 	h := buildcontext.Handler{Event: f.track, Sending: opts.OnContext}
@@ -307,6 +321,7 @@ func baseRequest(o BuildOptions) *builderv1.BuildOptions {
 		Tags: o.Tags, Target: o.Target, NoCache: o.NoCache, Network: o.Network,
 		BuildArgs: map[string]string{}, Labels: map[string]string{}, BuildArgNames: o.BuildArgNames,
 		SecretIds: secretIDs(o.Secrets), EventOrder: o.EventOrder,
+		SshIds: sortedIDs(o.SSH),
 	}
 	for k, v := range o.BuildArgs {
 		req.BuildArgs[k] = v

@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/csv"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -109,16 +110,14 @@ func checkSecrets(secrets map[string][]byte) error {
 }
 
 // secretIDs lists the secrets' IDs, sorted: the order they are sent in.
-func secretIDs(secrets map[string][]byte) []string {
-	ids := make([]string, 0, len(secrets))
-	for id := range secrets {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	if len(ids) == 0 {
+func secretIDs(secrets map[string][]byte) []string { return sortedIDs(secrets) }
+
+// sortedIDs lists m's keys, sorted; nil when there are none.
+func sortedIDs[V any](m map[string]V) []string {
+	if len(m) == 0 {
 		return nil
 	}
-	return ids
+	return slices.Sorted(maps.Keys(m))
 }
 
 // secretsStream sends the secrets, as BuildOptions.secret_ids lists them,

@@ -21,6 +21,7 @@ type buildOptions struct {
 	file       string
 	buildArgs  []string
 	secrets    []string
+	ssh        []string
 	target     string
 	labels     []string
 	noCache    bool
@@ -89,6 +90,8 @@ func newBuildCommand(c *CLI) *cobra.Command {
 			"  strata image build --build-arg VERSION=1.2 --target runtime -t app:1.2 .\n" +
 			"  strata image build --no-cache --progress=plain -t app .\n" +
 			"  strata image build --secret id=npmrc,src=$HOME/.npmrc --secret id=TOKEN,env=TOKEN -t app .\n" +
+			"  strata image build --ssh default -t app .\n" +
+			"  strata image build --ssh deploy=$HOME/.ssh/id_ed25519 -t app .\n" +
 			"  strata image build -f docker/Dockerfile -t app - < context.tar.gz",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.contextDir = args[0]
@@ -100,6 +103,7 @@ func newBuildCommand(c *CLI) *cobra.Command {
 	f.StringVarP(&o.file, "file", "f", "", "Name of the Dockerfile (Default is 'PATH/Dockerfile')")
 	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "Set build-time variables")
 	f.StringArrayVar(&o.secrets, "secret", nil, "Secret to expose to the build's RUN --mount=type=secret (format: \"id=mysecret[,src=/local/secret]\" or \"id=mysecret,env=VARIABLE\")")
+	f.StringArrayVar(&o.ssh, "ssh", nil, "SSH agent socket or keys to expose to the build's RUN --mount=type=ssh (format: \"default|<id>[=<socket>|<key>[,<key>]]\")")
 	f.StringVar(&o.target, "target", "", "Set the target build stage to build.")
 	f.StringArrayVar(&o.labels, "label", nil, "Set metadata for an image")
 	f.BoolVar(&o.noCache, "no-cache", false, "Do not use cache when building the image")
@@ -154,6 +158,16 @@ func (c *CLI) runBuild(cmd *cobra.Command, o *buildOptions) error {
 			opts.Secrets = map[string][]byte{}
 		}
 		opts.Secrets[id] = v
+	}
+	for _, spec := range o.ssh {
+		id, a, err := client.LoadSSHAgent(spec)
+		if err != nil {
+			return fmt.Errorf("invalid --ssh: %w", err)
+		}
+		if opts.SSH == nil {
+			opts.SSH = map[string]client.SSHAgent{}
+		}
+		opts.SSH[id] = a
 	}
 	var p printer
 	switch o.progress {

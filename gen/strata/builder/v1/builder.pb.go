@@ -621,7 +621,16 @@ type BuildOptions struct {
 	SecretIds []string `protobuf:"bytes,15,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
 	// The order the build's events come in: by default that of a
 	// sequential build, as Docker's classic builder prints them.
-	EventOrder    EventOrder `protobuf:"varint,16,opt,name=event_order,json=eventOrder,proto3,enum=strata.builder.v1.EventOrder" json:"event_order,omitempty"`
+	EventOrder EventOrder `protobuf:"varint,16,opt,name=event_order,json=eventOrder,proto3,enum=strata.builder.v1.EventOrder" json:"event_order,omitempty"`
+	// The IDs of the SSH agents the client forwards (`strata build --ssh
+	// id…`), for RUN --mount=type=ssh. A step's connection to its agent
+	// socket travels over the Build stream as AgentData messages, which the
+	// client answers from the agent of that ID. A client that sets this keeps
+	// its side of the stream open after the context until the builder's
+	// AgentData with connection 0 says the build needs its agents no more.
+	// IDs are unique, at most 100 (INVALID_ARGUMENT, reason SSH_INVALID,
+	// beyond).
+	SshIds        []string `protobuf:"bytes,17,rep,name=ssh_ids,json=sshIds,proto3" json:"ssh_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -768,6 +777,95 @@ func (x *BuildOptions) GetEventOrder() EventOrder {
 	return EventOrder_EVENT_ORDER_UNSPECIFIED
 }
 
+func (x *BuildOptions) GetSshIds() []string {
+	if x != nil {
+		return x.SshIds
+	}
+	return nil
+}
+
+// AgentData carries one SSH agent protocol message of a step's connection
+// to a forwarded agent (RUN --mount=type=ssh), from the builder (a
+// request) or the client (its answer). Only the agent's list and sign
+// requests are answered; a step cannot add, remove or lock keys. A
+// message, its 4-byte length included, has at most 256 KiB; the builder
+// closes a connection whose request or answer is larger. None of it is
+// kept: not in a layer, a log, an event or the metadata service.
+type AgentData struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection, numbered by the builder from 1 for the build; 0 with
+	// close set (from the builder) ends the forwarding: the client then
+	// closes its side of the stream once it sent the context.
+	Connection uint32 `protobuf:"varint,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	// The agent's ID (BuildOptions.ssh_ids), on the builder's messages.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// One agent protocol message, with its 4-byte length prefix.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The connection is over (the step closed it, or the client could not
+	// reach its agent): data is empty.
+	Close         bool `protobuf:"varint,4,opt,name=close,proto3" json:"close,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentData) Reset() {
+	*x = AgentData{}
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentData) ProtoMessage() {}
+
+func (x *AgentData) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentData.ProtoReflect.Descriptor instead.
+func (*AgentData) Descriptor() ([]byte, []int) {
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AgentData) GetConnection() uint32 {
+	if x != nil {
+		return x.Connection
+	}
+	return 0
+}
+
+func (x *AgentData) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AgentData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *AgentData) GetClose() bool {
+	if x != nil {
+		return x.Close
+	}
+	return false
+}
+
 // BuildSecret is one of a build's secrets. The builder holds it in memory
 // for the build only and gives it to the RUN steps that mount it, in a
 // tmpfs or a variable of the step's process; it is never written to a
@@ -786,7 +884,7 @@ type BuildSecret struct {
 
 func (x *BuildSecret) Reset() {
 	*x = BuildSecret{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +896,7 @@ func (x *BuildSecret) String() string {
 func (*BuildSecret) ProtoMessage() {}
 
 func (x *BuildSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[3]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +909,7 @@ func (x *BuildSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildSecret.ProtoReflect.Descriptor instead.
 func (*BuildSecret) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{3}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BuildSecret) GetId() string {
@@ -855,7 +953,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +965,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[4]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +978,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{4}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FileEntry) GetPath() string {
@@ -952,7 +1050,7 @@ type ContextEntries struct {
 
 func (x *ContextEntries) Reset() {
 	*x = ContextEntries{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1062,7 @@ func (x *ContextEntries) String() string {
 func (*ContextEntries) ProtoMessage() {}
 
 func (x *ContextEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[5]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1075,7 @@ func (x *ContextEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextEntries.ProtoReflect.Descriptor instead.
 func (*ContextEntries) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{5}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContextEntries) GetEntries() []*FileEntry {
@@ -1011,7 +1109,7 @@ type FileData struct {
 
 func (x *FileData) Reset() {
 	*x = FileData{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1121,7 @@ func (x *FileData) String() string {
 func (*FileData) ProtoMessage() {}
 
 func (x *FileData) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[6]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1134,7 @@ func (x *FileData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileData.ProtoReflect.Descriptor instead.
 func (*FileData) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{6}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FileData) GetDigest() string {
@@ -1079,6 +1177,7 @@ type BuildRequest struct {
 	//	*BuildRequest_FileData
 	//	*BuildRequest_ContextTar
 	//	*BuildRequest_Secret
+	//	*BuildRequest_Agent
 	Request       isBuildRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1086,7 +1185,7 @@ type BuildRequest struct {
 
 func (x *BuildRequest) Reset() {
 	*x = BuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1197,7 @@ func (x *BuildRequest) String() string {
 func (*BuildRequest) ProtoMessage() {}
 
 func (x *BuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[7]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1210,7 @@ func (x *BuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildRequest.ProtoReflect.Descriptor instead.
 func (*BuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{7}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BuildRequest) GetRequest() isBuildRequest_Request {
@@ -1166,6 +1265,15 @@ func (x *BuildRequest) GetSecret() *BuildSecret {
 	return nil
 }
 
+func (x *BuildRequest) GetAgent() *AgentData {
+	if x != nil {
+		if x, ok := x.Request.(*BuildRequest_Agent); ok {
+			return x.Agent
+		}
+	}
+	return nil
+}
+
 type isBuildRequest_Request interface {
 	isBuildRequest_Request()
 }
@@ -1197,6 +1305,12 @@ type BuildRequest_Secret struct {
 	Secret *BuildSecret `protobuf:"bytes,5,opt,name=secret,proto3,oneof"`
 }
 
+type BuildRequest_Agent struct {
+	// The agent's answer on a forwarded SSH agent connection
+	// (BuildOptions.ssh_ids), at any time during the build.
+	Agent *AgentData `protobuf:"bytes,6,opt,name=agent,proto3,oneof"`
+}
+
 func (*BuildRequest_Options) isBuildRequest_Request() {}
 
 func (*BuildRequest_Entries) isBuildRequest_Request() {}
@@ -1206,6 +1320,8 @@ func (*BuildRequest_FileData) isBuildRequest_Request() {}
 func (*BuildRequest_ContextTar) isBuildRequest_Request() {}
 
 func (*BuildRequest_Secret) isBuildRequest_Request() {}
+
+func (*BuildRequest_Agent) isBuildRequest_Request() {}
 
 // ContextRequest names the file contents the builder lacks.
 type ContextRequest struct {
@@ -1222,7 +1338,7 @@ type ContextRequest struct {
 
 func (x *ContextRequest) Reset() {
 	*x = ContextRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1350,7 @@ func (x *ContextRequest) String() string {
 func (*ContextRequest) ProtoMessage() {}
 
 func (x *ContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[8]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1363,7 @@ func (x *ContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextRequest.ProtoReflect.Descriptor instead.
 func (*ContextRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{8}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ContextRequest) GetDigests() []string {
@@ -1295,7 +1411,7 @@ type StepStarted struct {
 
 func (x *StepStarted) Reset() {
 	*x = StepStarted{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1423,7 @@ func (x *StepStarted) String() string {
 func (*StepStarted) ProtoMessage() {}
 
 func (x *StepStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[9]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1436,7 @@ func (x *StepStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepStarted.ProtoReflect.Descriptor instead.
 func (*StepStarted) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{9}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StepStarted) GetTotalSteps() int32 {
@@ -1404,7 +1520,7 @@ type StepCached struct {
 
 func (x *StepCached) Reset() {
 	*x = StepCached{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1532,7 @@ func (x *StepCached) String() string {
 func (*StepCached) ProtoMessage() {}
 
 func (x *StepCached) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[10]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1545,7 @@ func (x *StepCached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepCached.ProtoReflect.Descriptor instead.
 func (*StepCached) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{10}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StepCached) GetImageId() string {
@@ -1455,7 +1571,7 @@ type StepOutput struct {
 
 func (x *StepOutput) Reset() {
 	*x = StepOutput{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1583,7 @@ func (x *StepOutput) String() string {
 func (*StepOutput) ProtoMessage() {}
 
 func (x *StepOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[11]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1596,7 @@ func (x *StepOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepOutput.ProtoReflect.Descriptor instead.
 func (*StepOutput) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{11}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StepOutput) GetStream() OutputStream {
@@ -1526,7 +1642,7 @@ type StepDone struct {
 
 func (x *StepDone) Reset() {
 	*x = StepDone{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1654,7 @@ func (x *StepDone) String() string {
 func (*StepDone) ProtoMessage() {}
 
 func (x *StepDone) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[12]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1667,7 @@ func (x *StepDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepDone.ProtoReflect.Descriptor instead.
 func (*StepDone) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{12}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StepDone) GetImageId() string {
@@ -1602,7 +1718,7 @@ type BuildWarning struct {
 
 func (x *BuildWarning) Reset() {
 	*x = BuildWarning{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1730,7 @@ func (x *BuildWarning) String() string {
 func (*BuildWarning) ProtoMessage() {}
 
 func (x *BuildWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[13]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1743,7 @@ func (x *BuildWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildWarning.ProtoReflect.Descriptor instead.
 func (*BuildWarning) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{13}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BuildWarning) GetMessage() string {
@@ -1657,7 +1773,7 @@ type BuildQueued struct {
 
 func (x *BuildQueued) Reset() {
 	*x = BuildQueued{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1785,7 @@ func (x *BuildQueued) String() string {
 func (*BuildQueued) ProtoMessage() {}
 
 func (x *BuildQueued) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[14]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1798,7 @@ func (x *BuildQueued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildQueued.ProtoReflect.Descriptor instead.
 func (*BuildQueued) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{14}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BuildQueued) GetAhead() int32 {
@@ -1720,7 +1836,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1848,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[15]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1861,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{15}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BuildEvent) GetStep() int32 {
@@ -1897,7 +2013,7 @@ type BuildAccepted struct {
 
 func (x *BuildAccepted) Reset() {
 	*x = BuildAccepted{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2025,7 @@ func (x *BuildAccepted) String() string {
 func (*BuildAccepted) ProtoMessage() {}
 
 func (x *BuildAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[16]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2038,7 @@ func (x *BuildAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildAccepted.ProtoReflect.Descriptor instead.
 func (*BuildAccepted) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{16}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BuildAccepted) GetBuildId() string {
@@ -1953,7 +2069,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2081,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[17]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2094,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{17}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BuildResult) GetImageId() string {
@@ -2033,6 +2149,7 @@ type BuildResponse struct {
 	//	*BuildResponse_ContextRequest
 	//	*BuildResponse_Event
 	//	*BuildResponse_Result
+	//	*BuildResponse_Agent
 	Response      isBuildResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2040,7 +2157,7 @@ type BuildResponse struct {
 
 func (x *BuildResponse) Reset() {
 	*x = BuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2169,7 @@ func (x *BuildResponse) String() string {
 func (*BuildResponse) ProtoMessage() {}
 
 func (x *BuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[18]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2182,7 @@ func (x *BuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
 func (*BuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{18}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BuildResponse) GetResponse() isBuildResponse_Response {
@@ -2102,6 +2219,15 @@ func (x *BuildResponse) GetResult() *BuildResult {
 	return nil
 }
 
+func (x *BuildResponse) GetAgent() *AgentData {
+	if x != nil {
+		if x, ok := x.Response.(*BuildResponse_Agent); ok {
+			return x.Agent
+		}
+	}
+	return nil
+}
+
 type isBuildResponse_Response interface {
 	isBuildResponse_Response()
 }
@@ -2121,11 +2247,18 @@ type BuildResponse_Result struct {
 	Result *BuildResult `protobuf:"bytes,3,opt,name=result,proto3,oneof"`
 }
 
+type BuildResponse_Agent struct {
+	// A request on a forwarded SSH agent connection (BuildOptions.ssh_ids).
+	Agent *AgentData `protobuf:"bytes,4,opt,name=agent,proto3,oneof"`
+}
+
 func (*BuildResponse_ContextRequest) isBuildResponse_Response() {}
 
 func (*BuildResponse_Event) isBuildResponse_Response() {}
 
 func (*BuildResponse_Result) isBuildResponse_Response() {}
+
+func (*BuildResponse_Agent) isBuildResponse_Response() {}
 
 // TransferProgress reports the progress of one blob of a transfer.
 type TransferProgress struct {
@@ -2146,7 +2279,7 @@ type TransferProgress struct {
 
 func (x *TransferProgress) Reset() {
 	*x = TransferProgress{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2291,7 @@ func (x *TransferProgress) String() string {
 func (*TransferProgress) ProtoMessage() {}
 
 func (x *TransferProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[19]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2304,7 @@ func (x *TransferProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferProgress.ProtoReflect.Descriptor instead.
 func (*TransferProgress) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{19}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TransferProgress) GetId() string {
@@ -2227,7 +2360,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2372,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[20]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2385,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{20}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportOptions) GetReference() string {
@@ -2299,7 +2432,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2444,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[21]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2457,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{21}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportRequest) GetRequest() isImportRequest_Request {
@@ -2383,7 +2516,7 @@ type ImportResult struct {
 
 func (x *ImportResult) Reset() {
 	*x = ImportResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2528,7 @@ func (x *ImportResult) String() string {
 func (*ImportResult) ProtoMessage() {}
 
 func (x *ImportResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[22]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2541,7 @@ func (x *ImportResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
 func (*ImportResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{22}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImportResult) GetImageId() string {
@@ -2441,7 +2574,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +2586,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[23]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,7 +2599,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{23}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ImportResponse) GetResponse() isImportResponse_Response {
@@ -2523,7 +2656,7 @@ type LoadOptions struct {
 
 func (x *LoadOptions) Reset() {
 	*x = LoadOptions{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2668,7 @@ func (x *LoadOptions) String() string {
 func (*LoadOptions) ProtoMessage() {}
 
 func (x *LoadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[24]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2681,7 @@ func (x *LoadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadOptions.ProtoReflect.Descriptor instead.
 func (*LoadOptions) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{24}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LoadOptions) GetQuiet() bool {
@@ -2574,7 +2707,7 @@ type LoadRequest struct {
 
 func (x *LoadRequest) Reset() {
 	*x = LoadRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2719,7 @@ func (x *LoadRequest) String() string {
 func (*LoadRequest) ProtoMessage() {}
 
 func (x *LoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[25]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2732,7 @@ func (x *LoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadRequest.ProtoReflect.Descriptor instead.
 func (*LoadRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{25}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LoadRequest) GetRequest() isLoadRequest_Request {
@@ -2658,7 +2791,7 @@ type LoadedImage struct {
 
 func (x *LoadedImage) Reset() {
 	*x = LoadedImage{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +2803,7 @@ func (x *LoadedImage) String() string {
 func (*LoadedImage) ProtoMessage() {}
 
 func (x *LoadedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[26]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +2816,7 @@ func (x *LoadedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedImage.ProtoReflect.Descriptor instead.
 func (*LoadedImage) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{26}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LoadedImage) GetImageId() string {
@@ -2711,7 +2844,7 @@ type LoadResult struct {
 
 func (x *LoadResult) Reset() {
 	*x = LoadResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +2856,7 @@ func (x *LoadResult) String() string {
 func (*LoadResult) ProtoMessage() {}
 
 func (x *LoadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[27]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +2869,7 @@ func (x *LoadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResult.ProtoReflect.Descriptor instead.
 func (*LoadResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{27}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LoadResult) GetImages() []*LoadedImage {
@@ -2762,7 +2895,7 @@ type LoadResponse struct {
 
 func (x *LoadResponse) Reset() {
 	*x = LoadResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2907,7 @@ func (x *LoadResponse) String() string {
 func (*LoadResponse) ProtoMessage() {}
 
 func (x *LoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[28]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2920,7 @@ func (x *LoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadResponse.ProtoReflect.Descriptor instead.
 func (*LoadResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{28}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LoadResponse) GetResponse() isLoadResponse_Response {
@@ -2846,7 +2979,7 @@ type SaveRequest struct {
 
 func (x *SaveRequest) Reset() {
 	*x = SaveRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +2991,7 @@ func (x *SaveRequest) String() string {
 func (*SaveRequest) ProtoMessage() {}
 
 func (x *SaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[29]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +3004,7 @@ func (x *SaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveRequest.ProtoReflect.Descriptor instead.
 func (*SaveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{29}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SaveRequest) GetReferences() []string {
@@ -2899,7 +3032,7 @@ type SaveResponse struct {
 
 func (x *SaveResponse) Reset() {
 	*x = SaveResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3044,7 @@ func (x *SaveResponse) String() string {
 func (*SaveResponse) ProtoMessage() {}
 
 func (x *SaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[30]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3057,7 @@ func (x *SaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveResponse.ProtoReflect.Descriptor instead.
 func (*SaveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{30}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SaveResponse) GetData() []byte {
@@ -2951,7 +3084,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2963,7 +3096,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[31]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2976,7 +3109,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{31}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -3031,7 +3164,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3043,7 +3176,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[32]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +3189,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{32}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PullRequest) GetReference() string {
@@ -3118,7 +3251,7 @@ type PullResult struct {
 
 func (x *PullResult) Reset() {
 	*x = PullResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3130,7 +3263,7 @@ func (x *PullResult) String() string {
 func (*PullResult) ProtoMessage() {}
 
 func (x *PullResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[33]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3143,7 +3276,7 @@ func (x *PullResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResult.ProtoReflect.Descriptor instead.
 func (*PullResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{33}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PullResult) GetImageId() string {
@@ -3196,7 +3329,7 @@ type PulledPlatform struct {
 
 func (x *PulledPlatform) Reset() {
 	*x = PulledPlatform{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +3341,7 @@ func (x *PulledPlatform) String() string {
 func (*PulledPlatform) ProtoMessage() {}
 
 func (x *PulledPlatform) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[34]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,7 +3354,7 @@ func (x *PulledPlatform) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulledPlatform.ProtoReflect.Descriptor instead.
 func (*PulledPlatform) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{34}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PulledPlatform) GetPlatform() string {
@@ -3261,7 +3394,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3406,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[35]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3419,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{35}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PullResponse) GetResponse() isPullResponse_Response {
@@ -3348,7 +3481,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3493,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[36]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,7 +3506,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{36}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PushRequest) GetReference() string {
@@ -3414,7 +3547,7 @@ type PushResult struct {
 
 func (x *PushResult) Reset() {
 	*x = PushResult{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3559,7 @@ func (x *PushResult) String() string {
 func (*PushResult) ProtoMessage() {}
 
 func (x *PushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[37]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3572,7 @@ func (x *PushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResult.ProtoReflect.Descriptor instead.
 func (*PushResult) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{37}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PushResult) GetReference() string {
@@ -3486,7 +3619,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3498,7 +3631,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[38]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3511,7 +3644,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{38}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PushResponse) GetResponse() isPushResponse_Response {
@@ -3598,7 +3731,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3610,7 +3743,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[39]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3623,7 +3756,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{39}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Build) GetId() string {
@@ -3744,7 +3877,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3889,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[40]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3902,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{40}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListBuildsRequest) GetActiveOnly() bool {
@@ -3797,7 +3930,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +3942,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[41]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +3955,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{41}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -3843,7 +3976,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3855,7 +3988,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[42]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3868,7 +4001,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{42}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -3889,7 +4022,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3901,7 +4034,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[43]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3914,7 +4047,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{43}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -3938,7 +4071,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3950,7 +4083,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[44]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3963,7 +4096,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{44}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -3996,7 +4129,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4008,7 +4141,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[45]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4021,7 +4154,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{45}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WatchBuildResponse) GetResponse() isWatchBuildResponse_Response {
@@ -4078,7 +4211,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4090,7 +4223,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[46]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4103,7 +4236,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{46}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -4125,7 +4258,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4137,7 +4270,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[47]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4150,7 +4283,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{47}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CancelBuildResponse) GetBuild() *Build {
@@ -4181,7 +4314,7 @@ type CacheMount struct {
 
 func (x *CacheMount) Reset() {
 	*x = CacheMount{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4193,7 +4326,7 @@ func (x *CacheMount) String() string {
 func (*CacheMount) ProtoMessage() {}
 
 func (x *CacheMount) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[48]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4206,7 +4339,7 @@ func (x *CacheMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheMount.ProtoReflect.Descriptor instead.
 func (*CacheMount) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{48}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CacheMount) GetId() string {
@@ -4253,7 +4386,7 @@ type ListCacheMountsRequest struct {
 
 func (x *ListCacheMountsRequest) Reset() {
 	*x = ListCacheMountsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4265,7 +4398,7 @@ func (x *ListCacheMountsRequest) String() string {
 func (*ListCacheMountsRequest) ProtoMessage() {}
 
 func (x *ListCacheMountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[49]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4278,7 +4411,7 @@ func (x *ListCacheMountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCacheMountsRequest.ProtoReflect.Descriptor instead.
 func (*ListCacheMountsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{49}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{50}
 }
 
 // ListCacheMountsResponse lists the cache mounts.
@@ -4295,7 +4428,7 @@ type ListCacheMountsResponse struct {
 
 func (x *ListCacheMountsResponse) Reset() {
 	*x = ListCacheMountsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4440,7 @@ func (x *ListCacheMountsResponse) String() string {
 func (*ListCacheMountsResponse) ProtoMessage() {}
 
 func (x *ListCacheMountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[50]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4453,7 @@ func (x *ListCacheMountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCacheMountsResponse.ProtoReflect.Descriptor instead.
 func (*ListCacheMountsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{50}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListCacheMountsResponse) GetCacheMounts() []*CacheMount {
@@ -4357,7 +4490,7 @@ type PruneCacheMountsRequest struct {
 
 func (x *PruneCacheMountsRequest) Reset() {
 	*x = PruneCacheMountsRequest{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4369,7 +4502,7 @@ func (x *PruneCacheMountsRequest) String() string {
 func (*PruneCacheMountsRequest) ProtoMessage() {}
 
 func (x *PruneCacheMountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[51]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4382,7 +4515,7 @@ func (x *PruneCacheMountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCacheMountsRequest.ProtoReflect.Descriptor instead.
 func (*PruneCacheMountsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{51}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PruneCacheMountsRequest) GetIds() []string {
@@ -4419,7 +4552,7 @@ type PruneCacheMountsResponse struct {
 
 func (x *PruneCacheMountsResponse) Reset() {
 	*x = PruneCacheMountsResponse{}
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4564,7 @@ func (x *PruneCacheMountsResponse) String() string {
 func (*PruneCacheMountsResponse) ProtoMessage() {}
 
 func (x *PruneCacheMountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_builder_v1_builder_proto_msgTypes[52]
+	mi := &file_strata_builder_v1_builder_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +4577,7 @@ func (x *PruneCacheMountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCacheMountsResponse.ProtoReflect.Descriptor instead.
 func (*PruneCacheMountsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{52}
+	return file_strata_builder_v1_builder_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PruneCacheMountsResponse) GetRemoved() []*CacheMount {
@@ -4482,7 +4615,7 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
 	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x123\n" +
 	"\aulimits\x18\a \x03(\v2\x19.strata.builder.v1.UlimitR\aulimits\x12\x12\n" +
-	"\x04disk\x18\b \x01(\x03R\x04disk\"\xc5\x06\n" +
+	"\x04disk\x18\b \x01(\x03R\x04disk\"\xde\x06\n" +
 	"\fBuildOptions\x12\x12\n" +
 	"\x04tags\x18\x01 \x03(\tR\x04tags\x12\x1e\n" +
 	"\n" +
@@ -4506,13 +4639,21 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\n" +
 	"secret_ids\x18\x0f \x03(\tR\tsecretIds\x12>\n" +
 	"\vevent_order\x18\x10 \x01(\x0e2\x1d.strata.builder.v1.EventOrderR\n" +
-	"eventOrder\x1a<\n" +
+	"eventOrder\x12\x17\n" +
+	"\assh_ids\x18\x11 \x03(\tR\x06sshIds\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
+	"\tAgentData\x12\x1e\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\rR\n" +
+	"connection\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x17\n" +
+	"\x04data\x18\x03 \x01(\fB\x03\x80\x01\x01R\x04data\x12\x14\n" +
+	"\x05close\x18\x04 \x01(\bR\x05close\"8\n" +
 	"\vBuildSecret\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fB\x03\x80\x01\x01R\x05value\"\xcc\x01\n" +
@@ -4533,14 +4674,15 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xae\x02\n" +
+	"\x03eof\x18\x04 \x01(\bR\x03eof\"\xe4\x02\n" +
 	"\fBuildRequest\x12;\n" +
 	"\aoptions\x18\x01 \x01(\v2\x1f.strata.builder.v1.BuildOptionsH\x00R\aoptions\x12=\n" +
 	"\aentries\x18\x02 \x01(\v2!.strata.builder.v1.ContextEntriesH\x00R\aentries\x12:\n" +
 	"\tfile_data\x18\x03 \x01(\v2\x1b.strata.builder.v1.FileDataH\x00R\bfileData\x12!\n" +
 	"\vcontext_tar\x18\x04 \x01(\fH\x00R\n" +
 	"contextTar\x128\n" +
-	"\x06secret\x18\x05 \x01(\v2\x1e.strata.builder.v1.BuildSecretH\x00R\x06secretB\t\n" +
+	"\x06secret\x18\x05 \x01(\v2\x1e.strata.builder.v1.BuildSecretH\x00R\x06secret\x124\n" +
+	"\x05agent\x18\x06 \x01(\v2\x1c.strata.builder.v1.AgentDataH\x00R\x05agentB\t\n" +
 	"\arequest\"M\n" +
 	"\x0eContextRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\tR\adigests\x12!\n" +
@@ -4603,11 +4745,12 @@ const file_strata_builder_v1_builder_proto_rawDesc = "" +
 	"\x04tags\x18\x03 \x03(\tR\x04tags\x124\n" +
 	"\x16context_bytes_received\x18\x04 \x01(\x03R\x14contextBytesReceived\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x19\n" +
-	"\bbuild_id\x18\x06 \x01(\tR\abuildId\"\xda\x01\n" +
+	"\bbuild_id\x18\x06 \x01(\tR\abuildId\"\x90\x02\n" +
 	"\rBuildResponse\x12L\n" +
 	"\x0fcontext_request\x18\x01 \x01(\v2!.strata.builder.v1.ContextRequestH\x00R\x0econtextRequest\x125\n" +
 	"\x05event\x18\x02 \x01(\v2\x1d.strata.builder.v1.BuildEventH\x00R\x05event\x128\n" +
-	"\x06result\x18\x03 \x01(\v2\x1e.strata.builder.v1.BuildResultH\x00R\x06resultB\n" +
+	"\x06result\x18\x03 \x01(\v2\x1e.strata.builder.v1.BuildResultH\x00R\x06result\x124\n" +
+	"\x05agent\x18\x04 \x01(\v2\x1c.strata.builder.v1.AgentDataH\x00R\x05agentB\n" +
 	"\n" +
 	"\bresponse\"\xa7\x01\n" +
 	"\x10TransferProgress\x12\x0e\n" +
@@ -4828,7 +4971,7 @@ func file_strata_builder_v1_builder_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_builder_v1_builder_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_strata_builder_v1_builder_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(NetworkMode)(0),                 // 0: strata.builder.v1.NetworkMode
 	(EventOrder)(0),                  // 1: strata.builder.v1.EventOrder
@@ -4839,144 +4982,147 @@ var file_strata_builder_v1_builder_proto_goTypes = []any{
 	(*Ulimit)(nil),                   // 6: strata.builder.v1.Ulimit
 	(*RunResources)(nil),             // 7: strata.builder.v1.RunResources
 	(*BuildOptions)(nil),             // 8: strata.builder.v1.BuildOptions
-	(*BuildSecret)(nil),              // 9: strata.builder.v1.BuildSecret
-	(*FileEntry)(nil),                // 10: strata.builder.v1.FileEntry
-	(*ContextEntries)(nil),           // 11: strata.builder.v1.ContextEntries
-	(*FileData)(nil),                 // 12: strata.builder.v1.FileData
-	(*BuildRequest)(nil),             // 13: strata.builder.v1.BuildRequest
-	(*ContextRequest)(nil),           // 14: strata.builder.v1.ContextRequest
-	(*StepStarted)(nil),              // 15: strata.builder.v1.StepStarted
-	(*StepCached)(nil),               // 16: strata.builder.v1.StepCached
-	(*StepOutput)(nil),               // 17: strata.builder.v1.StepOutput
-	(*StepDone)(nil),                 // 18: strata.builder.v1.StepDone
-	(*BuildWarning)(nil),             // 19: strata.builder.v1.BuildWarning
-	(*BuildQueued)(nil),              // 20: strata.builder.v1.BuildQueued
-	(*BuildEvent)(nil),               // 21: strata.builder.v1.BuildEvent
-	(*BuildAccepted)(nil),            // 22: strata.builder.v1.BuildAccepted
-	(*BuildResult)(nil),              // 23: strata.builder.v1.BuildResult
-	(*BuildResponse)(nil),            // 24: strata.builder.v1.BuildResponse
-	(*TransferProgress)(nil),         // 25: strata.builder.v1.TransferProgress
-	(*ImportOptions)(nil),            // 26: strata.builder.v1.ImportOptions
-	(*ImportRequest)(nil),            // 27: strata.builder.v1.ImportRequest
-	(*ImportResult)(nil),             // 28: strata.builder.v1.ImportResult
-	(*ImportResponse)(nil),           // 29: strata.builder.v1.ImportResponse
-	(*LoadOptions)(nil),              // 30: strata.builder.v1.LoadOptions
-	(*LoadRequest)(nil),              // 31: strata.builder.v1.LoadRequest
-	(*LoadedImage)(nil),              // 32: strata.builder.v1.LoadedImage
-	(*LoadResult)(nil),               // 33: strata.builder.v1.LoadResult
-	(*LoadResponse)(nil),             // 34: strata.builder.v1.LoadResponse
-	(*SaveRequest)(nil),              // 35: strata.builder.v1.SaveRequest
-	(*SaveResponse)(nil),             // 36: strata.builder.v1.SaveResponse
-	(*RegistryAuth)(nil),             // 37: strata.builder.v1.RegistryAuth
-	(*PullRequest)(nil),              // 38: strata.builder.v1.PullRequest
-	(*PullResult)(nil),               // 39: strata.builder.v1.PullResult
-	(*PulledPlatform)(nil),           // 40: strata.builder.v1.PulledPlatform
-	(*PullResponse)(nil),             // 41: strata.builder.v1.PullResponse
-	(*PushRequest)(nil),              // 42: strata.builder.v1.PushRequest
-	(*PushResult)(nil),               // 43: strata.builder.v1.PushResult
-	(*PushResponse)(nil),             // 44: strata.builder.v1.PushResponse
-	(*Build)(nil),                    // 45: strata.builder.v1.Build
-	(*ListBuildsRequest)(nil),        // 46: strata.builder.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),       // 47: strata.builder.v1.ListBuildsResponse
-	(*GetBuildRequest)(nil),          // 48: strata.builder.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),         // 49: strata.builder.v1.GetBuildResponse
-	(*WatchBuildRequest)(nil),        // 50: strata.builder.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),       // 51: strata.builder.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),       // 52: strata.builder.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),      // 53: strata.builder.v1.CancelBuildResponse
-	(*CacheMount)(nil),               // 54: strata.builder.v1.CacheMount
-	(*ListCacheMountsRequest)(nil),   // 55: strata.builder.v1.ListCacheMountsRequest
-	(*ListCacheMountsResponse)(nil),  // 56: strata.builder.v1.ListCacheMountsResponse
-	(*PruneCacheMountsRequest)(nil),  // 57: strata.builder.v1.PruneCacheMountsRequest
-	(*PruneCacheMountsResponse)(nil), // 58: strata.builder.v1.PruneCacheMountsResponse
-	nil,                              // 59: strata.builder.v1.BuildOptions.BuildArgsEntry
-	nil,                              // 60: strata.builder.v1.BuildOptions.LabelsEntry
-	(*durationpb.Duration)(nil),      // 61: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 62: google.protobuf.Timestamp
+	(*AgentData)(nil),                // 9: strata.builder.v1.AgentData
+	(*BuildSecret)(nil),              // 10: strata.builder.v1.BuildSecret
+	(*FileEntry)(nil),                // 11: strata.builder.v1.FileEntry
+	(*ContextEntries)(nil),           // 12: strata.builder.v1.ContextEntries
+	(*FileData)(nil),                 // 13: strata.builder.v1.FileData
+	(*BuildRequest)(nil),             // 14: strata.builder.v1.BuildRequest
+	(*ContextRequest)(nil),           // 15: strata.builder.v1.ContextRequest
+	(*StepStarted)(nil),              // 16: strata.builder.v1.StepStarted
+	(*StepCached)(nil),               // 17: strata.builder.v1.StepCached
+	(*StepOutput)(nil),               // 18: strata.builder.v1.StepOutput
+	(*StepDone)(nil),                 // 19: strata.builder.v1.StepDone
+	(*BuildWarning)(nil),             // 20: strata.builder.v1.BuildWarning
+	(*BuildQueued)(nil),              // 21: strata.builder.v1.BuildQueued
+	(*BuildEvent)(nil),               // 22: strata.builder.v1.BuildEvent
+	(*BuildAccepted)(nil),            // 23: strata.builder.v1.BuildAccepted
+	(*BuildResult)(nil),              // 24: strata.builder.v1.BuildResult
+	(*BuildResponse)(nil),            // 25: strata.builder.v1.BuildResponse
+	(*TransferProgress)(nil),         // 26: strata.builder.v1.TransferProgress
+	(*ImportOptions)(nil),            // 27: strata.builder.v1.ImportOptions
+	(*ImportRequest)(nil),            // 28: strata.builder.v1.ImportRequest
+	(*ImportResult)(nil),             // 29: strata.builder.v1.ImportResult
+	(*ImportResponse)(nil),           // 30: strata.builder.v1.ImportResponse
+	(*LoadOptions)(nil),              // 31: strata.builder.v1.LoadOptions
+	(*LoadRequest)(nil),              // 32: strata.builder.v1.LoadRequest
+	(*LoadedImage)(nil),              // 33: strata.builder.v1.LoadedImage
+	(*LoadResult)(nil),               // 34: strata.builder.v1.LoadResult
+	(*LoadResponse)(nil),             // 35: strata.builder.v1.LoadResponse
+	(*SaveRequest)(nil),              // 36: strata.builder.v1.SaveRequest
+	(*SaveResponse)(nil),             // 37: strata.builder.v1.SaveResponse
+	(*RegistryAuth)(nil),             // 38: strata.builder.v1.RegistryAuth
+	(*PullRequest)(nil),              // 39: strata.builder.v1.PullRequest
+	(*PullResult)(nil),               // 40: strata.builder.v1.PullResult
+	(*PulledPlatform)(nil),           // 41: strata.builder.v1.PulledPlatform
+	(*PullResponse)(nil),             // 42: strata.builder.v1.PullResponse
+	(*PushRequest)(nil),              // 43: strata.builder.v1.PushRequest
+	(*PushResult)(nil),               // 44: strata.builder.v1.PushResult
+	(*PushResponse)(nil),             // 45: strata.builder.v1.PushResponse
+	(*Build)(nil),                    // 46: strata.builder.v1.Build
+	(*ListBuildsRequest)(nil),        // 47: strata.builder.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),       // 48: strata.builder.v1.ListBuildsResponse
+	(*GetBuildRequest)(nil),          // 49: strata.builder.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),         // 50: strata.builder.v1.GetBuildResponse
+	(*WatchBuildRequest)(nil),        // 51: strata.builder.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),       // 52: strata.builder.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),       // 53: strata.builder.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),      // 54: strata.builder.v1.CancelBuildResponse
+	(*CacheMount)(nil),               // 55: strata.builder.v1.CacheMount
+	(*ListCacheMountsRequest)(nil),   // 56: strata.builder.v1.ListCacheMountsRequest
+	(*ListCacheMountsResponse)(nil),  // 57: strata.builder.v1.ListCacheMountsResponse
+	(*PruneCacheMountsRequest)(nil),  // 58: strata.builder.v1.PruneCacheMountsRequest
+	(*PruneCacheMountsResponse)(nil), // 59: strata.builder.v1.PruneCacheMountsResponse
+	nil,                              // 60: strata.builder.v1.BuildOptions.BuildArgsEntry
+	nil,                              // 61: strata.builder.v1.BuildOptions.LabelsEntry
+	(*durationpb.Duration)(nil),      // 62: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 63: google.protobuf.Timestamp
 }
 var file_strata_builder_v1_builder_proto_depIdxs = []int32{
 	6,  // 0: strata.builder.v1.RunResources.ulimits:type_name -> strata.builder.v1.Ulimit
-	59, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
-	60, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
+	60, // 1: strata.builder.v1.BuildOptions.build_args:type_name -> strata.builder.v1.BuildOptions.BuildArgsEntry
+	61, // 2: strata.builder.v1.BuildOptions.labels:type_name -> strata.builder.v1.BuildOptions.LabelsEntry
 	0,  // 3: strata.builder.v1.BuildOptions.network:type_name -> strata.builder.v1.NetworkMode
 	7,  // 4: strata.builder.v1.BuildOptions.resources:type_name -> strata.builder.v1.RunResources
 	1,  // 5: strata.builder.v1.BuildOptions.event_order:type_name -> strata.builder.v1.EventOrder
-	10, // 6: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
+	11, // 6: strata.builder.v1.ContextEntries.entries:type_name -> strata.builder.v1.FileEntry
 	8,  // 7: strata.builder.v1.BuildRequest.options:type_name -> strata.builder.v1.BuildOptions
-	11, // 8: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
-	12, // 9: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
-	9,  // 10: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
-	2,  // 11: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
-	61, // 12: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
-	15, // 13: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
-	16, // 14: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
-	17, // 15: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
-	18, // 16: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
-	19, // 17: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
-	20, // 18: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
-	22, // 19: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
-	61, // 20: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
-	14, // 21: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
-	21, // 22: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	23, // 23: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	3,  // 24: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
-	26, // 25: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
-	25, // 26: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	28, // 27: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
-	30, // 28: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
-	32, // 29: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
-	25, // 30: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	33, // 31: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
-	4,  // 32: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
-	37, // 33: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	40, // 34: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
-	25, // 35: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	39, // 36: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
-	37, // 37: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
-	25, // 38: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
-	43, // 39: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
-	5,  // 40: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
-	62, // 41: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
-	62, // 42: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
-	62, // 43: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
-	45, // 44: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
-	45, // 45: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
-	21, // 46: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
-	23, // 47: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
-	45, // 48: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
-	62, // 49: strata.builder.v1.CacheMount.last_used:type_name -> google.protobuf.Timestamp
-	54, // 50: strata.builder.v1.ListCacheMountsResponse.cache_mounts:type_name -> strata.builder.v1.CacheMount
-	61, // 51: strata.builder.v1.PruneCacheMountsRequest.unused_for:type_name -> google.protobuf.Duration
-	54, // 52: strata.builder.v1.PruneCacheMountsResponse.removed:type_name -> strata.builder.v1.CacheMount
-	13, // 53: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
-	46, // 54: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
-	48, // 55: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
-	50, // 56: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
-	52, // 57: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
-	55, // 58: strata.builder.v1.BuildService.ListCacheMounts:input_type -> strata.builder.v1.ListCacheMountsRequest
-	57, // 59: strata.builder.v1.BuildService.PruneCacheMounts:input_type -> strata.builder.v1.PruneCacheMountsRequest
-	27, // 60: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
-	31, // 61: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
-	35, // 62: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
-	38, // 63: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
-	42, // 64: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
-	24, // 65: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
-	47, // 66: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
-	49, // 67: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
-	51, // 68: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
-	53, // 69: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
-	56, // 70: strata.builder.v1.BuildService.ListCacheMounts:output_type -> strata.builder.v1.ListCacheMountsResponse
-	58, // 71: strata.builder.v1.BuildService.PruneCacheMounts:output_type -> strata.builder.v1.PruneCacheMountsResponse
-	29, // 72: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
-	34, // 73: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
-	36, // 74: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
-	41, // 75: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
-	44, // 76: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
-	65, // [65:77] is the sub-list for method output_type
-	53, // [53:65] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	12, // 8: strata.builder.v1.BuildRequest.entries:type_name -> strata.builder.v1.ContextEntries
+	13, // 9: strata.builder.v1.BuildRequest.file_data:type_name -> strata.builder.v1.FileData
+	10, // 10: strata.builder.v1.BuildRequest.secret:type_name -> strata.builder.v1.BuildSecret
+	9,  // 11: strata.builder.v1.BuildRequest.agent:type_name -> strata.builder.v1.AgentData
+	2,  // 12: strata.builder.v1.StepOutput.stream:type_name -> strata.builder.v1.OutputStream
+	62, // 13: strata.builder.v1.StepDone.duration:type_name -> google.protobuf.Duration
+	16, // 14: strata.builder.v1.BuildEvent.started:type_name -> strata.builder.v1.StepStarted
+	17, // 15: strata.builder.v1.BuildEvent.cached:type_name -> strata.builder.v1.StepCached
+	18, // 16: strata.builder.v1.BuildEvent.output:type_name -> strata.builder.v1.StepOutput
+	19, // 17: strata.builder.v1.BuildEvent.done:type_name -> strata.builder.v1.StepDone
+	20, // 18: strata.builder.v1.BuildEvent.warning:type_name -> strata.builder.v1.BuildWarning
+	21, // 19: strata.builder.v1.BuildEvent.queued:type_name -> strata.builder.v1.BuildQueued
+	23, // 20: strata.builder.v1.BuildEvent.accepted:type_name -> strata.builder.v1.BuildAccepted
+	62, // 21: strata.builder.v1.BuildResult.duration:type_name -> google.protobuf.Duration
+	15, // 22: strata.builder.v1.BuildResponse.context_request:type_name -> strata.builder.v1.ContextRequest
+	22, // 23: strata.builder.v1.BuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	24, // 24: strata.builder.v1.BuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	9,  // 25: strata.builder.v1.BuildResponse.agent:type_name -> strata.builder.v1.AgentData
+	3,  // 26: strata.builder.v1.TransferProgress.action:type_name -> strata.builder.v1.TransferAction
+	27, // 27: strata.builder.v1.ImportRequest.options:type_name -> strata.builder.v1.ImportOptions
+	26, // 28: strata.builder.v1.ImportResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	29, // 29: strata.builder.v1.ImportResponse.result:type_name -> strata.builder.v1.ImportResult
+	31, // 30: strata.builder.v1.LoadRequest.options:type_name -> strata.builder.v1.LoadOptions
+	33, // 31: strata.builder.v1.LoadResult.images:type_name -> strata.builder.v1.LoadedImage
+	26, // 32: strata.builder.v1.LoadResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	34, // 33: strata.builder.v1.LoadResponse.result:type_name -> strata.builder.v1.LoadResult
+	4,  // 34: strata.builder.v1.SaveRequest.format:type_name -> strata.builder.v1.SaveFormat
+	38, // 35: strata.builder.v1.PullRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	41, // 36: strata.builder.v1.PullResult.platforms:type_name -> strata.builder.v1.PulledPlatform
+	26, // 37: strata.builder.v1.PullResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	40, // 38: strata.builder.v1.PullResponse.result:type_name -> strata.builder.v1.PullResult
+	38, // 39: strata.builder.v1.PushRequest.auth:type_name -> strata.builder.v1.RegistryAuth
+	26, // 40: strata.builder.v1.PushResponse.progress:type_name -> strata.builder.v1.TransferProgress
+	44, // 41: strata.builder.v1.PushResponse.result:type_name -> strata.builder.v1.PushResult
+	5,  // 42: strata.builder.v1.Build.state:type_name -> strata.builder.v1.BuildState
+	63, // 43: strata.builder.v1.Build.created:type_name -> google.protobuf.Timestamp
+	63, // 44: strata.builder.v1.Build.started:type_name -> google.protobuf.Timestamp
+	63, // 45: strata.builder.v1.Build.ended:type_name -> google.protobuf.Timestamp
+	46, // 46: strata.builder.v1.ListBuildsResponse.builds:type_name -> strata.builder.v1.Build
+	46, // 47: strata.builder.v1.GetBuildResponse.build:type_name -> strata.builder.v1.Build
+	22, // 48: strata.builder.v1.WatchBuildResponse.event:type_name -> strata.builder.v1.BuildEvent
+	24, // 49: strata.builder.v1.WatchBuildResponse.result:type_name -> strata.builder.v1.BuildResult
+	46, // 50: strata.builder.v1.CancelBuildResponse.build:type_name -> strata.builder.v1.Build
+	63, // 51: strata.builder.v1.CacheMount.last_used:type_name -> google.protobuf.Timestamp
+	55, // 52: strata.builder.v1.ListCacheMountsResponse.cache_mounts:type_name -> strata.builder.v1.CacheMount
+	62, // 53: strata.builder.v1.PruneCacheMountsRequest.unused_for:type_name -> google.protobuf.Duration
+	55, // 54: strata.builder.v1.PruneCacheMountsResponse.removed:type_name -> strata.builder.v1.CacheMount
+	14, // 55: strata.builder.v1.BuildService.Build:input_type -> strata.builder.v1.BuildRequest
+	47, // 56: strata.builder.v1.BuildService.ListBuilds:input_type -> strata.builder.v1.ListBuildsRequest
+	49, // 57: strata.builder.v1.BuildService.GetBuild:input_type -> strata.builder.v1.GetBuildRequest
+	51, // 58: strata.builder.v1.BuildService.WatchBuild:input_type -> strata.builder.v1.WatchBuildRequest
+	53, // 59: strata.builder.v1.BuildService.CancelBuild:input_type -> strata.builder.v1.CancelBuildRequest
+	56, // 60: strata.builder.v1.BuildService.ListCacheMounts:input_type -> strata.builder.v1.ListCacheMountsRequest
+	58, // 61: strata.builder.v1.BuildService.PruneCacheMounts:input_type -> strata.builder.v1.PruneCacheMountsRequest
+	28, // 62: strata.builder.v1.BuildService.Import:input_type -> strata.builder.v1.ImportRequest
+	32, // 63: strata.builder.v1.BuildService.Load:input_type -> strata.builder.v1.LoadRequest
+	36, // 64: strata.builder.v1.BuildService.Save:input_type -> strata.builder.v1.SaveRequest
+	39, // 65: strata.builder.v1.BuildService.Pull:input_type -> strata.builder.v1.PullRequest
+	43, // 66: strata.builder.v1.BuildService.Push:input_type -> strata.builder.v1.PushRequest
+	25, // 67: strata.builder.v1.BuildService.Build:output_type -> strata.builder.v1.BuildResponse
+	48, // 68: strata.builder.v1.BuildService.ListBuilds:output_type -> strata.builder.v1.ListBuildsResponse
+	50, // 69: strata.builder.v1.BuildService.GetBuild:output_type -> strata.builder.v1.GetBuildResponse
+	52, // 70: strata.builder.v1.BuildService.WatchBuild:output_type -> strata.builder.v1.WatchBuildResponse
+	54, // 71: strata.builder.v1.BuildService.CancelBuild:output_type -> strata.builder.v1.CancelBuildResponse
+	57, // 72: strata.builder.v1.BuildService.ListCacheMounts:output_type -> strata.builder.v1.ListCacheMountsResponse
+	59, // 73: strata.builder.v1.BuildService.PruneCacheMounts:output_type -> strata.builder.v1.PruneCacheMountsResponse
+	30, // 74: strata.builder.v1.BuildService.Import:output_type -> strata.builder.v1.ImportResponse
+	35, // 75: strata.builder.v1.BuildService.Load:output_type -> strata.builder.v1.LoadResponse
+	37, // 76: strata.builder.v1.BuildService.Save:output_type -> strata.builder.v1.SaveResponse
+	42, // 77: strata.builder.v1.BuildService.Pull:output_type -> strata.builder.v1.PullResponse
+	45, // 78: strata.builder.v1.BuildService.Push:output_type -> strata.builder.v1.PushResponse
+	67, // [67:79] is the sub-list for method output_type
+	55, // [55:67] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_strata_builder_v1_builder_proto_init() }
@@ -4984,14 +5130,15 @@ func file_strata_builder_v1_builder_proto_init() {
 	if File_strata_builder_v1_builder_proto != nil {
 		return
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[7].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[8].OneofWrappers = []any{
 		(*BuildRequest_Options)(nil),
 		(*BuildRequest_Entries)(nil),
 		(*BuildRequest_FileData)(nil),
 		(*BuildRequest_ContextTar)(nil),
 		(*BuildRequest_Secret)(nil),
+		(*BuildRequest_Agent)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[15].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[16].OneofWrappers = []any{
 		(*BuildEvent_Started)(nil),
 		(*BuildEvent_Cached)(nil),
 		(*BuildEvent_Output)(nil),
@@ -5000,36 +5147,37 @@ func file_strata_builder_v1_builder_proto_init() {
 		(*BuildEvent_Queued)(nil),
 		(*BuildEvent_Accepted)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[18].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[19].OneofWrappers = []any{
 		(*BuildResponse_ContextRequest)(nil),
 		(*BuildResponse_Event)(nil),
 		(*BuildResponse_Result)(nil),
+		(*BuildResponse_Agent)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[21].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[22].OneofWrappers = []any{
 		(*ImportRequest_Options)(nil),
 		(*ImportRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[23].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[24].OneofWrappers = []any{
 		(*ImportResponse_Progress)(nil),
 		(*ImportResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[25].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[26].OneofWrappers = []any{
 		(*LoadRequest_Options)(nil),
 		(*LoadRequest_Data)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[28].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[29].OneofWrappers = []any{
 		(*LoadResponse_Progress)(nil),
 		(*LoadResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[35].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[36].OneofWrappers = []any{
 		(*PullResponse_Progress)(nil),
 		(*PullResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[38].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[39].OneofWrappers = []any{
 		(*PushResponse_Progress)(nil),
 		(*PushResponse_Result)(nil),
 	}
-	file_strata_builder_v1_builder_proto_msgTypes[45].OneofWrappers = []any{
+	file_strata_builder_v1_builder_proto_msgTypes[46].OneofWrappers = []any{
 		(*WatchBuildResponse_Event)(nil),
 		(*WatchBuildResponse_Result)(nil),
 	}
@@ -5039,7 +5187,7 @@ func file_strata_builder_v1_builder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_builder_v1_builder_proto_rawDesc), len(file_strata_builder_v1_builder_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   55,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -146,6 +146,9 @@ type Request struct {
 	// LiveEvents sends the events of stages that run at once as they
 	// happen, interleaved, rather than in a sequential build's order.
 	LiveEvents bool
+	// Agents are the SSH agents the client forwards (strata build --ssh),
+	// for RUN --mount=type=ssh; nil when none.
+	Agents exec.Agents
 }
 
 // Result is a finished build.
@@ -226,6 +229,7 @@ func (b *Builder) Build(ctx context.Context, req *Request, events exec.Events) (
 		ParallelStages: b.parallelStages(),
 		Secrets:        req.Secrets,
 		LiveEvents:     req.LiveEvents,
+		Agents:         req.Agents,
 	}, events)
 	if err != nil {
 		return nil, err

@@ -409,7 +409,7 @@ func TestBadMountOptions(t *testing.T) {
 	e.importBase("busybox:latest", busyboxLike())
 	e.withCacheMounts(t.TempDir())
 	for mount, want := range map[string]string{
-		"type=ssh":                         "RUN --mount=type=ssh is not supported by this builder",
+		"type=ssh,source=x":                "RUN --mount=type=ssh does not support source",
 		"type=cache,target=/x,sharing=all": `unsupported sharing value "all"`,
 		"type=cache,id=x":                  "target is required",
 		"type=tmpfs,target=/t,uid=1":       `uid not allowed for "tmpfs" type mounts`,

@@ -65,6 +65,14 @@ func dispatch(src []byte, w io.Writer) error {
 				for _, m := range r.Secrets {
 					fmt.Fprintf(w, "  mount %s\n", m.Spec())
 				}
+				for _, m := range r.SSH {
+					fmt.Fprintf(w, "  mount %s\n", m.Spec())
+				}
+				for _, kv := range r.Env {
+					if strings.HasPrefix(kv, "SSH_AUTH_SOCK=") {
+						fmt.Fprintf(w, "  env %s\n", kv)
+					}
+				}
 				for _, m := range r.Mounts {
 					fmt.Fprintf(w, "  mount %s\n", describeMount(m))
 				}

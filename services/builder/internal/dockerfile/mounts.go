@@ -40,19 +40,86 @@ func (m SecretMount) Spec() string {
 		"uid=" + strconv.FormatUint(uint64(m.UID), 10), "gid=" + strconv.FormatUint(uint64(m.GID), 10)}, ",")
 }
 
+// SSHMount is a RUN --mount=type=ssh, resolved as BuildKit's frontend
+// resolves it: the build's SSH agent named ID is served to the step on the
+// unix socket Target. It holds the mount's spec only; the agent is the
+// client's, forwarded over the build stream.
+type SSHMount struct {
+	// ID is the agent's ID ("default" unless given).
+	ID string
+	// Target is the socket's absolute path (DefaultSSHTarget with the
+	// mount's index among the step's ssh mounts unless given).
+	Target string
+	// Required fails the step when the build forwards no such agent;
+	// without it, the mount is skipped, as in BuildKit.
+	Required bool
+	// Mode is the socket's permission bits (0600 unless given); UID and
+	// GID its owner (root unless given).
+	Mode     uint32
+	UID, GID uint32
+}
+
+// DefaultSSHTarget is the socket path of the Nth ssh mount of a step that
+// names no target, as in BuildKit.
+const DefaultSSHTarget = "/run/buildkit/ssh_agent."
+
+// Spec is the mount as the step's cache key covers it: every option,
+// nothing of the agent or its keys.
+func (m SSHMount) Spec() string {
+	return strings.Join([]string{"ssh", "id=" + m.ID, "target=" + m.Target,
+		"required=" + strconv.FormatBool(m.Required), "mode=" + strconv.FormatUint(uint64(m.Mode), 8),
+		"uid=" + strconv.FormatUint(uint64(m.UID), 10), "gid=" + strconv.FormatUint(uint64(m.GID), 10)}, ",")
+}
+
+// sshMount resolves an ssh mount as BuildKit's dispatchSSH and its LLB
+// exec do: the ID defaults to "default", the target to
+// /run/buildkit/ssh_agent.N (N the mount's index among the step's ssh
+// mounts), the mode to 0600.
+func (s *State) sshMount(c *instructions.RunCommand, m *instructions.Mount, n int) (SSHMount, error) {
+	if m.Source != "" {
+		return SSHMount{}, Errorf(c, "RUN --mount=type=ssh does not support source")
+	}
+	sm := SSHMount{ID: m.CacheID, Target: m.Target, Required: m.Required, Mode: 0o600}
+	if sm.ID == "" {
+		sm.ID = "default"
+	}
+	if sm.Target == "" {
+		sm.Target = DefaultSSHTarget + strconv.Itoa(n)
+	}
+	if !path.IsAbs(sm.Target) {
+		sm.Target = path.Join("/", s.Config.WorkingDir, sm.Target)
+	}
+	sm.Target = path.Clean(sm.Target)
+	if sm.Target == "/" || strings.ContainsRune(sm.Target, 0) {
+		return SSHMount{}, Errorf(c, "RUN --mount=type=ssh: target=%q is not a socket path", m.Target)
+	}
+	if m.Mode != nil {
+		if *m.Mode > 0o7777 {
+			return SSHMount{}, Errorf(c, "RUN --mount=type=ssh: mode %o is not a permission", *m.Mode)
+		}
+		sm.Mode = uint32(*m.Mode)
+	}
+	if m.UID != nil {
+		sm.UID = uint32(*m.UID)
+	}
+	if m.GID != nil {
+		sm.GID = uint32(*m.GID)
+	}
+	return sm, nil
+}
+
 // runMounts expands a RUN's --mount flags with env (the build arguments in
 // scope and the config's variables, as BuildKit expands them) and resolves
-// them: secret mounts, and the cache, tmpfs and bind mounts the step's
-// root gets (see fsMount). Other types are refused.
-func (s *State) runMounts(c *instructions.RunCommand, env []string) ([]SecretMount, []*instructions.Mount, error) {
+// them: secret and ssh mounts, and the cache, tmpfs and bind mounts the
+// step's root gets (see fsMount). Other types are refused.
+func (s *State) runMounts(c *instructions.RunCommand, env []string) (runMounts, error) {
+	var rm runMounts
 	if !hasFlag(c.FlagsUsed, "mount") {
-		return nil, nil, nil
+		return rm, nil
 	}
 	if err := c.Expand(func(word string) (string, error) { return expandWord(s.lex, word, env) }); err != nil {
-		return nil, nil, Errorf(c, "RUN --mount: %v", err)
+		return rm, Errorf(c, "RUN --mount: %v", err)
 	}
-	var secrets []SecretMount
-	var mounts []*instructions.Mount
 	targets := map[string]bool{}
 	for _, m := range instructions.GetMounts(c) {
 		target := ""
@@ -60,27 +127,41 @@ func (s *State) runMounts(c *instructions.RunCommand, env []string) ([]SecretMou
 		case instructions.MountTypeSecret:
 			sm, err := s.secretMount(c, m)
 			if err != nil {
-				return nil, nil, err
+				return rm, err
 			}
-			secrets = append(secrets, sm)
+			rm.secrets = append(rm.secrets, sm)
+			target = sm.Target
+		case instructions.MountTypeSSH:
+			sm, err := s.sshMount(c, m, len(rm.ssh))
+			if err != nil {
+				return rm, err
+			}
+			rm.ssh = append(rm.ssh, sm)
 			target = sm.Target
 		case instructions.MountTypeCache, instructions.MountTypeTmpfs, instructions.MountTypeBind:
 			if err := s.fsMount(c, m); err != nil {
-				return nil, nil, err
+				return rm, err
 			}
-			mounts = append(mounts, m)
+			rm.fs = append(rm.fs, m)
 			target = m.Target
 		default:
-			return nil, nil, Errorf(c, "RUN --mount=type=%s is not supported by this builder", m.Type)
+			return rm, Errorf(c, "RUN --mount=type=%s is not supported by this builder", m.Type)
 		}
 		if target != "" {
 			if targets[target] {
-				return nil, nil, Errorf(c, "RUN --mount: two mounts at %s", target)
+				return rm, Errorf(c, "RUN --mount: two mounts at %s", target)
 			}
 			targets[target] = true
 		}
 	}
-	return secrets, mounts, nil
+	return rm, nil
+}
+
+// runMounts are a RUN's resolved mounts by kind.
+type runMounts struct {
+	secrets []SecretMount
+	ssh     []SSHMount
+	fs      []*instructions.Mount
 }
 
 // MountFroms returns the from= of a RUN's mounts, as written: stages the

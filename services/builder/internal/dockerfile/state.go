@@ -338,6 +338,8 @@ type Run struct {
 	Env []string
 	// Secrets are the step's secret mounts.
 	Secrets []SecretMount
+	// SSH are the step's ssh mounts.
+	SSH []SSHMount
 	// Commit is what the step records: its container Cmd has the build
 	// arguments in scope as "|N NAME=value …" before the command, as Docker
 	// writes RUN history.
@@ -374,7 +376,8 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 		return Run{}, Errorf(c, "RUN needs a command")
 	}
 	inScope := s.Args.InScope(s.Config.Env)
-	secrets, mounts, err := s.runMounts(c, append(slices.Clone(s.Config.Env), inScope...))
+	env := append(slices.Clone(s.Config.Env), inScope...)
+	rm, err := s.runMounts(c, env)
 	if err != nil {
 		return Run{}, err
 	}
@@ -386,13 +389,19 @@ func (s *State) Run(c *instructions.RunCommand) (Run, error) {
 	if network == instructions.NetworkDefault {
 		network = ""
 	}
+	if len(rm.ssh) > 0 && !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "SSH_AUTH_SOCK=") }) {
+		// As BuildKit's exec: the first agent's socket, unless the
+		// config or a build argument sets the variable.
+		env = append(env, "SSH_AUTH_SOCK="+rm.ssh[0].Target)
+	}
 	return Run{
 		Args:    args,
-		Env:     append(slices.Clone(s.Config.Env), inScope...),
-		Secrets: secrets,
+		Env:     env,
+		Secrets: rm.secrets,
+		SSH:     rm.ssh,
 		Commit:  Commit{ContainerCmd: save},
 		Network: network,
-		Mounts:  mounts,
+		Mounts:  rm.fs,
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -111,6 +112,8 @@ type Process struct {
 	Mounts []specs.Mount
 	// Secrets are the step's secret mounts with their values.
 	Secrets []sandbox.Secret
+	// Agents are the step's ssh mounts, served by the build's agents.
+	Agents []sandbox.Agent
 }
 
 // Sandbox runs RUN steps.
@@ -185,6 +188,18 @@ type Options struct {
 	// that run at once interleaved, rather than in the order of a
 	// sequential build.
 	LiveEvents bool
+	// Agents are the SSH agents the build's client forwards, for RUN
+	// --mount=type=ssh; nil when it forwards none.
+	Agents Agents
+}
+
+// Agents are the SSH agents a build's client forwards.
+type Agents interface {
+	// Has reports whether the build forwards the agent id.
+	Has(id string) bool
+	// Serve carries one connection of a step to the agent id until conn
+	// or ctx is done.
+	Serve(ctx context.Context, id string, conn net.Conn)
 }
 
 // Events receives a build's progress.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -778,6 +779,10 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	if err != nil {
 		return err
 	}
+	agents, err := r.agents(st)
+	if err != nil {
+		return err
+	}
 	mounts, release, err := r.stepMounts(ctx, st)
 	if err != nil {
 		return err
@@ -786,7 +791,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	// The mount points, the secrets' too, are made here, where the step's
 	// upper directory is known to become its layer, and taken out of it
 	// after the run.
-	stubs, err := makeStubs(m.Root(), m.Upper(), mountPoints(mounts, secrets))
+	stubs, err := makeStubs(m.Root(), m.Upper(), mountPoints(mounts, secrets, agents))
 	defer stubs.remove()
 	if err != nil {
 		return errdefs.New(errdefs.KindOf(err), "Dockerfile:%d: RUN --mount: %w", st.Line, err)
@@ -794,7 +799,7 @@ func (r *run) runProcess(ctx context.Context, st *plan.Step, m Mount) error {
 	code, err := r.d.Sandbox.Run(ctx, Process{
 		Root: m.Root(), Args: st.Run.Args, Env: st.Run.Env, Cwd: cwd, User: st.Config.User,
 		Hostname: r.cid(st)[:12], Network: StepNetwork(st, r.o.Network), Resources: r.o.Resources, Stdout: out, Stderr: errw,
-		Upper: m.Upper(), Discard: m.Release, Mounts: mounts, Secrets: secrets,
+		Upper: m.Upper(), Discard: m.Release, Mounts: mounts, Secrets: secrets, Agents: agents,
 	})
 	out.Flush()
 	errw.Flush()
@@ -836,6 +841,26 @@ func (r *run) secrets(st *plan.Step) ([]sandbox.Secret, error) {
 			continue
 		}
 		out = append(out, sandbox.Secret{Target: m.Target, Env: m.Env, Data: v, Mode: fs.FileMode(m.Mode), UID: m.UID, GID: m.GID})
+	}
+	return out, nil
+}
+
+// agents returns a RUN step's ssh mounts served by the build's agents. An
+// agent the build does not forward skips its mount, as in BuildKit,
+// unless the mount requires it: then the step fails naming it.
+func (r *run) agents(st *plan.Step) ([]sandbox.Agent, error) {
+	var out []sandbox.Agent
+	for _, m := range st.Run.SSH {
+		if r.o.Agents == nil || !r.o.Agents.Has(m.ID) {
+			if m.Required {
+				return nil, errdefs.InvalidArgument("Dockerfile:%d: SSH agent %q is required but the build forwards none of that ID: pass it with strata build --ssh %s (the agent of $SSH_AUTH_SOCK) or --ssh %s=KEY_OR_SOCKET",
+					st.Line, m.ID, m.ID, m.ID).WithReason("SSH_NOT_FOUND")
+			}
+			continue
+		}
+		id := m.ID
+		out = append(out, sandbox.Agent{Target: m.Target, Mode: fs.FileMode(m.Mode), UID: m.UID, GID: m.GID,
+			Serve: func(ctx context.Context, conn net.Conn) { r.o.Agents.Serve(ctx, id, conn) }})
 	}
 	return out, nil
 }

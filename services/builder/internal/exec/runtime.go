@@ -104,7 +104,7 @@ func (s runner) Admit(network builderv1.NetworkMode, res *builderv1.RunResources
 func (s runner) Run(ctx context.Context, p Process) (int, error) {
 	return s.r.Run(ctx, sandbox.Process{
 		RootFS: p.Root, UpperDir: p.Upper, Discard: p.Discard, Args: p.Args, Env: p.Env, User: p.User, Cwd: p.Cwd, Hostname: p.Hostname,
-		Network: sandboxNetwork(p.Network), Limits: sandboxLimits(p.Resources), Mounts: p.Mounts, Secrets: p.Secrets,
+		Network: sandboxNetwork(p.Network), Limits: sandboxLimits(p.Resources), Mounts: p.Mounts, Secrets: p.Secrets, Agents: p.Agents,
 		Output: func(stream sandbox.Stream, line []byte) {
 			w := p.Stdout
 			if stream == sandbox.Stderr {

@@ -30,7 +30,7 @@ type mountPoint struct {
 }
 
 // mountPoints lists where a step's mounts and its secrets' files go.
-func mountPoints(ms []specs.Mount, secrets []sandbox.Secret) []mountPoint {
+func mountPoints(ms []specs.Mount, secrets []sandbox.Secret, agents []sandbox.Agent) []mountPoint {
 	var out []mountPoint
 	for _, m := range ms {
 		file := false
@@ -45,6 +45,9 @@ func mountPoints(ms []specs.Mount, secrets []sandbox.Secret) []mountPoint {
 		if s.Target != "" {
 			out = append(out, mountPoint{target: s.Target, file: true, what: "secret target " + s.Target})
 		}
+	}
+	for _, a := range agents {
+		out = append(out, mountPoint{target: a.Target, file: true, what: "ssh target " + a.Target})
 	}
 	return out
 }

@@ -150,6 +150,9 @@ func (s *strata) build(t testing.TB, dir string, c *Case, dockerfile, tag string
 	for _, sec := range c.secretFlags(t) {
 		args = slices.Insert(args, len(args)-1, "--secret", sec) // before the context
 	}
+	for _, a := range c.sshFlags(t) {
+		args = slices.Insert(args, len(args)-1, "--ssh", a)
+	}
 	out, stderr, err := s.run(t, dir, args...)
 	if err != nil {
 		return out, strings.TrimSpace(stderr)

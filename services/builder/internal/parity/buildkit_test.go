@@ -128,6 +128,9 @@ func (b *buildkit) build(t testing.TB, dir string, c *Case, dockerfile, tag stri
 	for _, sec := range c.secretFlags(t) {
 		args = append(args, "--secret", sec)
 	}
+	for _, a := range c.sshFlags(t) {
+		args = append(args, "--ssh", a)
+	}
 	cmd := exec.Command(b.ctl, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

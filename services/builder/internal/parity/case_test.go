@@ -4,6 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // A Case is one ported test: a build context (the Dockerfile among its
@@ -68,6 +73,7 @@ type Case struct {
 	Archives  map[string][]archiveEntry
 	Secrets   [][2]string // id, value
 	Repo      string
+	SSH       []string // the IDs of the SSH agents forwarded
 	Known     string
 	Checks    []string
 	Rebuilds  []string
@@ -187,6 +193,8 @@ func parseCase(name string, data []byte) (*Case, error) {
 			c.Secrets = append(c.Secrets, [2]string{f[0], f[1]})
 		case "repo":
 			c.Repo = val
+		case "ssh":
+			c.SSH = append(c.SSH, f...)
 		case "known":
 			c.Known = val
 		case "check":
@@ -323,6 +331,30 @@ func (c *Case) secretFlags(t testing.TB) []string {
 			t.Fatal(err)
 		}
 		out = append(out, "id="+s[0]+",src="+p)
+	}
+	return out
+}
+
+// sshFlags are the --ssh flags of the case's agents, as buildctl and
+// strata take them: ID=KEY_FILE, a fresh ed25519 key each.
+func (c *Case) sshFlags(t testing.TB) []string {
+	t.Helper()
+	dir := t.TempDir()
+	var out []string
+	for i, id := range c.SSH {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, err := ssh.MarshalPrivateKey(priv, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, id+"="+p)
 	}
 	return out
 }

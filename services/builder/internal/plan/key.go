@@ -61,6 +61,9 @@ func runMounts(s *Step) []string {
 	for _, m := range s.Run.Secrets {
 		out = append(out, m.Spec())
 	}
+	for _, m := range s.Run.SSH {
+		out = append(out, m.Spec())
+	}
 	for _, m := range s.Mounts {
 		out = append(out, m.spec())
 	}

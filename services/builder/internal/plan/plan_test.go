@@ -399,8 +399,8 @@ func TestTriggersAreCheckedLikeInstructions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for trigger, want := range map[string]string{
-		"RUN --security=insecure true": `Dockerfile:1: ONBUILD trigger "RUN --security=insecure true" of busybox: RUN --security=insecure is not supported by this builder: steps run only in its sandbox`,
-		"RUN --mount=type=ssh true":    "RUN --mount=type=ssh is not supported by this builder",
+		"RUN --security=insecure true":       `Dockerfile:1: ONBUILD trigger "RUN --security=insecure true" of busybox: RUN --security=insecure is not supported by this builder: steps run only in its sandbox`,
+		"RUN --mount=type=ssh,source=x true": "RUN --mount=type=ssh does not support source",
 	} {
 		base := busybox()
 		base.Config.Config.OnBuild = []string{trigger}

@@ -126,6 +126,9 @@ type Process struct {
 	// read-only) and variables, for this run only. As for Mounts, the
 	// caller keeps the files' mount points out of the step's layer.
 	Secrets []Secret
+	// Agents are SSH agents given to the process as unix sockets, for
+	// this run only.
+	Agents []Agent
 	// Output receives each line the process writes, without its newline,
 	// with the stream it came on; a last line without a newline counts too.
 	// Calls never overlap. The line is only valid during the call.
@@ -348,7 +351,7 @@ func (r *Runner) Run(ctx context.Context, p Process) (code int, err error) {
 	}
 	defer os.RemoveAll(bundle)
 	var secretMounts []specs.Mount
-	if len(p.Secrets) > 0 {
+	if len(p.Secrets) > 0 || len(p.Agents) > 0 {
 		// Unmounted before the bundle is removed (defers run last first),
 		// once runc deleted the container: the values go with the tmpfs.
 		defer unix.Unmount(bundle, unix.MNT_DETACH)
@@ -356,6 +359,15 @@ func (r *Runner) Run(ctx context.Context, p Process) (code int, err error) {
 			return -1, err
 		}
 		p.Env = withSecretEnv(p.Env, p.Secrets)
+		if len(p.Agents) > 0 {
+			agents, mounts, aerr := listenAgents(bundle, p.Agents)
+			if aerr != nil {
+				return -1, aerr
+			}
+			// Once the process ended: a step's agent connections end with it.
+			defer agents.close()
+			secretMounts = append(secretMounts, mounts...)
+		}
 	}
 	s := stepSpec{id: id, hostname: hostname, bundle: bundle, cgroupsPath: r.cgroups.specPath(id),
 		resources: limits.resources(r.cgroups.swapAccounted()), rlimits: rlimits(limits.Ulimits)}

@@ -116,6 +116,9 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 	if opts == nil {
 		return errdefs.InvalidArgument("build: the first message must carry the options")
 	}
+	if err := checkAgentIDs(opts.GetSshIds()); err != nil {
+		return err
+	}
 	secrets, err := receiveSecrets(stream, opts.GetSecretIds())
 	if err != nil {
 		return err
@@ -132,8 +135,13 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 		return stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Event{Event: ev}})
 	})
 	b.Send(&builderv1.BuildEvent{Event: &builderv1.BuildEvent_Accepted{Accepted: &builderv1.BuildAccepted{BuildId: b.ID()}}})
+	agents := newAgentForwarder(opts.GetSshIds(), func(m *builderv1.AgentData) error {
+		return b.SendOther(func() error {
+			return stream.Send(&builderv1.BuildResponse{Response: &builderv1.BuildResponse_Agent{Agent: m}})
+		})
+	})
 	streamFree := make(chan struct{})
-	go s.runBuild(ctx, cancel, b, stream, opts, secrets, streamFree)
+	go s.runBuild(ctx, cancel, b, stream, opts, secrets, agents, streamFree)
 
 	select {
 	case <-b.Done():
@@ -157,16 +165,22 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[builderv1.BuildRequest, b
 
 // runBuild receives b's context over stream and runs the build. It closes
 // streamFree once it no longer reads the stream.
-func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b *builds.Build, stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], opts *builderv1.BuildOptions, secrets map[string][]byte, streamFree chan<- struct{}) {
+//
+// With agents, the stream is read until the client closes its side (once
+// told the build is over) or goes away: it carries their answers.
+func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b *builds.Build, stream grpc.BidiStreamingServer[builderv1.BuildRequest, builderv1.BuildResponse], opts *builderv1.BuildOptions, secrets map[string][]byte, agents *agentForwarder, streamFree chan<- struct{}) {
 	defer wipe(secrets)
 	defer s.builds.end()
 	defer cancel(nil)
 	defer context.AfterFunc(s.builds.stopping, func() { cancel(errStopping) })()
 	start := time.Now()
 	clientGone := context.AfterFunc(stream.Context(), func() { cancel(errClientGone) })
-	sess, err := s.builds.contexts.Receive(ctx, &logStream{stream: stream, build: b}, opts, func() { cancel(errNoContext) })
+	sess, err := s.builds.contexts.Receive(ctx, &logStream{stream: stream, build: b, agents: agents}, opts, func() { cancel(errNoContext) })
 	clientGone()
 	if err != nil {
+		if agents != nil {
+			agents.stop()
+		}
 		close(streamFree)
 		b.Finish(nil, buildError(err, nil, ctx), ctx.Err() != nil)
 		return
@@ -180,14 +194,23 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, b
 		if sess.Contents(context.WithoutCancel(ctx)) == nil {
 			b.Detachable()
 		}
+		if agents != nil {
+			agents.receive(stream)
+		}
 	}()
 	req := buildRequest(opts, sess)
 	req.Secrets = secrets
+	if agents != nil {
+		req.Agents = agents
+	}
 	res, err := s.builds.builder.Build(ctx, req, withText(b.Send))
 	if err == nil {
 		// A build that needed no context contents still ends only once
 		// they all came: the client sends them before it reads the result.
 		err = sess.Contents(ctx)
+	}
+	if agents != nil {
+		agents.end()
 	}
 	if err != nil {
 		err = withDockerfileDetails(buildError(err, sess, ctx), dockerfileFile(opts), sess.Dockerfile)
@@ -253,6 +276,9 @@ func withText(send func(*builderv1.BuildEvent)) func(*builderv1.BuildEvent) {
 type logStream struct {
 	stream buildctx.Stream
 	build  *builds.Build
+	// agents, when the client forwards SSH agents, takes their answers,
+	// which may come while the context does.
+	agents *agentForwarder
 }
 
 func (l *logStream) Send(m *builderv1.BuildResponse) error {
@@ -263,7 +289,16 @@ func (l *logStream) Send(m *builderv1.BuildResponse) error {
 	return l.build.SendOther(func() error { return l.stream.Send(m) })
 }
 
-func (l *logStream) Recv() (*builderv1.BuildRequest, error) { return l.stream.Recv() }
+func (l *logStream) Recv() (*builderv1.BuildRequest, error) {
+	for {
+		m, err := l.stream.Recv()
+		if a := m.GetAgent(); err == nil && a != nil && l.agents != nil {
+			l.agents.deliver(a)
+			continue
+		}
+		return m, err
+	}
+}
 
 // requester names the caller of ctx's call, or "" without auth.
 func requester(ctx context.Context) string {
