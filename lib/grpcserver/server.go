@@ -199,8 +199,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, metricsLis net.Lis
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{Registry: s.Metrics}))
 		if s.cfg.Pprof {
+			// No /debug/pprof/cmdline: the listener has no authentication,
+			// and a command line may carry --auth-token or --s3-secret-key.
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -702,7 +702,8 @@ func TestBadFlagsExitWithCodeTwo(t *testing.T) {
 }
 
 // TestPprofOnMetricsListener checks that --pprof serves profiles beside
-// /metrics, and that without it the metrics listener serves none.
+// /metrics, and that without it the metrics listener serves none. The
+// command line is never served: it may hold a token or an S3 secret key.
 func TestPprofOnMetricsListener(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("pprof=%v", on), func(t *testing.T) {
@@ -730,6 +731,15 @@ func TestPprofOnMetricsListener(t *testing.T) {
 			resp.Body.Close()
 			if got := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "goroutine profile"); got != on {
 				t.Errorf("GET /debug/pprof/goroutine with pprof %v: %s %.100q", on, resp.Status, body)
+			}
+			resp, err = http.Get("http://" + mlis.Addr().String() + "/debug/pprof/cmdline")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK || strings.Contains(string(body), "grpcserver.test") {
+				t.Errorf("GET /debug/pprof/cmdline with pprof %v: %s %.100q; the command line must not be served", on, resp.Status, body)
 			}
 		})
 	}
