@@ -43,12 +43,14 @@ func stepKey(parent digest.Digest, s *Step, network string) (digest.Digest, int6
 // of that copy, it covers what is copied and how — the instruction, the
 // sources' content, mode and owner (or the --from stage's key or image),
 // the absolute destination (the working directory of a relative one), and
-// --chown, --exclude and --parents (sourcesKey) — and nothing of the
+// --chown, --exclude and --parents (sourcesKey) — plus the destination as
+// written, which the step's history row holds, so a record found under
+// the key always has this step's row; and nothing of the
 // parent, so a change to an earlier step leaves it as it was. It is of a
 // kind of its own ("link"), never equal to a step key, and it leaves the
 // step's own key, which the step's chain records use, unchanged.
 func linkKey(s *Step) digest.Digest {
-	return cache.New("link").String(s.Cmd.Name()).String(string(s.Copy.sourcesKey())).String("linux/amd64").Digest()
+	return cache.New("link").String(s.Cmd.Name()).String(string(s.Copy.sourcesKey())).String(s.Copy.DestText).String("linux/amd64").Digest()
 }
 
 // runMounts is what of a RUN step's mounts its key names: each mount's

@@ -56,6 +56,7 @@ func TestLinkKey(t *testing.T) {
 	for _, df := range []string{
 		"FROM busybox\nCOPY --link app /other\n",
 		"FROM busybox\nWORKDIR /w\nCOPY --link app app\n", // relative: the working directory
+		"FROM busybox\nWORKDIR /\nCOPY --link app app\n",  // /app written otherwise: another history row
 		"FROM busybox\nCOPY --link --chown=1:1 app /app\n",
 		"FROM busybox\nCOPY --link --exclude=*.sh app /app\n",
 		"FROM busybox\nCOPY --link app/main.go /app\n",
