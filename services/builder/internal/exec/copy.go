@@ -73,17 +73,22 @@ type prepared struct {
 }
 
 // prepareSources starts mounting the sources of stage sp's COPY --from
-// steps that the cache will not serve, at once rather than each when its
-// step comes: an image's layers are unpacked meanwhile, each source's
-// while the others' are, at most Options.ParallelStages at a time
-// (r.prep). The steps take their mounts (source); release, which the
-// stage calls when it ends, releases those no step took.
+// steps that the cache will not serve (by their key, or a --link step's
+// link key), at once rather than each when its step comes: an image's
+// layers are unpacked meanwhile, each source's while the others' are, at
+// most Options.ParallelStages at a time (r.prep). The steps take their
+// mounts (source); release, which the stage calls when it ends, stops the
+// mounting no step waits for any more and releases those no step took.
 func (r *run) prepareSources(ctx context.Context, sp *plan.Stage) (release func()) {
+	ctx, cancel := context.WithCancel(ctx)
 	for _, st := range sp.Steps {
 		if !st.FromElsewhere() {
 			continue
 		}
 		if _, hit := r.hits[st.Key]; hit {
+			continue
+		}
+		if _, hit := r.hits[st.LinkKey]; hit && st.LinkKey != "" {
 			continue
 		}
 		p := &prepared{done: make(chan struct{})}
@@ -106,6 +111,7 @@ func (r *run) prepareSources(ctx context.Context, sp *plan.Stage) (release func(
 		}()
 	}
 	return func() {
+		cancel()
 		for _, st := range sp.Steps {
 			r.mu.Lock()
 			p := r.sources[st]
