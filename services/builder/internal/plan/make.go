@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/moby/buildkit/frontend/dockerfile/dfgitutil"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -129,8 +130,10 @@ func Make(ctx context.Context, in Input) (*Plan, error) {
 	p := &planner{in: in, df: in.Dockerfile, args: dockerfile.NewBuildArgs(in.BuildArgs), maxConfigBytes: in.MaxConfigBytes,
 		byIndex: map[int]*Stage{}}
 	// Images resolved ahead and not needed after all (planning failed
-	// first) stop being fetched.
+	// first) stop being fetched, and are waited for: none may still be
+	// taking blobs into the build's lease once the caller releases it.
 	ctx, cancel := context.WithCancel(ctx)
+	defer p.resolved.Wait()
 	defer cancel()
 	return p.plan(ctx)
 }
@@ -151,6 +154,7 @@ type planner struct {
 	// when not held) all at once ahead of the planning that needs them,
 	// by name.
 	resolving map[string]*resolution
+	resolved  sync.WaitGroup
 }
 
 // resolution is an image being resolved.
@@ -167,7 +171,9 @@ func (p *planner) resolveAhead(ctx context.Context, refs []string) {
 	for _, ref := range refs {
 		r := &resolution{done: make(chan struct{})}
 		p.resolving[ref] = r
+		p.resolved.Add(1)
 		go func() {
+			defer p.resolved.Done()
 			defer close(r.done)
 			select {
 			case slots <- struct{}{}:
