@@ -329,6 +329,13 @@ func (p *planner) stage(ctx context.Context, i int) (*Stage, error) {
 			if err != nil {
 				return nil, err
 			}
+			// The build's secrets and SSH agents are the Dockerfile's to
+			// give: a base image's trigger, which the user did not write,
+			// gets none (BuildKit lets triggers mount them).
+			if stp.Trigger && (len(r.Secrets) > 0 || len(r.SSH) > 0) {
+				return nil, errdefs.InvalidArgument("Dockerfile:%d: ONBUILD trigger %q of %s: RUN --mount=type=secret and type=ssh are refused in a base image's triggers: the build's secrets and SSH agents are only for the Dockerfile's own steps",
+					s.Line, triggers[k], base)
+			}
 			stp.Kind, stp.Run, commit = KindRun, &r, r.Commit
 			if stp.Mounts, err = p.mounts(ctx, c, r.Mounts, i); err != nil {
 				return nil, err

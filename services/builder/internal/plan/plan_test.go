@@ -401,9 +401,13 @@ func TestTriggersAreCheckedLikeInstructions(t *testing.T) {
 	for trigger, want := range map[string]string{
 		"RUN --security=insecure true":       `Dockerfile:1: ONBUILD trigger "RUN --security=insecure true" of busybox: RUN --security=insecure is not supported by this builder: steps run only in its sandbox`,
 		"RUN --mount=type=ssh,source=x true": "RUN --mount=type=ssh does not support source",
+		// The build's secrets and agents are not a base image's to use.
+		"RUN --mount=type=ssh ssh-add -l":             `Dockerfile:1: ONBUILD trigger "RUN --mount=type=ssh ssh-add -l" of busybox: RUN --mount=type=secret and type=ssh are refused in a base image's triggers`,
+		"RUN --mount=type=secret,id=npmrc cat /run/x": `ONBUILD trigger "RUN --mount=type=secret,id=npmrc cat /run/x" of busybox: RUN --mount=type=secret and type=ssh are refused`,
+		"ARG T=ssh\nRUN --mount=type=$T true":         `ONBUILD trigger "RUN --mount=type=$T true" of busybox: RUN --mount=type=secret and type=ssh are refused`,
 	} {
 		base := busybox()
-		base.Config.Config.OnBuild = []string{trigger}
+		base.Config.Config.OnBuild = strings.Split(trigger, "\n")
 		_, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": base}})
 		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), want) {
 			t.Errorf("trigger %q: Make = %v, want INVALID_ARGUMENT with %q", trigger, err, want)
