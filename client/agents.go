@@ -88,7 +88,7 @@ func LoadSSHAgent(spec string) (string, SSHAgent, error) {
 			}
 			return "", nil, fmt.Errorf("ssh %s: reading the private key %s: %w", id, p, err)
 		}
-		if err := keyring.Add(agent.AddedKey{PrivateKey: key, Comment: p}); err != nil {
+		if err := keyring.Add(agent.AddedKey{PrivateKey: key, Comment: id}); err != nil {
 			return "", nil, fmt.Errorf("ssh %s: the key %s: %w", id, p, err)
 		}
 	}
@@ -283,6 +283,17 @@ func (s *agentsStream) serve(n uint32, ag SSHAgent, c *agentConn) {
 		}
 	}()
 	for req := range c.requests {
+		// Only listing and signing reach the agent: anything else a step
+		// sends is answered here, so that readOnlyAgent is not the only
+		// guard, and a request type x/crypto learns later stays refused
+		// (ServeAgent also logs each refusal on the CLI's stderr, which a
+		// step could flood).
+		if len(req) <= agentLengthBytes || (req[agentLengthBytes] != agentRequestIdentities && req[agentLengthBytes] != agentSignRequest) {
+			if err := s.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Agent{Agent: &builderv1.AgentData{Connection: n, Data: agentFailure}}}); err != nil {
+				break
+			}
+			continue
+		}
 		if _, err := ours.Write(req); err != nil {
 			break
 		}
@@ -306,6 +317,15 @@ func (s *agentsStream) close() {
 	}
 	s.ended = true
 }
+
+// The agent protocol's message types a step may send, and the answer to
+// any other (draft-miller-ssh-agent, section 3).
+const (
+	agentRequestIdentities = 11 // SSH_AGENTC_REQUEST_IDENTITIES
+	agentSignRequest       = 13 // SSH_AGENTC_SIGN_REQUEST
+)
+
+var agentFailure = []byte{0, 0, 0, 1, 5} // SSH_AGENT_FAILURE
 
 // readAgentMessage reads one agent protocol message, its length prefix
 // included, of at most maxAgentMessage bytes.

@@ -1,16 +1,22 @@
 package client
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"io"
+	"log"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 )
 
 func writeKey(t *testing.T, path string, passphrase string) ssh.PublicKey {
@@ -106,5 +112,71 @@ func TestLoadSSHAgent(t *testing.T) {
 	t.Setenv("SSH_AUTH_SOCK", "")
 	if _, _, err := LoadSSHAgent("default"); err == nil || !strings.Contains(err.Error(), "SSH_AUTH_SOCK is not set") {
 		t.Errorf("LoadSSHAgent(default) without an agent = %v, want an error naming SSH_AUTH_SOCK", err)
+	}
+}
+
+// sentStream records what an agentsStream sends to the builder.
+type sentStream struct{ sent chan *builderv1.AgentData }
+
+func (s sentStream) Send(m *builderv1.BuildRequest) error {
+	if a := m.GetAgent(); a != nil {
+		s.sent <- a
+	}
+	return nil
+}
+func (sentStream) Recv() (*builderv1.BuildResponse, error) { return nil, io.EOF }
+func (sentStream) CloseSend() error                        { return nil }
+
+// A step's requests other than listing and signing are answered with a
+// failure before any agent sees them: its keys stay as they were, and
+// nothing is logged on the CLI's stderr (x/crypto's ServeAgent logs each
+// request it refuses, which a step could repeat without end).
+func TestAgentRequestsOtherThanListAndSignAreRefused(t *testing.T) {
+	var logged bytes.Buffer
+	log.SetOutput(&logged)
+	defer log.SetOutput(os.Stderr)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	pub := writeKey(t, key, "")
+	_, ag, err := LoadSSHAgent("deploy=" + key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := sentStream{sent: make(chan *builderv1.AgentData, 8)}
+	s := newAgentsStream(out, map[string]SSHAgent{"deploy": ag})
+	defer s.close()
+	msg := func(typ byte, body ...byte) []byte {
+		return append([]byte{0, 0, 0, byte(1 + len(body)), typ}, body...)
+	}
+	answer := func(what string) []byte {
+		t.Helper()
+		select {
+		case a := <-out.sent:
+			return a.GetData()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no answer", what)
+			return nil
+		}
+	}
+	for _, req := range []struct {
+		what string
+		data []byte
+	}{
+		{"remove all identities", msg(19)},
+		{"lock", msg(22, 0, 0, 0, 1, 'x')},
+		{"an extension", msg(27, 0, 0, 0, 1, 'x')},
+		{"a type no agent knows", msg(200)},
+	} {
+		s.handle(&builderv1.AgentData{Connection: 1, Id: "deploy", Data: req.data})
+		if got := answer(req.what); !bytes.Equal(got, agentFailure) {
+			t.Errorf("%s: answered %v, want SSH_AGENT_FAILURE", req.what, got)
+		}
+	}
+	s.handle(&builderv1.AgentData{Connection: 1, Id: "deploy", Data: msg(11)})
+	if got := answer("list"); len(got) < 5 || got[4] != 12 || !bytes.Contains(got, pub.Marshal()) {
+		t.Errorf("list: answered %v, want SSH_AGENT_IDENTITIES_ANSWER with the key", got)
+	}
+	if logged.Len() > 0 {
+		t.Errorf("the refusals were logged: %q", logged.String())
 	}
 }
