@@ -262,7 +262,7 @@ RUN for t in metadata:50052 blobstore:50053 s3:7070 postgres:5432; do \
     ip=$(nslookup deb.debian.org | awk '/^Address: / { a = $2 } END { print a }'); echo "resolved $ip"; \
     nc -w 5 "$ip" 80 </dev/null && echo "outbound ok"
 DOCKERFILE
-  out=$("$strata" build --no-cache --progress plain "$dir" 2>&1)
+  out=$("$strata" build --no-cache "$dir" 2>&1)
   rm -rf "$dir"
   echo "$out"
   ! grep -q '^REACHED' <<<"$out" || return 1
