@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -225,5 +226,51 @@ func TestAddGitTreeBombRefused(t *testing.T) {
 			t.Errorf("ADD of a repository of %s: %v, want RESOURCE_EXHAUSTED naming the URL and %s", c.what, err, c.want)
 		}
 		t.Logf("%s: refused in %v", c.what, time.Since(t0))
+	}
+}
+
+// A token in a Git URL's user information (https://TOKEN@host/…) is sent,
+// but never shown: not in errors, not in a kept .git/config.
+func TestAddGitURLTokenNotShown(t *testing.T) {
+	s := newGitServer(t)
+	const token = "ghp_SECRETTOKEN"
+	withToken := strings.Replace(s.url, "http://", "http://"+token+"@", 1)
+	e := newEnv(t)
+	e.b.URLPolicy.AllowPrivate = true
+	e.importBase("busybox:latest", busyboxLike())
+	res, _ := e.mustBuild("FROM busybox\nADD --keep-git-dir=true "+withToken+" /k\n", nil)
+	config := e.files(e.image(res.ImageID))["k/.git/config"]
+	if !strings.Contains(config, s.url) || strings.Contains(config, token) {
+		t.Errorf("k/.git/config = %q, want origin %s without the token", config, s.url)
+	}
+	_, _, err := e.build("FROM busybox\nADD "+withToken+"#nosuchbranch /src\n", nil)
+	if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), s.url) {
+		t.Errorf("ADD of a ref the repository lacks, with a token in the URL: %v, want an error naming %s without the token", err, s.url)
+	}
+}
+
+// A server whose ref advertisement never ends is cut off at
+// maxGitSmallBody, not read into memory up to the download bound.
+func TestAddGitRefAdvertisementBounded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
+		fmt.Fprint(w, "001e# service=git-upload-pack\n0000")
+		fmt.Fprintf(w, "%04x%s HEAD\x00side-band-64k\n", 4+40+6+14, strings.Repeat("1", 40))
+		// Refs of 1 KiB up to 64 MiB, a bounded answer past the bound.
+		name := strings.Repeat("r", 1024-4-40-1-11-1-8)
+		for i := 0; i < 64<<10; i++ {
+			if _, err := fmt.Fprintf(w, "%04x%s refs/heads/%s%08d\n", 1024, strings.Repeat("1", 40), name, i); err != nil {
+				return
+			}
+		}
+		fmt.Fprint(w, "0000")
+	}))
+	defer srv.Close()
+	e := newEnv(t)
+	e.b.URLPolicy.AllowPrivate = true
+	e.importBase("busybox:latest", busyboxLike())
+	_, _, err := e.build("FROM busybox\nADD "+srv.URL+"/big.git /src\n", nil)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), srv.URL+"/big.git") || !strings.Contains(err.Error(), strconv.Itoa(maxGitSmallBody)) {
+		t.Errorf("ADD of a repository whose ref advertisement is 64 MiB: %v, want RESOURCE_EXHAUSTED naming the URL and the bound %d", err, maxGitSmallBody)
 	}
 }

@@ -773,13 +773,15 @@ func (cp *Copy) Fetch(ctx context.Context, d Downloads) (*Copy, error) {
 	return &out, nil
 }
 
-// redact hides a URL's password, for messages.
+// redact drops a URL's user information, for messages: a token is often
+// the user (https://TOKEN@host/…), which url.URL.Redacted keeps.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
 	}
-	return u.Redacted()
+	u.User = nil
+	return u.String()
 }
 
 func isURL(s string) bool {
