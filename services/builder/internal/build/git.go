@@ -42,7 +42,8 @@ import (
 
 // cloneGit fetches the commit an ADD Git source names over HTTP(S), through
 // the builder's egress policy and within ADD's download bounds (time, and
-// MaxDownload bytes fetched and checked out), shallow when the ref is a
+// MaxDownload bytes fetched and checked out; checkPack's bounds on the
+// objects, checkout.tree's on the paths), shallow when the ref is a
 // branch or tag. It returns the checkout as a tree whose file contents are
 // in the context store, with BuildKit's modes (0644, 0755 for executables
 // and directories), root's ownership and the checkout's time (the
@@ -553,13 +554,16 @@ func remoteError(remote string, err error) error {
 	return errdefs.Unavailable("fetching %s: %v", redactURL(remote), err)
 }
 
-// redactURL drops a URL's user information, for messages and the origin
+// redactURL drops an HTTP(S) URL's user information, for messages and the origin
 // of a kept .git: a token is often the user (https://TOKEN@host/…), which
 // url.URL.Redacted keeps.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return u.Redacted() // ssh://git@host/…: the user is no secret
 	}
 	u.User = nil
 	return u.String()
