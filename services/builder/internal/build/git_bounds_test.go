@@ -2,6 +2,10 @@ package build
 
 import (
 	"bufio"
+	"bytes"
+	"compress/zlib"
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -272,5 +276,44 @@ func TestAddGitRefAdvertisementBounded(t *testing.T) {
 	_, _, err := e.build("FROM busybox\nADD "+srv.URL+"/big.git /src\n", nil)
 	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), srv.URL+"/big.git") || !strings.Contains(err.Error(), strconv.Itoa(maxGitSmallBody)) {
 		t.Errorf("ADD of a repository whose ref advertisement is 64 MiB: %v, want RESOURCE_EXHAUSTED naming the URL and the bound %d", err, maxGitSmallBody)
+	}
+}
+
+// checkPack reads a delta's target size from the start of its data: a pack
+// of deltas a few bytes long that each make an object under MaxGitObject
+// but all together more than MaxDownload is refused, and so is one delta
+// making an object over MaxGitObject.
+func TestGitPackCheckDeltas(t *testing.T) {
+	// pack is a pack of REF deltas (against one base, which is not in it:
+	// the check does not resolve them) each making an object of size.
+	pack := func(sizes ...int64) *bytes.Reader {
+		var b bytes.Buffer
+		b.WriteString("PACK")
+		binary.Write(&b, binary.BigEndian, uint32(2))
+		binary.Write(&b, binary.BigEndian, uint32(len(sizes)))
+		for _, size := range sizes {
+			delta := binary.AppendUvarint(binary.AppendUvarint(nil, 10), uint64(size))
+			// The object's type (7, a REF delta) and its data's length.
+			n := len(delta)
+			b.WriteByte(0x70 | byte(n&0x0f))
+			b.Write(make([]byte, 20)) // the base's hash
+			z := zlib.NewWriter(&b)
+			z.Write(delta)
+			z.Close()
+		}
+		b.Write(make([]byte, 20)) // the pack's checksum, not checked here
+		return bytes.NewReader(b.Bytes())
+	}
+	const remote = "https://example.com/repo.git"
+	if err := checkPack(context.Background(), pack(100, MaxGitObject), remote); err != nil {
+		t.Errorf("a pack of deltas making objects of 100 and %d bytes: %v, want it taken", MaxGitObject, err)
+	}
+	err := checkPack(context.Background(), pack(100, MaxGitObject+1), remote)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), remote) || !strings.Contains(err.Error(), strconv.Itoa(MaxGitObject+1)) {
+		t.Errorf("a pack of a delta making an object of %d bytes: %v, want RESOURCE_EXHAUSTED naming the URL and the size", MaxGitObject+1, err)
+	}
+	err = checkPack(context.Background(), pack(MaxGitObject, MaxGitObject, MaxGitObject, MaxGitObject, 1), remote)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), remote) || !strings.Contains(err.Error(), strconv.Itoa(MaxDownload)) {
+		t.Errorf("a pack of deltas making objects of %d bytes in all: %v, want RESOURCE_EXHAUSTED naming the URL and the bound %d", 4*MaxGitObject+1, err, MaxDownload)
 	}
 }
