@@ -77,7 +77,7 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 		case tr.left.Load() < 0:
 			return errdefs.ResourceExhausted("fetching %s: more than %d bytes", redactURL(g.Remote), MaxDownload)
 		case tr.smallOver.Load():
-			return errdefs.ResourceExhausted("fetching %s: the server's ref advertisement or error answer is more than %d bytes", redactURL(g.Remote), maxGitSmallBody)
+			return errdefs.ResourceExhausted("fetching %s: the server's ref advertisement (info/refs) is more than %d bytes", redactURL(g.Remote), maxGitRefsBody)
 		case tr.refused.Load() != nil:
 			return tr.refused.Load()
 		}
@@ -494,7 +494,7 @@ func (c *checkout) dir(host, name string) error {
 type fetchTransport struct {
 	rt        http.RoundTripper
 	left      atomic.Int64
-	smallOver atomic.Bool // a ref advertisement or error body overran maxGitSmallBody
+	smallOver atomic.Bool // a ref advertisement overran maxGitRefsBody
 	refused   atomic.Pointer[errdefs.Error]
 }
 
@@ -508,18 +508,28 @@ func (t *fetchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	body := &boundedBody{ReadCloser: resp.Body, t: t}
-	// The ref advertisement and an error's body are read whole into
-	// memory by go-git: they get a bound of their own.
-	if resp.StatusCode/100 != 2 || strings.HasSuffix(req.URL.Path, "/info/refs") {
-		body.small = maxGitSmallBody
+	switch {
+	case resp.StatusCode/100 != 2:
+		// go-git reads an error's answer whole into its message: the
+		// message gets the answer's start, as if that were all of it.
+		body.ReadCloser = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, maxGitErrorBody), resp.Body}
+	case strings.HasSuffix(req.URL.Path, "/info/refs"):
+		// go-git reads the ref advertisement whole into memory.
+		body.small = maxGitRefsBody
 	}
 	resp.Body = body
 	return resp, nil
 }
 
-// maxGitSmallBody bounds a Git server's ref advertisement (info/refs) and
-// the body of an error it answers with.
-const maxGitSmallBody = 16 << 20
+const (
+	// maxGitRefsBody bounds a Git server's ref advertisement (info/refs).
+	maxGitRefsBody = 16 << 20
+	// maxGitErrorBody is what is read of a Git server's error answer.
+	maxGitErrorBody = 4 << 10
+)
 
 type boundedBody struct {
 	io.ReadCloser

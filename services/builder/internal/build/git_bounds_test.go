@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,7 +255,7 @@ func TestAddGitURLTokenNotShown(t *testing.T) {
 }
 
 // A server whose ref advertisement never ends is cut off at
-// maxGitSmallBody, not read into memory up to the download bound.
+// maxGitRefsBody, not read into memory up to the download bound.
 func TestAddGitRefAdvertisementBounded(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
@@ -274,8 +275,8 @@ func TestAddGitRefAdvertisementBounded(t *testing.T) {
 	e.b.URLPolicy.AllowPrivate = true
 	e.importBase("busybox:latest", busyboxLike())
 	_, _, err := e.build("FROM busybox\nADD "+srv.URL+"/big.git /src\n", nil)
-	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), srv.URL+"/big.git") || !strings.Contains(err.Error(), strconv.Itoa(maxGitSmallBody)) {
-		t.Errorf("ADD of a repository whose ref advertisement is 64 MiB: %v, want RESOURCE_EXHAUSTED naming the URL and the bound %d", err, maxGitSmallBody)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), srv.URL+"/big.git") || !strings.Contains(err.Error(), strconv.Itoa(maxGitRefsBody)) {
+		t.Errorf("ADD of a repository whose ref advertisement is 64 MiB: %v, want RESOURCE_EXHAUSTED naming the URL and the bound %d", err, maxGitRefsBody)
 	}
 }
 
@@ -315,5 +316,38 @@ func TestGitPackCheckDeltas(t *testing.T) {
 	err = checkPack(context.Background(), pack(MaxGitObject, MaxGitObject, MaxGitObject, MaxGitObject, 1), remote)
 	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), remote) || !strings.Contains(err.Error(), strconv.Itoa(MaxDownload)) {
 		t.Errorf("a pack of deltas making objects of %d bytes in all: %v, want RESOURCE_EXHAUSTED naming the URL and the bound %d", 4*MaxGitObject+1, err, MaxDownload)
+	}
+}
+
+// A server that answers with an error of 64 MiB has its answer read only
+// as far as go-git puts into a message (which reads it whole), not into
+// memory up to the download bound.
+func TestAddGitErrorAnswerBounded(t *testing.T) {
+	var sent atomic.Int64
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		w.WriteHeader(http.StatusNotFound)
+		line := strings.Repeat("e", 1023) + "\n"
+		for i := 0; i < 64<<10; i++ {
+			n, err := io.WriteString(w, line)
+			if sent.Add(int64(n)); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	e := newEnv(t)
+	e.b.URLPolicy.AllowPrivate = true
+	e.importBase("busybox:latest", busyboxLike())
+	_, _, err := e.build("FROM busybox\nADD "+srv.URL+"/broken.git /src\n", nil)
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), srv.URL+"/broken.git") {
+		t.Errorf("ADD of a repository whose server answers 404: %v, want NOT_FOUND naming the URL", err)
+	}
+	<-done
+	// What the server sent is what the builder read and what the
+	// connection's buffers took before the builder hung up.
+	if n := sent.Load(); n >= 32<<20 {
+		t.Errorf("the server sent %d MiB of its 64 MiB answer of 404 before the builder hung up", n>>20)
 	}
 }
