@@ -351,3 +351,18 @@ func TestAddGitErrorAnswerBounded(t *testing.T) {
 		t.Errorf("the server sent %d MiB of its 64 MiB answer of 404 before the builder hung up", n>>20)
 	}
 }
+
+// The fetch's scratch repository is in the context store's scratch
+// directory (emptied when the builder starts), not the system's: a
+// builder whose TMPDIR cannot be written still fetches.
+func TestAddGitScratchInContextStore(t *testing.T) {
+	s := newGitServer(t)
+	e := newEnv(t)
+	e.b.URLPolicy.AllowPrivate = true
+	e.importBase("busybox:latest", busyboxLike())
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
+	res, _ := e.mustBuild("FROM busybox\nADD "+s.url+" /src\n", nil)
+	if got := e.files(e.image(res.ImageID))["src/README"]; got != "-rw-r--r-- 0:0 hello\n" {
+		t.Errorf("src/README = %q", got)
+	}
+}
