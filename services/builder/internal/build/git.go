@@ -2,10 +2,12 @@ package build
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -40,7 +42,8 @@ import (
 
 // cloneGit fetches the commit an ADD Git source names over HTTP(S), through
 // the builder's egress policy and within ADD's download bounds (time, and
-// MaxDownload bytes fetched and checked out), shallow when the ref is a
+// MaxDownload bytes fetched and checked out; checkPack's bounds on the
+// objects, checkout.tree's on the paths), shallow when the ref is a
 // branch or tag. It returns the checkout as a tree whose file contents are
 // in the context store, with BuildKit's modes (0644, 0755 for executables
 // and directories), root's ownership and the checkout's time (the
@@ -73,6 +76,8 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 				WithReason("DOWNLOAD_TIMEOUT")
 		case tr.left.Load() < 0:
 			return errdefs.ResourceExhausted("fetching %s: more than %d bytes", redactURL(g.Remote), MaxDownload)
+		case tr.smallOver.Load():
+			return errdefs.ResourceExhausted("fetching %s: the server's ref advertisement (info/refs) is more than %d bytes", redactURL(g.Remote), maxGitRefsBody)
 		case tr.refused.Load() != nil:
 			return tr.refused.Load()
 		}
@@ -97,12 +102,15 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 		return nil, "", err
 	}
 
-	tmp, err := os.MkdirTemp("", "strata-git-")
+	tmp, err := b.Contexts.MkdirTemp("git-")
 	if err != nil {
 		return nil, "", err
 	}
 	defer os.RemoveAll(tmp)
-	st := filesystem.NewStorage(osfs.New(filepath.Join(tmp, ".git")), cache.NewObjectLRUDefault())
+	// Blobs over smallBlob are read from the pack as they are stored, not
+	// whole into memory.
+	st := filesystem.NewStorageWithOptions(osfs.New(filepath.Join(tmp, ".git")), cache.NewObjectLRUDefault(),
+		filesystem.Options{LargeObjectThreshold: smallBlob})
 	repo, err := git.Init(st, osfs.New(tmp))
 	if err != nil {
 		return nil, "", err
@@ -137,7 +145,26 @@ func (b *Builder) cloneGit(ctx context.Context, g plan.GitSource) (*buildctx.Con
 	case req.Capabilities.Supports(capability.Sideband):
 		pack = sideband.NewDemuxer(sideband.Sideband, resp)
 	}
-	if err := packfile.UpdateObjectStorage(st, pack); err != nil {
+	// The pack is spooled and its objects' sizes checked before go-git
+	// indexes it, which inflates each object whole into memory.
+	spool, err := os.Create(filepath.Join(tmp, "fetch.pack"))
+	if err != nil {
+		return nil, "", err
+	}
+	defer spool.Close()
+	if _, err := io.Copy(spool, pack); err != nil {
+		return nil, "", what(errdefs.Unavailable("fetching %s: %v", redactURL(g.Remote), err))
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return nil, "", err
+	}
+	if err := checkPack(dctx, spool, redactURL(g.Remote)); err != nil {
+		return nil, "", what(err)
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return nil, "", err
+	}
+	if err := packfile.UpdateObjectStorage(st, spool); err != nil {
 		return nil, "", what(errdefs.Unavailable("fetching %s: %v", redactURL(g.Remote), err))
 	}
 
@@ -261,15 +288,25 @@ func keepGitDir(repo *git.Repository, g plan.GitSource, name plumbing.ReferenceN
 	return wt.Reset(&git.ResetOptions{Commit: commit, Mode: git.MixedReset})
 }
 
+// The bounds of a checkout's paths: one path's length (Linux's PATH_MAX)
+// and the paths' total length, which bounds the memory the list takes
+// when its files are empty or directories.
+const (
+	maxGitPath      = 4096
+	maxGitPathBytes = 64 << 20
+)
+
 // checkout lists a commit's tree as a context, storing file contents.
 type checkout struct {
 	b       *Builder
 	objects storer.EncodedObjectStorer
 	mtime   int64
 	left    int64 // bytes the checkout may still store
-	remote  string
-	list    []*builderv1.FileEntry
-	batch   *buildctx.Batch // small contents, once one is stored
+	// pathBytes is the length of the paths listed so far.
+	pathBytes int64
+	remote    string
+	list      []*builderv1.FileEntry
+	batch     *buildctx.Batch // small contents, once one is stored
 }
 
 // close makes the small contents stored survive a restart.
@@ -299,6 +336,17 @@ func (c *checkout) tree(ctx context.Context, t *object.Tree, skipSubmodules bool
 		if err != nil {
 			return err
 		}
+		// A tree can name one subtree many times over, and those many
+		// times over again: the walk stops at what a context may hold.
+		if len(c.list) >= buildctx.MaxEntries {
+			return errdefs.ResourceExhausted("checking out %s: more than %d files and directories", c.remote, buildctx.MaxEntries)
+		}
+		if len(name) > maxGitPath {
+			return errdefs.ResourceExhausted("checking out %s: a path of %d bytes (%.64s…); this builder checks out paths of up to %d bytes", c.remote, len(name), name, maxGitPath)
+		}
+		if c.pathBytes += int64(len(name)); c.pathBytes > maxGitPathBytes {
+			return errdefs.ResourceExhausted("checking out %s: the paths add up to more than %d bytes", c.remote, maxGitPathBytes)
+		}
 		switch e.Mode {
 		case filemode.Dir:
 			c.add(name, fs.ModeDir|0o755, 0, "", "")
@@ -321,6 +369,9 @@ func (c *checkout) tree(ctx context.Context, t *object.Tree, skipSubmodules bool
 			blob, err := object.GetBlob(c.objects, e.Hash)
 			if err != nil {
 				return err
+			}
+			if blob.Size > c.left {
+				return errdefs.ResourceExhausted("checking out %s: more than %d bytes", c.remote, MaxDownload)
 			}
 			r, err := blob.Reader()
 			if err != nil {
@@ -441,9 +492,10 @@ func (c *checkout) dir(host, name string) error {
 // and keeps the egress policy's refusal to report it as it is (go-git
 // wraps transport errors in its own words).
 type fetchTransport struct {
-	rt      http.RoundTripper
-	left    atomic.Int64
-	refused atomic.Pointer[errdefs.Error]
+	rt        http.RoundTripper
+	left      atomic.Int64
+	smallOver atomic.Bool // a ref advertisement overran maxGitRefsBody
+	refused   atomic.Pointer[errdefs.Error]
 }
 
 func (t *fetchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -455,18 +507,45 @@ func (t *fetchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	resp.Body = &boundedBody{ReadCloser: resp.Body, left: &t.left}
+	body := &boundedBody{ReadCloser: resp.Body, t: t}
+	switch {
+	case resp.StatusCode/100 != 2:
+		// go-git reads an error's answer whole into its message: the
+		// message gets the answer's start, as if that were all of it.
+		body.ReadCloser = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, maxGitErrorBody), resp.Body}
+	case strings.HasSuffix(req.URL.Path, "/info/refs"):
+		// go-git reads the ref advertisement whole into memory.
+		body.small = maxGitRefsBody
+	}
+	resp.Body = body
 	return resp, nil
 }
 
+const (
+	// maxGitRefsBody bounds a Git server's ref advertisement (info/refs).
+	maxGitRefsBody = 16 << 20
+	// maxGitErrorBody is what is read of a Git server's error answer.
+	maxGitErrorBody = 4 << 10
+)
+
 type boundedBody struct {
 	io.ReadCloser
-	left *atomic.Int64
+	t     *fetchTransport
+	small int64 // the bytes this body may have, when it is bounded alone (0 when not)
+	read  int64
 }
 
 func (b *boundedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if b.left.Add(-int64(n)) < 0 {
+	b.read += int64(n)
+	if b.small > 0 && b.read > b.small {
+		b.t.smallOver.Store(true)
+		return n, fmt.Errorf("more than %d bytes", b.small)
+	}
+	if b.t.left.Add(-int64(n)) < 0 {
 		return n, fmt.Errorf("more than %d bytes", MaxDownload)
 	}
 	return n, err
@@ -478,18 +557,101 @@ func remoteError(remote string, err error) error {
 	case errors.Is(err, transport.ErrRepositoryNotFound):
 		return errdefs.NotFound("no Git repository at %s", redactURL(remote))
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
-		return errdefs.FailedPrecondition("%s needs credentials, which this builder does not send", redactURL(remote))
+		return errdefs.FailedPrecondition("%s needs credentials, and the URL has none or they were refused (this builder sends only a user and password or token in the URL, https://user:token@host/…)", redactURL(remote))
 	case errors.Is(err, transport.ErrEmptyRemoteRepository):
 		return errdefs.NotFound("repository %s is empty", redactURL(remote))
 	}
 	return errdefs.Unavailable("fetching %s: %v", redactURL(remote), err)
 }
 
-// redactURL hides a URL's password, for messages.
+// redactURL drops an HTTP(S) URL's user information, for messages and the origin
+// of a kept .git: a token is often the user (https://TOKEN@host/…), which
+// url.URL.Redacted keeps.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
 	}
-	return u.Redacted()
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return u.Redacted() // ssh://git@host/…: the user is no secret
+	}
+	u.User = nil
+	return u.String()
+}
+
+// MaxGitObject bounds one object of a fetched Git repository, inflated (a
+// delta's target too): go-git inflates each object whole into memory to
+// index the pack, so this is about what one fetch may hold in memory.
+const MaxGitObject = 256 << 20
+
+// checkPack refuses a pack (before go-git indexes it) any object of which
+// inflates to more than MaxGitObject, or all of whose objects inflate to
+// more than MaxDownload: a pack of a few hundred KiB can hold a blob of
+// gigabytes of zeros. It reads the pack's object headers and, of a delta,
+// the target size its data starts with; what it inflates is discarded as
+// it is read.
+func checkPack(ctx context.Context, pack io.ReadSeeker, remote string) error {
+	s := packfile.NewScanner(pack)
+	_, objects, err := s.Header()
+	if err != nil {
+		return errdefs.Unavailable("fetching %s: %v", remote, err)
+	}
+	var total int64
+	for i := uint32(0); i < objects; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := s.NextObjectHeader()
+		if err != nil {
+			return errdefs.Unavailable("fetching %s: %v", remote, err)
+		}
+		size := h.Length
+		if h.Type.IsDelta() && size <= MaxGitObject {
+			head := deltaHead{}
+			if _, _, err := s.NextObject(&head); err != nil {
+				return errdefs.Unavailable("fetching %s: %v", remote, err)
+			}
+			target, err := head.targetSize()
+			if err != nil {
+				return errdefs.Unavailable("fetching %s: object %d of the pack: %v", remote, i, err)
+			}
+			// The delta is inflated too, to apply it.
+			size = max(size, target)
+		}
+		if size > MaxGitObject {
+			return errdefs.ResourceExhausted("fetching %s: the repository has an object of %d bytes; this builder checks out objects of up to %d bytes (%d MiB)", remote, size, int64(MaxGitObject), MaxGitObject>>20)
+		}
+		if total += size; total > MaxDownload {
+			return errdefs.ResourceExhausted("fetching %s: the objects fetched inflate to more than %d bytes, the bound of one ADD", remote, int64(MaxDownload))
+		}
+	}
+	return nil
+}
+
+// deltaHead keeps the start of a delta's data, where its base's and its
+// target's sizes are, and discards the rest.
+type deltaHead struct {
+	b []byte
+}
+
+func (d *deltaHead) Write(p []byte) (int, error) {
+	if n := 2 * binary.MaxVarintLen64; len(d.b) < n {
+		d.b = append(d.b, p[:min(len(p), n-len(d.b))]...)
+	}
+	return len(p), nil
+}
+
+// targetSize is the size the delta's data says its target has: after the
+// base's size, as a little-endian base-128 number (binary.Uvarint's
+// encoding).
+func (d *deltaHead) targetSize() (int64, error) {
+	_, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		return 0, errors.New("a delta with no base size")
+	}
+	t, m := binary.Uvarint(d.b[n:])
+	if m <= 0 || t > math.MaxInt64 {
+		return 0, errors.New("a delta with no target size")
+	}
+	return int64(t), nil
 }

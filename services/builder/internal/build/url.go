@@ -111,7 +111,7 @@ func (b *Builder) fetchURL(ctx context.Context, raw string, checksum digest.Dige
 	}
 	if sum != nil {
 		if got := digest.NewDigest(checksum.Algorithm(), sum); got != checksum {
-			return nil, errdefs.New(errdefs.ErrFailedPrecondition, "digest mismatch for %s: %s (expected: %s)", u.Redacted(), got, checksum).WithReason("CHECKSUM_MISMATCH")
+			return nil, errdefs.New(errdefs.ErrFailedPrecondition, "digest mismatch for %s: %s (expected: %s)", redactURL(u.String()), got, checksum).WithReason("CHECKSUM_MISMATCH")
 		}
 	}
 	d, err := tmp.Commit()

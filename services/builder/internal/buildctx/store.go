@@ -483,6 +483,17 @@ type TempFile struct {
 	n int64
 }
 
+// MkdirTemp makes a directory for a fetch's scratch files (a Git
+// checkout's repository) beside the store's partial contents, so what the
+// builder leaves there when it dies is removed when it starts again.
+func (s *Store) MkdirTemp(pattern string) (string, error) {
+	d, err := os.MkdirTemp(filepath.Join(s.dir, "tmp"), pattern)
+	if err != nil {
+		return "", fmt.Errorf("context store: %w", err)
+	}
+	return d, nil
+}
+
 // NewTempFile starts receiving a content of unknown digest.
 func (s *Store) NewTempFile() (*TempFile, error) {
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "dl-")

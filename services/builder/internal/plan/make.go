@@ -786,13 +786,18 @@ func (cp *Copy) Fetch(ctx context.Context, d Downloads) (*Copy, error) {
 	return &out, nil
 }
 
-// redact hides a URL's password, for messages.
+// redact drops an HTTP(S) URL's user information, for messages: a token is often
+// the user (https://TOKEN@host/…), which url.URL.Redacted keeps.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
 	}
-	return u.Redacted()
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return u.Redacted() // ssh://git@host/…: the user is no secret
+	}
+	u.User = nil
+	return u.String()
 }
 
 func isURL(s string) bool {
