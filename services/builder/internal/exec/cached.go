@@ -22,19 +22,30 @@ import (
 // runs, as on a miss. Cache keys are computable from public inputs, so a
 // record that does not hold up is never trusted, whoever wrote it.
 func (r *run) cached(ctx context.Context, st *plan.Step, cur current, id string) (*current, error) {
-	img, err := r.d.Images.Get(ctx, id)
-	if errdefs.IsNotFound(err) {
-		r.reject(ctx, st, st.Key, id, "its image does not exist")
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading cached image %s: %w", id, err)
+	img, err := r.recordImage(ctx, st, st.Key, id)
+	if img == nil || err != nil {
+		return nil, err
 	}
 	if why := mismatch(st, r.historyCreatedBy(st), cur, img); why != "" {
 		r.reject(ctx, st, st.Key, id, why)
 		return nil, nil
 	}
 	return &current{id: string(img.ID()), config: img.Config, layers: img.Layers()}, nil
+}
+
+// recordImage reads image id, which the cache record of st under key
+// names; a record whose image does not exist is rejected, and nil
+// returned.
+func (r *run) recordImage(ctx context.Context, st *plan.Step, key digest.Digest, id string) (*image.Image, error) {
+	img, err := r.d.Images.Get(ctx, id)
+	if errdefs.IsNotFound(err) {
+		r.reject(ctx, st, key, id, "its image does not exist")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading cached image %s: %w", id, err)
+	}
+	return img, nil
 }
 
 // mismatch says how img is not what st, whose history row is createdBy,
@@ -90,13 +101,9 @@ func sameHistory(a, b image.History) bool {
 // stored again. A record whose image is not a --link step's of the same
 // instruction is logged and counted, and nil returned: the step runs.
 func (r *run) rebase(ctx context.Context, st *plan.Step, cur current, id string) (*current, *image.Layer, error) {
-	img, err := r.d.Images.Get(ctx, id)
-	if errdefs.IsNotFound(err) {
-		r.reject(ctx, st, st.LinkKey, id, "its image does not exist")
-		return nil, nil, nil
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading cached image %s: %w", id, err)
+	img, err := r.recordImage(ctx, st, st.LinkKey, id)
+	if img == nil || err != nil {
+		return nil, nil, err
 	}
 	l, hash, why := linkLayer(st, img)
 	if why != "" {
