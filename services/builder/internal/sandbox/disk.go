@@ -182,30 +182,43 @@ func (w *diskWatch) check(now time.Time) bool {
 	if w.s == nil {
 		return false
 	}
-	if !now.Before(w.nextWalk) {
-		used, err := dirUsage(w.s.upper)
-		if w.procs != nil {
-			used += heldDeleted(w.procs(), w.s.devs)
-		}
-		took := time.Since(now)
-		w.nextWalk = time.Now().Add(max(diskPoll, 5*took))
-		if err == nil {
-			w.d.setUsed(w.s, used)
-			if used > w.limit {
-				w.d.mu.Lock()
-				w.s.evicted = true
-				w.d.mu.Unlock()
-				w.hit = stepDiskExceeded(w.limit)
-				return true
-			}
-		}
+	if !now.Before(w.nextWalk) && w.overLimit(now) {
+		return true
 	}
 	free, floor, err := w.d.floor(w.s.upper)
 	if err == nil && free < floor && w.d.evict(w.s, floor) {
-		w.hit = diskFloorReached(floor)
+		// A step that filled the disk between two walks may be past its
+		// own limit too: it is told that, the limit it can act on, rather
+		// than the builder's floor.
+		if !w.overLimit(now) {
+			w.hit = diskFloorReached(floor)
+		}
 		return true
 	}
 	return false
+}
+
+// overLimit measures the step and reports whether it wrote more than its
+// limit, setting hit.
+func (w *diskWatch) overLimit(now time.Time) bool {
+	used, err := dirUsage(w.s.upper)
+	if w.procs != nil {
+		used += heldDeleted(w.procs(), w.s.devs)
+	}
+	took := time.Since(now)
+	w.nextWalk = time.Now().Add(max(diskPoll, 5*took))
+	if err != nil {
+		return false
+	}
+	w.d.setUsed(w.s, used)
+	if used <= w.limit {
+		return false
+	}
+	w.d.mu.Lock()
+	w.s.evicted = true
+	w.d.mu.Unlock()
+	w.hit = stepDiskExceeded(w.limit)
+	return true
 }
 
 // dirUsage returns the bytes the files under dir take on disk (allocated

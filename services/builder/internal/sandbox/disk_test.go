@@ -290,3 +290,28 @@ func TestDisksEvictTheLargestOnce(t *testing.T) {
 		t.Error("a step that wrote less than a hundredth of the floor was picked")
 	}
 }
+
+// A step that filled the disk between two measurements, going past its
+// own limit on the way, is told of its limit (the flag it can act on), not
+// blamed for the builder's floor.
+func TestDiskWatchNamesTheStepLimitBeforeTheFloor(t *testing.T) {
+	fs := t.TempDir()
+	if err := unix.Mount("tmpfs", fs, "tmpfs", 0, "size=64m"); err != nil {
+		t.Skipf("mounting a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(fs, 0) })
+	if err := os.WriteFile(filepath.Join(fs, "fill"), make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := disks{minFree: 64 << 20} // the filesystem is below its floor
+	w := diskWatch{d: &d, s: d.add("a", fs, fs), limit: 2 << 20}
+	d.setUsed(w.s, 1<<20) // what the last walk saw
+	now := time.Now()
+	w.nextWalk = now.Add(time.Hour) // the next is not due
+	if !w.check(now) {
+		t.Fatal("check did not kill the step")
+	}
+	if want := stepDiskExceeded(w.limit); w.hit == nil || w.hit.Error() != want.Error() {
+		t.Errorf("the step was killed with %v, want %v", w.hit, want)
+	}
+}
