@@ -178,8 +178,9 @@ type Options struct {
 	Network         builderv1.NetworkMode
 	// Resources limit each RUN step; nil means the sandbox's defaults.
 	Resources *builderv1.RunResources
-	// ParallelStages is the most stages that run at once
-	// (DefaultParallelStages when zero).
+	// ParallelStages is the most stages that run at once (one at a time
+	// when zero; the builder passes its flag, DefaultParallelStages
+	// unless set).
 	ParallelStages int
 	// Secrets are the build's secrets by ID, for RUN --mount=type=secret;
 	// they are given to the steps that mount them and kept nowhere.

@@ -9,7 +9,7 @@ import (
 )
 
 // DefaultParallelStages is how many stages of one build run at once when
-// Options.ParallelStages is zero.
+// the builder is not told (its flag --parallel-stages).
 const DefaultParallelStages = 4
 
 // stages runs the plan's stages, each as soon as the stages it builds on
@@ -22,10 +22,7 @@ const DefaultParallelStages = 4
 // stages (the layer uploads they start go on under it), so the caller
 // cancels it when the build is over.
 func (r *run) stages(ctx context.Context, cancel context.CancelFunc) error {
-	limit := r.o.ParallelStages
-	if limit <= 0 {
-		limit = DefaultParallelStages
-	}
+	limit := max(r.o.ParallelStages, 1)
 	r.prep = make(chan struct{}, limit)
 	done := map[*plan.Stage]chan struct{}{}
 	for _, sp := range r.pl.Stages {
