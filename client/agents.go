@@ -1,10 +1,8 @@
 package client
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -15,18 +13,13 @@ import (
 
 	"github.com/strata-build/strata/client/buildcontext"
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/agentwire"
 )
 
-// The bounds of SSH agent forwarding, as the builder keeps them: agents
-// per build, connections answered at once, the size of one agent message
-// (its 4-byte length included).
-const (
-	MaxSSHAgents       = 100
-	maxAgentConns      = 16
-	maxAgentMessage    = 256 << 10
-	agentLengthBytes   = 4
-	sshAuthSockEnvName = "SSH_AUTH_SOCK"
-)
+// MaxSSHAgents is the most SSH agents one build may forward.
+const MaxSSHAgents = agentwire.MaxAgents
+
+const sshAuthSockEnvName = "SSH_AUTH_SOCK"
 
 // SSHAgent is an SSH agent a build forwards (BuildOptions.SSH): Open
 // returns the agent that answers one connection of a step, and a func
@@ -236,7 +229,7 @@ func (s *agentsStream) handle(a *builderv1.AgentData) {
 	}
 	if c == nil {
 		ag := s.agents[a.GetId()]
-		if ag == nil || len(s.conns) >= maxAgentConns || s.ended {
+		if ag == nil || len(s.conns) >= agentwire.MaxConns || s.ended {
 			go s.sendClose(n)
 			return
 		}
@@ -270,7 +263,7 @@ func (s *agentsStream) serve(n uint32, ag SSHAgent, c *agentConn) {
 	}()
 	go func() {
 		for {
-			msg, err := readAgentMessage(ours)
+			msg, err := agentwire.ReadMessage(ours)
 			if err != nil {
 				ours.Close()
 				s.sendClose(n)
@@ -288,7 +281,8 @@ func (s *agentsStream) serve(n uint32, ag SSHAgent, c *agentConn) {
 		// guard, and a request type x/crypto learns later stays refused
 		// (ServeAgent also logs each refusal on the CLI's stderr, which a
 		// step could flood).
-		if len(req) <= agentLengthBytes || (req[agentLengthBytes] != agentRequestIdentities && req[agentLengthBytes] != agentSignRequest) {
+		if !agentwire.IsMessage(req) || len(req) == agentwire.LengthBytes ||
+			req[agentwire.LengthBytes] != agentRequestIdentities && req[agentwire.LengthBytes] != agentSignRequest {
 			if err := s.Send(&builderv1.BuildRequest{Request: &builderv1.BuildRequest_Agent{Agent: &builderv1.AgentData{Connection: n, Data: agentFailure}}}); err != nil {
 				break
 			}
@@ -326,20 +320,3 @@ const (
 )
 
 var agentFailure = []byte{0, 0, 0, 1, 5} // SSH_AGENT_FAILURE
-
-// readAgentMessage reads one agent protocol message, its length prefix
-// included, of at most maxAgentMessage bytes.
-func readAgentMessage(r io.Reader) ([]byte, error) {
-	var hdr [agentLengthBytes]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n > maxAgentMessage-agentLengthBytes {
-		return nil, fmt.Errorf("an SSH agent message of %d bytes, more than %d", n, maxAgentMessage-agentLengthBytes)
-	}
-	msg := make([]byte, agentLengthBytes+int(n))
-	copy(msg, hdr[:])
-	_, err := io.ReadFull(r, msg[agentLengthBytes:])
-	return msg, err
-}

@@ -2,33 +2,23 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"sync"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/agentwire"
 	"github.com/strata-build/strata/lib/errdefs"
 )
 
-// Bounds of a build's forwarded SSH agents: IDs as for secrets, the
-// connections its steps hold open at once (more are closed at once: a
-// step cannot pile up requests on its client), and the size of one agent
-// message, its length included (a list or sign exchange is a few KiB).
-const (
-	maxAgents        = 100
-	maxAgentID       = 256
-	maxAgentConns    = 16
-	maxAgentMessage  = 256 << 10
-	agentLengthBytes = 4
-)
+// maxAgentID bounds an SSH agent's ID, as for secrets (agentwire holds
+// the other bounds of agent forwarding).
+const maxAgentID = 256
 
 // checkAgentIDs checks BuildOptions.ssh_ids.
 func checkAgentIDs(ids []string) error {
-	if len(ids) > maxAgents {
-		return sshError("build: %d SSH agents, more than the builder's limit of %d", len(ids), maxAgents)
+	if len(ids) > agentwire.MaxAgents {
+		return sshError("build: %d SSH agents, more than the builder's limit of %d", len(ids), agentwire.MaxAgents)
 	}
 	seen := map[string]bool{}
 	for _, id := range ids {
@@ -75,7 +65,7 @@ func newAgentForwarder(ids []string, send func(*builderv1.AgentData) error) *age
 	if len(ids) == 0 {
 		return nil
 	}
-	f := &agentForwarder{ids: map[string]bool{}, slots: make(chan struct{}, maxAgentConns), done: make(chan struct{}),
+	f := &agentForwarder{ids: map[string]bool{}, slots: make(chan struct{}, agentwire.MaxConns), done: make(chan struct{}),
 		sendFn: send, answers: map[uint32]chan []byte{}}
 	for _, id := range ids {
 		f.ids[id] = true
@@ -109,7 +99,7 @@ func (f *agentForwarder) Serve(ctx context.Context, id string, conn net.Conn) {
 		_ = f.send(&builderv1.AgentData{Connection: n, Close: true})
 	}()
 	for {
-		req, err := readAgentMessage(conn)
+		req, err := agentwire.ReadMessage(conn)
 		if err != nil {
 			return
 		}
@@ -132,23 +122,6 @@ func (f *agentForwarder) Serve(ctx context.Context, id string, conn net.Conn) {
 	}
 }
 
-// readAgentMessage reads one agent protocol message, its length prefix
-// included.
-func readAgentMessage(r io.Reader) ([]byte, error) {
-	var hdr [agentLengthBytes]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n > maxAgentMessage-agentLengthBytes {
-		return nil, fmt.Errorf("an SSH agent message of %d bytes, more than %d", n, maxAgentMessage-agentLengthBytes)
-	}
-	msg := make([]byte, agentLengthBytes+int(n))
-	copy(msg, hdr[:])
-	_, err := io.ReadFull(r, msg[agentLengthBytes:])
-	return msg, err
-}
-
 // deliver hands the client's answer m to its connection. An answer that
 // is not one whole agent message within the bound, or a close, ends the
 // connection; one for a connection that ended is dropped.
@@ -160,8 +133,7 @@ func (f *agentForwarder) deliver(m *builderv1.AgentData) {
 		return
 	}
 	data := m.GetData()
-	if m.GetClose() || len(data) < agentLengthBytes || len(data) > maxAgentMessage ||
-		int(binary.BigEndian.Uint32(data)) != len(data)-agentLengthBytes {
+	if m.GetClose() || !agentwire.IsMessage(data) {
 		data = nil
 	}
 	select {

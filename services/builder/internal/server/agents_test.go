@@ -10,6 +10,7 @@ import (
 	"time"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/lib/agentwire"
 )
 
 // frame is an agent protocol message of n body bytes.
@@ -88,19 +89,19 @@ func TestAgentForwarder(t *testing.T) {
 	mu.Lock()
 	sent = nil
 	mu.Unlock()
-	go step.Write(frame(maxAgentMessage))
+	go step.Write(frame(agentwire.MaxMessage))
 	<-done
 	if m := lastSent(); !m.GetClose() {
 		t.Errorf("after an oversized request the forwarder sent %v, want only the close", m)
 	}
 
-	// Past maxAgentConns open connections, a new one is closed at once.
+	// Past agentwire.MaxConns open connections, a new one is closed at once.
 	var held []net.Conn
-	for range maxAgentConns {
+	for range agentwire.MaxConns {
 		c, _ := serve()
 		held = append(held, c)
 	}
-	for len(f.slots) < maxAgentConns {
+	for len(f.slots) < agentwire.MaxConns {
 		time.Sleep(time.Millisecond) // until each took its slot
 	}
 	_, extra := serve()
