@@ -258,7 +258,19 @@ type WriteRequest struct {
 	// The next bytes of the blob; may be empty.
 	Data []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
 	// Ends the upload: the server verifies size and digest and commits the blob.
-	Commit        bool `protobuf:"varint,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	Commit bool `protobuf:"varint,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	// Set in the first message: only an unfinished upload under ref may be
+	// resumed; NOT_FOUND (reason UPLOAD_NOT_FOUND) when there is none,
+	// instead of starting a new one. For a client that learns the upload's
+	// offset from the first response rather than asking UploadStatus first
+	// (the registry, whose upload URLs name uploads that must exist).
+	ResumeOnly bool `protobuf:"varint,8,opt,name=resume_only,json=resumeOnly,proto3" json:"resume_only,omitempty"`
+	// Ends the stream without a commit: the server keeps every byte received
+	// for a later writer of the same ref, lets go of the upload, answers with
+	// the offset it keeps and ends the stream with OK. Not with commit. (A
+	// stream that ends without commit or pause keeps the bytes too, but ends
+	// with FAILED_PRECONDITION, reason NO_COMMIT, and says no offset.)
+	Pause         bool `protobuf:"varint,9,opt,name=pause,proto3" json:"pause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +350,20 @@ func (x *WriteRequest) GetData() []byte {
 func (x *WriteRequest) GetCommit() bool {
 	if x != nil {
 		return x.Commit
+	}
+	return false
+}
+
+func (x *WriteRequest) GetResumeOnly() bool {
+	if x != nil {
+		return x.ResumeOnly
+	}
+	return false
+}
+
+func (x *WriteRequest) GetPause() bool {
+	if x != nil {
+		return x.Pause
 	}
 	return false
 }
@@ -1371,7 +1397,7 @@ const file_strata_blob_v1_blob_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbd\x01\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xf4\x01\n" +
 	"\fWriteRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x17\n" +
@@ -1380,7 +1406,10 @@ const file_strata_blob_v1_blob_proto_rawDesc = "" +
 	"media_type\x18\x04 \x01(\tR\tmediaType\x12\x16\n" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x06 \x01(\fR\x04data\x12\x16\n" +
-	"\x06commit\x18\a \x01(\bR\x06commitB\a\n" +
+	"\x06commit\x18\a \x01(\bR\x06commit\x12\x1f\n" +
+	"\vresume_only\x18\b \x01(\bR\n" +
+	"resumeOnly\x12\x14\n" +
+	"\x05pause\x18\t \x01(\bR\x05pauseB\a\n" +
 	"\x05_size\"\x9d\x01\n" +
 	"\rWriteResponse\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x16\n" +
