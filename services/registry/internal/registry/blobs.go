@@ -267,14 +267,18 @@ func (g *Registry) startUpload(w http.ResponseWriter, r *http.Request, name stri
 		return
 	}
 	id := newUploadID()
-	// Opening and closing a writer makes the upload exist in the blob
-	// store, so that its status can be asked of any replica.
+	// Opening and pausing a writer makes the upload exist in the blob
+	// store, so that any replica can resume it.
 	bw, err := g.blobs.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef(id), blobclient.WithDigestAtCommit())
 	if err != nil {
 		writeError(w, toAPIError(err, codeBlobUploadUnknown))
 		return
 	}
-	bw.Close()
+	defer bw.Close()
+	if _, err := bw.Pause(ctx); err != nil {
+		writeError(w, toAPIError(err, codeBlobUploadUnknown))
+		return
+	}
 	setUploadHeaders(w, name, id, 0)
 	setLength(w, 0)
 	w.WriteHeader(http.StatusAccepted)
@@ -338,23 +342,14 @@ func parseContentRange(s string) (start, end int64, ok bool, err error) {
 }
 
 // writeUpload appends a request's body to an upload (PATCH, or PUT with the
-// last bytes) and, with d set, commits the blob as d.
+// last bytes) and, with d set, commits the blob as d. The blob store's
+// writer resumes the upload, which must exist, and says where it stands:
+// one call, with no status asked before or after.
 func (g *Registry) writeUpload(w http.ResponseWriter, r *http.Request, name, id string, d digest.Digest) {
 	ctx := r.Context()
-	u, err := g.blobs.UploadStatus(ctx, id)
-	if err != nil {
-		writeError(w, toAPIError(err, codeBlobUploadUnknown))
-		return
-	}
 	start, end, ranged, err := parseContentRange(r.Header.Get("Content-Range"))
 	if err != nil {
 		writeError(w, newError(http.StatusBadRequest, codeBlobUploadInvalid, err.Error()))
-		return
-	}
-	if ranged && start != u.Offset {
-		setUploadHeaders(w, name, id, u.Offset)
-		writeError(w, newError(http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid,
-			fmt.Sprintf("upload %s holds %d bytes: a chunk must start at %d, not %d", id, u.Offset, u.Offset, start)))
 		return
 	}
 	if ranged && r.ContentLength >= 0 && r.ContentLength != end-start+1 {
@@ -362,25 +357,29 @@ func (g *Registry) writeUpload(w http.ResponseWriter, r *http.Request, name, id 
 			fmt.Sprintf("Content-Range %d-%d is %d bytes but Content-Length is %d", start, end, end-start+1, r.ContentLength)))
 		return
 	}
-	bw, err := g.blobs.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef(id), blobclient.WithDigestAtCommit())
+	bw, err := g.blobs.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef(id), blobclient.WithDigestAtCommit(), blobclient.WithResumeOnly())
 	if err != nil {
 		writeError(w, toAPIError(err, codeBlobUploadUnknown))
 		return
 	}
 	defer bw.Close()
+	if offset := bw.Offset(); ranged && start != offset {
+		setUploadHeaders(w, name, id, offset)
+		writeError(w, newError(http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid,
+			fmt.Sprintf("upload %s holds %d bytes: a chunk must start at %d, not %d", id, offset, offset, start)))
+		return
+	}
 	if _, err := io.Copy(bw, r.Body); err != nil {
-		bw.Close()
 		writeError(w, toAPIError(err, codeBlobUploadInvalid))
 		return
 	}
 	if d == "" {
-		bw.Close()
-		u, err := g.blobs.UploadStatus(ctx, id)
+		offset, err := bw.Pause(ctx)
 		if err != nil {
 			writeError(w, toAPIError(err, codeBlobUploadUnknown))
 			return
 		}
-		setUploadHeaders(w, name, id, u.Offset)
+		setUploadHeaders(w, name, id, offset)
 		setLength(w, 0)
 		w.WriteHeader(http.StatusAccepted)
 		return
