@@ -412,8 +412,13 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 	}
 	var cerr error
 	if w.st.UploadID == "" {
-		_, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, blobKey(expected), bytes.NewReader(tail), int64(len(tail)), "", "",
-			minio.PutObjectOptions{ContentType: w.st.MediaType})
+		// A sha256 blob is signed with its digest, which S3 checks, rather
+		// than with a streaming signature (see writeState).
+		opts, sum := minio.PutObjectOptions{ContentType: w.st.MediaType}, ""
+		if expected.Algorithm() == digest.SHA256 {
+			opts.DisableContentSha256, sum = true, expected.Encoded()
+		}
+		_, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, blobKey(expected), bytes.NewReader(tail), int64(len(tail)), "", sum, opts)
 		cerr = w.s.classify(err, "storing %s", expected)
 	} else {
 		cerr = w.complete(ctx, expected, tail)
