@@ -459,7 +459,15 @@ type ReadRequest struct {
 	// The first byte to return.
 	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	// How many bytes to return; 0 means up to the end of the blob.
-	Length        int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	Length int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	// Serve a whole blob without checking it against its digest (Read checks
+	// every whole blob otherwise). Only for a caller whose own reader checks
+	// the bytes against the digest it asked for, as every OCI registry
+	// client does with a blob it pulls (the registry's blob GET): the blob
+	// is then hashed once, there, rather than twice. A damaged blob reaches
+	// that reader, which refuses it; Verify and the scrub still find it.
+	// Ranges are never checked, so it changes nothing for them.
+	Unverified    bool `protobuf:"varint,4,opt,name=unverified,proto3" json:"unverified,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +521,13 @@ func (x *ReadRequest) GetLength() int64 {
 		return x.Length
 	}
 	return 0
+}
+
+func (x *ReadRequest) GetUnverified() bool {
+	if x != nil {
+		return x.Unverified
+	}
+	return false
 }
 
 // ReadResponse carries the next bytes of a blob.
@@ -1416,11 +1431,14 @@ const file_strata_blob_v1_blob_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06exists\x18\x03 \x01(\bR\x06exists\x12\x1c\n" +
 	"\tcommitted\x18\x04 \x01(\bR\tcommitted\x12,\n" +
-	"\x04blob\x18\x05 \x01(\v2\x18.strata.blob.v1.BlobInfoR\x04blob\"U\n" +
+	"\x04blob\x18\x05 \x01(\v2\x18.strata.blob.v1.BlobInfoR\x04blob\"u\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\x03R\x06length\"N\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x1e\n" +
+	"\n" +
+	"unverified\x18\x04 \x01(\bR\n" +
+	"unverified\"N\n" +
 	"\fReadResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
