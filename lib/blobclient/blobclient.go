@@ -256,11 +256,26 @@ type Reader struct {
 	err    error
 }
 
+// ReadOption configures Open.
+type ReadOption func(*blobv1.ReadRequest)
+
+// Unverified asks the server not to check a whole blob against its digest
+// as it serves it. Only for a caller whose own reader checks the bytes
+// against the digest (a registry client pulling a blob): a damaged blob
+// is then caught there, not by the blob store. Ranges are never checked.
+func Unverified() ReadOption { return func(r *blobv1.ReadRequest) { r.Unverified = true } }
+
 // Open starts reading length bytes (0: up to the end) of a blob from offset.
-// It returns ErrNotFound at once when the blob is not stored.
-func (c *Client) Open(ctx context.Context, d digest.Digest, offset, length int64) (*Reader, error) {
+// It returns ErrNotFound at once when the blob is not stored. A whole blob
+// is checked against its digest as it is read (the last Read fails with
+// ErrDataLoss when it is damaged), unless opts say Unverified.
+func (c *Client) Open(ctx context.Context, d digest.Digest, offset, length int64, opts ...ReadOption) (*Reader, error) {
+	req := &blobv1.ReadRequest{Digest: string(d), Offset: offset, Length: length}
+	for _, o := range opts {
+		o(req)
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := c.api.Read(ctx, &blobv1.ReadRequest{Digest: string(d), Offset: offset, Length: length}, grpc.ForceCodecV2(c.codec))
+	stream, err := c.api.Read(ctx, req, grpc.ForceCodecV2(c.codec))
 	if err != nil {
 		cancel()
 		return nil, err

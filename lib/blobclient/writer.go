@@ -38,6 +38,7 @@ type writerConfig struct {
 	ref, mediaType string
 	refSet         bool
 	digestAtCommit bool
+	resumeOnly     bool
 }
 
 // WithRef names the upload, so that a broken one can be resumed with the
@@ -52,6 +53,12 @@ func WithRef(ref string) WriterOption {
 // second time. The server checks the declared digest either way; Commit
 // without a digest is refused.
 func WithDigestAtCommit() WriterOption { return func(c *writerConfig) { c.digestAtCommit = true } }
+
+// WithResumeOnly makes NewWriter resume the unfinished upload under the
+// ref (WithRef) and fail with ErrNotFound when there is none, rather than
+// start one: the writer's Offset then says where the upload stands, with
+// no UploadStatus before it.
+func WithResumeOnly() WriterOption { return func(c *writerConfig) { c.resumeOnly = true } }
 
 // WithMediaType passes the blob's media type, a hint for the storage.
 func WithMediaType(mt string) WriterOption { return func(c *writerConfig) { c.mediaType = mt } }
@@ -103,7 +110,7 @@ func (c *Client) NewWriter(ctx context.Context, d digest.Digest, size int64, opt
 	if !cfg.refSet {
 		cfg.ref = NewRef()
 	}
-	first := &blobv1.WriteRequest{Ref: cfg.ref, Digest: string(d), MediaType: cfg.mediaType}
+	first := &blobv1.WriteRequest{Ref: cfg.ref, Digest: string(d), MediaType: cfg.mediaType, ResumeOnly: cfg.resumeOnly}
 	if size >= 0 {
 		first.Size = &size
 	}
@@ -180,7 +187,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.n += k
 		p = p[k:]
 		if w.n == ChunkSize {
-			if err := w.flush(false, ""); err != nil {
+			if err := w.flush(&blobv1.WriteRequest{}); err != nil {
 				return n - len(p), err
 			}
 		}
@@ -207,7 +214,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 		w.n += n
 		total += int64(n)
 		if w.n == ChunkSize {
-			if serr := w.flush(false, ""); serr != nil {
+			if serr := w.flush(&blobv1.WriteRequest{}); serr != nil {
 				return total, serr
 			}
 		}
@@ -244,9 +251,9 @@ func (w *Writer) usable() error {
 	return nil
 }
 
-// flush sends the buffered bytes, with the commit when commit is set, and
-// hands the buffer to gRPC.
-func (w *Writer) flush(commit bool, d digest.Digest) error {
+// flush sends the buffered bytes in req (a message with nothing else, or
+// with the commit or pause), and hands the buffer to gRPC.
+func (w *Writer) flush(req *blobv1.WriteRequest) error {
 	var data mem.BufferSlice
 	if w.buf != nil && w.n > 0 && !w.exists {
 		data = mem.BufferSlice{w.bufs.Buffer(w.buf, w.n)}
@@ -254,20 +261,18 @@ func (w *Writer) flush(commit bool, d digest.Digest) error {
 	}
 	n := w.n
 	w.n = 0
-	err := w.send(data, commit, d)
+	req.Offset = w.offset
+	err := w.send(data, req)
 	if err == nil {
 		w.offset += int64(n)
 	}
 	return err
 }
 
-// send sends data at the current offset; on failure it fetches the server's
-// error and keeps it.
-func (w *Writer) send(data mem.BufferSlice, commit bool, d digest.Digest) error {
-	err := w.stream.SendMsg(&blobwire.Bulk{
-		Msg:  &blobv1.WriteRequest{Offset: w.offset, Commit: commit, Digest: string(d)},
-		Data: data,
-	})
+// send sends req with data; on failure it fetches the server's error and
+// keeps it.
+func (w *Writer) send(data mem.BufferSlice, req *blobv1.WriteRequest) error {
+	err := w.stream.SendMsg(&blobwire.Bulk{Msg: req, Data: data})
 	data.Free() // gRPC holds its own reference until the bytes are sent
 	if errors.Is(err, io.EOF) {
 		// The server ended the stream; its status says why.
@@ -314,7 +319,7 @@ func (w *Writer) CommitDigest(ctx context.Context, d digest.Digest) (Info, error
 	w.done = true
 	defer w.cancel()
 	defer w.release()
-	if err := w.flush(true, d); err != nil {
+	if err := w.flush(&blobv1.WriteRequest{Commit: true, Digest: string(d)}); err != nil {
 		return Info{}, err
 	}
 	resp, err := w.stream.Recv()
@@ -327,13 +332,36 @@ func (w *Writer) CommitDigest(ctx context.Context, d digest.Digest) (Info, error
 	return infoFrom(resp.GetBlob()), nil
 }
 
+// Pause ends the writer without a Commit and returns the offset the server
+// keeps for the upload, every byte written: a later writer with the same
+// ref resumes there. It fails when the server could not keep them all
+// (UploadStatus then says how far the upload came).
+func (w *Writer) Pause(ctx context.Context) (int64, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	stop := context.AfterFunc(ctx, w.cancel)
+	defer stop()
+	w.done = true
+	defer w.cancel()
+	defer w.release()
+	if err := w.flush(&blobv1.WriteRequest{Pause: true}); err != nil {
+		return 0, err
+	}
+	resp, err := w.stream.Recv()
+	if err != nil {
+		return 0, err
+	}
+	return resp.GetOffset(), nil
+}
+
 // Close ends the writer. Without a Commit, the upload stays on the server,
 // resumable under Ref, with every byte written (Close sends what Write held
 // back); Close waits (a little) until the server has let go of it, so that
 // a new writer can take it at once.
 func (w *Writer) Close() error {
 	if !w.done && w.err == nil && w.n > 0 {
-		_ = w.flush(false, "")
+		_ = w.flush(&blobv1.WriteRequest{})
 	}
 	w.release()
 	if w.done || w.err != nil {

@@ -258,7 +258,19 @@ type WriteRequest struct {
 	// The next bytes of the blob; may be empty.
 	Data []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
 	// Ends the upload: the server verifies size and digest and commits the blob.
-	Commit        bool `protobuf:"varint,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	Commit bool `protobuf:"varint,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	// Set in the first message: only an unfinished upload under ref may be
+	// resumed; NOT_FOUND (reason UPLOAD_NOT_FOUND) when there is none,
+	// instead of starting a new one. For a client that learns the upload's
+	// offset from the first response rather than asking UploadStatus first
+	// (the registry, whose upload URLs name uploads that must exist).
+	ResumeOnly bool `protobuf:"varint,8,opt,name=resume_only,json=resumeOnly,proto3" json:"resume_only,omitempty"`
+	// Ends the stream without a commit: the server keeps every byte received
+	// for a later writer of the same ref, lets go of the upload, answers with
+	// the offset it keeps and ends the stream with OK. Not with commit. (A
+	// stream that ends without commit or pause keeps the bytes too, but ends
+	// with FAILED_PRECONDITION, reason NO_COMMIT, and says no offset.)
+	Pause         bool `protobuf:"varint,9,opt,name=pause,proto3" json:"pause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +350,20 @@ func (x *WriteRequest) GetData() []byte {
 func (x *WriteRequest) GetCommit() bool {
 	if x != nil {
 		return x.Commit
+	}
+	return false
+}
+
+func (x *WriteRequest) GetResumeOnly() bool {
+	if x != nil {
+		return x.ResumeOnly
+	}
+	return false
+}
+
+func (x *WriteRequest) GetPause() bool {
+	if x != nil {
+		return x.Pause
 	}
 	return false
 }
@@ -433,7 +459,15 @@ type ReadRequest struct {
 	// The first byte to return.
 	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	// How many bytes to return; 0 means up to the end of the blob.
-	Length        int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	Length int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	// Serve a whole blob without checking it against its digest (Read checks
+	// every whole blob otherwise). Only for a caller whose own reader checks
+	// the bytes against the digest it asked for, as every OCI registry
+	// client does with a blob it pulls (the registry's blob GET): the blob
+	// is then hashed once, there, rather than twice. A damaged blob reaches
+	// that reader, which refuses it; Verify and the scrub still find it.
+	// Ranges are never checked, so it changes nothing for them.
+	Unverified    bool `protobuf:"varint,4,opt,name=unverified,proto3" json:"unverified,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +521,13 @@ func (x *ReadRequest) GetLength() int64 {
 		return x.Length
 	}
 	return 0
+}
+
+func (x *ReadRequest) GetUnverified() bool {
+	if x != nil {
+		return x.Unverified
+	}
+	return false
 }
 
 // ReadResponse carries the next bytes of a blob.
@@ -1371,7 +1412,7 @@ const file_strata_blob_v1_blob_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbd\x01\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xf4\x01\n" +
 	"\fWriteRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x17\n" +
@@ -1380,18 +1421,24 @@ const file_strata_blob_v1_blob_proto_rawDesc = "" +
 	"media_type\x18\x04 \x01(\tR\tmediaType\x12\x16\n" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x06 \x01(\fR\x04data\x12\x16\n" +
-	"\x06commit\x18\a \x01(\bR\x06commitB\a\n" +
+	"\x06commit\x18\a \x01(\bR\x06commit\x12\x1f\n" +
+	"\vresume_only\x18\b \x01(\bR\n" +
+	"resumeOnly\x12\x14\n" +
+	"\x05pause\x18\t \x01(\bR\x05pauseB\a\n" +
 	"\x05_size\"\x9d\x01\n" +
 	"\rWriteResponse\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06exists\x18\x03 \x01(\bR\x06exists\x12\x1c\n" +
 	"\tcommitted\x18\x04 \x01(\bR\tcommitted\x12,\n" +
-	"\x04blob\x18\x05 \x01(\v2\x18.strata.blob.v1.BlobInfoR\x04blob\"U\n" +
+	"\x04blob\x18\x05 \x01(\v2\x18.strata.blob.v1.BlobInfoR\x04blob\"u\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\x03R\x06length\"N\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x1e\n" +
+	"\n" +
+	"unverified\x18\x04 \x01(\bR\n" +
+	"unverified\"N\n" +
 	"\fReadResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +

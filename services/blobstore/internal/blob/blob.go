@@ -64,6 +64,9 @@ type WriterOptions struct {
 	Size int64
 	// MediaType is a hint for the backend (stored as the object's content type).
 	MediaType string
+	// ResumeOnly makes NewWriter resume an unfinished upload under Ref and
+	// fail with ErrNotFound when there is none, rather than start one.
+	ResumeOnly bool
 }
 
 // Writer writes one upload. It appends at Offset. After an error from
@@ -84,7 +87,8 @@ type Writer interface {
 	// partial becomes visible.
 	Commit(ctx context.Context, expected digest.Digest) (Info, error)
 	// Close releases the writer. An upload that was not committed stays
-	// resumable from its last byte written (Store.Upload).
+	// resumable from its last byte written (Store.Upload); when Close
+	// returns an error it may resume from fewer (Store.Upload says where).
 	Close() error
 }
 
@@ -104,7 +108,8 @@ type Store interface {
 	// Check, run over every blob by a scrub, covers those.
 	Open(ctx context.Context, d digest.Digest, offset, length int64) (io.ReadCloser, Info, error)
 	// NewWriter starts an upload under opts.Ref, or resumes the one held
-	// under it (its Offset says where to continue).
+	// under it (its Offset says where to continue). With opts.ResumeOnly,
+	// ErrNotFound when no upload is held under it.
 	NewWriter(ctx context.Context, opts WriterOptions) (Writer, error)
 	// Delete removes a blob.
 	Delete(ctx context.Context, d digest.Digest) error

@@ -340,6 +340,8 @@ func (s *Store) openWriter(opts blob.WriterOptions) (*writer, error) {
 	dir := s.ingestDir(opts.Ref)
 	m, err := s.readMeta(opts.Ref)
 	switch {
+	case errdefs.IsNotFound(err) && opts.ResumeOnly:
+		return nil, err
 	case errdefs.IsNotFound(err):
 		m = meta{Expected: opts.Expected, Size: opts.Size, MediaType: opts.MediaType, StartedAt: time.Now().UTC()}
 		if err := os.RemoveAll(dir); err != nil {

@@ -326,3 +326,85 @@ func TestReadRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkedUploadRequests checks what a registry push costs in S3
+// requests, step by step (POST: a writer opened and closed; PATCH: one
+// resumed, written and closed; PUT: one resumed and committed), and that a
+// committed upload leaves nothing under uploads/, whether its last bytes
+// were kept in its state (a small layer) or in a tail object.
+func TestChunkedUploadRequests(t *testing.T) {
+	s := NewTestStore(t, harness.StartS3(t))
+	ctx := context.Background()
+	var trace bytes.Buffer
+	s.core.TraceOn(&trace)
+	defer s.core.TraceOff()
+	requests := func() int {
+		n := strings.Count(trace.String(), "---------START-HTTP---------")
+		trace.Reset()
+		return n
+	}
+	for _, size := range []int{4096, maxInlineTail + 1} {
+		b := blobtest.Content(uint64(size), size)
+		ref := fmt.Sprintf("chunked-%d", size)
+		opts := blob.WriterOptions{Ref: ref, Size: -1}
+		trace.Reset()
+		w, err := s.NewWriter(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("Close of a new upload = %v", err)
+		}
+		// Read the state (none), claim it, let go.
+		if n := requests(); n != 3 {
+			t.Errorf("%d bytes: a new upload took %d requests, want 3", size, n)
+		}
+		opts.ResumeOnly = true
+		if w, err = s.NewWriter(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("Close after %d bytes = %v", size, err)
+		}
+		// Read the state, claim it, let go with the bytes in it; a longer
+		// tail is noted in the state, then written as an object.
+		want := 3
+		if size > maxInlineTail {
+			want = 5
+		}
+		if n := requests(); n != want {
+			t.Errorf("%d bytes: a chunk took %d requests, want %d", size, n, want)
+		}
+		if w, err = s.NewWriter(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Commit(ctx, digest.FromBytes(b)); err != nil {
+			t.Fatalf("Commit = %v", err)
+		}
+		w.Close()
+		// Read the state, claim it, check the blob is new, store it,
+		// remove the state; a tail object is read and removed too.
+		want = 5
+		if size > maxInlineTail {
+			want = 7
+		}
+		if n := requests(); n != want {
+			t.Errorf("%d bytes: the commit took %d requests, want %d", size, n, want)
+		}
+		for o := range s.core.Client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: "uploads/", Recursive: true}) {
+			t.Errorf("%d bytes: %s is left after the commit (%v)", size, o.Key, o.Err)
+		}
+		rc, _, err := s.Open(ctx, digest.FromBytes(b), 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, b) {
+			t.Errorf("%d bytes: the blob reads back as %d bytes, %v", size, len(got), err)
+		}
+	}
+}

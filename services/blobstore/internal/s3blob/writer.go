@@ -53,14 +53,17 @@ type writer struct {
 	beatStop chan struct{} // closed to stop the lease's renewal
 	beatDone chan struct{} // closed once it stopped
 
-	mu      sync.Mutex
-	err     error       // the first failure of a part
-	done    map[int]job // parts stored past the saved prefix
-	saveMu  sync.Mutex  // orders state saves
-	etag    string      // of the state this writer saved last, under saveMu
-	closed  bool
-	commitd bool
-	gone    bool // the upload was discarded or committed: nothing to let go
+	mu     sync.Mutex
+	err    error       // the first failure of a part
+	done   map[int]job // parts stored past the saved prefix
+	saveMu sync.Mutex  // orders state saves
+	etag   string      // of the state this writer saved last, under saveMu
+	// leaseUntil is when the lease this writer saved last runs out, under
+	// saveMu; zero when unknown.
+	leaseUntil time.Time
+	closed     bool
+	commitd    bool
+	gone       bool // the upload was discarded or committed: nothing to let go
 }
 
 // job is one part to upload: its bytes, the blob offset at its end and the
@@ -79,7 +82,7 @@ type job struct {
 // past st's parts that the last writer kept (see state.Tail).
 func newWriter(ctx context.Context, s *Store, st *state, etag, owner string, h hash.Hash, tail []byte) *writer {
 	w := &writer{
-		s: s, owner: owner, st: st, etag: etag, h: h, offset: st.Offset + int64(len(tail)), nextPart: len(st.Parts) + 1,
+		s: s, owner: owner, st: st, etag: etag, leaseUntil: st.LeaseUntil, h: h, offset: st.Offset + int64(len(tail)), nextPart: len(st.Parts) + 1,
 		jobs: make(chan job), tokens: make(chan struct{}, s.cfg.Concurrency), finished: make(chan struct{}),
 		beatStop: make(chan struct{}), beatDone: make(chan struct{}),
 		done: map[int]job{},
@@ -88,7 +91,7 @@ func newWriter(ctx context.Context, s *Store, st *state, etag, owner string, h h
 		// The tail is the start of the next part again; the state saved
 		// with the next part forgets it.
 		w.buf = append(w.newBuf(), tail...)
-		st.Tail, st.TailHash = 0, nil
+		st.Tail, st.TailHash, st.TailData = 0, nil, nil
 	}
 	go w.upload(ctx)
 	go w.renew(ctx)
@@ -152,7 +155,7 @@ func (w *writer) save(ctx context.Context, hold bool) error {
 	if err != nil {
 		return err
 	}
-	w.etag = etag
+	w.etag, w.leaseUntil = etag, snap.LeaseUntil
 	return nil
 }
 
@@ -399,15 +402,23 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 		w.forget(ctx)
 		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
 	}
-	// The lease is renewed before the blob is made visible: a writer that
-	// stalled past it and was taken over stops here.
-	if err := w.save(ctx, true); err != nil {
-		return blob.Info{}, err
+	// The lease is renewed before the blob is made visible, unless most
+	// of it is left (as when the writer was opened just now): a writer
+	// that stalled past it and was taken over stops here.
+	if !w.leaseHeld(w.s.cfg.LeaseTTL / 2) {
+		if err := w.save(ctx, true); err != nil {
+			return blob.Info{}, err
+		}
 	}
 	var cerr error
 	if w.st.UploadID == "" {
-		_, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, blobKey(expected), bytes.NewReader(tail), int64(len(tail)), "", "",
-			minio.PutObjectOptions{ContentType: w.st.MediaType})
+		// A sha256 blob is signed with its digest, which S3 checks, rather
+		// than with a streaming signature (see writeState).
+		opts, sum := minio.PutObjectOptions{ContentType: w.st.MediaType}, ""
+		if expected.Algorithm() == digest.SHA256 {
+			opts.DisableContentSha256, sum = true, expected.Encoded()
+		}
+		_, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, blobKey(expected), bytes.NewReader(tail), int64(len(tail)), "", sum, opts)
 		cerr = w.s.classify(err, "storing %s", expected)
 	} else {
 		cerr = w.complete(ctx, expected, tail)
@@ -416,9 +427,19 @@ func (w *writer) Commit(ctx context.Context, atCommit digest.Digest) (blob.Info,
 		return blob.Info{}, cerr
 	}
 	w.commitd, w.gone = true, true
-	w.s.remove(ctx, tailKey(w.st.Ref))
+	if w.st.TailObject {
+		w.s.remove(ctx, tailKey(w.st.Ref))
+	}
 	w.s.remove(ctx, stateKey(w.st.Ref))
 	return info, nil
+}
+
+// leaseHeld reports whether this writer's lease, as it saved it last,
+// runs for at least d more: no other holder can have taken the upload.
+func (w *writer) leaseHeld(d time.Duration) bool {
+	w.saveMu.Lock()
+	defer w.saveMu.Unlock()
+	return time.Until(w.leaseUntil) >= d
 }
 
 func (w *writer) exists(ctx context.Context, d digest.Digest) bool {
@@ -514,8 +535,9 @@ func (w *writer) completeMultipart(ctx context.Context, parts []minio.CompletePa
 }
 
 // Close keeps an uncommitted upload resumable from every byte written (its
-// stored parts, and the bytes of the unfinished part in the tail object),
-// and lets go of it, so that a writer elsewhere may resume it at once.
+// stored parts, and the bytes of the unfinished part in the state or the
+// tail object), and lets go of it, so that a writer elsewhere may resume
+// it at once. It fails when the upload may resume from fewer bytes.
 func (w *writer) Close() error {
 	if w.closed {
 		return nil
@@ -528,36 +550,56 @@ func (w *writer) Close() error {
 	if w.gone {
 		return nil
 	}
-	// Best effort, and short: an unreachable S3 would only delay the
-	// caller, and the lease runs out anyway (the upload then resumes
-	// after its stored parts).
+	// Short: an unreachable S3 would only delay the caller, and the lease
+	// runs out anyway (the upload then resumes after its stored parts).
 	ctx, cancel := context.WithTimeout(context.Background(), w.s.cfg.LeaseTTL/3)
 	defer cancel()
-	if !w.commitd && len(tail) > 0 && w.failure() == nil {
-		w.keepTail(ctx, tail)
+	kept := w.failure()
+	if !w.commitd && len(tail) > 0 && kept == nil {
+		kept = w.keepTail(ctx, tail)
 	}
-	_ = w.save(ctx, false)
-	return nil
+	return errors.Join(kept, w.save(ctx, false))
 }
 
-// keepTail stores the bytes of the unfinished part in the upload's tail
-// object and notes them in the state the next save writes, when every part
-// before them is stored.
-func (w *writer) keepTail(ctx context.Context, tail []byte) {
+// maxInlineTail is the most bytes of an unfinished part kept in the
+// upload's state rather than in a tail object.
+const maxInlineTail = 64 << 10
+
+// keepTail keeps the bytes of the unfinished part, in the state the next
+// save writes or in the upload's tail object, when every part before them
+// is stored.
+func (w *writer) keepTail(ctx context.Context, tail []byte) error {
 	w.mu.Lock()
 	complete := w.st.Offset+int64(len(tail)) == w.offset
 	w.mu.Unlock()
 	if !complete {
-		return // a part failed: the upload resumes after the parts stored
+		return errdefs.Unavailable("upload %q: a part before byte %d could not be stored: it resumes from fewer bytes", w.st.Ref, w.offset)
 	}
 	hashState, err := w.h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
-		return
+		return err
 	}
-	if _, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, tailKey(w.st.Ref), bytes.NewReader(tail), int64(len(tail)), "", "", minio.PutObjectOptions{}); err != nil {
-		return
+	var data []byte
+	if len(tail) <= maxInlineTail {
+		data = slices.Clone(tail)
+	} else {
+		// Noted in the saved state before the object is written, so that
+		// whoever ends the upload removes it.
+		w.mu.Lock()
+		noted := w.st.TailObject
+		w.st.TailObject = true
+		w.mu.Unlock()
+		if !noted {
+			if err := w.save(ctx, true); err != nil {
+				return err
+			}
+		}
+		if _, err := w.s.core.PutObject(ctx, w.s.cfg.Bucket, tailKey(w.st.Ref), bytes.NewReader(tail), int64(len(tail)), "", "", minio.PutObjectOptions{}); err != nil {
+			return w.s.classify(err, "keeping the last bytes of upload %q", w.st.Ref)
+		}
 	}
 	w.mu.Lock()
-	w.st.Tail, w.st.TailHash = int64(len(tail)), hashState
+	w.st.Tail, w.st.TailHash, w.st.TailData = int64(len(tail)), hashState, data
 	w.mu.Unlock()
+	return nil
 }

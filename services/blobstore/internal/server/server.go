@@ -93,7 +93,7 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 		return err
 	}
 	defer func() { data.Free() }()
-	opts := blob.WriterOptions{Ref: first.GetRef(), Size: -1, MediaType: first.GetMediaType()}
+	opts := blob.WriterOptions{Ref: first.GetRef(), Size: -1, MediaType: first.GetMediaType(), ResumeOnly: first.GetResumeOnly()}
 	if first.Size != nil {
 		opts.Size = first.GetSize()
 	}
@@ -122,6 +122,9 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 		return err
 	}
 	info, err := s.receive(stream, w, opts, first, &data)
+	if errors.Is(err, errPaused) {
+		return s.pause(stream, w, opts)
+	}
 	if err != nil {
 		return err
 	}
@@ -131,9 +134,22 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 	return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: info.Size, Committed: true, Blob: infoPB(info)})
 }
 
-// receive feeds the stream's data to w until a commit; req is the first
-// message, which may carry data (*data) and the commit too. *data is the
-// latest message's data, which the caller frees.
+// errPaused is receive's answer to a request with pause set.
+var errPaused = errors.New("paused")
+
+// pause ends a Write whose client asked for it (errPaused): the upload's
+// bytes are kept and the offset they reach is the last response.
+func (s *Server) pause(stream blobv1.BlobService_WriteServer, w blob.Writer, opts blob.WriterOptions) error {
+	if err := w.Close(); err != nil {
+		return s.backend("write", err)
+	}
+	return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: w.Offset()})
+}
+
+// receive feeds the stream's data to w until a commit, or a pause
+// (errPaused); req is the first message, which may carry data (*data) and
+// the commit or pause too. *data is the latest message's data, which the
+// caller frees.
 func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, opts blob.WriterOptions, req *blobv1.WriteRequest, data *mem.BufferSlice) (blob.Info, error) {
 	ctx := stream.Context()
 	for {
@@ -152,6 +168,12 @@ func (s *Server) receive(stream blobv1.BlobService_WriteServer, w blob.Writer, o
 		}
 		data.Free()
 		*data = nil
+		if req.GetPause() {
+			if req.GetCommit() {
+				return blob.Info{}, errdefs.InvalidArgument("upload %q: a request may not both pause and commit", opts.Ref)
+			}
+			return blob.Info{}, errPaused
+		}
 		if req.GetCommit() {
 			atCommit := digest.Digest(req.GetDigest())
 			info, err := w.Commit(ctx, atCommit)
@@ -197,7 +219,7 @@ func (s *Server) writeExisting(stream blobv1.BlobService_WriteServer, opts blob.
 	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Exists: true, Blob: infoPB(info)}); err != nil {
 		return err
 	}
-	for data.Len() == 0 && !req.GetCommit() {
+	for data.Len() == 0 && !req.GetCommit() && !req.GetPause() {
 		var err error
 		if req, *data, err = recvWrite(stream); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -212,9 +234,15 @@ func (s *Server) writeExisting(stream blobv1.BlobService_WriteServer, opts blob.
 			return s.backend("write", err)
 		}
 		defer w.Close()
-		if info, err = s.receive(stream, w, opts, req, data); err != nil {
+		info, err = s.receive(stream, w, opts, req, data)
+		if errors.Is(err, errPaused) {
+			return s.pause(stream, w, opts)
+		}
+		if err != nil {
 			return err
 		}
+	} else if req.GetPause() {
+		return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Exists: true, Blob: infoPB(info)})
 	}
 	return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: info.Size, Exists: true, Committed: true, Blob: infoPB(info)})
 }
@@ -232,16 +260,20 @@ func (s *Server) Read(req *blobv1.ReadRequest, stream blobv1.BlobService_ReadSer
 		return s.backend("read", err)
 	}
 	defer rc.Close()
-	// A whole blob's bytes are checked against its digest (blob.Verified).
-	// The hash, the biggest cost per byte of a read, runs in a goroutine of
-	// its own beside the reading and the sending rather than inside the
-	// backend's reader, in turn with them; the stream still ends with
-	// DATA_LOSS, after the last bytes, when they are not the blob's.
+	// A whole blob's bytes are checked against its digest (blob.Verified),
+	// unless the caller checks them itself (unverified). The hash, the
+	// biggest cost per byte of a read, runs in a goroutine of its own
+	// beside the reading and the sending rather than inside the backend's
+	// reader, in turn with them; the stream still ends with DATA_LOSS,
+	// after the last bytes, when they are not the blob's.
 	src := io.Reader(rc)
 	var check *hashCheck
 	if r, vd, size, ok := blob.Unverified(rc); ok {
-		src, check = r, newHashCheck(vd, size)
-		defer check.stop()
+		src = r
+		if !req.GetUnverified() {
+			check = newHashCheck(vd, size)
+			defer check.stop()
+		}
 	}
 	// A reader goroutine fills the next chunks while this one sends, so that
 	// the backend and the client are both kept busy.

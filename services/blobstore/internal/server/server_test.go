@@ -170,7 +170,11 @@ func (s ClientStore) Open(ctx context.Context, d digest.Digest, offset, length i
 }
 
 func (s ClientStore) NewWriter(ctx context.Context, opts blob.WriterOptions) (blob.Writer, error) {
-	w, err := s.C.NewWriter(ctx, opts.Expected, opts.Size, blobclient.WithRef(opts.Ref), blobclient.WithMediaType(opts.MediaType))
+	wopts := []blobclient.WriterOption{blobclient.WithRef(opts.Ref), blobclient.WithMediaType(opts.MediaType)}
+	if opts.ResumeOnly {
+		wopts = append(wopts, blobclient.WithResumeOnly())
+	}
+	w, err := s.C.NewWriter(ctx, opts.Expected, opts.Size, wopts...)
 	if err != nil {
 		return nil, err
 	}

@@ -129,3 +129,40 @@ func testVerify(t *testing.T, s blob.Store, path func(digest.Digest) string) {
 		}
 	}
 }
+
+// TestReadUnverified: a whole-blob Read fails with DATA_LOSS on a damaged
+// blob unless the caller asked for it unverified, for it checks the digest
+// itself: it then gets the stored bytes, which are not the blob's.
+func TestReadUnverified(t *testing.T) {
+	root := t.TempDir()
+	s, err := fsblob.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := serve(t, s)
+	b := blobtest.Content(710, 3<<20+9)
+	d := digest.FromBytes(b)
+	if _, err := c.Put(ctx, bytes.NewReader(b), d, int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	blobtest.FlipByte(t, filepath.Join(root, "blobs", "sha256", d.Encoded()), 2<<20)
+	read := func(opts ...blobclient.ReadOption) ([]byte, error) {
+		r, err := c.Open(ctx, d, 0, 0, opts...)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		var got bytes.Buffer
+		_, err = r.WriteTo(&got)
+		return got.Bytes(), err
+	}
+	if _, err := read(); !errdefs.IsDataLoss(err) {
+		t.Errorf("reading a damaged blob = %v, want data loss", err)
+	}
+	got, err := read(blobclient.Unverified())
+	if err != nil || len(got) != len(b) || digest.FromBytes(got) == d {
+		t.Errorf("reading a damaged blob unverified = %d bytes hashing to %s, %v; want its %d stored bytes, which are not %s",
+			len(got), digest.FromBytes(got), err, len(b), d)
+	}
+}

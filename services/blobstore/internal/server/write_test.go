@@ -265,3 +265,56 @@ func TestBackendErrorsCountFailuresOnly(t *testing.T) {
 		t.Errorf("backend errors {op=stat, code=Unavailable} = %v, want 1", got)
 	}
 }
+
+// TestPause: a writer that pauses learns the offset the server keeps, and
+// a writer opened WithResumeOnly goes on from there; one of an unknown ref
+// is refused rather than started (the registry's PATCH and PUT).
+func TestPause(t *testing.T) {
+	c := serve(t, newFS(t))
+	ctx := context.Background()
+	_, err := c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef("unknown"), blobclient.WithResumeOnly())
+	if !errdefs.IsNotFound(err) {
+		t.Errorf("NewWriter(WithResumeOnly) of an unknown ref = %v, want not found", err)
+	}
+	if _, err := c.UploadStatus(ctx, "unknown"); !errdefs.IsNotFound(err) {
+		t.Errorf("UploadStatus after a refused resume = %v, want not found", err)
+	}
+
+	b := blobtest.Content(3, 3<<20+5)
+	d := digest.FromBytes(b)
+	w, err := c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef("paused"), blobclient.WithDigestAtCommit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, err := w.Pause(ctx); off != 0 || err != nil {
+		t.Fatalf("Pause of a new upload = %d, %v; want 0", off, err)
+	}
+	for _, end := range []int{1<<20 + 3, 1<<20 + 4, len(b)} {
+		w, err := c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef("paused"), blobclient.WithDigestAtCommit(), blobclient.WithResumeOnly())
+		if err != nil {
+			t.Fatalf("NewWriter(WithResumeOnly) = %v", err)
+		}
+		start := w.Offset()
+		if _, err := w.Write(b[start:end]); err != nil {
+			t.Fatal(err)
+		}
+		if off, err := w.Pause(ctx); off != int64(end) || err != nil {
+			t.Fatalf("Pause after bytes %d to %d = %d, %v; want %d", start, end, off, err, end)
+		}
+	}
+	w, err = c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef("paused"), blobclient.WithDigestAtCommit(), blobclient.WithResumeOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := w.CommitDigest(ctx, d); err != nil || info.Size != int64(len(b)) {
+		t.Fatalf("CommitDigest = %+v, %v; want %d bytes", info, err, len(b))
+	}
+	r, err := c.Open(ctx, d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, b) {
+		t.Errorf("reading the blob: %d bytes, %v; want %d", len(got), err, len(b))
+	}
+}

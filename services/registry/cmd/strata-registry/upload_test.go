@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -209,5 +212,38 @@ func TestUploadsOnS3(t *testing.T) {
 			t.Fatalf("chunks of %d: the blob reads back as %d other bytes", chunk, len(got))
 		}
 		c.want(c.do(http.MethodDelete, "/v2/s3/app/blobs/"+d.String(), nil, nil), http.StatusAccepted)
+	}
+}
+
+// TestDamagedBlobRefusedByClient: the registry serves a whole blob without
+// the blob store's digest check (docs/security.md), since the client checks
+// every blob it pulls: a blob damaged in storage is refused there, by
+// crane as by any OCI client, naming the digest.
+func TestDamagedBlobRefusedByClient(t *testing.T) {
+	c, stack := registryStack(t)
+	b := make([]byte, 3<<20+5)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	d := c.pushBlob("team/app", b)
+	f, err := os.OpenFile(filepath.Join(stack.Dir, "blobs", "blobs", "sha256", d.Encoded()), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{b[2<<20] ^ 0xff}, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	got := c.want(c.do(http.MethodGet, "/v2/team/app/blobs/"+d.String(), nil, nil), http.StatusOK)
+	if len(got) != len(b) || digest.FromBytes(got) == d {
+		t.Fatalf("GET of the damaged blob gave %d bytes hashing to %s; want its %d stored bytes, which are not %s", len(got), digest.FromBytes(got), len(b), d)
+	}
+	cmd := exec.Command(harness.Tool(t, "crane"), "blob", "--insecure", stack.RegistryAddr+"/team/app@"+d.String())
+	cmd.Stdout = io.Discard
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), d.Encoded()) {
+		t.Errorf("crane blob of the damaged blob = %v, %q; want a failure naming %s", err, stderr.String(), d)
 	}
 }

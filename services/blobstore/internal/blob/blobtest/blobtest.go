@@ -51,6 +51,7 @@ func TestStore(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"Uploads", testUploads},
 		{"SHA512", testSHA512},
 		{"ResumeExactly", testResumeExactly},
+		{"ResumeOnly", testResumeOnly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -1162,4 +1163,43 @@ func testResumeExactly(t *testing.T, s blob.Store) {
 	if !bytes.Equal(got, data) {
 		t.Errorf("the blob reads back as %d other bytes", len(got))
 	}
+}
+
+// testResumeOnly: a writer opened ResumeOnly takes up an unfinished upload
+// where it stands, and starts none: an unknown or finished ref is
+// ErrNotFound (the registry's upload URLs name uploads that must exist).
+func testResumeOnly(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	ref := newRef(t)
+	_, err := s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1, ResumeOnly: true})
+	wantKind(t, "NewWriter(ResumeOnly) of an unknown ref", err, errdefs.ErrNotFound)
+	wantNoUpload(t, s, ref)
+
+	data := Content(16, 3000)
+	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w, err = s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1, ResumeOnly: true})
+	if err != nil {
+		t.Fatalf("NewWriter(ResumeOnly) of an unfinished upload = %v", err)
+	}
+	if w.Offset() != 1000 {
+		t.Errorf("NewWriter(ResumeOnly) resumed at %d, want 1000", w.Offset())
+	}
+	if _, err := w.Write(data[1000:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, digest.FromBytes(data)); err != nil {
+		t.Fatalf("Commit = %v", err)
+	}
+	w.Close()
+	_, err = s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1, ResumeOnly: true})
+	wantKind(t, "NewWriter(ResumeOnly) of a committed upload", err, errdefs.ErrNotFound)
 }
