@@ -194,6 +194,8 @@ func TestCopyFromContextMakesTheLayerCopyingWould(t *testing.T) {
 		{"file into an existing directory", "FROM busybox\nCOPY one.txt /etc/conf.d/\n", []bool{true, false}},
 		{"into an empty existing directory, --chown", "FROM busybox\nCOPY --chown=app:app app /opt/empty/\n", []bool{true, false}},
 		{"workdir then copies", "FROM busybox\nWORKDIR /w\nCOPY app/conf .\nCOPY one.txt ./\n", []bool{true, true, true, false}},
+		{"then a WORKDIR it holds", "FROM busybox\nCOPY . /app\nWORKDIR /app/app/conf\nCMD [\"sh\"]\n", []bool{true, false}},
+		{"then a WORKDIR it does not hold", "FROM busybox\nCOPY . /app\nWORKDIR /srv\n", []bool{true, true, true}},
 		{"file to a new name", "FROM busybox\nCOPY one.txt /srv/one\n", []bool{true, false}},
 		{"over an existing file", "FROM busybox\nCOPY one.txt /etc/passwd\n", []bool{true, true}},
 		{"into a directory that has the name", "FROM busybox\nCOPY app /etc/\n", []bool{true, false}},

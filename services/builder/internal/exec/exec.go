@@ -606,7 +606,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 			// Nothing is written to the mount: the layer is written from
 			// the context store, and unpacked only if a later step mounts it.
 			m.Release()
-			return r.copyLayer(ctx, st, cl, cur.layers, mountedLater(sp, st), t0, time.Now())
+			return r.copyLayer(ctx, st, cl, cur.layers, mountedLater(sp, st, cl), t0, time.Now())
 		}
 	}
 	switch st.Kind {
@@ -717,11 +717,17 @@ func (r *run) writeCopyLayer(ctx context.Context, cl *copier.Layer, dir string) 
 	return l, g.Wait()
 }
 
-// mountedLater reports whether a step of stage sp after st changes the
-// filesystem, and so mounts st's layer.
-func mountedLater(sp *plan.Stage, st *plan.Step) bool {
+// mountedLater reports whether a step of stage sp after st, whose layer
+// is cl, changes the filesystem, and so mounts that layer: a WORKDIR of a
+// directory the layer holds mounts nothing (see changeFS).
+func mountedLater(sp *plan.Stage, st *plan.Step, cl *copier.Layer) bool {
 	i := slices.Index(sp.Steps, st)
-	return i >= 0 && slices.ContainsFunc(sp.Steps[i+1:], func(s *plan.Step) bool { return s.Kind != plan.KindMeta })
+	if i < 0 {
+		return false
+	}
+	return slices.ContainsFunc(sp.Steps[i+1:], func(s *plan.Step) bool {
+		return s.Kind != plan.KindMeta && (s.Kind != plan.KindWorkdir || !cl.HasDir(s.Workdir))
+	})
 }
 
 // upload stores a layer in the background from its tar; release is called
