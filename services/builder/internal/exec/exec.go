@@ -665,9 +665,9 @@ func (r *run) unchanged(ctx context.Context, layers []image.Layer, upper string)
 }
 
 // copyLayer makes a COPY's layer over parent from its tar: its diff ID now,
-// the blob in the background. When a later step mounts it (mounted), the
-// layer is unpacked as its snapshot in the pass that hashes it, rather than
-// hashed now and written again, unpacked and hashed again on that mount.
+// the blob in the background. When a later step mounts it (mounted), its
+// files are written as its snapshot beside the pass that hashes it, rather
+// than its tar written again, unpacked and hashed again on that mount.
 func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, parent []image.Layer, mounted bool, t0, tWork time.Time) (image.Layer, error) {
 	src := cl.Write
 	var (
