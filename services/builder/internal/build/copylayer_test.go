@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,11 +19,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
+	"github.com/strata-build/strata/services/builder/internal/layer"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
@@ -77,6 +81,81 @@ func (e *env) unpacked(l image.Layer, parents []image.Layer) bool {
 	return false
 }
 
+// checkSnapshot fails unless the unpacked layer l over parents, if the
+// snapshot store holds it, has the files its blob unpacks to: names, types,
+// modes, owners, mtimes (to the second), link targets and contents. A COPY's layer a later
+// step mounts is written there from the context store, not from its blob.
+func (e *env) checkSnapshot(l image.Layer, parents []image.Layer) {
+	e.t.Helper()
+	var chain digest.Digest
+	for _, p := range append(slices.Clone(parents), l) {
+		chain = snapshot.ChainID(chain, p.DiffID)
+	}
+	ref, err := e.snaps.Acquire(chain)
+	if errdefs.IsNotFound(err) {
+		return
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer ref.Release()
+	rc, err := e.blobs.Open(context.Background(), l.Blob.Digest)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rc.Close()
+	dir := filepath.Join(e.t.TempDir(), "unpacked")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := layer.Unpack(context.Background(), rc, dir); err != nil {
+		e.t.Fatal(err)
+	}
+	if diff := cmp.Diff(treeListing(e.t, dir), treeListing(e.t, ref.Dir())); diff != "" {
+		e.t.Errorf("snapshot of layer %s (-its blob unpacked +the store's):\n%s", l.DiffID, diff)
+	}
+}
+
+// treeListing lists every entry under dir, one line each.
+func treeListing(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		// In whole seconds: a layer.Diff tar keeps no more, and the
+		// snapshot of a COPY into a mount (the upper directory itself)
+		// has the times of the copy. copier's tests compare a layer's
+		// files to the nanosecond.
+		line := fmt.Sprintf("%s mode %o uid %d gid %d mtime %d size %d", strings.TrimPrefix(p, dir), st.Mode, st.Uid, st.Gid, st.Mtim.Sec, st.Size)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + target
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += " " + digest.FromBytes(b).Encoded()
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // A COPY from the context whose files land where nothing is yet makes the
 // same layer whether it is written from the context store or copied into a
 // mount: same entries, modes, owners, contents and file mtimes, same diff
@@ -115,6 +194,8 @@ func TestCopyFromContextMakesTheLayerCopyingWould(t *testing.T) {
 		{"file into an existing directory", "FROM busybox\nCOPY one.txt /etc/conf.d/\n", []bool{true, false}},
 		{"into an empty existing directory, --chown", "FROM busybox\nCOPY --chown=app:app app /opt/empty/\n", []bool{true, false}},
 		{"workdir then copies", "FROM busybox\nWORKDIR /w\nCOPY app/conf .\nCOPY one.txt ./\n", []bool{true, true, true, false}},
+		{"then a WORKDIR it holds", "FROM busybox\nCOPY . /app\nWORKDIR /app/app/conf\nCMD [\"sh\"]\n", []bool{true, false}},
+		{"then a WORKDIR it does not hold", "FROM busybox\nCOPY . /app\nWORKDIR /srv\n", []bool{true, true, true}},
 		{"file to a new name", "FROM busybox\nCOPY one.txt /srv/one\n", []bool{true, false}},
 		{"over an existing file", "FROM busybox\nCOPY one.txt /etc/passwd\n", []bool{true, true}},
 		{"into a directory that has the name", "FROM busybox\nCOPY app /etc/\n", []bool{true, false}},
@@ -155,9 +236,10 @@ func buildBothWays(t *testing.T, base []tarFile, files []ctxFile, df string, che
 			t.Fatalf("build (every COPY into its mount: %v): %v", general, err)
 		}
 		layers := e.image(res.ImageID).Layers()
-		for _, l := range layers {
+		for j, l := range layers {
 			listings[i] = append(listings[i], e.layerListing(l))
 			sizes[i] = append(sizes[i], l.DiffSize)
+			e.checkSnapshot(l, layers[:j])
 		}
 		if check != nil {
 			check(e, general, layers)

@@ -50,7 +50,13 @@ type Store struct {
 	units  map[string]*unit // packs and files, by name
 	holds  map[digest.Digest]int
 	nextID int64
+
+	memoMu sync.Mutex
+	memo   map[string]string // see Memo
 }
+
+// maxMemo bounds the values Memo keeps: a few contexts' worth of files.
+const maxMemo = 1 << 16
 
 // location is where a content is.
 type location struct {
@@ -196,6 +202,40 @@ func (s *Store) Hold(ds []digest.Digest) (release func()) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// Memo returns the value compute returns for key, computing it once for
+// every build: a value derived from contents (Docker's tarsum of a file
+// for COPY's history, which a build whose context changed one file would
+// otherwise read all the others again for). key must name all the value
+// depends on, contents by their digest. Errors are not kept; beyond
+// maxMemo values, some are forgotten.
+func (s *Store) Memo(key string, compute func() (string, error)) (string, error) {
+	s.memoMu.Lock()
+	v, ok := s.memo[key]
+	s.memoMu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := compute()
+	if err != nil {
+		return "", err
+	}
+	s.memoMu.Lock()
+	defer s.memoMu.Unlock()
+	if s.memo == nil {
+		s.memo = map[string]string{}
+	}
+	if len(s.memo) >= maxMemo {
+		for k := range s.memo { // map order: an arbitrary half goes
+			if len(s.memo) < maxMemo/2 {
+				break
+			}
+			delete(s.memo, k)
+		}
+	}
+	s.memo[key] = v
+	return v, nil
 }
 
 // Size returns the size of the content of d (NOT_FOUND when the store

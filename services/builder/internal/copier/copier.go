@@ -193,12 +193,12 @@ func (c *copier) fromContext(cp *plan.Copy, f plan.Source, bctx *buildctx.Contex
 			return err
 		}
 	}
-	return c.parallel(files, func(t target) error { return c.entry(t.dst, t.e) })
+	return parallel(c.ctx, files, func(t target) error { return c.entry(t.dst, t.e) })
 }
 
 // parallel calls fn for every entry on a few goroutines, stopping at the
-// first error.
-func (c *copier) parallel(entries []target, fn func(target) error) error {
+// first error or when ctx is done.
+func parallel[T any](ctx context.Context, entries []T, fn func(T) error) error {
 	workers := min(runtime.NumCPU(), 4, len(entries))
 	if workers <= 1 {
 		for _, e := range entries {
@@ -208,7 +208,7 @@ func (c *copier) parallel(entries []target, fn func(target) error) error {
 		}
 		return nil
 	}
-	next := make(chan target)
+	next := make(chan T)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
 	for range workers {
@@ -230,8 +230,8 @@ feed:
 		case next <- e:
 		case err = <-errs:
 			break feed
-		case <-c.ctx.Done():
-			err = c.ctx.Err()
+		case <-ctx.Done():
+			err = ctx.Err()
 			break feed
 		}
 	}

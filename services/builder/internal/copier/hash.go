@@ -221,13 +221,19 @@ func contextSum(o Options, e *buildctx.Entry) (string, error) {
 		case e.Mode&fs.ModeSymlink != 0:
 			h.typeflag, h.linkname = '2', e.LinkTarget
 		default:
+			// The same file in the next build's context has the same sum:
+			// the store keeps it, so that only changed files are read.
 			h.typeflag, h.size = '0', e.Size
-			f, err := o.Store.Open(e.Digest)
-			if err != nil {
-				return memoHash{err: err}
-			}
-			defer f.Close()
-			r = f
+			key := fmt.Sprintf("tarsum\x00%s\x00%d\x00%d\x00%s", h.name, h.mode, h.size, e.Digest)
+			s, err := o.Store.Memo(key, func() (string, error) {
+				f, err := o.Store.Open(e.Digest)
+				if err != nil {
+					return "", err
+				}
+				defer f.Close()
+				return tarsum(h, f)
+			})
+			return memoHash{s, err}
 		}
 		s, err := tarsum(h, r)
 		return memoHash{s, err}

@@ -69,3 +69,61 @@ func TestSourceHashIsDockers(t *testing.T) {
 		}
 	}
 }
+
+// The store keeps files' sums from one build to the next: a build whose
+// context changed a file's content or mode gets the hash a store seeing
+// the context for the first time gives.
+func TestSourceHashAfterAChange(t *testing.T) {
+	hash := func(store *buildctx.Store, files map[string]string, mode fs.FileMode) string {
+		t.Helper()
+		list := []*builderv1.FileEntry{{Path: "d", Mode: buildctx.UnixMode(fs.ModeDir | 0o755)}}
+		for p, body := range files {
+			d := digest.FromString(body)
+			w, err := store.NewWriter(d, int64(len(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(w, body)
+			if err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			list = append(list, &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(d)})
+		}
+		bctx, err := buildctx.New(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := bctx.Resolve("d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := SourceHash(&plan.Copy{Sources: []plan.Source{{Src: "d", Entry: e}}}, Options{Store: store, Context: bctx})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	newStore := func() *buildctx.Store {
+		s, err := buildctx.NewStore(t.TempDir(), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	shared := newStore()
+	first := hash(shared, map[string]string{"d/a": "a\n", "d/b": "b\n"}, 0o644)
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		mode  fs.FileMode
+	}{
+		{"content", map[string]string{"d/a": "a\n", "d/b": "c\n"}, 0o644}, // the same size
+		{"mode", map[string]string{"d/a": "a\n", "d/b": "b\n"}, 0o755},
+		{"name", map[string]string{"d/a": "a\n", "d/c": "b\n"}, 0o644},
+	} {
+		got, want := hash(shared, tc.files, tc.mode), hash(newStore(), tc.files, tc.mode)
+		if got != want || got == first {
+			t.Errorf("%s changed: SourceHash = %s, want %s (a fresh store's), not %s", tc.name, got, want, first)
+		}
+	}
+}

@@ -75,6 +75,11 @@ type Snapshots interface {
 	// unpacking the layers it does not hold: from opts.Tars when it has the
 	// layer's diff ID, from its blob otherwise.
 	Mount(ctx context.Context, layers []image.Layer, opts MountOptions) (Mount, error)
+	// Add keeps as a snapshot over layers the files fill writes into an
+	// empty directory (in overlay form), so that a later Mount finds the
+	// layer unpacked, and returns it pinned until released with the diff
+	// ID and size fill returned, which the caller vouches for.
+	Add(ctx context.Context, layers []image.Layer, fill func(ctx context.Context, dir string) (image.Layer, error)) (image.Layer, Snapshot, error)
 }
 
 // MountOptions say how to mount a step.

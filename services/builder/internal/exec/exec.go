@@ -17,6 +17,7 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -605,7 +606,7 @@ func (r *run) changeFS(ctx context.Context, sp *plan.Stage, st *plan.Step, cur c
 			// Nothing is written to the mount: the layer is written from
 			// the context store, and unpacked only if a later step mounts it.
 			m.Release()
-			return r.copyLayer(ctx, st, cl, t0, time.Now())
+			return r.copyLayer(ctx, st, cl, cur.layers, mountedLater(sp, st, cl), t0, time.Now())
 		}
 	}
 	switch st.Kind {
@@ -663,11 +664,26 @@ func (r *run) unchanged(ctx context.Context, layers []image.Layer, upper string)
 	return layer.Unchanged(upper, lower.Root())
 }
 
-// copyLayer makes a COPY's layer from its tar: its diff ID now, the blob in
-// the background.
-func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, t0, tWork time.Time) (image.Layer, error) {
+// copyLayer makes a COPY's layer over parent from its tar: its diff ID now,
+// the blob in the background. When a later step mounts it (mounted), its
+// files are written as its snapshot beside the pass that hashes it, rather
+// than its tar written again, unpacked and hashed again on that mount.
+func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, parent []image.Layer, mounted bool, t0, tWork time.Time) (image.Layer, error) {
 	src := cl.Write
-	l, err := r.d.Layers.DiffID(ctx, src)
+	var (
+		l   image.Layer
+		err error
+	)
+	if mounted {
+		var snap Snapshot
+		if l, snap, err = r.d.Snapshots.Add(ctx, parent, func(ctx context.Context, dir string) (image.Layer, error) {
+			return r.writeCopyLayer(ctx, cl, dir)
+		}); err == nil {
+			snap.Release()
+		}
+	} else {
+		l, err = r.d.Layers.DiffID(ctx, src)
+	}
 	if err != nil {
 		return image.Layer{}, fmt.Errorf("Dockerfile:%d: %s: %w", st.Line, strings.ToUpper(st.Cmd.Name()), err)
 	}
@@ -682,10 +698,36 @@ func (r *run) copyLayer(ctx context.Context, st *plan.Step, cl *copier.Layer, t0
 	r.mu.Unlock()
 	if r.d.Log != nil {
 		r.d.Log.DebugContext(ctx, "step changed the filesystem", "step", st.Number, "work", tWork.Sub(t0), "diff_id", time.Since(tWork),
-			"diff_size", l.DiffSize, "written", "from the context store")
+			"diff_size", l.DiffSize, "written", "from the context store", "unpacked", mounted)
 	}
 	r.upload(ctx, st.Number, l, src, func() {})
 	return l, nil
+}
+
+// writeCopyLayer writes a COPY's layer files into dir while its diff ID is
+// computed from its tar, both from the context store.
+func (r *run) writeCopyLayer(ctx context.Context, cl *copier.Layer, dir string) (image.Layer, error) {
+	g, ctx := errgroup.WithContext(ctx)
+	var l image.Layer
+	g.Go(func() (err error) {
+		l, err = r.d.Layers.DiffID(ctx, cl.Write)
+		return err
+	})
+	g.Go(func() error { return cl.WriteFiles(ctx, dir) })
+	return l, g.Wait()
+}
+
+// mountedLater reports whether a step of stage sp after st, whose layer
+// is cl, changes the filesystem, and so mounts that layer: a WORKDIR of a
+// directory the layer holds mounts nothing (see changeFS).
+func mountedLater(sp *plan.Stage, st *plan.Step, cl *copier.Layer) bool {
+	i := slices.Index(sp.Steps, st)
+	if i < 0 {
+		return false
+	}
+	return slices.ContainsFunc(sp.Steps[i+1:], func(s *plan.Step) bool {
+		return s.Kind != plan.KindMeta && (s.Kind != plan.KindWorkdir || !cl.HasDir(s.Workdir))
+	})
 }
 
 // upload stores a layer in the background from its tar; release is called

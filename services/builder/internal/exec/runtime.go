@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 
+	digest "github.com/opencontainers/go-digest"
+
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
@@ -46,6 +48,23 @@ func (s snapshots) Mount(ctx context.Context, layers []image.Layer, mo MountOpti
 		return nil, err
 	}
 	return active{a: a, s: s.s}, nil
+}
+
+func (s snapshots) Add(ctx context.Context, layers []image.Layer, fill func(ctx context.Context, dir string) (image.Layer, error)) (image.Layer, Snapshot, error) {
+	var parent digest.Digest
+	for _, l := range layers {
+		parent = snapshot.ChainID(parent, l.DiffID)
+	}
+	var l image.Layer
+	ref, _, err := s.s.Add(ctx, parent, func(ctx context.Context, dir string) (digest.Digest, int64, error) {
+		var err error
+		l, err = fill(ctx, dir)
+		return l.DiffID, l.DiffSize, err
+	})
+	if err != nil {
+		return image.Layer{}, nil, err
+	}
+	return l, ref, nil
 }
 
 type active struct {

@@ -366,6 +366,41 @@ func (s *Store) unpack(ctx context.Context, parent, chainID digest.Digest, l Lay
 	return s.publish(staging, meta{ChainID: chainID, Parent: parent, DiffID: l.DiffID, Size: res.DiffSize})
 }
 
+// Add keeps, as the layer over the chain parent ("" for none), the files
+// fill writes into an empty private directory in overlay lower form, and
+// returns it pinned. fill returns the layer's diff ID and size: the caller
+// made the layer (a COPY written from the build context) and vouches that
+// the files are its tar unpacked, so nothing is hashed here, where Prepare
+// unpacking its tar would write and hash it once more. A layer unpacked
+// already under the resulting chain ID is kept as it is.
+func (s *Store) Add(ctx context.Context, parent digest.Digest, fill func(ctx context.Context, dir string) (digest.Digest, int64, error)) (*Ref, Info, error) {
+	staging, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), "add-")
+	if err != nil {
+		return nil, Info{}, err
+	}
+	defer os.RemoveAll(staging)
+	diff := filepath.Join(staging, "diff")
+	if err := os.Mkdir(diff, 0o755); err != nil {
+		return nil, Info{}, err
+	}
+	diffID, size, err := fill(ctx, diff)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	if err := diffID.Validate(); err != nil {
+		return nil, Info{}, errdefs.InvalidArgument("layer diff ID %q: %v", diffID, err)
+	}
+	m := meta{ChainID: ChainID(parent, diffID), Parent: parent, DiffID: diffID, Size: size}
+	if err := s.publish(staging, m); err != nil {
+		return nil, Info{}, err
+	}
+	ref, err := s.Acquire(m.ChainID)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	return ref, Info{ChainID: m.ChainID, Parent: parent, DiffID: diffID, Size: size}, nil
+}
+
 // publish makes the staged layer directory (holding diff/) the layer of
 // m.ChainID and registers it. If another build published the same chain
 // meanwhile, the staged copy is dropped: both hold the same content.

@@ -162,6 +162,51 @@ func TestPrepareCommitChain(t *testing.T) {
 	}
 }
 
+// A layer added over a chain from its files is there for a step to mount
+// without a blob, under the chain ID of the diff ID its maker gave.
+func TestAddUnpacksOnce(t *testing.T) {
+	s := newStore(t, Options{})
+	base := newTarLayer(t, "etc/", "", "etc/passwd", "root", "bin/", "", "bin/sh", "#!")
+	a, err := s.Prepare(context.Background(), []Layer{base.Layer()})
+	must(t, err)
+	must(t, a.Release())
+
+	added := newTarLayer(t, "src/", "", "src/main.c", "int main;", "src/ln", "->main.c")
+	fill := func(ctx context.Context, dir string) (digest.Digest, int64, error) {
+		res, err := layer.Unpack(ctx, bytes.NewReader(added.blob), dir)
+		return res.DiffID, res.DiffSize, err
+	}
+	ref, info, err := s.Add(context.Background(), base.Layer().DiffID, fill)
+	must(t, err)
+	defer ref.Release()
+	want := Info{ChainID: ChainID(base.Layer().DiffID, added.Layer().DiffID), Parent: base.Layer().DiffID,
+		DiffID: added.Layer().DiffID, Size: int64(len("int main;") + len("main.c"))}
+	if info != want {
+		t.Errorf("Add = %+v, want %+v", info, want)
+	}
+
+	// No Open: the layer must be unpacked already.
+	a, err = s.Prepare(context.Background(), []Layer{base.Layer(), {DiffID: info.DiffID}})
+	must(t, err)
+	defer a.Release()
+	for path, want := range map[string]string{"src/main.c": "int main;", "src/ln": "int main;", "etc/passwd": "root"} {
+		if got := readFile(t, filepath.Join(a.RootFS(), path)); got != want {
+			t.Errorf("%s = %q, want %q", path, got, want)
+		}
+	}
+	if got, err := s.Stat(info.ChainID); err != nil || got.InUse != 2 {
+		t.Errorf("Stat(%s) = %+v, %v; want in use by the ref and the step", info.ChainID, got, err)
+	}
+
+	// Adding it again keeps the layer there.
+	ref2, info2, err := s.Add(context.Background(), base.Layer().DiffID, fill)
+	must(t, err)
+	ref2.Release()
+	if info2 != want {
+		t.Errorf("Add again = %+v, want %+v", info2, want)
+	}
+}
+
 func TestPrepareScratch(t *testing.T) {
 	s := newStore(t, Options{})
 	l, chain := step(t, s, nil, func(root string) {

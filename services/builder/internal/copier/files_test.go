@@ -1,0 +1,137 @@
+package copier
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
+	"github.com/strata-build/strata/services/builder/internal/buildctx"
+	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/plan"
+)
+
+// A layer's files written from the context store are those its tar
+// unpacks to, to the nanosecond: a step mounting the layer sees the same
+// root whichever way the layer was unpacked.
+func TestWriteFilesIsTheTarUnpacked(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (file owners)")
+	}
+	store, err := buildctx.NewStore(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := func(p, body string, mode fs.FileMode, mtime int64) *builderv1.FileEntry {
+		d := digest.FromString(body)
+		w, err := store.NewWriter(d, int64(len(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		return &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(d), MtimeUnixNano: mtime}
+	}
+	dir := func(p string, mode fs.FileMode, mtime int64) *builderv1.FileEntry {
+		return &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(fs.ModeDir | mode), MtimeUnixNano: mtime}
+	}
+	bctx, err := buildctx.New([]*builderv1.FileEntry{
+		dir("app", 0o755, 1_600_000_001_000_000_000),
+		file("app/run.sh", "echo hi\n", 0o755|fs.ModeSetuid, 1_600_000_002_500_000_000),
+		dir("app/conf", 0o700|fs.ModeSetgid, 1_600_000_003_400_000_000),
+		file("app/conf/a.txt", "a\n", 0o600, 1_600_000_004_000_000_001),
+		file("app/conf/empty", "", 0o644, 1_600_000_005_000_000_000),
+		file("app/big", strings.Repeat("b", 3<<20), 0o644, 1_600_000_006_000_000_000),
+		{Path: "app/link", Mode: buildctx.UnixMode(fs.ModeSymlink | 0o777), LinkTarget: "run.sh", MtimeUnixNano: 1_600_000_007_700_000_000},
+		dir("app/sticky", 0o1777, 1_600_000_008_000_000_000),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := bctx.Resolve("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "srv"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	cp := &plan.Copy{Sources: []plan.Source{{Src: "app", Entry: e}}, Dest: "/srv/new/app", Chown: "1234:5678"}
+	cl := ContextLayer(root, cp, Options{Store: store, Context: bctx}, time.Unix(1_700_000_000, 0))
+	if cl == nil {
+		t.Fatal("ContextLayer = nil, want the layer written from the context")
+	}
+
+	ctx := context.Background()
+	written, unpacked := filepath.Join(t.TempDir(), "w"), filepath.Join(t.TempDir(), "u")
+	for _, d := range []string{written, unpacked} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.WriteFiles(ctx, written); err != nil {
+		t.Fatal(err)
+	}
+	r := layer.Open(ctx, cl.Write)
+	defer r.Close()
+	if _, err := layer.Unpack(ctx, r, unpacked); err != nil {
+		t.Fatal(err)
+	}
+	want := listTree(t, unpacked)
+	if len(want) != 10 { // srv, srv/new, and the eight entries of app
+		t.Errorf("the layer unpacks to %d entries, want 10:\n%s", len(want), strings.Join(want, "\n"))
+	}
+	if diff := cmp.Diff(want, listTree(t, written)); diff != "" {
+		t.Errorf("WriteFiles (-the tar unpacked +written):\n%s", diff)
+	}
+}
+
+// listTree lists every entry under dir: type and mode, owner, mtime to the
+// nanosecond, and a file's content or a symlink's target.
+func listTree(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s mode %o owner %d:%d mtime %d.%09d", strings.TrimPrefix(p, dir), st.Mode, st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + target
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += " " + digest.FromBytes(b).Encoded()
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
