@@ -284,7 +284,7 @@ func (a *Active) Commit(ctx context.Context, diffID digest.Digest, size int64) (
 	if err := os.Rename(a.UpperDir(), filepath.Join(staging, "diff")); err != nil {
 		return "", err
 	}
-	if err := a.store.publish(staging, meta{ChainID: chainID, Parent: a.parent, DiffID: diffID, Size: size}); err != nil {
+	if err := a.store.publish(staging, meta{ChainID: chainID, Parent: a.parent, DiffID: diffID, Size: size}, false); err != nil {
 		return "", err
 	}
 	a.finishLocked()

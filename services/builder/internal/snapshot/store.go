@@ -320,9 +320,6 @@ func (s *Store) ensure(ctx context.Context, parent, chainID digest.Digest, l Lay
 			s.mu.Lock()
 			delete(s.unpacking, chainID)
 			close(done)
-			if err == nil {
-				s.layers[chainID].refs++
-			}
 			s.mu.Unlock()
 			return err
 		}
@@ -336,7 +333,7 @@ func (s *Store) ensure(ctx context.Context, parent, chainID digest.Digest, l Lay
 }
 
 // unpack fetches and unpacks one layer into a private directory, verifies
-// its diff ID, and publishes it by rename.
+// its diff ID, and publishes it by rename, pinned.
 func (s *Store) unpack(ctx context.Context, parent, chainID digest.Digest, l Layer) error {
 	if l.Open == nil {
 		return errdefs.NotFound("layer %s is not unpacked and has no blob to unpack it from", chainID)
@@ -363,7 +360,7 @@ func (s *Store) unpack(ctx context.Context, parent, chainID digest.Digest, l Lay
 	if err != nil {
 		return fmt.Errorf("unpacking layer %s: %w", l.DiffID, err)
 	}
-	return s.publish(staging, meta{ChainID: chainID, Parent: parent, DiffID: l.DiffID, Size: res.DiffSize})
+	return s.publish(staging, meta{ChainID: chainID, Parent: parent, DiffID: l.DiffID, Size: res.DiffSize}, true)
 }
 
 // Add keeps, as the layer over the chain parent ("" for none), the files
@@ -391,20 +388,18 @@ func (s *Store) Add(ctx context.Context, parent digest.Digest, fill func(ctx con
 		return nil, Info{}, errdefs.InvalidArgument("layer diff ID %q: %v", diffID, err)
 	}
 	m := meta{ChainID: ChainID(parent, diffID), Parent: parent, DiffID: diffID, Size: size}
-	if err := s.publish(staging, m); err != nil {
+	if err := s.publish(staging, m, true); err != nil {
 		return nil, Info{}, err
 	}
-	ref, err := s.Acquire(m.ChainID)
-	if err != nil {
-		return nil, Info{}, err
-	}
-	return ref, Info{ChainID: m.ChainID, Parent: parent, DiffID: diffID, Size: size}, nil
+	return &Ref{s: s, chain: m.ChainID}, Info{ChainID: m.ChainID, Parent: parent, DiffID: diffID, Size: size}, nil
 }
 
 // publish makes the staged layer directory (holding diff/) the layer of
-// m.ChainID and registers it. If another build published the same chain
-// meanwhile, the staged copy is dropped: both hold the same content.
-func (s *Store) publish(staging string, m meta) error {
+// m.ChainID and registers it, pinned (refs+1) when pin is set, so that no
+// eviction takes it before the caller mounts it. If another build
+// published the same chain meanwhile, the staged copy is dropped (both
+// hold the same content) and that layer is the one pinned.
+func (s *Store) publish(staging string, m meta, pin bool) error {
 	link, err := shortID()
 	if err != nil {
 		return err
@@ -423,15 +418,23 @@ func (s *Store) publish(staging string, m meta) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.layers[m.ChainID]; ok {
+	if e, ok := s.layers[m.ChainID]; ok {
 		os.Remove(s.linkPath(link))
+		if pin {
+			e.refs++
+			e.lastUsed = time.Now()
+		}
 		return nil
 	}
 	if err := os.Rename(staging, s.layerDir(m.ChainID)); err != nil {
 		os.Remove(s.linkPath(link))
 		return fmt.Errorf("publishing layer %s: %w", m.ChainID, err)
 	}
-	s.layers[m.ChainID] = &entry{meta: m, lastUsed: time.Now()}
+	e := &entry{meta: m, lastUsed: time.Now()}
+	if pin {
+		e.refs = 1
+	}
+	s.layers[m.ChainID] = e
 	s.total += m.Size
 	return nil
 }
