@@ -7,8 +7,9 @@
 package buildcontext
 
 import (
+	"bytes"
 	"crypto/sha256"
-	"encoding/gob"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
@@ -39,7 +41,14 @@ type Context struct {
 	// Size is the bytes of all regular files listed.
 	Size int64
 
-	paths map[digest.Digest]string
+	// contents are the context's distinct contents: a file that holds
+	// each, and its size.
+	contents map[digest.Digest]content
+}
+
+type content struct {
+	path string
+	size int64
 }
 
 // Options say what to walk.
@@ -53,7 +62,10 @@ type Options struct {
 	CacheDir string
 }
 
-// Walk walks a context directory.
+// Walk walks a context directory: a rebuild's whole cost when the digest
+// cache knows every file, so each entry costs one stat, relative to its
+// directory, and nothing else that is not needed (no sorting of each
+// directory, no path cleaning).
 func Walk(opts Options) (*Context, error) {
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -78,73 +90,21 @@ func Walk(opts Options) (*Context, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid .dockerignore: %w", err)
 	}
-	cache := loadCache(opts.CacheDir, dir)
-
-	c := &Context{Dir: dir, paths: map[digest.Digest]string{}}
-	type job struct {
-		entry *builderv1.FileEntry
-		path  string
-		key   statKey
+	w := &walker{pm: pm, always: always, cache: loadCache(opts.CacheDir, dir)}
+	w.c = &Context{Dir: dir, contents: make(map[digest.Digest]content, len(w.cache.entries))}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return nil, fmt.Errorf("unable to prepare context: %w", &fs.PathError{Op: "lstat", Path: dir, Err: err})
 	}
-	var jobs []job
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("unable to prepare context: %w", err)
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if rel != "." && !always[rel] {
-			skip, err := pm.MatchesOrParentMatches(rel)
-			if err != nil {
-				return err
-			}
-			if skip {
-				if d.IsDir() && !pm.Exclusions() {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-		}
-		info, err := d.Info()
-		if err != nil {
-			return fmt.Errorf("unable to prepare context: %w", err)
-		}
-		st, _ := info.Sys().(*syscall.Stat_t)
-		e := &builderv1.FileEntry{Path: rel, Mode: unixMode(info.Mode()), MtimeUnixNano: info.ModTime().UnixNano()}
-		if st != nil {
-			e.Uid, e.Gid = st.Uid, st.Gid
-		}
-		switch {
-		case info.Mode().IsRegular():
-			e.Size = info.Size()
-			c.Size += e.Size
-			k := statKey{Size: info.Size(), Mtime: info.ModTime().UnixNano()}
-			if st != nil {
-				k.Ino, k.Ctime = st.Ino, st.Ctim.Nano()
-			}
-			if d, ok := cache.get(rel, k); ok {
-				e.Digest = string(d)
-				c.paths[d] = p
-			} else {
-				jobs = append(jobs, job{entry: e, path: p, key: k})
-			}
-		case info.Mode()&fs.ModeSymlink != 0:
-			if e.LinkTarget, err = os.Readlink(p); err != nil {
-				return fmt.Errorf("unable to prepare context: %w", err)
-			}
-		case info.IsDir():
-		default:
-			return nil // sockets, fifos and devices do not travel, as with Docker
-		}
-		c.Entries = append(c.Entries, e)
-		return nil
-	})
-	if err != nil {
+	if err := w.add(".", dir, &st); err != nil {
 		return nil, err
 	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := w.dir("", dir); err != nil {
+			return nil, err
+		}
+	}
+	c, cache, jobs := w.c, w.cache, w.jobs
 
 	// The Dockerfile travels even from inside an excluded directory.
 	if df := filepath.ToSlash(filepath.Clean(opts.Dockerfile)); opts.Dockerfile != "" && !listed(c.Entries, df) {
@@ -172,7 +132,7 @@ func Walk(opts Options) (*Context, error) {
 					firstErr = fmt.Errorf("unable to prepare context: %w", err)
 				}
 				j.entry.Digest = string(d)
-				c.paths[d] = j.path
+				c.contents[d] = content{path: j.path, size: j.entry.Size}
 				cache.put(j.entry.Path, j.key, d)
 				mu.Unlock()
 			}
@@ -186,11 +146,110 @@ func Walk(opts Options) (*Context, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	if len(jobs) > 0 {
-		cache.save()
-	}
 	sort.Slice(c.Entries, func(i, j int) bool { return c.Entries[i].Path < c.Entries[j].Path })
+	if len(jobs) > 0 {
+		cache.save(c.Entries)
+	}
 	return c, nil
+}
+
+// job is a file to hash: the cache did not know its content.
+type job struct {
+	entry *builderv1.FileEntry
+	path  string
+	key   statKey
+}
+
+// walker lists a context's entries as filepath.WalkDir would visit them,
+// .dockerignore applied.
+type walker struct {
+	pm     *patternmatcher.PatternMatcher
+	always map[string]bool
+	cache  *hashCache
+	c      *Context
+	// jobs are the files whose digest the cache did not know.
+	jobs []job
+}
+
+// dir lists the entries of the directory at path (rel in the context, ""
+// for its root) and walks its subdirectories.
+func (w *walker) dir(rel, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("unable to prepare context: %w", err)
+	}
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return fmt.Errorf("unable to prepare context: %w", err)
+	}
+	fd := int(f.Fd())
+	for _, d := range ents {
+		name := d.Name()
+		r := name
+		if rel != "" {
+			r = rel + "/" + name
+		}
+		descend := d.IsDir()
+		if !w.always[r] {
+			skip, err := w.pm.MatchesOrParentMatches(r)
+			if err != nil {
+				return err
+			}
+			if skip {
+				if descend && w.pm.Exclusions() {
+					// A pattern may bring back something below it.
+					if err := w.dir(r, path+"/"+name); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("unable to prepare context: %w", &fs.PathError{Op: "lstat", Path: path + "/" + name, Err: err})
+		}
+		if err := w.add(r, path+"/"+name, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := w.dir(r, path+"/"+name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// add lists the entry rel, at path, with its content's digest when the
+// cache knows it and as a job to hash otherwise. Sockets, fifos and
+// devices do not travel, as with Docker.
+func (w *walker) add(rel, path string, st *unix.Stat_t) error {
+	e := &builderv1.FileEntry{Path: rel, Mode: st.Mode & (unix.S_IFMT | 0o7777), MtimeUnixNano: st.Mtim.Nano(), Uid: st.Uid, Gid: st.Gid}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		e.Size = st.Size
+		w.c.Size += e.Size
+		k := statKey{Size: st.Size, Mtime: st.Mtim.Nano(), Ino: st.Ino, Ctime: st.Ctim.Nano()}
+		if d, ok := w.cache.get(rel, k); ok {
+			e.Digest = string(d)
+			w.c.contents[d] = content{path: path, size: e.Size}
+		} else {
+			w.jobs = append(w.jobs, job{entry: e, path: path, key: k})
+		}
+	case unix.S_IFLNK:
+		target, err := os.Readlink(path)
+		if err != nil {
+			return fmt.Errorf("unable to prepare context: %w", err)
+		}
+		e.LinkTarget = target
+	case unix.S_IFDIR:
+	default:
+		return nil
+	}
+	w.c.Entries = append(w.c.Entries, e)
+	return nil
 }
 
 func listed(entries []*builderv1.FileEntry, p string) bool {
@@ -204,13 +263,12 @@ func listed(entries []*builderv1.FileEntry, p string) bool {
 
 // Bytes returns the bytes Send sends for digests, each content once.
 func (c *Context) Bytes(digests []string) int64 {
-	sizes := c.sizes()
 	var n int64
 	seen := map[string]bool{}
 	for _, d := range digests {
 		if !seen[d] {
 			seen[d] = true
-			n += sizes[d]
+			n += c.contents[digest.Digest(d)].size
 		}
 	}
 	return n
@@ -219,20 +277,10 @@ func (c *Context) Bytes(digests []string) int64 {
 // UniqueBytes returns the bytes of the context's contents, each once.
 func (c *Context) UniqueBytes() int64 {
 	var n int64
-	for _, size := range c.sizes() {
-		n += size
+	for _, f := range c.contents {
+		n += f.size
 	}
 	return n
-}
-
-func (c *Context) sizes() map[string]int64 {
-	sizes := map[string]int64{}
-	for _, e := range c.Entries {
-		if e.GetDigest() != "" {
-			sizes[e.GetDigest()] = e.GetSize()
-		}
-	}
-	return sizes
 }
 
 // ChunkSize is the size of the FileData messages Send writes.
@@ -247,10 +295,11 @@ func (c *Context) Send(digests []string, send func(*builderv1.FileData) error) (
 	buf := make([]byte, ChunkSize)
 	for _, s := range digests {
 		d := digest.Digest(s)
-		p, ok := c.paths[d]
+		held, ok := c.contents[d]
 		if !ok {
 			return total, fmt.Errorf("the builder asked for content %s, which the context does not hold", s)
 		}
+		p := held.path
 		f, err := os.Open(p)
 		if err != nil {
 			return total, err
@@ -351,29 +400,104 @@ type cachedDigest struct {
 	Digest digest.Digest
 }
 
-// hashCache maps context paths to digests, keyed by stat data.
+// hashCache maps context paths to digests, keyed by stat data. get may be
+// called from several goroutines at once; put and save from one, after.
 type hashCache struct {
 	file    string
 	entries map[string]cachedDigest
-	used    map[string]bool
 }
 
 func loadCache(cacheDir, contextDir string) *hashCache {
-	c := &hashCache{entries: map[string]cachedDigest{}, used: map[string]bool{}}
+	c := &hashCache{entries: map[string]cachedDigest{}}
 	if cacheDir == "" {
 		return c
 	}
 	sum := sha256.Sum256([]byte(contextDir))
-	c.file = filepath.Join(cacheDir, hex.EncodeToString(sum[:16])+".gob")
-	f, err := os.Open(c.file)
+	c.file = filepath.Join(cacheDir, hex.EncodeToString(sum[:16])+cacheSuffix)
+	b, err := os.ReadFile(c.file)
 	if err != nil {
 		return c
 	}
-	defer f.Close()
-	if gob.NewDecoder(f).Decode(&c.entries) != nil {
-		c.entries = map[string]cachedDigest{}
+	if entries, ok := decodeCache(b); ok {
+		c.entries = entries
 	}
 	return c
+}
+
+// The cache file: cacheMagic, the number of entries, then each entry's
+// path, size, mtime, ctime, inode and digest, as varints and
+// length-prefixed strings. Read on every build, so read in one pass
+// without reflection (gob took more than the stats of a large context).
+const (
+	cacheSuffix = ".digests"
+	cacheMagic  = "strata context digests 1\n"
+)
+
+func encodeCache(entries map[string]cachedDigest) []byte {
+	b := binary.AppendUvarint([]byte(cacheMagic), uint64(len(entries)))
+	for p, e := range entries {
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
+		b = binary.AppendVarint(b, e.Key.Size)
+		b = binary.AppendVarint(b, e.Key.Mtime)
+		b = binary.AppendVarint(b, e.Key.Ctime)
+		b = binary.AppendUvarint(b, e.Key.Ino)
+		b = binary.AppendUvarint(b, uint64(len(e.Digest)))
+		b = append(b, e.Digest...)
+	}
+	return b
+}
+
+// decodeCache reads a cache file; ok is false for one that is not whole
+// (the cache then starts empty).
+func decodeCache(b []byte) (entries map[string]cachedDigest, ok bool) {
+	rest, found := bytes.CutPrefix(b, []byte(cacheMagic))
+	if !found {
+		return nil, false
+	}
+	uvarint := func() uint64 {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 {
+			ok = false
+			return 0
+		}
+		rest = rest[n:]
+		return v
+	}
+	varint := func() int64 {
+		v, n := binary.Varint(rest)
+		if n <= 0 {
+			ok = false
+			return 0
+		}
+		rest = rest[n:]
+		return v
+	}
+	str := func() string {
+		n := uvarint()
+		if !ok || n > uint64(len(rest)) {
+			ok = false
+			return ""
+		}
+		s := string(rest[:n])
+		rest = rest[n:]
+		return s
+	}
+	ok = true
+	count := uvarint()
+	if !ok || count > uint64(len(rest)) {
+		return nil, false
+	}
+	entries = make(map[string]cachedDigest, count)
+	for range count {
+		p := str()
+		e := cachedDigest{Key: statKey{Size: varint(), Mtime: varint(), Ctime: varint(), Ino: uvarint()}, Digest: digest.Digest(str())}
+		if !ok {
+			return nil, false
+		}
+		entries[p] = e
+	}
+	return entries, len(rest) == 0
 }
 
 func (c *hashCache) get(p string, k statKey) (digest.Digest, bool) {
@@ -381,26 +505,27 @@ func (c *hashCache) get(p string, k statKey) (digest.Digest, bool) {
 	if !ok || e.Key != k {
 		return "", false
 	}
-	c.used[p] = true
 	return e.Digest, true
 }
 
 func (c *hashCache) put(p string, k statKey, d digest.Digest) {
 	c.entries[p] = cachedDigest{Key: k, Digest: d}
-	c.used[p] = true
 }
 
-// save writes the cache, without the paths this walk did not see, through
-// a temporary file so a crash never leaves a torn cache.
-func (c *hashCache) save() {
+// save writes the cache of the files listed (the paths this walk did not
+// see are dropped) through a temporary file, so a crash never leaves a
+// torn cache.
+func (c *hashCache) save(listed []*builderv1.FileEntry) {
 	if c.file == "" {
 		return
 	}
-	for p := range c.entries {
-		if !c.used[p] {
-			delete(c.entries, p)
+	kept := make(map[string]cachedDigest, len(listed))
+	for _, e := range listed {
+		if d, ok := c.entries[e.GetPath()]; ok {
+			kept[e.GetPath()] = d
 		}
 	}
+	c.entries = kept
 	if err := os.MkdirAll(filepath.Dir(c.file), 0o700); err != nil {
 		return
 	}
@@ -408,7 +533,7 @@ func (c *hashCache) save() {
 	if err != nil {
 		return
 	}
-	if err := gob.NewEncoder(tmp).Encode(c.entries); err != nil {
+	if _, err := tmp.Write(encodeCache(c.entries)); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return

@@ -1,9 +1,11 @@
 package buildcontext
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -74,7 +76,7 @@ func TestWalkCacheNoticesChanges(t *testing.T) {
 	}
 	if os.Getuid() == 0 {
 		// root reads anything; check the cache file is there instead.
-		m, _ := filepath.Glob(filepath.Join(cacheDir, "*.gob"))
+		m, _ := filepath.Glob(filepath.Join(cacheDir, "*"+cacheSuffix))
 		if len(m) != 1 {
 			t.Fatalf("cache files = %v, want one", m)
 		}
@@ -136,5 +138,74 @@ func TestBytesCountsEachContentOnce(t *testing.T) {
 	}
 	if got := c.UniqueBytes(); got != 6 || c.Size != 9 {
 		t.Errorf("UniqueBytes = %d, Size = %d; want 6 and 9", got, c.Size)
+	}
+}
+
+// The digest cache reads back what it wrote, and a file that is not whole
+// (cut short, another format) is an empty cache, never a wrong digest.
+func TestDigestCacheFile(t *testing.T) {
+	entries := map[string]cachedDigest{
+		"a":       {Key: statKey{Size: 3, Mtime: -1, Ctime: 1 << 62, Ino: 7}, Digest: digest.FromString("one")},
+		"dir/b c": {Key: statKey{Size: 0, Mtime: 5, Ctime: 6, Ino: 1 << 63}, Digest: digest.FromString("")},
+	}
+	b := encodeCache(entries)
+	got, ok := decodeCache(b)
+	if !ok || !maps.Equal(got, entries) {
+		t.Fatalf("decodeCache(encodeCache(%v)) = %v, %v", entries, got, ok)
+	}
+	for i := range len(b) {
+		if got, ok := decodeCache(b[:i]); ok {
+			t.Fatalf("decodeCache of the first %d of %d bytes = %v, want not ok", i, len(b), got)
+		}
+	}
+	if _, ok := decodeCache(append(b, 0)); ok {
+		t.Error("decodeCache with a byte past the end is ok, want not")
+	}
+	if _, ok := decodeCache([]byte("\x0f\xff\x83\x04\x01\x02\xff\x84")); ok {
+		t.Error("decodeCache of a gob file is ok, want not")
+	}
+}
+
+// Each entry carries its file's type, mode bits, owner, size, mtime and
+// link target as lstat reports them; sockets, fifos and devices are left
+// out.
+func TestWalkEntriesAreTheFilesMetadata(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"bin/tool": "#!/bin/sh\n", "dir/file": "data"})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chmod(filepath.Join(dir, "bin/tool"), 0o4755))
+	must(os.Chmod(filepath.Join(dir, "dir"), 0o2750|os.ModeSetgid))
+	must(os.Symlink("../dir/file", filepath.Join(dir, "bin/link")))
+	must(syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
+	c, err := Walk(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{".", "bin", "bin/link", "bin/tool", "dir", "dir/file"}
+	if diff := cmp.Diff(want, paths(c)); diff != "" {
+		t.Fatalf("Walk paths (-want +got):\n%s", diff)
+	}
+	for _, e := range c.Entries {
+		p := filepath.Join(dir, e.GetPath())
+		info, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		var size int64
+		if info.Mode().IsRegular() {
+			size = info.Size()
+		}
+		target, _ := os.Readlink(p)
+		got := []any{e.GetMode(), e.GetUid(), e.GetGid(), e.GetSize(), e.GetMtimeUnixNano(), e.GetLinkTarget()}
+		want := []any{unixMode(info.Mode()), st.Uid, st.Gid, size, info.ModTime().UnixNano(), target}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("entry %q (-lstat +walk):\n%s", e.GetPath(), diff)
+		}
 	}
 }

@@ -11,7 +11,8 @@
 //	// store the blob (or learn its digest some other way) …
 //	missing, _ := l.Hold(ctx, blobs, d)        // held from here on
 //	// … store again each digest in missing: a collection that ended before
-//	// Hold may have deleted it
+//	// Hold may have deleted it (a blob an image references never is, so
+//	// Hold asks the blob store only about the others)
 //	// record the image (PutImage); Release then.
 //
 // A lease whose holder dies expires (24 hours by default), and the
@@ -70,23 +71,36 @@ const (
 
 // Add makes the lease hold the blobs, stored or not. While a collection is
 // deleting one of them it waits and tries again, until ctx ends. Once it
-// returns nil no collection deletes them; one that ended before may have.
-func (l *Lease) Add(ctx context.Context, ds ...digest.Digest) error {
+// returns no collection deletes them; one that ended before may have,
+// except of the blobs it returns: those an image references, which are
+// stored (the metadata service records an image only once its blobs are,
+// and collections leave a referenced blob alone).
+func (l *Lease) Add(ctx context.Context, ds ...digest.Digest) (referenced []digest.Digest, err error) {
 	req := &metadatav1.AddLeaseResourceRequest{LeaseId: l.ID, Digests: make([]string, len(ds))}
 	for i, d := range ds {
 		req.Digests[i] = d.String()
 	}
 	pause := firstPause
 	for {
-		_, err := l.images.AddLeaseResource(ctx, req)
+		resp, err := l.images.AddLeaseResource(ctx, req)
+		if err == nil {
+			for _, r := range resp.GetReferenced() {
+				d, err := digest.Parse(r)
+				if err != nil {
+					return nil, errdefs.Internal("the metadata service named %q as a referenced blob: %v", r, err)
+				}
+				referenced = append(referenced, d)
+			}
+			return referenced, nil
+		}
 		if !errors.Is(err, errdefs.ErrAborted) {
-			return err
+			return nil, err
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return err
+			return nil, err
 		case <-t.C:
 		}
 		pause = min(2*pause, maxPause)
@@ -95,16 +109,31 @@ func (l *Lease) Add(ctx context.Context, ds ...digest.Digest) error {
 
 // Hold adds the blobs to the lease, then returns those the blob store does
 // not hold: the caller stores them (again), and they are safe from then on.
+// It asks the blob store only about the blobs no image references.
 func (l *Lease) Hold(ctx context.Context, blobs Blobs, ds ...digest.Digest) ([]digest.Digest, error) {
-	if err := l.Add(ctx, ds...); err != nil {
+	referenced, err := l.Add(ctx, ds...)
+	if err != nil {
 		return nil, err
 	}
-	have, err := blobs.Exists(ctx, ds)
+	stored := map[digest.Digest]bool{}
+	for _, d := range referenced {
+		stored[d] = true
+	}
+	var ask []digest.Digest
+	for _, d := range ds {
+		if !stored[d] {
+			ask = append(ask, d)
+		}
+	}
+	if len(ask) == 0 {
+		return nil, nil
+	}
+	have, err := blobs.Exists(ctx, ask)
 	if err != nil {
 		return nil, err
 	}
 	var missing []digest.Digest
-	for _, d := range ds {
+	for _, d := range ask {
 		if _, ok := have[d]; !ok {
 			missing = append(missing, d)
 		}

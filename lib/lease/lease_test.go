@@ -105,7 +105,7 @@ func TestLeaseKeepsBlobs(t *testing.T) {
 	if res := collect(t, images); !slices.Contains(res.GetDeleted(), d.String()) {
 		t.Errorf("CollectGarbage after the lease expired = %v; want %s deleted", res, d)
 	}
-	if err := short.Add(ctx, d); !errdefs.IsNotFound(err) {
+	if _, err := short.Add(ctx, d); !errdefs.IsNotFound(err) {
 		t.Errorf("Add to an expired lease = %v, want NOT_FOUND", err)
 	}
 }

@@ -3531,7 +3531,14 @@ func (x *AddLeaseResourceRequest) GetDigests() []string {
 
 // AddLeaseResourceResponse says the blobs are held.
 type AddLeaseResourceResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The digests among those added that an image referenced when they were
+	// held. Those are stored: an image is recorded only once the blob store
+	// holds its blobs, and garbage collection never deletes a blob an image
+	// references, so a caller need not ask the blob store about them. (A
+	// service that does not fill this in leaves every blob to be asked
+	// about.)
+	Referenced    []string `protobuf:"bytes,1,rep,name=referenced,proto3" json:"referenced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3564,6 +3571,13 @@ func (x *AddLeaseResourceResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use AddLeaseResourceResponse.ProtoReflect.Descriptor instead.
 func (*AddLeaseResourceResponse) Descriptor() ([]byte, []int) {
 	return file_strata_metadata_v1_metadata_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *AddLeaseResourceResponse) GetReferenced() []string {
+	if x != nil {
+		return x.Referenced
+	}
+	return nil
 }
 
 // DeleteLeaseRequest ends a lease.
@@ -5227,8 +5241,11 @@ const file_strata_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x05lease\x18\x01 \x01(\v2\x19.strata.metadata.v1.LeaseR\x05lease\"N\n" +
 	"\x17AddLeaseResourceRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
-	"\adigests\x18\x02 \x03(\tR\adigests\"\x1a\n" +
-	"\x18AddLeaseResourceResponse\"/\n" +
+	"\adigests\x18\x02 \x03(\tR\adigests\":\n" +
+	"\x18AddLeaseResourceResponse\x12\x1e\n" +
+	"\n" +
+	"referenced\x18\x01 \x03(\tR\n" +
+	"referenced\"/\n" +
 	"\x12DeleteLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\"\x15\n" +
 	"\x13DeleteLeaseResponse\"\x15\n" +

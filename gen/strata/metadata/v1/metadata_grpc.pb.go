@@ -124,7 +124,8 @@ type ImageServiceClient interface {
 	// deleting one of the blobs at that moment: try again after a pause. Once
 	// it succeeds no collection deletes the blobs; one that finished before
 	// may have, so a caller adds a blob and then makes sure it is stored
-	// (uploading it again when it is not).
+	// (uploading it again when it is not), unless the response names it as
+	// one an image references.
 	AddLeaseResource(ctx context.Context, in *AddLeaseResourceRequest, opts ...grpc.CallOption) (*AddLeaseResourceResponse, error)
 	// DeleteLease ends a lease: its blobs are garbage again unless an image or
 	// another lease needs them. Deleting a lease that does not exist (any
@@ -555,7 +556,8 @@ type ImageServiceServer interface {
 	// deleting one of the blobs at that moment: try again after a pause. Once
 	// it succeeds no collection deletes the blobs; one that finished before
 	// may have, so a caller adds a blob and then makes sure it is stored
-	// (uploading it again when it is not).
+	// (uploading it again when it is not), unless the response names it as
+	// one an image references.
 	AddLeaseResource(context.Context, *AddLeaseResourceRequest) (*AddLeaseResourceResponse, error)
 	// DeleteLease ends a lease: its blobs are garbage again unless an image or
 	// another lease needs them. Deleting a lease that does not exist (any

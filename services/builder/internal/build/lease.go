@@ -87,9 +87,10 @@ type metadataLease struct {
 	mu   sync.Mutex
 	cur  *lease.Lease
 	held map[digest.Digest]bool
-	// present are the held blobs the blob store was seen to have: held,
-	// they stay until Release, so Hold does not ask about them again (a
-	// cached step's image shares every layer of its parent's).
+	// present are the held blobs known to be stored: an image referenced
+	// them when they were held, or the blob store was seen to have them.
+	// Held, they stay until Release, so Hold does not ask about them again
+	// (a cached step's image shares every layer of its parent's).
 	present map[digest.Digest]bool
 	stop    chan struct{}
 	stopped chan struct{}
@@ -102,10 +103,16 @@ func (l *metadataLease) Add(ctx context.Context, ds ...digest.Digest) error {
 	return l.addLocked(ctx, l.cur, ds)
 }
 
+// addLocked holds ds in lease to. The blobs an image references are
+// stored (see lease.Lease.Add): they join present.
 func (l *metadataLease) addLocked(ctx context.Context, to *lease.Lease, ds []digest.Digest) error {
 	for c := range slices.Chunk(ds, maxLeaseAdd) {
-		if err := to.Add(ctx, c...); err != nil {
+		referenced, err := to.Add(ctx, c...)
+		if err != nil {
 			return fmt.Errorf("holding blobs in lease %s: %w", to.ID, err)
+		}
+		for _, d := range referenced {
+			l.present[d] = true
 		}
 	}
 	for _, d := range ds {
@@ -128,6 +135,14 @@ func (l *metadataLease) Hold(ctx context.Context, ds ...digest.Digest) ([]digest
 	}
 	if err := l.Add(ctx, ask...); err != nil {
 		return nil, err
+	}
+	// Only about the blobs no image references does the blob store know
+	// more than the lease.
+	l.mu.Lock()
+	ask = slices.DeleteFunc(ask, func(d digest.Digest) bool { return l.present[d] })
+	l.mu.Unlock()
+	if len(ask) == 0 {
+		return nil, nil
 	}
 	have, err := l.m.Blobs.Exists(ctx, ask)
 	if err != nil {

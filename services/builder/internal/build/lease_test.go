@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
 	"github.com/strata-build/strata/lib/lease"
+	"github.com/strata-build/strata/services/builder/internal/image"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -124,6 +126,65 @@ func TestLeaseAsksAboutAHeldBlobOnce(t *testing.T) {
 		}
 	}
 	if want := []digest.Digest{a.Digest, b.Digest, gone, gone}; !slices.Equal(counted.asked, want) {
+		t.Errorf("the blob store was asked about %v, want %v", counted.asked, want)
+	}
+}
+
+// A lease asks the blob store nothing about the blobs of a recorded image
+// (a warm build's base image and cache hits): the metadata service names
+// them as referenced when they are held, and an image's blobs are stored
+// while it is. Blobs no image references are still asked about.
+func TestLeaseTrustsTheBlobsOfRecordedImages(t *testing.T) {
+	ctx := context.Background()
+	s := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
+	dial := func(addr string) *grpc.ClientConn {
+		conn, err := grpcclient.Dial(addr, s.Client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	images, blobs := metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	layerBlob := []byte("a layer blob")
+	diffID := digest.FromString("a layer's tar")
+	cfg := &image.Config{Architecture: "amd64", OS: "linux", Created: time.Unix(1, 0).UTC(), RootFS: image.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}}}
+	rec, recBlobs, err := image.Assemble(image.New{Config: cfg, Layers: []image.Layer{{
+		Blob: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(layerBlob), Size: int64(len(layerBlob))}, DiffID: diffID,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range append(recBlobs, image.Blob{Descriptor: ocispec.Descriptor{Digest: digest.FromBytes(layerBlob)}, Data: layerBlob}) {
+		if _, err := blobs.Put(ctx, bytes.NewReader(b.Data), b.Descriptor.Digest, int64(len(b.Data))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := images.PutImage(ctx, &metadatav1.PutImageRequest{Image: rec}); err != nil {
+		t.Fatal(err)
+	}
+	loose, err := blobs.Put(ctx, bytes.NewReader([]byte("no image's blob")), "", blobclient.SizeUnknown)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	counted := &countingBlobs{Blobs: blobs}
+	l, err := MetadataLeases{Images: images, Blobs: counted}.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	held := []digest.Digest{digest.Digest(rec.GetManifest().GetDigest()), digest.Digest(rec.GetId()), digest.FromBytes(layerBlob)}
+	if missing, err := l.Hold(ctx, held...); err != nil || len(missing) != 0 {
+		t.Fatalf("Hold of an image's blobs = %v, %v; want none missing", missing, err)
+	}
+	if len(counted.asked) != 0 {
+		t.Errorf("Hold of an image's blobs asked the blob store about %v, want nothing", counted.asked)
+	}
+	if missing, err := l.Hold(ctx, append(held, loose.Digest)...); err != nil || len(missing) != 0 {
+		t.Fatalf("Hold of an image's blobs and another = %v, %v; want none missing", missing, err)
+	}
+	if want := []digest.Digest{loose.Digest}; !slices.Equal(counted.asked, want) {
 		t.Errorf("the blob store was asked about %v, want %v", counted.asked, want)
 	}
 }

@@ -135,7 +135,28 @@ func TestTrimKeepsHeldContent(t *testing.T) {
 	if len(s.Missing(ds)) != 2 {
 		t.Errorf("after Trim to 4 bytes, %d of 3 contents are missing, want 2", len(s.Missing(ds)))
 	}
+	// Two builds hold it: it stays until both let go.
+	other := s.Hold(ds[:2])
 	release()
+	add := func(body string) {
+		w, _ := s.NewWriter(digest.FromString(body), int64(len(body)))
+		io.WriteString(w, body)
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Trim(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("dddd")
+	if len(s.Missing(ds[:1])) != 0 {
+		t.Error("Trim removed content one of two builds still holds")
+	}
+	other()
+	add("eeee")
+	if len(s.Missing(ds[:1])) != 1 {
+		t.Error("Trim kept content no build holds any more")
+	}
 }
 
 func TestStoreKeepsFinishedTransfersAcrossRestarts(t *testing.T) {

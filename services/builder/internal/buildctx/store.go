@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -45,11 +46,15 @@ type Store struct {
 	dir string
 	max int64
 
-	mu     sync.Mutex
-	index  map[digest.Digest]location
-	units  map[string]*unit // packs and files, by name
-	holds  map[digest.Digest]int
-	nextID int64
+	mu    sync.Mutex
+	index map[digest.Digest]location
+	units map[string]*unit // packs and files, by name
+	// holds are the contents each running build holds, by hold: a build
+	// of a large context holds thousands, so holding is one map entry, and
+	// Trim, which runs only past the bound, gathers them.
+	holds    map[uint64][]digest.Digest
+	nextHold uint64
+	nextID   int64
 
 	memoMu sync.Mutex
 	memo   map[string]string // see Memo
@@ -88,7 +93,7 @@ func NewStore(dir string, maxBytes int64) (*Store, error) {
 			return nil, fmt.Errorf("context store: %w", err)
 		}
 	}
-	s := &Store{dir: dir, max: maxBytes, index: map[digest.Digest]location{}, units: map[string]*unit{}, holds: map[digest.Digest]int{}}
+	s := &Store{dir: dir, max: maxBytes, index: map[digest.Digest]location{}, units: map[string]*unit{}, holds: map[uint64][]digest.Digest{}}
 	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
 		return nil, err
 	}
@@ -189,17 +194,13 @@ func (s *Store) Missing(ds []digest.Digest) []digest.Digest {
 // function is called; a build holds its context's files while it runs.
 func (s *Store) Hold(ds []digest.Digest) (release func()) {
 	s.mu.Lock()
-	for _, d := range ds {
-		s.holds[d]++
-	}
+	id := s.nextHold
+	s.nextHold++
+	s.holds[id] = ds
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
-		for _, d := range ds {
-			if s.holds[d]--; s.holds[d] <= 0 {
-				delete(s.holds, d)
-			}
-		}
+		delete(s.holds, id)
 		s.mu.Unlock()
 	}
 }
@@ -461,20 +462,19 @@ func (s *Store) Trim(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	sort.Slice(names, func(i, j int) bool { return s.units[names[i]].lastUsed.Before(s.units[names[j]].lastUsed) })
+	held := map[digest.Digest]bool{}
+	for _, ds := range s.holds {
+		for _, d := range ds {
+			held[d] = true
+		}
+	}
 	var freed int64
 	for _, name := range names {
 		if total-freed <= s.max || ctx.Err() != nil {
 			break
 		}
 		u := s.units[name]
-		held := false
-		for _, d := range u.digests {
-			if s.holds[d] > 0 {
-				held = true
-				break
-			}
-		}
-		if held {
+		if slices.ContainsFunc(u.digests, func(d digest.Digest) bool { return held[d] }) {
 			continue
 		}
 		if err := os.Remove(u.path); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -22,11 +22,21 @@ const version = "strata-build-cache/v1"
 
 // Hasher accumulates the inputs of one key. Every field is written with its
 // length, so no two different input sequences hash the same.
-type Hasher struct{ h hash.Hash }
+//
+// The fields go through a buffer: a COPY of a large context adds several
+// small fields for each of thousands of files, and hashing each on its own
+// cost more than the hashing.
+type Hasher struct {
+	h   hash.Hash
+	buf []byte
+}
+
+// hasherBuffer is how many bytes a Hasher gathers before it hashes them.
+const hasherBuffer = 16 << 10
 
 // New starts a key of the given kind ("from", "step", "copy-source", …).
 func New(kind string) *Hasher {
-	h := &Hasher{h: sha256.New()}
+	h := &Hasher{h: sha256.New(), buf: make([]byte, 0, hasherBuffer)}
 	h.String(version)
 	h.String(kind)
 	return h
@@ -34,11 +44,21 @@ func New(kind string) *Hasher {
 
 // String adds a string.
 func (h *Hasher) String(s string) *Hasher {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-	h.h.Write(n[:])
-	h.h.Write([]byte(s))
+	h.Int(int64(len(s)))
+	if len(h.buf)+len(s) > cap(h.buf) {
+		h.flush()
+		if len(s) > cap(h.buf) {
+			h.h.Write([]byte(s))
+			return h
+		}
+	}
+	h.buf = append(h.buf, s...)
 	return h
+}
+
+func (h *Hasher) flush() {
+	h.h.Write(h.buf)
+	h.buf = h.buf[:0]
 }
 
 // Strings adds a list of strings, with its length.
@@ -52,14 +72,16 @@ func (h *Hasher) Strings(ss []string) *Hasher {
 
 // Int adds an integer.
 func (h *Hasher) Int(v int64) *Hasher {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(v))
-	h.h.Write(n[:])
+	if len(h.buf)+8 > cap(h.buf) {
+		h.flush()
+	}
+	h.buf = binary.BigEndian.AppendUint64(h.buf, uint64(v))
 	return h
 }
 
 // Digest returns the key.
 func (h *Hasher) Digest() digest.Digest {
+	h.flush()
 	return digest.NewDigestFromBytes(digest.SHA256, h.h.Sum(nil))
 }
 

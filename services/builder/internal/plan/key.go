@@ -107,21 +107,14 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	case cp.FromImage != nil:
 		h.String("image").String(string(cp.FromImage.ID())).Strings(cp.Paths)
 	}
-	var files []cache.File
 	for _, f := range cp.Sources {
 		if f.Commit != "" {
 			// The commit, as BuildKit keys a Git source: a branch that
 			// moved is a miss even to the same files.
 			h.String("git").String(f.Commit)
 		}
-		switch {
-		case f.Entry != nil:
-			files = append(files, cp.contextFiles(f)...)
-		default:
-			files = append(files, cache.File{Path: f.Name, Mode: 0o644, Digest: digest.FromBytes(f.Data)})
-		}
 	}
-	h.String(string(cache.Sources(files)))
+	h.String(string(cp.filesDigest()))
 	h.String(cp.Chown)
 	if len(cp.Exclude) > 0 {
 		h.String("exclude").Strings(cp.Exclude)
@@ -147,16 +140,56 @@ func (cp *Copy) sourcesKey() digest.Digest {
 	return h.Digest()
 }
 
+// filesDigest is the digest of every source file (cache.Sources). When
+// all come from the build context, it is computed once per context: a
+// rebuild of a context of thousands of files keys its COPY steps without
+// hashing them again.
+func (cp *Copy) filesDigest() digest.Digest {
+	files := func() digest.Digest {
+		var files []cache.File
+		for _, f := range cp.Sources {
+			switch {
+			case f.Entry != nil:
+				files = append(files, cp.contextFiles(f)...)
+			default:
+				files = append(files, cache.File{Path: f.Name, Mode: 0o644, Digest: digest.FromBytes(f.Data)})
+			}
+		}
+		return cache.Sources(files)
+	}
+	if len(cp.Sources) == 0 {
+		return files()
+	}
+	keys := make([]string, 0, len(cp.Sources))
+	for _, f := range cp.Sources {
+		key, ok := cp.contextKey(f)
+		if !ok {
+			return files()
+		}
+		keys = append(keys, key)
+	}
+	return cp.context.Memo("sources\x00"+strings.Join(keys, "\x01"), func() any { return files() }).(digest.Digest)
+}
+
+// contextKey is the key under which a source's files are kept with the
+// build context, when it is a source of the context.
+func (cp *Copy) contextKey(f Source) (string, bool) {
+	if f.Entry == nil || f.Checkout != nil || cp.context == nil || isURL(f.Src) {
+		return "", false
+	}
+	return fmt.Sprintf("files\x00%s\x00%s\x00%t\x00%q\x00%s", f.Src, f.Entry.Path, f.Unpack, cp.Exclude, f.Include), true
+}
+
 // contextFiles lists what a context source contributes, relative to it.
 func (cp *Copy) contextFiles(f Source) []cache.File {
 	if f.Checkout != nil {
 		key := fmt.Sprintf("files\x00%q", cp.Exclude)
 		return f.Checkout.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
 	}
-	if cp.context == nil || isURL(f.Src) {
+	key, ok := cp.contextKey(f)
+	if !ok {
 		return cp.walkFiles(f)
 	}
-	key := fmt.Sprintf("files\x00%s\x00%s\x00%t\x00%q\x00%s", f.Src, f.Entry.Path, f.Unpack, cp.Exclude, f.Include)
 	return cp.context.Memo(key, func() any { return cp.walkFiles(f) }).([]cache.File)
 }
 

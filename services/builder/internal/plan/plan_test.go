@@ -442,3 +442,57 @@ func TestTriggerUnderACheckComment(t *testing.T) {
 		t.Errorf("the trigger planned as %+v", st)
 	}
 }
+
+// A context kept between builds keys its COPY steps from what it
+// remembers of an earlier plan: the plan is the one a fresh context makes,
+// and COPYs of other sources (another --exclude, another path) still get
+// other keys.
+func TestPlanOverAKeptContextIsAFreshOnes(t *testing.T) {
+	src := []byte("FROM busybox\nCOPY app/ /a/\nCOPY --exclude=*.sh app/ /a/\nCOPY app /a/\nCOPY one.txt a*.txt /a/\nCOPY one.txt /a/\n")
+	df, err := dockerfile.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := testContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func(c *buildctx.Context) string {
+		t.Helper()
+		pl, err := Make(context.Background(), Input{Dockerfile: df, Context: c, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": busybox()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return render(pl)
+	}
+	fresh := func() string {
+		c, err := testContext()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return plan(c)
+	}
+	want := fresh()
+	for i := range 2 {
+		if got := plan(kept); got != want {
+			t.Fatalf("plan %d over a kept context differs from a fresh one's:\n%s", i+1, cmp.Diff(want, got))
+		}
+	}
+	// Each COPY has its own sources part of the key: the steps' keys
+	// chain, so compare the sources themselves.
+	pl, err := Make(context.Background(), Input{Dockerfile: df, Context: kept, MaxConfigBytes: 1 << 20, Images: baseImages{"busybox": busybox()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[digest.Digest]int{}
+	for _, st := range pl.Stages[0].Steps {
+		if st.Copy == nil {
+			continue // busybox's ONBUILD LABEL
+		}
+		d := st.Copy.filesDigest()
+		if n, ok := seen[d]; ok {
+			t.Errorf("steps %d and %d have the same files digest %s", n, st.Number, d)
+		}
+		seen[d] = st.Number
+	}
+}

@@ -64,16 +64,23 @@ func (s *Service) CreateLease(ctx context.Context, id string, expireAfter time.D
 // the blob kept, or the mark is seen here and the call refused (or, for a
 // deletion finished before, the caller's own check after finds the blob
 // gone).
-func (s *Service) AddLeaseBlobs(ctx context.Context, id string, digests []string) error {
+//
+// It returns the digests an image references, read in the same
+// transaction: those need no such check. An image is recorded only once
+// the blob store holds its blobs and no collection deleted them since
+// (PutImage), and a collection marks only blobs no image references, so a
+// referenced blob is stored.
+func (s *Service) AddLeaseBlobs(ctx context.Context, id string, digests []string) ([]string, error) {
 	if len(digests) > MaxLeaseDigests {
-		return errdefs.InvalidArgument("%d digests for lease %s in one call; at most %d", len(digests), id, MaxLeaseDigests).WithReason("TOO_MANY_DIGESTS")
+		return nil, errdefs.InvalidArgument("%d digests for lease %s in one call; at most %d", len(digests), id, MaxLeaseDigests).WithReason("TOO_MANY_DIGESTS")
 	}
 	for _, d := range digests {
 		if _, err := digest.Parse(d); err != nil {
-			return errdefs.InvalidArgument("lease %s: %q is not a digest: %v", id, d, err).WithReason("INVALID_DIGEST").WithDetail("digest", d)
+			return nil, errdefs.InvalidArgument("lease %s: %q is not a digest: %v", id, d, err).WithReason("INVALID_DIGEST").WithDetail("digest", d)
 		}
 	}
-	return s.b.UpdateIdempotent(ctx, func(tx Tx) error {
+	var referenced []string
+	err := s.b.UpdateIdempotent(ctx, func(tx Tx) error {
 		now := s.now()
 		expires, err := tx.LeaseExpires(ctx, id)
 		if err != nil {
@@ -92,8 +99,26 @@ func (s *Service) AddLeaseBlobs(ctx context.Context, id string, digests []string
 			return errdefs.Aborted("lease %s: garbage collection is deleting %s; try again after a pause, then store the blobs again",
 				id, strings.Join(busy, ", ")).WithReason("BLOB_BEING_COLLECTED").WithDetail("digests", strings.Join(busy, ","))
 		}
-		return tx.AddLeaseBlobs(ctx, id, digests)
+		if err := tx.AddLeaseBlobs(ctx, id, digests); err != nil {
+			return err
+		}
+		refd, err := tx.Referenced(ctx, digests)
+		if err != nil {
+			return err
+		}
+		referenced = nil
+		for _, d := range digests {
+			if refd[d] {
+				referenced = append(referenced, d)
+				delete(refd, d) // once, however often it was given
+			}
+		}
+		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return referenced, nil
 }
 
 // DeleteLease ends a lease, if it exists.

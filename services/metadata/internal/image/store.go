@@ -81,8 +81,9 @@ type Store interface {
 	CreateLease(ctx context.Context, id string, expireAfter time.Duration) (*metadatav1.Lease, error)
 	// AddLeaseBlobs adds blobs to a lease: ErrNotFound when the lease does
 	// not exist or expired, ErrAborted while garbage collection deletes one
-	// of them.
-	AddLeaseBlobs(ctx context.Context, id string, digests []string) error
+	// of them. It returns those of the digests that an image references,
+	// which are therefore stored (see AddLeaseBlobs of Service).
+	AddLeaseBlobs(ctx context.Context, id string, digests []string) (referenced []string, err error)
 	// DeleteLease ends a lease, if it exists.
 	DeleteLease(ctx context.Context, id string) error
 

@@ -116,9 +116,9 @@ func (c Client) CreateLease(ctx context.Context, id string, expireAfter time.Dur
 }
 
 // AddLeaseBlobs implements image.Store.
-func (c Client) AddLeaseBlobs(ctx context.Context, id string, digests []string) error {
-	_, err := c.C.AddLeaseResource(ctx, &metadatav1.AddLeaseResourceRequest{LeaseId: id, Digests: digests})
-	return err
+func (c Client) AddLeaseBlobs(ctx context.Context, id string, digests []string) ([]string, error) {
+	r, err := c.C.AddLeaseResource(ctx, &metadatav1.AddLeaseResourceRequest{LeaseId: id, Digests: digests})
+	return r.GetReferenced(), err
 }
 
 // DeleteLease implements image.Store.

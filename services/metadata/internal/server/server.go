@@ -248,10 +248,11 @@ func (s *Server) CreateLease(ctx context.Context, req *metadatav1.CreateLeaseReq
 
 // AddLeaseResource implements metadatav1.ImageServiceServer.
 func (s *Server) AddLeaseResource(ctx context.Context, req *metadatav1.AddLeaseResourceRequest) (*metadatav1.AddLeaseResourceResponse, error) {
-	if err := s.images.AddLeaseBlobs(ctx, req.GetLeaseId(), req.GetDigests()); err != nil {
+	referenced, err := s.images.AddLeaseBlobs(ctx, req.GetLeaseId(), req.GetDigests())
+	if err != nil {
 		return nil, err
 	}
-	return &metadatav1.AddLeaseResourceResponse{}, nil
+	return &metadatav1.AddLeaseResourceResponse{Referenced: referenced}, nil
 }
 
 // DeleteLease implements metadatav1.ImageServiceServer.

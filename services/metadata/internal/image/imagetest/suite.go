@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -1274,14 +1275,23 @@ func testLeases(t *testing.T, s image.Store, c *Clock) {
 		t.Errorf("CreateLease(\"\", 0) = %v, %v; want a chosen ID and the default expiry", anon, err)
 	}
 
-	wantKind(t, "AddLeaseBlobs to an unknown lease", s.AddLeaseBlobs(ctx, "nope", blobs), errdefs.ErrNotFound)
-	wantKind(t, "AddLeaseBlobs of a bad digest", s.AddLeaseBlobs(ctx, "build-1", []string{"sha256:zz"}), errdefs.ErrInvalidArgument)
-	// Blobs need not be stored yet, and adding one twice is fine.
-	if err := s.AddLeaseBlobs(ctx, "build-1", append(blobs, garbage[0], garbage[0])); err != nil {
-		t.Fatalf("AddLeaseBlobs = %v", err)
+	_, err = s.AddLeaseBlobs(ctx, "nope", blobs)
+	wantKind(t, "AddLeaseBlobs to an unknown lease", err, errdefs.ErrNotFound)
+	_, err = s.AddLeaseBlobs(ctx, "build-1", []string{"sha256:zz"})
+	wantKind(t, "AddLeaseBlobs of a bad digest", err, errdefs.ErrInvalidArgument)
+	// Blobs need not be stored yet, and adding one twice is fine. No image
+	// references them: the caller checks that they are stored.
+	if refd, err := s.AddLeaseBlobs(ctx, "build-1", append(blobs, garbage[0], garbage[0])); err != nil || len(refd) != 0 {
+		t.Fatalf("AddLeaseBlobs = %v, %v; want none referenced", refd, err)
 	}
-	if err := s.AddLeaseBlobs(ctx, "build-1", blobs[:1]); err != nil {
-		t.Fatalf("AddLeaseBlobs again = %v", err)
+	// Once an image references them, they are named as such (each once,
+	// in the order given), and the caller need not check them.
+	if _, err := s.PutImage(ctx, img, image.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	refd, err := s.AddLeaseBlobs(ctx, "build-1", append([]string{garbage[0], blobs[1]}, blobs...))
+	if want := append([]string{blobs[1], blobs[0]}, blobs[2:]...); err != nil || !slices.Equal(refd, want) {
+		t.Fatalf("AddLeaseBlobs of an image's blobs = %v, %v; want %v referenced", refd, err, want)
 	}
 
 	if gc, ok := s.(collector); ok {
@@ -1295,12 +1305,12 @@ func testLeases(t *testing.T, s image.Store, c *Clock) {
 		if err != nil || len(marked) != 1 || marked[0] != garbage[1] {
 			t.Errorf("MarkCollectable(%v) = %v, %v; want only %s", garbage, marked, err, garbage[1])
 		}
-		err = s.AddLeaseBlobs(ctx, "build-1", garbage[1:])
+		_, err = s.AddLeaseBlobs(ctx, "build-1", garbage[1:])
 		wantKind(t, "AddLeaseBlobs of a blob being collected", err, errdefs.ErrAborted)
 		if err := gc.SetCollected(ctx, garbage[1], true); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.AddLeaseBlobs(ctx, "build-1", garbage[1:]); err != nil {
+		if _, err := s.AddLeaseBlobs(ctx, "build-1", garbage[1:]); err != nil {
 			t.Errorf("AddLeaseBlobs of a blob collected already = %v; want it held (the caller stores it again)", err)
 		}
 		if marked, err := gc.MarkCollectable(ctx, garbage); err != nil || len(marked) != 0 {
@@ -1314,7 +1324,8 @@ func testLeases(t *testing.T, s image.Store, c *Clock) {
 			t.Fatalf("DeleteLease = %v", err)
 		}
 	}
-	wantKind(t, "AddLeaseBlobs to a deleted lease", s.AddLeaseBlobs(ctx, "build-1", blobs), errdefs.ErrNotFound)
+	_, err = s.AddLeaseBlobs(ctx, "build-1", blobs)
+	wantKind(t, "AddLeaseBlobs to a deleted lease", err, errdefs.ErrNotFound)
 	if gc, ok := s.(collector); ok {
 		if leased, err := gc.IsLeased(ctx, garbage); err != nil || len(leased) != 0 {
 			t.Errorf("IsLeased after DeleteLease = %v, %v; want none", leased, err)
@@ -1326,11 +1337,12 @@ func testLeases(t *testing.T, s image.Store, c *Clock) {
 	if _, err := s.CreateLease(ctx, "short", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddLeaseBlobs(ctx, "short", garbage[:1]); err != nil {
+	if _, err := s.AddLeaseBlobs(ctx, "short", garbage[:1]); err != nil {
 		t.Fatal(err)
 	}
 	c.Add(2 * time.Minute)
-	wantKind(t, "AddLeaseBlobs to an expired lease", s.AddLeaseBlobs(ctx, "short", garbage[:1]), errdefs.ErrNotFound)
+	_, err = s.AddLeaseBlobs(ctx, "short", garbage[:1])
+	wantKind(t, "AddLeaseBlobs to an expired lease", err, errdefs.ErrNotFound)
 	if gc, ok := s.(collector); ok {
 		if leased, err := gc.IsLeased(ctx, garbage); err != nil || len(leased) != 0 {
 			t.Errorf("IsLeased of an expired lease's blob = %v, %v; want none", leased, err)
