@@ -57,11 +57,17 @@ type Store struct {
 	nextID   int64
 
 	memoMu sync.Mutex
-	memo   map[string]string // see Memo
+	memo   map[[sha256.Size]byte]string // see Memo; by the key's SHA-256
 }
 
 // maxMemo bounds the values Memo keeps: a few contexts' worth of files.
-const maxMemo = 1 << 16
+// Keys are kept as their SHA-256 and values of at most maxMemoValue bytes
+// (a tarsum is 71), so the memo holds at most about 10 MiB whatever the
+// names in a context.
+const (
+	maxMemo      = 1 << 16
+	maxMemoValue = 128
+)
 
 // location is where a content is.
 type location struct {
@@ -209,23 +215,24 @@ func (s *Store) Hold(ds []digest.Digest) (release func()) {
 // every build: a value derived from contents (Docker's tarsum of a file
 // for COPY's history, which a build whose context changed one file would
 // otherwise read all the others again for). key must name all the value
-// depends on, contents by their digest. Errors are not kept; beyond
-// maxMemo values, some are forgotten.
+// depends on, contents by their digest. Errors are not kept, nor values
+// longer than maxMemoValue; beyond maxMemo values, some are forgotten.
 func (s *Store) Memo(key string, compute func() (string, error)) (string, error) {
+	k := sha256.Sum256([]byte(key))
 	s.memoMu.Lock()
-	v, ok := s.memo[key]
+	v, ok := s.memo[k]
 	s.memoMu.Unlock()
 	if ok {
 		return v, nil
 	}
 	v, err := compute()
-	if err != nil {
-		return "", err
+	if err != nil || len(v) > maxMemoValue {
+		return v, err
 	}
 	s.memoMu.Lock()
 	defer s.memoMu.Unlock()
 	if s.memo == nil {
-		s.memo = map[string]string{}
+		s.memo = map[[sha256.Size]byte]string{}
 	}
 	if len(s.memo) >= maxMemo {
 		for k := range s.memo { // map order: an arbitrary half goes
@@ -235,7 +242,7 @@ func (s *Store) Memo(key string, compute func() (string, error)) (string, error)
 			delete(s.memo, k)
 		}
 	}
-	s.memo[key] = v
+	s.memo[k] = v
 	return v, nil
 }
 

@@ -145,7 +145,7 @@ type memoHash struct {
 // a few cores, as copying them is.
 func contextDirHash(o Options, cp *plan.Copy, f plan.Source) (string, error) {
 	dir := f.Entry
-	key := fmt.Sprintf("dockerhash\x00dir\x00%s\x00%q\x00%s", dir.Path, cp.Exclude, f.Include)
+	key := fmt.Sprintf("dockerhash\x00dir\x00%q\x00%q\x00%q", dir.Path, cp.Exclude, f.Include)
 	m := o.Context.Memo(key, func() any {
 		var all []*buildctx.Entry
 		err := o.Context.Walk(dir.Path, func(x *buildctx.Entry) error {
@@ -224,7 +224,7 @@ func contextSum(o Options, e *buildctx.Entry) (string, error) {
 			// The same file in the next build's context has the same sum:
 			// the store keeps it, so that only changed files are read.
 			h.typeflag, h.size = '0', e.Size
-			key := fmt.Sprintf("tarsum\x00%s\x00%d\x00%d\x00%s", h.name, h.mode, h.size, e.Digest)
+			key := fmt.Sprintf("tarsum\x00%q\x00%d\x00%d\x00%s", h.name, h.mode, h.size, e.Digest)
 			s, err := o.Store.Memo(key, func() (string, error) {
 				f, err := o.Store.Open(e.Digest)
 				if err != nil {

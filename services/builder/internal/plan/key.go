@@ -177,7 +177,7 @@ func (cp *Copy) contextKey(f Source) (string, bool) {
 	if f.Entry == nil || f.Checkout != nil || cp.context == nil || isURL(f.Src) {
 		return "", false
 	}
-	return fmt.Sprintf("files\x00%s\x00%s\x00%t\x00%q\x00%s", f.Src, f.Entry.Path, f.Unpack, cp.Exclude, f.Include), true
+	return fmt.Sprintf("files\x00%q\x00%q\x00%t\x00%q\x00%q", f.Src, f.Entry.Path, f.Unpack, cp.Exclude, f.Include), true
 }
 
 // contextFiles lists what a context source contributes, relative to it.
