@@ -348,11 +348,27 @@ func (w *Writer) Pause(ctx context.Context) (int64, error) {
 	if err := w.flush(&blobv1.WriteRequest{Pause: true}); err != nil {
 		return 0, err
 	}
+	// The stream's end is sent too: a blob store older than pause, which
+	// ignores the field and would wait for more, then ends the stream
+	// NO_COMMIT, keeping every byte, rather than hanging.
+	if err := w.stream.CloseSend(); err != nil {
+		return 0, err
+	}
 	resp, err := w.stream.Recv()
+	if noCommit(err) {
+		return w.offset, nil
+	}
 	if err != nil {
 		return 0, err
 	}
 	return resp.GetOffset(), nil
+}
+
+// noCommit reports whether err says that the stream ended without a
+// commit and the server kept the bytes.
+func noCommit(err error) bool {
+	var e *errdefs.Error
+	return errors.As(err, &e) && e.Reason() == "NO_COMMIT"
 }
 
 // Close ends the writer. Without a Commit, the upload stays on the server,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,8 +38,9 @@ func serveWith(t testing.TB, impl *Server) *blobclient.Client {
 	return blobclient.New(serveConn(t, impl))
 }
 
-// serveConn runs impl on a loopback listener and returns a connection to it.
-func serveConn(t testing.TB, impl *Server) *grpc.ClientConn {
+// serveConn runs impl on a loopback listener and returns a connection to
+// it, dialled with the extra options.
+func serveConn(t testing.TB, impl *Server, extra ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := grpcserver.New(grpcserver.Config{
@@ -56,7 +58,7 @@ func serveConn(t testing.TB, impl *Server) *grpc.ClientConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, lis, nil) }()
-	conn, err := grpcclient.Dial(lis.Addr().String(), grpcclient.Config{}, dialOpts...)
+	conn, err := grpcclient.Dial(lis.Addr().String(), grpcclient.Config{}, append(slices.Clip(dialOpts), extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,13 +8,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 
 	blobv1 "github.com/strata-build/strata/gen/strata/blob/v1"
 	"github.com/strata-build/strata/lib/blobclient"
+	"github.com/strata-build/strata/lib/blobwire"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/blobstore/internal/blob"
 	"github.com/strata-build/strata/services/blobstore/internal/blob/blobtest"
@@ -317,4 +320,44 @@ func TestPause(t *testing.T) {
 	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, b) {
 		t.Errorf("reading the blob: %d bytes, %v; want %d", len(got), err, len(b))
 	}
+}
+
+// TestPauseAgainstAnOlderServer: a blob store older than pause ignores the
+// field (an unknown one); the registry's Pause must still learn the offset
+// kept, in bounded time, rather than wait on a server waiting for more.
+func TestPauseAgainstAnOlderServer(t *testing.T) {
+	older := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		return pauseUnknown{s}, err
+	})
+	c := blobclient.New(serveConn(t, New(newFS(t), nil), older))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := c.NewWriter(ctx, "", blobclient.SizeUnknown, blobclient.WithRef("paused"), blobclient.WithDigestAtCommit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := blobtest.Content(4, 1<<20+7)
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if off, err := w.Pause(ctx); off != int64(len(b)) || err != nil {
+		t.Fatalf("Pause = %d, %v; want %d", off, err, len(b))
+	}
+	if up, err := c.UploadStatus(ctx, "paused"); err != nil || up.Offset != int64(len(b)) {
+		t.Errorf("UploadStatus after Pause = %+v, %v; want offset %d", up, err, len(b))
+	}
+}
+
+// pauseUnknown sends WriteRequests as to a server that does not know
+// their pause field: without it.
+type pauseUnknown struct{ grpc.ClientStream }
+
+func (s pauseUnknown) SendMsg(m any) error {
+	if b, ok := m.(*blobwire.Bulk); ok {
+		if req, ok := b.Msg.(*blobv1.WriteRequest); ok {
+			req.Pause = false
+		}
+	}
+	return s.ClientStream.SendMsg(m)
 }
