@@ -465,6 +465,9 @@ func (s *Store) readTail(ctx context.Context, st *state) ([]byte, error) {
 	}
 	b := st.TailData
 	if b == nil {
+		// A tail object, which the commit removes (a state saved by an
+		// older blob store does not say there is one).
+		st.TailObject = true
 		body, _, _, err := s.core.GetObject(ctx, s.cfg.Bucket, tailKey(st.Ref), minio.GetObjectOptions{})
 		if isNotFound(err) {
 			st.Tail, st.TailHash = 0, nil
