@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,8 +22,15 @@ import (
 // straight from the context store, files on a few goroutines as IntoRoot
 // writes them. The entries' names are the plan's clean absolute paths,
 // every directory above an entry is an entry before it, and no entry is
-// below a symlink, so no path leads outside dir.
+// below a symlink; every path is resolved in dir as an os.Root all the
+// same, so that a plan that broke those rules could not lead a write (as
+// root, on the builder's host) outside dir.
 func (cl *Layer) WriteFiles(ctx context.Context, dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	var files []*layerEntry
 	for i := range cl.entries {
 		e := &cl.entries[i]
@@ -31,63 +39,77 @@ func (cl *Layer) WriteFiles(ctx context.Context, dir string) error {
 			continue
 		}
 		// Its mode, owner and mtime are set once what it holds is written.
-		if err := os.Mkdir(filepath.Join(dir, e.path), 0o700); err != nil {
+		if err := root.Mkdir(inRoot(e.path), 0o700); err != nil {
 			return err
 		}
 	}
-	if err := parallel(ctx, files, func(e *layerEntry) error { return cl.writeEntry(dir, e) }); err != nil {
+	if err := parallel(ctx, files, func(e *layerEntry) error { return cl.writeEntry(root, e) }); err != nil {
 		return err
 	}
 	for _, e := range slices.Backward(cl.entries) {
 		if e.hdr.Typeflag != tar.TypeDir {
 			continue
 		}
-		host := filepath.Join(dir, e.path)
-		if err := os.Lchown(host, e.hdr.Uid, e.hdr.Gid); err != nil {
+		rel := inRoot(e.path)
+		if err := root.Lchown(rel, e.hdr.Uid, e.hdr.Gid); err != nil {
 			return err
 		}
-		if err := os.Chmod(host, headerMode(&e.hdr)); err != nil {
+		if err := root.Chmod(rel, headerMode(&e.hdr)); err != nil {
 			return err
 		}
-		if err := setMtime(host, e.hdr.ModTime); err != nil {
+		if err := root.Chtimes(rel, e.hdr.ModTime, e.hdr.ModTime); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// writeEntry writes one file or symlink of the layer.
-func (cl *Layer) writeEntry(dir string, e *layerEntry) error {
-	host := filepath.Join(dir, e.path)
-	if e.hdr.Typeflag == tar.TypeSymlink {
-		if err := os.Symlink(e.hdr.Linkname, host); err != nil {
-			return err
-		}
-		if err := os.Lchown(host, e.hdr.Uid, e.hdr.Gid); err != nil {
-			return err
-		}
-		return setMtime(host, e.hdr.ModTime)
+// inRoot is an entry's path relative to the root it is written in.
+func inRoot(path string) string {
+	if rel := strings.TrimLeft(path, "/"); rel != "" {
+		return rel
 	}
-	f, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	return "."
+}
+
+// writeEntry writes one file or symlink of the layer.
+func (cl *Layer) writeEntry(root *os.Root, e *layerEntry) error {
+	rel := inRoot(e.path)
+	if e.hdr.Typeflag == tar.TypeSymlink {
+		if err := root.Symlink(e.hdr.Linkname, rel); err != nil {
+			return err
+		}
+		if err := root.Lchown(rel, e.hdr.Uid, e.hdr.Gid); err != nil {
+			return err
+		}
+		// os.Root has no Lchtimes: the link's own times are set through
+		// its directory, opened in the root.
+		parent, err := root.Open(filepath.Dir(rel))
+		if err != nil {
+			return err
+		}
+		defer parent.Close()
+		t := unix.NsecToTimespec(e.hdr.ModTime.UnixNano())
+		return unix.UtimesNanoAt(int(parent.Fd()), filepath.Base(rel), []unix.Timespec{t, t}, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	f, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	if err := cl.writeContent(f, e); err != nil {
-		f.Close()
 		return err
 	}
 	if err := f.Chown(e.hdr.Uid, e.hdr.Gid); err != nil {
-		f.Close()
 		return err
 	}
 	if err := f.Chmod(headerMode(&e.hdr)); err != nil {
-		f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return setMtime(host, e.hdr.ModTime)
+	return root.Chtimes(rel, e.hdr.ModTime, e.hdr.ModTime)
 }
 
 // writeContent copies a file's content from the context store, checking

@@ -1,6 +1,7 @@
 package copier
 
 import (
+	"archive/tar"
 	"context"
 	"fmt"
 	"io/fs"
@@ -134,4 +135,22 @@ func listTree(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// A layer whose entries broke the plan's rules (a file below a symlink
+// that points out) is refused, and nothing is written where the link
+// points: WriteFiles runs as root on the builder's host.
+func TestWriteFilesStaysInItsDirectory(t *testing.T) {
+	outside, dir := t.TempDir(), t.TempDir()
+	mtime := time.Unix(1_600_000_000, 0)
+	cl := &Layer{entries: []layerEntry{
+		{path: "/escape", hdr: tar.Header{Typeflag: tar.TypeSymlink, Linkname: outside, Mode: 0o777, ModTime: mtime}},
+		{path: "/escape/planted", hdr: tar.Header{Typeflag: tar.TypeReg, Mode: 0o644, ModTime: mtime}},
+	}}
+	if err := cl.WriteFiles(context.Background(), dir); err == nil {
+		t.Error("WriteFiles of a file below a symlink out of its directory succeeded")
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("WriteFiles wrote %d entries where the symlink points", len(entries))
+	}
 }
