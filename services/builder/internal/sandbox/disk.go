@@ -182,15 +182,16 @@ func (w *diskWatch) check(now time.Time) bool {
 	if w.s == nil {
 		return false
 	}
-	if !now.Before(w.nextWalk) && w.overLimit(now) {
+	walked := !now.Before(w.nextWalk)
+	if walked && w.overLimit(now) {
 		return true
 	}
 	free, floor, err := w.d.floor(w.s.upper)
 	if err == nil && free < floor && w.d.evict(w.s, floor) {
-		// A step that filled the disk between two walks may be past its
+		// A step that filled the disk since its last walk may be past its
 		// own limit too: it is told that, the limit it can act on, rather
 		// than the builder's floor.
-		if !w.overLimit(now) {
+		if walked || !w.overLimit(now) {
 			w.hit = diskFloorReached(floor)
 		}
 		return true
