@@ -16,7 +16,6 @@ import (
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/auth"
-	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
 )
 
@@ -135,14 +134,9 @@ func TestSecureStack(t *testing.T) {
 
 	// The event stream says who did what: the builder records images for
 	// the user who asked, and a tag is the tagger's.
-	conn, err := grpcclient.Dial(s.MetadataAddr, s.Client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	events, err := metadatav1.NewImageServiceClient(conn).WatchEvents(ctx, &metadatav1.WatchEventsRequest{Since: timestamppb.New(time.Unix(1, 0))})
+	events, err := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)).WatchEvents(ctx, &metadatav1.WatchEventsRequest{Since: timestamppb.New(time.Unix(1, 0))})
 	if err != nil {
 		t.Fatal(err)
 	}

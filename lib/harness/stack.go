@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/strata-build/strata/lib/auth"
@@ -173,6 +174,19 @@ func (s *Stack) addrEnv() []string {
 		env = append(env, "STRATA_BUILDER_ADDR="+s.BuilderAddr)
 	}
 	return env
+}
+
+// Dial returns a new connection to the stack's service at addr, as
+// Client reaches it, closed when the test ends: each client of a test has
+// its own, as separate processes would.
+func (s *Stack) Dial(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpcclient.Dial(addr, s.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // WaitServing waits until the gRPC service at addr reports SERVING.

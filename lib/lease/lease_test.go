@@ -12,13 +12,11 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
 	"github.com/strata-build/strata/lib/lease"
 )
@@ -30,15 +28,7 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 func stack(t *testing.T) (metadatav1.ImageServiceClient, *blobclient.Client) {
 	t.Helper()
 	s := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
-	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpcclient.Dial(addr, s.Client)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
-	return metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	return metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)), blobclient.New(s.Dial(t, s.BlobstoreAddr))
 }
 
 func put(t *testing.T, blobs *blobclient.Client, data []byte) digest.Digest {

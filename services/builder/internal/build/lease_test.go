@@ -10,12 +10,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
-	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
 	"github.com/strata-build/strata/lib/lease"
 	"github.com/strata-build/strata/services/builder/internal/image"
@@ -29,15 +27,7 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 func TestBuildLeaseIsRenewedUntilReleased(t *testing.T) {
 	ctx := context.Background()
 	s := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
-	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpcclient.Dial(addr, s.Client)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
-	images, blobs := metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	images, blobs := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)), blobclient.New(s.Dial(t, s.BlobstoreAddr))
 	collect := func() *metadatav1.CollectGarbageResponse {
 		t.Helper()
 		res, err := images.CollectGarbage(ctx, &metadatav1.CollectGarbageRequest{GracePeriod: durationpb.New(0)})
@@ -91,15 +81,7 @@ func (c *countingBlobs) Exists(ctx context.Context, ds []digest.Digest) (map[dig
 func TestLeaseAsksAboutAHeldBlobOnce(t *testing.T) {
 	ctx := context.Background()
 	s := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
-	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpcclient.Dial(addr, s.Client)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
-	images, blobs := metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	images, blobs := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)), blobclient.New(s.Dial(t, s.BlobstoreAddr))
 	counted := &countingBlobs{Blobs: blobs}
 	l, err := MetadataLeases{Images: images, Blobs: counted}.Start(ctx)
 	if err != nil {
@@ -137,15 +119,7 @@ func TestLeaseAsksAboutAHeldBlobOnce(t *testing.T) {
 func TestLeaseTrustsTheBlobsOfRecordedImages(t *testing.T) {
 	ctx := context.Background()
 	s := harness.StartStack(t, harness.StackOptions{NoBuilder: true})
-	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpcclient.Dial(addr, s.Client)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
-	images, blobs := metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	images, blobs := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)), blobclient.New(s.Dial(t, s.BlobstoreAddr))
 	layerBlob := []byte("a layer blob")
 	diffID := digest.FromString("a layer's tar")
 	cfg := &image.Config{Architecture: "amd64", OS: "linux", Created: time.Unix(1, 0).UTC(), RootFS: image.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}}}

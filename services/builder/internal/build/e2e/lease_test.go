@@ -9,26 +9,16 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/blobclient"
-	"github.com/strata-build/strata/lib/grpcclient"
 )
 
 // clients dials the stack's metadata service and blob store.
 func (s *stack) clients(t *testing.T) (metadatav1.ImageServiceClient, *blobclient.Client) {
 	t.Helper()
-	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpcclient.Dial(addr, s.Client)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
-	return metadatav1.NewImageServiceClient(dial(s.MetadataAddr)), blobclient.New(dial(s.BlobstoreAddr))
+	return metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)), blobclient.New(s.Dial(t, s.BlobstoreAddr))
 }
 
 // checkBlobs fails the test unless every blob of the image and of its

@@ -23,7 +23,6 @@ import (
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	metadatav1 "github.com/strata-build/strata/gen/strata/metadata/v1"
 	"github.com/strata-build/strata/lib/errdefs"
-	"github.com/strata-build/strata/lib/grpcclient"
 	"github.com/strata-build/strata/lib/harness"
 )
 
@@ -55,20 +54,8 @@ func startStack(t *testing.T) *stack {
 	return s
 }
 
-// conn is a new connection to addr: each client of a test has its own, as
-// separate processes would.
-func (s *stack) conn(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	c, err := grpcclient.Dial(addr, s.Client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func (s *stack) builds(t *testing.T) builderv1.BuildServiceClient {
-	return builderv1.NewBuildServiceClient(s.conn(t, s.BuilderAddr))
+	return builderv1.NewBuildServiceClient(s.Dial(t, s.BuilderAddr))
 }
 
 // build is a Build stream of a build that needs no context.
@@ -256,7 +243,7 @@ func TestABuildSurvivesItsClientsDisconnect(t *testing.T) {
 	if !sawFinished || evs[0].GetSequence() != seen+1 {
 		t.Errorf("reattached events %v: want them from %d, with the RUN's later output", evs, seen+1)
 	}
-	img, err := metadatav1.NewImageServiceClient(s.conn(t, s.MetadataAddr)).GetImage(ctx, &metadatav1.GetImageRequest{Reference: "survivor:1"})
+	img, err := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)).GetImage(ctx, &metadatav1.GetImageRequest{Reference: "survivor:1"})
 	if err != nil || img.GetImage().GetId() != res.GetImageId() {
 		t.Errorf("GetImage(survivor:1) = %v, %v; want the built image", img, err)
 	}
@@ -291,7 +278,7 @@ func TestCancelBuildKillsItsRunStepAndRecordsNothing(t *testing.T) {
 	s := startStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	meta := metadatav1.NewImageServiceClient(s.conn(t, s.MetadataAddr))
+	meta := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr))
 	images, _ := meta.ListImages(ctx, &metadatav1.ListImagesRequest{})
 	caches, _ := meta.ListCacheRecords(ctx, &metadatav1.ListCacheRecordsRequest{})
 
@@ -366,7 +353,7 @@ func TestBuildEventsAppearInWatchEvents(t *testing.T) {
 	if err := failed.rest(); err == nil {
 		t.Fatal("a RUN exiting 4 succeeded")
 	}
-	w, err := metadatav1.NewImageServiceClient(s.conn(t, s.MetadataAddr)).WatchEvents(ctx, &metadatav1.WatchEventsRequest{Since: since})
+	w, err := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)).WatchEvents(ctx, &metadatav1.WatchEventsRequest{Since: since})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +430,7 @@ func TestSIGTERMDrainWaitsForADetachedBuild(t *testing.T) {
 	if code := s.Builder.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("builder exit code after draining: %d, want 0", code)
 	}
-	img, err := metadatav1.NewImageServiceClient(s.conn(t, s.MetadataAddr)).GetImage(ctx, &metadatav1.GetImageRequest{Reference: "drained-detached:1"})
+	img, err := metadatav1.NewImageServiceClient(s.Dial(t, s.MetadataAddr)).GetImage(ctx, &metadatav1.GetImageRequest{Reference: "drained-detached:1"})
 	if err != nil || img.GetImage().GetId() == "" {
 		t.Errorf("GetImage(drained-detached:1) = %v, %v; want the detached build's image, recorded during the drain", img, err)
 	}
