@@ -19,13 +19,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/lib/errdefs"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/image"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/layer/layertest"
 	"github.com/strata-build/strata/services/builder/internal/snapshot"
 )
 
@@ -111,49 +111,13 @@ func (e *env) checkSnapshot(l image.Layer, parents []image.Layer) {
 	if _, err := layer.Unpack(context.Background(), rc, dir); err != nil {
 		e.t.Fatal(err)
 	}
-	if diff := cmp.Diff(treeListing(e.t, dir), treeListing(e.t, ref.Dir())); diff != "" {
+	// mtimes in whole seconds: a layer.Diff tar keeps no more, and the
+	// snapshot of a COPY into a mount (the upper directory itself) has the
+	// times of the copy. copier's tests compare a layer's files to the
+	// nanosecond.
+	if diff := cmp.Diff(layertest.Listing(e.t, dir, time.Second), layertest.Listing(e.t, ref.Dir(), time.Second)); diff != "" {
 		e.t.Errorf("snapshot of layer %s (-its blob unpacked +the store's):\n%s", l.DiffID, diff)
 	}
-}
-
-// treeListing lists every entry under dir, one line each.
-func treeListing(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		// In whole seconds: a layer.Diff tar keeps no more, and the
-		// snapshot of a COPY into a mount (the upper directory itself)
-		// has the times of the copy. copier's tests compare a layer's
-		// files to the nanosecond.
-		line := fmt.Sprintf("%s mode %o uid %d gid %d mtime %d size %d", strings.TrimPrefix(p, dir), st.Mode, st.Uid, st.Gid, st.Mtim.Sec, st.Size)
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			line += " -> " + target
-		case d.Type().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += " " + digest.FromBytes(b).Encoded()
-		}
-		out = append(out, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // A COPY from the context whose files land where nothing is yet makes the

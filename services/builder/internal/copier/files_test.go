@@ -3,7 +3,6 @@ package copier
 import (
 	"archive/tar"
 	"context"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,11 +12,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
 	"github.com/strata-build/strata/services/builder/internal/layer"
+	"github.com/strata-build/strata/services/builder/internal/layer/layertest"
 	"github.com/strata-build/strata/services/builder/internal/plan"
 )
 
@@ -91,50 +90,13 @@ func TestWriteFilesIsTheTarUnpacked(t *testing.T) {
 	if _, err := layer.Unpack(ctx, r, unpacked); err != nil {
 		t.Fatal(err)
 	}
-	want := listTree(t, unpacked)
+	want := layertest.Listing(t, unpacked, time.Nanosecond)
 	if len(want) != 10 { // srv, srv/new, and the eight entries of app
 		t.Errorf("the layer unpacks to %d entries, want 10:\n%s", len(want), strings.Join(want, "\n"))
 	}
-	if diff := cmp.Diff(want, listTree(t, written)); diff != "" {
+	if diff := cmp.Diff(want, layertest.Listing(t, written, time.Nanosecond)); diff != "" {
 		t.Errorf("WriteFiles (-the tar unpacked +written):\n%s", diff)
 	}
-}
-
-// listTree lists every entry under dir: type and mode, owner, mtime to the
-// nanosecond, and a file's content or a symlink's target.
-func listTree(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		line := fmt.Sprintf("%s mode %o owner %d:%d mtime %d.%09d", strings.TrimPrefix(p, dir), st.Mode, st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			line += " -> " + target
-		case d.Type().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += " " + digest.FromBytes(b).Encoded()
-		}
-		out = append(out, line)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // A layer whose entries broke the plan's rules (a file below a symlink

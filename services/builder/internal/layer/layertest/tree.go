@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +72,46 @@ func ReadTree(dir string) (Tree, error) {
 		return nil
 	})
 	return t, err
+}
+
+// Listing lists every entry under dir, one line each in walk order, for
+// comparing two trees where times matter too (ReadTree leaves them out):
+// path, type and mode bits, owner, mtime to the precision given, size,
+// and a symlink's target or a regular file's content SHA-256.
+func Listing(t testing.TB, dir string, mtime time.Duration) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		mt := time.Unix(st.Mtim.Sec, st.Mtim.Nsec).Truncate(mtime).UnixNano()
+		line := fmt.Sprintf("%s mode %o owner %d:%d mtime %d size %d", strings.TrimPrefix(p, dir), st.Mode, st.Uid, st.Gid, mt, st.Size)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + target
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += " " + sum(string(b))
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // ReportPath is where a RUN step writes what ReportScript prints.
