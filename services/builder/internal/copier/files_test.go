@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
@@ -32,17 +31,7 @@ func TestWriteFilesIsTheTarUnpacked(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := func(p, body string, mode fs.FileMode, mtime int64) *builderv1.FileEntry {
-		d := digest.FromString(body)
-		w, err := store.NewWriter(d, int64(len(body)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(body)); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		d := storeContent(t, store, body)
 		return &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(d), MtimeUnixNano: mtime}
 	}
 	dir := func(p string, mode fs.FileMode, mtime int64) *builderv1.FileEntry {

@@ -23,15 +23,7 @@ func TestSourceHashIsDockers(t *testing.T) {
 	}
 	list := []*builderv1.FileEntry{{Path: "test_dir", Mode: buildctx.UnixMode(fs.ModeDir | 0o755)}}
 	for p, body := range files {
-		d := digest.FromString(body)
-		w, err := store.NewWriter(d, int64(len(body)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(w, body)
-		if err := w.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		d := storeContent(t, store, body)
 		// The owner on the client is not the one the CLI's tar gives (0:0).
 		list = append(list, &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(0o644), Size: int64(len(body)), Digest: string(d), Uid: 1000, Gid: 1000})
 	}
@@ -78,15 +70,7 @@ func TestSourceHashAfterAChange(t *testing.T) {
 		t.Helper()
 		list := []*builderv1.FileEntry{{Path: "d", Mode: buildctx.UnixMode(fs.ModeDir | 0o755)}}
 		for p, body := range files {
-			d := digest.FromString(body)
-			w, err := store.NewWriter(d, int64(len(body)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.WriteString(w, body)
-			if err := w.Commit(); err != nil {
-				t.Fatal(err)
-			}
+			d := storeContent(t, store, body)
 			list = append(list, &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(d)})
 		}
 		bctx, err := buildctx.New(list)
@@ -126,4 +110,22 @@ func TestSourceHashAfterAChange(t *testing.T) {
 			t.Errorf("%s changed: SourceHash = %s, want %s (a fresh store's), not %s", tc.name, got, want, first)
 		}
 	}
+}
+
+// storeContent keeps body in the context store, as a build's context
+// transfer does, and returns its digest.
+func storeContent(t *testing.T, store *buildctx.Store, body string) digest.Digest {
+	t.Helper()
+	d := digest.FromString(body)
+	w, err := store.NewWriter(d, int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, body); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
