@@ -15,30 +15,48 @@ import (
 // openParallel reads a long range as consecutive ranged GETs of a part's
 // size, Concurrency of them queued (and at most MaxParts of the store's in
 // flight), delivered in order: one S3 stream is slower than the link, and
-// this keeps memory at about Concurrency+1 parts. A blob deleted meanwhile fails the read (NOT_FOUND) at the next
-// range; blobs never change, so the bytes read are always the blob's.
-func (s *Store) openParallel(ctx context.Context, d digest.Digest, offset, n int64) io.ReadCloser {
+// this keeps memory at about Concurrency+1 parts. first, when not nil, is
+// the GET Open already sent for the range's first bytes: it is read as the
+// first part, beside the others, so that every byte of the range reaches
+// the caller in a part's buffer (ReadBuffer). A blob deleted meanwhile
+// fails the read (NOT_FOUND) at the next range; blobs never change, so the
+// bytes read are always the blob's.
+func (s *Store) openParallel(ctx context.Context, d digest.Digest, offset, n int64, first *rangeReader) io.ReadCloser {
 	ctx, cancel := context.WithCancel(ctx)
 	queue := make(chan chan fetched, s.cfg.Concurrency-1)
 	r := &parallelReader{s: s, queue: queue, cancel: cancel}
 	go func() {
 		defer close(queue)
-		for off, end := offset, offset+n; off < end; off += s.cfg.PartSize {
+		for off, end := offset, offset+n; off < end; {
+			size, rr := min(s.cfg.PartSize, end-off), first
+			if rr != nil {
+				size, first = rr.end-rr.off, nil
+			}
 			f := make(chan fetched, 1)
 			select {
 			case queue <- f:
 			case <-ctx.Done():
+				if rr != nil {
+					rr.Close()
+				}
 				return
 			}
 			if err := s.mem.Acquire(ctx, 1); err != nil {
+				if rr != nil {
+					rr.Close()
+				}
 				f <- fetched{err: err}
 				return
 			}
+			if rr == nil {
+				rr = s.openRange(ctx, d, off, size)
+			}
 			go func() {
-				got := s.fetch(ctx, d, off, min(s.cfg.PartSize, end-off))
+				got := s.fetch(rr, size)
 				s.mem.Release(1)
 				f <- got
 			}()
+			off += size
 		}
 	}()
 	return r
@@ -50,8 +68,8 @@ type fetched struct {
 	err error
 }
 
-func (s *Store) fetch(ctx context.Context, d digest.Digest, offset, n int64) fetched {
-	r := s.openRange(ctx, d, offset, n)
+// fetch reads the n bytes of r into a part's buffer, and closes r.
+func (s *Store) fetch(r *rangeReader, n int64) fetched {
 	defer r.Close()
 	buf := s.getBuf(s.cfg.PartSize)[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {

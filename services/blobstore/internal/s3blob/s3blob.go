@@ -422,7 +422,7 @@ func (s *Store) Open(ctx context.Context, d digest.Digest, offset, length int64)
 	r.body = body
 	rc := io.ReadCloser(r)
 	if n > got {
-		rc = &chained{first: r, rest: s.openParallel(ctx, d, offset+got, n-got)}
+		rc = s.openParallel(ctx, d, offset, n, r)
 	}
 	if n == size {
 		rc = blob.Verified(rc, d, size)
@@ -440,27 +440,6 @@ func totalSize(contentRange string) (int64, error) {
 	return size, nil
 }
 
-// chained reads the first part of a long range, then the rest.
-type chained struct {
-	first, rest io.ReadCloser
-	done        bool // first is read to its end
-}
-
-func (c *chained) Read(p []byte) (int, error) {
-	if !c.done {
-		n, err := c.first.Read(p)
-		if !errors.Is(err, io.EOF) || n > 0 {
-			return n, err
-		}
-		c.done = true
-	}
-	return c.rest.Read(p)
-}
-
-func (c *chained) Close() error {
-	return errors.Join(c.first.Close(), c.rest.Close())
-}
-
 // openStat is Open with a Stat first, for the ranges S3 refuses.
 func (s *Store) openStat(ctx context.Context, d digest.Digest, offset, length int64) (io.ReadCloser, blob.Info, error) {
 	info, err := s.Stat(ctx, d)
@@ -476,7 +455,7 @@ func (s *Store) openStat(ctx context.Context, d digest.Digest, offset, length in
 	case n == 0:
 		rc = io.NopCloser(bytes.NewReader(nil))
 	case n > s.cfg.PartSize:
-		rc = s.openParallel(ctx, d, offset, n)
+		rc = s.openParallel(ctx, d, offset, n, nil)
 	default:
 		r := s.openRange(ctx, d, offset, n)
 		// The first GET now, so that a blob deleted since the Stat is

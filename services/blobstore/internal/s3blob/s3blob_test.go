@@ -3,10 +3,12 @@ package s3blob
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -325,6 +327,76 @@ func TestReadRequests(t *testing.T) {
 			t.Errorf("Open(offset %d, length %d) sent %d requests to S3, want %d:\n%s", tc.offset, tc.length, n, tc.requests, trace.String())
 		}
 	}
+}
+
+// TestLongReadHandsOverBuffers checks that every byte of a blob longer
+// than a part, the first part's too (read from the GET Open sends at
+// once), comes out of ReadBuffer in the buffers its GETs filled, so that
+// the blob store sends them without copying them; one GET per part.
+func TestLongReadHandsOverBuffers(t *testing.T) {
+	s := NewTestStore(t, harness.StartS3(t))
+	ctx := context.Background()
+	b := blobtest.Content(2, 2*MinPartSize+3)
+	d := digest.FromBytes(b)
+	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "long-read", Expected: d, Size: int64(len(b))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	var trace lockedBuffer // the parts' GETs run in parallel
+	s.core.TraceOn(&trace)
+	defer s.core.TraceOff()
+	rc, _, err := s.Open(ctx, d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	r, _, _, ok := blob.Unverified(rc)
+	br, direct := r.(blob.BufferReader)
+	if !ok || !direct {
+		t.Fatalf("Open of a %d-byte blob gave %T under %T, want a blob.BufferReader under the verifying reader", len(b), r, rc)
+	}
+	var got []byte
+	for {
+		buf, err := br.ReadBuffer(1 << 20)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("ReadBuffer after %d bytes = %v", len(got), err)
+		}
+		got = append(got, buf.ReadOnlyData()...)
+		buf.Free()
+	}
+	if !bytes.Equal(got, b) {
+		t.Errorf("ReadBuffer gave %d bytes hashing to %s, want the blob's %d", len(got), digest.FromBytes(got), len(b))
+	}
+	if n := strings.Count(trace.String(), "---------START-HTTP---------"); n != 3 {
+		t.Errorf("reading a blob of 3 parts sent %d requests to S3, want 3", n)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that several goroutines write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestChunkedUploadRequests checks what a registry push costs in S3

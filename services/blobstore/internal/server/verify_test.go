@@ -166,3 +166,47 @@ func TestReadUnverified(t *testing.T) {
 			len(got), digest.FromBytes(got), err, len(b), d)
 	}
 }
+
+// TestWriteToGathersFrames: gRPC hands a message over in 16 KiB frames,
+// and Reader.WriteTo writes each message of the stream to its writer in
+// one call, not one per frame (a system call each when the writer is the
+// registry's connection), with the blob's bytes in order.
+func TestWriteToGathersFrames(t *testing.T) {
+	s, err := fsblob.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := serve(t, s)
+	b := blobtest.Content(711, 3*DefaultChunkSize+9)
+	d := digest.FromBytes(b)
+	if _, err := c.Put(ctx, bytes.NewReader(b), d, int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Open(ctx, d, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var w countingWriter
+	if n, err := r.WriteTo(&w); err != nil || n != int64(len(b)) {
+		t.Fatalf("WriteTo = %d, %v; want %d bytes", n, err, len(b))
+	}
+	if !bytes.Equal(w.Bytes(), b) {
+		t.Errorf("WriteTo wrote %d bytes hashing to %s, want the blob's %d", w.Len(), digest.FromBytes(w.Bytes()), len(b))
+	}
+	if w.writes > 4 {
+		t.Errorf("WriteTo of a blob of 4 messages made %d writes, want at most 4", w.writes)
+	}
+}
+
+// countingWriter is a bytes.Buffer that counts the calls to Write.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
