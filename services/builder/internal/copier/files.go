@@ -3,6 +3,7 @@ package copier
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -176,6 +177,19 @@ func (cl *Layer) writeContent(f *os.File, e *layerEntry) error {
 		return err
 	}
 	defer src.Close()
+	if sec, ok := src.(interface {
+		Outer() (io.ReaderAt, int64, int64)
+	}); ok {
+		// A small content is a section of a pack file: copied in the
+		// kernel, as io.Copy copies a content that is a file of its own.
+		if pack, off, size := sec.Outer(); size >= e.hdr.Size {
+			if pf, ok := pack.(*os.File); ok {
+				if done, err := copyRange(f, pf, off, e); done || err != nil {
+					return err
+				}
+			}
+		}
+	}
 	n, err := io.Copy(f, io.LimitReader(src, e.hdr.Size))
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", e.path, err)
@@ -184,6 +198,29 @@ func (cl *Layer) writeContent(f *os.File, e *layerEntry) error {
 		return fmt.Errorf("writing %s: its content has %d bytes, not %d", e.path, n, e.hdr.Size)
 	}
 	return nil
+}
+
+// copyRange copies e's content, at off in src, to f with
+// copy_file_range. It reports false, having copied nothing, when the
+// kernel or the filesystems cannot (such as two filesystems): io.Copy then
+// copies it.
+func copyRange(f, src *os.File, off int64, e *layerEntry) (bool, error) {
+	left := e.hdr.Size
+	for left > 0 {
+		n, err := unix.CopyFileRange(int(src.Fd()), &off, int(f.Fd()), nil, int(left), 0)
+		if err != nil {
+			if left == e.hdr.Size && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) ||
+				errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM)) {
+				return false, nil
+			}
+			return true, fmt.Errorf("writing %s: %w", e.path, err)
+		}
+		if n == 0 {
+			return true, fmt.Errorf("writing %s: its content has %d bytes, not %d", e.path, e.hdr.Size-left, e.hdr.Size)
+		}
+		left -= int64(n)
+	}
+	return true, nil
 }
 
 // headerMode is the permission bits, with setuid, setgid and sticky, of a
