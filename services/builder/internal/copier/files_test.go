@@ -3,6 +3,7 @@ package copier
 import (
 	"archive/tar"
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -37,7 +38,12 @@ func TestWriteFilesIsTheTarUnpacked(t *testing.T) {
 	dir := func(p string, mode fs.FileMode, mtime int64) *builderv1.FileEntry {
 		return &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(fs.ModeDir | mode), MtimeUnixNano: mtime}
 	}
-	bctx, err := buildctx.New([]*builderv1.FileEntry{
+	// A directory of more files than one goroutine writes (batchFiles).
+	many := []*builderv1.FileEntry{dir("app/many", 0o755, 1_600_000_009_000_000_000)}
+	for i := range 2*batchFiles + 3 {
+		many = append(many, file(fmt.Sprintf("app/many/f%03d", i), fmt.Sprint(i), 0o644, 1_600_000_010_000_000_000+int64(i)))
+	}
+	bctx, err := buildctx.New(append([]*builderv1.FileEntry{
 		dir("app", 0o755, 1_600_000_001_000_000_000),
 		file("app/run.sh", "echo hi\n", 0o755|fs.ModeSetuid, 1_600_000_002_500_000_000),
 		dir("app/conf", 0o700|fs.ModeSetgid, 1_600_000_003_400_000_000),
@@ -46,7 +52,7 @@ func TestWriteFilesIsTheTarUnpacked(t *testing.T) {
 		file("app/big", strings.Repeat("b", 3<<20), 0o644, 1_600_000_006_000_000_000),
 		{Path: "app/link", Mode: buildctx.UnixMode(fs.ModeSymlink | 0o777), LinkTarget: "run.sh", MtimeUnixNano: 1_600_000_007_700_000_000},
 		dir("app/sticky", 0o1777, 1_600_000_008_000_000_000),
-	})
+	}, many...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,8 +86,9 @@ func TestWriteFilesIsTheTarUnpacked(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := layertest.Listing(t, unpacked, time.Nanosecond)
-	if len(want) != 10 { // srv, srv/new, and the eight entries of app
-		t.Errorf("the layer unpacks to %d entries, want 10:\n%s", len(want), strings.Join(want, "\n"))
+	// srv, srv/new, the eight entries of app, and many's
+	if n := 10 + len(many); len(want) != n {
+		t.Errorf("the layer unpacks to %d entries, want %d:\n%s", len(want), n, strings.Join(want, "\n"))
 	}
 	if diff := cmp.Diff(want, layertest.Listing(t, written, time.Nanosecond)); diff != "" {
 		t.Errorf("WriteFiles (-the tar unpacked +written):\n%s", diff)
