@@ -7,11 +7,12 @@
 //	ingest/<ref>         where the multipart upload of a blob whose digest
 //	                     comes only at commit is assembled, then copied from
 //
-// Small blobs go up in one PutObject at commit. Larger ones go up as
-// multipart uploads in parts of a bounded size, a bounded number at once,
-// while the writer receives and hashes; the multipart upload is completed,
-// onto the blob's key, only after size and digest matched, and aborted
-// otherwise, so no partial or wrong blob is ever visible.
+// Small blobs go up in one PutObject at commit, or, when the caller has
+// one whole (Put), in one PutObject with no upload around it. Larger ones
+// go up as multipart uploads in parts of a bounded size, a bounded number
+// at once, while the writer receives and hashes; the multipart upload is
+// completed, onto the blob's key, only after size and digest matched, and
+// aborted otherwise, so no partial or wrong blob is ever visible.
 //
 // After each part the upload's state (parts, offset and the SHA-256 state at
 // that offset) is saved in the bucket, so that any process can resume the

@@ -119,6 +119,20 @@ func TestOneShotWrite(t *testing.T) {
 		return nil
 	})
 
+	// A size no upload may declare is refused as on the upload path.
+	bad := int64(-5)
+	unknown := blobtest.Content(4, 10)
+	stream, err := api.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&blobv1.WriteRequest{Ref: "bad-size", Digest: string(digest.FromBytes(unknown)), Size: &bad, Data: unknown, Commit: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("one-shot Write declaring size %d = %v, want invalid argument", bad, err)
+	}
+
 	other := blobtest.Content(2, 2345)
 	wrong := digest.FromBytes(blobtest.Content(3, 2345))
 	_, err = writeOneShot(ctx, api, "wrong", wrong, "", other)

@@ -154,7 +154,7 @@ const maxOneShot = 1 << 20
 func oneShot(first *blobv1.WriteRequest, opts blob.WriterOptions, data mem.BufferSlice) bool {
 	n := int64(data.Len())
 	return first.GetCommit() && !first.GetPause() && !opts.ResumeOnly && first.GetOffset() == 0 &&
-		n <= maxOneShot && (opts.Size < 0 || opts.Size == n)
+		n <= maxOneShot && (opts.Size == -1 || opts.Size == n)
 }
 
 // writeOnce answers a oneShot Write as an upload committed at once would
