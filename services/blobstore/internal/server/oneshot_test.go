@@ -57,7 +57,8 @@ func countedS3(t testing.TB, srv *harness.S3, bucket string) (*s3blob.Store, *at
 // TestOneShotWrite: a small blob whose first Write message carries all of
 // it with the commit costs S3 two requests (the existence check and the
 // object), is answered as any commit is, and leaves no upload, nor touches
-// an older one under its ref; one whose bytes do not match its digest is
+// an older one under its ref; once stored, it costs one (its bytes are
+// checked, not stored again). One whose bytes do not match its digest is
 // refused naming both digests, and nothing is stored.
 func TestOneShotWrite(t *testing.T) {
 	srv := harness.StartS3(t)
@@ -118,6 +119,22 @@ func TestOneShotWrite(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Written again, the stored blob costs only the existence check; wrong
+	// bytes under its digest are refused all the same.
+	requests.Store(0)
+	info, err = writeOneShot(ctx, api, "again", d, "", b)
+	if err != nil || info.Digest != d || info.Size != int64(len(b)) {
+		t.Fatalf("one-shot Write of a stored blob = %+v, %v; want %s, %d bytes", info, err, d, len(b))
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("a one-shot Write of a stored blob took %d S3 requests, want 1 (HEAD)", n)
+	}
+	forged := blobtest.Content(5, len(b))
+	if _, err := writeOneShot(ctx, api, "forged", d, "", forged); !errdefs.IsInvalidArgument(err) ||
+		!strings.Contains(err.Error(), string(d)) || !strings.Contains(err.Error(), string(digest.FromBytes(forged))) {
+		t.Errorf("one-shot Write of other bytes under a stored digest = %v, want invalid argument naming %s and %s", err, d, digest.FromBytes(forged))
+	}
 
 	// A size no upload may declare is refused as on the upload path.
 	bad := int64(-5)

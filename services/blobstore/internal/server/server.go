@@ -269,6 +269,21 @@ func (s *Server) writeExisting(stream blobv1.BlobService_WriteServer, opts blob.
 	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Exists: true, Blob: infoPB(info)}); err != nil {
 		return err
 	}
+	if data.Len() > 0 && oneShot(req, opts, *data) {
+		// The whole blob came with the commit: it is checked here, as an
+		// upload would check it, with nothing to store.
+		if s.metrics != nil {
+			s.metrics.bytesIn.Add(float64(data.Len()))
+		}
+		h := opts.Expected.Algorithm().Hash()
+		for _, b := range *data {
+			h.Write(b.ReadOnlyData())
+		}
+		if err := blob.Verify(opts.Expected, info.Size, digest.NewDigest(opts.Expected.Algorithm(), h), int64(data.Len())); err != nil {
+			return err
+		}
+		return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: info.Size, Exists: true, Committed: true, Blob: infoPB(info)})
+	}
 	for data.Len() == 0 && !req.GetCommit() && !req.GetPause() {
 		var err error
 		if req, *data, err = recvWrite(stream); err != nil {
