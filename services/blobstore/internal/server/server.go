@@ -147,10 +147,10 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 // larger blob goes through an upload, whose memory is bounded in parts.
 const maxOneShot = 1 << 20
 
-// oneShot reports whether the first request of a Write, whose declared
-// digest is not stored, carries the whole blob with the commit: no pause,
-// no resume, from offset 0, and the declared size (all its data when the
-// size is unknown), small enough for Store.Put.
+// oneShot reports whether the first request of a Write that declares its
+// digest carries the whole blob with the commit: no pause, no resume, from
+// offset 0, and the declared size (all its data when the size is
+// unknown), small enough for Store.Put.
 func oneShot(first *blobv1.WriteRequest, opts blob.WriterOptions, data mem.BufferSlice) bool {
 	n := int64(data.Len())
 	return first.GetCommit() && !first.GetPause() && !opts.ResumeOnly && first.GetOffset() == 0 &&
