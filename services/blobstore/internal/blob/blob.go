@@ -111,6 +111,14 @@ type Store interface {
 	// under it (its Offset says where to continue). With opts.ResumeOnly,
 	// ErrNotFound when no upload is held under it.
 	NewWriter(ctx context.Context, opts WriterOptions) (Writer, error)
+	// Put stores data, whole and at hand, as the blob d in one step and
+	// without an upload: for small blobs (configs, manifests), which an
+	// upload would cost several storage requests. It checks data against
+	// d first: on a mismatch, ErrInvalidArgument naming both digests, and
+	// nothing is stored; otherwise the blob becomes visible whole or not at
+	// all. A blob already stored is a success. mediaType is a hint, as in
+	// WriterOptions. Put does not keep data after it returns.
+	Put(ctx context.Context, d digest.Digest, mediaType string, data []byte) (Info, error)
 	// Delete removes a blob.
 	Delete(ctx context.Context, d digest.Digest) error
 	// List returns up to limit blobs whose digests sort after after (all

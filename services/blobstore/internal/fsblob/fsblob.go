@@ -5,6 +5,7 @@
 //	                        blobs/sha512/)
 //	ingest/<ref>/data       the bytes of an unfinished upload
 //	ingest/<ref>/meta.json  what its writer declared
+//	ingest/put+<n>          the bytes of a Put, until they are linked
 //
 //	lock                    held (flock) by the process serving the root
 //
@@ -378,6 +379,11 @@ func writeFileSync(path string, b []byte) error {
 	if err != nil {
 		return err
 	}
+	return syncFile(f, b)
+}
+
+// syncFile writes b to f, syncs and closes it.
+func syncFile(f *os.File, b []byte) error {
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err
@@ -455,11 +461,7 @@ func (w *writer) Commit(_ context.Context, expected digest.Digest) (blob.Info, e
 	if err := errors.Join(w.fw.Close(), w.f.Sync()); err != nil {
 		return blob.Info{}, w.s.ioErr(w.opts.Ref, err)
 	}
-	now := time.Now()
-	data := w.f.Name()
-	_ = os.Chtimes(data, now, now) // CreatedAt is the commit time
-	target := w.s.blobPath(expected)
-	err = os.Link(data, target)
+	now, err := w.s.link(w.f.Name(), expected)
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		// The bytes are checked and kept: a commit once the cause is
 		// gone (a directory entry on a full disk) needs no resend.
@@ -469,10 +471,67 @@ func (w *writer) Commit(_ context.Context, expected digest.Digest) (blob.Info, e
 	if err != nil {
 		return blob.Info{}, errdefs.AlreadyExists("blob %s already exists", expected).WithReason("BLOB_EXISTS")
 	}
-	if err := syncDir(filepath.Dir(target)); err != nil {
+	if err := syncDir(filepath.Dir(w.s.blobPath(expected))); err != nil {
 		return blob.Info{}, fmt.Errorf("committing %s: %w", expected, err)
 	}
 	return blob.Info{Digest: expected, Size: w.offset, CreatedAt: now}, nil
+}
+
+// link makes the synced file at path the blob d, stamped with the time it
+// returns, the blob's CreatedAt: a hard link fails (fs.ErrExist) rather
+// than replaces when the blob is stored, so one copy is kept.
+func (s *Store) link(path string, d digest.Digest) (time.Time, error) {
+	now := time.Now()
+	_ = os.Chtimes(path, now, now)
+	return now, os.Link(path, s.blobPath(d))
+}
+
+// putPrefix starts the names of Put's files under ingest/: '+' is in no
+// ref, so none is taken for an upload's folder (Uploads passes over them),
+// and CleanUploads removes one that a crash left.
+const putPrefix = "put+"
+
+// Put implements blob.Store: the bytes are written to a file of their own
+// under ingest/ and synced, then linked into blobs/ as a commit links an
+// upload's. An upload held under any ref (an older, interrupted one) is
+// left alone, for its writer to resume or the janitor to discard.
+func (s *Store) Put(ctx context.Context, d digest.Digest, _ string, data []byte) (blob.Info, error) {
+	if err := blob.ValidateDigest(d); err != nil {
+		return blob.Info{}, err
+	}
+	if actual := d.Algorithm().FromBytes(data); actual != d {
+		return blob.Info{}, blob.DigestMismatch(d, actual)
+	}
+	f, err := os.CreateTemp(filepath.Join(s.root, "ingest"), putPrefix+"*")
+	if err != nil {
+		return blob.Info{}, s.putErr(d, err)
+	}
+	defer os.Remove(f.Name())
+	if err := syncFile(f, data); err != nil {
+		return blob.Info{}, s.putErr(d, err)
+	}
+	now, err := s.link(f.Name(), d)
+	if errors.Is(err, fs.ErrExist) {
+		// Stored already: a success, with the stored blob's description.
+		return s.Stat(ctx, d)
+	}
+	if err != nil {
+		return blob.Info{}, s.putErr(d, err)
+	}
+	if err := syncDir(filepath.Dir(s.blobPath(d))); err != nil {
+		return blob.Info{}, s.putErr(d, err)
+	}
+	return blob.Info{Digest: d, Size: int64(len(data)), CreatedAt: now}, nil
+}
+
+// putErr is the error for a failed Put of d: a full filesystem is
+// ErrResourceExhausted naming the store, as for an upload.
+func (s *Store) putErr(d digest.Digest, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return errdefs.ResourceExhausted("blob store %s is full: blob %s was not stored (%v)", s.root, d, err).
+			WithReason("STORE_FULL").WithDetail("store", s.root).WithDetail("digest", string(d))
+	}
+	return fmt.Errorf("storing %s: %w", d, err)
 }
 
 func syncDir(dir string) error {

@@ -7,11 +7,12 @@
 //	ingest/<ref>         where the multipart upload of a blob whose digest
 //	                     comes only at commit is assembled, then copied from
 //
-// Small blobs go up in one PutObject at commit. Larger ones go up as
-// multipart uploads in parts of a bounded size, a bounded number at once,
-// while the writer receives and hashes; the multipart upload is completed,
-// onto the blob's key, only after size and digest matched, and aborted
-// otherwise, so no partial or wrong blob is ever visible.
+// Small blobs go up in one PutObject at commit, or, when the caller has
+// one whole (Put), in one PutObject with no upload around it. Larger ones
+// go up as multipart uploads in parts of a bounded size, a bounded number
+// at once, while the writer receives and hashes; the multipart upload is
+// completed, onto the blob's key, only after size and digest matched, and
+// aborted otherwise, so no partial or wrong blob is ever visible.
 //
 // After each part the upload's state (parts, offset and the SHA-256 state at
 // that offset) is saved in the bucket, so that any process can resume the
@@ -26,7 +27,9 @@ package s3blob
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -485,6 +488,38 @@ func (s *Store) get(ctx context.Context, d digest.Digest, offset, n int64) (io.R
 		return nil, s.classify(err, "reading %s", d)
 	}
 	return body, nil
+}
+
+// Put implements blob.Store with one PutObject straight to the blob's key,
+// as a small upload's commit stores it, and no upload state around it: the
+// bytes are checked here first, and S3 makes an object visible whole or
+// not at all. A blob already stored is written over with the same bytes,
+// as that commit does when another writer stores it at the same moment.
+// An upload held under any ref (an older, interrupted one) is left alone,
+// for its writer to resume or the janitor to discard.
+func (s *Store) Put(ctx context.Context, d digest.Digest, mediaType string, data []byte) (blob.Info, error) {
+	if err := blob.ValidateDigest(d); err != nil {
+		return blob.Info{}, err
+	}
+	if actual := d.Algorithm().FromBytes(data); actual != d {
+		return blob.Info{}, blob.DigestMismatch(d, actual)
+	}
+	if err := s.ensure(ctx); err != nil {
+		return blob.Info{}, err
+	}
+	// Signed with the body's SHA-256, which S3 checks, rather than with a
+	// streaming signature (see writeState): a sha256 blob's is its digest,
+	// just checked.
+	sum := d.Encoded()
+	if d.Algorithm() != digest.SHA256 {
+		h := sha256.Sum256(data)
+		sum = hex.EncodeToString(h[:])
+	}
+	opts := minio.PutObjectOptions{ContentType: mediaType, DisableContentSha256: true}
+	if _, err := s.core.PutObject(ctx, s.cfg.Bucket, blobKey(d), bytes.NewReader(data), int64(len(data)), "", sum, opts); err != nil {
+		return blob.Info{}, s.classify(err, "storing %s", d)
+	}
+	return blob.Info{Digest: d, Size: int64(len(data)), CreatedAt: time.Now().UTC()}, nil
 }
 
 // Delete implements blob.Store.

@@ -38,7 +38,7 @@ func TestFullDisk(t *testing.T) {
 				t.Cleanup(func() { fs.Close() })
 				var s blob.Store = fs
 				if overGRPC {
-					s = ClientStore{serve(t, fs)}
+					s = clientStore(t, fs)
 				}
 				testFullDisk(t, s, mnt, root)
 			})

@@ -112,6 +112,9 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 		case !errdefs.IsNotFound(err):
 			return s.backend("stat", err)
 		}
+		if oneShot(first, opts, data) {
+			return s.writeOnce(stream, start, opts, data)
+		}
 	}
 	w, err := s.store.NewWriter(ctx, opts)
 	if err != nil {
@@ -127,6 +130,53 @@ func (s *Server) Write(stream blobv1.BlobService_WriteServer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if s.metrics != nil {
+		s.metrics.uploadDuration.Observe(time.Since(start).Seconds())
+	}
+	return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: info.Size, Committed: true, Blob: infoPB(info)})
+}
+
+// maxOneShot is the largest blob a Write stores in one step (Store.Put)
+// when its first message carries all of it: such a blob is in memory
+// whole already, as that message, and on S3 one PutObject replaces an
+// upload's five requests (its state read, claimed and removed; an
+// existence check; the object), most of the cost of the small blobs every
+// image records (its config and manifest, a few KiB). Up to here the
+// extra copy of the bytes that Put may take stays small per Write; a
+// larger blob goes through an upload, whose memory is bounded in parts.
+const maxOneShot = 1 << 20
+
+// oneShot reports whether the first request of a Write that declares its
+// digest carries the whole blob with the commit: no pause, no resume, from
+// offset 0, and the declared size (all its data when the size is
+// unknown), small enough for Store.Put.
+func oneShot(first *blobv1.WriteRequest, opts blob.WriterOptions, data mem.BufferSlice) bool {
+	n := int64(data.Len())
+	return first.GetCommit() && !first.GetPause() && !opts.ResumeOnly && first.GetOffset() == 0 &&
+		n <= maxOneShot && (opts.Size == -1 || opts.Size == n)
+}
+
+// writeOnce answers a oneShot Write as an upload committed at once would
+// be answered, storing the blob with Store.Put. An upload held under the
+// same ref (an older, interrupted one) is not touched: the janitor
+// discards it once it is idle.
+func (s *Server) writeOnce(stream blobv1.BlobService_WriteServer, start time.Time, opts blob.WriterOptions, data mem.BufferSlice) error {
+	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref}); err != nil {
+		return err
+	}
+	var b []byte
+	if len(data) == 1 {
+		b = data[0].ReadOnlyData() // held until Write frees data
+	} else {
+		b = data.Materialize()
+	}
+	if s.metrics != nil {
+		s.metrics.bytesIn.Add(float64(len(b)))
+	}
+	info, err := s.store.Put(stream.Context(), opts.Expected, opts.MediaType, b)
+	if err != nil {
+		return s.backend("commit", err)
 	}
 	if s.metrics != nil {
 		s.metrics.uploadDuration.Observe(time.Since(start).Seconds())
@@ -218,6 +268,21 @@ func (s *Server) writeExisting(stream blobv1.BlobService_WriteServer, opts blob.
 	}
 	if err := stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Exists: true, Blob: infoPB(info)}); err != nil {
 		return err
+	}
+	if data.Len() > 0 && oneShot(req, opts, *data) {
+		// The whole blob came with the commit: it is checked here, as an
+		// upload would check it, with nothing to store.
+		if s.metrics != nil {
+			s.metrics.bytesIn.Add(float64(data.Len()))
+		}
+		h := opts.Expected.Algorithm().Hash()
+		for _, b := range *data {
+			h.Write(b.ReadOnlyData())
+		}
+		if err := blob.Verify(opts.Expected, info.Size, digest.NewDigest(opts.Expected.Algorithm(), h), int64(data.Len())); err != nil {
+			return err
+		}
+		return stream.Send(&blobv1.WriteResponse{Ref: opts.Ref, Offset: info.Size, Exists: true, Committed: true, Blob: infoPB(info)})
 	}
 	for data.Len() == 0 && !req.GetCommit() && !req.GetPause() {
 		var err error

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -82,14 +83,14 @@ func newFS(t *testing.T) blob.Store {
 
 func TestConformanceOverGRPC(t *testing.T) {
 	t.Run("fs", func(t *testing.T) {
-		blobtest.TestStore(t, func(t *testing.T) blob.Store { return ClientStore{serve(t, newFS(t))} })
+		blobtest.TestStore(t, func(t *testing.T) blob.Store { return clientStore(t, newFS(t)) })
 	})
 	t.Run("s3", func(t *testing.T) {
 		srv := harness.StartS3(t)
 		n := 0
 		blobtest.TestStore(t, func(t *testing.T) blob.Store {
 			n++
-			return ClientStore{serve(t, newS3(t, srv, fmt.Sprintf("grpc-%d", n)))}
+			return clientStore(t, newS3(t, srv, fmt.Sprintf("grpc-%d", n)))
 		})
 	})
 }
@@ -102,7 +103,7 @@ func TestReplicasOverGRPC(t *testing.T) {
 	blobtest.TestReplicas(t, func(t *testing.T) (blob.Store, blob.Store) {
 		n++
 		bucket := fmt.Sprintf("replicas-%d", n)
-		return ClientStore{serve(t, newS3(t, srv, bucket))}, ClientStore{serve(t, newS3(t, srv, bucket))}
+		return clientStore(t, newS3(t, srv, bucket)), clientStore(t, newS3(t, srv, bucket))
 	})
 }
 
@@ -114,7 +115,7 @@ func TestDamageOverGRPC(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return ClientStore{serve(t, s)}, func(t *testing.T, d digest.Digest, off int64) {
+			return clientStore(t, s), func(t *testing.T, d digest.Digest, off int64) {
 				blobtest.FlipByte(t, filepath.Join(root, "blobs", "sha256", d.Encoded()), off)
 			}
 		})
@@ -125,7 +126,7 @@ func TestDamageOverGRPC(t *testing.T) {
 		blobtest.TestDamage(t, func(t *testing.T) (blob.Store, blobtest.Damage) {
 			n++
 			bucket := fmt.Sprintf("damage-%d", n)
-			return ClientStore{serve(t, newS3(t, srv, bucket))}, func(t *testing.T, d digest.Digest, off int64) {
+			return clientStore(t, newS3(t, srv, bucket)), func(t *testing.T, d digest.Digest, off int64) {
 				blobtest.FlipByte(t, filepath.Join(srv.Dir, bucket, "blobs", "sha256", d.Encoded()), off)
 			}
 		})
@@ -155,8 +156,52 @@ var (
 )
 
 // ClientStore is a blob.Store over the gRPC client, so that the conformance
-// suite runs through the client, the wire and the server.
-type ClientStore struct{ C *blobclient.Client }
+// suite runs through the client, the wire and the server. API is the
+// generated client on the same connection, for what the client does not
+// send (Put's one-message Write).
+type ClientStore struct {
+	C   *blobclient.Client
+	API blobv1.BlobServiceClient
+}
+
+// clientStore serves store on a loopback listener until the test ends and
+// returns a ClientStore of it.
+func clientStore(t testing.TB, store blob.Store) ClientStore {
+	t.Helper()
+	conn := serveConn(t, New(store, nil))
+	return ClientStore{C: blobclient.New(conn), API: blobv1.NewBlobServiceClient(conn)}
+}
+
+// Put sends the whole blob in the Write's first message, with the commit.
+func (s ClientStore) Put(ctx context.Context, d digest.Digest, mediaType string, data []byte) (blob.Info, error) {
+	return writeOneShot(ctx, s.API, blobclient.NewRef(), d, mediaType, data)
+}
+
+// writeOneShot writes data as the blob d in one message that declares its
+// digest and size and commits, and returns the committed blob.
+func writeOneShot(ctx context.Context, api blobv1.BlobServiceClient, ref string, d digest.Digest, mediaType string, data []byte) (blob.Info, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := api.Write(ctx)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	size := int64(len(data))
+	req := &blobv1.WriteRequest{Ref: ref, Digest: string(d), Size: &size, MediaType: mediaType, Data: data, Commit: true}
+	if err := stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+		return blob.Info{}, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return blob.Info{}, err
+		}
+		if resp.GetCommitted() {
+			b := resp.GetBlob()
+			return blob.Info{Digest: digest.Digest(b.GetDigest()), Size: b.GetSize(), CreatedAt: b.GetCreatedAt().AsTime()}, nil
+		}
+	}
+}
 
 func (s ClientStore) Stat(ctx context.Context, d digest.Digest) (blob.Info, error) {
 	i, err := s.C.Stat(ctx, d)

@@ -52,6 +52,7 @@ func TestStore(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"SHA512", testSHA512},
 		{"ResumeExactly", testResumeExactly},
 		{"ResumeOnly", testResumeOnly},
+		{"Put", testPut},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -1202,4 +1203,40 @@ func testResumeOnly(t *testing.T, s blob.Store) {
 	w.Close()
 	_, err = s.NewWriter(ctx, blob.WriterOptions{Ref: ref, Size: -1, ResumeOnly: true})
 	wantKind(t, "NewWriter(ResumeOnly) of a committed upload", err, errdefs.ErrNotFound)
+}
+
+// testPut: Put stores a blob in one step (sha256 and sha512, empty too),
+// storing it again is a success, and bytes that do not match their digest
+// are refused naming both digests, with nothing visible; no upload is left.
+func testPut(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	before := time.Now().Add(-time.Minute)
+	for i, b := range [][]byte{nil, Content(90, 4096)} {
+		for _, d := range []digest.Digest{digest.SHA256.FromBytes(b), digest.SHA512.FromBytes(b)} {
+			for range 2 { // the second Put finds the blob stored
+				info, err := s.Put(ctx, d, "application/vnd.oci.image.config.v1+json", b)
+				if err != nil || info.Digest != d || info.Size != int64(len(b)) || info.CreatedAt.Before(before) {
+					t.Fatalf("Put(%s, %d bytes) = %+v, %v; want it stored", d, len(b), info, err)
+				}
+			}
+			got, info, err := readAll(t, s, d, 0, 0)
+			if err != nil || !bytes.Equal(got, b) || info.Size != int64(len(b)) {
+				t.Errorf("blob %d (%s) reads back as %d bytes, %v; want %d", i, d, len(got), err, len(b))
+			}
+		}
+	}
+	b := Content(91, 1000)
+	actual, wrong := digest.FromBytes(b), digest.FromBytes(Content(92, 1000))
+	_, err := s.Put(ctx, wrong, "", b)
+	wantKind(t, "Put with the wrong digest", err, errdefs.ErrInvalidArgument)
+	if err != nil && (!strings.Contains(err.Error(), string(wrong)) || !strings.Contains(err.Error(), string(actual))) {
+		t.Errorf("Put error %q does not name both %s and %s", err, wrong, actual)
+	}
+	wantAbsent(t, s, wrong)
+	wantAbsent(t, s, actual)
+	_, err = s.Put(ctx, "sha256:abc", "", b)
+	wantKind(t, "Put with a malformed digest", err, errdefs.ErrInvalidArgument)
+	if ups, err := s.Uploads(ctx); err != nil || len(ups) != 0 {
+		t.Errorf("Uploads after Puts = %+v, %v; want none", ups, err)
+	}
 }
