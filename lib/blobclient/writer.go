@@ -408,7 +408,9 @@ func (w *Writer) release() {
 
 // Put uploads the bytes of r as the blob d of size bytes (d may be empty
 // and size SizeUnknown, as for NewWriter) and returns the stored blob. When
-// the blob is stored already nothing is sent. When r can seek (a file),
+// the blob is stored already nothing is sent, but for a small blob of known
+// digest and size, which is sent whole in one message (see putWhole) and
+// checked against the stored one. When r can seek (a file),
 // a broken stream or an unavailable server is retried a few times,
 // resuming where the server's copy ends; and when d is empty, r is read
 // twice: first for its digest, so that a stored blob is not sent again.
@@ -433,13 +435,24 @@ func (c *Client) Put(ctx context.Context, r io.Reader, d digest.Digest, size int
 		o(&cfg)
 	}
 	if !cfg.refSet {
-		opts = append(opts, WithRef(NewRef()))
+		cfg.ref = NewRef()
+		opts = append(opts, WithRef(cfg.ref))
+	}
+	put, canRetry := func() (Info, error) { return c.putOnce(ctx, r, seeker, d, size, opts) }, seeker != nil
+	if d != "" && size >= 0 && size < ChunkSize && !cfg.refSet && !cfg.resumeOnly {
+		// Read one byte past size, so that a longer input is sent as it
+		// is and refused by the server, as on the upload path.
+		b, err := io.ReadAll(io.LimitReader(r, size+1))
+		if err != nil {
+			return Info{}, err
+		}
+		put, canRetry = func() (Info, error) { return c.putWhole(ctx, b, d, size, cfg) }, true
 	}
 	const attempts = 5
 	backoff := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		info, err := c.putOnce(ctx, r, seeker, d, size, opts)
-		if err == nil || seeker == nil || attempt == attempts || !retryable(err) || ctx.Err() != nil {
+		info, err := put()
+		if err == nil || !canRetry || attempt == attempts || !retryable(err) || ctx.Err() != nil {
 			return info, err
 		}
 		select {
@@ -452,6 +465,38 @@ func (c *Client) Put(ctx context.Context, r io.Reader, d digest.Digest, size int
 }
 
 func retryable(err error) bool { return errdefs.Code(err) == codes.Unavailable }
+
+// putWhole sends the small blob b whole, with its commit, in the stream's
+// first message, under a ref of its own (no upload is held under it): the
+// blob store then stores it in one step, one S3 request where an upload
+// takes five, which is most of what recording an image's config and
+// manifest costs. A blob store older than that takes the message as an
+// upload committed at once. Either answers with the committed blob last.
+func (c *Client) putWhole(ctx context.Context, b []byte, d digest.Digest, size int64, cfg writerConfig) (Info, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.api.Write(ctx, grpc.ForceCodecV2(c.codec))
+	if err != nil {
+		return Info{}, err
+	}
+	req := &blobv1.WriteRequest{Ref: cfg.ref, Digest: string(d), Size: &size, MediaType: cfg.mediaType, Commit: true}
+	// On io.EOF the server ended the stream: Recv below says why.
+	if err := stream.SendMsg(&blobwire.Bulk{Msg: req, Data: mem.BufferSlice{mem.SliceBuffer(b)}}); err != nil && !errors.Is(err, io.EOF) {
+		return Info{}, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return Info{}, errdefs.Internal("upload %q: the server ended the stream without committing", cfg.ref)
+		}
+		if err != nil {
+			return Info{}, err
+		}
+		if resp.GetCommitted() {
+			return infoFrom(resp.GetBlob()), nil
+		}
+	}
+}
 
 func (c *Client) putOnce(ctx context.Context, r io.Reader, seeker io.Seeker, d digest.Digest, size int64, opts []WriterOption) (Info, error) {
 	w, err := c.NewWriter(ctx, d, size, opts...)
