@@ -20,9 +20,9 @@ import (
 // first part, beside the others, so that every byte of the range reaches
 // the caller in a part's buffer (ReadBuffer). A blob deleted meanwhile
 // fails the read (NOT_FOUND) at the next range; blobs never change, so the
-// bytes read are always the blob's.
-func (s *Store) openParallel(ctx context.Context, d digest.Digest, offset, n int64, first *rangeReader) io.ReadCloser {
-	ctx, cancel := context.WithCancel(ctx)
+// bytes read are always the blob's. ctx is the caller's to cancel, and
+// first's GET's too: Close calls cancel, which stops every GET.
+func (s *Store) openParallel(ctx context.Context, cancel context.CancelFunc, d digest.Digest, offset, n int64, first *rangeReader) io.ReadCloser {
 	queue := make(chan chan fetched, s.cfg.Concurrency-1)
 	r := &parallelReader{s: s, queue: queue, cancel: cancel}
 	go func() {
@@ -87,6 +87,7 @@ func (s *Store) fetch(r *rangeReader, n int64) fetched {
 // once when the blob is gone or the caller's context ends.
 type rangeReader struct {
 	s      *Store
+	cancel context.CancelFunc // of its GETs' context, when Close ends it
 	d      digest.Digest
 	get    func(offset, n int64) (io.ReadCloser, error)
 	wait   func(time.Duration) error // sleeps unless the context ends
@@ -159,6 +160,9 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 }
 
 func (r *rangeReader) Close() error {
+	if r.cancel != nil {
+		defer r.cancel()
+	}
 	if r.body != nil {
 		return r.body.Close()
 	}

@@ -395,8 +395,11 @@ func (s *Store) Open(ctx context.Context, d digest.Digest, offset, length int64)
 	if err := opts.SetRange(offset, offset+first-1); err != nil {
 		return nil, blob.Info{}, errdefs.InvalidArgument("range of %s: %v", d, err)
 	}
-	body, oi, h, err := s.core.GetObject(ctx, s.cfg.Bucket, blobKey(d), opts)
+	// The GETs' context: the reader's Close ends them.
+	gctx, cancel := context.WithCancel(ctx)
+	body, oi, h, err := s.core.GetObject(gctx, s.cfg.Bucket, blobKey(d), opts)
 	if err != nil {
+		cancel()
 		switch {
 		case isNotFound(err):
 			return nil, blob.Info{}, notFound(d)
@@ -412,20 +415,24 @@ func (s *Store) Open(ctx context.Context, d digest.Digest, offset, length int64)
 	}
 	if err != nil {
 		body.Close()
+		cancel()
 		return nil, blob.Info{}, errdefs.Internal("reading %s: S3 at %s answered a ranged GET with %v", d, s.cfg.Endpoint, err)
 	}
 	info := blob.Info{Digest: d, Size: size, CreatedAt: oi.LastModified}
 	n, err := blob.ValidateRange(d, size, offset, length)
 	if err != nil {
 		body.Close()
+		cancel()
 		return nil, blob.Info{}, err
 	}
 	got := min(first, n)
-	r := s.openRange(ctx, d, offset, got)
+	r := s.openRange(gctx, d, offset, got)
 	r.body = body
 	rc := io.ReadCloser(r)
 	if n > got {
-		rc = s.openParallel(ctx, d, offset, n, r)
+		rc = s.openParallel(gctx, cancel, d, offset, n, r)
+	} else {
+		r.cancel = cancel
 	}
 	if n == size {
 		rc = blob.Verified(rc, d, size)
@@ -458,7 +465,8 @@ func (s *Store) openStat(ctx context.Context, d digest.Digest, offset, length in
 	case n == 0:
 		rc = io.NopCloser(bytes.NewReader(nil))
 	case n > s.cfg.PartSize:
-		rc = s.openParallel(ctx, d, offset, n, nil)
+		ctx, cancel := context.WithCancel(ctx)
+		rc = s.openParallel(ctx, cancel, d, offset, n, nil)
 	default:
 		r := s.openRange(ctx, d, offset, n)
 		// The first GET now, so that a blob deleted since the Stat is
