@@ -314,10 +314,12 @@ func (w *writer) Write(p []byte) (int, error) {
 		k := min(len(p), int(w.st.PartSize)-len(w.buf))
 		if need := len(w.buf) + k; need > cap(w.buf) && w.st.PartSize == w.s.cfg.PartSize {
 			// The first part of a blob of unknown size grows (see newBuf)
-			// by doubling, then into a full part from the pool: append's
-			// smaller steps would copy a large one many times over.
+			// by doubling, then, past half a part, into a full part from
+			// the pool: append's smaller steps would copy a large one
+			// many times over, and a blob of a few MiB holds at most
+			// twice its size.
 			var nb []byte
-			if n := max(2*cap(w.buf), need); n < growLimit {
+			if n := max(2*cap(w.buf), need); int64(n) <= w.st.PartSize/2 {
 				nb = make([]byte, 0, n)
 			} else {
 				nb = w.s.getBuf(w.st.PartSize)
@@ -344,15 +346,9 @@ func (w *writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// growLimit is the size up to which the first part of a blob of unknown
-// size grows as it fills (see newBuf); past it, Write moves it to a full
-// part from the pool.
-const growLimit = 1 << 20
-
 // newBuf returns the buffer of the next part. The first part's grows as it
-// fills, up to growLimit, since most blobs (configs, manifests, small
-// layers) are far smaller than a part; later parts take a full one from
-// the pool.
+// fills (see Write), since most blobs (configs, manifests, small layers)
+// are far smaller than a part; later parts take a full one from the pool.
 func (w *writer) newBuf() []byte {
 	if w.nextPart == 1 {
 		n := int64(64 << 10)
