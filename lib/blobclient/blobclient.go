@@ -350,7 +350,8 @@ func (r *Reader) Read(p []byte) (int, error) {
 // each to w is a system call per frame when w is a connection (the
 // registry's response) or a file. On loopback, 16 KiB writes to a socket
 // took twice the system time of 1 MiB writes, more than copying the bytes
-// once costs. So a message's buffers are gathered into one write.
+// once costs. So a message's buffers are gathered into one write. After a
+// failed write the reader is spent: the bytes gathered for it are gone.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	bp := r.pool.Get(ChunkSize)
 	defer r.pool.Put(bp)

@@ -446,7 +446,13 @@ func (c *Client) Put(ctx context.Context, r io.Reader, d digest.Digest, size int
 		if err != nil {
 			return Info{}, err
 		}
-		put, canRetry = func() (Info, error) { return c.putWhole(ctx, b, d, size, cfg) }, true
+		put, canRetry = func() (Info, error) {
+			// A ref of its own each time: an older blob store may keep
+			// a failed attempt's bytes under the last one, and one
+			// message has nothing to resume.
+			cfg.ref = NewRef()
+			return c.putWhole(ctx, b, d, size, cfg)
+		}, true
 	}
 	const attempts = 5
 	backoff := 200 * time.Millisecond
