@@ -210,10 +210,15 @@ func copyRange(f, src *os.File, off int64, e *layerEntry) (bool, error) {
 		n, err := unix.CopyFileRange(int(src.Fd()), &off, int(f.Fd()), nil, int(left), 0)
 		if err != nil {
 			if left == e.hdr.Size && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) ||
-				errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM)) {
-				return false, nil
+				errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EIO)) {
+				return false, nil // EIO: CIFS, as Go's own copier (internal/poll) falls back
 			}
 			return true, fmt.Errorf("writing %s: %w", e.path, err)
+		}
+		if n == 0 && left == e.hdr.Size {
+			// Kernels before 5.19 answer 0 for files they cannot copy
+			// (procfs, some network filesystems): io.Copy then tells.
+			return false, nil
 		}
 		if n == 0 {
 			return true, fmt.Errorf("writing %s: its content has %d bytes, not %d", e.path, e.hdr.Size-left, e.hdr.Size)
