@@ -17,7 +17,11 @@ dir=${1:?usage: stack.sh DIR [s3]}
 backend=${2:-fs}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# ports N: N free loopback ports, all bound at once while they are picked,
+# so that no two are the same: a port picked and closed can come back at
+# the next pick, and a service then found versitygw on its port (a bench
+# run failed with "frame too large … looked like an HTTP/1.1 header").
+ports() { python3 -c 'import socket,sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]; [s.bind(("127.0.0.1",0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
 start() { # name, then the command
   local name=$1; shift
   "$@" >"$dir/$name.log" 2>&1 &
@@ -30,9 +34,10 @@ wait_port() { # host:port
   done
   echo "stack: nothing listens on $1; see $dir/*.log" >&2; exit 1
 }
-blobs=127.0.0.1:$(port); meta=127.0.0.1:$(port); builder=127.0.0.1:$(port)
+read -r p_blobs p_meta p_builder p_s3 <<<"$(ports 4)"
+blobs=127.0.0.1:$p_blobs; meta=127.0.0.1:$p_meta; builder=127.0.0.1:$p_builder
 if [ "$backend" = s3 ]; then
-  s3=127.0.0.1:$(port)
+  s3=127.0.0.1:$p_s3
   gw=$(command -v versitygw || echo "$root/.tools/bin/versitygw")
   mkdir -p "$dir/s3"
   ROOT_ACCESS_KEY=strata ROOT_SECRET_KEY=strata-secret start versitygw "$gw" --port "$s3" posix "$dir/s3"
