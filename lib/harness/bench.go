@@ -11,7 +11,7 @@ import (
 // `make bench` collects them (bench/cmd/benchreport reads this JSON) into
 // one table.
 type BenchFigure struct {
-	// Bench is the benchmark: blob, xfer, build, meta or exec.
+	// Bench is the benchmark: blob, xfer, build, meta, exec or registry.
 	Bench string `json:"bench"`
 	// Name says what was measured, e.g. "upload 1 GiB, unsigned payload".
 	Name string `json:"name"`
