@@ -3,15 +3,12 @@ package copier
 import (
 	"context"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/opencontainers/go-digest"
 
 	builderv1 "github.com/strata-build/strata/gen/strata/builder/v1"
 	"github.com/strata-build/strata/services/builder/internal/buildctx"
@@ -36,17 +33,7 @@ func BenchmarkWriteFiles(b *testing.B) {
 		entries = append(entries, &builderv1.FileEntry{Path: dir, Mode: buildctx.UnixMode(fs.ModeDir | 0o755), MtimeUnixNano: 1_600_000_000_000_000_000})
 		for f := range 100 {
 			body := fmt.Sprintf("%d/%d\n", d, f) + strings.Repeat("x", 8<<10)
-			dg := digest.FromString(body)
-			w, err := batch.NewWriter(dg, int64(len(body)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := io.WriteString(w, body); err != nil {
-				b.Fatal(err)
-			}
-			if err := w.Commit(); err != nil {
-				b.Fatal(err)
-			}
+			dg := storeContent(b, batch.NewWriter, body) // packed, as a transfer packs small contents
 			entries = append(entries, &builderv1.FileEntry{Path: fmt.Sprintf("%s/f%d.c", dir, f), Mode: buildctx.UnixMode(0o644),
 				Size: int64(len(body)), Digest: string(dg), MtimeUnixNano: 1_600_000_000_000_000_000})
 		}

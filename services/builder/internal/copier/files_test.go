@@ -32,7 +32,7 @@ func TestWriteFilesIsTheTarUnpacked(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := func(p, body string, mode fs.FileMode, mtime int64) *builderv1.FileEntry {
-		d := storeContent(t, store, body)
+		d := storeContent(t, store.NewWriter, body)
 		return &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(d), MtimeUnixNano: mtime}
 	}
 	dir := func(p string, mode fs.FileMode, mtime int64) *builderv1.FileEntry {

@@ -23,7 +23,7 @@ func TestSourceHashIsDockers(t *testing.T) {
 	}
 	list := []*builderv1.FileEntry{{Path: "test_dir", Mode: buildctx.UnixMode(fs.ModeDir | 0o755)}}
 	for p, body := range files {
-		d := storeContent(t, store, body)
+		d := storeContent(t, store.NewWriter, body)
 		// The owner on the client is not the one the CLI's tar gives (0:0).
 		list = append(list, &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(0o644), Size: int64(len(body)), Digest: string(d), Uid: 1000, Gid: 1000})
 	}
@@ -70,7 +70,7 @@ func TestSourceHashAfterAChange(t *testing.T) {
 		t.Helper()
 		list := []*builderv1.FileEntry{{Path: "d", Mode: buildctx.UnixMode(fs.ModeDir | 0o755)}}
 		for p, body := range files {
-			d := storeContent(t, store, body)
+			d := storeContent(t, store.NewWriter, body)
 			list = append(list, &builderv1.FileEntry{Path: p, Mode: buildctx.UnixMode(mode), Size: int64(len(body)), Digest: string(d)})
 		}
 		bctx, err := buildctx.New(list)
@@ -112,12 +112,13 @@ func TestSourceHashAfterAChange(t *testing.T) {
 	}
 }
 
-// storeContent keeps body in the context store, as a build's context
-// transfer does, and returns its digest.
-func storeContent(t *testing.T, store *buildctx.Store, body string) digest.Digest {
+// storeContent keeps body in the context store through open (a Store's or
+// a Batch's NewWriter), as a build's context transfer does, and returns
+// its digest.
+func storeContent(t testing.TB, open func(digest.Digest, int64) (*buildctx.Writer, error), body string) digest.Digest {
 	t.Helper()
 	d := digest.FromString(body)
-	w, err := store.NewWriter(d, int64(len(body)))
+	w, err := open(d, int64(len(body)))
 	if err != nil {
 		t.Fatal(err)
 	}
