@@ -291,14 +291,7 @@ func TestReadRequests(t *testing.T) {
 	ctx := context.Background()
 	b := blobtest.Content(1, 4096)
 	d := digest.FromBytes(b)
-	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "read-requests", Expected: d, Size: int64(len(b))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Commit(ctx, ""); err != nil {
+	if _, err := s.Put(ctx, d, "", b); err != nil {
 		t.Fatal(err)
 	}
 	var trace bytes.Buffer
@@ -338,14 +331,7 @@ func TestLongReadHandsOverBuffers(t *testing.T) {
 	ctx := context.Background()
 	b := blobtest.Content(2, 2*MinPartSize+3)
 	d := digest.FromBytes(b)
-	w, err := s.NewWriter(ctx, blob.WriterOptions{Ref: "long-read", Expected: d, Size: int64(len(b))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Commit(ctx, ""); err != nil {
+	if _, err := s.Put(ctx, d, "", b); err != nil {
 		t.Fatal(err)
 	}
 	var trace lockedBuffer // the parts' GETs run in parallel
