@@ -89,11 +89,16 @@ func (s *Store) Close() error { return s.lock.Close() }
 // filesystem is ErrResourceExhausted naming the store, and the upload is
 // left for a resume.
 func (s *Store) ioErr(ref string, err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	if full(err) {
 		return errdefs.ResourceExhausted("blob store %s is full: upload %q keeps the bytes it has; resume it once space is freed (%v)", s.root, ref, err).
 			WithReason("STORE_FULL").WithDetail("store", s.root).WithDetail("ref", ref)
 	}
 	return fmt.Errorf("upload %q: %w", ref, err)
+}
+
+// full reports whether err says the filesystem is full, or the quota.
+func full(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 func (s *Store) blobPath(d digest.Digest) string {
@@ -527,7 +532,7 @@ func (s *Store) Put(ctx context.Context, d digest.Digest, _ string, data []byte)
 // putErr is the error for a failed Put of d: a full filesystem is
 // ErrResourceExhausted naming the store, as for an upload.
 func (s *Store) putErr(d digest.Digest, err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	if full(err) {
 		return errdefs.ResourceExhausted("blob store %s is full: blob %s was not stored (%v)", s.root, d, err).
 			WithReason("STORE_FULL").WithDetail("store", s.root).WithDetail("digest", string(d))
 	}
